@@ -1,0 +1,62 @@
+"""Errors of the ledger and the domain.
+
+    LedgerError
+    ├── SettingsError            a setting is missing or malformed (names the setting)
+    ├── SchemaError              the database is newer than this code, or a migration failed
+    ├── StoreError               the database could not be read or written
+    ├── ConcurrencyConflict      expected stream version did not match; nothing written
+    │   └── IdempotencyConflict  same idempotency key, different payload
+    └── DomainError              a command is not allowed in the current state
+        ├── NotFound             no such job / node / token
+        ├── InvalidTransition    e.g. cancelling a finished job
+        ├── LimitExceeded        rate or active-job limit (carries retry_after)
+        └── Forbidden            the actor may not do this
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every error raised by gpuledger's core."""
+
+
+class SettingsError(LedgerError):
+    pass
+
+
+class SchemaError(LedgerError):
+    pass
+
+
+class StoreError(LedgerError):
+    pass
+
+
+class ConcurrencyConflict(LedgerError):
+    pass
+
+
+class IdempotencyConflict(ConcurrencyConflict):
+    pass
+
+
+class DomainError(LedgerError):
+    pass
+
+
+class NotFound(DomainError):
+    pass
+
+
+class InvalidTransition(DomainError):
+    pass
+
+
+class Forbidden(DomainError):
+    pass
+
+
+class LimitExceeded(DomainError):
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

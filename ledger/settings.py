@@ -1,0 +1,179 @@
+"""One typed settings object: defaults, then a TOML file, then ``GPULEDGER_*`` environment variables.
+
+A bad value stops start-up with the setting's name. Secrets come from the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ledger.errors import SettingsError
+
+
+class NodeSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One GPU node reached over SSH through the jump host."""
+
+    name: str
+    host: str
+    port: int = 22
+    user: str | None = None
+    slots: int = 1
+    container: str | None = None
+
+
+DEFAULT_ENDPOINT_LIMITS = {"submit": 5, "status": 60, "results": 60, "cancel": 10, "jobs": 30}
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every setting of the server; names follow SPEC §8 in lower case."""
+
+    # network and storage
+    server_host: str = "0.0.0.0"  # noqa: S104 - the server is meant to be reachable by researchers
+    server_port: int = 8001
+    database_path: str = "./gpuledger.db"
+    jobs_dir: str = "./jobs"
+    log_file: str = "./server.log"
+    # nodes
+    nodes: list[NodeSpec] = []
+    gpu_node_prefix: str = "gpu-node"
+    gpu_node_count: int = 0
+    gpu_node_port: int = 22
+    gpu_user: str = "gpuuser"
+    jump_host: str | None = None
+    jump_port: int = 22
+    jump_user: str = "root"
+    ssh_key_file: str | None = None
+    ssh_known_hosts: str | None = None
+    ssh_keepalive_s: float = 15.0
+    ssh_connect_timeout_s: float = 10.0
+    remote_root: str = "/tmp/gpuledger"
+    job_command: str = "python3 {solution}"
+    local_slots: int = 0
+    node_lost_after: float = 600.0
+    node_down_after_failures: int = 3
+    node_probe_interval_s: float = 5.0
+    cancel_grace_s: float = 5.0
+    max_output_bytes: int = 64 * 1024 * 1024
+    max_results_bytes: int = 16 * 1024 * 1024
+    inline_output_bytes: int = 1024 * 1024
+    # LXC
+    lxc_restart_between_jobs: bool = False
+    lxc_container_prefix: str = "gpu-node"
+    lxc_restart_command: str = "lxc restart {container}"
+    lxc_restart_wait_time: float = 30.0
+    # jobs and limits
+    sync_wait_timeout: float = 14400.0
+    max_expected_time: int = 7 * 24 * 3600
+    max_job_timeout_multiplier: float = 2.0
+    max_code_bytes: int = 5 * 1024 * 1024
+    max_config_bytes: int = 64 * 1024
+    rate_limit_per_minute: int = 5
+    max_active_jobs_per_user: int = 1
+    endpoint_limits: dict[str, int] = DEFAULT_ENDPOINT_LIMITS
+    trusted_proxies: list[str] = []
+    admin_rate_limit_exempt: bool = True
+    token_max_days: int = 30
+    # code scanner
+    code_scanner_enabled: bool = True
+    code_scanner_quick_mode: bool = True
+    code_scanner_base_url: str = "https://openrouter.ai/api/v1"
+    code_scanner_model: str = "openai/gpt-4o-mini"
+    code_scanner_fail_open: bool = True
+    code_scanner_timeout_s: float = 60.0
+    openrouter_api_key: str | None = None
+
+    def __post_init__(self) -> None:
+        positive = ("server_port", "max_code_bytes", "max_config_bytes", "max_expected_time")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise msgspec.ValidationError(f"must be positive - at `$.{name}`")
+        if self.max_job_timeout_multiplier <= 0:
+            raise msgspec.ValidationError("must be positive - at `$.max_job_timeout_multiplier`")
+        if self.max_active_jobs_per_user < 1:
+            raise msgspec.ValidationError("must be at least 1 - at `$.max_active_jobs_per_user`")
+
+    def node_specs(self) -> list[NodeSpec]:
+        """Explicit ``[[nodes]]`` win; otherwise ``GPU_NODE_PREFIX``-0 … -(COUNT-1)."""
+        if self.nodes:
+            return list(self.nodes)
+        return [
+            NodeSpec(name=f"{self.gpu_node_prefix}-{i}", host=f"{self.gpu_node_prefix}-{i}",
+                     port=self.gpu_node_port, user=self.gpu_user)
+            for i in range(self.gpu_node_count)
+        ]
+
+    def redacted(self) -> dict[str, Any]:
+        data: dict[str, Any] = msgspec.to_builtins(self)
+        for secret in SECRET_SETTINGS:
+            if data.get(secret):
+                data[secret] = "***"
+        return data
+
+
+SECRET_SETTINGS = ("openrouter_api_key",)
+ENV_PREFIX = "GPULEDGER_"
+# Secrets are read from these plain names too (as the original system did), never from a file.
+SECRET_ENV_NAMES = {"openrouter_api_key": "OPENROUTER_API_KEY"}
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    fields = {f.name: f for f in msgspec.structs.fields(Settings)}
+    raw: dict[str, Any] = {}
+    for key, text in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name not in fields:
+            raise SettingsError(f"{key}: unknown setting {name!r}")
+        raw[name] = _parse_env_value(key, text, fields[name].type)
+    for name, env_name in SECRET_ENV_NAMES.items():
+        if env_name in environ and name not in raw:
+            raw[name] = environ[env_name]
+    return raw
+
+
+def _parse_env_value(key: str, text: str, annotation: Any) -> Any:
+    if annotation is str or annotation == (str | None):
+        return text
+    try:
+        # Numbers, booleans, lists and tables are written as JSON (or TOML-ish true/false).
+        return msgspec.json.decode(text.strip().lower() if text.strip().lower() in ("true", "false") else text)
+    except msgspec.DecodeError:
+        if isinstance(text, str) and annotation not in (int, float, bool):
+            return text
+        raise SettingsError(f"{key}: cannot read {text!r} as {annotation}") from None
+
+
+def load_settings(config_file: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Defaults, then the TOML file (explicit, or ./gpuledger.toml if present), then the environment."""
+    environ = dict(os.environ if environ is None else environ)
+    raw: dict[str, Any] = {}
+    path = Path(config_file) if config_file else Path("gpuledger.toml")
+    if config_file and not path.exists():
+        raise SettingsError(f"config file not found: {path}")
+    if path.exists():
+        try:
+            raw.update({k.lower(): v for k, v in tomllib.loads(path.read_text()).items()})
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"{path}: invalid TOML: {e}") from e
+        for secret in SECRET_SETTINGS:
+            if secret in raw:
+                raise SettingsError(f"{secret}: secrets come from the environment only, not {path}")
+    raw.update(_from_env(environ))
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as e:
+        raise SettingsError(f"invalid setting: {_name_setting(str(e))}") from e
+
+
+def _name_setting(message: str) -> str:
+    """msgspec says ``... - at `$.server_port` ``; lead with the setting's name."""
+    if "`$." in message:
+        where = message.split("`$.", 1)[1].rstrip("`")
+        return f"{where.split('.')[0].split('[')[0]}: {message}"
+    return message
