@@ -74,7 +74,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_config_bytes: int = 64 * 1024
     rate_limit_per_minute: int = 5
     max_active_jobs_per_user: int = 1
-    endpoint_limits: dict[str, int] = DEFAULT_ENDPOINT_LIMITS
+    endpoint_limits: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_ENDPOINT_LIMITS))
     trusted_proxies: list[str] = []
     admin_rate_limit_exempt: bool = True
     token_max_days: int = 30
