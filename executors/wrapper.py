@@ -1,0 +1,525 @@
+#!/usr/bin/env python3
+"""gpuledger job wrapper: runs one job in its workdir, detached from whoever started it.
+
+It is uploaded into the workdir and run as `python3 wrapper.py SUBCOMMAND WORKDIR ...`, on this host
+or over SSH, so it is one stdlib-only file that still runs on Python 3.8. The workdir is the interface:
+
+    job.json      written by the runner: command, time_limit_s, grace_s, env
+    launched      claim marker (O_EXCL): whoever creates it decides whether the job ever runs
+    started.json  pid, pgid, wrapper_pid, wrapper_start_ticks, started_at            (atomic)
+    stdout        the job's standard output, appended
+    stderr        the job's standard error, appended (plus the wrapper's kill notices)
+    cancel        created by `cancel`; the daemon polls for it
+    status.json   exit_code, signal, timed_out, cancelled, started_at, ended_at,
+                  group_gone, error                                                 (atomic)
+    wrapper.log   the daemon's traceback, if it ever crashes
+
+Exit status: a job killed by signal N records signal=N and exit_code=null; any other end records its
+exit code and signal=null. (A shell that reports a child's death as 128+N is an ordinary exit.)
+
+`follow` writes frames [kind: 1 byte][length: 4 bytes big-endian][payload] with the kinds below.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+
+STDOUT_FRAME, STDERR_FRAME, STATUS_FRAME, HEARTBEAT_FRAME, LOST_FRAME = 1, 2, 3, 4, 5
+
+POLL_S = 0.05  # completion must be noticed well within a second
+CHUNK = 1 << 20  # bounded reads keep memory flat whatever the job prints
+HEARTBEAT_S = 2.0
+LAUNCH_WAIT_S = 30.0  # how long a launch may take before we call it failed
+CONFIRM_GONE_S = 5.0  # after KILL, how long the group may take to disappear
+HAVE_PROC = os.path.isdir("/proc/self")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def path(workdir, name):
+    return os.path.join(workdir, name)
+
+
+def now_iso():
+    return datetime.now(timezone.utc).isoformat()  # noqa: UP017 - datetime.UTC is 3.11+, nodes have 3.8
+
+
+def read_bytes(file_path):
+    try:
+        with open(file_path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def read_json(file_path):
+    data = read_bytes(file_path)
+    return None if data is None else json.loads(data.decode("utf-8"))
+
+
+def write_json_atomic(file_path, obj):
+    """tmp + fsync + rename, so a reader sees the whole record or none of it, even after a crash."""
+    tmp = f"{file_path}.tmp.{os.getpid()}"
+    data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, file_path)
+    try:
+        dir_fd = os.open(os.path.dirname(file_path), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory; the rename is still atomic
+
+
+def append_text(file_path, text):
+    with open(file_path, "ab") as f:
+        f.write(text.encode("utf-8"))
+
+
+def claim(workdir):
+    """Create the launch marker; only one caller ever succeeds, so the job starts at most once."""
+    try:
+        fd = os.open(path(workdir, "launched"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+    os.close(fd)
+    return True
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+
+def proc_stat(pid):
+    """(state, pgrp, start ticks) from /proc, or None when the process does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()  # the command name may contain spaces and parens
+    return fields[0].decode("ascii"), int(fields[2]), int(fields[19])
+
+
+def pid_alive(pid, start_ticks=None):
+    """Zombies count as dead; start ticks guard against a recycled pid."""
+    if HAVE_PROC:
+        stat = proc_stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            return False
+        return start_ticks is None or stat[2] == start_ticks
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def group_alive(pgid):
+    """True while any member of the group still runs; zombies are gone for every purpose but reaping."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not HAVE_PROC:
+        return True
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = proc_stat(int(name))
+            if stat is not None and stat[1] == pgid and stat[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def signal_group(pgid, sig):
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def wait_until(condition, timeout_s, tick):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        tick()
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+
+
+def kill_group(pgid, grace_s, tick=lambda: None):
+    """TERM, grace, KILL; True once the group is confirmed gone. `tick` lets the daemon reap meanwhile."""
+    tick()
+    if not group_alive(pgid):
+        return True
+    signal_group(pgid, signal.SIGTERM)
+    if wait_until(lambda: not group_alive(pgid), grace_s, tick):
+        return True
+    signal_group(pgid, signal.SIGKILL)
+    return wait_until(lambda: not group_alive(pgid), CONFIRM_GONE_S, tick)
+
+
+def become_subreaper():
+    """Orphans of the job re-parent to the daemon, which reaps them, instead of an init that may not."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except Exception:  # noqa: S110 - best effort: without it, zombies are still treated as gone
+        pass
+
+
+class Reaper:
+    """Reaps every child of the daemon; keeps the job main process's wait status."""
+
+    def __init__(self, main_pid):
+        self.main_pid = main_pid
+        self.wait_status = None
+
+    def __call__(self):
+        while True:
+            try:
+                pid, wait_status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.main_pid:
+                self.wait_status = wait_status
+
+
+def exit_fields(wait_status):
+    if wait_status is None:
+        return None, None
+    if os.WIFSIGNALED(wait_status):
+        return None, os.WTERMSIG(wait_status)
+    return os.WEXITSTATUS(wait_status), None
+
+
+def status_record(started_at, exit_code=None, sig=None, **flags):
+    record = {"exit_code": exit_code, "signal": sig, "timed_out": False, "cancelled": False,
+              "started_at": started_at, "ended_at": now_iso(), "group_gone": True, "error": None}
+    record.update(flags)
+    return record
+
+
+# --- the daemon ------------------------------------------------------------------------------------
+
+
+def spawn_daemon(workdir):
+    """Double fork + setsid: the daemon has no terminal and no parent to take it down with the session."""
+    sys.stdout.flush()
+    child = os.fork()
+    if child > 0:
+        os.waitpid(child, 0)
+        return
+    try:
+        os.setsid()
+        if os.fork() > 0:
+            os._exit(0)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # an inherited pipe would keep the SSH channel (or our caller) open
+            os.dup2(devnull, fd)
+        os.chdir("/")
+        run_daemon(workdir)
+    except BaseException:  # a forked child must never return into the caller's code
+        append_text(path(workdir, "wrapper.log"), traceback.format_exc())
+        os._exit(1)
+    os._exit(0)
+
+
+def load_spec(workdir):
+    spec = read_json(path(workdir, "job.json"))
+    if spec is None:
+        raise ValueError("job.json is missing")
+    env = dict(os.environ)
+    env.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
+    limit = spec.get("time_limit_s")
+    return spec["command"], (float(limit) if limit else None), float(spec.get("grace_s", 5.0)), env
+
+
+def run_daemon(workdir):
+    try:
+        command, limit_s, grace_s, env = load_spec(workdir)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        write_json_atomic(path(workdir, "status.json"), status_record(None, error=f"bad job.json: {e!r}"))
+        return
+    if os.path.exists(path(workdir, "cancel")):  # cancelled before it ever started
+        write_json_atomic(path(workdir, "status.json"), status_record(None, cancelled=True))
+        return
+    become_subreaper()
+    started_at = now_iso()
+    try:
+        with open(path(workdir, "stdout"), "ab") as out, open(path(workdir, "stderr"), "ab") as err:
+            proc = subprocess.Popen(["bash", "-c", command], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, start_new_session=True)
+    except OSError as e:
+        record = status_record(None, exit_code=127, error=f"could not start bash: {e}")
+        write_json_atomic(path(workdir, "status.json"), record)
+        return
+    stat = proc_stat(os.getpid()) if HAVE_PROC else None
+    write_json_atomic(path(workdir, "started.json"), {
+        "pid": proc.pid, "pgid": proc.pid, "wrapper_pid": os.getpid(),
+        "wrapper_start_ticks": stat[2] if stat else None, "started_at": started_at})
+    supervise(workdir, proc, started_at, limit_s, grace_s)
+
+
+def supervise(workdir, proc, started_at, limit_s, grace_s):
+    reaper = Reaper(proc.pid)
+    reason = watch(workdir, reaper, limit_s)
+    if reason == "timed_out":
+        append_text(path(workdir, "stderr"),
+                    f"\ngpuledger: job exceeded its time limit of {limit_s:g} s and was killed\n")
+    elif reason == "cancelled":
+        append_text(path(workdir, "stderr"), "\ngpuledger: job was cancelled\n")
+    # Even after a clean exit, nothing the job left behind in its group may outlive it.
+    gone = kill_group(proc.pid, grace_s, reaper)
+    if reaper.wait_status is None:
+        reaper()
+    proc.returncode = -1  # we reaped it ourselves; stops Popen from warning or waiting on it again
+    exit_code, sig = exit_fields(reaper.wait_status)
+    record = status_record(started_at, exit_code, sig, timed_out=reason == "timed_out",
+                           cancelled=reason == "cancelled", group_gone=gone)
+    write_json_atomic(path(workdir, "status.json"), record)
+
+
+def watch(workdir, reaper, limit_s):
+    """Wait for the first of: the main process exits, a cancel request, the time limit."""
+    deadline = None if limit_s is None else time.monotonic() + limit_s
+    cancel_path = path(workdir, "cancel")
+    while True:
+        reaper()
+        if reaper.wait_status is not None:
+            return "exited"
+        if os.path.exists(cancel_path):
+            return "cancelled"
+        if deadline is not None and time.monotonic() >= deadline:
+            return "timed_out"
+        time.sleep(POLL_S)
+
+
+# --- subcommands -----------------------------------------------------------------------------------
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def cmd_launch(workdir):
+    """Prints started.json (exit 0); a job that never started prints status.json (exit 3)."""
+    started = read_json(path(workdir, "started.json"))
+    if started is None:
+        if claim(workdir):
+            spawn_daemon(workdir)
+        started = wait_for_start(workdir)
+    if started is not None:
+        emit(started)
+        return 0
+    status = read_json(path(workdir, "status.json"))
+    if status is not None:
+        emit(status)
+        return 3
+    emit({"error": f"the job did not start within {LAUNCH_WAIT_S:g} s"})
+    return 1
+
+
+def wait_for_start(workdir):
+    deadline = time.monotonic() + LAUNCH_WAIT_S
+    while time.monotonic() < deadline:
+        started = read_json(path(workdir, "started.json"))
+        if started is not None or os.path.exists(path(workdir, "status.json")):
+            return started
+        time.sleep(0.01)
+    return None
+
+
+def wrapper_alive(started):
+    return pid_alive(started["wrapper_pid"], started.get("wrapper_start_ticks"))
+
+
+def cmd_cancel(workdir):
+    """Ask the daemon to kill the job; do it ourselves if the daemon is dead. Prints status.json."""
+    append_text(path(workdir, "cancel"), "")
+    if claim(workdir):  # nobody launched it, and now nobody will
+        write_json_atomic(path(workdir, "status.json"), status_record(None, cancelled=True))
+    spec = read_json(path(workdir, "job.json")) or {}
+    grace_s = float(spec.get("grace_s", 5.0))
+    deadline = time.monotonic() + grace_s + CONFIRM_GONE_S + 2.0
+    while time.monotonic() < deadline:
+        status = read_json(path(workdir, "status.json"))
+        if status is not None:
+            emit(status)
+            return 0
+        started = read_json(path(workdir, "started.json"))
+        if started is not None and not wrapper_alive(started):
+            cancel_orphan(workdir, started, grace_s)
+            continue
+        time.sleep(POLL_S)
+    emit({"error": f"the job did not stop within {grace_s + CONFIRM_GONE_S + 2.0:g} s"})
+    return 1
+
+
+def cancel_orphan(workdir, started, grace_s):
+    """The daemon died with the job running: kill the group; its exit status is lost with the daemon."""
+    if os.path.exists(path(workdir, "status.json")):  # it finished just before dying
+        return
+    gone = kill_group(started["pgid"], grace_s)
+    append_text(path(workdir, "stderr"), "\ngpuledger: job was cancelled\n")
+    record = status_record(started["started_at"], cancelled=True, group_gone=gone,
+                           error="the wrapper had died; the exit status is unknown")
+    write_json_atomic(path(workdir, "status.json"), record)
+
+
+def job_state(workdir):
+    status = read_json(path(workdir, "status.json"))
+    started = read_json(path(workdir, "started.json"))
+    if status is None and started is not None and not wrapper_alive(started):
+        status = read_json(path(workdir, "status.json"))  # the daemon may have finished meanwhile
+        state = "finished" if status is not None else "lost"
+    elif status is not None:
+        state = "finished"
+    else:
+        state = "running" if started is not None else "not_started"
+    return {"state": state, "started": started, "status": status,
+            "stdout_size": file_size(path(workdir, "stdout")),
+            "stderr_size": file_size(path(workdir, "stderr"))}
+
+
+def file_size(file_path):
+    try:
+        return os.path.getsize(file_path)
+    except OSError:
+        return 0
+
+
+def cmd_status(workdir):
+    emit(job_state(workdir))
+    return 0
+
+
+class Follower:
+    """Streams the output files from given offsets as frames; files only grow, so offsets are enough."""
+
+    def __init__(self, workdir, offsets, out):
+        self.workdir = workdir
+        self.offsets = {STDOUT_FRAME: offsets[0], STDERR_FRAME: offsets[1]}
+        self.files = {}
+        self.out = out
+
+    def frame(self, kind, payload):
+        self.out.write(struct.pack(">BI", kind, len(payload)))
+        self.out.write(payload)
+
+    def pump(self):
+        """One bounded read per stream; True when anything was sent."""
+        sent = False
+        for kind, name in ((STDOUT_FRAME, "stdout"), (STDERR_FRAME, "stderr")):
+            f = self.files.get(kind)
+            if f is None:
+                try:
+                    f = self.files[kind] = open(path(self.workdir, name), "rb")  # noqa: SIM115 - held for the run
+                except FileNotFoundError:
+                    continue
+            f.seek(self.offsets[kind])
+            data = f.read(CHUNK)
+            if data:
+                self.frame(kind, data)
+                self.offsets[kind] += len(data)
+                sent = True
+        self.out.flush()
+        return sent
+
+    def drain(self):
+        while self.pump():
+            pass
+
+
+def lost_reason(workdir):
+    started = read_json(path(workdir, "started.json"))
+    if started is not None:
+        if wrapper_alive(started):
+            return None
+        return f"the wrapper (pid {started['wrapper_pid']}) is gone and left no exit status"
+    try:
+        launched_at = os.path.getmtime(path(workdir, "launched"))
+    except OSError:
+        return "the job was never launched"
+    if time.time() - launched_at > LAUNCH_WAIT_S:
+        return "the launch never started the job"
+    return None
+
+
+def cmd_follow(workdir, out_offset, err_offset):
+    follower = Follower(workdir, (out_offset, err_offset), sys.stdout.buffer)
+    last_sent = time.monotonic()
+    while True:
+        # Read status first: once it exists the job's group is gone, so the drain after it is complete.
+        status = read_bytes(path(workdir, "status.json"))
+        if status is not None:
+            follower.drain()
+            follower.frame(STATUS_FRAME, status)
+            follower.out.flush()
+            return 0
+        if follower.pump():
+            last_sent = time.monotonic()
+            continue
+        reason = lost_reason(workdir)
+        if reason is not None and not os.path.exists(path(workdir, "status.json")):
+            follower.drain()
+            follower.frame(LOST_FRAME, json.dumps({"reason": reason}).encode("utf-8"))
+            follower.out.flush()
+            return 0
+        if time.monotonic() - last_sent >= HEARTBEAT_S:
+            follower.frame(HEARTBEAT_FRAME, b"")
+            follower.out.flush()
+            last_sent = time.monotonic()
+        time.sleep(POLL_S)
+
+
+USAGE = "usage: wrapper.py {launch|cancel|status} WORKDIR | wrapper.py follow WORKDIR OUT_OFFSET ERR_OFFSET\n"
+
+
+def main(argv):
+    commands = {"launch": cmd_launch, "cancel": cmd_cancel, "status": cmd_status, "follow": cmd_follow}
+    if len(argv) < 2 or argv[0] not in commands or len(argv) != (4 if argv[0] == "follow" else 2):
+        sys.stderr.write(USAGE)
+        return 2
+    workdir = os.path.abspath(argv[1])
+    try:
+        args = [workdir] + [int(a) for a in argv[2:]]
+        if any(a < 0 for a in args[1:]):
+            raise ValueError("offsets must not be negative")
+        return commands[argv[0]](*args)
+    except BrokenPipeError:
+        # The reader went away; send what is still buffered nowhere rather than fail again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        return 1
+    except (OSError, ValueError) as e:
+        sys.stderr.write(f"gpuledger wrapper: {e}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
