@@ -240,3 +240,15 @@ def stream_of(event: Event) -> str:
             return f"token-{event.token_id}"
         case _:
             return f"node-{event.name}"  # type: ignore[attr-defined]
+
+
+class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as stored: its envelope (position, stream, version, time, actor) and the fact itself."""
+
+    position: int
+    stream: str
+    version: int
+    event: AnyEvent
+    recorded_at: int  # microseconds since the Unix epoch, UTC
+    actor: str
+    idempotency_key: str | None = None

@@ -1,0 +1,143 @@
+"""``gpuledger audit verify``, ``replay`` and ``events``: reading and checking the ledger."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+from cli.common import add_db_option, db_path, position_or_time
+from ledger.clock import iso
+from ledger.events import Recorded, TokenIssued, TokenRevoked, encode_event, event_tag
+from ledger.schema import open_existing
+from ledger.store import read_after
+from projections.audit import verify, views_until
+from projections.views import Views
+
+
+def register(subparsers: Any) -> None:
+    audit = subparsers.add_parser("audit", help="check the ledger")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="CHECK")
+    check = audit_sub.add_parser("verify", help="hash chain + rebuilt projections equal the live ones")
+    add_db_option(check)
+    check.set_defaults(func=run_verify)
+
+    replay = subparsers.add_parser("replay", help="the views as of a position or time")
+    add_db_option(replay)
+    replay.add_argument("--until", type=position_or_time, help="POSITION or ISO-TIME (default: now)")
+    replay.add_argument("--json", action="store_true", help="one JSON document")
+    replay.set_defaults(func=run_replay)
+
+    events = subparsers.add_parser("events", help="ledger events, one per line")
+    add_db_option(events)
+    events.add_argument("--job", help="only this job's events")
+    events.add_argument("--user", help="only events of this user's jobs and tokens")
+    events.add_argument("--type", dest="type_", metavar="TYPE", help="event type, e.g. job.finished or job.*")
+    events.add_argument("--since", type=position_or_time, help="after POSITION, or from ISO-TIME on")
+    events.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    events.add_argument("--json", action="store_true", help="JSON lines")
+    events.set_defaults(func=run_events)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    conn = open_existing(db_path(args))
+    problems = verify(conn)
+    head = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    if problems:
+        print(f"FAILED: {problems[0]}", file=sys.stderr)
+        return 1
+    print(f"ok: {head} events, hash chain intact, projections equal a rebuild from position 0")
+    return 0
+
+
+def views_document(views: Views) -> dict[str, Any]:
+    """What ``replay`` shows: every view, never a token secret or its hash."""
+    return {
+        "position": views.position,
+        "as_of": iso(views.recorded_at),
+        "jobs": [msgspec.to_builtins(job) for job in views.jobs.values()],
+        "users": [msgspec.to_builtins(user) for user in views.users.values()],
+        "nodes": [msgspec.to_builtins(node) for node in views.nodes.values()],
+        "tokens": [{k: v for k, v in msgspec.to_builtins(t).items() if k != "secret_sha256"}
+                   for t in views.tokens.values()],
+    }
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    position, time_us = args.until or (None, None)
+    views = views_until(open_existing(db_path(args)), position=position, time_us=time_us)
+    if args.json:
+        sys.stdout.buffer.write(msgspec.json.encode(views_document(views)) + b"\n")
+        return 0
+    print(f"as of position {views.position} ({iso(views.recorded_at) or 'empty ledger'})")
+    print(f"jobs: {len(views.jobs)}")
+    for job in sorted(views.jobs.values(), key=lambda j: j.position):
+        print(f"  {job.job_id}  {job.user_id:<12} {job.status:<9} {job.phase:<10} {job.node or '-'}"
+              f"  exit={job.exit_code if job.exit_code is not None else '-'}")
+    print(f"nodes: {len(views.nodes)}")
+    for node in views.nodes.values():
+        print(f"  {node.name:<16} {node.status:<10} running={len(views.node_jobs.get(node.name, []))}")
+    print(f"users: {len(views.users)}")
+    for user in views.users.values():
+        print(f"  {user.user_id:<16} total={user.total} pending={user.pending} running={user.running}"
+              f" completed={user.completed} failed={user.failed} cancelled={user.cancelled}")
+    live = sum(1 for t in views.tokens.values() if not t.revoked)
+    print(f"tokens: {len(views.tokens)} ({live} not revoked)")
+    return 0
+
+
+def event_line(record: Recorded, *, as_json: bool) -> bytes:
+    if as_json:
+        envelope = {"position": record.position, "recorded_at": iso(record.recorded_at), "stream": record.stream,
+                    "version": record.version, "type": event_tag(record.event), "actor": record.actor,
+                    "event": record.event}
+        return msgspec.json.encode(envelope)
+    return (f"{record.position:>8}  {iso(record.recorded_at)}  {record.stream:<34} "
+            f"{event_tag(record.event):<22} {record.actor:<20} ").encode() + encode_event(record.event)
+
+
+class EventFilter:
+    def __init__(self, args: argparse.Namespace, user_jobs: set[str]) -> None:
+        self.job, self.user, self.type_ = args.job, args.user, args.type_
+        self.user_jobs = user_jobs
+        self.since_time = args.since[1] if args.since else None
+
+    def __call__(self, record: Recorded) -> bool:
+        tag = event_tag(record.event)
+        if self.type_ and not (tag == self.type_ or (self.type_.endswith("*") and tag.startswith(self.type_[:-1]))):
+            return False
+        if self.job and record.stream != f"job-{self.job}":
+            return False
+        if self.since_time is not None and record.recorded_at < self.since_time:
+            return False
+        if self.user:
+            if isinstance(record.event, TokenIssued | TokenRevoked):
+                return record.event.user_id == self.user
+            return record.stream.removeprefix("job-") in self.user_jobs
+        return True
+
+
+def run_events(args: argparse.Namespace) -> int:
+    conn = open_existing(db_path(args))
+    position = args.since[0] - 1 if args.since and args.since[0] is not None else 0
+    user_jobs: set[str] = set()
+    out = sys.stdout.buffer
+    seen_version = None
+    while True:
+        if args.user:
+            user_jobs = {row[0] for row in conn.execute("SELECT job_id FROM proj_jobs WHERE user_id = ?",
+                                                        (args.user,))}
+        keep = EventFilter(args, user_jobs)
+        for record in read_after(conn, max(position, 0)):
+            position = record.position
+            if keep(record):
+                out.write(event_line(record, as_json=args.json) + b"\n")
+        out.flush()
+        if not args.follow:
+            return 0
+        while seen_version == (version := conn.pragma("data_version")):
+            time.sleep(0.2)
+        seen_version = version

@@ -1,0 +1,28 @@
+"""Time as the ledger records it: integer microseconds since the Unix epoch, UTC."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def iso(us: int | None) -> str | None:
+    """ISO-8601 UTC with microseconds (``2026-01-02T03:04:05.123456Z``), or None."""
+    if us is None:
+        return None
+    moment = datetime.fromtimestamp(us // 1_000_000, tz=UTC).replace(microsecond=us % 1_000_000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> int:
+    """ISO-8601 text (a bare date or time without zone is UTC) to microseconds."""
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1)

@@ -1,0 +1,190 @@
+"""The job state machine: ``evolve_job`` folds a job's events, the ``decide_*`` functions guard SPEC §3.
+
+Everything here is pure: no clock, no I/O. Times come from the events' envelopes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from ledger.errors import InvalidTransition
+from ledger.events import (
+    AnyEvent,
+    Blob,
+    Finding,
+    JobCancelRequested,
+    JobDispatched,
+    JobFinished,
+    JobQueued,
+    JobRequeued,
+    JobScanned,
+    JobStarted,
+    JobSubmitted,
+)
+
+Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+Phase = Literal["submitted", "scanning", "queued", "dispatched", "running", "cancelling", "finished"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class JobState(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything known about one job, folded from its stream."""
+
+    job_id: str
+    user_id: str
+    competition_id: str
+    project_id: str
+    expected_time_s: int
+    code: Blob
+    position: int
+    created_at: int
+    version: int = 1
+    token_id: str | None = None
+    status: Status = "pending"
+    phase: Phase = "submitted"
+    priority: int = 0
+    scan_verdict: str | None = None
+    findings: list[Finding] = []
+    node: str | None = None
+    slot: int | None = None
+    attempt: int = 0
+    workdir: str | None = None
+    queued_at: int | None = None
+    dispatched_at: int | None = None
+    started_at: int | None = None
+    completed_at: int | None = None
+    pgid: int | None = None
+    cancel_requested: bool = False
+    reason: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: Blob | None = None
+    stderr: Blob | None = None
+    results: Blob | None = None
+    results_file: str | None = None
+    message: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ("pending", "running")
+
+
+def evolve_job(state: JobState | None, event: AnyEvent, *, position: int, at: int) -> JobState:
+    """Fold one event into the job's state (the event was already accepted by a decide function)."""
+    if isinstance(event, JobSubmitted):
+        return JobState(
+            job_id=event.job_id, user_id=event.user_id, competition_id=event.competition_id,
+            project_id=event.project_id, expected_time_s=event.expected_time_s, code=event.code,
+            position=position, created_at=at, token_id=event.token_id,
+        )
+    assert state is not None, f"{type(event).__name__} before job.submitted"
+    replace = msgspec.structs.replace
+    version = state.version + 1
+    match event:
+        case JobScanned(verdict="pending"):
+            return replace(state, version=version, phase="scanning")
+        case JobScanned():
+            return replace(state, version=version, scan_verdict=event.verdict,
+                           findings=state.findings + event.findings)
+        case JobQueued():
+            return replace(state, version=version, phase="queued", priority=event.priority, queued_at=at)
+        case JobDispatched():
+            return replace(state, version=version, phase="dispatched", node=event.node, slot=event.slot,
+                           attempt=event.attempt, workdir=event.workdir, dispatched_at=at)
+        case JobStarted():
+            phase: Phase = "cancelling" if state.cancel_requested else "running"
+            return replace(state, version=version, status="running", phase=phase, started_at=at,
+                           pgid=event.pgid)
+        case JobCancelRequested():
+            phase = "cancelling" if state.phase in ("running", "dispatched") else state.phase
+            return replace(state, version=version, cancel_requested=True, phase=phase)
+        case JobRequeued():
+            return replace(state, version=version, phase="queued", node=None, slot=None, workdir=None,
+                           dispatched_at=None, queued_at=at)
+        case JobFinished():
+            return replace(
+                state, version=version, status=event.status, phase="finished", completed_at=at,
+                reason=event.reason, exit_code=event.exit_code, signal=event.signal, stdout=event.stdout,
+                stderr=event.stderr, results=event.results, results_file=event.results_file,
+                message=event.message,
+            )
+    raise AssertionError(f"not a job event: {event!r}")
+
+
+# --- decide -----------------------------------------------------------------------------------
+
+
+def _require_open(job: JobState) -> None:
+    if job.is_terminal:
+        raise InvalidTransition(f"Job already {job.status}")
+
+
+def decide_scan(job: JobState, verdict: JobScanned) -> list[AnyEvent]:
+    """A verdict for a job still waiting on its scan; a rejection ends the job at once."""
+    _require_open(job)
+    if job.phase not in ("submitted", "scanning"):
+        raise InvalidTransition(f"job {job.job_id} was already scanned (phase {job.phase})")
+    if verdict.verdict != "rejected":
+        return [verdict]
+    detail = "; ".join(f"line {f.line}: {f.message} [{f.rule}]" for f in verdict.findings)
+    return [verdict, JobFinished(job_id=job.job_id, status="failed", reason="rejected",
+                                 message=f"Code security check failed: {detail}")]
+
+
+def decide_queue(job: JobState, *, priority: int = 0, reason: str = "submitted") -> list[AnyEvent]:
+    _require_open(job)
+    if job.phase not in ("submitted", "scanning") or job.scan_verdict in (None, "rejected", "pending"):
+        raise InvalidTransition(f"job {job.job_id} cannot be queued in phase {job.phase}")
+    return [JobQueued(job_id=job.job_id, priority=priority, reason=reason)]
+
+
+def decide_dispatch(job: JobState, *, node: str, slot: int, workdir: str) -> list[AnyEvent]:
+    """Dispatch the next attempt; a job is dispatched at most once per attempt."""
+    _require_open(job)
+    if job.phase != "queued":
+        raise InvalidTransition(f"job {job.job_id} is not queued (phase {job.phase})")
+    return [JobDispatched(job_id=job.job_id, node=node, slot=slot, attempt=job.attempt + 1, workdir=workdir)]
+
+
+def decide_start(job: JobState, *, attempt: int, pid: int, pgid: int,
+                 started_at_node: str | None = None) -> list[AnyEvent]:
+    _require_open(job)
+    if job.phase not in ("dispatched", "cancelling") or job.started_at is not None or job.attempt != attempt:
+        raise InvalidTransition(f"job {job.job_id} attempt {attempt} cannot start (phase {job.phase})")
+    assert job.node is not None
+    return [JobStarted(job_id=job.job_id, node=job.node, attempt=attempt, pid=pid, pgid=pgid,
+                       started_at_node=started_at_node)]
+
+
+def decide_cancel(job: JobState, *, by: str, reason: str = "cancelled by user") -> list[AnyEvent]:
+    """Cancel is a request; a job that no runner owns yet ends at once."""
+    _require_open(job)
+    request = JobCancelRequested(job_id=job.job_id, by=by, reason=reason)
+    if job.phase in ("dispatched", "running", "cancelling"):
+        return [] if job.cancel_requested else [request]
+    return [request, JobFinished(job_id=job.job_id, status="cancelled", reason="cancelled",
+                                 attempt=job.attempt, message=reason)]
+
+
+def decide_requeue(job: JobState, *, attempt: int, reason: str) -> list[AnyEvent]:
+    """Abandon an attempt that never started (its node was lost before the job ran)."""
+    _require_open(job)
+    if job.phase != "dispatched" or job.attempt != attempt or job.started_at is not None:
+        raise InvalidTransition(f"job {job.job_id} attempt {attempt} cannot be requeued (phase {job.phase})")
+    if job.cancel_requested:
+        return [JobFinished(job_id=job.job_id, status="cancelled", reason="cancelled", attempt=attempt)]
+    return [JobRequeued(job_id=job.job_id, attempt=attempt, reason=reason)]
+
+
+def decide_finish(job: JobState, finished: JobFinished) -> list[AnyEvent]:
+    """The terminal event of the current attempt; terminal statuses are final."""
+    _require_open(job)
+    if finished.attempt and finished.attempt != job.attempt:
+        raise InvalidTransition(f"job {job.job_id}: attempt {finished.attempt} is not the current one")
+    return [finished]

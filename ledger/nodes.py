@@ -1,0 +1,115 @@
+"""The node state machine: registration, health, drain and LXC restarts. Pure functions only."""
+
+from __future__ import annotations
+
+import msgspec
+
+from ledger.errors import InvalidTransition
+from ledger.events import (
+    AnyEvent,
+    NodeDown,
+    NodeDrained,
+    NodeRegistered,
+    NodeRestarted,
+    NodeRestarting,
+    NodeUndrained,
+    NodeUp,
+    NodeUpdated,
+)
+
+
+class NodeState(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    host: str
+    port: int
+    user: str
+    slots: int
+    container: str | None
+    kind: str
+    version: int = 1
+    up: bool = True
+    down_reason: str | None = None
+    consecutive_failures: int = 0
+    drained: bool = False
+    restarting: bool = False
+    last_restart_outcome: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.restarting:
+            return "restarting"
+        if not self.up:
+            return "down"
+        return "draining" if self.drained else "up"
+
+
+def evolve_node(state: NodeState | None, event: AnyEvent) -> NodeState:
+    replace = msgspec.structs.replace
+    if isinstance(event, NodeRegistered):
+        return NodeState(name=event.name, host=event.host, port=event.port, user=event.user,
+                         slots=event.slots, container=event.container, kind=event.kind)
+    assert state is not None, f"{type(event).__name__} before node.registered"
+    version = state.version + 1
+    match event:
+        case NodeUpdated():
+            return replace(state, version=version, host=event.host, port=event.port, user=event.user,
+                           slots=event.slots, container=event.container, kind=event.kind)
+        case NodeUp():
+            return replace(state, version=version, up=True, down_reason=None, consecutive_failures=0)
+        case NodeDown():
+            return replace(state, version=version, up=False, down_reason=event.reason,
+                           consecutive_failures=event.consecutive_failures)
+        case NodeDrained():
+            return replace(state, version=version, drained=True)
+        case NodeUndrained():
+            return replace(state, version=version, drained=False)
+        case NodeRestarting():
+            return replace(state, version=version, restarting=True)
+        case NodeRestarted():
+            return replace(state, version=version, restarting=False, last_restart_outcome=event.outcome)
+    raise AssertionError(f"not a node event: {event!r}")
+
+
+def decide_register(state: NodeState | None, spec: NodeRegistered) -> list[AnyEvent]:
+    """Seen at start: register a new node, record a changed one, nothing for an unchanged one."""
+    if state is None:
+        return [spec]
+    current = (state.host, state.port, state.user, state.slots, state.container, state.kind)
+    wanted = (spec.host, spec.port, spec.user, spec.slots, spec.container, spec.kind)
+    if current == wanted:
+        return []
+    return [NodeUpdated(name=spec.name, host=spec.host, port=spec.port, user=spec.user, slots=spec.slots,
+                        container=spec.container, kind=spec.kind)]
+
+
+def decide_health(state: NodeState, *, healthy: bool, reason: str, failures: int = 1) -> list[AnyEvent]:
+    """Only changes of health are facts; repeating the current state records nothing."""
+    if healthy:
+        return [] if state.up else [NodeUp(name=state.name, reason=reason)]
+    if not state.up and state.down_reason == reason:
+        return []
+    return [NodeDown(name=state.name, reason=reason, consecutive_failures=failures)]
+
+
+def decide_drain(state: NodeState, *, by: str, reason: str = "") -> list[AnyEvent]:
+    if state.drained:
+        raise InvalidTransition(f"node {state.name} is already draining")
+    return [NodeDrained(name=state.name, by=by, reason=reason)]
+
+
+def decide_undrain(state: NodeState, *, by: str, reason: str = "") -> list[AnyEvent]:
+    if not state.drained:
+        raise InvalidTransition(f"node {state.name} is not draining")
+    return [NodeUndrained(name=state.name, by=by, reason=reason)]
+
+
+def decide_restarting(state: NodeState, *, container: str) -> list[AnyEvent]:
+    if state.restarting:
+        raise InvalidTransition(f"node {state.name} is already restarting")
+    return [NodeRestarting(name=state.name, container=container)]
+
+
+def decide_restarted(state: NodeState, restarted: NodeRestarted) -> list[AnyEvent]:
+    if not state.restarting:
+        raise InvalidTransition(f"node {state.name} is not restarting")
+    return [restarted]

@@ -1,0 +1,81 @@
+"""The one connection policy and the numbered migrations keyed on ``PRAGMA user_version``."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import apsw
+import apsw.bestpractice
+
+from ledger.errors import SchemaError, StoreError
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(number, file name, SQL) for every shipped migration, in order; numbers must be 1, 2, 3, ..."""
+    found = []
+    for entry in resources.files("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text()))
+    found.sort()
+    for expected, (number, name, _) in enumerate(found, start=1):
+        if number != expected:
+            raise SchemaError(f"migration {name} is out of sequence: expected number {expected:04d}")
+    return found
+
+
+def code_version() -> int:
+    return len(migrations())
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
+    """Open the ledger file with the project's settings: WAL, synchronous=FULL, busy timeout."""
+    apsw.bestpractice.apply(apsw.bestpractice.recommended)
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    try:
+        conn = apsw.Connection(str(path), flags=flags)
+        conn.set_busy_timeout(10_000)
+        if not readonly:
+            conn.pragma("journal_mode", "wal")
+        # FULL: an acknowledged commit survives power loss, not only a process crash.
+        conn.pragma("synchronous", "FULL")
+    except apsw.Error as e:
+        raise StoreError(f"cannot open ledger {path}: {e}") from e
+    return conn
+
+
+def migrate(conn: apsw.Connection) -> int:
+    """Apply pending migrations, each in its own transaction; refuse a database newer than the code."""
+    available = migrations()
+    current = conn.pragma("user_version")
+    if current > len(available):
+        raise SchemaError(
+            f"database schema version {current} is newer than this gpuledger's schema version "
+            f"{len(available)}; upgrade gpuledger before opening it"
+        )
+    for number, name, sql in available[current:]:
+        try:
+            with conn:
+                conn.execute(sql)
+                conn.pragma("user_version", number)
+        except apsw.Error as e:
+            raise SchemaError(f"migration {name} failed: {e}") from e
+    return len(available)
+
+
+def open_existing(path: str | Path) -> apsw.Connection:
+    """Open a ledger that must already exist (audit and read-only commands never create one)."""
+    if not Path(path).exists():
+        raise StoreError(f"no ledger at {path}")
+    conn = connect(path)
+    version = conn.pragma("user_version")
+    if version > code_version():
+        raise SchemaError(f"database schema version {version} is newer than this gpuledger's schema "
+                          f"version {code_version()}; upgrade gpuledger before opening it")
+    if version < code_version():
+        migrate(conn)
+    return conn

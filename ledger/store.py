@@ -1,0 +1,219 @@
+"""The event store on APSW: append-only rows, a SHA-256 hash chain, projections in the same transaction.
+
+``EventStore.execute`` is the single write path. Each ``Write`` runs its decide step against the live
+views *inside* the write transaction, so checks that span streams (a user's active-job cap, rate
+limits, node slots) and the append are one serial step: two requests can never both pass a check.
+Several writes share one transaction and one fsync (group commit, driven by ``ledger.writer``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import apsw
+import msgspec
+
+from ledger.clock import now_us
+from ledger.errors import ConcurrencyConflict, DomainError, IdempotencyConflict, LedgerError, StoreError
+from ledger.events import AnyEvent, Recorded, decode_event, encode_event, event_tag, stream_of
+from ledger.schema import connect, migrate
+from projections import tables
+from projections.views import Views
+
+GENESIS = bytes(32)
+_header = msgspec.json.Encoder().encode
+
+Decide = Callable[[Views], Sequence[AnyEvent]]
+
+
+@dataclass(frozen=True)
+class Write:
+    """One atomic append: events decided against the current views, optionally version-checked."""
+
+    decide: Decide
+    actor: str = "system"
+    idempotency_key: str | None = None
+    fingerprint: bytes = b""
+    expected: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Committed:
+    records: list[Recorded]
+    replayed: bool = False
+    first_position: int = 0
+    last_position: int = 0
+
+
+def chain_hash(prev: bytes, position: int, stream: str, version: int, type_: str, recorded_at: int,
+               actor: str, idempotency_key: str | None, payload: bytes) -> bytes:
+    """SHA-256 over the previous hash and the canonical bytes of one event row."""
+    header = _header([position, stream, version, type_, recorded_at, actor, idempotency_key])
+    return hashlib.sha256(prev + header + b"\n" + payload).digest()
+
+
+ROW_COLUMNS = "position, stream, version, type, payload, recorded_at, actor, idempotency_key, prev_hash, hash"
+
+
+def record_of(row: Sequence[object]) -> Recorded:
+    position, stream, version, _type, payload, recorded_at, actor, key = row[:8]
+    return Recorded(position=position, stream=stream, version=version,  # type: ignore[arg-type]
+                    event=decode_event(payload), recorded_at=recorded_at,  # type: ignore[arg-type]
+                    actor=actor, idempotency_key=key)  # type: ignore[arg-type]
+
+
+class EventStore:
+    """One writer connection to one ledger file, and the views folded up to its head."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.conn = connect(self.path)
+        migrate(self.conn)
+        self.head = 0
+        self.head_hash = GENESIS
+        self.views = self._load_views()
+
+    # --- opening and catching up --------------------------------------------------------------
+
+    def _load_views(self) -> Views:
+        views = tables.load(self.conn)
+        last = self.conn.execute("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1").fetchone()
+        if last and views.position > last[0]:
+            views = Views()  # checkpoint ahead of the log: only a rebuild can be trusted
+        with self.conn:
+            self._fold_after(views, views.position)
+            tables.write_dirty(self.conn, views)
+        return views
+
+    def _fold_after(self, views: Views, position: int) -> None:
+        for row in self.conn.execute(f"SELECT {ROW_COLUMNS} FROM events WHERE position > ? ORDER BY position",
+                                     (position,)):
+            views.apply(record_of(row))
+            self.head, self.head_hash = row[0], row[9]
+        if self.head == 0:
+            last = self.conn.execute("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1").fetchone()
+            if last:
+                self.head, self.head_hash = last[0], last[1]
+
+    def _catch_up(self) -> None:
+        """Fold what other processes appended since our last write (we hold the write lock)."""
+        last = self.conn.execute("SELECT max(position) FROM events").fetchone()[0] or 0
+        if last > self.head:
+            self._fold_after(self.views, self.head)
+
+    def refresh(self) -> bool:
+        """Catch up with other processes' appends outside a write; True when something was new."""
+        before = self.head
+        self.execute([])
+        return self.head > before
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def execute(self, writes: Sequence[Write]) -> list[Committed | LedgerError]:
+        """Run every write in one transaction (one fsync); each gets its result or its own error."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._catch_up()
+            results = [self._one(write) for write in writes]
+            tables.write_dirty(self.conn, self.views)
+            self.conn.execute("COMMIT")
+        except BaseException as e:
+            self._abort()
+            if isinstance(e, apsw.Error):
+                raise StoreError(f"ledger write failed: {e}") from e
+            raise
+        return results
+
+    def _abort(self) -> None:
+        if not self.conn.in_transaction:
+            return
+        self.conn.execute("ROLLBACK")
+        # The views may hold folds of rolled-back events: start again from what is on disk.
+        self.head, self.head_hash = 0, GENESIS
+        self.views = self._load_views()
+
+    def _one(self, write: Write) -> Committed | LedgerError:
+        if write.idempotency_key is not None:
+            row = self.conn.execute("SELECT fingerprint, first_position, last_position FROM idempotency"
+                                    " WHERE key = ?", (write.idempotency_key,)).fetchone()
+            if row is not None:
+                if bytes(row[0]) != write.fingerprint:
+                    return IdempotencyConflict("Idempotency-Key was already used with a different request")
+                return Committed(records=list(self._read_range(row[1], row[2])), replayed=True,
+                                 first_position=row[1], last_position=row[2])
+        try:
+            events = list(write.decide(self.views))
+        except DomainError as e:
+            return e
+        for stream, expected in write.expected.items():
+            actual = self.views.stream_version(stream)
+            if actual != expected:
+                return ConcurrencyConflict(f"stream {stream} is at version {actual}, expected {expected}")
+        return self._insert(write, events)
+
+    def _insert(self, write: Write, events: list[AnyEvent]) -> Committed:
+        recorded_at = max(now_us(), self.views.recorded_at)  # never goes backwards along the log
+        rows, records = [], []
+        versions: dict[str, int] = {}
+        for index, event in enumerate(events):
+            stream = stream_of(event)
+            version = versions.get(stream, self.views.stream_version(stream)) + 1
+            versions[stream] = version
+            key = write.idempotency_key if index == 0 else None
+            payload, type_ = encode_event(event), event_tag(event)
+            position = self.head + 1
+            digest = chain_hash(self.head_hash, position, stream, version, type_, recorded_at, write.actor,
+                                key, payload)
+            rows.append((position, stream, version, type_, payload, recorded_at, write.actor, key,
+                         self.head_hash, digest))
+            records.append(Recorded(position=position, stream=stream, version=version, event=event,
+                                    recorded_at=recorded_at, actor=write.actor, idempotency_key=key))
+            self.head, self.head_hash = position, digest
+        if not rows:
+            return Committed(records=[])
+        self.conn.executemany(f"INSERT INTO events ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        for record in records:
+            self.views.apply(record)
+        first, last = records[0].position, records[-1].position
+        if write.idempotency_key is not None:
+            self.conn.execute("INSERT INTO idempotency (key, fingerprint, first_position, last_position)"
+                              " VALUES (?, ?, ?, ?)", (write.idempotency_key, write.fingerprint, first, last))
+        return Committed(records=records, first_position=first, last_position=last)
+
+    def append(self, stream: str, expected_version: int, events: Sequence[AnyEvent], *, actor: str = "system",
+               idempotency_key: str | None = None, fingerprint: bytes = b"") -> Committed:
+        """Append fixed events to one stream at an expected version (a mismatch writes nothing)."""
+        for event in events:
+            if stream_of(event) != stream:
+                raise ValueError(f"{event_tag(event)} does not belong to stream {stream}")
+        write = Write(decide=lambda _views: events, actor=actor, idempotency_key=idempotency_key,
+                      fingerprint=fingerprint, expected={stream: expected_version})
+        result = self.execute([write])[0]
+        if isinstance(result, LedgerError):
+            raise result
+        return result
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def _read_range(self, first: int, last: int) -> Iterator[Recorded]:
+        for row in self.conn.execute(f"SELECT {ROW_COLUMNS} FROM events WHERE position BETWEEN ? AND ?"
+                                     " ORDER BY position", (first, last)):
+            yield record_of(row)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def read_after(conn: apsw.Connection, position: int, limit: int | None = None) -> list[Recorded]:
+    sql = f"SELECT {ROW_COLUMNS} FROM events WHERE position > ? ORDER BY position"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return [record_of(row) for row in conn.execute(sql, (position,))]
+
+
+def read_stream(conn: apsw.Connection, stream: str) -> list[Recorded]:
+    return [record_of(row) for row in conn.execute(
+        f"SELECT {ROW_COLUMNS} FROM events WHERE stream = ? ORDER BY version", (stream,))]

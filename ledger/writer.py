@@ -1,0 +1,165 @@
+"""The asynchronous face of the ledger: one writer thread that group-commits, and commit notifications.
+
+Callers ``await ledger.write(...)``; the writer thread takes everything waiting, runs it as one
+transaction (one fsync) and answers each caller only after the commit returned. Subscribers wait on
+``wait_beyond(position)``, woken by the commit itself; appends by other processes on the same file are
+noticed through ``PRAGMA data_version``, a cheap change counter, within ``watch_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from ledger.errors import LedgerError
+from ledger.events import AnyEvent, Recorded
+from ledger.schema import connect
+from ledger.store import Committed, EventStore, Write, read_after, read_stream
+from projections.views import Views
+
+log = structlog.get_logger()
+MAX_BATCH = 1024
+_STOP = object()
+
+
+class Ledger:
+    """The running ledger of one server process."""
+
+    def __init__(self, path: str | Path, *, watch_interval: float = 0.25) -> None:
+        self.path = Path(path)
+        self.store = EventStore(self.path)
+        self.reader = connect(self.path)
+        self.watch_interval = watch_interval
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._changed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    @property
+    def views(self) -> Views:
+        return self.store.views
+
+    @property
+    def head(self) -> int:
+        return self.store.head
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run_writer, name="ledger-writer", daemon=True)
+        self._thread.start()
+        self._watcher = asyncio.create_task(self._watch_other_processes(), name="ledger-watch")
+
+    async def close(self) -> None:
+        if self._watcher:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._thread:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._thread.join)
+        self.reader.close()
+        self.store.close()
+
+    # --- writing ------------------------------------------------------------------------------
+
+    async def write(self, write: Write) -> Committed:
+        """Append atomically; returns once durable, raises the write's own domain or conflict error."""
+        assert self._loop is not None, "Ledger.start() was not awaited"
+        future: asyncio.Future[Committed | LedgerError] = self._loop.create_future()
+        self._queue.put((write, future))
+        result = await future
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def append(self, stream: str, expected_version: int, events: Sequence[AnyEvent], *,
+                     actor: str = "system", idempotency_key: str | None = None,
+                     fingerprint: bytes = b"") -> Committed:
+        return await self.write(Write(decide=lambda _views: events, actor=actor, idempotency_key=idempotency_key,
+                                      fingerprint=fingerprint, expected={stream: expected_version}))
+
+    def _run_writer(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = _STOP in batch
+            batch = [b for b in batch if b is not _STOP]
+            self._commit(batch)  # type: ignore[arg-type]
+            if stop:
+                return
+
+    def _commit(self, batch: list[tuple[Write | None, asyncio.Future[object]]]) -> None:
+        writes = [w for w, _ in batch if w is not None]
+        try:
+            results: list[object] = list(self.store.execute(writes))
+        except Exception as e:  # the whole transaction failed: every caller hears why
+            log.error("ledger.write_failed", error=str(e))
+            results = [e] * len(writes)
+        self.batches += 1
+        assert self._loop is not None
+        answers = iter(results)
+        for write, future in batch:
+            value = next(answers) if write is not None else None
+            self._loop.call_soon_threadsafe(_resolve, future, value)
+        self._loop.call_soon_threadsafe(self._notify)
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    # --- waiting and reading ------------------------------------------------------------------
+
+    async def wait_beyond(self, position: int, timeout: float | None = None) -> int:
+        """Wait until the head is past ``position`` (or the timeout passes); returns the head."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.store.head <= position:
+                    await self._changed.wait()
+        except TimeoutError:
+            pass
+        return self.store.head
+
+    async def refresh(self) -> None:
+        """Have the writer fold what other processes appended (used by the watcher and tests)."""
+        assert self._loop is not None
+        future: asyncio.Future[object] = self._loop.create_future()
+        self._queue.put((None, future))
+        await future
+
+    async def _watch_other_processes(self) -> None:
+        seen = self.reader.pragma("data_version")
+        while True:
+            await asyncio.sleep(self.watch_interval)
+            version = self.reader.pragma("data_version")
+            if version == seen:
+                continue
+            seen = version
+            last = self.reader.execute("SELECT max(position) FROM events").fetchone()[0] or 0
+            if last > self.store.head:
+                await self.refresh()
+
+    def events_after(self, position: int, limit: int | None = None) -> list[Recorded]:
+        return read_after(self.reader, position, limit)
+
+    def stream(self, stream: str) -> list[Recorded]:
+        return read_stream(self.reader, stream)
+
+
+def _resolve(future: asyncio.Future[object], value: object) -> None:
+    if not future.done():
+        future.set_result(value)

@@ -1,0 +1,106 @@
+"""Replaying the log: verify the hash chain, rebuild the views from position 0, views as of a point."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import apsw
+import msgspec
+
+from ledger.events import Recorded, event_tag
+from ledger.store import GENESIS, ROW_COLUMNS, chain_hash, record_of
+from projections import tables
+from projections.views import Views
+
+
+@dataclass(frozen=True)
+class Problem:
+    position: int | None
+    what: str
+
+    def __str__(self) -> str:
+        where = f"position {self.position}" if self.position is not None else "projections"
+        return f"{where}: {self.what}"
+
+
+def _rows(conn: apsw.Connection, until: int | None = None) -> Iterator[tuple[object, ...]]:
+    sql = f"SELECT {ROW_COLUMNS} FROM events"
+    if until is not None:
+        yield from conn.execute(sql + " WHERE position <= ? ORDER BY position", (until,))
+    else:
+        yield from conn.execute(sql + " ORDER BY position")
+
+
+def check_row(row: tuple[object, ...], expected_position: int, prev: bytes,
+              versions: dict[str, int]) -> tuple[Recorded | None, str | None]:
+    """Check one stored row against the chain; returns its record, or what is wrong with it."""
+    position, stream, version, type_, payload, recorded_at, actor, key, prev_hash, digest = row
+    if position != expected_position:
+        return None, f"expected position {expected_position}, found {position} (a row is missing)"
+    if bytes(prev_hash) != prev:  # type: ignore[arg-type]
+        return None, "prev_hash does not match the hash of the previous event"
+    recomputed = chain_hash(prev, position, stream, version, type_, recorded_at, actor, key,  # type: ignore[arg-type]
+                            bytes(payload))  # type: ignore[arg-type]
+    if bytes(digest) != recomputed:  # type: ignore[arg-type]
+        return None, "hash does not match the event's contents (the row was altered)"
+    if version != versions.get(stream, 0) + 1:  # type: ignore[arg-type]
+        return None, f"stream {stream} jumps to version {version}"
+    try:
+        record = record_of(row)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        return None, f"payload does not decode: {e}"
+    if event_tag(record.event) != type_:
+        return None, f"type column {type_} differs from the payload's tag {event_tag(record.event)}"
+    return record, None
+
+
+def verify(conn: apsw.Connection) -> list[Problem]:
+    """Everything wrong with the ledger, first problem first (empty when sound)."""
+    integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    if integrity != ["ok"]:
+        return [Problem(None, f"integrity_check: {'; '.join(map(str, integrity[:5]))}")]
+    views, prev, versions = Views(), GENESIS, {}
+    for expected, row in enumerate(_rows(conn), start=1):
+        record, error = check_row(row, expected, prev, versions)
+        if record is None:
+            return [Problem(expected, error or "invalid")]
+        views.apply(record)
+        prev, versions[record.stream] = bytes(row[9]), record.version  # type: ignore[arg-type]
+    return compare_projections(conn, views)
+
+
+def compare_projections(conn: apsw.Connection, rebuilt: Views) -> list[Problem]:
+    """The first difference between the stored projection rows and a rebuild from scratch."""
+    stored_checkpoint = tables.checkpoint(conn)
+    if stored_checkpoint != rebuilt.position:
+        return [Problem(None, f"checkpoint is {stored_checkpoint}, the log ends at {rebuilt.position}")]
+    live = tables.table_rows(conn)
+    fresh = tables.view_rows(rebuilt)
+    for stored, expected in zip(live, fresh, strict=False):
+        if stored != expected:
+            table, key = (stored[0], stored[1]) if stored[:2] <= expected[:2] else expected[:2]
+            return [Problem(None, f"{table} row {key!r} differs from a rebuild")]
+    leftover = next(live, None) or next(fresh, None)
+    if leftover is not None:
+        return [Problem(None, f"{leftover[0]} row {leftover[1]!r} is only on one side")]
+    return []
+
+
+def views_until(conn: apsw.Connection, *, position: int | None = None, time_us: int | None = None) -> Views:
+    """The views as they stood at a ledger position or an instant (replayed from position 0)."""
+    views = Views()
+    sql = f"SELECT {ROW_COLUMNS} FROM events WHERE position <= ? AND recorded_at <= ? ORDER BY position"
+    for row in conn.execute(sql, (position if position is not None else 2**62,
+                                  time_us if time_us is not None else 2**62)):
+        views.apply(record_of(row))
+    views.clear_dirty()
+    return views
+
+
+def rebuild(conn: apsw.Connection) -> Views:
+    """Fold the whole log from position 0 and overwrite the projection tables, in one transaction."""
+    views = views_until(conn)
+    with conn:
+        tables.replace_all(conn, views)
+    return views

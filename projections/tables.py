@@ -1,0 +1,114 @@
+"""The SQL side of the projections: write changed rows with the checkpoint, load them, rebuild them.
+
+Rows hold the msgspec JSON of each view, so "rebuilt equals live" is a comparison of bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import apsw
+import msgspec
+
+from ledger.jobs import JobState
+from ledger.nodes import NodeState
+from ledger.tokens import TokenState
+from projections.views import UserStats, Views
+
+CHECKPOINT = "views"
+_encode = msgspec.json.Encoder().encode
+_job = msgspec.json.Decoder(JobState).decode
+_user = msgspec.json.Decoder(UserStats).decode
+_node = msgspec.json.Decoder(NodeState).decode
+_token = msgspec.json.Decoder(TokenState).decode
+
+
+def _job_row(job: JobState) -> tuple[object, ...]:
+    return (job.job_id, job.user_id, job.status, job.position, job.completed_at, _encode(job))
+
+
+def write_dirty(conn: apsw.Connection, views: Views) -> None:
+    """Write every view row changed since the last write, and the checkpoint (caller holds the txn)."""
+    if views.dirty_jobs:
+        conn.executemany(
+            "INSERT OR REPLACE INTO proj_jobs (job_id, user_id, status, position, completed_at, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [_job_row(views.jobs[i]) for i in views.dirty_jobs],
+        )
+    if views.dirty_users:
+        conn.executemany("INSERT OR REPLACE INTO proj_users (user_id, data) VALUES (?, ?)",
+                         [(u, _encode(views.users[u])) for u in views.dirty_users])
+    if views.dirty_nodes:
+        conn.executemany("INSERT OR REPLACE INTO proj_nodes (name, data) VALUES (?, ?)",
+                         [(n, _encode(views.nodes[n])) for n in views.dirty_nodes])
+    if views.dirty_tokens:
+        conn.executemany(
+            "INSERT OR REPLACE INTO proj_tokens (token_id, user_id, secret_sha256, data) VALUES (?, ?, ?, ?)",
+            [(t.token_id, t.user_id, t.secret_sha256, _encode(t))
+             for t in (views.tokens[i] for i in views.dirty_tokens)],
+        )
+    conn.execute("INSERT OR REPLACE INTO projection_checkpoints (name, position) VALUES (?, ?)",
+                 (CHECKPOINT, views.position))
+    views.clear_dirty()
+
+
+def checkpoint(conn: apsw.Connection) -> int:
+    row = conn.execute("SELECT position FROM projection_checkpoints WHERE name = ?", (CHECKPOINT,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def load(conn: apsw.Connection) -> Views:
+    """The views as last written, without replaying the log (catch-up then applies what follows)."""
+    views = Views()
+    for (data,) in conn.execute("SELECT data FROM proj_jobs ORDER BY position"):
+        job = _job(data)
+        views.jobs[job.job_id] = job
+        views.stream_versions[f"job-{job.job_id}"] = job.version
+        if not job.is_terminal:
+            views.active[job.job_id] = None
+        if job.phase == "queued":
+            views.queued[job.job_id] = None
+        if job.node and job.phase in ("dispatched", "running", "cancelling"):
+            views.node_jobs.setdefault(job.node, []).append(job.job_id)
+    for (data,) in conn.execute("SELECT data FROM proj_users"):
+        user = _user(data)
+        views.users[user.user_id] = user
+    for (data,) in conn.execute("SELECT data FROM proj_nodes"):
+        node = _node(data)
+        views.nodes[node.name] = node
+        views.node_jobs.setdefault(node.name, [])
+        views.stream_versions[f"node-{node.name}"] = node.version
+    for (data,) in conn.execute("SELECT data FROM proj_tokens"):
+        token = _token(data)
+        views.tokens[token.token_id] = token
+        views.tokens_by_secret[token.secret_sha256] = token.token_id
+        views.stream_versions[f"token-{token.token_id}"] = token.version
+    views.position = checkpoint(conn)
+    return views
+
+
+def replace_all(conn: apsw.Connection, views: Views) -> None:
+    """Overwrite every projection table with ``views`` (a rebuild), in the caller's transaction."""
+    for table in ("proj_jobs", "proj_users", "proj_nodes", "proj_tokens"):
+        conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+    views.dirty_jobs = set(views.jobs)
+    views.dirty_users = set(views.users)
+    views.dirty_nodes = set(views.nodes)
+    views.dirty_tokens = set(views.tokens)
+    write_dirty(conn, views)
+
+
+def table_rows(conn: apsw.Connection) -> Iterator[tuple[str, str, bytes]]:
+    """(table, key, data) for every stored view row, in a stable order."""
+    for table, key in (("proj_jobs", "job_id"), ("proj_users", "user_id"), ("proj_nodes", "name"),
+                       ("proj_tokens", "token_id")):
+        for row_key, data in conn.execute(f"SELECT {key}, data FROM {table} ORDER BY {key}"):  # noqa: S608
+            yield table, row_key, bytes(data)
+
+
+def view_rows(views: Views) -> Iterator[tuple[str, str, bytes]]:
+    """The rows ``views`` would store, in the same order as ``table_rows``."""
+    for table, items in (("proj_jobs", views.jobs), ("proj_users", views.users),
+                         ("proj_nodes", views.nodes), ("proj_tokens", views.tokens)):
+        for key in sorted(items):
+            yield table, key, _encode(items[key])
