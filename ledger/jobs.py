@@ -89,8 +89,8 @@ def evolve_job(state: JobState | None, event: AnyEvent, *, position: int, at: in
     match event:
         case JobScanned(verdict="pending"):
             return replace(state, version=version, phase="scanning")
-        case JobScanned():
-            return replace(state, version=version, scan_verdict=event.verdict,
+        case JobScanned():  # a verdict ends the scanning phase (the job waits to be queued)
+            return replace(state, version=version, scan_verdict=event.verdict, phase="submitted",
                            findings=state.findings + event.findings)
         case JobQueued():
             return replace(state, version=version, phase="queued", priority=event.priority, queued_at=at)
@@ -138,8 +138,9 @@ def decide_scan(job: JobState, verdict: JobScanned) -> list[AnyEvent]:
 
 
 def decide_queue(job: JobState, *, priority: int = 0, reason: str = "submitted") -> list[AnyEvent]:
+    """Queue a submitted job whose scan (if any) did not reject it; not while a review is pending."""
     _require_open(job)
-    if job.phase not in ("submitted", "scanning") or job.scan_verdict in (None, "rejected", "pending"):
+    if job.phase != "submitted" or job.scan_verdict == "rejected":
         raise InvalidTransition(f"job {job.job_id} cannot be queued in phase {job.phase}")
     return [JobQueued(job_id=job.job_id, priority=priority, reason=reason)]
 
