@@ -51,7 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ssh_known_hosts: str | None = None
     ssh_keepalive_s: float = 15.0
     ssh_connect_timeout_s: float = 10.0
-    remote_root: str = "/tmp/gpuledger"
+    remote_root: str = "/tmp/gpuledger"  # noqa: S108 - on the GPU node, per-job private dirs below it
     job_command: str = "python3 {solution}"
     local_slots: int = 0
     node_lost_after: float = 600.0

@@ -90,7 +90,7 @@ def load(conn: apsw.Connection) -> Views:
 def replace_all(conn: apsw.Connection, views: Views) -> None:
     """Overwrite every projection table with ``views`` (a rebuild), in the caller's transaction."""
     for table in ("proj_jobs", "proj_users", "proj_nodes", "proj_tokens"):
-        conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+        conn.execute(f"DELETE FROM {table}")
     views.dirty_jobs = set(views.jobs)
     views.dirty_users = set(views.users)
     views.dirty_nodes = set(views.nodes)
@@ -102,7 +102,7 @@ def table_rows(conn: apsw.Connection) -> Iterator[tuple[str, str, bytes]]:
     """(table, key, data) for every stored view row, in a stable order."""
     for table, key in (("proj_jobs", "job_id"), ("proj_users", "user_id"), ("proj_nodes", "name"),
                        ("proj_tokens", "token_id")):
-        for row_key, data in conn.execute(f"SELECT {key}, data FROM {table} ORDER BY {key}"):  # noqa: S608
+        for row_key, data in conn.execute(f"SELECT {key}, data FROM {table} ORDER BY {key}"):
             yield table, row_key, bytes(data)
 
 

@@ -1,0 +1,171 @@
+"""Commands: each builds a ``Write`` whose decide step runs inside the writer's transaction.
+
+This is where checks that span streams live (active-job cap, rate limit, free node slot): the decide
+step sees the views exactly as the append will leave them, so concurrent requests cannot both pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from ledger.errors import InvalidTransition, LimitExceeded, NotFound
+from ledger.events import (
+    AnyEvent,
+    JobFinished,
+    JobQueued,
+    JobScanned,
+    JobSubmitted,
+    NodeRegistered,
+    TokenIssued,
+)
+from ledger.jobs import (
+    JobState,
+    decide_cancel,
+    decide_dispatch,
+    decide_finish,
+    decide_queue,
+    decide_requeue,
+    decide_scan,
+    decide_start,
+)
+from ledger.nodes import NodeState, decide_drain, decide_health, decide_register, decide_undrain
+from ledger.store import Write
+from ledger.tokens import decide_issue, decide_revoke
+from projections.views import RATE_WINDOW_US, Views
+
+
+class SubmitLimits:
+    """The per-user limits a submission is checked against (None: exempt)."""
+
+    def __init__(self, *, max_active: int, per_minute: int) -> None:
+        self.max_active = max_active
+        self.per_minute = per_minute
+
+
+def job_of(views: Views, job_id: str) -> JobState:
+    job = views.jobs.get(job_id)
+    if job is None:
+        raise NotFound(f"Job {job_id} not found")
+    return job
+
+
+def node_of(views: Views, name: str) -> NodeState:
+    node = views.nodes.get(name)
+    if node is None:
+        raise NotFound(f"Node {name} not found")
+    return node
+
+
+def _check_limits(views: Views, user_id: str, limits: SubmitLimits, now: int) -> None:
+    stats = views.users.get(user_id)
+    if stats is None:
+        return
+    recent = [t for t in stats.recent_submits if t > now - RATE_WINDOW_US]
+    if len(recent) >= limits.per_minute:
+        retry_after = max(1, math.ceil((recent[-limits.per_minute] + RATE_WINDOW_US - now) / 1_000_000))
+        raise LimitExceeded(f"Rate limit exceeded. Maximum {limits.per_minute} requests per 60s. "
+                            f"Retry after {retry_after}s.", retry_after=retry_after)
+    if stats.active >= limits.max_active:
+        raise LimitExceeded(f"Queue limit exceeded. You already have {stats.active} job(s) in progress. "
+                            f"Maximum {limits.max_active} jobs per user allowed.", retry_after=30)
+
+
+def submit_job(submitted: JobSubmitted, *, static_scan: JobScanned | None, review_pending: bool,
+               limits: SubmitLimits | None, now: int, actor: str, fingerprint: bytes) -> Write:
+    """Accept a job: limits checked and events appended in one step; queued unless a review is pending."""
+    def decide(views: Views) -> Sequence[AnyEvent]:
+        if limits is not None:
+            _check_limits(views, submitted.user_id, limits, now)
+        events: list[AnyEvent] = [submitted]
+        if static_scan is not None:
+            events.append(static_scan)
+        if review_pending:
+            events.append(JobScanned(job_id=submitted.job_id, verdict="pending", scanner="llm"))
+        else:
+            events.append(JobQueued(job_id=submitted.job_id, reason="submitted"))
+        return events
+    return Write(decide=decide, actor=actor, idempotency_key=submitted.idempotency_key, fingerprint=fingerprint)
+
+
+def record_review(job_id: str, verdict: JobScanned) -> Write:
+    """The LLM review's verdict: rejection ends the job, anything else queues it."""
+    def decide(views: Views) -> Sequence[AnyEvent]:
+        job = job_of(views, job_id)
+        events = decide_scan(job, verdict)
+        if verdict.verdict != "rejected":
+            events.extend(decide_queue(job, reason="reviewed"))
+        return events
+    return Write(decide=decide, actor="scanner:llm")
+
+
+def cancel_job(job_id: str, *, by: str, actor: str) -> Write:
+    return Write(decide=lambda views: decide_cancel(job_of(views, job_id), by=by), actor=actor)
+
+
+def dispatch_job(job_id: str, *, node: str, slot: int, workdir: str) -> Write:
+    """Dispatch to a slot, re-checking inside the transaction that the node can take it."""
+    def decide(views: Views) -> Sequence[AnyEvent]:
+        state = node_of(views, node)
+        busy = {views.jobs[j].slot for j in views.node_jobs.get(node, [])}
+        if state.status != "up" or slot in busy or slot >= state.slots:
+            raise InvalidTransition(f"node {node} slot {slot} cannot take a job now ({state.status})")
+        return decide_dispatch(job_of(views, job_id), node=node, slot=slot, workdir=workdir)
+    return Write(decide=decide, actor=f"executor:{node}")
+
+
+def start_job(job_id: str, *, node: str, attempt: int, pid: int, pgid: int,
+              started_at_node: str | None = None) -> Write:
+    return Write(decide=lambda views: decide_start(job_of(views, job_id), attempt=attempt, pid=pid, pgid=pgid,
+                                                   started_at_node=started_at_node),
+                 actor=f"executor:{node}")
+
+
+def finish_job(finished: JobFinished, *, node: str) -> Write:
+    return Write(decide=lambda views: decide_finish(job_of(views, finished.job_id), finished),
+                 actor=f"executor:{node}")
+
+
+def requeue_job(job_id: str, *, node: str, attempt: int, reason: str) -> Write:
+    return Write(decide=lambda views: decide_requeue(job_of(views, job_id), attempt=attempt, reason=reason),
+                 actor=f"executor:{node}")
+
+
+def register_node(spec: NodeRegistered) -> Write:
+    return Write(decide=lambda views: decide_register(views.nodes.get(spec.name), spec), actor="system")
+
+
+def node_health(name: str, *, healthy: bool, reason: str, failures: int = 1) -> Write:
+    return Write(decide=lambda views: decide_health(node_of(views, name), healthy=healthy, reason=reason,
+                                                    failures=failures),
+                 actor=f"executor:{name}")
+
+
+def drain_node(name: str, *, by: str, drain: bool, reason: str = "") -> Write:
+    decide_fn = decide_drain if drain else decide_undrain
+    return Write(decide=lambda views: decide_fn(node_of(views, name), by=by, reason=reason), actor=by)
+
+
+def issue_token(issued: TokenIssued) -> Write:
+    def decide(views: Views) -> Sequence[AnyEvent]:
+        return decide_issue(issued, existing_for_user=views.tokens_of(issued.user_id),
+                            secret_in_use=issued.secret_sha256 in views.tokens_by_secret)
+    return Write(decide=decide, actor=issued.by)
+
+
+def revoke_token(token_id: str, *, by: str, reason: str = "") -> Write:
+    def decide(views: Views) -> Sequence[AnyEvent]:
+        token = views.tokens.get(token_id)
+        if token is None:
+            raise NotFound(f"Token {token_id} not found")
+        return decide_revoke(token, by=by, reason=reason)
+    return Write(decide=decide, actor=by)
+
+
+def revoke_user_tokens(user_id: str, *, by: str) -> Write:
+    def decide(views: Views) -> Sequence[AnyEvent]:
+        live = [t for t in views.tokens_of(user_id) if not t.revoked]
+        if not live:
+            raise NotFound(f"User {user_id} has no active token")
+        return [e for t in live for e in decide_revoke(t, by=by, reason="all tokens of the user revoked")]
+    return Write(decide=decide, actor=by)
