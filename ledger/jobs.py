@@ -176,7 +176,8 @@ def decide_cancel(job: JobState, *, by: str, reason: str = "cancelled by user") 
 def decide_requeue(job: JobState, *, attempt: int, reason: str) -> list[AnyEvent]:
     """Abandon an attempt that never started (its node was lost before the job ran)."""
     _require_open(job)
-    if job.phase != "dispatched" or job.attempt != attempt or job.started_at is not None:
+    # "cancelling" is a dispatched attempt whose cancel was requested: it ends instead of requeueing.
+    if job.phase not in ("dispatched", "cancelling") or job.attempt != attempt or job.started_at is not None:
         raise InvalidTransition(f"job {job.job_id} attempt {attempt} cannot be requeued (phase {job.phase})")
     if job.cancel_requested:
         return [JobFinished(job_id=job.job_id, status="cancelled", reason="cancelled", attempt=attempt)]
