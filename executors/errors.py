@@ -1,0 +1,70 @@
+"""Errors of the executors: what can go wrong between the server and a node.
+
+    ExecutorError
+    ├── NodeUnreachable          connection refused, dropped, reset or timed out; the session is gone
+    │   └── CommandTimedOut      a command outlived its timeout (node hung, or the command is slow)
+    ├── HostKeyRejected          the host key is unknown (not in SSH_KNOWN_HOSTS) or changed
+    ├── AuthenticationFailed     the host refused our key (SSH_KEY_FILE)
+    ├── RemoteCommandFailed      the command ran and exited non-zero (carries exit_status, stderr)
+    └── RemoteFileError          an SFTP transfer failed: missing file, no permission, ...
+        └── RemoteFileTooLarge   the file is bigger than the caller's cap
+
+``NodeUnreachable`` is transient: reconnecting may help, and a job on that node keeps running.
+``HostKeyRejected`` and ``AuthenticationFailed`` are configuration problems: retrying cannot help.
+A connection failure is never reported as an exit status.
+"""
+
+from __future__ import annotations
+
+
+class ExecutorError(Exception):
+    """Base of every error raised by an executor."""
+
+
+class NodeUnreachable(ExecutorError):
+    """The node (or the jump host in front of it) could not be reached, or the connection dropped."""
+
+
+class CommandTimedOut(NodeUnreachable):
+    """The command did not finish within its timeout; the connection itself may still be up."""
+
+
+class HostKeyRejected(ExecutorError):
+    """The host's key is not the one pinned in the known_hosts file."""
+
+    def __init__(self, host: str, port: int, known_hosts: str, *, changed: bool) -> None:
+        self.host, self.port, self.known_hosts, self.changed = host, port, known_hosts, changed
+        if changed:
+            why = f"does not match the key pinned in SSH_KNOWN_HOSTS ({known_hosts}): host key changed"
+        else:
+            why = f"is not in SSH_KNOWN_HOSTS ({known_hosts}): unknown host"
+        super().__init__(f"host key of {host} port {port} {why}")
+
+
+class AuthenticationFailed(ExecutorError):
+    """The host did not accept our key."""
+
+
+class RemoteCommandFailed(ExecutorError):
+    """A remote command exited with a non-zero status."""
+
+    def __init__(self, command: str, exit_status: int, stderr: bytes) -> None:
+        self.command, self.exit_status, self.stderr = command, exit_status, stderr
+        tail = stderr[-500:].decode(errors="replace").strip()
+        super().__init__(f"remote command exited {exit_status}: {command!r}" + (f": {tail}" if tail else ""))
+
+
+class RemoteFileError(ExecutorError):
+    """An SFTP transfer failed for a reason other than the connection."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
+class RemoteFileTooLarge(RemoteFileError):
+    """The remote file exceeds the size the caller is willing to fetch."""
+
+    def __init__(self, path: str, size: int, max_bytes: int) -> None:
+        self.size, self.max_bytes = size, max_bytes
+        super().__init__(path, f"{size} bytes is more than the limit of {max_bytes}")
