@@ -1,0 +1,260 @@
+"""The job wrapper protocol seen from the server: workdir file names, command lines, frames, records.
+
+Everything is a shell command string run against a workdir, so the local runner (asyncio subprocess)
+and the SSH runner (asyncssh) speak it unchanged. The other side is `executors/wrapper.py`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import posixpath
+import shlex
+import string
+import struct
+from collections.abc import Mapping
+from datetime import datetime
+from importlib import resources
+from typing import Literal, NamedTuple
+
+import msgspec
+
+StrPath = str | os.PathLike[str]
+
+WRAPPER_NAME = "wrapper.py"
+SOLUTION_NAME = "solution.py"
+JOB_SPEC_NAME = "job.json"
+STDOUT_NAME = "stdout"
+STDERR_NAME = "stderr"
+STARTED_NAME = "started.json"
+STATUS_NAME = "status.json"
+CANCEL_NAME = "cancel"
+
+# `launch` exit codes: 0 prints started.json; this one prints status.json of a job that never ran
+# (cancelled before it started, or bash could not be started). Anything else is a failure.
+LAUNCH_NEVER_STARTED = 3
+
+WRAPPER_SOURCE: bytes = resources.files(__package__ or "executors").joinpath(WRAPPER_NAME).read_bytes()
+
+PLACEHOLDERS = frozenset({"solution", "competition_id", "results", "workdir"})
+
+
+class ProtocolError(ValueError):
+    """The wrapper said something this side cannot read (bad frame header, oversized frame)."""
+
+
+# --- records the wrapper writes ----------------------------------------------------------------------
+
+
+class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
+    command: str
+    time_limit_s: float
+    grace_s: float
+    env: dict[str, str] = {}
+
+
+class Started(msgspec.Struct, frozen=True, kw_only=True):
+    pid: int
+    pgid: int
+    wrapper_pid: int
+    started_at: datetime
+    wrapper_start_ticks: int | None = None
+
+
+class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """A job killed by signal N has signal=N and exit_code=None; otherwise exit_code is set."""
+
+    exit_code: int | None
+    signal: int | None
+    ended_at: datetime
+    started_at: datetime | None = None  # None: the job never started
+    timed_out: bool = False
+    cancelled: bool = False
+    group_gone: bool = True  # False: some process of the job survived KILL (e.g. stuck in D state)
+    error: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not (self.timed_out or self.cancelled)
+
+
+class WrapperState(msgspec.Struct, frozen=True, kw_only=True):
+    state: Literal["not_started", "running", "finished", "lost"]
+    started: Started | None
+    status: ExitStatus | None
+    stdout_size: int
+    stderr_size: int
+
+
+class Lost(msgspec.Struct, frozen=True, kw_only=True):
+    reason: str
+
+
+_started_decoder = msgspec.json.Decoder(Started)
+_status_decoder = msgspec.json.Decoder(ExitStatus)
+_state_decoder = msgspec.json.Decoder(WrapperState)
+_lost_decoder = msgspec.json.Decoder(Lost)
+
+
+def decode_started(data: bytes) -> Started:
+    return _started_decoder.decode(data)
+
+
+def decode_exit_status(data: bytes) -> ExitStatus:
+    return _status_decoder.decode(data)
+
+
+def decode_wrapper_state(data: bytes) -> WrapperState:
+    return _state_decoder.decode(data)
+
+
+def decode_lost(data: bytes) -> Lost:
+    return _lost_decoder.decode(data)
+
+
+def job_spec_bytes(command: str, time_limit_s: float, grace_s: float, env: Mapping[str, str]) -> bytes:
+    """The contents of job.json; rejects what the wrapper could not honour rather than let it guess."""
+    if not (math.isfinite(time_limit_s) and time_limit_s > 0):
+        raise ValueError(f"time_limit_s must be a positive number, not {time_limit_s!r}")
+    if not (math.isfinite(grace_s) and grace_s >= 0):
+        raise ValueError(f"grace_s must be a non-negative number, not {grace_s!r}")
+    for key, value in env.items():
+        if not key or "=" in key or "\0" in key or "\0" in value:
+            raise ValueError(f"invalid environment variable {key!r}")
+    spec = JobSpec(command=command, time_limit_s=float(time_limit_s), grace_s=float(grace_s), env=dict(env))
+    return msgspec.json.encode(spec)
+
+
+# --- command lines -------------------------------------------------------------------------------------
+
+
+def _wrapper_command(python: str, workdir: StrPath, *args: str) -> str:
+    """`python` is one executable (name or path), never a shell fragment: it is quoted like the rest."""
+    wd = os.fspath(workdir)
+    return shlex.join([python, posixpath.join(wd, WRAPPER_NAME), *args])
+
+
+def launch_command(python: str, workdir: StrPath) -> str:
+    return _wrapper_command(python, workdir, "launch", os.fspath(workdir))
+
+
+def follow_command(python: str, workdir: StrPath, out_offset: int, err_offset: int) -> str:
+    if out_offset < 0 or err_offset < 0:
+        raise ValueError("offsets must not be negative")
+    return _wrapper_command(python, workdir, "follow", os.fspath(workdir), str(out_offset), str(err_offset))
+
+
+def cancel_command(python: str, workdir: StrPath) -> str:
+    return _wrapper_command(python, workdir, "cancel", os.fspath(workdir))
+
+
+def status_command(python: str, workdir: StrPath) -> str:
+    return _wrapper_command(python, workdir, "status", os.fspath(workdir))
+
+
+def render_job_command(
+    template: str, *, solution: StrPath, competition_id: str, results: StrPath, workdir: StrPath
+) -> str:
+    """Fill `{solution}`, `{competition_id}`, `{results}`, `{workdir}`, each as one shell-quoted word.
+
+    A placeholder must stand where a bare word can: not inside quotes or backticks, not after `$` or
+    a backslash, where the shell would re-read the quoted value and user input could escape.
+    """
+    values = {"solution": os.fspath(solution), "competition_id": competition_id,
+              "results": os.fspath(results), "workdir": os.fspath(workdir)}
+    for name, value in values.items():
+        if "\0" in value:
+            raise ValueError(f"{name} contains a NUL byte, which no command argument can hold")
+    try:
+        pieces = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ValueError(f"malformed job command template {template!r}: {e}") from e
+    out: list[str] = []
+    state = ""
+    for literal, field, spec, conversion in pieces:
+        out.append(literal)
+        state = _shell_state(literal, state)
+        if field is None:
+            continue
+        if field not in PLACEHOLDERS or spec or conversion:
+            raise ValueError(f"unknown placeholder {{{field}}} in job command template {template!r}; "
+                             f"known: {', '.join(sorted('{' + p + '}' for p in PLACEHOLDERS))}")
+        if state or literal.endswith("$"):
+            raise ValueError(f"placeholder {{{field}}} in {template!r} must stand as a bare word, "
+                             "outside quotes, backticks, `$` and backslashes")
+        out.append(shlex.quote(values[field]))
+    return "".join(out)
+
+
+def _shell_state(text: str, state: str) -> str:
+    """Quote state after `text`: "" outside, or one of ' " ` inside, or "\\" after a dangling escape."""
+    escaped = state == "\\"
+    state = "" if escaped else state
+    for char in text:
+        if escaped:
+            escaped = False
+        elif state == "'":
+            state = "" if char == "'" else state
+        elif char == "\\":
+            escaped = True
+        elif char == state:
+            state = ""
+        elif not state and char in "'\"`":
+            state = char
+    return "\\" if escaped and not state else state
+
+
+# --- frames ------------------------------------------------------------------------------------------
+
+
+class FrameKind(enum.IntEnum):
+    STDOUT = 1
+    STDERR = 2
+    STATUS = 3  # payload: status.json; the last frame
+    HEARTBEAT = 4  # empty; the job is still running
+    LOST = 5  # payload: Lost JSON; no wrapper alive and no status.json; the last frame
+
+
+class Frame(NamedTuple):
+    kind: FrameKind
+    payload: bytes
+
+
+_HEADER = struct.Struct(">BI")
+MAX_FRAME_PAYLOAD = 64 * 1024 * 1024  # the wrapper sends at most 1 MiB; anything far bigger is garbage
+
+
+def encode_frame(kind: FrameKind, payload: bytes) -> bytes:
+    return _HEADER.pack(kind, len(payload)) + payload
+
+
+class FrameDecoder:
+    """Incremental decoder for `follow` output: feed it reads of any size, get whole frames back."""
+
+    def __init__(self, max_payload: int = MAX_FRAME_PAYLOAD) -> None:
+        self._buffer = bytearray()
+        self._max_payload = max_payload
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back as the start of an incomplete frame (non-zero at EOF means truncation)."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buffer += data
+        frames: list[Frame] = []
+        position = 0
+        while len(self._buffer) - position >= _HEADER.size:
+            kind, length = _HEADER.unpack_from(self._buffer, position)
+            if kind not in FrameKind._value2member_map_:
+                raise ProtocolError(f"unknown frame kind {kind}")
+            if length > self._max_payload:
+                raise ProtocolError(f"frame of {length} bytes exceeds the {self._max_payload} byte limit")
+            end = position + _HEADER.size + length
+            if end > len(self._buffer):
+                break
+            frames.append(Frame(FrameKind(kind), bytes(self._buffer[position + _HEADER.size : end])))
+            position = end
+        del self._buffer[:position]
+        return frames
