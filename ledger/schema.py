@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
 from pathlib import Path
@@ -32,9 +33,15 @@ def code_version() -> int:
     return len(migrations())
 
 
+@functools.cache
+def _apply_best_practice() -> None:
+    # Once per process: each apply() adds another connection hook that every later open would run.
+    apsw.bestpractice.apply(apsw.bestpractice.recommended)
+
+
 def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
     """Open the ledger file with the project's settings: WAL, synchronous=FULL, busy timeout."""
-    apsw.bestpractice.apply(apsw.bestpractice.recommended)
+    _apply_best_practice()
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     try:
         conn = apsw.Connection(str(path), flags=flags)

@@ -80,9 +80,11 @@ class EventStore:
 
     def _load_views(self) -> Views:
         views = tables.load(self.conn)
-        last = self.conn.execute("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1").fetchone()
+        last = self.conn.execute("SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1").fetchone()
         if last and views.position > last[0]:
             views = Views()  # checkpoint ahead of the log: only a rebuild can be trusted
+        if last:  # recorded_at never goes backwards along the log, even across a restart
+            views.recorded_at = last[1]
         with self.conn:
             self._fold_after(views, views.position)
             tables.write_dirty(self.conn, views)

@@ -42,6 +42,7 @@ class Ledger:
         self._thread: threading.Thread | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.batches = 0
+        self._committed = self.store.head  # what subscribers may see: the head as of the last commit
 
     @property
     def views(self) -> Views:
@@ -49,7 +50,7 @@ class Ledger:
 
     @property
     def head(self) -> int:
-        return self.store.head
+        return self._committed
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -116,9 +117,11 @@ class Ledger:
         for write, future in batch:
             value = next(answers) if write is not None else None
             self._loop.call_soon_threadsafe(_resolve, future, value)
-        self._loop.call_soon_threadsafe(self._notify)
+        # store.head moves during the transaction; subscribers hear only of committed positions.
+        self._loop.call_soon_threadsafe(self._notify, self.store.head)
 
-    def _notify(self) -> None:
+    def _notify(self, head: int) -> None:
+        self._committed = head
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -128,11 +131,11 @@ class Ledger:
         """Wait until the head is past ``position`` (or the timeout passes); returns the head."""
         try:
             async with asyncio.timeout(timeout):
-                while self.store.head <= position:
+                while self._committed <= position:
                     await self._changed.wait()
         except TimeoutError:
             pass
-        return self.store.head
+        return self._committed
 
     async def refresh(self) -> None:
         """Have the writer fold what other processes appended (used by the watcher and tests)."""
@@ -150,7 +153,7 @@ class Ledger:
                 continue
             seen = version
             last = self.reader.execute("SELECT max(position) FROM events").fetchone()[0] or 0
-            if last > self.store.head:
+            if last > self._committed:
                 await self.refresh()
 
     def events_after(self, position: int, limit: int | None = None) -> list[Recorded]:
