@@ -33,10 +33,21 @@ def code_version() -> int:
     return len(migrations())
 
 
+BUSY_TIMEOUT_MS = 10_000
+
+
+def connection_busy_timeout(connection: apsw.Connection) -> None:
+    """bestpractice's hook with the ledger's wait: its 100 ms made an open during another commit fail
+    (``connection_optimize`` needs the write lock)."""
+    connection.set_busy_timeout(BUSY_TIMEOUT_MS)
+
+
 @functools.cache
 def _apply_best_practice() -> None:
     # Once per process: each apply() adds another connection hook that every later open would run.
-    apsw.bestpractice.apply(apsw.bestpractice.recommended)
+    recommended = apsw.bestpractice.recommended
+    apsw.bestpractice.apply(tuple(connection_busy_timeout if hook is apsw.bestpractice.connection_busy_timeout
+                                  else hook for hook in recommended))
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
@@ -45,7 +56,7 @@ def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     try:
         conn = apsw.Connection(str(path), flags=flags)
-        conn.set_busy_timeout(10_000)
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         if not readonly:
             conn.pragma("journal_mode", "wal")
         # FULL: an acknowledged commit survives power loss, not only a process crash.

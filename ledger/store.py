@@ -79,15 +79,24 @@ class EventStore:
     # --- opening and catching up --------------------------------------------------------------
 
     def _load_views(self) -> Views:
-        views = tables.load(self.conn)
-        last = self.conn.execute("SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1").fetchone()
-        if last and views.position > last[0]:
-            views = Views()  # checkpoint ahead of the log: only a rebuild can be trusted
-        if last:  # recorded_at never goes backwards along the log, even across a restart
-            views.recorded_at = last[1]
-        with self.conn:
+        # The write lock first: tables, checkpoint and log are then one state, and the catch-up write
+        # cannot fail on a snapshot another process moved past (a deferred read-then-write would).
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            views = tables.load(self.conn)
+            last = self.conn.execute("SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
+                                     ).fetchone()
+            if last and views.position > last[0]:
+                views = Views()  # checkpoint ahead of the log: only a rebuild can be trusted
+            if last:  # recorded_at never goes backwards along the log, even across a restart
+                views.recorded_at = last[1]
             self._fold_after(views, views.position)
             tables.write_dirty(self.conn, views)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
         return views
 
     def _fold_after(self, views: Views, position: int) -> None:
