@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -54,3 +56,23 @@ def decide_revoke(state: TokenState, *, by: str, reason: str = "") -> list[AnyEv
     if state.revoked:
         raise InvalidTransition(f"token {state.token_id} is already revoked")
     return [TokenRevoked(token_id=state.token_id, user_id=state.user_id, by=by, reason=reason)]
+
+
+def mint(user_id: str, *, secret: str | None, days: int, is_admin: bool, by: str,
+         max_days: int = 30) -> tuple[str, TokenIssued]:
+    """A new token's secret (generated when not given) and its ``token.issued`` event.
+
+    Not a decide function: it draws randomness and reads the clock; the decision is ``decide_issue``.
+    """
+    if not 1 <= days <= max_days:
+        raise ValueError(f"--days must be between 1 and {max_days}")
+    if not user_id or any(c.isspace() for c in user_id) or len(user_id) > 128:
+        raise ValueError("user id must be 1..128 characters without spaces")
+    if secret is not None and len(secret) < 16:
+        raise ValueError("a token must be at least 16 characters long")
+    secret = secret or secrets.token_urlsafe(32)
+    expires = datetime.now(UTC) + timedelta(days=days)
+    issued = TokenIssued(token_id=f"tok_{secrets.token_hex(6)}", user_id=user_id, is_admin=is_admin,
+                         expires_at=expires.isoformat(timespec="seconds"), secret_sha256=secret_digest(secret),
+                         by=by)
+    return secret, issued

@@ -42,6 +42,7 @@ class Ledger:
         self._thread: threading.Thread | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.batches = 0
+        self.committed = self.store.head
         self._committed = self.store.head  # what subscribers may see: the head as of the last commit
 
     @property
@@ -51,6 +52,10 @@ class Ledger:
     @property
     def head(self) -> int:
         return self._committed
+
+    @property
+    def writer_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

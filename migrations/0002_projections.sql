@@ -14,6 +14,8 @@ CREATE TABLE proj_jobs (
 );
 CREATE INDEX proj_jobs_user ON proj_jobs (user_id, position);
 CREATE INDEX proj_jobs_completed ON proj_jobs (completed_at);
+CREATE INDEX proj_jobs_position ON proj_jobs (position);
+CREATE INDEX proj_jobs_status ON proj_jobs (status, position);
 
 CREATE TABLE proj_users (user_id TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE proj_nodes (name TEXT PRIMARY KEY, data BLOB NOT NULL);

@@ -1,0 +1,82 @@
+"""The Litestar application: controllers, error mapping, request ids, and the runtime's lifespan."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from litestar import Litestar, Request, get
+from litestar.datastructures import State
+from litestar.middleware import ASGIMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from api.controllers.dashboard import DashboardController
+from api.controllers.jobs import JobController
+from api.controllers.nodes import NodeController
+from api.controllers.service import VERSION, ServiceController
+from api.errors import EXCEPTION_HANDLERS
+from api.limits import EndpointLimiter
+from api.metrics import metrics_registry
+from executors.runtime import Runtime
+from ledger.settings import Settings
+
+log = structlog.get_logger()
+EXTRA_CONTROLLERS: list[Any] = []  # later features (logs, streams, the web page) add theirs here
+
+
+class RequestContext(ASGIMiddleware):
+    """Every request gets an id, bound into the log context and echoed in ``X-Request-ID``."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        request_id = uuid.uuid4().hex[:16]
+        structlog.contextvars.bind_contextvars(request_id=request_id, path=scope.get("path"))
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await next_app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+
+@get("/schema", include_in_schema=False, sync_to_thread=False)
+def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The OpenAPI document itself, served locally (no CDN, no internet access needed)."""
+    return request.app.openapi_schema.to_schema()
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litestar:
+    runtime = runtime or Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await runtime.start()
+        log.info("server.started", nodes=list(runtime.runners))
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            log.info("server.stopped")
+
+    return Litestar(
+        route_handlers=[ServiceController, JobController, NodeController, DashboardController, openapi_document,
+                        *EXTRA_CONTROLLERS],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        middleware=[RequestContext()],
+        lifespan=[lifespan],
+        state=State({"runtime": runtime, "limiter": EndpointLimiter(settings.endpoint_limits),
+                     "metrics": metrics_registry(runtime)}),
+        openapi_config=OpenAPIConfig(title="gpuledger", version=VERSION, path="/openapi",
+                                     render_plugins=[JsonRenderPlugin()]),
+        request_max_body_size=settings.max_code_bytes + settings.max_config_bytes + 1024 * 1024,
+        multipart_form_part_limit=16,
+        logging_config=None,  # structlog is configured once, by the serve command
+    )

@@ -1,0 +1,25 @@
+"""What handlers take from the request: the runtime, the client address, the endpoint limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+
+from api.limits import EndpointLimiter, client_address
+from executors.runtime import Runtime
+
+
+def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def address_of(request: Request[Any, Any, Any]) -> str:
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.get("x-forwarded-for"), runtime_of(request).settings.trusted_proxies)
+
+
+def check_limit(request: Request[Any, Any, Any], endpoint: str) -> None:
+    limiter: EndpointLimiter = request.app.state.limiter
+    limiter.check(endpoint, address_of(request))

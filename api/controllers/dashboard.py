@@ -1,0 +1,56 @@
+"""The admin dashboard document, live or as of a past instant or ledger position."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get
+
+from api.auth import require, require_admin
+from api.context import runtime_of
+from api.errors import BadRequest
+from api.present import job_status, node_infos
+from executors.plan import make_plan
+from ledger.clock import now_us, parse_iso
+from ledger.jobs import JobState
+from projections.audit import views_until
+from projections.dashboard import DAY_US, dashboard_document, recent_and_finished
+from projections.queries import finished_since, newest_jobs
+
+_job = msgspec.json.Decoder(JobState).decode
+
+
+def _as_of(text: str) -> tuple[int | None, int | None]:
+    if text.isdigit():
+        return int(text), None
+    try:
+        return None, parse_iso(text)
+    except ValueError:
+        raise BadRequest(f"Invalid as_of: {text!r} is neither a ledger position nor an ISO-8601 time") from None
+
+
+class DashboardController(Controller):
+    path = "/api"
+    tags = ["dashboard"]
+
+    @get("/dashboard", summary="The admin dashboard document (?as_of=ISO time or ledger position)")
+    async def dashboard(self, request: Request[Any, Any, Any], as_of: str | None = None) -> dict[str, Any]:
+        runtime = runtime_of(request)
+        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        require_admin(identity)
+        if as_of is None:
+            views, now = runtime.ledger.views, now_us()
+            recent_ids = newest_jobs(runtime.ledger.reader, user_id=None, status=None, limit=10)
+            recent = [views.jobs[i] for i in recent_ids if i in views.jobs]
+            finished = [_job(row) for row in finished_since(runtime.ledger.reader, now - DAY_US)]
+        else:
+            position, time_us = _as_of(as_of)
+            views = views_until(runtime.ledger.reader, position=position, time_us=time_us)
+            now = time_us if time_us is not None else views.recorded_at
+            recent, finished = recent_and_finished(views, now)
+        plan = make_plan(views, now)
+        document = dashboard_document(
+            views, now=now, user_id=identity.user_id, is_admin=True, recent=recent, finished_24h=finished,
+            job_view=lambda job: job_status(job, views, plan), node_view=lambda: node_infos(views, plan, identity, now))
+        return msgspec.to_builtins(document)  # type: ignore[no-any-return]

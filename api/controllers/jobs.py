@@ -1,0 +1,141 @@
+"""Job endpoints of the original API: submit, status, results, cancel, list; plus the job's events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import UploadFile
+from litestar.params import Parameter
+
+from api.auth import Identity, check_user_filter, require
+from api.context import address_of, check_limit, runtime_of
+from api.present import job_results, job_status, node_index
+from api.schemas import (
+    CancelAnswer,
+    EventEntry,
+    EventList,
+    JobList,
+    JobResults,
+    JobStatus,
+    SubmitAccepted,
+    SubmitFinished,
+    SubmitTimedOut,
+)
+from api.submit import SubmitRequest, submit, wait_terminal
+from executors.plan import make_plan
+from executors.runtime import Runtime
+from ledger import commands
+from ledger.clock import iso, now_us
+from ledger.errors import NotFound
+from ledger.events import event_tag
+from ledger.jobs import JobState
+from projections.queries import newest_jobs
+
+SUBMITTED_MESSAGE = "Job submitted successfully. Use /api/status/{job_id} to check progress."
+
+
+def owned_job(runtime: Runtime, identity: Identity, job_id: str) -> JobState:
+    """The job if the caller may see it; another user's job is 'not found' (no existence leak)."""
+    job = runtime.ledger.views.jobs.get(job_id)
+    if job is None or not (identity.is_admin or job.user_id == identity.user_id):
+        raise NotFound(f"Job {job_id} not found")
+    return job
+
+
+async def _part(form: Any, name: str) -> bytes | None:
+    value = form.get(name)
+    if value is None:
+        return None
+    if isinstance(value, UploadFile):
+        return await value.read()
+    return str(value).encode()
+
+
+class JobController(Controller):
+    path = "/api"
+    tags = ["jobs"]
+
+    @post("/submit", status_code=200, summary="Submit a solution and its config (multipart)")
+    async def submit_job(
+        self, request: Request[Any, Any, Any], wait: bool = True,
+        idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None, max_length=200),
+    ) -> SubmitAccepted | SubmitFinished | SubmitTimedOut:
+        runtime = runtime_of(request)
+        check_limit(request, "submit")
+        form = await request.form()
+        accepted = await submit(SubmitRequest(
+            code=await _part(form, "code"), config=await _part(form, "config_file"),
+            authorization=request.headers.get("authorization"), idempotency_key=idempotency_key,
+            client_address=address_of(request)), runtime)
+        job = accepted.job
+        if not wait:
+            return SubmitAccepted(job_id=job.job_id, node_id=node_index(runtime.ledger.views, job.node),
+                                  status=job.status, message=SUBMITTED_MESSAGE.format(job_id=job.job_id),
+                                  created_at=iso(job.created_at), warnings=accepted.warnings)
+        timeout = runtime.settings.sync_wait_timeout
+        job = await wait_terminal(runtime, job.job_id, timeout)
+        node_id = node_index(runtime.ledger.views, job.node)
+        if not job.is_terminal:
+            return SubmitTimedOut(job_id=job.job_id, node_id=node_id, status=job.status, warnings=accepted.warnings,
+                                  message=f"Timeout after {timeout:g}s. Job still {job.status}. "
+                                          f"Use /api/results/{job.job_id} to check later.")
+        results = job_results(job, runtime.blobs, runtime.settings.inline_output_bytes)
+        return SubmitFinished(job_id=job.job_id, node_id=node_id, status=job.status, stdout=results.stdout,
+                              stderr=results.stderr, exit_code=job.exit_code, results=results.results,
+                              started_at=results.started_at, completed_at=results.completed_at,
+                              warnings=accepted.warnings)
+
+    @get("/status/{job_id:str}", summary="A job's status, phase, queue position and estimated start")
+    async def status(self, request: Request[Any, Any, Any], job_id: str) -> JobStatus:
+        runtime = runtime_of(request)
+        check_limit(request, "status")
+        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        job = owned_job(runtime, identity, job_id)
+        return job_status(job, runtime.ledger.views, make_plan(runtime.ledger.views, now_us()))
+
+    @get("/results/{job_id:str}", summary="Console output, exit code and results file of a job")
+    async def results(self, request: Request[Any, Any, Any], job_id: str) -> JobResults:
+        runtime = runtime_of(request)
+        check_limit(request, "results")
+        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        job = owned_job(runtime, identity, job_id)
+        return job_results(job, runtime.blobs, runtime.settings.inline_output_bytes)
+
+    @post("/cancel/{job_id:str}", status_code=200, summary="Cancel a pending or running job")
+    async def cancel(self, request: Request[Any, Any, Any], job_id: str) -> CancelAnswer:
+        runtime = runtime_of(request)
+        check_limit(request, "cancel")
+        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        owned_job(runtime, identity, job_id)
+        await runtime.ledger.write(commands.cancel_job(job_id, by=identity.user_id, actor=identity.token_id))
+        job = runtime.ledger.views.jobs[job_id]
+        status = job.status if job.is_terminal else "cancelled"
+        return CancelAnswer(message="Job cancelled successfully", status=status, job_id=job_id)
+
+    @get("/jobs", summary="Jobs, newest first: your own, or (admins) everyone's")
+    async def list_jobs(
+        self, request: Request[Any, Any, Any], user_id: str | None = None, status: str | None = None,
+        limit: int = Parameter(default=50, ge=1, le=1000),
+    ) -> JobList:
+        runtime = runtime_of(request)
+        check_limit(request, "jobs")
+        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        only_user = check_user_filter(identity, user_id)
+        views = runtime.ledger.views
+        plan = make_plan(views, now_us())
+        picked = newest_jobs(runtime.ledger.reader, user_id=only_user, status=status, limit=limit)
+        return JobList(jobs=[job_status(views.jobs[job_id], views, plan) for job_id in picked
+                             if job_id in views.jobs])
+
+    @get("/jobs/{job_id:str}/events", summary="The job's ledger events: its audit trail")
+    async def job_events(self, request: Request[Any, Any, Any], job_id: str) -> EventList:
+        runtime = runtime_of(request)
+        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        owned_job(runtime, identity, job_id)
+        import msgspec
+
+        return EventList(job_id=job_id, events=[
+            EventEntry(position=r.position, recorded_at=iso(r.recorded_at), type=event_tag(r.event), actor=r.actor,
+                       stream=r.stream, event=msgspec.to_builtins(r.event))
+            for r in runtime.ledger.stream(f"job-{job_id}")])

@@ -1,0 +1,46 @@
+"""Node endpoints: the node list (details by caller) and the admin drain switch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+
+from api.auth import optional, require, require_admin
+from api.context import runtime_of
+from api.present import node_infos
+from api.schemas import NodeInfo, NodeList
+from executors.plan import make_plan
+from ledger import commands
+from ledger.clock import now_us
+
+
+class NodeController(Controller):
+    path = "/api"
+    tags = ["nodes"]
+
+    @get("/nodes", summary="Nodes, their state, queue figures and current job")
+    async def nodes(self, request: Request[Any, Any, Any]) -> NodeList:
+        runtime = runtime_of(request)
+        views = runtime.ledger.views
+        who = optional(views, request.headers.get("authorization"))
+        now = now_us()
+        return NodeList(nodes=node_infos(views, make_plan(views, now), who, now))
+
+    async def _drain(self, request: Request[Any, Any, Any], node: str, *, drain: bool) -> NodeInfo:
+        runtime = runtime_of(request)
+        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        require_admin(identity)
+        reason = request.query_params.get("reason", "")
+        await runtime.ledger.write(commands.drain_node(node, by=identity.user_id, drain=drain, reason=reason))
+        views = runtime.ledger.views
+        now = now_us()
+        return next(n for n in node_infos(views, make_plan(views, now), identity, now) if n.name == node)
+
+    @post("/admin/nodes/{node:str}/drain", status_code=200, summary="Stop new dispatches to a node")
+    async def drain(self, request: Request[Any, Any, Any], node: str) -> NodeInfo:
+        return await self._drain(request, node, drain=True)
+
+    @post("/admin/nodes/{node:str}/undrain", status_code=200, summary="Let a drained node take jobs again")
+    async def undrain(self, request: Request[Any, Any, Any], node: str) -> NodeInfo:
+        return await self._drain(request, node, drain=False)

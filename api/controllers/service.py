@@ -1,0 +1,47 @@
+"""Service endpoints: the root document, liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get
+from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
+
+from api.context import runtime_of
+from api.metrics import render_metrics
+
+VERSION = "0.1.0"
+ENDPOINTS = {
+    "submit": "POST /api/submit", "status": "GET /api/status/{job_id}", "results": "GET /api/results/{job_id}",
+    "cancel": "POST /api/cancel/{job_id}", "jobs": "GET /api/jobs", "nodes": "GET /api/nodes",
+    "dashboard": "GET /api/dashboard", "logs": "GET /api/jobs/{job_id}/logs", "events": "GET /api/jobs/{job_id}/events",
+    "event_stream": "GET /api/events/stream", "schema": "GET /schema", "web_dashboard": "GET /dashboard",
+}
+
+
+class ServiceController(Controller):
+    tags = ["service"]
+
+    @get("/", summary="What this server is")
+    async def root(self) -> dict[str, Any]:
+        return {"service": "GPU Job Queue Server", "version": VERSION, "endpoints": ENDPOINTS}
+
+    @get("/livez", summary="The process answers")
+    async def livez(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get("/readyz", summary="Ledger writable, projections caught up, executors started")
+    async def readyz(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        runtime = runtime_of(request)
+        checks = {
+            "ledger_writable": runtime.ledger.writer_alive,
+            "projections_caught_up": runtime.ledger.views.position >= runtime.ledger.head,
+            "executors_started": runtime.started,
+        }
+        ready = all(checks.values())
+        return Response({"status": "ready" if ready else "not ready", "checks": checks},
+                        status_code=200 if ready else HTTP_503_SERVICE_UNAVAILABLE)
+
+    @get("/metrics", summary="Prometheus text format", media_type="text/plain; version=0.0.4")
+    async def metrics(self, request: Request[Any, Any, Any]) -> bytes:
+        return render_metrics(request.app.state.metrics)

@@ -1,0 +1,98 @@
+"""HTTP errors of the API, and the one place domain errors become status codes.
+
+    ApiError (status, detail, headers)
+    ├── BadRequest          400  a field of the request is missing or malformed (names it)
+    ├── NotAuthenticated    401  no token, or a malformed, unknown, expired or revoked one
+    ├── PermissionDenied    403  authenticated, but not allowed
+    └── PayloadTooLarge     413  code or config over its size limit
+"""
+
+from __future__ import annotations
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from ledger.errors import (
+    ConcurrencyConflict,
+    DomainError,
+    Forbidden,
+    InvalidTransition,
+    LedgerError,
+    LimitExceeded,
+    NotFound,
+)
+
+
+class ApiError(Exception):
+    status = 500
+
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class NotAuthenticated(ApiError):
+    status = 401
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, {"WWW-Authenticate": "Bearer"})
+
+
+class PermissionDenied(ApiError):
+    status = 403
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
+def _status_of(error: LedgerError) -> int:
+    match error:
+        case LimitExceeded():
+            return 429
+        case NotFound():
+            return 404
+        case Forbidden():
+            return 403
+        case InvalidTransition() | ConcurrencyConflict():
+            return 409
+        case DomainError():
+            return 400
+    return 500
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response[dict[str, object]]:
+    """RFC 9457-style body; ``detail`` is the field the original clients read."""
+    return Response({"status": status, "detail": detail}, status_code=status, headers=headers,
+                    media_type="application/problem+json")
+
+
+def handle_api_error(_: Request[object, object, object], error: ApiError) -> Response[dict[str, object]]:
+    return problem(error.status, error.detail, error.headers)
+
+
+def handle_ledger_error(_: Request[object, object, object], error: LedgerError) -> Response[dict[str, object]]:
+    status = _status_of(error)
+    headers = {}
+    if isinstance(error, LimitExceeded) and error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    return problem(status, str(error) if status < 500 else "Internal error in the ledger", headers)
+
+
+def handle_http_exception(_: Request[object, object, object], error: HTTPException) -> Response[dict[str, object]]:
+    detail = error.detail
+    if error.extra and error.status_code == 400:
+        detail = f"{detail}: {error.extra}"
+    return problem(error.status_code, str(detail), dict(error.headers or {}))
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: handle_api_error,
+    LedgerError: handle_ledger_error,
+    HTTPException: handle_http_exception,
+}

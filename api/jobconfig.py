@@ -1,0 +1,79 @@
+"""The submit config (YAML or JSON): parsed, typed, each bad field named in a 400."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+import yaml
+
+from api.errors import BadRequest
+
+COMPETITION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+KNOWN_FIELDS = ("competition_id", "project_id", "user_id", "expected_time", "token")
+REQUIRED_FIELDS = ("competition_id", "project_id", "user_id", "expected_time")
+
+
+class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
+    competition_id: str
+    project_id: str
+    user_id: str
+    expected_time: int
+    token: str | None = None
+    warnings: list[str] = []
+
+    def sanitized(self) -> dict[str, Any]:
+        """What the ledger keeps: never the token."""
+        return {"competition_id": self.competition_id, "project_id": self.project_id,
+                "user_id": self.user_id, "expected_time": self.expected_time}
+
+
+def _load(text: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)  # JSON is read by the same parser: YAML 1.2 is a superset
+    except yaml.YAMLError as e:
+        raise BadRequest(f"Invalid YAML format: {e}") from e
+    if not isinstance(data, dict):
+        raise BadRequest("Invalid YAML format: the config must be a mapping of fields")
+    return data
+
+
+def _text_field(data: dict[str, Any], name: str) -> str:
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadRequest(f"Invalid field {name}: must be a string")
+    text = str(value).strip()
+    if not text:
+        raise BadRequest(f"Invalid field {name}: must not be empty")
+    if len(text) > 128 or any(ord(c) < 32 for c in text):
+        raise BadRequest(f"Invalid field {name}: at most 128 printable characters")
+    return text
+
+
+def parse_config(raw: bytes, *, max_expected_time: int) -> JobConfig:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"Invalid YAML format: config is not UTF-8 ({e.reason} at byte {e.start})") from e
+    data = _load(text)
+    for name in REQUIRED_FIELDS:
+        if name not in data or data[name] is None:
+            raise BadRequest(f"Missing required field: {name}")
+    competition_id = _text_field(data, "competition_id")
+    if not COMPETITION_ID.match(competition_id):
+        raise BadRequest("Invalid field competition_id: use letters, digits, '.', '_' and '-' "
+                         "(starting with a letter or digit, at most 128)")
+    expected = data["expected_time"]
+    if isinstance(expected, bool) or not isinstance(expected, int):
+        raise BadRequest("Invalid field expected_time: must be an integer number of seconds")
+    if not 1 <= expected <= max_expected_time:
+        raise BadRequest(f"Invalid field expected_time: must be between 1 and {max_expected_time} seconds")
+    token = data.get("token")
+    if token is not None and not isinstance(token, str):
+        raise BadRequest("Invalid field token: must be a string")
+    unknown = sorted(str(k) for k in data if k not in KNOWN_FIELDS)
+    warnings = [f"Unknown config field ignored: {name}" for name in unknown]
+    return JobConfig(competition_id=competition_id, project_id=_text_field(data, "project_id"),
+                     user_id=_text_field(data, "user_id"), expected_time=expected, token=token,
+                     warnings=warnings)

@@ -1,0 +1,55 @@
+"""structlog, configured once: JSON lines to the log file, pretty lines on a terminal.
+
+Context (request id, job id, user, node) travels in contextvars; tokens never reach a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = {"token", "secret", "authorization", "password", "api_key"}
+
+
+def _drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key in list(event):
+        if key.lower() in _SECRET_KEYS:
+            event[key] = "***"
+    return event
+
+
+def configure_logging(log_file: str | None, *, console: bool | None = None, level: int = logging.INFO) -> None:
+    """JSON to ``log_file`` (if given) and to stderr as pretty text on a terminal (JSON otherwise)."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _drop_secrets,
+    ]
+    handlers: list[logging.Handler] = []
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+            processor=structlog.processors.JSONRenderer(), foreign_pre_chain=shared))
+        handlers.append(file_handler)
+    pretty = sys.stderr.isatty() if console is None else console
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processor=structlog.dev.ConsoleRenderer() if pretty else structlog.processors.JSONRenderer(),
+        foreign_pre_chain=shared))
+    handlers.append(stream)
+    root = logging.getLogger()
+    root.handlers = handlers
+    root.setLevel(level)
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )

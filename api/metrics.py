@@ -1,0 +1,46 @@
+"""Prometheus metrics, collected from the views at scrape time (nothing to keep in sync)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from executors.runtime import Runtime
+
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+
+
+class LedgerCollector(Collector):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        views = self.runtime.ledger.views
+        jobs = GaugeMetricFamily("gpuledger_jobs", "Jobs by status", labels=["status"])
+        for status in STATUSES:
+            jobs.add_metric([status], sum(getattr(u, status) for u in views.users.values()))
+        yield jobs
+        yield GaugeMetricFamily("gpuledger_queue_length", "Jobs queued for dispatch", value=len(views.queued))
+        nodes = GaugeMetricFamily("gpuledger_nodes", "Nodes by state", labels=["state"])
+        for state in ("up", "down", "draining", "restarting"):
+            nodes.add_metric([state], sum(1 for n in views.nodes.values() if n.status == state))
+        yield nodes
+        yield CounterMetricFamily("gpuledger_ledger_position", "Last committed ledger position",
+                                  value=self.runtime.ledger.head)
+        yield CounterMetricFamily("gpuledger_ledger_commit_batches", "Group commits since start",
+                                  value=self.runtime.ledger.batches)
+
+
+def metrics_registry(runtime: Runtime) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(LedgerCollector(runtime))
+    return registry
+
+
+def render_metrics(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

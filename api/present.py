@@ -1,0 +1,89 @@
+"""Turning views into wire schemas (and blobs into text) for the controllers."""
+
+from __future__ import annotations
+
+import msgspec
+
+from api.auth import Identity
+from api.schemas import CurrentJob, JobResults, JobStatus, NodeInfo
+from executors.blobs import BlobStore
+from executors.plan import Plan, pending_reason
+from ledger.clock import iso
+from ledger.events import Blob
+from ledger.jobs import JobState
+from projections.views import Views
+
+
+def node_index(views: Views, name: str | None) -> int | None:
+    if name is None:
+        return None
+    for index, node in enumerate(views.nodes):
+        if node == name:
+            return index
+    return None
+
+
+def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
+    entry = plan.jobs.get(job.job_id)
+    node = job.node or (entry.node if entry else None)
+    return JobStatus(
+        job_id=job.job_id, user_id=job.user_id, competition_id=job.competition_id, project_id=job.project_id,
+        status=job.status, phase=job.phase, reason=pending_reason(job, plan, views),
+        node_id=node_index(views, node), node=node,
+        queue_position=entry.position if entry else None,
+        estimated_start_at=iso(entry.start_at) if entry and entry.start_at is not None else None,
+        created_at=iso(job.created_at), started_at=iso(job.started_at), completed_at=iso(job.completed_at),
+        exit_code=job.exit_code, signal=job.signal, expected_time=job.expected_time_s,
+        scan_verdict=job.scan_verdict, findings=[msgspec.to_builtins(f) for f in job.findings],
+        finish_reason=job.reason,
+    )
+
+
+def blob_text(blobs: BlobStore, blob: Blob | None, limit: int) -> tuple[str, bool]:
+    """Inline text of a stored stream, capped; invalid UTF-8 is replaced (full bytes via the logs API)."""
+    if blob is None:
+        return "", False
+    data = blobs.read_range(blob, 0, limit)
+    return data.decode("utf-8", errors="replace"), blob.truncated or blob.size > limit
+
+
+def job_results(job: JobState, blobs: BlobStore, inline_limit: int) -> JobResults:
+    stdout, out_cut = blob_text(blobs, job.stdout, inline_limit)
+    stderr, err_cut = blob_text(blobs, job.stderr, inline_limit)
+    if job.message and job.reason in ("rejected", "node_lost", "dispatch_failed", "cancelled") and not stderr:
+        stderr = job.message
+    results = None
+    if job.results is not None:
+        results = (blobs.get(job.results) or b"").decode("utf-8", errors="replace")
+    return JobResults(
+        job_id=job.job_id, status=job.status, stdout=stdout, stderr=stderr, exit_code=job.exit_code,
+        results=results, started_at=iso(job.started_at), completed_at=iso(job.completed_at),
+        truncated={"stdout": out_cut, "stderr": err_cut, "results": bool(job.results and job.results.truncated)},
+        signal=job.signal, reason=job.reason, results_file=job.results_file,
+    )
+
+
+def node_infos(views: Views, plan: Plan, who: Identity | None, now: int) -> list[NodeInfo]:
+    """Anonymous callers see no job or user ids; users see their own; admins see all."""
+    infos = []
+    for index, node in enumerate(views.nodes.values()):
+        running = [views.jobs[j] for j in views.node_jobs.get(node.name, [])]
+        status = node.status if node.status != "up" else ("busy" if running else "idle")
+        node_plan = plan.nodes.get(node.name)
+        current = None
+        if running:
+            job = running[0]
+            visible = who is not None and (who.is_admin or who.user_id == job.user_id)
+            started = job.started_at
+            current = CurrentJob(
+                job_id=job.job_id if visible else None, user_id=job.user_id if visible else None,
+                competition_id=job.competition_id if visible else None, started_at=iso(started),
+                elapsed_s=round((now - started) / 1e6, 1) if started else None, expected_time=job.expected_time_s,
+            )
+        infos.append(NodeInfo(
+            node_id=index, name=node.name, status=status,
+            queue_length=node_plan.queue_length if node_plan else 0,
+            total_wait_time=node_plan.wait_s if node_plan else 0.0, current_job=current,
+            slots=node.slots, running=len(running), down_reason=node.down_reason,
+        ))
+    return infos

@@ -1,0 +1,127 @@
+"""Wire schemas: what the HTTP API sends. Field names keep the original system's so its clients work.
+
+These never reuse event classes: the ledger's facts and the API's answers change for different reasons.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class SubmitAccepted(msgspec.Struct, kw_only=True):
+    job_id: str
+    node_id: int | None
+    status: str
+    message: str
+    created_at: str | None
+    warnings: list[str] = []
+
+
+class SubmitFinished(msgspec.Struct, kw_only=True):
+    job_id: str
+    node_id: int | None
+    status: str
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    results: str | None
+    started_at: str | None
+    completed_at: str | None
+    warnings: list[str] = []
+
+
+class SubmitTimedOut(msgspec.Struct, kw_only=True):
+    job_id: str
+    node_id: int | None
+    status: str
+    message: str
+    warnings: list[str] = []
+
+
+class JobStatus(msgspec.Struct, kw_only=True):
+    job_id: str
+    user_id: str
+    competition_id: str
+    project_id: str
+    status: str
+    phase: str
+    reason: str | None
+    node_id: int | None
+    node: str | None
+    queue_position: int | None
+    estimated_start_at: str | None
+    created_at: str | None
+    started_at: str | None
+    completed_at: str | None
+    exit_code: int | None
+    signal: int | None = None
+    expected_time: int = 0
+    scan_verdict: str | None = None
+    findings: list[dict[str, Any]] = []
+    finish_reason: str | None = None
+
+
+class JobResults(msgspec.Struct, kw_only=True):
+    job_id: str
+    status: str
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    results: str | None
+    started_at: str | None
+    completed_at: str | None
+    truncated: dict[str, bool]
+    signal: int | None = None
+    reason: str | None = None
+    results_file: str | None = None
+
+
+class CancelAnswer(msgspec.Struct, kw_only=True):
+    message: str
+    status: str
+    job_id: str
+
+
+class JobList(msgspec.Struct, kw_only=True):
+    jobs: list[JobStatus]
+
+
+class CurrentJob(msgspec.Struct, kw_only=True):
+    job_id: str | None
+    user_id: str | None
+    competition_id: str | None
+    started_at: str | None
+    elapsed_s: float | None
+    expected_time: int | None
+
+
+class NodeInfo(msgspec.Struct, kw_only=True):
+    node_id: int
+    name: str
+    status: str
+    queue_length: int
+    total_wait_time: float
+    current_job: CurrentJob | None
+    slots: int = 1
+    running: int = 0
+    down_reason: str | None = None
+
+
+class NodeList(msgspec.Struct, kw_only=True):
+    nodes: list[NodeInfo]
+
+
+class EventEntry(msgspec.Struct, kw_only=True):
+    position: int
+    recorded_at: str | None
+    type: str
+    actor: str
+    stream: str
+    event: dict[str, Any]
+
+
+class EventList(msgspec.Struct, kw_only=True):
+    job_id: str
+    events: list[EventEntry]

@@ -1,0 +1,138 @@
+"""The submit pipeline: sizes, config, identity, the user_id rule, the static scan, then one atomic write.
+
+Limits are checked inside the write (see ``ledger.commands.submit_job``), so concurrent submissions
+cannot exceed them. ``wait=true`` then waits on commit notifications, never by polling the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import msgspec
+from ulid import ULID
+
+from api.auth import Identity, bearer_secret, identify
+from api.errors import BadRequest, PayloadTooLarge, PermissionDenied
+from api.jobconfig import JobConfig, parse_config
+from executors.runtime import Runtime
+from ledger import commands
+from ledger.clock import now_us
+from ledger.events import JobScanned, JobSubmitted
+from ledger.jobs import JobState
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    code: bytes | None
+    config: bytes | None
+    authorization: str | None
+    idempotency_key: str | None
+    client_address: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job: JobState
+    warnings: list[str]
+    replayed: bool
+
+
+def _check_sizes(request: SubmitRequest, runtime: Runtime) -> tuple[bytes, bytes]:
+    settings = runtime.settings
+    if request.code is None:
+        raise BadRequest("Missing required file: code")
+    if request.config is None:
+        raise BadRequest("Missing required file: config_file")
+    if len(request.code) > settings.max_code_bytes:
+        raise PayloadTooLarge(f"Code file too large: {len(request.code)} bytes (maximum {settings.max_code_bytes})")
+    if len(request.config) > settings.max_config_bytes:
+        raise PayloadTooLarge(f"Config file too large: {len(request.config)} bytes "
+                              f"(maximum {settings.max_config_bytes})")
+    return request.code, request.config
+
+
+def _identity(request: SubmitRequest, config: JobConfig, runtime: Runtime) -> Identity:
+    """Header first; old clients send the token in the config. Both given: same user or 403."""
+    views = runtime.ledger.views
+    header_secret = bearer_secret(request.authorization)
+    header_identity = identify(views, header_secret) if header_secret is not None else None
+    config_identity = identify(views, config.token) if config.token else None
+    if header_identity and config_identity and header_identity.user_id != config_identity.user_id:
+        raise PermissionDenied("The config's token and the Authorization header belong to different users")
+    identity = header_identity or config_identity
+    if identity is None:
+        from api.errors import NotAuthenticated
+
+        raise NotAuthenticated("Not authenticated: send 'Authorization: Bearer <token>' or a token in the config")
+    if config.user_id != identity.user_id:
+        raise PermissionDenied("Token does not belong to specified user_id")
+    return identity
+
+
+def _static_scan(code_text: str, job_id: str, runtime: Runtime) -> JobScanned | None:
+    if not runtime.settings.code_scanner_enabled:
+        return None
+    from executors.scanner import format_findings, scan_static
+
+    report = scan_static(code_text)
+    if report.verdict == "rejected":
+        critical = [f for f in report.findings if f.severity == "critical"]
+        raise BadRequest(f"Code security check failed: {format_findings(critical)}")
+    return JobScanned(job_id=job_id, verdict=report.verdict, findings=report.findings, scanner="static")
+
+
+def _review_pending(runtime: Runtime) -> bool:
+    if not runtime.settings.code_scanner_enabled:
+        return False
+    from executors.llm_review import llm_review_enabled
+
+    return llm_review_enabled(runtime.settings)
+
+
+async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
+    settings = runtime.settings
+    code, raw_config = _check_sizes(request, runtime)
+    config = parse_config(raw_config, max_expected_time=settings.max_expected_time)
+    identity = _identity(request, config, runtime)
+    try:
+        code_text = code.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"Code must be UTF-8 text (invalid byte at position {e.start})") from e
+    job_id = str(ULID())
+    static = _static_scan(code_text, job_id, runtime)
+    blob = runtime.blobs.put(code)
+    sanitized = config.sanitized()
+    fingerprint = hashlib.sha256(msgspec.json.encode([identity.user_id, blob.digest, sanitized])).digest()
+    key = f"{identity.user_id}:{request.idempotency_key}" if request.idempotency_key else None
+    submitted = JobSubmitted(
+        job_id=job_id, user_id=identity.user_id, competition_id=config.competition_id,
+        project_id=config.project_id, expected_time_s=config.expected_time, code=blob, config=sanitized,
+        idempotency_key=key, token_id=identity.token_id, client_address=request.client_address,
+    )
+    exempt = identity.is_admin and settings.admin_rate_limit_exempt
+    limits = None if exempt else commands.SubmitLimits(max_active=settings.max_active_jobs_per_user,
+                                                       per_minute=settings.rate_limit_per_minute)
+    committed = await runtime.ledger.write(commands.submit_job(
+        submitted, static_scan=static, review_pending=_review_pending(runtime), limits=limits, now=now_us(),
+        actor=identity.token_id, fingerprint=fingerprint))
+    accepted_id = committed.records[0].event.job_id  # type: ignore[union-attr]
+    return Accepted(job=runtime.ledger.views.jobs[accepted_id], warnings=config.warnings,
+                    replayed=committed.replayed)
+
+
+async def wait_terminal(runtime: Runtime, job_id: str, timeout: float) -> JobState:
+    """Wait for the job to end, woken by each commit, for at most ``timeout`` seconds."""
+    import asyncio
+
+    ledger = runtime.ledger
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                seen = ledger.head
+                if ledger.views.jobs[job_id].is_terminal:
+                    break
+                await ledger.wait_beyond(seen)
+    except TimeoutError:
+        pass
+    return ledger.views.jobs[job_id]

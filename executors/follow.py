@@ -1,0 +1,83 @@
+"""Following a running job: output streamed into local live files, completion noticed at once.
+
+The wrapper's ``follow`` sends framed output from byte offsets and ends with the exit status. The
+offsets are the sizes of our local copies, so a dropped connection resumes without loss or duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from executors import protocol as wp
+from executors.errors import NodeUnreachable, RemoteCommandFailed
+from ledger.jobs import JobState
+
+if TYPE_CHECKING:
+    from executors.runner import NodeRunner
+
+log = structlog.get_logger()
+
+
+class LiveFiles:
+    """The local copies of a job's stdout and stderr, appended as frames arrive."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.paths = {wp.FrameKind.STDOUT: root / "stdout", wp.FrameKind.STDERR: root / "stderr"}
+        for path in self.paths.values():
+            path.touch(exist_ok=True)
+
+    def offsets(self) -> tuple[int, int]:
+        return self.paths[wp.FrameKind.STDOUT].stat().st_size, self.paths[wp.FrameKind.STDERR].stat().st_size
+
+    def append(self, kind: wp.FrameKind, data: bytes) -> None:
+        with self.paths[kind].open("ab") as handle:
+            handle.write(data)
+
+
+async def follow_job(runner: NodeRunner, job: JobState, workdir: str) -> wp.ExitStatus:
+    """Stream until the wrapper reports the end; reconnect while the node is unreachable."""
+    from executors.runner import NodeLost  # runner imports this module; NodeLost lives there
+
+    live = LiveFiles(runner.live_root / job.job_id)
+    first_failure: float | None = None
+    delay = 0.2
+    while True:
+        try:
+            status = await _follow_once(runner, workdir, live)
+            if status is not None:
+                return status
+            reason = "follow ended without a status"
+        except (NodeUnreachable, RemoteCommandFailed, wp.ProtocolError) as e:
+            reason = str(e)
+        now = time.monotonic()
+        first_failure = first_failure or now
+        if now - first_failure > runner.settings.node_lost_after:
+            raise NodeLost(reason)
+        log.info("job.follow_retry", job_id=job.job_id, node=runner.node, reason=reason)
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+        delay = min(delay * 2, 5.0)
+
+
+async def _follow_once(runner: NodeRunner, workdir: str, live: LiveFiles) -> wp.ExitStatus | None:
+    out_offset, err_offset = live.offsets()
+    decoder = wp.FrameDecoder()
+    command = wp.follow_command(runner.transport.python, workdir, out_offset, err_offset)
+    async for chunk in runner.transport.stream(command):
+        for frame in decoder.feed(chunk):
+            if frame.kind in (wp.FrameKind.STDOUT, wp.FrameKind.STDERR):
+                live.append(frame.kind, frame.payload)
+            elif frame.kind == wp.FrameKind.STATUS:
+                return wp.decode_exit_status(frame.payload)
+            elif frame.kind == wp.FrameKind.LOST:
+                lost = wp.decode_lost(frame.payload)
+                return wp.ExitStatus(exit_code=None, signal=None, ended_at=datetime.now(UTC),
+                                     error=f"the job's wrapper is gone without an exit status: {lost.reason}")
+    return None

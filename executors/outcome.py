@@ -1,0 +1,57 @@
+"""Turning what the wrapper reported into the terminal event, and keeping the results file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from executors.protocol import ExitStatus
+from ledger.events import Blob, JobFinished
+from ledger.jobs import JobState
+
+
+def finished_event(job: JobState, status: ExitStatus, *, stdout: Blob, stderr: Blob, results: Blob | None,
+                   results_file: str | None) -> JobFinished:
+    """Honest outcomes: non-zero is failed with the real code; a signal death records the signal
+    (and exit code 128 + signal, as a shell reports it); exit 0 with no results is still completed."""
+    exit_code = status.exit_code
+    if status.signal is not None and exit_code is None:
+        exit_code = 128 + status.signal
+    if status.cancelled:
+        state, reason = "cancelled", "cancelled"
+    elif status.timed_out:
+        state, reason = "failed", "timeout"
+    elif status.signal is not None:
+        state, reason = "failed", "signal"
+    elif exit_code is None:
+        state, reason = "failed", "lost"
+    elif status.exit_code == 0:
+        state, reason = "completed", "exit_zero" if results is not None else "results_missing"
+    else:
+        state, reason = "failed", "exit_nonzero"
+    message = status.error
+    if not status.group_gone:
+        message = "some process of the job survived SIGKILL (uninterruptible); the node may need attention"
+    return JobFinished(job_id=job.job_id, status=state, reason=reason, exit_code=exit_code, signal=status.signal,
+                       attempt=job.attempt, stdout=stdout, stderr=stderr, results=results,
+                       results_file=results_file, message=message)
+
+
+def save_results_file(results_dir: Path, job: JobState, data: bytes, at: datetime | None = None) -> Path:
+    """``<user>_<competition>_<YYYYmmdd_HHMMSS>.jsonl``, made unique within a second by a suffix."""
+    moment = (at or datetime.now(UTC)).strftime("%Y%m%d_%H%M%S")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{_safe(job.user_id)}_{_safe(job.competition_id)}_{moment}"
+    for n in range(10_000):
+        candidate = results_dir / (f"{stem}.jsonl" if n == 0 else f"{stem}_{n}.jsonl")
+        try:
+            with candidate.open("xb") as handle:  # exclusive create: two jobs never share a file
+                handle.write(data)
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free results file name for {stem}")
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)

@@ -1,0 +1,220 @@
+"""One node's job lifecycle over the wrapper protocol: upload, launch, follow, collect, finish.
+
+Written once for every transport. An unreachable node is never read as a finished job: each step is
+retried with backoff until ``NODE_LOST_AFTER``; only then does a started job end ``node_lost`` and an
+unstarted one go back to the queue. Re-attaching after a server restart is the same code path:
+``launch`` is idempotent on the node, so a job is never started twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shlex
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+
+from executors import protocol as wp
+from executors.blobs import BlobStore
+from executors.errors import ExecutorError, NodeUnreachable, RemoteCommandFailed
+from executors.follow import follow_job
+from executors.outcome import finished_event, save_results_file
+from executors.transport import Transport
+from ledger import commands
+from ledger.errors import DomainError
+from ledger.events import JobFinished
+from ledger.jobs import JobState
+from ledger.settings import Settings
+from ledger.writer import Ledger
+
+log = structlog.get_logger()
+T = TypeVar("T")
+RESULTS_NAME = "results.jsonl"
+
+
+class NodeLost(Exception):
+    """The node stayed unreachable past NODE_LOST_AFTER."""
+
+
+class NodeRunner:
+    """Runs the jobs dispatched to one node (as many at once as it has slots)."""
+
+    def __init__(self, *, node: str, transport: Transport, ledger: Ledger, blobs: BlobStore,
+                 settings: Settings, remote_root: str, env_for_slot: Callable[[int], dict[str, str]],
+                 after_job: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.node, self.transport, self.ledger, self.blobs = node, transport, ledger, blobs
+        self.settings = settings
+        self.remote_root = remote_root
+        self.env_for_slot = env_for_slot
+        self.after_job = after_job
+        self.live_root = Path(settings.jobs_dir) / "live"
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def workdir(self, job_id: str) -> str:
+        return f"{self.remote_root.rstrip('/')}/jobs/{job_id}"
+
+    def attach(self, job_id: str) -> None:
+        """Own a dispatched job: start it, or pick it up where it is (after a restart)."""
+        if job_id in self.tasks:
+            return
+        task = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
+        self.tasks[job_id] = task
+        task.add_done_callback(lambda _: self.tasks.pop(job_id, None))
+
+    async def stop(self) -> None:
+        """Stop watching (server shutdown): the jobs themselves keep running on the node."""
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    async def _run(self, job_id: str) -> None:
+        job = self.ledger.views.jobs[job_id]
+        bound = log.bind(job_id=job_id, user_id=job.user_id, node=self.node, attempt=job.attempt)
+        watcher = asyncio.create_task(self._watch_cancel(job_id))
+        try:
+            await self._attempt(job, bound)
+        except NodeLost:
+            await self._node_lost(job_id, bound)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug or an unexpected refusal must not leave the job pending forever
+            bound.exception("job.runner_failed")
+            await self._finish(JobFinished(job_id=job_id, status="failed", reason="dispatch_failed",
+                                           attempt=job.attempt, message=f"runner error: {e}"))
+        finally:
+            watcher.cancel()
+        if self.after_job is not None:
+            await self.after_job()
+
+    async def _attempt(self, job: JobState, bound: structlog.typing.FilteringBoundLogger) -> None:
+        workdir = self.workdir(job.job_id)
+        state = await self._retry(lambda: self._status(workdir))
+        if state is None or state.state == "not_started":
+            if self.ledger.views.jobs[job.job_id].cancel_requested:
+                await self._finish(JobFinished(job_id=job.job_id, status="cancelled", reason="cancelled",
+                                               attempt=job.attempt, message="cancelled before it started"))
+                return
+            await self._retry(lambda: self._upload(job, workdir))
+            await self._retry(lambda: self._launch(job, workdir))
+            bound.info("job.launched", workdir=workdir)
+        status = await follow_job(self, job, workdir)
+        await self._collect(job, workdir, status)
+        bound.info("job.collected", reason=self.ledger.views.jobs[job.job_id].reason)
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    async def _status(self, workdir: str) -> wp.WrapperState | None:
+        code, out, _ = await self.transport.run(
+            f"test -f {shlex.quote(workdir + '/' + wp.WRAPPER_NAME)} || exit 9; "
+            + wp.status_command(self.transport.python, workdir), timeout=30)
+        if code == 9:
+            return None
+        if code != 0:
+            raise RemoteCommandFailed("status", code, out)
+        return wp.decode_wrapper_state(out.strip().splitlines()[-1])
+
+    async def _upload(self, job: JobState, workdir: str) -> None:
+        code = self.blobs.get(job.code) or b""
+        results = f"{workdir}/{RESULTS_NAME}"
+        command = wp.render_job_command(self.settings.job_command, solution=f"{workdir}/{wp.SOLUTION_NAME}",
+                                        competition_id=job.competition_id, results=results, workdir=workdir)
+        env = {"GPULEDGER_JOB_ID": job.job_id, "GPULEDGER_RESULTS": results, **self.env_for_slot(job.slot or 0)}
+        limit = job.expected_time_s * self.settings.max_job_timeout_multiplier
+        spec = wp.job_spec_bytes(command, limit, self.settings.cancel_grace_s, env)
+        await self.transport.put_files(workdir, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SOLUTION_NAME: code,
+                                                 wp.JOB_SPEC_NAME: spec})
+
+    async def _launch(self, job: JobState, workdir: str) -> None:
+        code, out, err = await self.transport.run(wp.launch_command(self.transport.python, workdir), timeout=60)
+        if code == wp.LAUNCH_NEVER_STARTED:
+            return  # follow will read the status.json that says why
+        if code != 0:
+            raise RemoteCommandFailed("launch", code, err)
+        started = wp.decode_started(out.strip().splitlines()[-1])
+        current = self.ledger.views.jobs[job.job_id]
+        if current.started_at is None:
+            await self._write(commands.start_job(job.job_id, node=self.node, attempt=job.attempt, pid=started.pid,
+                                                 pgid=started.pgid, started_at_node=started.started_at.isoformat()))
+
+    async def _collect(self, job: JobState, workdir: str, status: wp.ExitStatus) -> None:
+        live = self.live_root / job.job_id
+        stdout = self.blobs.put(_read_capped(live / "stdout", self.settings.max_output_bytes),
+                                truncated=_size(live / "stdout") > self.settings.max_output_bytes)
+        stderr = self.blobs.put(_read_capped(live / "stderr", self.settings.max_output_bytes),
+                                truncated=_size(live / "stderr") > self.settings.max_output_bytes)
+        fetched = await self._retry(lambda: self.transport.fetch(f"{workdir}/{RESULTS_NAME}",
+                                                                 self.settings.max_results_bytes))
+        results = results_file = None
+        if fetched is not None:
+            results = self.blobs.put(fetched[0], truncated=fetched[1])
+            saved = save_results_file(Path(self.settings.jobs_dir) / "results", job, fetched[0])
+            results_file = str(saved)
+        current = self.ledger.views.jobs[job.job_id]
+        await self._finish(finished_event(current, status, stdout=stdout, stderr=stderr, results=results,
+                                          results_file=results_file))
+        with contextlib.suppress(ExecutorError):
+            await self.transport.remove_tree(workdir)
+
+    async def _finish(self, finished: JobFinished) -> None:
+        await self._write(commands.finish_job(finished, node=self.node))
+
+    async def _node_lost(self, job_id: str, bound: structlog.typing.FilteringBoundLogger) -> None:
+        job = self.ledger.views.jobs[job_id]
+        if job.is_terminal:
+            return
+        bound.warning("job.node_lost", started=job.started_at is not None)
+        if job.started_at is None:
+            await self._write(commands.requeue_job(job_id, node=self.node, attempt=job.attempt, reason="node_lost"))
+        else:
+            await self._finish(JobFinished(job_id=job_id, status="failed", reason="node_lost", attempt=job.attempt,
+                                           message=f"node {self.node} unreachable for more than "
+                                                   f"{self.settings.node_lost_after:g} s"))
+
+    async def _watch_cancel(self, job_id: str) -> None:
+        """When a cancel is requested, have the wrapper kill the job's process group (and confirm)."""
+        while True:
+            seen = self.ledger.head
+            if self.ledger.views.jobs[job_id].cancel_requested:
+                break
+            await self.ledger.wait_beyond(seen)
+        workdir = self.workdir(job_id)
+        await self._retry(lambda: self.transport.run(wp.cancel_command(self.transport.python, workdir),
+                                                     timeout=self.settings.cancel_grace_s + 30))
+
+    async def _write(self, write: commands.Write) -> None:
+        try:
+            await self.ledger.write(write)
+        except DomainError as e:  # e.g. already finished by a racing path: the ledger stays right
+            log.info("job.write_refused", node=self.node, error=str(e))
+
+    async def _retry(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Retry a step while the node is unreachable, with backoff and jitter, until NODE_LOST_AFTER."""
+        first_failure: float | None = None
+        delay = 0.2
+        while True:
+            try:
+                return await step()
+            except NodeUnreachable as e:
+                now = time.monotonic()
+                first_failure = first_failure or now
+                if now - first_failure > self.settings.node_lost_after:
+                    raise NodeLost(str(e)) from e
+                log.info("node.unreachable", node=self.node, error=str(e), retry_in=round(delay, 2))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 5.0)
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _read_capped(path: Path, cap: int) -> bytes:
+    if not path.exists():
+        return b""
+    with path.open("rb") as handle:
+        return handle.read(cap)

@@ -1,0 +1,105 @@
+"""Everything the server runs besides HTTP: the ledger, the node runners, the dispatcher, reviews.
+
+Start order: ledger (migrations, projections caught up), nodes registered from settings, runners,
+re-attach of jobs the ledger shows on nodes, then the dispatcher. Stop leaves jobs running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import structlog
+
+from executors.blobs import BlobStore
+from executors.dispatcher import Dispatcher
+from executors.runner import NodeRunner
+from executors.transport import LocalTransport
+from ledger import commands
+from ledger.events import NodeRegistered
+from ledger.settings import Settings
+from ledger.tokens import mint
+from ledger.writer import Ledger
+
+log = structlog.get_logger()
+LOCAL_NODE = "local"
+
+
+def local_gpu_count() -> int:
+    """GPUs that ``nvidia-smi -L`` lists; 0 without a driver."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ledger = Ledger(settings.database_path)
+        self.blobs = BlobStore(settings.jobs_dir)
+        self.runners: dict[str, NodeRunner] = {}
+        self.dispatcher = Dispatcher(self.ledger, self.runners)
+        self.background: list[asyncio.Task[None]] = []
+        self.started = False
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
+
+    async def start(self) -> None:
+        await self.ledger.start()
+        await self._bootstrap_admin()
+        if self.settings.node_specs():
+            from executors.ssh_nodes import start_ssh_nodes  # asyncssh only where nodes are configured
+
+            await start_ssh_nodes(self)
+        else:
+            await self._start_local_node()
+        self.dispatcher.reattach()
+        self.dispatcher.start()
+        from executors.review import start_reviews
+
+        start_reviews(self)
+        self.started = True
+
+    async def stop(self) -> None:
+        """Stop watching jobs and close the ledger; jobs keep running and are re-attached next start."""
+        await self.dispatcher.stop()
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        for runner in self.runners.values():
+            await runner.stop()
+        for hook in self.on_stop:
+            await hook()
+        await self.ledger.close()
+
+    async def _start_local_node(self) -> None:
+        gpus = local_gpu_count()
+        slots = self.settings.local_slots or gpus or 1
+        await self.ledger.write(commands.register_node(NodeRegistered(
+            name=LOCAL_NODE, host="localhost", port=0, user="", slots=slots, kind="local")))
+
+        def env_for_slot(slot: int) -> dict[str, str]:
+            return {"CUDA_VISIBLE_DEVICES": str(slot)} if gpus else {}
+
+        self.runners[LOCAL_NODE] = NodeRunner(
+            node=LOCAL_NODE, transport=LocalTransport(LOCAL_NODE, python=sys.executable), ledger=self.ledger,
+            blobs=self.blobs, settings=self.settings, remote_root=str(Path(self.settings.jobs_dir).resolve() / "work"),
+            env_for_slot=env_for_slot)
+        log.info("node.local", slots=slots, gpus=gpus)
+
+    async def _bootstrap_admin(self) -> None:
+        """First start of an empty ledger: issue an admin token and print it once (as Jupyter does)."""
+        if self.ledger.views.tokens:
+            return
+        secret, issued = mint("admin", secret=None, days=self.settings.token_max_days, is_admin=True, by="system")
+        await self.ledger.write(commands.issue_token(issued))
+        print(f"\n  gpuledger: first start, admin token for user 'admin' (shown once, valid "
+              f"{self.settings.token_max_days} days):\n\n      {secret}\n", file=sys.stderr, flush=True)
+        log.info("token.bootstrap", token_id=issued.token_id, user_id="admin")

@@ -1,0 +1,82 @@
+"""Where a node's commands run: the one interface the runner needs, and its local implementation.
+
+The SSH transport (``executors.ssh_transport``) implements the same four calls over asyncssh, so
+the job lifecycle in ``executors.runner`` is written once for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+from executors.errors import CommandTimedOut, RemoteCommandFailed
+from executors.local_process import run_local, stream_local
+
+
+class Transport(Protocol):
+    """Runs wrapper-protocol commands and moves files on one node."""
+
+    node: str
+    python: str
+
+    async def put_files(self, workdir: str, files: dict[str, bytes]) -> None: ...
+
+    async def run(self, cmd: str, *, timeout: float) -> tuple[int, bytes, bytes]: ...
+
+    def stream(self, cmd: str) -> AsyncIterator[bytes]: ...
+
+    async def fetch(self, path: str, max_bytes: int) -> tuple[bytes, bool] | None: ...
+
+    async def remove_tree(self, path: str) -> None: ...
+
+    async def probe(self) -> None: ...
+
+
+class LocalTransport:
+    """Commands as subprocesses of the server host (the embedded default runner)."""
+
+    def __init__(self, node: str, python: str = "python3") -> None:
+        self.node = node
+        self.python = python
+
+    async def put_files(self, workdir: str, files: dict[str, bytes]) -> None:
+        def write() -> None:
+            root = Path(workdir)
+            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for name, data in files.items():
+                (root / name).write_bytes(data)
+        await asyncio.to_thread(write)
+
+    async def run(self, cmd: str, *, timeout: float) -> tuple[int, bytes, bytes]:
+        try:
+            return await run_local(cmd, timeout)
+        except TimeoutError as e:
+            raise CommandTimedOut(f"{cmd!r} did not finish within {timeout} s") from e
+
+    async def stream(self, cmd: str) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in stream_local(cmd):
+                yield chunk
+        except subprocess.CalledProcessError as e:
+            raise RemoteCommandFailed(cmd, e.returncode, e.stderr or b"") from e
+
+    async def fetch(self, path: str, max_bytes: int) -> tuple[bytes, bool] | None:
+        """The file's first ``max_bytes`` bytes and whether it was cut, or None when it is missing."""
+        def read() -> tuple[bytes, bool] | None:
+            target = Path(path)
+            if not target.is_file():
+                return None
+            with target.open("rb") as handle:
+                data = handle.read(max_bytes + 1)
+            return data[:max_bytes], len(data) > max_bytes
+        return await asyncio.to_thread(read)
+
+    async def remove_tree(self, path: str) -> None:
+        await asyncio.to_thread(shutil.rmtree, path, True)
+
+    async def probe(self) -> None:
+        return None
