@@ -6,7 +6,8 @@
     ├── HostKeyRejected          the host key is unknown (not in SSH_KNOWN_HOSTS) or changed
     ├── AuthenticationFailed     the host refused our key (SSH_KEY_FILE)
     ├── RemoteCommandFailed      the command ran and exited non-zero (carries exit_status, stderr)
-    └── RemoteFileError          an SFTP transfer failed: missing file, no permission, ...
+    └── RemoteFileError          an SFTP transfer failed: no permission, disk full, ...
+        ├── RemoteFileMissing    no such file or directory
         └── RemoteFileTooLarge   the file is bigger than the caller's cap
 
 ``NodeUnreachable`` is transient: reconnecting may help, and a job on that node keeps running.
@@ -60,6 +61,10 @@ class RemoteFileError(ExecutorError):
     def __init__(self, path: str, reason: str) -> None:
         self.path, self.reason = path, reason
         super().__init__(f"{path}: {reason}")
+
+
+class RemoteFileMissing(RemoteFileError):
+    """The remote path does not exist."""
 
 
 class RemoteFileTooLarge(RemoteFileError):

@@ -22,10 +22,12 @@ import structlog
 from executors.errors import (
     AuthenticationFailed,
     CommandTimedOut,
+    ExecutorError,
     HostKeyRejected,
     NodeUnreachable,
     RemoteCommandFailed,
     RemoteFileError,
+    RemoteFileMissing,
     RemoteFileTooLarge,
 )
 from ledger.settings import NodeSpec, Settings
@@ -54,9 +56,14 @@ class _ConnectionWatcher(asyncssh.SSHClient):
 
     def __init__(self, endpoint: SshEndpoint) -> None:
         self._endpoint = endpoint
+        self._established = False
+
+    def auth_completed(self) -> None:
+        self._established = True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self._endpoint.closing:
+        # A handshake that fails is reported by the connect call itself, not as a disconnect.
+        if self._established and not self._endpoint.closing:
             self._endpoint.log.warning("ssh.disconnected", reason=str(exc) if exc else "closed by peer")
 
 
@@ -96,7 +103,11 @@ class SshEndpoint:
                 if self._ever_connected:
                     self.log.info("ssh.reconnect")
                 self.closing = False
-                self._conn = await self._open()
+                try:
+                    self._conn = await self._open()
+                except ExecutorError as e:
+                    self.log.warning("ssh.connect_failed", error=str(e))
+                    raise
                 self._ever_connected = True
                 self.log.info("ssh.connect")
             return self._conn
@@ -215,15 +226,21 @@ class SshEndpoint:
         conn = await self.connection()
         with self._translated(f"get {remote_path}"), _sftp_errors(remote_path):
             async with conn.start_sftp_client() as sftp:
+                # Refuse from the size first, so an oversized file is never transferred.
                 size = (await sftp.stat(remote_path)).size or 0
                 if size > max_bytes:
                     raise RemoteFileTooLarge(remote_path, size, max_bytes)
-                async with sftp.open(remote_path, "rb") as remote:
-                    # One byte over the cap tells us the file grew past it since the stat.
-                    data: bytes = await remote.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise RemoteFileTooLarge(remote_path, len(data), max_bytes)
+                data, cut = await _read_head(sftp, remote_path, max_bytes)
+        if cut:  # it grew past the cap after the stat; all we know is "at least one byte over"
+            raise RemoteFileTooLarge(remote_path, max_bytes + 1, max_bytes)
         return data
+
+    async def read_head(self, remote_path: str, max_bytes: int) -> tuple[bytes, bool]:
+        """The first ``max_bytes`` bytes of ``remote_path`` and whether the file was longer."""
+        conn = await self.connection()
+        with self._translated(f"read {remote_path}"), _sftp_errors(remote_path):
+            async with conn.start_sftp_client() as sftp:
+                return await _read_head(sftp, remote_path, max_bytes)
 
     async def close(self) -> None:
         """Close the connection; a later call may connect again."""
@@ -275,12 +292,21 @@ class NodeConnection(SshEndpoint):
             await self.jump.close()
 
 
+async def _read_head(sftp: asyncssh.SFTPClient, path: str, max_bytes: int) -> tuple[bytes, bool]:
+    async with sftp.open(path, "rb") as remote:
+        # One byte past the cap tells a file of exactly max_bytes from a longer one.
+        data: bytes = await remote.read(max_bytes + 1)
+    return data[:max_bytes], len(data) > max_bytes
+
+
 @contextmanager
 def _sftp_errors(path: str) -> Iterator[None]:
     try:
         yield
     except SFTP_CONNECTION_ERRORS as e:
         raise NodeUnreachable(f"{path}: SFTP connection lost: {e.reason}") from e
+    except asyncssh.SFTPNoSuchFile as e:
+        raise RemoteFileMissing(path, e.reason) from e
     except asyncssh.SFTPError as e:
         raise RemoteFileError(path, e.reason) from e
 

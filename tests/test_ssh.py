@@ -18,7 +18,7 @@ from executors.errors import (
     HostKeyRejected,
     NodeUnreachable,
     RemoteCommandFailed,
-    RemoteFileError,
+    RemoteFileMissing,
     RemoteFileTooLarge,
 )
 from executors.ssh import JumpConnection, NodeConnection
@@ -106,13 +106,16 @@ async def test_sftp_round_trip_creates_parents(node: NodeConnection, cluster: Ss
 
 
 async def test_get_refuses_files_over_the_cap(node: NodeConnection, cluster: SshCluster) -> None:
-    """get raises RemoteFileTooLarge past max_bytes, and RemoteFileError for a missing file."""
+    """get raises RemoteFileTooLarge past max_bytes (read_head cuts instead); a missing file is RemoteFileMissing."""
     path = str(cluster.remote_roots["node-0"] / "big.bin")
     await node.put(b"x" * 1001, path)
     with pytest.raises(RemoteFileTooLarge) as caught:
         await node.get(path, max_bytes=1000)
     assert (caught.value.size, caught.value.max_bytes) == (1001, 1000)
-    with pytest.raises(RemoteFileError):
+    assert await node.get(path, max_bytes=1001) == b"x" * 1001
+    assert await node.read_head(path, max_bytes=1000) == (b"x" * 1000, True)
+    assert await node.read_head(path, max_bytes=1001) == (b"x" * 1001, False)
+    with pytest.raises(RemoteFileMissing):
         await node.get(str(cluster.remote_roots["node-0"] / "missing"), max_bytes=1000)
 
 
