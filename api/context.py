@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Request
 
+from api.auth import Identity, optional, require
 from api.limits import EndpointLimiter, client_address
 from executors.runtime import Runtime
 
@@ -23,3 +24,19 @@ def address_of(request: Request[Any, Any, Any]) -> str:
 def check_limit(request: Request[Any, Any, Any], endpoint: str) -> None:
     limiter: EndpointLimiter = request.app.state.limiter
     limiter.check(endpoint, address_of(request))
+
+
+def authenticate(request: Request[Any, Any, Any]) -> Identity:
+    """The caller's identity (401 otherwise); notes the token's use for ``token list``."""
+    runtime = runtime_of(request)
+    identity = require(runtime.ledger.views, request.headers.get("authorization"))
+    runtime.token_usage.touch(identity.token_id)
+    return identity
+
+
+def maybe_authenticate(request: Request[Any, Any, Any]) -> Identity | None:
+    runtime = runtime_of(request)
+    identity = optional(runtime.ledger.views, request.headers.get("authorization"))
+    if identity is not None:
+        runtime.token_usage.touch(identity.token_id)
+    return identity

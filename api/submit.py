@@ -67,6 +67,7 @@ def _identity(request: SubmitRequest, config: JobConfig, runtime: Runtime) -> Id
         raise NotAuthenticated("Not authenticated: send 'Authorization: Bearer <token>' or a token in the config")
     if config.user_id != identity.user_id:
         raise PermissionDenied("Token does not belong to specified user_id")
+    runtime.token_usage.touch(identity.token_id)
     return identity
 
 

@@ -24,6 +24,7 @@ from ledger.events import NodeRegistered
 from ledger.settings import Settings
 from ledger.tokens import mint
 from ledger.writer import Ledger
+from projections.token_usage import TokenUsage
 
 log = structlog.get_logger()
 LOCAL_NODE = "local"
@@ -50,10 +51,13 @@ class Runtime:
         self.background: list[asyncio.Task[None]] = []
         self.started = False
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        self.token_usage = TokenUsage(settings.database_path)
+        self.local_root = str(Path(settings.jobs_dir).resolve() / "work")
 
     async def start(self) -> None:
         await self.ledger.start()
         await self._bootstrap_admin()
+        self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
         if self.settings.node_specs():
             from executors.ssh_nodes import start_ssh_nodes  # asyncssh only where nodes are configured
 
@@ -77,6 +81,7 @@ class Runtime:
             await runner.stop()
         for hook in self.on_stop:
             await hook()
+        await self.token_usage.flush()
         await self.ledger.close()
 
     async def _start_local_node(self) -> None:
@@ -90,7 +95,7 @@ class Runtime:
 
         self.runners[LOCAL_NODE] = NodeRunner(
             node=LOCAL_NODE, transport=LocalTransport(LOCAL_NODE, python=sys.executable), ledger=self.ledger,
-            blobs=self.blobs, settings=self.settings, remote_root=str(Path(self.settings.jobs_dir).resolve() / "work"),
+            blobs=self.blobs, settings=self.settings, remote_root=self.local_root,
             env_for_slot=env_for_slot)
         log.info("node.local", slots=slots, gpus=gpus)
 

@@ -7,8 +7,8 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, get
 
-from api.auth import require, require_admin
-from api.context import runtime_of
+from api.auth import require_admin
+from api.context import authenticate, runtime_of
 from api.errors import BadRequest
 from api.present import job_status, node_infos
 from executors.plan import make_plan
@@ -37,7 +37,7 @@ class DashboardController(Controller):
     @get("/dashboard", summary="The admin dashboard document (?as_of=ISO time or ledger position)")
     async def dashboard(self, request: Request[Any, Any, Any], as_of: str | None = None) -> dict[str, Any]:
         runtime = runtime_of(request)
-        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        identity = authenticate(request)
         require_admin(identity)
         if as_of is None:
             views, now = runtime.ledger.views, now_us()

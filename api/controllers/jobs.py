@@ -8,8 +8,8 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
 from litestar.params import Parameter
 
-from api.auth import Identity, check_user_filter, require
-from api.context import address_of, check_limit, runtime_of
+from api.auth import Identity, check_user_filter
+from api.context import address_of, authenticate, check_limit, runtime_of
 from api.present import job_results, job_status, node_index
 from api.schemas import (
     CancelAnswer,
@@ -90,7 +90,7 @@ class JobController(Controller):
     async def status(self, request: Request[Any, Any, Any], job_id: str) -> JobStatus:
         runtime = runtime_of(request)
         check_limit(request, "status")
-        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        identity = authenticate(request)
         job = owned_job(runtime, identity, job_id)
         return job_status(job, runtime.ledger.views, make_plan(runtime.ledger.views, now_us()))
 
@@ -98,7 +98,7 @@ class JobController(Controller):
     async def results(self, request: Request[Any, Any, Any], job_id: str) -> JobResults:
         runtime = runtime_of(request)
         check_limit(request, "results")
-        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        identity = authenticate(request)
         job = owned_job(runtime, identity, job_id)
         return job_results(job, runtime.blobs, runtime.settings.inline_output_bytes)
 
@@ -106,7 +106,7 @@ class JobController(Controller):
     async def cancel(self, request: Request[Any, Any, Any], job_id: str) -> CancelAnswer:
         runtime = runtime_of(request)
         check_limit(request, "cancel")
-        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        identity = authenticate(request)
         owned_job(runtime, identity, job_id)
         await runtime.ledger.write(commands.cancel_job(job_id, by=identity.user_id, actor=identity.token_id))
         job = runtime.ledger.views.jobs[job_id]
@@ -120,7 +120,7 @@ class JobController(Controller):
     ) -> JobList:
         runtime = runtime_of(request)
         check_limit(request, "jobs")
-        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        identity = authenticate(request)
         only_user = check_user_filter(identity, user_id)
         views = runtime.ledger.views
         plan = make_plan(views, now_us())
@@ -131,7 +131,7 @@ class JobController(Controller):
     @get("/jobs/{job_id:str}/events", summary="The job's ledger events: its audit trail")
     async def job_events(self, request: Request[Any, Any, Any], job_id: str) -> EventList:
         runtime = runtime_of(request)
-        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        identity = authenticate(request)
         owned_job(runtime, identity, job_id)
         import msgspec
 

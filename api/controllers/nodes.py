@@ -6,8 +6,8 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 
-from api.auth import optional, require, require_admin
-from api.context import runtime_of
+from api.auth import require_admin
+from api.context import authenticate, maybe_authenticate, runtime_of
 from api.present import node_infos
 from api.schemas import NodeInfo, NodeList
 from executors.plan import make_plan
@@ -23,13 +23,13 @@ class NodeController(Controller):
     async def nodes(self, request: Request[Any, Any, Any]) -> NodeList:
         runtime = runtime_of(request)
         views = runtime.ledger.views
-        who = optional(views, request.headers.get("authorization"))
+        who = maybe_authenticate(request)
         now = now_us()
         return NodeList(nodes=node_infos(views, make_plan(views, now), who, now))
 
     async def _drain(self, request: Request[Any, Any, Any], node: str, *, drain: bool) -> NodeInfo:
         runtime = runtime_of(request)
-        identity = require(runtime.ledger.views, request.headers.get("authorization"))
+        identity = authenticate(request)
         require_admin(identity)
         reason = request.query_params.get("reason", "")
         await runtime.ledger.write(commands.drain_node(node, by=identity.user_id, drain=drain, reason=reason))

@@ -1,0 +1,103 @@
+"""``gpuledger token create|list|revoke|revoke-user``: token events appended to the ledger file.
+
+These run beside a live server on the same file; the server notices the new events within a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from cli.common import add_db_option, db_path
+from ledger import commands
+from ledger.clock import iso
+from ledger.errors import LedgerError, NotFound
+from ledger.settings import load_settings
+from ledger.store import EventStore, Write
+from ledger.tokens import mint, secret_digest
+from projections.token_usage import last_used
+
+ACTOR = "cli"
+
+
+def register(subparsers: Any) -> None:
+    token = subparsers.add_parser("token", help="manage API tokens")
+    sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = sub.add_parser("create", help="issue a token (revokes the user's previous one)")
+    create.add_argument("user")
+    create.add_argument("token", nargs="?", help="the token value (default: a strong random one, shown once)")
+    create.add_argument("--days", type=int, default=30, help="validity in days, 1..30 (default 30)")
+    create.add_argument("--admin", action="store_true", help="admin rights (all jobs, dashboard, drain)")
+    create.set_defaults(func=run_create)
+    listing = sub.add_parser("list", help="tokens with expiry and last use")
+    listing.add_argument("--all", action="store_true", help="include revoked tokens")
+    listing.set_defaults(func=run_list)
+    revoke = sub.add_parser("revoke", help="revoke one token (by its value or its id)")
+    revoke.add_argument("token")
+    revoke.set_defaults(func=run_revoke)
+    revoke_user = sub.add_parser("revoke-user", help="revoke every token of a user")
+    revoke_user.add_argument("user")
+    revoke_user.set_defaults(func=run_revoke_user)
+    for parser in (create, listing, revoke, revoke_user):
+        add_db_option(parser)
+
+
+def _execute(store: EventStore, write: Write) -> None:
+    result = store.execute([write])[0]
+    if isinstance(result, LedgerError):
+        raise result
+
+
+def run_create(args: argparse.Namespace) -> int:
+    max_days = load_settings(args.config).token_max_days
+    try:
+        secret, issued = mint(args.user, secret=args.token, days=args.days, is_admin=args.admin, by=ACTOR,
+                              max_days=max_days)
+    except ValueError as e:
+        print(f"gpuledger: {e}", file=sys.stderr)
+        return 2
+    store = EventStore(db_path(args))
+    _execute(store, commands.issue_token(issued))
+    print(f"token {issued.token_id} for {issued.user_id}{' (admin)' if issued.is_admin else ''}, "
+          f"expires {issued.expires_at}")
+    if args.token is None:
+        print(f"\n    {secret}\n\nShown once: store it now. Only its SHA-256 is kept.")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    store = EventStore(db_path(args))
+    used = last_used(store.conn)
+    now = datetime.now(UTC)
+    print(f"{'TOKEN ID':<18} {'USER':<16} {'ADMIN':<5} {'CREATED':<20} {'EXPIRES':<20} {'DAYS':>4}  LAST USED")
+    for token in sorted(store.views.tokens.values(), key=lambda t: (t.user_id, t.created_at)):
+        if token.revoked and not args.all:
+            continue
+        expires = datetime.fromisoformat(token.expires_at)
+        days = max(0, (expires - now).days) if not token.revoked else "-"
+        state = " (revoked)" if token.revoked else (" (expired)" if expires <= now else "")
+        print(f"{token.token_id:<18} {token.user_id:<16} {'yes' if token.is_admin else 'no':<5} "
+              f"{(iso(token.created_at) or '')[:19]:<20} {token.expires_at[:19]:<20} {days!s:>4}  "
+              f"{(iso(used.get(token.token_id)) or 'never')[:19]}{state}")
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    store = EventStore(db_path(args))
+    token_id = store.views.tokens_by_secret.get(secret_digest(args.token))
+    if token_id is None and args.token in store.views.tokens:
+        token_id = args.token
+    if token_id is None:
+        raise NotFound("no such token (give the token value or its id)")
+    _execute(store, commands.revoke_token(token_id, by=ACTOR, reason="revoked by admin"))
+    print(f"revoked {token_id}")
+    return 0
+
+
+def run_revoke_user(args: argparse.Namespace) -> int:
+    store = EventStore(db_path(args))
+    _execute(store, commands.revoke_user_tokens(args.user, by=ACTOR))
+    print(f"revoked every token of {args.user}")
+    return 0
