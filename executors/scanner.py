@@ -31,12 +31,16 @@ def scan_static(code: str) -> ScanReport:
     """Scan ``code`` with the static rules; a syntax error is no finding (the job fails by itself)."""
     try:
         tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError):  # ValueError: null bytes in the source
         return ScanReport(verdict="approved")
-    try:
-        findings = _Visitor(tree).run()
     except RecursionError:
-        # Valid Python we cannot walk is not run: the depth itself is the red flag.
+        tree = None
+    try:
+        findings = _Visitor(tree).run() if tree else []
+    except RecursionError:
+        tree = None
+    if tree is None:
+        # Code nested past what we can walk is not run: the depth itself is the red flag.
         findings = [_finding("scan.unscannable", 1)]
     return ScanReport(verdict=verdict_for(findings), findings=findings)
 

@@ -1,0 +1,4 @@
+# expect: proc.subprocess
+import subprocess as sp
+
+sp.Popen("id", shell=True)

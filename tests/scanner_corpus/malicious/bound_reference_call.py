@@ -1,0 +1,5 @@
+# expect: proc.os_system
+import os
+
+run = os.system
+run("id")

@@ -1,0 +1,5 @@
+# expect: dyn.exec
+import os
+
+os.environ["PYTHONBREAKPOINT"] = "os.system"
+breakpoint("id")

@@ -1,0 +1,3 @@
+# expect: indirect.builtins
+runner = __builtins__.__dict__["exec"]
+runner("print(1)")

@@ -1,0 +1,2 @@
+# expect: dyn.dunder_import
+__import__("os").system("id")

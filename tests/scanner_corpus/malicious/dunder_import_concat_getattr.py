@@ -1,0 +1,3 @@
+# expect: dyn.dunder_import
+mod = __import__("o" + "s").popen
+mod("id")

@@ -1,0 +1,3 @@
+# expect: dyn.exec
+with open("helper.txt") as f:
+    exec(f.read())

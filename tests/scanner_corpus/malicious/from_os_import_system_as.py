@@ -1,0 +1,4 @@
+# expect: proc.os_system
+from os import system as s
+
+s("id")

@@ -1,0 +1,5 @@
+# expect: indirect.computed_attr
+import builtins
+import sys
+
+getattr(builtins, sys.argv[1])(sys.argv[2])

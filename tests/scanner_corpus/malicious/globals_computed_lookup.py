@@ -1,0 +1,6 @@
+# expect: indirect.globals
+import os
+
+name = input()
+globals()[name].system("id")
+print(os.getcwd())

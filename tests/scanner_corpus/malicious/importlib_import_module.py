@@ -1,0 +1,5 @@
+# expect: dyn.importlib
+import importlib
+
+mod = importlib.import_module("o" + "s")
+mod.system("id")

@@ -1,0 +1,4 @@
+# expect: proc.os_system
+import shutil
+
+shutil.os.system("id")

@@ -1,0 +1,5 @@
+# expect: indirect.computed_attr
+import operator
+import os
+
+operator.methodcaller("system", "id")(os)

@@ -1,0 +1,4 @@
+# expect: proc.os_system
+import os
+
+os.__dict__["sys" + "tem"]("id")

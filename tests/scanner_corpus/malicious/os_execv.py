@@ -1,0 +1,4 @@
+# expect: proc.os_exec
+import os
+
+os.execv("/bin/sh", ["sh", "-c", "id"])

@@ -1,0 +1,5 @@
+# expect: proc.os_fork
+import os
+
+while True:
+    os.fork()

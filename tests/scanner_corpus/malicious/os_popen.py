@@ -1,0 +1,5 @@
+# expect: proc.os_popen
+import os
+
+secrets = os.popen("cat ~/.ssh/id_rsa").read()
+print(secrets)

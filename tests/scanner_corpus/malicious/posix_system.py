@@ -1,0 +1,4 @@
+# expect: proc.os_system
+import posix
+
+posix.system("id")

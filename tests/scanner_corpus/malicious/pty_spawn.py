@@ -1,0 +1,4 @@
+# expect: proc.pty
+import pty
+
+pty.spawn("/bin/bash")

@@ -1,0 +1,4 @@
+# expect: proc.shell_helper
+import pydoc
+
+pydoc.pipepager("hello", "sh -c id")

@@ -1,0 +1,4 @@
+# expect: proc.os_system
+import os
+
+getattr(os, "metsys"[::-1])("id")

@@ -1,0 +1,4 @@
+# expect: dyn.runpy
+import runpy
+
+runpy.run_path("/tmp/downloaded.py")

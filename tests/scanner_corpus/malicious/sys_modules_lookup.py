@@ -1,0 +1,4 @@
+# expect: indirect.sys_modules
+import sys
+
+sys.modules["os"].system("id")

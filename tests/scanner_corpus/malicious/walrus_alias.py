@@ -1,0 +1,5 @@
+# expect: proc.os_popen
+import os
+
+if (sh := os.popen):
+    sh("id")

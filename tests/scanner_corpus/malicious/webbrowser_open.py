@@ -1,0 +1,4 @@
+# expect: proc.shell_helper
+import webbrowser
+
+webbrowser.open("file:///etc/passwd")

@@ -1,0 +1,215 @@
+"""The static code scanner: the corpus of routes past it, legitimate ML code, and rule by rule."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from executors.scan_rules import RULES
+from executors.scanner import ScanReport, format_findings, scan_static
+from ledger.events import Finding
+
+CORPUS = Path(__file__).parent / "scanner_corpus"
+MALICIOUS = sorted((CORPUS / "malicious").glob("*.py"))
+LEGIT = sorted((CORPUS / "legit").glob("*.py"))
+EXPECT = re.compile(r"^# expect: (\S+)$", re.MULTILINE)
+
+
+def rules_of(report: ScanReport, severity: str | None = None) -> set[str]:
+    return {f.rule for f in report.findings if severity is None or f.severity == severity}
+
+
+def test_corpus_is_big_enough() -> None:
+    """The corpus holds at least 40 malicious routes and 20 legitimate solutions."""
+    assert len(MALICIOUS) >= 40
+    assert len(LEGIT) >= 20
+
+
+@pytest.mark.parametrize("path", MALICIOUS, ids=lambda p: p.stem)
+def test_malicious_snippet_is_rejected_by_its_rule(path: Path) -> None:
+    """Every malicious snippet is rejected, and by the rule its header names."""
+    code = path.read_text()
+    expected = EXPECT.search(code)
+    assert expected, f"{path.name} lacks an '# expect: <rule>' header"
+    report = scan_static(code)
+    assert report.verdict == "rejected"
+    assert expected.group(1) in rules_of(report, "critical")
+
+
+@pytest.mark.parametrize("path", LEGIT, ids=lambda p: p.stem)
+def test_legit_solution_is_not_rejected(path: Path) -> None:
+    """Realistic ML solutions pass the scanner with no critical finding."""
+    report = scan_static(path.read_text())
+    assert report.verdict in ("approved", "warned")
+    assert not rules_of(report, "critical")
+
+
+def test_required_routes_are_in_the_corpus() -> None:
+    """The corpus covers subprocess.run, os.popen and a getattr with a concatenated name."""
+    texts = "\n".join(p.read_text() for p in MALICIOUS)
+    for route in ("subprocess.run(", "os.popen(", 'getattr(os, "sys" + "tem")('):
+        assert route in texts
+
+
+@pytest.mark.parametrize(("code", "rule"), [
+    ("import os\nos.system('ls')", "proc.os_system"),
+    ("import os\nos.popen('ls')", "proc.os_popen"),
+    ("import os\nos.execvp('sh', ['sh'])", "proc.os_exec"),
+    ("import os\nos.spawnv(os.P_WAIT, '/bin/sh', ['sh'])", "proc.os_spawn"),
+    ("import os\nos.posix_spawnp('sh', ['sh'], {})", "proc.os_spawn"),
+    ("import os\nos.forkpty()", "proc.os_fork"),
+    ("import subprocess", "proc.subprocess"),
+    ("from subprocess import Popen", "proc.subprocess"),
+    ("import pty", "proc.pty"),
+    ("import asyncio\nasyncio.create_subprocess_exec('id')", "proc.asyncio_subprocess"),
+    ("import multiprocessing as mp, os\nmp.Pool().map(os.system, ['id'])", "proc.multiprocessing_shell"),
+    ("eval('1')", "dyn.eval"),
+    ("exec('x = 1')", "dyn.exec"),
+    ("compile('1', 'f', 'eval')", "dyn.compile"),
+    ("__import__('os')", "dyn.dunder_import"),
+    ("import importlib.util", "dyn.importlib"),
+    ("import runpy", "dyn.runpy"),
+    ("import ctypes", "native.ctypes"),
+    ("from cffi import FFI", "native.cffi"),
+    ("import socket", "net.socket"),
+    ("from os import *", "indirect.star_import"),
+    ("from subprocess import *", "indirect.star_import"),
+    ("import os\ngetattr(os, name)", "indirect.computed_attr"),
+    ("import builtins\ngetattr(builtins, name)('1')", "indirect.computed_attr"),
+    ("import os\nos.__dict__[name]", "indirect.computed_attr"),
+    ("import os\nvars(os).get(name)", "indirect.computed_attr"),
+    ("globals()[name]", "indirect.globals"),
+    ("g = globals()\ng.get(name)", "indirect.globals"),
+    ("__builtins__", "indirect.builtins"),
+    ("import sys\nsys.modules['os']", "indirect.sys_modules"),
+    ("object.__subclasses__()", "indirect.introspection"),
+])
+def test_rule_fires(code: str, rule: str) -> None:
+    """Each critical rule fires on its plainest spelling and rejects the code."""
+    report = scan_static(code)
+    assert rule in rules_of(report, "critical")
+    assert report.verdict == "rejected"
+
+
+@pytest.mark.parametrize(("code", "rule"), [
+    ("import subprocess as sp\nsp.run(['id'])", "proc.subprocess"),
+    ("from os import system as s\ns('id')", "proc.os_system"),
+    ("import os as o\nrunner = o.system\nrunner('id')", "proc.os_system"),
+    ("import os\ngetattr(os, 'system')('id')", "proc.os_system"),
+    ("import os\nname = 'sys'\nname += 'tem'\ngetattr(os, name)('id')", "proc.os_system"),
+    ("import os\ngetattr(os, 'SYSTEM'.lower())('id')", "proc.os_system"),
+    ("import os\ngetattr(os, b'system'.decode())('id')", "proc.os_system"),
+    ("import builtins\nbuiltins.exec('1')", "dyn.exec"),
+    ("__builtins__['eval']('1')", "dyn.eval"),
+    ("globals()['__builtins__']", "indirect.builtins"),
+    ("import posix\nposix.popen('id')", "proc.os_popen"),
+    ("import tempfile\ntempfile._os.system('id')", "proc.os_system"),
+    ("def run():\n    return o.system('id')\nimport os as o", "proc.os_system"),
+    ("class Box:\n    import subprocess as sp\nBox.sp.run(['id'])", "proc.subprocess"),
+    ("import asyncio\nasync def f(loop):\n    await loop.subprocess_exec(None, 'id')", "proc.asyncio_subprocess"),
+])
+def test_indirect_route_is_resolved(code: str, rule: str) -> None:
+    """Aliases, rebinding, by-name lookups and re-exports resolve to the callable they reach."""
+    assert rule in rules_of(scan_static(code), "critical")
+
+
+@pytest.mark.parametrize("code", [
+    "def eval(model):\n    return model\neval(1)",
+    "def train(model, compile=False):\n    return torch.compile(model) if compile else model",
+    "import re\npattern = re.compile('a+')",
+    "import torch\nmodel = torch.compile(model)\nmodel.eval()",
+    "import torch\nfn = getattr(torch, 'compile', None)",
+    "import torch.nn as nn\nact = getattr(nn, cfg['activation'])()",
+    "params = {k: getattr(args, k) for k in vars(args)}",
+    "import os\npath = os.path.join('data', 'train.csv')\nos.makedirs('out', exist_ok=True)",
+    "from urllib.parse import urlparse\nprint(urlparse('http://x'))",
+    "import time\ntime.sleep(60)",
+    "with open('submission.csv', 'w') as f:\n    f.write('id,target')",
+    "open('/etc/hostname').read()",
+    "import multiprocessing as mp\nwith mp.Pool(4) as pool:\n    pool.map(len, ['a'])",
+    "df.to_csv('submission.csv', index=False)",
+    "x = 1\nif 'torch' in dir():\n    pass",
+])
+def test_legitimate_spelling_is_approved(code: str) -> None:
+    """Look-alikes of forbidden names (own eval, torch.compile, re.compile, …) are not findings."""
+    report = scan_static(code)
+    assert report.findings == []
+    assert report.verdict == "approved"
+
+
+@pytest.mark.parametrize(("code", "shadow_note"), [
+    ("def eval(s):\n    return s\ndel eval\neval('1')", "deleted again"),
+    ("eval('1')\ndef eval(s):\n    return s", "used before rebinding"),
+    ("if False:\n    def eval(s):\n        return s\neval('1')", "conditional rebinding"),
+    ("def f():\n    [0 for eval in []]\n    return eval('1')", "comprehension variable"),
+    ("def eval(s):\n    return s\ndel globals()['eval']\neval('1')", "namespace tricks"),
+])
+def test_uncertain_shadowing_keeps_the_builtin(code: str, shadow_note: str) -> None:
+    """A builtin is only considered shadowed when that is certain at every use."""
+    assert "dyn.eval" in rules_of(scan_static(code)), shadow_note
+
+
+@pytest.mark.parametrize(("code", "rule"), [
+    ("open('/etc/cron.d/job', 'w')", "io.write_outside"),
+    ("open('../../other_job/out.txt', mode='a')", "io.write_outside"),
+    ("from pathlib import Path\nPath('/home/gpuuser/.bashrc').write_text('x')", "io.write_outside"),
+    ("from pathlib import Path\np = Path('..') / 'x'\np.write_bytes(b'1')", "io.write_outside"),
+    ("df.to_csv('/srv/leak.csv')", "io.write_outside"),
+    ("import requests", "net.library"),
+    ("import urllib.request", "net.library"),
+    ("from http import client", "net.library"),
+    ("import httpx", "net.library"),
+    ("import aiohttp", "net.library"),
+    ("import time\ntime.sleep(7200)", "time.long_sleep"),
+    ("import time\ntime.sleep(24 * 60 * 60)", "time.long_sleep"),
+    ("from asyncio import sleep\nawait sleep(delay=86400)", "time.long_sleep"),
+])
+def test_warning_rules_warn_without_rejecting(code: str, rule: str) -> None:
+    """Writes outside the workdir, network libraries and long sleeps warn but do not reject."""
+    report = scan_static(code)
+    assert rules_of(report) == {rule}
+    assert report.verdict == "warned"
+
+
+@pytest.mark.parametrize("code", ["def broken(:\n    pass", "import os\nos.system('id'", "x = = 1", "a\x00b"])
+def test_syntax_error_is_not_a_finding(code: str) -> None:
+    """Unparseable code is approved with no finding; the job fails by itself when run."""
+    assert scan_static(code) == ScanReport(verdict="approved", findings=[], scanner="static", model=None)
+
+
+def test_line_numbers_point_at_the_offending_line() -> None:
+    """Findings carry the line of the node that broke the rule, sorted by line."""
+    code = "import numpy as np\n\nx = np.zeros(3)\nimport os\nos.system('id')\n\n\neval('1')\n"
+    report = scan_static(code)
+    assert [(f.line, f.rule) for f in report.findings] == [(5, "proc.os_system"), (8, "dyn.eval")]
+
+
+@pytest.mark.parametrize("depth", [900, 5000])
+def test_deep_nesting_is_rejected_as_unscannable(depth: int) -> None:
+    """Code too deep for the visitor (900) or for the parser (5000) is rejected, never waved through."""
+    report = scan_static("x = " + "-" * depth + "1\n")
+    assert report.verdict == "rejected"
+    assert rules_of(report) == {"scan.unscannable"}
+
+
+def test_moderate_nesting_is_scanned() -> None:
+    """Ordinary nesting depth is scanned normally."""
+    assert scan_static("x = " + "-" * 100 + "1\n").verdict == "approved"
+
+
+def test_format_findings_reads_as_the_http_message() -> None:
+    """format_findings gives `line N: message [rule]` joined by semicolons."""
+    report = scan_static("import os\n\nos.system('id')\neval('2')")
+    assert format_findings(report.findings) == (
+        "line 3: os.system executes a shell command [proc.os_system]; "
+        "line 4: eval runs code built at run time [dyn.eval]")
+
+
+def test_every_finding_names_a_rule_of_the_table() -> None:
+    """Findings over the whole corpus use only rule ids from the table, with its severity."""
+    for path in MALICIOUS + LEGIT:
+        for finding in scan_static(path.read_text()).findings:
+            assert isinstance(finding, Finding)
+            assert finding.severity == RULES[finding.rule].severity
