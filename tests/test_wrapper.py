@@ -232,7 +232,6 @@ async def test_cancel_before_launch_means_it_never_runs(tmp_path: Path) -> None:
 # --- output streaming ------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 async def test_follow_streams_20_mib_byte_identical(tmp_path: Path) -> None:
     """20 MiB of binary output streams through follow without hanging and byte for byte."""
     status, out, _ = await run_job(tmp_path, "head -c 20971520 /dev/urandom > expected.bin && cat expected.bin")
@@ -261,7 +260,7 @@ async def test_follow_resumes_from_offsets_without_loss_or_duplication(tmp_path:
 
 async def test_follow_killed_mid_job_and_restarted_picks_up(tmp_path: Path) -> None:
     """A follower killed mid-job and restarted at its offsets yields the whole output once."""
-    workdir = make_job(tmp_path, "for i in $(seq 1 40); do echo line$i; sleep 0.02; done")
+    workdir = make_job(tmp_path, "for i in $(seq 1 40); do echo line$i; sleep 0.05; done")
     await launch(workdir)
     decoder, first = FrameDecoder(), bytearray()
     async with contextlib.aclosing(stream_local(follow_command(PY, workdir, 0, 0))) as stream:
@@ -476,3 +475,30 @@ def test_frame_decoder_rejects_garbage() -> None:
         FrameDecoder().feed(b"\x09\x00\x00\x00\x00")
     with pytest.raises(ProtocolError, match="exceeds"):
         FrameDecoder(max_payload=10).feed(encode_frame(FrameKind.STDOUT, b"x" * 11)[:5])
+
+
+# --- the local transport ------------------------------------------------------------------------------------------
+
+
+async def test_run_local_timeout_raises_and_kills_the_command(tmp_path: Path) -> None:
+    """run_local past its timeout raises TimeoutError and leaves no process of the command behind."""
+    pid_file = tmp_path / "pid"
+    began = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await run_local(f"echo $$ > {shlex.quote(str(pid_file))}; sleep 30", 0.5)
+    assert time.monotonic() - began < 5
+    assert not running(int(pid_file.read_text()))
+
+
+async def test_stream_local_failure_raises_with_stderr() -> None:
+    """A streamed command that exits non-zero raises CalledProcessError carrying its stderr."""
+    chunks: list[bytes] = []
+
+    async def consume() -> None:
+        async for chunk in stream_local("echo partial; echo boom >&2; exit 3"):
+            chunks.append(chunk)
+
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        await consume()
+    assert b"".join(chunks) == b"partial\n"
+    assert (failure.value.returncode, failure.value.stderr) == (3, b"boom\n")
