@@ -46,12 +46,14 @@ class NodeRunner:
 
     def __init__(self, *, node: str, transport: Transport, ledger: Ledger, blobs: BlobStore,
                  settings: Settings, remote_root: str, env_for_slot: Callable[[int], dict[str, str]],
-                 after_job: Callable[[], Awaitable[None]] | None = None) -> None:
+                 after_job: Callable[[], Awaitable[None]] | None = None,
+                 restart_container: str | None = None) -> None:
         self.node, self.transport, self.ledger, self.blobs = node, transport, ledger, blobs
         self.settings = settings
         self.remote_root = remote_root
         self.env_for_slot = env_for_slot
         self.after_job = after_job
+        self.restart_container = restart_container
         self.live_root = Path(settings.jobs_dir) / "live"
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -82,6 +84,9 @@ class NodeRunner:
             await self._node_lost(job_id, bound)
         except asyncio.CancelledError:
             raise
+        except ExecutorError as e:  # e.g. a changed host key: retrying cannot help; another node may
+            bound.warning("job.node_refused", error=str(e))
+            await self._give_back(job_id, str(e))
         except Exception as e:  # a bug or an unexpected refusal must not leave the job pending forever
             bound.exception("job.runner_failed")
             await self._finish(JobFinished(job_id=job_id, status="failed", reason="dispatch_failed",
@@ -161,7 +166,7 @@ class NodeRunner:
             await self.transport.remove_tree(workdir)
 
     async def _finish(self, finished: JobFinished) -> None:
-        await self._write(commands.finish_job(finished, node=self.node))
+        await self._write(commands.finish_job(finished, node=self.node, restart_container=self.restart_container))
 
     async def _node_lost(self, job_id: str, bound: structlog.typing.FilteringBoundLogger) -> None:
         job = self.ledger.views.jobs[job_id]
@@ -174,6 +179,16 @@ class NodeRunner:
             await self._finish(JobFinished(job_id=job_id, status="failed", reason="node_lost", attempt=job.attempt,
                                            message=f"node {self.node} unreachable for more than "
                                                    f"{self.settings.node_lost_after:g} s"))
+
+    async def _give_back(self, job_id: str, reason: str) -> None:
+        job = self.ledger.views.jobs[job_id]
+        if job.is_terminal:
+            return
+        if job.started_at is None:
+            await self._write(commands.requeue_job(job_id, node=self.node, attempt=job.attempt, reason=reason))
+        else:
+            await self._finish(JobFinished(job_id=job_id, status="failed", reason="dispatch_failed",
+                                           attempt=job.attempt, message=reason))
 
     async def _watch_cancel(self, job_id: str) -> None:
         """When a cancel is requested, have the wrapper kill the job's process group (and confirm)."""

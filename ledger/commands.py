@@ -17,6 +17,7 @@ from ledger.events import (
     JobScanned,
     JobSubmitted,
     NodeRegistered,
+    NodeRestarted,
     TokenIssued,
 )
 from ledger.jobs import (
@@ -29,7 +30,15 @@ from ledger.jobs import (
     decide_scan,
     decide_start,
 )
-from ledger.nodes import NodeState, decide_drain, decide_health, decide_register, decide_undrain
+from ledger.nodes import (
+    NodeState,
+    decide_drain,
+    decide_health,
+    decide_register,
+    decide_restarted,
+    decide_restarting,
+    decide_undrain,
+)
 from ledger.store import Write
 from ledger.tokens import decide_issue, decide_revoke
 from projections.views import RATE_WINDOW_US, Views
@@ -121,9 +130,21 @@ def start_job(job_id: str, *, node: str, attempt: int, pid: int, pgid: int,
                  actor=f"executor:{node}")
 
 
-def finish_job(finished: JobFinished, *, node: str) -> Write:
-    return Write(decide=lambda views: decide_finish(job_of(views, finished.job_id), finished),
-                 actor=f"executor:{node}")
+def finish_job(finished: JobFinished, *, node: str, restart_container: str | None = None) -> Write:
+    """The terminal event; with LXC restarts, the node turns ``restarting`` in the same step, so no
+    dispatch can slip in between a job's end and its node's restart."""
+    def decide(views: Views) -> Sequence[AnyEvent]:
+        events = decide_finish(job_of(views, finished.job_id), finished)
+        others = [j for j in views.node_jobs.get(node, []) if j != finished.job_id]
+        state = views.nodes.get(node)
+        if restart_container and state is not None and not others and not state.restarting:
+            events.extend(decide_restarting(state, container=restart_container))
+        return events
+    return Write(decide=decide, actor=f"executor:{node}")
+
+
+def restarted_node(name: str, restarted: NodeRestarted) -> Write:
+    return Write(decide=lambda views: decide_restarted(node_of(views, name), restarted), actor=f"executor:{name}")
 
 
 def requeue_job(job_id: str, *, node: str, attempt: int, reason: str) -> Write:

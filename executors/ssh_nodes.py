@@ -1,0 +1,146 @@
+"""GPU nodes over SSH: registration, health probes (down/up), LXC restarts between jobs.
+
+Before the dispatcher starts, every node is probed once, so a node with an unknown or changed host
+key is ``down`` (with that reason) before anything could be dispatched to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from executors.errors import AuthenticationFailed, ExecutorError, HostKeyRejected, NodeUnreachable
+from executors.runner import NodeRunner
+from executors.ssh import JumpConnection, NodeConnection
+from executors.ssh_transport import SshTransport
+from ledger import commands
+from ledger.errors import DomainError
+from ledger.events import NodeRegistered, NodeRestarted
+from ledger.settings import NodeSpec, Settings
+
+if TYPE_CHECKING:
+    from executors.runtime import Runtime
+
+log = structlog.get_logger()
+
+
+def container_of(spec: NodeSpec, index: int, settings: Settings) -> str:
+    """The node's LXC container: its own ``container``, else ``LXC_CONTAINER_PREFIX-<n>``."""
+    if spec.container:
+        return spec.container
+    match = re.search(r"(\d+)$", spec.name)
+    return f"{settings.lxc_container_prefix}-{match.group(1) if match else index}"
+
+
+class SshNode:
+    """One node's connection, transport, runner and health."""
+
+    def __init__(self, runtime: Runtime, spec: NodeSpec, index: int, jump: JumpConnection | None) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.spec = spec
+        self.conn = NodeConnection(self.settings, spec, jump=jump)
+        self.transport = SshTransport(self.conn)
+        self.jump = jump
+        self.container = container_of(spec, index, self.settings)
+        self.failures = 0
+        self.runner = NodeRunner(
+            node=spec.name, transport=self.transport, ledger=runtime.ledger, blobs=runtime.blobs,
+            settings=self.settings, remote_root=self.settings.remote_root, env_for_slot=lambda slot: {},
+            after_job=self.after_job,
+            restart_container=self.container if self.settings.lxc_restart_between_jobs else None)
+
+    async def probe(self, *, strict: bool = False) -> bool:
+        """One health check; records node.down / node.up when the health changes.
+
+        ``strict`` (the probe at start): any failure marks the node down at once.
+        """
+        try:
+            await self.transport.probe()
+        except (HostKeyRejected, AuthenticationFailed) as e:
+            await self._health(False, str(e), failures=self.failures + 1)  # config problem: down at once
+            return False
+        except ExecutorError as e:
+            self.failures += 1
+            if strict or self.failures >= self.settings.node_down_after_failures:
+                await self._health(False, f"unreachable: {e}", failures=self.failures)
+            return False
+        self.failures = 0
+        await self._health(True, "probe succeeded")
+        return True
+
+    async def _health(self, healthy: bool, reason: str, failures: int = 1) -> None:
+        try:
+            await self.runtime.ledger.write(commands.node_health(self.spec.name, healthy=healthy, reason=reason,
+                                                                 failures=failures))
+        except DomainError as e:
+            log.info("node.health_refused", node=self.spec.name, error=str(e))
+
+    async def watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.node_probe_interval_s)
+            state = self.runtime.ledger.views.nodes[self.spec.name]
+            if not state.restarting:
+                await self.probe()
+
+    async def after_job(self) -> None:
+        """If the finish put the node into ``restarting``, restart its container and wait for it."""
+        if self.runtime.ledger.views.nodes[self.spec.name].restarting:
+            await self.restart()
+
+    async def restart(self) -> None:
+        started = time.monotonic()
+        command = self.settings.lxc_restart_command.format(container=shlex.quote(self.container))
+        outcome, detail = "ok", ""
+        try:
+            if self.jump is None:
+                raise ExecutorError("LXC_RESTART_BETWEEN_JOBS needs JUMP_HOST: the restart runs on the jump host")
+            await self.jump.run(command, timeout=self.settings.lxc_restart_wait_time + 30)
+            await self.conn.close()  # the old session died with the container
+            outcome, detail = await self._wait_answering(started)
+        except ExecutorError as e:
+            outcome, detail = "failed", str(e)
+        duration = round(time.monotonic() - started, 3)
+        log.info("node.restarted", node=self.spec.name, container=self.container, outcome=outcome, duration=duration)
+        await self.runtime.ledger.write(commands.restarted_node(self.spec.name, NodeRestarted(
+            name=self.spec.name, container=self.container, duration_s=duration, outcome=outcome, detail=detail)))
+
+    async def _wait_answering(self, started: float) -> tuple[str, str]:
+        deadline = started + self.settings.lxc_restart_wait_time + self.settings.ssh_connect_timeout_s + 10
+        while time.monotonic() < deadline:
+            try:
+                await self.transport.probe()
+                return "ok", ""
+            except NodeUnreachable:
+                await asyncio.sleep(0.5)
+        return "timeout", f"node did not answer within {self.settings.lxc_restart_wait_time:g} s of the restart"
+
+
+async def start_ssh_nodes(runtime: Runtime) -> None:
+    settings = runtime.settings
+    jump = JumpConnection(settings) if settings.jump_host else None
+    nodes = [SshNode(runtime, spec, index, jump) for index, spec in enumerate(settings.node_specs())]
+    for node in nodes:
+        spec = node.spec
+        await runtime.ledger.write(commands.register_node(NodeRegistered(
+            name=spec.name, host=spec.host, port=spec.port, user=spec.user or settings.gpu_user, slots=spec.slots,
+            container=node.container, kind="ssh")))
+        runtime.runners[spec.name] = node.runner
+    await asyncio.gather(*(node.probe(strict=True) for node in nodes))
+    for node in nodes:
+        runtime.background.append(asyncio.create_task(node.watch_health(), name=f"health-{node.spec.name}"))
+        if runtime.ledger.views.nodes[node.spec.name].restarting:  # a restart cut short by our own restart
+            runtime.background.append(asyncio.create_task(node.restart(), name=f"restart-{node.spec.name}"))
+
+    async def close_connections() -> None:
+        for node in nodes:
+            await node.conn.close()
+        if jump is not None:
+            await jump.close()
+
+    runtime.on_stop.append(close_connections)

@@ -1,0 +1,41 @@
+"""The wrapper protocol over SSH: the ``Transport`` the node runner needs, on a ``NodeConnection``."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import AsyncIterator
+
+from executors.errors import RemoteFileMissing
+from executors.ssh import NodeConnection
+
+
+class SshTransport:
+    def __init__(self, conn: NodeConnection, python: str = "python3") -> None:
+        self.conn = conn
+        self.node = conn.name
+        self.python = python
+
+    async def put_files(self, workdir: str, files: dict[str, bytes]) -> None:
+        # A private workdir: created 0700 before anything is written into it.
+        await self.conn.run(f"mkdir -p -m 700 -- {shlex.quote(workdir)}", timeout=30)
+        for name, data in files.items():
+            await self.conn.put(data, f"{workdir}/{name}")
+
+    async def run(self, cmd: str, *, timeout: float) -> tuple[int, bytes, bytes]:
+        result = await self.conn.run(cmd, timeout=timeout, check=False)
+        return result.exit_status, result.stdout, result.stderr
+
+    def stream(self, cmd: str) -> AsyncIterator[bytes]:
+        return self.conn.open_stream(cmd)
+
+    async def fetch(self, path: str, max_bytes: int) -> tuple[bytes, bool] | None:
+        try:
+            return await self.conn.read_head(path, max_bytes)
+        except RemoteFileMissing:
+            return None
+
+    async def remove_tree(self, path: str) -> None:
+        await self.conn.run(f"rm -rf -- {shlex.quote(path)}", timeout=60)
+
+    async def probe(self) -> None:
+        await self.conn.run("true", timeout=self.conn.settings.ssh_connect_timeout_s + 5)
