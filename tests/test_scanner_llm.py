@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import time
@@ -49,23 +48,34 @@ class FakeChatServer:
         writer.write(f"HTTP/1.1 {self.status} X\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload)
         await writer.drain()
-        writer.close()
 
 
 @pytest.fixture
 async def fake_llm() -> AsyncIterator[FakeChatServer]:
     fake = FakeChatServer()
+    handlers: set[asyncio.Task[None]] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # The client may give up first (timeout tests).
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
             await fake.handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass  # the client gave up (timeout tests), or the test is over
+        finally:
+            writer.close()
+            handlers.discard(task)
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     fake.url = f"http://127.0.0.1:{port}/api/v1"
-    async with server:
-        yield fake
+    yield fake
+    server.close()
+    for task in list(handlers):  # a sleeping handler would outlive the test's event loop
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
+    await server.wait_closed()
 
 
 def settings_for(fake: FakeChatServer, **overrides: Any) -> Settings:
