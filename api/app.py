@@ -19,6 +19,7 @@ from api.controllers.dashboard import DashboardController
 from api.controllers.jobs import JobController
 from api.controllers.nodes import NodeController
 from api.controllers.service import VERSION, ServiceController
+from api.controllers.streams import StreamController
 from api.errors import EXCEPTION_HANDLERS
 from api.limits import EndpointLimiter
 from api.metrics import metrics_registry
@@ -67,8 +68,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
             log.info("server.stopped")
 
     return Litestar(
-        route_handlers=[ServiceController, JobController, NodeController, DashboardController, openapi_document,
-                        *EXTRA_CONTROLLERS],
+        route_handlers=[ServiceController, JobController, NodeController, DashboardController, StreamController,
+                        openapi_document, *EXTRA_CONTROLLERS],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[RequestContext()],
         lifespan=[lifespan],

@@ -1,0 +1,132 @@
+"""Live views: a job's console output (plain or as Server-Sent Events) and the ledger's event stream.
+
+SSE ids are resume points: the byte offset for logs, the ledger position for events; a client that
+reconnects with ``Last-Event-ID`` continues without loss or duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+from litestar import Controller, Request, Response, get
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from api.context import authenticate, runtime_of
+from api.controllers.jobs import owned_job
+from api.errors import BadRequest
+from executors.runtime import Runtime
+from ledger.clock import iso
+from ledger.events import TokenIssued, TokenRevoked, event_tag
+from ledger.jobs import JobState
+
+CHUNK = 64 * 1024
+TICK_S = 0.2  # live files grow without ledger events: how often a follower looks at them
+
+
+def read_log(runtime: Runtime, job: JobState, stream: str, offset: int, limit: int) -> bytes:
+    """Bytes of a job's stdout/stderr from ``offset``: the stored blob once finished, else the live copy."""
+    blob = job.stdout if stream == "stdout" else job.stderr
+    if blob is not None:
+        return runtime.blobs.read_range(blob, offset, limit)
+    live = Path(runtime.settings.jobs_dir) / "live" / job.job_id / stream
+    if not live.exists():
+        return b""
+    with live.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read(limit)
+
+
+def complete_utf8(data: bytes, final: bool) -> bytes:
+    """Hold back a multi-byte character cut at the end of a chunk (it comes with the next one)."""
+    if final:
+        return data
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # the lead byte of the last character
+            need = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+            return data if need <= back else data[:-back]
+    return data
+
+
+def _resume_point(request: Request[Any, Any, Any], default: int) -> int:
+    last = request.headers.get("last-event-id")
+    if last is None:
+        return default
+    if not last.isdigit():
+        raise BadRequest("Last-Event-ID must be a non-negative integer")
+    return int(last)
+
+
+class StreamController(Controller):
+    path = "/api"
+    tags = ["streams"]
+
+    @get("/jobs/{job_id:str}/logs", summary="A job's stdout/stderr from a byte offset; ?follow=true for SSE")
+    async def logs(
+        self, request: Request[Any, Any, Any], job_id: str, stream: Literal["stdout", "stderr"] = "stdout",
+        offset: int = Parameter(default=0, ge=0), follow: bool = False,
+    ) -> Response[bytes] | ServerSentEvent:
+        runtime = runtime_of(request)
+        identity = authenticate(request)
+        job = owned_job(runtime, identity, job_id)
+        if not follow:
+            data = read_log(runtime, job, stream, offset, runtime.settings.max_output_bytes)
+            return Response(data, media_type="application/octet-stream", headers={
+                "X-Log-Offset": str(offset + len(data)), "X-Job-Status": job.status})
+        start = _resume_point(request, offset)
+        return ServerSentEvent(self._follow_log(runtime, job_id, stream, start))
+
+    async def _follow_log(self, runtime: Runtime, job_id: str, stream: str,
+                          offset: int) -> AsyncIterator[ServerSentEventMessage]:
+        ledger = runtime.ledger
+        while True:
+            seen = ledger.head
+            job = ledger.views.jobs[job_id]
+            data = complete_utf8(read_log(runtime, job, stream, offset, CHUNK), final=job.is_terminal)
+            if data:
+                offset += len(data)
+                text = data.decode("utf-8", errors="replace")
+                yield ServerSentEventMessage(event="log", id=str(offset),
+                                             data=msgspec.json.encode({"offset": offset, "text": text}).decode())
+                continue
+            if job.is_terminal:
+                yield ServerSentEventMessage(event="end", id=str(offset), data=msgspec.json.encode(
+                    {"status": job.status, "exit_code": job.exit_code}).decode())
+                return
+            await ledger.wait_beyond(seen, timeout=TICK_S)
+
+    @get("/events/stream", summary="Ledger events as SSE (admins: all; users: their own jobs and tokens)")
+    async def events(self, request: Request[Any, Any, Any]) -> ServerSentEvent:
+        runtime = runtime_of(request)
+        identity = authenticate(request)
+        position = _resume_point(request, int(request.query_params.get("after", 0) or 0))
+
+        def visible(record: Any) -> bool:
+            if identity.is_admin:
+                return True
+            event = record.event
+            if isinstance(event, TokenIssued | TokenRevoked):
+                return event.user_id == identity.user_id
+            job = runtime.ledger.views.jobs.get(record.stream.removeprefix("job-"))
+            return job is not None and job.user_id == identity.user_id
+
+        async def stream() -> AsyncIterator[ServerSentEventMessage]:
+            nonlocal position
+            while True:
+                seen = runtime.ledger.head
+                for record in runtime.ledger.events_after(position, limit=500):
+                    position = record.position
+                    if visible(record):
+                        yield ServerSentEventMessage(event=event_tag(record.event), id=str(record.position),
+                                                     data=msgspec.json.encode({
+                                                         "position": record.position, "stream": record.stream,
+                                                         "recorded_at": iso(record.recorded_at),
+                                                         "actor": record.actor, "event": record.event}).decode())
+                if position >= seen:
+                    await runtime.ledger.wait_beyond(seen, timeout=15)
+
+        return ServerSentEvent(stream())
