@@ -165,7 +165,9 @@ class NameResolver(ast.NodeVisitor):
                 return self.lookup(name)
             case ast.Attribute(value=value, attr=attr):
                 base = self.qualify(value)
-                return rules.canonical_name(f"{base}.{attr}") if base and base != GLOBALS else None
+                if base and base != GLOBALS:
+                    return rules.canonical_name(f"{base}.{attr}")
+                return rules.canonical_name(attr) if attr in rules.MODULE_ATTRS else None
             case ast.Call(func=func, args=[target, key, *_]) if self.qualify(func) == "builtins.getattr":
                 owner, named = self.qualify(target), self.fold(key)
                 return rules.canonical_name(f"{owner}.{named}") if owner and named else None
@@ -207,14 +209,22 @@ class NameResolver(ast.NodeVisitor):
 
     # visits: bindings ------------------------------------------------------------------------
 
+    def visit_owner(self, node: ast.expr) -> None:
+        """Visit an expression an alias is taken from (``o = os``); subclasses may judge it differently."""
+        self.visit(node)
+
     def visit_Assign(self, node: ast.Assign) -> None:
-        self.generic_visit(node)
+        for target in node.targets:
+            self.visit(target)
+        self.visit_owner(node.value)
         for target in node.targets:
             self.bind(target, node.value)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
-        self.generic_visit(node)
+        self.visit(node.target)
+        self.visit(node.annotation)
         if node.value is not None:
+            self.visit_owner(node.value)
             self.bind(node.target, node.value)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
@@ -224,7 +234,7 @@ class NameResolver(ast.NodeVisitor):
                                              op=ast.Add(), right=node.value))
 
     def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
-        self.generic_visit(node)
+        self.visit_owner(node.value)
         self.bind(node.target, node.value)
 
     def bind(self, target: ast.expr, value: ast.expr) -> None:

@@ -61,6 +61,7 @@ RULES: dict[str, Rule] = {r.id: r for r in (
               "it brings forbidden callables in under their bare names"),
     _critical("indirect.computed_attr", "getattr/vars/__dict__ with a computed name on a sensitive "
               "module or builtins", _INDIRECT),
+    _critical("indirect.module_value", "os/sys/builtins module passed around as a value", _INDIRECT),
     _critical("indirect.builtins", "__builtins__ or frame builtins access", _INDIRECT),
     _critical("indirect.sys_modules", "sys.modules lookup", _INDIRECT),
     _critical("indirect.globals", "globals()/locals()/vars() lookup with a computed name", _INDIRECT),
@@ -124,10 +125,21 @@ FORBIDDEN_PREFIXES: tuple[tuple[str, str], ...] = (
     ("os.fork", "proc.os_fork"), ("asyncio.create_subprocess_", "proc.asyncio_subprocess"),
 )
 
-# Method names that start programs whatever object they hang off (event loops).
+# Method names that start programs whatever object they hang off: event loops, and os functions reached
+# through a container or a helper (``[os][0].execv``). Nothing else in an ML stack is called this.
 FORBIDDEN_METHODS: dict[str, str] = {
     "subprocess_exec": "proc.asyncio_subprocess", "subprocess_shell": "proc.asyncio_subprocess",
+    "create_subprocess_exec": "proc.asyncio_subprocess", "create_subprocess_shell": "proc.asyncio_subprocess",
+    "popen": "proc.os_popen", "forkpty": "proc.os_fork", "posix_spawn": "proc.os_spawn",
+    "posix_spawnp": "proc.os_spawn",
 }
+
+# Attributes that name a module whatever they hang off (``glob.os``, ``helper().os``): re-rooted there.
+MODULE_ATTRS = frozenset({"os", "_os", "posix", "nt", "sys", "builtins", "__builtin__", "subprocess",
+                          "importlib"})
+
+# Modules whose object used as a plain value (in a list, as an argument) can only be hiding a lookup.
+NO_VALUE_MODULES = frozenset({"os", "sys", "builtins"})
 
 # Attribute names that only sandbox escapes use.
 INTROSPECTION_ATTRS: dict[str, str] = {
@@ -214,6 +226,8 @@ _OS_EXEC_NAMES = frozenset(
     f"{verb}{kind}{path}{env}" for verb in ("exec", "spawn") for kind in "lv" for path in ("", "p")
     for env in ("", "e")
 )
+FORBIDDEN_METHODS.update(dict.fromkeys(_OS_EXEC_NAMES - {"execl"}, "proc.os_exec"))
+FORBIDDEN_METHODS.update({name: "proc.os_spawn" for name in _OS_EXEC_NAMES if name.startswith("spawn")})
 _PROCESS_ATTRS = _OS_EXEC_NAMES | {
     "system", "popen", "startfile", "Popen", "check_output", "check_call", "getoutput", "getstatusoutput",
     "fork", "forkpty", "posix_spawn", "posix_spawnp", "create_subprocess_exec", "create_subprocess_shell",

@@ -65,6 +65,10 @@ def _finding(rule_id: str, line: int, detail: str | None = None) -> Finding:
 
 
 _NAMESPACE_METHODS = frozenset({"get", "pop", "setdefault", "__getitem__"})
+_BY_NAME = frozenset({"builtins.getattr", "builtins.setattr", "builtins.delattr"})
+# Callables whose first argument is an owner of attributes, not a value being handed around.
+_OWNER_FIRST = _BY_NAME | {"builtins.hasattr"}
+_GETATTRIBUTE = frozenset({"__getattribute__", "__getattr__"})
 
 
 class _Visitor(NameResolver):
@@ -105,10 +109,24 @@ class _Visitor(NameResolver):
     # visits: references ----------------------------------------------------------------------
 
     def visit_Name(self, node: ast.Name) -> None:
-        if isinstance(node.ctx, ast.Load):
-            if node.id.startswith("__") and node.id in rules.INTROSPECTION_ATTRS:
-                self.report(rules.INTROSPECTION_ATTRS[node.id], node)
-            self.check_reference(node)
+        self.check_name(node, as_value=True)
+
+    def check_name(self, node: ast.Name, as_value: bool) -> None:
+        """A name read; ``as_value`` unless it is only the owner of an attribute or a getattr target."""
+        if not isinstance(node.ctx, ast.Load):
+            return
+        if node.id.startswith("__") and node.id in rules.INTROSPECTION_ATTRS:
+            self.report(rules.INTROSPECTION_ATTRS[node.id], node)
+        self.check_reference(node)
+        if as_value and self.lookup(node.id) in rules.NO_VALUE_MODULES:
+            self.report("indirect.module_value", node, node.id)
+
+    def visit_owner(self, node: ast.expr) -> None:
+        """Visit an expression whose attributes are read, or which an alias is taken from."""
+        if isinstance(node, ast.Name):
+            self.check_name(node, as_value=False)
+        else:
+            self.visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         self.check_reference(node)
@@ -117,7 +135,7 @@ class _Visitor(NameResolver):
             self.report(rule_id, node, f".{node.attr}")
         if node.attr == "__dict__" and self.sensitive(node.value):
             self.report("indirect.computed_attr", node, ast.unparse(node))
-        self.generic_visit(node)
+        self.visit_owner(node.value)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
         space = self.namespace(node.value)
@@ -130,8 +148,12 @@ class _Visitor(NameResolver):
 
     def visit_Call(self, node: ast.Call) -> None:
         callee = self.qualify(node.func)
-        if callee in ("builtins.getattr", "builtins.setattr", "builtins.delattr") and len(node.args) >= 2:
+        if callee in _BY_NAME and len(node.args) >= 2:
             self.check_getattr(node, node.args[0], node.args[1])
+        elif isinstance(node.func, ast.Attribute) and node.func.attr in _GETATTRIBUTE and node.args:
+            # os.__getattribute__("system"), object.__getattribute__(os, "system")
+            owner, key = (node.func.value, node.args[0]) if len(node.args) == 1 else node.args[:2]
+            self.check_getattr(node, owner, key)
         elif callee in ("operator.attrgetter", "operator.methodcaller"):
             for arg in node.args:
                 if (attr := self.fold(arg)) is not None:
@@ -149,7 +171,13 @@ class _Visitor(NameResolver):
             return
         if callee == "builtins.vars" and node.args and self.sensitive(node.args[0]):
             self.report("indirect.computed_attr", node, ast.unparse(node))
-        self.generic_visit(node)
+        if callee in _OWNER_FIRST and node.args:
+            self.visit(node.func)
+            self.visit_owner(node.args[0])
+            for child in (*node.args[1:], *node.keywords):
+                self.visit(child)
+        else:
+            self.generic_visit(node)
 
     # checks ----------------------------------------------------------------------------------
 

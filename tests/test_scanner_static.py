@@ -85,6 +85,8 @@ def test_required_routes_are_in_the_corpus() -> None:
     ("__builtins__", "indirect.builtins"),
     ("import sys\nsys.modules['os']", "indirect.sys_modules"),
     ("object.__subclasses__()", "indirect.introspection"),
+    ("import os\nhelpers = [os]", "indirect.module_value"),
+    ("helper().execv('/bin/sh', ['sh'])", "proc.os_exec"),
 ])
 def test_rule_fires(code: str, rule: str) -> None:
     """Each critical rule fires on its plainest spelling and rejects the code."""
@@ -109,6 +111,8 @@ def test_rule_fires(code: str, rule: str) -> None:
     ("def run():\n    return o.system('id')\nimport os as o", "proc.os_system"),
     ("class Box:\n    import subprocess as sp\nBox.sp.run(['id'])", "proc.subprocess"),
     ("import asyncio\nasync def f(loop):\n    await loop.subprocess_exec(None, 'id')", "proc.asyncio_subprocess"),
+    ("import os\nobject.__getattribute__(os, 'system')('id')", "proc.os_system"),
+    ("import glob\n[glob][0].os.system('id')", "proc.os_system"),
 ])
 def test_indirect_route_is_resolved(code: str, rule: str) -> None:
     """Aliases, rebinding, by-name lookups and re-exports resolve to the callable they reach."""
@@ -131,6 +135,9 @@ def test_indirect_route_is_resolved(code: str, rule: str) -> None:
     "import multiprocessing as mp\nwith mp.Pool(4) as pool:\n    pool.map(len, ['a'])",
     "df.to_csv('submission.csv', index=False)",
     "x = 1\nif 'torch' in dir():\n    pass",
+    "import os\nn = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()",
+    "import os as o\nalias = o\nprint(alias.getcwd())",
+    "import sys\nprint('done', file=sys.stderr)\nsys.exit(0)",
 ])
 def test_legitimate_spelling_is_approved(code: str) -> None:
     """Look-alikes of forbidden names (own eval, torch.compile, re.compile, …) are not findings."""

@@ -1,0 +1,5 @@
+# expect: indirect.module_value
+import os
+
+tools = {"runner": os}
+tools["runner"].system("id")

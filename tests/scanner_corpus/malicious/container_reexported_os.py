@@ -1,0 +1,4 @@
+# expect: proc.os_system
+import glob
+
+[glob][0].os.system("id")

@@ -1,0 +1,4 @@
+# expect: proc.os_system
+import os
+
+os.__getattribute__("sys" + "tem")("id")
