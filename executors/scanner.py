@@ -148,6 +148,23 @@ class _Visitor(NameResolver):
 
     def visit_Call(self, node: ast.Call) -> None:
         callee = self.qualify(node.func)
+        self.check_call(node, callee)
+        self.check_write(node, callee)
+        self.check_handed_over(node)
+        if self.visit_namespace_call(node):
+            return
+        if callee in _OWNER_FIRST and node.args:
+            self.visit(node.func)
+            self.visit_owner(node.args[0])
+            for child in (*node.args[1:], *node.keywords):
+                self.visit(child)
+        else:
+            self.generic_visit(node)
+
+    # checks ----------------------------------------------------------------------------------
+
+    def check_call(self, node: ast.Call, callee: str | None) -> None:
+        """Calls that are dangerous by what they are given: names, source strings, durations."""
         if callee in _BY_NAME and len(node.args) >= 2:
             self.check_getattr(node, node.args[0], node.args[1])
         elif isinstance(node.func, ast.Attribute) and node.func.attr in _GETATTRIBUTE and node.args:
@@ -165,19 +182,8 @@ class _Visitor(NameResolver):
             value = fold_number(seconds) if seconds else None
             if value is not None and value > rules.LONG_SLEEP_S:
                 self.report("time.long_sleep", node, f"{value:g} s")
-        self.check_write(node, callee)
-        self.check_handed_over(node)
-        if self.visit_namespace_call(node):
-            return
-        if callee == "builtins.vars" and node.args and self.sensitive(node.args[0]):
+        elif callee == "builtins.vars" and node.args and self.sensitive(node.args[0]):
             self.report("indirect.computed_attr", node, ast.unparse(node))
-        if callee in _OWNER_FIRST and node.args:
-            self.visit(node.func)
-            self.visit_owner(node.args[0])
-            for child in (*node.args[1:], *node.keywords):
-                self.visit(child)
-        else:
-            self.generic_visit(node)
 
     # checks ----------------------------------------------------------------------------------
 
