@@ -1,0 +1,184 @@
+"""Who may touch a job: every job endpoint against every kind of caller, over real HTTP.
+
+Owner and admin succeed; no token, a malformed header, an unknown, expired or revoked token get 401;
+another user gets 404, so that nobody learns whether someone else's job exists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import msgspec
+import pytest
+from server import Server, config_yaml, run_cli, submit, wait_status
+
+from ledger import commands
+from ledger.errors import LedgerError
+from ledger.store import EventStore
+from ledger.tokens import mint
+
+OPEN_LIMITS = {"submit": 10_000, "status": 10_000, "results": 10_000, "cancel": 10_000, "jobs": 10_000}
+ENDPOINTS = {
+    "status": ("GET", "/api/status/{}"),
+    "results": ("GET", "/api/results/{}"),
+    "events": ("GET", "/api/jobs/{}/events"),
+    "cancel": ("POST", "/api/cancel/{}"),
+}
+
+
+@dataclass
+class World:
+    server: Server
+    headers: dict[str, dict[str, str]]
+    finished_job: str
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def expired_token(server: Server, user: str) -> str:
+    """A token whose expiry is in the past, appended straight to the live ledger (the CLI refuses --days 0)."""
+    secret, issued = mint(user, secret=None, days=1, is_admin=False, by="test")
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat(timespec="seconds")
+    store = EventStore(server.root / "gpuledger.db")
+    try:
+        result = store.execute([commands.issue_token(msgspec.structs.replace(issued, expires_at=past))])[0]
+        assert not isinstance(result, LedgerError), result
+    finally:
+        store.close()
+    wait_detail(server, secret, "Token has expired")
+    return secret
+
+
+def wait_detail(server: Server, secret: str, detail: str) -> None:
+    """Until the server (which notices other-process appends) answers this token with ``detail``."""
+    for _ in range(40):
+        answer = httpx.get(f"{server.url}/api/jobs", headers=bearer(secret), timeout=5)
+        if answer.status_code == 401 and answer.json()["detail"] == detail:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the server never answered {detail!r} for that token")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    server = Server(tmp_path_factory.mktemp("auth"), code_scanner_quick_mode=True, rate_limit_per_minute=10_000,
+                    max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS)
+    server.start()
+    assert server.admin_token is not None
+    owner, other, revoked = server.token("owner"), server.token("other"), server.token("revoked")
+    done = run_cli(server.root, "token", "revoke", revoked, env=server.env)
+    assert done.returncode == 0, done.stderr
+    wait_detail(server, revoked, "Token has been revoked")
+    headers = {
+        "none": {}, "malformed": {"Authorization": f"Token {owner}"},
+        "unknown": bearer("x" * 43), "expired": bearer(expired_token(server, "expired")),
+        "revoked": bearer(revoked), "owner": bearer(owner), "other": bearer(other),
+        "admin": bearer(server.admin_token),
+    }
+    with server.client(owner) as client:
+        finished = submit(client, "print('mine')", config_yaml("owner"), wait=True).json()["job_id"]
+    yield World(server, headers, finished)
+    server.stop()
+
+
+def pending_job(world: World) -> str:
+    """A job of the owner that is still cancellable (queued behind nothing: it may already be running)."""
+    with httpx.Client(base_url=world.server.url, headers=world.headers["owner"]) as client:
+        answer = submit(client, "import time\ntime.sleep(30)\n", config_yaml("owner", expected=60))
+        assert answer.status_code == 200, answer.text
+        job_id: str = answer.json()["job_id"]
+        return job_id
+
+
+def call(world: World, who: str, endpoint: str, job_id: str) -> httpx.Response:
+    method, path = ENDPOINTS[endpoint]
+    return httpx.request(method, world.server.url + path.format(job_id), headers=world.headers[who], timeout=30)
+
+
+DENIED = [("none", 401), ("malformed", 401), ("unknown", 401), ("expired", 401), ("revoked", 401), ("other", 404)]
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+@pytest.mark.parametrize(("who", "status"), DENIED)
+def test_job_endpoint_refuses_callers_without_rights(world: World, endpoint: str, who: str, status: int) -> None:
+    """No, malformed, unknown, expired or revoked tokens get 401; another user's token 404 (no leak)."""
+    job_id = world.finished_job if endpoint != "cancel" else pending_job(world)
+    answer = call(world, who, endpoint, job_id)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["detail"]
+    if status == 401:
+        assert answer.headers["www-authenticate"] == "Bearer"
+    if endpoint == "cancel":
+        with httpx.Client(base_url=world.server.url, headers=world.headers["admin"]) as admin:
+            assert admin.get(f"/api/status/{job_id}").json()["status"] in ("pending", "running")
+            admin.post(f"/api/cancel/{job_id}")
+            wait_status(admin, job_id, {"cancelled"}, timeout=20)
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+@pytest.mark.parametrize("who", ["owner", "admin"])
+def test_job_endpoint_serves_owner_and_admin(world: World, endpoint: str, who: str) -> None:
+    """The job's owner and an admin get a 200 from every job endpoint."""
+    job_id = world.finished_job if endpoint != "cancel" else pending_job(world)
+    answer = call(world, who, endpoint, job_id)
+    assert answer.status_code == 200, answer.text
+    assert answer.json().get("job_id") == job_id
+    if endpoint == "cancel":
+        with httpx.Client(base_url=world.server.url, headers=world.headers["admin"]) as admin:
+            assert wait_status(admin, job_id, {"cancelled", "completed", "failed"}, timeout=20)["status"] == "cancelled"
+    if endpoint == "results":
+        assert answer.json()["stdout"] == "mine\n"
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+@pytest.mark.parametrize("who", ["none", "malformed", "unknown", "expired", "revoked"])
+def test_unauthenticated_answer_is_the_same_for_a_missing_job(world: World, endpoint: str, who: str) -> None:
+    """Without valid credentials, a job that does not exist gets exactly the answer an existing one gets."""
+    existing = call(world, who, endpoint, world.finished_job)
+    missing = call(world, who, endpoint, "01JOBTHATDOESNOTEXIST0000")
+    assert (existing.status_code, existing.json()) == (missing.status_code, missing.json())
+    assert existing.status_code == 401
+
+
+def test_other_users_job_looks_exactly_like_a_missing_one(world: World) -> None:
+    """Another user's job and a non-existent job get the same 404 status (and the id is not confirmed)."""
+    mine = call(world, "other", "status", world.finished_job)
+    missing = call(world, "other", "status", "01JOBTHATDOESNOTEXIST0000")
+    assert mine.status_code == missing.status_code == 404
+    assert mine.json()["detail"].replace(world.finished_job, "ID") == missing.json()["detail"].replace(
+        "01JOBTHATDOESNOTEXIST0000", "ID")
+
+
+@pytest.mark.parametrize("who", ["none", "malformed", "unknown", "expired", "revoked"])
+def test_job_list_and_dashboard_need_a_valid_token(world: World, who: str) -> None:
+    """/api/jobs and /api/dashboard refuse every kind of bad credential with 401."""
+    for path in ("/api/jobs", "/api/dashboard"):
+        answer = httpx.get(world.server.url + path, headers=world.headers[who])
+        assert answer.status_code == 401, (path, answer.text)
+
+
+@pytest.mark.parametrize("who", ["expired", "revoked", "unknown"])
+def test_bad_tokens_cannot_submit(world: World, who: str) -> None:
+    """A submit with an expired, revoked or unknown token (header or config) is a 401 and queues nothing."""
+    user = {"expired": "expired", "revoked": "revoked", "unknown": "owner"}[who]
+    secret = world.headers[who]["Authorization"].split(" ", 1)[1]
+    with httpx.Client(base_url=world.server.url, headers=world.headers["admin"]) as admin:
+        before = len(admin.get("/api/jobs", params={"limit": 1000}).json()["jobs"])
+        with httpx.Client(base_url=world.server.url, headers=world.headers[who]) as client:
+            assert submit(client, "pass", config_yaml(user)).status_code == 401
+        with httpx.Client(base_url=world.server.url) as client:
+            assert submit(client, "pass", config_yaml(user, token=secret)).status_code == 401
+        assert len(admin.get("/api/jobs", params={"limit": 1000}).json()["jobs"]) == before
+
+
+def test_ledger_verifies_after_the_matrix(world: World) -> None:
+    """`gpuledger audit verify` exits 0 after the tokens, jobs and cancels of this module."""
+    done = run_cli(world.server.root, "audit", "verify", "--db", str(world.server.root / "gpuledger.db"),
+                   env=world.server.env)
+    assert done.returncode == 0, done.stdout + done.stderr
