@@ -29,6 +29,7 @@ from ledger.jobs import (
     decide_requeue,
     decide_scan,
     decide_start,
+    evolve_job,
 )
 from ledger.nodes import (
     NodeState,
@@ -103,7 +104,8 @@ def record_review(job_id: str, verdict: JobScanned) -> Write:
         job = job_of(views, job_id)
         events = decide_scan(job, verdict)
         if verdict.verdict != "rejected":
-            events.extend(decide_queue(job, reason="reviewed"))
+            reviewed = evolve_job(job, verdict, position=job.position, at=views.recorded_at)
+            events.extend(decide_queue(reviewed, reason="reviewed"))
         return events
     return Write(decide=decide, actor="scanner:llm")
 

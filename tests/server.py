@@ -155,6 +155,9 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
 
     def make(**settings: Any) -> Server:
         settings.setdefault("code_scanner_quick_mode", True)
+        # Tests poll /api/status from one address; limits are raised unless a test sets its own.
+        settings.setdefault("endpoint_limits", {"submit": 1000, "status": 100000, "results": 10000,
+                                                "cancel": 1000, "jobs": 10000})
         server = Server(tmp_path / f"server{len(servers)}", **settings)
         server.root.mkdir()
         servers.append(server)
