@@ -33,7 +33,7 @@ def test_follow_shows_lines_live_and_resumes_without_loss(server_factory):
     with server.client(server.admin_token) as client:
         job_id = submit(client, TICKER, config_yaml("admin")).json()["job_id"]
         wait_status(client, job_id, {"running", "completed"})
-        first, ids, arrivals, ended = _collect(client, job_id, last_id=None, stop_after=2)
+        first, ids, _arrivals, ended = _collect(client, job_id, last_id=None, stop_after=2)
         assert not ended
         assert client.get(f"/api/status/{job_id}").json()["status"] == "running"  # it was live, not replayed
         rest, _, _, ended = _collect(client, job_id, last_id=ids[-1], stop_after=None)

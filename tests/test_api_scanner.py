@@ -83,7 +83,8 @@ def test_llm_rejection_fails_the_job_with_findings_in_stderr(server_factory, fak
         assert (body["status"], body["finish_reason"]) == ("failed", "rejected")
         assert "exfiltrates the dataset" in client.get(f"/api/results/{job_id}").json()["stderr"]
         types = [e["type"] for e in client.get(f"/api/jobs/{job_id}/events").json()["events"]]
-        assert "job.started" not in types and "job.queued" not in types
+        assert "job.started" not in types
+        assert "job.queued" not in types
     assert "print('hello')" in json.dumps(fake_llm.requests[0])
 
 

@@ -37,7 +37,8 @@ def test_user_guide_examples_run_as_written(server_factory, tmp_path):
     done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    assert '"status":"completed"' in done.stdout and "training..." in done.stdout
+    assert '"status":"completed"' in done.stdout
+    assert "training..." in done.stdout
     assert '"score": 0.93' in done.stdout or '\\"score\\": 0.93' in done.stdout
     python = _blocks(guide, "python")[0]
     ran = subprocess.run([sys.executable, "-c", python], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -20,7 +20,8 @@ def test_toml_then_environment_override(tmp_path):
     """A TOML file sets values and [[nodes]]; the environment wins over the file."""
     config = tmp_path / "g.toml"
     config.write_text('server_port = 9000\njump_host = "bastion"\n[[nodes]]\nname = "n0"\nhost = "10.0.0.1"\n')
-    settings = load_settings(config, environ={"GPULEDGER_SERVER_PORT": "9100", "GPULEDGER_LXC_RESTART_BETWEEN_JOBS": "true"})
+    environ = {"GPULEDGER_SERVER_PORT": "9100", "GPULEDGER_LXC_RESTART_BETWEEN_JOBS": "true"}
+    settings = load_settings(config, environ=environ)
     assert settings.server_port == 9100
     assert settings.jump_host == "bastion"
     assert settings.lxc_restart_between_jobs is True

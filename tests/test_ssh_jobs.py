@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from server import config_yaml, submit, wait_status
+from server import config_yaml, submit
 
 
 def ssh_settings(cluster, **overrides):
