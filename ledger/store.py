@@ -74,6 +74,7 @@ class EventStore:
         migrate(self.conn)
         self.head = 0
         self.head_hash = GENESIS
+        self._pending: list[tuple[object, ...]] = []  # event rows of this transaction not yet inserted
         self.views = self._load_views()
 
     # --- opening and catching up --------------------------------------------------------------
@@ -129,6 +130,7 @@ class EventStore:
             self.conn.execute("BEGIN IMMEDIATE")
             self._catch_up()
             results = [self._one(write) for write in writes]
+            self._flush()
             tables.write_dirty(self.conn, self.views)
             self.conn.execute("COMMIT")
         except BaseException as e:
@@ -138,7 +140,15 @@ class EventStore:
             raise
         return results
 
+    def _flush(self) -> None:
+        """Insert the transaction's event rows in one statement (one call, not one per write)."""
+        if self._pending:
+            self.conn.executemany(f"INSERT INTO events ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                  self._pending)
+            self._pending.clear()
+
     def _abort(self) -> None:
+        self._pending.clear()
         if not self.conn.in_transaction:
             return
         self.conn.execute("ROLLBACK")
@@ -153,6 +163,7 @@ class EventStore:
             if row is not None:
                 if bytes(row[0]) != write.fingerprint:
                     return IdempotencyConflict("Idempotency-Key was already used with a different request")
+                self._flush()  # the original may be earlier in this very transaction
                 return Committed(records=list(self._read_range(row[1], row[2])), replayed=True,
                                  first_position=row[1], last_position=row[2])
         try:
@@ -185,7 +196,7 @@ class EventStore:
             self.head, self.head_hash = position, digest
         if not rows:
             return Committed(records=[])
-        self.conn.executemany(f"INSERT INTO events ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self._pending.extend(rows)
         for record in records:
             self.views.apply(record)
         first, last = records[0].position, records[-1].position

@@ -94,6 +94,18 @@ def test_idempotent_replay_and_conflict(store: EventStore) -> None:
     assert count(store) == 1
 
 
+def test_idempotent_replay_within_one_batch(store: EventStore) -> None:
+    """A retry queued in the same transaction as the original gets the original's events back."""
+    write = Write(decide=lambda _v: [submitted("a"), JobScanned(job_id="a", verdict="approved")],
+                  idempotency_key="k1", fingerprint=b"f1")
+    original, again = store.execute([write, write])
+    assert isinstance(original, Committed)
+    assert isinstance(again, Committed)
+    assert again.replayed
+    assert [r.event for r in again.records] == [r.event for r in original.records]
+    assert count(store) == 2
+
+
 def test_domain_error_fails_only_its_write(store: EventStore) -> None:
     """A decide step that raises a DomainError fails alone; the other writes of the batch commit."""
     def refuse(_views: object) -> list[object]:
