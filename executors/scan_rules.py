@@ -56,6 +56,8 @@ RULES: dict[str, Rule] = {r.id: r for r in (
     _critical("native.ctypes", "ctypes calls native code directly", "native calls bypass Python entirely"),
     _critical("native.cffi", "cffi calls native code directly", "native calls bypass Python entirely"),
     _critical("scan.unscannable", "code nested too deeply to scan", "what cannot be scanned is not run"),
+    _critical("scan.unparsed_dangerous_name", "code that does not parse here names a process, code or native "
+              "API", "a node's newer Python may run what this server's parser cannot read"),
     _critical("net.socket", "raw socket access", "raw sockets can open shells and exfiltrate data"),
     _critical("indirect.star_import", "star import from a module with process or code execution",
               "it brings forbidden callables in under their bare names"),

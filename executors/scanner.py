@@ -5,6 +5,8 @@ aliases and scopes, then matches the resolved names against the rule table in ``
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from collections.abc import Iterable
 from typing import Literal
 
@@ -32,7 +34,8 @@ def scan_static(code: str) -> ScanReport:
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):  # ValueError: null bytes in the source
-        return ScanReport(verdict="approved")
+        findings = _unparsed_names(code)
+        return ScanReport(verdict=verdict_for(findings), findings=findings)
     except RecursionError:
         tree = None
     try:
@@ -43,6 +46,28 @@ def scan_static(code: str) -> ScanReport:
         # Code nested past what we can walk is not run: the depth itself is the red flag.
         findings = [_finding("scan.unscannable", 1)]
     return ScanReport(verdict=verdict_for(findings), findings=findings)
+
+
+# Names that, in code this server cannot parse, are refused anyway: a node running a newer Python
+# could parse (and run) it. Common ML names (compile, getattr) are left out on purpose.
+_UNPARSED_DANGEROUS = frozenset({
+    "system", "popen", "subprocess", "pty", "eval", "exec", "__import__", "importlib", "runpy", "ctypes",
+    "cffi", "socket", "fork", "forkpty", "posix_spawn", "posix_spawnp", "spawnl", "spawnle", "spawnlp",
+    "spawnv", "spawnve", "spawnvp", "execl", "execle", "execlp", "execv", "execve", "execvp", "execvpe",
+    "__builtins__", "builtins", "create_subprocess_exec", "create_subprocess_shell",
+})
+
+
+def _unparsed_names(code: str) -> list[Finding]:
+    """Token-level fallback for code that does not parse: flag dangerous names, not the syntax error."""
+    findings = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            if token.type == tokenize.NAME and token.string in _UNPARSED_DANGEROUS:
+                findings.append(_finding("scan.unparsed_dangerous_name", token.start[0], token.string))
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        pass  # what was read so far is what counts; the rest cannot be tokenized either
+    return findings
 
 
 def verdict_for(findings: Iterable[Finding]) -> Verdict:

@@ -180,10 +180,20 @@ def test_warning_rules_warn_without_rejecting(code: str, rule: str) -> None:
     assert report.verdict == "warned"
 
 
-@pytest.mark.parametrize("code", ["def broken(:\n    pass", "import os\nos.system('id'", "x = = 1", "a\x00b"])
+@pytest.mark.parametrize("code", ["def broken(:\n    pass", "import numpy as np\nnp.zeros(3", "x = = 1", "a\x00b"])
 def test_syntax_error_is_not_a_finding(code: str) -> None:
     """Unparseable code is approved with no finding; the job fails by itself when run."""
     assert scan_static(code) == ScanReport(verdict="approved", findings=[], scanner="static", model=None)
+
+
+@pytest.mark.parametrize("code", ["import os\nos.system('id'", "type X = int\nimport subprocess\n",
+                                  "def f[T](x: T):\n    return eval(x)\n"])
+def test_unparsable_code_naming_dangerous_apis_is_rejected(code: str) -> None:
+    """Code this server cannot parse (e.g. newer syntax a node's Python accepts) is refused when it
+    names a process, code or native API, so new syntax is no way around the scan."""
+    report = scan_static(code)
+    assert report.verdict == "rejected"
+    assert rules_of(report) == {"scan.unparsed_dangerous_name"}
 
 
 def test_line_numbers_point_at_the_offending_line() -> None:
