@@ -85,5 +85,5 @@ class Dispatcher:
                 await asyncio.sleep(0.05)
                 continue
             log.info("job.dispatched", job_id=job.job_id, user_id=job.user_id, node=node, slot=slot)
-            runner.attach(job.job_id)
+            runner.attach(job.job_id, fresh=True)
             dispatched += 1

@@ -60,11 +60,15 @@ class NodeRunner:
     def workdir(self, job_id: str) -> str:
         return f"{self.remote_root.rstrip('/')}/jobs/{job_id}"
 
-    def attach(self, job_id: str) -> None:
-        """Own a dispatched job: start it, or pick it up where it is (after a restart)."""
+    def attach(self, job_id: str, *, fresh: bool = False) -> None:
+        """Own a dispatched job: start it, or pick it up where it is (after a restart).
+
+        ``fresh``: the dispatcher just dispatched it, so there is nothing on the node to ask about
+        (launch is idempotent anyway) and the ``status`` round trip is skipped.
+        """
         if job_id in self.tasks:
             return
-        task = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
+        task = asyncio.create_task(self._run(job_id, fresh=fresh), name=f"job-{job_id}")
         self.tasks[job_id] = task
         task.add_done_callback(lambda _: self.tasks.pop(job_id, None))
 
@@ -74,12 +78,12 @@ class NodeRunner:
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
-    async def _run(self, job_id: str) -> None:
+    async def _run(self, job_id: str, *, fresh: bool = False) -> None:
         job = self.ledger.views.jobs[job_id]
         bound = log.bind(job_id=job_id, user_id=job.user_id, node=self.node, attempt=job.attempt)
         watcher = asyncio.create_task(self._watch_cancel(job_id))
         try:
-            await self._attempt(job, bound)
+            await self._attempt(job, bound, fresh=fresh)
         except NodeLost:
             await self._node_lost(job_id, bound)
         except asyncio.CancelledError:
@@ -96,9 +100,10 @@ class NodeRunner:
         if self.after_job is not None:
             await self.after_job()
 
-    async def _attempt(self, job: JobState, bound: structlog.typing.FilteringBoundLogger) -> None:
+    async def _attempt(self, job: JobState, bound: structlog.typing.FilteringBoundLogger, *,
+                       fresh: bool = False) -> None:
         workdir = self.workdir(job.job_id)
-        state = await self._retry(lambda: self._status(workdir))
+        state = None if fresh else await self._retry(lambda: self._status(workdir))
         if state is None or state.state == "not_started":
             if self.ledger.views.jobs[job.job_id].cancel_requested:
                 await self._finish(JobFinished(job_id=job.job_id, status="cancelled", reason="cancelled",
