@@ -221,6 +221,23 @@ class SshEndpoint:
                 else:
                     await sftp.put(os.fspath(source), remote_path)
 
+    async def put_many(self, directory: str, files: dict[str, bytes], *, mode: int = 0o700) -> None:
+        """Create ``directory`` (``mode``, parents as needed) and write ``files`` into it: one SFTP session.
+
+        Like ``mkdir -p -m MODE``: only a directory this call creates gets ``mode``, before any file is in it.
+        """
+        conn = await self.connection()
+        with self._translated(f"put {directory}"), _sftp_errors(directory):
+            async with conn.start_sftp_client() as sftp:
+                parent = posixpath.dirname(directory.rstrip("/"))
+                if parent:
+                    await sftp.makedirs(parent, exist_ok=True)
+                if not await sftp.isdir(directory):
+                    await sftp.mkdir(directory, asyncssh.SFTPAttrs(permissions=mode))
+                for name, data in files.items():
+                    async with sftp.open(posixpath.join(directory, name), "wb") as remote:
+                        await remote.write(data)
+
     async def get(self, remote_path: str, max_bytes: int) -> bytes:
         """Download ``remote_path``; bigger than ``max_bytes`` raises RemoteFileTooLarge."""
         conn = await self.connection()

@@ -16,10 +16,9 @@ class SshTransport:
         self.python = python
 
     async def put_files(self, workdir: str, files: dict[str, bytes]) -> None:
-        # A private workdir: created 0700 before anything is written into it.
-        await self.conn.run(f"mkdir -p -m 700 -- {shlex.quote(workdir)}", timeout=30)
-        for name, data in files.items():
-            await self.conn.put(data, f"{workdir}/{name}")
+        # A private workdir, created 0700 before anything is written into it; all in one SFTP session
+        # rather than a shell round trip for mkdir and a session per file.
+        await self.conn.put_many(workdir, files, mode=0o700)
 
     async def run(self, cmd: str, *, timeout: float) -> tuple[int, bytes, bytes]:
         result = await self.conn.run(cmd, timeout=timeout, check=False)
