@@ -297,7 +297,7 @@ def main() -> None:
         ours, base = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{base_port}"
         high = 10**9
         env = {"GPULEDGER_SERVER_HOST": "127.0.0.1", "GPULEDGER_SERVER_PORT": str(ours_port),
-               "GPULEDGER_RATE_LIMIT_PER_MINUTE": str(high), "GPULEDGER_MAX_ACTIVE_JOBS_PER_USER": str(high),
+               "GPULEDGER_RATE_LIMIT_PER_MINUTE": "100", "GPULEDGER_MAX_ACTIVE_JOBS_PER_USER": str(high),
                "GPULEDGER_ENDPOINT_LIMITS": json.dumps({"submit": high, "status": high})}
         server = start([sys.executable, "-m", "cli.main", "serve"], cwd=root, env=env, ready_url=f"{ours}/readyz",
                        stderr=root / "serve.err")

@@ -67,7 +67,7 @@ def wait_detail(server: Server, secret: str, detail: str) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    server = Server(tmp_path_factory.mktemp("auth"), code_scanner_quick_mode=True, rate_limit_per_minute=10_000,
+    server = Server(tmp_path_factory.mktemp("auth"), code_scanner_quick_mode=True, rate_limit_per_minute=100,
                     max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS)
     server.start()
     assert server.admin_token is not None

@@ -24,7 +24,7 @@ SLEEP = "import time\ntime.sleep({})\n"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(tmp_path_factory.mktemp("jobs"), code_scanner_quick_mode=True, sync_wait_timeout=2,
-                 rate_limit_per_minute=10_000, max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS)
+                 rate_limit_per_minute=100, max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS)
     srv.start()
     yield srv
     cancel_open_jobs(srv)

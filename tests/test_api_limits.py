@@ -37,7 +37,7 @@ def cancel_open_jobs(server: Server) -> None:
 @pytest.fixture(scope="module")
 def one_active(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """MAX_ACTIVE_JOBS_PER_USER=1, no practical rate limit; results limited to 5 per address behind a proxy."""
-    yield from limited_server(tmp_path_factory, "one", max_active_jobs_per_user=1, rate_limit_per_minute=10_000,
+    yield from limited_server(tmp_path_factory, "one", max_active_jobs_per_user=1, rate_limit_per_minute=100,
                               endpoint_limits={**OPEN_LIMITS, "results": 5}, trusted_proxies=["127.0.0.1/32"])
 
 

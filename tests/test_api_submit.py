@@ -18,7 +18,7 @@ MAX_CONFIG = 512
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(tmp_path_factory.mktemp("submit"), code_scanner_quick_mode=True, max_code_bytes=MAX_CODE,
-                 max_config_bytes=MAX_CONFIG, max_expected_time=3600, rate_limit_per_minute=10_000,
+                 max_config_bytes=MAX_CONFIG, max_expected_time=3600, rate_limit_per_minute=100,
                  max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS)
     srv.start()
     yield srv
