@@ -10,11 +10,11 @@ from typing import Any, Literal
 import msgspec
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=False):
     """Base of every ledger event."""
 
 
-class Blob(msgspec.Struct, frozen=True, kw_only=True):
+class Blob(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A content-addressed file (code, output, results) kept beside the ledger."""
 
     digest: str
@@ -22,7 +22,7 @@ class Blob(msgspec.Struct, frozen=True, kw_only=True):
     truncated: bool = False
 
 
-class Finding(msgspec.Struct, frozen=True, kw_only=True):
+class Finding(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One observation of the code scanner."""
 
     rule: str
@@ -242,7 +242,7 @@ def stream_of(event: Event) -> str:
             return f"node-{event.name}"  # type: ignore[attr-defined]
 
 
-class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+class Recorded(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An event as stored: its envelope (position, stream, version, time, actor) and the fact itself."""
 
     position: int

@@ -5,7 +5,8 @@ Everything here is pure: no clock, no I/O. Times come from the events' envelopes
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import msgspec
 
@@ -29,7 +30,7 @@ Phase = Literal["submitted", "scanning", "queued", "dispatched", "running", "can
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
 
-class JobState(msgspec.Struct, frozen=True, kw_only=True):
+class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """Everything known about one job, folded from its stream."""
 
     job_id: str
@@ -77,44 +78,70 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
 
 def evolve_job(state: JobState | None, event: AnyEvent, *, position: int, at: int) -> JobState:
     """Fold one event into the job's state (the event was already accepted by a decide function)."""
-    if isinstance(event, JobSubmitted):
+    if state is None:
+        assert isinstance(event, JobSubmitted), f"{type(event).__name__} before job.submitted"
         return JobState(
             job_id=event.job_id, user_id=event.user_id, competition_id=event.competition_id,
             project_id=event.project_id, expected_time_s=event.expected_time_s, code=event.code,
             position=position, created_at=at, token_id=event.token_id,
         )
-    assert state is not None, f"{type(event).__name__} before job.submitted"
-    replace = msgspec.structs.replace
-    version = state.version + 1
-    match event:
-        case JobScanned(verdict="pending"):
-            return replace(state, version=version, phase="scanning")
-        case JobScanned():  # a verdict ends the scanning phase (the job waits to be queued)
-            return replace(state, version=version, scan_verdict=event.verdict, phase="submitted",
-                           findings=state.findings + event.findings)
-        case JobQueued():
-            return replace(state, version=version, phase="queued", priority=event.priority, queued_at=at)
-        case JobDispatched():
-            return replace(state, version=version, phase="dispatched", node=event.node, slot=event.slot,
-                           attempt=event.attempt, workdir=event.workdir, dispatched_at=at)
-        case JobStarted():
-            phase: Phase = "cancelling" if state.cancel_requested else "running"
-            return replace(state, version=version, status="running", phase=phase, started_at=at,
-                           pgid=event.pgid)
-        case JobCancelRequested():
-            phase = "cancelling" if state.phase in ("running", "dispatched") else state.phase
-            return replace(state, version=version, cancel_requested=True, phase=phase)
-        case JobRequeued():
-            return replace(state, version=version, phase="queued", node=None, slot=None, workdir=None,
-                           dispatched_at=None, queued_at=at)
-        case JobFinished():
-            return replace(
-                state, version=version, status=event.status, phase="finished", completed_at=at,
-                reason=event.reason, exit_code=event.exit_code, signal=event.signal, stdout=event.stdout,
-                stderr=event.stderr, results=event.results, results_file=event.results_file,
-                message=event.message,
-            )
-    raise AssertionError(f"not a job event: {event!r}")
+    # A table by exact type rather than a `match`: this runs once per event on every replay, and a
+    # lookup beats walking eight class patterns.
+    return _EVOLVERS[type(event)](state, event, at)
+
+
+_replace = msgspec.structs.replace
+
+
+def _scanned(state: JobState, event: JobScanned, at: int) -> JobState:
+    if event.verdict == "pending":
+        return _replace(state, version=state.version + 1, phase="scanning")
+    # A verdict ends the scanning phase (the job waits to be queued).
+    return _replace(state, version=state.version + 1, scan_verdict=event.verdict, phase="submitted",
+                    findings=state.findings + event.findings)
+
+
+def _queued(state: JobState, event: JobQueued, at: int) -> JobState:
+    return _replace(state, version=state.version + 1, phase="queued", priority=event.priority, queued_at=at)
+
+
+def _dispatched(state: JobState, event: JobDispatched, at: int) -> JobState:
+    return _replace(state, version=state.version + 1, phase="dispatched", node=event.node, slot=event.slot,
+                    attempt=event.attempt, workdir=event.workdir, dispatched_at=at)
+
+
+def _started(state: JobState, event: JobStarted, at: int) -> JobState:
+    phase: Phase = "cancelling" if state.cancel_requested else "running"
+    return _replace(state, version=state.version + 1, status="running", phase=phase, started_at=at,
+                    pgid=event.pgid)
+
+
+def _cancel_requested(state: JobState, event: JobCancelRequested, at: int) -> JobState:
+    phase = "cancelling" if state.phase in ("running", "dispatched") else state.phase
+    return _replace(state, version=state.version + 1, cancel_requested=True, phase=phase)
+
+
+def _requeued(state: JobState, event: JobRequeued, at: int) -> JobState:
+    return _replace(state, version=state.version + 1, phase="queued", node=None, slot=None, workdir=None,
+                    dispatched_at=None, queued_at=at)
+
+
+def _finished(state: JobState, event: JobFinished, at: int) -> JobState:
+    return _replace(
+        state, version=state.version + 1, status=event.status, phase="finished", completed_at=at,
+        reason=event.reason, exit_code=event.exit_code, signal=event.signal, stdout=event.stdout,
+        stderr=event.stderr, results=event.results, results_file=event.results_file, message=event.message,
+    )
+
+
+def _submitted_again(state: JobState, event: JobSubmitted, at: int) -> JobState:
+    raise AssertionError(f"job {state.job_id} submitted twice")
+
+
+_EVOLVERS: dict[type, Callable[[JobState, Any, int], JobState]] = {
+    JobSubmitted: _submitted_again, JobScanned: _scanned, JobQueued: _queued, JobDispatched: _dispatched,
+    JobStarted: _started, JobCancelRequested: _cancel_requested, JobRequeued: _requeued, JobFinished: _finished,
+}
 
 
 # --- decide -----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from ledger.events import (
 )
 
 
-class NodeState(msgspec.Struct, frozen=True, kw_only=True):
+class NodeState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     name: str
     host: str
     port: int

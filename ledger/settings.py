@@ -94,6 +94,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise msgspec.ValidationError(f"must be positive - at `$.{name}`")
         if self.max_job_timeout_multiplier <= 0:
             raise msgspec.ValidationError("must be positive - at `$.max_job_timeout_multiplier`")
+        if not 1 <= self.rate_limit_per_minute <= 100:  # views keep the last 100 submit times per user
+            raise msgspec.ValidationError("must be between 1 and 100 - at `$.rate_limit_per_minute`")
         if self.max_active_jobs_per_user < 1:
             raise msgspec.ValidationError("must be at least 1 - at `$.max_active_jobs_per_user`")
 

@@ -9,6 +9,7 @@ Several writes share one transaction and one fsync (group commit, driven by ``le
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +69,15 @@ def record_of(row: Sequence[object]) -> Recorded:
 class EventStore:
     """One writer connection to one ledger file, and the views folded up to its head."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, projection_interval_s: float = 0.0,
+                 projection_max_dirty: int = 5000) -> None:
+        """``projection_interval_s`` 0: projection rows are written in every transaction (one-shot
+        commands). A server passes a second or so: rows and checkpoint then follow the log in their
+        own rhythm (at most that late, or ``projection_max_dirty`` rows), keeping commits small."""
         self.path = Path(path)
+        self.projection_interval_s = projection_interval_s
+        self.projection_max_dirty = projection_max_dirty
+        self._projections_written = time.monotonic()
         self.conn = connect(self.path)
         migrate(self.conn)
         self.head = 0
@@ -124,14 +132,16 @@ class EventStore:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def execute(self, writes: Sequence[Write]) -> list[Committed | LedgerError]:
+    def execute(self, writes: Sequence[Write], *, write_projections: bool = False) -> list[Committed | LedgerError]:
         """Run every write in one transaction (one fsync); each gets its result or its own error."""
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             self._catch_up()
             results = [self._one(write) for write in writes]
             self._flush()
-            tables.write_dirty(self.conn, self.views)
+            if write_projections or self._projections_due():
+                tables.write_dirty(self.conn, self.views)
+                self._projections_written = time.monotonic()
             self.conn.execute("COMMIT")
         except BaseException as e:
             self._abort()
@@ -139,6 +149,19 @@ class EventStore:
                 raise StoreError(f"ledger write failed: {e}") from e
             raise
         return results
+
+    def _projections_due(self) -> bool:
+        if self.projection_interval_s <= 0 or self.views.dirty_count() >= self.projection_max_dirty:
+            return True
+        return time.monotonic() - self._projections_written >= self.projection_interval_s
+
+    @property
+    def projections_behind(self) -> bool:
+        return self.views.dirty_count() > 0
+
+    def write_projections(self) -> None:
+        """Bring the projection tables and their checkpoint up to the head now."""
+        self.execute([], write_projections=True)
 
     def _flush(self) -> None:
         """Insert the transaction's event rows in one statement (one call, not one per write)."""

@@ -12,7 +12,7 @@ from ledger.errors import InvalidTransition
 from ledger.events import AnyEvent, TokenIssued, TokenRevoked
 
 
-class TokenState(msgspec.Struct, frozen=True, kw_only=True):
+class TokenState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     token_id: str
     user_id: str
     is_admin: bool

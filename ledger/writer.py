@@ -31,9 +31,9 @@ _STOP = object()
 class Ledger:
     """The running ledger of one server process."""
 
-    def __init__(self, path: str | Path, *, watch_interval: float = 0.25) -> None:
+    def __init__(self, path: str | Path, *, watch_interval: float = 0.25, projection_interval_s: float = 1.0) -> None:
         self.path = Path(path)
-        self.store = EventStore(self.path)
+        self.store = EventStore(self.path, projection_interval_s=projection_interval_s)
         self.reader = connect(self.path)
         self.watch_interval = watch_interval
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -94,8 +94,14 @@ class Ledger:
 
     def _run_writer(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.store.projection_interval_s or None)
+            except queue.Empty:  # idle: let the projection tables catch up with the log
+                if self.store.projections_behind:
+                    self._checkpoint()
+                continue
             if item is _STOP:
+                self._checkpoint()
                 return
             batch = [item]
             while len(batch) < MAX_BATCH:
@@ -107,7 +113,14 @@ class Ledger:
             batch = [b for b in batch if b is not _STOP]
             self._commit(batch)  # type: ignore[arg-type]
             if stop:
+                self._checkpoint()
                 return
+
+    def _checkpoint(self) -> None:
+        try:
+            self.store.write_projections()
+        except Exception as e:  # the rows are rewritten from the log at the next try or start
+            log.error("ledger.projections_failed", error=str(e))
 
     def _commit(self, batch: list[tuple[Write | None, asyncio.Future[object]]]) -> None:
         writes = [w for w, _ in batch if w is not None]

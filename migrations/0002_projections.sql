@@ -12,10 +12,8 @@ CREATE TABLE proj_jobs (
     completed_at INTEGER,                     -- microseconds, for the last-24-hours figures
     data         BLOB    NOT NULL
 );
-CREATE INDEX proj_jobs_user ON proj_jobs (user_id, position);
-CREATE INDEX proj_jobs_completed ON proj_jobs (completed_at);
-CREATE INDEX proj_jobs_position ON proj_jobs (position);
-CREATE INDEX proj_jobs_status ON proj_jobs (status, position);
+-- No secondary indexes: lists are served from the in-memory views; these rows are for start-up,
+-- audit and other processes (which read them whole).
 
 CREATE TABLE proj_users (user_id TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE proj_nodes (name TEXT PRIMARY KEY, data BLOB NOT NULL);

@@ -33,11 +33,11 @@ def write_dirty(conn: apsw.Connection, views: Views) -> None:
         conn.executemany(
             "INSERT OR REPLACE INTO proj_jobs (job_id, user_id, status, position, completed_at, data)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            [_job_row(views.jobs[i]) for i in views.dirty_jobs],
+            [_job_row(views.jobs[i]) for i in sorted(views.dirty_jobs)],  # key order: b-tree locality
         )
     if views.dirty_users:
         conn.executemany("INSERT OR REPLACE INTO proj_users (user_id, data) VALUES (?, ?)",
-                         [(u, _encode(views.users[u])) for u in views.dirty_users])
+                         [(u, _encode(views.users[u])) for u in sorted(views.dirty_users)])
     if views.dirty_nodes:
         conn.executemany("INSERT OR REPLACE INTO proj_nodes (name, data) VALUES (?, ?)",
                          [(n, _encode(views.nodes[n])) for n in views.dirty_nodes])
@@ -64,12 +64,16 @@ def load(conn: apsw.Connection) -> Views:
         job = _job(data)
         views.jobs[job.job_id] = job
         views.stream_versions[f"job-{job.job_id}"] = job.version
+        views.user_jobs.setdefault(job.user_id, []).append(job.job_id)
         if not job.is_terminal:
             views.active[job.job_id] = None
+        elif job.completed_at is not None:
+            views.finished.append((job.completed_at, job.job_id))
         if job.phase == "queued":
             views.queued[job.job_id] = None
         if job.node and job.phase in ("dispatched", "running", "cancelling"):
             views.node_jobs.setdefault(job.node, []).append(job.job_id)
+    views.finished.sort()
     for (data,) in conn.execute("SELECT data FROM proj_users"):
         user = _user(data)
         views.users[user.user_id] = user

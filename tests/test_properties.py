@@ -32,7 +32,7 @@ from ledger.nodes import decide_drain, decide_health, decide_register, decide_un
 from ledger.store import EventStore, Write, read_after
 from ledger.tokens import TokenState, decide_issue, decide_revoke, secret_digest
 from projections import tables
-from projections.audit import verify
+from projections.audit import verify, views_until
 from projections.views import Views
 
 JOBS, NODES, USERS, TOKENS = ["j0", "j1", "j2", "j3"], ["n0", "n1"], ["u0", "u1"], ["t0", "t1", "t2"]
@@ -139,13 +139,14 @@ def snapshot(views: Views) -> tuple[object, ...]:
     """Everything the views hold that a reader can observe."""
     return (list(tables.view_rows(views)), views.position, views.recorded_at, views.stream_versions,
             [j.job_id for j in views.queue()], list(views.active), views.tokens_by_secret,
-            {n: sorted(j) for n, j in views.node_jobs.items()})
+            {n: sorted(j) for n, j in views.node_jobs.items()}, views.user_jobs, sorted(views.finished))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches)
 def test_random_commands_keep_ledger_sound(plan: list[list[tuple]]) -> None:  # type: ignore[type-arg]
-    """Any mix of valid and refused commands: chain and projections verify, terminal jobs stay put, reopen agrees."""
+    """Any mix of valid and refused commands: chain and projections verify, terminal jobs stay put, reopen
+    and replay agree."""
     with tempfile.TemporaryDirectory() as directory:
         store = new_store(directory)
         for batch in plan:
@@ -159,6 +160,7 @@ def test_random_commands_keep_ledger_sound(plan: list[list[tuple]]) -> None:  # 
                 ended.add(record.stream)
         assert verify(store.conn) == []
         live = snapshot(store.views)
+        assert snapshot(views_until(store.conn)) == live  # the per-stream replay agrees with the live fold
         store.close()
         reopened = EventStore(Path(directory) / "ledger.db")
         assert snapshot(reopened.views) == live

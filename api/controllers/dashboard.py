@@ -13,12 +13,8 @@ from api.errors import BadRequest
 from api.present import job_status, node_infos
 from executors.plan import make_plan
 from ledger.clock import now_us, parse_iso
-from ledger.jobs import JobState
 from projections.audit import views_until
 from projections.dashboard import DAY_US, dashboard_document, recent_and_finished
-from projections.queries import finished_since, newest_jobs
-
-_job = msgspec.json.Decoder(JobState).decode
 
 
 def _as_of(text: str) -> tuple[int | None, int | None]:
@@ -41,9 +37,8 @@ class DashboardController(Controller):
         require_admin(identity)
         if as_of is None:
             views, now = runtime.ledger.views, now_us()
-            recent_ids = newest_jobs(runtime.ledger.reader, user_id=None, status=None, limit=10)
-            recent = [views.jobs[i] for i in recent_ids if i in views.jobs]
-            finished = [_job(row) for row in finished_since(runtime.ledger.reader, now - DAY_US)]
+            recent = views.newest_jobs(user_id=None, status=None, limit=10)
+            finished = views.finished_since(now - DAY_US)
         else:
             position, time_us = _as_of(as_of)
             views = views_until(runtime.ledger.reader, position=position, time_us=time_us)

@@ -30,7 +30,6 @@ from ledger.clock import iso, now_us
 from ledger.errors import NotFound
 from ledger.events import event_tag
 from ledger.jobs import JobState
-from projections.queries import newest_jobs
 
 SUBMITTED_MESSAGE = "Job submitted successfully. Use /api/status/{job_id} to check progress."
 
@@ -124,9 +123,8 @@ class JobController(Controller):
         only_user = check_user_filter(identity, user_id)
         views = runtime.ledger.views
         plan = make_plan(views, now_us())
-        picked = newest_jobs(runtime.ledger.reader, user_id=only_user, status=status, limit=limit)
-        return JobList(jobs=[job_status(views.jobs[job_id], views, plan) for job_id in picked
-                             if job_id in views.jobs])
+        picked = views.newest_jobs(user_id=only_user, status=status, limit=limit)
+        return JobList(jobs=[job_status(job, views, plan) for job in picked])
 
     @get("/jobs/{job_id:str}/events", summary="The job's ledger events: its audit trail")
     async def job_events(self, request: Request[Any, Any, Any], job_id: str) -> EventList:
