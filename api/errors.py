@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
@@ -72,11 +74,11 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> 
                     media_type="application/problem+json")
 
 
-def handle_api_error(_: Request[object, object, object], error: ApiError) -> Response[dict[str, object]]:
+def handle_api_error(_: Request[Any, Any, Any], error: ApiError) -> Response[dict[str, object]]:
     return problem(error.status, error.detail, error.headers)
 
 
-def handle_ledger_error(_: Request[object, object, object], error: LedgerError) -> Response[dict[str, object]]:
+def handle_ledger_error(_: Request[Any, Any, Any], error: LedgerError) -> Response[dict[str, object]]:
     status = _status_of(error)
     headers = {}
     if isinstance(error, LimitExceeded) and error.retry_after is not None:
@@ -84,7 +86,7 @@ def handle_ledger_error(_: Request[object, object, object], error: LedgerError) 
     return problem(status, str(error) if status < 500 else "Internal error in the ledger", headers)
 
 
-def handle_http_exception(_: Request[object, object, object], error: HTTPException) -> Response[dict[str, object]]:
+def handle_http_exception(_: Request[Any, Any, Any], error: HTTPException) -> Response[dict[str, object]]:
     detail = error.detail
     if error.extra and error.status_code == 400:
         detail = f"{detail}: {error.extra}"

@@ -13,7 +13,7 @@ from cli.common import add_db_option, db_path, position_or_time
 from ledger.clock import iso
 from ledger.events import Recorded, TokenIssued, TokenRevoked, encode_event, event_tag
 from ledger.schema import open_existing
-from ledger.store import read_after
+from ledger.store import max_position, read_after
 from projections.audit import verify, views_until
 from projections.views import Views
 
@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
 def run_verify(args: argparse.Namespace) -> int:
     conn = open_existing(db_path(args))
     problems = verify(conn)
-    head = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    head = max_position(conn)
     if problems:
         print(f"FAILED: {problems[0]}", file=sys.stderr)
         return 1
@@ -115,7 +115,7 @@ class EventFilter:
             return False
         if self.user:
             if isinstance(record.event, TokenIssued | TokenRevoked):
-                return record.event.user_id == self.user
+                return bool(record.event.user_id == self.user)
             return record.stream.removeprefix("job-") in self.user_jobs
         return True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from executors.protocol import ExitStatus
 from ledger.events import Blob, JobFinished
@@ -15,6 +16,7 @@ def finished_event(job: JobState, status: ExitStatus, *, stdout: Blob, stderr: B
     """Honest outcomes: non-zero is failed with the real code; a signal death records the signal
     (and exit code 128 + signal, as a shell reports it); exit 0 with no results is still completed."""
     exit_code = status.exit_code
+    state: Literal["completed", "failed", "cancelled"]
     if status.signal is not None and exit_code is None:
         exit_code = 128 + status.signal
     if status.cancelled:

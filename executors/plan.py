@@ -50,20 +50,20 @@ def make_plan(views: Views, now: int) -> Plan:
         if node.status in ("up", "restarting"):
             ends = sorted(_job_end(j, now) for j in running)
             free = [now] * max(0, node.slots - len(running))
-            for free_at in (free + ends)[: node.slots]:
-                heapq.heappush(slots, (free_at, order, node.name))
+            for slot_free_at in (free + ends)[: node.slots]:
+                heapq.heappush(slots, (slot_free_at, order, node.name))
     plan.any_node_usable = bool(slots)
     for index, job in enumerate(views.queue()):
         if not slots:
             plan.jobs[job.job_id] = JobPlan(position=index, node=None, start_at=None)
             continue
-        free_at, order, name = heapq.heappop(slots)
+        free_at, order, name = heapq.heappop(slots)  # the slot that frees first
         plan.jobs[job.job_id] = JobPlan(position=index, node=name, start_at=free_at)
-        ends = free_at + job.expected_time_s * 1_000_000
+        job_end = free_at + job.expected_time_s * 1_000_000
         node_plan = plan.nodes[name]
         node_plan.queue_length += 1
-        node_plan.free_at = max(node_plan.free_at, ends)
-        heapq.heappush(slots, (ends, order, name))
+        node_plan.free_at = max(node_plan.free_at, job_end)
+        heapq.heappush(slots, (job_end, order, name))
     for node_plan in plan.nodes.values():
         node_plan.wait_s = round((node_plan.free_at - now) / 1_000_000, 3)
     return plan

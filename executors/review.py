@@ -6,6 +6,7 @@ It resumes after a restart: whatever the ledger shows as scanning is reviewed ag
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING
 
 import structlog
@@ -35,8 +36,12 @@ async def _review_loop(runtime: Runtime) -> None:
             if job.phase == "scanning" and job.job_id not in in_review:
                 in_review.add(job.job_id)
                 task = asyncio.create_task(_review(runtime, job.job_id))
-                task.add_done_callback(lambda _, job_id=job.job_id: in_review.discard(job_id))
+                task.add_done_callback(functools.partial(_forget, in_review, job.job_id))
         await runtime.ledger.wait_beyond(seen, timeout=30)
+
+
+def _forget(in_review: set[str], job_id: str, _task: asyncio.Task[None]) -> None:
+    in_review.discard(job_id)
 
 
 async def _review(runtime: Runtime, job_id: str) -> None:

@@ -213,7 +213,8 @@ def encode_event(event: Event) -> bytes:
 
 
 def decode_event(payload: bytes | str) -> AnyEvent:
-    return _decoder.decode(payload)
+    event: AnyEvent = _decoder.decode(payload)
+    return event
 
 
 def event_tag(event: Event) -> str:

@@ -120,7 +120,7 @@ class EventStore:
 
     def _catch_up(self) -> None:
         """Fold what other processes appended since our last write (we hold the write lock)."""
-        last = self.conn.execute("SELECT max(position) FROM events").fetchone()[0] or 0
+        last = max_position(self.conn)
         if last > self.head:
             self._fold_after(self.views, self.head)
 
@@ -250,6 +250,12 @@ class EventStore:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def max_position(conn: apsw.Connection) -> int:
+    row = conn.execute("SELECT max(position) FROM events").fetchone()
+    return int(row[0] or 0) if row else 0
+
 
 
 def read_after(conn: apsw.Connection, position: int, limit: int | None = None) -> list[Recorded]:

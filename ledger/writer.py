@@ -20,7 +20,7 @@ import structlog
 from ledger.errors import LedgerError
 from ledger.events import AnyEvent, Recorded
 from ledger.schema import connect
-from ledger.store import Committed, EventStore, Write, read_after, read_stream
+from ledger.store import Committed, EventStore, Write, max_position, read_after, read_stream
 from projections.views import Views
 
 log = structlog.get_logger()
@@ -174,7 +174,7 @@ class Ledger:
             if version == seen:
                 continue
             seen = version
-            last = self.reader.execute("SELECT max(position) FROM events").fetchone()[0] or 0
+            last = max_position(self.reader)
             if last > self._committed:
                 await self.refresh()
 

@@ -6,6 +6,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import apsw
 import msgspec
@@ -27,7 +28,7 @@ class Problem:
         return f"{where}: {self.what}"
 
 
-def _rows(conn: apsw.Connection, until: int | None = None) -> Iterator[tuple[object, ...]]:
+def _rows(conn: apsw.Connection, until: int | None = None) -> Iterator[tuple[Any, ...]]:
     sql = f"SELECT {ROW_COLUMNS} FROM events"
     if until is not None:
         yield from conn.execute(sql + " WHERE position <= ? ORDER BY position", (until,))
@@ -35,19 +36,19 @@ def _rows(conn: apsw.Connection, until: int | None = None) -> Iterator[tuple[obj
         yield from conn.execute(sql + " ORDER BY position")
 
 
-def check_row(row: tuple[object, ...], expected_position: int, prev: bytes,
+def check_row(row: tuple[Any, ...], expected_position: int, prev: bytes,
               versions: dict[str, int]) -> tuple[Recorded | None, str | None]:
     """Check one stored row against the chain; returns its record, or what is wrong with it."""
     position, stream, version, type_, payload, recorded_at, actor, key, prev_hash, digest = row
     if position != expected_position:
         return None, f"expected position {expected_position}, found {position} (a row is missing)"
-    if bytes(prev_hash) != prev:  # type: ignore[arg-type]
+    if bytes(prev_hash) != prev:
         return None, "prev_hash does not match the hash of the previous event"
-    recomputed = chain_hash(prev, position, stream, version, type_, recorded_at, actor, key,  # type: ignore[arg-type]
-                            bytes(payload))  # type: ignore[arg-type]
-    if bytes(digest) != recomputed:  # type: ignore[arg-type]
+    recomputed = chain_hash(prev, position, stream, version, type_, recorded_at, actor, key,
+                            bytes(payload))
+    if bytes(digest) != recomputed:
         return None, "hash does not match the event's contents (the row was altered)"
-    if version != versions.get(stream, 0) + 1:  # type: ignore[arg-type]
+    if version != versions.get(stream, 0) + 1:
         return None, f"stream {stream} jumps to version {version}"
     try:
         record = record_of(row)
@@ -74,14 +75,15 @@ def _verify(conn: apsw.Connection) -> list[Problem]:
     # The projection tables may trail the log (a server writes them every second or so): they are
     # compared with a rebuild up to their own checkpoint; the chain is checked to the end.
     checkpoint = tables.checkpoint(conn)
-    views, prev, versions, head = Views(), GENESIS, {}, 0
+    views, prev, head = Views(), GENESIS, 0
+    versions: dict[str, int] = {}
     for expected, row in enumerate(_rows(conn), start=1):
         record, error = check_row(row, expected, prev, versions)
         if record is None:
             return [Problem(expected, error or "invalid")]
         if record.position <= checkpoint:
             views.apply(record)
-        prev, versions[record.stream], head = bytes(row[9]), record.version, record.position  # type: ignore[arg-type]
+        prev, versions[record.stream], head = bytes(row[9]), record.version, record.position
     if checkpoint > head:
         return [Problem(None, f"checkpoint {checkpoint} is beyond the end of the log ({head})")]
     return compare_projections(conn, views)
