@@ -21,14 +21,16 @@ class LedgerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         views = self.runtime.ledger.views
+        # Copies first: the writer thread adds users and nodes while a scrape iterates on the event loop.
+        users, nodes_now = list(views.users.values()), list(views.nodes.values())
         jobs = GaugeMetricFamily("gpuledger_jobs", "Jobs by status", labels=["status"])
         for status in STATUSES:
-            jobs.add_metric([status], sum(getattr(u, status) for u in views.users.values()))
+            jobs.add_metric([status], sum(getattr(u, status) for u in users))
         yield jobs
         yield GaugeMetricFamily("gpuledger_queue_length", "Jobs queued for dispatch", value=len(views.queued))
         nodes = GaugeMetricFamily("gpuledger_nodes", "Nodes by state", labels=["state"])
         for state in ("up", "down", "draining", "restarting"):
-            nodes.add_metric([state], sum(1 for n in views.nodes.values() if n.status == state))
+            nodes.add_metric([state], sum(1 for n in nodes_now if n.status == state))
         yield nodes
         yield CounterMetricFamily("gpuledger_ledger_position", "Last committed ledger position",
                                   value=self.runtime.ledger.head)
