@@ -5,12 +5,15 @@
     ├── NotAuthenticated    401  no token, or a malformed, unknown, expired or revoked one
     ├── PermissionDenied    403  authenticated, but not allowed
     └── PayloadTooLarge     413  code or config over its size limit
+
+Anything else that escapes a handler is a bug: it is logged with its traceback and answered 500.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
@@ -23,6 +26,8 @@ from ledger.errors import (
     LimitExceeded,
     NotFound,
 )
+
+log = structlog.get_logger()
 
 
 class ApiError(Exception):
@@ -93,8 +98,15 @@ def handle_http_exception(_: Request[Any, Any, Any], error: HTTPException) -> Re
     return problem(error.status_code, str(detail), dict(error.headers or {}))
 
 
+def handle_unexpected(_: Request[Any, Any, Any], error: Exception) -> Response[dict[str, object]]:
+    # The app runs without Litestar's logging config, so without this a 500 would leave no trace.
+    log.error("http.unhandled_error", error_type=type(error).__name__, exc_info=error)
+    return problem(500, "Internal server error")
+
+
 EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
     LedgerError: handle_ledger_error,
     HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
 }
