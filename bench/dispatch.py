@@ -47,7 +47,7 @@ def server_settings(cluster: SshCluster) -> dict[str, object]:
             "gpu_user": cluster.user, "ssh_key_file": str(cluster.key_file),
             "ssh_known_hosts": str(cluster.known_hosts), "ssh_keepalive_s": 5.0, "nodes": nodes,
             "remote_root": str(cluster.root / "remote"), "code_scanner_quick_mode": True,
-            "rate_limit_per_minute": 100000, "max_active_jobs_per_user": 100,
+            "rate_limit_per_minute": 100, "max_active_jobs_per_user": 100,
             "endpoint_limits": {"submit": 100000, "status": 100000, "results": 100000, "cancel": 1000,
                                 "jobs": 1000}}
 

@@ -10,13 +10,18 @@ from collections import Counter
 from server import config_yaml, run_cli, submit, wait_status
 from test_ssh_jobs import ssh_settings
 
+
+def _settings(cluster, **overrides):
+    """ssh_settings with the per-user rate limit inside its 1..100 range (admins are exempt anyway)."""
+    return ssh_settings(cluster, **{"rate_limit_per_minute": 100, **overrides})
+
 LINES = 28
 TICKER = f"import time\nfor i in range({LINES}):\n    print(f'line {{i}}', flush=True)\n    time.sleep(0.25)\n"
 TICKER_OUT = "".join(f"line {i}\n" for i in range(LINES))
 
 
 def _only_node(cluster, name, **overrides):
-    settings = ssh_settings(cluster, **overrides)
+    settings = _settings(cluster, **overrides)
     settings["nodes"] = [n for n in settings["nodes"] if n["name"] == name]
     return settings
 
@@ -95,7 +100,7 @@ def test_server_killed_mid_job_reattaches(healthy_ssh_cluster, server_factory):
 
 def test_down_node_gets_no_jobs_until_it_is_back(healthy_ssh_cluster, server_factory):
     """A node whose sshd is gone turns down and gets no jobs; once back it is idle and used again."""
-    server = server_factory(**ssh_settings(healthy_ssh_cluster))
+    server = server_factory(**_settings(healthy_ssh_cluster))
     code = "import time\ntime.sleep(2)\nprint('done')\n"
     with server.client(server.admin_token) as client:
         healthy_ssh_cluster.stop("node-1")
@@ -114,7 +119,7 @@ def test_down_node_gets_no_jobs_until_it_is_back(healthy_ssh_cluster, server_fac
 def test_changed_host_key_keeps_the_node_down(healthy_ssh_cluster, server_factory):
     """A node whose host key changed is down with a host-key reason from the start; jobs go elsewhere."""
     healthy_ssh_cluster.rotate_host_key("node-0")
-    server = server_factory(**ssh_settings(healthy_ssh_cluster))
+    server = server_factory(**_settings(healthy_ssh_cluster))
     with server.client(server.admin_token) as client:
         node0 = _node(client, "node-0")
         assert node0["status"] == "down", node0

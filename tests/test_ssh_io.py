@@ -12,6 +12,11 @@ from server import config_yaml, submit, wait_status
 from test_api_logs import _collect
 from test_ssh_jobs import ssh_settings
 
+
+def _settings(cluster, **overrides):
+    """ssh_settings with the per-user rate limit inside its 1..100 range (admins are exempt anyway)."""
+    return ssh_settings(cluster, **{"rate_limit_per_minute": 100, **overrides})
+
 MIB = 1024 * 1024
 BIG_OUTPUT = """\
 import sys
@@ -38,7 +43,7 @@ def _pgrep(marker: str) -> list[str]:
 
 def test_twenty_mib_of_output_arrives_whole(healthy_ssh_cluster, server_factory):
     """20 MiB of stdout over SSH neither hangs nor loses a byte: size and SHA-256 match via logs."""
-    server = server_factory(**ssh_settings(healthy_ssh_cluster))
+    server = server_factory(**_settings(healthy_ssh_cluster))
     expected = _big_expected()
     with server.client(server.admin_token) as client:
         job_id = submit(client, BIG_OUTPUT, config_yaml("admin")).json()["job_id"]
@@ -55,7 +60,7 @@ def test_twenty_mib_of_output_arrives_whole(healthy_ssh_cluster, server_factory)
 
 def test_binary_and_nul_bytes_are_preserved(healthy_ssh_cluster, server_factory):
     """Non-UTF-8 and NUL bytes on stdout and stderr come back byte for byte over SSH."""
-    server = server_factory(**ssh_settings(healthy_ssh_cluster))
+    server = server_factory(**_settings(healthy_ssh_cluster))
     out = b"a\x00b\xff\xfe\xc3(" + bytes(range(256)) + b"\r\n\x00"
     err = b"\x00\x00\x80\xbf\xed\xa0\x80 err"
     code = f"import sys\nsys.stdout.buffer.write({out!r})\nsys.stderr.buffer.write({err!r})\n"
@@ -70,7 +75,7 @@ def test_binary_and_nul_bytes_are_preserved(healthy_ssh_cluster, server_factory)
 
 def test_shell_injection_in_competition_id_is_refused(healthy_ssh_cluster, server_factory, tmp_path):
     """A competition_id with quotes and a command is a 400 at submit, and no job or file appears."""
-    server = server_factory(**ssh_settings(healthy_ssh_cluster, job_command="python3 {solution} {competition_id}"))
+    server = server_factory(**_settings(healthy_ssh_cluster, job_command="python3 {solution} {competition_id}"))
     pwned = tmp_path / "pwned"
     config = json.dumps({"competition_id": f"x'; touch {pwned}; '", "project_id": "p", "user_id": "admin",
                          "expected_time": 30}).encode()
@@ -90,7 +95,7 @@ def test_placeholders_reach_the_command_quoted(healthy_ssh_cluster, server_facto
     # The remote root itself is hostile: spaces, quotes, $(...), ; — every remote command must quote it.
     remote_root = healthy_ssh_cluster.root / "remote" / f"odd root '$(touch {marker})'; \"x\" `id`"
     template = "python3 {solution} {competition_id} {workdir} {results}"
-    server = server_factory(**ssh_settings(healthy_ssh_cluster, job_command=template, remote_root=str(remote_root)))
+    server = server_factory(**_settings(healthy_ssh_cluster, job_command=template, remote_root=str(remote_root)))
     code = ("import json, sys\nprint(json.dumps(sys.argv))\n"
             "open(sys.argv[3], 'w').write(json.dumps({'args': sys.argv[1:]}) + '\\n')\n")
     with server.client(server.admin_token) as client:
@@ -118,7 +123,7 @@ children = [subprocess.Popen(["{marker}", "300"], executable="sleep") for _ in r
 print("ready", flush=True)
 time.sleep(300)
 """
-    server = server_factory(**ssh_settings(healthy_ssh_cluster, cancel_grace_s=1.0))
+    server = server_factory(**_settings(healthy_ssh_cluster, cancel_grace_s=1.0))
     with server.client(server.admin_token) as client:
         job_id = submit(client, code, config_yaml("admin", expected=600)).json()["job_id"]
         wait_status(client, job_id, {"running"})
@@ -141,7 +146,7 @@ time.sleep(300)
 def test_follow_logs_live_and_resume_over_ssh(healthy_ssh_cluster, server_factory):
     """logs?follow=true shows lines while the SSH job runs; a dropped client resumes without loss or repeats."""
     ticker = "import time\nfor i in range(24):\n    print(f'line {i}', flush=True)\n    time.sleep(0.25)\n"
-    server = server_factory(**ssh_settings(healthy_ssh_cluster))
+    server = server_factory(**_settings(healthy_ssh_cluster))
     with server.client(server.admin_token) as client:
         job_id = submit(client, ticker, config_yaml("admin")).json()["job_id"]
         wait_status(client, job_id, {"running", "completed"})
