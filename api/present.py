@@ -17,7 +17,7 @@ from projections.views import Views
 def node_index(views: Views, name: str | None) -> int | None:
     if name is None:
         return None
-    for index, node in enumerate(views.nodes):
+    for index, node in enumerate(list(views.nodes)):
         if node == name:
             return index
     return None
@@ -66,7 +66,7 @@ def job_results(job: JobState, blobs: BlobStore, inline_limit: int) -> JobResult
 def node_infos(views: Views, plan: Plan, who: Identity | None, now: int) -> list[NodeInfo]:
     """Anonymous callers see no job or user ids; users see their own; admins see all."""
     infos = []
-    for index, node in enumerate(views.nodes.values()):
+    for index, node in enumerate(list(views.nodes.values())):
         running = [views.jobs[j] for j in views.node_jobs.get(node.name, [])]
         status = node.status if node.status != "up" else ("busy" if running else "idle")
         node_plan = plan.nodes.get(node.name)

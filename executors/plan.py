@@ -43,7 +43,7 @@ def _job_end(job: JobState, now: int) -> int:
 def make_plan(views: Views, now: int) -> Plan:
     plan = Plan()
     slots: list[tuple[int, int, str]] = []  # (free_at, node order, node name): a min-heap
-    for order, node in enumerate(views.nodes.values()):
+    for order, node in enumerate(list(views.nodes.values())):
         running = [views.jobs[j] for j in views.node_jobs.get(node.name, [])]
         node_plan = NodePlan(free_at=max([now, *(_job_end(j, now) for j in running)]))
         plan.nodes[node.name] = node_plan
@@ -69,6 +69,22 @@ def make_plan(views: Views, now: int) -> Plan:
     return plan
 
 
+class PlanCache:
+    """The plan, recomputed when the ledger moved or a second passed, not on every request
+    (a long queue makes the plan a sort of every queued job)."""
+
+    def __init__(self, max_age_us: int = 1_000_000) -> None:
+        self.max_age_us = max_age_us
+        self._key: tuple[int, int] | None = None
+        self._plan: Plan | None = None
+
+    def get(self, views: Views, now: int) -> Plan:
+        key = (views.position, now // self.max_age_us)
+        if self._plan is None or self._key != key:
+            self._plan, self._key = make_plan(views, now), key
+        return self._plan
+
+
 def pending_reason(job: JobState, plan: Plan, views: Views) -> str | None:
     """Why a pending job is not running yet, in the words a researcher understands."""
     if job.status != "pending":
@@ -81,7 +97,7 @@ def pending_reason(job: JobState, plan: Plan, views: Views) -> str | None:
         case "dispatched" | "cancelling":
             return f"starting on {job.node}"
     if not plan.any_node_usable:
-        drained = any(n.drained for n in views.nodes.values())
+        drained = any(n.drained for n in list(views.nodes.values()))
         return "node draining" if drained else "no node available (all nodes down)"
     entry = plan.jobs.get(job.job_id)
     if entry is not None and entry.position == 0 and entry.start_at is not None and entry.start_at <= views.recorded_at:

@@ -17,6 +17,7 @@ import structlog
 
 from executors.blobs import BlobStore
 from executors.dispatcher import Dispatcher
+from executors.plan import PlanCache
 from executors.runner import NodeRunner
 from executors.transport import LocalTransport
 from ledger import commands
@@ -52,6 +53,7 @@ class Runtime:
         self.started = False
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self.token_usage = TokenUsage(settings.database_path)
+        self.plans = PlanCache()
         self.local_root = str(Path(settings.jobs_dir).resolve() / "work")
 
     async def start(self) -> None:

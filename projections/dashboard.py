@@ -18,7 +18,7 @@ def _counts(stats: Any) -> dict[str, int]:
 
 
 def health_metrics(views: Views, finished_24h: list[JobState]) -> dict[str, Any]:
-    usable = [n for n in views.nodes.values() if n.status in ("up", "draining")]
+    usable = [n for n in list(views.nodes.values()) if n.status in ("up", "draining")]
     slots = sum(n.slots for n in usable) or 1
     busy = sum(len(views.node_jobs.get(n.name, [])) for n in usable)
     waits = [(j.started_at - j.created_at) / 1e6 for j in finished_24h if j.started_at]
@@ -38,7 +38,8 @@ def dashboard_document(
 ) -> dict[str, Any]:
     """``job_view``/``node_view`` render wire shapes (they know the plan); this assembles the rest."""
     totals = dict.fromkeys(("total", *STATUSES), 0)
-    for stats in views.users.values():
+    users = list(views.users.values())  # copied at once: the writer thread may add a user meanwhile
+    for stats in users:
         for key, value in _counts(stats).items():
             totals[key] += value
     nodes = node_view()
@@ -56,7 +57,7 @@ def dashboard_document(
         "user_id": user_id,
         "is_admin": is_admin,
         "job_statistics": totals,
-        "user_statistics": {u: _counts(stats) for u, stats in sorted(views.users.items())},
+        "user_statistics": {stats.user_id: _counts(stats) for stats in sorted(users, key=lambda s: s.user_id)},
         "node_statistics": nodes,
         "queue_information": queue_information,
         "active_jobs": [job_view(j) for j in views.active_jobs()],

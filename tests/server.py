@@ -91,7 +91,7 @@ class Server:
         self.wait_token_known(secret)
         return secret
 
-    def wait_token_known(self, secret: str, timeout: float = 5.0) -> None:
+    def wait_token_known(self, secret: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             answer = httpx.get(f"{self.url}/api/jobs", headers={"Authorization": f"Bearer {secret}"}, timeout=5)

@@ -14,7 +14,7 @@ def ssh_settings(cluster, **overrides):
               "gpu_user": base.gpu_user, "ssh_key_file": base.ssh_key_file, "ssh_known_hosts": base.ssh_known_hosts,
               "ssh_keepalive_s": 1.0, "ssh_connect_timeout_s": 3.0, "nodes": nodes,
               "remote_root": base.remote_root, "node_probe_interval_s": 0.5, "node_down_after_failures": 2,
-              "code_scanner_enabled": False, "rate_limit_per_minute": 1000, "max_active_jobs_per_user": 100,
+              "code_scanner_enabled": False, "rate_limit_per_minute": 100, "max_active_jobs_per_user": 100,
               "endpoint_limits": {"submit": 10000, "status": 100000, "results": 10000, "cancel": 1000, "jobs": 1000}}
     values.update(overrides)
     return values

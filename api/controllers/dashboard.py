@@ -44,7 +44,7 @@ class DashboardController(Controller):
             views = views_until(runtime.ledger.reader, position=position, time_us=time_us)
             now = time_us if time_us is not None else views.recorded_at
             recent, finished = recent_and_finished(views, now)
-        plan = make_plan(views, now)
+        plan = runtime.plans.get(views, now) if as_of is None else make_plan(views, now)
         document = dashboard_document(
             views, now=now, user_id=identity.user_id, is_admin=True, recent=recent, finished_24h=finished,
             job_view=lambda job: job_status(job, views, plan), node_view=lambda: node_infos(views, plan, identity, now))

@@ -23,7 +23,6 @@ from api.schemas import (
     SubmitTimedOut,
 )
 from api.submit import SubmitRequest, submit, wait_terminal
-from executors.plan import make_plan
 from executors.runtime import Runtime
 from ledger import commands
 from ledger.clock import iso, now_us
@@ -91,7 +90,7 @@ class JobController(Controller):
         check_limit(request, "status")
         identity = authenticate(request)
         job = owned_job(runtime, identity, job_id)
-        return job_status(job, runtime.ledger.views, make_plan(runtime.ledger.views, now_us()))
+        return job_status(job, runtime.ledger.views, runtime.plans.get(runtime.ledger.views, now_us()))
 
     @get("/results/{job_id:str}", summary="Console output, exit code and results file of a job")
     async def results(self, request: Request[Any, Any, Any], job_id: str) -> JobResults:
@@ -122,7 +121,7 @@ class JobController(Controller):
         identity = authenticate(request)
         only_user = check_user_filter(identity, user_id)
         views = runtime.ledger.views
-        plan = make_plan(views, now_us())
+        plan = runtime.plans.get(views, now_us())
         picked = views.newest_jobs(user_id=only_user, status=status, limit=limit)
         return JobList(jobs=[job_status(job, views, plan) for job in picked])
 

@@ -10,7 +10,6 @@ from api.auth import require_admin
 from api.context import authenticate, maybe_authenticate, runtime_of
 from api.present import node_infos
 from api.schemas import NodeInfo, NodeList
-from executors.plan import make_plan
 from ledger import commands
 from ledger.clock import now_us
 
@@ -25,7 +24,7 @@ class NodeController(Controller):
         views = runtime.ledger.views
         who = maybe_authenticate(request)
         now = now_us()
-        return NodeList(nodes=node_infos(views, make_plan(views, now), who, now))
+        return NodeList(nodes=node_infos(views, runtime.plans.get(views, now), who, now))
 
     async def _drain(self, request: Request[Any, Any, Any], node: str, *, drain: bool) -> NodeInfo:
         runtime = runtime_of(request)
@@ -35,7 +34,7 @@ class NodeController(Controller):
         await runtime.ledger.write(commands.drain_node(node, by=identity.user_id, drain=drain, reason=reason))
         views = runtime.ledger.views
         now = now_us()
-        return next(n for n in node_infos(views, make_plan(views, now), identity, now) if n.name == node)
+        return next(n for n in node_infos(views, runtime.plans.get(views, now), identity, now) if n.name == node)
 
     @post("/admin/nodes/{node:str}/drain", status_code=200, summary="Stop new dispatches to a node")
     async def drain(self, request: Request[Any, Any, Any], node: str) -> NodeInfo:
