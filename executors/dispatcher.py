@@ -22,7 +22,7 @@ log = structlog.get_logger()
 
 def free_slots(views: Views, runners: dict[str, NodeRunner]) -> list[tuple[str, int]]:
     """(node, slot) pairs that can take a job now, least-loaded node first, then configuration order."""
-    candidates = []
+    candidates: list[tuple[float, int, str, int]] = []
     for order, node in enumerate(views.nodes.values()):
         if node.name not in runners or node.status != "up":
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,8 +43,9 @@ class LiveFiles:
             handle.write(data)
 
 
-async def follow_job(runner: NodeRunner, job: JobState, workdir: str) -> wp.ExitStatus:
-    """Stream until the wrapper reports the end; reconnect while the node is unreachable."""
+async def follow_job(runner: NodeRunner, job: JobState, workdir: str,
+                     on_started: Callable[[wp.Started], Awaitable[None]]) -> wp.ExitStatus:
+    """Launch if needed, then stream until the wrapper reports the end; reconnect while unreachable."""
     from executors.runner import NodeLost  # runner imports this module; NodeLost lives there
 
     live = LiveFiles(runner.live_root / job.job_id)
@@ -51,7 +53,7 @@ async def follow_job(runner: NodeRunner, job: JobState, workdir: str) -> wp.Exit
     delay = 0.2
     while True:
         try:
-            status = await _follow_once(runner, workdir, live)
+            status = await _follow_once(runner, workdir, live, on_started)
             if status is not None:
                 return status
             reason = "follow ended without a status"
@@ -66,13 +68,17 @@ async def follow_job(runner: NodeRunner, job: JobState, workdir: str) -> wp.Exit
         delay = min(delay * 2, 5.0)
 
 
-async def _follow_once(runner: NodeRunner, workdir: str, live: LiveFiles) -> wp.ExitStatus | None:
+async def _follow_once(runner: NodeRunner, workdir: str, live: LiveFiles,
+                       on_started: Callable[[wp.Started], Awaitable[None]]) -> wp.ExitStatus | None:
     out_offset, err_offset = live.offsets()
     decoder = wp.FrameDecoder()
-    command = wp.follow_command(runner.transport.python, workdir, out_offset, err_offset)
+    # `run` launches (idempotently: never a second start) and follows, in one round trip.
+    command = wp.run_command(runner.transport.python, workdir, out_offset, err_offset)
     async for chunk in runner.transport.stream(command):
         for frame in decoder.feed(chunk):
-            if frame.kind in (wp.FrameKind.STDOUT, wp.FrameKind.STDERR):
+            if frame.kind == wp.FrameKind.STARTED:
+                await on_started(wp.decode_started(frame.payload))
+            elif frame.kind in (wp.FrameKind.STDOUT, wp.FrameKind.STDERR):
                 live.append(frame.kind, frame.payload)
             elif frame.kind == wp.FrameKind.STATUS:
                 return wp.decode_exit_status(frame.payload)

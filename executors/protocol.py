@@ -132,7 +132,9 @@ def job_spec_bytes(command: str, time_limit_s: float, grace_s: float, env: Mappi
 def _wrapper_command(python: str, workdir: StrPath, *args: str) -> str:
     """`python` is one executable (name or path), never a shell fragment: it is quoted like the rest."""
     wd = os.fspath(workdir)
-    return shlex.join([python, posixpath.join(wd, WRAPPER_NAME), *args])
+    # -I -S: the wrapper needs the standard library only, so skip site-packages, .pth hooks and the
+    # environment (they cost tens of milliseconds per start, and could change what runs).
+    return shlex.join([python, "-I", "-S", posixpath.join(wd, WRAPPER_NAME), *args])
 
 
 def launch_command(python: str, workdir: StrPath) -> str:
@@ -143,6 +145,13 @@ def follow_command(python: str, workdir: StrPath, out_offset: int, err_offset: i
     if out_offset < 0 or err_offset < 0:
         raise ValueError("offsets must not be negative")
     return _wrapper_command(python, workdir, "follow", os.fspath(workdir), str(out_offset), str(err_offset))
+
+
+def run_command(python: str, workdir: StrPath, out_offset: int, err_offset: int) -> str:
+    """Launch (idempotent) and follow from the offsets, in one remote command."""
+    if out_offset < 0 or err_offset < 0:
+        raise ValueError("offsets must not be negative")
+    return _wrapper_command(python, workdir, "run", os.fspath(workdir), str(out_offset), str(err_offset))
 
 
 def cancel_command(python: str, workdir: StrPath) -> str:
@@ -214,6 +223,7 @@ class FrameKind(enum.IntEnum):
     STATUS = 3  # payload: status.json; the last frame
     HEARTBEAT = 4  # empty; the job is still running
     LOST = 5  # payload: Lost JSON; no wrapper alive and no status.json; the last frame
+    STARTED = 6  # payload: started.json; `run` sends it first when the job has started
 
 
 class Frame(NamedTuple):

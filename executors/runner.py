@@ -30,6 +30,7 @@ from ledger.errors import DomainError
 from ledger.events import JobFinished
 from ledger.jobs import JobState
 from ledger.settings import Settings
+from ledger.store import Write
 from ledger.writer import Ledger
 
 log = structlog.get_logger()
@@ -110,9 +111,7 @@ class NodeRunner:
                                                attempt=job.attempt, message="cancelled before it started"))
                 return
             await self._retry(lambda: self._upload(job, workdir))
-            await self._retry(lambda: self._launch(job, workdir))
-            bound.info("job.launched", workdir=workdir)
-        status = await follow_job(self, job, workdir)
+        status = await follow_job(self, job, workdir, lambda started: self._started(job, started))
         await self._collect(job, workdir, status)
         bound.info("job.collected", reason=self.ledger.views.jobs[job.job_id].reason)
 
@@ -139,17 +138,12 @@ class NodeRunner:
         await self.transport.put_files(workdir, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SOLUTION_NAME: code,
                                                  wp.JOB_SPEC_NAME: spec})
 
-    async def _launch(self, job: JobState, workdir: str) -> None:
-        code, out, err = await self.transport.run(wp.launch_command(self.transport.python, workdir), timeout=60)
-        if code == wp.LAUNCH_NEVER_STARTED:
-            return  # follow will read the status.json that says why
-        if code != 0:
-            raise RemoteCommandFailed("launch", code, err)
-        started = wp.decode_started(out.strip().splitlines()[-1])
-        current = self.ledger.views.jobs[job.job_id]
-        if current.started_at is None:
+    async def _started(self, job: JobState, started: wp.Started) -> None:
+        """The wrapper started the job (or, re-attached, had started it): record it once."""
+        if self.ledger.views.jobs[job.job_id].started_at is None:
             await self._write(commands.start_job(job.job_id, node=self.node, attempt=job.attempt, pid=started.pid,
                                                  pgid=started.pgid, started_at_node=started.started_at.isoformat()))
+            log.info("job.started", job_id=job.job_id, user_id=job.user_id, node=self.node, pgid=started.pgid)
 
     async def _collect(self, job: JobState, workdir: str, status: wp.ExitStatus) -> None:
         live = self.live_root / job.job_id
@@ -206,7 +200,7 @@ class NodeRunner:
         await self._retry(lambda: self.transport.run(wp.cancel_command(self.transport.python, workdir),
                                                      timeout=self.settings.cancel_grace_s + 30))
 
-    async def _write(self, write: commands.Write) -> None:
+    async def _write(self, write: Write) -> None:
         try:
             await self.ledger.write(write)
         except DomainError as e:  # e.g. already finished by a racing path: the ledger stays right

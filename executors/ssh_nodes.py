@@ -10,7 +10,7 @@ import asyncio
 import re
 import shlex
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 
@@ -96,7 +96,8 @@ class SshNode:
     async def restart(self) -> None:
         started = time.monotonic()
         command = self.settings.lxc_restart_command.format(container=shlex.quote(self.container))
-        outcome, detail = "ok", ""
+        outcome: Literal["ok", "failed", "timeout"] = "ok"
+        detail = ""
         try:
             if self.jump is None:
                 raise ExecutorError("LXC_RESTART_BETWEEN_JOBS needs JUMP_HOST: the restart runs on the jump host")
@@ -110,7 +111,7 @@ class SshNode:
         await self.runtime.ledger.write(commands.restarted_node(self.spec.name, NodeRestarted(
             name=self.spec.name, container=self.container, duration_s=duration, outcome=outcome, detail=detail)))
 
-    async def _wait_answering(self, started: float) -> tuple[str, str]:
+    async def _wait_answering(self, started: float) -> tuple[Literal["ok", "timeout"], str]:
         deadline = started + self.settings.lxc_restart_wait_time + self.settings.ssh_connect_timeout_s + 10
         while time.monotonic() < deadline:
             try:

@@ -43,6 +43,7 @@ from executors.protocol import (
     job_spec_bytes,
     launch_command,
     render_job_command,
+    run_command,
     status_command,
 )
 
@@ -296,6 +297,29 @@ async def test_launch_twice_starts_the_job_once(tmp_path: Path) -> None:
     again = await launch(workdir)
     assert {s.pid for s in [*launches, again]} == {launches[0].pid}
     await follow(workdir)
+    assert (workdir / "runs").read_text() == "run\n"
+
+
+async def run_frames(workdir: Path, out_offset: int = 0, err_offset: int = 0) -> list[Frame]:
+    decoder, frames = FrameDecoder(), []
+    async with asyncio.timeout(20):
+        async for chunk in stream_local(run_command(PY, workdir, out_offset, err_offset)):
+            frames.extend(decoder.feed(chunk))
+    return frames
+
+
+async def test_run_launches_then_follows_in_one_command(tmp_path: Path) -> None:
+    """`run` sends STARTED first, then the output, then the status; run again (re-attach) starts nothing."""
+    workdir = make_job(tmp_path, "echo run >> runs; echo out; sleep 0.2; echo err >&2")
+    frames = await run_frames(workdir)
+    assert frames[0].kind is FrameKind.STARTED
+    assert frames[-1].kind is FrameKind.STATUS
+    started = decode_started(frames[0].payload)
+    out = b"".join(f.payload for f in frames if f.kind is FrameKind.STDOUT)
+    assert (out, decode_exit_status(frames[-1].payload).exit_code) == (b"out\n", 0)
+    again = await run_frames(workdir, out_offset=len(out))
+    assert decode_started(again[0].payload).pid == started.pid
+    assert [f.kind for f in again if f.kind is FrameKind.STDOUT] == []
     assert (workdir / "runs").read_text() == "run\n"
 
 
