@@ -27,7 +27,7 @@ from executors.outcome import finished_event, save_results_file
 from executors.transport import Transport
 from ledger import commands
 from ledger.errors import DomainError
-from ledger.events import JobFinished
+from ledger.events import Blob, JobFinished
 from ledger.jobs import JobState
 from ledger.settings import Settings
 from ledger.store import Write
@@ -147,22 +147,28 @@ class NodeRunner:
 
     async def _collect(self, job: JobState, workdir: str, status: wp.ExitStatus) -> None:
         live = self.live_root / job.job_id
-        stdout = self.blobs.put(_read_capped(live / "stdout", self.settings.max_output_bytes),
-                                truncated=_size(live / "stdout") > self.settings.max_output_bytes)
-        stderr = self.blobs.put(_read_capped(live / "stderr", self.settings.max_output_bytes),
-                                truncated=_size(live / "stderr") > self.settings.max_output_bytes)
-        fetched = await self._retry(lambda: self.transport.fetch(f"{workdir}/{RESULTS_NAME}",
-                                                                 self.settings.max_results_bytes))
+        cap = self.settings.max_output_bytes
+        # Blob writes end in fsync: off the event loop, and the two streams side by side.
+        stdout, stderr, fetched = await asyncio.gather(
+            asyncio.to_thread(self._store_capped, live / "stdout", cap),
+            asyncio.to_thread(self._store_capped, live / "stderr", cap),
+            self._retry(lambda: self.transport.fetch(f"{workdir}/{RESULTS_NAME}", self.settings.max_results_bytes)))
         results = results_file = None
         if fetched is not None:
-            results = self.blobs.put(fetched[0], truncated=fetched[1])
-            saved = save_results_file(Path(self.settings.jobs_dir) / "results", job, fetched[0])
+            results, saved = await asyncio.to_thread(self._store_results, job, fetched)
             results_file = str(saved)
         current = self.ledger.views.jobs[job.job_id]
         await self._finish(finished_event(current, status, stdout=stdout, stderr=stderr, results=results,
                                           results_file=results_file))
         with contextlib.suppress(ExecutorError):
             await self.transport.remove_tree(workdir)
+
+    def _store_capped(self, path: Path, cap: int) -> Blob:
+        return self.blobs.put(_read_capped(path, cap), truncated=_size(path) > cap)
+
+    def _store_results(self, job: JobState, fetched: tuple[bytes, bool]) -> tuple[Blob, Path]:
+        blob = self.blobs.put(fetched[0], truncated=fetched[1])
+        return blob, save_results_file(Path(self.settings.jobs_dir) / "results", job, fetched[0])
 
     async def _finish(self, finished: JobFinished) -> None:
         await self._write(commands.finish_job(finished, node=self.node, restart_container=self.restart_container))

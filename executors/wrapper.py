@@ -20,7 +20,6 @@ exit code and signal=null. (A shell that reports a child's death as 128+N is an 
 `follow` writes frames [kind: 1 byte][length: 4 bytes big-endian][payload] with the kinds below.
 """
 
-import contextlib
 import json
 import os
 import signal
@@ -28,7 +27,6 @@ import struct
 import subprocess
 import sys
 import time
-import traceback
 from datetime import datetime, timezone
 
 STDOUT_FRAME, STDERR_FRAME, STATUS_FRAME, HEARTBEAT_FRAME, LOST_FRAME, STARTED_FRAME = 1, 2, 3, 4, 5, 6
@@ -151,8 +149,10 @@ def group_alive(pgid):
 
 
 def signal_group(pgid, sig):
-    with contextlib.suppress(ProcessLookupError):
+    try:  # noqa: SIM105 - not contextlib.suppress: importing contextlib costs start-up time
         os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def wait_until(condition, timeout_s, tick):
@@ -244,6 +244,8 @@ def spawn_daemon(workdir):
         os.chdir("/")
         run_daemon(workdir)
     except BaseException:  # a forked child must never return into the caller's code
+        import traceback  # only here: every import is start-up time on the job's critical path
+
         append_text(path(workdir, "wrapper.log"), traceback.format_exc())
         os._exit(1)
     os._exit(0)
