@@ -5,6 +5,7 @@ Tags are stable wire names (``job.submitted``). New fields get defaults; field t
 
 from __future__ import annotations
 
+import typing
 from typing import Any, Literal
 
 import msgspec
@@ -218,29 +219,23 @@ def decode_event(payload: bytes | str) -> AnyEvent:
 
 
 def event_tag(event: Event) -> str:
-    tag = type(event).__struct_config__.tag
-    assert isinstance(tag, str)
-    return tag
+    return _TAGS[type(event)]
 
 
 def stream_of(event: Event) -> str:
     """The stream an event belongs to: ``job-<id>``, ``node-<name>`` or ``token-<id>``."""
-    match event:
-        case (
-            JobSubmitted()
-            | JobScanned()
-            | JobQueued()
-            | JobDispatched()
-            | JobStarted()
-            | JobCancelRequested()
-            | JobFinished()
-            | JobRequeued()
-        ):
-            return f"job-{event.job_id}"
-        case TokenIssued() | TokenRevoked():
-            return f"token-{event.token_id}"
-        case _:
-            return f"node-{event.name}"  # type: ignore[attr-defined]
+    prefix, key = _STREAM_KEYS[type(event)]  # by exact type: this runs for every appended event
+    return f"{prefix}{getattr(event, key)}"
+
+
+_TAGS: dict[type, str] = {cls: str(cls.__struct_config__.tag) for cls in typing.get_args(AnyEvent)}
+_STREAM_KEYS: dict[type, tuple[str, str]] = {
+    **dict.fromkeys((JobSubmitted, JobScanned, JobQueued, JobDispatched, JobStarted, JobCancelRequested,
+                     JobFinished, JobRequeued), ("job-", "job_id")),
+    **dict.fromkeys((TokenIssued, TokenRevoked), ("token-", "token_id")),
+    **dict.fromkeys((NodeRegistered, NodeUpdated, NodeUp, NodeDown, NodeDrained, NodeUndrained, NodeRestarting,
+                     NodeRestarted), ("node-", "name")),
+}
 
 
 class Recorded(msgspec.Struct, frozen=True, kw_only=True, gc=False):

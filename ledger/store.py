@@ -30,7 +30,7 @@ _header = msgspec.json.Encoder().encode
 Decide = Callable[[Views], Sequence[AnyEvent]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Write:
     """One atomic append: events decided against the current views, optionally version-checked."""
 
@@ -41,7 +41,7 @@ class Write:
     expected: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Committed:
     records: list[Recorded]
     replayed: bool = False
@@ -200,29 +200,30 @@ class EventStore:
         return self._insert(write, events)
 
     def _insert(self, write: Write, events: list[AnyEvent]) -> Committed:
-        recorded_at = max(now_us(), self.views.recorded_at)  # never goes backwards along the log
-        rows, records = [], []
-        versions: dict[str, int] = {}
-        for index, event in enumerate(events):
-            stream = stream_of(event)
-            version = versions.get(stream, self.views.stream_version(stream)) + 1
-            versions[stream] = version
-            key = write.idempotency_key if index == 0 else None
-            payload, type_ = encode_event(event), event_tag(event)
-            position = self.head + 1
-            digest = chain_hash(self.head_hash, position, stream, version, type_, recorded_at, write.actor,
-                                key, payload)
-            rows.append((position, stream, version, type_, payload, recorded_at, write.actor, key,
-                         self.head_hash, digest))
-            records.append(Recorded(position=position, stream=stream, version=version, event=event,
-                                    recorded_at=recorded_at, actor=write.actor, idempotency_key=key))
-            self.head, self.head_hash = position, digest
-        if not rows:
+        if not events:
             return Committed(records=[])
-        self._pending.extend(rows)
+        views = self.views
+        recorded_at = max(now_us(), views.recorded_at)  # never goes backwards along the log
+        actor, key = write.actor, write.idempotency_key  # the key goes on the write's first event
+        head, head_hash = self.head, self.head_hash
+        known, versions = views.stream_versions, {}
+        records = []
+        for event in events:
+            stream = stream_of(event)
+            version = versions.get(stream, 0) or known.get(stream, 0)
+            versions[stream] = version = version + 1
+            payload, type_ = encode_event(event), event_tag(event)
+            head += 1
+            digest = chain_hash(head_hash, head, stream, version, type_, recorded_at, actor, key, payload)
+            self._pending.append((head, stream, version, type_, payload, recorded_at, actor, key, head_hash, digest))
+            records.append(Recorded(position=head, stream=stream, version=version, event=event,
+                                    recorded_at=recorded_at, actor=actor, idempotency_key=key))
+            head_hash, key = digest, None
+        self.head, self.head_hash = head, head_hash
+        apply = views.apply_event
         for record in records:
-            self.views.apply(record)
-        first, last = records[0].position, records[-1].position
+            apply(record.event, record.position, record.stream, record.version, recorded_at)
+        first, last = records[0].position, head
         if write.idempotency_key is not None:
             self.conn.execute("INSERT INTO idempotency (key, fingerprint, first_position, last_position)"
                               " VALUES (?, ?, ?, ?)", (write.idempotency_key, write.fingerprint, first, last))
