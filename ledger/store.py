@@ -206,7 +206,8 @@ class EventStore:
         recorded_at = max(now_us(), views.recorded_at)  # never goes backwards along the log
         actor, key = write.actor, write.idempotency_key  # the key goes on the write's first event
         head, head_hash = self.head, self.head_hash
-        known, versions = views.stream_versions, {}
+        known = views.stream_versions
+        versions: dict[str, int] = {}
         records = []
         for event in events:
             stream = stream_of(event)
