@@ -57,6 +57,7 @@ class NodeRunner:
         self.restart_container = restart_container
         self.live_root = Path(settings.jobs_dir) / "live"
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.reapers: set[asyncio.Task[None]] = set()  # cleaning up after jobs lost with their node
 
     def workdir(self, job_id: str) -> str:
         return f"{self.remote_root.rstrip('/')}/jobs/{job_id}"
@@ -75,9 +76,10 @@ class NodeRunner:
 
     async def stop(self) -> None:
         """Stop watching (server shutdown): the jobs themselves keep running on the node."""
-        for task in list(self.tasks.values()):
+        pending = [*self.tasks.values(), *self.reapers]
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _run(self, job_id: str, *, fresh: bool = False) -> None:
         job = self.ledger.views.jobs[job_id]
@@ -181,9 +183,30 @@ class NodeRunner:
         if job.started_at is None:
             await self._write(commands.requeue_job(job_id, node=self.node, attempt=job.attempt, reason="node_lost"))
         else:
+            live = self.live_root / job_id
+            cap = self.settings.max_output_bytes
+            stdout, stderr = await asyncio.gather(asyncio.to_thread(self._store_capped, live / "stdout", cap),
+                                                  asyncio.to_thread(self._store_capped, live / "stderr", cap))
             await self._finish(JobFinished(job_id=job_id, status="failed", reason="node_lost", attempt=job.attempt,
+                                           stdout=stdout, stderr=stderr,
                                            message=f"node {self.node} unreachable for more than "
                                                    f"{self.settings.node_lost_after:g} s"))
+        # The job may still run on the node: when it answers again, kill what is left and clean up.
+        reaper = asyncio.create_task(self._reap_when_back(self.workdir(job_id)), name=f"reap-{job_id}")
+        self.reapers.add(reaper)
+        reaper.add_done_callback(self.reapers.discard)
+
+    async def _reap_when_back(self, workdir: str) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.transport.run(wp.cancel_command(self.transport.python, workdir),
+                                         timeout=self.settings.cancel_grace_s + 30)
+                await self.transport.remove_tree(workdir)
+                return
+            except NodeUnreachable:
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 60.0)
 
     async def _give_back(self, job_id: str, reason: str) -> None:
         job = self.ledger.views.jobs[job_id]

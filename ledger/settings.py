@@ -119,6 +119,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 SECRET_SETTINGS = ("openrouter_api_key",)
 ENV_PREFIX = "GPULEDGER_"
+# GPULEDGER_* variables that are not server settings: the researcher client's (URL, TOKEN, USER) and
+# the test suite's switch that turns a missing sshd into a failure. Any other unknown name is a typo.
+NOT_SETTINGS = frozenset({"GPULEDGER_URL", "GPULEDGER_TOKEN", "GPULEDGER_USER", "GPULEDGER_REQUIRE_SSHD"})
 # Secrets are read from these plain names too (as the original system did), never from a file.
 SECRET_ENV_NAMES = {"openrouter_api_key": "OPENROUTER_API_KEY"}
 
@@ -127,7 +130,7 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
     fields = {f.name: f for f in msgspec.structs.fields(Settings)}
     raw: dict[str, Any] = {}
     for key, text in environ.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key in NOT_SETTINGS:
             continue
         name = key[len(ENV_PREFIX):].lower()
         if name not in fields:

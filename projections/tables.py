@@ -6,6 +6,7 @@ Rows hold the msgspec JSON of each view, so "rebuilt equals live" is a compariso
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import apsw
 import msgspec
@@ -101,7 +102,7 @@ def replace_all(conn: apsw.Connection, views: Views) -> None:
     deleted: the result is the same as rewriting everything, without rewriting what is right.
     """
     stored = {table: dict(conn.execute(f"SELECT {key}, data FROM {table}")) for table, key in _TABLES}
-    items = {"proj_jobs": views.jobs, "proj_users": views.users, "proj_nodes": views.nodes,
+    items: dict[str, dict[str, Any]] = {"proj_jobs": views.jobs, "proj_users": views.users, "proj_nodes": views.nodes,
              "proj_tokens": views.tokens}
     dirty = {}
     for table, key in _TABLES:

@@ -46,6 +46,13 @@ def test_bad_values_name_the_setting(env, name):
         load_settings(environ=env)
 
 
+def test_client_and_test_variables_are_not_settings():
+    """GPULEDGER_URL/TOKEN/USER (the client's) and GPULEDGER_REQUIRE_SSHD (CI's) do not stop the server."""
+    environ = {"GPULEDGER_URL": "http://x", "GPULEDGER_TOKEN": "t", "GPULEDGER_USER": "u",
+               "GPULEDGER_REQUIRE_SSHD": "1"}
+    assert load_settings(environ=environ).server_port == 8001
+
+
 def test_secret_only_from_environment(tmp_path):
     """The LLM key is read from the environment and refused in a TOML file; config show redacts it."""
     config = tmp_path / "g.toml"
