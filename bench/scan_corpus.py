@@ -10,9 +10,13 @@ import ast
 import statistics
 import time
 from collections.abc import Callable
+import sys
 from pathlib import Path
 
-from executors.scanner import scan_static
+# Run as a script, bench/ is first on sys.path, where bench/ledger.py would shadow the ledger package.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from executors.scanner import scan_static  # noqa: E402 - after the path fix above
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "scanner_corpus"
 
