@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import ast
 import statistics
+import sys
 import time
 from collections.abc import Callable
-import sys
 from pathlib import Path
 
 # Run as a script, bench/ is first on sys.path, where bench/ledger.py would shadow the ledger package.
