@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ledger.clock import parse_iso
+from ledger import clock
 from ledger.settings import load_settings
 
 
@@ -21,9 +21,7 @@ def db_path(args: argparse.Namespace) -> str:
 
 def position_or_time(text: str) -> tuple[int | None, int | None]:
     """``--until``/``--since`` take a ledger position (digits) or an ISO-8601 time."""
-    if text.isdigit():
-        return int(text), None
     try:
-        return None, parse_iso(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a position or an ISO-8601 time: {text!r}") from None
+        return clock.position_or_time(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

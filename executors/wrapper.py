@@ -329,13 +329,19 @@ def emit(obj):
     sys.stdout.flush()
 
 
-def cmd_launch(workdir):
-    """Prints started.json (exit 0); a job that never started prints status.json (exit 3)."""
+def start_once(workdir):
+    """started.json, starting the job first if nobody has; None if it never started."""
     started = read_json(path(workdir, "started.json"))
     if started is None:
         if claim(workdir):
             spawn_daemon(workdir)
         started = wait_for_start(workdir)
+    return started
+
+
+def cmd_launch(workdir):
+    """Prints started.json (exit 0); a job that never started prints status.json (exit 3)."""
+    started = start_once(workdir)
     if started is not None:
         emit(started)
         return 0
@@ -476,11 +482,7 @@ def lost_reason(workdir):
 def cmd_run(workdir, out_offset, err_offset):
     """``launch`` then ``follow`` in one process (one round trip, one interpreter start): a STARTED
     frame with started.json first (none if the job never started), then what ``follow`` sends."""
-    started = read_json(path(workdir, "started.json"))
-    if started is None:
-        if claim(workdir):
-            spawn_daemon(workdir)
-        started = wait_for_start(workdir)
+    started = start_once(workdir)
     if started is not None:
         out = sys.stdout.buffer
         payload = json.dumps(started, separators=(",", ":")).encode("utf-8")

@@ -20,6 +20,18 @@ def iso(us: int | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def position_or_time(text: str) -> tuple[int | None, int | None]:
+    """A ledger position (digits) or an ISO-8601 instant, as (position, None) or (None, microseconds).
+
+    Raises ValueError naming the text when it is neither."""
+    if text.isdigit():
+        return int(text), None
+    try:
+        return None, parse_iso(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a ledger position nor an ISO-8601 time") from None
+
+
 def parse_iso(text: str) -> int:
     """ISO-8601 text (a bare date or time without zone is UTC) to microseconds."""
     moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))

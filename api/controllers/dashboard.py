@@ -12,18 +12,16 @@ from api.context import authenticate, runtime_of
 from api.errors import BadRequest
 from api.present import job_status, node_infos
 from executors.plan import make_plan
-from ledger.clock import now_us, parse_iso
+from ledger.clock import now_us, position_or_time
 from projections.audit import views_until
 from projections.dashboard import DAY_US, dashboard_document, recent_and_finished
 
 
 def _as_of(text: str) -> tuple[int | None, int | None]:
-    if text.isdigit():
-        return int(text), None
     try:
-        return None, parse_iso(text)
-    except ValueError:
-        raise BadRequest(f"Invalid as_of: {text!r} is neither a ledger position nor an ISO-8601 time") from None
+        return position_or_time(text)
+    except ValueError as e:
+        raise BadRequest(f"Invalid as_of: {e}") from None
 
 
 class DashboardController(Controller):
