@@ -30,7 +30,7 @@ _header = msgspec.json.Encoder().encode
 Decide = Callable[[Views], Sequence[AnyEvent]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass pays object.__setattr__ per field, per append
 class Write:
     """One atomic append: events decided against the current views, optionally version-checked."""
 
