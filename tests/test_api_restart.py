@@ -3,6 +3,7 @@ exactly once, with its output intact."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections import Counter
 
@@ -45,5 +46,30 @@ def test_job_finishing_while_the_server_is_down_is_collected_on_restart(server_f
         body = wait_status(client, job_id, {"completed", "failed", "cancelled"}, timeout=30)
         assert body["status"] == "completed"
         assert client.get(f"/api/results/{job_id}").json()["stdout"] == "done while down\n"
+        types = Counter(e["type"] for e in client.get(f"/api/jobs/{job_id}/events").json()["events"])
+        assert (types["job.started"], types["job.finished"]) == (1, 1)
+
+
+def test_sigterm_leaves_the_running_job_running(server_factory):
+    """SIGTERM stops the server promptly without touching the job; the next start collects it once."""
+    server = server_factory(code_scanner_enabled=False)
+    marker = f"gpuledger-sigterm-{time.monotonic_ns()}"
+    code = ("import subprocess, sys, time\nprint('before', flush=True)\n"
+            f"subprocess.run(['bash', '-c', 'exec -a {marker} sleep 2'])\nprint('after')\n")
+    with server.client(server.admin_token) as client:
+        job_id = submit(client, code, config_yaml("admin", expected=60)).json()["job_id"]
+        wait_status(client, job_id, {"running"}, timeout=20)
+    began = time.monotonic()
+    server.stop()  # SIGTERM, then waits for the process to exit
+    assert time.monotonic() - began < 15
+    log = (server.root / "server.log").read_text()
+    assert '"event": "server.stopped"' in log  # the graceful path ran (uvicorn then re-raises SIGTERM)
+    alive = subprocess.run(["pgrep", "-f", marker], capture_output=True, check=False)
+    assert alive.returncode == 0, "the job was stopped with the server"
+    server.start()
+    with server.client(server.admin_token) as client:
+        body = wait_status(client, job_id, {"completed", "failed", "cancelled"}, timeout=30)
+        assert body["status"] == "completed"
+        assert client.get(f"/api/results/{job_id}").json()["stdout"] == "before\nafter\n"
         types = Counter(e["type"] for e in client.get(f"/api/jobs/{job_id}/events").json()["events"])
         assert (types["job.started"], types["job.finished"]) == (1, 1)
