@@ -84,9 +84,10 @@ class NodeRunner:
     async def _run(self, job_id: str, *, fresh: bool = False) -> None:
         job = self.ledger.views.jobs[job_id]
         bound = log.bind(job_id=job_id, user_id=job.user_id, node=self.node, attempt=job.attempt)
-        watcher = asyncio.create_task(self._watch_cancel(job_id))
+        uploaded = asyncio.Event()  # the cancel watcher waits for it: the wrapper must be there to ask
+        watcher = asyncio.create_task(self._watch_cancel(job_id, uploaded))
         try:
-            await self._attempt(job, bound, fresh=fresh)
+            await self._attempt(job, bound, uploaded, fresh=fresh)
         except NodeLost:
             await self._node_lost(job_id, bound)
         except asyncio.CancelledError:
@@ -103,8 +104,8 @@ class NodeRunner:
         if self.after_job is not None:
             await self.after_job()
 
-    async def _attempt(self, job: JobState, bound: structlog.typing.FilteringBoundLogger, *,
-                       fresh: bool = False) -> None:
+    async def _attempt(self, job: JobState, bound: structlog.typing.FilteringBoundLogger, uploaded: asyncio.Event,
+                       *, fresh: bool = False) -> None:
         workdir = self.workdir(job.job_id)
         state = None if fresh else await self._retry(lambda: self._status(workdir))
         if state is None or state.state == "not_started":
@@ -113,6 +114,8 @@ class NodeRunner:
                                                attempt=job.attempt, message="cancelled before it started"))
                 return
             await self._retry(lambda: self._upload(job, workdir))
+        # From here a cancel reaches the wrapper: before the launch it claims the job so it never runs.
+        uploaded.set()
         status = await follow_job(self, job, workdir, lambda started: self._started(job, started))
         await self._collect(job, workdir, status)
         bound.info("job.collected", reason=self.ledger.views.jobs[job.job_id].reason)
@@ -218,13 +221,14 @@ class NodeRunner:
             await self._finish(JobFinished(job_id=job_id, status="failed", reason="dispatch_failed",
                                            attempt=job.attempt, message=reason))
 
-    async def _watch_cancel(self, job_id: str) -> None:
+    async def _watch_cancel(self, job_id: str, uploaded: asyncio.Event) -> None:
         """When a cancel is requested, have the wrapper kill the job's process group (and confirm)."""
         while True:
             seen = self.ledger.head
             if self.ledger.views.jobs[job_id].cancel_requested:
                 break
             await self.ledger.wait_beyond(seen)
+        await uploaded.wait()
         workdir = self.workdir(job_id)
         await self._retry(lambda: self.transport.run(wp.cancel_command(self.transport.python, workdir),
                                                      timeout=self.settings.cancel_grace_s + 30))

@@ -120,3 +120,19 @@ def test_ledger_verifies_after_the_runner_jobs(server: Server) -> None:
     """`gpuledger audit verify` exits 0 after the failed, cancelled and timed-out jobs above."""
     done = run_cli(server.root, "audit", "verify", "--db", str(server.root / "gpuledger.db"), env=server.env)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_cancel_racing_the_dispatch_always_cancels(server: Server, token: str, tmp_path) -> None:
+    """Cancels landing before, during and after the upload/launch all end cancelled; the job's work never
+    completes (before the launch the wrapper claims the job, after it the process group is killed)."""
+    with server.client(token) as client:
+        for attempt in range(6):
+            marker = tmp_path / f"ran-{attempt}"
+            code = f"import pathlib, time\ntime.sleep(1)\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+            job_id = submit(client, code, config_yaml("runner", expected=30)).json()["job_id"]
+            time.sleep(attempt * 0.01)  # land the cancel at different points of the dispatch
+            answer = client.post(f"/api/cancel/{job_id}")
+            assert answer.status_code == 200, answer.text
+            assert wait_status(client, job_id, TERMINAL)["status"] == "cancelled"
+            time.sleep(1.5)
+            assert not marker.exists(), f"attempt {attempt}: the cancelled job ran anyway"
