@@ -136,3 +136,17 @@ def test_cancel_racing_the_dispatch_always_cancels(server: Server, token: str, t
             assert wait_status(client, job_id, TERMINAL)["status"] == "cancelled"
             time.sleep(1.5)
             assert not marker.exists(), f"attempt {attempt}: the cancelled job ran anyway"
+
+
+def test_jobs_do_not_see_the_servers_secrets(server_factory) -> None:
+    """A local job's environment holds no LLM key, token or GPULEDGER_* setting of the server process."""
+    secret = "sk-server-only-0123456789"
+    srv = server_factory(openrouter_api_key=secret, code_scanner_enabled=False)
+    code = "import os\nfor name, value in sorted(os.environ.items()):\n    print(name, '=', value)\n"
+    with srv.client(srv.admin_token) as client:
+        body = submit(client, code, config_yaml("admin"), wait=True).json()
+    assert body["status"] == "completed"
+    assert secret not in body["stdout"]
+    names = {line.split(" = ")[0] for line in body["stdout"].splitlines()}
+    assert {n for n in names if n.startswith("GPULEDGER_")} == {"GPULEDGER_JOB_ID", "GPULEDGER_RESULTS"}
+    assert "PATH" in names
