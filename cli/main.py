@@ -10,20 +10,14 @@ from collections.abc import Sequence
 from ledger.errors import LedgerError
 
 # Modules that add subcommands, each with register(subparsers).
-COMMAND_MODULES = ("cli.audit", "cli.scan", "cli.tokens", "cli.serve", "cli.logs", "cli.client")
+COMMAND_MODULES = ("cli.audit", "cli.scan", "cli.tokens", "cli.serve", "cli.logs")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpuledger", description="GPU job queue server on an event ledger")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
