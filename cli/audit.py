@@ -60,7 +60,8 @@ def views_document(views: Views) -> dict[str, Any]:
     return {
         "position": views.position,
         "as_of": iso(views.recorded_at),
-        "jobs": [msgspec.to_builtins(job) for job in views.jobs.values()],
+        # asdict, not to_builtins: job rows omit default values on disk, the document shows every field.
+        "jobs": [msgspec.structs.asdict(job) for job in views.jobs.values()],
         "users": [msgspec.to_builtins(user) for user in views.users.values()],
         "nodes": [msgspec.to_builtins(node) for node in views.nodes.values()],
         "tokens": [{k: v for k, v in msgspec.to_builtins(t).items() if k != "secret_sha256"}
