@@ -27,7 +27,6 @@ from executors.runtime import Runtime
 from ledger.settings import Settings
 
 log = structlog.get_logger()
-EXTRA_CONTROLLERS: list[Any] = []  # later features (logs, streams, the web page) add theirs here
 
 
 class RequestContext(ASGIMiddleware):
@@ -69,7 +68,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
 
     return Litestar(
         route_handlers=[ServiceController, JobController, NodeController, DashboardController, StreamController,
-                        openapi_document, *EXTRA_CONTROLLERS],
+                        openapi_document],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[RequestContext()],
         lifespan=[lifespan],
