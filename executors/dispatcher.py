@@ -71,9 +71,11 @@ class Dispatcher:
         dispatched = 0
         while True:
             views = self.ledger.views
+            slots = free_slots(views, self.runners)  # first: cheap, and no slot means no sort of the queue
+            if not slots or not views.queued:
+                return dispatched
             queue = views.queue()
-            slots = free_slots(views, self.runners)
-            if not queue or not slots:
+            if not queue:
                 return dispatched
             job, (node, slot) = queue[0], slots[0]
             runner = self.runners[node]
