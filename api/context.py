@@ -9,6 +9,8 @@ from litestar import Request
 from api.auth import Identity, optional, require
 from api.limits import EndpointLimiter, client_address
 from executors.runtime import Runtime
+from ledger.errors import NotFound
+from ledger.jobs import JobState
 
 
 def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
@@ -32,6 +34,21 @@ def authenticate(request: Request[Any, Any, Any]) -> Identity:
     identity = require(runtime.ledger.views, request.headers.get("authorization"))
     runtime.token_usage.touch(identity.token_id)
     return identity
+
+
+def authorized_job(request: Request[Any, Any, Any], job_id: str, *,
+                   endpoint: str | None = None) -> tuple[Identity, JobState]:
+    """The caller and the job, in this order: address limit, authentication, then the lookup.
+
+    Another user's job is "not found", so nobody learns that a job id exists.
+    """
+    if endpoint is not None:
+        check_limit(request, endpoint)
+    identity = authenticate(request)
+    job = runtime_of(request).ledger.views.jobs.get(job_id)
+    if job is None or not (identity.is_admin or job.user_id == identity.user_id):
+        raise NotFound(f"Job {job_id} not found")
+    return identity, job
 
 
 def maybe_authenticate(request: Request[Any, Any, Any]) -> Identity | None:

@@ -108,7 +108,9 @@ class JobRequeued(Event, frozen=True, tag="job.requeued"):
 # --- nodes ------------------------------------------------------------------------------------
 
 
-class NodeRegistered(Event, frozen=True, tag="node.registered"):
+class NodeConfig(Event, frozen=True):
+    """A node as configured; the untagged base of node.registered and node.updated."""
+
     name: str
     host: str
     port: int = 22
@@ -118,14 +120,12 @@ class NodeRegistered(Event, frozen=True, tag="node.registered"):
     kind: Literal["ssh", "local"] = "ssh"
 
 
-class NodeUpdated(Event, frozen=True, tag="node.updated"):
-    name: str
-    host: str
-    port: int = 22
-    user: str = ""
-    slots: int = 1
-    container: str | None = None
-    kind: Literal["ssh", "local"] = "ssh"
+class NodeRegistered(NodeConfig, frozen=True, tag="node.registered"):
+    pass
+
+
+class NodeUpdated(NodeConfig, frozen=True, tag="node.updated"):
+    pass
 
 
 class NodeUp(Event, frozen=True, tag="node.up"):

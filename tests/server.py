@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,10 @@ import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+# Tests poll /api/status from one address: per-address limits are opened up unless a test sets its own.
+OPEN_LIMITS = {"submit": 10_000, "status": 10_000, "results": 10_000, "cancel": 10_000, "jobs": 10_000}
 
 
 def free_port() -> int:
@@ -149,15 +154,24 @@ def wait_status(client: httpx.Client, job_id: str, statuses: set[str], timeout: 
     raise AssertionError(f"job {job_id} not in {statuses} after {timeout} s: {body}")
 
 
+@contextmanager
+def running(root: Path, **settings: Any) -> Iterator[Server]:
+    """A server for a whole test module (started once, stopped at the end)."""
+    server = Server(root, **settings)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Any]:
     servers: list[Server] = []
 
     def make(**settings: Any) -> Server:
         settings.setdefault("code_scanner_quick_mode", True)
-        # Tests poll /api/status from one address; limits are raised unless a test sets its own.
-        settings.setdefault("endpoint_limits", {"submit": 1000, "status": 100000, "results": 10000,
-                                                "cancel": 1000, "jobs": 10000})
+        settings.setdefault("endpoint_limits", OPEN_LIMITS)
         server = Server(tmp_path / f"server{len(servers)}", **settings)
         server.root.mkdir()
         servers.append(server)

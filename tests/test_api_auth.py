@@ -14,14 +14,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import msgspec
 import pytest
-from server import Server, config_yaml, run_cli, submit, wait_status
+from server import OPEN_LIMITS, Server, config_yaml, run_cli, submit, wait_status
 
 from ledger import commands
 from ledger.errors import LedgerError
 from ledger.store import EventStore
 from ledger.tokens import mint
 
-OPEN_LIMITS = {"submit": 10_000, "status": 10_000, "results": 10_000, "cancel": 10_000, "jobs": 10_000}
 ENDPOINTS = {
     "status": ("GET", "/api/status/{}"),
     "results": ("GET", "/api/results/{}"),

@@ -10,9 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from server import Server, config_yaml, run_cli, submit, wait_status
+from server import OPEN_LIMITS, Server, config_yaml, run_cli, running, submit, wait_status
 
-OPEN_LIMITS = {"submit": 10_000, "status": 10_000, "results": 10_000, "cancel": 10_000, "jobs": 10_000}
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)$")
 STATUS_FIELDS = {"job_id", "status", "phase", "reason", "node_id", "node", "queue_position", "estimated_start_at",
                  "created_at", "started_at", "completed_at", "exit_code"}
@@ -23,12 +22,10 @@ SLEEP = "import time\ntime.sleep({})\n"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("jobs"), code_scanner_quick_mode=True, sync_wait_timeout=2,
-                 rate_limit_per_minute=100, max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS)
-    srv.start()
-    yield srv
-    cancel_open_jobs(srv)
-    srv.stop()
+    with running(tmp_path_factory.mktemp("jobs"), code_scanner_quick_mode=True, sync_wait_timeout=2,
+                 rate_limit_per_minute=100, max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS) as srv:
+        yield srv
+        cancel_open_jobs(srv)
 
 
 @pytest.fixture(scope="module")

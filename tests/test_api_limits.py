@@ -9,9 +9,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from server import Server, config_yaml, submit, wait_status
+from server import OPEN_LIMITS, Server, config_yaml, submit, wait_status
 
-OPEN_LIMITS = {"submit": 10_000, "status": 10_000, "results": 10_000, "cancel": 10_000, "jobs": 10_000}
 SLEEP = "import time\ntime.sleep(30)\n"
 
 

@@ -9,20 +9,17 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from server import Server, config_yaml, run_cli, submit, wait_status
+from server import OPEN_LIMITS, Server, config_yaml, run_cli, running, submit, wait_status
 
-OPEN_LIMITS = {"submit": 10_000, "status": 10_000, "results": 10_000, "cancel": 10_000, "jobs": 10_000}
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One slot; the scanner off so that jobs may start child processes (it rejects subprocess)."""
-    srv = Server(tmp_path_factory.mktemp("runner"), code_scanner_enabled=False, local_slots=1, cancel_grace_s=2,
-                 rate_limit_per_minute=100, max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS)
-    srv.start()
-    yield srv
-    srv.stop()
+    with running(tmp_path_factory.mktemp("runner"), code_scanner_enabled=False, local_slots=1, cancel_grace_s=2,
+                 rate_limit_per_minute=100, max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

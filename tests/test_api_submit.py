@@ -8,21 +8,18 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from server import Server, config_yaml, run_cli, submit, wait_status
+from server import OPEN_LIMITS, Server, config_yaml, run_cli, running, submit, wait_status
 
-OPEN_LIMITS = {"submit": 10_000, "status": 10_000, "results": 10_000, "cancel": 10_000, "jobs": 10_000}
 MAX_CODE = 4096
 MAX_CONFIG = 512
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("submit"), code_scanner_quick_mode=True, max_code_bytes=MAX_CODE,
+    with running(tmp_path_factory.mktemp("submit"), code_scanner_quick_mode=True, max_code_bytes=MAX_CODE,
                  max_config_bytes=MAX_CONFIG, max_expected_time=3600, rate_limit_per_minute=100,
-                 max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS)
-    srv.start()
-    yield srv
-    srv.stop()
+                 max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,16 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from server import Server, _printed_token, run_cli
+from server import Server, _printed_token, run_cli, running
 
 NOTICE_S = 1.0
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("tokens"), code_scanner_quick_mode=True,
-                 endpoint_limits={"jobs": 10_000, "status": 10_000})
-    srv.start()
-    yield srv
-    srv.stop()
+    with running(tmp_path_factory.mktemp("tokens"), code_scanner_quick_mode=True,
+                 endpoint_limits={"jobs": 10_000, "status": 10_000}) as srv:
+        yield srv
 
 
 def cli(server: Server, *args: str) -> str:

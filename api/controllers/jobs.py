@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
 from litestar.params import Parameter
 
-from api.auth import Identity, check_user_filter
-from api.context import address_of, authenticate, check_limit, runtime_of
+from api.auth import check_user_filter
+from api.context import address_of, authenticate, authorized_job, check_limit, runtime_of
 from api.present import job_results, job_status, node_index
 from api.schemas import (
     CancelAnswer,
@@ -23,22 +24,11 @@ from api.schemas import (
     SubmitTimedOut,
 )
 from api.submit import SubmitRequest, submit, wait_terminal
-from executors.runtime import Runtime
 from ledger import commands
 from ledger.clock import iso, now_us
-from ledger.errors import NotFound
 from ledger.events import event_tag
-from ledger.jobs import JobState
 
 SUBMITTED_MESSAGE = "Job submitted successfully. Use /api/status/{job_id} to check progress."
-
-
-def owned_job(runtime: Runtime, identity: Identity, job_id: str) -> JobState:
-    """The job if the caller may see it; another user's job is 'not found' (no existence leak)."""
-    job = runtime.ledger.views.jobs.get(job_id)
-    if job is None or not (identity.is_admin or job.user_id == identity.user_id):
-        raise NotFound(f"Job {job_id} not found")
-    return job
 
 
 async def _part(form: Any, name: str) -> bytes | None:
@@ -87,25 +77,19 @@ class JobController(Controller):
     @get("/status/{job_id:str}", summary="A job's status, phase, queue position and estimated start")
     async def status(self, request: Request[Any, Any, Any], job_id: str) -> JobStatus:
         runtime = runtime_of(request)
-        check_limit(request, "status")
-        identity = authenticate(request)
-        job = owned_job(runtime, identity, job_id)
+        _, job = authorized_job(request, job_id, endpoint="status")
         return job_status(job, runtime.ledger.views, runtime.plans.get(runtime.ledger.views, now_us()))
 
     @get("/results/{job_id:str}", summary="Console output, exit code and results file of a job")
     async def results(self, request: Request[Any, Any, Any], job_id: str) -> JobResults:
         runtime = runtime_of(request)
-        check_limit(request, "results")
-        identity = authenticate(request)
-        job = owned_job(runtime, identity, job_id)
+        _, job = authorized_job(request, job_id, endpoint="results")
         return job_results(job, runtime.blobs, runtime.settings.inline_output_bytes)
 
     @post("/cancel/{job_id:str}", status_code=200, summary="Cancel a pending or running job")
     async def cancel(self, request: Request[Any, Any, Any], job_id: str) -> CancelAnswer:
         runtime = runtime_of(request)
-        check_limit(request, "cancel")
-        identity = authenticate(request)
-        owned_job(runtime, identity, job_id)
+        identity, _ = authorized_job(request, job_id, endpoint="cancel")
         await runtime.ledger.write(commands.cancel_job(job_id, by=identity.user_id, actor=identity.token_id))
         job = runtime.ledger.views.jobs[job_id]
         status = job.status if job.is_terminal else "cancelled"
@@ -128,10 +112,7 @@ class JobController(Controller):
     @get("/jobs/{job_id:str}/events", summary="The job's ledger events: its audit trail")
     async def job_events(self, request: Request[Any, Any, Any], job_id: str) -> EventList:
         runtime = runtime_of(request)
-        identity = authenticate(request)
-        owned_job(runtime, identity, job_id)
-        import msgspec
-
+        authorized_job(request, job_id)
         return EventList(job_id=job_id, events=[
             EventEntry(position=r.position, recorded_at=iso(r.recorded_at), type=event_tag(r.event), actor=r.actor,
                        stream=r.stream, event=msgspec.to_builtins(r.event))

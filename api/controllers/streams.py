@@ -15,8 +15,7 @@ from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from api.context import authenticate, runtime_of
-from api.controllers.jobs import owned_job
+from api.context import authenticate, authorized_job, runtime_of
 from api.errors import BadRequest
 from executors.runtime import Runtime
 from ledger.clock import iso
@@ -71,8 +70,7 @@ class StreamController(Controller):
         offset: int = Parameter(default=0, ge=0), follow: bool = False,
     ) -> Response[bytes] | ServerSentEvent:
         runtime = runtime_of(request)
-        identity = authenticate(request)
-        job = owned_job(runtime, identity, job_id)
+        _, job = authorized_job(request, job_id)
         if not follow:
             data = read_log(runtime, job, stream, offset, runtime.settings.max_output_bytes)
             return Response(data, media_type="application/octet-stream", headers={
