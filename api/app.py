@@ -67,15 +67,27 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
             log.info("server.stopped")
 
     return Litestar(
-        route_handlers=[ServiceController, JobController, NodeController, DashboardController, StreamController,
-                        openapi_document],
+        route_handlers=[
+            ServiceController,
+            JobController,
+            NodeController,
+            DashboardController,
+            StreamController,
+            openapi_document,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[RequestContext()],
         lifespan=[lifespan],
-        state=State({"runtime": runtime, "limiter": EndpointLimiter(settings.endpoint_limits),
-                     "metrics": metrics_registry(runtime)}),
-        openapi_config=OpenAPIConfig(title="gpuledger", version=VERSION, path="/openapi",
-                                     render_plugins=[JsonRenderPlugin()]),
+        state=State(
+            {
+                "runtime": runtime,
+                "limiter": EndpointLimiter(settings.endpoint_limits),
+                "metrics": metrics_registry(runtime),
+            }
+        ),
+        openapi_config=OpenAPIConfig(
+            title="gpuledger", version=VERSION, path="/openapi", render_plugins=[JsonRenderPlugin()]
+        ),
         request_max_body_size=settings.max_code_bytes + settings.max_config_bytes + 1024 * 1024,
         multipart_form_part_limit=16,
         logging_config=None,  # structlog is configured once, by the serve command

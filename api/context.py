@@ -36,8 +36,9 @@ def authenticate(request: Request[Any, Any, Any]) -> Identity:
     return identity
 
 
-def authorized_job(request: Request[Any, Any, Any], job_id: str, *,
-                   endpoint: str | None = None) -> tuple[Identity, JobState]:
+def authorized_job(
+    request: Request[Any, Any, Any], job_id: str, *, endpoint: str | None = None
+) -> tuple[Identity, JobState]:
     """The caller and the job, in this order: address limit, authentication, then the lookup.
 
     Another user's job is "not found", so nobody learns that a job id exists.

@@ -75,8 +75,9 @@ def _status_of(error: LedgerError) -> int:
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response[dict[str, object]]:
     """RFC 9457-style body; ``detail`` is the field the original clients read."""
-    return Response({"status": status, "detail": detail}, status_code=status, headers=headers,
-                    media_type="application/problem+json")
+    return Response(
+        {"status": status, "detail": detail}, status_code=status, headers=headers, media_type="application/problem+json"
+    )
 
 
 def handle_api_error(_: Request[Any, Any, Any], error: ApiError) -> Response[dict[str, object]]:

@@ -25,8 +25,12 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     def sanitized(self) -> dict[str, Any]:
         """What the ledger keeps: never the token."""
-        return {"competition_id": self.competition_id, "project_id": self.project_id,
-                "user_id": self.user_id, "expected_time": self.expected_time}
+        return {
+            "competition_id": self.competition_id,
+            "project_id": self.project_id,
+            "user_id": self.user_id,
+            "expected_time": self.expected_time,
+        }
 
 
 def _load(text: str) -> dict[str, Any]:
@@ -62,8 +66,10 @@ def parse_config(raw: bytes, *, max_expected_time: int) -> JobConfig:
             raise BadRequest(f"Missing required field: {name}")
     competition_id = _text_field(data, "competition_id")
     if not COMPETITION_ID.match(competition_id):
-        raise BadRequest("Invalid field competition_id: use letters, digits, '.', '_' and '-' "
-                         "(starting with a letter or digit, at most 128)")
+        raise BadRequest(
+            "Invalid field competition_id: use letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit, at most 128)"
+        )
     expected = data["expected_time"]
     if isinstance(expected, bool) or not isinstance(expected, int):
         raise BadRequest("Invalid field expected_time: must be an integer number of seconds")
@@ -74,6 +80,11 @@ def parse_config(raw: bytes, *, max_expected_time: int) -> JobConfig:
         raise BadRequest("Invalid field token: must be a string")
     unknown = sorted(str(k) for k in data if k not in KNOWN_FIELDS)
     warnings = [f"Unknown config field ignored: {name}" for name in unknown]
-    return JobConfig(competition_id=competition_id, project_id=_text_field(data, "project_id"),
-                     user_id=_text_field(data, "user_id"), expected_time=expected, token=token,
-                     warnings=warnings)
+    return JobConfig(
+        competition_id=competition_id,
+        project_id=_text_field(data, "project_id"),
+        user_id=_text_field(data, "user_id"),
+        expected_time=expected,
+        token=token,
+        warnings=warnings,
+    )

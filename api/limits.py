@@ -55,6 +55,8 @@ class EndpointLimiter:
             hits.popleft()
         if len(hits) >= limit:
             retry = max(1, math.ceil(hits[0] + WINDOW_S - now))
-            raise TooManyRequests(f"Rate limit exceeded. Maximum {limit} requests per 60s. Retry after {retry}s.",
-                                  {"Retry-After": str(retry)})
+            raise TooManyRequests(
+                f"Rate limit exceeded. Maximum {limit} requests per 60s. Retry after {retry}s.",
+                {"Retry-After": str(retry)},
+            )
         hits.append(now)

@@ -34,21 +34,28 @@ def configure_logging(log_file: str | None, *, console: bool | None = None, leve
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         file_handler = logging.FileHandler(log_file, encoding="utf-8")
-        file_handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-            processor=structlog.processors.JSONRenderer(), foreign_pre_chain=shared))
+        file_handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(processor=structlog.processors.JSONRenderer(), foreign_pre_chain=shared)
+        )
         handlers.append(file_handler)
     pretty = sys.stderr.isatty() if console is None else console
     stream = logging.StreamHandler(sys.stderr)
-    stream.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processor=structlog.dev.ConsoleRenderer() if pretty else structlog.processors.JSONRenderer(),
-        foreign_pre_chain=shared))
+    stream.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=structlog.dev.ConsoleRenderer() if pretty else structlog.processors.JSONRenderer(),
+            foreign_pre_chain=shared,
+        )
+    )
     handlers.append(stream)
     root = logging.getLogger()
     root.handlers = handlers
     root.setLevel(level)
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info,
-                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

@@ -32,10 +32,12 @@ class LedgerCollector(Collector):
         for state in ("up", "down", "draining", "restarting"):
             nodes.add_metric([state], sum(1 for n in nodes_now if n.status == state))
         yield nodes
-        yield CounterMetricFamily("gpuledger_ledger_position", "Last committed ledger position",
-                                  value=self.runtime.ledger.head)
-        yield CounterMetricFamily("gpuledger_ledger_commit_batches", "Group commits since start",
-                                  value=self.runtime.ledger.batches)
+        yield CounterMetricFamily(
+            "gpuledger_ledger_position", "Last committed ledger position", value=self.runtime.ledger.head
+        )
+        yield CounterMetricFamily(
+            "gpuledger_ledger_commit_batches", "Group commits since start", value=self.runtime.ledger.batches
+        )
 
 
 def metrics_registry(runtime: Runtime) -> CollectorRegistry:

@@ -27,14 +27,25 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
     entry = plan.jobs.get(job.job_id)
     node = job.node or (entry.node if entry else None)
     return JobStatus(
-        job_id=job.job_id, user_id=job.user_id, competition_id=job.competition_id, project_id=job.project_id,
-        status=job.status, phase=job.phase, reason=pending_reason(job, plan, views),
-        node_id=node_index(views, node), node=node,
+        job_id=job.job_id,
+        user_id=job.user_id,
+        competition_id=job.competition_id,
+        project_id=job.project_id,
+        status=job.status,
+        phase=job.phase,
+        reason=pending_reason(job, plan, views),
+        node_id=node_index(views, node),
+        node=node,
         queue_position=entry.position if entry else None,
         estimated_start_at=iso(entry.start_at) if entry and entry.start_at is not None else None,
-        created_at=iso(job.created_at), started_at=iso(job.started_at), completed_at=iso(job.completed_at),
-        exit_code=job.exit_code, signal=job.signal, expected_time=job.expected_time_s,
-        scan_verdict=job.scan_verdict, findings=[msgspec.to_builtins(f) for f in job.findings],
+        created_at=iso(job.created_at),
+        started_at=iso(job.started_at),
+        completed_at=iso(job.completed_at),
+        exit_code=job.exit_code,
+        signal=job.signal,
+        expected_time=job.expected_time_s,
+        scan_verdict=job.scan_verdict,
+        findings=[msgspec.to_builtins(f) for f in job.findings],
         finish_reason=job.reason,
     )
 
@@ -59,10 +70,18 @@ def job_results(job: JobState, blobs: BlobStore, inline_limit: int) -> JobResult
     if job.results is not None:
         results = (blobs.get(job.results) or b"").decode("utf-8", errors="replace")
     return JobResults(
-        job_id=job.job_id, status=job.status, stdout=stdout, stderr=stderr, exit_code=job.exit_code,
-        results=results, started_at=iso(job.started_at), completed_at=iso(job.completed_at),
+        job_id=job.job_id,
+        status=job.status,
+        stdout=stdout,
+        stderr=stderr,
+        exit_code=job.exit_code,
+        results=results,
+        started_at=iso(job.started_at),
+        completed_at=iso(job.completed_at),
         truncated={"stdout": out_cut, "stderr": err_cut, "results": bool(job.results and job.results.truncated)},
-        signal=job.signal, reason=job.reason, results_file=job.results_file,
+        signal=job.signal,
+        reason=job.reason,
+        results_file=job.results_file,
     )
 
 
@@ -79,14 +98,24 @@ def node_infos(views: Views, plan: Plan, who: Identity | None, now: int) -> list
             visible = who is not None and (who.is_admin or who.user_id == job.user_id)
             started = job.started_at
             current = CurrentJob(
-                job_id=job.job_id if visible else None, user_id=job.user_id if visible else None,
-                competition_id=job.competition_id if visible else None, started_at=iso(started),
-                elapsed_s=round((now - started) / 1e6, 1) if started else None, expected_time=job.expected_time_s,
+                job_id=job.job_id if visible else None,
+                user_id=job.user_id if visible else None,
+                competition_id=job.competition_id if visible else None,
+                started_at=iso(started),
+                elapsed_s=round((now - started) / 1e6, 1) if started else None,
+                expected_time=job.expected_time_s,
             )
-        infos.append(NodeInfo(
-            node_id=index, name=node.name, status=status,
-            queue_length=node_plan.queue_length if node_plan else 0,
-            total_wait_time=node_plan.wait_s if node_plan else 0.0, current_job=current,
-            slots=node.slots, running=len(running), down_reason=node.down_reason,
-        ))
+        infos.append(
+            NodeInfo(
+                node_id=index,
+                name=node.name,
+                status=status,
+                queue_length=node_plan.queue_length if node_plan else 0,
+                total_wait_time=node_plan.wait_s if node_plan else 0.0,
+                current_job=current,
+                slots=node.slots,
+                running=len(running),
+                down_reason=node.down_reason,
+            )
+        )
     return infos

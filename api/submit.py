@@ -47,8 +47,9 @@ def _check_sizes(request: SubmitRequest, runtime: Runtime) -> tuple[bytes, bytes
     if len(request.code) > settings.max_code_bytes:
         raise PayloadTooLarge(f"Code file too large: {len(request.code)} bytes (maximum {settings.max_code_bytes})")
     if len(request.config) > settings.max_config_bytes:
-        raise PayloadTooLarge(f"Config file too large: {len(request.config)} bytes "
-                              f"(maximum {settings.max_config_bytes})")
+        raise PayloadTooLarge(
+            f"Config file too large: {len(request.config)} bytes (maximum {settings.max_config_bytes})"
+        )
     return request.code, request.config
 
 
@@ -107,19 +108,38 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
     fingerprint = hashlib.sha256(msgspec.json.encode([identity.user_id, blob.digest, sanitized])).digest()
     key = f"{identity.user_id}:{request.idempotency_key}" if request.idempotency_key else None
     submitted = JobSubmitted(
-        job_id=job_id, user_id=identity.user_id, competition_id=config.competition_id,
-        project_id=config.project_id, expected_time_s=config.expected_time, code=blob, config=sanitized,
-        idempotency_key=key, token_id=identity.token_id, client_address=request.client_address,
+        job_id=job_id,
+        user_id=identity.user_id,
+        competition_id=config.competition_id,
+        project_id=config.project_id,
+        expected_time_s=config.expected_time,
+        code=blob,
+        config=sanitized,
+        idempotency_key=key,
+        token_id=identity.token_id,
+        client_address=request.client_address,
     )
     exempt = identity.is_admin and settings.admin_rate_limit_exempt
-    limits = None if exempt else commands.SubmitLimits(max_active=settings.max_active_jobs_per_user,
-                                                       per_minute=settings.rate_limit_per_minute)
-    committed = await runtime.ledger.write(commands.submit_job(
-        submitted, static_scan=static, review_pending=_review_pending(runtime), limits=limits, now=now_us(),
-        actor=identity.token_id, fingerprint=fingerprint))
+    limits = (
+        None
+        if exempt
+        else commands.SubmitLimits(
+            max_active=settings.max_active_jobs_per_user, per_minute=settings.rate_limit_per_minute
+        )
+    )
+    committed = await runtime.ledger.write(
+        commands.submit_job(
+            submitted,
+            static_scan=static,
+            review_pending=_review_pending(runtime),
+            limits=limits,
+            now=now_us(),
+            actor=identity.token_id,
+            fingerprint=fingerprint,
+        )
+    )
     accepted_id = committed.records[0].event.job_id  # type: ignore[union-attr]
-    return Accepted(job=runtime.ledger.views.jobs[accepted_id], warnings=config.warnings,
-                    replayed=committed.replayed)
+    return Accepted(job=runtime.ledger.views.jobs[accepted_id], warnings=config.warnings, replayed=committed.replayed)
 
 
 async def wait_terminal(runtime: Runtime, job_id: str, timeout: float) -> JobState:

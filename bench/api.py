@@ -70,8 +70,14 @@ def run_baseline(port: int, db_path: str) -> None:
     import uvicorn
 
     # The settings `gpuledger serve` uses (cli/serve.py): one process, no access log, no logging config.
-    uvicorn.run(baseline_app(db_path), host="127.0.0.1", port=port, log_config=None, timeout_graceful_shutdown=30,
-                access_log=False)
+    uvicorn.run(
+        baseline_app(db_path),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+        access_log=False,
+    )
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -85,8 +91,9 @@ def free_port() -> int:
 
 def start(argv: list[str], *, cwd: Path, env: dict[str, str], ready_url: str, stderr: Path) -> subprocess.Popen[bytes]:
     with stderr.open("wb") as err:
-        proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), **env},
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), **env}, stdout=subprocess.DEVNULL, stderr=err
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -113,15 +120,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def admin_token(stderr: Path) -> str:
     lines = [line.strip() for line in stderr.read_text().splitlines()]
     marker = next(i for i, line in enumerate(lines) if "shown once" in line)
-    return next(line for line in lines[marker + 1:] if line)
+    return next(line for line in lines[marker + 1 :] if line)
 
 
 # --- load ------------------------------------------------------------------------------------------
 
 
 class Load:
-    def __init__(self, count: int, elapsed: float, latencies: list[float], errors: dict[str, int],
-                 bodies: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, count: int, elapsed: float, latencies: list[float], errors: dict[str, int], bodies: list[dict[str, Any]]
+    ) -> None:
         self.count, self.elapsed, self.latencies, self.errors, self.bodies = count, elapsed, latencies, errors, bodies
 
     @property
@@ -133,8 +141,13 @@ class Load:
         return statistics.quantiles(self.latencies, n=100)[98] * 1000
 
 
-async def load(base_url: str, headers: dict[str, str], request: Callable[[httpx.AsyncClient, int], Awaitable[
-        httpx.Response]], total: int, concurrency: int) -> Load:
+async def load(
+    base_url: str,
+    headers: dict[str, str],
+    request: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
+    total: int,
+    concurrency: int,
+) -> Load:
     """``total`` requests from ``concurrency`` clients at once (bounded by PHASE_LIMIT_S).
 
     One ``AsyncClient`` (one keep-alive connection) per client: a single shared pool of 64 connections
@@ -145,8 +158,12 @@ async def load(base_url: str, headers: dict[str, str], request: Callable[[httpx.
     errors: dict[str, int] = {}
     bodies: list[dict[str, Any]] = []
     issued = 0
-    clients = [httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60, verify=False,
-                                 limits=httpx.Limits(max_connections=1)) for _ in range(concurrency)]
+    clients = [
+        httpx.AsyncClient(
+            base_url=base_url, headers=headers, timeout=60, verify=False, limits=httpx.Limits(max_connections=1)
+        )
+        for _ in range(concurrency)
+    ]
     try:
         await asyncio.gather(*(request(client, -1 - n) for n, client in enumerate(clients)))
         started = time.perf_counter()
@@ -206,18 +223,23 @@ def compare_submit(ours: str, base: str, headers: dict[str, str], total: int, co
     gpuledger = asyncio.run(load(ours, headers, ours_request, total, concurrency))
     check(minimal, "baseline submit")
     check(gpuledger, "gpuledger submit")
-    line(f"submit wait=false, {concurrency} clients, {gpuledger.count} requests: gpuledger req/s",
-         f"{gpuledger.rate:.0f}")
-    line(f"submit, {concurrency} clients, {minimal.count} requests: minimal Litestar + APSW insert req/s",
-         f"{minimal.rate:.0f}")
+    line(
+        f"submit wait=false, {concurrency} clients, {gpuledger.count} requests: gpuledger req/s",
+        f"{gpuledger.rate:.0f}",
+    )
+    line(
+        f"submit, {concurrency} clients, {minimal.count} requests: minimal Litestar + APSW insert req/s",
+        f"{minimal.rate:.0f}",
+    )
     line(f"submit ratio gpuledger / minimal (target >= {SUBMIT_TARGET})", f"{gpuledger.rate / minimal.rate:.2f}")
     line("submit p99 latency gpuledger ms", f"{gpuledger.p99_ms:.1f}")
     line("submit p99 latency minimal ms", f"{minimal.p99_ms:.1f}")
     return [body["job_id"] for body in gpuledger.bodies]
 
 
-def compare_status(ours: str, base: str, headers: dict[str, str], job_ids: list[str], total: int,
-                   concurrency: int, label: str) -> None:
+def compare_status(
+    ours: str, base: str, headers: dict[str, str], job_ids: list[str], total: int, concurrency: int, label: str
+) -> None:
     async def ours_request(client: httpx.AsyncClient, index: int) -> httpx.Response:
         return await client.get(f"/api/status/{job_ids[index % len(job_ids)]}")
 
@@ -228,10 +250,14 @@ def compare_status(ours: str, base: str, headers: dict[str, str], job_ids: list[
     gpuledger = asyncio.run(load(ours, headers, ours_request, total, concurrency))
     check(minimal, "baseline status")
     check(gpuledger, "gpuledger status")
-    line(f"status GET{label}, {concurrency} clients, {gpuledger.count} requests: gpuledger req/s",
-         f"{gpuledger.rate:.0f}")
-    line(f"status GET, {concurrency} clients, {minimal.count} requests: minimal Litestar + APSW select req/s",
-         f"{minimal.rate:.0f}")
+    line(
+        f"status GET{label}, {concurrency} clients, {gpuledger.count} requests: gpuledger req/s",
+        f"{gpuledger.rate:.0f}",
+    )
+    line(
+        f"status GET, {concurrency} clients, {minimal.count} requests: minimal Litestar + APSW select req/s",
+        f"{minimal.rate:.0f}",
+    )
     line(f"status GET{label} ratio gpuledger / minimal", f"{gpuledger.rate / minimal.rate:.2f}")
     line(f"status GET{label} p99 latency gpuledger ms", f"{gpuledger.p99_ms:.1f}")
 
@@ -252,8 +278,9 @@ def queue_overhead(ours: str, headers: dict[str, str], runs: int) -> None:
     with httpx.Client(base_url=ours, headers=headers, timeout=60) as client:
         for index in range(runs + 2):
             sent_wall, sent = time.time(), time.perf_counter()
-            answer = client.post("/api/submit?wait=true", files={"code": ("s.py", CODE),
-                                                                 "config_file": ("c.yaml", CONFIG)})
+            answer = client.post(
+                "/api/submit?wait=true", files={"code": ("s.py", CODE), "config_file": ("c.yaml", CONFIG)}
+            )
             elapsed, received_wall = time.perf_counter() - sent, time.time()
             body = answer.json()
             if answer.status_code != 200 or body.get("status") != "completed":
@@ -264,12 +291,14 @@ def queue_overhead(ours: str, headers: dict[str, str], runs: int) -> None:
             events = client.get(f"/api/jobs/{body['job_id']}/events").json()["events"]
             at = {e["type"]: seconds(e["recorded_at"]) for e in events}
             node_start = next(e["event"]["started_at_node"] for e in events if e["type"] == "job.started")
-            marks = [("request sent → job.submitted committed", sent_wall, at["job.submitted"]),
-                     ("job.submitted → job.dispatched", at["job.submitted"], at["job.dispatched"]),
-                     ("job.dispatched → job launched on node", at["job.dispatched"], seconds(node_start)),
-                     ("job launched on node → job.started committed", seconds(node_start), at["job.started"]),
-                     ("job.started → job.finished committed", at["job.started"], at["job.finished"]),
-                     ("job.finished → answer received", at["job.finished"], received_wall)]
+            marks = [
+                ("request sent → job.submitted committed", sent_wall, at["job.submitted"]),
+                ("job.submitted → job.dispatched", at["job.submitted"], at["job.dispatched"]),
+                ("job.dispatched → job launched on node", at["job.dispatched"], seconds(node_start)),
+                ("job launched on node → job.started committed", seconds(node_start), at["job.started"]),
+                ("job.started → job.finished committed", at["job.started"], at["job.finished"]),
+                ("job.finished → answer received", at["job.finished"], received_wall),
+            ]
             for name, begin, end in marks:
                 segments.setdefault(name, []).append(end - begin)
     p50_total, p50_direct = statistics.median(totals), statistics.median(direct)
@@ -296,14 +325,33 @@ def main() -> None:
         ours_port, base_port = free_port(), free_port()
         ours, base = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{base_port}"
         high = 10**9
-        env = {"GPULEDGER_SERVER_HOST": "127.0.0.1", "GPULEDGER_SERVER_PORT": str(ours_port),
-               "GPULEDGER_RATE_LIMIT_PER_MINUTE": "100", "GPULEDGER_MAX_ACTIVE_JOBS_PER_USER": str(high),
-               "GPULEDGER_ENDPOINT_LIMITS": json.dumps({"submit": high, "status": high})}
-        server = start([sys.executable, "-m", "cli.main", "serve"], cwd=root, env=env, ready_url=f"{ours}/readyz",
-                       stderr=root / "serve.err")
-        baseline = start([sys.executable, str(Path(__file__).resolve()), "--baseline-app", str(base_port),
-                          str(root / "baseline.db")], cwd=root, env={}, ready_url=f"{base}/status/0",
-                         stderr=root / "baseline.err")
+        env = {
+            "GPULEDGER_SERVER_HOST": "127.0.0.1",
+            "GPULEDGER_SERVER_PORT": str(ours_port),
+            "GPULEDGER_RATE_LIMIT_PER_MINUTE": "100",
+            "GPULEDGER_MAX_ACTIVE_JOBS_PER_USER": str(high),
+            "GPULEDGER_ENDPOINT_LIMITS": json.dumps({"submit": high, "status": high}),
+        }
+        server = start(
+            [sys.executable, "-m", "cli.main", "serve"],
+            cwd=root,
+            env=env,
+            ready_url=f"{ours}/readyz",
+            stderr=root / "serve.err",
+        )
+        baseline = start(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--baseline-app",
+                str(base_port),
+                str(root / "baseline.db"),
+            ],
+            cwd=root,
+            env={},
+            ready_url=f"{base}/status/0",
+            stderr=root / "baseline.err",
+        )
         try:
             headers = {"Authorization": f"Bearer {admin_token(root / 'serve.err')}"}
             queue_overhead(ours, headers, args.runs)
@@ -314,8 +362,15 @@ def main() -> None:
             asyncio.run(load(base, headers, lambda c, _: multipart(c, "/submit"), 100, 1))  # rows to select
             compare_status(ours, base, headers, finished, args.requests, args.concurrency, "")
             queued = compare_submit(ours, base, headers, args.requests, args.concurrency)
-            compare_status(ours, base, headers, queued, args.requests, args.concurrency,
-                           f" with {len(queued) + min(200, args.requests)} jobs queued")
+            compare_status(
+                ours,
+                base,
+                headers,
+                queued,
+                args.requests,
+                args.concurrency,
+                f" with {len(queued) + min(200, args.requests)} jobs queued",
+            )
         finally:
             stop(server)
             stop(baseline)

@@ -41,15 +41,25 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def server_settings(cluster: SshCluster) -> dict[str, object]:
-    nodes = [{"name": n.name, "host": n.host, "port": n.port, "user": cluster.user,
-              "container": f"gpu-node-{i}"} for i, n in enumerate(cluster.nodes)]
-    return {"jump_host": cluster.jump.host, "jump_port": cluster.jump.port, "jump_user": cluster.user,
-            "gpu_user": cluster.user, "ssh_key_file": str(cluster.key_file),
-            "ssh_known_hosts": str(cluster.known_hosts), "ssh_keepalive_s": 5.0, "nodes": nodes,
-            "remote_root": str(cluster.root / "remote"), "code_scanner_quick_mode": True,
-            "rate_limit_per_minute": 100, "max_active_jobs_per_user": 100,
-            "endpoint_limits": {"submit": 100000, "status": 100000, "results": 100000, "cancel": 1000,
-                                "jobs": 1000}}
+    nodes = [
+        {"name": n.name, "host": n.host, "port": n.port, "user": cluster.user, "container": f"gpu-node-{i}"}
+        for i, n in enumerate(cluster.nodes)
+    ]
+    return {
+        "jump_host": cluster.jump.host,
+        "jump_port": cluster.jump.port,
+        "jump_user": cluster.user,
+        "gpu_user": cluster.user,
+        "ssh_key_file": str(cluster.key_file),
+        "ssh_known_hosts": str(cluster.known_hosts),
+        "ssh_keepalive_s": 5.0,
+        "nodes": nodes,
+        "remote_root": str(cluster.root / "remote"),
+        "code_scanner_quick_mode": True,
+        "rate_limit_per_minute": 100,
+        "max_active_jobs_per_user": 100,
+        "endpoint_limits": {"submit": 100000, "status": 100000, "results": 100000, "cancel": 1000, "jobs": 1000},
+    }
 
 
 class Floor:
@@ -62,8 +72,13 @@ class Floor:
         self.node: asyncssh.SSHClientConnection | None = None
 
     async def open(self) -> None:
-        options = {"known_hosts": str(self.cluster.known_hosts), "client_keys": [str(self.cluster.key_file)],
-                   "username": self.cluster.user, "config": None, "agent_path": None}
+        options = {
+            "known_hosts": str(self.cluster.known_hosts),
+            "client_keys": [str(self.cluster.key_file)],
+            "username": self.cluster.user,
+            "config": None,
+            "agent_path": None,
+        }
         self.jump = await asyncssh.connect(self.cluster.jump.host, self.cluster.jump.port, **options)
         node = self.cluster.nodes[0]
         self.node = await asyncssh.connect(node.host, node.port, tunnel=self.jump, **options)
@@ -93,8 +108,10 @@ async def run_jobs(server: Server, floor: Floor, jobs: int) -> dict[str, list[fl
     async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=120) as client:
         for _ in range(jobs):
             sent = time.perf_counter()
-            answer = await client.post("/api/submit?wait=true", files={
-                "code": ("solution.py", b"pass\n"), "config_file": ("config.yaml", config_yaml("admin"))})
+            answer = await client.post(
+                "/api/submit?wait=true",
+                files={"code": ("solution.py", b"pass\n"), "config_file": ("config.yaml", config_yaml("admin"))},
+            )
             gaps["client"].append(time.perf_counter() - sent)
             body = answer.json()
             if body.get("status") != "completed":
@@ -128,11 +145,9 @@ def report(gaps: dict[str, list[float]], floor: list[float], jobs: int) -> None:
         ("breakdown: job.started -> job.finished p50 ms", ms(statistics.median(gaps["run"]))),
         ("client: POST submit?wait=true round trip p50 ms", ms(statistics.median(gaps["client"]))),
         ("ratio: submit -> job.started p50 / floor p50", f"{statistics.median(gaps['started']) / floor_p50:.2f}"),
-        ("ratio: submit -> job.finished p50 / floor p50",
-         f"{statistics.median(gaps['finished']) / floor_p50:.2f}"),
+        ("ratio: submit -> job.finished p50 / floor p50", f"{statistics.median(gaps['finished']) / floor_p50:.2f}"),
         ("target: submit -> job.finished p50 / floor p50 at most", f"{TARGET_RATIO:g}"),
-        ("target met (1 yes, 0 no)",
-         "1" if statistics.median(gaps["finished"]) <= TARGET_RATIO * floor_p50 else "0"),
+        ("target met (1 yes, 0 no)", "1" if statistics.median(gaps["finished"]) <= TARGET_RATIO * floor_p50 else "0"),
     ]
     for label, value in lines:
         print(f"{label}: {value}")

@@ -56,10 +56,15 @@ def lifecycle(job_id: str, rng: random.Random) -> list[AnyEvent]:
     """One job's events: submitted, scanned, queued, dispatched, started, finished (or cancelled early)."""
     node = rng.choice(NODES)
     events: list[AnyEvent] = [
-        JobSubmitted(job_id=job_id, user_id=rng.choice(USERS), competition_id="spaceship-titanic",
-                     project_id=f"proj-{rng.randrange(50)}", expected_time_s=rng.choice([60, 600, 3600]),
-                     code=Blob(digest=hashlib.sha256(job_id.encode()).hexdigest(), size=rng.randrange(200, 9000)),
-                     config={"expected_time": 600, "competition_id": "spaceship-titanic"}),
+        JobSubmitted(
+            job_id=job_id,
+            user_id=rng.choice(USERS),
+            competition_id="spaceship-titanic",
+            project_id=f"proj-{rng.randrange(50)}",
+            expected_time_s=rng.choice([60, 600, 3600]),
+            code=Blob(digest=hashlib.sha256(job_id.encode()).hexdigest(), size=rng.randrange(200, 9000)),
+            config={"expected_time": 600, "competition_id": "spaceship-titanic"},
+        ),
         JobScanned(job_id=job_id, verdict="approved"),
         JobQueued(job_id=job_id),
     ]
@@ -67,12 +72,20 @@ def lifecycle(job_id: str, rng: random.Random) -> list[AnyEvent]:
         return [*events, JobFinished(job_id=job_id, status="cancelled", reason="cancelled")]
     exit_code = 0 if rng.random() < 0.8 else 1
     out = Blob(digest=hashlib.sha256(job_id.encode() + b"o").hexdigest(), size=rng.randrange(10_000))
-    return [*events,
-            JobDispatched(job_id=job_id, node=node, attempt=1, workdir=f"/srv/gpuledger/jobs/{job_id}"),
-            JobStarted(job_id=job_id, node=node, attempt=1, pid=4242, pgid=4242),
-            JobFinished(job_id=job_id, status="completed" if exit_code == 0 else "failed",
-                        reason="exit_zero" if exit_code == 0 else "exit_nonzero", exit_code=exit_code,
-                        attempt=1, stdout=out, stderr=out)]
+    return [
+        *events,
+        JobDispatched(job_id=job_id, node=node, attempt=1, workdir=f"/srv/gpuledger/jobs/{job_id}"),
+        JobStarted(job_id=job_id, node=node, attempt=1, pid=4242, pgid=4242),
+        JobFinished(
+            job_id=job_id,
+            status="completed" if exit_code == 0 else "failed",
+            reason="exit_zero" if exit_code == 0 else "exit_nonzero",
+            exit_code=exit_code,
+            attempt=1,
+            stdout=out,
+            stderr=out,
+        ),
+    ]
 
 
 def event_stream(tag: str, seed: int = 1) -> Iterator[AnyEvent]:
@@ -119,7 +132,7 @@ def baseline_inserts(path: Path, count: int) -> float:
     began = time.perf_counter()
     for first in range(0, count, 100):
         with conn:
-            conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows[first:first + 100])
+            conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows[first : first + 100])
     elapsed = time.perf_counter() - began
     conn.close()
     return count / elapsed
@@ -229,8 +242,7 @@ def main() -> int:
     conn.close()
     print(f"full projection rebuild into empty tables of {rows} events: {cold:.0f} events/s")
     print(f"rebuild into empty tables / raw read+decode: {cold / raw:.2f}")
-    print(f"ledger left at {args.db} ({os.path.getsize(args.db) // 2**20} MiB): "
-          f"gpuledger audit verify --db {args.db}")
+    print(f"ledger left at {args.db} ({os.path.getsize(args.db) // 2**20} MiB): gpuledger audit verify --db {args.db}")
     return 0
 
 

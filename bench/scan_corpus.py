@@ -40,8 +40,10 @@ def main() -> None:
     args = parser.parse_args()
     legit = [p.read_text() for p in sorted((CORPUS / "legit").glob("*.py"))]
     malicious = [p.read_text() for p in sorted((CORPUS / "malicious").glob("*.py"))]
-    print(f"corpus: {len(malicious)} malicious, {len(legit)} legitimate files "
-          f"(legit median {statistics.median(len(s.splitlines()) for s in legit):.0f} lines)")
+    print(
+        f"corpus: {len(malicious)} malicious, {len(legit)} legitimate files "
+        f"(legit median {statistics.median(len(s.splitlines()) for s in legit):.0f} lines)"
+    )
     scan = median_seconds(legit, scan_static, args.repeat)
     parse = median_seconds(legit, ast.parse, args.repeat)
     print(f"median scan_static per legit file: {scan * 1e3:.3f} ms")

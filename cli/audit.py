@@ -64,8 +64,9 @@ def views_document(views: Views) -> dict[str, Any]:
         "jobs": [msgspec.structs.asdict(job) for job in views.jobs.values()],
         "users": [msgspec.to_builtins(user) for user in views.users.values()],
         "nodes": [msgspec.to_builtins(node) for node in views.nodes.values()],
-        "tokens": [{k: v for k, v in msgspec.to_builtins(t).items() if k != "secret_sha256"}
-                   for t in views.tokens.values()],
+        "tokens": [
+            {k: v for k, v in msgspec.to_builtins(t).items() if k != "secret_sha256"} for t in views.tokens.values()
+        ],
     }
 
 
@@ -78,15 +79,19 @@ def run_replay(args: argparse.Namespace) -> int:
     print(f"as of position {views.position} ({iso(views.recorded_at) or 'empty ledger'})")
     print(f"jobs: {len(views.jobs)}")
     for job in sorted(views.jobs.values(), key=lambda j: j.position):
-        print(f"  {job.job_id}  {job.user_id:<12} {job.status:<9} {job.phase:<10} {job.node or '-'}"
-              f"  exit={job.exit_code if job.exit_code is not None else '-'}")
+        print(
+            f"  {job.job_id}  {job.user_id:<12} {job.status:<9} {job.phase:<10} {job.node or '-'}"
+            f"  exit={job.exit_code if job.exit_code is not None else '-'}"
+        )
     print(f"nodes: {len(views.nodes)}")
     for node in views.nodes.values():
         print(f"  {node.name:<16} {node.status:<10} running={len(views.node_jobs.get(node.name, []))}")
     print(f"users: {len(views.users)}")
     for user in views.users.values():
-        print(f"  {user.user_id:<16} total={user.total} pending={user.pending} running={user.running}"
-              f" completed={user.completed} failed={user.failed} cancelled={user.cancelled}")
+        print(
+            f"  {user.user_id:<16} total={user.total} pending={user.pending} running={user.running}"
+            f" completed={user.completed} failed={user.failed} cancelled={user.cancelled}"
+        )
     live = sum(1 for t in views.tokens.values() if not t.revoked)
     print(f"tokens: {len(views.tokens)} ({live} not revoked)")
     return 0
@@ -94,12 +99,20 @@ def run_replay(args: argparse.Namespace) -> int:
 
 def event_line(record: Recorded, *, as_json: bool) -> bytes:
     if as_json:
-        envelope = {"position": record.position, "recorded_at": iso(record.recorded_at), "stream": record.stream,
-                    "version": record.version, "type": event_tag(record.event), "actor": record.actor,
-                    "event": record.event}
+        envelope = {
+            "position": record.position,
+            "recorded_at": iso(record.recorded_at),
+            "stream": record.stream,
+            "version": record.version,
+            "type": event_tag(record.event),
+            "actor": record.actor,
+            "event": record.event,
+        }
         return msgspec.json.encode(envelope)
-    return (f"{record.position:>8}  {iso(record.recorded_at)}  {record.stream:<34} "
-            f"{event_tag(record.event):<22} {record.actor:<20} ").encode() + encode_event(record.event)
+    return (
+        f"{record.position:>8}  {iso(record.recorded_at)}  {record.stream:<34} "
+        f"{event_tag(record.event):<22} {record.actor:<20} "
+    ).encode() + encode_event(record.event)
 
 
 class EventFilter:
@@ -152,8 +165,7 @@ def run_events(args: argparse.Namespace) -> int:
     seen_version = None
     while True:
         if args.user:
-            user_jobs = {row[0] for row in conn.execute("SELECT job_id FROM proj_jobs WHERE user_id = ?",
-                                                        (args.user,))}
+            user_jobs = {row[0] for row in conn.execute("SELECT job_id FROM proj_jobs WHERE user_id = ?", (args.user,))}
         keep = EventFilter(args, user_jobs)
         for record in _candidates(conn, args, max(position, 0)):
             position = record.position

@@ -21,12 +21,15 @@ EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 def register(subparsers: Any) -> None:
     """Add the ``scan`` subcommand to the ``gpuledger`` parser."""
     parser = subparsers.add_parser(
-        "scan", help="scan a Python file with the code scanner",
-        description="Scan a solution file; exit 1 if it would be rejected, 0 otherwise.")
+        "scan",
+        help="scan a Python file with the code scanner",
+        description="Scan a solution file; exit 1 if it would be rejected, 0 otherwise.",
+    )
     parser.add_argument("file", type=Path, help="the Python file to scan")
     parser.add_argument("--json", action="store_true", help="print the scan report as JSON")
-    parser.add_argument("--llm", action="store_true",
-                        help="also run the LLM review (needs OPENROUTER_API_KEY; ignores quick mode)")
+    parser.add_argument(
+        "--llm", action="store_true", help="also run the LLM review (needs OPENROUTER_API_KEY; ignores quick mode)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -42,6 +42,12 @@ def run_serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     # One process; SIGTERM makes uvicorn stop accepting, finish in-flight requests, then run the
     # lifespan shutdown, which leaves running jobs alone (they are re-attached at the next start).
-    uvicorn.run(app, host=args.host or settings.server_host, port=args.port or settings.server_port,
-                log_config=None, timeout_graceful_shutdown=30, access_log=False)
+    uvicorn.run(
+        app,
+        host=args.host or settings.server_host,
+        port=args.port or settings.server_port,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+        access_log=False,
+    )
     return 0

@@ -53,15 +53,18 @@ def _execute(store: EventStore, write: Write) -> None:
 def run_create(args: argparse.Namespace) -> int:
     max_days = load_settings(args.config).token_max_days
     try:
-        secret, issued = mint(args.user, secret=args.token, days=args.days, is_admin=args.admin, by=ACTOR,
-                              max_days=max_days)
+        secret, issued = mint(
+            args.user, secret=args.token, days=args.days, is_admin=args.admin, by=ACTOR, max_days=max_days
+        )
     except ValueError as e:
         print(f"gpuledger: {e}", file=sys.stderr)
         return 2
     store = EventStore(db_path(args))
     _execute(store, commands.issue_token(issued))
-    print(f"token {issued.token_id} for {issued.user_id}{' (admin)' if issued.is_admin else ''}, "
-          f"expires {issued.expires_at}")
+    print(
+        f"token {issued.token_id} for {issued.user_id}{' (admin)' if issued.is_admin else ''}, "
+        f"expires {issued.expires_at}"
+    )
     if args.token is None:
         print(f"\n    {secret}\n\nShown once: store it now. Only its SHA-256 is kept.")
     return 0
@@ -78,9 +81,11 @@ def run_list(args: argparse.Namespace) -> int:
         expires = datetime.fromisoformat(token.expires_at)
         days = max(0, (expires - now).days) if not token.revoked else "-"
         state = " (revoked)" if token.revoked else (" (expired)" if expires <= now else "")
-        print(f"{token.token_id:<18} {token.user_id:<16} {'yes' if token.is_admin else 'no':<5} "
-              f"{(iso(token.created_at) or '')[:19]:<20} {token.expires_at[:19]:<20} {days!s:>4}  "
-              f"{(iso(used.get(token.token_id)) or 'never')[:19]}{state}")
+        print(
+            f"{token.token_id:<18} {token.user_id:<16} {'yes' if token.is_admin else 'no':<5} "
+            f"{(iso(token.created_at) or '')[:19]:<20} {token.expires_at[:19]:<20} {days!s:>4}  "
+            f"{(iso(used.get(token.token_id)) or 'never')[:19]}{state}"
+        )
     return 0
 
 

@@ -80,8 +80,9 @@ class Dispatcher:
             job, (node, slot) = queue[0], slots[0]
             runner = self.runners[node]
             try:
-                await self.ledger.write(commands.dispatch_job(job.job_id, node=node, slot=slot,
-                                                              workdir=runner.workdir(job.job_id)))
+                await self.ledger.write(
+                    commands.dispatch_job(job.job_id, node=node, slot=slot, workdir=runner.workdir(job.job_id))
+                )
             except DomainError as e:
                 log.info("job.dispatch_refused", job_id=job.job_id, node=node, error=str(e))
                 await asyncio.sleep(0.05)

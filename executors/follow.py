@@ -43,8 +43,9 @@ class LiveFiles:
             handle.write(data)
 
 
-async def follow_job(runner: NodeRunner, job: JobState, workdir: str,
-                     on_started: Callable[[wp.Started], Awaitable[None]]) -> wp.ExitStatus:
+async def follow_job(
+    runner: NodeRunner, job: JobState, workdir: str, on_started: Callable[[wp.Started], Awaitable[None]]
+) -> wp.ExitStatus:
     """Launch if needed, then stream until the wrapper reports the end; reconnect while unreachable."""
     from executors.runner import NodeLost  # runner imports this module; NodeLost lives there
 
@@ -68,8 +69,9 @@ async def follow_job(runner: NodeRunner, job: JobState, workdir: str,
         delay = min(delay * 2, 5.0)
 
 
-async def _follow_once(runner: NodeRunner, workdir: str, live: LiveFiles,
-                       on_started: Callable[[wp.Started], Awaitable[None]]) -> wp.ExitStatus | None:
+async def _follow_once(
+    runner: NodeRunner, workdir: str, live: LiveFiles, on_started: Callable[[wp.Started], Awaitable[None]]
+) -> wp.ExitStatus | None:
     out_offset, err_offset = live.offsets()
     decoder = wp.FrameDecoder()
     # `run` launches (idempotently: never a second start) and follows, in one round trip.
@@ -84,6 +86,10 @@ async def _follow_once(runner: NodeRunner, workdir: str, live: LiveFiles,
                 return wp.decode_exit_status(frame.payload)
             elif frame.kind == wp.FrameKind.LOST:
                 lost = wp.decode_lost(frame.payload)
-                return wp.ExitStatus(exit_code=None, signal=None, ended_at=datetime.now(UTC),
-                                     error=f"the job's wrapper is gone without an exit status: {lost.reason}")
+                return wp.ExitStatus(
+                    exit_code=None,
+                    signal=None,
+                    ended_at=datetime.now(UTC),
+                    error=f"the job's wrapper is gone without an exit status: {lost.reason}",
+                )
     return None

@@ -27,15 +27,22 @@ def job_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The server's environment without its secrets or settings: jobs run user code, and whatever the
     server process can see (an LLM key, tokens, GPULEDGER_* settings) must not reach them."""
     source = os.environ if environ is None else environ
-    return {name: value for name, value in source.items()
-            if not name.startswith("GPULEDGER_") and not any(m in name.upper() for m in _SECRET_MARKERS)}
+    return {
+        name: value
+        for name, value in source.items()
+        if not name.startswith("GPULEDGER_") and not any(m in name.upper() for m in _SECRET_MARKERS)
+    }
 
 
 async def _start(cmd: str) -> asyncio.subprocess.Process:
     # A session of its own, so that stopping the command stops everything it started in the foreground;
     # the wrapper's daemon has already left for a session of its own and is not touched.
     return await asyncio.create_subprocess_shell(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
         env=job_environment(),
     )
 

@@ -11,8 +11,9 @@ from ledger.events import Blob, JobFinished
 from ledger.jobs import JobState
 
 
-def finished_event(job: JobState, status: ExitStatus, *, stdout: Blob, stderr: Blob, results: Blob | None,
-                   results_file: str | None) -> JobFinished:
+def finished_event(
+    job: JobState, status: ExitStatus, *, stdout: Blob, stderr: Blob, results: Blob | None, results_file: str | None
+) -> JobFinished:
     """Honest outcomes: non-zero is failed with the real code; a signal death records the signal
     (and exit code 128 + signal, as a shell reports it); exit 0 with no results is still completed."""
     exit_code = status.exit_code
@@ -34,9 +35,19 @@ def finished_event(job: JobState, status: ExitStatus, *, stdout: Blob, stderr: B
     message = status.error
     if not status.group_gone:
         message = "some process of the job survived SIGKILL (uninterruptible); the node may need attention"
-    return JobFinished(job_id=job.job_id, status=state, reason=reason, exit_code=exit_code, signal=status.signal,
-                       attempt=job.attempt, stdout=stdout, stderr=stderr, results=results,
-                       results_file=results_file, message=message)
+    return JobFinished(
+        job_id=job.job_id,
+        status=state,
+        reason=reason,
+        exit_code=exit_code,
+        signal=status.signal,
+        attempt=job.attempt,
+        stdout=stdout,
+        stderr=stderr,
+        results=results,
+        results_file=results_file,
+        message=message,
+    )
 
 
 def save_results_file(results_dir: Path, job: JobState, data: bytes, at: datetime | None = None) -> Path:

@@ -170,8 +170,12 @@ def render_job_command(
     A placeholder must stand where a bare word can: not inside quotes or backticks, not after `$` or
     a backslash, where the shell would re-read the quoted value and user input could escape.
     """
-    values = {"solution": os.fspath(solution), "competition_id": competition_id,
-              "results": os.fspath(results), "workdir": os.fspath(workdir)}
+    values = {
+        "solution": os.fspath(solution),
+        "competition_id": competition_id,
+        "results": os.fspath(results),
+        "workdir": os.fspath(workdir),
+    }
     for name, value in values.items():
         if "\0" in value:
             raise ValueError(f"{name} contains a NUL byte, which no command argument can hold")
@@ -187,11 +191,15 @@ def render_job_command(
         if field is None:
             continue
         if field not in PLACEHOLDERS or spec or conversion:
-            raise ValueError(f"unknown placeholder {{{field}}} in job command template {template!r}; "
-                             f"known: {', '.join(sorted('{' + p + '}' for p in PLACEHOLDERS))}")
+            raise ValueError(
+                f"unknown placeholder {{{field}}} in job command template {template!r}; "
+                f"known: {', '.join(sorted('{' + p + '}' for p in PLACEHOLDERS))}"
+            )
         if state or literal.endswith("$"):
-            raise ValueError(f"placeholder {{{field}}} in {template!r} must stand as a bare word, "
-                             "outside quotes, backticks, `$` and backslashes")
+            raise ValueError(
+                f"placeholder {{{field}}} in {template!r} must stand as a bare word, "
+                "outside quotes, backticks, `$` and backslashes"
+            )
         out.append(shlex.quote(values[field]))
     return "".join(out)
 

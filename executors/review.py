@@ -53,8 +53,7 @@ async def _review(runtime: Runtime, job_id: str) -> None:
     static = scan_static(code)
     report = await review_with_llm(code, runtime.settings, static)
     added = [f for f in report.findings if f not in static.findings]  # static ones are already recorded
-    verdict = JobScanned(job_id=job_id, verdict=report.verdict, findings=added, scanner="llm",
-                         model=report.model)
+    verdict = JobScanned(job_id=job_id, verdict=report.verdict, findings=added, scanner="llm", model=report.model)
     try:
         await runtime.ledger.write(commands.record_review(job_id, verdict))
     except DomainError as e:  # cancelled meanwhile, for instance

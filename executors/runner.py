@@ -45,10 +45,19 @@ class NodeLost(Exception):
 class NodeRunner:
     """Runs the jobs dispatched to one node (as many at once as it has slots)."""
 
-    def __init__(self, *, node: str, transport: Transport, ledger: Ledger, blobs: BlobStore,
-                 settings: Settings, remote_root: str, env_for_slot: Callable[[int], dict[str, str]],
-                 after_job: Callable[[], Awaitable[None]] | None = None,
-                 restart_container: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        node: str,
+        transport: Transport,
+        ledger: Ledger,
+        blobs: BlobStore,
+        settings: Settings,
+        remote_root: str,
+        env_for_slot: Callable[[int], dict[str, str]],
+        after_job: Callable[[], Awaitable[None]] | None = None,
+        restart_container: str | None = None,
+    ) -> None:
         self.node, self.transport, self.ledger, self.blobs = node, transport, ledger, blobs
         self.settings = settings
         self.remote_root = remote_root
@@ -97,21 +106,41 @@ class NodeRunner:
             await self._give_back(job_id, str(e))
         except Exception as e:  # a bug or an unexpected refusal must not leave the job pending forever
             bound.exception("job.runner_failed")
-            await self._finish(JobFinished(job_id=job_id, status="failed", reason="dispatch_failed",
-                                           attempt=job.attempt, message=f"runner error: {e}"))
+            await self._finish(
+                JobFinished(
+                    job_id=job_id,
+                    status="failed",
+                    reason="dispatch_failed",
+                    attempt=job.attempt,
+                    message=f"runner error: {e}",
+                )
+            )
         finally:
             watcher.cancel()
         if self.after_job is not None:
             await self.after_job()
 
-    async def _attempt(self, job: JobState, bound: structlog.typing.FilteringBoundLogger, uploaded: asyncio.Event,
-                       *, fresh: bool = False) -> None:
+    async def _attempt(
+        self,
+        job: JobState,
+        bound: structlog.typing.FilteringBoundLogger,
+        uploaded: asyncio.Event,
+        *,
+        fresh: bool = False,
+    ) -> None:
         workdir = self.workdir(job.job_id)
         state = None if fresh else await self._retry(lambda: self._status(workdir))
         if state is None or state.state == "not_started":
             if self.ledger.views.jobs[job.job_id].cancel_requested:
-                await self._finish(JobFinished(job_id=job.job_id, status="cancelled", reason="cancelled",
-                                               attempt=job.attempt, message="cancelled before it started"))
+                await self._finish(
+                    JobFinished(
+                        job_id=job.job_id,
+                        status="cancelled",
+                        reason="cancelled",
+                        attempt=job.attempt,
+                        message="cancelled before it started",
+                    )
+                )
                 return
             await self._retry(lambda: self._upload(job, workdir))
         # From here a cancel reaches the wrapper: before the launch it claims the job so it never runs.
@@ -125,7 +154,9 @@ class NodeRunner:
     async def _status(self, workdir: str) -> wp.WrapperState | None:
         code, out, _ = await self.transport.run(
             f"test -f {shlex.quote(workdir + '/' + wp.WRAPPER_NAME)} || exit 9; "
-            + wp.status_command(self.transport.python, workdir), timeout=30)
+            + wp.status_command(self.transport.python, workdir),
+            timeout=30,
+        )
         if code == 9:
             return None
         if code != 0:
@@ -135,19 +166,33 @@ class NodeRunner:
     async def _upload(self, job: JobState, workdir: str) -> None:
         code = self.blobs.get(job.code) or b""
         results = f"{workdir}/{RESULTS_NAME}"
-        command = wp.render_job_command(self.settings.job_command, solution=f"{workdir}/{wp.SOLUTION_NAME}",
-                                        competition_id=job.competition_id, results=results, workdir=workdir)
+        command = wp.render_job_command(
+            self.settings.job_command,
+            solution=f"{workdir}/{wp.SOLUTION_NAME}",
+            competition_id=job.competition_id,
+            results=results,
+            workdir=workdir,
+        )
         env = {"GPULEDGER_JOB_ID": job.job_id, "GPULEDGER_RESULTS": results, **self.env_for_slot(job.slot or 0)}
         limit = job.expected_time_s * self.settings.max_job_timeout_multiplier
         spec = wp.job_spec_bytes(command, limit, self.settings.cancel_grace_s, env)
-        await self.transport.put_files(workdir, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SOLUTION_NAME: code,
-                                                 wp.JOB_SPEC_NAME: spec})
+        await self.transport.put_files(
+            workdir, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SOLUTION_NAME: code, wp.JOB_SPEC_NAME: spec}
+        )
 
     async def _started(self, job: JobState, started: wp.Started) -> None:
         """The wrapper started the job (or, re-attached, had started it): record it once."""
         if self.ledger.views.jobs[job.job_id].started_at is None:
-            await self._write(commands.start_job(job.job_id, node=self.node, attempt=job.attempt, pid=started.pid,
-                                                 pgid=started.pgid, started_at_node=started.started_at.isoformat()))
+            await self._write(
+                commands.start_job(
+                    job.job_id,
+                    node=self.node,
+                    attempt=job.attempt,
+                    pid=started.pid,
+                    pgid=started.pgid,
+                    started_at_node=started.started_at.isoformat(),
+                )
+            )
             log.info("job.started", job_id=job.job_id, user_id=job.user_id, node=self.node, pgid=started.pgid)
 
     async def _collect(self, job: JobState, workdir: str, status: wp.ExitStatus) -> None:
@@ -157,14 +202,16 @@ class NodeRunner:
         stdout, stderr, fetched = await asyncio.gather(
             asyncio.to_thread(self._store_capped, live / "stdout", cap),
             asyncio.to_thread(self._store_capped, live / "stderr", cap),
-            self._retry(lambda: self.transport.fetch(f"{workdir}/{RESULTS_NAME}", self.settings.max_results_bytes)))
+            self._retry(lambda: self.transport.fetch(f"{workdir}/{RESULTS_NAME}", self.settings.max_results_bytes)),
+        )
         results = results_file = None
         if fetched is not None:
             results, saved = await asyncio.to_thread(self._store_results, job, fetched)
             results_file = str(saved)
         current = self.ledger.views.jobs[job.job_id]
-        await self._finish(finished_event(current, status, stdout=stdout, stderr=stderr, results=results,
-                                          results_file=results_file))
+        await self._finish(
+            finished_event(current, status, stdout=stdout, stderr=stderr, results=results, results_file=results_file)
+        )
         with contextlib.suppress(ExecutorError):
             await self.transport.remove_tree(workdir)
 
@@ -188,12 +235,21 @@ class NodeRunner:
         else:
             live = self.live_root / job_id
             cap = self.settings.max_output_bytes
-            stdout, stderr = await asyncio.gather(asyncio.to_thread(self._store_capped, live / "stdout", cap),
-                                                  asyncio.to_thread(self._store_capped, live / "stderr", cap))
-            await self._finish(JobFinished(job_id=job_id, status="failed", reason="node_lost", attempt=job.attempt,
-                                           stdout=stdout, stderr=stderr,
-                                           message=f"node {self.node} unreachable for more than "
-                                                   f"{self.settings.node_lost_after:g} s"))
+            stdout, stderr = await asyncio.gather(
+                asyncio.to_thread(self._store_capped, live / "stdout", cap),
+                asyncio.to_thread(self._store_capped, live / "stderr", cap),
+            )
+            await self._finish(
+                JobFinished(
+                    job_id=job_id,
+                    status="failed",
+                    reason="node_lost",
+                    attempt=job.attempt,
+                    stdout=stdout,
+                    stderr=stderr,
+                    message=f"node {self.node} unreachable for more than {self.settings.node_lost_after:g} s",
+                )
+            )
         # The job may still run on the node: when it answers again, kill what is left and clean up.
         reaper = asyncio.create_task(self._reap_when_back(self.workdir(job_id)), name=f"reap-{job_id}")
         self.reapers.add(reaper)
@@ -203,8 +259,9 @@ class NodeRunner:
         delay = 1.0
         while True:
             try:
-                await self.transport.run(wp.cancel_command(self.transport.python, workdir),
-                                         timeout=self.settings.cancel_grace_s + 30)
+                await self.transport.run(
+                    wp.cancel_command(self.transport.python, workdir), timeout=self.settings.cancel_grace_s + 30
+                )
                 await self.transport.remove_tree(workdir)
                 return
             except NodeUnreachable:
@@ -218,8 +275,11 @@ class NodeRunner:
         if job.started_at is None:
             await self._write(commands.requeue_job(job_id, node=self.node, attempt=job.attempt, reason=reason))
         else:
-            await self._finish(JobFinished(job_id=job_id, status="failed", reason="dispatch_failed",
-                                           attempt=job.attempt, message=reason))
+            await self._finish(
+                JobFinished(
+                    job_id=job_id, status="failed", reason="dispatch_failed", attempt=job.attempt, message=reason
+                )
+            )
 
     async def _watch_cancel(self, job_id: str, uploaded: asyncio.Event) -> None:
         """When a cancel is requested, have the wrapper kill the job's process group (and confirm)."""
@@ -230,8 +290,11 @@ class NodeRunner:
             await self.ledger.wait_beyond(seen)
         await uploaded.wait()
         workdir = self.workdir(job_id)
-        await self._retry(lambda: self.transport.run(wp.cancel_command(self.transport.python, workdir),
-                                                     timeout=self.settings.cancel_grace_s + 30))
+        await self._retry(
+            lambda: self.transport.run(
+                wp.cancel_command(self.transport.python, workdir), timeout=self.settings.cancel_grace_s + 30
+            )
+        )
 
     async def _write(self, write: Write) -> None:
         try:

@@ -89,16 +89,24 @@ class Runtime:
     async def _start_local_node(self) -> None:
         gpus = local_gpu_count()
         slots = self.settings.local_slots or gpus or 1
-        await self.ledger.write(commands.register_node(NodeRegistered(
-            name=LOCAL_NODE, host="localhost", port=0, user="", slots=slots, kind="local")))
+        await self.ledger.write(
+            commands.register_node(
+                NodeRegistered(name=LOCAL_NODE, host="localhost", port=0, user="", slots=slots, kind="local")
+            )
+        )
 
         def env_for_slot(slot: int) -> dict[str, str]:
             return {"CUDA_VISIBLE_DEVICES": str(slot)} if gpus else {}
 
         self.runners[LOCAL_NODE] = NodeRunner(
-            node=LOCAL_NODE, transport=LocalTransport(LOCAL_NODE, python=sys.executable), ledger=self.ledger,
-            blobs=self.blobs, settings=self.settings, remote_root=self.local_root,
-            env_for_slot=env_for_slot)
+            node=LOCAL_NODE,
+            transport=LocalTransport(LOCAL_NODE, python=sys.executable),
+            ledger=self.ledger,
+            blobs=self.blobs,
+            settings=self.settings,
+            remote_root=self.local_root,
+            env_for_slot=env_for_slot,
+        )
         log.info("node.local", slots=slots, gpus=gpus)
 
     async def _bootstrap_admin(self) -> None:
@@ -107,6 +115,10 @@ class Runtime:
             return
         secret, issued = mint("admin", secret=None, days=self.settings.token_max_days, is_admin=True, by="system")
         await self.ledger.write(commands.issue_token(issued))
-        print(f"\n  gpuledger: first start, admin token for user 'admin' (shown once, valid "
-              f"{self.settings.token_max_days} days):\n\n      {secret}\n", file=sys.stderr, flush=True)
+        print(
+            f"\n  gpuledger: first start, admin token for user 'admin' (shown once, valid "
+            f"{self.settings.token_max_days} days):\n\n      {secret}\n",
+            file=sys.stderr,
+            flush=True,
+        )
         log.info("token.bootstrap", token_id=issued.token_id, user_id="admin")

@@ -20,8 +20,16 @@ GLOBALS = "<globals>"  # what a name bound to globals()/locals() resolves to
 _BUILTIN_NAMES = frozenset(dir(builtins))
 # Any of these in a file means module-level names can be rebound behind the visitor's back.
 _REBINDERS = frozenset({"globals", "locals", "vars", "setattr", "delattr", "__builtins__", "__main__"})
-_SCOPED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
-           ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_SCOPED = (
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.Lambda,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.GeneratorExp,
+)
 
 
 @dataclass
@@ -91,8 +99,11 @@ def _shadowed_builtins(tree: ast.Module) -> frozenset[str]:
                 return frozenset()
     if _REBINDERS & first_use.keys():
         return frozenset()
-    return frozenset(name for name, line in first_bound.items()
-                     if name in _BUILTIN_NAMES and name not in unsafe and line < first_use.get(name, line + 1))
+    return frozenset(
+        name
+        for name, line in first_bound.items()
+        if name in _BUILTIN_NAMES and name not in unsafe and line < first_use.get(name, line + 1)
+    )
 
 
 def _names_bound_by(stmt: ast.stmt) -> list[str]:
@@ -230,8 +241,9 @@ class NameResolver(ast.NodeVisitor):
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
         self.generic_visit(node)
         if isinstance(node.target, ast.Name) and isinstance(node.op, ast.Add):
-            self.bind(node.target, ast.BinOp(left=ast.Name(id=node.target.id, ctx=ast.Load()),
-                                             op=ast.Add(), right=node.value))
+            self.bind(
+                node.target, ast.BinOp(left=ast.Name(id=node.target.id, ctx=ast.Load()), op=ast.Add(), right=node.value)
+            )
 
     def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
         self.visit_owner(node.value)

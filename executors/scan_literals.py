@@ -10,10 +10,14 @@ import operator
 from collections.abc import Callable
 
 _MAX_FOLDED = 4096  # longer "constants" are not attribute names; stop before "a" * 10**9
-_STR_METHODS = frozenset({"lower", "upper", "strip", "lstrip", "rstrip", "swapcase", "title",
-                          "capitalize", "replace", "decode"})
+_STR_METHODS = frozenset(
+    {"lower", "upper", "strip", "lstrip", "rstrip", "swapcase", "title", "capitalize", "replace", "decode"}
+)
 _ARITHMETIC: dict[type[ast.operator], Callable[[float, float], float]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv,
 }
 
@@ -38,8 +42,10 @@ def fold_string(node: ast.AST, named: Callable[[str], str | None]) -> str | None
         case ast.Subscript(value=value, slice=ast.Slice() as cut) if _constant_slice(cut):
             inner = fold_string(value, named)
             text = inner[_slice_of(cut)] if inner is not None else None
-        case ast.Call(func=ast.Attribute(value=ast.Constant(value=str() as sep), attr="join"),
-                      args=[ast.List() | ast.Tuple() as seq]):
+        case ast.Call(
+            func=ast.Attribute(value=ast.Constant(value=str() as sep), attr="join"),
+            args=[ast.List() | ast.Tuple() as seq],
+        ):
             pieces = [fold_string(e, named) for e in seq.elts]
             text = sep.join(p for p in pieces if p is not None) if None not in pieces else None
         case ast.Call(func=ast.Name(id="chr"), args=[ast.Constant(value=int() as code)]) if 0 <= code < 0x110000:
@@ -61,6 +67,7 @@ def _constant_slice(cut: ast.Slice) -> bool:
 def _slice_of(cut: ast.Slice) -> slice:
     def bound(p: ast.expr | None) -> int | None:
         return None if p is None else int(fold_number(p) or 0)
+
     step = bound(cut.step)
     return slice(bound(cut.lower), bound(cut.upper), step if step else None)
 

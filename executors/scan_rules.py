@@ -34,60 +34,97 @@ _SHELL = "a job may only run Python on its GPU; a child process escapes every li
 _DYNAMIC = "code built at run time cannot be scanned, so it could do anything the scanner forbids"
 _INDIRECT = "reaching a forbidden callable by a computed or aliased name is the usual way past a scanner"
 
-RULES: dict[str, Rule] = {r.id: r for r in (
-    _critical("proc.os_system", "os.system executes a shell command", _SHELL),
-    _critical("proc.os_popen", "os.popen executes a shell command", _SHELL),
-    _critical("proc.os_exec", "os.exec* replaces the job with another program", _SHELL),
-    _critical("proc.os_spawn", "os.spawn*/posix_spawn* starts another program", _SHELL),
-    _critical("proc.os_fork", "os.fork* creates a process outside the job's control", _SHELL),
-    _critical("proc.subprocess", "subprocess starts other programs", _SHELL),
-    _critical("proc.pty", "pty spawns programs on a pseudo-terminal", _SHELL),
-    _critical("proc.asyncio_subprocess", "asyncio subprocess APIs start other programs", _SHELL),
-    _critical("proc.multiprocessing_shell", "a process-starting callable is handed to another API "
-              "(multiprocessing, threads, callbacks)", _SHELL),
-    _critical("proc.shell_helper", "a library helper that runs a shell command", _SHELL),
-    _critical("dyn.eval", "eval runs code built at run time", _DYNAMIC),
-    _critical("dyn.exec", "exec runs code built at run time", _DYNAMIC),
-    _critical("dyn.compile", "compile builds code objects at run time", _DYNAMIC),
-    _critical("dyn.dunder_import", "__import__ imports modules by computed name", _DYNAMIC),
-    _critical("dyn.importlib", "importlib imports modules by computed name", _DYNAMIC),
-    _critical("dyn.runpy", "runpy runs other modules or files as code", _DYNAMIC),
-    _critical("dyn.code_module", "code/codeop/profilers/timeit run source strings as code", _DYNAMIC),
-    _critical("native.ctypes", "ctypes calls native code directly", "native calls bypass Python entirely"),
-    _critical("native.cffi", "cffi calls native code directly", "native calls bypass Python entirely"),
-    _critical("scan.unscannable", "code nested too deeply to scan", "what cannot be scanned is not run"),
-    _critical("scan.unparsed_dangerous_name", "code that does not parse here names a process, code or native "
-              "API", "a node's newer Python may run what this server's parser cannot read"),
-    _critical("net.socket", "raw socket access", "raw sockets can open shells and exfiltrate data"),
-    _critical("indirect.star_import", "star import from a module with process or code execution",
-              "it brings forbidden callables in under their bare names"),
-    _critical("indirect.computed_attr", "getattr/vars/__dict__ with a computed name on a sensitive "
-              "module or builtins", _INDIRECT),
-    _critical("indirect.module_value", "os/sys/builtins module passed around as a value", _INDIRECT),
-    _critical("indirect.builtins", "__builtins__ or frame builtins access", _INDIRECT),
-    _critical("indirect.sys_modules", "sys.modules lookup", _INDIRECT),
-    _critical("indirect.globals", "globals()/locals()/vars() lookup with a computed name", _INDIRECT),
-    _critical("indirect.introspection", "interpreter internals (__subclasses__, __globals__, __code__, …)",
-              "walking object internals reaches os and builtins without importing them"),
-    _warning("io.write_outside", "writes a file outside the job's workdir",
-             "jobs share nodes; they must keep their files in their own workdir"),
-    _warning("net.library", "imports a network library",
-             "jobs should not need the network; downloads and uploads are worth a look"),
-    _warning("time.long_sleep", "sleeps for more than an hour",
-             "a sleeping job holds a GPU that others are waiting for"),
-)}
+RULES: dict[str, Rule] = {
+    r.id: r
+    for r in (
+        _critical("proc.os_system", "os.system executes a shell command", _SHELL),
+        _critical("proc.os_popen", "os.popen executes a shell command", _SHELL),
+        _critical("proc.os_exec", "os.exec* replaces the job with another program", _SHELL),
+        _critical("proc.os_spawn", "os.spawn*/posix_spawn* starts another program", _SHELL),
+        _critical("proc.os_fork", "os.fork* creates a process outside the job's control", _SHELL),
+        _critical("proc.subprocess", "subprocess starts other programs", _SHELL),
+        _critical("proc.pty", "pty spawns programs on a pseudo-terminal", _SHELL),
+        _critical("proc.asyncio_subprocess", "asyncio subprocess APIs start other programs", _SHELL),
+        _critical(
+            "proc.multiprocessing_shell",
+            "a process-starting callable is handed to another API (multiprocessing, threads, callbacks)",
+            _SHELL,
+        ),
+        _critical("proc.shell_helper", "a library helper that runs a shell command", _SHELL),
+        _critical("dyn.eval", "eval runs code built at run time", _DYNAMIC),
+        _critical("dyn.exec", "exec runs code built at run time", _DYNAMIC),
+        _critical("dyn.compile", "compile builds code objects at run time", _DYNAMIC),
+        _critical("dyn.dunder_import", "__import__ imports modules by computed name", _DYNAMIC),
+        _critical("dyn.importlib", "importlib imports modules by computed name", _DYNAMIC),
+        _critical("dyn.runpy", "runpy runs other modules or files as code", _DYNAMIC),
+        _critical("dyn.code_module", "code/codeop/profilers/timeit run source strings as code", _DYNAMIC),
+        _critical("native.ctypes", "ctypes calls native code directly", "native calls bypass Python entirely"),
+        _critical("native.cffi", "cffi calls native code directly", "native calls bypass Python entirely"),
+        _critical("scan.unscannable", "code nested too deeply to scan", "what cannot be scanned is not run"),
+        _critical(
+            "scan.unparsed_dangerous_name",
+            "code that does not parse here names a process, code or native API",
+            "a node's newer Python may run what this server's parser cannot read",
+        ),
+        _critical("net.socket", "raw socket access", "raw sockets can open shells and exfiltrate data"),
+        _critical(
+            "indirect.star_import",
+            "star import from a module with process or code execution",
+            "it brings forbidden callables in under their bare names",
+        ),
+        _critical(
+            "indirect.computed_attr",
+            "getattr/vars/__dict__ with a computed name on a sensitive module or builtins",
+            _INDIRECT,
+        ),
+        _critical("indirect.module_value", "os/sys/builtins module passed around as a value", _INDIRECT),
+        _critical("indirect.builtins", "__builtins__ or frame builtins access", _INDIRECT),
+        _critical("indirect.sys_modules", "sys.modules lookup", _INDIRECT),
+        _critical("indirect.globals", "globals()/locals()/vars() lookup with a computed name", _INDIRECT),
+        _critical(
+            "indirect.introspection",
+            "interpreter internals (__subclasses__, __globals__, __code__, …)",
+            "walking object internals reaches os and builtins without importing them",
+        ),
+        _warning(
+            "io.write_outside",
+            "writes a file outside the job's workdir",
+            "jobs share nodes; they must keep their files in their own workdir",
+        ),
+        _warning(
+            "net.library",
+            "imports a network library",
+            "jobs should not need the network; downloads and uploads are worth a look",
+        ),
+        _warning(
+            "time.long_sleep", "sleeps for more than an hour", "a sleeping job holds a GPU that others are waiting for"
+        ),
+    )
+}
 
 # --- name tables --------------------------------------------------------------------------------
 
 # Importing these at all is critical: nothing a grading job needs lives in them.
 FORBIDDEN_MODULES: dict[str, str] = {
-    "subprocess": "proc.subprocess", "_posixsubprocess": "proc.subprocess", "pty": "proc.pty",
-    "asyncio.subprocess": "proc.asyncio_subprocess", "multiprocessing.popen_fork": "proc.os_fork",
-    "multiprocessing.popen_spawn_posix": "proc.os_spawn", "multiprocessing.popen_forkserver": "proc.os_fork",
-    "importlib": "dyn.importlib", "runpy": "dyn.runpy", "code": "dyn.code_module", "codeop": "dyn.code_module",
-    "ctypes": "native.ctypes", "_ctypes": "native.ctypes", "cffi": "native.cffi",
-    "socket": "net.socket", "_socket": "net.socket",
-    "webbrowser": "proc.shell_helper", "distutils.spawn": "proc.shell_helper", "pip": "proc.shell_helper",
+    "subprocess": "proc.subprocess",
+    "_posixsubprocess": "proc.subprocess",
+    "pty": "proc.pty",
+    "asyncio.subprocess": "proc.asyncio_subprocess",
+    "multiprocessing.popen_fork": "proc.os_fork",
+    "multiprocessing.popen_spawn_posix": "proc.os_spawn",
+    "multiprocessing.popen_forkserver": "proc.os_fork",
+    "importlib": "dyn.importlib",
+    "runpy": "dyn.runpy",
+    "code": "dyn.code_module",
+    "codeop": "dyn.code_module",
+    "ctypes": "native.ctypes",
+    "_ctypes": "native.ctypes",
+    "cffi": "native.cffi",
+    "socket": "net.socket",
+    "_socket": "net.socket",
+    "webbrowser": "proc.shell_helper",
+    "distutils.spawn": "proc.shell_helper",
+    "pip": "proc.shell_helper",
     "ensurepip": "proc.shell_helper",
 }
 
@@ -95,60 +132,108 @@ FORBIDDEN_MODULES: dict[str, str] = {
 MODULE_ALIASES: dict[str, str] = {"posix": "os", "nt": "os", "_os": "os", "__builtin__": "builtins"}
 
 # Modules on which a computed attribute name (getattr, vars, __dict__) is critical.
-SENSITIVE_MODULES = frozenset({
-    "os", "sys", "builtins", "asyncio", "multiprocessing", "shutil", "pydoc", "platform", "operator",
-    *FORBIDDEN_MODULES,
-})
+SENSITIVE_MODULES = frozenset(
+    {
+        "os",
+        "sys",
+        "builtins",
+        "asyncio",
+        "multiprocessing",
+        "shutil",
+        "pydoc",
+        "platform",
+        "operator",
+        *FORBIDDEN_MODULES,
+    }
+)
 
 # Modules worth re-rooting a dotted name at (see ``canonical_name``).
-_ROOTS = frozenset({"os", "sys", "builtins", "asyncio", "multiprocessing", "subprocess", "importlib",
-                    "ctypes", "socket", "pty", "runpy", "cffi"})
+_ROOTS = frozenset(
+    {
+        "os",
+        "sys",
+        "builtins",
+        "asyncio",
+        "multiprocessing",
+        "subprocess",
+        "importlib",
+        "ctypes",
+        "socket",
+        "pty",
+        "runpy",
+        "cffi",
+    }
+)
 
 # Star-importing these puts forbidden callables under bare names.
 STAR_FORBIDDEN = frozenset({"os", "builtins", "asyncio", "pydoc", "platform", *FORBIDDEN_MODULES})
 
 # Exact callables (after alias resolution), by canonical name.
 FORBIDDEN_NAMES: dict[str, str] = {
-    "os.system": "proc.os_system", "os.popen": "proc.os_popen", "os.startfile": "proc.os_spawn",
-    "os.fork": "proc.os_fork", "os.forkpty": "proc.os_fork",
-    "builtins.eval": "dyn.eval", "builtins.exec": "dyn.exec", "builtins.compile": "dyn.compile",
-    "builtins.__import__": "dyn.dunder_import", "builtins.breakpoint": "dyn.exec",
-    "pydoc.pipepager": "proc.shell_helper", "platform.popen": "proc.shell_helper",
-    "cProfile.run": "dyn.code_module", "cProfile.runctx": "dyn.code_module",
-    "profile.run": "dyn.code_module", "profile.runctx": "dyn.code_module",
-    "pdb.run": "dyn.code_module", "pdb.runeval": "dyn.code_module", "pdb.runctx": "dyn.code_module",
-    "types.CodeType": "dyn.compile", "sys.modules": "indirect.sys_modules",
+    "os.system": "proc.os_system",
+    "os.popen": "proc.os_popen",
+    "os.startfile": "proc.os_spawn",
+    "os.fork": "proc.os_fork",
+    "os.forkpty": "proc.os_fork",
+    "builtins.eval": "dyn.eval",
+    "builtins.exec": "dyn.exec",
+    "builtins.compile": "dyn.compile",
+    "builtins.__import__": "dyn.dunder_import",
+    "builtins.breakpoint": "dyn.exec",
+    "pydoc.pipepager": "proc.shell_helper",
+    "platform.popen": "proc.shell_helper",
+    "cProfile.run": "dyn.code_module",
+    "cProfile.runctx": "dyn.code_module",
+    "profile.run": "dyn.code_module",
+    "profile.runctx": "dyn.code_module",
+    "pdb.run": "dyn.code_module",
+    "pdb.runeval": "dyn.code_module",
+    "pdb.runctx": "dyn.code_module",
+    "types.CodeType": "dyn.compile",
+    "sys.modules": "indirect.sys_modules",
     "sys._getframe": "indirect.introspection",
 }
 
 # Callables matched by prefix: os.execv, os.spawnlp, os.posix_spawnp, asyncio.create_subprocess_shell …
 FORBIDDEN_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("os.exec", "proc.os_exec"), ("os.spawn", "proc.os_spawn"), ("os.posix_spawn", "proc.os_spawn"),
-    ("os.fork", "proc.os_fork"), ("asyncio.create_subprocess_", "proc.asyncio_subprocess"),
+    ("os.exec", "proc.os_exec"),
+    ("os.spawn", "proc.os_spawn"),
+    ("os.posix_spawn", "proc.os_spawn"),
+    ("os.fork", "proc.os_fork"),
+    ("asyncio.create_subprocess_", "proc.asyncio_subprocess"),
 )
 
 # Method names that start programs whatever object they hang off: event loops, and os functions reached
 # through a container or a helper (``[os][0].execv``). Nothing else in an ML stack is called this.
 FORBIDDEN_METHODS: dict[str, str] = {
-    "subprocess_exec": "proc.asyncio_subprocess", "subprocess_shell": "proc.asyncio_subprocess",
-    "create_subprocess_exec": "proc.asyncio_subprocess", "create_subprocess_shell": "proc.asyncio_subprocess",
-    "popen": "proc.os_popen", "forkpty": "proc.os_fork", "posix_spawn": "proc.os_spawn",
+    "subprocess_exec": "proc.asyncio_subprocess",
+    "subprocess_shell": "proc.asyncio_subprocess",
+    "create_subprocess_exec": "proc.asyncio_subprocess",
+    "create_subprocess_shell": "proc.asyncio_subprocess",
+    "popen": "proc.os_popen",
+    "forkpty": "proc.os_fork",
+    "posix_spawn": "proc.os_spawn",
     "posix_spawnp": "proc.os_spawn",
 }
 
 # Attributes that name a module whatever they hang off (``glob.os``, ``helper().os``): re-rooted there.
-MODULE_ATTRS = frozenset({"os", "_os", "posix", "nt", "sys", "builtins", "__builtin__", "subprocess",
-                          "importlib"})
+MODULE_ATTRS = frozenset({"os", "_os", "posix", "nt", "sys", "builtins", "__builtin__", "subprocess", "importlib"})
 
 # Modules whose object used as a plain value (in a list, as an argument) can only be hiding a lookup.
 NO_VALUE_MODULES = frozenset({"os", "sys", "builtins"})
 
 # Attribute names that only sandbox escapes use.
 INTROSPECTION_ATTRS: dict[str, str] = {
-    "__subclasses__": "indirect.introspection", "__globals__": "indirect.introspection",
-    "__code__": "indirect.introspection", "__loader__": "indirect.introspection",
-    "__builtins__": "indirect.builtins", "f_builtins": "indirect.builtins", "f_globals": "indirect.builtins",
-    "gi_frame": "indirect.introspection", "__self__": "indirect.introspection", "tb_frame": "indirect.introspection",
+    "__subclasses__": "indirect.introspection",
+    "__globals__": "indirect.introspection",
+    "__code__": "indirect.introspection",
+    "__loader__": "indirect.introspection",
+    "__builtins__": "indirect.builtins",
+    "f_builtins": "indirect.builtins",
+    "f_globals": "indirect.builtins",
+    "gi_frame": "indirect.introspection",
+    "__self__": "indirect.introspection",
+    "tb_frame": "indirect.introspection",
 }
 
 # Builtin names that are lookups into a namespace.
@@ -157,10 +242,26 @@ NAMESPACE_BUILTINS = frozenset({"builtins.globals", "builtins.locals", "builtins
 # Names that run a source string when given one (timeit.timeit("...")).
 RUNS_SOURCE_STRINGS = frozenset({"timeit.timeit", "timeit.repeat", "timeit.Timer"})
 
-NETWORK_MODULES = frozenset({
-    "requests", "urllib", "urllib.request", "urllib3", "http.client", "http.server", "httpx", "aiohttp",
-    "ftplib", "smtplib", "telnetlib", "websocket", "websockets", "paramiko", "asyncssh", "pycurl",
-})
+NETWORK_MODULES = frozenset(
+    {
+        "requests",
+        "urllib",
+        "urllib.request",
+        "urllib3",
+        "http.client",
+        "http.server",
+        "httpx",
+        "aiohttp",
+        "ftplib",
+        "smtplib",
+        "telnetlib",
+        "websocket",
+        "websockets",
+        "paramiko",
+        "asyncssh",
+        "pycurl",
+    }
+)
 # Pure helpers inside network packages: parsing a URL is not network access.
 NETWORK_EXEMPT = frozenset({"urllib.parse", "urllib.error"})
 
@@ -173,8 +274,16 @@ WRITE_METHODS = frozenset({"to_csv", "to_json", "to_parquet", "to_pickle", "to_f
 PATH_WRITE_METHODS = frozenset({"write_text", "write_bytes"})
 # Module-level writers and the position of the path they write.
 PATH_ARG_WRITERS: dict[str, int] = {
-    "shutil.copy": 1, "shutil.copy2": 1, "shutil.copyfile": 1, "shutil.move": 1, "shutil.copytree": 1,
-    "numpy.save": 0, "numpy.savez": 0, "numpy.savetxt": 0, "torch.save": 1, "joblib.dump": 1,
+    "shutil.copy": 1,
+    "shutil.copy2": 1,
+    "shutil.copyfile": 1,
+    "shutil.move": 1,
+    "shutil.copytree": 1,
+    "numpy.save": 0,
+    "numpy.savez": 0,
+    "numpy.savetxt": 0,
+    "torch.save": 1,
+    "joblib.dump": 1,
 }
 PATH_CONSTRUCTORS = frozenset({"pathlib.Path", "pathlib.PosixPath", "pathlib.PurePath"})
 HARMLESS_WRITE_TARGETS = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr"})
@@ -218,22 +327,34 @@ def canonical_name(dotted: str) -> str:
     for i in range(len(parts) - 1, -1, -1):
         root = MODULE_ALIASES.get(parts[i], parts[i])
         if root in _ROOTS:
-            return ".".join([root, *parts[i + 1:]])
+            return ".".join([root, *parts[i + 1 :]])
     return dotted
 
 
 # Attribute names worth a finding even when the object they are read from is unknown
 # (``getattr(helper(), "system")``): process starters, import hooks and interpreter internals.
 _OS_EXEC_NAMES = frozenset(
-    f"{verb}{kind}{path}{env}" for verb in ("exec", "spawn") for kind in "lv" for path in ("", "p")
-    for env in ("", "e")
+    f"{verb}{kind}{path}{env}" for verb in ("exec", "spawn") for kind in "lv" for path in ("", "p") for env in ("", "e")
 )
 FORBIDDEN_METHODS.update(dict.fromkeys(_OS_EXEC_NAMES - {"execl"}, "proc.os_exec"))
 FORBIDDEN_METHODS.update({name: "proc.os_spawn" for name in _OS_EXEC_NAMES if name.startswith("spawn")})
 _PROCESS_ATTRS = _OS_EXEC_NAMES | {
-    "system", "popen", "startfile", "Popen", "check_output", "check_call", "getoutput", "getstatusoutput",
-    "fork", "forkpty", "posix_spawn", "posix_spawnp", "create_subprocess_exec", "create_subprocess_shell",
-    "__import__", "import_module",
+    "system",
+    "popen",
+    "startfile",
+    "Popen",
+    "check_output",
+    "check_call",
+    "getoutput",
+    "getstatusoutput",
+    "fork",
+    "forkpty",
+    "posix_spawn",
+    "posix_spawnp",
+    "create_subprocess_exec",
+    "create_subprocess_shell",
+    "__import__",
+    "import_module",
 }
 
 

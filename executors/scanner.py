@@ -50,12 +50,43 @@ def scan_static(code: str) -> ScanReport:
 
 # Names that, in code this server cannot parse, are refused anyway: a node running a newer Python
 # could parse (and run) it. Common ML names (compile, getattr) are left out on purpose.
-_UNPARSED_DANGEROUS = frozenset({
-    "system", "popen", "subprocess", "pty", "eval", "exec", "__import__", "importlib", "runpy", "ctypes",
-    "cffi", "socket", "fork", "forkpty", "posix_spawn", "posix_spawnp", "spawnl", "spawnle", "spawnlp",
-    "spawnv", "spawnve", "spawnvp", "execl", "execle", "execlp", "execv", "execve", "execvp", "execvpe",
-    "__builtins__", "builtins", "create_subprocess_exec", "create_subprocess_shell",
-})
+_UNPARSED_DANGEROUS = frozenset(
+    {
+        "system",
+        "popen",
+        "subprocess",
+        "pty",
+        "eval",
+        "exec",
+        "__import__",
+        "importlib",
+        "runpy",
+        "ctypes",
+        "cffi",
+        "socket",
+        "fork",
+        "forkpty",
+        "posix_spawn",
+        "posix_spawnp",
+        "spawnl",
+        "spawnle",
+        "spawnlp",
+        "spawnv",
+        "spawnve",
+        "spawnvp",
+        "execl",
+        "execle",
+        "execlp",
+        "execv",
+        "execve",
+        "execvp",
+        "execvpe",
+        "__builtins__",
+        "builtins",
+        "create_subprocess_exec",
+        "create_subprocess_shell",
+    }
+)
 
 
 def _unparsed_names(code: str) -> list[Finding]:
@@ -116,8 +147,9 @@ class _Visitor(NameResolver):
         rule_id = rules.rule_for_name(qualified) if qualified and qualified != GLOBALS else None
         if rule_id and qualified:
             spelled = ast.unparse(node)
-            self.report(rule_id, node, None if spelled == qualified.removeprefix("builtins.")
-                        else f"{spelled} is {qualified}")
+            self.report(
+                rule_id, node, None if spelled == qualified.removeprefix("builtins.") else f"{spelled} is {qualified}"
+            )
         return rule_id
 
     def check_attr_name(self, node: ast.AST, base: str | None, attr: str, obfuscated: bool) -> None:
@@ -126,8 +158,9 @@ class _Visitor(NameResolver):
         rule_id = rule_id or rules.INTROSPECTION_ATTRS.get(attr)
         if rule_id:
             self.report(rule_id, node, f"{base or '…'}.{attr} by name")
-        elif base is None and (rules.is_dangerous_attr(attr)
-                               or (obfuscated and f"builtins.{attr}" in rules.FORBIDDEN_NAMES)):
+        elif base is None and (
+            rules.is_dangerous_attr(attr) or (obfuscated and f"builtins.{attr}" in rules.FORBIDDEN_NAMES)
+        ):
             # The object is unknown, but nobody spells a process starter's name by accident.
             self.report("indirect.computed_attr", node, f"name {attr!r}")
 
@@ -261,8 +294,7 @@ class _Visitor(NameResolver):
 
     def passes_source(self, node: ast.Call) -> bool:
         source = _argument(node, 0, "stmt")
-        return source is not None and (self.fold(source) is not None
-                                       or isinstance(source, ast.JoinedStr | ast.BinOp))
+        return source is not None and (self.fold(source) is not None or isinstance(source, ast.JoinedStr | ast.BinOp))
 
     def check_handed_over(self, node: ast.Call) -> None:
         """``Process(target=os.system)``, ``pool.map(subprocess.run, …)``: a process starter as a value."""
@@ -272,8 +304,9 @@ class _Visitor(NameResolver):
             qualified = self.qualify(arg)
             rule_id = rules.rule_for_name(qualified) if qualified and qualified != GLOBALS else None
             if rule_id and rule_id.startswith("proc."):
-                self.report("proc.multiprocessing_shell", node,
-                            f"{ast.unparse(arg)} passed to {ast.unparse(node.func)}")
+                self.report(
+                    "proc.multiprocessing_shell", node, f"{ast.unparse(arg)} passed to {ast.unparse(node.func)}"
+                )
 
     def check_write(self, node: ast.Call, callee: str | None) -> None:
         path_node = self.written_path(node, callee)

@@ -91,7 +91,11 @@ class SshEndpoint:
         Only ``NodeUnreachable`` is retried: a rejected host key or login will not fix itself.
         """
         async for attempt in stamina.retry_context(
-            on=NodeUnreachable, attempts=attempts, timeout=timeout, wait_initial=0.2, wait_max=10.0,
+            on=NodeUnreachable,
+            attempts=attempts,
+            timeout=timeout,
+            wait_initial=0.2,
+            wait_max=10.0,
         ):
             with attempt:
                 await self.connection()
@@ -131,8 +135,12 @@ class SshEndpoint:
         self._require_known_hosts_file()
         try:
             conn, _ = await asyncssh.create_connection(
-                lambda: _ConnectionWatcher(self), self.host, self.port,
-                tunnel=tunnel, username=self.username, **options,
+                lambda: _ConnectionWatcher(self),
+                self.host,
+                self.port,
+                tunnel=tunnel,
+                username=self.username,
+                **options,
             )
         except asyncssh.HostKeyNotVerifiable as e:
             raise self._host_key_rejected() from e
@@ -194,7 +202,10 @@ class SshEndpoint:
         conn = await self.connection()
         with self._translated(cmd):
             process = await conn.create_process(
-                cmd, encoding=None, stdin=asyncssh.DEVNULL, stderr=asyncssh.DEVNULL,
+                cmd,
+                encoding=None,
+                stdin=asyncssh.DEVNULL,
+                stderr=asyncssh.DEVNULL,
             )
             try:
                 while chunk := await process.stdout.read(STREAM_CHUNK):
@@ -276,8 +287,9 @@ class JumpConnection(SshEndpoint):
     def __init__(self, settings: Settings) -> None:
         if not settings.jump_host:
             raise ValueError("JUMP_HOST is not set")
-        super().__init__(settings, name="jump", host=settings.jump_host, port=settings.jump_port,
-                         username=settings.jump_user)
+        super().__init__(
+            settings, name="jump", host=settings.jump_host, port=settings.jump_port, username=settings.jump_user
+        )
 
     async def _open(self) -> asyncssh.SSHClientConnection:
         return await self._connect(None)
@@ -293,8 +305,9 @@ class NodeConnection(SshEndpoint):
     hop = "node"
 
     def __init__(self, settings: Settings, spec: NodeSpec, *, jump: JumpConnection | None = None) -> None:
-        super().__init__(settings, name=spec.name, host=spec.host, port=spec.port,
-                         username=spec.user or settings.gpu_user)
+        super().__init__(
+            settings, name=spec.name, host=spec.host, port=spec.port, username=spec.user or settings.gpu_user
+        )
         self.spec = spec
         self._owns_jump = jump is None and bool(settings.jump_host)
         self.jump = JumpConnection(settings) if self._owns_jump else jump

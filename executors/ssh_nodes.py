@@ -50,10 +50,16 @@ class SshNode:
         self.container = container_of(spec, index, self.settings)
         self.failures = 0
         self.runner = NodeRunner(
-            node=spec.name, transport=self.transport, ledger=runtime.ledger, blobs=runtime.blobs,
-            settings=self.settings, remote_root=self.settings.remote_root, env_for_slot=lambda slot: {},
+            node=spec.name,
+            transport=self.transport,
+            ledger=runtime.ledger,
+            blobs=runtime.blobs,
+            settings=self.settings,
+            remote_root=self.settings.remote_root,
+            env_for_slot=lambda slot: {},
             after_job=self.after_job,
-            restart_container=self.container if self.settings.lxc_restart_between_jobs else None)
+            restart_container=self.container if self.settings.lxc_restart_between_jobs else None,
+        )
 
     async def probe(self, *, strict: bool = False) -> bool:
         """One health check; records node.down / node.up when the health changes.
@@ -76,8 +82,9 @@ class SshNode:
 
     async def _health(self, healthy: bool, reason: str, failures: int = 1) -> None:
         try:
-            await self.runtime.ledger.write(commands.node_health(self.spec.name, healthy=healthy, reason=reason,
-                                                                 failures=failures))
+            await self.runtime.ledger.write(
+                commands.node_health(self.spec.name, healthy=healthy, reason=reason, failures=failures)
+            )
         except DomainError as e:
             log.info("node.health_refused", node=self.spec.name, error=str(e))
 
@@ -108,8 +115,14 @@ class SshNode:
             outcome, detail = "failed", str(e)
         duration = round(time.monotonic() - started, 3)
         log.info("node.restarted", node=self.spec.name, container=self.container, outcome=outcome, duration=duration)
-        await self.runtime.ledger.write(commands.restarted_node(self.spec.name, NodeRestarted(
-            name=self.spec.name, container=self.container, duration_s=duration, outcome=outcome, detail=detail)))
+        await self.runtime.ledger.write(
+            commands.restarted_node(
+                self.spec.name,
+                NodeRestarted(
+                    name=self.spec.name, container=self.container, duration_s=duration, outcome=outcome, detail=detail
+                ),
+            )
+        )
 
     async def _wait_answering(self, started: float) -> tuple[Literal["ok", "timeout"], str]:
         deadline = started + self.settings.lxc_restart_wait_time + self.settings.ssh_connect_timeout_s + 10
@@ -128,9 +141,19 @@ async def start_ssh_nodes(runtime: Runtime) -> None:
     nodes = [SshNode(runtime, spec, index, jump) for index, spec in enumerate(settings.node_specs())]
     for node in nodes:
         spec = node.spec
-        await runtime.ledger.write(commands.register_node(NodeRegistered(
-            name=spec.name, host=spec.host, port=spec.port, user=spec.user or settings.gpu_user, slots=spec.slots,
-            container=node.container, kind="ssh")))
+        await runtime.ledger.write(
+            commands.register_node(
+                NodeRegistered(
+                    name=spec.name,
+                    host=spec.host,
+                    port=spec.port,
+                    user=spec.user or settings.gpu_user,
+                    slots=spec.slots,
+                    container=node.container,
+                    kind="ssh",
+                )
+            )
+        )
         runtime.runners[spec.name] = node.runner
     await asyncio.gather(*(node.probe(strict=True) for node in nodes))
     for node in nodes:

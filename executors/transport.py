@@ -49,6 +49,7 @@ class LocalTransport:
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
             for name, data in files.items():
                 (root / name).write_bytes(data)
+
         await asyncio.to_thread(write)
 
     async def run(self, cmd: str, *, timeout: float) -> tuple[int, bytes, bytes]:
@@ -66,6 +67,7 @@ class LocalTransport:
 
     async def fetch(self, path: str, max_bytes: int) -> tuple[bytes, bool] | None:
         """The file's first ``max_bytes`` bytes and whether it was cut, or None when it is missing."""
+
         def read() -> tuple[bytes, bool] | None:
             target = Path(path)
             if not target.is_file():
@@ -73,6 +75,7 @@ class LocalTransport:
             with target.open("rb") as handle:
                 data = handle.read(max_bytes + 1)
             return data[:max_bytes], len(data) > max_bytes
+
         return await asyncio.to_thread(read)
 
     async def remove_tree(self, path: str) -> None:

@@ -69,7 +69,7 @@ def write_json_atomic(file_path, obj):
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -110,7 +110,7 @@ def proc_stat(pid):
             data = f.read()
     except OSError:
         return None
-    fields = data[data.rfind(b")") + 2:].split()  # the command name may contain spaces and parens
+    fields = data[data.rfind(b")") + 2 :].split()  # the command name may contain spaces and parens
     return fields[0].decode("ascii"), int(fields[2]), int(fields[19])
 
 
@@ -218,8 +218,16 @@ def exit_fields(wait_status):
 
 
 def status_record(started_at, exit_code=None, sig=None, **flags):
-    record = {"exit_code": exit_code, "signal": sig, "timed_out": False, "cancelled": False,
-              "started_at": started_at, "ended_at": now_iso(), "group_gone": True, "error": None}
+    record = {
+        "exit_code": exit_code,
+        "signal": sig,
+        "timed_out": False,
+        "cancelled": False,
+        "started_at": started_at,
+        "ended_at": now_iso(),
+        "group_gone": True,
+        "error": None,
+    }
     record.update(flags)
     return record
 
@@ -274,16 +282,30 @@ def run_daemon(workdir):
     started_at = now_iso()
     try:
         with open(path(workdir, "stdout"), "ab") as out, open(path(workdir, "stderr"), "ab") as err:
-            proc = subprocess.Popen(["bash", "-c", command], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, start_new_session=True)
+            proc = subprocess.Popen(
+                ["bash", "-c", command],
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
     except OSError as e:
         record = status_record(None, exit_code=127, error=f"could not start bash: {e}")
         write_json_atomic(path(workdir, "status.json"), record)
         return
     stat = proc_stat(os.getpid()) if HAVE_PROC else None
-    write_json_atomic(path(workdir, "started.json"), {
-        "pid": proc.pid, "pgid": proc.pid, "wrapper_pid": os.getpid(),
-        "wrapper_start_ticks": stat[2] if stat else None, "started_at": started_at})
+    write_json_atomic(
+        path(workdir, "started.json"),
+        {
+            "pid": proc.pid,
+            "pgid": proc.pid,
+            "wrapper_pid": os.getpid(),
+            "wrapper_start_ticks": stat[2] if stat else None,
+            "started_at": started_at,
+        },
+    )
     supervise(workdir, proc, started_at, limit_s, grace_s)
 
 
@@ -291,8 +313,9 @@ def supervise(workdir, proc, started_at, limit_s, grace_s):
     reaper = Reaper(proc.pid)
     reason = watch(workdir, reaper, limit_s)
     if reason == "timed_out":
-        append_text(path(workdir, "stderr"),
-                    f"\ngpuledger: job exceeded its time limit of {limit_s:g} s and was killed\n")
+        append_text(
+            path(workdir, "stderr"), f"\ngpuledger: job exceeded its time limit of {limit_s:g} s and was killed\n"
+        )
     elif reason == "cancelled":
         append_text(path(workdir, "stderr"), "\ngpuledger: job was cancelled\n")
     # Even after a clean exit, nothing the job left behind in its group may outlive it.
@@ -301,8 +324,9 @@ def supervise(workdir, proc, started_at, limit_s, grace_s):
         reaper()
     proc.returncode = -1  # we reaped it ourselves; stops Popen from warning or waiting on it again
     exit_code, sig = exit_fields(reaper.wait_status)
-    record = status_record(started_at, exit_code, sig, timed_out=reason == "timed_out",
-                           cancelled=reason == "cancelled", group_gone=gone)
+    record = status_record(
+        started_at, exit_code, sig, timed_out=reason == "timed_out", cancelled=reason == "cancelled", group_gone=gone
+    )
     write_json_atomic(path(workdir, "status.json"), record)
 
 
@@ -395,8 +419,9 @@ def cancel_orphan(workdir, started, grace_s):
         return
     gone = kill_group(started["pgid"], grace_s)
     append_text(path(workdir, "stderr"), "\ngpuledger: job was cancelled\n")
-    record = status_record(started["started_at"], cancelled=True, group_gone=gone,
-                           error="the wrapper had died; the exit status is unknown")
+    record = status_record(
+        started["started_at"], cancelled=True, group_gone=gone, error="the wrapper had died; the exit status is unknown"
+    )
     write_json_atomic(path(workdir, "status.json"), record)
 
 
@@ -410,9 +435,13 @@ def job_state(workdir):
         state = "finished"
     else:
         state = "running" if started is not None else "not_started"
-    return {"state": state, "started": started, "status": status,
-            "stdout_size": file_size(path(workdir, "stdout")),
-            "stderr_size": file_size(path(workdir, "stderr"))}
+    return {
+        "state": state,
+        "started": started,
+        "status": status,
+        "stdout_size": file_size(path(workdir, "stdout")),
+        "stderr_size": file_size(path(workdir, "stderr")),
+    }
 
 
 def file_size(file_path):
@@ -522,8 +551,7 @@ USAGE = "usage: wrapper.py {launch|cancel|status} WORKDIR | wrapper.py {follow|r
 
 
 def main(argv):
-    commands = {"launch": cmd_launch, "cancel": cmd_cancel, "status": cmd_status, "follow": cmd_follow,
-                "run": cmd_run}
+    commands = {"launch": cmd_launch, "cancel": cmd_cancel, "status": cmd_status, "follow": cmd_follow, "run": cmd_run}
     if len(argv) < 2 or argv[0] not in commands or len(argv) != (4 if argv[0] in ("follow", "run") else 2):
         sys.stderr.write(USAGE)
         return 2

@@ -74,16 +74,30 @@ def _check_limits(views: Views, user_id: str, limits: SubmitLimits, now: int) ->
     recent = [t for t in stats.recent_submits if t > now - RATE_WINDOW_US]
     if len(recent) >= limits.per_minute:
         retry_after = max(1, math.ceil((recent[-limits.per_minute] + RATE_WINDOW_US - now) / 1_000_000))
-        raise LimitExceeded(f"Rate limit exceeded. Maximum {limits.per_minute} requests per 60s. "
-                            f"Retry after {retry_after}s.", retry_after=retry_after)
+        raise LimitExceeded(
+            f"Rate limit exceeded. Maximum {limits.per_minute} requests per 60s. Retry after {retry_after}s.",
+            retry_after=retry_after,
+        )
     if stats.active >= limits.max_active:
-        raise LimitExceeded(f"Queue limit exceeded. You already have {stats.active} job(s) in progress. "
-                            f"Maximum {limits.max_active} jobs per user allowed.", retry_after=30)
+        raise LimitExceeded(
+            f"Queue limit exceeded. You already have {stats.active} job(s) in progress. "
+            f"Maximum {limits.max_active} jobs per user allowed.",
+            retry_after=30,
+        )
 
 
-def submit_job(submitted: JobSubmitted, *, static_scan: JobScanned | None, review_pending: bool,
-               limits: SubmitLimits | None, now: int, actor: str, fingerprint: bytes) -> Write:
+def submit_job(
+    submitted: JobSubmitted,
+    *,
+    static_scan: JobScanned | None,
+    review_pending: bool,
+    limits: SubmitLimits | None,
+    now: int,
+    actor: str,
+    fingerprint: bytes,
+) -> Write:
     """Accept a job: limits checked and events appended in one step; queued unless a review is pending."""
+
     def decide(views: Views) -> Sequence[AnyEvent]:
         if limits is not None:
             _check_limits(views, submitted.user_id, limits, now)
@@ -95,11 +109,13 @@ def submit_job(submitted: JobSubmitted, *, static_scan: JobScanned | None, revie
         else:
             events.append(JobQueued(job_id=submitted.job_id, reason="submitted"))
         return events
+
     return Write(decide=decide, actor=actor, idempotency_key=submitted.idempotency_key, fingerprint=fingerprint)
 
 
 def record_review(job_id: str, verdict: JobScanned) -> Write:
     """The LLM review's verdict: rejection ends the job, anything else queues it."""
+
     def decide(views: Views) -> Sequence[AnyEvent]:
         job = job_of(views, job_id)
         events = decide_scan(job, verdict)
@@ -107,6 +123,7 @@ def record_review(job_id: str, verdict: JobScanned) -> Write:
             reviewed = evolve_job(job, verdict, position=job.position, at=views.recorded_at)
             events.extend(decide_queue(reviewed, reason="reviewed"))
         return events
+
     return Write(decide=decide, actor="scanner:llm")
 
 
@@ -116,25 +133,32 @@ def cancel_job(job_id: str, *, by: str, actor: str) -> Write:
 
 def dispatch_job(job_id: str, *, node: str, slot: int, workdir: str) -> Write:
     """Dispatch to a slot, re-checking inside the transaction that the node can take it."""
+
     def decide(views: Views) -> Sequence[AnyEvent]:
         state = node_of(views, node)
         busy = {views.jobs[j].slot for j in views.node_jobs.get(node, [])}
         if state.status != "up" or slot in busy or slot >= state.slots:
             raise InvalidTransition(f"node {node} slot {slot} cannot take a job now ({state.status})")
         return decide_dispatch(job_of(views, job_id), node=node, slot=slot, workdir=workdir)
+
     return Write(decide=decide, actor=f"executor:{node}")
 
 
-def start_job(job_id: str, *, node: str, attempt: int, pid: int, pgid: int,
-              started_at_node: str | None = None) -> Write:
-    return Write(decide=lambda views: decide_start(job_of(views, job_id), attempt=attempt, pid=pid, pgid=pgid,
-                                                   started_at_node=started_at_node),
-                 actor=f"executor:{node}")
+def start_job(
+    job_id: str, *, node: str, attempt: int, pid: int, pgid: int, started_at_node: str | None = None
+) -> Write:
+    return Write(
+        decide=lambda views: decide_start(
+            job_of(views, job_id), attempt=attempt, pid=pid, pgid=pgid, started_at_node=started_at_node
+        ),
+        actor=f"executor:{node}",
+    )
 
 
 def finish_job(finished: JobFinished, *, node: str, restart_container: str | None = None) -> Write:
     """The terminal event; with LXC restarts, the node turns ``restarting`` in the same step, so no
     dispatch can slip in between a job's end and its node's restart."""
+
     def decide(views: Views) -> Sequence[AnyEvent]:
         events = decide_finish(job_of(views, finished.job_id), finished)
         others = [j for j in views.node_jobs.get(node, []) if j != finished.job_id]
@@ -142,6 +166,7 @@ def finish_job(finished: JobFinished, *, node: str, restart_container: str | Non
         if restart_container and state is not None and not others and not state.restarting:
             events.extend(decide_restarting(state, container=restart_container))
         return events
+
     return Write(decide=decide, actor=f"executor:{node}")
 
 
@@ -150,8 +175,10 @@ def restarted_node(name: str, restarted: NodeRestarted) -> Write:
 
 
 def requeue_job(job_id: str, *, node: str, attempt: int, reason: str) -> Write:
-    return Write(decide=lambda views: decide_requeue(job_of(views, job_id), attempt=attempt, reason=reason),
-                 actor=f"executor:{node}")
+    return Write(
+        decide=lambda views: decide_requeue(job_of(views, job_id), attempt=attempt, reason=reason),
+        actor=f"executor:{node}",
+    )
 
 
 def register_node(spec: NodeRegistered) -> Write:
@@ -159,9 +186,10 @@ def register_node(spec: NodeRegistered) -> Write:
 
 
 def node_health(name: str, *, healthy: bool, reason: str, failures: int = 1) -> Write:
-    return Write(decide=lambda views: decide_health(node_of(views, name), healthy=healthy, reason=reason,
-                                                    failures=failures),
-                 actor=f"executor:{name}")
+    return Write(
+        decide=lambda views: decide_health(node_of(views, name), healthy=healthy, reason=reason, failures=failures),
+        actor=f"executor:{name}",
+    )
 
 
 def drain_node(name: str, *, by: str, drain: bool, reason: str = "") -> Write:
@@ -171,8 +199,12 @@ def drain_node(name: str, *, by: str, drain: bool, reason: str = "") -> Write:
 
 def issue_token(issued: TokenIssued) -> Write:
     def decide(views: Views) -> Sequence[AnyEvent]:
-        return decide_issue(issued, existing_for_user=views.tokens_of(issued.user_id),
-                            secret_in_use=issued.secret_sha256 in views.tokens_by_secret)
+        return decide_issue(
+            issued,
+            existing_for_user=views.tokens_of(issued.user_id),
+            secret_in_use=issued.secret_sha256 in views.tokens_by_secret,
+        )
+
     return Write(decide=decide, actor=issued.by)
 
 
@@ -182,6 +214,7 @@ def revoke_token(token_id: str, *, by: str, reason: str = "") -> Write:
         if token is None:
             raise NotFound(f"Token {token_id} not found")
         return decide_revoke(token, by=by, reason=reason)
+
     return Write(decide=decide, actor=by)
 
 
@@ -191,4 +224,5 @@ def revoke_user_tokens(user_id: str, *, by: str) -> Write:
         if not live:
             raise NotFound(f"User {user_id} has no active token")
         return [e for t in live for e in decide_revoke(t, by=by, reason="all tokens of the user revoked")]
+
     return Write(decide=decide, actor=by)

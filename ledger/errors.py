@@ -1,16 +1,16 @@
 """Errors of the ledger and the domain.
 
-    LedgerError
-    ├── SettingsError            a setting is missing or malformed (names the setting)
-    ├── SchemaError              the database is newer than this code, or a migration failed
-    ├── StoreError               the database could not be read or written
-    ├── ConcurrencyConflict      expected stream version did not match; nothing written
-    │   └── IdempotencyConflict  same idempotency key, different payload
-    └── DomainError              a command is not allowed in the current state
-        ├── NotFound             no such job / node / token
-        ├── InvalidTransition    e.g. cancelling a finished job
-        ├── LimitExceeded        rate or active-job limit (carries retry_after)
-        └── Forbidden            the actor may not do this
+LedgerError
+├── SettingsError            a setting is missing or malformed (names the setting)
+├── SchemaError              the database is newer than this code, or a migration failed
+├── StoreError               the database could not be read or written
+├── ConcurrencyConflict      expected stream version did not match; nothing written
+│   └── IdempotencyConflict  same idempotency key, different payload
+└── DomainError              a command is not allowed in the current state
+    ├── NotFound             no such job / node / token
+    ├── InvalidTransition    e.g. cancelling a finished job
+    ├── LimitExceeded        rate or active-job limit (carries retry_after)
+    └── Forbidden            the actor may not do this
 """
 
 from __future__ import annotations

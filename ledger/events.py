@@ -230,11 +230,15 @@ def stream_of(event: Event) -> str:
 
 _TAGS: dict[type, str] = {cls: str(cls.__struct_config__.tag) for cls in typing.get_args(AnyEvent)}
 _STREAM_KEYS: dict[type, tuple[str, str]] = {
-    **dict.fromkeys((JobSubmitted, JobScanned, JobQueued, JobDispatched, JobStarted, JobCancelRequested,
-                     JobFinished, JobRequeued), ("job-", "job_id")),
+    **dict.fromkeys(
+        (JobSubmitted, JobScanned, JobQueued, JobDispatched, JobStarted, JobCancelRequested, JobFinished, JobRequeued),
+        ("job-", "job_id"),
+    ),
     **dict.fromkeys((TokenIssued, TokenRevoked), ("token-", "token_id")),
-    **dict.fromkeys((NodeRegistered, NodeUpdated, NodeUp, NodeDown, NodeDrained, NodeUndrained, NodeRestarting,
-                     NodeRestarted), ("node-", "name")),
+    **dict.fromkeys(
+        (NodeRegistered, NodeUpdated, NodeUp, NodeDown, NodeDrained, NodeUndrained, NodeRestarting, NodeRestarted),
+        ("node-", "name"),
+    ),
 }
 
 

@@ -81,9 +81,15 @@ def evolve_job(state: JobState | None, event: AnyEvent, *, position: int, at: in
     if state is None:
         assert isinstance(event, JobSubmitted), f"{type(event).__name__} before job.submitted"
         return JobState(
-            job_id=event.job_id, user_id=event.user_id, competition_id=event.competition_id,
-            project_id=event.project_id, expected_time_s=event.expected_time_s, code=event.code,
-            position=position, created_at=at, token_id=event.token_id,
+            job_id=event.job_id,
+            user_id=event.user_id,
+            competition_id=event.competition_id,
+            project_id=event.project_id,
+            expected_time_s=event.expected_time_s,
+            code=event.code,
+            position=position,
+            created_at=at,
+            token_id=event.token_id,
         )
     # A table by exact type rather than a `match`: this runs once per event on every replay, and a
     # lookup beats walking eight class patterns.
@@ -97,8 +103,13 @@ def _scanned(state: JobState, event: JobScanned, at: int) -> JobState:
     if event.verdict == "pending":
         return _replace(state, version=state.version + 1, phase="scanning")
     # A verdict ends the scanning phase (the job waits to be queued).
-    return _replace(state, version=state.version + 1, scan_verdict=event.verdict, phase="submitted",
-                    findings=state.findings + event.findings)
+    return _replace(
+        state,
+        version=state.version + 1,
+        scan_verdict=event.verdict,
+        phase="submitted",
+        findings=state.findings + event.findings,
+    )
 
 
 def _queued(state: JobState, event: JobQueued, at: int) -> JobState:
@@ -106,14 +117,21 @@ def _queued(state: JobState, event: JobQueued, at: int) -> JobState:
 
 
 def _dispatched(state: JobState, event: JobDispatched, at: int) -> JobState:
-    return _replace(state, version=state.version + 1, phase="dispatched", node=event.node, slot=event.slot,
-                    attempt=event.attempt, workdir=event.workdir, dispatched_at=at)
+    return _replace(
+        state,
+        version=state.version + 1,
+        phase="dispatched",
+        node=event.node,
+        slot=event.slot,
+        attempt=event.attempt,
+        workdir=event.workdir,
+        dispatched_at=at,
+    )
 
 
 def _started(state: JobState, event: JobStarted, at: int) -> JobState:
     phase: Phase = "cancelling" if state.cancel_requested else "running"
-    return _replace(state, version=state.version + 1, status="running", phase=phase, started_at=at,
-                    pgid=event.pgid)
+    return _replace(state, version=state.version + 1, status="running", phase=phase, started_at=at, pgid=event.pgid)
 
 
 def _cancel_requested(state: JobState, event: JobCancelRequested, at: int) -> JobState:
@@ -122,15 +140,33 @@ def _cancel_requested(state: JobState, event: JobCancelRequested, at: int) -> Jo
 
 
 def _requeued(state: JobState, event: JobRequeued, at: int) -> JobState:
-    return _replace(state, version=state.version + 1, phase="queued", node=None, slot=None, workdir=None,
-                    dispatched_at=None, queued_at=at)
+    return _replace(
+        state,
+        version=state.version + 1,
+        phase="queued",
+        node=None,
+        slot=None,
+        workdir=None,
+        dispatched_at=None,
+        queued_at=at,
+    )
 
 
 def _finished(state: JobState, event: JobFinished, at: int) -> JobState:
     return _replace(
-        state, version=state.version + 1, status=event.status, phase="finished", completed_at=at,
-        reason=event.reason, exit_code=event.exit_code, signal=event.signal, stdout=event.stdout,
-        stderr=event.stderr, results=event.results, results_file=event.results_file, message=event.message,
+        state,
+        version=state.version + 1,
+        status=event.status,
+        phase="finished",
+        completed_at=at,
+        reason=event.reason,
+        exit_code=event.exit_code,
+        signal=event.signal,
+        stdout=event.stdout,
+        stderr=event.stderr,
+        results=event.results,
+        results_file=event.results_file,
+        message=event.message,
     )
 
 
@@ -139,8 +175,14 @@ def _submitted_again(state: JobState, event: JobSubmitted, at: int) -> JobState:
 
 
 _EVOLVERS: dict[type, Callable[[JobState, Any, int], JobState]] = {
-    JobSubmitted: _submitted_again, JobScanned: _scanned, JobQueued: _queued, JobDispatched: _dispatched,
-    JobStarted: _started, JobCancelRequested: _cancel_requested, JobRequeued: _requeued, JobFinished: _finished,
+    JobSubmitted: _submitted_again,
+    JobScanned: _scanned,
+    JobQueued: _queued,
+    JobDispatched: _dispatched,
+    JobStarted: _started,
+    JobCancelRequested: _cancel_requested,
+    JobRequeued: _requeued,
+    JobFinished: _finished,
 }
 
 
@@ -160,8 +202,12 @@ def decide_scan(job: JobState, verdict: JobScanned) -> list[AnyEvent]:
     if verdict.verdict != "rejected":
         return [verdict]
     detail = "; ".join(f"line {f.line}: {f.message} [{f.rule}]" for f in verdict.findings)
-    return [verdict, JobFinished(job_id=job.job_id, status="failed", reason="rejected",
-                                 message=f"Code security check failed: {detail}")]
+    return [
+        verdict,
+        JobFinished(
+            job_id=job.job_id, status="failed", reason="rejected", message=f"Code security check failed: {detail}"
+        ),
+    ]
 
 
 def decide_queue(job: JobState, *, priority: int = 0, reason: str = "submitted") -> list[AnyEvent]:
@@ -180,14 +226,18 @@ def decide_dispatch(job: JobState, *, node: str, slot: int, workdir: str) -> lis
     return [JobDispatched(job_id=job.job_id, node=node, slot=slot, attempt=job.attempt + 1, workdir=workdir)]
 
 
-def decide_start(job: JobState, *, attempt: int, pid: int, pgid: int,
-                 started_at_node: str | None = None) -> list[AnyEvent]:
+def decide_start(
+    job: JobState, *, attempt: int, pid: int, pgid: int, started_at_node: str | None = None
+) -> list[AnyEvent]:
     _require_open(job)
     if job.phase not in ("dispatched", "cancelling") or job.started_at is not None or job.attempt != attempt:
         raise InvalidTransition(f"job {job.job_id} attempt {attempt} cannot start (phase {job.phase})")
     assert job.node is not None
-    return [JobStarted(job_id=job.job_id, node=job.node, attempt=attempt, pid=pid, pgid=pgid,
-                       started_at_node=started_at_node)]
+    return [
+        JobStarted(
+            job_id=job.job_id, node=job.node, attempt=attempt, pid=pid, pgid=pgid, started_at_node=started_at_node
+        )
+    ]
 
 
 def decide_cancel(job: JobState, *, by: str, reason: str = "cancelled by user") -> list[AnyEvent]:
@@ -196,8 +246,10 @@ def decide_cancel(job: JobState, *, by: str, reason: str = "cancelled by user") 
     request = JobCancelRequested(job_id=job.job_id, by=by, reason=reason)
     if job.phase in ("dispatched", "running", "cancelling"):
         return [] if job.cancel_requested else [request]
-    return [request, JobFinished(job_id=job.job_id, status="cancelled", reason="cancelled",
-                                 attempt=job.attempt, message=reason)]
+    return [
+        request,
+        JobFinished(job_id=job.job_id, status="cancelled", reason="cancelled", attempt=job.attempt, message=reason),
+    ]
 
 
 def decide_requeue(job: JobState, *, attempt: int, reason: str) -> list[AnyEvent]:

@@ -46,19 +46,39 @@ class NodeState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 def evolve_node(state: NodeState | None, event: AnyEvent) -> NodeState:
     replace = msgspec.structs.replace
     if isinstance(event, NodeRegistered):
-        return NodeState(name=event.name, host=event.host, port=event.port, user=event.user,
-                         slots=event.slots, container=event.container, kind=event.kind)
+        return NodeState(
+            name=event.name,
+            host=event.host,
+            port=event.port,
+            user=event.user,
+            slots=event.slots,
+            container=event.container,
+            kind=event.kind,
+        )
     assert state is not None, f"{type(event).__name__} before node.registered"
     version = state.version + 1
     match event:
         case NodeUpdated():
-            return replace(state, version=version, host=event.host, port=event.port, user=event.user,
-                           slots=event.slots, container=event.container, kind=event.kind)
+            return replace(
+                state,
+                version=version,
+                host=event.host,
+                port=event.port,
+                user=event.user,
+                slots=event.slots,
+                container=event.container,
+                kind=event.kind,
+            )
         case NodeUp():
             return replace(state, version=version, up=True, down_reason=None, consecutive_failures=0)
         case NodeDown():
-            return replace(state, version=version, up=False, down_reason=event.reason,
-                           consecutive_failures=event.consecutive_failures)
+            return replace(
+                state,
+                version=version,
+                up=False,
+                down_reason=event.reason,
+                consecutive_failures=event.consecutive_failures,
+            )
         case NodeDrained():
             return replace(state, version=version, drained=True)
         case NodeUndrained():
@@ -78,8 +98,17 @@ def decide_register(state: NodeState | None, spec: NodeRegistered) -> list[AnyEv
     wanted = (spec.host, spec.port, spec.user, spec.slots, spec.container, spec.kind)
     if current == wanted:
         return []
-    return [NodeUpdated(name=spec.name, host=spec.host, port=spec.port, user=spec.user, slots=spec.slots,
-                        container=spec.container, kind=spec.kind)]
+    return [
+        NodeUpdated(
+            name=spec.name,
+            host=spec.host,
+            port=spec.port,
+            user=spec.user,
+            slots=spec.slots,
+            container=spec.container,
+            kind=spec.kind,
+        )
+    ]
 
 
 def decide_health(state: NodeState, *, healthy: bool, reason: str, failures: int = 1) -> list[AnyEvent]:

@@ -46,8 +46,12 @@ def connection_busy_timeout(connection: apsw.Connection) -> None:
 def _apply_best_practice() -> None:
     # Once per process: each apply() adds another connection hook that every later open would run.
     recommended = apsw.bestpractice.recommended
-    apsw.bestpractice.apply(tuple(connection_busy_timeout if hook is apsw.bestpractice.connection_busy_timeout
-                                  else hook for hook in recommended))
+    apsw.bestpractice.apply(
+        tuple(
+            connection_busy_timeout if hook is apsw.bestpractice.connection_busy_timeout else hook
+            for hook in recommended
+        )
+    )
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
@@ -92,8 +96,10 @@ def open_existing(path: str | Path) -> apsw.Connection:
     conn = connect(path)
     version = conn.pragma("user_version")
     if version > code_version():
-        raise SchemaError(f"database schema version {version} is newer than this gpuledger's schema "
-                          f"version {code_version()}; upgrade gpuledger before opening it")
+        raise SchemaError(
+            f"database schema version {version} is newer than this gpuledger's schema "
+            f"version {code_version()}; upgrade gpuledger before opening it"
+        )
     if version < code_version():
         migrate(conn)
     return conn

@@ -104,8 +104,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if self.nodes:
             return list(self.nodes)
         return [
-            NodeSpec(name=f"{self.gpu_node_prefix}-{i}", host=f"{self.gpu_node_prefix}-{i}",
-                     port=self.gpu_node_port, user=self.gpu_user)
+            NodeSpec(
+                name=f"{self.gpu_node_prefix}-{i}",
+                host=f"{self.gpu_node_prefix}-{i}",
+                port=self.gpu_node_port,
+                user=self.gpu_user,
+            )
             for i in range(self.gpu_node_count)
         ]
 
@@ -132,7 +136,7 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
     for key, text in environ.items():
         if not key.startswith(ENV_PREFIX) or key in NOT_SETTINGS:
             continue
-        name = key[len(ENV_PREFIX):].lower()
+        name = key[len(ENV_PREFIX) :].lower()
         if name not in fields:
             raise SettingsError(f"{key}: unknown setting {name!r}")
         raw[name] = _parse_env_value(key, text, fields[name].type)

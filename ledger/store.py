@@ -49,8 +49,17 @@ class Committed:
     last_position: int = 0
 
 
-def chain_hash(prev: bytes, position: int, stream: str, version: int, type_: str, recorded_at: int,
-               actor: str, idempotency_key: str | None, payload: bytes) -> bytes:
+def chain_hash(
+    prev: bytes,
+    position: int,
+    stream: str,
+    version: int,
+    type_: str,
+    recorded_at: int,
+    actor: str,
+    idempotency_key: str | None,
+    payload: bytes,
+) -> bytes:
     """SHA-256 over the previous hash and the canonical bytes of one event row."""
     header = _header([position, stream, version, type_, recorded_at, actor, idempotency_key])
     return hashlib.sha256(prev + header + b"\n" + payload).digest()
@@ -61,16 +70,23 @@ ROW_COLUMNS = "position, stream, version, type, payload, recorded_at, actor, ide
 
 def record_of(row: Sequence[object]) -> Recorded:
     position, stream, version, _type, payload, recorded_at, actor, key = row[:8]
-    return Recorded(position=position, stream=stream, version=version,  # type: ignore[arg-type]
-                    event=decode_event(payload), recorded_at=recorded_at,  # type: ignore[arg-type]
-                    actor=actor, idempotency_key=key)  # type: ignore[arg-type]
+    return Recorded(
+        position=position,
+        stream=stream,
+        version=version,  # type: ignore[arg-type]
+        event=decode_event(payload),
+        recorded_at=recorded_at,  # type: ignore[arg-type]
+        actor=actor,
+        idempotency_key=key,
+    )  # type: ignore[arg-type]
 
 
 class EventStore:
     """One writer connection to one ledger file, and the views folded up to its head."""
 
-    def __init__(self, path: str | Path, *, projection_interval_s: float = 0.0,
-                 projection_max_dirty: int = 5000) -> None:
+    def __init__(
+        self, path: str | Path, *, projection_interval_s: float = 0.0, projection_max_dirty: int = 5000
+    ) -> None:
         """``projection_interval_s`` 0: projection rows are written in every transaction (one-shot
         commands). A server passes a second or so: rows and checkpoint then follow the log in their
         own rhythm (at most that late, or ``projection_max_dirty`` rows), keeping commits small."""
@@ -93,8 +109,9 @@ class EventStore:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             views = tables.load(self.conn)
-            last = self.conn.execute("SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
-                                     ).fetchone()
+            last = self.conn.execute(
+                "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
+            ).fetchone()
             if last and views.position > last[0]:
                 views = Views()  # checkpoint ahead of the log: only a rebuild can be trusted
             if last:  # recorded_at never goes backwards along the log, even across a restart
@@ -109,8 +126,9 @@ class EventStore:
         return views
 
     def _fold_after(self, views: Views, position: int) -> None:
-        for row in self.conn.execute(f"SELECT {ROW_COLUMNS} FROM events WHERE position > ? ORDER BY position",
-                                     (position,)):
+        for row in self.conn.execute(
+            f"SELECT {ROW_COLUMNS} FROM events WHERE position > ? ORDER BY position", (position,)
+        ):
             views.apply(record_of(row))
             self.head, self.head_hash = row[0], row[9]
         if self.head == 0:
@@ -166,8 +184,9 @@ class EventStore:
     def _flush(self) -> None:
         """Insert the transaction's event rows in one statement (one call, not one per write)."""
         if self._pending:
-            self.conn.executemany(f"INSERT INTO events ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                  self._pending)
+            self.conn.executemany(
+                f"INSERT INTO events ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending
+            )
             self._pending.clear()
 
     def _abort(self) -> None:
@@ -181,14 +200,20 @@ class EventStore:
 
     def _one(self, write: Write) -> Committed | LedgerError:
         if write.idempotency_key is not None:
-            row = self.conn.execute("SELECT fingerprint, first_position, last_position FROM idempotency"
-                                    " WHERE key = ?", (write.idempotency_key,)).fetchone()
+            row = self.conn.execute(
+                "SELECT fingerprint, first_position, last_position FROM idempotency WHERE key = ?",
+                (write.idempotency_key,),
+            ).fetchone()
             if row is not None:
                 if bytes(row[0]) != write.fingerprint:
                     return IdempotencyConflict("Idempotency-Key was already used with a different request")
                 self._flush()  # the original may be earlier in this very transaction
-                return Committed(records=list(self._read_range(row[1], row[2])), replayed=True,
-                                 first_position=row[1], last_position=row[2])
+                return Committed(
+                    records=list(self._read_range(row[1], row[2])),
+                    replayed=True,
+                    first_position=row[1],
+                    last_position=row[2],
+                )
         try:
             events = list(write.decide(self.views))
         except DomainError as e:
@@ -217,8 +242,17 @@ class EventStore:
             head += 1
             digest = chain_hash(head_hash, head, stream, version, type_, recorded_at, actor, key, payload)
             self._pending.append((head, stream, version, type_, payload, recorded_at, actor, key, head_hash, digest))
-            records.append(Recorded(position=head, stream=stream, version=version, event=event,
-                                    recorded_at=recorded_at, actor=actor, idempotency_key=key))
+            records.append(
+                Recorded(
+                    position=head,
+                    stream=stream,
+                    version=version,
+                    event=event,
+                    recorded_at=recorded_at,
+                    actor=actor,
+                    idempotency_key=key,
+                )
+            )
             head_hash, key = digest, None
         self.head, self.head_hash = head, head_hash
         apply = views.apply_event
@@ -226,18 +260,33 @@ class EventStore:
             apply(record.event, record.position, record.stream, record.version, recorded_at)
         first, last = records[0].position, head
         if write.idempotency_key is not None:
-            self.conn.execute("INSERT INTO idempotency (key, fingerprint, first_position, last_position)"
-                              " VALUES (?, ?, ?, ?)", (write.idempotency_key, write.fingerprint, first, last))
+            self.conn.execute(
+                "INSERT INTO idempotency (key, fingerprint, first_position, last_position) VALUES (?, ?, ?, ?)",
+                (write.idempotency_key, write.fingerprint, first, last),
+            )
         return Committed(records=records, first_position=first, last_position=last)
 
-    def append(self, stream: str, expected_version: int, events: Sequence[AnyEvent], *, actor: str = "system",
-               idempotency_key: str | None = None, fingerprint: bytes = b"") -> Committed:
+    def append(
+        self,
+        stream: str,
+        expected_version: int,
+        events: Sequence[AnyEvent],
+        *,
+        actor: str = "system",
+        idempotency_key: str | None = None,
+        fingerprint: bytes = b"",
+    ) -> Committed:
         """Append fixed events to one stream at an expected version (a mismatch writes nothing)."""
         for event in events:
             if stream_of(event) != stream:
                 raise ValueError(f"{event_tag(event)} does not belong to stream {stream}")
-        write = Write(decide=lambda _views: events, actor=actor, idempotency_key=idempotency_key,
-                      fingerprint=fingerprint, expected={stream: expected_version})
+        write = Write(
+            decide=lambda _views: events,
+            actor=actor,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            expected={stream: expected_version},
+        )
         result = self.execute([write])[0]
         if isinstance(result, LedgerError):
             raise result
@@ -246,8 +295,9 @@ class EventStore:
     # --- reading ------------------------------------------------------------------------------
 
     def _read_range(self, first: int, last: int) -> Iterator[Recorded]:
-        for row in self.conn.execute(f"SELECT {ROW_COLUMNS} FROM events WHERE position BETWEEN ? AND ?"
-                                     " ORDER BY position", (first, last)):
+        for row in self.conn.execute(
+            f"SELECT {ROW_COLUMNS} FROM events WHERE position BETWEEN ? AND ? ORDER BY position", (first, last)
+        ):
             yield record_of(row)
 
     def close(self) -> None:
@@ -259,7 +309,6 @@ def max_position(conn: apsw.Connection) -> int:
     return int(row[0] or 0) if row else 0
 
 
-
 def read_after(conn: apsw.Connection, position: int, limit: int | None = None) -> list[Recorded]:
     sql = f"SELECT {ROW_COLUMNS} FROM events WHERE position > ? ORDER BY position"
     if limit is not None:
@@ -268,5 +317,7 @@ def read_after(conn: apsw.Connection, position: int, limit: int | None = None) -
 
 
 def read_stream(conn: apsw.Connection, stream: str) -> list[Recorded]:
-    return [record_of(row) for row in conn.execute(
-        f"SELECT {ROW_COLUMNS} FROM events WHERE stream = ? ORDER BY version", (stream,))]
+    return [
+        record_of(row)
+        for row in conn.execute(f"SELECT {ROW_COLUMNS} FROM events WHERE stream = ? ORDER BY version", (stream,))
+    ]

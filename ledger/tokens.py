@@ -31,16 +31,21 @@ def secret_digest(secret: str) -> str:
 def evolve_token(state: TokenState | None, event: AnyEvent, *, at: int) -> TokenState:
     match event:
         case TokenIssued():
-            return TokenState(token_id=event.token_id, user_id=event.user_id, is_admin=event.is_admin,
-                              created_at=at, expires_at=event.expires_at, secret_sha256=event.secret_sha256)
+            return TokenState(
+                token_id=event.token_id,
+                user_id=event.user_id,
+                is_admin=event.is_admin,
+                created_at=at,
+                expires_at=event.expires_at,
+                secret_sha256=event.secret_sha256,
+            )
         case TokenRevoked():
             assert state is not None, "token.revoked before token.issued"
             return msgspec.structs.replace(state, version=state.version + 1, revoked=True, revoked_at=at)
     raise AssertionError(f"not a token event: {event!r}")
 
 
-def decide_issue(issued: TokenIssued, *, existing_for_user: list[TokenState],
-                 secret_in_use: bool) -> list[AnyEvent]:
+def decide_issue(issued: TokenIssued, *, existing_for_user: list[TokenState], secret_in_use: bool) -> list[AnyEvent]:
     """Creating a token revokes the user's previous ones (one live token per user)."""
     if secret_in_use:
         raise InvalidTransition("that token value is already in use; choose another")
@@ -58,8 +63,9 @@ def decide_revoke(state: TokenState, *, by: str, reason: str = "") -> list[AnyEv
     return [TokenRevoked(token_id=state.token_id, user_id=state.user_id, by=by, reason=reason)]
 
 
-def mint(user_id: str, *, secret: str | None, days: int, is_admin: bool, by: str,
-         max_days: int = 30) -> tuple[str, TokenIssued]:
+def mint(
+    user_id: str, *, secret: str | None, days: int, is_admin: bool, by: str, max_days: int = 30
+) -> tuple[str, TokenIssued]:
     """A new token's secret (generated when not given) and its ``token.issued`` event.
 
     Not a decide function: it draws randomness and reads the clock; the decision is ``decide_issue``.
@@ -72,7 +78,12 @@ def mint(user_id: str, *, secret: str | None, days: int, is_admin: bool, by: str
         raise ValueError("a token must be at least 16 characters long")
     secret = secret or secrets.token_urlsafe(32)
     expires = datetime.now(UTC) + timedelta(days=days)
-    issued = TokenIssued(token_id=f"tok_{secrets.token_hex(6)}", user_id=user_id, is_admin=is_admin,
-                         expires_at=expires.isoformat(timespec="seconds"), secret_sha256=secret_digest(secret),
-                         by=by)
+    issued = TokenIssued(
+        token_id=f"tok_{secrets.token_hex(6)}",
+        user_id=user_id,
+        is_admin=is_admin,
+        expires_at=expires.isoformat(timespec="seconds"),
+        secret_sha256=secret_digest(secret),
+        by=by,
+    )
     return secret, issued

@@ -86,11 +86,25 @@ class Ledger:
             raise result
         return result
 
-    async def append(self, stream: str, expected_version: int, events: Sequence[AnyEvent], *,
-                     actor: str = "system", idempotency_key: str | None = None,
-                     fingerprint: bytes = b"") -> Committed:
-        return await self.write(Write(decide=lambda _views: events, actor=actor, idempotency_key=idempotency_key,
-                                      fingerprint=fingerprint, expected={stream: expected_version}))
+    async def append(
+        self,
+        stream: str,
+        expected_version: int,
+        events: Sequence[AnyEvent],
+        *,
+        actor: str = "system",
+        idempotency_key: str | None = None,
+        fingerprint: bytes = b"",
+    ) -> Committed:
+        return await self.write(
+            Write(
+                decide=lambda _views: events,
+                actor=actor,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                expected={stream: expected_version},
+            )
+        )
 
     def _run_writer(self) -> None:
         while True:

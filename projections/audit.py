@@ -36,16 +36,16 @@ def _rows(conn: apsw.Connection, until: int | None = None) -> Iterator[tuple[Any
         yield from conn.execute(sql + " ORDER BY position")
 
 
-def check_row(row: tuple[Any, ...], expected_position: int, prev: bytes,
-              versions: dict[str, int]) -> tuple[Recorded | None, str | None]:
+def check_row(
+    row: tuple[Any, ...], expected_position: int, prev: bytes, versions: dict[str, int]
+) -> tuple[Recorded | None, str | None]:
     """Check one stored row against the chain; returns its record, or what is wrong with it."""
     position, stream, version, type_, payload, recorded_at, actor, key, prev_hash, digest = row
     if position != expected_position:
         return None, f"expected position {expected_position}, found {position} (a row is missing)"
     if bytes(prev_hash) != prev:
         return None, "prev_hash does not match the hash of the previous event"
-    recomputed = chain_hash(prev, position, stream, version, type_, recorded_at, actor, key,
-                            bytes(payload))
+    recomputed = chain_hash(prev, position, stream, version, type_, recorded_at, actor, key, bytes(payload))
     if bytes(digest) != recomputed:
         return None, "hash does not match the event's contents (the row was altered)"
     if version != versions.get(stream, 0) + 1:
@@ -109,11 +109,13 @@ def compare_projections(conn: apsw.Connection, rebuilt: Views) -> list[Problem]:
 def views_until(conn: apsw.Connection, *, position: int | None = None, time_us: int | None = None) -> Views:
     """The views as they stood at a ledger position or an instant (replayed from position 0)."""
     with gc_paused():
-        return replay(conn.execute(
-            "SELECT position, stream, version, payload, recorded_at FROM events"
-            " WHERE position <= ? AND recorded_at <= ? ORDER BY position",
-            (position if position is not None else 2**62, time_us if time_us is not None else 2**62),
-        ))
+        return replay(
+            conn.execute(
+                "SELECT position, stream, version, payload, recorded_at FROM events"
+                " WHERE position <= ? AND recorded_at <= ? ORDER BY position",
+                (position if position is not None else 2**62, time_us if time_us is not None else 2**62),
+            )
+        )
 
 
 @contextmanager

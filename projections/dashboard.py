@@ -33,8 +33,15 @@ def health_metrics(views: Views, finished_24h: list[JobState]) -> dict[str, Any]
 
 
 def dashboard_document(
-    views: Views, *, now: int, user_id: str, is_admin: bool, recent: list[JobState], finished_24h: list[JobState],
-    job_view: Callable[[JobState], Any], node_view: Callable[[], list[Any]],
+    views: Views,
+    *,
+    now: int,
+    user_id: str,
+    is_admin: bool,
+    recent: list[JobState],
+    finished_24h: list[JobState],
+    job_view: Callable[[JobState], Any],
+    node_view: Callable[[], list[Any]],
 ) -> dict[str, Any]:
     """``job_view``/``node_view`` render wire shapes (they know the plan); this assembles the rest."""
     totals = dict.fromkeys(("total", *STATUSES), 0)
@@ -44,11 +51,22 @@ def dashboard_document(
             totals[key] += value
     nodes = node_view()
     queue_information = [
-        {"node_id": n.node_id, "node": n.name, "queue_size": n.queue_length, "queue_time_seconds": n.total_wait_time,
-         "is_busy": n.running > 0, "status": n.status,
-         "current_job": None if n.current_job is None else {
-             "job_id": n.current_job.job_id, "user_id": n.current_job.user_id,
-             "competition_id": n.current_job.competition_id, "started_at": n.current_job.started_at}}
+        {
+            "node_id": n.node_id,
+            "node": n.name,
+            "queue_size": n.queue_length,
+            "queue_time_seconds": n.total_wait_time,
+            "is_busy": n.running > 0,
+            "status": n.status,
+            "current_job": None
+            if n.current_job is None
+            else {
+                "job_id": n.current_job.job_id,
+                "user_id": n.current_job.user_id,
+                "competition_id": n.current_job.competition_id,
+                "started_at": n.current_job.started_at,
+            },
+        }
         for n in nodes
     ]
     return {

@@ -37,19 +37,26 @@ def write_dirty(conn: apsw.Connection, views: Views) -> None:
             [_job_row(views.jobs[i]) for i in sorted(views.dirty_jobs)],  # key order: b-tree locality
         )
     if views.dirty_users:
-        conn.executemany("INSERT OR REPLACE INTO proj_users (user_id, data) VALUES (?, ?)",
-                         [(u, _encode(views.users[u])) for u in sorted(views.dirty_users)])
+        conn.executemany(
+            "INSERT OR REPLACE INTO proj_users (user_id, data) VALUES (?, ?)",
+            [(u, _encode(views.users[u])) for u in sorted(views.dirty_users)],
+        )
     if views.dirty_nodes:
-        conn.executemany("INSERT OR REPLACE INTO proj_nodes (name, data) VALUES (?, ?)",
-                         [(n, _encode(views.nodes[n])) for n in views.dirty_nodes])
+        conn.executemany(
+            "INSERT OR REPLACE INTO proj_nodes (name, data) VALUES (?, ?)",
+            [(n, _encode(views.nodes[n])) for n in views.dirty_nodes],
+        )
     if views.dirty_tokens:
         conn.executemany(
             "INSERT OR REPLACE INTO proj_tokens (token_id, user_id, secret_sha256, data) VALUES (?, ?, ?, ?)",
-            [(t.token_id, t.user_id, t.secret_sha256, _encode(t))
-             for t in (views.tokens[i] for i in views.dirty_tokens)],
+            [
+                (t.token_id, t.user_id, t.secret_sha256, _encode(t))
+                for t in (views.tokens[i] for i in views.dirty_tokens)
+            ],
         )
-    conn.execute("INSERT OR REPLACE INTO projection_checkpoints (name, position) VALUES (?, ?)",
-                 (CHECKPOINT, views.position))
+    conn.execute(
+        "INSERT OR REPLACE INTO projection_checkpoints (name, position) VALUES (?, ?)", (CHECKPOINT, views.position)
+    )
     views.clear_dirty()
 
 
@@ -102,8 +109,12 @@ def replace_all(conn: apsw.Connection, views: Views) -> None:
     deleted: the result is the same as rewriting everything, without rewriting what is right.
     """
     stored = {table: dict(conn.execute(f"SELECT {key}, data FROM {table}")) for table, key in _TABLES}
-    items: dict[str, dict[str, Any]] = {"proj_jobs": views.jobs, "proj_users": views.users, "proj_nodes": views.nodes,
-             "proj_tokens": views.tokens}
+    items: dict[str, dict[str, Any]] = {
+        "proj_jobs": views.jobs,
+        "proj_users": views.users,
+        "proj_nodes": views.nodes,
+        "proj_tokens": views.tokens,
+    }
     dirty = {}
     for table, key in _TABLES:
         rows, fresh = stored[table], items[table]
@@ -118,15 +129,23 @@ def replace_all(conn: apsw.Connection, views: Views) -> None:
 
 def table_rows(conn: apsw.Connection) -> Iterator[tuple[str, str, bytes]]:
     """(table, key, data) for every stored view row, in a stable order."""
-    for table, key in (("proj_jobs", "job_id"), ("proj_users", "user_id"), ("proj_nodes", "name"),
-                       ("proj_tokens", "token_id")):
+    for table, key in (
+        ("proj_jobs", "job_id"),
+        ("proj_users", "user_id"),
+        ("proj_nodes", "name"),
+        ("proj_tokens", "token_id"),
+    ):
         for row_key, data in conn.execute(f"SELECT {key}, data FROM {table} ORDER BY {key}"):
             yield table, row_key, bytes(data)
 
 
 def view_rows(views: Views) -> Iterator[tuple[str, str, bytes]]:
     """The rows ``views`` would store, in the same order as ``table_rows``."""
-    for table, items in (("proj_jobs", views.jobs), ("proj_users", views.users),
-                         ("proj_nodes", views.nodes), ("proj_tokens", views.tokens)):
+    for table, items in (
+        ("proj_jobs", views.jobs),
+        ("proj_users", views.users),
+        ("proj_nodes", views.nodes),
+        ("proj_tokens", views.tokens),
+    ):
         for key in sorted(items):
             yield table, key, _encode(items[key])

@@ -36,8 +36,11 @@ class TokenUsage:
         conn = connect(self.path)
         try:
             with conn:
-                conn.executemany("INSERT INTO token_usage (token_id, last_used) VALUES (?, ?) ON CONFLICT (token_id)"
-                                 " DO UPDATE SET last_used = max(last_used, excluded.last_used)", batch.items())
+                conn.executemany(
+                    "INSERT INTO token_usage (token_id, last_used) VALUES (?, ?) ON CONFLICT (token_id)"
+                    " DO UPDATE SET last_used = max(last_used, excluded.last_used)",
+                    batch.items(),
+                )
         finally:
             conn.close()
 

@@ -39,12 +39,22 @@ from ledger.tokens import TokenState, evolve_token
 
 RATE_WINDOW_US = 60_000_000
 MAX_RECENT_SUBMITS = 100  # the largest RATE_LIMIT_PER_MINUTE the settings accept
-_JOB_EVENTS = frozenset({JobSubmitted, JobScanned, JobQueued, JobDispatched, JobStarted, JobCancelRequested,
-                         JobFinished, JobRequeued})
-JobEvent = (JobSubmitted | JobScanned | JobQueued | JobDispatched | JobStarted | JobCancelRequested | JobFinished
-            | JobRequeued)
-_NODE_EVENTS = (NodeRegistered, NodeUpdated, NodeUp, NodeDown, NodeDrained, NodeUndrained,
-                NodeRestarting, NodeRestarted)
+_JOB_EVENTS = frozenset(
+    {JobSubmitted, JobScanned, JobQueued, JobDispatched, JobStarted, JobCancelRequested, JobFinished, JobRequeued}
+)
+JobEvent = (
+    JobSubmitted | JobScanned | JobQueued | JobDispatched | JobStarted | JobCancelRequested | JobFinished | JobRequeued
+)
+_NODE_EVENTS = (
+    NodeRegistered,
+    NodeUpdated,
+    NodeUp,
+    NodeDown,
+    NodeDrained,
+    NodeUndrained,
+    NodeRestarting,
+    NodeRestarted,
+)
 
 
 class UserStats(msgspec.Struct, kw_only=True, gc=False):
@@ -154,8 +164,9 @@ class Views:
         if submitted_at is not None:
             recent = stats.recent_submits
             # Times only grow: drop those older than the window, and keep at most MAX_RECENT_SUBMITS.
-            first = max(bisect.bisect_right(recent, submitted_at - RATE_WINDOW_US),
-                        len(recent) + 1 - MAX_RECENT_SUBMITS)
+            first = max(
+                bisect.bisect_right(recent, submitted_at - RATE_WINDOW_US), len(recent) + 1 - MAX_RECENT_SUBMITS
+            )
             stats.recent_submits = [*recent[first:], submitted_at]
         self.dirty_users.add(user_id)
 

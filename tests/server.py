@@ -34,8 +34,15 @@ def free_port() -> int:
 
 
 def run_cli(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=root, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        timeout=60,
+        check=False,
+    )
 
 
 class Server:
@@ -56,8 +63,12 @@ class Server:
         self.starts += 1
         stderr = (self.root / f"serve-{self.starts}.err").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve"], cwd=self.root, stdout=subprocess.DEVNULL, stderr=stderr,
-            env={**os.environ, "PYTHONPATH": str(REPO), **self.env})
+            [sys.executable, "-m", "cli.main", "serve"],
+            cwd=self.root,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, "PYTHONPATH": str(REPO), **self.env},
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -124,7 +135,7 @@ def _printed_token(text: str) -> str:
     lines = [line.strip() for line in text.splitlines()]
     for index, line in enumerate(lines):
         if "shown once" in line.lower() or line.startswith("token tok_"):
-            for candidate in lines[index + 1:]:
+            for candidate in lines[index + 1 :]:
                 if candidate and " " not in candidate:
                     return candidate
     raise AssertionError(f"no token printed in: {text!r}")
@@ -136,11 +147,15 @@ def config_yaml(user: str, *, competition: str = "comp", expected: int = 30, **e
     return ("\n".join(lines) + "\n").encode()
 
 
-def submit(client: httpx.Client, code: str | bytes, config: bytes, *, wait: bool = False,
-           headers: dict[str, str] | None = None) -> httpx.Response:
+def submit(
+    client: httpx.Client, code: str | bytes, config: bytes, *, wait: bool = False, headers: dict[str, str] | None = None
+) -> httpx.Response:
     body = code.encode() if isinstance(code, str) else code
-    return client.post(f"/api/submit?wait={'true' if wait else 'false'}", headers=headers,
-                       files={"code": ("solution.py", body), "config_file": ("config.yaml", config)})
+    return client.post(
+        f"/api/submit?wait={'true' if wait else 'false'}",
+        headers=headers,
+        files={"code": ("solution.py", body), "config_file": ("config.yaml", config)},
+    )
 
 
 def wait_status(client: httpx.Client, job_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:

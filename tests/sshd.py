@@ -68,7 +68,10 @@ class Sshd:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [SSHD, "-D", "-e", "-f", str(self.config)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
             )
         self._wait_listening(offset)
 
@@ -111,8 +114,7 @@ class Sshd:
             _keygen(self.host_key, comment=f"{self.name}-rotated")
         else:
             shutil.copy2(source, self.host_key)
-            pub = subprocess.run(["ssh-keygen", "-y", "-f", str(self.host_key)],
-                                 check=True, capture_output=True).stdout
+            pub = subprocess.run(["ssh-keygen", "-y", "-f", str(self.host_key)], check=True, capture_output=True).stdout
             self.host_key.with_suffix(".pub").write_bytes(pub)
         if running:
             self.start()
@@ -176,21 +178,32 @@ class SshCluster:
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings that reach this cluster: short keepalive and connect timeouts so tests stay quick."""
-        nodes = [NodeSpec(name=n.name, host=n.host, port=n.port, user=self.user, container=f"gpu-node-{i}")
-                 for i, n in enumerate(self.nodes)]
+        nodes = [
+            NodeSpec(name=n.name, host=n.host, port=n.port, user=self.user, container=f"gpu-node-{i}")
+            for i, n in enumerate(self.nodes)
+        ]
         values: dict[str, Any] = {
-            "jump_host": LOOPBACK, "jump_port": self.jump.port, "jump_user": self.user,
-            "gpu_user": self.user, "ssh_key_file": str(self.key_file),
-            "ssh_known_hosts": str(self.known_hosts), "ssh_keepalive_s": 1.0,
-            "ssh_connect_timeout_s": 5.0, "nodes": nodes, "remote_root": str(self.root / "remote"),
+            "jump_host": LOOPBACK,
+            "jump_port": self.jump.port,
+            "jump_user": self.user,
+            "gpu_user": self.user,
+            "ssh_key_file": str(self.key_file),
+            "ssh_known_hosts": str(self.known_hosts),
+            "ssh_keepalive_s": 1.0,
+            "ssh_connect_timeout_s": 5.0,
+            "nodes": nodes,
+            "remote_root": str(self.root / "remote"),
         }
         values.update(overrides)
         return Settings(**values)
 
 
 def _keygen(path: Path, *, comment: str) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-                   check=True, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _free_port() -> int:

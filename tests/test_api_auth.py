@@ -66,8 +66,13 @@ def wait_detail(server: Server, secret: str, detail: str) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    server = Server(tmp_path_factory.mktemp("auth"), code_scanner_quick_mode=True, rate_limit_per_minute=100,
-                    max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS)
+    server = Server(
+        tmp_path_factory.mktemp("auth"),
+        code_scanner_quick_mode=True,
+        rate_limit_per_minute=100,
+        max_active_jobs_per_user=100,
+        endpoint_limits=OPEN_LIMITS,
+    )
     server.start()
     assert server.admin_token is not None
     owner, other, revoked = server.token("owner"), server.token("other"), server.token("revoked")
@@ -75,9 +80,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     assert done.returncode == 0, done.stderr
     wait_detail(server, revoked, "Token has been revoked")
     headers = {
-        "none": {}, "malformed": {"Authorization": f"Token {owner}"},
-        "unknown": bearer("x" * 43), "expired": bearer(expired_token(server, "expired")),
-        "revoked": bearer(revoked), "owner": bearer(owner), "other": bearer(other),
+        "none": {},
+        "malformed": {"Authorization": f"Token {owner}"},
+        "unknown": bearer("x" * 43),
+        "expired": bearer(expired_token(server, "expired")),
+        "revoked": bearer(revoked),
+        "owner": bearer(owner),
+        "other": bearer(other),
         "admin": bearer(server.admin_token),
     }
     with server.client(owner) as client:
@@ -151,7 +160,8 @@ def test_other_users_job_looks_exactly_like_a_missing_one(world: World) -> None:
     missing = call(world, "other", "status", "01JOBTHATDOESNOTEXIST0000")
     assert mine.status_code == missing.status_code == 404
     assert mine.json()["detail"].replace(world.finished_job, "ID") == missing.json()["detail"].replace(
-        "01JOBTHATDOESNOTEXIST0000", "ID")
+        "01JOBTHATDOESNOTEXIST0000", "ID"
+    )
 
 
 @pytest.mark.parametrize("who", ["none", "malformed", "unknown", "expired", "revoked"])
@@ -178,6 +188,7 @@ def test_bad_tokens_cannot_submit(world: World, who: str) -> None:
 
 def test_ledger_verifies_after_the_matrix(world: World) -> None:
     """`gpuledger audit verify` exits 0 after the tokens, jobs and cancels of this module."""
-    done = run_cli(world.server.root, "audit", "verify", "--db", str(world.server.root / "gpuledger.db"),
-                   env=world.server.env)
+    done = run_cli(
+        world.server.root, "audit", "verify", "--db", str(world.server.root / "gpuledger.db"), env=world.server.env
+    )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -13,17 +13,44 @@ import pytest
 from server import OPEN_LIMITS, Server, config_yaml, run_cli, running, submit, wait_status
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)$")
-STATUS_FIELDS = {"job_id", "status", "phase", "reason", "node_id", "node", "queue_position", "estimated_start_at",
-                 "created_at", "started_at", "completed_at", "exit_code"}
-RESULTS_FIELDS = {"job_id", "status", "stdout", "stderr", "exit_code", "results", "started_at", "completed_at",
-                  "truncated"}
+STATUS_FIELDS = {
+    "job_id",
+    "status",
+    "phase",
+    "reason",
+    "node_id",
+    "node",
+    "queue_position",
+    "estimated_start_at",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "exit_code",
+}
+RESULTS_FIELDS = {
+    "job_id",
+    "status",
+    "stdout",
+    "stderr",
+    "exit_code",
+    "results",
+    "started_at",
+    "completed_at",
+    "truncated",
+}
 SLEEP = "import time\ntime.sleep({})\n"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running(tmp_path_factory.mktemp("jobs"), code_scanner_quick_mode=True, sync_wait_timeout=2,
-                 rate_limit_per_minute=100, max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS) as srv:
+    with running(
+        tmp_path_factory.mktemp("jobs"),
+        code_scanner_quick_mode=True,
+        sync_wait_timeout=2,
+        rate_limit_per_minute=100,
+        max_active_jobs_per_user=100,
+        endpoint_limits=OPEN_LIMITS,
+    ) as srv:
         yield srv
         cancel_open_jobs(srv)
 
@@ -78,8 +105,7 @@ def test_livez_and_readyz_answer_ok_with_their_checks(server: Server) -> None:
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
-    assert ready.json()["checks"] == {"ledger_writable": True, "projections_caught_up": True,
-                                      "executors_started": True}
+    assert ready.json()["checks"] == {"ledger_writable": True, "projections_caught_up": True, "executors_started": True}
 
 
 def test_metrics_are_prometheus_text(server: Server, alice: str) -> None:
@@ -114,8 +140,7 @@ def test_submit_without_wait_answers_pending_with_the_original_message(server: S
         body = answer.json()
         assert {"job_id", "node_id", "status", "message", "created_at"} <= set(body)
         assert body["status"] == "pending"
-        assert body["message"] == (f"Job submitted successfully. Use /api/status/{body['job_id']} "
-                                   "to check progress.")
+        assert body["message"] == (f"Job submitted successfully. Use /api/status/{body['job_id']} to check progress.")
         assert ISO.match(body["created_at"])
         wait_status(client, body["job_id"], {"completed"})
 
@@ -125,10 +150,18 @@ def test_submit_wait_answers_the_finished_job(server: Server, alice: str) -> Non
     with server.client(alice) as client:
         answer = submit(client, 'print("hello")\n', config_yaml("alice"), wait=True)
         body = answer.json()
-        assert {"job_id", "node_id", "status", "stdout", "stderr", "exit_code", "results", "started_at",
-                "completed_at"} <= set(body)
-        assert (body["status"], body["stdout"], body["exit_code"], body["results"]) == ("completed", "hello\n", 0,
-                                                                                         None)
+        assert {
+            "job_id",
+            "node_id",
+            "status",
+            "stdout",
+            "stderr",
+            "exit_code",
+            "results",
+            "started_at",
+            "completed_at",
+        } <= set(body)
+        assert (body["status"], body["stdout"], body["exit_code"], body["results"]) == ("completed", "hello\n", 0, None)
         assert body["node_id"] == 0
         assert ISO.match(body["started_at"])
         assert ISO.match(body["completed_at"])
@@ -144,8 +177,9 @@ def test_submit_wait_times_out_with_the_current_state(server: Server, alice: str
         assert {"job_id", "node_id", "status", "message"} <= set(body)
         assert "stdout" not in body
         assert body["status"] in ("pending", "running")
-        assert body["message"] == (f"Timeout after 2s. Job still {body['status']}. "
-                                   f"Use /api/results/{body['job_id']} to check later.")
+        assert body["message"] == (
+            f"Timeout after 2s. Job still {body['status']}. Use /api/results/{body['job_id']} to check later."
+        )
         finish(client, body["job_id"])
 
 
@@ -156,7 +190,12 @@ def test_status_of_a_finished_job_has_every_field(server: Server, alice: str) ->
         body = client.get(f"/api/status/{job_id}").json()
         assert set(body) >= STATUS_FIELDS
         assert (body["job_id"], body["status"], body["exit_code"], body["node"], body["node_id"]) == (
-            job_id, "failed", 3, "local", 0)
+            job_id,
+            "failed",
+            3,
+            "local",
+            0,
+        )
         assert body["queue_position"] is None
         assert body["estimated_start_at"] is None
         assert body["reason"] is None
@@ -181,14 +220,15 @@ def test_status_of_a_queued_job_has_position_reason_and_estimate(server: Server,
 
 def test_results_carry_output_exit_code_and_the_results_file(server: Server, alice: str) -> None:
     """/api/results gives stdout, stderr, exit code, the results text and truncation flags."""
-    code = ('import os, sys\nprint("out")\nprint("err", file=sys.stderr)\n'
-            'open(os.environ["GPULEDGER_RESULTS"], "w").write(\'{"score": 1}\\n\')\n')
+    code = (
+        'import os, sys\nprint("out")\nprint("err", file=sys.stderr)\n'
+        'open(os.environ["GPULEDGER_RESULTS"], "w").write(\'{"score": 1}\\n\')\n'
+    )
     with server.client(alice) as client:
         job_id = submit(client, code, config_yaml("alice"), wait=True).json()["job_id"]
         body = client.get(f"/api/results/{job_id}").json()
         assert set(body) >= RESULTS_FIELDS
-        assert (body["status"], body["stdout"], body["stderr"], body["exit_code"]) == ("completed", "out\n",
-                                                                                       "err\n", 0)
+        assert (body["status"], body["stdout"], body["stderr"], body["exit_code"]) == ("completed", "out\n", "err\n", 0)
         assert body["results"] == '{"score": 1}\n'
         assert body["truncated"] == {"stdout": False, "stderr": False, "results": False}
 
@@ -200,7 +240,9 @@ def test_cancel_answers_the_original_message_and_refuses_a_finished_job(server: 
         answer = client.post(f"/api/cancel/{job_id}")
         assert answer.status_code == 200
         assert {"message": answer.json()["message"], "status": answer.json()["status"]} == {
-            "message": "Job cancelled successfully", "status": "cancelled"}
+            "message": "Job cancelled successfully",
+            "status": "cancelled",
+        }
         assert wait_status(client, job_id, {"cancelled", "completed", "failed"})["status"] == "cancelled"
         again = client.post(f"/api/cancel/{job_id}")
         assert again.status_code == 409
@@ -219,8 +261,7 @@ def test_jobs_list_is_newest_first_and_limited(server: Server) -> None:
         listed = client.get("/api/jobs").json()["jobs"]
         assert [j["job_id"] for j in listed] == [failed, *reversed(ids)]
         assert set(listed[0]) >= STATUS_FIELDS
-        assert [j["job_id"] for j in client.get("/api/jobs", params={"limit": 2}).json()["jobs"]] == [failed,
-                                                                                                       ids[2]]
+        assert [j["job_id"] for j in client.get("/api/jobs", params={"limit": 2}).json()["jobs"]] == [failed, ids[2]]
         only = client.get("/api/jobs", params={"status": "completed"}).json()["jobs"]
         assert [j["job_id"] for j in only] == list(reversed(ids))
         assert client.get("/api/jobs", params={"limit": 1000}).status_code == 200
@@ -267,14 +308,16 @@ def test_job_events_are_its_audit_trail(server: Server, alice: str) -> None:
         body = client.get(f"/api/jobs/{job_id}/events").json()
         assert body["job_id"] == job_id
         types = [e["type"] for e in body["events"]]
-        assert types == ["job.submitted", "job.scanned", "job.queued", "job.dispatched", "job.started",
-                         "job.finished"]
+        assert types == ["job.submitted", "job.scanned", "job.queued", "job.dispatched", "job.started", "job.finished"]
         positions = [e["position"] for e in body["events"]]
         assert positions == sorted(positions)
         assert len(set(positions)) == len(positions)
         first = body["events"][0]
-        assert (first["stream"], first["event"]["job_id"], first["event"]["user_id"]) == (f"job-{job_id}", job_id,
-                                                                                          "alice")
+        assert (first["stream"], first["event"]["job_id"], first["event"]["user_id"]) == (
+            f"job-{job_id}",
+            job_id,
+            "alice",
+        )
         assert all(ISO.match(e["recorded_at"]) for e in body["events"])
         assert body["events"][-1]["event"]["status"] == "completed"
 
@@ -282,8 +325,12 @@ def test_job_events_are_its_audit_trail(server: Server, alice: str) -> None:
 def test_unknown_job_is_404_for_an_authenticated_caller(server: Server, alice: str) -> None:
     """A job id that does not exist is a 404 with a detail on every job endpoint."""
     with server.client(alice) as client:
-        for method, path in (("GET", "/api/status/nope"), ("GET", "/api/results/nope"),
-                             ("POST", "/api/cancel/nope"), ("GET", "/api/jobs/nope/events")):
+        for method, path in (
+            ("GET", "/api/status/nope"),
+            ("GET", "/api/results/nope"),
+            ("POST", "/api/cancel/nope"),
+            ("GET", "/api/jobs/nope/events"),
+        ):
             answer = client.request(method, path)
             assert answer.status_code == 404, path
             assert "not found" in answer.json()["detail"].lower()
@@ -303,12 +350,27 @@ def test_dashboard_is_for_admins_only(server: Server, alice: str) -> None:
     assert httpx.get(f"{server.url}/api/dashboard").status_code == 401
     with server.client(server.admin_token) as admin:
         body = dashboard(admin)
-    assert {"timestamp", "user_id", "is_admin", "job_statistics", "user_statistics", "node_statistics",
-            "queue_information", "active_jobs", "recent_jobs", "health_metrics"} <= set(body)
+    assert {
+        "timestamp",
+        "user_id",
+        "is_admin",
+        "job_statistics",
+        "user_statistics",
+        "node_statistics",
+        "queue_information",
+        "active_jobs",
+        "recent_jobs",
+        "health_metrics",
+    } <= set(body)
     assert (body["user_id"], body["is_admin"]) == ("admin", True)
     assert set(body["job_statistics"]) >= {"total", "pending", "running", "completed", "failed", "cancelled"}
-    assert {"node_utilization_percent", "average_queue_time_seconds", "total_active_jobs", "success_rate_percent",
-            "jobs_last_24h"} <= set(body["health_metrics"])
+    assert {
+        "node_utilization_percent",
+        "average_queue_time_seconds",
+        "total_active_jobs",
+        "success_rate_percent",
+        "jobs_last_24h",
+    } <= set(body["health_metrics"])
     assert body["user_statistics"]["alice"]["total"] >= 1
     assert len(body["recent_jobs"]) <= 10
 

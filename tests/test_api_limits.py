@@ -25,8 +25,11 @@ def limited_server(tmp_path_factory: pytest.TempPathFactory, name: str, **settin
 def cancel_open_jobs(server: Server) -> None:
     """Leave no job running on the host (jobs outlive a stopped server by design)."""
     with server.client(server.admin_token) as admin:
-        open_jobs = [j["job_id"] for j in admin.get("/api/jobs", params={"limit": 1000}).json()["jobs"]
-                     if j["status"] in ("pending", "running")]
+        open_jobs = [
+            j["job_id"]
+            for j in admin.get("/api/jobs", params={"limit": 1000}).json()["jobs"]
+            if j["status"] in ("pending", "running")
+        ]
         for job_id in open_jobs:
             admin.post(f"/api/cancel/{job_id}")
         for job_id in open_jobs:
@@ -36,24 +39,31 @@ def cancel_open_jobs(server: Server) -> None:
 @pytest.fixture(scope="module")
 def one_active(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """MAX_ACTIVE_JOBS_PER_USER=1, no practical rate limit; results limited to 5 per address behind a proxy."""
-    yield from limited_server(tmp_path_factory, "one", max_active_jobs_per_user=1, rate_limit_per_minute=100,
-                              endpoint_limits={**OPEN_LIMITS, "results": 5}, trusted_proxies=["127.0.0.1/32"])
+    yield from limited_server(
+        tmp_path_factory,
+        "one",
+        max_active_jobs_per_user=1,
+        rate_limit_per_minute=100,
+        endpoint_limits={**OPEN_LIMITS, "results": 5},
+        trusted_proxies=["127.0.0.1/32"],
+    )
 
 
 @pytest.fixture(scope="module")
 def three_active(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """MAX_ACTIVE_JOBS_PER_USER=3 and RATE_LIMIT_PER_MINUTE=4 (above 3, so each limit shows on its own)."""
-    yield from limited_server(tmp_path_factory, "three", max_active_jobs_per_user=3, rate_limit_per_minute=4,
-                              endpoint_limits=OPEN_LIMITS)
+    yield from limited_server(
+        tmp_path_factory, "three", max_active_jobs_per_user=3, rate_limit_per_minute=4, endpoint_limits=OPEN_LIMITS
+    )
 
 
 async def submit_concurrently(server: Server, token: str, user: str, count: int) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=count)
-    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=60, limits=limits
+    ) as client:
         files = {"code": ("s.py", SLEEP.encode()), "config_file": ("c.yaml", config_yaml(user, expected=60))}
-        return list(await asyncio.gather(*(client.post("/api/submit?wait=false", files=files)
-                                           for _ in range(count))))
+        return list(await asyncio.gather(*(client.post("/api/submit?wait=false", files=files) for _ in range(count))))
 
 
 def assert_exactly_accepted(server: Server, token: str, user: str, allowed: int) -> None:
@@ -63,8 +73,11 @@ def assert_exactly_accepted(server: Server, token: str, user: str, allowed: int)
     refused = [a for a in answers if a.status_code == 429]
     assert all(a.json()["detail"].startswith("Queue limit exceeded.") for a in refused)
     with server.client(token) as client:
-        active = [j for j in client.get("/api/jobs", params={"limit": 1000}).json()["jobs"]
-                  if j["status"] in ("pending", "running")]
+        active = [
+            j
+            for j in client.get("/api/jobs", params={"limit": 1000}).json()["jobs"]
+            if j["status"] in ("pending", "running")
+        ]
         assert len(active) == allowed
     cancel_open_jobs(server)
 
@@ -87,8 +100,9 @@ def test_active_job_limit_has_the_original_text_and_retry_after(one_active: Serv
         assert first.status_code == 200
         second = submit(client, "pass", config_yaml("busy"))
         assert second.status_code == 429
-        assert second.json()["detail"] == ("Queue limit exceeded. You already have 1 job(s) in progress. "
-                                           "Maximum 1 jobs per user allowed.")
+        assert second.json()["detail"] == (
+            "Queue limit exceeded. You already have 1 job(s) in progress. Maximum 1 jobs per user allowed."
+        )
         assert int(second.headers["retry-after"]) >= 1
         client.post(f"/api/cancel/{first.json()['job_id']}")
         wait_status(client, first.json()["job_id"], {"cancelled"}, timeout=20)

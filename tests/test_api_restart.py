@@ -54,8 +54,10 @@ def test_sigterm_leaves_the_running_job_running(server_factory):
     """SIGTERM stops the server promptly without touching the job; the next start collects it once."""
     server = server_factory(code_scanner_enabled=False)
     marker = f"gpuledger-sigterm-{time.monotonic_ns()}"
-    code = ("import subprocess, sys, time\nprint('before', flush=True)\n"
-            f"subprocess.run(['bash', '-c', 'exec -a {marker} sleep 2'])\nprint('after')\n")
+    code = (
+        "import subprocess, sys, time\nprint('before', flush=True)\n"
+        f"subprocess.run(['bash', '-c', 'exec -a {marker} sleep 2'])\nprint('after')\n"
+    )
     with server.client(server.admin_token) as client:
         job_id = submit(client, code, config_yaml("admin", expected=60)).json()["job_id"]
         wait_status(client, job_id, {"running"}, timeout=20)

@@ -17,8 +17,15 @@ TERMINAL = {"completed", "failed", "cancelled"}
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One slot; the scanner off so that jobs may start child processes (it rejects subprocess)."""
-    with running(tmp_path_factory.mktemp("runner"), code_scanner_enabled=False, local_slots=1, cancel_grace_s=2,
-                 rate_limit_per_minute=100, max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS) as srv:
+    with running(
+        tmp_path_factory.mktemp("runner"),
+        code_scanner_enabled=False,
+        local_slots=1,
+        cancel_grace_s=2,
+        rate_limit_per_minute=100,
+        max_active_jobs_per_user=100,
+        endpoint_limits=OPEN_LIMITS,
+    ) as srv:
         yield srv
 
 

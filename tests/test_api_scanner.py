@@ -25,8 +25,9 @@ class FakeLLM:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 fake.requests.append(json.loads(body))
-                reply = json.dumps({"choices": [{"index": 0, "message": {
-                    "role": "assistant", "content": json.dumps(fake.verdict)}}]}).encode()
+                reply = json.dumps(
+                    {"choices": [{"index": 0, "message": {"role": "assistant", "content": json.dumps(fake.verdict)}}]}
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
@@ -75,8 +76,9 @@ def test_accepted_job_carries_its_scan_event(server_factory):
 def test_llm_rejection_fails_the_job_with_findings_in_stderr(server_factory, fake_llm):
     """With review on, the job waits in phase scanning; an LLM rejection ends it failed/rejected."""
     fake_llm.verdict = {"verdict": "reject", "findings": [{"line": 1, "message": "exfiltrates the dataset"}]}
-    server = server_factory(code_scanner_quick_mode=False, code_scanner_base_url=fake_llm.url,
-                            openrouter_api_key=API_KEY)
+    server = server_factory(
+        code_scanner_quick_mode=False, code_scanner_base_url=fake_llm.url, openrouter_api_key=API_KEY
+    )
     with server.client(server.admin_token) as client:
         job_id = submit(client, "print('hello')\n", config_yaml("admin")).json()["job_id"]
         body = wait_status(client, job_id, {"failed", "completed"})
@@ -90,11 +92,15 @@ def test_llm_rejection_fails_the_job_with_findings_in_stderr(server_factory, fak
 
 def test_llm_approval_queues_and_runs_the_job(server_factory, fake_llm):
     """An LLM approval queues the job, which then runs to completion."""
-    server = server_factory(code_scanner_quick_mode=False, code_scanner_base_url=fake_llm.url,
-                            openrouter_api_key=API_KEY)
+    server = server_factory(
+        code_scanner_quick_mode=False, code_scanner_base_url=fake_llm.url, openrouter_api_key=API_KEY
+    )
     with server.client(server.admin_token) as client:
         job_id = submit(client, "print('fine')\n", config_yaml("admin")).json()["job_id"]
         assert wait_status(client, job_id, {"completed", "failed"})["status"] == "completed"
-        scanners = [e["event"]["scanner"] for e in client.get(f"/api/jobs/{job_id}/events").json()["events"]
-                    if e["type"] == "job.scanned"]
+        scanners = [
+            e["event"]["scanner"]
+            for e in client.get(f"/api/jobs/{job_id}/events").json()["events"]
+            if e["type"] == "job.scanned"
+        ]
         assert scanners == ["static", "llm", "llm"]  # static verdict, review pending, review verdict

@@ -16,9 +16,16 @@ MAX_CONFIG = 512
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running(tmp_path_factory.mktemp("submit"), code_scanner_quick_mode=True, max_code_bytes=MAX_CODE,
-                 max_config_bytes=MAX_CONFIG, max_expected_time=3600, rate_limit_per_minute=100,
-                 max_active_jobs_per_user=100, endpoint_limits=OPEN_LIMITS) as srv:
+    with running(
+        tmp_path_factory.mktemp("submit"),
+        code_scanner_quick_mode=True,
+        max_code_bytes=MAX_CODE,
+        max_config_bytes=MAX_CONFIG,
+        max_expected_time=3600,
+        rate_limit_per_minute=100,
+        max_active_jobs_per_user=100,
+        endpoint_limits=OPEN_LIMITS,
+    ) as srv:
         yield srv
 
 
@@ -138,11 +145,13 @@ def test_no_token_at_all_is_a_401(server: Server) -> None:
 
 def test_config_token_without_header_is_accepted(server: Server, alice: str) -> None:
     """An original client (JSON config carrying the token, no Authorization header) can submit."""
-    config = json.dumps({"competition_id": "comp", "project_id": "proj", "user_id": "alice", "expected_time": 30,
-                         "token": alice}).encode()
+    config = json.dumps(
+        {"competition_id": "comp", "project_id": "proj", "user_id": "alice", "expected_time": 30, "token": alice}
+    ).encode()
     with server.client() as anonymous:
-        answer = anonymous.post("/api/submit?wait=true", files={"code": ("s.py", b"print(1)"),
-                                                                "config_file": ("config.json", config)})
+        answer = anonymous.post(
+            "/api/submit?wait=true", files={"code": ("s.py", b"print(1)"), "config_file": ("config.json", config)}
+        )
         assert answer.status_code == 200, answer.text
         assert (answer.json()["status"], answer.json()["stdout"]) == ("completed", "1\n")
         assert answer.json()["warnings"] == []
@@ -196,8 +205,7 @@ def test_token_is_never_stored_in_events_or_logged(server: Server, alice: str) -
         assert alice not in events.text
         assert "token" not in events.json()["events"][0]["event"]["config"]
     assert alice not in (server.root / "server.log").read_text()
-    dumped = run_cli(server.root, "events", "--job", job_id, "--db", str(server.root / "gpuledger.db"),
-                     env=server.env)
+    dumped = run_cli(server.root, "events", "--job", job_id, "--db", str(server.root / "gpuledger.db"), env=server.env)
     assert dumped.returncode == 0
     assert job_id in dumped.stdout
     assert alice not in dumped.stdout
@@ -213,11 +221,17 @@ def test_same_idempotency_key_twice_is_one_job(server: Server, alice: str) -> No
         assert (first.status_code, second.status_code) == (200, 200)
         assert first.json()["job_id"] == second.json()["job_id"]
         wait_status(client, first.json()["job_id"], {"completed"})
-        once = [j for j in client.get("/api/jobs", params={"limit": 1000}).json()["jobs"]
-                if j["job_id"] == first.json()["job_id"]]
+        once = [
+            j
+            for j in client.get("/api/jobs", params={"limit": 1000}).json()["jobs"]
+            if j["job_id"] == first.json()["job_id"]
+        ]
         assert len(once) == 1
-        started = [e for e in client.get(f"/api/jobs/{first.json()['job_id']}/events").json()["events"]
-                   if e["type"] == "job.submitted"]
+        started = [
+            e
+            for e in client.get(f"/api/jobs/{first.json()['job_id']}/events").json()["events"]
+            if e["type"] == "job.submitted"
+        ]
         assert len(started) == 1
 
 
@@ -238,8 +252,11 @@ def test_job_does_not_depend_on_the_waiting_request(server: Server, alice: str) 
     with server.client(alice) as client:
         code = "import time\ntime.sleep(1)\nprint('still here')\n"
         with pytest.raises(httpx.ReadTimeout):
-            client.post("/api/submit?wait=true", timeout=0.5,
-                        files={"code": ("s.py", code.encode()), "config_file": ("c.yaml", config_yaml("alice"))})
+            client.post(
+                "/api/submit?wait=true",
+                timeout=0.5,
+                files={"code": ("s.py", code.encode()), "config_file": ("c.yaml", config_yaml("alice"))},
+            )
         newest = client.get("/api/jobs", params={"limit": 1}).json()["jobs"][0]
         done = wait_status(client, newest["job_id"], {"completed", "failed", "cancelled"}, timeout=20)
         assert done["status"] == "completed"

@@ -21,10 +21,22 @@ def ledger_file(tmp_path: Path) -> Path:
     store = EventStore(db)
     code = Blob(digest="0" * 64, size=1)
     for job_id, user in (("a1", "ann"), ("b1", "bob")):
-        submitted = JobSubmitted(job_id=job_id, user_id=user, competition_id="c", project_id="p",
-                                 expected_time_s=5, code=code)
-        store.execute([commands.submit_job(submitted, static_scan=JobScanned(job_id=job_id, verdict="approved"),
-                                           review_pending=False, limits=None, now=0, actor="t", fingerprint=b"")])
+        submitted = JobSubmitted(
+            job_id=job_id, user_id=user, competition_id="c", project_id="p", expected_time_s=5, code=code
+        )
+        store.execute(
+            [
+                commands.submit_job(
+                    submitted,
+                    static_scan=JobScanned(job_id=job_id, verdict="approved"),
+                    review_pending=False,
+                    limits=None,
+                    now=0,
+                    actor="t",
+                    fingerprint=b"",
+                )
+            ]
+        )
     store.execute([Write(decide=lambda v: [JobFinished(job_id="a1", status="cancelled", reason="cancelled")])])
     store.execute([commands.issue_token(mint("ann", secret=None, days=1, is_admin=False, by="t")[1])])
     store.close()

@@ -16,8 +16,11 @@ NOTICE_S = 1.0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running(tmp_path_factory.mktemp("tokens"), code_scanner_quick_mode=True,
-                 endpoint_limits={"jobs": 10_000, "status": 10_000}) as srv:
+    with running(
+        tmp_path_factory.mktemp("tokens"),
+        code_scanner_quick_mode=True,
+        endpoint_limits={"jobs": 10_000, "status": 10_000},
+    ) as srv:
         yield srv
 
 

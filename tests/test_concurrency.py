@@ -29,8 +29,10 @@ def stored_claims(db: Path) -> list[tuple[int, str]]:
         rows = [(r.version, r.event) for r in read_stream(store.conn, STREAM)]
     finally:
         store.close()
-    return [(v, e.host if isinstance(e, NodeRegistered) else e.reason.split("@")[0])  # type: ignore[union-attr]
-            for v, e in rows]
+    return [
+        (v, e.host if isinstance(e, NodeRegistered) else e.reason.split("@")[0])  # type: ignore[union-attr]
+        for v, e in rows
+    ]
 
 
 def assert_one_winner_per_version(wins: list[tuple[int, str]], db: Path, expected: int) -> None:
@@ -49,8 +51,8 @@ async def test_asyncio_writers_on_one_ledger(tmp_path: Path) -> None:
         for expected in range(ROUNDS):
             writers = [f"task{i}" for i in range(16)]
             results = await asyncio.gather(
-                *(ledger.append(STREAM, expected, [claim(w, expected + 1)]) for w in writers),
-                return_exceptions=True)
+                *(ledger.append(STREAM, expected, [claim(w, expected + 1)]) for w in writers), return_exceptions=True
+            )
             winners = [w for w, r in zip(writers, results, strict=True) if not isinstance(r, BaseException)]
             assert len(winners) == 1
             assert all(isinstance(r, ConcurrencyConflict) for r in results if isinstance(r, BaseException))
@@ -123,9 +125,13 @@ async def test_tasks_and_threads_race_until_done(tmp_path: Path) -> None:
             store.close()
 
     try:
-        await asyncio.wait_for(asyncio.gather(
-            *(task_writer(f"task{i}") for i in range(8)),
-            *(asyncio.to_thread(thread_writer, f"thread{i}") for i in range(3))), timeout=60)
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(task_writer(f"task{i}") for i in range(8)),
+                *(asyncio.to_thread(thread_writer, f"thread{i}") for i in range(3)),
+            ),
+            timeout=60,
+        )
     finally:
         await ledger.close()
     assert errors == []

@@ -44,8 +44,9 @@ while True:
 
 def run_and_kill(db: Path, tag: str, lifetime: float) -> list[tuple[int, str]]:
     """Start the child, SIGKILL it after ``lifetime`` seconds; the (position, job_id) lines it acknowledged."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(db), tag], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(db), tag], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert child.stdout is not None
     out = b""
     deadline = time.monotonic() + lifetime
@@ -87,4 +88,3 @@ def test_kill_nine_loses_no_acknowledged_append(tmp_path: Path) -> None:
         assert all(isinstance(stored[p].event, JobScanned) for p in stored if p % 2 == 0)
         assert time.monotonic() - began < 90
     assert len(acknowledged) > 24  # the child did get appends acknowledged between kills
-

@@ -31,8 +31,14 @@ from ledger.jobs import (
 )
 
 J = "j1"
-SUBMITTED = JobSubmitted(job_id=J, user_id="alice", competition_id="comp", project_id="p", expected_time_s=60,
-                         code=Blob(digest="d" * 64, size=10))
+SUBMITTED = JobSubmitted(
+    job_id=J,
+    user_id="alice",
+    competition_id="comp",
+    project_id="p",
+    expected_time_s=60,
+    code=Blob(digest="d" * 64, size=10),
+)
 APPROVED = JobScanned(job_id=J, verdict="approved")
 QUEUED = JobQueued(job_id=J)
 DISPATCHED = JobDispatched(job_id=J, node="gpu-node-0", attempt=1, workdir="/w/j1")
@@ -98,8 +104,12 @@ def test_scan_rejection_ends_job_failed_rejected() -> None:
     verdict = JobScanned(job_id=J, verdict="rejected", findings=[finding])
     events = decide_scan(given(SUBMITTED), verdict)
     assert events[0] == verdict
-    assert events[1] == JobFinished(job_id=J, status="failed", reason="rejected",
-                                    message="Code security check failed: line 3: process execution [os.system]")
+    assert events[1] == JobFinished(
+        job_id=J,
+        status="failed",
+        reason="rejected",
+        message="Code security check failed: line 3: process execution [os.system]",
+    )
     assert given(SUBMITTED, *events).status == "failed"
 
 
@@ -112,7 +122,8 @@ def test_scan_of_queued_job_refused() -> None:
 def test_queue_after_approval() -> None:
     """An approved job is queued with the given priority and reason."""
     assert decide_queue(given(SUBMITTED, APPROVED), priority=2, reason="r") == [
-        JobQueued(job_id=J, priority=2, reason="r")]
+        JobQueued(job_id=J, priority=2, reason="r")
+    ]
 
 
 def test_queue_while_review_pending_refused() -> None:
@@ -130,7 +141,8 @@ def test_queue_twice_refused() -> None:
 def test_dispatch_queued_job_is_attempt_one() -> None:
     """The first dispatch of a queued job is attempt 1 on the chosen node and slot."""
     assert decide_dispatch(given(*QUEUED_JOB), node="gpu-node-1", slot=1, workdir="/w") == [
-        JobDispatched(job_id=J, node="gpu-node-1", slot=1, attempt=1, workdir="/w")]
+        JobDispatched(job_id=J, node="gpu-node-1", slot=1, attempt=1, workdir="/w")
+    ]
 
 
 @pytest.mark.parametrize("history", [(SUBMITTED,), (SUBMITTED, APPROVED), DISPATCHED_JOB, RUNNING_JOB])
@@ -149,13 +161,18 @@ def test_dispatch_after_requeue_is_next_attempt() -> None:
 def test_start_current_attempt() -> None:
     """The wrapper of the current attempt starts the job on its node."""
     assert decide_start(given(*DISPATCHED_JOB), attempt=1, pid=7, pgid=7, started_at_node="t") == [
-        JobStarted(job_id=J, node="gpu-node-0", attempt=1, pid=7, pgid=7, started_at_node="t")]
+        JobStarted(job_id=J, node="gpu-node-0", attempt=1, pid=7, pgid=7, started_at_node="t")
+    ]
 
 
 def test_start_of_old_attempt_refused() -> None:
     """A start reported for an attempt that is not the current one is refused."""
-    job = given(*DISPATCHED_JOB, JobRequeued(job_id=J, attempt=1, reason="node_lost"), QUEUED,
-                JobDispatched(job_id=J, node="gpu-node-1", attempt=2))
+    job = given(
+        *DISPATCHED_JOB,
+        JobRequeued(job_id=J, attempt=1, reason="node_lost"),
+        QUEUED,
+        JobDispatched(job_id=J, node="gpu-node-1", attempt=2),
+    )
     with pytest.raises(InvalidTransition, match="attempt 1 cannot start"):
         decide_start(job, attempt=1, pid=1, pgid=1)
 
@@ -178,9 +195,10 @@ def test_start_after_cancel_request_runs_into_cancelling() -> None:
 def test_cancel_pending_job_ends_it_at_once(history: tuple[AnyEvent, ...]) -> None:
     """Cancelling a job no runner owns yet records the request and ends it cancelled."""
     events = decide_cancel(given(*history), by="alice", reason="changed my mind")
-    assert events == [JobCancelRequested(job_id=J, by="alice", reason="changed my mind"),
-                      JobFinished(job_id=J, status="cancelled", reason="cancelled", attempt=0,
-                                  message="changed my mind")]
+    assert events == [
+        JobCancelRequested(job_id=J, by="alice", reason="changed my mind"),
+        JobFinished(job_id=J, status="cancelled", reason="cancelled", attempt=0, message="changed my mind"),
+    ]
 
 
 @pytest.mark.parametrize("history", [DISPATCHED_JOB, RUNNING_JOB])

@@ -58,7 +58,8 @@ def test_register_changed_node_records_update() -> None:
     """A node whose configuration changed gets a node.updated with the new settings."""
     spec = NodeRegistered(name=N, host="10.0.0.9", port=2222, user="gpu", slots=2, container="gpu-node-0")
     assert decide_register(given(REGISTERED), spec) == [
-        NodeUpdated(name=N, host="10.0.0.9", port=2222, user="gpu", slots=2, container="gpu-node-0")]
+        NodeUpdated(name=N, host="10.0.0.9", port=2222, user="gpu", slots=2, container="gpu-node-0")
+    ]
     assert given(REGISTERED, *decide_register(given(REGISTERED), spec)).slots == 2
 
 

@@ -10,8 +10,14 @@ from ledger.tokens import TokenState, decide_issue, decide_revoke, evolve_token,
 
 
 def issued(token_id: str, user_id: str = "alice", secret: str = "s3cret") -> TokenIssued:
-    return TokenIssued(token_id=token_id, user_id=user_id, is_admin=False, expires_at="2030-01-01T00:00:00Z",
-                       secret_sha256=secret_digest(secret + token_id), by="admin")
+    return TokenIssued(
+        token_id=token_id,
+        user_id=user_id,
+        is_admin=False,
+        expires_at="2030-01-01T00:00:00Z",
+        secret_sha256=secret_digest(secret + token_id),
+        by="admin",
+    )
 
 
 T1, T2 = issued("t1"), issued("t2")
@@ -40,8 +46,7 @@ def test_issue_first_token() -> None:
 def test_issue_revokes_previous_live_tokens() -> None:
     """A new token revokes the user's previous live one first (one live token per user)."""
     events = decide_issue(T2, existing_for_user=list(given(T1).values()), secret_in_use=False)
-    assert events == [TokenRevoked(token_id="t1", user_id="alice", by="admin", reason="replaced by a new token"),
-                      T2]
+    assert events == [TokenRevoked(token_id="t1", user_id="alice", by="admin", reason="replaced by a new token"), T2]
     tokens = given(T1, *events)
     assert (tokens["t1"].revoked, tokens["t2"].revoked) == (True, False)
 

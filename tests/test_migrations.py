@@ -16,9 +16,17 @@ from ledger.schema import code_version, connect, migrations, open_existing
 from ledger.store import GENESIS, EventStore, chain_hash
 from projections.audit import verify
 
-V1_EVENTS = [JobSubmitted(job_id="old", user_id="alice", competition_id="c", project_id="p", expected_time_s=5,
-                          code=Blob(digest="0" * 64, size=3)),
-             JobScanned(job_id="old", verdict="approved")]
+V1_EVENTS = [
+    JobSubmitted(
+        job_id="old",
+        user_id="alice",
+        competition_id="c",
+        project_id="p",
+        expected_time_s=5,
+        code=Blob(digest="0" * 64, size=3),
+    ),
+    JobScanned(job_id="old", verdict="approved"),
+]
 
 
 def create_v1(path: Path) -> None:
@@ -29,12 +37,21 @@ def create_v1(path: Path) -> None:
         conn.pragma("user_version", 1)
         prev = GENESIS
         for position, event in enumerate(V1_EVENTS, start=1):
-            row = (position, stream_of(event), position, event_tag(event), 1_700_000_000_000_000 + position,
-                   "system", None)
+            row = (
+                position,
+                stream_of(event),
+                position,
+                event_tag(event),
+                1_700_000_000_000_000 + position,
+                "system",
+                None,
+            )
             digest = chain_hash(prev, *row, encode_event(event))
-            conn.execute("INSERT INTO events (position, stream, version, type, recorded_at, actor, idempotency_key,"
-                         " payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (*row, encode_event(event), prev, digest))
+            conn.execute(
+                "INSERT INTO events (position, stream, version, type, recorded_at, actor, idempotency_key,"
+                " payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row, encode_event(event), prev, digest),
+            )
             prev = digest
     conn.close()
 
@@ -92,8 +109,12 @@ def test_newer_database_is_refused_naming_both_versions(tmp_path: Path) -> None:
 def test_audit_verify_refuses_newer_database(tmp_path: Path) -> None:
     """`gpuledger audit verify` on a newer ledger exits non-zero with the versions in its message."""
     db = newer_database(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "cli.main", "audit", "verify", "--db", str(db)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "audit", "verify", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert f"database schema version {code_version() + 5} is newer" in result.stderr
     assert f"schema version {code_version()};" in result.stderr

@@ -39,7 +39,9 @@ JOBS, NODES, USERS, TOKENS = ["j0", "j1", "j2", "j3"], ["n0", "n1"], ["u0", "u1"
 jobs, nodes = st.sampled_from(JOBS), st.sampled_from(NODES)
 advance = st.tuples(st.just("advance"), jobs, st.integers(1, 6))  # that many next lifecycle steps
 command = st.one_of(
-    advance, advance, advance,
+    advance,
+    advance,
+    advance,
     st.tuples(st.just("submit"), jobs, st.sampled_from(USERS)),
     st.tuples(st.just("scan"), jobs, st.sampled_from(["approved", "warned", "rejected", "pending"])),
     st.tuples(st.just("queue"), jobs),
@@ -79,8 +81,16 @@ def next_step(views: Views, job_id: str) -> list[AnyEvent]:
     """The natural next event of a job's lifecycle (submit, scan, queue, dispatch, start, finish)."""
     job = views.jobs.get(job_id)
     if job is None:
-        return [JobSubmitted(job_id=job_id, user_id=USERS[JOBS.index(job_id) % 2], competition_id="c",
-                             project_id="p", expected_time_s=60, code=Blob(digest="0" * 64, size=1))]
+        return [
+            JobSubmitted(
+                job_id=job_id,
+                user_id=USERS[JOBS.index(job_id) % 2],
+                competition_id="c",
+                project_id="p",
+                expected_time_s=60,
+                code=Blob(digest="0" * 64, size=1),
+            )
+        ]
     if job.phase == "scanning" or (job.phase == "submitted" and job.scan_verdict is None):
         return decide_scan(job, JobScanned(job_id=job_id, verdict="approved"))
     if job.phase == "submitted":
@@ -90,8 +100,9 @@ def next_step(views: Views, job_id: str) -> list[AnyEvent]:
         return dispatch(views, job_id, (free or NODES)[0])
     if job.phase == "dispatched":
         return decide_start(job, attempt=job.attempt, pid=9, pgid=9)
-    return decide_finish(job, JobFinished(job_id=job_id, status="completed", reason="exit_zero", exit_code=0,
-                                          attempt=job.attempt))
+    return decide_finish(
+        job, JobFinished(job_id=job_id, status="completed", reason="exit_zero", exit_code=0, attempt=job.attempt)
+    )
 
 
 def to_write(cmd: tuple) -> Write:  # type: ignore[type-arg]
@@ -99,25 +110,42 @@ def to_write(cmd: tuple) -> Write:  # type: ignore[type-arg]
     kind, target, *args = cmd
     deciders: dict[str, Callable[[Views], Sequence[AnyEvent]]] = {
         "advance": lambda v: next_step(v, target),  # repeated args[0] times by writes_of
-        "submit": lambda v: [JobSubmitted(job_id=target, user_id=args[0], competition_id="c", project_id="p",
-                                          expected_time_s=60, code=Blob(digest="0" * 64, size=1))],
+        "submit": lambda v: [
+            JobSubmitted(
+                job_id=target,
+                user_id=args[0],
+                competition_id="c",
+                project_id="p",
+                expected_time_s=60,
+                code=Blob(digest="0" * 64, size=1),
+            )
+        ],
         "scan": lambda v: decide_scan(job_of(v, target), JobScanned(job_id=target, verdict=args[0])),
         "queue": lambda v: decide_queue(job_of(v, target)),
         "dispatch": lambda v: dispatch(v, target, args[0]),
-        "start": lambda v: decide_start(job_of(v, target), attempt=job_of(v, target).attempt + args[0], pid=9,
-                                        pgid=9),
+        "start": lambda v: decide_start(job_of(v, target), attempt=job_of(v, target).attempt + args[0], pid=9, pgid=9),
         "cancel": lambda v: decide_cancel(job_of(v, target), by="admin"),
-        "finish": lambda v: decide_finish(job_of(v, target), JobFinished(job_id=target, status=args[0],
-                                                                         reason="r", attempt=args[1])),
-        "requeue": lambda v: decide_requeue(job_of(v, target), attempt=job_of(v, target).attempt + args[0],
-                                            reason="node_lost"),
+        "finish": lambda v: decide_finish(
+            job_of(v, target), JobFinished(job_id=target, status=args[0], reason="r", attempt=args[1])
+        ),
+        "requeue": lambda v: decide_requeue(
+            job_of(v, target), attempt=job_of(v, target).attempt + args[0], reason="node_lost"
+        ),
         "drain": lambda v: decide_drain(v.nodes[target], by="admin"),
         "undrain": lambda v: decide_undrain(v.nodes[target], by="admin"),
         "health": lambda v: decide_health(v.nodes[target], healthy=args[0], reason="probe"),
         "issue": lambda v: decide_issue(
-            TokenIssued(token_id=target, user_id=args[0], is_admin=False, expires_at="2030-01-01",
-                        secret_sha256=secret_digest(target), by="admin"),
-            existing_for_user=v.tokens_of(args[0]), secret_in_use=secret_digest(target) in v.tokens_by_secret),
+            TokenIssued(
+                token_id=target,
+                user_id=args[0],
+                is_admin=False,
+                expires_at="2030-01-01",
+                secret_sha256=secret_digest(target),
+                by="admin",
+            ),
+            existing_for_user=v.tokens_of(args[0]),
+            secret_in_use=secret_digest(target) in v.tokens_by_secret,
+        ),
         "revoke": lambda v: decide_revoke(token_of(v, target), by="admin"),
     }
     expected = {f"job-{target}": 0} if kind == "submit" else {}
@@ -130,16 +158,26 @@ def writes_of(batch: list[tuple]) -> list[Write]:  # type: ignore[type-arg]
 
 def new_store(directory: str) -> EventStore:
     store = EventStore(Path(directory) / "ledger.db")
-    store.execute([Write(decide=lambda v, n=n: decide_register(v.nodes.get(n), NodeRegistered(name=n, host="h")))
-                   for n in NODES])
+    store.execute(
+        [Write(decide=lambda v, n=n: decide_register(v.nodes.get(n), NodeRegistered(name=n, host="h"))) for n in NODES]
+    )
     return store
 
 
 def snapshot(views: Views) -> tuple[object, ...]:
     """Everything the views hold that a reader can observe."""
-    return (list(tables.view_rows(views)), views.position, views.recorded_at, views.stream_versions,
-            [j.job_id for j in views.queue()], list(views.active), views.tokens_by_secret,
-            {n: sorted(j) for n, j in views.node_jobs.items()}, views.user_jobs, sorted(views.finished))
+    return (
+        list(tables.view_rows(views)),
+        views.position,
+        views.recorded_at,
+        views.stream_versions,
+        [j.job_id for j in views.queue()],
+        list(views.active),
+        views.tokens_by_secret,
+        {n: sorted(j) for n, j in views.node_jobs.items()},
+        views.user_jobs,
+        sorted(views.finished),
+    )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -167,9 +205,20 @@ def test_random_commands_keep_ledger_sound(plan: list[list[tuple]]) -> None:  # 
         reopened.close()
 
 
-LIFECYCLE = [("submit", "j0", "u0"), ("scan", "j0", "approved"), ("queue", "j0"), ("dispatch", "j0", "n0"),
-             ("start", "j0", 0), ("finish", "j0", "completed", 1), ("submit", "j1", "u1"), ("cancel", "j1"),
-             ("drain", "n1"), ("issue", "t0", "u0"), ("issue", "t1", "u0"), ("revoke", "t1")]
+LIFECYCLE = [
+    ("submit", "j0", "u0"),
+    ("scan", "j0", "approved"),
+    ("queue", "j0"),
+    ("dispatch", "j0", "n0"),
+    ("start", "j0", 0),
+    ("finish", "j0", "completed", 1),
+    ("submit", "j1", "u1"),
+    ("cancel", "j1"),
+    ("drain", "n1"),
+    ("issue", "t0", "u0"),
+    ("issue", "t1", "u0"),
+    ("revoke", "t1"),
+]
 TAMPERABLE = ["payload", "stream", "type", "actor", "recorded_at", "version", "hash", "prev_hash"]
 
 
@@ -215,8 +264,7 @@ def audit_cli(db: Path) -> tuple[int, str]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(row=st.integers(0, 100), column=st.sampled_from(TAMPERABLE), index=st.integers(0, 200),
-       mask=st.integers(1, 255))
+@given(row=st.integers(0, 100), column=st.sampled_from(TAMPERABLE), index=st.integers(0, 200), mask=st.integers(1, 255))
 def test_any_altered_byte_fails_verify(sound_ledger: Path, row: int, column: str, index: int, mask: int) -> None:
     """Changing one byte of any stored event makes verify and `audit verify` fail, naming a position."""
     assume(column not in ("stream", "type", "actor") or mask & 0x7F)
@@ -237,9 +285,15 @@ def test_any_altered_byte_fails_verify(sound_ledger: Path, row: int, column: str
 
 def test_audit_cli_process_exit_codes(sound_ledger: Path, tmp_path: Path) -> None:
     """The real `gpuledger audit verify` exits 0 on the sound ledger and 1 naming the altered position."""
+
     def run(db: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli.main", "audit", "verify", "--db", str(db)],
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", "audit", "verify", "--db", str(db)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
     assert run(sound_ledger).returncode == 0
     result = run(tampered_copy(sound_ledger, tmp_path, row=4, column="payload", index=3, mask=1))
     assert result.returncode == 1

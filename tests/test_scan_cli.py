@@ -36,6 +36,7 @@ def write(tmp_path: Path) -> Writer:
         path = tmp_path / "solution.py"
         path.write_text(code)
         return str(path)
+
     return write_file
 
 
@@ -105,8 +106,13 @@ def rejecting_model() -> Iterator[str]:
     server.server_close()
 
 
-def test_llm_flag_runs_the_review(write: Writer, rejecting_model: str, monkeypatch: pytest.MonkeyPatch,
-                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_llm_flag_runs_the_review(
+    write: Writer,
+    rejecting_model: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """--llm asks the configured model, whose rejection makes the command exit 1."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GPULEDGER_CODE_SCANNER_BASE_URL", rejecting_model)
@@ -119,8 +125,9 @@ def test_llm_flag_runs_the_review(write: Writer, rejecting_model: str, monkeypat
     assert _RejectingModel.requests[0]["path"] == "/v1/chat/completions"
 
 
-def test_llm_flag_without_key_exits_two(write: Writer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_llm_flag_without_key_exits_two(
+    write: Writer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--llm with no API key is a usage error, not a silent static-only scan."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)

@@ -53,41 +53,44 @@ def test_required_routes_are_in_the_corpus() -> None:
         assert route in texts
 
 
-@pytest.mark.parametrize(("code", "rule"), [
-    ("import os\nos.system('ls')", "proc.os_system"),
-    ("import os\nos.popen('ls')", "proc.os_popen"),
-    ("import os\nos.execvp('sh', ['sh'])", "proc.os_exec"),
-    ("import os\nos.spawnv(os.P_WAIT, '/bin/sh', ['sh'])", "proc.os_spawn"),
-    ("import os\nos.posix_spawnp('sh', ['sh'], {})", "proc.os_spawn"),
-    ("import os\nos.forkpty()", "proc.os_fork"),
-    ("import subprocess", "proc.subprocess"),
-    ("from subprocess import Popen", "proc.subprocess"),
-    ("import pty", "proc.pty"),
-    ("import asyncio\nasyncio.create_subprocess_exec('id')", "proc.asyncio_subprocess"),
-    ("import multiprocessing as mp, os\nmp.Pool().map(os.system, ['id'])", "proc.multiprocessing_shell"),
-    ("eval('1')", "dyn.eval"),
-    ("exec('x = 1')", "dyn.exec"),
-    ("compile('1', 'f', 'eval')", "dyn.compile"),
-    ("__import__('os')", "dyn.dunder_import"),
-    ("import importlib.util", "dyn.importlib"),
-    ("import runpy", "dyn.runpy"),
-    ("import ctypes", "native.ctypes"),
-    ("from cffi import FFI", "native.cffi"),
-    ("import socket", "net.socket"),
-    ("from os import *", "indirect.star_import"),
-    ("from subprocess import *", "indirect.star_import"),
-    ("import os\ngetattr(os, name)", "indirect.computed_attr"),
-    ("import builtins\ngetattr(builtins, name)('1')", "indirect.computed_attr"),
-    ("import os\nos.__dict__[name]", "indirect.computed_attr"),
-    ("import os\nvars(os).get(name)", "indirect.computed_attr"),
-    ("globals()[name]", "indirect.globals"),
-    ("g = globals()\ng.get(name)", "indirect.globals"),
-    ("__builtins__", "indirect.builtins"),
-    ("import sys\nsys.modules['os']", "indirect.sys_modules"),
-    ("object.__subclasses__()", "indirect.introspection"),
-    ("import os\nhelpers = [os]", "indirect.module_value"),
-    ("helper().execv('/bin/sh', ['sh'])", "proc.os_exec"),
-])
+@pytest.mark.parametrize(
+    ("code", "rule"),
+    [
+        ("import os\nos.system('ls')", "proc.os_system"),
+        ("import os\nos.popen('ls')", "proc.os_popen"),
+        ("import os\nos.execvp('sh', ['sh'])", "proc.os_exec"),
+        ("import os\nos.spawnv(os.P_WAIT, '/bin/sh', ['sh'])", "proc.os_spawn"),
+        ("import os\nos.posix_spawnp('sh', ['sh'], {})", "proc.os_spawn"),
+        ("import os\nos.forkpty()", "proc.os_fork"),
+        ("import subprocess", "proc.subprocess"),
+        ("from subprocess import Popen", "proc.subprocess"),
+        ("import pty", "proc.pty"),
+        ("import asyncio\nasyncio.create_subprocess_exec('id')", "proc.asyncio_subprocess"),
+        ("import multiprocessing as mp, os\nmp.Pool().map(os.system, ['id'])", "proc.multiprocessing_shell"),
+        ("eval('1')", "dyn.eval"),
+        ("exec('x = 1')", "dyn.exec"),
+        ("compile('1', 'f', 'eval')", "dyn.compile"),
+        ("__import__('os')", "dyn.dunder_import"),
+        ("import importlib.util", "dyn.importlib"),
+        ("import runpy", "dyn.runpy"),
+        ("import ctypes", "native.ctypes"),
+        ("from cffi import FFI", "native.cffi"),
+        ("import socket", "net.socket"),
+        ("from os import *", "indirect.star_import"),
+        ("from subprocess import *", "indirect.star_import"),
+        ("import os\ngetattr(os, name)", "indirect.computed_attr"),
+        ("import builtins\ngetattr(builtins, name)('1')", "indirect.computed_attr"),
+        ("import os\nos.__dict__[name]", "indirect.computed_attr"),
+        ("import os\nvars(os).get(name)", "indirect.computed_attr"),
+        ("globals()[name]", "indirect.globals"),
+        ("g = globals()\ng.get(name)", "indirect.globals"),
+        ("__builtins__", "indirect.builtins"),
+        ("import sys\nsys.modules['os']", "indirect.sys_modules"),
+        ("object.__subclasses__()", "indirect.introspection"),
+        ("import os\nhelpers = [os]", "indirect.module_value"),
+        ("helper().execv('/bin/sh', ['sh'])", "proc.os_exec"),
+    ],
+)
 def test_rule_fires(code: str, rule: str) -> None:
     """Each critical rule fires on its plainest spelling and rejects the code."""
     report = scan_static(code)
@@ -95,50 +98,56 @@ def test_rule_fires(code: str, rule: str) -> None:
     assert report.verdict == "rejected"
 
 
-@pytest.mark.parametrize(("code", "rule"), [
-    ("import subprocess as sp\nsp.run(['id'])", "proc.subprocess"),
-    ("from os import system as s\ns('id')", "proc.os_system"),
-    ("import os as o\nrunner = o.system\nrunner('id')", "proc.os_system"),
-    ("import os\ngetattr(os, 'system')('id')", "proc.os_system"),
-    ("import os\nname = 'sys'\nname += 'tem'\ngetattr(os, name)('id')", "proc.os_system"),
-    ("import os\ngetattr(os, 'SYSTEM'.lower())('id')", "proc.os_system"),
-    ("import os\ngetattr(os, b'system'.decode())('id')", "proc.os_system"),
-    ("import builtins\nbuiltins.exec('1')", "dyn.exec"),
-    ("__builtins__['eval']('1')", "dyn.eval"),
-    ("globals()['__builtins__']", "indirect.builtins"),
-    ("import posix\nposix.popen('id')", "proc.os_popen"),
-    ("import tempfile\ntempfile._os.system('id')", "proc.os_system"),
-    ("def run():\n    return o.system('id')\nimport os as o", "proc.os_system"),
-    ("class Box:\n    import subprocess as sp\nBox.sp.run(['id'])", "proc.subprocess"),
-    ("import asyncio\nasync def f(loop):\n    await loop.subprocess_exec(None, 'id')", "proc.asyncio_subprocess"),
-    ("import os\nobject.__getattribute__(os, 'system')('id')", "proc.os_system"),
-    ("import glob\n[glob][0].os.system('id')", "proc.os_system"),
-])
+@pytest.mark.parametrize(
+    ("code", "rule"),
+    [
+        ("import subprocess as sp\nsp.run(['id'])", "proc.subprocess"),
+        ("from os import system as s\ns('id')", "proc.os_system"),
+        ("import os as o\nrunner = o.system\nrunner('id')", "proc.os_system"),
+        ("import os\ngetattr(os, 'system')('id')", "proc.os_system"),
+        ("import os\nname = 'sys'\nname += 'tem'\ngetattr(os, name)('id')", "proc.os_system"),
+        ("import os\ngetattr(os, 'SYSTEM'.lower())('id')", "proc.os_system"),
+        ("import os\ngetattr(os, b'system'.decode())('id')", "proc.os_system"),
+        ("import builtins\nbuiltins.exec('1')", "dyn.exec"),
+        ("__builtins__['eval']('1')", "dyn.eval"),
+        ("globals()['__builtins__']", "indirect.builtins"),
+        ("import posix\nposix.popen('id')", "proc.os_popen"),
+        ("import tempfile\ntempfile._os.system('id')", "proc.os_system"),
+        ("def run():\n    return o.system('id')\nimport os as o", "proc.os_system"),
+        ("class Box:\n    import subprocess as sp\nBox.sp.run(['id'])", "proc.subprocess"),
+        ("import asyncio\nasync def f(loop):\n    await loop.subprocess_exec(None, 'id')", "proc.asyncio_subprocess"),
+        ("import os\nobject.__getattribute__(os, 'system')('id')", "proc.os_system"),
+        ("import glob\n[glob][0].os.system('id')", "proc.os_system"),
+    ],
+)
 def test_indirect_route_is_resolved(code: str, rule: str) -> None:
     """Aliases, rebinding, by-name lookups and re-exports resolve to the callable they reach."""
     assert rule in rules_of(scan_static(code), "critical")
 
 
-@pytest.mark.parametrize("code", [
-    "def eval(model):\n    return model\neval(1)",
-    "def train(model, compile=False):\n    return torch.compile(model) if compile else model",
-    "import re\npattern = re.compile('a+')",
-    "import torch\nmodel = torch.compile(model)\nmodel.eval()",
-    "import torch\nfn = getattr(torch, 'compile', None)",
-    "import torch.nn as nn\nact = getattr(nn, cfg['activation'])()",
-    "params = {k: getattr(args, k) for k in vars(args)}",
-    "import os\npath = os.path.join('data', 'train.csv')\nos.makedirs('out', exist_ok=True)",
-    "from urllib.parse import urlparse\nprint(urlparse('http://x'))",
-    "import time\ntime.sleep(60)",
-    "with open('submission.csv', 'w') as f:\n    f.write('id,target')",
-    "open('/etc/hostname').read()",
-    "import multiprocessing as mp\nwith mp.Pool(4) as pool:\n    pool.map(len, ['a'])",
-    "df.to_csv('submission.csv', index=False)",
-    "x = 1\nif 'torch' in dir():\n    pass",
-    "import os\nn = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()",
-    "import os as o\nalias = o\nprint(alias.getcwd())",
-    "import sys\nprint('done', file=sys.stderr)\nsys.exit(0)",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "def eval(model):\n    return model\neval(1)",
+        "def train(model, compile=False):\n    return torch.compile(model) if compile else model",
+        "import re\npattern = re.compile('a+')",
+        "import torch\nmodel = torch.compile(model)\nmodel.eval()",
+        "import torch\nfn = getattr(torch, 'compile', None)",
+        "import torch.nn as nn\nact = getattr(nn, cfg['activation'])()",
+        "params = {k: getattr(args, k) for k in vars(args)}",
+        "import os\npath = os.path.join('data', 'train.csv')\nos.makedirs('out', exist_ok=True)",
+        "from urllib.parse import urlparse\nprint(urlparse('http://x'))",
+        "import time\ntime.sleep(60)",
+        "with open('submission.csv', 'w') as f:\n    f.write('id,target')",
+        "open('/etc/hostname').read()",
+        "import multiprocessing as mp\nwith mp.Pool(4) as pool:\n    pool.map(len, ['a'])",
+        "df.to_csv('submission.csv', index=False)",
+        "x = 1\nif 'torch' in dir():\n    pass",
+        "import os\nn = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()",
+        "import os as o\nalias = o\nprint(alias.getcwd())",
+        "import sys\nprint('done', file=sys.stderr)\nsys.exit(0)",
+    ],
+)
 def test_legitimate_spelling_is_approved(code: str) -> None:
     """Look-alikes of forbidden names (own eval, torch.compile, re.compile, …) are not findings."""
     report = scan_static(code)
@@ -146,33 +155,39 @@ def test_legitimate_spelling_is_approved(code: str) -> None:
     assert report.verdict == "approved"
 
 
-@pytest.mark.parametrize(("code", "shadow_note"), [
-    ("def eval(s):\n    return s\ndel eval\neval('1')", "deleted again"),
-    ("eval('1')\ndef eval(s):\n    return s", "used before rebinding"),
-    ("if False:\n    def eval(s):\n        return s\neval('1')", "conditional rebinding"),
-    ("def f():\n    [0 for eval in []]\n    return eval('1')", "comprehension variable"),
-    ("def eval(s):\n    return s\ndel globals()['eval']\neval('1')", "namespace tricks"),
-])
+@pytest.mark.parametrize(
+    ("code", "shadow_note"),
+    [
+        ("def eval(s):\n    return s\ndel eval\neval('1')", "deleted again"),
+        ("eval('1')\ndef eval(s):\n    return s", "used before rebinding"),
+        ("if False:\n    def eval(s):\n        return s\neval('1')", "conditional rebinding"),
+        ("def f():\n    [0 for eval in []]\n    return eval('1')", "comprehension variable"),
+        ("def eval(s):\n    return s\ndel globals()['eval']\neval('1')", "namespace tricks"),
+    ],
+)
 def test_uncertain_shadowing_keeps_the_builtin(code: str, shadow_note: str) -> None:
     """A builtin is only considered shadowed when that is certain at every use."""
     assert "dyn.eval" in rules_of(scan_static(code)), shadow_note
 
 
-@pytest.mark.parametrize(("code", "rule"), [
-    ("open('/etc/cron.d/job', 'w')", "io.write_outside"),
-    ("open('../../other_job/out.txt', mode='a')", "io.write_outside"),
-    ("from pathlib import Path\nPath('/home/gpuuser/.bashrc').write_text('x')", "io.write_outside"),
-    ("from pathlib import Path\np = Path('..') / 'x'\np.write_bytes(b'1')", "io.write_outside"),
-    ("df.to_csv('/srv/leak.csv')", "io.write_outside"),
-    ("import requests", "net.library"),
-    ("import urllib.request", "net.library"),
-    ("from http import client", "net.library"),
-    ("import httpx", "net.library"),
-    ("import aiohttp", "net.library"),
-    ("import time\ntime.sleep(7200)", "time.long_sleep"),
-    ("import time\ntime.sleep(24 * 60 * 60)", "time.long_sleep"),
-    ("from asyncio import sleep\nawait sleep(delay=86400)", "time.long_sleep"),
-])
+@pytest.mark.parametrize(
+    ("code", "rule"),
+    [
+        ("open('/etc/cron.d/job', 'w')", "io.write_outside"),
+        ("open('../../other_job/out.txt', mode='a')", "io.write_outside"),
+        ("from pathlib import Path\nPath('/home/gpuuser/.bashrc').write_text('x')", "io.write_outside"),
+        ("from pathlib import Path\np = Path('..') / 'x'\np.write_bytes(b'1')", "io.write_outside"),
+        ("df.to_csv('/srv/leak.csv')", "io.write_outside"),
+        ("import requests", "net.library"),
+        ("import urllib.request", "net.library"),
+        ("from http import client", "net.library"),
+        ("import httpx", "net.library"),
+        ("import aiohttp", "net.library"),
+        ("import time\ntime.sleep(7200)", "time.long_sleep"),
+        ("import time\ntime.sleep(24 * 60 * 60)", "time.long_sleep"),
+        ("from asyncio import sleep\nawait sleep(delay=86400)", "time.long_sleep"),
+    ],
+)
 def test_warning_rules_warn_without_rejecting(code: str, rule: str) -> None:
     """Writes outside the workdir, network libraries and long sleeps warn but do not reject."""
     report = scan_static(code)
@@ -186,8 +201,9 @@ def test_syntax_error_is_not_a_finding(code: str) -> None:
     assert scan_static(code) == ScanReport(verdict="approved", findings=[], scanner="static", model=None)
 
 
-@pytest.mark.parametrize("code", ["import os\nos.system('id'", "type X = int\nimport subprocess\n",
-                                  "def f[T](x: T):\n    return eval(x)\n"])
+@pytest.mark.parametrize(
+    "code", ["import os\nos.system('id'", "type X = int\nimport subprocess\n", "def f[T](x: T):\n    return eval(x)\n"]
+)
 def test_unparsable_code_naming_dangerous_apis_is_rejected(code: str) -> None:
     """Code this server cannot parse (e.g. newer syntax a node's Python accepts) is refused when it
     names a process, code or native API, so new syntax is no way around the scan."""
@@ -221,7 +237,8 @@ def test_format_findings_reads_as_the_http_message() -> None:
     report = scan_static("import os\n\nos.system('id')\neval('2')")
     assert format_findings(report.findings) == (
         "line 3: os.system executes a shell command [proc.os_system]; "
-        "line 4: eval runs code built at run time [dyn.eval]")
+        "line 4: eval runs code built at run time [dyn.eval]"
+    )
 
 
 def test_every_finding_names_a_rule_of_the_table() -> None:

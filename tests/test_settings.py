@@ -34,12 +34,15 @@ def test_prefix_nodes_like_the_original(tmp_path):
     assert [n.name for n in settings.node_specs()] == [f"gpu-node-{i}" for i in range(8)]
 
 
-@pytest.mark.parametrize(("env", "name"), [
-    ({"GPULEDGER_SERVER_PORT": "eighty"}, "GPULEDGER_SERVER_PORT"),
-    ({"GPULEDGER_SERVER_PORT": "-1"}, "server_port"),
-    ({"GPULEDGER_MAX_ACTIVE_JOBS_PER_USER": "0"}, "max_active_jobs_per_user"),
-    ({"GPULEDGER_NO_SUCH_THING": "1"}, "GPULEDGER_NO_SUCH_THING"),
-])
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"GPULEDGER_SERVER_PORT": "eighty"}, "GPULEDGER_SERVER_PORT"),
+        ({"GPULEDGER_SERVER_PORT": "-1"}, "server_port"),
+        ({"GPULEDGER_MAX_ACTIVE_JOBS_PER_USER": "0"}, "max_active_jobs_per_user"),
+        ({"GPULEDGER_NO_SUCH_THING": "1"}, "GPULEDGER_NO_SUCH_THING"),
+    ],
+)
 def test_bad_values_name_the_setting(env, name):
     """A malformed or unknown setting stops start-up with the setting's name in the message."""
     with pytest.raises(SettingsError, match=name):
@@ -48,8 +51,12 @@ def test_bad_values_name_the_setting(env, name):
 
 def test_client_and_test_variables_are_not_settings():
     """GPULEDGER_URL/TOKEN/USER (the client's) and GPULEDGER_REQUIRE_SSHD (CI's) do not stop the server."""
-    environ = {"GPULEDGER_URL": "http://x", "GPULEDGER_TOKEN": "t", "GPULEDGER_USER": "u",
-               "GPULEDGER_REQUIRE_SSHD": "1"}
+    environ = {
+        "GPULEDGER_URL": "http://x",
+        "GPULEDGER_TOKEN": "t",
+        "GPULEDGER_USER": "u",
+        "GPULEDGER_REQUIRE_SSHD": "1",
+    }
     assert load_settings(environ=environ).server_port == 8001
 
 

@@ -138,7 +138,9 @@ async def test_unknown_host_key_is_rejected(cluster: SshCluster, tmp_path: Path,
 
 @pytest.mark.parametrize("content", ["", None])
 async def test_empty_known_hosts_rejects_the_jump_host(
-    cluster: SshCluster, tmp_path: Path, content: str | None,
+    cluster: SshCluster,
+    tmp_path: Path,
+    content: str | None,
 ) -> None:
     """An empty or missing known_hosts trusts nobody: the first hop already fails."""
     known = tmp_path / "known_hosts"

@@ -15,6 +15,7 @@ def _settings(cluster, **overrides):
     """ssh_settings with the per-user rate limit inside its 1..100 range (admins are exempt anyway)."""
     return ssh_settings(cluster, **{"rate_limit_per_minute": 100, **overrides})
 
+
 LINES = 28
 TICKER = f"import time\nfor i in range({LINES}):\n    print(f'line {{i}}', flush=True)\n    time.sleep(0.25)\n"
 TICKER_OUT = "".join(f"line {i}\n" for i in range(LINES))
@@ -136,9 +137,15 @@ def test_changed_host_key_keeps_the_node_down(healthy_ssh_cluster, server_factor
 def test_lxc_restart_between_jobs(healthy_ssh_cluster, server_factory, tmp_path):
     """With LXC restarts, the restart command runs on the jump host after each job, before the next dispatch."""
     calls = tmp_path / "calls"
-    server = server_factory(**_only_node(healthy_ssh_cluster, "node-0", lxc_restart_between_jobs=True,
-                                         lxc_restart_command=f"echo {{container}} >> {calls}",
-                                         lxc_restart_wait_time=10))
+    server = server_factory(
+        **_only_node(
+            healthy_ssh_cluster,
+            "node-0",
+            lxc_restart_between_jobs=True,
+            lxc_restart_command=f"echo {{container}} >> {calls}",
+            lxc_restart_wait_time=10,
+        )
+    )
     with server.client(server.admin_token) as client:
         jobs = [submit(client, "print('hi')", config_yaml("admin")).json()["job_id"] for _ in range(2)]
         for job_id in jobs:

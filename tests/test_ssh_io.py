@@ -17,6 +17,7 @@ def _settings(cluster, **overrides):
     """ssh_settings with the per-user rate limit inside its 1..100 range (admins are exempt anyway)."""
     return ssh_settings(cluster, **{"rate_limit_per_minute": 100, **overrides})
 
+
 MIB = 1024 * 1024
 BIG_OUTPUT = """\
 import sys
@@ -77,11 +78,14 @@ def test_shell_injection_in_competition_id_is_refused(healthy_ssh_cluster, serve
     """A competition_id with quotes and a command is a 400 at submit, and no job or file appears."""
     server = server_factory(**_settings(healthy_ssh_cluster, job_command="python3 {solution} {competition_id}"))
     pwned = tmp_path / "pwned"
-    config = json.dumps({"competition_id": f"x'; touch {pwned}; '", "project_id": "p", "user_id": "admin",
-                         "expected_time": 30}).encode()
+    config = json.dumps(
+        {"competition_id": f"x'; touch {pwned}; '", "project_id": "p", "user_id": "admin", "expected_time": 30}
+    ).encode()
     with server.client(server.admin_token) as client:
-        answer = client.post("/api/submit?wait=false", files={
-            "code": ("solution.py", b"print(1)"), "config_file": ("config.json", config)})
+        answer = client.post(
+            "/api/submit?wait=false",
+            files={"code": ("solution.py", b"print(1)"), "config_file": ("config.json", config)},
+        )
         assert answer.status_code == 400, answer.text
         assert "competition_id" in answer.json()["detail"]
         assert client.get("/api/jobs").json()["jobs"] == []
@@ -96,8 +100,10 @@ def test_placeholders_reach_the_command_quoted(healthy_ssh_cluster, server_facto
     remote_root = healthy_ssh_cluster.root / "remote" / f"odd root '$(touch {marker})'; \"x\" `id`"
     template = "python3 {solution} {competition_id} {workdir} {results}"
     server = server_factory(**_settings(healthy_ssh_cluster, job_command=template, remote_root=str(remote_root)))
-    code = ("import json, sys\nprint(json.dumps(sys.argv))\n"
-            "open(sys.argv[3], 'w').write(json.dumps({'args': sys.argv[1:]}) + '\\n')\n")
+    code = (
+        "import json, sys\nprint(json.dumps(sys.argv))\n"
+        "open(sys.argv[3], 'w').write(json.dumps({'args': sys.argv[1:]}) + '\\n')\n"
+    )
     with server.client(server.admin_token) as client:
         body = submit(client, code, config_yaml("admin", competition="a.b-c_d"), wait=True).json()
         assert body["status"] == "completed", (body["stdout"], body["stderr"])

@@ -20,8 +20,14 @@ from projections import tables
 
 
 def submitted(job_id: str, user_id: str = "alice") -> JobSubmitted:
-    return JobSubmitted(job_id=job_id, user_id=user_id, competition_id="c", project_id="p", expected_time_s=60,
-                        code=Blob(digest="0" * 64, size=1))
+    return JobSubmitted(
+        job_id=job_id,
+        user_id=user_id,
+        competition_id="c",
+        project_id="p",
+        expected_time_s=60,
+        code=Blob(digest="0" * 64, size=1),
+    )
 
 
 def node(name: str = "gpu-node-0") -> NodeRegistered:
@@ -50,10 +56,15 @@ def test_append_and_read_round_trip(store: EventStore) -> None:
     second = store.append("node-gpu-node-0", 0, [node()])
     assert [r.position for r in first.records + second.records] == [1, 2, 3]
     read = read_after(store.conn, 0)
-    assert [(r.stream, r.version, r.actor) for r in read] == [("job-a", 1, "tok1"), ("job-a", 2, "tok1"),
-                                                             ("node-gpu-node-0", 1, "system")]
-    assert [r.event for r in read_stream(store.conn, "job-a")] == [submitted("a"),
-                                                                   JobScanned(job_id="a", verdict="approved")]
+    assert [(r.stream, r.version, r.actor) for r in read] == [
+        ("job-a", 1, "tok1"),
+        ("job-a", 2, "tok1"),
+        ("node-gpu-node-0", 1, "system"),
+    ]
+    assert [r.event for r in read_stream(store.conn, "job-a")] == [
+        submitted("a"),
+        JobScanned(job_id="a", verdict="approved"),
+    ]
     assert store.head == 3
 
 
@@ -68,8 +79,10 @@ def test_expected_version_mismatch_writes_nothing(store: EventStore) -> None:
 
 def test_several_streams_in_one_write_are_atomic(store: EventStore) -> None:
     """One write spanning streams commits all of its events or none of them."""
+
     def both(_views: object) -> list[object]:
         return [submitted("a"), submitted("b"), node()]
+
     [done] = store.execute([Write(decide=both, expected={"job-a": 0, "job-b": 0})])  # type: ignore[arg-type]
     assert isinstance(done, Committed)
     assert (done.first_position, done.last_position) == (1, 3)
@@ -96,8 +109,11 @@ def test_idempotent_replay_and_conflict(store: EventStore) -> None:
 
 def test_idempotent_replay_within_one_batch(store: EventStore) -> None:
     """A retry queued in the same transaction as the original gets the original's events back."""
-    write = Write(decide=lambda _v: [submitted("a"), JobScanned(job_id="a", verdict="approved")],
-                  idempotency_key="k1", fingerprint=b"f1")
+    write = Write(
+        decide=lambda _v: [submitted("a"), JobScanned(job_id="a", verdict="approved")],
+        idempotency_key="k1",
+        fingerprint=b"f1",
+    )
     original, again = store.execute([write, write])
     assert isinstance(original, Committed)
     assert isinstance(again, Committed)
@@ -108,10 +124,17 @@ def test_idempotent_replay_within_one_batch(store: EventStore) -> None:
 
 def test_domain_error_fails_only_its_write(store: EventStore) -> None:
     """A decide step that raises a DomainError fails alone; the other writes of the batch commit."""
+
     def refuse(_views: object) -> list[object]:
         raise InvalidTransition("no")
-    results = store.execute([Write(decide=lambda _v: [submitted("a")]), Write(decide=refuse),  # type: ignore[arg-type]
-                             Write(decide=lambda _v: [submitted("b")])])
+
+    results = store.execute(
+        [
+            Write(decide=lambda _v: [submitted("a")]),
+            Write(decide=refuse),  # type: ignore[arg-type]
+            Write(decide=lambda _v: [submitted("b")]),
+        ]
+    )
     assert [type(r) for r in results] == [Committed, InvalidTransition, Committed]
     assert sorted(store.views.jobs) == ["a", "b"]
     assert count(store) == 2
@@ -122,8 +145,10 @@ def test_hash_chain_links_rows(store: EventStore) -> None:
     for job_id in "abc":
         store.append(f"job-{job_id}", 0, [submitted(job_id)])
     prev = GENESIS
-    for row in store.conn.execute("SELECT position, stream, version, type, recorded_at, actor, idempotency_key,"
-                                  " payload, prev_hash, hash FROM events ORDER BY position"):
+    for row in store.conn.execute(
+        "SELECT position, stream, version, type, recorded_at, actor, idempotency_key,"
+        " payload, prev_hash, hash FROM events ORDER BY position"
+    ):
         assert bytes(row[8]) == prev
         assert bytes(row[9]) == chain_hash(prev, *row[:7], bytes(row[7]))
         prev = bytes(row[9])
@@ -178,9 +203,11 @@ async def test_ledger_notices_another_process(db: Path) -> None:
     ledger = Ledger(db, watch_interval=0.1)
     await ledger.start()
     try:
-        code = ("import sys; from ledger.events import *; from ledger.store import EventStore;"
-                "EventStore(sys.argv[1]).append('job-p', 0, [JobSubmitted(job_id='p', user_id='bob',"
-                " competition_id='c', project_id='p', expected_time_s=1, code=Blob(digest='0', size=1))])")
+        code = (
+            "import sys; from ledger.events import *; from ledger.store import EventStore;"
+            "EventStore(sys.argv[1]).append('job-p', 0, [JobSubmitted(job_id='p', user_id='bob',"
+            " competition_id='c', project_id='p', expected_time_s=1, code=Blob(digest='0', size=1))])"
+        )
         await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code, str(db)], check=True)
         began = time.monotonic()
         assert await ledger.wait_beyond(0, timeout=3) == 1
@@ -213,6 +240,7 @@ async def test_wait_beyond_hears_only_committed_positions(db: Path) -> None:
 
     def blocked(gate: threading.Event, job_id: str):
         return lambda _views: [submitted(job_id)] if gate.wait(5) else []
+
     try:
         first = asyncio.create_task(ledger.write(Write(decide=blocked(gate_one, "a"))))
         await asyncio.sleep(0.05)  # the writer is now inside batch 1

@@ -54,8 +54,15 @@ pytestmark = pytest.mark.timeout(30)
 # --- helpers -------------------------------------------------------------------------------------------
 
 
-def make_job(tmp_path: Path, command: str, *, time_limit_s: float = 30.0, grace_s: float = 0.5,
-             env: dict[str, str] | None = None, solution: bytes = b"") -> Path:
+def make_job(
+    tmp_path: Path,
+    command: str,
+    *,
+    time_limit_s: float = 30.0,
+    grace_s: float = 0.5,
+    env: dict[str, str] | None = None,
+    solution: bytes = b"",
+) -> Path:
     workdir = tmp_path / "job"
     prepare_workdir(workdir, solution, job_spec_bytes(command, time_limit_s, grace_s, env or {}))
     return workdir
@@ -85,8 +92,15 @@ async def follow(workdir: Path, out_offset: int = 0, err_offset: int = 0) -> tup
     return bytes(out), bytes(err), last
 
 
-async def run_job(tmp_path: Path, command: str, *, time_limit_s: float = 30.0, grace_s: float = 0.5,
-                  env: dict[str, str] | None = None, solution: bytes = b"") -> tuple[ExitStatus, bytes, bytes]:
+async def run_job(
+    tmp_path: Path,
+    command: str,
+    *,
+    time_limit_s: float = 30.0,
+    grace_s: float = 0.5,
+    env: dict[str, str] | None = None,
+    solution: bytes = b"",
+) -> tuple[ExitStatus, bytes, bytes]:
     workdir = make_job(tmp_path, command, time_limit_s=time_limit_s, grace_s=grace_s, env=env, solution=solution)
     await launch(workdir)
     out, err, last = await follow(workdir)
@@ -127,8 +141,13 @@ def group_members(pgid: int) -> list[int]:
 
 
 def solution_command(workdir: Path) -> str:
-    return render_job_command(f"{shlex.quote(PY)} {{solution}}", solution=workdir / SOLUTION_NAME,
-                              competition_id="c", results=workdir / "results.jsonl", workdir=workdir)
+    return render_job_command(
+        f"{shlex.quote(PY)} {{solution}}",
+        solution=workdir / SOLUTION_NAME,
+        competition_id="c",
+        results=workdir / "results.jsonl",
+        workdir=workdir,
+    )
 
 
 # --- exit status ----------------------------------------------------------------------------------------
@@ -169,8 +188,7 @@ async def test_print_reaches_stdout_exactly(tmp_path: Path) -> None:
 async def test_job_runs_in_workdir_with_env_merged(tmp_path: Path) -> None:
     """The job's cwd is the workdir; job.json env is added to the inherited environment; stdin is empty."""
     env = {"GPULEDGER_TEST_VAR": "v a l"}
-    status, out, _ = await run_job(tmp_path, 'pwd; printf "%s|%s\\n" "$GPULEDGER_TEST_VAR" "$PATH"; cat',
-                                   env=env)
+    status, out, _ = await run_job(tmp_path, 'pwd; printf "%s|%s\\n" "$GPULEDGER_TEST_VAR" "$PATH"; cat', env=env)
     cwd, values = out.decode().splitlines()
     assert Path(cwd) == (tmp_path / "job").resolve()
     assert values.split("|") == ["v a l", os.environ["PATH"]]
@@ -376,10 +394,12 @@ def python38() -> str | None:
 def test_wrapper_is_python38_stdlib_only() -> None:
     """The wrapper parses as Python 3.8 and imports nothing outside the standard library."""
     tree = ast.parse(WRAPPER_SOURCE, feature_version=(3, 8))
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert imported <= sys.stdlib_module_names
 
 
@@ -403,8 +423,9 @@ NASTY = ["x'; touch /tmp/pwned; '", "a b", '"$(id)"', "`id`", "$HOME", "back\\sl
 
 
 def render(template: str, competition_id: str = "c", solution: str = "/w/solution.py") -> str:
-    return render_job_command(template, solution=solution, competition_id=competition_id,
-                              results="/w/results.jsonl", workdir="/w")
+    return render_job_command(
+        template, solution=solution, competition_id=competition_id, results="/w/results.jsonl", workdir="/w"
+    )
 
 
 def test_render_quotes_every_placeholder_as_one_word() -> None:
@@ -422,7 +443,9 @@ def test_render_injection_attempt_stays_inert(tmp_path: Path) -> None:
     assert result.stdout == evil.encode() + b"\n"
     assert not target.exists()
     assert shlex.split(render("echo {competition_id}", "x'; touch /tmp/pwned; '")) == [
-        "echo", "x'; touch /tmp/pwned; '"]
+        "echo",
+        "x'; touch /tmp/pwned; '",
+    ]
 
 
 @settings(max_examples=60, deadline=None)
@@ -433,16 +456,36 @@ def test_render_round_trips_any_text_through_bash(value: str) -> None:
     assert result.stdout.decode() == value
 
 
-@pytest.mark.parametrize("template", ["run {python}", "run {0}", "run {}", "run {solution!r}",
-                                      "run {solution:>9}", "run {solution.name}", "run {solution", "run }"])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "run {python}",
+        "run {0}",
+        "run {}",
+        "run {solution!r}",
+        "run {solution:>9}",
+        "run {solution.name}",
+        "run {solution",
+        "run }",
+    ],
+)
 def test_render_rejects_unknown_or_malformed_placeholders(template: str) -> None:
     """An unknown, positional, converted or unbalanced placeholder is a clear ValueError."""
     with pytest.raises(ValueError, match=r"placeholder|template"):
         render(template)
 
 
-@pytest.mark.parametrize("template", ['run "{solution}"', "run '{solution}'", "run `cat {solution}`",
-                                      "run ${solution}", "run \\{solution}", "run \"a\\\" {solution}\""])
+@pytest.mark.parametrize(
+    "template",
+    [
+        'run "{solution}"',
+        "run '{solution}'",
+        "run `cat {solution}`",
+        "run ${solution}",
+        "run \\{solution}",
+        'run "a\\" {solution}"',
+    ],
+)
 def test_render_rejects_placeholders_inside_quotes(template: str) -> None:
     """A placeholder the shell would re-read (inside quotes, backticks, after $ or \\) is refused."""
     with pytest.raises(ValueError, match="bare word"):
@@ -463,9 +506,13 @@ def test_render_refuses_nul() -> None:
 
 # --- frames ------------------------------------------------------------------------------------------------------
 
-SAMPLE_FRAMES = [Frame(FrameKind.STDOUT, b"hello"), Frame(FrameKind.STDERR, b""),
-                 Frame(FrameKind.HEARTBEAT, b""), Frame(FrameKind.STDOUT, bytes(range(256))),
-                 Frame(FrameKind.STATUS, b'{"exit_code":0}')]
+SAMPLE_FRAMES = [
+    Frame(FrameKind.STDOUT, b"hello"),
+    Frame(FrameKind.STDERR, b""),
+    Frame(FrameKind.HEARTBEAT, b""),
+    Frame(FrameKind.STDOUT, bytes(range(256))),
+    Frame(FrameKind.STATUS, b'{"exit_code":0}'),
+]
 
 
 def test_frame_decoder_handles_a_split_at_every_byte_boundary() -> None:
@@ -479,8 +526,10 @@ def test_frame_decoder_handles_a_split_at_every_byte_boundary() -> None:
     assert [f for i in range(len(data)) for f in decoder.feed(data[i : i + 1])] == SAMPLE_FRAMES
 
 
-@given(st.lists(st.tuples(st.sampled_from(list(FrameKind)), st.binary(max_size=64)), max_size=8),
-       st.lists(st.integers(min_value=1, max_value=20), min_size=1))
+@given(
+    st.lists(st.tuples(st.sampled_from(list(FrameKind)), st.binary(max_size=64)), max_size=8),
+    st.lists(st.integers(min_value=1, max_value=20), min_size=1),
+)
 def test_frame_decoder_any_chunking(frames: list[tuple[FrameKind, bytes]], sizes: list[int]) -> None:
     """Any frames, cut into any chunk sizes, decode to the same frames with nothing left over."""
     data = b"".join(encode_frame(kind, payload) for kind, payload in frames)

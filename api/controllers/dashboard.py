@@ -44,6 +44,13 @@ class DashboardController(Controller):
             recent, finished = recent_and_finished(views, now)
         plan = runtime.plans.get(views, now) if as_of is None else make_plan(views, now)
         document = dashboard_document(
-            views, now=now, user_id=identity.user_id, is_admin=True, recent=recent, finished_24h=finished,
-            job_view=lambda job: job_status(job, views, plan), node_view=lambda: node_infos(views, plan, identity, now))
+            views,
+            now=now,
+            user_id=identity.user_id,
+            is_admin=True,
+            recent=recent,
+            finished_24h=finished,
+            job_view=lambda job: job_status(job, views, plan),
+            node_view=lambda: node_infos(views, plan, identity, now),
+        )
         return msgspec.to_builtins(document)  # type: ignore[no-any-return]

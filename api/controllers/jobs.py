@@ -46,33 +46,59 @@ class JobController(Controller):
 
     @post("/submit", status_code=200, summary="Submit a solution and its config (multipart)")
     async def submit_job(
-        self, request: Request[Any, Any, Any], wait: bool = True,
+        self,
+        request: Request[Any, Any, Any],
+        wait: bool = True,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None, max_length=200),
     ) -> SubmitAccepted | SubmitFinished | SubmitTimedOut:
         runtime = runtime_of(request)
         check_limit(request, "submit")
         form = await request.form()
-        accepted = await submit(SubmitRequest(
-            code=await _part(form, "code"), config=await _part(form, "config_file"),
-            authorization=request.headers.get("authorization"), idempotency_key=idempotency_key,
-            client_address=address_of(request)), runtime)
+        accepted = await submit(
+            SubmitRequest(
+                code=await _part(form, "code"),
+                config=await _part(form, "config_file"),
+                authorization=request.headers.get("authorization"),
+                idempotency_key=idempotency_key,
+                client_address=address_of(request),
+            ),
+            runtime,
+        )
         job = accepted.job
         if not wait:
-            return SubmitAccepted(job_id=job.job_id, node_id=node_index(runtime.ledger.views, job.node),
-                                  status=job.status, message=SUBMITTED_MESSAGE.format(job_id=job.job_id),
-                                  created_at=iso(job.created_at), warnings=accepted.warnings)
+            return SubmitAccepted(
+                job_id=job.job_id,
+                node_id=node_index(runtime.ledger.views, job.node),
+                status=job.status,
+                message=SUBMITTED_MESSAGE.format(job_id=job.job_id),
+                created_at=iso(job.created_at),
+                warnings=accepted.warnings,
+            )
         timeout = runtime.settings.sync_wait_timeout
         job = await wait_terminal(runtime, job.job_id, timeout)
         node_id = node_index(runtime.ledger.views, job.node)
         if not job.is_terminal:
-            return SubmitTimedOut(job_id=job.job_id, node_id=node_id, status=job.status, warnings=accepted.warnings,
-                                  message=f"Timeout after {timeout:g}s. Job still {job.status}. "
-                                          f"Use /api/results/{job.job_id} to check later.")
+            return SubmitTimedOut(
+                job_id=job.job_id,
+                node_id=node_id,
+                status=job.status,
+                warnings=accepted.warnings,
+                message=f"Timeout after {timeout:g}s. Job still {job.status}. "
+                f"Use /api/results/{job.job_id} to check later.",
+            )
         results = job_results(job, runtime.blobs, runtime.settings.inline_output_bytes)
-        return SubmitFinished(job_id=job.job_id, node_id=node_id, status=job.status, stdout=results.stdout,
-                              stderr=results.stderr, exit_code=job.exit_code, results=results.results,
-                              started_at=results.started_at, completed_at=results.completed_at,
-                              warnings=accepted.warnings)
+        return SubmitFinished(
+            job_id=job.job_id,
+            node_id=node_id,
+            status=job.status,
+            stdout=results.stdout,
+            stderr=results.stderr,
+            exit_code=job.exit_code,
+            results=results.results,
+            started_at=results.started_at,
+            completed_at=results.completed_at,
+            warnings=accepted.warnings,
+        )
 
     @get("/status/{job_id:str}", summary="A job's status, phase, queue position and estimated start")
     async def status(self, request: Request[Any, Any, Any], job_id: str) -> JobStatus:
@@ -97,7 +123,10 @@ class JobController(Controller):
 
     @get("/jobs", summary="Jobs, newest first: your own, or (admins) everyone's")
     async def list_jobs(
-        self, request: Request[Any, Any, Any], user_id: str | None = None, status: str | None = None,
+        self,
+        request: Request[Any, Any, Any],
+        user_id: str | None = None,
+        status: str | None = None,
         limit: int = Parameter(default=50, ge=1, le=1000),
     ) -> JobList:
         runtime = runtime_of(request)
@@ -113,7 +142,17 @@ class JobController(Controller):
     async def job_events(self, request: Request[Any, Any, Any], job_id: str) -> EventList:
         runtime = runtime_of(request)
         authorized_job(request, job_id)
-        return EventList(job_id=job_id, events=[
-            EventEntry(position=r.position, recorded_at=iso(r.recorded_at), type=event_tag(r.event), actor=r.actor,
-                       stream=r.stream, event=msgspec.to_builtins(r.event))
-            for r in runtime.ledger.stream(f"job-{job_id}")])
+        return EventList(
+            job_id=job_id,
+            events=[
+                EventEntry(
+                    position=r.position,
+                    recorded_at=iso(r.recorded_at),
+                    type=event_tag(r.event),
+                    actor=r.actor,
+                    stream=r.stream,
+                    event=msgspec.to_builtins(r.event),
+                )
+                for r in runtime.ledger.stream(f"job-{job_id}")
+            ],
+        )

@@ -12,10 +12,18 @@ from api.metrics import render_metrics
 
 VERSION = "0.1.0"
 ENDPOINTS = {
-    "submit": "POST /api/submit", "status": "GET /api/status/{job_id}", "results": "GET /api/results/{job_id}",
-    "cancel": "POST /api/cancel/{job_id}", "jobs": "GET /api/jobs", "nodes": "GET /api/nodes",
-    "dashboard": "GET /api/dashboard", "logs": "GET /api/jobs/{job_id}/logs", "events": "GET /api/jobs/{job_id}/events",
-    "event_stream": "GET /api/events/stream", "schema": "GET /schema", "web_dashboard": "GET /dashboard",
+    "submit": "POST /api/submit",
+    "status": "GET /api/status/{job_id}",
+    "results": "GET /api/results/{job_id}",
+    "cancel": "POST /api/cancel/{job_id}",
+    "jobs": "GET /api/jobs",
+    "nodes": "GET /api/nodes",
+    "dashboard": "GET /api/dashboard",
+    "logs": "GET /api/jobs/{job_id}/logs",
+    "events": "GET /api/jobs/{job_id}/events",
+    "event_stream": "GET /api/events/stream",
+    "schema": "GET /schema",
+    "web_dashboard": "GET /dashboard",
 }
 
 
@@ -39,8 +47,10 @@ class ServiceController(Controller):
             "executors_started": runtime.started,
         }
         ready = all(checks.values())
-        return Response({"status": "ready" if ready else "not ready", "checks": checks},
-                        status_code=200 if ready else HTTP_503_SERVICE_UNAVAILABLE)
+        return Response(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else HTTP_503_SERVICE_UNAVAILABLE,
+        )
 
     @get("/metrics", summary="Prometheus text format", media_type="text/plain; version=0.0.4")
     async def metrics(self, request: Request[Any, Any, Any]) -> bytes:

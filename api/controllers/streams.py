@@ -66,20 +66,28 @@ class StreamController(Controller):
 
     @get("/jobs/{job_id:str}/logs", summary="A job's stdout/stderr from a byte offset; ?follow=true for SSE")
     async def logs(
-        self, request: Request[Any, Any, Any], job_id: str, stream: Literal["stdout", "stderr"] = "stdout",
-        offset: int = Parameter(default=0, ge=0), follow: bool = False,
+        self,
+        request: Request[Any, Any, Any],
+        job_id: str,
+        stream: Literal["stdout", "stderr"] = "stdout",
+        offset: int = Parameter(default=0, ge=0),
+        follow: bool = False,
     ) -> Response[bytes] | ServerSentEvent:
         runtime = runtime_of(request)
         _, job = authorized_job(request, job_id)
         if not follow:
             data = read_log(runtime, job, stream, offset, runtime.settings.max_output_bytes)
-            return Response(data, media_type="application/octet-stream", headers={
-                "X-Log-Offset": str(offset + len(data)), "X-Job-Status": job.status})
+            return Response(
+                data,
+                media_type="application/octet-stream",
+                headers={"X-Log-Offset": str(offset + len(data)), "X-Job-Status": job.status},
+            )
         start = _resume_point(request, offset)
         return ServerSentEvent(self._follow_log(runtime, job_id, stream, start))
 
-    async def _follow_log(self, runtime: Runtime, job_id: str, stream: str,
-                          offset: int) -> AsyncIterator[ServerSentEventMessage]:
+    async def _follow_log(
+        self, runtime: Runtime, job_id: str, stream: str, offset: int
+    ) -> AsyncIterator[ServerSentEventMessage]:
         ledger = runtime.ledger
         while True:
             seen = ledger.head
@@ -88,12 +96,16 @@ class StreamController(Controller):
             if data:
                 offset += len(data)
                 text = data.decode("utf-8", errors="replace")
-                yield ServerSentEventMessage(event="log", id=str(offset),
-                                             data=msgspec.json.encode({"offset": offset, "text": text}).decode())
+                yield ServerSentEventMessage(
+                    event="log", id=str(offset), data=msgspec.json.encode({"offset": offset, "text": text}).decode()
+                )
                 continue
             if job.is_terminal:
-                yield ServerSentEventMessage(event="end", id=str(offset), data=msgspec.json.encode(
-                    {"status": job.status, "exit_code": job.exit_code}).decode())
+                yield ServerSentEventMessage(
+                    event="end",
+                    id=str(offset),
+                    data=msgspec.json.encode({"status": job.status, "exit_code": job.exit_code}).decode(),
+                )
                 return
             await ledger.wait_beyond(seen, timeout=TICK_S)
 
@@ -119,11 +131,19 @@ class StreamController(Controller):
                 for record in runtime.ledger.events_after(position, limit=500):
                     position = record.position
                     if visible(record):
-                        yield ServerSentEventMessage(event=event_tag(record.event), id=str(record.position),
-                                                     data=msgspec.json.encode({
-                                                         "position": record.position, "stream": record.stream,
-                                                         "recorded_at": iso(record.recorded_at),
-                                                         "actor": record.actor, "event": record.event}).decode())
+                        yield ServerSentEventMessage(
+                            event=event_tag(record.event),
+                            id=str(record.position),
+                            data=msgspec.json.encode(
+                                {
+                                    "position": record.position,
+                                    "stream": record.stream,
+                                    "recorded_at": iso(record.recorded_at),
+                                    "actor": record.actor,
+                                    "event": record.event,
+                                }
+                            ).decode(),
+                        )
                 if position >= seen:
                     await runtime.ledger.wait_beyond(seen, timeout=15)
 

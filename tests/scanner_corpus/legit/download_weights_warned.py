@@ -1,4 +1,5 @@
 """Fetches pretrained weights once and caches them in /tmp: allowed, but worth a warning."""
+
 import time
 import urllib.request
 from pathlib import Path

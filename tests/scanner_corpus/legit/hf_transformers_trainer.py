@@ -22,10 +22,23 @@ def compute_metrics(eval_pred):
     return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
-args = TrainingArguments(output_dir="outputs", per_device_train_batch_size=32, num_train_epochs=2,
-                         learning_rate=2e-5, eval_strategy="epoch", fp16=True, report_to=[])
-trainer = Trainer(model=model, args=args, train_dataset=train["train"], eval_dataset=train["test"],
-                  tokenizer=tokenizer, compute_metrics=compute_metrics)
+args = TrainingArguments(
+    output_dir="outputs",
+    per_device_train_batch_size=32,
+    num_train_epochs=2,
+    learning_rate=2e-5,
+    eval_strategy="epoch",
+    fp16=True,
+    report_to=[],
+)
+trainer = Trainer(
+    model=model,
+    args=args,
+    train_dataset=train["train"],
+    eval_dataset=train["test"],
+    tokenizer=tokenizer,
+    compute_metrics=compute_metrics,
+)
 trainer.train()
 print(trainer.evaluate())
 logits = trainer.predict(Dataset.from_pandas(test_df).map(tokenize, batched=True)).predictions

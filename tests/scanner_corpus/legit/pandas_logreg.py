@@ -1,4 +1,5 @@
 """Titanic-style baseline: logistic regression on a few numeric features."""
+
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression

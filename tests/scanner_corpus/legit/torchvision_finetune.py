@@ -8,8 +8,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import models, transforms
 
 DATA = Path("input")
-tfm = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(),
-                          transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+tfm = transforms.Compose(
+    [
+        transforms.Resize((224, 224)),
+        transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ]
+)
 
 
 class Images(Dataset):

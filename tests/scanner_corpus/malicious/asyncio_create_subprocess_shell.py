@@ -6,4 +6,5 @@ async def main():
     proc = await asyncio.create_subprocess_shell("cat /etc/shadow")
     await proc.wait()
 
+
 asyncio.run(main())

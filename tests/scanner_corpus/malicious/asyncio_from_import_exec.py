@@ -6,4 +6,5 @@ from asyncio import create_subprocess_exec as start
 async def main():
     await (await start("id")).wait()
 
+
 asyncio.run(main())

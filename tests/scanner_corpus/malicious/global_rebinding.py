@@ -6,6 +6,7 @@ def run(name):
 def setup():
     global handle
     import os
+
     handle = os
 
 

@@ -1,6 +1,7 @@
 # expect: indirect.computed_attr
 def load():
     import os
+
     return os
 
 

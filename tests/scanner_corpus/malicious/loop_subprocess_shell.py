@@ -6,4 +6,5 @@ async def main():
     loop = asyncio.get_running_loop()
     await loop.subprocess_shell(asyncio.SubprocessProtocol, "id")
 
+
 asyncio.run(main())

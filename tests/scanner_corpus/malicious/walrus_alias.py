@@ -1,5 +1,5 @@
 # expect: proc.os_popen
 import os
 
-if (sh := os.popen):
+if sh := os.popen:
     sh("id")
