@@ -23,7 +23,7 @@ from api.controllers.streams import StreamController
 from api.errors import EXCEPTION_HANDLERS
 from api.limits import EndpointLimiter
 from api.metrics import metrics_registry
-from executors.runtime import Runtime
+from api.runtime import Runtime
 from ledger.settings import Settings
 
 log = structlog.get_logger()

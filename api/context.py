@@ -8,7 +8,7 @@ from litestar import Request
 
 from api.auth import Identity, optional, require
 from api.limits import EndpointLimiter, client_address
-from executors.runtime import Runtime
+from api.runtime import Runtime
 from ledger.errors import NotFound
 from ledger.jobs import JobState
 

@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from executors.runtime import Runtime
+    from api.runtime import Runtime
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 

@@ -6,11 +6,11 @@ import msgspec
 
 from api.auth import Identity
 from api.schemas import CurrentJob, JobResults, JobStatus, NodeInfo
-from executors.blobs import BlobStore
-from executors.plan import Plan, pending_reason
+from ledger.blobs import BlobStore
 from ledger.clock import iso
 from ledger.events import Blob
 from ledger.jobs import JobState
+from projections.plan import Plan, pending_reason
 from projections.views import Views
 
 

@@ -15,7 +15,7 @@ from ulid import ULID
 from api.auth import Identity, bearer_secret, identify
 from api.errors import BadRequest, PayloadTooLarge, PermissionDenied
 from api.jobconfig import JobConfig, parse_config
-from executors.runtime import Runtime
+from api.runtime import Runtime
 from ledger import commands
 from ledger.clock import now_us
 from ledger.events import JobScanned, JobSubmitted
@@ -75,7 +75,7 @@ def _identity(request: SubmitRequest, config: JobConfig, runtime: Runtime) -> Id
 def _static_scan(code_text: str, job_id: str, runtime: Runtime) -> JobScanned | None:
     if not runtime.settings.code_scanner_enabled:
         return None
-    from executors.scanner import format_findings, scan_static
+    from executors.scan.scanner import format_findings, scan_static
 
     report = scan_static(code_text)
     if report.verdict == "rejected":
@@ -87,7 +87,7 @@ def _static_scan(code_text: str, job_id: str, runtime: Runtime) -> JobScanned | 
 def _review_pending(runtime: Runtime) -> bool:
     if not runtime.settings.code_scanner_enabled:
         return False
-    from executors.llm_review import llm_review_enabled
+    from executors.scan.llm import llm_review_enabled
 
     return llm_review_enabled(runtime.settings)
 

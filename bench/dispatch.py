@@ -24,9 +24,9 @@ from pathlib import Path
 import asyncssh
 import httpx
 
-# Run as a script, bench/ is first on sys.path and bench/ledger.py would shadow the ledger package.
+# The loopback sshd and server fixtures live with the tests.
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.append(str(REPO / "tests"))
 from server import Server, config_yaml  # noqa: E402 - the test fixtures live in tests/
 from sshd import SshCluster  # noqa: E402
 

@@ -8,15 +8,11 @@ from __future__ import annotations
 import argparse
 import ast
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-# Run as a script, bench/ is first on sys.path, where bench/ledger.py would shadow the ledger package.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-from executors.scanner import scan_static  # noqa: E402 - after the path fix above
+from executors.scan.scanner import scan_static
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "scanner_corpus"
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import msgspec
 
-from executors.llm_review import review_with_llm
-from executors.scanner import ScanReport, scan_static
+from executors.scan.llm import review_with_llm
+from executors.scan.scanner import ScanReport, scan_static
 from ledger.errors import SettingsError
 from ledger.settings import load_settings
 

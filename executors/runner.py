@@ -20,12 +20,12 @@ from typing import TypeVar
 import structlog
 
 from executors import protocol as wp
-from executors.blobs import BlobStore
 from executors.errors import ExecutorError, NodeUnreachable, RemoteCommandFailed
 from executors.follow import follow_job
 from executors.outcome import finished_event, save_results_file
 from executors.transport import Transport
 from ledger import commands
+from ledger.blobs import BlobStore
 from ledger.errors import DomainError
 from ledger.events import Blob, JobFinished
 from ledger.jobs import JobState

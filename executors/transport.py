@@ -1,6 +1,6 @@
 """Where a node's commands run: the one interface the runner needs, and its local implementation.
 
-The SSH transport (``executors.ssh_transport``) implements the same four calls over asyncssh, so
+The SSH transport (``executors.ssh.transport``) implements the same four calls over asyncssh, so
 the job lifecycle in ``executors.runner`` is written once for both.
 """
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import apsw
 import msgspec
@@ -68,17 +69,17 @@ def chain_hash(
 ROW_COLUMNS = "position, stream, version, type, payload, recorded_at, actor, idempotency_key, prev_hash, hash"
 
 
-def record_of(row: Sequence[object]) -> Recorded:
+def record_of(row: Sequence[Any]) -> Recorded:
     position, stream, version, _type, payload, recorded_at, actor, key = row[:8]
     return Recorded(
         position=position,
         stream=stream,
-        version=version,  # type: ignore[arg-type]
+        version=version,
         event=decode_event(payload),
-        recorded_at=recorded_at,  # type: ignore[arg-type]
+        recorded_at=recorded_at,
         actor=actor,
         idempotency_key=key,
-    )  # type: ignore[arg-type]
+    )
 
 
 class EventStore:

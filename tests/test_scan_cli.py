@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from cli.scan import register
-from executors.scanner import ScanReport
+from executors.scan.scanner import ScanReport
 
 CLEAN = "import pandas as pd\ndf = pd.read_csv('train.csv')\ndf.to_csv('submission.csv', index=False)\n"
 MALICIOUS = "import numpy as np\n\nimport os\nos.system('id')\n"

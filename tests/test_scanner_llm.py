@@ -14,8 +14,8 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from executors.llm_review import llm_review_enabled, review_with_llm
-from executors.scanner import ScanReport, scan_static
+from executors.scan.llm import llm_review_enabled, review_with_llm
+from executors.scan.scanner import ScanReport, scan_static
 from ledger.settings import Settings
 
 API_KEY = "sk-test-0123456789"

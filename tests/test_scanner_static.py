@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from executors.scan_rules import RULES
-from executors.scanner import ScanReport, format_findings, scan_static
+from executors.scan.rules import RULES
+from executors.scan.scanner import ScanReport, format_findings, scan_static
 from ledger.events import Finding
 
 CORPUS = Path(__file__).parent / "scanner_corpus"

@@ -21,7 +21,7 @@ from executors.errors import (
     RemoteFileMissing,
     RemoteFileTooLarge,
 )
-from executors.ssh import JumpConnection, NodeConnection
+from executors.ssh.connection import JumpConnection, NodeConnection
 from ledger.settings import NodeSpec, Settings
 
 if TYPE_CHECKING:

@@ -11,10 +11,10 @@ from api.auth import require_admin
 from api.context import authenticate, runtime_of
 from api.errors import BadRequest
 from api.present import job_status, node_infos
-from executors.plan import make_plan
 from ledger.clock import now_us, position_or_time
 from projections.audit import views_until
 from projections.dashboard import DAY_US, dashboard_document, recent_and_finished
+from projections.plan import make_plan
 
 
 def _as_of(text: str) -> tuple[int | None, int | None]:

@@ -17,7 +17,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.context import authenticate, authorized_job, runtime_of
 from api.errors import BadRequest
-from executors.runtime import Runtime
+from api.runtime import Runtime
 from ledger.clock import iso
 from ledger.events import TokenIssued, TokenRevoked, event_tag
 from ledger.jobs import JobState

@@ -15,16 +15,19 @@ from pathlib import Path
 
 import structlog
 
-from executors.blobs import BlobStore
 from executors.dispatcher import Dispatcher
-from executors.plan import PlanCache
 from executors.runner import NodeRunner
+from executors.scan.review import start_reviews
+from executors.services import Services
+from executors.ssh.nodes import start_ssh_nodes
 from executors.transport import LocalTransport
 from ledger import commands
+from ledger.blobs import BlobStore
 from ledger.events import NodeRegistered
 from ledger.settings import Settings
 from ledger.tokens import mint
 from ledger.writer import Ledger
+from projections.plan import PlanCache
 from projections.token_usage import TokenUsage
 
 log = structlog.get_logger()
@@ -47,6 +50,7 @@ class Runtime:
         self.settings = settings
         self.ledger = Ledger(settings.database_path)
         self.blobs = BlobStore(settings.jobs_dir)
+        self.services = Services(ledger=self.ledger, blobs=self.blobs, settings=settings)
         self.runners: dict[str, NodeRunner] = {}
         self.dispatcher = Dispatcher(self.ledger, self.runners)
         self.background: list[asyncio.Task[None]] = []
@@ -61,16 +65,17 @@ class Runtime:
         await self._bootstrap_admin()
         self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
         if self.settings.node_specs():
-            from executors.ssh_nodes import start_ssh_nodes  # asyncssh only where nodes are configured
-
-            await start_ssh_nodes(self)
+            fleet = await start_ssh_nodes(self.services)
+            self.runners.update(fleet.runners)
+            self.background.extend(fleet.tasks)
+            self.on_stop.append(fleet.close)
         else:
             await self._start_local_node()
         self.dispatcher.reattach()
         self.dispatcher.start()
-        from executors.review import start_reviews
-
-        start_reviews(self)
+        review = start_reviews(self.services)
+        if review is not None:
+            self.background.append(review)
         self.started = True
 
     async def stop(self) -> None:

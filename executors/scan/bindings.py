@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from executors import scan_rules as rules
-from executors.scan_literals import fold_string, literal_path
+from executors.scan import rules
+from executors.scan.literals import fold_string, literal_path
 
 GLOBALS = "<globals>"  # what a name bound to globals()/locals() resolves to
 _BUILTIN_NAMES = frozenset(dir(builtins))

@@ -1,5 +1,5 @@
 """Static code scanner: one pass over a submission's AST that resolves every name through its imports,
-aliases and scopes, then matches the resolved names against the rule table in ``executors.scan_rules``.
+aliases and scopes, then matches the resolved names against the rule table in ``executors.scan.rules``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Literal
 
 import msgspec
 
-from executors import scan_rules as rules
-from executors.scan_bindings import GLOBALS, NameResolver
-from executors.scan_literals import fold_number
+from executors.scan import rules
+from executors.scan.bindings import GLOBALS, NameResolver
+from executors.scan.literals import fold_number
 from ledger.events import Finding
 
 Verdict = Literal["approved", "warned", "rejected"]

@@ -1,6 +1,6 @@
 """The code scanner's rule table and the name tables its AST visitor matches against.
 
-Every rule lives here once; the visitor in ``executors.scanner`` only decides *which* rule a node hits.
+Every rule lives here once; the visitor in ``executors.scan.scanner`` only decides *which* rule a node hits.
 Names are canonical dotted paths (``os.system``) after the visitor has resolved aliases and imports.
 """
 

@@ -6,7 +6,7 @@ import shlex
 from collections.abc import AsyncIterator
 
 from executors.errors import RemoteFileMissing
-from executors.ssh import NodeConnection
+from executors.ssh.connection import NodeConnection
 
 
 class SshTransport:

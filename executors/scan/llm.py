@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import structlog
 
-from executors.scanner import ScanReport, verdict_for
+from executors.scan.scanner import ScanReport, verdict_for
 from ledger.events import Finding
 from ledger.settings import Settings
 

@@ -1,6 +1,6 @@
 """Ledger benchmark: durable appends and projection rebuild, each against a baseline measured in the same run.
 
-    python bench/ledger.py [--events N] [--db PATH] [--appenders 64]
+    python bench/appends.py [--events N] [--db PATH] [--appenders 64]
 
 Prints one line per figure, the figure last. Leaves the bulk-written ledger at ``--db`` so that
 ``gpuledger audit verify --db PATH`` can be run on it.
@@ -22,9 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
-
-# This file is named ledger.py: put the project root ahead of bench/ so `ledger` is the package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ledger.events import (
     AnyEvent,

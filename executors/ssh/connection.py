@@ -32,7 +32,7 @@ from executors.errors import (
 )
 from ledger.settings import NodeSpec, Settings
 
-log = structlog.get_logger("executors.ssh")
+log = structlog.get_logger("executors.ssh.connection")
 
 # Missed keepalives before the connection counts as dead: detection takes about 3 x SSH_KEEPALIVE_S.
 KEEPALIVE_COUNT_MAX = 3

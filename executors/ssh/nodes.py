@@ -10,21 +10,20 @@ import asyncio
 import re
 import shlex
 import time
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
 import structlog
 
 from executors.errors import AuthenticationFailed, ExecutorError, HostKeyRejected, NodeUnreachable
 from executors.runner import NodeRunner
-from executors.ssh import JumpConnection, NodeConnection
-from executors.ssh_transport import SshTransport
+from executors.services import Services
+from executors.ssh.connection import JumpConnection, NodeConnection
+from executors.ssh.transport import SshTransport
 from ledger import commands
 from ledger.errors import DomainError
 from ledger.events import NodeRegistered, NodeRestarted
 from ledger.settings import NodeSpec, Settings
-
-if TYPE_CHECKING:
-    from executors.runtime import Runtime
 
 log = structlog.get_logger()
 
@@ -40,9 +39,9 @@ def container_of(spec: NodeSpec, index: int, settings: Settings) -> str:
 class SshNode:
     """One node's connection, transport, runner and health."""
 
-    def __init__(self, runtime: Runtime, spec: NodeSpec, index: int, jump: JumpConnection | None) -> None:
-        self.runtime = runtime
-        self.settings = runtime.settings
+    def __init__(self, services: Services, spec: NodeSpec, index: int, jump: JumpConnection | None) -> None:
+        self.services = services
+        self.settings = services.settings
         self.spec = spec
         self.conn = NodeConnection(self.settings, spec, jump=jump)
         self.transport = SshTransport(self.conn)
@@ -52,8 +51,8 @@ class SshNode:
         self.runner = NodeRunner(
             node=spec.name,
             transport=self.transport,
-            ledger=runtime.ledger,
-            blobs=runtime.blobs,
+            ledger=services.ledger,
+            blobs=services.blobs,
             settings=self.settings,
             remote_root=self.settings.remote_root,
             env_for_slot=lambda slot: {},
@@ -82,7 +81,7 @@ class SshNode:
 
     async def _health(self, healthy: bool, reason: str, failures: int = 1) -> None:
         try:
-            await self.runtime.ledger.write(
+            await self.services.ledger.write(
                 commands.node_health(self.spec.name, healthy=healthy, reason=reason, failures=failures)
             )
         except DomainError as e:
@@ -91,13 +90,13 @@ class SshNode:
     async def watch_health(self) -> None:
         while True:
             await asyncio.sleep(self.settings.node_probe_interval_s)
-            state = self.runtime.ledger.views.nodes[self.spec.name]
+            state = self.services.ledger.views.nodes[self.spec.name]
             if not state.restarting:
                 await self.probe()
 
     async def after_job(self) -> None:
         """If the finish put the node into ``restarting``, restart its container and wait for it."""
-        if self.runtime.ledger.views.nodes[self.spec.name].restarting:
+        if self.services.ledger.views.nodes[self.spec.name].restarting:
             await self.restart()
 
     async def restart(self) -> None:
@@ -115,7 +114,7 @@ class SshNode:
             outcome, detail = "failed", str(e)
         duration = round(time.monotonic() - started, 3)
         log.info("node.restarted", node=self.spec.name, container=self.container, outcome=outcome, duration=duration)
-        await self.runtime.ledger.write(
+        await self.services.ledger.write(
             commands.restarted_node(
                 self.spec.name,
                 NodeRestarted(
@@ -135,13 +134,33 @@ class SshNode:
         return "timeout", f"node did not answer within {self.settings.lxc_restart_wait_time:g} s of the restart"
 
 
-async def start_ssh_nodes(runtime: Runtime) -> None:
-    settings = runtime.settings
+@dataclass
+class SshFleet:
+    """The started SSH nodes: their runners, their background tasks (health, restarts), their connections."""
+
+    nodes: list[SshNode]
+    jump: JumpConnection | None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def runners(self) -> dict[str, NodeRunner]:
+        return {node.spec.name: node.runner for node in self.nodes}
+
+    async def close(self) -> None:
+        for node in self.nodes:
+            await node.conn.close()
+        if self.jump is not None:
+            await self.jump.close()
+
+
+async def start_ssh_nodes(services: Services) -> SshFleet:
+    """Register every configured node, probe each once, then watch their health."""
+    settings, ledger = services.settings, services.ledger
     jump = JumpConnection(settings) if settings.jump_host else None
-    nodes = [SshNode(runtime, spec, index, jump) for index, spec in enumerate(settings.node_specs())]
-    for node in nodes:
+    fleet = SshFleet([SshNode(services, spec, index, jump) for index, spec in enumerate(settings.node_specs())], jump)
+    for node in fleet.nodes:
         spec = node.spec
-        await runtime.ledger.write(
+        await ledger.write(
             commands.register_node(
                 NodeRegistered(
                     name=spec.name,
@@ -154,17 +173,9 @@ async def start_ssh_nodes(runtime: Runtime) -> None:
                 )
             )
         )
-        runtime.runners[spec.name] = node.runner
-    await asyncio.gather(*(node.probe(strict=True) for node in nodes))
-    for node in nodes:
-        runtime.background.append(asyncio.create_task(node.watch_health(), name=f"health-{node.spec.name}"))
-        if runtime.ledger.views.nodes[node.spec.name].restarting:  # a restart cut short by our own restart
-            runtime.background.append(asyncio.create_task(node.restart(), name=f"restart-{node.spec.name}"))
-
-    async def close_connections() -> None:
-        for node in nodes:
-            await node.conn.close()
-        if jump is not None:
-            await jump.close()
-
-    runtime.on_stop.append(close_connections)
+    await asyncio.gather(*(node.probe(strict=True) for node in fleet.nodes))
+    for node in fleet.nodes:
+        fleet.tasks.append(asyncio.create_task(node.watch_health(), name=f"health-{node.spec.name}"))
+        if ledger.views.nodes[node.spec.name].restarting:  # a restart cut short by our own restart
+            fleet.tasks.append(asyncio.create_task(node.restart(), name=f"restart-{node.spec.name}"))
+    return fleet

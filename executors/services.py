@@ -1,0 +1,19 @@
+"""What a runner or a pipeline stage needs from the server: the ledger, the blob store, the settings.
+
+The composition root (``api.runtime``) builds one and hands it down; nothing below it sees the runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger.blobs import BlobStore
+from ledger.settings import Settings
+from ledger.writer import Ledger
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    ledger: Ledger
+    blobs: BlobStore
+    settings: Settings

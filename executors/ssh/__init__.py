@@ -1,0 +1,1 @@
+"""SSH nodes: connections through the jump host, the transport over them, node health."""
