@@ -1,8 +1,10 @@
 """Errors of the executors: what can go wrong between the server and a node.
 
     ExecutorError
+    ├── NodeLost                 the node stayed unreachable past NODE_LOST_AFTER (the runner gives up)
     ├── NodeUnreachable          connection refused, dropped, reset or timed out; the session is gone
-    │   └── CommandTimedOut      a command outlived its timeout (node hung, or the command is slow)
+    │   ├── CommandTimedOut      a command outlived its timeout (node hung, or the command is slow)
+    │   └── StreamBroken         a job's follow stream ended or garbled before its exit status came
     ├── HostKeyRejected          the host key is unknown (not in SSH_KNOWN_HOSTS) or changed
     ├── AuthenticationFailed     the host refused our key (SSH_KEY_FILE)
     ├── RemoteCommandFailed      the command ran and exited non-zero (carries exit_status, stderr)
@@ -22,12 +24,20 @@ class ExecutorError(Exception):
     """Base of every error raised by an executor."""
 
 
+class NodeLost(ExecutorError):
+    """The node stayed unreachable past NODE_LOST_AFTER."""
+
+
 class NodeUnreachable(ExecutorError):
     """The node (or the jump host in front of it) could not be reached, or the connection dropped."""
 
 
 class CommandTimedOut(NodeUnreachable):
     """The command did not finish within its timeout; the connection itself may still be up."""
+
+
+class StreamBroken(NodeUnreachable):
+    """The follow stream of a job ended, or sent what cannot be read, before the job's exit status."""
 
 
 class HostKeyRejected(ExecutorError):

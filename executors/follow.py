@@ -6,22 +6,16 @@ offsets are the sizes of our local copies, so a dropped connection resumes witho
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 
 from executors import protocol as wp
-from executors.errors import NodeUnreachable, RemoteCommandFailed
-from ledger.jobs import JobState
-
-if TYPE_CHECKING:
-    from executors.runner import NodeRunner
+from executors.errors import RemoteCommandFailed, StreamBroken
+from executors.retry import until_lost
+from executors.transport import Transport
 
 log = structlog.get_logger()
 
@@ -44,39 +38,35 @@ class LiveFiles:
 
 
 async def follow_job(
-    runner: NodeRunner, job: JobState, workdir: str, on_started: Callable[[wp.Started], Awaitable[None]]
+    transport: Transport,
+    live: LiveFiles,
+    workdir: str,
+    on_started: Callable[[wp.Started], Awaitable[None]],
+    *,
+    lost_after_s: float,
 ) -> wp.ExitStatus:
     """Launch if needed, then stream until the wrapper reports the end; reconnect while unreachable."""
-    from executors.runner import NodeLost  # runner imports this module; NodeLost lives there
 
-    live = LiveFiles(runner.live_root / job.job_id)
-    first_failure: float | None = None
-    delay = 0.2
-    while True:
+    async def follow_once() -> wp.ExitStatus:
         try:
-            status = await _follow_once(runner, workdir, live, on_started)
-            if status is not None:
-                return status
-            reason = "follow ended without a status"
-        except (NodeUnreachable, RemoteCommandFailed, wp.ProtocolError) as e:
-            reason = str(e)
-        now = time.monotonic()
-        first_failure = first_failure or now
-        if now - first_failure > runner.settings.node_lost_after:
-            raise NodeLost(reason)
-        log.info("job.follow_retry", job_id=job.job_id, node=runner.node, reason=reason)
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-        delay = min(delay * 2, 5.0)
+            status = await _follow_once(transport, workdir, live, on_started)
+        except (RemoteCommandFailed, wp.ProtocolError) as e:
+            raise StreamBroken(str(e)) from e
+        if status is None:
+            raise StreamBroken("follow ended without a status")
+        return status
+
+    return await until_lost(follow_once, node=transport.node, lost_after_s=lost_after_s)
 
 
 async def _follow_once(
-    runner: NodeRunner, workdir: str, live: LiveFiles, on_started: Callable[[wp.Started], Awaitable[None]]
+    transport: Transport, workdir: str, live: LiveFiles, on_started: Callable[[wp.Started], Awaitable[None]]
 ) -> wp.ExitStatus | None:
     out_offset, err_offset = live.offsets()
     decoder = wp.FrameDecoder()
     # `run` launches (idempotently: never a second start) and follows, in one round trip.
-    command = wp.run_command(runner.transport.python, workdir, out_offset, err_offset)
-    async for chunk in runner.transport.stream(command):
+    command = wp.run_command(transport.python, workdir, out_offset, err_offset)
+    async for chunk in transport.stream(command):
         for frame in decoder.feed(chunk):
             if frame.kind == wp.FrameKind.STARTED:
                 await on_started(wp.decode_started(frame.payload))

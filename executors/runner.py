@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import shlex
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -20,9 +18,10 @@ from typing import TypeVar
 import structlog
 
 from executors import protocol as wp
-from executors.errors import ExecutorError, NodeUnreachable, RemoteCommandFailed
-from executors.follow import follow_job
+from executors.errors import ExecutorError, NodeLost, RemoteCommandFailed
+from executors.follow import LiveFiles, follow_job
 from executors.outcome import finished_event, save_results_file
+from executors.retry import until_done, until_lost
 from executors.transport import Transport
 from ledger import commands
 from ledger.blobs import BlobStore
@@ -36,10 +35,6 @@ from ledger.writer import Ledger
 log = structlog.get_logger()
 T = TypeVar("T")
 RESULTS_NAME = "results.jsonl"
-
-
-class NodeLost(Exception):
-    """The node stayed unreachable past NODE_LOST_AFTER."""
 
 
 class NodeRunner:
@@ -145,7 +140,14 @@ class NodeRunner:
             await self._retry(lambda: self._upload(job, workdir))
         # From here a cancel reaches the wrapper: before the launch it claims the job so it never runs.
         uploaded.set()
-        status = await follow_job(self, job, workdir, lambda started: self._started(job, started))
+        live = LiveFiles(self.live_root / job.job_id)
+        status = await follow_job(
+            self.transport,
+            live,
+            workdir,
+            lambda started: self._started(job, started),
+            lost_after_s=self.settings.node_lost_after,
+        )
         await self._collect(job, workdir, status)
         bound.info("job.collected", reason=self.ledger.views.jobs[job.job_id].reason)
 
@@ -256,17 +258,13 @@ class NodeRunner:
         reaper.add_done_callback(self.reapers.discard)
 
     async def _reap_when_back(self, workdir: str) -> None:
-        delay = 1.0
-        while True:
-            try:
-                await self.transport.run(
-                    wp.cancel_command(self.transport.python, workdir), timeout=self.settings.cancel_grace_s + 30
-                )
-                await self.transport.remove_tree(workdir)
-                return
-            except NodeUnreachable:
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 60.0)
+        async def reap() -> None:
+            await self.transport.run(
+                wp.cancel_command(self.transport.python, workdir), timeout=self.settings.cancel_grace_s + 30
+            )
+            await self.transport.remove_tree(workdir)
+
+        await until_done(reap)
 
     async def _give_back(self, job_id: str, reason: str) -> None:
         job = self.ledger.views.jobs[job_id]
@@ -303,20 +301,8 @@ class NodeRunner:
             log.info("job.write_refused", node=self.node, error=str(e))
 
     async def _retry(self, step: Callable[[], Awaitable[T]]) -> T:
-        """Retry a step while the node is unreachable, with backoff and jitter, until NODE_LOST_AFTER."""
-        first_failure: float | None = None
-        delay = 0.2
-        while True:
-            try:
-                return await step()
-            except NodeUnreachable as e:
-                now = time.monotonic()
-                first_failure = first_failure or now
-                if now - first_failure > self.settings.node_lost_after:
-                    raise NodeLost(str(e)) from e
-                log.info("node.unreachable", node=self.node, error=str(e), retry_in=round(delay, 2))
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 5.0)
+        """A step of the job's lifecycle, retried while the node is unreachable, until NODE_LOST_AFTER."""
+        return await until_lost(step, node=self.node, lost_after_s=self.settings.node_lost_after)
 
 
 def _size(path: Path) -> int:
