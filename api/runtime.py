@@ -26,7 +26,7 @@ from ledger.blobs import BlobStore
 from ledger.events import NodeRegistered
 from ledger.settings import Settings
 from ledger.tokens import mint
-from ledger.writer import Ledger
+from projections.live import open_ledger
 from projections.plan import PlanCache
 from projections.token_usage import TokenUsage
 
@@ -48,7 +48,7 @@ def local_gpu_count() -> int:
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.ledger = Ledger(settings.database_path)
+        self.ledger = open_ledger(settings.database_path)
         self.blobs = BlobStore(settings.jobs_dir)
         self.services = Services(ledger=self.ledger, blobs=self.blobs, settings=settings)
         self.runners: dict[str, NodeRunner] = {}

@@ -20,6 +20,7 @@ from ledger import commands
 from ledger.clock import now_us
 from ledger.events import JobScanned, JobSubmitted
 from ledger.jobs import JobState
+from ledger.store import Committed
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,13 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
             fingerprint=fingerprint,
         )
     )
-    accepted_id = committed.records[0].event.job_id  # type: ignore[union-attr]
+    accepted_id = stream_key_of(committed)
     return Accepted(job=runtime.ledger.views.jobs[accepted_id], warnings=config.warnings, replayed=committed.replayed)
+
+
+def stream_key_of(committed: Committed) -> str:
+    """The job id of a committed submission (its first event is the job's own)."""
+    return committed.records[0].event.stream_key
 
 
 async def wait_terminal(runtime: Runtime, job_id: str, timeout: float) -> JobState:

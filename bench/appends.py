@@ -39,9 +39,9 @@ from ledger.events import (
     stream_of,
 )
 from ledger.schema import connect
-from ledger.store import GENESIS, EventStore, Write, chain_hash
-from ledger.writer import Ledger
+from ledger.store import GENESIS, Write, chain_hash
 from projections.audit import rebuild
+from projections.live import open_ledger, open_store
 
 NODES = [f"gpu-node-{i}" for i in range(8)]
 USERS = [f"user{i:04d}" for i in range(2000)]
@@ -137,7 +137,7 @@ def baseline_inserts(path: Path, count: int) -> float:
 
 async def concurrent_appends(path: Path, count: int, appenders: int) -> float:
     """``appenders`` tasks on one Ledger, each awaiting its own one-event append, ``count`` events in all."""
-    ledger = Ledger(fresh(path))
+    ledger = open_ledger(fresh(path))
     await ledger.start()
     per_task = count // appenders
     work = [prepared(itertools.islice(event_stream(f"c{i}", seed=i), 8, 8 + per_task)) for i in range(appenders)]
@@ -157,7 +157,7 @@ async def concurrent_appends(path: Path, count: int, appenders: int) -> float:
 
 async def append_latency(path: Path, count: int) -> tuple[float, float]:
     """p50 and p99 (ms) of one durable append at a time, no contention."""
-    ledger = Ledger(fresh(path))
+    ledger = open_ledger(fresh(path))
     await ledger.start()
     timings = []
     for stream, version, event in prepared(itertools.islice(event_stream("l"), count)):
@@ -171,7 +171,7 @@ async def append_latency(path: Path, count: int) -> tuple[float, float]:
 
 def bulk_write(path: Path, count: int, per_execute: int = 5000) -> float:
     """``count`` events through EventStore.execute, ``per_execute`` events (one write per job) a transaction."""
-    store = EventStore(fresh(path))
+    store = open_store(fresh(path))
     events = itertools.islice(event_stream("j"), count)
     began = time.perf_counter()
     written = 0

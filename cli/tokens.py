@@ -17,7 +17,9 @@ from ledger.errors import LedgerError, NotFound
 from ledger.settings import load_settings
 from ledger.store import EventStore, Write
 from ledger.tokens import mint, secret_digest
+from projections.live import open_store
 from projections.token_usage import last_used
+from projections.views import Views
 
 ACTOR = "cli"
 
@@ -44,7 +46,7 @@ def register(subparsers: Any) -> None:
         add_db_option(parser)
 
 
-def _execute(store: EventStore, write: Write) -> None:
+def _execute(store: EventStore[Views], write: Write) -> None:
     result = store.execute([write])[0]
     if isinstance(result, LedgerError):
         raise result
@@ -59,7 +61,7 @@ def run_create(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"gpuledger: {e}", file=sys.stderr)
         return 2
-    store = EventStore(db_path(args))
+    store = open_store(db_path(args))
     _execute(store, commands.issue_token(issued))
     print(
         f"token {issued.token_id} for {issued.user_id}{' (admin)' if issued.is_admin else ''}, "
@@ -71,7 +73,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    store = EventStore(db_path(args))
+    store = open_store(db_path(args))
     used = last_used(store.conn)
     now = datetime.now(UTC)
     print(f"{'TOKEN ID':<18} {'USER':<16} {'ADMIN':<5} {'CREATED':<20} {'EXPIRES':<20} {'DAYS':>4}  LAST USED")
@@ -90,7 +92,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    store = EventStore(db_path(args))
+    store = open_store(db_path(args))
     token_id = store.views.tokens_by_secret.get(secret_digest(args.token))
     if token_id is None and args.token in store.views.tokens:
         token_id = args.token
@@ -102,7 +104,7 @@ def run_revoke(args: argparse.Namespace) -> int:
 
 
 def run_revoke_user(args: argparse.Namespace) -> int:
-    store = EventStore(db_path(args))
+    store = open_store(db_path(args))
     _execute(store, commands.revoke_user_tokens(args.user, by=ACTOR))
     print(f"revoked every token of {args.user}")
     return 0

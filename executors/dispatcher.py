@@ -34,7 +34,7 @@ def free_slots(views: Views, runners: dict[str, NodeRunner]) -> list[tuple[str, 
 
 
 class Dispatcher:
-    def __init__(self, ledger: Ledger, runners: dict[str, NodeRunner]) -> None:
+    def __init__(self, ledger: Ledger[Views], runners: dict[str, NodeRunner]) -> None:
         self.ledger = ledger
         self.runners = runners
         self._task: asyncio.Task[None] | None = None

@@ -31,6 +31,7 @@ from ledger.jobs import JobState
 from ledger.settings import Settings
 from ledger.store import Write
 from ledger.writer import Ledger
+from projections.views import Views
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -45,7 +46,7 @@ class NodeRunner:
         *,
         node: str,
         transport: Transport,
-        ledger: Ledger,
+        ledger: Ledger[Views],
         blobs: BlobStore,
         settings: Settings,
         remote_root: str,

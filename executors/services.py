@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from ledger.blobs import BlobStore
 from ledger.settings import Settings
 from ledger.writer import Ledger
+from projections.views import Views
 
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    ledger: Ledger
+    ledger: Ledger[Views]
     blobs: BlobStore
     settings: Settings

@@ -40,9 +40,10 @@ from ledger.nodes import (
     decide_restarting,
     decide_undrain,
 )
+from ledger.state import LedgerState
 from ledger.store import Write
 from ledger.tokens import decide_issue, decide_revoke
-from projections.views import RATE_WINDOW_US, Views
+from ledger.users import RATE_WINDOW_US
 
 
 class SubmitLimits:
@@ -53,21 +54,21 @@ class SubmitLimits:
         self.per_minute = per_minute
 
 
-def job_of(views: Views, job_id: str) -> JobState:
+def job_of(views: LedgerState, job_id: str) -> JobState:
     job = views.jobs.get(job_id)
     if job is None:
         raise NotFound(f"Job {job_id} not found")
     return job
 
 
-def node_of(views: Views, name: str) -> NodeState:
+def node_of(views: LedgerState, name: str) -> NodeState:
     node = views.nodes.get(name)
     if node is None:
         raise NotFound(f"Node {name} not found")
     return node
 
 
-def _check_limits(views: Views, user_id: str, limits: SubmitLimits, now: int) -> None:
+def _check_limits(views: LedgerState, user_id: str, limits: SubmitLimits, now: int) -> None:
     stats = views.users.get(user_id)
     if stats is None:
         return
@@ -98,7 +99,7 @@ def submit_job(
 ) -> Write:
     """Accept a job: limits checked and events appended in one step; queued unless a review is pending."""
 
-    def decide(views: Views) -> Sequence[AnyEvent]:
+    def decide(views: LedgerState) -> Sequence[AnyEvent]:
         if limits is not None:
             _check_limits(views, submitted.user_id, limits, now)
         events: list[AnyEvent] = [submitted]
@@ -116,7 +117,7 @@ def submit_job(
 def record_review(job_id: str, verdict: JobScanned) -> Write:
     """The LLM review's verdict: rejection ends the job, anything else queues it."""
 
-    def decide(views: Views) -> Sequence[AnyEvent]:
+    def decide(views: LedgerState) -> Sequence[AnyEvent]:
         job = job_of(views, job_id)
         events = decide_scan(job, verdict)
         if verdict.verdict != "rejected":
@@ -134,7 +135,7 @@ def cancel_job(job_id: str, *, by: str, actor: str) -> Write:
 def dispatch_job(job_id: str, *, node: str, slot: int, workdir: str) -> Write:
     """Dispatch to a slot, re-checking inside the transaction that the node can take it."""
 
-    def decide(views: Views) -> Sequence[AnyEvent]:
+    def decide(views: LedgerState) -> Sequence[AnyEvent]:
         state = node_of(views, node)
         busy = {views.jobs[j].slot for j in views.node_jobs.get(node, [])}
         if state.status != "up" or slot in busy or slot >= state.slots:
@@ -159,7 +160,7 @@ def finish_job(finished: JobFinished, *, node: str, restart_container: str | Non
     """The terminal event; with LXC restarts, the node turns ``restarting`` in the same step, so no
     dispatch can slip in between a job's end and its node's restart."""
 
-    def decide(views: Views) -> Sequence[AnyEvent]:
+    def decide(views: LedgerState) -> Sequence[AnyEvent]:
         events = decide_finish(job_of(views, finished.job_id), finished)
         others = [j for j in views.node_jobs.get(node, []) if j != finished.job_id]
         state = views.nodes.get(node)
@@ -198,7 +199,7 @@ def drain_node(name: str, *, by: str, drain: bool, reason: str = "") -> Write:
 
 
 def issue_token(issued: TokenIssued) -> Write:
-    def decide(views: Views) -> Sequence[AnyEvent]:
+    def decide(views: LedgerState) -> Sequence[AnyEvent]:
         return decide_issue(
             issued,
             existing_for_user=views.tokens_of(issued.user_id),
@@ -209,7 +210,7 @@ def issue_token(issued: TokenIssued) -> Write:
 
 
 def revoke_token(token_id: str, *, by: str, reason: str = "") -> Write:
-    def decide(views: Views) -> Sequence[AnyEvent]:
+    def decide(views: LedgerState) -> Sequence[AnyEvent]:
         token = views.tokens.get(token_id)
         if token is None:
             raise NotFound(f"Token {token_id} not found")
@@ -219,7 +220,7 @@ def revoke_token(token_id: str, *, by: str, reason: str = "") -> Write:
 
 
 def revoke_user_tokens(user_id: str, *, by: str) -> Write:
-    def decide(views: Views) -> Sequence[AnyEvent]:
+    def decide(views: LedgerState) -> Sequence[AnyEvent]:
         live = [t for t in views.tokens_of(user_id) if not t.revoked]
         if not live:
             raise NotFound(f"User {user_id} has no active token")

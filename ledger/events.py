@@ -1,18 +1,59 @@
 """The event catalogue: every fact the ledger records, as frozen tagged msgspec Structs.
 
 Tags are stable wire names (``job.submitted``). New fields get defaults; field types never change.
+An event kind is written in one place: its Struct, under the base of its stream (``JobEvent``,
+``NodeEvent``, ``TokenEvent``). The decoder's union, the tag table and the stream of each event are
+derived from the classes below, and each fold matches on them (``ledger.jobs.evolve_job``, ...).
 """
 
 from __future__ import annotations
 
-import typing
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Union
 
 import msgspec
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=False):
-    """Base of every ledger event."""
+    """Base of every ledger event; a concrete event is a leaf class with a ``tag``."""
+
+    STREAM_PREFIX: ClassVar[str] = ""
+
+    @property
+    def stream_key(self) -> str:
+        raise NotImplementedError(f"{type(self).__name__} belongs to no stream")
+
+
+class JobEvent(Event, frozen=True):
+    """A fact about one job; its stream is ``job-<job_id>``."""
+
+    STREAM_PREFIX: ClassVar[str] = "job-"
+    job_id: str
+
+    @property
+    def stream_key(self) -> str:
+        return self.job_id
+
+
+class NodeEvent(Event, frozen=True):
+    """A fact about one node; its stream is ``node-<name>``."""
+
+    STREAM_PREFIX: ClassVar[str] = "node-"
+    name: str
+
+    @property
+    def stream_key(self) -> str:
+        return self.name
+
+
+class TokenEvent(Event, frozen=True):
+    """A fact about one API token; its stream is ``token-<token_id>``."""
+
+    STREAM_PREFIX: ClassVar[str] = "token-"
+    token_id: str
+
+    @property
+    def stream_key(self) -> str:
+        return self.token_id
 
 
 class Blob(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -35,8 +76,7 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 # --- jobs -------------------------------------------------------------------------------------
 
 
-class JobSubmitted(Event, frozen=True, tag="job.submitted"):
-    job_id: str
+class JobSubmitted(JobEvent, frozen=True, tag="job.submitted"):
     user_id: str
     competition_id: str
     project_id: str
@@ -48,30 +88,26 @@ class JobSubmitted(Event, frozen=True, tag="job.submitted"):
     client_address: str | None = None
 
 
-class JobScanned(Event, frozen=True, tag="job.scanned"):
-    job_id: str
+class JobScanned(JobEvent, frozen=True, tag="job.scanned"):
     verdict: Literal["approved", "warned", "rejected", "pending"]
     findings: list[Finding] = []
     scanner: Literal["static", "llm"] = "static"
     model: str | None = None
 
 
-class JobQueued(Event, frozen=True, tag="job.queued"):
-    job_id: str
+class JobQueued(JobEvent, frozen=True, tag="job.queued"):
     priority: int = 0
     reason: str = "submitted"
 
 
-class JobDispatched(Event, frozen=True, tag="job.dispatched"):
-    job_id: str
+class JobDispatched(JobEvent, frozen=True, tag="job.dispatched"):
     node: str
     slot: int = 0
     attempt: int = 1
     workdir: str = ""
 
 
-class JobStarted(Event, frozen=True, tag="job.started"):
-    job_id: str
+class JobStarted(JobEvent, frozen=True, tag="job.started"):
     node: str
     attempt: int = 1
     pid: int = 0
@@ -79,14 +115,12 @@ class JobStarted(Event, frozen=True, tag="job.started"):
     started_at_node: str | None = None
 
 
-class JobCancelRequested(Event, frozen=True, tag="job.cancel_requested"):
-    job_id: str
+class JobCancelRequested(JobEvent, frozen=True, tag="job.cancel_requested"):
     by: str
     reason: str = "cancelled by user"
 
 
-class JobFinished(Event, frozen=True, tag="job.finished"):
-    job_id: str
+class JobFinished(JobEvent, frozen=True, tag="job.finished"):
     status: Literal["completed", "failed", "cancelled"]
     reason: str
     exit_code: int | None = None
@@ -99,8 +133,7 @@ class JobFinished(Event, frozen=True, tag="job.finished"):
     message: str | None = None
 
 
-class JobRequeued(Event, frozen=True, tag="job.requeued"):
-    job_id: str
+class JobRequeued(JobEvent, frozen=True, tag="job.requeued"):
     attempt: int
     reason: str
 
@@ -108,10 +141,9 @@ class JobRequeued(Event, frozen=True, tag="job.requeued"):
 # --- nodes ------------------------------------------------------------------------------------
 
 
-class NodeConfig(Event, frozen=True):
+class NodeConfig(NodeEvent, frozen=True):
     """A node as configured; the untagged base of node.registered and node.updated."""
 
-    name: str
     host: str
     port: int = 22
     user: str = ""
@@ -128,36 +160,30 @@ class NodeUpdated(NodeConfig, frozen=True, tag="node.updated"):
     pass
 
 
-class NodeUp(Event, frozen=True, tag="node.up"):
-    name: str
+class NodeUp(NodeEvent, frozen=True, tag="node.up"):
     reason: str = "probe succeeded"
 
 
-class NodeDown(Event, frozen=True, tag="node.down"):
-    name: str
+class NodeDown(NodeEvent, frozen=True, tag="node.down"):
     reason: str
     consecutive_failures: int = 1
 
 
-class NodeDrained(Event, frozen=True, tag="node.drained"):
-    name: str
+class NodeDrained(NodeEvent, frozen=True, tag="node.drained"):
     by: str
     reason: str = ""
 
 
-class NodeUndrained(Event, frozen=True, tag="node.undrained"):
-    name: str
+class NodeUndrained(NodeEvent, frozen=True, tag="node.undrained"):
     by: str
     reason: str = ""
 
 
-class NodeRestarting(Event, frozen=True, tag="node.restarting"):
-    name: str
+class NodeRestarting(NodeEvent, frozen=True, tag="node.restarting"):
     container: str
 
 
-class NodeRestarted(Event, frozen=True, tag="node.restarted"):
-    name: str
+class NodeRestarted(NodeEvent, frozen=True, tag="node.restarted"):
     container: str
     duration_s: float
     outcome: Literal["ok", "failed", "timeout"]
@@ -167,8 +193,7 @@ class NodeRestarted(Event, frozen=True, tag="node.restarted"):
 # --- tokens -----------------------------------------------------------------------------------
 
 
-class TokenIssued(Event, frozen=True, tag="token.issued"):
-    token_id: str
+class TokenIssued(TokenEvent, frozen=True, tag="token.issued"):
     user_id: str
     is_admin: bool
     expires_at: str
@@ -176,36 +201,26 @@ class TokenIssued(Event, frozen=True, tag="token.issued"):
     by: str
 
 
-class TokenRevoked(Event, frozen=True, tag="token.revoked"):
-    token_id: str
+class TokenRevoked(TokenEvent, frozen=True, tag="token.revoked"):
     user_id: str
     by: str
     reason: str = ""
 
 
-AnyEvent = (
-    JobSubmitted
-    | JobScanned
-    | JobQueued
-    | JobDispatched
-    | JobStarted
-    | JobCancelRequested
-    | JobFinished
-    | JobRequeued
-    | NodeRegistered
-    | NodeUpdated
-    | NodeUp
-    | NodeDown
-    | NodeDrained
-    | NodeUndrained
-    | NodeRestarting
-    | NodeRestarted
-    | TokenIssued
-    | TokenRevoked
-)
+def _leaves(base: type[Event]) -> list[type[Event]]:
+    """Every concrete event class below ``base``, in definition order."""
+    found: list[type[Event]] = []
+    for cls in base.__subclasses__():
+        found.extend(_leaves(cls) if cls.__subclasses__() else [cls])
+    return found
 
-_decoder = msgspec.json.Decoder(AnyEvent)
+
+EVENT_TYPES: tuple[type[Event], ...] = tuple(_leaves(Event))
+AnyEvent = Event  # any concrete event: decoded through the union of EVENT_TYPES
+
+_decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Union[EVENT_TYPES])  # noqa: UP007 - a union built at run time
 _encoder = msgspec.json.Encoder()
+_TAGS: dict[type, str] = {cls: str(cls.__struct_config__.tag) for cls in EVENT_TYPES}
 
 
 def encode_event(event: Event) -> bytes:
@@ -213,9 +228,8 @@ def encode_event(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
-def decode_event(payload: bytes | str) -> AnyEvent:
-    event: AnyEvent = _decoder.decode(payload)
-    return event
+def decode_event(payload: bytes | str) -> Event:
+    return _decoder.decode(payload)
 
 
 def event_tag(event: Event) -> str:
@@ -224,22 +238,7 @@ def event_tag(event: Event) -> str:
 
 def stream_of(event: Event) -> str:
     """The stream an event belongs to: ``job-<id>``, ``node-<name>`` or ``token-<id>``."""
-    prefix, key = _STREAM_KEYS[type(event)]  # by exact type: this runs for every appended event
-    return f"{prefix}{getattr(event, key)}"
-
-
-_TAGS: dict[type, str] = {cls: str(cls.__struct_config__.tag) for cls in typing.get_args(AnyEvent)}
-_STREAM_KEYS: dict[type, tuple[str, str]] = {
-    **dict.fromkeys(
-        (JobSubmitted, JobScanned, JobQueued, JobDispatched, JobStarted, JobCancelRequested, JobFinished, JobRequeued),
-        ("job-", "job_id"),
-    ),
-    **dict.fromkeys((TokenIssued, TokenRevoked), ("token-", "token_id")),
-    **dict.fromkeys(
-        (NodeRegistered, NodeUpdated, NodeUp, NodeDown, NodeDrained, NodeUndrained, NodeRestarting, NodeRestarted),
-        ("node-", "name"),
-    ),
-}
+    return event.STREAM_PREFIX + event.stream_key
 
 
 class Recorded(msgspec.Struct, frozen=True, kw_only=True, gc=False):

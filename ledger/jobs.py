@@ -5,8 +5,7 @@ Everything here is pure: no clock, no I/O. Times come from the events' envelopes
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 
@@ -17,6 +16,7 @@ from ledger.events import (
     Finding,
     JobCancelRequested,
     JobDispatched,
+    JobEvent,
     JobFinished,
     JobQueued,
     JobRequeued,
@@ -54,6 +54,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     workdir: str | None = None
     queued_at: int | None = None
     dispatched_at: int | None = None
+    dispatch_position: int | None = None  # ledger position of the dispatch: orders a node's jobs
     started_at: int | None = None
     completed_at: int | None = None
     pgid: int | None = None
@@ -76,7 +77,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
         return self.status in ("pending", "running")
 
 
-def evolve_job(state: JobState | None, event: AnyEvent, *, position: int, at: int) -> JobState:
+def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: int) -> JobState:
     """Fold one event into the job's state (the event was already accepted by a decide function)."""
     if state is None:
         assert isinstance(event, JobSubmitted), f"{type(event).__name__} before job.submitted"
@@ -91,15 +92,53 @@ def evolve_job(state: JobState | None, event: AnyEvent, *, position: int, at: in
             created_at=at,
             token_id=event.token_id,
         )
-    # A table by exact type rather than a `match`: this runs once per event on every replay, and a
-    # lookup beats walking eight class patterns.
-    return _EVOLVERS[type(event)](state, event, at)
+    version = state.version + 1
+    match event:
+        case JobQueued():
+            return _replace(state, version=version, phase="queued", priority=event.priority, queued_at=at)
+        case JobDispatched():
+            return _replace(
+                state,
+                version=version,
+                phase="dispatched",
+                node=event.node,
+                slot=event.slot,
+                attempt=event.attempt,
+                workdir=event.workdir,
+                dispatched_at=at,
+                dispatch_position=position,
+            )
+        case JobStarted():
+            phase: Phase = "cancelling" if state.cancel_requested else "running"
+            return _replace(state, version=version, status="running", phase=phase, started_at=at, pgid=event.pgid)
+        case JobFinished():
+            return _finished(state, event, at)
+        case JobScanned():
+            return _scanned(state, event)
+        case JobCancelRequested():
+            phase = "cancelling" if state.phase in ("running", "dispatched") else state.phase
+            return _replace(state, version=version, cancel_requested=True, phase=phase)
+        case JobRequeued():
+            return _replace(
+                state,
+                version=version,
+                phase="queued",
+                node=None,
+                slot=None,
+                workdir=None,
+                dispatched_at=None,
+                dispatch_position=None,
+                queued_at=at,
+            )
+        case JobSubmitted():
+            raise AssertionError(f"job {state.job_id} submitted twice")
+    raise AssertionError(f"no job fold for {type(event).__name__}")
 
 
 _replace = msgspec.structs.replace
 
 
-def _scanned(state: JobState, event: JobScanned, at: int) -> JobState:
+def _scanned(state: JobState, event: JobScanned) -> JobState:
     if event.verdict == "pending":
         return _replace(state, version=state.version + 1, phase="scanning")
     # A verdict ends the scanning phase (the job waits to be queued).
@@ -109,46 +148,6 @@ def _scanned(state: JobState, event: JobScanned, at: int) -> JobState:
         scan_verdict=event.verdict,
         phase="submitted",
         findings=state.findings + event.findings,
-    )
-
-
-def _queued(state: JobState, event: JobQueued, at: int) -> JobState:
-    return _replace(state, version=state.version + 1, phase="queued", priority=event.priority, queued_at=at)
-
-
-def _dispatched(state: JobState, event: JobDispatched, at: int) -> JobState:
-    return _replace(
-        state,
-        version=state.version + 1,
-        phase="dispatched",
-        node=event.node,
-        slot=event.slot,
-        attempt=event.attempt,
-        workdir=event.workdir,
-        dispatched_at=at,
-    )
-
-
-def _started(state: JobState, event: JobStarted, at: int) -> JobState:
-    phase: Phase = "cancelling" if state.cancel_requested else "running"
-    return _replace(state, version=state.version + 1, status="running", phase=phase, started_at=at, pgid=event.pgid)
-
-
-def _cancel_requested(state: JobState, event: JobCancelRequested, at: int) -> JobState:
-    phase = "cancelling" if state.phase in ("running", "dispatched") else state.phase
-    return _replace(state, version=state.version + 1, cancel_requested=True, phase=phase)
-
-
-def _requeued(state: JobState, event: JobRequeued, at: int) -> JobState:
-    return _replace(
-        state,
-        version=state.version + 1,
-        phase="queued",
-        node=None,
-        slot=None,
-        workdir=None,
-        dispatched_at=None,
-        queued_at=at,
     )
 
 
@@ -168,22 +167,6 @@ def _finished(state: JobState, event: JobFinished, at: int) -> JobState:
         results_file=event.results_file,
         message=event.message,
     )
-
-
-def _submitted_again(state: JobState, event: JobSubmitted, at: int) -> JobState:
-    raise AssertionError(f"job {state.job_id} submitted twice")
-
-
-_EVOLVERS: dict[type, Callable[[JobState, Any, int], JobState]] = {
-    JobSubmitted: _submitted_again,
-    JobScanned: _scanned,
-    JobQueued: _queued,
-    JobDispatched: _dispatched,
-    JobStarted: _started,
-    JobCancelRequested: _cancel_requested,
-    JobRequeued: _requeued,
-    JobFinished: _finished,
-}
 
 
 # --- decide -----------------------------------------------------------------------------------

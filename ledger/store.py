@@ -1,4 +1,4 @@
-"""The event store on APSW: append-only rows, a SHA-256 hash chain, projections in the same transaction.
+"""The event store on APSW: append-only rows, a SHA-256 hash chain, the folded state in the same transaction.
 
 ``EventStore.execute`` is the single write path. Each ``Write`` runs its decide step against the live
 views *inside* the write transaction, so checks that span streams (a user's active-job cap, rate
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
 import apsw
 import msgspec
@@ -22,13 +22,12 @@ from ledger.clock import now_us
 from ledger.errors import ConcurrencyConflict, DomainError, IdempotencyConflict, LedgerError, StoreError
 from ledger.events import AnyEvent, Recorded, decode_event, encode_event, event_tag, stream_of
 from ledger.schema import connect, migrate
-from projections import tables
-from projections.views import Views
+from ledger.state import LedgerState, S, StateTables
 
 GENESIS = bytes(32)
 _header = msgspec.json.Encoder().encode
 
-Decide = Callable[[Views], Sequence[AnyEvent]]
+Decide = Callable[[LedgerState], Sequence[AnyEvent]]
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass pays object.__setattr__ per field, per append
@@ -82,16 +81,25 @@ def record_of(row: Sequence[Any]) -> Recorded:
     )
 
 
-class EventStore:
-    """One writer connection to one ledger file, and the views folded up to its head."""
+class EventStore(Generic[S]):
+    """One writer connection to one ledger file, and the state folded up to its head.
+
+    ``tables`` say how the state is loaded and persisted (``projections.open_store`` passes the views).
+    """
 
     def __init__(
-        self, path: str | Path, *, projection_interval_s: float = 0.0, projection_max_dirty: int = 5000
+        self,
+        path: str | Path,
+        tables: StateTables[S],
+        *,
+        projection_interval_s: float = 0.0,
+        projection_max_dirty: int = 5000,
     ) -> None:
         """``projection_interval_s`` 0: projection rows are written in every transaction (one-shot
         commands). A server passes a second or so: rows and checkpoint then follow the log in their
         own rhythm (at most that late, or ``projection_max_dirty`` rows), keeping commits small."""
         self.path = Path(path)
+        self.tables = tables
         self.projection_interval_s = projection_interval_s
         self.projection_max_dirty = projection_max_dirty
         self._projections_written = time.monotonic()
@@ -104,21 +112,21 @@ class EventStore:
 
     # --- opening and catching up --------------------------------------------------------------
 
-    def _load_views(self) -> Views:
+    def _load_views(self) -> S:
         # The write lock first: tables, checkpoint and log are then one state, and the catch-up write
         # cannot fail on a snapshot another process moved past (a deferred read-then-write would).
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            views = tables.load(self.conn)
+            views = self.tables.load(self.conn)
             last = self.conn.execute(
                 "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
             ).fetchone()
             if last and views.position > last[0]:
-                views = Views()  # checkpoint ahead of the log: only a rebuild can be trusted
+                views = self.tables.empty()  # checkpoint ahead of the log: only a rebuild can be trusted
             if last:  # recorded_at never goes backwards along the log, even across a restart
                 views.recorded_at = last[1]
             self._fold_after(views, views.position)
-            tables.write_dirty(self.conn, views)
+            self.tables.write_dirty(self.conn, views)
             self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:
@@ -126,11 +134,12 @@ class EventStore:
             raise
         return views
 
-    def _fold_after(self, views: Views, position: int) -> None:
+    def _fold_after(self, views: S, position: int) -> None:
         for row in self.conn.execute(
             f"SELECT {ROW_COLUMNS} FROM events WHERE position > ? ORDER BY position", (position,)
         ):
-            views.apply(record_of(row))
+            record = record_of(row)
+            views.apply_event(record.event, record.position, record.stream, record.version, record.recorded_at)
             self.head, self.head_hash = row[0], row[9]
         if self.head == 0:
             last = self.conn.execute("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1").fetchone()
@@ -159,7 +168,7 @@ class EventStore:
             results = [self._one(write) for write in writes]
             self._flush()
             if write_projections or self._projections_due():
-                tables.write_dirty(self.conn, self.views)
+                self.tables.write_dirty(self.conn, self.views)
                 self._projections_written = time.monotonic()
             self.conn.execute("COMMIT")
         except BaseException as e:
@@ -220,7 +229,7 @@ class EventStore:
         except DomainError as e:
             return e
         for stream, expected in write.expected.items():
-            actual = self.views.stream_version(stream)
+            actual = self.views.stream_versions.get(stream, 0)
             if actual != expected:
                 return ConcurrencyConflict(f"stream {stream} is at version {actual}, expected {expected}")
         return self._insert(write, events)

@@ -14,26 +14,34 @@ import queue
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Generic
 
 import structlog
 
 from ledger.errors import LedgerError
 from ledger.events import AnyEvent, Recorded
 from ledger.schema import connect
+from ledger.state import S, StateTables
 from ledger.store import Committed, EventStore, Write, max_position, read_after, read_stream
-from projections.views import Views
 
 log = structlog.get_logger()
 MAX_BATCH = 1024
 _STOP = object()
 
 
-class Ledger:
-    """The running ledger of one server process."""
+class Ledger(Generic[S]):
+    """The running ledger of one server process, and the state it keeps folded (``projections.open_ledger``)."""
 
-    def __init__(self, path: str | Path, *, watch_interval: float = 0.25, projection_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        tables: StateTables[S],
+        *,
+        watch_interval: float = 0.25,
+        projection_interval_s: float = 1.0,
+    ) -> None:
         self.path = Path(path)
-        self.store = EventStore(self.path, projection_interval_s=projection_interval_s)
+        self.store = EventStore(self.path, tables, projection_interval_s=projection_interval_s)
         self.reader = connect(self.path)
         self.watch_interval = watch_interval
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -46,7 +54,7 @@ class Ledger:
         self._committed = self.store.head  # what subscribers may see: the head as of the last commit
 
     @property
-    def views(self) -> Views:
+    def views(self) -> S:
         return self.store.views
 
     @property

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ledger.events import decode_event
-from ledger.jobs import TERMINAL, JobState, evolve_job
-from projections.views import MAX_RECENT_SUBMITS, RATE_WINDOW_US, UserStats, Views
+from ledger.events import JobEvent, decode_event
+from ledger.jobs import JobState, evolve_job
+from ledger.users import UserStats, count_status, recent_submits_after
+from projections.views import Views
 
 Row = tuple[int, str, int, bytes, int]  # position, stream, version, payload, recorded_at
 
@@ -22,23 +23,19 @@ Row = tuple[int, str, int, bytes, int]  # position, stream, version, payload, re
 def replay(rows: Iterable[Row]) -> Views:
     """The views after the given event rows (in log order)."""
     views = Views()
-    buckets: dict[str, list[Row]] = {}
-    decode = decode_event
+    buckets: dict[str, list[tuple[int, JobEvent, int]]] = {}
     last: Row | None = None
     for last in rows:
-        stream = last[1]
-        if stream.startswith("job-"):
-            bucket = buckets.get(stream)
-            if bucket is None:
-                buckets[stream] = [last]
-            else:
-                bucket.append(last)
-        else:
-            views.apply_event(decode(last[3]), last[0], stream, last[2], last[4])
+        position, stream, version, payload, recorded_at = last
+        match event := decode_event(payload):
+            case JobEvent():  # folded per job below
+                buckets.setdefault(stream, []).append((position, event, recorded_at))
+            case _:
+                views.apply_event(event, position, stream, version, recorded_at)
     for stream, bucket in buckets.items():
         state: JobState | None = None
-        for position, _, _, payload, recorded_at in bucket:
-            state = evolve_job(state, decode(payload), position=position, at=recorded_at)
+        for position, job_event, recorded_at in bucket:
+            state = evolve_job(state, job_event, position=position, at=recorded_at)
         assert state is not None
         views.jobs[state.job_id] = state
         views.stream_versions[stream] = state.version
@@ -54,29 +51,15 @@ def _derive(views: Views) -> None:
     jobs = sorted(views.jobs.values(), key=lambda job: job.position)
     views.jobs = {job.job_id: job for job in jobs}  # submit order, as the live fold inserts them
     submits: dict[str, list[int]] = {}
+    for name in views.nodes:
+        views.node_jobs.setdefault(name, [])
     for job in jobs:
-        views.user_jobs.setdefault(job.user_id, []).append(job.job_id)
+        views.index_job(None, job)
         submits.setdefault(job.user_id, []).append(job.created_at)
         stats = views.users.get(job.user_id)
         if stats is None:
             stats = views.users[job.user_id] = UserStats(user_id=job.user_id)
-        stats.total += 1
-        setattr(stats, job.status, getattr(stats, job.status) + 1)
-        if job.status in TERMINAL:
-            if job.completed_at is not None:
-                views.finished.append((job.completed_at, job.job_id))
-        else:
-            views.active[job.job_id] = None
-        if job.phase == "queued":
-            views.queued[job.job_id] = None
+        count_status(stats, None, job.status)
+    views.sort_finished()
     for user_id, times in submits.items():
-        # The fold drops submits older than a minute before each new one and keeps at most 100:
-        # what survives is the newest 100 within a minute of the user's last submit.
-        last = times[-1]
-        views.users[user_id].recent_submits = [t for t in times[-MAX_RECENT_SUBMITS:] if t > last - RATE_WINDOW_US]
-    on_nodes = [j for j in jobs if j.node and j.phase in ("dispatched", "running", "cancelling")]
-    for job in sorted(on_nodes, key=lambda j: (j.dispatched_at or 0, j.position)):
-        views.node_jobs.setdefault(job.node or "", []).append(job.job_id)
-    for name in views.nodes:
-        views.node_jobs.setdefault(name, [])
-    views.finished.sort()
+        views.users[user_id].recent_submits = recent_submits_after(times)

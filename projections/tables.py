@@ -14,7 +14,8 @@ import msgspec
 from ledger.jobs import JobState
 from ledger.nodes import NodeState
 from ledger.tokens import TokenState
-from projections.views import UserStats, Views
+from ledger.users import UserStats
+from projections.views import Views
 
 CHECKPOINT = "views"
 _encode = msgspec.json.Encoder().encode
@@ -72,16 +73,8 @@ def load(conn: apsw.Connection) -> Views:
         job = _job(data)
         views.jobs[job.job_id] = job
         views.stream_versions[f"job-{job.job_id}"] = job.version
-        views.user_jobs.setdefault(job.user_id, []).append(job.job_id)
-        if not job.is_terminal:
-            views.active[job.job_id] = None
-        elif job.completed_at is not None:
-            views.finished.append((job.completed_at, job.job_id))
-        if job.phase == "queued":
-            views.queued[job.job_id] = None
-        if job.node and job.phase in ("dispatched", "running", "cancelling"):
-            views.node_jobs.setdefault(job.node, []).append(job.job_id)
-    views.finished.sort()
+        views.index_job(None, job)
+    views.sort_finished()
     for (data,) in conn.execute("SELECT data FROM proj_users"):
         user = _user(data)
         views.users[user.user_id] = user
@@ -149,3 +142,19 @@ def view_rows(views: Views) -> Iterator[tuple[str, str, bytes]]:
     ):
         for key in sorted(items):
             yield table, key, _encode(items[key])
+
+
+class ViewTables:
+    """The views' persistence in the shape the store asks for (``ledger.state.StateTables``)."""
+
+    def empty(self) -> Views:
+        return Views()
+
+    def load(self, conn: apsw.Connection) -> Views:
+        return load(conn)
+
+    def write_dirty(self, conn: apsw.Connection, state: Views) -> None:
+        write_dirty(conn, state)
+
+
+VIEW_TABLES = ViewTables()

@@ -9,69 +9,24 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
-import msgspec
-
 from ledger.events import (
     AnyEvent,
-    JobCancelRequested,
-    JobDispatched,
-    JobFinished,
-    JobQueued,
-    JobRequeued,
-    JobScanned,
-    JobStarted,
-    JobSubmitted,
-    NodeDown,
-    NodeDrained,
-    NodeRegistered,
-    NodeRestarted,
-    NodeRestarting,
-    NodeUndrained,
-    NodeUp,
-    NodeUpdated,
+    JobEvent,
+    NodeEvent,
     Recorded,
-    TokenIssued,
-    TokenRevoked,
+    TokenEvent,
 )
 from ledger.jobs import TERMINAL, JobState, evolve_job
 from ledger.nodes import NodeState, evolve_node
 from ledger.tokens import TokenState, evolve_token
+from ledger.users import UserStats, count_status, note_submit
 
-RATE_WINDOW_US = 60_000_000
-MAX_RECENT_SUBMITS = 100  # the largest RATE_LIMIT_PER_MINUTE the settings accept
-_JOB_EVENTS = frozenset(
-    {JobSubmitted, JobScanned, JobQueued, JobDispatched, JobStarted, JobCancelRequested, JobFinished, JobRequeued}
-)
-JobEvent = (
-    JobSubmitted | JobScanned | JobQueued | JobDispatched | JobStarted | JobCancelRequested | JobFinished | JobRequeued
-)
-_NODE_EVENTS = (
-    NodeRegistered,
-    NodeUpdated,
-    NodeUp,
-    NodeDown,
-    NodeDrained,
-    NodeUndrained,
-    NodeRestarting,
-    NodeRestarted,
-)
+ON_NODE = frozenset({"dispatched", "running", "cancelling"})  # phases in which a job holds a node slot
 
 
-class UserStats(msgspec.Struct, kw_only=True, gc=False):
-    """Per-user counts by status, and the submit times inside the rate-limit window."""
-
-    user_id: str
-    total: int = 0
-    pending: int = 0
-    running: int = 0
-    completed: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    recent_submits: list[int] = []
-
-    @property
-    def active(self) -> int:
-        return self.pending + self.running
+def dispatch_order(job: JobState) -> tuple[int, int]:
+    """A node's jobs in the order they were dispatched there (rows written before the field: by time)."""
+    return (job.dispatch_position or job.dispatched_at or 0, job.position)
 
 
 class Views:
@@ -108,20 +63,21 @@ class Views:
         self.position = position
         self.recorded_at = recorded_at
         self.stream_versions[stream] = version
-        if type(event) in _JOB_EVENTS:  # the common case first, by exact type (cheaper than isinstance)
-            self._apply_job(event, position, recorded_at)  # type: ignore[arg-type]
-        elif isinstance(event, _NODE_EVENTS):
-            name = event.name
-            self.nodes[name] = evolve_node(self.nodes.get(name), event)
-            self.node_jobs.setdefault(name, [])
-            self.dirty_nodes.add(name)
-        elif isinstance(event, (TokenIssued, TokenRevoked)):
-            token = evolve_token(self.tokens.get(event.token_id), event, at=recorded_at)
-            self.tokens[token.token_id] = token
-            self.tokens_by_secret[token.secret_sha256] = token.token_id
-            self.dirty_tokens.add(token.token_id)
-        else:
-            raise AssertionError(f"no view folds {type(event).__name__}")
+        match event:
+            case JobEvent():
+                self._apply_job(event, position, recorded_at)
+            case NodeEvent():
+                name = event.name
+                self.nodes[name] = evolve_node(self.nodes.get(name), event)
+                self.node_jobs.setdefault(name, [])
+                self.dirty_nodes.add(name)
+            case TokenEvent():
+                token = evolve_token(self.tokens.get(event.token_id), event, at=recorded_at)
+                self.tokens[token.token_id] = token
+                self.tokens_by_secret[token.secret_sha256] = token.token_id
+                self.dirty_tokens.add(token.token_id)
+            case _:
+                raise AssertionError(f"no view folds {type(event).__name__}")
 
     def _apply_job(self, event: JobEvent, position: int, recorded_at: int) -> None:
         job_id = event.job_id
@@ -129,45 +85,53 @@ class Views:
         after = evolve_job(before, event, position=position, at=recorded_at)
         self.jobs[job_id] = after
         self.dirty_jobs.add(job_id)
+        self.index_job(before, after)
         if before is None:
-            self.active[job_id] = None
-            self.user_jobs.setdefault(after.user_id, []).append(job_id)
             self._count_user(after.user_id, None, after.status, recorded_at)
-            return
-        kind = type(event)
+        elif before.status != after.status:
+            self._count_user(after.user_id, before.status, after.status, None)
+
+    def index_job(self, before: JobState | None, after: JobState) -> None:
+        """Keep the job indexes (active, queued, per user, finished, per node) in step with one job's change.
+
+        The one derivation of the indexes: the live fold calls it per event, and loading the tables
+        or replaying the log calls it per job (``before`` None) in submit order, then ``sort_finished``.
+        """
+        job_id = after.job_id
+        if before is None:
+            self.user_jobs.setdefault(after.user_id, []).append(job_id)
+        if after.status in TERMINAL:
+            if before is None or before.status not in TERMINAL:
+                self.active.pop(job_id, None)
+                if after.completed_at is not None:
+                    self.finished.append((after.completed_at, job_id))
+        elif before is None:
+            self.active[job_id] = None
         if after.phase == "queued":
             self.queued[job_id] = None
-        elif before.phase == "queued":
+        elif before is not None and before.phase == "queued":
             self.queued.pop(job_id, None)
-        if kind is JobDispatched:
-            self.node_jobs.setdefault(event.node, []).append(job_id)  # type: ignore[union-attr]
-        elif (kind is JobFinished or kind is JobRequeued) and before.node:
-            running_here = self.node_jobs.get(before.node, [])
-            if job_id in running_here:
-                running_here.remove(job_id)
-        if before.status != after.status:
-            if after.status in TERMINAL:
-                self.active.pop(job_id, None)
-                self.finished.append((recorded_at, job_id))
-            self._count_user(after.user_id, before.status, after.status, None)
+        was_on = before.node if before is not None and before.phase in ON_NODE else None
+        now_on = after.node if after.phase in ON_NODE else None
+        if was_on != now_on:
+            if was_on is not None and job_id in self.node_jobs.get(was_on, ()):
+                self.node_jobs[was_on].remove(job_id)
+            if now_on is not None:
+                jobs = self.jobs
+                bisect.insort(self.node_jobs.setdefault(now_on, []), job_id, key=lambda j: dispatch_order(jobs[j]))
+
+    def sort_finished(self) -> None:
+        """After a bulk ``index_job`` (load, replay): finished jobs in completion order, as the fold keeps them."""
+        self.finished.sort()
 
     def _count_user(self, user_id: str, before: str | None, after: str, submitted_at: int | None) -> None:
         """Counts change in place: a user's stats are a tally, not a state anyone decides on by identity."""
         stats = self.users.get(user_id)
         if stats is None:
             stats = self.users[user_id] = UserStats(user_id=user_id)
-        setattr(stats, after, getattr(stats, after) + 1)
-        if before is None:
-            stats.total += 1
-        else:
-            setattr(stats, before, getattr(stats, before) - 1)
+        count_status(stats, before, after)
         if submitted_at is not None:
-            recent = stats.recent_submits
-            # Times only grow: drop those older than the window, and keep at most MAX_RECENT_SUBMITS.
-            first = max(
-                bisect.bisect_right(recent, submitted_at - RATE_WINDOW_US), len(recent) + 1 - MAX_RECENT_SUBMITS
-            )
-            stats.recent_submits = [*recent[first:], submitted_at]
+            note_submit(stats, submitted_at)
         self.dirty_users.add(user_id)
 
     # --- queries the API, scheduler and decide steps use -------------------------------------

@@ -18,8 +18,8 @@ from server import OPEN_LIMITS, Server, config_yaml, run_cli, submit, wait_statu
 
 from ledger import commands
 from ledger.errors import LedgerError
-from ledger.store import EventStore
 from ledger.tokens import mint
+from projections.live import open_store
 
 ENDPOINTS = {
     "status": ("GET", "/api/status/{}"),
@@ -44,7 +44,7 @@ def expired_token(server: Server, user: str) -> str:
     """A token whose expiry is in the past, appended straight to the live ledger (the CLI refuses --days 0)."""
     secret, issued = mint(user, secret=None, days=1, is_admin=False, by="test")
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat(timespec="seconds")
-    store = EventStore(server.root / "gpuledger.db")
+    store = open_store(server.root / "gpuledger.db")
     try:
         result = store.execute([commands.issue_token(msgspec.structs.replace(issued, expires_at=past))])[0]
         assert not isinstance(result, LedgerError), result

@@ -10,15 +10,16 @@ import pytest
 from cli.main import main as cli_main
 from ledger import commands
 from ledger.events import Blob, JobFinished, JobScanned, JobSubmitted
-from ledger.store import EventStore, Write
+from ledger.store import Write
 from ledger.tokens import mint
+from projections.live import open_store
 
 
 @pytest.fixture
 def ledger_file(tmp_path: Path) -> Path:
     """Two users' jobs (one finished), and a token: enough for every filter to have something to drop."""
     db = tmp_path / "ledger.db"
-    store = EventStore(db)
+    store = open_store(db)
     code = Blob(digest="0" * 64, size=1)
     for job_id, user in (("a1", "ann"), ("b1", "bob")):
         submitted = JobSubmitted(

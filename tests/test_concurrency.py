@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ledger.errors import ConcurrencyConflict
 from ledger.events import AnyEvent, NodeDown, NodeRegistered
-from ledger.store import EventStore, read_stream
-from ledger.writer import Ledger
+from ledger.store import read_stream
+from projections.live import open_ledger, open_store
 
 STREAM = "node-race"
 ROUNDS = 15
@@ -24,7 +24,7 @@ def claim(writer: str, version: int) -> AnyEvent:
 
 def stored_claims(db: Path) -> list[tuple[int, str]]:
     """(version, claimant) of every stored row of the race stream, in version order."""
-    store = EventStore(db)
+    store = open_store(db)
     try:
         rows = [(r.version, r.event) for r in read_stream(store.conn, STREAM)]
     finally:
@@ -44,7 +44,7 @@ def assert_one_winner_per_version(wins: list[tuple[int, str]], db: Path, expecte
 async def test_asyncio_writers_on_one_ledger(tmp_path: Path) -> None:
     """16 tasks append at the same expected version each round; exactly one wins each round."""
     db = tmp_path / "l.db"
-    ledger = Ledger(db)
+    ledger = open_ledger(db)
     await ledger.start()
     wins: list[tuple[int, str]] = []
     try:
@@ -65,13 +65,13 @@ async def test_asyncio_writers_on_one_ledger(tmp_path: Path) -> None:
 def test_threads_with_their_own_stores(tmp_path: Path) -> None:
     """6 threads, each with its own EventStore on the file, race at each version; one wins each time."""
     db = tmp_path / "l.db"
-    EventStore(db).close()
+    open_store(db).close()
     threads, barrier = 6, threading.Barrier(6)
     wins: list[tuple[int, str]] = []
     errors: list[BaseException] = []
 
     def race(name: str) -> None:
-        store = EventStore(db)
+        store = open_store(db)
         try:
             for expected in range(ROUNDS):
                 barrier.wait(timeout=30)
@@ -97,7 +97,7 @@ def test_threads_with_their_own_stores(tmp_path: Path) -> None:
 async def test_tasks_and_threads_race_until_done(tmp_path: Path) -> None:
     """Tasks on a Ledger and threads with their own stores retry on conflict; versions stay contiguous."""
     db, target = tmp_path / "l.db", 120
-    ledger = Ledger(db)
+    ledger = open_ledger(db)
     await ledger.start()
     wins: list[tuple[int, str]] = []
     errors: list[BaseException] = []
@@ -111,7 +111,7 @@ async def test_tasks_and_threads_race_until_done(tmp_path: Path) -> None:
                 await asyncio.sleep(0)
 
     def thread_writer(name: str) -> None:
-        store = EventStore(db)
+        store = open_store(db)
         try:
             while (expected := store.views.stream_version(STREAM)) < target:
                 try:

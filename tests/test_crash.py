@@ -22,9 +22,10 @@ from projections.audit import verify
 CHILD = """
 import sys
 from ledger.events import Blob, JobScanned, JobSubmitted
-from ledger.store import EventStore, Write
+from ledger.store import Write
+from projections.live import open_store
 
-store, tag, i = EventStore(sys.argv[1]), sys.argv[2], 0
+store, tag, i = open_store(sys.argv[1]), sys.argv[2], 0
 def job(n):
     job_id = f"{tag}-{n}"
     return [JobSubmitted(job_id=job_id, user_id="u", competition_id="c", project_id="p", expected_time_s=1,

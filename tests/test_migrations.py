@@ -13,8 +13,9 @@ import pytest
 from ledger.errors import SchemaError
 from ledger.events import Blob, JobScanned, JobSubmitted, encode_event, event_tag, stream_of
 from ledger.schema import code_version, connect, migrations, open_existing
-from ledger.store import GENESIS, EventStore, chain_hash
+from ledger.store import GENESIS, chain_hash
 from projections.audit import verify
+from projections.live import open_store
 
 V1_EVENTS = [
     JobSubmitted(
@@ -66,7 +67,7 @@ def test_version_1_database_upgrades_and_keeps_its_events(tmp_path: Path) -> Non
     """Opening a v1 ledger applies the later migrations, keeps its events and folds them into views."""
     db = tmp_path / "v1.db"
     create_v1(db)
-    store = EventStore(db)
+    store = open_store(db)
     try:
         assert store.conn.pragma("user_version") == code_version()
         assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 2
@@ -90,7 +91,7 @@ def test_open_existing_upgrades_a_version_1_database(tmp_path: Path) -> None:
 
 def newer_database(tmp_path: Path) -> Path:
     db = tmp_path / "newer.db"
-    EventStore(db).close()
+    open_store(db).close()
     conn = connect(db)
     conn.pragma("user_version", code_version() + 5)
     conn.close()
@@ -101,7 +102,7 @@ def test_newer_database_is_refused_naming_both_versions(tmp_path: Path) -> None:
     """A ledger written by a newer gpuledger is refused, and the message names both schema versions."""
     db = newer_database(tmp_path)
     with pytest.raises(SchemaError, match=rf"version {code_version() + 5} is newer .* version {code_version()}\b"):
-        EventStore(db)
+        open_store(db)
     with pytest.raises(SchemaError, match=rf"version {code_version() + 5} is newer"):
         open_existing(db)
 

@@ -33,6 +33,7 @@ from ledger.store import EventStore, Write, read_after
 from ledger.tokens import TokenState, decide_issue, decide_revoke, secret_digest
 from projections import tables
 from projections.audit import verify, views_until
+from projections.live import open_store
 from projections.views import Views
 
 JOBS, NODES, USERS, TOKENS = ["j0", "j1", "j2", "j3"], ["n0", "n1"], ["u0", "u1"], ["t0", "t1", "t2"]
@@ -157,7 +158,7 @@ def writes_of(batch: list[tuple]) -> list[Write]:  # type: ignore[type-arg]
 
 
 def new_store(directory: str) -> EventStore:
-    store = EventStore(Path(directory) / "ledger.db")
+    store = open_store(Path(directory) / "ledger.db")
     store.execute(
         [Write(decide=lambda v, n=n: decide_register(v.nodes.get(n), NodeRegistered(name=n, host="h"))) for n in NODES]
     )
@@ -200,7 +201,7 @@ def test_random_commands_keep_ledger_sound(plan: list[list[tuple]]) -> None:  # 
         live = snapshot(store.views)
         assert snapshot(views_until(store.conn)) == live  # the per-stream replay agrees with the live fold
         store.close()
-        reopened = EventStore(Path(directory) / "ledger.db")
+        reopened = open_store(Path(directory) / "ledger.db")
         assert snapshot(reopened.views) == live
         reopened.close()
 

@@ -15,8 +15,8 @@ import pytest
 from ledger.errors import ConcurrencyConflict, IdempotencyConflict, InvalidTransition
 from ledger.events import Blob, JobQueued, JobScanned, JobSubmitted, NodeDrained, NodeRegistered
 from ledger.store import GENESIS, Committed, EventStore, Write, chain_hash, read_after, read_stream
-from ledger.writer import Ledger
 from projections import tables
+from projections.live import open_ledger, open_store
 
 
 def submitted(job_id: str, user_id: str = "alice") -> JobSubmitted:
@@ -41,7 +41,7 @@ def db(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(db: Path):
-    s = EventStore(db)
+    s = open_store(db)
     yield s
     s.close()
 
@@ -166,12 +166,12 @@ def test_events_are_append_only(store: EventStore, sql: str) -> None:
 
 def test_views_survive_reopen(db: Path) -> None:
     """Reopening loads the views from their tables and catches up with events written after them."""
-    store = EventStore(db)
+    store = open_store(db)
     store.append("job-a", 0, [submitted("a"), JobScanned(job_id="a", verdict="approved"), JobQueued(job_id="a")])
     store.append("node-n", 0, [node("n"), NodeDrained(name="n", by="admin")])
     live = store.views
     store.close()
-    reopened = EventStore(db)
+    reopened = open_store(db)
     assert list(tables.view_rows(reopened.views)) == list(tables.view_rows(live))
     assert (reopened.views.position, reopened.views.recorded_at) == (live.position, live.recorded_at)
     assert (reopened.head, reopened.head_hash) == (store.head, store.head_hash)
@@ -181,7 +181,7 @@ def test_views_survive_reopen(db: Path) -> None:
     with reopened.conn:
         reopened.conn.execute("UPDATE projection_checkpoints SET position = 3")
     reopened.close()
-    again = EventStore(db)
+    again = open_store(db)
     assert again.views.nodes["n"].drained
     assert again.views.position == 5
     again.close()
@@ -189,7 +189,7 @@ def test_views_survive_reopen(db: Path) -> None:
 
 def test_refresh_sees_another_store(db: Path, store: EventStore) -> None:
     """Appends through a second connection are folded in by refresh()."""
-    other = EventStore(db)
+    other = open_store(db)
     other.append("job-x", 0, [submitted("x")])
     other.close()
     assert "x" not in store.views.jobs
@@ -200,12 +200,12 @@ def test_refresh_sees_another_store(db: Path, store: EventStore) -> None:
 
 async def test_ledger_notices_another_process(db: Path) -> None:
     """A running Ledger notices an append by another process within about a second (data_version)."""
-    ledger = Ledger(db, watch_interval=0.1)
+    ledger = open_ledger(db, watch_interval=0.1)
     await ledger.start()
     try:
         code = (
-            "import sys; from ledger.events import *; from ledger.store import EventStore;"
-            "EventStore(sys.argv[1]).append('job-p', 0, [JobSubmitted(job_id='p', user_id='bob',"
+            "import sys; from ledger.events import *; from projections.live import open_store;"
+            "open_store(sys.argv[1]).append('job-p', 0, [JobSubmitted(job_id='p', user_id='bob',"
             " competition_id='c', project_id='p', expected_time_s=1, code=Blob(digest='0', size=1))])"
         )
         await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code, str(db)], check=True)
@@ -219,7 +219,7 @@ async def test_ledger_notices_another_process(db: Path) -> None:
 
 async def test_wait_beyond_wakes_on_commit(db: Path) -> None:
     """A waiter is woken by an in-process commit, long before its timeout."""
-    ledger = Ledger(db, watch_interval=60)  # the watcher cannot be what wakes it
+    ledger = open_ledger(db, watch_interval=60)  # the watcher cannot be what wakes it
     await ledger.start()
     try:
         waiter = asyncio.create_task(ledger.wait_beyond(0, timeout=10))
@@ -234,7 +234,7 @@ async def test_wait_beyond_wakes_on_commit(db: Path) -> None:
 
 async def test_wait_beyond_hears_only_committed_positions(db: Path) -> None:
     """While a batch is still inside its transaction, waiters do not see its positions."""
-    ledger = Ledger(db)
+    ledger = open_ledger(db)
     await ledger.start()
     gate_one, gate_two = threading.Event(), threading.Event()
 
@@ -261,7 +261,7 @@ async def test_wait_beyond_hears_only_committed_positions(db: Path) -> None:
 
 async def test_concurrent_appends_are_group_committed(db: Path) -> None:
     """64 concurrent appends all succeed in fewer transactions than appends."""
-    ledger = Ledger(db)
+    ledger = open_ledger(db)
     await ledger.start()
     try:
         results = await asyncio.gather(*(ledger.append(f"job-{i}", 0, [submitted(str(i))]) for i in range(64)))
@@ -269,6 +269,6 @@ async def test_concurrent_appends_are_group_committed(db: Path) -> None:
         assert 1 <= ledger.batches < 64
     finally:
         await ledger.close()
-    reopened = EventStore(db)
+    reopened = open_store(db)
     assert len(reopened.views.jobs) == 64
     reopened.close()

@@ -1,0 +1,51 @@
+"""What the ledger needs of the read models it keeps in step with the log: the state decide steps read.
+
+The store folds every appended event into a ``LedgerState`` and hands it to each write's decide step
+inside the write transaction. ``projections.views.Views`` is the implementation; the composition root
+passes it in (with the tables that persist it), so this package never imports the projections.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, TypeVar
+
+import apsw
+
+from ledger.events import AnyEvent
+from ledger.jobs import JobState
+from ledger.nodes import NodeState
+from ledger.tokens import TokenState
+from ledger.users import UserStats
+
+
+class LedgerState(Protocol):
+    """The folded state at one ledger position: what cross-stream checks (limits, slots) decide on."""
+
+    position: int
+    recorded_at: int
+    stream_versions: dict[str, int]
+    jobs: dict[str, JobState]
+    users: dict[str, UserStats]
+    nodes: dict[str, NodeState]
+    tokens: dict[str, TokenState]
+    tokens_by_secret: dict[str, str]
+    node_jobs: dict[str, list[str]]  # per node, its jobs not yet ended, in dispatch order
+
+    def apply_event(self, event: AnyEvent, position: int, stream: str, version: int, recorded_at: int) -> None: ...
+
+    def tokens_of(self, user_id: str) -> list[TokenState]: ...
+
+    def dirty_count(self) -> int: ...
+
+
+S = TypeVar("S", bound=LedgerState)
+
+
+class StateTables(Protocol[S]):
+    """How the state is kept on disk: loaded at open, its changed rows written in the caller's transaction."""
+
+    def empty(self) -> S: ...
+
+    def load(self, conn: apsw.Connection) -> S: ...
+
+    def write_dirty(self, conn: apsw.Connection, state: S) -> None: ...

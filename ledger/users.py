@@ -1,0 +1,54 @@
+"""A user's tally: counts of their jobs by status, and their submit times inside the rate-limit window.
+
+A pure fold of job events (``count_status``, ``note_submit``); the per-user limits are checked against it.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+import msgspec
+
+RATE_WINDOW_US = 60_000_000
+MAX_RECENT_SUBMITS = 100  # the largest RATE_LIMIT_PER_MINUTE the settings accept
+
+
+class UserStats(msgspec.Struct, kw_only=True, gc=False):
+    """Per-user counts by status, and the submit times inside the rate-limit window."""
+
+    user_id: str
+    total: int = 0
+    pending: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    recent_submits: list[int] = []
+
+    @property
+    def active(self) -> int:
+        return self.pending + self.running
+
+
+def count_status(stats: UserStats, before: str | None, after: str) -> None:
+    """A job moved from ``before`` (None: it is new) to ``after``; counts change in place."""
+    setattr(stats, after, getattr(stats, after) + 1)
+    if before is None:
+        stats.total += 1
+    else:
+        setattr(stats, before, getattr(stats, before) - 1)
+
+
+def note_submit(stats: UserStats, submitted_at: int) -> None:
+    """Times only grow: drop those older than the window, and keep at most MAX_RECENT_SUBMITS."""
+    recent = stats.recent_submits
+    first = max(bisect.bisect_right(recent, submitted_at - RATE_WINDOW_US), len(recent) + 1 - MAX_RECENT_SUBMITS)
+    stats.recent_submits = [*recent[first:], submitted_at]
+
+
+def recent_submits_after(times: list[int]) -> list[int]:
+    """What ``note_submit`` leaves after each of ``times`` in turn: the newest within a window of the last."""
+    if not times:
+        return []
+    last = times[-1]
+    return [t for t in times[-MAX_RECENT_SUBMITS:] if t > last - RATE_WINDOW_US]

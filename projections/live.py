@@ -1,0 +1,23 @@
+"""The ledger opened with the views folded in step: what the server, the CLI and the tools open.
+
+The store and the writer know the views only through ``ledger.state``; this is where they are joined.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ledger.store import EventStore
+from ledger.writer import Ledger
+from projections.tables import VIEW_TABLES
+from projections.views import Views
+
+
+def open_store(path: str | Path, *, projection_interval_s: float = 0.0) -> EventStore[Views]:
+    """A synchronous store on ``path`` (one-shot commands: tokens, tests, benchmarks)."""
+    return EventStore(path, VIEW_TABLES, projection_interval_s=projection_interval_s)
+
+
+def open_ledger(path: str | Path, *, watch_interval: float = 0.25, projection_interval_s: float = 1.0) -> Ledger[Views]:
+    """The server's ledger: group-commit writer, notifications, views folded as events commit."""
+    return Ledger(path, VIEW_TABLES, watch_interval=watch_interval, projection_interval_s=projection_interval_s)
