@@ -4,7 +4,8 @@
     ├── BadRequest          400  a field of the request is missing or malformed (names it)
     ├── NotAuthenticated    401  no token, or a malformed, unknown, expired or revoked one
     ├── PermissionDenied    403  authenticated, but not allowed
-    └── PayloadTooLarge     413  code or config over its size limit
+    ├── PayloadTooLarge     413  code or config over its size limit
+    └── TooManyRequests     429  this client address is over an endpoint's per-minute limit
 
 Anything else that escapes a handler is a bug: it is logged with its traceback and answered 500.
 """
@@ -20,7 +21,6 @@ from litestar.exceptions import HTTPException
 from ledger.errors import (
     ConcurrencyConflict,
     DomainError,
-    Forbidden,
     InvalidTransition,
     LedgerError,
     LimitExceeded,
@@ -58,14 +58,16 @@ class PayloadTooLarge(ApiError):
     status = 413
 
 
+class TooManyRequests(ApiError):
+    status = 429
+
+
 def _status_of(error: LedgerError) -> int:
     match error:
         case LimitExceeded():
             return 429
         case NotFound():
             return 404
-        case Forbidden():
-            return 403
         case InvalidTransition() | ConcurrencyConflict():
             return 409
         case DomainError():

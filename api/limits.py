@@ -10,13 +10,9 @@ import math
 import time
 from collections import defaultdict, deque
 
-from api.errors import ApiError
+from api.errors import TooManyRequests
 
 WINDOW_S = 60.0
-
-
-class TooManyRequests(ApiError):
-    status = 429
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: list[str]) -> str:

@@ -6,6 +6,7 @@ cannot exceed them. ``wait=true`` then waits on commit notifications, never by p
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 
@@ -13,9 +14,11 @@ import msgspec
 from ulid import ULID
 
 from api.auth import Identity, bearer_secret, identify
-from api.errors import BadRequest, PayloadTooLarge, PermissionDenied
+from api.errors import BadRequest, NotAuthenticated, PayloadTooLarge, PermissionDenied
 from api.jobconfig import JobConfig, parse_config
 from api.runtime import Runtime
+from executors.scan.llm import llm_review_enabled
+from executors.scan.scanner import format_findings, scan_static
 from ledger import commands
 from ledger.clock import now_us
 from ledger.events import JobScanned, JobSubmitted
@@ -64,8 +67,6 @@ def _identity(request: SubmitRequest, config: JobConfig, runtime: Runtime) -> Id
         raise PermissionDenied("The config's token and the Authorization header belong to different users")
     identity = header_identity or config_identity
     if identity is None:
-        from api.errors import NotAuthenticated
-
         raise NotAuthenticated("Not authenticated: send 'Authorization: Bearer <token>' or a token in the config")
     if config.user_id != identity.user_id:
         raise PermissionDenied("Token does not belong to specified user_id")
@@ -76,8 +77,6 @@ def _identity(request: SubmitRequest, config: JobConfig, runtime: Runtime) -> Id
 def _static_scan(code_text: str, job_id: str, runtime: Runtime) -> JobScanned | None:
     if not runtime.settings.code_scanner_enabled:
         return None
-    from executors.scan.scanner import format_findings, scan_static
-
     report = scan_static(code_text)
     if report.verdict == "rejected":
         critical = [f for f in report.findings if f.severity == "critical"]
@@ -88,8 +87,6 @@ def _static_scan(code_text: str, job_id: str, runtime: Runtime) -> JobScanned | 
 def _review_pending(runtime: Runtime) -> bool:
     if not runtime.settings.code_scanner_enabled:
         return False
-    from executors.scan.llm import llm_review_enabled
-
     return llm_review_enabled(runtime.settings)
 
 
@@ -103,8 +100,11 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
     except UnicodeDecodeError as e:
         raise BadRequest(f"Code must be UTF-8 text (invalid byte at position {e.start})") from e
     job_id = str(ULID())
-    static = _static_scan(code_text, job_id, runtime)
-    blob = runtime.blobs.put(code)
+    # The scan (a few ms of CPU) and the blob write (an fsync) run in worker threads, side by side,
+    # so the event loop keeps serving other requests meanwhile.
+    static, blob = await asyncio.gather(
+        asyncio.to_thread(_static_scan, code_text, job_id, runtime), asyncio.to_thread(runtime.blobs.put, code)
+    )
     sanitized = config.sanitized()
     fingerprint = hashlib.sha256(msgspec.json.encode([identity.user_id, blob.digest, sanitized])).digest()
     key = f"{identity.user_id}:{request.idempotency_key}" if request.idempotency_key else None
@@ -150,8 +150,6 @@ def stream_key_of(committed: Committed) -> str:
 
 async def wait_terminal(runtime: Runtime, job_id: str, timeout: float) -> JobState:
     """Wait for the job to end, woken by each commit, for at most ``timeout`` seconds."""
-    import asyncio
-
     ledger = runtime.ledger
     try:
         async with asyncio.timeout(timeout):

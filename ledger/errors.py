@@ -9,8 +9,7 @@ LedgerError
 └── DomainError              a command is not allowed in the current state
     ├── NotFound             no such job / node / token
     ├── InvalidTransition    e.g. cancelling a finished job
-    ├── LimitExceeded        rate or active-job limit (carries retry_after)
-    └── Forbidden            the actor may not do this
+    └── LimitExceeded        rate or active-job limit (carries retry_after)
 """
 
 from __future__ import annotations
@@ -49,10 +48,6 @@ class NotFound(DomainError):
 
 
 class InvalidTransition(DomainError):
-    pass
-
-
-class Forbidden(DomainError):
     pass
 
 

@@ -12,7 +12,7 @@ from api.context import authenticate, runtime_of
 from api.errors import BadRequest
 from api.present import job_status, node_infos
 from ledger.clock import now_us, position_or_time
-from projections.audit import views_until
+from projections.asof import views_as_of
 from projections.dashboard import DAY_US, dashboard_document, recent_and_finished
 from projections.plan import make_plan
 
@@ -39,7 +39,7 @@ class DashboardController(Controller):
             finished = views.finished_since(now - DAY_US)
         else:
             position, time_us = _as_of(as_of)
-            views = views_until(runtime.ledger.reader, position=position, time_us=time_us)
+            views = await views_as_of(runtime.ledger.path, position=position, time_us=time_us)
             now = time_us if time_us is not None else views.recorded_at
             recent, finished = recent_and_finished(views, now)
         plan = runtime.plans.get(views, now) if as_of is None else make_plan(views, now)

@@ -1,0 +1,27 @@
+"""The views as they stood at a past position or instant, folded in a worker thread on a connection of its own.
+
+A replay is CPU work proportional to the log up to that point: on the event loop it would stall every
+other request, and on the shared reader connection it would hold its snapshot for the whole fold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from ledger.schema import connect
+from projections.audit import views_until
+from projections.views import Views
+
+
+def views_as_of_sync(path: str | Path, *, position: int | None, time_us: int | None) -> Views:
+    conn = connect(Path(path), readonly=True)
+    try:
+        return views_until(conn, position=position, time_us=time_us)
+    finally:
+        conn.close()
+
+
+async def views_as_of(path: str | Path, *, position: int | None, time_us: int | None) -> Views:
+    """``views_until`` off the event loop: the loop keeps answering while the fold runs."""
+    return await asyncio.to_thread(views_as_of_sync, path, position=position, time_us=time_us)
