@@ -182,6 +182,8 @@ class NameResolver(ast.NodeVisitor):
             case ast.Call(func=func, args=[target, key, *_]) if self.qualify(func) == "builtins.getattr":
                 owner, named = self.qualify(target), self.fold(key)
                 return rules.canonical_name(f"{owner}.{named}") if owner and named else None
+            case ast.Call(func=func) if self.qualify(func) in rules.LOOP_GETTERS:
+                return rules.EVENT_LOOP
             case ast.Subscript(value=space_node, slice=key):
                 space, named = self.namespace(space_node), self.fold(key)
                 if space and named:

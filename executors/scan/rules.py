@@ -32,6 +32,7 @@ def _warning(rule_id: str, message: str, why: str) -> Rule:
 
 _SHELL = "a job may only run Python on its GPU; a child process escapes every limit we enforce"
 _DYNAMIC = "code built at run time cannot be scanned, so it could do anything the scanner forbids"
+_LOADED = "code the job loads at run time from data or files it wrote was never scanned"
 _INDIRECT = "reaching a forbidden callable by a computed or aliased name is the usual way past a scanner"
 
 RULES: dict[str, Rule] = {
@@ -51,6 +52,11 @@ RULES: dict[str, Rule] = {
             _SHELL,
         ),
         _critical("proc.shell_helper", "a library helper that runs a shell command", _SHELL),
+        _critical(
+            "proc.private_helper",
+            "a private (_-prefixed) helper of a stdlib module that can start programs",
+            "private helpers such as uuid._get_command_stdout run commands behind the public API's back",
+        ),
         _critical("dyn.eval", "eval runs code built at run time", _DYNAMIC),
         _critical("dyn.exec", "exec runs code built at run time", _DYNAMIC),
         _critical("dyn.compile", "compile builds code objects at run time", _DYNAMIC),
@@ -58,8 +64,21 @@ RULES: dict[str, Rule] = {
         _critical("dyn.importlib", "importlib imports modules by computed name", _DYNAMIC),
         _critical("dyn.runpy", "runpy runs other modules or files as code", _DYNAMIC),
         _critical("dyn.code_module", "code/codeop/profilers/timeit run source strings as code", _DYNAMIC),
+        _critical("dyn.pickle", "unpickles data built into the code, or unmarshals code objects", _LOADED),
+        _critical(
+            "dyn.written_code",
+            "writes a Python module, native library or site .pth file that it can then load",
+            _LOADED,
+        ),
+        _critical("dyn.import_system", "imp/zipimport/site/pkgutil loaders or sys import hooks", _LOADED),
+        _critical("dyn.subinterpreter", "subinterpreters run source strings as code", _DYNAMIC),
         _critical("native.ctypes", "ctypes calls native code directly", "native calls bypass Python entirely"),
         _critical("native.cffi", "cffi calls native code directly", "native calls bypass Python entirely"),
+        _critical(
+            "native.library",
+            "loads a native library or compiles native code at run time",
+            "native calls bypass Python entirely",
+        ),
         _critical("scan.unscannable", "code nested too deeply to scan", "what cannot be scanned is not run"),
         _critical(
             "scan.unparsed_dangerous_name",
@@ -126,6 +145,23 @@ FORBIDDEN_MODULES: dict[str, str] = {
     "distutils.spawn": "proc.shell_helper",
     "pip": "proc.shell_helper",
     "ensurepip": "proc.shell_helper",
+    "pydoc": "proc.shell_helper",
+    "mailcap": "proc.shell_helper",
+    "numpy.ctypeslib": "native.ctypes",
+    "torch.utils.cpp_extension": "native.library",
+    "imp": "dyn.import_system",
+    "_imp": "dyn.import_system",
+    "zipimport": "dyn.import_system",
+    "site": "dyn.import_system",
+    "_frozen_importlib": "dyn.import_system",
+    "_frozen_importlib_external": "dyn.import_system",
+    "_xxsubinterpreters": "dyn.subinterpreter",
+    "_interpreters": "dyn.subinterpreter",
+    "_xxinterpchannels": "dyn.subinterpreter",
+    "_interpchannels": "dyn.subinterpreter",
+    "interpreters": "dyn.subinterpreter",
+    "_testcapi": "dyn.subinterpreter",
+    "_testinternalcapi": "dyn.subinterpreter",
 }
 
 # Modules other spellings of which resolve to the same thing.
@@ -143,6 +179,7 @@ SENSITIVE_MODULES = frozenset(
         "pydoc",
         "platform",
         "operator",
+        "asyncio.AbstractEventLoop",
         *FORBIDDEN_MODULES,
     }
 )
@@ -192,6 +229,22 @@ FORBIDDEN_NAMES: dict[str, str] = {
     "types.CodeType": "dyn.compile",
     "sys.modules": "indirect.sys_modules",
     "sys._getframe": "indirect.introspection",
+    "sys._current_frames": "indirect.introspection",
+    "gc.get_objects": "indirect.introspection",
+    "gc.get_referrers": "indirect.introspection",
+    "gc.get_referents": "indirect.introspection",
+    "marshal.load": "dyn.pickle",
+    "marshal.loads": "dyn.pickle",
+    "sys.meta_path": "dyn.import_system",
+    "sys.path_hooks": "dyn.import_system",
+    "sys.path_importer_cache": "dyn.import_system",
+    "pkgutil.resolve_name": "dyn.import_system",
+    "pkgutil.get_importer": "dyn.import_system",
+    "pkgutil.get_loader": "dyn.import_system",
+    "pkgutil.find_loader": "dyn.import_system",
+    "pkgutil.iter_importers": "dyn.import_system",
+    "pkgutil.ImpImporter": "dyn.import_system",
+    "pkgutil.ImpLoader": "dyn.import_system",
 }
 
 # Callables matched by prefix: os.execv, os.spawnlp, os.posix_spawnp, asyncio.create_subprocess_shell …
@@ -214,6 +267,29 @@ FORBIDDEN_METHODS: dict[str, str] = {
     "forkpty": "proc.os_fork",
     "posix_spawn": "proc.os_spawn",
     "posix_spawnp": "proc.os_spawn",
+    # Stdlib internals that start programs (multiprocessing.util, uuid, platform, asyncio, subprocess).
+    "spawnv_passfds": "proc.os_spawn",
+    "fork_exec": "proc.subprocess",
+    "_make_subprocess_transport": "proc.asyncio_subprocess",
+    "_get_command_stdout": "proc.private_helper",
+    "_syscmd_file": "proc.private_helper",
+    "_syscmd_ver": "proc.private_helper",
+    "_syscmd_uname": "proc.private_helper",
+    "_read_output": "proc.private_helper",
+    "_find_build_tool": "proc.private_helper",
+    "_execvpe": "proc.os_exec",
+    "_spawnvef": "proc.os_spawn",
+    # multiprocessing's spawn/forkserver start whatever executable, and import whatever preload, they are told.
+    "set_executable": "proc.os_exec",
+    "set_forkserver_preload": "dyn.import_system",
+    # Loaders of native code; and the gc walks that hand out every live module without an import.
+    "CDLL": "native.library",
+    "PyDLL": "native.library",
+    "dlopen": "native.library",
+    "load_library": "native.library",
+    "get_objects": "indirect.introspection",
+    "get_referrers": "indirect.introspection",
+    "get_referents": "indirect.introspection",
 }
 
 # Attributes that name a module whatever they hang off (``glob.os``, ``helper().os``): re-rooted there.
@@ -235,6 +311,19 @@ INTROSPECTION_ATTRS: dict[str, str] = {
     "__self__": "indirect.introspection",
     "tb_frame": "indirect.introspection",
 }
+
+# What a call to an event-loop getter denotes, so that ``getattr(loop, name)`` is judged like a module's.
+EVENT_LOOP = "asyncio.AbstractEventLoop"
+LOOP_GETTERS = frozenset(
+    {"asyncio.get_running_loop", "asyncio.get_event_loop", "asyncio.new_event_loop", "asyncio.events.get_event_loop"}
+)
+
+# Stdlib modules that start programs somewhere inside: their private (_-prefixed) names are off limits.
+PRIVATE_HELPER_MODULES = frozenset(
+    {"os", "uuid", "platform", "multiprocessing", "asyncio", "shutil", "sysconfig", "tempfile", "concurrent"}
+    | {"_osx_support", "_aix_support", "distutils", "ctypes", "webbrowser"}
+)
+PRIVATE_ALLOWED = frozenset({"os._exit"})
 
 # Builtin names that are lookups into a namespace.
 NAMESPACE_BUILTINS = frozenset({"builtins.globals", "builtins.locals", "builtins.vars"})
@@ -284,6 +373,12 @@ PATH_ARG_WRITERS: dict[str, int] = {
     "numpy.savetxt": 0,
     "torch.save": 1,
     "joblib.dump": 1,
+    "os.rename": 1,
+    "os.replace": 1,
+    "os.symlink": 1,
+    "os.link": 1,
+    "urllib.request.urlretrieve": 1,
+    "torch.hub.download_url_to_file": 1,
 }
 PATH_CONSTRUCTORS = frozenset({"pathlib.Path", "pathlib.PosixPath", "pathlib.PurePath"})
 HARMLESS_WRITE_TARGETS = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr"})
@@ -296,7 +391,16 @@ def rule_for_name(qualified: str) -> str | None:
     for prefix, rule_id in FORBIDDEN_PREFIXES:
         if qualified.startswith(prefix):
             return rule_id
-    return rule_for_module(qualified)
+    return rule_for_module(qualified) or _private_helper(qualified)
+
+
+def _private_helper(qualified: str) -> str | None:
+    """``uuid._get_command_stdout``, ``multiprocessing.util._run``: a private name of a process-capable module."""
+    root, _, rest = qualified.partition(".")
+    if root not in PRIVATE_HELPER_MODULES or qualified in PRIVATE_ALLOWED:
+        return None
+    private = any(part.startswith("_") and not part.startswith("__") for part in rest.split("."))
+    return "proc.private_helper" if private else None
 
 
 def rule_for_module(module: str) -> str | None:
@@ -361,7 +465,7 @@ _PROCESS_ATTRS = _OS_EXEC_NAMES | {
 def is_dangerous_attr(name: str) -> bool:
     """True when reading attribute ``name`` off an unknown object is a red flag by itself."""
     last = name.rsplit(".", 1)[-1]
-    return last in _PROCESS_ATTRS or last in INTROSPECTION_ATTRS
+    return last in _PROCESS_ATTRS or last in INTROSPECTION_ATTRS or last in FORBIDDEN_METHODS
 
 
 def writes_outside(path: str) -> bool:

@@ -15,6 +15,7 @@ import msgspec
 from executors.scan import rules
 from executors.scan.bindings import GLOBALS, NameResolver
 from executors.scan.literals import fold_number
+from executors.scan.loading import UNPICKLE_BYTES, CodeLoading, code_kind, file_name_of, is_pickle_payload
 from ledger.events import Finding
 
 Verdict = Literal["approved", "warned", "rejected"]
@@ -133,17 +134,48 @@ class _Visitor(NameResolver):
     def __init__(self, tree: ast.Module) -> None:
         super().__init__(tree)
         self.found: dict[tuple[str, int], Finding] = {}
+        self.loading = CodeLoading()
+        self.literal_names: set[str] = set()  # names bound to data built only from literals
+        self.file_names: dict[str, str] = {}  # name -> the file name of the path it holds (``x.pth``)
 
     def run(self) -> list[Finding]:
         self.walk()
+        for line, detail in self.loading.findings():
+            self.found.setdefault(("dyn.written_code", line), _finding("dyn.written_code", line, detail))
         return sorted(self.found.values(), key=lambda f: (f.line, f.rule))
 
     def report(self, rule_id: str, node: ast.AST, detail: str | None = None) -> None:
         line = getattr(node, "lineno", 1)
         self.found.setdefault((rule_id, line), _finding(rule_id, line, detail))
 
+    def bind(self, target: ast.expr, value: ast.expr) -> None:
+        super().bind(target, value)
+        if not isinstance(target, ast.Name):
+            return
+        if self.from_literals(value):
+            self.literal_names.add(target.id)
+        if code_kind(name := file_name_of(value, self.file_name)):
+            self.file_names[target.id] = name or ""
+
+    def file_name(self, name: str) -> str | None:
+        return self.file_names.get(name) or self.lookup_string(name)
+
+    def from_literals(self, node: ast.expr) -> bool:
+        """True for data built only from constants in the source (``zlib.decompress(b"...")``)."""
+        literal = False
+        for part in ast.walk(node):
+            if isinstance(part, ast.Name):
+                held = part.id in self.literal_names or self.lookup_string(part.id) is not None
+                if not (held or self.qualify(part)):
+                    return False  # a run-time value (a file's bytes, a queue's message) is data, not a payload
+                literal |= held
+            literal |= isinstance(part, ast.Constant) and isinstance(part.value, str | bytes)
+        return literal
+
     def check_reference(self, node: ast.expr) -> str | None:
         qualified = self.qualify(node)
+        if qualified and qualified != GLOBALS:
+            self.loading.note_reference(node, qualified)
         rule_id = rules.rule_for_name(qualified) if qualified and qualified != GLOBALS else None
         if rule_id and qualified:
             spelled = ast.unparse(node)
@@ -155,7 +187,7 @@ class _Visitor(NameResolver):
     def check_attr_name(self, node: ast.AST, base: str | None, attr: str, obfuscated: bool) -> None:
         """An attribute reached by name (getattr, a namespace lookup): resolve it, or judge the name."""
         rule_id = rules.rule_for_name(rules.canonical_name(f"{base}.{attr}")) if base else None
-        rule_id = rule_id or rules.INTROSPECTION_ATTRS.get(attr)
+        rule_id = rule_id or rules.INTROSPECTION_ATTRS.get(attr) or rules.FORBIDDEN_METHODS.get(attr)
         if rule_id:
             self.report(rule_id, node, f"{base or '…'}.{attr} by name")
         elif base is None and (
@@ -165,6 +197,13 @@ class _Visitor(NameResolver):
             self.report("indirect.computed_attr", node, f"name {attr!r}")
 
     # visits: references ----------------------------------------------------------------------
+
+    def visit_Constant(self, node: ast.Constant) -> None:
+        if isinstance(node.value, str | bytes):
+            if isinstance(node.value, str):
+                self.loading.note_literal(node.value, node.lineno)
+            if is_pickle_payload(node.value):
+                self.report("dyn.pickle", node, "a pickle that calls a function, as a literal")
 
     def visit_Name(self, node: ast.Name) -> None:
         self.check_name(node, as_value=True)
@@ -240,6 +279,8 @@ class _Visitor(NameResolver):
             value = fold_number(seconds) if seconds else None
             if value is not None and value > rules.LONG_SLEEP_S:
                 self.report("time.long_sleep", node, f"{value:g} s")
+        elif callee in UNPICKLE_BYTES and node.args and self.from_literals(node.args[0]):
+            self.report("dyn.pickle", node, f"{callee} of data built from literals")
         elif callee == "builtins.vars" and node.args and self.sensitive(node.args[0]):
             self.report("indirect.computed_attr", node, ast.unparse(node))
 
@@ -310,7 +351,12 @@ class _Visitor(NameResolver):
 
     def check_write(self, node: ast.Call, callee: str | None) -> None:
         path_node = self.written_path(node, callee)
-        path = self.path_of(path_node) if path_node is not None else None
+        if path_node is None:
+            return
+        name = file_name_of(path_node, self.file_name)
+        if kind := code_kind(name):
+            self.loading.writes.append((kind, node.lineno, name or ""))
+        path = self.path_of(path_node)
         if path is not None and rules.writes_outside(path):
             self.report("io.write_outside", node, repr(path))
 
@@ -323,6 +369,8 @@ class _Visitor(NameResolver):
             return func.value if self.writes_mode(_argument(node, 0, "mode")) else None
         if isinstance(func, ast.Attribute) and method in rules.PATH_WRITE_METHODS:
             return func.value
+        if method in ("rename", "replace") and len(node.args) == 1 and not node.keywords:
+            return node.args[0]  # Path.rename(target); str.replace takes two
         if method in rules.WRITE_METHODS:
             return _argument(node, 0, "path_or_buf", "path")
         if callee in rules.PATH_ARG_WRITERS:
@@ -335,7 +383,12 @@ class _Visitor(NameResolver):
 
     # visits: imports -------------------------------------------------------------------------
 
+    def note_import(self, node: ast.Import | ast.ImportFrom) -> None:
+        nested = any(scope.kind == "function" for scope in self.scopes)
+        self.loading.imports.append((node.lineno, nested))
+
     def visit_Import(self, node: ast.Import) -> None:
+        self.note_import(node)
         for alias in node.names:
             module = rules.canonical_name(alias.name)
             self.check_module(node, module, f"import {alias.name}")
@@ -343,6 +396,7 @@ class _Visitor(NameResolver):
             self.bind_name(alias.asname or head, module if alias.asname else rules.canonical_name(head))
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        self.note_import(node)
         if node.level or not node.module:
             return  # relative imports name the submission's own files
         module = rules.canonical_name(node.module)

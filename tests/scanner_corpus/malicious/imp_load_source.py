@@ -1,0 +1,4 @@
+# expect: dyn.import_system
+import imp
+
+imp.load_source("helper", "helper.txt")
