@@ -1,4 +1,5 @@
-"""Scanner speed over the test corpus: median scan time per legitimate file, against a bare ast.parse.
+"""Scanner speed over the test corpus: median scan time per legitimate file, against a bare ast.parse
+(and how much of the corpus it gets right).
 
 Run: python bench/scan_corpus.py [--repeat N]
 """
@@ -40,6 +41,9 @@ def main() -> None:
         f"corpus: {len(malicious)} malicious, {len(legit)} legitimate files "
         f"(legit median {statistics.median(len(s.splitlines()) for s in legit):.0f} lines)"
     )
+    rejected = sum(scan_static(s).verdict == "rejected" for s in malicious)
+    passed = sum(scan_static(s).verdict != "rejected" for s in legit)
+    print(f"malicious rejected: {rejected}/{len(malicious)}, legitimate passed: {passed}/{len(legit)}")
     scan = median_seconds(legit, scan_static, args.repeat)
     parse = median_seconds(legit, ast.parse, args.repeat)
     print(f"median scan_static per legit file: {scan * 1e3:.3f} ms")

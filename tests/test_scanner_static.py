@@ -156,6 +156,89 @@ def test_legitimate_spelling_is_approved(code: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("code", "rule"),
+    [
+        ("import pickle\npickle.loads(b\"cos\\nsystem\\n(S'id'\\ntR.\")", "dyn.pickle"),
+        ("import pickle, zlib\npickle.loads(zlib.decompress(b'x\\x9c'))", "dyn.pickle"),
+        ("import pickle, zlib\nblob = zlib.decompress(b'x\\x9c')\npickle.loads(blob)", "dyn.pickle"),
+        ("import io, pickle\npickle.Unpickler(io.BytesIO(b'...')).load()", "dyn.pickle"),
+        ("data = '63706f7369780a73797374656d0a2853276964270a74522e'", "dyn.pickle"),
+        ("import marshal\nmarshal.loads(data)", "dyn.pickle"),
+        ("from marshal import load", "dyn.pickle"),
+        ("open('m.py', 'w').write(src)\nimport m", "dyn.written_code"),
+        ("def f():\n    import m\nopen('m.py', 'w').write(src)", "dyn.written_code"),
+        ("from pathlib import Path\nPath('x').with_suffix('.py').write_text(s)\nimport x", "dyn.written_code"),
+        ("import os\nos.rename('blob.txt', 'helper.py')\nimport helper", "dyn.written_code"),
+        ("open('libfast.so', 'wb').write(blob)", "dyn.written_code"),
+        ("open('sitecustomize.py', 'w').write(src)", "dyn.written_code"),
+        ("import sys\nopen(sys.prefix + '/lib/x.pth', 'w').write(src)", "dyn.written_code"),
+        ("import numpy as np\nopen(np.__file__ + '/../../x.pth', 'w').write(src)", "dyn.written_code"),
+        ("open('/home/u/.local/lib/python3.11/site-packages/x.pth', 'w')", "dyn.written_code"),
+        ("import site", "dyn.import_system"),
+        ("import imp", "dyn.import_system"),
+        ("from zipimport import zipimporter", "dyn.import_system"),
+        ("import pkgutil\npkgutil.resolve_name('os:system')", "dyn.import_system"),
+        ("import sys\nsys.meta_path.insert(0, finder)", "dyn.import_system"),
+        ("import _xxsubinterpreters", "dyn.subinterpreter"),
+        ("import _interpreters", "dyn.subinterpreter"),
+        ("import uuid\nuuid._get_command_stdout('id')", "proc.private_helper"),
+        ("import platform\nplatform._syscmd_file('x', '')", "proc.private_helper"),
+        ("import multiprocessing.util as u\nu._run_finalizers()", "proc.private_helper"),
+        ("from multiprocessing.util import spawnv_passfds", "proc.os_spawn"),
+        ("import multiprocessing as mp\nmp.set_executable('/bin/sh')", "proc.os_exec"),
+        ("import numpy.ctypeslib", "native.ctypes"),
+        ("import numpy as np\nnp.ctypeslib.load_library('libc', '/lib')", "native.ctypes"),
+        ("import torch\ntorch.ops.load_library('ext.so')", "native.library"),
+        ("from torch.utils.cpp_extension import load_inline", "native.library"),
+        ("import gc\ngc.get_objects()", "indirect.introspection"),
+        ("import gc\ngc.get_referrers(x)", "indirect.introspection"),
+        ("import asyncio\ngetattr(asyncio.get_running_loop(), name)", "indirect.computed_attr"),
+        ("import asyncio\nloop = asyncio.new_event_loop()\nvars(loop)", "indirect.computed_attr"),
+        ("getattr(loop, 'subprocess_' + 'exec')", "proc.asyncio_subprocess"),
+        ("loop._make_subprocess_transport(p, 'id', True, None, None, None)", "proc.asyncio_subprocess"),
+    ],
+)
+def test_loader_and_internal_routes_are_rejected(code: str, rule: str) -> None:
+    """Pickle payloads, written modules, import machinery, subinterpreters, private stdlib helpers,
+    native loaders, gc walks and event-loop lookups by name are each rejected by their rule."""
+    report = scan_static(code)
+    assert rule in rules_of(report, "critical")
+    assert report.verdict == "rejected"
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import pickle\nwith open('model.pkl', 'rb') as f:\n    model = pickle.load(f)",
+        "import pickle\nclone = pickle.loads(pickle.dumps(model))",
+        "import pickle\nmsg = pickle.loads(queue.get())",
+        "import torch\ntorch.save(model.state_dict(), 'model.pth')\nstate = torch.load('model.pth')",
+        "import torch\ntorch.save(model, f'ckpt/epoch{epoch}.pth')\nimport numpy",
+        "import sys, os\nsys.path.insert(0, os.path.dirname(__file__))\nfrom model import Net",
+        "import sys, torch\nsys.path.append('.')\ntorch.save(model, 'best.pth')",
+        "import gc\ngc.collect()",
+        "import multiprocessing as mp\nmp.set_start_method('spawn')\nmp.get_context('forkserver').Pool(2)",
+        "import platform, uuid\nprint(platform.system(), platform.node(), uuid.uuid4())",
+        "import os\nos._exit(0)",
+        "import asyncio\nloop = asyncio.new_event_loop()\nloop.run_until_complete(main())",
+        "import types\nok = isinstance(f, types.FunctionType)",
+        "print('Training done.')\nlabel = 'cos.'",
+        "digest = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'",
+        "import numpy as np\nx = np.load('x.npz', allow_pickle=True)",
+        "from pathlib import Path\nPath('preds.csv').rename('submission.csv')",
+        "name = 'a.b'.replace('.', '_')",
+        "import json\njson.loads('{\"a\": 1}')",
+    ],
+)
+def test_loader_look_alikes_are_approved(code: str) -> None:
+    """Loading the job's own checkpoints and pickles, its own sibling modules, spawn workers, gc.collect
+    and os._exit are not findings: only payloads in the source and loadable written code are."""
+    report = scan_static(code)
+    assert report.findings == []
+    assert report.verdict == "approved"
+
+
+@pytest.mark.parametrize(
     ("code", "shadow_note"),
     [
         ("def eval(s):\n    return s\ndel eval\neval('1')", "deleted again"),

@@ -411,7 +411,8 @@ class _Visitor(NameResolver):
             self.bind_name(alias.asname or alias.name, full)
 
     def check_module(self, node: ast.stmt, name: str, spelled: str) -> None:
-        rule_id = rules.rule_for_name(name) or rules.INTROSPECTION_ATTRS.get(name.rsplit(".", 1)[-1])
+        last = name.rsplit(".", 1)[-1]
+        rule_id = rules.rule_for_name(name) or rules.INTROSPECTION_ATTRS.get(last) or rules.FORBIDDEN_METHODS.get(last)
         if rule_id:
             self.report(rule_id, node, spelled)
         elif rules.is_network_module(name):
