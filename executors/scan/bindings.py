@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from executors.scan import rules
+from executors.scan import names, rules
 from executors.scan.literals import fold_string, literal_path
 
 GLOBALS = "<globals>"  # what a name bound to globals()/locals() resolves to
@@ -178,12 +178,12 @@ class NameResolver(ast.NodeVisitor):
                 base = self.qualify(value)
                 if base and base != GLOBALS:
                     return rules.canonical_name(f"{base}.{attr}")
-                return rules.canonical_name(attr) if attr in rules.MODULE_ATTRS else None
+                return rules.canonical_name(attr) if attr in names.MODULE_ATTRS else None
             case ast.Call(func=func, args=[target, key, *_]) if self.qualify(func) == "builtins.getattr":
                 owner, named = self.qualify(target), self.fold(key)
                 return rules.canonical_name(f"{owner}.{named}") if owner and named else None
-            case ast.Call(func=func) if self.qualify(func) in rules.LOOP_GETTERS:
-                return rules.EVENT_LOOP
+            case ast.Call(func=func) if self.qualify(func) in names.LOOP_GETTERS:
+                return names.EVENT_LOOP
             case ast.Subscript(value=space_node, slice=key):
                 space, named = self.namespace(space_node), self.fold(key)
                 if space and named:
@@ -198,7 +198,7 @@ class NameResolver(ast.NodeVisitor):
         match node:
             case ast.Attribute(value=value, attr="__dict__"):
                 return self.sensitive(value)
-            case ast.Call(func=func, args=[], keywords=[]) if self.qualify(func) in rules.NAMESPACE_BUILTINS:
+            case ast.Call(func=func, args=[], keywords=[]) if self.qualify(func) in names.NAMESPACE_BUILTINS:
                 return GLOBALS
             case ast.Call(func=func, args=[target]) if self.qualify(func) == "builtins.vars":
                 return self.sensitive(target)
@@ -210,7 +210,7 @@ class NameResolver(ast.NodeVisitor):
 
     def sensitive(self, node: ast.AST) -> str | None:
         base = self.qualify(node)
-        return base if base in rules.SENSITIVE_MODULES else None
+        return base if base in names.SENSITIVE_MODULES else None
 
     def path_of(self, node: ast.expr) -> str | None:
         if isinstance(node, ast.Name):
@@ -218,7 +218,7 @@ class NameResolver(ast.NodeVisitor):
         return literal_path(node, self.is_path_constructor)
 
     def is_path_constructor(self, func: ast.AST) -> bool:
-        return self.qualify(func) in rules.PATH_CONSTRUCTORS
+        return self.qualify(func) in names.PATH_CONSTRUCTORS
 
     # visits: bindings ------------------------------------------------------------------------
 

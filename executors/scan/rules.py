@@ -1,4 +1,4 @@
-"""The code scanner's rule table and the name tables its AST visitor matches against.
+"""The code scanner's rule table, and how a canonical dotted name finds the rule it breaks.
 
 Every rule lives here once; the visitor in ``executors.scan.scanner`` only decides *which* rule a node hits.
 Names are canonical dotted paths (``os.system``) after the visitor has resolved aliases and imports.
@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
+
+from executors.scan import names
 
 Severity = Literal["critical", "warning", "info"]
 
@@ -121,274 +123,12 @@ RULES: dict[str, Rule] = {
     )
 }
 
-# --- name tables --------------------------------------------------------------------------------
-
-# Importing these at all is critical: nothing a grading job needs lives in them.
-FORBIDDEN_MODULES: dict[str, str] = {
-    "subprocess": "proc.subprocess",
-    "_posixsubprocess": "proc.subprocess",
-    "pty": "proc.pty",
-    "asyncio.subprocess": "proc.asyncio_subprocess",
-    "multiprocessing.popen_fork": "proc.os_fork",
-    "multiprocessing.popen_spawn_posix": "proc.os_spawn",
-    "multiprocessing.popen_forkserver": "proc.os_fork",
-    "importlib": "dyn.importlib",
-    "runpy": "dyn.runpy",
-    "code": "dyn.code_module",
-    "codeop": "dyn.code_module",
-    "ctypes": "native.ctypes",
-    "_ctypes": "native.ctypes",
-    "cffi": "native.cffi",
-    "socket": "net.socket",
-    "_socket": "net.socket",
-    "webbrowser": "proc.shell_helper",
-    "distutils.spawn": "proc.shell_helper",
-    "pip": "proc.shell_helper",
-    "ensurepip": "proc.shell_helper",
-    "pydoc": "proc.shell_helper",
-    "mailcap": "proc.shell_helper",
-    "numpy.ctypeslib": "native.ctypes",
-    "torch.utils.cpp_extension": "native.library",
-    "imp": "dyn.import_system",
-    "_imp": "dyn.import_system",
-    "zipimport": "dyn.import_system",
-    "site": "dyn.import_system",
-    "_frozen_importlib": "dyn.import_system",
-    "_frozen_importlib_external": "dyn.import_system",
-    "_xxsubinterpreters": "dyn.subinterpreter",
-    "_interpreters": "dyn.subinterpreter",
-    "_xxinterpchannels": "dyn.subinterpreter",
-    "_interpchannels": "dyn.subinterpreter",
-    "interpreters": "dyn.subinterpreter",
-    "_testcapi": "dyn.subinterpreter",
-    "_testinternalcapi": "dyn.subinterpreter",
-}
-
-# Modules other spellings of which resolve to the same thing.
-MODULE_ALIASES: dict[str, str] = {"posix": "os", "nt": "os", "_os": "os", "__builtin__": "builtins"}
-
-# Modules on which a computed attribute name (getattr, vars, __dict__) is critical.
-SENSITIVE_MODULES = frozenset(
-    {
-        "os",
-        "sys",
-        "builtins",
-        "asyncio",
-        "multiprocessing",
-        "shutil",
-        "pydoc",
-        "platform",
-        "operator",
-        "asyncio.AbstractEventLoop",
-        *FORBIDDEN_MODULES,
-    }
-)
-
-# Modules worth re-rooting a dotted name at (see ``canonical_name``).
-_ROOTS = frozenset(
-    {
-        "os",
-        "sys",
-        "builtins",
-        "asyncio",
-        "multiprocessing",
-        "subprocess",
-        "importlib",
-        "ctypes",
-        "socket",
-        "pty",
-        "runpy",
-        "cffi",
-    }
-)
-
-# Star-importing these puts forbidden callables under bare names.
-STAR_FORBIDDEN = frozenset({"os", "builtins", "asyncio", "pydoc", "platform", *FORBIDDEN_MODULES})
-
-# Exact callables (after alias resolution), by canonical name.
-FORBIDDEN_NAMES: dict[str, str] = {
-    "os.system": "proc.os_system",
-    "os.popen": "proc.os_popen",
-    "os.startfile": "proc.os_spawn",
-    "os.fork": "proc.os_fork",
-    "os.forkpty": "proc.os_fork",
-    "builtins.eval": "dyn.eval",
-    "builtins.exec": "dyn.exec",
-    "builtins.compile": "dyn.compile",
-    "builtins.__import__": "dyn.dunder_import",
-    "builtins.breakpoint": "dyn.exec",
-    "pydoc.pipepager": "proc.shell_helper",
-    "platform.popen": "proc.shell_helper",
-    "cProfile.run": "dyn.code_module",
-    "cProfile.runctx": "dyn.code_module",
-    "profile.run": "dyn.code_module",
-    "profile.runctx": "dyn.code_module",
-    "pdb.run": "dyn.code_module",
-    "pdb.runeval": "dyn.code_module",
-    "pdb.runctx": "dyn.code_module",
-    "types.CodeType": "dyn.compile",
-    "sys.modules": "indirect.sys_modules",
-    "sys._getframe": "indirect.introspection",
-    "sys._current_frames": "indirect.introspection",
-    "gc.get_objects": "indirect.introspection",
-    "gc.get_referrers": "indirect.introspection",
-    "gc.get_referents": "indirect.introspection",
-    "marshal.load": "dyn.pickle",
-    "marshal.loads": "dyn.pickle",
-    "sys.meta_path": "dyn.import_system",
-    "sys.path_hooks": "dyn.import_system",
-    "sys.path_importer_cache": "dyn.import_system",
-    "pkgutil.resolve_name": "dyn.import_system",
-    "pkgutil.get_importer": "dyn.import_system",
-    "pkgutil.get_loader": "dyn.import_system",
-    "pkgutil.find_loader": "dyn.import_system",
-    "pkgutil.iter_importers": "dyn.import_system",
-    "pkgutil.ImpImporter": "dyn.import_system",
-    "pkgutil.ImpLoader": "dyn.import_system",
-}
-
-# Callables matched by prefix: os.execv, os.spawnlp, os.posix_spawnp, asyncio.create_subprocess_shell …
-FORBIDDEN_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("os.exec", "proc.os_exec"),
-    ("os.spawn", "proc.os_spawn"),
-    ("os.posix_spawn", "proc.os_spawn"),
-    ("os.fork", "proc.os_fork"),
-    ("asyncio.create_subprocess_", "proc.asyncio_subprocess"),
-)
-
-# Method names that start programs whatever object they hang off: event loops, and os functions reached
-# through a container or a helper (``[os][0].execv``). Nothing else in an ML stack is called this.
-FORBIDDEN_METHODS: dict[str, str] = {
-    "subprocess_exec": "proc.asyncio_subprocess",
-    "subprocess_shell": "proc.asyncio_subprocess",
-    "create_subprocess_exec": "proc.asyncio_subprocess",
-    "create_subprocess_shell": "proc.asyncio_subprocess",
-    "popen": "proc.os_popen",
-    "forkpty": "proc.os_fork",
-    "posix_spawn": "proc.os_spawn",
-    "posix_spawnp": "proc.os_spawn",
-    # Stdlib internals that start programs (multiprocessing.util, uuid, platform, asyncio, subprocess).
-    "spawnv_passfds": "proc.os_spawn",
-    "fork_exec": "proc.subprocess",
-    "_make_subprocess_transport": "proc.asyncio_subprocess",
-    "_get_command_stdout": "proc.private_helper",
-    "_syscmd_file": "proc.private_helper",
-    "_syscmd_ver": "proc.private_helper",
-    "_syscmd_uname": "proc.private_helper",
-    "_read_output": "proc.private_helper",
-    "_find_build_tool": "proc.private_helper",
-    "_execvpe": "proc.os_exec",
-    "_spawnvef": "proc.os_spawn",
-    # multiprocessing's spawn/forkserver start whatever executable, and import whatever preload, they are told.
-    "set_executable": "proc.os_exec",
-    "set_forkserver_preload": "dyn.import_system",
-    # Loaders of native code; and the gc walks that hand out every live module without an import.
-    "CDLL": "native.library",
-    "PyDLL": "native.library",
-    "dlopen": "native.library",
-    "load_library": "native.library",
-    "get_objects": "indirect.introspection",
-    "get_referrers": "indirect.introspection",
-    "get_referents": "indirect.introspection",
-}
-
-# Attributes that name a module whatever they hang off (``glob.os``, ``helper().os``): re-rooted there.
-MODULE_ATTRS = frozenset({"os", "_os", "posix", "nt", "sys", "builtins", "__builtin__", "subprocess", "importlib"})
-
-# Modules whose object used as a plain value (in a list, as an argument) can only be hiding a lookup.
-NO_VALUE_MODULES = frozenset({"os", "sys", "builtins"})
-
-# Attribute names that only sandbox escapes use.
-INTROSPECTION_ATTRS: dict[str, str] = {
-    "__subclasses__": "indirect.introspection",
-    "__globals__": "indirect.introspection",
-    "__code__": "indirect.introspection",
-    "__loader__": "indirect.introspection",
-    "__builtins__": "indirect.builtins",
-    "f_builtins": "indirect.builtins",
-    "f_globals": "indirect.builtins",
-    "gi_frame": "indirect.introspection",
-    "__self__": "indirect.introspection",
-    "tb_frame": "indirect.introspection",
-}
-
-# What a call to an event-loop getter denotes, so that ``getattr(loop, name)`` is judged like a module's.
-EVENT_LOOP = "asyncio.AbstractEventLoop"
-LOOP_GETTERS = frozenset(
-    {"asyncio.get_running_loop", "asyncio.get_event_loop", "asyncio.new_event_loop", "asyncio.events.get_event_loop"}
-)
-
-# Stdlib modules that start programs somewhere inside: their private (_-prefixed) names are off limits.
-PRIVATE_HELPER_MODULES = frozenset(
-    {"os", "uuid", "platform", "multiprocessing", "asyncio", "shutil", "sysconfig", "tempfile", "concurrent"}
-    | {"_osx_support", "_aix_support", "distutils", "ctypes", "webbrowser"}
-)
-PRIVATE_ALLOWED = frozenset({"os._exit"})
-
-# Builtin names that are lookups into a namespace.
-NAMESPACE_BUILTINS = frozenset({"builtins.globals", "builtins.locals", "builtins.vars"})
-
-# Names that run a source string when given one (timeit.timeit("...")).
-RUNS_SOURCE_STRINGS = frozenset({"timeit.timeit", "timeit.repeat", "timeit.Timer"})
-
-NETWORK_MODULES = frozenset(
-    {
-        "requests",
-        "urllib",
-        "urllib.request",
-        "urllib3",
-        "http.client",
-        "http.server",
-        "httpx",
-        "aiohttp",
-        "ftplib",
-        "smtplib",
-        "telnetlib",
-        "websocket",
-        "websockets",
-        "paramiko",
-        "asyncssh",
-        "pycurl",
-    }
-)
-# Pure helpers inside network packages: parsing a URL is not network access.
-NETWORK_EXEMPT = frozenset({"urllib.parse", "urllib.error"})
-
-SLEEPS = frozenset({"time.sleep", "asyncio.sleep"})
-LONG_SLEEP_S = 3600.0
-
-# Openers that write when given a write mode; methods that always write to their first argument.
-WRITE_OPENERS = frozenset({"builtins.open", "io.open", "codecs.open"})
-WRITE_METHODS = frozenset({"to_csv", "to_json", "to_parquet", "to_pickle", "to_feather", "to_excel"})
-PATH_WRITE_METHODS = frozenset({"write_text", "write_bytes"})
-# Module-level writers and the position of the path they write.
-PATH_ARG_WRITERS: dict[str, int] = {
-    "shutil.copy": 1,
-    "shutil.copy2": 1,
-    "shutil.copyfile": 1,
-    "shutil.move": 1,
-    "shutil.copytree": 1,
-    "numpy.save": 0,
-    "numpy.savez": 0,
-    "numpy.savetxt": 0,
-    "torch.save": 1,
-    "joblib.dump": 1,
-    "os.rename": 1,
-    "os.replace": 1,
-    "os.symlink": 1,
-    "os.link": 1,
-    "urllib.request.urlretrieve": 1,
-    "torch.hub.download_url_to_file": 1,
-}
-PATH_CONSTRUCTORS = frozenset({"pathlib.Path", "pathlib.PosixPath", "pathlib.PurePath"})
-HARMLESS_WRITE_TARGETS = frozenset({"/dev/null", "/dev/stdout", "/dev/stderr"})
-
 
 def rule_for_name(qualified: str) -> str | None:
     """The rule a reference to ``qualified`` (canonical dotted name) breaks, if any."""
-    if qualified in FORBIDDEN_NAMES:
-        return FORBIDDEN_NAMES[qualified]
-    for prefix, rule_id in FORBIDDEN_PREFIXES:
+    if qualified in names.FORBIDDEN_NAMES:
+        return names.FORBIDDEN_NAMES[qualified]
+    for prefix, rule_id in names.FORBIDDEN_PREFIXES:
         if qualified.startswith(prefix):
             return rule_id
     return rule_for_module(qualified) or _private_helper(qualified)
@@ -397,7 +137,7 @@ def rule_for_name(qualified: str) -> str | None:
 def _private_helper(qualified: str) -> str | None:
     """``uuid._get_command_stdout``, ``multiprocessing.util._run``: a private name of a process-capable module."""
     root, _, rest = qualified.partition(".")
-    if root not in PRIVATE_HELPER_MODULES or qualified in PRIVATE_ALLOWED:
+    if root not in names.PRIVATE_HELPER_MODULES or qualified in names.PRIVATE_ALLOWED:
         return None
     private = any(part.startswith("_") and not part.startswith("__") for part in rest.split("."))
     return "proc.private_helper" if private else None
@@ -407,7 +147,7 @@ def rule_for_module(module: str) -> str | None:
     """The rule importing ``module`` (or anything under it) breaks, if any."""
     parts = module.split(".")
     for end in range(len(parts), 0, -1):
-        rule_id = FORBIDDEN_MODULES.get(".".join(parts[:end]))
+        rule_id = names.FORBIDDEN_MODULES.get(".".join(parts[:end]))
         if rule_id:
             return rule_id
     return None
@@ -415,10 +155,10 @@ def rule_for_module(module: str) -> str | None:
 
 def is_network_module(module: str) -> bool:
     """True for network client/server libraries; ``urllib.parse`` and friends are exempt."""
-    if module in NETWORK_EXEMPT or any(module.startswith(m + ".") for m in NETWORK_EXEMPT):
+    if module in names.NETWORK_EXEMPT or any(module.startswith(m + ".") for m in names.NETWORK_EXEMPT):
         return False
     parts = module.split(".")
-    return any(".".join(parts[:end]) in NETWORK_MODULES for end in range(1, len(parts) + 1))
+    return any(".".join(parts[:end]) in names.NETWORK_MODULES for end in range(1, len(parts) + 1))
 
 
 def canonical_name(dotted: str) -> str:
@@ -429,48 +169,21 @@ def canonical_name(dotted: str) -> str:
     """
     parts = dotted.split(".")
     for i in range(len(parts) - 1, -1, -1):
-        root = MODULE_ALIASES.get(parts[i], parts[i])
-        if root in _ROOTS:
+        root = names.MODULE_ALIASES.get(parts[i], parts[i])
+        if root in names.ROOTS:
             return ".".join([root, *parts[i + 1 :]])
     return dotted
-
-
-# Attribute names worth a finding even when the object they are read from is unknown
-# (``getattr(helper(), "system")``): process starters, import hooks and interpreter internals.
-_OS_EXEC_NAMES = frozenset(
-    f"{verb}{kind}{path}{env}" for verb in ("exec", "spawn") for kind in "lv" for path in ("", "p") for env in ("", "e")
-)
-FORBIDDEN_METHODS.update(dict.fromkeys(_OS_EXEC_NAMES - {"execl"}, "proc.os_exec"))
-FORBIDDEN_METHODS.update({name: "proc.os_spawn" for name in _OS_EXEC_NAMES if name.startswith("spawn")})
-_PROCESS_ATTRS = _OS_EXEC_NAMES | {
-    "system",
-    "popen",
-    "startfile",
-    "Popen",
-    "check_output",
-    "check_call",
-    "getoutput",
-    "getstatusoutput",
-    "fork",
-    "forkpty",
-    "posix_spawn",
-    "posix_spawnp",
-    "create_subprocess_exec",
-    "create_subprocess_shell",
-    "__import__",
-    "import_module",
-}
 
 
 def is_dangerous_attr(name: str) -> bool:
     """True when reading attribute ``name`` off an unknown object is a red flag by itself."""
     last = name.rsplit(".", 1)[-1]
-    return last in _PROCESS_ATTRS or last in INTROSPECTION_ATTRS or last in FORBIDDEN_METHODS
+    return last in names.PROCESS_ATTRS or last in names.INTROSPECTION_ATTRS or last in names.FORBIDDEN_METHODS
 
 
 def writes_outside(path: str) -> bool:
     """True for an absolute, home-relative or ``..``-climbing path (device sinks excepted)."""
     path = path.strip()
-    if path in HARMLESS_WRITE_TARGETS:
+    if path in names.HARMLESS_WRITE_TARGETS:
         return False
     return path.startswith(("/", "~", "\\")) or ".." in path.replace("\\", "/").split("/")

@@ -5,17 +5,16 @@ aliases and scopes, then matches the resolved names against the rule table in ``
 from __future__ import annotations
 
 import ast
-import io
-import tokenize
 from collections.abc import Iterable
 from typing import Literal
 
 import msgspec
 
-from executors.scan import rules
+from executors.scan import names, rules
 from executors.scan.bindings import GLOBALS, NameResolver
 from executors.scan.literals import fold_number
 from executors.scan.loading import UNPICKLE_BYTES, CodeLoading, code_kind, file_name_of, is_pickle_payload
+from executors.scan.unparsed import dangerous_names
 from ledger.events import Finding
 
 Verdict = Literal["approved", "warned", "rejected"]
@@ -35,7 +34,7 @@ def scan_static(code: str) -> ScanReport:
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):  # ValueError: null bytes in the source
-        findings = _unparsed_names(code)
+        findings = [_finding("scan.unparsed_dangerous_name", line, name) for line, name in dangerous_names(code)]
         return ScanReport(verdict=verdict_for(findings), findings=findings)
     except RecursionError:
         tree = None
@@ -47,59 +46,6 @@ def scan_static(code: str) -> ScanReport:
         # Code nested past what we can walk is not run: the depth itself is the red flag.
         findings = [_finding("scan.unscannable", 1)]
     return ScanReport(verdict=verdict_for(findings), findings=findings)
-
-
-# Names that, in code this server cannot parse, are refused anyway: a node running a newer Python
-# could parse (and run) it. Common ML names (compile, getattr) are left out on purpose.
-_UNPARSED_DANGEROUS = frozenset(
-    {
-        "system",
-        "popen",
-        "subprocess",
-        "pty",
-        "eval",
-        "exec",
-        "__import__",
-        "importlib",
-        "runpy",
-        "ctypes",
-        "cffi",
-        "socket",
-        "fork",
-        "forkpty",
-        "posix_spawn",
-        "posix_spawnp",
-        "spawnl",
-        "spawnle",
-        "spawnlp",
-        "spawnv",
-        "spawnve",
-        "spawnvp",
-        "execl",
-        "execle",
-        "execlp",
-        "execv",
-        "execve",
-        "execvp",
-        "execvpe",
-        "__builtins__",
-        "builtins",
-        "create_subprocess_exec",
-        "create_subprocess_shell",
-    }
-)
-
-
-def _unparsed_names(code: str) -> list[Finding]:
-    """Token-level fallback for code that does not parse: flag dangerous names, not the syntax error."""
-    findings = []
-    try:
-        for token in tokenize.generate_tokens(io.StringIO(code).readline):
-            if token.type == tokenize.NAME and token.string in _UNPARSED_DANGEROUS:
-                findings.append(_finding("scan.unparsed_dangerous_name", token.start[0], token.string))
-    except (tokenize.TokenError, SyntaxError, ValueError):
-        pass  # what was read so far is what counts; the rest cannot be tokenized either
-    return findings
 
 
 def verdict_for(findings: Iterable[Finding]) -> Verdict:
@@ -187,11 +133,11 @@ class _Visitor(NameResolver):
     def check_attr_name(self, node: ast.AST, base: str | None, attr: str, obfuscated: bool) -> None:
         """An attribute reached by name (getattr, a namespace lookup): resolve it, or judge the name."""
         rule_id = rules.rule_for_name(rules.canonical_name(f"{base}.{attr}")) if base else None
-        rule_id = rule_id or rules.INTROSPECTION_ATTRS.get(attr) or rules.FORBIDDEN_METHODS.get(attr)
+        rule_id = rule_id or names.INTROSPECTION_ATTRS.get(attr) or names.FORBIDDEN_METHODS.get(attr)
         if rule_id:
             self.report(rule_id, node, f"{base or '…'}.{attr} by name")
         elif base is None and (
-            rules.is_dangerous_attr(attr) or (obfuscated and f"builtins.{attr}" in rules.FORBIDDEN_NAMES)
+            rules.is_dangerous_attr(attr) or (obfuscated and f"builtins.{attr}" in names.FORBIDDEN_NAMES)
         ):
             # The object is unknown, but nobody spells a process starter's name by accident.
             self.report("indirect.computed_attr", node, f"name {attr!r}")
@@ -212,10 +158,10 @@ class _Visitor(NameResolver):
         """A name read; ``as_value`` unless it is only the owner of an attribute or a getattr target."""
         if not isinstance(node.ctx, ast.Load):
             return
-        if node.id.startswith("__") and node.id in rules.INTROSPECTION_ATTRS:
-            self.report(rules.INTROSPECTION_ATTRS[node.id], node)
+        if node.id.startswith("__") and node.id in names.INTROSPECTION_ATTRS:
+            self.report(names.INTROSPECTION_ATTRS[node.id], node)
         self.check_reference(node)
-        if as_value and self.lookup(node.id) in rules.NO_VALUE_MODULES:
+        if as_value and self.lookup(node.id) in names.NO_VALUE_MODULES:
             self.report("indirect.module_value", node, node.id)
 
     def visit_owner(self, node: ast.expr) -> None:
@@ -227,7 +173,7 @@ class _Visitor(NameResolver):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         self.check_reference(node)
-        rule_id = rules.INTROSPECTION_ATTRS.get(node.attr) or rules.FORBIDDEN_METHODS.get(node.attr)
+        rule_id = names.INTROSPECTION_ATTRS.get(node.attr) or names.FORBIDDEN_METHODS.get(node.attr)
         if rule_id:
             self.report(rule_id, node, f".{node.attr}")
         if node.attr == "__dict__" and self.sensitive(node.value):
@@ -272,12 +218,12 @@ class _Visitor(NameResolver):
             for arg in node.args:
                 if (attr := self.fold(arg)) is not None:
                     self.check_attr_name(node, None, attr, obfuscated=not isinstance(arg, ast.Constant))
-        elif callee in rules.RUNS_SOURCE_STRINGS and self.passes_source(node):
+        elif callee in names.RUNS_SOURCE_STRINGS and self.passes_source(node):
             self.report("dyn.code_module", node, f"{callee} with a source string")
-        elif callee in rules.SLEEPS:
+        elif callee in names.SLEEPS:
             seconds = _argument(node, 0, "delay", "secs", "seconds")
             value = fold_number(seconds) if seconds else None
-            if value is not None and value > rules.LONG_SLEEP_S:
+            if value is not None and value > names.LONG_SLEEP_S:
                 self.report("time.long_sleep", node, f"{value:g} s")
         elif callee in UNPICKLE_BYTES and node.args and self.from_literals(node.args[0]):
             self.report("dyn.pickle", node, f"{callee} of data built from literals")
@@ -292,7 +238,7 @@ class _Visitor(NameResolver):
         attr = self.fold(key)
         if attr is not None:
             self.check_attr_name(node, base, attr, obfuscated=not isinstance(key, ast.Constant))
-        elif base in rules.SENSITIVE_MODULES or (base and rules.rule_for_name(base)):
+        elif base in names.SENSITIVE_MODULES or (base and rules.rule_for_name(base)):
             self.report("indirect.computed_attr", node, f"getattr({ast.unparse(target)}, {ast.unparse(key)})")
 
     def check_namespace_key(self, node: ast.AST, space: str, key: ast.expr) -> None:
@@ -302,7 +248,7 @@ class _Visitor(NameResolver):
             self.report(computed, node, f"{space.strip('<>')}[{ast.unparse(key)}]")
         elif space == GLOBALS:
             target = self.lookup(attr)
-            rule_id = (rules.rule_for_name(target) if target else None) or rules.INTROSPECTION_ATTRS.get(attr)
+            rule_id = (rules.rule_for_name(target) if target else None) or names.INTROSPECTION_ATTRS.get(attr)
             if rule_id:
                 self.report(rule_id, node, f"globals()[{attr!r}]")
         else:
@@ -363,18 +309,18 @@ class _Visitor(NameResolver):
     def written_path(self, node: ast.Call, callee: str | None) -> ast.expr | None:
         func = node.func
         method = func.attr if isinstance(func, ast.Attribute) else None
-        if callee in rules.WRITE_OPENERS:
+        if callee in names.WRITE_OPENERS:
             return _argument(node, 0, "file") if self.writes_mode(_argument(node, 1, "mode")) else None
         if isinstance(func, ast.Attribute) and method == "open" and self.path_of(func.value) is not None:
             return func.value if self.writes_mode(_argument(node, 0, "mode")) else None
-        if isinstance(func, ast.Attribute) and method in rules.PATH_WRITE_METHODS:
+        if isinstance(func, ast.Attribute) and method in names.PATH_WRITE_METHODS:
             return func.value
         if method in ("rename", "replace") and len(node.args) == 1 and not node.keywords:
             return node.args[0]  # Path.rename(target); str.replace takes two
-        if method in rules.WRITE_METHODS:
+        if method in names.WRITE_METHODS:
             return _argument(node, 0, "path_or_buf", "path")
-        if callee in rules.PATH_ARG_WRITERS:
-            return _argument(node, rules.PATH_ARG_WRITERS[callee], "dst", "file", "f")
+        if callee in names.PATH_ARG_WRITERS:
+            return _argument(node, names.PATH_ARG_WRITERS[callee], "dst", "file", "f")
         return None
 
     def writes_mode(self, mode: ast.expr | None) -> bool:
@@ -403,7 +349,7 @@ class _Visitor(NameResolver):
         for alias in node.names:
             spelled = f"from {node.module} import {alias.name}"
             if alias.name == "*":
-                if module in rules.STAR_FORBIDDEN or rules.rule_for_module(module):
+                if module in names.STAR_FORBIDDEN or rules.rule_for_module(module):
                     self.report("indirect.star_import", node, spelled)
                 continue
             full = rules.canonical_name(f"{module}.{alias.name}")
@@ -412,7 +358,7 @@ class _Visitor(NameResolver):
 
     def check_module(self, node: ast.stmt, name: str, spelled: str) -> None:
         last = name.rsplit(".", 1)[-1]
-        rule_id = rules.rule_for_name(name) or rules.INTROSPECTION_ATTRS.get(last) or rules.FORBIDDEN_METHODS.get(last)
+        rule_id = rules.rule_for_name(name) or names.INTROSPECTION_ATTRS.get(last) or names.FORBIDDEN_METHODS.get(last)
         if rule_id:
             self.report(rule_id, node, spelled)
         elif rules.is_network_module(name):
