@@ -216,6 +216,7 @@ def test_loader_and_internal_routes_are_rejected(code: str, rule: str) -> None:
         "import torch\ntorch.save(model, f'ckpt/epoch{epoch}.pth')\nimport numpy",
         "import sys, os\nsys.path.insert(0, os.path.dirname(__file__))\nfrom model import Net",
         "import sys, torch\nsys.path.append('.')\ntorch.save(model, 'best.pth')",
+        "import sys, torch\nif here not in sys.path:\n    sys.path.insert(0, here)\ntorch.save(model, 'best.pth')",
         "import gc\ngc.collect()",
         "import multiprocessing as mp\nmp.set_start_method('spawn')\nmp.get_context('forkserver').Pool(2)",
         "import platform, uuid\nprint(platform.system(), platform.node(), uuid.uuid4())",

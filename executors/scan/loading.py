@@ -19,6 +19,7 @@ from typing import Literal
 # Opcodes by which a pickle calls or builds something by name; plain data pickles never need them
 # in a literal, and a literal that unpickles to a call is the payload of a pickle bypass.
 _CALLING_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"})
+_CALLING_BYTES = (b"c", b"\x93", b"i", b"o", b"R", b"\x81", b"\x92")  # the opcodes above, as bytes
 _BASE64 = re.compile(rb"[A-Za-z0-9+/=\s]{16,}|[A-Za-z0-9_\-=\s]{16,}")
 _HEX = re.compile(rb"(?:[0-9a-fA-F]{2}\s*){8,}")
 _MIN_PAYLOAD = 8  # the shortest calling pickle, b"cos\nx\n)R.", is 10 bytes
@@ -40,16 +41,16 @@ _SUFFIXES: dict[str, CodeKind] = {
     ".pth": "pth",
 }
 # Where the interpreter's site directories are found; a .pth file is only run from one of those.
-SITE_LOCATORS = ("sys.prefix", "sys.base_prefix", "sys.exec_prefix", "sys.base_exec_prefix", "sys.path", "sysconfig.")
-_PATH_EDITS = frozenset({"sys.path.insert", "sys.path.append", "sys.path.extend", "sys.path.remove"})
+# ``sys.path`` is left out: ``if here not in sys.path`` is common in research code that saves .pth checkpoints.
+SITE_LOCATORS = ("sys.prefix", "sys.base_prefix", "sys.exec_prefix", "sys.base_exec_prefix", "sysconfig.", "site.")
 _SITE_WORDS = ("site-packages", "dist-packages")
 _STARTUP_NAMES = ("sitecustomize", "usercustomize")
 
 
 def calls_in_pickle(data: bytes) -> bool:
     """True when ``data`` is a whole pickle stream that calls or builds something by name."""
-    if len(data) < _MIN_PAYLOAD or not data.rstrip().endswith(b"."):
-        return False
+    if len(data) < _MIN_PAYLOAD or not data.rstrip().endswith(b".") or not any(b in data for b in _CALLING_BYTES):
+        return False  # cheap refusals first: parsing a long literal as opcodes is the slow part
     try:
         names = {op.name for op, _, _ in pickletools.genops(data)}
     except (ValueError, KeyError, IndexError, UnicodeDecodeError, EOFError):
@@ -111,18 +112,10 @@ class CodeLoading:
     site_named_at: int | None = None
     sys_path_at: int | None = None
 
-    # ``sys.path`` nodes that only own an insert/append: adding the job's own folder names no site directory.
-    path_edits: set[int] = field(default_factory=set)
-
     def note_reference(self, node: ast.expr, qualified: str) -> None:
         line = getattr(node, "lineno", 1)
         if qualified.startswith("sys.path"):
             self.sys_path_at = self.sys_path_at or line
-        if qualified in _PATH_EDITS and isinstance(node, ast.Attribute):
-            self.path_edits.add(id(node.value))
-            return
-        if id(node) in self.path_edits:
-            return
         if qualified.startswith(SITE_LOCATORS) or qualified.endswith((".__file__", ".__path__")):
             self.site_named_at = self.site_named_at or line
 

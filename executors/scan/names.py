@@ -202,8 +202,7 @@ LOOP_GETTERS = frozenset(
 
 # Stdlib modules that start programs somewhere inside: their private (_-prefixed) names are off limits.
 PRIVATE_HELPER_MODULES = frozenset(
-    {"os", "uuid", "platform", "multiprocessing", "asyncio", "shutil", "sysconfig", "tempfile", "concurrent"}
-    | {"_osx_support", "_aix_support", "distutils", "ctypes", "webbrowser"}
+    {"os", "uuid", "platform", "multiprocessing", "asyncio", "_osx_support", "_aix_support", "distutils", "ctypes"}
 )
 PRIVATE_ALLOWED = frozenset({"os._exit"})
 
