@@ -29,6 +29,15 @@ UNPICKLE_BYTES = frozenset(
     {"pickle.loads", "_pickle.loads", "pickle.Unpickler", "_pickle.Unpickler", "dill.loads", "cloudpickle.loads"}
 )
 
+# Pure functions of bytes: what they return from a literal is still a literal.
+LITERAL_TRANSFORMS = frozenset(
+    {f"base64.{name}" for name in ("b64decode", "urlsafe_b64decode", "b32decode", "b16decode", "b85decode")}
+    | {"base64.a85decode", "base64.decodebytes", "binascii.a2b_base64", "binascii.unhexlify", "binascii.a2b_hex"}
+    | {"zlib.decompress", "bz2.decompress", "lzma.decompress", "gzip.decompress", "codecs.decode"}
+    | {"builtins.bytes", "builtins.bytearray", "builtins.bytes.fromhex", "io.BytesIO"}
+)
+LITERAL_METHODS = frozenset({"encode", "decode", "fromhex", "replace", "strip", "translate"})
+
 CodeKind = Literal["module", "native", "pth"]
 _SUFFIXES: dict[str, CodeKind] = {
     ".py": "module",

@@ -13,7 +13,15 @@ import msgspec
 from executors.scan import names, rules
 from executors.scan.bindings import GLOBALS, NameResolver
 from executors.scan.literals import fold_number
-from executors.scan.loading import UNPICKLE_BYTES, CodeLoading, code_kind, file_name_of, is_pickle_payload
+from executors.scan.loading import (
+    LITERAL_METHODS,
+    LITERAL_TRANSFORMS,
+    UNPICKLE_BYTES,
+    CodeLoading,
+    code_kind,
+    file_name_of,
+    is_pickle_payload,
+)
 from executors.scan.unparsed import dangerous_names
 from ledger.events import Finding
 
@@ -107,16 +115,22 @@ class _Visitor(NameResolver):
         return self.file_names.get(name) or self.lookup_string(name)
 
     def from_literals(self, node: ast.expr) -> bool:
-        """True for data built only from constants in the source (``zlib.decompress(b"...")``)."""
-        literal = False
-        for part in ast.walk(node):
-            if isinstance(part, ast.Name):
-                held = part.id in self.literal_names or self.lookup_string(part.id) is not None
-                if not (held or self.qualify(part)):
-                    return False  # a run-time value (a file's bytes, a queue's message) is data, not a payload
-                literal |= held
-            literal |= isinstance(part, ast.Constant) and isinstance(part.value, str | bytes)
-        return literal
+        """True for data built only from constants in the source (``zlib.decompress(b"...")``).
+
+        Only pure transforms count: bytes read from a file or a queue are data, never a payload.
+        """
+        match node:
+            case ast.Constant(value=str() | bytes()):
+                return True
+            case ast.Name(id=name):
+                return name in self.literal_names or self.lookup_string(name) is not None
+            case ast.BinOp(left=left, op=ast.Add(), right=right):
+                return self.from_literals(left) and self.from_literals(right)
+            case ast.Call(func=ast.Attribute(value=value, attr=attr), args=args) if attr in LITERAL_METHODS:
+                return self.from_literals(value) or (bool(args) and self.from_literals(args[0]))
+            case ast.Call(func=func, args=[first, *_]) if self.qualify(func) in LITERAL_TRANSFORMS:
+                return self.from_literals(first)
+        return False
 
     def check_reference(self, node: ast.expr) -> str | None:
         qualified = self.qualify(node)
