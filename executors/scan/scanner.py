@@ -126,8 +126,10 @@ class _Visitor(NameResolver):
                 return name in self.literal_names or self.lookup_string(name) is not None
             case ast.BinOp(left=left, op=ast.Add(), right=right):
                 return self.from_literals(left) and self.from_literals(right)
-            case ast.Call(func=ast.Attribute(value=value, attr=attr), args=args) if attr in LITERAL_METHODS:
-                return self.from_literals(value) or (bool(args) and self.from_literals(args[0]))
+            case ast.Call(func=ast.Attribute(attr="fromhex"), args=[first]):
+                return self.from_literals(first)  # bytes.fromhex("..."): the literal is the argument
+            case ast.Call(func=ast.Attribute(value=value, attr=attr)) if attr in LITERAL_METHODS:
+                return self.from_literals(value)  # data.replace(b"\r", b"") is still the data
             case ast.Call(func=func, args=[first, *_]) if self.qualify(func) in LITERAL_TRANSFORMS:
                 return self.from_literals(first)
         return False
