@@ -24,6 +24,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.limits import EndpointLimiter
 from api.metrics import metrics_registry
 from api.runtime import Runtime
+from api.web.controller import dashboard_router
 from ledger.settings import Settings
 
 log = structlog.get_logger()
@@ -73,6 +74,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
             NodeController,
             DashboardController,
             StreamController,
+            dashboard_router,
             openapi_document,
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

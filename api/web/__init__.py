@@ -1,0 +1,1 @@
+"""The web dashboard: the page, its assets and its panels' data (SPEC §6)."""

@@ -1,0 +1,68 @@
+"""The views as they stood at a past ledger position, replayed off the event loop and shared.
+
+A replay reads the log from position 0, so it runs in a worker thread with its own APSW connection
+(the server keeps answering meanwhile). Every panel of the page asks for the same position at once
+when the slider moves: one replay serves them all, and the last few stay cached (a past position
+never changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+
+import anyio.to_thread
+
+from ledger.schema import connect
+from projections.audit import views_until
+from projections.job_search import first_position_at
+from projections.views import Views
+
+CACHED = 4
+
+
+def _replay(path: str, position: int) -> Views:
+    conn = connect(path, readonly=True)
+    try:
+        return views_until(conn, position=position)
+    finally:
+        conn.close()
+
+
+def _position_at(path: str, time_us: int) -> int:
+    conn = connect(path, readonly=True)
+    try:
+        return first_position_at(conn, time_us + 1) - 1  # the last position recorded at or before
+    finally:
+        conn.close()
+
+
+class PastViews:
+    """Replayed views by ledger position: at most one replay per position in flight, a few kept."""
+
+    def __init__(self, database_path: str) -> None:
+        self.path = database_path
+        self._done: OrderedDict[int, Views] = OrderedDict()
+        self._running: dict[int, asyncio.Task[Views]] = {}
+
+    async def position_at(self, time_us: int) -> int:
+        return await anyio.to_thread.run_sync(_position_at, self.path, time_us)
+
+    async def at(self, position: int) -> Views:
+        views = self._done.get(position)
+        if views is not None:
+            self._done.move_to_end(position)
+            return views
+        task = self._running.get(position)
+        if task is None:
+            task = asyncio.ensure_future(anyio.to_thread.run_sync(_replay, self.path, position))
+            self._running[position] = task
+            task.add_done_callback(lambda _: self._settle(position, task))
+        return await asyncio.shield(task)
+
+    def _settle(self, position: int, task: asyncio.Task[Views]) -> None:
+        self._running.pop(position, None)
+        if not task.cancelled() and task.exception() is None:
+            self._done[position] = task.result()
+            while len(self._done) > CACHED:
+                self._done.popitem(last=False)

@@ -1,0 +1,157 @@
+"""``GET /dashboard``: the web page, its static assets, and one data endpoint per panel.
+
+Every data endpoint takes ``as_of`` (a ledger position or an ISO time; absent = live), so the time
+slider moves every panel at once. The page itself holds no data: it is a static document whose
+scripts fetch the panels with the token kept in the tab's sessionStorage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from litestar import Controller, Response, Router, get
+from litestar.params import Parameter
+from litestar.static_files import create_static_files_router
+
+from api.auth import Identity, check_user_filter
+from api.errors import BadRequest
+from api.runtime import Runtime
+from api.web import panels
+from api.web.deps import DEPENDENCIES, Moment, admin_guard
+from ledger.clock import iso, parse_iso
+from ledger.jobs import JobState
+from projections import job_search
+from projections.job_search import JobFilter
+
+STATIC = Path(__file__).parent / "static"
+# No inline script or style anywhere: an injected tag can neither run nor restyle the page.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+Window = Parameter(default=3600, ge=60, le=30 * 86_400, description="seconds before as_of")
+Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+
+
+def _instant(name: str, text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return parse_iso(text)
+    except ValueError:
+        raise BadRequest(f"Invalid {name}: {text!r} is not an ISO-8601 time") from None
+
+
+def _page(name: str) -> Response[bytes]:
+    return Response((STATIC / name).read_bytes(), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+
+class DashboardPage(Controller):
+    path = "/dashboard"
+    tags = ["web dashboard"]
+    include_in_schema = False
+
+    @get("/", sync_to_thread=False)
+    def page(self) -> Response[bytes]:
+        return _page("index.html")
+
+    @get("/baseline", sync_to_thread=False)
+    def baseline(self) -> Response[bytes]:
+        """A static page of the same app: the speed benchmark's yardstick."""
+        return _page("baseline.html")
+
+
+class DashboardData(Controller):
+    path = "/dashboard/data"
+    tags = ["web dashboard"]
+    dependencies = DEPENDENCIES
+
+    @get("/ledger", summary="Ledger head and time span (the slider's range)", sync_to_thread=False)
+    def ledger(self, runtime: Runtime, viewer: Identity | None) -> dict[str, Any]:
+        reader = runtime.ledger.reader
+        head = runtime.ledger.head
+        first = reader.execute("SELECT recorded_at FROM events WHERE position = 1").fetchone()
+        last = reader.execute("SELECT recorded_at FROM events WHERE position = ?", (head,)).fetchone()
+        return {
+            "head": head,
+            "first_at": iso(first[0]) if first else None,
+            "head_at": iso(last[0]) if last else None,
+            "signed_in": None if viewer is None else {"user_id": viewer.user_id, "is_admin": viewer.is_admin},
+        }
+
+    @get("/nodes", summary="Nodes now (or as of): state, reason, current job, slots", sync_to_thread=False)
+    def nodes(self, moment: Moment, viewer: Identity | None) -> dict[str, Any]:
+        return panels.nodes_panel(moment, viewer)
+
+    @get("/queue", summary="Pending jobs in order with reasons and estimates; the per-node plan", sync_to_thread=False)
+    def queue(self, moment: Moment, viewer: Identity | None) -> dict[str, Any]:
+        return panels.queue_panel(moment, viewer)
+
+    @get("/jobs", summary="Jobs, newest first, filtered and paginated from indexes", sync_to_thread=False)
+    def jobs(
+        self,
+        runtime: Runtime,
+        identity: Identity,
+        moment: Moment,
+        user: str | None = None,
+        status: Status | None = None,
+        competition: str | None = None,
+        node: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        before: int | None = Parameter(default=None, ge=1),
+        limit: int = Parameter(default=25, ge=1, le=200),
+    ) -> dict[str, Any]:
+        flt = JobFilter(
+            user_id=check_user_filter(identity, user or None),
+            status=status,
+            competition_id=competition or None,
+            node=node or None,
+            since_us=_instant("since", since),
+            until_us=_instant("until", until),
+            before=before,
+        )
+        candidates: list[JobState | None]
+        if moment.live:
+            reader, jobs = runtime.ledger.reader, moment.views.jobs
+            candidates = [jobs.get(i) for i in job_search.page_ids(reader, flt, 2 * limit + 10)]
+            total: int | None = job_search.count(reader, flt)
+        else:  # the past views are a replay already: filtering them in memory is the smaller cost
+            candidates = [j for j in list(moment.views.jobs.values()) if flt.matches(j)]
+            total = len(candidates)
+        return panels.jobs_panel(moment, candidates, flt, limit, total)
+
+    @get("/lanes", summary="Per-node wait and run segments over a window", sync_to_thread=False)
+    def lanes(self, moment: Moment, viewer: Identity | None, window: int = Window) -> dict[str, Any]:
+        return panels.lanes_panel(moment, viewer, window)
+
+    @get("/utilisation", summary="Share of busy slots over a window", sync_to_thread=False)
+    def utilisation(
+        self, moment: Moment, window: int = Window, buckets: int = Parameter(default=60, ge=2, le=500)
+    ) -> dict[str, Any]:
+        return panels.utilisation_panel(moment, window, buckets)
+
+    @get("/usage", summary="Per-user jobs, GPU-hours and success rate over a window", sync_to_thread=False)
+    def usage(self, moment: Moment, identity: Identity, window: int = Window) -> dict[str, Any]:
+        return panels.usage_panel(moment, identity, window)
+
+    @get("/users", summary="Every user id (the jobs filter's choices)", guards=[admin_guard], sync_to_thread=False)
+    def users(self, runtime: Runtime) -> dict[str, Any]:
+        return {"users": sorted(runtime.ledger.views.users.copy())}
+
+
+dashboard_router = Router(
+    path="/",
+    route_handlers=[
+        DashboardPage,
+        DashboardData,
+        create_static_files_router(path="/dashboard/static", directories=[STATIC], include_in_schema=False),
+    ],
+)

@@ -1,0 +1,107 @@
+"""What the dashboard's handlers declare they need: the runtime, the caller, the instant to show.
+
+Each is a Litestar dependency (``Provide``); the admin check is a guard. Authentication always
+runs before anything is looked up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.di import Provide
+from litestar.handlers.base import BaseRouteHandler
+
+from api.auth import Identity, optional, require, require_admin
+from api.errors import BadRequest
+from api.runtime import Runtime
+from api.web.asof import PastViews
+from ledger.clock import now_us, position_or_time
+from ledger.jobs import JobState
+from projections.plan import Plan, make_plan
+from projections.views import Views
+
+
+@dataclass(frozen=True)
+class Moment:
+    """The views to show, the instant they stand for, and the plan at that instant."""
+
+    views: Views
+    now: int
+    plan: Plan
+    live: bool
+
+
+def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def _identity(runtime: Runtime, header: str | None, *, required: bool) -> Identity | None:
+    identity = require(runtime.ledger.views, header) if required else optional(runtime.ledger.views, header)
+    if identity is not None:
+        runtime.token_usage.touch(identity.token_id)
+    return identity
+
+
+def provide_viewer(request: Request[Any, Any, Any], runtime: Runtime) -> Identity | None:
+    """The caller when a token is sent (a bad one is a 401), else None: the anonymous view."""
+    return _identity(runtime, request.headers.get("authorization"), required=False)
+
+
+def provide_identity(request: Request[Any, Any, Any], runtime: Runtime) -> Identity:
+    """The caller; no token is a 401."""
+    identity = _identity(runtime, request.headers.get("authorization"), required=True)
+    assert identity is not None  # require() raised otherwise
+    return identity
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    runtime: Runtime = connection.app.state.runtime
+    identity = _identity(runtime, connection.headers.get("authorization"), required=True)
+    assert identity is not None
+    require_admin(identity)
+
+
+def _past_views(request: Request[Any, Any, Any], runtime: Runtime) -> PastViews:
+    state = request.app.state
+    if "past_views" not in state:
+        state.past_views = PastViews(runtime.settings.database_path)
+    past: PastViews = state.past_views
+    return past
+
+
+async def provide_moment(request: Request[Any, Any, Any], runtime: Runtime, as_of: str | None = None) -> Moment:
+    """Live views, or those replayed up to ``as_of`` (a ledger position or an ISO time)."""
+    live = runtime.ledger.views
+    if as_of is None or as_of in ("", "live"):
+        now = now_us()
+        return Moment(views=live, now=now, plan=runtime.plans.get(live, now), live=True)
+    try:
+        position, time_us = position_or_time(as_of)
+    except ValueError as e:
+        raise BadRequest(f"Invalid as_of: {e}") from None
+    past = _past_views(request, runtime)
+    if position is None and time_us is not None:
+        position = await past.position_at(time_us)
+    assert position is not None
+    if position >= runtime.ledger.head:
+        now = now_us()
+        return Moment(views=live, now=now, plan=runtime.plans.get(live, now), live=True)
+    views = await past.at(position)
+    return Moment(views=views, now=views.recorded_at, plan=make_plan(views, views.recorded_at), live=False)
+
+
+def can_see(who: Identity | None, job: JobState) -> bool:
+    """Admins see every job, users their own, anonymous callers none."""
+    return who is not None and (who.is_admin or who.user_id == job.user_id)
+
+
+DEPENDENCIES = {
+    "runtime": Provide(provide_runtime, sync_to_thread=False),
+    "viewer": Provide(provide_viewer, sync_to_thread=False),
+    "identity": Provide(provide_identity, sync_to_thread=False),
+    "moment": Provide(provide_moment),
+}

@@ -1,0 +1,136 @@
+"""The dashboard panels' documents, built from projections for one caller at one instant.
+
+Another user's job shows as an anonymous segment or queue row (no job, user or competition id),
+exactly as the anonymous node view does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from api.auth import Identity
+from api.present import job_status, node_infos
+from api.web.deps import Moment, can_see
+from ledger.clock import iso
+from ledger.jobs import JobState
+from projections import timeline
+from projections.job_search import JobFilter, pick
+from projections.plan import pending_reason
+
+US = 1_000_000
+
+
+def header(moment: Moment) -> dict[str, Any]:
+    return {"position": moment.views.position, "at": iso(moment.now), "live": moment.live}
+
+
+def _job_ref(job: JobState, who: Identity | None) -> dict[str, Any]:
+    if not can_see(who, job):
+        return {"job_id": None, "user_id": None, "competition_id": None}
+    return {"job_id": job.job_id, "user_id": job.user_id, "competition_id": job.competition_id}
+
+
+def nodes_panel(moment: Moment, who: Identity | None) -> dict[str, Any]:
+    nodes = node_infos(moment.views, moment.plan, who, moment.now)
+    drained = {n.name: n.drained for n in list(moment.views.nodes.values())}
+    rows = [{**msgspec.to_builtins(n), "drained": drained.get(n.name, False)} for n in nodes]
+    return {**header(moment), "nodes": rows}
+
+
+def queue_panel(moment: Moment, who: Identity | None) -> dict[str, Any]:
+    views, plan = moment.views, moment.plan
+    pending = [j for j in views.active_jobs() if j.status == "pending"]
+    pending.sort(key=lambda j: (plan.jobs[j.job_id].position if j.job_id in plan.jobs else -1, j.position))
+    rows = []
+    for job in pending:
+        entry = plan.jobs.get(job.job_id)
+        rows.append(
+            {
+                **_job_ref(job, who),
+                "queue_position": entry.position if entry else None,
+                "phase": job.phase,
+                "reason": pending_reason(job, plan, views),
+                "node": job.node or (entry.node if entry else None),
+                "estimated_start_at": iso(entry.start_at) if entry and entry.start_at is not None else None,
+                "expected_time": job.expected_time_s,
+                "waiting_s": round((moment.now - job.created_at) / US, 1),
+            }
+        )
+    nodes = [
+        {"node": name, "queue_length": p.queue_length, "wait_s": p.wait_s, "free_at": iso(p.free_at)}
+        for name, p in plan.nodes.items()
+    ]
+    return {**header(moment), "queue": rows, "plan": nodes}
+
+
+def jobs_panel(
+    moment: Moment, candidates: list[JobState | None], flt: JobFilter, limit: int, total: int | None
+) -> dict[str, Any]:
+    picked = pick(candidates, flt, limit + 1)
+    more = len(picked) > limit
+    page = picked[:limit]
+    return {
+        **header(moment),
+        "jobs": [msgspec.to_builtins(job_status(j, moment.views, moment.plan)) for j in page],
+        "next_before": page[-1].position if more and page else None,
+        "total": total,
+    }
+
+
+def lanes_panel(moment: Moment, who: Identity | None, window_s: int) -> dict[str, Any]:
+    since = moment.now - window_s * US
+    jobs, cut = timeline.window_jobs(moment.views, since)
+    segments = timeline.lanes(jobs, moment.plan, since, moment.now)
+    return {
+        **header(moment),
+        "since": iso(since),
+        "nodes": list(moment.views.nodes),
+        "truncated": cut,
+        "segments": [
+            {
+                **_job_ref(s.job, who),
+                "node": s.node,
+                "kind": s.kind,
+                "planned": s.planned,
+                "status": s.job.status,
+                "start": iso(s.start),
+                "end": iso(s.end),
+            }
+            for s in segments
+        ],
+    }
+
+
+def utilisation_panel(moment: Moment, window_s: int, buckets: int) -> dict[str, Any]:
+    since = moment.now - window_s * US
+    jobs, cut = timeline.window_jobs(moment.views, since)
+    segments = timeline.lanes(jobs, moment.plan, since, moment.now)
+    width = (moment.now - since) / buckets
+    return {
+        **header(moment),
+        "since": iso(since),
+        "truncated": cut,
+        "times": [round((since + (i + 0.5) * width) / US, 3) for i in range(buckets)],
+        "percent": timeline.utilisation(moment.views, segments, since, moment.now, buckets),
+    }
+
+
+def usage_panel(moment: Moment, who: Identity, window_s: int) -> dict[str, Any]:
+    since = moment.now - window_s * US
+    rows = [
+        {
+            "user_id": u.user_id,
+            "jobs": u.jobs,
+            "running": u.running,
+            "completed": u.completed,
+            "failed": u.failed,
+            "cancelled": u.cancelled,
+            "gpu_hours": round(u.gpu_us / 3600 / US, 3),
+            "success_rate_percent": u.success_rate,
+        }
+        for u in timeline.usage(moment.views, since, moment.now)
+        if who.is_admin or u.user_id == who.user_id
+    ]
+    return {**header(moment), "since": iso(since), "users": rows}

@@ -1,0 +1,104 @@
+// The overview panels: each takes its data document and redraws its section.
+import uPlot from "./uPlot.esm.js";
+import { badge, el, hidden, replace, seconds, table, when } from "./dom.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function jobLink(ref) {
+  return ref.job_id ? el("a", { href: `#/job/${encodeURIComponent(ref.job_id)}`, class: "job" }, ref.job_id) : hidden();
+}
+
+export function renderNodes(box, doc, { isAdmin, onDrain }) {
+  const rows = doc.nodes.map((n) => {
+    const job = n.current_job;
+    const reason = n.down_reason ? el("div", { class: "muted reason" }, n.down_reason) : null;
+    const current = job ? el("div", {},
+      job.job_id ? jobLink(job) : hidden("a job"),
+      job.user_id ? el("span", { class: "muted" }, ` by ${job.user_id}`) : null,
+      el("div", { class: "elapsed", "data-started": job.started_at || "", "data-expected": job.expected_time || 0 },
+        `${seconds(job.elapsed_s)} / ${seconds(job.expected_time)}`)) : el("span", { class: "muted" }, "none");
+    const action = isAdmin && doc.live
+      ? el("button", { type: "button", class: "small", onclick: () => onDrain(n.name, !n.drained) }, n.drained ? "Undrain" : "Drain")
+      : null;
+    return el("tr", { "data-node": n.name },
+      el("td", {}, n.name), el("td", { class: "node-state" }, badge(n.status), reason),
+      el("td", {}, current), el("td", {}, `${n.running}/${n.slots}`),
+      el("td", {}, String(n.queue_length)), el("td", {}, seconds(n.total_wait_time)), el("td", {}, action));
+  });
+  replace(box, table(["node", "state", "current job (elapsed / expected)", "slots", "queued", "wait", ""], rows));
+}
+
+export function renderQueue(box, doc) {
+  const rows = doc.queue.map((q) => el("tr", {},
+    el("td", {}, q.queue_position ?? "–"), el("td", {}, jobLink(q)), el("td", {}, q.user_id ?? ""),
+    el("td", {}, q.competition_id ?? ""), el("td", { class: "reason" }, q.reason ?? q.phase),
+    el("td", {}, q.node ?? ""), el("td", {}, when(q.estimated_start_at)), el("td", {}, seconds(q.waiting_s))));
+  const plan = el("p", { class: "muted plan" }, "Plan: ",
+    doc.plan.map((p) => `${p.node} ${p.queue_length} queued, free in ${seconds(p.wait_s)}`).join(" · ") || "no nodes");
+  replace(box, doc.queue.length ? table(["#", "job", "user", "competition", "reason", "node", "estimated start", "waiting"], rows)
+    : el("p", { class: "muted" }, "The queue is empty."), plan);
+}
+
+export function renderJobs(box, doc) {
+  const rows = doc.jobs.map((j) => el("tr", { "data-job": j.job_id },
+    el("td", {}, jobLink(j)), el("td", {}, j.user_id), el("td", {}, j.competition_id),
+    el("td", { class: "job-status" }, badge(j.status)), el("td", {}, j.reason ?? j.finish_reason ?? ""),
+    el("td", {}, j.node ?? ""), el("td", {}, when(j.created_at)), el("td", {}, j.exit_code ?? "")));
+  const total = doc.total === null ? "" : doc.total > 10000 ? "10000+ jobs" : `${doc.total} jobs`;
+  replace(box, el("p", { class: "muted" }, total),
+    table(["job", "user", "competition", "status", "reason", "node", "submitted", "exit"], rows));
+}
+
+export function renderLanes(box, doc, onPick) {
+  const since = Date.parse(doc.since), until = Date.parse(doc.at), span = Math.max(1, until - since);
+  const width = 1000, lane = 26, left = 110, height = lane * doc.nodes.length + 22;
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("class", "lanes");
+  const add = (parent, tag, attrs, text) => {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+    if (text !== undefined) node.textContent = text;
+    parent.append(node);
+    return node;
+  };
+  const x = (iso) => left + ((Date.parse(iso) - since) / span) * (width - left - 10);
+  doc.nodes.forEach((name, i) => {
+    add(svg, "text", { x: 4, y: i * lane + 17, class: "lane-name" }, name);
+    add(svg, "line", { x1: left, x2: width - 10, y1: i * lane + lane, y2: i * lane + lane, class: "lane-line" });
+  });
+  for (const s of doc.segments) {
+    const row = doc.nodes.indexOf(s.node);
+    if (row < 0) continue;
+    const kind = s.kind === "run" ? `run ${s.status}` : s.planned ? "wait planned" : "wait";
+    const rect = add(svg, "rect", { x: x(s.start), y: row * lane + (s.kind === "run" ? 4 : 9), height: s.kind === "run" ? 18 : 8,
+      width: Math.max(1.5, x(s.end) - x(s.start)), class: `seg ${kind}` });
+    add(rect, "title", {}, `${s.job_id ?? "another user's job"} ${s.kind} ${when(s.start)} → ${when(s.end)}`);
+    if (s.job_id) rect.addEventListener("click", () => onPick(s.job_id));
+  }
+  add(svg, "text", { x: left, y: height - 4, class: "axis" }, when(doc.since));
+  add(svg, "text", { x: width - 10, y: height - 4, class: "axis end" }, when(doc.at));
+  replace(box, svg, doc.truncated ? el("p", { class: "muted" }, "Showing the newest jobs of the window.") : null);
+}
+
+let chart = null;
+export function renderUtilisation(box, doc) {
+  const data = [doc.times, doc.percent];
+  if (chart && chart.root.isConnected) { chart.setData(data); return; }
+  box.replaceChildren();
+  chart = new uPlot({
+    width: Math.max(280, box.clientWidth || 480), height: 180,
+    scales: { y: { range: [0, 100] } },
+    series: [{}, { label: "busy slots %", stroke: "#2b6cb0", fill: "rgba(43,108,176,0.15)" }],
+    axes: [{}, { values: (u, ticks) => ticks.map((t) => `${t}%`) }],
+  }, data, box);
+}
+
+export function renderUsage(box, doc) {
+  const rows = doc.users.map((u) => el("tr", {},
+    el("td", {}, u.user_id), el("td", {}, u.jobs), el("td", {}, u.running), el("td", {}, u.gpu_hours.toFixed(2)),
+    el("td", {}, u.success_rate_percent === null ? "–" : `${u.success_rate_percent}%`),
+    el("td", {}, `${u.completed}/${u.failed}/${u.cancelled}`)));
+  replace(box, rows.length ? table(["user", "jobs", "running", "GPU-hours", "success", "ok/failed/cancelled"], rows)
+    : el("p", { class: "muted" }, "No jobs in this window."));
+}

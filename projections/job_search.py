@@ -1,0 +1,114 @@
+"""The jobs table's search: filters answered from indexes on the job projection (migration 0004).
+
+The projection table trails the log by up to a second (it is written in batches), so a search is
+the indexed page plus the few jobs submitted since the table's checkpoint; the caller re-checks every
+candidate against the live views, which are the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import apsw
+import msgspec
+
+from ledger.jobs import JobState
+from projections import tables
+
+COUNT_CAP = 10_000  # beyond this the table says "10000+": an exact count would read every row
+
+
+class JobFilter(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str | None = None
+    status: str | None = None
+    competition_id: str | None = None
+    node: str | None = None
+    since_us: int | None = None  # submitted at or after
+    until_us: int | None = None  # submitted before
+    before: int | None = None  # page cursor: submit positions below this one
+
+    def matches(self, job: JobState) -> bool:
+        return (
+            (self.user_id is None or job.user_id == self.user_id)
+            and (self.status is None or job.status == self.status)
+            and (self.competition_id is None or job.competition_id == self.competition_id)
+            and (self.node is None or job.node == self.node)
+            and (self.since_us is None or job.created_at >= self.since_us)
+            and (self.until_us is None or job.created_at < self.until_us)
+            and (self.before is None or job.position < self.before)
+        )
+
+
+_COMPETITION = "json_extract(CAST(data AS TEXT), '$.competition_id')"
+_NODE = "json_extract(CAST(data AS TEXT), '$.node')"
+
+
+def _one(conn: apsw.Connection, sql: str, values: tuple[object, ...] = ()) -> int:
+    row = conn.execute(sql, values).fetchone()
+    assert row is not None  # an aggregate always answers one row
+    return int(row[0])
+
+
+def first_position_at(conn: apsw.Connection, time_us: int) -> int:
+    """The first ledger position recorded at or after ``time_us`` (a bisect over the primary key:
+    positions are assigned in commit order, and commit times only grow)."""
+    low, high = 1, _one(conn, "SELECT coalesce(max(position), 0) FROM events") + 1
+    while low < high:
+        middle = (low + high) // 2
+        row = conn.execute("SELECT recorded_at FROM events WHERE position = ?", (middle,)).fetchone()
+        if row is not None and row[0] < time_us:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+def _where(conn: apsw.Connection, flt: JobFilter) -> tuple[str, list[object]]:
+    clauses: list[str] = ["1"]
+    values: list[object] = []
+    for column, value in (
+        ("user_id", flt.user_id),
+        ("status", flt.status),
+        (_COMPETITION, flt.competition_id),
+        (_NODE, flt.node),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            values.append(value)
+    if flt.since_us is not None:
+        clauses.append("position >= ?")
+        values.append(first_position_at(conn, flt.since_us))
+    if flt.until_us is not None:
+        clauses.append("position < ?")
+        values.append(first_position_at(conn, flt.until_us))
+    if flt.before is not None:
+        clauses.append("position < ?")
+        values.append(flt.before)
+    return " AND ".join(clauses), values
+
+
+def page_ids(conn: apsw.Connection, flt: JobFilter, limit: int) -> list[str]:
+    """Ids of the newest ``limit`` matching jobs in the table, plus those submitted since its checkpoint."""
+    where, values = _where(conn, flt)
+    rows = conn.execute(f"SELECT job_id FROM proj_jobs WHERE {where} ORDER BY position DESC LIMIT ?", (*values, limit))
+    tail = conn.execute(
+        "SELECT substr(stream, 5) FROM events WHERE type = 'job.submitted' AND position > ?",
+        (tables.checkpoint(conn),),
+    )
+    return [*(r[0] for r in tail), *(r[0] for r in rows)]
+
+
+def count(conn: apsw.Connection, flt: JobFilter) -> int:
+    """Matching jobs in the table, counted up to ``COUNT_CAP`` (the cursor is ignored)."""
+    where, values = _where(conn, msgspec.structs.replace(flt, before=None))
+    sql = f"SELECT count(*) FROM (SELECT 1 FROM proj_jobs WHERE {where} LIMIT ?)"
+    return _one(conn, sql, (*values, COUNT_CAP + 1))
+
+
+def pick(candidates: Iterable[JobState | None], flt: JobFilter, limit: int) -> list[JobState]:
+    """The newest ``limit`` candidates that match ``flt`` now, newest first, each once."""
+    seen: dict[str, JobState] = {}
+    for job in candidates:
+        if job is not None and job.job_id not in seen and flt.matches(job):
+            seen[job.job_id] = job
+    return sorted(seen.values(), key=lambda j: j.position, reverse=True)[:limit]
