@@ -1,3 +1,3 @@
-"""Shared fixtures: real sshd processes (tests/sshd.py) and a real gpuledger server (tests/server.py)."""
+"""Shared fixtures: real sshd (tests/sshd.py), a real server (tests/server.py), chromium (tests/browser.py)."""
 
-pytest_plugins = ["sshd", "server"]
+pytest_plugins = ["sshd", "server", "browser"]
