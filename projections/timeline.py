@@ -13,7 +13,7 @@ from ledger.jobs import JobState
 from projections.plan import Plan
 from projections.views import Views
 
-MAX_WINDOW_JOBS = 2000  # newest jobs a lane or utilisation answer draws; more would not be readable anyway
+MAX_WINDOW_JOBS = 500  # newest jobs a lanes or utilisation answer draws: more would not be readable anyway
 US = 1_000_000
 
 

@@ -86,17 +86,18 @@ def lanes_panel(moment: Moment, who: Identity | None, window_s: int) -> dict[str
     return {
         **header(moment),
         "since": iso(since),
-        "nodes": list(moment.views.nodes),
+        "nodes": [{"name": n.name, "slots": n.slots} for n in list(moment.views.nodes.values())],
         "truncated": cut,
         "segments": [
             {
                 **_job_ref(s.job, who),
                 "node": s.node,
+                "slot": s.job.slot or 0,
                 "kind": s.kind,
                 "planned": s.planned,
                 "status": s.job.status,
-                "start": iso(s.start),
-                "end": iso(s.end),
+                "start_ms": s.start // 1000,  # numbers, not ISO text: thousands of these per answer
+                "end_ms": s.end // 1000,
             }
             for s in segments
         ],

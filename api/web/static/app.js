@@ -34,11 +34,12 @@ async function loadAll() {
     do {
       state.again = false;
       const isAdmin = Boolean(state.who && state.who.is_admin);
+      const span = { window: $("window").value };
       const work = [
         panel("nodes", "/dashboard/data/nodes", {}, (box, doc) => renderNodes(box, doc, { isAdmin, onDrain: drain })),
         panel("queue", "/dashboard/data/queue", {}, renderQueue),
-        panel("lanes", "/dashboard/data/lanes", {}, (box, doc) => renderLanes(box, doc, (id) => { location.hash = `#/job/${id}`; })),
-        panel("util", "/dashboard/data/utilisation", {}, renderUtilisation),
+        panel("lanes", "/dashboard/data/lanes", span, (box, doc) => renderLanes(box, doc, (id) => { location.hash = `#/job/${id}`; })),
+        panel("util", "/dashboard/data/utilisation", span, renderUtilisation),
       ];
       if (state.who) {
         work.push(panel("jobs", "/dashboard/data/jobs", { ...filters(), before: state.before }, (box, doc) => {
@@ -46,7 +47,7 @@ async function loadAll() {
           $("next-page").disabled = doc.next_before === null;
           $("next-page").dataset.before = doc.next_before ?? "";
         }));
-        work.push(panel("usage", "/dashboard/data/usage", { window: 86400 }, renderUsage));
+        work.push(panel("usage", "/dashboard/data/usage", span, renderUsage));
       }
       const [nodes] = await Promise.all(work);
       if (nodes) showInstant(nodes);
@@ -153,6 +154,7 @@ function bind() {
     timer = setTimeout(() => setAsOf(value), 120);
   });
   $("live").addEventListener("click", () => setAsOf(null));
+  $("window").addEventListener("change", () => loadAll());
   $("asof-form").addEventListener("submit", (event) => { event.preventDefault(); setAsOf($("asof-time").value.trim() || null); });
   $("job-filters").addEventListener("submit", (event) => { event.preventDefault(); state.before = null; state.cursors = []; loadAll(); });
   $("next-page").addEventListener("click", () => { state.cursors.push(state.before); state.before = $("next-page").dataset.before || null; loadAll(); });

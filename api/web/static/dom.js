@@ -23,7 +23,7 @@ export function table(headers, rows) {
 }
 
 export function replace(container, ...children) {
-  container.replaceChildren(...children.flat());
+  container.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined));
 }
 
 export function seconds(s) {

@@ -50,8 +50,14 @@ export function renderJobs(box, doc) {
 }
 
 export function renderLanes(box, doc, onPick) {
-  const since = Date.parse(doc.since), until = Date.parse(doc.at), span = Math.max(1, until - since);
-  const width = 1000, lane = 26, left = 110, height = lane * doc.nodes.length + 22;
+  // The axis starts at the first segment (not at the window's start): short histories stay readable.
+  const until = Date.parse(doc.at);
+  const first = Math.min(until, ...doc.segments.map((s) => s.start_ms));
+  const since = Math.max(Date.parse(doc.since), first - (until - first) * 0.05 - 1000);
+  const span = Math.max(1, until - since);
+  const rows = doc.nodes.flatMap((n) => Array.from({ length: n.slots }, (_, slot) => ({ key: `${n.name}/${slot}`,
+    label: n.slots > 1 ? `${n.name} #${slot}` : n.name })));
+  const width = 1000, lane = 26, left = 110, height = lane * rows.length + 22;
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("class", "lanes");
@@ -62,21 +68,21 @@ export function renderLanes(box, doc, onPick) {
     parent.append(node);
     return node;
   };
-  const x = (iso) => left + ((Date.parse(iso) - since) / span) * (width - left - 10);
-  doc.nodes.forEach((name, i) => {
-    add(svg, "text", { x: 4, y: i * lane + 17, class: "lane-name" }, name);
+  const x = (ms) => left + ((ms - since) / span) * (width - left - 10);
+  rows.forEach((r, i) => {
+    add(svg, "text", { x: 4, y: i * lane + 17, class: "lane-name" }, r.label);
     add(svg, "line", { x1: left, x2: width - 10, y1: i * lane + lane, y2: i * lane + lane, class: "lane-line" });
   });
   for (const s of doc.segments) {
-    const row = doc.nodes.indexOf(s.node);
+    const row = rows.findIndex((r) => r.key === `${s.node}/${s.slot}`);
     if (row < 0) continue;
     const kind = s.kind === "run" ? `run ${s.status}` : s.planned ? "wait planned" : "wait";
-    const rect = add(svg, "rect", { x: x(s.start), y: row * lane + (s.kind === "run" ? 4 : 9), height: s.kind === "run" ? 18 : 8,
-      width: Math.max(1.5, x(s.end) - x(s.start)), class: `seg ${kind}` });
-    add(rect, "title", {}, `${s.job_id ?? "another user's job"} ${s.kind} ${when(s.start)} → ${when(s.end)}`);
+    const rect = add(svg, "rect", { x: x(s.start_ms), y: row * lane + (s.kind === "run" ? 4 : 9), height: s.kind === "run" ? 18 : 8,
+      width: Math.max(1.5, x(s.end_ms) - x(s.start_ms)), class: `seg ${kind}` });
+    add(rect, "title", {}, `${s.job_id ?? "another user's job"} ${s.kind} ${when(new Date(s.start_ms).toISOString())} → ${when(new Date(s.end_ms).toISOString())}`);
     if (s.job_id) rect.addEventListener("click", () => onPick(s.job_id));
   }
-  add(svg, "text", { x: left, y: height - 4, class: "axis" }, when(doc.since));
+  add(svg, "text", { x: left, y: height - 4, class: "axis" }, when(new Date(since).toISOString()));
   add(svg, "text", { x: width - 10, y: height - 4, class: "axis end" }, when(doc.at));
   replace(box, svg, doc.truncated ? el("p", { class: "muted" }, "Showing the newest jobs of the window.") : null);
 }
@@ -96,9 +102,9 @@ export function renderUtilisation(box, doc) {
 
 export function renderUsage(box, doc) {
   const rows = doc.users.map((u) => el("tr", {},
-    el("td", {}, u.user_id), el("td", {}, u.jobs), el("td", {}, u.running), el("td", {}, u.gpu_hours.toFixed(2)),
+    el("td", {}, u.user_id), el("td", {}, u.jobs), el("td", {}, u.running), el("td", {}, u.gpu_hours >= 1 ? `${u.gpu_hours.toFixed(2)} h` : seconds(u.gpu_hours * 3600)),
     el("td", {}, u.success_rate_percent === null ? "–" : `${u.success_rate_percent}%`),
     el("td", {}, `${u.completed}/${u.failed}/${u.cancelled}`)));
-  replace(box, rows.length ? table(["user", "jobs", "running", "GPU-hours", "success", "ok/failed/cancelled"], rows)
+  replace(box, rows.length ? table(["user", "jobs", "running", "GPU time", "success", "ok/failed/cancelled"], rows)
     : el("p", { class: "muted" }, "No jobs in this window."));
 }
