@@ -28,7 +28,8 @@ from bench.appends import event_stream  # noqa: E402  (the repository root is on
 from ledger import store as ledger_store  # noqa: E402
 from ledger.clock import now_us  # noqa: E402
 from ledger.events import JobFinished, stream_of  # noqa: E402
-from ledger.store import EventStore, Write  # noqa: E402
+from ledger.store import Write  # noqa: E402
+from projections.live import open_store  # noqa: E402
 from tests.browser import CHROMIUM, sign_in  # noqa: E402
 from tests.server import Server  # noqa: E402
 
@@ -52,7 +53,7 @@ class History:
 def build_ledger(path: Path, jobs: int, days: float) -> int:
     """``jobs`` finished jobs (and the bench's nodes) written through EventStore.execute; returns the head."""
     ledger_store.now_us = History(days, events=jobs * 6)  # type: ignore[assignment]
-    store = EventStore(path)
+    store = open_store(path, projection_interval_s=1.0)
     events = event_stream("d")
     finished = 0
     while finished < jobs:

@@ -22,7 +22,9 @@ def _missing(message: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+# Module scope: while Playwright's sync driver runs it owns an event loop, which async tests elsewhere
+# must not meet; it is gone once the browser module is done.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     try:  # imported here: without Playwright the tests skip (or fail in CI), not the whole suite
         from playwright.sync_api import sync_playwright

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -98,7 +99,7 @@ def test_admin_sees_a_job_go_pending_running_completed_live(server: Server, admi
 
 
 def test_job_page_follows_the_log_live(server: Server, admin: httpx.Client, page: Any) -> None:
-    """The job page streams the console while the job runs and says when it ended."""
+    """The job page streams the console while the job runs, says when it ended, and downloads the output."""
     idle(admin)
     job = run_job(admin, "admin", TALK.format(4))
     wait_status(admin, job, {"running"})
@@ -111,6 +112,9 @@ def test_job_page_follows_the_log_live(server: Server, admin: httpx.Client, page
     page.locator("#job-status .badge", has_text="completed").wait_for()
     page.locator("#job-events").get_by_text("job.finished", exact=True).wait_for()
     assert page.inner_text("#log-text").count("first line") == 1
+    with page.expect_download() as download:
+        page.click("#job-download")
+    assert "second line" in Path(download.value.path()).read_text()
 
 
 def test_cancel_button_cancels_a_running_job(server: Server, admin: httpx.Client, alice: str, page: Any) -> None:

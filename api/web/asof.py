@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 
-import anyio.to_thread
-
 from ledger.schema import connect
-from projections.audit import views_until
+from projections.asof import views_as_of_sync
 from projections.job_search import first_position_at
 from projections.views import Views
 
@@ -22,11 +20,7 @@ CACHED = 4
 
 
 def _replay(path: str, position: int) -> Views:
-    conn = connect(path, readonly=True)
-    try:
-        return views_until(conn, position=position)
-    finally:
-        conn.close()
+    return views_as_of_sync(path, position=position, time_us=None)
 
 
 def _position_at(path: str, time_us: int) -> int:
@@ -46,7 +40,7 @@ class PastViews:
         self._running: dict[int, asyncio.Task[Views]] = {}
 
     async def position_at(self, time_us: int) -> int:
-        return await anyio.to_thread.run_sync(_position_at, self.path, time_us)
+        return await asyncio.to_thread(_position_at, self.path, time_us)
 
     async def at(self, position: int) -> Views:
         views = self._done.get(position)
@@ -55,7 +49,7 @@ class PastViews:
             return views
         task = self._running.get(position)
         if task is None:
-            task = asyncio.ensure_future(anyio.to_thread.run_sync(_replay, self.path, position))
+            task = asyncio.ensure_future(asyncio.to_thread(_replay, self.path, position))
             self._running[position] = task
             task.add_done_callback(lambda _: self._settle(position, task))
         return await asyncio.shield(task)

@@ -68,7 +68,7 @@ def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
 def _past_views(request: Request[Any, Any, Any], runtime: Runtime) -> PastViews:
     state = request.app.state
     if "past_views" not in state:
-        state.past_views = PastViews(runtime.settings.database_path)
+        state.past_views = PastViews(str(runtime.ledger.path))
     past: PastViews = state.past_views
     return past
 
