@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ def test_admin_sees_a_job_go_pending_running_completed_live(server: Server, admi
     job = run_job(admin, "admin", SLEEP.format(2), competition="live-comp")
     cell = page.locator(f'tr[data-job="{job}"] .job-status')
     cell.filter(has_text="pending").wait_for()
-    page.locator("#panel-queue").get_by_text(job).wait_for()
+    page.locator(f'#panel-queue a[title="{job}"]').wait_for()
     cell.filter(has_text="running").wait_for()
     page.locator('tr[data-node="local"] .badge', has_text="busy").wait_for()
     cell.filter(has_text="completed").wait_for()
@@ -224,3 +225,13 @@ def test_jobs_filters_and_bad_filters(server: Server, admin: httpx.Client, alice
     assert "since" in bad.json()["detail"]
     assert admin.get("/dashboard/data/nodes", params={"as_of": "soon"}).status_code == 400
     assert httpx.get(f"{server.url}/dashboard/data/jobs").status_code == 401
+
+
+def test_every_page_and_asset_ships_in_the_wheel() -> None:
+    """The package-data globs cover every dashboard file (flat folders: the globs do not recurse)."""
+    web = Path(__file__).resolve().parent.parent / "api" / "web"
+    patterns = tomllib.loads((web.parent.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for folder in ("static", "pages"):
+        assert f"web/{folder}/*" in patterns["api"]
+        assert all(path.is_file() for path in (web / folder).iterdir())
+    assert (web / "static" / "uPlot.LICENSE").read_text().startswith("The MIT License")

@@ -25,6 +25,7 @@ from projections import job_search
 from projections.job_search import JobFilter
 
 STATIC = Path(__file__).parent / "static"
+PAGES = Path(__file__).parent / "pages"  # outside the static folder: HTML is only ever served with its CSP
 # No inline script or style anywhere: an injected tag can neither run nor restyle the page.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -50,7 +51,7 @@ def _instant(name: str, text: str | None) -> int | None:
 
 
 def _page(name: str) -> Response[bytes]:
-    return Response((STATIC / name).read_bytes(), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+    return Response((PAGES / name).read_bytes(), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
 
 class DashboardPage(Controller):

@@ -38,6 +38,11 @@ export function when(iso) {
   return iso.replace("T", " ").replace(/\.\d+Z$/, "Z");
 }
 
+// Time of day only, for instants that are minutes away (the full time is in the job's page).
+export function clock(iso) {
+  return iso ? iso.slice(11, 19) + "Z" : "";
+}
+
 export function badge(status) {
   return el("span", { class: `badge ${status}` }, status);
 }

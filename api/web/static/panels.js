@@ -1,11 +1,13 @@
 // The overview panels: each takes its data document and redraws its section.
 import uPlot from "./uPlot.esm.js";
-import { badge, el, hidden, replace, seconds, table, when } from "./dom.js";
+import { badge, clock, el, hidden, replace, seconds, table, when } from "./dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 
-function jobLink(ref) {
-  return ref.job_id ? el("a", { href: `#/job/${encodeURIComponent(ref.job_id)}`, class: "job" }, ref.job_id) : hidden();
+function jobLink(ref, short = false) {
+  if (!ref.job_id) return hidden();
+  const text = short && ref.job_id.length > 12 ? `${ref.job_id.slice(0, 10)}…` : ref.job_id;
+  return el("a", { href: `#/job/${encodeURIComponent(ref.job_id)}`, class: "job", title: ref.job_id }, text);
 }
 
 export function renderNodes(box, doc, { isAdmin, onDrain }) {
@@ -30,12 +32,12 @@ export function renderNodes(box, doc, { isAdmin, onDrain }) {
 
 export function renderQueue(box, doc) {
   const rows = doc.queue.map((q) => el("tr", {},
-    el("td", {}, q.queue_position ?? "–"), el("td", {}, jobLink(q)), el("td", {}, q.user_id ?? ""),
+    el("td", {}, q.queue_position ?? "–"), el("td", {}, jobLink(q, true)), el("td", {}, q.user_id ?? ""),
     el("td", {}, q.competition_id ?? ""), el("td", { class: "reason" }, q.reason ?? q.phase),
-    el("td", {}, q.node ?? ""), el("td", {}, when(q.estimated_start_at)), el("td", {}, seconds(q.waiting_s))));
+    el("td", {}, q.node ?? ""), el("td", { class: "nowrap" }, clock(q.estimated_start_at)), el("td", {}, seconds(q.waiting_s))));
   const plan = el("p", { class: "muted plan" }, "Plan: ",
     doc.plan.map((p) => `${p.node} ${p.queue_length} queued, free in ${seconds(p.wait_s)}`).join(" · ") || "no nodes");
-  replace(box, doc.queue.length ? table(["#", "job", "user", "competition", "reason", "node", "estimated start", "waiting"], rows)
+  replace(box, doc.queue.length ? table(["#", "job", "user", "competition", "reason", "node", "starts", "waiting"], rows)
     : el("p", { class: "muted" }, "The queue is empty."), plan);
 }
 
