@@ -86,7 +86,10 @@ export function renderLanes(box, doc, onPick) {
   }
   add(svg, "text", { x: left, y: height - 4, class: "axis" }, when(new Date(since).toISOString()));
   add(svg, "text", { x: width - 10, y: height - 4, class: "axis end" }, when(doc.at));
-  replace(box, svg, doc.truncated ? el("p", { class: "muted" }, "Showing the newest jobs of the window.") : null);
+  const legend = el("p", { class: "legend muted" }, [["wait", "waiting"], ["wait planned", "planned"], ["run", "running"],
+    ["run completed", "completed"], ["run failed", "failed"], ["run cancelled", "cancelled"]]
+    .map(([kind, label]) => el("span", {}, el("i", { class: `swatch ${kind}` }), label)));
+  replace(box, svg, legend, doc.truncated ? el("p", { class: "muted" }, "Showing the newest jobs of the window.") : null);
 }
 
 let chart = null;
