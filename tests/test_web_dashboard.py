@@ -195,7 +195,7 @@ def test_a_user_cannot_see_another_users_job(server: Server, admin: httpx.Client
 
 
 def test_signed_out_visitor_sees_only_the_anonymous_node_view(server: Server, admin: httpx.Client, page: Any) -> None:
-    """Sign-out forgets the token: nodes show no job or user ids and the jobs table is gone."""
+    """Sign-out forgets the token: nodes show no job ids, the jobs table is gone, the nodes stay live."""
     idle(admin)
     job = run_job(admin, "admin", SLEEP.format(3))
     wait_status(admin, job, {"running"})
@@ -207,6 +207,9 @@ def test_signed_out_visitor_sees_only_the_anonymous_node_view(server: Server, ad
     assert job not in page.inner_text("#panel-nodes")
     assert not page.is_visible("#panel-jobs")
     assert page.evaluate("sessionStorage.length") == 0
+    page.evaluate("window.__same_page = true")
+    page.locator('tr[data-node="local"] .badge', has_text="idle").wait_for()
+    assert page.evaluate("window.__same_page") is True
     wait_status(admin, job, {"completed"})
 
 

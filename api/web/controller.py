@@ -7,11 +7,13 @@ scripts fetch the panels with the token kept in the tab's sessionStorage.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
 from litestar import Controller, Response, Router, get
 from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.static_files import create_static_files_router
 
 from api.auth import Identity, check_user_filter
@@ -39,6 +41,19 @@ PAGE_HEADERS = {
 }
 Window = Parameter(default=3600, ge=60, le=30 * 86_400, description="seconds before as_of")
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
+KEEPALIVE_S = 15.0
+
+
+async def ledger_positions(runtime: Runtime) -> AsyncIterator[ServerSentEventMessage]:
+    """The head position each time it moves (woken by the commit, never by polling), nothing else."""
+    position = runtime.ledger.head
+    while True:
+        head = await runtime.ledger.wait_beyond(position, timeout=KEEPALIVE_S)
+        if head > position:
+            position = head
+            yield ServerSentEventMessage(event="position", id=str(head), data=f'{{"position": {head}}}')
+        else:
+            yield ServerSentEventMessage(comment="keep-alive")
 
 
 def _instant(name: str, text: str | None) -> int | None:
@@ -86,6 +101,10 @@ class DashboardData(Controller):
             "head_at": iso(last[0]) if last else None,
             "signed_in": None if viewer is None else {"user_id": viewer.user_id, "is_admin": viewer.is_admin},
         }
+
+    @get("/changes", summary="SSE of the ledger's head position (no event contents: anyone may follow it)")
+    async def changes(self, runtime: Runtime, viewer: Identity | None) -> ServerSentEvent:
+        return ServerSentEvent(ledger_positions(runtime))
 
     @get("/nodes", summary="Nodes now (or as of): state, reason, current job, slots", sync_to_thread=False)
     def nodes(self, moment: Moment, viewer: Identity | None) -> dict[str, Any]:

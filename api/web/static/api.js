@@ -85,8 +85,8 @@ async function readEvents(body, handle) {
         else if (field === "event") event.event = text;
         else if (field === "id") event.id = text;
       }
-      if (!event.data.length && event.id === null) continue;
       event.data = event.data.join("\n");
+      if (!event.data) continue;  // a keep-alive comment
       if (handle(event) === true) { reader.cancel(); return true; }
     }
   }

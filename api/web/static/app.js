@@ -83,9 +83,11 @@ async function drain(node, on) {
 
 function listen() {
   if (state.stopEvents) state.stopEvents();
-  state.stopEvents = null;
-  if (!state.who) return;
-  state.stopEvents = follow(`/api/events/stream?after=${state.head}`, (event) => {
+  // Admins follow the ledger's own event stream. A user's carries only their jobs' events and a
+  // visitor gets none, so they follow the bare positions (enough to know that something moved).
+  const admin = Boolean(state.who && state.who.is_admin);
+  const path = admin ? `/api/events/stream?after=${state.head}` : "/dashboard/data/changes";
+  state.stopEvents = follow(path, (event) => {
     const record = JSON.parse(event.data);
     state.head = Math.max(state.head, record.position);
     $("slider").max = state.head;
@@ -95,7 +97,7 @@ function listen() {
     }
     if (jobOpen(record.stream)) refreshJob();
     return false;
-  }, { lastId: String(state.head) });
+  }, { lastId: admin ? String(state.head) : null });
 }
 
 async function signIn(secret) {
