@@ -228,6 +228,10 @@ def test_jobs_filters_and_bad_filters(server: Server, admin: httpx.Client, alice
     assert "since" in bad.json()["detail"]
     assert admin.get("/dashboard/data/nodes", params={"as_of": "soon"}).status_code == 400
     assert httpx.get(f"{server.url}/dashboard/data/jobs").status_code == 401
+    assert httpx.get(f"{server.url}/dashboard/data/jobs", params={"limit": 0}).status_code == 401  # auth first
+    bad_token = {"Authorization": "Bearer nope"}
+    assert httpx.get(f"{server.url}/dashboard/data/nodes?as_of=soon", headers=bad_token).status_code == 401
+    assert admin.get("/dashboard/data/jobs", params={"limit": 0}).status_code == 400
 
 
 def test_every_page_and_asset_ships_in_the_wheel() -> None:

@@ -20,7 +20,7 @@ from api.auth import Identity, check_user_filter
 from api.errors import BadRequest
 from api.runtime import Runtime
 from api.web import panels
-from api.web.deps import DEPENDENCIES, Moment, admin_guard
+from api.web.deps import DEPENDENCIES, Moment, admin_guard, signed_in_guard, token_guard
 from ledger.clock import iso, parse_iso
 from ledger.jobs import JobState
 from projections import job_search
@@ -88,6 +88,7 @@ class DashboardData(Controller):
     path = "/dashboard/data"
     tags = ["web dashboard"]
     dependencies = DEPENDENCIES
+    guards = [token_guard]  # guards run before parameters are parsed: authentication comes first
 
     @get("/ledger", summary="Ledger head and time span (the slider's range)", sync_to_thread=False)
     def ledger(self, runtime: Runtime, viewer: Identity | None) -> dict[str, Any]:
@@ -114,7 +115,12 @@ class DashboardData(Controller):
     def queue(self, moment: Moment, viewer: Identity | None) -> dict[str, Any]:
         return panels.queue_panel(moment, viewer)
 
-    @get("/jobs", summary="Jobs, newest first, filtered and paginated from indexes", sync_to_thread=False)
+    @get(
+        "/jobs",
+        summary="Jobs, newest first, filtered and paginated from indexes",
+        guards=[signed_in_guard],
+        sync_to_thread=False,
+    )
     def jobs(
         self,
         runtime: Runtime,
@@ -158,7 +164,12 @@ class DashboardData(Controller):
     ) -> dict[str, Any]:
         return panels.utilisation_panel(moment, window, buckets)
 
-    @get("/usage", summary="Per-user jobs, GPU-hours and success rate over a window", sync_to_thread=False)
+    @get(
+        "/usage",
+        summary="Per-user jobs, GPU-hours and success rate over a window",
+        guards=[signed_in_guard],
+        sync_to_thread=False,
+    )
     def usage(self, moment: Moment, identity: Identity, window: int = Window) -> dict[str, Any]:
         return panels.usage_panel(moment, identity, window)
 

@@ -14,8 +14,8 @@ from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 
-from api.auth import Identity, optional, require, require_admin
-from api.errors import BadRequest
+from api.auth import Identity, optional, require_admin
+from api.errors import BadRequest, NotAuthenticated
 from api.runtime import Runtime
 from api.web.asof import PastViews
 from ledger.clock import now_us, position_or_time
@@ -39,30 +39,37 @@ def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:
     return runtime
 
 
-def _identity(runtime: Runtime, header: str | None, *, required: bool) -> Identity | None:
-    identity = require(runtime.ledger.views, header) if required else optional(runtime.ledger.views, header)
+def token_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A token, when one is sent, must be valid (401): checked before any parameter is parsed."""
+    runtime: Runtime = connection.app.state.runtime
+    identity = optional(runtime.ledger.views, connection.headers.get("authorization"))
     if identity is not None:
         runtime.token_usage.touch(identity.token_id)
+    connection.state.identity = identity
+
+
+def signed_in_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """No token is a 401 (after ``token_guard``, which runs first, as the controller's guard)."""
+    if connection.state.identity is None:
+        raise NotAuthenticated("Not authenticated: send 'Authorization: Bearer <token>'")
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    signed_in_guard(connection, handler)
+    require_admin(connection.state.identity)
+
+
+def provide_viewer(request: Request[Any, Any, Any]) -> Identity | None:
+    """The caller the guards identified, or None: the anonymous view."""
+    identity: Identity | None = request.state.identity
     return identity
 
 
-def provide_viewer(request: Request[Any, Any, Any], runtime: Runtime) -> Identity | None:
-    """The caller when a token is sent (a bad one is a 401), else None: the anonymous view."""
-    return _identity(runtime, request.headers.get("authorization"), required=False)
-
-
-def provide_identity(request: Request[Any, Any, Any], runtime: Runtime) -> Identity:
-    """The caller; no token is a 401."""
-    identity = _identity(runtime, request.headers.get("authorization"), required=True)
-    assert identity is not None  # require() raised otherwise
+def provide_identity(request: Request[Any, Any, Any]) -> Identity:
+    """The caller on a handler behind ``signed_in_guard``."""
+    identity: Identity | None = request.state.identity
+    assert identity is not None  # the guard answered 401 otherwise
     return identity
-
-
-def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    runtime: Runtime = connection.app.state.runtime
-    identity = _identity(runtime, connection.headers.get("authorization"), required=True)
-    assert identity is not None
-    require_admin(identity)
 
 
 def _past_views(request: Request[Any, Any, Any], runtime: Runtime) -> PastViews:
