@@ -1,0 +1,57 @@
+"""The gpuledger Python SDK: submit jobs, wait for them, follow their logs, fetch their results.
+
+from gpuledger import Client
+with Client() as client:                     # GPULEDGER_URL / GPULEDGER_TOKEN or the login file
+    job = client.submit(Path("solution.py"), Path("config.yaml"))
+    for chunk in job.logs(follow=True):
+        print(chunk.text, end="")
+    print(job.wait().status, job.results().results)
+"""
+
+from gpuledger.aio import AsyncClient, AsyncJob
+from gpuledger.client import Client, Job
+from gpuledger.errors import (
+    ApiError,
+    AuthError,
+    BadRequest,
+    ConfigMissing,
+    Conflict,
+    ConnectionFailed,
+    Forbidden,
+    GpuledgerError,
+    JobFailed,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServerError,
+)
+from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, Submitted
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApiError",
+    "AsyncClient",
+    "AsyncJob",
+    "AuthError",
+    "BadRequest",
+    "Client",
+    "ConfigMissing",
+    "Conflict",
+    "ConnectionFailed",
+    "Forbidden",
+    "GpuledgerError",
+    "Job",
+    "JobFailed",
+    "JobResults",
+    "JobStatus",
+    "LedgerEvent",
+    "LogChunk",
+    "NodeInfo",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "ServerError",
+    "Submitted",
+    "__version__",
+]

@@ -1,0 +1,195 @@
+"""The asynchronous client: ``AsyncClient`` and ``AsyncJob``, the same calls as ``Client``, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+from gpuledger import wire
+from gpuledger.config import load_config
+from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
+from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, Submitted
+
+
+class AsyncClient:
+    """One server, one token. ``rate_limit_wait``: how long a plain call may sleep on a 429 before raising."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 60.0,
+        rate_limit_wait: float = 0.0,
+        reconnect_for: float = wire.RECONNECT_FOR_S,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        config = load_config(url, token)
+        self.url, self.token = config.url, config.token
+        self.rate_limit_wait, self.reconnect_for = rate_limit_wait, reconnect_for
+        headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+        self._http = httpx.AsyncClient(base_url=config.url, headers=headers, timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, *, waiting: bool = False, **kwargs: Any) -> httpx.Response:
+        budget = float("inf") if waiting else self.rate_limit_wait
+        while True:
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError as e:
+                raise ConnectionFailed(f"cannot reach {self.url}: {e}") from e
+            if response.status_code != 429:
+                return wire.check(response)
+            delay = wire.retry_after(response) or 1.0
+            if delay > budget:
+                raise wire.error_for(response)
+            budget -= delay
+            await asyncio.sleep(delay)
+
+    async def submit(self, code: wire.Source, config: wire.Source, *, idempotency_key: str | None = None) -> AsyncJob:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        answer = await self.request(
+            "POST", "/api/submit", params={"wait": "false"}, files=wire.submit_files(code, config), headers=headers
+        )
+        submitted = wire.decode(Submitted, answer)
+        return AsyncJob(self, submitted.job_id, submitted=submitted)
+
+    def job(self, job_id: str) -> AsyncJob:
+        return AsyncJob(self, job_id)
+
+    async def status(self, job_id: str, *, waiting: bool = False) -> JobStatus:
+        status: JobStatus = wire.decode(JobStatus, await self.request("GET", f"/api/status/{job_id}", waiting=waiting))
+        return status
+
+    async def results(self, job_id: str, *, waiting: bool = False) -> JobResults:
+        answer = await self.request("GET", f"/api/results/{job_id}", waiting=waiting)
+        results: JobResults = wire.decode(JobResults, answer)
+        return results
+
+    async def cancel(self, job_id: str) -> str:
+        return str((await self.request("POST", f"/api/cancel/{job_id}")).json()["status"])
+
+    async def jobs(self, *, user_id: str | None = None, status: str | None = None, limit: int = 50) -> list[JobStatus]:
+        params = {k: v for k, v in {"user_id": user_id, "status": status, "limit": limit}.items() if v is not None}
+        answer = await self.request("GET", "/api/jobs", params=params)
+        jobs: list[JobStatus] = wire.decode_field(list[JobStatus], answer, "jobs")
+        return jobs
+
+    async def nodes(self) -> list[NodeInfo]:
+        nodes: list[NodeInfo] = wire.decode_field(list[NodeInfo], await self.request("GET", "/api/nodes"), "nodes")
+        return nodes
+
+    async def job_events(self, job_id: str) -> list[LedgerEvent]:
+        answer = await self.request("GET", f"/api/jobs/{job_id}/events", waiting=True)
+        events: list[LedgerEvent] = wire.decode_field(list[LedgerEvent], answer, "events")
+        return events
+
+    async def logs(
+        self, job_id: str, *, stream: str = "stdout", offset: int = 0, follow: bool = False
+    ) -> AsyncIterator[LogChunk]:
+        if not follow:
+            async for chunk in self._logs_now(job_id, stream, offset):
+                yield chunk
+            return
+        path, params = f"/api/jobs/{job_id}/logs", {"stream": stream, "offset": offset, "follow": "true"}
+        async for sse in self._follow(path, params, None):
+            if sse.event == "log":
+                yield wire.log_chunk(stream, sse.data)
+
+    async def _logs_now(self, job_id: str, stream: str, offset: int) -> AsyncIterator[LogChunk]:
+        while True:
+            params = {"stream": stream, "offset": offset}
+            answer = await self.request("GET", f"/api/jobs/{job_id}/logs", params=params)
+            if not answer.content:
+                return
+            offset = int(answer.headers.get("x-log-offset", offset + len(answer.content)))
+            yield LogChunk(stream=stream, offset=offset, text=answer.content.decode("utf-8", errors="replace"))
+
+    async def events(self, *, after: int = 0, timeout: float | None = None) -> AsyncIterator[LedgerEvent]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async for sse in self._follow("/api/events/stream", {"after": after}, after, deadline):
+            yield wire.ledger_event(sse.event, sse.data)
+
+    async def wait(self, job_id: str, *, timeout: float | None = None) -> JobStatus:
+        history = await self.job_events(job_id)
+        status = await self.status(job_id, waiting=True)
+        if status.is_terminal:
+            return status
+        after = history[-1].position if history else 0
+        async for event in self.events(after=after, timeout=timeout):
+            if event.job_id == job_id and event.type == "job.finished":
+                break
+        return await self.status(job_id, waiting=True)
+
+    async def _follow(
+        self, path: str, params: dict[str, Any], last_id: int | None, deadline: float | None = None
+    ) -> AsyncIterator[ServerSentEvent]:
+        reconnect = wire.Reconnect(self.reconnect_for)
+        while deadline is None or time.monotonic() < deadline:
+            headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
+            remaining = None if deadline is None else deadline - time.monotonic()
+            try:
+                async with aconnect_sse(
+                    self._http, "GET", path, params=params, headers=headers, timeout=wire.sse_timeout(remaining)
+                ) as source:
+                    if source.response.status_code >= 400:
+                        await source.response.aread()
+                        await _sleep_off(source.response)
+                        continue
+                    reconnect.delivered()
+                    async for sse in source.aiter_sse():
+                        if sse.id:
+                            last_id = int(sse.id)
+                        yield sse
+                        if sse.event == "end":
+                            return
+            except httpx.ReadTimeout:
+                continue
+            except httpx.TransportError as e:
+                await asyncio.sleep(reconnect.failed(e, time.monotonic()))
+
+
+async def _sleep_off(response: httpx.Response) -> None:
+    error = wire.error_for(response)
+    if not isinstance(error, RateLimited):
+        raise error
+    await asyncio.sleep(error.retry_after or 1.0)
+
+
+@dataclass
+class AsyncJob:
+    client: AsyncClient
+    job_id: str
+    submitted: Submitted | None = field(default=None, repr=False)
+
+    async def status(self) -> JobStatus:
+        return await self.client.status(self.job_id)
+
+    async def wait(self, *, timeout: float | None = None, check: bool = False) -> JobStatus:
+        status = await self.client.wait(self.job_id, timeout=timeout)
+        if check and status.is_terminal and status.status != "completed":
+            raise JobFailed(status)
+        return status
+
+    def logs(self, *, stream: str = "stdout", follow: bool = False, offset: int = 0) -> AsyncIterator[LogChunk]:
+        return self.client.logs(self.job_id, stream=stream, follow=follow, offset=offset)
+
+    async def results(self) -> JobResults:
+        return await self.client.results(self.job_id)
+
+    async def cancel(self) -> str:
+        return await self.client.cancel(self.job_id)

@@ -1,0 +1,204 @@
+"""The synchronous client: ``Client(url, token)``, its calls, and ``Job`` handles.
+
+Waiting never polls: ``wait`` reads the ledger's event stream, ``logs(follow=True)`` the log stream, and
+both reconnect with ``Last-Event-ID`` after a dropped connection or a server restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from httpx_sse import ServerSentEvent, connect_sse
+
+from gpuledger import wire
+from gpuledger.config import load_config
+from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
+from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, Submitted
+
+
+class Client:
+    """One server, one token. ``rate_limit_wait``: how long a plain call may sleep on a 429 before raising."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 60.0,
+        rate_limit_wait: float = 0.0,
+        reconnect_for: float = wire.RECONNECT_FOR_S,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        config = load_config(url, token)
+        self.url, self.token = config.url, config.token
+        self.rate_limit_wait, self.reconnect_for = rate_limit_wait, reconnect_for
+        headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+        self._http = httpx.Client(base_url=config.url, headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, *, waiting: bool = False, **kwargs: Any) -> httpx.Response:
+        """One call; a 429 is slept off when it fits ``rate_limit_wait`` (always, for waiting calls)."""
+        budget = float("inf") if waiting else self.rate_limit_wait
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as e:
+                raise ConnectionFailed(f"cannot reach {self.url}: {e}") from e
+            if response.status_code != 429:
+                return wire.check(response)
+            delay = wire.retry_after(response) or 1.0
+            if delay > budget:
+                raise wire.error_for(response)
+            budget -= delay
+            time.sleep(delay)
+
+    def submit(self, code: wire.Source, config: wire.Source, *, idempotency_key: str | None = None) -> Job:
+        """Queue a job and return at once (``wait=false`` underneath); ``code``/``config`` are text or a Path."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        answer = self.request(
+            "POST", "/api/submit", params={"wait": "false"}, files=wire.submit_files(code, config), headers=headers
+        )
+        submitted = wire.decode(Submitted, answer)
+        return Job(self, submitted.job_id, submitted=submitted)
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, job_id)
+
+    def status(self, job_id: str, *, waiting: bool = False) -> JobStatus:
+        status: JobStatus = wire.decode(JobStatus, self.request("GET", f"/api/status/{job_id}", waiting=waiting))
+        return status
+
+    def results(self, job_id: str, *, waiting: bool = False) -> JobResults:
+        results: JobResults = wire.decode(JobResults, self.request("GET", f"/api/results/{job_id}", waiting=waiting))
+        return results
+
+    def cancel(self, job_id: str) -> str:
+        """The job's state after the request: ``cancelled`` or, for a running job, ``cancelling``."""
+        return str(self.request("POST", f"/api/cancel/{job_id}").json()["status"])
+
+    def jobs(self, *, user_id: str | None = None, status: str | None = None, limit: int = 50) -> list[JobStatus]:
+        params = {k: v for k, v in {"user_id": user_id, "status": status, "limit": limit}.items() if v is not None}
+        jobs: list[JobStatus] = wire.decode_field(
+            list[JobStatus], self.request("GET", "/api/jobs", params=params), "jobs"
+        )
+        return jobs
+
+    def nodes(self) -> list[NodeInfo]:
+        nodes: list[NodeInfo] = wire.decode_field(list[NodeInfo], self.request("GET", "/api/nodes"), "nodes")
+        return nodes
+
+    def job_events(self, job_id: str) -> list[LedgerEvent]:
+        answer = self.request("GET", f"/api/jobs/{job_id}/events", waiting=True)
+        events: list[LedgerEvent] = wire.decode_field(list[LedgerEvent], answer, "events")
+        return events
+
+    def logs(self, job_id: str, *, stream: str = "stdout", offset: int = 0, follow: bool = False) -> Iterator[LogChunk]:
+        """The stream's text from byte ``offset``; with ``follow``, until the job ends, across reconnects."""
+        if not follow:
+            yield from self._logs_now(job_id, stream, offset)
+            return
+        path, params = f"/api/jobs/{job_id}/logs", {"stream": stream, "offset": offset, "follow": "true"}
+        for sse in self._follow(path, params, None):
+            if sse.event == "log":
+                yield wire.log_chunk(stream, sse.data)
+
+    def _logs_now(self, job_id: str, stream: str, offset: int) -> Iterator[LogChunk]:
+        while True:
+            answer = self.request("GET", f"/api/jobs/{job_id}/logs", params={"stream": stream, "offset": offset})
+            if not answer.content:
+                return
+            offset = int(answer.headers.get("x-log-offset", offset + len(answer.content)))
+            yield LogChunk(stream=stream, offset=offset, text=answer.content.decode("utf-8", errors="replace"))
+
+    def events(self, *, after: int = 0, timeout: float | None = None) -> Iterator[LedgerEvent]:
+        """Ledger events after position ``after`` (yours, or all for an admin), live, until ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for sse in self._follow("/api/events/stream", {"after": after}, after, deadline):
+            yield wire.ledger_event(sse.event, sse.data)
+
+    def wait(self, job_id: str, *, timeout: float | None = None) -> JobStatus:
+        """Block until the job ends (or ``timeout`` passes): woken by its ``job.finished`` event."""
+        history = self.job_events(job_id)
+        status = self.status(job_id, waiting=True)
+        if status.is_terminal:
+            return status
+        after = history[-1].position if history else 0
+        for event in self.events(after=after, timeout=timeout):
+            if event.job_id == job_id and event.type == "job.finished":
+                break
+        return self.status(job_id, waiting=True)
+
+    def _follow(
+        self, path: str, params: dict[str, Any], last_id: int | None, deadline: float | None = None
+    ) -> Iterator[ServerSentEvent]:
+        reconnect = wire.Reconnect(self.reconnect_for)
+        while deadline is None or time.monotonic() < deadline:
+            headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
+            remaining = None if deadline is None else deadline - time.monotonic()
+            try:
+                with connect_sse(
+                    self._http, "GET", path, params=params, headers=headers, timeout=wire.sse_timeout(remaining)
+                ) as source:
+                    if source.response.status_code >= 400:
+                        source.response.read()
+                        _sleep_off(source.response)
+                        continue
+                    reconnect.delivered()
+                    for sse in source.iter_sse():
+                        if sse.id:
+                            last_id = int(sse.id)
+                        yield sse
+                        if sse.event == "end":
+                            return
+            except httpx.ReadTimeout:
+                continue  # an idle stream: reopen it where it was
+            except httpx.TransportError as e:
+                time.sleep(reconnect.failed(e, time.monotonic()))
+
+
+def _sleep_off(response: httpx.Response) -> None:
+    """A 429 on a stream is waited out; any other error is raised."""
+    error = wire.error_for(response)
+    if not isinstance(error, RateLimited):
+        raise error
+    time.sleep(error.retry_after or 1.0)
+
+
+@dataclass
+class Job:
+    """A handle on one job; every call asks the server (nothing is cached but the submit answer)."""
+
+    client: Client
+    job_id: str
+    submitted: Submitted | None = field(default=None, repr=False)
+
+    def status(self) -> JobStatus:
+        return self.client.status(self.job_id)
+
+    def wait(self, *, timeout: float | None = None, check: bool = False) -> JobStatus:
+        """The final status; ``check=True`` raises ``JobFailed`` unless the job completed."""
+        status = self.client.wait(self.job_id, timeout=timeout)
+        if check and status.is_terminal and status.status != "completed":
+            raise JobFailed(status)
+        return status
+
+    def logs(self, *, stream: str = "stdout", follow: bool = False, offset: int = 0) -> Iterator[LogChunk]:
+        return self.client.logs(self.job_id, stream=stream, follow=follow, offset=offset)
+
+    def results(self) -> JobResults:
+        return self.client.results(self.job_id)
+
+    def cancel(self) -> str:
+        return self.client.cancel(self.job_id)

@@ -1,0 +1,107 @@
+"""What the server answers, as typed structs (unknown fields are ignored, so newer servers still decode)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+class JobStatus(msgspec.Struct, kw_only=True):
+    job_id: str
+    status: str
+    user_id: str = ""
+    competition_id: str = ""
+    project_id: str = ""
+    phase: str = ""
+    reason: str | None = None
+    node_id: int | None = None
+    node: str | None = None
+    queue_position: int | None = None
+    estimated_start_at: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    expected_time: int = 0
+    scan_verdict: str | None = None
+    findings: list[dict[str, Any]] = []
+    finish_reason: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class JobResults(msgspec.Struct, kw_only=True):
+    job_id: str
+    status: str
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    results: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    truncated: dict[str, bool] = {}
+    signal: int | None = None
+    reason: str | None = None
+    results_file: str | None = None
+
+
+class Submitted(msgspec.Struct, kw_only=True):
+    job_id: str
+    status: str
+    node_id: int | None = None
+    message: str = ""
+    created_at: str | None = None
+    warnings: list[str] = []
+
+
+class CurrentJob(msgspec.Struct, kw_only=True):
+    job_id: str | None = None
+    user_id: str | None = None
+    competition_id: str | None = None
+    started_at: str | None = None
+    elapsed_s: float | None = None
+    expected_time: int | None = None
+
+
+class NodeInfo(msgspec.Struct, kw_only=True):
+    node_id: int
+    name: str
+    status: str
+    queue_length: int = 0
+    total_wait_time: float = 0.0
+    current_job: CurrentJob | None = None
+    slots: int = 1
+    running: int = 0
+    down_reason: str | None = None
+
+
+class LogChunk(msgspec.Struct, kw_only=True):
+    """Text of one stream from byte ``offset - len(text.encode())`` up to byte ``offset``."""
+
+    stream: str
+    offset: int
+    text: str
+
+
+class LedgerEvent(msgspec.Struct, kw_only=True):
+    position: int
+    stream: str
+    type: str = ""
+    recorded_at: str | None = None
+    actor: str = ""
+    event: dict[str, Any] = {}
+
+    @property
+    def job_id(self) -> str | None:
+        return self.stream.removeprefix("job-") if self.stream.startswith("job-") else None
+
+
+def to_builtins(value: Any) -> Any:
+    """Plain dicts and lists (for ``--json`` output)."""
+    return msgspec.to_builtins(value)

@@ -1,0 +1,113 @@
+"""What the sync and async clients share: building requests, reading answers and SSE events, errors."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from gpuledger.errors import BY_STATUS, ApiError, ConnectionFailed, RateLimited, ServerError
+from gpuledger.models import LedgerEvent, LogChunk
+
+RECONNECT_FOR_S = 300.0  # how long a follower keeps trying to reach a server that went away
+IDLE_READ_S = 30.0  # a silent stream is reopened after this long (the server sends nothing while idle)
+
+Source = str | bytes | Path
+
+
+def content(value: Source) -> bytes:
+    """Code or config given as a path or as the text itself."""
+    if isinstance(value, Path):
+        return value.read_bytes()
+    return value.encode() if isinstance(value, str) else value
+
+
+def submit_files(code: Source, config: Source) -> dict[str, tuple[str, bytes]]:
+    code_name = code.name if isinstance(code, Path) else "solution.py"
+    config_name = config.name if isinstance(config, Path) else "config.yaml"
+    return {"code": (code_name, content(code)), "config_file": (config_name, content(config))}
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def detail_of(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or response.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return response.reason_phrase
+
+
+def error_for(response: httpx.Response) -> ApiError:
+    detail = detail_of(response)
+    if response.status_code == 429:
+        return RateLimited(detail, retry_after=retry_after(response))
+    if response.status_code >= 500:
+        return ServerError(detail, status=response.status_code)
+    return BY_STATUS.get(response.status_code, ApiError)(detail, status=response.status_code)
+
+
+def check(response: httpx.Response) -> httpx.Response:
+    if response.status_code >= 400:
+        raise error_for(response)
+    return response
+
+
+def decode(kind: type[Any], response: httpx.Response) -> Any:
+    return msgspec.convert(check(response).json(), kind)
+
+
+def decode_field(kind: type[Any], response: httpx.Response, key: str) -> Any:
+    """The list under ``key`` of ``{"jobs": [...]}``-shaped answers."""
+    return msgspec.convert(check(response).json()[key], kind)
+
+
+def log_chunk(stream: str, data: str) -> LogChunk:
+    body = msgspec.json.decode(data)
+    return LogChunk(stream=stream, offset=int(body["offset"]), text=str(body["text"]))
+
+
+def ledger_event(tag: str, data: str) -> LedgerEvent:
+    entry = msgspec.json.decode(data, type=LedgerEvent)
+    return msgspec.structs.replace(entry, type=tag or str(entry.event.get("type", "")))
+
+
+def sse_timeout(remaining: float | None) -> httpx.Timeout:
+    read = IDLE_READ_S if remaining is None else max(0.1, min(IDLE_READ_S, remaining))
+    return httpx.Timeout(10.0, read=read)
+
+
+@dataclass
+class Reconnect:
+    """Backoff for a follower between connection attempts; a connection that delivered resets it."""
+
+    give_up_after: float = RECONNECT_FOR_S
+    failures: int = 0
+    failing_since: float | None = None
+    last_error: str = field(default="")
+
+    def delivered(self) -> None:
+        self.failures, self.failing_since = 0, None
+
+    def failed(self, error: Exception, now: float) -> float:
+        """Seconds to sleep before the next try; raises once the server has been gone too long."""
+        self.failures += 1
+        self.failing_since = self.failing_since or now
+        self.last_error = f"{type(error).__name__}: {error}"
+        if now - self.failing_since > self.give_up_after:
+            raise ConnectionFailed(f"server unreachable for {math.ceil(now - self.failing_since)}s ({error})")
+        delay: float = min(5.0, 0.1 * 2 ** min(self.failures, 6))
+        return delay * (0.5 + random.random() / 2)
