@@ -1,4 +1,4 @@
-"""``gpuledger logs``: the server's JSON log file, filtered; pretty on a terminal, raw JSON when piped."""
+"""``gpuledger server-log``: the server's JSON log file, filtered; pretty on a terminal, raw JSON when piped."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ _COLOURS = {"debug": "\x1b[2m", "info": "\x1b[32m", "warning": "\x1b[33m", "erro
 
 
 def register(subparsers: Any) -> None:
-    logs = subparsers.add_parser("logs", help="tail the server's structured log file")
+    logs = subparsers.add_parser("server-log", help="tail the server's structured log file")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("--job", help="only lines about this job")
     logs.add_argument("--user", help="only lines about this user")

@@ -1,0 +1,158 @@
+"""``gpuledger jobs`` and ``gpuledger nodes``: tables (rich), JSON, and ``jobs --watch`` fed by events."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from rich.live import Live
+from rich.table import Table
+
+from cli.remote import EXIT_DETACHED, add_client_options, async_client_from, client_from, out, print_json
+from gpuledger import AsyncClient, JobStatus, NodeInfo, RateLimited
+
+ACTIVE = ("pending", "running")
+REFRESH_EVERY_S = 2.0  # at most one refresh per this much time, however many events arrive
+
+
+def register(subparsers: Any) -> None:
+    jobs = subparsers.add_parser("jobs", help="your pending and running jobs (--all: finished ones too)")
+    jobs.add_argument("--all", action="store_true", help="also completed, failed and cancelled jobs")
+    jobs.add_argument("--status", choices=("pending", "running", "completed", "failed", "cancelled"))
+    jobs.add_argument("--user", help="admins: only this user's jobs")
+    jobs.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    jobs.add_argument("--watch", "-w", action="store_true", help="keep the table up to date (Ctrl+C ends)")
+    add_client_options(jobs)
+    jobs.set_defaults(func=run_jobs)
+
+    nodes = subparsers.add_parser("nodes", help="the GPU nodes: state, current job, queue")
+    add_client_options(nodes)
+    nodes.set_defaults(func=run_nodes)
+
+
+def _picked(jobs: list[JobStatus], args: argparse.Namespace) -> list[JobStatus]:
+    return jobs if args.all or args.status else [j for j in jobs if j.status in ACTIVE]
+
+
+def jobs_table(jobs: list[JobStatus], title: str = "jobs") -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("JOB", no_wrap=True)
+    for column in ("USER", "COMPETITION", "STATUS", "NODE", "WHERE / WHY", "CREATED", "EXIT"):
+        table.add_column(column)
+    for job in jobs:
+        where = job.reason or job.phase
+        if job.status == "pending" and job.queue_position is not None:
+            where = f"#{job.queue_position} {job.reason or ''}".strip()
+            if job.estimated_start_at:
+                where += f", ETA {job.estimated_start_at[11:19]}Z"
+        elif job.is_terminal:
+            where = job.finish_reason or ""
+        exit_code = "" if job.exit_code is None else str(job.exit_code)
+        created = (job.created_at or "")[:19].replace("T", " ")
+        table.add_row(
+            job.job_id, job.user_id, job.competition_id, job.status, job.node or "", where, created, exit_code
+        )
+    return table
+
+
+def nodes_table(nodes: list[NodeInfo]) -> Table:
+    table = Table(title="nodes", title_justify="left")
+    for column in ("NODE", "STATE", "SLOTS", "CURRENT JOB", "ELAPSED / EXPECTED", "QUEUE", "WAIT"):
+        table.add_column(column)
+    for node in nodes:
+        job = node.current_job
+        current = (job.job_id or "(another user's)") if job else ""
+        elapsed = f"{job.elapsed_s or 0:.0f}s / {job.expected_time or 0}s" if job else ""
+        state = node.status + (f" ({node.down_reason})" if node.down_reason else "")
+        table.add_row(
+            node.name,
+            state,
+            f"{node.running}/{node.slots}",
+            current,
+            elapsed,
+            str(node.queue_length),
+            f"{node.total_wait_time:.0f}s",
+        )
+    return table
+
+
+def run_nodes(args: argparse.Namespace) -> int:
+    with client_from(args) as client:
+        nodes = client.nodes()
+    if args.json:
+        print_json({"nodes": nodes})
+    else:
+        out.print(nodes_table(nodes))
+    return 0
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    if args.watch:
+        try:
+            asyncio.run(_watch_jobs(args))
+        except KeyboardInterrupt:
+            return EXIT_DETACHED
+        return 0
+    with client_from(args) as client:
+        jobs = _picked(client.jobs(user_id=args.user, status=args.status, limit=args.limit), args)
+    if args.json:
+        print_json({"jobs": jobs})
+    else:
+        out.print(jobs_table(jobs))
+    return 0
+
+
+async def fetch_politely(call: Any) -> Any:
+    """One refresh; a 429 is waited out (watching commands wait and retry by themselves)."""
+    while True:
+        try:
+            return await call()
+        except RateLimited as e:
+            await asyncio.sleep(e.retry_after or 1.0)
+
+
+async def refreshed_by_events(client: AsyncClient, redraw: Any) -> None:
+    """Call ``redraw`` now, then after ledger events (bursts coalesced over REFRESH_EVERY_S), never on a timer."""
+    changed = asyncio.Event()
+
+    async def listen() -> None:
+        async for _ in client.events(after=await _head(client)):
+            changed.set()
+
+    listener = asyncio.create_task(listen())
+    try:
+        while True:
+            await redraw()
+            waiter = asyncio.create_task(changed.wait())
+            done, _ = await asyncio.wait({waiter, listener}, return_when=asyncio.FIRST_COMPLETED)
+            if listener in done:
+                waiter.cancel()
+                listener.result()  # the stream failed for good: say why
+                return
+            await asyncio.sleep(REFRESH_EVERY_S)
+            changed.clear()
+    finally:
+        listener.cancel()
+
+
+async def _head(client: AsyncClient) -> int:
+    """Start the event stream at "now": the newest position among my newest job's events, else 0."""
+    jobs = await fetch_politely(lambda: client.jobs(limit=1))
+    if not jobs:
+        return 0
+    history = await client.job_events(jobs[0].job_id)
+    return history[-1].position if history else 0
+
+
+async def _watch_jobs(args: argparse.Namespace) -> None:
+    async with async_client_from(args) as client:
+        with Live(jobs_table([]), console=out, auto_refresh=False) as live:
+
+            async def redraw() -> None:
+                jobs = await fetch_politely(
+                    lambda: client.jobs(user_id=args.user, status=args.status, limit=args.limit)
+                )
+                live.update(jobs_table(_picked(jobs, args)), refresh=True)
+
+            await refreshed_by_events(client, redraw)

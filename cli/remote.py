@@ -1,0 +1,96 @@
+"""What the researcher's commands share: server options, the SDK client, JSON output, exit codes.
+
+Exit codes of the waiting commands (``submit``, ``wait``), documented in the user guide:
+the job's own exit code when it ran and ended; these when it did not end on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from gpuledger import AsyncClient, Client, JobStatus
+from gpuledger.models import to_builtins
+
+EXIT_FAILED_NO_CODE = 122  # failed before or without an exit code (rejected by the scanner, dispatch failed)
+EXIT_NODE_LOST = 123  # the node became unreachable for good while the job ran
+EXIT_TIMEOUT = 124  # killed for running over its time limit (as GNU timeout)
+EXIT_CANCELLED = 125  # cancelled
+EXIT_DETACHED = 130  # Ctrl+C: the client let go, the job goes on
+EXIT_ERROR = 2  # the command itself failed (bad arguments, server error, not found...)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def add_client_options(parser: argparse.ArgumentParser, *, json_output: bool = True) -> None:
+    parser.add_argument("--url", help="server URL (default: GPULEDGER_URL, then the login file)")
+    parser.add_argument("--token", help="API token (default: GPULEDGER_TOKEN, then the login file)")
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+
+
+def client_from(args: argparse.Namespace) -> Client:
+    return Client(args.url, args.token, rate_limit_wait=0.0)
+
+
+def async_client_from(args: argparse.Namespace) -> AsyncClient:
+    return AsyncClient(args.url, args.token, rate_limit_wait=0.0)
+
+
+def print_json(value: Any) -> None:
+    json.dump(to_builtins(value), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def exit_code_of(status: JobStatus) -> int:
+    """What a waiting command exits with for a job that ended (see the table in the module docstring)."""
+    if status.status == "completed":
+        return 0
+    if status.status == "cancelled":
+        return EXIT_CANCELLED
+    if status.finish_reason == "timeout":
+        return EXIT_TIMEOUT
+    if status.finish_reason == "node_lost":
+        return EXIT_NODE_LOST
+    if status.exit_code:
+        return status.exit_code & 0xFF
+    return EXIT_FAILED_NO_CODE
+
+
+def status_line(status: JobStatus) -> str:
+    parts = [f"job {status.job_id} {status.status}"]
+    if status.finish_reason and status.finish_reason not in ("exit_nonzero", "completed"):
+        parts.append(f"({status.finish_reason})")
+    if status.exit_code is not None:
+        parts.append(f"exit code {status.exit_code}")
+    if status.node:
+        parts.append(f"on {status.node}")
+    return " ".join(parts)
+
+
+def phase_line(status: JobStatus) -> str:
+    """One line saying where a job is: queued at position n (start estimate), or running on a node."""
+    if status.status == "pending":
+        text = f"{status.phase or 'pending'}"
+        if status.queue_position is not None:
+            text += f", position {status.queue_position}"
+        if status.reason:
+            text += f": {status.reason}"
+        if status.estimated_start_at:
+            text += f" (estimated start {status.estimated_start_at[:19]}Z)"
+        return text
+    if status.status == "running":
+        return f"running on {status.node or 'a node'} since {(status.started_at or '')[:19]}Z"
+    return status_line(status)
+
+
+def detached_hint(job_id: str) -> str:
+    return (
+        f"detached; job {job_id} goes on. Reattach with: gpuledger logs {job_id} -f  "
+        f"(or gpuledger wait {job_id}); stop it with: gpuledger cancel {job_id}"
+    )
