@@ -43,7 +43,7 @@ class EndpointLimiter:
 
     def check(self, endpoint: str, address: str, now: float | None = None) -> None:
         limit = self.limits.get(endpoint)
-        if limit is None:
+        if not limit:  # not listed, or 0: unlimited
             return
         now = time.monotonic() if now is None else now
         hits = self._hits[(endpoint, address)]

@@ -73,13 +73,13 @@ def _check_limits(views: LedgerState, user_id: str, limits: SubmitLimits, now: i
     if stats is None:
         return
     recent = [t for t in stats.recent_submits if t > now - RATE_WINDOW_US]
-    if len(recent) >= limits.per_minute:
+    if limits.per_minute and len(recent) >= limits.per_minute:  # 0: unlimited
         retry_after = max(1, math.ceil((recent[-limits.per_minute] + RATE_WINDOW_US - now) / 1_000_000))
         raise LimitExceeded(
             f"Rate limit exceeded. Maximum {limits.per_minute} requests per 60s. Retry after {retry_after}s.",
             retry_after=retry_after,
         )
-    if stats.active >= limits.max_active:
+    if limits.max_active and stats.active >= limits.max_active:
         raise LimitExceeded(
             f"Queue limit exceeded. You already have {stats.active} job(s) in progress. "
             f"Maximum {limits.max_active} jobs per user allowed.",

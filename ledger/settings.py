@@ -94,10 +94,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise msgspec.ValidationError(f"must be positive - at `$.{name}`")
         if self.max_job_timeout_multiplier <= 0:
             raise msgspec.ValidationError("must be positive - at `$.max_job_timeout_multiplier`")
-        if not 1 <= self.rate_limit_per_minute <= 100:  # views keep the last 100 submit times per user
-            raise msgspec.ValidationError("must be between 1 and 100 - at `$.rate_limit_per_minute`")
-        if self.max_active_jobs_per_user < 1:
-            raise msgspec.ValidationError("must be at least 1 - at `$.max_active_jobs_per_user`")
+        # Limits: 0 means unlimited; no upper cap (the views keep only the last minute's submit times).
+        for name in ("rate_limit_per_minute", "max_active_jobs_per_user"):
+            if getattr(self, name) < 0:
+                raise msgspec.ValidationError(f"must be 0 (unlimited) or more - at `$.{name}`")
+        if any(value < 0 for value in self.endpoint_limits.values()):
+            raise msgspec.ValidationError("must be 0 (unlimited) or more - at `$.endpoint_limits`")
 
     def node_specs(self) -> list[NodeSpec]:
         """Explicit ``[[nodes]]`` win; otherwise ``GPU_NODE_PREFIX``-0 … -(COUNT-1)."""

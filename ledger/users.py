@@ -9,8 +9,7 @@ import bisect
 
 import msgspec
 
-RATE_WINDOW_US = 60_000_000
-MAX_RECENT_SUBMITS = 100  # the largest RATE_LIMIT_PER_MINUTE the settings accept
+RATE_WINDOW_US = 60_000_000  # any per-minute limit needs only the submits of the last minute (no cap on the limit)
 
 
 class UserStats(msgspec.Struct, kw_only=True, gc=False):
@@ -40,9 +39,9 @@ def count_status(stats: UserStats, before: str | None, after: str) -> None:
 
 
 def note_submit(stats: UserStats, submitted_at: int) -> None:
-    """Times only grow: drop those older than the window, and keep at most MAX_RECENT_SUBMITS."""
+    """Times only grow: drop those older than the window."""
     recent = stats.recent_submits
-    first = max(bisect.bisect_right(recent, submitted_at - RATE_WINDOW_US), len(recent) + 1 - MAX_RECENT_SUBMITS)
+    first = bisect.bisect_right(recent, submitted_at - RATE_WINDOW_US)
     stats.recent_submits = [*recent[first:], submitted_at]
 
 
@@ -51,4 +50,4 @@ def recent_submits_after(times: list[int]) -> list[int]:
     if not times:
         return []
     last = times[-1]
-    return [t for t in times[-MAX_RECENT_SUBMITS:] if t > last - RATE_WINDOW_US]
+    return [t for t in times if t > last - RATE_WINDOW_US]
