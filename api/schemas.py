@@ -30,6 +30,11 @@ class SubmitFinished(msgspec.Struct, kw_only=True):
     started_at: str | None
     completed_at: str | None
     warnings: list[str] = []
+    # The same fields as /api/results, so both answers read alike.
+    truncated: dict[str, bool] = {}
+    signal: int | None = None
+    reason: str | None = None
+    results_file: str | None = None
 
 
 class SubmitTimedOut(msgspec.Struct, kw_only=True):

@@ -11,7 +11,7 @@ from typing import Any
 import apsw
 import msgspec
 
-from cli.common import add_db_option, db_path, position_or_time
+from cli.common import add_db_option, existing_db, position_or_time
 from ledger.clock import iso
 from ledger.events import Recorded, TokenIssued, TokenRevoked, encode_event, event_tag
 from ledger.schema import open_existing
@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    conn = open_existing(db_path(args))
+    conn = open_existing(existing_db(args))
     problems = verify(conn)
     head = max_position(conn)
     if problems:
@@ -72,7 +72,7 @@ def views_document(views: Views) -> dict[str, Any]:
 
 def run_replay(args: argparse.Namespace) -> int:
     position, time_us = args.until or (None, None)
-    views = views_until(open_existing(db_path(args)), position=position, time_us=time_us)
+    views = views_until(open_existing(existing_db(args)), position=position, time_us=time_us)
     if args.json:
         sys.stdout.buffer.write(msgspec.json.encode(views_document(views)) + b"\n")
         return 0
@@ -158,7 +158,7 @@ def _candidates(conn: apsw.Connection, args: argparse.Namespace, after: int) -> 
 
 
 def run_events(args: argparse.Namespace) -> int:
-    conn = open_existing(db_path(args))
+    conn = open_existing(existing_db(args))
     position = args.since[0] - 1 if args.since and args.since[0] is not None else 0
     user_jobs: set[str] = set()
     out = sys.stdout.buffer

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from ledger import clock
+from ledger.errors import StoreError
 from ledger.settings import load_settings
 
 
@@ -17,6 +20,22 @@ def db_path(args: argparse.Namespace) -> str:
     if getattr(args, "db", None):
         return str(args.db)
     return load_settings(getattr(args, "config", None)).database_path
+
+
+def existing_db(args: argparse.Namespace) -> str:
+    """The ledger a read-only command reads: it must exist (never create an empty one by mistake)."""
+    path = Path(db_path(args)).resolve()
+    if not path.exists():
+        raise StoreError(f"no ledger at {path}: run this where the server runs, or pass --db PATH or --config FILE")
+    return str(path)
+
+
+def db_for_write(args: argparse.Namespace) -> str:
+    """The ledger a writing command appends to; creating it is allowed, and said (with the absolute path)."""
+    path = Path(db_path(args)).resolve()
+    if not path.exists():
+        print(f"gpuledger: creating a new ledger at {path}", file=sys.stderr)
+    return str(path)
 
 
 def position_or_time(text: str) -> tuple[int | None, int | None]:

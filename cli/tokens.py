@@ -6,11 +6,13 @@ These run beside a live server on the same file; the server notices the new even
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from cli.common import add_db_option, db_path
+from cli.common import add_db_option, db_for_write, existing_db
 from ledger import commands
 from ledger.clock import iso
 from ledger.errors import LedgerError, NotFound
@@ -22,6 +24,7 @@ from projections.token_usage import last_used
 from projections.views import Views
 
 ACTOR = "cli"
+STRONG_LENGTH = 16  # shorter admin-chosen tokens are accepted (from 8 characters) with a warning
 
 
 def register(subparsers: Any) -> None:
@@ -35,6 +38,7 @@ def register(subparsers: Any) -> None:
     create.set_defaults(func=run_create)
     listing = sub.add_parser("list", help="tokens with expiry and last use")
     listing.add_argument("--all", action="store_true", help="include revoked tokens")
+    listing.add_argument("--json", action="store_true", help="one JSON document")
     listing.set_defaults(func=run_list)
     revoke = sub.add_parser("revoke", help="revoke one token (by its value or its id)")
     revoke.add_argument("token")
@@ -61,7 +65,13 @@ def run_create(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"gpuledger: {e}", file=sys.stderr)
         return 2
-    store = open_store(db_path(args))
+    if args.token is not None and len(args.token) < STRONG_LENGTH:
+        print(
+            f"gpuledger: warning: a {len(args.token)}-character token is easy to guess; "
+            "omit TOKEN to get a generated one",
+            file=sys.stderr,
+        )
+    store = open_store(db_for_write(args))
     _execute(store, commands.issue_token(issued))
     print(
         f"token {issued.token_id} for {issued.user_id}{' (admin)' if issued.is_admin else ''}, "
@@ -72,16 +82,37 @@ def run_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def days_left(expires: datetime, now: datetime) -> int:
+    """Whole days still to go, rounded up: a fresh 30-day token shows 30, one expiring in an hour 1."""
+    return max(0, math.ceil((expires - now).total_seconds() / 86400))
+
+
 def run_list(args: argparse.Namespace) -> int:
-    store = open_store(db_path(args))
+    store = open_store(existing_db(args))
     used = last_used(store.conn)
     now = datetime.now(UTC)
+    tokens = sorted(store.views.tokens.values(), key=lambda t: (t.user_id, t.created_at))
+    tokens = [t for t in tokens if args.all or not t.revoked]
+    if args.json:
+        rows = [
+            {
+                "token_id": t.token_id,
+                "user_id": t.user_id,
+                "is_admin": t.is_admin,
+                "created_at": iso(t.created_at),
+                "expires_at": t.expires_at,
+                "days_left": None if t.revoked else days_left(datetime.fromisoformat(t.expires_at), now),
+                "last_used": iso(used.get(t.token_id)),
+                "revoked": t.revoked,
+            }
+            for t in tokens
+        ]
+        print(json.dumps({"tokens": rows}, indent=2))
+        return 0
     print(f"{'TOKEN ID':<18} {'USER':<16} {'ADMIN':<5} {'CREATED':<20} {'EXPIRES':<20} {'DAYS':>4}  LAST USED")
-    for token in sorted(store.views.tokens.values(), key=lambda t: (t.user_id, t.created_at)):
-        if token.revoked and not args.all:
-            continue
+    for token in tokens:
         expires = datetime.fromisoformat(token.expires_at)
-        days = max(0, (expires - now).days) if not token.revoked else "-"
+        days = days_left(expires, now) if not token.revoked else "-"
         state = " (revoked)" if token.revoked else (" (expired)" if expires <= now else "")
         print(
             f"{token.token_id:<18} {token.user_id:<16} {'yes' if token.is_admin else 'no':<5} "
@@ -92,7 +123,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    store = open_store(db_path(args))
+    store = open_store(existing_db(args))
     token_id = store.views.tokens_by_secret.get(secret_digest(args.token))
     if token_id is None and args.token in store.views.tokens:
         token_id = args.token
@@ -104,7 +135,7 @@ def run_revoke(args: argparse.Namespace) -> int:
 
 
 def run_revoke_user(args: argparse.Namespace) -> int:
-    store = open_store(db_path(args))
+    store = open_store(existing_db(args))
     _execute(store, commands.revoke_user_tokens(args.user, by=ACTOR))
     print(f"revoked every token of {args.user}")
     return 0

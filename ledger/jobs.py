@@ -227,8 +227,10 @@ def decide_cancel(job: JobState, *, by: str, reason: str = "cancelled by user") 
     """Cancel is a request; a job that no runner owns yet ends at once."""
     _require_open(job)
     request = JobCancelRequested(job_id=job.job_id, by=by, reason=reason)
+    if job.cancel_requested:  # a second cancel while the runner is killing the job: refused, as for an ended one
+        raise InvalidTransition("Job already cancelling")
     if job.phase in ("dispatched", "running", "cancelling"):
-        return [] if job.cancel_requested else [request]
+        return [request]
     return [
         request,
         JobFinished(job_id=job.job_id, status="cancelled", reason="cancelled", attempt=job.attempt, message=reason),

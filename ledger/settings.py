@@ -148,6 +148,9 @@ def _from_env(environ: dict[str, str]) -> dict[str, Any]:
     return raw
 
 
+_KIND = {int: "an integer", float: "a number", bool: "true or false"}
+
+
 def _parse_env_value(key: str, text: str, annotation: Any) -> Any:
     if annotation is str or annotation == (str | None):
         return text
@@ -157,7 +160,7 @@ def _parse_env_value(key: str, text: str, annotation: Any) -> Any:
     except msgspec.DecodeError:
         if isinstance(text, str) and annotation not in (int, float, bool):
             return text
-        raise SettingsError(f"{key}: cannot read {text!r} as {annotation}") from None
+        raise SettingsError(f"{key} must be {_KIND.get(annotation, 'JSON')}, not {text!r}") from None
 
 
 def load_settings(config_file: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:

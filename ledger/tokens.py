@@ -74,8 +74,8 @@ def mint(
         raise ValueError(f"--days must be between 1 and {max_days}")
     if not user_id or any(c.isspace() for c in user_id) or len(user_id) > 128:
         raise ValueError("user id must be 1..128 characters without spaces")
-    if secret is not None and len(secret) < 16:
-        raise ValueError("a token must be at least 16 characters long")
+    if secret is not None and (len(secret) < 8 or any(c.isspace() for c in secret)):
+        raise ValueError("a token must be at least 8 characters long, without spaces")
     secret = secret or secrets.token_urlsafe(32)
     expires = datetime.now(UTC) + timedelta(days=days)
     issued = TokenIssued(

@@ -185,7 +185,9 @@ def test_rate_limits_are_one_line_and_waiting_commands_wait_them_out(tmp_path):
     """A 429 prints the server's message and when to retry; ``wait`` sleeps it off and succeeds."""
     limits = {**OPEN_LIMITS, "status": 2}
     (tmp_path / "srv").mkdir()
-    with running(tmp_path / "srv", code_scanner_quick_mode=True, endpoint_limits=limits, rate_limit_per_minute=1) as srv:
+    with running(
+        tmp_path / "srv", code_scanner_quick_mode=True, endpoint_limits=limits, rate_limit_per_minute=1
+    ) as srv:
         token = srv.token("limited")
         env = {"GPULEDGER_URL": srv.url, "GPULEDGER_TOKEN": token, "XDG_CONFIG_HOME": str(tmp_path)}
         (tmp_path / "config.yaml").write_bytes(config_yaml("limited", expected=60))

@@ -210,9 +210,10 @@ def test_cancel_owned_job_is_only_a_request(history: tuple[AnyEvent, ...]) -> No
     assert (after.phase, after.is_terminal) == ("cancelling", False)
 
 
-def test_cancel_twice_while_running_records_nothing_new() -> None:
-    """A second cancel of a job already being cancelled adds no event."""
-    assert decide_cancel(given(*RUNNING_JOB, CANCEL_REQUESTED), by="alice") == []
+def test_cancel_twice_while_running_is_refused() -> None:
+    """A second cancel of a job already being cancelled is refused (409 at the API) and adds no event."""
+    with pytest.raises(InvalidTransition, match="Job already cancelling"):
+        decide_cancel(given(*RUNNING_JOB, CANCEL_REQUESTED), by="alice")
 
 
 def test_requeue_unstarted_attempt() -> None:

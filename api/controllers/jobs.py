@@ -28,6 +28,7 @@ from ledger import commands
 from ledger.clock import iso, now_us
 from ledger.events import event_tag
 
+CANCEL_WAIT_S = 15.0
 SUBMITTED_MESSAGE = "Job submitted successfully. Use /api/status/{job_id} to check progress."
 
 
@@ -98,6 +99,10 @@ class JobController(Controller):
             started_at=results.started_at,
             completed_at=results.completed_at,
             warnings=accepted.warnings,
+            truncated=results.truncated,
+            signal=results.signal,
+            reason=results.reason,
+            results_file=results.results_file,
         )
 
     @get("/status/{job_id:str}", summary="A job's status, phase, queue position and estimated start")
@@ -117,9 +122,11 @@ class JobController(Controller):
         runtime = runtime_of(request)
         identity, _ = authorized_job(request, job_id, endpoint="cancel")
         await runtime.ledger.write(commands.cancel_job(job_id, by=identity.user_id, actor=identity.token_id))
-        job = runtime.ledger.views.jobs[job_id]
-        status = job.status if job.is_terminal else "cancelled"
-        return CancelAnswer(message="Job cancelled successfully", status=status, job_id=job_id)
+        # Answer once the cancel is true (the runner kills within its grace period), else say where it is.
+        job = await wait_terminal(runtime, job_id, CANCEL_WAIT_S)
+        status = job.status if job.is_terminal else "cancelling"
+        message = "Job cancelled successfully" if job.is_terminal else "Job is being cancelled"
+        return CancelAnswer(message=message, status=status, job_id=job_id)
 
     @get("/jobs", summary="Jobs, newest first: your own, or (admins) everyone's")
     async def list_jobs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar import Controller, Request, Response, get
@@ -31,8 +32,11 @@ class ServiceController(Controller):
     tags = ["service"]
 
     @get("/", summary="What this server is")
-    async def root(self) -> dict[str, Any]:
-        return {"service": "GPU Job Queue Server", "version": VERSION, "endpoints": ENDPOINTS}
+    async def root(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        # Only what this app really serves (the web dashboard page is a separate part that may be absent).
+        paths = {re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path) for route in request.app.routes}
+        endpoints = {name: spec for name, spec in ENDPOINTS.items() if spec.split(" ", 1)[1] in paths}
+        return {"service": "GPU Job Queue Server", "version": VERSION, "endpoints": endpoints}
 
     @get("/livez", summary="The process answers")
     async def livez(self) -> dict[str, str]:
