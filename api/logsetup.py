@@ -22,6 +22,17 @@ def _drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+class QuietRetries(logging.Filter):
+    """Drops noise that is not news: SQLite's SQLITE_SCHEMA notice (it re-prepares the statement by
+    itself after another connection changed the schema, e.g. migrations at start) and asyncssh's own
+    per-attempt lines (the SSH runner logs one line per connection state change instead)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("asyncssh") and record.levelno < logging.WARNING:
+            return False
+        return "SQLITE_SCHEMA" not in record.getMessage()
+
+
 def configure_logging(log_file: str | None, *, console: bool | None = None, level: int = logging.INFO) -> None:
     """JSON to ``log_file`` (if given) and to stderr as pretty text on a terminal (JSON otherwise)."""
     shared: list[Any] = [
@@ -47,6 +58,8 @@ def configure_logging(log_file: str | None, *, console: bool | None = None, leve
         )
     )
     handlers.append(stream)
+    for handler in handlers:
+        handler.addFilter(QuietRetries())
     root = logging.getLogger()
     root.handlers = handlers
     root.setLevel(level)

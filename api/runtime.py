@@ -7,6 +7,7 @@ re-attach of jobs the ledger shows on nodes, then the dispatcher. Stop leaves jo
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -114,15 +115,28 @@ class Runtime:
         )
         log.info("node.local", slots=slots, gpus=gpus)
 
+    def _save_admin_token(self, secret: str) -> Path:
+        """The first admin token, in a 0600 file next to the ledger (created with that mode, never wider)."""
+        path = Path(self.settings.database_path).resolve().parent / "admin-token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secret + "\n")
+        path.chmod(0o600)
+        return path
+
     async def _bootstrap_admin(self) -> None:
         """First start of an empty ledger: issue an admin token and print it once (as Jupyter does)."""
         if self.ledger.views.tokens:
             return
         secret, issued = mint("admin", secret=None, days=self.settings.token_max_days, is_admin=True, by="system")
         await self.ledger.write(commands.issue_token(issued))
+        saved = self._save_admin_token(secret)
+        # Between JSON log lines when stderr is not a terminal: blank lines and a banner make it stand out.
         print(
-            f"\n  gpuledger: first start, admin token for user 'admin' (shown once, valid "
-            f"{self.settings.token_max_days} days):\n\n      {secret}\n",
+            f"\n{'=' * 72}\n  gpuledger: first start, admin token for user 'admin' (shown once, valid "
+            f"{self.settings.token_max_days} days):\n\n      {secret}\n\n"
+            f"  Also saved to {saved} (readable by you only). In your shell:\n"
+            f"      export TOKEN=$(cat {saved})\n{'=' * 72}\n",
             file=sys.stderr,
             flush=True,
         )

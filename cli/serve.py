@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import socket
 import sys
 from typing import Any
 
@@ -31,6 +33,18 @@ def run_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def port_in_use(host: str, port: int) -> str | None:
+    """Why the port cannot be bound (one short phrase), or None; checked before any log line is written."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            return "address already in use" if e.errno == errno.EADDRINUSE else e.strerror or str(e)
+    return None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -38,14 +52,23 @@ def run_serve(args: argparse.Namespace) -> int:
     from api.logsetup import configure_logging
 
     settings = load_settings(args.config)
+    host, port = args.host or settings.server_host, args.port or settings.server_port
+    busy = port_in_use(host, port)
+    if busy:
+        print(
+            f"gpuledger: cannot listen on {host}:{port} ({busy}); stop the other server or choose "
+            f"another port: gpuledger serve --port {port + 1} (or GPULEDGER_SERVER_PORT={port + 1})",
+            file=sys.stderr,
+        )
+        return 2
     configure_logging(settings.log_file)
     app = create_app(settings)
     # One process; SIGTERM makes uvicorn stop accepting, finish in-flight requests, then run the
     # lifespan shutdown, which leaves running jobs alone (they are re-attached at the next start).
     uvicorn.run(
         app,
-        host=args.host or settings.server_host,
-        port=args.port or settings.server_port,
+        host=host,
+        port=port,
         log_config=None,
         timeout_graceful_shutdown=30,
         access_log=False,

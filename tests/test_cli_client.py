@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server import REPO, OPEN_LIMITS, Server, config_yaml, running
+from server import OPEN_LIMITS, REPO, Server, config_yaml, running
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,8 @@ def test_ctrl_c_detaches_and_the_job_goes_on(user, tmp_path):
     """SIGINT on a following ``submit`` exits 130 with a reattach hint; the job still completes."""
     code = "import time\nprint('up', flush=True)\ntime.sleep(2)\nprint('done')\n"
     proc = started(tmp_path, user, "submit", solution(tmp_path, code), "-c", "config.yaml")
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     assert proc.stdout.readline() == "up\n"  # the job runs and its output arrives live
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
@@ -139,7 +140,8 @@ def test_cancel_says_the_state_and_a_second_cancel_is_refused(user, tmp_path):
     code = "import time\nprint('up', flush=True)\ntime.sleep(30)\n"
     job_id = gpuledger(tmp_path, user, "submit", solution(tmp_path, code), "-c", "config.yaml", "-d").stdout.strip()
     proc = started(tmp_path, user, "logs", job_id, "-f")
-    assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "up\n"
     first = gpuledger(tmp_path, user, "cancel", job_id)
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() in (f"job {job_id} cancelling", f"job {job_id} cancelled")
@@ -155,7 +157,8 @@ def test_login_stores_a_private_config_that_later_commands_use(user, tmp_path):
     env = {"XDG_CONFIG_HOME": user["XDG_CONFIG_HOME"], "GPULEDGER_URL": "", "GPULEDGER_TOKEN": ""}
     bad = gpuledger(tmp_path, env, "login", "--url", user["GPULEDGER_URL"], "--token", "not-a-token")
     assert bad.returncode == 2
-    assert bad.stderr.startswith("gpuledger: ") and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.stderr.startswith("gpuledger: ")
+    assert len(bad.stderr.strip().splitlines()) == 1
     good = gpuledger(tmp_path, env, "login", "--url", user["GPULEDGER_URL"], "--token", user["GPULEDGER_TOKEN"])
     assert good.returncode == 0, good.stderr
     path = Path(user["XDG_CONFIG_HOME"]) / "gpuledger" / "config.toml"
@@ -196,7 +199,8 @@ def test_rate_limits_are_one_line_and_waiting_commands_wait_them_out(tmp_path):
         again = gpuledger(tmp_path, env, "submit", name, "-c", "config.yaml", "-d")
         assert again.returncode == 2
         assert again.stderr.startswith("gpuledger: Rate limit exceeded.")
-        assert "(retry in " in again.stderr and len(again.stderr.strip().splitlines()) == 1
+        assert "(retry in " in again.stderr
+        assert len(again.stderr.strip().splitlines()) == 1
         while gpuledger(tmp_path, env, "status", job_id).returncode == 0:
             pass  # use up the status allowance (2 a minute)
         waited = gpuledger(tmp_path, env, "wait", job_id, timeout=120)

@@ -79,6 +79,7 @@ class SshEndpoint:
         self.log = log.bind(node=name, hop=self.hop, host=host, port=port)
         self._conn: asyncssh.SSHClientConnection | None = None
         self._ever_connected = False
+        self._failing = False  # inside an outage: its retries log nothing more
         self._lock = asyncio.Lock()
 
     @property
@@ -104,16 +105,17 @@ class SshEndpoint:
         """The live connection, opened with a single attempt if there is none."""
         async with self._lock:
             if self._conn is None or self._conn.is_closed():
-                if self._ever_connected:
-                    self.log.info("ssh.reconnect")
                 self.closing = False
                 try:
                     self._conn = await self._open()
                 except ExecutorError as e:
-                    self.log.warning("ssh.connect_failed", error=str(e))
+                    # One line per state change: the first failure of an outage, not every retry.
+                    if not self._failing:
+                        self.log.warning("ssh.connect_failed", error=str(e))
+                    self._failing = True
                     raise
-                self._ever_connected = True
-                self.log.info("ssh.connect")
+                self.log.info("ssh.reconnect" if self._ever_connected or self._failing else "ssh.connect")
+                self._ever_connected, self._failing = True, False
             return self._conn
 
     async def _open(self) -> asyncssh.SSHClientConnection:
