@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -12,7 +13,8 @@ import msgspec
 
 from ledger.settings import Settings
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
 
 
 def _blocks(text: str, language: str) -> list[str]:
@@ -27,10 +29,22 @@ def test_every_setting_is_documented_in_the_admin_guide():
 
 
 def test_user_guide_examples_run_as_written(server_factory, tmp_path):
-    """The guide's curl and Python examples work against a real server with a user's token."""
-    server = server_factory(rate_limit_per_minute=10)
+    """The guide's gpuledger, curl and Python examples work, in order, under the default limits."""
+    defaults = Settings()
+    server = server_factory(
+        endpoint_limits=defaults.endpoint_limits,
+        rate_limit_per_minute=defaults.rate_limit_per_minute,
+        max_active_jobs_per_user=defaults.max_active_jobs_per_user,
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gpuledger").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m cli.main "$@"\n')
+    (bin_dir / "gpuledger").chmod(0o755)
     env = {
         **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
         "GPULEDGER_URL": server.url,
         "GPULEDGER_TOKEN": server.token("reader"),
         "GPULEDGER_USER": "reader",
@@ -42,8 +56,9 @@ def test_user_guide_examples_run_as_written(server_factory, tmp_path):
         ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert '"status":"completed"' in done.stdout
-    assert "training..." in done.stdout
+    assert done.stdout.startswith("training...\n")  # gpuledger submit: the job's live output
+    assert json.loads((tmp_path / "results.jsonl").read_text()) == {"score": 0.93}  # gpuledger results -o
+    assert '"status":"completed"' in done.stdout  # curl
     assert '"score": 0.93' in done.stdout or '\\"score\\": 0.93' in done.stdout
     python = _blocks(guide, "python")[0]
     ran = subprocess.run(
