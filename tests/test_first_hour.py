@@ -1,0 +1,106 @@
+"""What a new user meets in the first hour: the root document, answers that agree, admin commands
+that do not create stray ledgers, readable setting errors, the busy port, the saved admin token."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from server import OPEN_LIMITS, Server, config_yaml, run_cli, running, submit
+
+from ledger.settings import load_settings
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running(tmp_path_factory.mktemp("first"), code_scanner_quick_mode=True, endpoint_limits=OPEN_LIMITS) as srv:
+        yield srv
+
+
+def test_root_advertises_only_endpoints_that_answer(server: Server) -> None:
+    """Every GET endpoint without a parameter that ``GET /`` lists answers something other than 404."""
+    endpoints = httpx.get(f"{server.url}/").json()["endpoints"]
+    plain = [spec.split(" ", 1)[1] for spec in endpoints.values() if spec.startswith("GET ") and "{" not in spec]
+    assert "/api/jobs" in plain
+    for path in plain:
+        assert httpx.get(f"{server.url}{path}").status_code != 404, path
+
+
+def test_sync_submit_answers_the_same_fields_as_results(server: Server) -> None:
+    """``wait=true`` carries truncated, reason and results_file, equal to /api/results."""
+    code = 'import os\nopen(os.environ["GPULEDGER_RESULTS"], "w").write("r\\n")\nprint("x")\n'
+    with server.client(server.admin_token) as client:
+        answer = submit(client, code, config_yaml("admin"), wait=True).json()
+        results = client.get(f"/api/results/{answer['job_id']}").json()
+    for key in ("truncated", "reason", "results_file", "results", "stdout", "exit_code"):
+        assert answer[key] == results[key], key
+    assert answer["results_file"]
+
+
+def test_admin_token_is_saved_privately_next_to_the_ledger(server: Server) -> None:
+    """The first start writes the printed admin token to a 0600 file and logs no SQLITE_SCHEMA notice."""
+    saved = server.root / "admin-token"
+    assert saved.read_text().strip() == server.admin_token
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert str(saved) in (server.root / "serve-1.err").read_text()
+    assert "SQLITE_SCHEMA" not in (server.root / "server.log").read_text()
+
+
+def test_short_admin_chosen_tokens_warn_and_fresh_tokens_show_30_days(server: Server) -> None:
+    """An 8-character token is accepted with a warning, 7 is refused; ``token list --json`` shows 30 days."""
+    short = run_cli(server.root, "token", "create", "username", "user_tok", env=server.env)
+    assert short.returncode == 0, short.stderr
+    assert "warning" in short.stderr
+    assert run_cli(server.root, "token", "create", "username", "user_to", env=server.env).returncode == 2
+    listed = json.loads(run_cli(server.root, "token", "list", "--json", env=server.env).stdout)
+    mine = [t for t in listed["tokens"] if t["user_id"] == "username"]
+    assert [t["days_left"] for t in mine] == [30]
+
+
+def test_read_only_admin_commands_refuse_a_missing_ledger(tmp_path: Path) -> None:
+    """``token list``, ``events``, ``replay``, ``audit verify`` name the missing path and create nothing;
+    ``token create`` says it creates the ledger."""
+    missing = tmp_path / "nowhere.db"
+    for args in (("token", "list"), ("events",), ("replay",), ("audit", "verify")):
+        done = run_cli(tmp_path, *args, "--db", str(missing))
+        assert done.returncode == 2, args
+        assert done.stderr.strip() == (
+            f"gpuledger: no ledger at {missing}: run this where the server runs, or pass --db PATH or --config FILE"
+        )
+        assert not missing.exists()
+    created = run_cli(tmp_path, "token", "create", "alice", "--db", str(missing))
+    assert created.returncode == 0, created.stderr
+    assert f"creating a new ledger at {missing}" in created.stderr
+
+
+def test_setting_errors_and_limits(tmp_path: Path) -> None:
+    """A bad number names the variable and the type; rate limits have no cap and 0 means unlimited."""
+    done = run_cli(tmp_path, "config", "show", env={"GPULEDGER_SERVER_PORT": "abc"})
+    assert done.stderr.strip() == "gpuledger: GPULEDGER_SERVER_PORT must be an integer, not 'abc'"
+    settings = load_settings(
+        environ={"GPULEDGER_RATE_LIMIT_PER_MINUTE": "1000", "GPULEDGER_MAX_ACTIVE_JOBS_PER_USER": "0"}
+    )
+    assert (settings.rate_limit_per_minute, settings.max_active_jobs_per_user) == (1000, 0)
+
+
+def test_busy_port_is_one_line_with_the_fix(tmp_path: Path) -> None:
+    """``serve`` on a port in use prints one line naming it and how to pick another, and exits 2."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = run_cli(tmp_path, "serve", "--host", "127.0.0.1", "--port", str(port))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert f"cannot listen on 127.0.0.1:{port} (address already in use)" in done.stderr
+    assert f"--port {port + 1}" in done.stderr
+
+
+def test_version(tmp_path: Path) -> None:
+    """``gpuledger --version`` prints the version."""
+    assert run_cli(tmp_path, "--version").stdout.strip() == "gpuledger 0.1.0"
