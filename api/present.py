@@ -89,6 +89,8 @@ def node_infos(views: Views, plan: Plan, who: Identity | None, now: int) -> list
     """Anonymous callers see no job or user ids; users see their own; admins see all."""
     infos = []
     for index, node in enumerate(list(views.nodes.values())):
+        if node.retired:  # kept in the ledger (and its index kept), no longer part of the fleet
+            continue
         running = [views.jobs[j] for j in views.node_jobs.get(node.name, [])]
         status = node.status if node.status != "up" else ("busy" if running else "idle")
         node_plan = plan.nodes.get(node.name)

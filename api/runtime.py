@@ -72,6 +72,7 @@ class Runtime:
             self.on_stop.append(fleet.close)
         else:
             await self._start_local_node()
+        await self._retire_absent_nodes()
         self.dispatcher.reattach()
         self.dispatcher.start()
         review = start_reviews(self.services)
@@ -91,6 +92,14 @@ class Runtime:
             await hook()
         await self.token_usage.flush()
         await self.ledger.close()
+
+    async def _retire_absent_nodes(self) -> None:
+        """Nodes of an earlier configuration (e.g. ``local`` before SSH nodes were set) would stay idle
+        forever and have jobs planned onto them: a ``node.retired`` event takes them out."""
+        for name, node in list(self.ledger.views.nodes.items()):
+            if name not in self.runners and not node.retired:
+                await self.ledger.write(commands.retire_node(name))
+                log.info("node.retired", node=name)
 
     async def _start_local_node(self) -> None:
         gpus = local_gpu_count()

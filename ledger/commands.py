@@ -38,6 +38,7 @@ from ledger.nodes import (
     decide_register,
     decide_restarted,
     decide_restarting,
+    decide_retire,
     decide_undrain,
 )
 from ledger.state import LedgerState
@@ -184,6 +185,10 @@ def requeue_job(job_id: str, *, node: str, attempt: int, reason: str) -> Write:
 
 def register_node(spec: NodeRegistered) -> Write:
     return Write(decide=lambda views: decide_register(views.nodes.get(spec.name), spec), actor="system")
+
+
+def retire_node(name: str) -> Write:
+    return Write(decide=lambda views: decide_retire(node_of(views, name)), actor="system")
 
 
 def node_health(name: str, *, healthy: bool, reason: str, failures: int = 1) -> Write:

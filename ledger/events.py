@@ -190,6 +190,12 @@ class NodeRestarted(NodeEvent, frozen=True, tag="node.restarted"):
     detail: str = ""
 
 
+class NodeRetired(NodeEvent, frozen=True, tag="node.retired"):
+    """The node is no longer in the settings: nothing is planned or dispatched onto it any more."""
+
+    reason: str = "not in the settings"
+
+
 # --- tokens -----------------------------------------------------------------------------------
 
 

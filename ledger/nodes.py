@@ -12,6 +12,7 @@ from ledger.events import (
     NodeRegistered,
     NodeRestarted,
     NodeRestarting,
+    NodeRetired,
     NodeUndrained,
     NodeUp,
     NodeUpdated,
@@ -33,9 +34,12 @@ class NodeState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     drained: bool = False
     restarting: bool = False
     last_restart_outcome: str | None = None
+    retired: bool = False
 
     @property
     def status(self) -> str:
+        if self.retired:
+            return "retired"
         if self.restarting:
             return "restarting"
         if not self.up:
@@ -68,7 +72,10 @@ def evolve_node(state: NodeState | None, event: AnyEvent) -> NodeState:
                 slots=event.slots,
                 container=event.container,
                 kind=event.kind,
+                retired=False,  # seen in the settings again
             )
+        case NodeRetired():
+            return replace(state, version=version, retired=True)
         case NodeUp():
             return replace(state, version=version, up=True, down_reason=None, consecutive_failures=0)
         case NodeDown():
@@ -96,7 +103,7 @@ def decide_register(state: NodeState | None, spec: NodeRegistered) -> list[AnyEv
         return [spec]
     current = (state.host, state.port, state.user, state.slots, state.container, state.kind)
     wanted = (spec.host, spec.port, spec.user, spec.slots, spec.container, spec.kind)
-    if current == wanted:
+    if current == wanted and not state.retired:
         return []
     return [
         NodeUpdated(
@@ -109,6 +116,11 @@ def decide_register(state: NodeState | None, spec: NodeRegistered) -> list[AnyEv
             kind=spec.kind,
         )
     ]
+
+
+def decide_retire(state: NodeState, *, reason: str = "not in the settings") -> list[AnyEvent]:
+    """A node the settings no longer name; retiring it twice records nothing."""
+    return [] if state.retired else [NodeRetired(name=state.name, reason=reason)]
 
 
 def decide_health(state: NodeState, *, healthy: bool, reason: str, failures: int = 1) -> list[AnyEvent]:

@@ -12,6 +12,7 @@ from ledger.events import (
     NodeRegistered,
     NodeRestarted,
     NodeRestarting,
+    NodeRetired,
     NodeUndrained,
     NodeUp,
     NodeUpdated,
@@ -23,6 +24,7 @@ from ledger.nodes import (
     decide_register,
     decide_restarted,
     decide_restarting,
+    decide_retire,
     decide_undrain,
     evolve_node,
 )
@@ -145,3 +147,18 @@ def test_restarted_without_restart_refused() -> None:
     """An outcome for a restart that never began is refused."""
     with pytest.raises(InvalidTransition, match="is not restarting"):
         decide_restarted(given(REGISTERED), RESTARTED)
+
+
+def test_a_node_left_out_of_the_settings_is_retired_once() -> None:
+    """Retiring records node.retired (status 'retired'); retiring again records nothing."""
+    events = decide_retire(given(REGISTERED))
+    assert events == [NodeRetired(name=N, reason="not in the settings")]
+    assert given(REGISTERED, *events).status == "retired"
+    assert decide_retire(given(REGISTERED, *events)) == []
+
+
+def test_a_retired_node_back_in_the_settings_returns_unchanged_config_included() -> None:
+    """The same config seen again for a retired node is a node.updated that brings it back."""
+    events = decide_register(given(REGISTERED, NodeRetired(name=N)), REGISTERED)
+    assert [type(e) for e in events] == [NodeUpdated]
+    assert given(REGISTERED, NodeRetired(name=N), *events).status == "up"

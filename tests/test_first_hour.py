@@ -104,3 +104,35 @@ def test_busy_port_is_one_line_with_the_fix(tmp_path: Path) -> None:
 def test_version(tmp_path: Path) -> None:
     """``gpuledger --version`` prints the version."""
     assert run_cli(tmp_path, "--version").stdout.strip() == "gpuledger 0.1.0"
+
+
+def test_nodes_absent_from_the_settings_are_retired(tmp_path: Path) -> None:
+    """Switching local -> SSH nodes -> local retires the nodes no longer configured; jobs run on the rest."""
+    root = tmp_path / "srv"
+    root.mkdir()
+    ssh_node = [{"name": "gpu-a", "host": "127.0.0.1", "port": 1, "user": "nobody"}]
+    local = Server(root, code_scanner_quick_mode=True, endpoint_limits=OPEN_LIMITS)
+    local.start()
+    local.stop()
+    remote = Server(root, code_scanner_quick_mode=True, endpoint_limits=OPEN_LIMITS, nodes=ssh_node)
+    remote.admin_token = local.admin_token
+    remote.starts = local.starts
+    remote.start()
+    try:
+        assert [n["name"] for n in httpx.get(f"{remote.url}/api/nodes").json()["nodes"]] == ["gpu-a"]
+    finally:
+        remote.stop()
+    again = Server(root, code_scanner_quick_mode=True, endpoint_limits=OPEN_LIMITS)
+    again.admin_token = local.admin_token
+    again.starts = remote.starts
+    again.start()
+    try:
+        assert [n["name"] for n in httpx.get(f"{again.url}/api/nodes").json()["nodes"]] == ["local"]
+        with again.client(again.admin_token) as client:
+            done = submit(client, "print('ran')", config_yaml("admin"), wait=True).json()
+        assert (done["status"], done["stdout"]) == ("completed", "ran\n")
+    finally:
+        again.stop()
+    events = run_cli(root, "events", "--type", "node.*", "--json", "--db", str(root / "gpuledger.db"))
+    retired = [json.loads(line)["stream"] for line in events.stdout.splitlines() if "node.retired" in line]
+    assert retired == ["node-local", "node-gpu-a"]
