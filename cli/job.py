@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ def register(subparsers: Any) -> None:
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
     logs.add_argument("--stderr", action="store_true", help="the job's stderr instead of its stdout")
     logs.add_argument("--offset", type=int, default=0, help="start at this byte")
-    add_client_options(logs, json_output=False)
+    add_client_options(logs)
     logs.set_defaults(func=run_logs)
 
 
@@ -123,7 +124,8 @@ async def _print_logs(args: argparse.Namespace) -> None:
     async with async_client_from(args) as client:
         stream = "stderr" if args.stderr else "stdout"
         async for chunk in client.logs(args.job, stream=stream, offset=args.offset, follow=args.follow):
-            sys.stdout.write(chunk.text)
+            # --json: one line per chunk, with the byte offset after it (a resume point for --offset)
+            sys.stdout.write(json.dumps(to_builtins(chunk)) + "\n" if args.json else chunk.text)
             sys.stdout.flush()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from typing import Any
@@ -16,6 +17,7 @@ def register(subparsers: Any) -> None:
     login = subparsers.add_parser("login", help="check your token with the server and store it for later commands")
     login.add_argument("--url", help=f"server URL (default: GPULEDGER_URL, else {DEFAULT_URL})")
     login.add_argument("--token", help="your token (default: GPULEDGER_TOKEN, else asked for)")
+    login.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     login.set_defaults(func=run_login)
 
 
@@ -30,6 +32,9 @@ def run_login(args: argparse.Namespace) -> int:
     with Client(url, token) as client:
         jobs = client.jobs(limit=1)  # 401 here means the server does not know this token
     path = save_config(url, token)
+    if args.json:
+        print(json.dumps({"url": url, "config_file": str(path), "newest_job": jobs[0].job_id if jobs else None}))
+        return 0
     print(f"logged in to {url}; token saved in {path} (readable by you only)")
     if jobs:
         print(f"your newest job: {jobs[0].job_id} ({jobs[0].status})")

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from cli.remote import EXIT_ERROR
-from gpuledger import ConnectionFailed, GpuledgerError, RateLimited, __version__
+from gpuledger import AuthError, ConnectionFailed, GpuledgerError, RateLimited, __version__
 from ledger.errors import LedgerError
 
 # Modules that add subcommands, each with register(subparsers): the researcher's first, then the admin's.
@@ -40,6 +40,8 @@ def _one_line(error: Exception) -> str:
     """What a failed command prints: the server's ``detail`` or the local problem, on one line."""
     if isinstance(error, RateLimited) and error.retry_after is not None:
         return f"{error.detail} (retry in {error.retry_after:g}s)"
+    if isinstance(error, AuthError):
+        return f"{error.detail} (set GPULEDGER_TOKEN or run gpuledger login)"
     if isinstance(error, ConnectionFailed):
         return f"{error} (is the server running? set GPULEDGER_URL or run gpuledger login)"
     return " ".join(str(error).split())

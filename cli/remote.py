@@ -27,11 +27,10 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def add_client_options(parser: argparse.ArgumentParser, *, json_output: bool = True) -> None:
+def add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="server URL (default: GPULEDGER_URL, then the login file)")
     parser.add_argument("--token", help="API token (default: GPULEDGER_TOKEN, then the login file)")
-    if json_output:
-        parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
 
 
 def client_from(args: argparse.Namespace) -> Client:

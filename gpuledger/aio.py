@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +120,7 @@ class AsyncClient:
             offset = int(answer.headers.get("x-log-offset", offset + len(answer.content)))
             yield LogChunk(stream=stream, offset=offset, text=answer.content.decode("utf-8", errors="replace"))
 
-    async def events(self, *, after: int = 0, timeout: float | None = None) -> AsyncIterator[LedgerEvent]:
+    async def events(self, *, after: int = 0, timeout: float | None = None) -> AsyncGenerator[LedgerEvent, None]:
         deadline = None if timeout is None else time.monotonic() + timeout
         async for sse in self._follow("/api/events/stream", {"after": after}, after, deadline):
             yield wire.ledger_event(sse.event, sse.data)
@@ -130,9 +131,10 @@ class AsyncClient:
         if status.is_terminal:
             return status
         after = history[-1].position if history else 0
-        async for event in self.events(after=after, timeout=timeout):
-            if event.job_id == job_id and event.type == "job.finished":
-                break
+        async with aclosing(self.events(after=after, timeout=timeout)) as events:  # closes the stream at once
+            async for event in events:
+                if event.job_id == job_id and event.type == "job.finished":
+                    break
         return await self.status(job_id, waiting=True)
 
     async def _follow(
@@ -150,13 +152,14 @@ class AsyncClient:
                         await source.response.aread()
                         await _sleep_off(source.response)
                         continue
-                    reconnect.delivered()
                     async for sse in source.aiter_sse():
+                        reconnect.delivered()
                         if sse.id:
                             last_id = int(sse.id)
                         yield sse
                         if sse.event == "end":
                             return
+                await asyncio.sleep(reconnect.failed(ConnectionFailed("stream closed"), time.monotonic()))
             except httpx.ReadTimeout:
                 continue
             except httpx.TransportError as e:

@@ -7,7 +7,8 @@ both reconnect with ``Last-Event-ID`` after a dropped connection or a server res
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +123,7 @@ class Client:
             offset = int(answer.headers.get("x-log-offset", offset + len(answer.content)))
             yield LogChunk(stream=stream, offset=offset, text=answer.content.decode("utf-8", errors="replace"))
 
-    def events(self, *, after: int = 0, timeout: float | None = None) -> Iterator[LedgerEvent]:
+    def events(self, *, after: int = 0, timeout: float | None = None) -> Generator[LedgerEvent, None, None]:
         """Ledger events after position ``after`` (yours, or all for an admin), live, until ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for sse in self._follow("/api/events/stream", {"after": after}, after, deadline):
@@ -135,9 +136,10 @@ class Client:
         if status.is_terminal:
             return status
         after = history[-1].position if history else 0
-        for event in self.events(after=after, timeout=timeout):
-            if event.job_id == job_id and event.type == "job.finished":
-                break
+        with closing(self.events(after=after, timeout=timeout)) as events:  # closes the stream at once
+            for event in events:
+                if event.job_id == job_id and event.type == "job.finished":
+                    break
         return self.status(job_id, waiting=True)
 
     def _follow(
@@ -155,13 +157,15 @@ class Client:
                         source.response.read()
                         _sleep_off(source.response)
                         continue
-                    reconnect.delivered()
                     for sse in source.iter_sse():
+                        reconnect.delivered()
                         if sse.id:
                             last_id = int(sse.id)
                         yield sse
                         if sse.event == "end":
                             return
+                # Closed without an end (the server stopping): reopen where it was, after a pause.
+                time.sleep(reconnect.failed(ConnectionFailed("stream closed"), time.monotonic()))
             except httpx.ReadTimeout:
                 continue  # an idle stream: reopen it where it was
             except httpx.TransportError as e:

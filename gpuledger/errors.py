@@ -1,7 +1,6 @@
 """Errors the SDK raises: one small tree, from the server's answer or the connection.
 
 GpuledgerError
-├── ConfigMissing        no server URL or token configured
 ├── ConnectionFailed     the server could not be reached (or the connection dropped for good)
 ├── ApiError (status, detail)       the server answered with an error status
 │   ├── BadRequest       400  a field of the request is missing or malformed
@@ -22,10 +21,6 @@ from typing import Any
 
 class GpuledgerError(Exception):
     """Anything the SDK raises on purpose."""
-
-
-class ConfigMissing(GpuledgerError):
-    pass
 
 
 class ConnectionFailed(GpuledgerError):

@@ -206,3 +206,34 @@ def test_rate_limits_are_one_line_and_waiting_commands_wait_them_out(tmp_path):
         waited = gpuledger(tmp_path, env, "wait", job_id, timeout=120)
         assert waited.returncode == 0, waited.stderr
         assert "completed" in waited.stderr
+
+
+def test_dashboard_redraws_on_ledger_events(user, tmp_path):
+    """``dashboard --json`` prints a document at once and a new one when a job of mine changes state."""
+    proc = started(tmp_path, user, "dashboard", "--json")
+    assert proc.stdout is not None
+    first = json.loads(proc.stdout.readline())
+    assert {"nodes", "queue", "jobs"} <= set(first)
+    assert first["jobs"] == []
+    job_id = gpuledger(tmp_path, user, "submit", solution(tmp_path, "print(1)\n"), "-c", "config.yaml", "-d").stdout
+    shown: list[str] = []
+    for _ in range(5):  # no timer: only ledger events (the token's, then the job's) make these lines
+        seen = json.loads(proc.stdout.readline())
+        shown = [j["job_id"] for j in seen["queue"] + seen["jobs"]]
+        if job_id.strip() in shown:
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert job_id.strip() in shown
+
+
+def test_logs_json_gives_resume_offsets(user, tmp_path):
+    """``logs --json`` prints one chunk per line with its end offset; ``--offset`` continues from there."""
+    job_id = gpuledger(
+        tmp_path, user, "submit", solution(tmp_path, "print('abc')\nprint('def')\n"), "-c", "config.yaml", "-d"
+    ).stdout.strip()
+    assert gpuledger(tmp_path, user, "wait", job_id).returncode == 0
+    chunks = [json.loads(line) for line in gpuledger(tmp_path, user, "logs", job_id, "--json").stdout.splitlines()]
+    assert chunks == [{"stream": "stdout", "offset": 8, "text": "abc\ndef\n"}]
+    assert gpuledger(tmp_path, user, "logs", job_id, "--offset", "4").stdout == "def\n"

@@ -62,10 +62,10 @@ def test_list_shows_user_admin_expiry_and_last_use(server: Server) -> None:
     dave = next(line for line in listing.splitlines() if " dave " in line)
     erin = next(line for line in listing.splitlines() if " erin " in line)
     token_id, user, admin, created, expires, days, _ = dave.split()
-    assert (user, admin, days) == ("dave", "no", "2")
+    assert (user, admin, days) == ("dave", "no", "3")  # a fresh 3-day token: 3 whole days to go, not 2
     assert token_id.startswith("tok_")
     assert created < expires
-    assert (erin.split()[2], erin.split()[5], erin.split()[6]) == ("yes", "29", "never")
+    assert (erin.split()[2], erin.split()[5], erin.split()[6]) == ("yes", "30", "never")
     deadline = time.monotonic() + 10
     while "never" in dave and time.monotonic() < deadline:  # last use is flushed in the background
         time.sleep(0.2)
