@@ -145,7 +145,7 @@ class Runtime:
             f"\n{'=' * 72}\n  gpuledger: first start, admin token for user 'admin' (shown once, valid "
             f"{self.settings.token_max_days} days):\n\n      {secret}\n\n"
             f"  Also saved to {saved} (readable by you only). In your shell:\n"
-            f"      export TOKEN=$(cat {saved})\n{'=' * 72}\n",
+            f"      export GPULEDGER_TOKEN=$(cat {saved})\n{'=' * 72}\n",
             file=sys.stderr,
             flush=True,
         )

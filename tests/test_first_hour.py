@@ -4,6 +4,7 @@ that do not create stray ledgers, readable setting errors, the busy port, the sa
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import stat
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from server import OPEN_LIMITS, Server, config_yaml, run_cli, running, submit
 
+from api.logsetup import QuietRetries
 from ledger.settings import load_settings
 
 
@@ -136,3 +138,17 @@ def test_nodes_absent_from_the_settings_are_retired(tmp_path: Path) -> None:
     events = run_cli(root, "events", "--type", "node.*", "--json", "--db", str(root / "gpuledger.db"))
     retired = [json.loads(line)["stream"] for line in events.stdout.splitlines() if "node.retired" in line]
     assert retired == ["node-local", "node-gpu-a"]
+
+
+def test_retry_noise_is_filtered_and_warnings_kept() -> None:
+    """asyncssh's info lines and SQLite's SQLITE_SCHEMA notice are dropped; warnings and our lines pass."""
+
+    def record(name: str, level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, message, None, None)
+
+    quiet = QuietRetries()
+    assert not quiet.filter(record("asyncssh", logging.INFO, "Opening SSH connection to 10.0.0.1, port 22"))
+    assert quiet.filter(record("asyncssh", logging.WARNING, "Connection failure"))
+    schema = "SQLITE_LOG: statement aborts at 13: database schema has changed (17) SQLITE_SCHEMA"
+    assert not quiet.filter(record("apsw", logging.INFO, schema))
+    assert quiet.filter(record("gpuledger", logging.INFO, "node.down"))

@@ -105,6 +105,8 @@ class SshEndpoint:
         """The live connection, opened with a single attempt if there is none."""
         async with self._lock:
             if self._conn is None or self._conn.is_closed():
+                if self._ever_connected and not self._failing:
+                    self.log.info("ssh.reconnect")
                 self.closing = False
                 try:
                     self._conn = await self._open()
@@ -114,7 +116,7 @@ class SshEndpoint:
                         self.log.warning("ssh.connect_failed", error=str(e))
                     self._failing = True
                     raise
-                self.log.info("ssh.reconnect" if self._ever_connected or self._failing else "ssh.connect")
+                self.log.info("ssh.connect")
                 self._ever_connected, self._failing = True, False
             return self._conn
 
