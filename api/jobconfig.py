@@ -11,7 +11,7 @@ import yaml
 from api.errors import BadRequest
 
 COMPETITION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-KNOWN_FIELDS = ("competition_id", "project_id", "user_id", "expected_time", "token")
+KNOWN_FIELDS = ("competition_id", "project_id", "user_id", "expected_time", "token", "gpus")
 REQUIRED_FIELDS = ("competition_id", "project_id", "user_id", "expected_time")
 
 
@@ -21,6 +21,7 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str
     expected_time: int
     token: str | None = None
+    gpus: int = 1
     warnings: list[str] = []
 
     def sanitized(self) -> dict[str, Any]:
@@ -30,6 +31,7 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
             "project_id": self.project_id,
             "user_id": self.user_id,
             "expected_time": self.expected_time,
+            **({"gpus": self.gpus} if self.gpus != 1 else {}),  # one GPU keeps the shape older jobs have
         }
 
 
@@ -55,7 +57,17 @@ def _text_field(data: dict[str, Any], name: str) -> str:
     return text
 
 
-def parse_config(raw: bytes, *, max_expected_time: int) -> JobConfig:
+def _gpus_field(data: dict[str, Any], largest_node: int) -> int:
+    gpus = data.get("gpus", 1)
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        raise BadRequest("Invalid field gpus: must be an integer of at least 1")
+    if gpus > largest_node:
+        raise BadRequest(f"Invalid field gpus: {gpus} GPUs is more than the largest node has ({largest_node})")
+    return gpus
+
+
+def parse_config(raw: bytes, *, max_expected_time: int, largest_node: int = 1) -> JobConfig:
+    """``largest_node``: the GPUs of the biggest node a job can be placed on (a job never spans nodes)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -86,5 +98,6 @@ def parse_config(raw: bytes, *, max_expected_time: int) -> JobConfig:
         user_id=_text_field(data, "user_id"),
         expected_time=expected,
         token=token,
+        gpus=_gpus_field(data, largest_node),
         warnings=warnings,
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from executors.dispatcher import Dispatcher
-from executors.runner import NodeRunner
+from executors.runner import NodeRunner, gpu_environment, no_gpu_environment
 from executors.scan.review import start_reviews
 from executors.services import Services
 from executors.ssh.nodes import start_ssh_nodes
@@ -101,6 +101,11 @@ class Runtime:
                 await self.ledger.write(commands.retire_node(name))
                 log.info("node.retired", node=name)
 
+    def largest_node_gpus(self) -> int:
+        """The most GPUs one job may ask for: a job never spans nodes."""
+        sizes = [n.slots for n in list(self.ledger.views.nodes.values()) if n.name in self.runners]
+        return max(sizes, default=1)
+
     async def _start_local_node(self) -> None:
         gpus = local_gpu_count()
         slots = self.settings.local_slots or gpus or 1
@@ -110,9 +115,6 @@ class Runtime:
             )
         )
 
-        def env_for_slot(slot: int) -> dict[str, str]:
-            return {"CUDA_VISIBLE_DEVICES": str(slot)} if gpus else {}
-
         self.runners[LOCAL_NODE] = NodeRunner(
             node=LOCAL_NODE,
             transport=LocalTransport(LOCAL_NODE, python=sys.executable),
@@ -120,7 +122,7 @@ class Runtime:
             blobs=self.blobs,
             settings=self.settings,
             remote_root=self.local_root,
-            env_for_slot=env_for_slot,
+            env_for_slots=gpu_environment if gpus else no_gpu_environment,
         )
         log.info("node.local", slots=slots, gpus=gpus)
 

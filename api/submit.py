@@ -93,7 +93,9 @@ def _review_pending(runtime: Runtime) -> bool:
 async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
     settings = runtime.settings
     code, raw_config = _check_sizes(request, runtime)
-    config = parse_config(raw_config, max_expected_time=settings.max_expected_time)
+    config = parse_config(
+        raw_config, max_expected_time=settings.max_expected_time, largest_node=runtime.largest_node_gpus()
+    )
     identity = _identity(request, config, runtime)
     try:
         code_text = code.decode("utf-8")
@@ -119,6 +121,7 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
         idempotency_key=key,
         token_id=identity.token_id,
         client_address=request.client_address,
+        gpus=config.gpus,
     )
     exempt = identity.is_admin and settings.admin_rate_limit_exempt
     limits = (

@@ -1,40 +1,78 @@
 """The scheduler: one global queue ordered by (priority, submit position), dispatched to free slots.
 
 Woken by ledger commits (no polling of the database). The dispatch write re-checks inside the
-writer's transaction that the slot is still free and the node usable, so a node never runs more than
-``slots`` jobs and a job is never dispatched twice for one attempt.
+writer's transaction that the slots are still free and the node usable, so a node never holds more
+than ``slots`` GPUs' worth of jobs and a job is never dispatched twice for one attempt.
+
+Placement (docs/design.md): first fit in queue order, all of a job's GPUs on one node. A job that
+fits nowhere yet reserves the node closest to fitting it; later jobs may only use other nodes, so a
+large job is never starved by a stream of small ones (the reserved node drains until it fits).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Protocol
 
 import structlog
 
-from executors.runner import NodeRunner
 from ledger import commands
 from ledger.errors import DomainError
+from ledger.jobs import JobState
 from ledger.writer import Ledger
 from projections.views import Views
 
 log = structlog.get_logger()
 
 
-def free_slots(views: Views, runners: dict[str, NodeRunner]) -> list[tuple[str, int]]:
-    """(node, slot) pairs that can take a job now, least-loaded node first, then configuration order."""
-    candidates: list[tuple[float, int, str, int]] = []
+class JobRunner(Protocol):
+    """What the dispatcher needs of a node's runner (an SSH or local node, or a Slurm cluster)."""
+
+    def workdir(self, job_id: str) -> str: ...
+
+    def attach(self, job_id: str, *, fresh: bool = False) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def free_gpus(views: Views, runners: Mapping[str, JobRunner]) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Free slots per usable node, least-loaded node first, then configuration order; and every
+    usable node's size."""
+    ranked: list[tuple[float, int, str, list[int]]] = []
+    sizes: dict[str, int] = {}
     for order, node in enumerate(views.nodes.values()):
         if node.name not in runners or node.status != "up":
             continue
-        used = {views.jobs[j].slot for j in views.node_jobs.get(node.name, [])}
+        sizes[node.name] = node.slots
+        used = commands.busy_slots(views, node.name)
         free = [slot for slot in range(node.slots) if slot not in used]
-        candidates.extend((len(used) / node.slots, order, node.name, slot) for slot in free)
-    candidates.sort()
-    return [(name, slot) for _, _, name, slot in candidates]
+        if free:
+            ranked.append((len(used) / node.slots, order, node.name, free))
+    ranked.sort()
+    return {name: free for _, _, name, free in ranked}, sizes
+
+
+def place(
+    queue: list[JobState], free: dict[str, list[int]], sizes: dict[str, int]
+) -> tuple[JobState, str, list[int]] | None:
+    """The next (job, node, slots) by first fit in queue order, with one node reserved per job that
+    does not fit yet (the one with most free GPUs among those big enough)."""
+    reserved: set[str] = set()
+    for job in queue:
+        fits = [name for name, slots in free.items() if name not in reserved and len(slots) >= job.gpus]
+        if fits:
+            return job, fits[0], free[fits[0]][: job.gpus]
+        big_enough = [name for name, size in sizes.items() if name not in reserved and size >= job.gpus]
+        if big_enough:
+            reserved.add(max(big_enough, key=lambda name: len(free.get(name, []))))
+            if len(reserved) == len(sizes):
+                return None
+    return None
 
 
 class Dispatcher:
-    def __init__(self, ledger: Ledger[Views], runners: dict[str, NodeRunner]) -> None:
+    def __init__(self, ledger: Ledger[Views], runners: Mapping[str, JobRunner]) -> None:
         self.ledger = ledger
         self.runners = runners
         self._task: asyncio.Task[None] | None = None
@@ -71,22 +109,22 @@ class Dispatcher:
         dispatched = 0
         while True:
             views = self.ledger.views
-            slots = free_slots(views, self.runners)  # first: cheap, and no slot means no sort of the queue
-            if not slots or not views.queued:
+            free, sizes = free_gpus(views, self.runners)  # first: cheap, and no slot means no sort of the queue
+            if not free or not views.queued:
                 return dispatched
-            queue = views.queue()
-            if not queue:
+            placed = place(views.queue(), free, sizes)
+            if placed is None:
                 return dispatched
-            job, (node, slot) = queue[0], slots[0]
+            job, node, slots = placed
             runner = self.runners[node]
             try:
                 await self.ledger.write(
-                    commands.dispatch_job(job.job_id, node=node, slot=slot, workdir=runner.workdir(job.job_id))
+                    commands.dispatch_job(job.job_id, node=node, slots=slots, workdir=runner.workdir(job.job_id))
                 )
             except DomainError as e:
                 log.info("job.dispatch_refused", job_id=job.job_id, node=node, error=str(e))
                 await asyncio.sleep(0.05)
                 continue
-            log.info("job.dispatched", job_id=job.job_id, user_id=job.user_id, node=node, slot=slot)
+            log.info("job.dispatched", job_id=job.job_id, user_id=job.user_id, node=node, slots=slots)
             runner.attach(job.job_id, fresh=True)
             dispatched += 1

@@ -38,6 +38,15 @@ T = TypeVar("T")
 RESULTS_NAME = "results.jsonl"
 
 
+def gpu_environment(slots: list[int]) -> dict[str, str]:
+    """A job holding these slots of a GPU node sees exactly those GPUs."""
+    return {"CUDA_VISIBLE_DEVICES": ",".join(str(slot) for slot in slots)}
+
+
+def no_gpu_environment(slots: list[int]) -> dict[str, str]:
+    return {}
+
+
 class NodeRunner:
     """Runs the jobs dispatched to one node (as many at once as it has slots)."""
 
@@ -50,14 +59,14 @@ class NodeRunner:
         blobs: BlobStore,
         settings: Settings,
         remote_root: str,
-        env_for_slot: Callable[[int], dict[str, str]],
+        env_for_slots: Callable[[list[int]], dict[str, str]],
         after_job: Callable[[], Awaitable[None]] | None = None,
         restart_container: str | None = None,
     ) -> None:
         self.node, self.transport, self.ledger, self.blobs = node, transport, ledger, blobs
         self.settings = settings
         self.remote_root = remote_root
-        self.env_for_slot = env_for_slot
+        self.env_for_slots = env_for_slots
         self.after_job = after_job
         self.restart_container = restart_container
         self.live_root = Path(settings.jobs_dir) / "live"
@@ -176,7 +185,12 @@ class NodeRunner:
             results=results,
             workdir=workdir,
         )
-        env = {"GPULEDGER_JOB_ID": job.job_id, "GPULEDGER_RESULTS": results, **self.env_for_slot(job.slot or 0)}
+        env = {
+            "GPULEDGER_JOB_ID": job.job_id,
+            "GPULEDGER_RESULTS": results,
+            "GPULEDGER_SLOTS": ",".join(str(slot) for slot in job.held_slots),
+            **self.env_for_slots(job.held_slots),
+        }
         limit = job.expected_time_s * self.settings.max_job_timeout_multiplier
         spec = wp.job_spec_bytes(command, limit, self.settings.cancel_grace_s, env)
         await self.transport.put_files(

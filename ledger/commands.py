@@ -25,6 +25,7 @@ from ledger.jobs import (
     decide_cancel,
     decide_dispatch,
     decide_finish,
+    decide_hand_off,
     decide_queue,
     decide_requeue,
     decide_scan,
@@ -133,17 +134,29 @@ def cancel_job(job_id: str, *, by: str, actor: str) -> Write:
     return Write(decide=lambda views: decide_cancel(job_of(views, job_id), by=by), actor=actor)
 
 
-def dispatch_job(job_id: str, *, node: str, slot: int, workdir: str) -> Write:
-    """Dispatch to a slot, re-checking inside the transaction that the node can take it."""
+def busy_slots(views: LedgerState, node: str) -> set[int]:
+    """The GPU slots held on a node by jobs dispatched there and not yet ended."""
+    return {s for j in views.node_jobs.get(node, []) for s in views.jobs[j].held_slots}
+
+
+def dispatch_job(job_id: str, *, node: str, slots: list[int], workdir: str) -> Write:
+    """Dispatch to slots of one node, re-checking inside the transaction that the node can take them."""
 
     def decide(views: LedgerState) -> Sequence[AnyEvent]:
         state = node_of(views, node)
-        busy = {views.jobs[j].slot for j in views.node_jobs.get(node, [])}
-        if state.status != "up" or slot in busy or slot >= state.slots:
-            raise InvalidTransition(f"node {node} slot {slot} cannot take a job now ({state.status})")
-        return decide_dispatch(job_of(views, job_id), node=node, slot=slot, workdir=workdir)
+        taken = busy_slots(views, node) & set(slots)
+        if state.status != "up" or taken or max(slots, default=0) >= state.slots:
+            raise InvalidTransition(f"node {node} slots {slots} cannot take a job now ({state.status})")
+        return decide_dispatch(job_of(views, job_id), node=node, slots=slots, workdir=workdir)
 
     return Write(decide=decide, actor=f"executor:{node}")
+
+
+def hand_off_job(job_id: str, *, node: str, attempt: int, scheduler_id: str) -> Write:
+    return Write(
+        decide=lambda views: decide_hand_off(job_of(views, job_id), attempt=attempt, scheduler_id=scheduler_id),
+        actor=f"executor:{node}",
+    )
 
 
 def start_job(

@@ -86,6 +86,7 @@ class JobSubmitted(JobEvent, frozen=True, tag="job.submitted"):
     idempotency_key: str | None = None
     token_id: str | None = None
     client_address: str | None = None
+    gpus: int = 1  # GPUs the job takes, all on one node
 
 
 class JobScanned(JobEvent, frozen=True, tag="job.scanned"):
@@ -105,6 +106,15 @@ class JobDispatched(JobEvent, frozen=True, tag="job.dispatched"):
     slot: int = 0
     attempt: int = 1
     workdir: str = ""
+    slots: list[int] = []  # every GPU slot the job holds (empty: just ``slot``, as before multi-GPU jobs)
+
+
+class JobHandedOff(JobEvent, frozen=True, tag="job.handed_off"):
+    """The attempt was submitted to an outside scheduler (Slurm): its id there, to re-attach by."""
+
+    attempt: int
+    scheduler_id: str
+    scheduler: str = "slurm"
 
 
 class JobStarted(JobEvent, frozen=True, tag="job.started"):
@@ -149,7 +159,7 @@ class NodeConfig(NodeEvent, frozen=True):
     user: str = ""
     slots: int = 1
     container: str | None = None
-    kind: Literal["ssh", "local"] = "ssh"
+    kind: Literal["ssh", "local", "slurm"] = "ssh"
 
 
 class NodeRegistered(NodeConfig, frozen=True, tag="node.registered"):

@@ -18,6 +18,7 @@ from ledger.events import (
     JobDispatched,
     JobEvent,
     JobFinished,
+    JobHandedOff,
     JobQueued,
     JobRequeued,
     JobScanned,
@@ -50,6 +51,9 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     findings: list[Finding] = []
     node: str | None = None
     slot: int | None = None
+    gpus: int = 1
+    slots: list[int] = []  # the GPU slots held on ``node`` (``slot`` is the first of them)
+    scheduler_id: str | None = None  # the current attempt's id in an outside scheduler (Slurm)
     attempt: int = 0
     workdir: str | None = None
     queued_at: int | None = None
@@ -73,6 +77,13 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
         return self.status in TERMINAL
 
     @property
+    def held_slots(self) -> list[int]:
+        """The slots this job holds on its node (a job recorded before multi-GPU jobs has ``slot`` only)."""
+        if self.slots:
+            return self.slots
+        return [] if self.slot is None else [self.slot]
+
+    @property
     def is_active(self) -> bool:
         return self.status in ("pending", "running")
 
@@ -91,6 +102,7 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             position=position,
             created_at=at,
             token_id=event.token_id,
+            gpus=event.gpus,
         )
     version = state.version + 1
     match event:
@@ -103,11 +115,15 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
                 phase="dispatched",
                 node=event.node,
                 slot=event.slot,
+                slots=event.slots or [event.slot],
                 attempt=event.attempt,
                 workdir=event.workdir,
                 dispatched_at=at,
                 dispatch_position=position,
+                scheduler_id=None,
             )
+        case JobHandedOff():
+            return _replace(state, version=version, scheduler_id=event.scheduler_id)
         case JobStarted():
             phase: Phase = "cancelling" if state.cancel_requested else "running"
             return _replace(state, version=version, status="running", phase=phase, started_at=at, pgid=event.pgid)
@@ -125,6 +141,8 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
                 phase="queued",
                 node=None,
                 slot=None,
+                slots=[],
+                scheduler_id=None,
                 workdir=None,
                 dispatched_at=None,
                 dispatch_position=None,
@@ -201,12 +219,33 @@ def decide_queue(job: JobState, *, priority: int = 0, reason: str = "submitted")
     return [JobQueued(job_id=job.job_id, priority=priority, reason=reason)]
 
 
-def decide_dispatch(job: JobState, *, node: str, slot: int, workdir: str) -> list[AnyEvent]:
-    """Dispatch the next attempt; a job is dispatched at most once per attempt."""
+def decide_dispatch(job: JobState, *, node: str, slots: list[int], workdir: str) -> list[AnyEvent]:
+    """Dispatch the next attempt onto ``job.gpus`` slots of one node; at most once per attempt."""
     _require_open(job)
     if job.phase != "queued":
         raise InvalidTransition(f"job {job.job_id} is not queued (phase {job.phase})")
-    return [JobDispatched(job_id=job.job_id, node=node, slot=slot, attempt=job.attempt + 1, workdir=workdir)]
+    if len(slots) != job.gpus or len(set(slots)) != len(slots):
+        raise InvalidTransition(f"job {job.job_id} needs {job.gpus} distinct slot(s), not {slots}")
+    return [
+        JobDispatched(
+            job_id=job.job_id,
+            node=node,
+            slot=slots[0],
+            slots=slots if len(slots) > 1 else [],  # one slot stays in the pre-multi-GPU shape
+            attempt=job.attempt + 1,
+            workdir=workdir,
+        )
+    ]
+
+
+def decide_hand_off(job: JobState, *, attempt: int, scheduler_id: str) -> list[AnyEvent]:
+    """Record the outside scheduler's id of the current attempt, once."""
+    _require_open(job)
+    if job.attempt != attempt or job.node is None:
+        raise InvalidTransition(f"job {job.job_id} attempt {attempt} is not the dispatched one")
+    if job.scheduler_id is not None:
+        raise InvalidTransition(f"job {job.job_id} is already handed off as {job.scheduler_id}")
+    return [JobHandedOff(job_id=job.job_id, attempt=attempt, scheduler_id=scheduler_id)]
 
 
 def decide_start(

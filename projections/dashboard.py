@@ -20,15 +20,17 @@ def _counts(stats: Any) -> dict[str, int]:
 def health_metrics(views: Views, finished_24h: list[JobState]) -> dict[str, Any]:
     usable = [n for n in list(views.nodes.values()) if n.status in ("up", "draining")]
     slots = sum(n.slots for n in usable) or 1
-    busy = sum(len(views.node_jobs.get(n.name, [])) for n in usable)
+    busy = sum(len(views.jobs[j].held_slots) for n in usable for j in views.node_jobs.get(n.name, []))  # GPUs
     waits = [(j.started_at - j.created_at) / 1e6 for j in finished_24h if j.started_at]
     completed = sum(1 for j in finished_24h if j.status == "completed")
+    gpu_us = sum(j.gpus * (j.completed_at - j.started_at) for j in finished_24h if j.started_at and j.completed_at)
     return {
         "node_utilization_percent": round(100.0 * busy / slots, 1),
         "average_queue_time_seconds": round(sum(waits) / len(waits), 3) if waits else 0.0,
         "total_active_jobs": len(views.active),
         "success_rate_percent": round(100.0 * completed / len(finished_24h), 1) if finished_24h else 0.0,
         "jobs_last_24h": len(finished_24h),
+        "gpu_hours_last_24h": round(gpu_us / 3.6e9, 3),
     }
 
 

@@ -1,13 +1,13 @@
 """The scheduler's plan: which node each queued job will probably get, and when.
 
-A pure function of the views and the clock. Each usable slot frees at (start + expected time) of
-the job on it; queued jobs, in dispatch order, take the slot that frees first. This is what gives
+A pure function of the views and the clock. Each usable GPU slot frees at (start + expected time)
+of the job on it; queued jobs, in dispatch order, take the node where as many slots as they need
+GPUs free first. This is what gives
 ``queue_position``, ``estimated_start_at`` and the per-node queue figures their meaning.
 """
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 
 from ledger.jobs import JobState
@@ -40,30 +40,42 @@ def _job_end(job: JobState, now: int) -> int:
     return max(now, begun + job.expected_time_s * 1_000_000)
 
 
+def _slot_free_times(node_slots: int, running: list[JobState], now: int) -> list[int]:
+    """When each of a node's GPU slots frees, soonest first."""
+    times = [now] * node_slots
+    for job in running:
+        for slot in job.held_slots:
+            if slot < node_slots:
+                times[slot] = _job_end(job, now)
+    return sorted(times)
+
+
 def make_plan(views: Views, now: int) -> Plan:
+    """Queued jobs in dispatch order take the node where their ``gpus`` slots free first."""
     plan = Plan()
-    slots: list[tuple[int, int, str]] = []  # (free_at, node order, node name): a min-heap
-    for order, node in enumerate(list(views.nodes.values())):
+    free_times: dict[str, list[int]] = {}  # usable node -> its slots' free times, sorted
+    for node in list(views.nodes.values()):
         running = [views.jobs[j] for j in views.node_jobs.get(node.name, [])]
-        node_plan = NodePlan(free_at=max([now, *(_job_end(j, now) for j in running)]))
-        plan.nodes[node.name] = node_plan
+        plan.nodes[node.name] = NodePlan(free_at=max([now, *(_job_end(j, now) for j in running)]))
         if node.status in ("up", "restarting"):
-            ends = sorted(_job_end(j, now) for j in running)
-            free = [now] * max(0, node.slots - len(running))
-            for slot_free_at in (free + ends)[: node.slots]:
-                heapq.heappush(slots, (slot_free_at, order, node.name))
-    plan.any_node_usable = bool(slots)
+            free_times[node.name] = _slot_free_times(node.slots, running, now)
+    plan.any_node_usable = bool(free_times)
     for index, job in enumerate(views.queue()):
-        if not slots:
+        best: tuple[int, str] | None = None
+        for name, times in free_times.items():
+            # Strictly sooner wins: on a tie the node earlier in the configuration keeps it.
+            if len(times) >= job.gpus and (best is None or times[job.gpus - 1] < best[0]):
+                best = (times[job.gpus - 1], name)
+        if best is None:
             plan.jobs[job.job_id] = JobPlan(position=index, node=None, start_at=None)
             continue
-        free_at, order, name = heapq.heappop(slots)  # the slot that frees first
-        plan.jobs[job.job_id] = JobPlan(position=index, node=name, start_at=free_at)
-        job_end = free_at + job.expected_time_s * 1_000_000
+        start_at, name = best
+        plan.jobs[job.job_id] = JobPlan(position=index, node=name, start_at=start_at)
+        job_end = start_at + job.expected_time_s * 1_000_000
+        free_times[name] = sorted(free_times[name][job.gpus :] + [job_end] * job.gpus)
         node_plan = plan.nodes[name]
         node_plan.queue_length += 1
         node_plan.free_at = max(node_plan.free_at, job_end)
-        heapq.heappush(slots, (job_end, order, name))
     for node_plan in plan.nodes.values():
         node_plan.wait_s = round((node_plan.free_at - now) / 1_000_000, 3)
     return plan

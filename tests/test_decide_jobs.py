@@ -69,7 +69,7 @@ def given(*events: AnyEvent) -> JobState:
 TERMINAL_COMMANDS = {
     "scan": lambda job: decide_scan(job, APPROVED),
     "queue": lambda job: decide_queue(job),
-    "dispatch": lambda job: decide_dispatch(job, node="gpu-node-1", slot=0, workdir="/w"),
+    "dispatch": lambda job: decide_dispatch(job, node="gpu-node-1", slots=[0], workdir="/w"),
     "start": lambda job: decide_start(job, attempt=1, pid=1, pgid=1),
     "cancel": lambda job: decide_cancel(job, by="alice"),
     "requeue": lambda job: decide_requeue(job, attempt=1, reason="node_lost"),
@@ -140,7 +140,7 @@ def test_queue_twice_refused() -> None:
 
 def test_dispatch_queued_job_is_attempt_one() -> None:
     """The first dispatch of a queued job is attempt 1 on the chosen node and slot."""
-    assert decide_dispatch(given(*QUEUED_JOB), node="gpu-node-1", slot=1, workdir="/w") == [
+    assert decide_dispatch(given(*QUEUED_JOB), node="gpu-node-1", slots=[1], workdir="/w") == [
         JobDispatched(job_id=J, node="gpu-node-1", slot=1, attempt=1, workdir="/w")
     ]
 
@@ -149,13 +149,13 @@ def test_dispatch_queued_job_is_attempt_one() -> None:
 def test_dispatch_only_from_queued(history: tuple[AnyEvent, ...]) -> None:
     """A job that is not queued (not yet, or already dispatched or running) cannot be dispatched."""
     with pytest.raises(InvalidTransition, match="is not queued"):
-        decide_dispatch(given(*history), node="gpu-node-1", slot=0, workdir="/w")
+        decide_dispatch(given(*history), node="gpu-node-1", slots=[0], workdir="/w")
 
 
 def test_dispatch_after_requeue_is_next_attempt() -> None:
     """After a requeue the next dispatch is attempt 2."""
     job = given(*DISPATCHED_JOB, JobRequeued(job_id=J, attempt=1, reason="node_lost"))
-    assert decide_dispatch(job, node="gpu-node-1", slot=0, workdir="/w")[0].attempt == 2
+    assert decide_dispatch(job, node="gpu-node-1", slots=[0], workdir="/w")[0].attempt == 2
 
 
 def test_start_current_attempt() -> None:

@@ -75,7 +75,7 @@ def dispatch(views: Views, job_id: str, node: str) -> list[AnyEvent]:
     """Dispatch to slot 0 of a node that is up and idle, as the scheduler would."""
     if views.nodes[node].status != "up" or views.node_jobs.get(node):
         raise InvalidTransition(f"node {node} cannot take a job")
-    return decide_dispatch(job_of(views, job_id), node=node, slot=0, workdir=f"/w/{job_id}")
+    return decide_dispatch(job_of(views, job_id), node=node, slots=[0], workdir=f"/w/{job_id}")
 
 
 def next_step(views: Views, job_id: str) -> list[AnyEvent]:

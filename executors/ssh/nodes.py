@@ -16,7 +16,7 @@ from typing import Literal
 import structlog
 
 from executors.errors import AuthenticationFailed, ExecutorError, HostKeyRejected, NodeUnreachable
-from executors.runner import NodeRunner
+from executors.runner import NodeRunner, gpu_environment
 from executors.services import Services
 from executors.ssh.connection import JumpConnection, NodeConnection
 from executors.ssh.transport import SshTransport
@@ -55,7 +55,7 @@ class SshNode:
             blobs=services.blobs,
             settings=self.settings,
             remote_root=self.settings.remote_root,
-            env_for_slot=lambda slot: {},
+            env_for_slots=gpu_environment,
             after_job=self.after_job,
             restart_container=self.container if self.settings.lxc_restart_between_jobs else None,
         )
