@@ -26,6 +26,8 @@ def node_index(views: Views, name: str | None) -> int | None:
 def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
     entry = plan.jobs.get(job.job_id)
     node = job.node or (entry.node if entry else None)
+    external = plan.external.get(job.job_id) if job.status == "pending" else None
+    start_at = external.start_at if external is not None else (entry.start_at if entry else None)
     return JobStatus(
         job_id=job.job_id,
         user_id=job.user_id,
@@ -37,7 +39,7 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
         node_id=node_index(views, node),
         node=node,
         queue_position=entry.position if entry else None,
-        estimated_start_at=iso(entry.start_at) if entry and entry.start_at is not None else None,
+        estimated_start_at=iso(start_at) if start_at is not None else None,
         created_at=iso(job.created_at),
         started_at=iso(job.started_at),
         completed_at=iso(job.completed_at),

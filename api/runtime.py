@@ -20,12 +20,13 @@ from executors.dispatcher import Dispatcher
 from executors.runner import NodeRunner, gpu_environment, no_gpu_environment
 from executors.scan.review import start_reviews
 from executors.services import Services
+from executors.slurm.cluster import SlurmCluster, start_slurm
 from executors.ssh.nodes import start_ssh_nodes
 from executors.transport import LocalTransport
 from ledger import commands
 from ledger.blobs import BlobStore
 from ledger.events import NodeRegistered
-from ledger.settings import Settings
+from ledger.settings import Settings, SlurmSettings
 from ledger.tokens import mint
 from projections.live import open_ledger
 from projections.plan import PlanCache
@@ -60,12 +61,15 @@ class Runtime:
         self.token_usage = TokenUsage(settings.database_path)
         self.plans = PlanCache()
         self.local_root = str(Path(settings.jobs_dir).resolve() / "work")
+        self.slurm: SlurmCluster | None = None
 
     async def start(self) -> None:
         await self.ledger.start()
         await self._bootstrap_admin()
         self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
-        if self.settings.node_specs():
+        if self.settings.slurm is not None:
+            await self._start_slurm(self.settings.slurm)
+        elif self.settings.node_specs():
             fleet = await start_ssh_nodes(self.services)
             self.runners.update(fleet.runners)
             self.background.extend(fleet.tasks)
@@ -101,8 +105,20 @@ class Runtime:
                 await self.ledger.write(commands.retire_node(name))
                 log.info("node.retired", node=name)
 
+    async def _start_slurm(self, slurm: SlurmSettings) -> None:
+        """A [slurm] table: jobs go to the cluster; no local runner, no SSH nodes."""
+        self.slurm = await start_slurm(self.services, slurm)
+        self.runners[self.slurm.node] = self.slurm.runner
+        self.plans.external = lambda: self.slurm.board if self.slurm is not None else {}
+        self.on_stop.append(self.slurm.close)
+
+    def slurm_info(self) -> dict[str, object] | None:
+        return None if self.slurm is None else self.slurm.describe()
+
     def largest_node_gpus(self) -> int:
         """The most GPUs one job may ask for: a job never spans nodes."""
+        if self.slurm is not None:
+            return self.slurm.largest_node_gpus()
         sizes = [n.slots for n in list(self.ledger.views.nodes.values()) if n.name in self.runners]
         return max(sizes, default=1)
 

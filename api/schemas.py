@@ -116,6 +116,7 @@ class NodeInfo(msgspec.Struct, kw_only=True):
 
 class NodeList(msgspec.Struct, kw_only=True):
     nodes: list[NodeInfo]
+    slurm: dict[str, Any] | None = None  # with a [slurm] table: the cluster's partitions and nodes (sinfo)
 
 
 class EventEntry(msgspec.Struct, kw_only=True):

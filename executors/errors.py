@@ -83,3 +83,11 @@ class RemoteFileTooLarge(RemoteFileError):
     def __init__(self, path: str, size: int, max_bytes: int) -> None:
         self.size, self.max_bytes = size, max_bytes
         super().__init__(path, f"{size} bytes is more than the limit of {max_bytes}")
+
+
+class SlurmUnreachable(NodeUnreachable):
+    """A Slurm command could not reach the controller (or the login host): retry, never read as an end."""
+
+
+class SlurmRefused(ExecutorError):
+    """Slurm answered and refused (e.g. sbatch rejected the options): retrying cannot help."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -24,6 +24,26 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     user: str | None = None
     slots: int = 1
     container: str | None = None
+
+
+class SlurmSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ``[slurm]`` table: hand jobs to a Slurm cluster instead of running them on our own nodes."""
+
+    via: Literal["local", "ssh"] = "local"  # where sbatch/squeue/scancel run: this host, or login_host
+    login_host: str | None = None
+    login_port: int = 22
+    login_user: str | None = None
+    partition: str | None = None
+    sbatch_options: list[str] = []
+    python: str = "python3"  # the interpreter the batch script runs the wrapper with, on the compute node
+    poll_interval_s: float = 1.0
+    max_gpus_handed_off: int = 256  # GPUs' worth of jobs in Slurm's queue at once (the rest wait here)
+
+    def __post_init__(self) -> None:
+        if self.via == "ssh" and not self.login_host:
+            raise msgspec.ValidationError("via = 'ssh' needs login_host - at `$.slurm.login_host`")
+        if self.poll_interval_s <= 0 or self.max_gpus_handed_off < 1:
+            raise msgspec.ValidationError("must be positive - at `$.slurm`")
 
 
 DEFAULT_ENDPOINT_LIMITS = {"submit": 5, "status": 60, "results": 60, "cancel": 10, "jobs": 30}
@@ -86,6 +106,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     code_scanner_fail_open: bool = True
     code_scanner_timeout_s: float = 60.0
     openrouter_api_key: str | None = None
+    # Slurm executor (a [slurm] table replaces the local runner and SSH nodes)
+    slurm: SlurmSettings | None = None
 
     def __post_init__(self) -> None:
         positive = ("server_port", "max_code_bytes", "max_config_bytes", "max_expected_time")
@@ -126,8 +148,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 SECRET_SETTINGS = ("openrouter_api_key",)
 ENV_PREFIX = "GPULEDGER_"
 # GPULEDGER_* variables that are not server settings: the researcher client's (URL, TOKEN, USER) and
-# the test suite's switch that turns a missing sshd into a failure. Any other unknown name is a typo.
-NOT_SETTINGS = frozenset({"GPULEDGER_URL", "GPULEDGER_TOKEN", "GPULEDGER_USER", "GPULEDGER_REQUIRE_SSHD"})
+# the test suite's switches that turn a missing sshd or Slurm into a failure. Any other unknown name is a typo.
+NOT_SETTINGS = frozenset(
+    {"GPULEDGER_URL", "GPULEDGER_TOKEN", "GPULEDGER_USER", "GPULEDGER_REQUIRE_SSHD", "GPULEDGER_REQUIRE_SLURM"}
+)
 # Secrets are read from these plain names too (as the original system did), never from a file.
 SECRET_ENV_NAMES = {"openrouter_api_key": "OPENROUTER_API_KEY"}
 

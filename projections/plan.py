@@ -8,6 +8,7 @@ GPUs free first. This is what gives
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ledger.jobs import JobState
@@ -28,11 +29,20 @@ class NodePlan:
     wait_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class ExternalStatus:
+    """What an outside scheduler (Slurm) says of a job handed to it and not started yet."""
+
+    reason: str
+    start_at: int | None  # microseconds; the scheduler's own estimate
+
+
 @dataclass
 class Plan:
     jobs: dict[str, JobPlan] = field(default_factory=dict)
     nodes: dict[str, NodePlan] = field(default_factory=dict)
     any_node_usable: bool = False
+    external: Mapping[str, ExternalStatus] = field(default_factory=dict)
 
 
 def _job_end(job: JobState, now: int) -> int:
@@ -89,11 +99,14 @@ class PlanCache:
         self.max_age_us = max_age_us
         self._key: tuple[int, int] | None = None
         self._plan: Plan | None = None
+        # The outside scheduler's word on jobs handed to it (set by the composition root with Slurm).
+        self.external: Callable[[], Mapping[str, ExternalStatus]] = dict
 
     def get(self, views: Views, now: int) -> Plan:
         key = (views.position, now // self.max_age_us)
         if self._plan is None or self._key != key:
             self._plan, self._key = make_plan(views, now), key
+        self._plan.external = self.external()
         return self._plan
 
 
@@ -107,7 +120,8 @@ def pending_reason(job: JobState, plan: Plan, views: Views) -> str | None:
         case "submitted":
             return "waiting to be queued"
         case "dispatched" | "cancelling":
-            return f"starting on {job.node}"
+            external = plan.external.get(job.job_id)
+            return external.reason if external is not None else f"starting on {job.node}"
     if not plan.any_node_usable:
         drained = any(n.drained for n in list(views.nodes.values()))
         return "node draining" if drained else "no node available (all nodes down)"

@@ -53,4 +53,5 @@ class DashboardController(Controller):
             job_view=lambda job: job_status(job, views, plan),
             node_view=lambda: node_infos(views, plan, identity, now),
         )
+        document["slurm"] = runtime.slurm_info() if as_of is None else None
         return msgspec.to_builtins(document)  # type: ignore[no-any-return]

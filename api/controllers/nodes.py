@@ -24,7 +24,7 @@ class NodeController(Controller):
         views = runtime.ledger.views
         who = maybe_authenticate(request)
         now = now_us()
-        return NodeList(nodes=node_infos(views, runtime.plans.get(views, now), who, now))
+        return NodeList(nodes=node_infos(views, runtime.plans.get(views, now), who, now), slurm=runtime.slurm_info())
 
     async def _drain(self, request: Request[Any, Any, Any], node: str, *, drain: bool) -> NodeInfo:
         runtime = runtime_of(request)
