@@ -150,7 +150,11 @@ def test_controller_down_twenty_seconds_loses_no_job(client: httpx.Client, slurm
 
 def test_nodes_show_partitions_and_slurm_nodes(client: httpx.Client, slurm_cluster: SlurmCluster) -> None:
     """/api/nodes and the dashboard carry sinfo's partitions and nodes with their GPUs and state."""
+    deadline = time.monotonic() + 30
     slurm = client.get("/api/nodes").json()["slurm"]
+    while not slurm["partitions"] and time.monotonic() < deadline:  # sinfo is re-read every few seconds
+        time.sleep(0.5)
+        slurm = client.get("/api/nodes").json()["slurm"]
     assert [p["name"] for p in slurm["partitions"]] == [slurm_cluster.partition]
     assert [(n["name"], n["gpus"]) for n in slurm["nodes"]] == [(slurm_cluster.node, 2)]
     assert client.get("/api/dashboard").json()["slurm"]["nodes"][0]["state"]
