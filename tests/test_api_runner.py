@@ -152,5 +152,9 @@ def test_jobs_do_not_see_the_servers_secrets(server_factory) -> None:
     assert body["status"] == "completed"
     assert secret not in body["stdout"]
     names = {line.split(" = ")[0] for line in body["stdout"].splitlines()}
-    assert {n for n in names if n.startswith("GPULEDGER_")} == {"GPULEDGER_JOB_ID", "GPULEDGER_RESULTS", "GPULEDGER_SLOTS"}
+    assert {n for n in names if n.startswith("GPULEDGER_")} == {
+        "GPULEDGER_JOB_ID",
+        "GPULEDGER_RESULTS",
+        "GPULEDGER_SLOTS",
+    }
     assert "PATH" in names
