@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from executors.dispatcher import place
-from ledger.events import Blob
-from ledger.jobs import JobState
 from server import config_yaml, submit
 from test_ssh_jobs import ssh_settings
 
-SLOTS_CODE = "import os\nprint('SLOTS=' + os.environ['GPULEDGER_SLOTS'])\nprint('CVD=' + os.environ.get('CUDA_VISIBLE_DEVICES', '-'))\n"
+from executors.dispatcher import place
+from ledger.events import Blob
+from ledger.jobs import JobState
+
+SLOTS_CODE = (
+    "import os\nprint('SLOTS=' + os.environ['GPULEDGER_SLOTS'])\n"
+    "print('CVD=' + os.environ.get('CUDA_VISIBLE_DEVICES', '-'))\n"
+)
 
 
 def queued(job_id: str, gpus: int, position: int) -> JobState:

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from server import OPEN_LIMITS, Server, config_yaml, submit, wait_status
 from slurm import SlurmCluster
 
@@ -20,7 +19,7 @@ FINAL = {"completed", "failed", "cancelled"}
 def slurm_server(root: Path, cluster: SlurmCluster, **extra: Any) -> Server:
     root.mkdir(parents=True, exist_ok=True)
     os.environ["SLURM_CONF"] = str(cluster.conf)  # the server's sbatch/squeue find the test cluster
-    server = Server(
+    return Server(
         root,
         slurm={"partition": cluster.partition, "poll_interval_s": 0.5},
         remote_root=str(root / "remote"),
@@ -29,7 +28,6 @@ def slurm_server(root: Path, cluster: SlurmCluster, **extra: Any) -> Server:
         cancel_grace_s=2,
         **extra,
     )
-    return server
 
 
 @pytest.fixture(scope="module")
