@@ -105,6 +105,7 @@ def test_pending_behind_another_shows_slurms_reason_and_both_cancel(
         time.sleep(0.2)
     assert (status.get("reason") or "").startswith("queued in Slurm ("), status
     assert status["status"] == "pending"
+    assert status["estimated_start_at"] is not None  # Slurm's own estimate for the pending job
     assert client.post(f"/api/cancel/{small['job_id']}").status_code == 200
     assert wait_status(client, small["job_id"], FINAL, timeout=30)["status"] == "cancelled"
     assert client.post(f"/api/cancel/{big['job_id']}").status_code == 200
