@@ -114,6 +114,24 @@ def test_pending_behind_another_shows_slurms_reason_and_both_cancel(
     assert "never" not in results["stdout"]
 
 
+def test_logs_stream_while_the_job_runs(client: httpx.Client) -> None:
+    """Output printed in Slurm shows in the logs API while the job is still running."""
+    code = "import time\nprint('first line', flush=True)\ntime.sleep(30)\n"
+    job = submit(client, code, config_yaml("admin", expected=120)).json()
+    wait_status(client, job["job_id"], {"running"}, timeout=60)
+    deadline = time.monotonic() + 20
+    text = ""
+    while "first line" not in text and time.monotonic() < deadline:
+        text = client.get(f"/api/jobs/{job['job_id']}/logs").text
+        time.sleep(0.2)
+    try:
+        assert "first line" in text
+        assert client.get(f"/api/status/{job['job_id']}").json()["status"] == "running"
+    finally:
+        client.post(f"/api/cancel/{job['job_id']}")
+        wait_status(client, job["job_id"], FINAL, timeout=60)
+
+
 def test_restart_mid_job_collects_it_once(server: Server, client: httpx.Client, slurm_cluster: SlurmCluster) -> None:
     """A server stopped and started while its job runs re-attaches by Slurm id and collects it once."""
     code = "import time\nprint('before', flush=True)\ntime.sleep(6)\nprint('after')\n"

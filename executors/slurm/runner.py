@@ -37,6 +37,9 @@ JOB_NAME_PREFIX = "gpuledger-"
 SCRIPT_NAME = "job.sbatch"
 READ_CHUNK = 1 << 20
 TERMINAL_CONFIRMATIONS = 3  # polls a job must look ended without a status file before Slurm's word counts
+# A job whose wrapper ran but which Slurm no longer lists (the server was down past MinJobAge, right
+# after sbatch): no id to record; its files decide, and without a status file it ends lost.
+FORGOTTEN = ""
 REQUEUE_STATES = frozenset({"PREEMPTED", "NODE_FAIL", "BOOT_FAIL"})  # before the job started: try again
 
 
@@ -143,6 +146,8 @@ class SlurmRunner(NodeRunner):
                 if found is not None:
                     log.info("job.slurm_found", job_id=job.job_id, slurm_id=found)
                     return found
+                if await self.transport.fetch(f"{workdir}/launched", 1 << 10) is not None:
+                    return FORGOTTEN  # it ran, and Slurm has forgotten it: follow its files, never resubmit
             if self.ledger.views.jobs[job.job_id].cancel_requested:
                 return None
             await self._upload(job, workdir)
@@ -154,6 +159,8 @@ class SlurmRunner(NodeRunner):
         if slurm_id is None:
             await self._finish(_failed(job, "cancelled", "cancelled before it was handed to Slurm", "cancelled"))
             return None
+        if slurm_id == FORGOTTEN:
+            return slurm_id
         await self._write(commands.hand_off_job(job.job_id, node=self.node, attempt=job.attempt, scheduler_id=slurm_id))
         return slurm_id
 
