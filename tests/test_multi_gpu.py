@@ -63,6 +63,10 @@ def _two_gpu(server: Any) -> dict[str, Any]:
         too_big = submit(client, SLOTS_CODE, config_yaml("admin", gpus=3))
         assert too_big.status_code == 400
         assert "largest node has (2)" in too_big.text
+        for bad in ("0", "two", "true"):
+            answer = submit(client, SLOTS_CODE, config_yaml("admin", gpus=bad))
+            assert answer.status_code == 400
+            assert "Invalid field gpus" in answer.text
         return dict(body)
 
 

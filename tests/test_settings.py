@@ -69,3 +69,15 @@ def test_secret_only_from_environment(tmp_path):
     settings = load_settings(environ={"OPENROUTER_API_KEY": "sk-env"})
     assert settings.openrouter_api_key == "sk-env"
     assert settings.redacted()["openrouter_api_key"] == "***"
+
+
+def test_slurm_table_from_toml_and_its_checks(tmp_path):
+    """A [slurm] table is read typed; via = "ssh" without login_host stops the start naming it."""
+    config = tmp_path / "gpuledger.toml"
+    config.write_text('[slurm]\npartition = "gpu"\nsbatch_options = ["--account=ml"]\n')
+    slurm = load_settings(config, environ={}).slurm
+    assert slurm is not None
+    assert (slurm.via, slurm.partition, slurm.sbatch_options) == ("local", "gpu", ["--account=ml"])
+    config.write_text('[slurm]\nvia = "ssh"\n')
+    with pytest.raises(SettingsError, match="login_host"):
+        load_settings(config, environ={})

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -87,15 +89,13 @@ class SlurmCluster:
 
     def describe(self) -> dict[str, object]:
         """Partitions and nodes as sinfo last showed them (for /api/nodes and the dashboard)."""
-        partitions: dict[str, dict[str, object]] = {}
+        partitions: dict[str, dict[str, Any]] = {}
         for n in self.nodes:
             for name in n.partitions:
                 part = partitions.setdefault(name, {"name": name, "nodes": 0, "gpus": 0, "states": {}})
-                part["nodes"] = int(str(part["nodes"])) + 1
-                part["gpus"] = int(str(part["gpus"])) + gres_gpus(n.gres)
-                states = part["states"]
-                assert isinstance(states, dict)
-                states[n.state] = states.get(n.state, 0) + 1
+                part["nodes"] += 1
+                part["gpus"] += gres_gpus(n.gres)
+                part["states"][n.state] = part["states"].get(n.state, 0) + 1
         return {
             "reachable": self.snapshot.reachable,
             "error": self.snapshot.error or None,
@@ -158,9 +158,9 @@ class SlurmCluster:
             await self.transport.conn.close()
 
 
-def _pending_board(jobs: object) -> dict[str, ExternalStatus]:
+def _pending_board(jobs: Iterable[SlurmJob]) -> dict[str, ExternalStatus]:
     board: dict[str, ExternalStatus] = {}
-    for j in jobs:  # type: ignore[attr-defined]
+    for j in jobs:
         job_id = job_of_name(j.name)
         if job_id is not None and j.job_state == "PENDING":
             board[job_id] = ExternalStatus(

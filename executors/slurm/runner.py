@@ -113,7 +113,14 @@ class SlurmRunner(NodeRunner):
             f"--time={slurm_minutes(limit, settings.cancel_grace_s)}",
         ]
 
-    async def _attempt(self, job, bound, uploaded, *, fresh=False):  # type: ignore[no-untyped-def]
+    async def _attempt(
+        self,
+        job: JobState,
+        bound: structlog.typing.FilteringBoundLogger,
+        uploaded: asyncio.Event,
+        *,
+        fresh: bool = False,
+    ) -> None:
         workdir = self.workdir(job.job_id)
         slurm_id = self.ledger.views.jobs[job.job_id].scheduler_id
         since = time.monotonic()
