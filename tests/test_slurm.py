@@ -69,10 +69,11 @@ def test_exit_42_is_failed_with_that_code(client: httpx.Client, slurm_cluster: S
 
 def test_two_gpu_job_gets_two_gpus(client: httpx.Client) -> None:
     """gpus: 2 becomes --gres=gpu:2: the job sees two GPUs in CUDA_VISIBLE_DEVICES."""
-    code = "import os\nprint('CVD=' + os.environ.get('CUDA_VISIBLE_DEVICES', ''))\n"
+    code = "import os\nprint('CVD=' + os.environ.get('CUDA_VISIBLE_DEVICES', ''))\nprint(os.environ['SLURM_JOB_ID'])\n"
     body = submit(client, code, config_yaml("admin", gpus=2), wait=True).json()
     assert body["status"] == "completed", body
     assert "CVD=0,1" in body["stdout"]
+    assert slurm_id_of(client, body["job_id"]) in body["stdout"]
 
 
 def test_more_gpus_than_the_largest_node_is_refused(client: httpx.Client) -> None:

@@ -68,13 +68,30 @@ def job_of_name(name: str) -> str | None:
     return job_id if job_id and attempt.isdigit() else None
 
 
+# Run on the compute node before the wrapper: the GPUs Slurm allocated are known only there, and the
+# job's environment is job.json's (the wrapper gives it nothing of its own), so they are added to it.
+ALLOCATION_INTO_SPEC = (
+    "import json, os, sys\n"
+    "spec_path = sys.argv[1]\n"
+    "with open(spec_path) as f:\n"
+    "    spec = json.load(f)\n"
+    "names = ('CUDA_VISIBLE_DEVICES', 'SLURM_JOB_ID')\n"
+    "spec.setdefault('env', {}).update({n: os.environ[n] for n in names if n in os.environ})\n"
+    "with open(spec_path + '.slurm', 'w') as f:\n"
+    "    json.dump(spec, f)\n"
+    "os.replace(spec_path + '.slurm', spec_path)\n"
+)
+
+
 def batch_script(python: str, workdir: str, job: JobState) -> bytes:
     run = wp.run_command(python, workdir, 0, 0)
     cancel = wp.cancel_command(python, workdir)
+    allocation = shlex.join([python, "-I", "-S", "-c", ALLOCATION_INTO_SPEC, f"{workdir}/{wp.JOB_SPEC_NAME}"])
     return f"""#!/bin/bash
 # gpuledger job {job.job_id}, attempt {job.attempt}: the wrapper launches the job and follows it to
 # its end (its frames are not needed here: the server reads the workdir's files).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+test -e {shlex.quote(workdir + "/launched")} || {allocation}
 # scancel or Slurm's time limit: have the wrapper end the job's process group and record it.
 trap {shlex.quote(cancel + " >/dev/null 2>&1")} TERM
 {run} >/dev/null &
