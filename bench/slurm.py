@@ -13,7 +13,6 @@ tighter floor). Prints the p50 and p90 of each and the ratios. Needs root (the d
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -81,11 +80,10 @@ def main() -> int:
         try:
             cluster.write_config()
             cluster.start()
-            os.environ["SLURM_CONF"] = str(cluster.conf)
             (root / "server").mkdir()
             server = Server(
                 root / "server",
-                slurm={"partition": cluster.partition, "poll_interval_s": 0.5},
+                slurm={"partition": cluster.partition, "poll_interval_s": 0.5, "conf": str(cluster.conf)},
                 remote_root=str(root / "remote"),
                 endpoint_limits=OPEN_LIMITS,
             )

@@ -36,6 +36,7 @@ class SlurmSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     partition: str | None = None
     sbatch_options: list[str] = []
     python: str = "python3"  # the interpreter the batch script runs the wrapper with, on the compute node
+    conf: str | None = None  # SLURM_CONF for sbatch/squeue/sinfo/scancel; None: Slurm's own lookup
     poll_interval_s: float = 1.0
     max_gpus_handed_off: int = 256  # GPUs' worth of jobs in Slurm's queue at once (the rest wait here)
 

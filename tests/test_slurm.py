@@ -18,10 +18,9 @@ FINAL = {"completed", "failed", "cancelled"}
 
 def slurm_server(root: Path, cluster: SlurmCluster, **extra: Any) -> Server:
     root.mkdir(parents=True, exist_ok=True)
-    os.environ["SLURM_CONF"] = str(cluster.conf)  # the server's sbatch/squeue find the test cluster
     return Server(
         root,
-        slurm={"partition": cluster.partition, "poll_interval_s": 0.5},
+        slurm={"partition": cluster.partition, "poll_interval_s": 0.5, "conf": str(cluster.conf)},
         remote_root=str(root / "remote"),
         code_scanner_quick_mode=True,
         endpoint_limits=OPEN_LIMITS,

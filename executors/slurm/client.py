@@ -68,13 +68,15 @@ def gres_gpus(gres: str) -> int:
 class SlurmClient:
     """One cluster's commands; every failure to reach the controller is ``SlurmUnreachable``."""
 
-    def __init__(self, transport: Transport, partition: str | None) -> None:
+    def __init__(self, transport: Transport, partition: str | None, conf: str | None = None) -> None:
         self.transport = transport
         self.partition = partition
+        # Passed on the command line: the transport gives commands none of the server's environment.
+        self.prefix = ["env", f"SLURM_CONF={conf}"] if conf else []
 
     async def _run(self, argv: list[str]) -> str:
         try:
-            code, out, err = await self.transport.run(shlex.join(argv), timeout=COMMAND_TIMEOUT_S)
+            code, out, err = await self.transport.run(shlex.join(self.prefix + argv), timeout=COMMAND_TIMEOUT_S)
         except CommandTimedOut as e:
             raise SlurmUnreachable(f"{argv[0]} did not answer within {COMMAND_TIMEOUT_S:g} s") from e
         except NodeUnreachable as e:

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from executors.errors import SlurmUnreachable
+from executors.errors import SlurmRefused, SlurmUnreachable
 from executors.runner import no_gpu_environment
 from executors.services import Services
 from executors.slurm.client import SlurmClient, SlurmJob, SlurmNode, gres_gpus
@@ -48,7 +48,7 @@ class Snapshot:
 class SlurmCluster:
     def __init__(self, services: Services, slurm: SlurmSettings, transport: Transport, node: str) -> None:
         self.services, self.slurm, self.transport, self.node = services, slurm, transport, node
-        self.client = SlurmClient(transport, slurm.partition)
+        self.client = SlurmClient(transport, slurm.partition, slurm.conf)
         self.snapshot = Snapshot()
         self.nodes: list[SlurmNode] = []
         self.board: dict[str, ExternalStatus] = {}  # gpuledger job id -> what Slurm says of it, pending ones
@@ -128,7 +128,7 @@ class SlurmCluster:
             jobs = await self.client.jobs()
             if with_nodes:
                 self.nodes = await self.client.nodes()
-        except SlurmUnreachable as e:
+        except (SlurmUnreachable, SlurmRefused) as e:  # e.g. no configuration found: no job is read as ended
             if self.snapshot.reachable:
                 log.warning("slurm.unreachable", error=str(e))
             self.snapshot = Snapshot(jobs=self.snapshot.jobs, taken_at=self.snapshot.taken_at, error=str(e))
