@@ -91,12 +91,12 @@ def utilisation(views: Views, segments: list[Segment], since: int, now: int, buc
         first, last = (seg.start - since) // width, min(buckets - 1, (seg.end - since) // width)
         for index in range(max(0, first), last + 1):
             low, high = since + index * width, since + (index + 1) * width
-            busy[index] += max(0, min(seg.end, high) - max(seg.start, low))
+            busy[index] += max(0, min(seg.end, high) - max(seg.start, low)) * seg.job.gpus  # GPUs, not jobs
     return [round(100.0 * b / (width * slots), 1) for b in busy]
 
 
 def usage(views: Views, since: int, now: int) -> list[Usage]:
-    """Per user over [since, now]: jobs ended or running, GPU time (one GPU per slot), outcomes."""
+    """Per user over [since, now]: jobs ended or running, GPU time (run time x the job's GPUs), outcomes."""
     table: dict[str, Usage] = {}
     for job in window_jobs(views, since, limit=None)[0]:
         row = table.get(job.user_id)
@@ -109,5 +109,5 @@ def usage(views: Views, since: int, now: int) -> list[Usage]:
             setattr(row, job.status, getattr(row, job.status) + 1)
         if job.started_at is not None:
             end = job.completed_at if job.completed_at is not None else now
-            row.gpu_us += max(0, min(end, now) - max(job.started_at, since))
+            row.gpu_us += max(0, min(end, now) - max(job.started_at, since)) * job.gpus
     return sorted(table.values(), key=lambda u: (-u.gpu_us, u.user_id))

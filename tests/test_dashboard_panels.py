@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+
 from ledger.events import (
     AnyEvent,
     Blob,
@@ -118,3 +120,19 @@ def test_job_search_reads_indexes_and_the_unwritten_tail(tmp_path: Path) -> None
     ).fetchall()
     assert "proj_jobs_competition" in str(plan)
     store.close()
+
+
+def test_a_two_gpu_job_counts_twice_in_utilisation_and_gpu_time() -> None:
+    """On a 2-slot node, one 2-GPU job running all window long is 100 % and twice its run time in GPU time."""
+    job = msgspec.structs.replace(submitted("g"), gpus=2)
+    views = views_of(
+        (0, NodeRegistered(name="n", host="h", slots=2)),
+        (0, job),
+        (0, JobQueued(job_id="g")),
+        (0, JobDispatched(job_id="g", node="n", slot=0, slots=[0, 1])),
+        (0, JobStarted(job_id="g", node="n")),
+    )
+    now = T0 + 100 * S
+    segments = timeline.lanes(timeline.window_jobs(views, T0)[0], make_plan(views, now), T0, now)
+    assert timeline.utilisation(views, segments, T0, now, buckets=2) == [100.0, 100.0]
+    assert timeline.usage(views, T0, now)[0].gpu_us // S == 200

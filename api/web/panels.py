@@ -92,7 +92,7 @@ def lanes_panel(moment: Moment, who: Identity | None, window_s: int) -> dict[str
             {
                 **_job_ref(s.job, who),
                 "node": s.node,
-                "slot": s.job.slot or 0,
+                "slot": slot,
                 "kind": s.kind,
                 "planned": s.planned,
                 "status": s.job.status,
@@ -100,6 +100,7 @@ def lanes_panel(moment: Moment, who: Identity | None, window_s: int) -> dict[str
                 "end_ms": s.end // 1000,
             }
             for s in segments
+            for slot in s.job.held_slots or [0]  # a multi-GPU job draws on each of its slots' lanes
         ],
     }
 
