@@ -175,6 +175,8 @@ def test_nodes_show_partitions_and_slurm_nodes(client: httpx.Client, slurm_clust
     assert [p["name"] for p in slurm["partitions"]] == [slurm_cluster.partition]
     assert [(n["name"], n["gpus"]) for n in slurm["nodes"]] == [(slurm_cluster.node, 2)]
     assert client.get("/api/dashboard").json()["slurm"]["nodes"][0]["state"]
+    panel = client.get("/dashboard/data/nodes").json()["slurm"]  # the web dashboard's nodes panel
+    assert [n["name"] for n in panel["nodes"]] == [slurm_cluster.node]
 
 
 def test_kill_between_sbatch_and_append_submits_once(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:

@@ -108,8 +108,8 @@ class DashboardData(Controller):
         return ServerSentEvent(ledger_positions(runtime))
 
     @get("/nodes", summary="Nodes now (or as of): state, reason, current job, slots", sync_to_thread=False)
-    def nodes(self, moment: Moment, viewer: Identity | None) -> dict[str, Any]:
-        return panels.nodes_panel(moment, viewer)
+    def nodes(self, moment: Moment, viewer: Identity | None, runtime: Runtime) -> dict[str, Any]:
+        return panels.nodes_panel(moment, viewer, runtime.slurm_info())
 
     @get("/queue", summary="Pending jobs in order with reasons and estimates; the per-node plan", sync_to_thread=False)
     def queue(self, moment: Moment, viewer: Identity | None) -> dict[str, Any]:

@@ -32,11 +32,12 @@ def _job_ref(job: JobState, who: Identity | None) -> dict[str, Any]:
     return {"job_id": job.job_id, "user_id": job.user_id, "competition_id": job.competition_id}
 
 
-def nodes_panel(moment: Moment, who: Identity | None) -> dict[str, Any]:
+def nodes_panel(moment: Moment, who: Identity | None, slurm: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``slurm``: the cluster's partitions and nodes as sinfo shows them now (live views only)."""
     nodes = node_infos(moment.views, moment.plan, who, moment.now)
     drained = {n.name: n.drained for n in list(moment.views.nodes.values())}
     rows = [{**msgspec.to_builtins(n), "drained": drained.get(n.name, False)} for n in nodes]
-    return {**header(moment), "nodes": rows}
+    return {**header(moment), "nodes": rows, "slurm": slurm if moment.live else None}
 
 
 def queue_panel(moment: Moment, who: Identity | None) -> dict[str, Any]:

@@ -27,7 +27,19 @@ export function renderNodes(box, doc, { isAdmin, onDrain }) {
       el("td", {}, current), el("td", {}, `${n.running}/${n.slots}`),
       el("td", {}, String(n.queue_length)), el("td", {}, seconds(n.total_wait_time)), el("td", {}, action));
   });
-  replace(box, table(["node", "state", "current job (elapsed / expected)", "slots", "queued", "wait", ""], rows));
+  replace(box, table(["node", "state", "current job (elapsed / expected)", "slots", "queued", "wait", ""], rows),
+    doc.slurm ? slurmNodes(doc.slurm) : null);
+}
+
+// With a [slurm] table: the cluster's partitions and nodes as sinfo shows them.
+function slurmNodes(slurm) {
+  const parts = slurm.partitions.map((p) => `${p.name}: ${p.nodes} node(s), ${p.gpus} GPU(s)`).join(" · ");
+  const rows = slurm.nodes.map((n) => el("tr", { "data-slurm-node": n.name },
+    el("td", {}, n.name), el("td", {}, badge(n.state), n.reason ? el("div", { class: "muted reason" }, n.reason) : null),
+    el("td", {}, n.partitions.join(", ")), el("td", {}, `${n.gpus_used}/${n.gpus}`)));
+  return el("div", { class: "slurm" },
+    el("p", { class: "muted" }, `Slurm${slurm.reachable ? "" : " (unreachable: " + (slurm.error || "") + ")"}: ${parts || "no partitions"}`),
+    table(["Slurm node", "state", "partitions", "GPUs used"], rows));
 }
 
 export function renderQueue(box, doc) {
