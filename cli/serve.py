@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -37,6 +38,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.logsetup import configure_logging
 
+    # Everything the server creates (ledger, WAL, server.log, jobs/, results) is its own: 0600 / 0700.
+    os.umask(0o077)
     settings = load_settings(args.config)
     configure_logging(settings.log_file)
     app = create_app(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from executors.sandbox import DISABLED_WARNING
 from litestar import Controller, Request, Response, get
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
@@ -47,8 +48,12 @@ class ServiceController(Controller):
             "executors_started": runtime.started,
         }
         ready = all(checks.values())
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+        body["sandbox"] = runtime.settings.job_sandbox
+        if runtime.settings.job_sandbox == "none":
+            body["warning"] = DISABLED_WARNING
         return Response(
-            {"status": "ready" if ready else "not ready", "checks": checks},
+            body,
             status_code=200 if ready else HTTP_503_SERVICE_UNAVAILABLE,
         )
 
