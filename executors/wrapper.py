@@ -375,12 +375,16 @@ def confine(limits):
     """Runs in the child between fork and exec: resource limits, inherited by the whole sandbox."""
     import resource  # only here: the daemon alone needs it
 
-    chosen = [(getattr(resource, name), int(limits.get(key) or 0)) for key, name in LIMITS]
+    chosen = []
+    for key, name in LIMITS:
+        which, value = getattr(resource, name), int(limits.get(key) or 0)
+        hard = resource.getrlimit(which)[1]
+        if value > 0:  # never above what we have ourselves: raising a hard limit needs CAP_SYS_RESOURCE
+            chosen.append((which, value if hard == resource.RLIM_INFINITY else min(value, hard)))
 
     def preexec():
         for which, value in chosen:
-            if value > 0:
-                resource.setrlimit(which, (value, value))
+            resource.setrlimit(which, (value, value))
 
     return preexec
 
@@ -484,7 +488,7 @@ def run_daemon(workdir):
     started_at = now_iso()
     try:
         proc, status_fd = start_job(command, sandbox, job_dir, env, workdir)
-    except OSError as e:
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
         record = status_record(None, exit_code=127, error=f"could not start the job: {e}")
         write_json_atomic(path(workdir, "status.json"), record)
         return
