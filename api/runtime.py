@@ -122,9 +122,7 @@ class Runtime:
             return {"PATH": path, **({"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if gpus else {})}
 
         def sandbox_for_slot(slot: int) -> SandboxSpec:
-            return sandbox_spec(
-                self.settings, slot, readonly_paths=readonly, gpus=[slot % len(gpus)] if gpus else []
-            )
+            return sandbox_spec(self.settings, slot, readonly_paths=readonly, gpus=[slot % len(gpus)] if gpus else [])
 
         transport = LocalTransport(LOCAL_NODE, python=sys.executable)
         self.runners[LOCAL_NODE] = NodeRunner(

@@ -81,4 +81,3 @@ async def stream_local(cmd: str) -> AsyncGenerator[bytes, None]:
         await asyncio.shield(_stop(proc))
     if returncode != 0:
         raise subprocess.CalledProcessError(returncode, cmd, stderr=err)
-

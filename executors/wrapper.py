@@ -307,7 +307,8 @@ INSTALL_HINT = "install bubblewrap (apt-get install -y bubblewrap)"
 
 def job_environment(spec_env, workdir):
     """Built from nothing: a few neutral variables, then what the runner put in job.json. Never ours."""
-    env = {"PATH": DEFAULT_PATH, "HOME": workdir, "LANG": "C.UTF-8", "TMPDIR": "/tmp", "USER": "job", "LOGNAME": "job"}
+    env = {"PATH": DEFAULT_PATH, "HOME": workdir, "LANG": "C.UTF-8", "USER": "job", "LOGNAME": "job"}
+    env["TMPDIR"] = "/tmp"  # noqa: S108 - the sandbox's own tmpfs, private to the job
     env.update({str(k): str(v) for k, v in (spec_env or {}).items()})
     return env
 
@@ -341,13 +342,14 @@ def sandbox_argv(sandbox, workdir, command):
             argv += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             argv += ["--ro-bind", d, d]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777"]
-    argv += ["--tmpfs", "/dev/shm"]
+    # A fresh /proc (the job's PID namespace only), a minimal /dev, and private tmpfs /tmp and /dev/shm.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]  # noqa: S108
+    argv += ["--perms", "1777", "--tmpfs", "/dev/shm"]  # noqa: S108
     for device in gpu_devices(sandbox.get("gpus")):
         argv += ["--dev-bind", device, device]
     readonly = [os.path.abspath(p) for p in sandbox.get("readonly_paths") or () if os.path.exists(p)]
     readonly = [p for p in readonly if not covered(p, SYSTEM_DIRS)]
-    argv += mount_points(readonly + [workdir])
+    argv += mount_points([*readonly, workdir])
     for p in readonly:
         argv += ["--ro-bind", p, p]
     argv += ["--bind", workdir, workdir, "--chdir", workdir, "--"]
@@ -355,12 +357,12 @@ def sandbox_argv(sandbox, workdir, command):
         uid = str(int(sandbox["uid"]))
         argv += ["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all"]
         argv += ["--bounding-set=-all", "--no-new-privs", "--"]
-    return argv + ["bash", "-c", command]
+    return [*argv, "bash", "-c", command]
 
 
 def mount_points(targets):
     """World-readable empty directories above each bind target (bwrap would copy the host's modes)."""
-    made, argv = {"/", "/tmp", "/dev", "/proc"}, []
+    made, argv = {"/", "/tmp", "/dev", "/proc"}, []  # noqa: S108 - mount points inside the sandbox
     for target in sorted(targets):
         parts = target.strip("/").split("/")[:-1]
         for i in range(1, len(parts) + 1):

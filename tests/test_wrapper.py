@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from wrapper_jobs import (
     PY,
     encode_frame,
@@ -212,7 +211,10 @@ async def test_job_runs_in_workdir_with_env_from_the_spec_only(tmp_path: Path, m
     assert "hunter2" not in out.decode()
     names = {line.split("=", 1)[0] for line in environ}
     assert names <= {"GPULEDGER_TEST_VAR", "CUDA_VISIBLE_DEVICES", "PATH", "HOME", "LANG", "TMPDIR", "USER"} | {
-        "LOGNAME", "PWD", "SHLVL", "_"
+        "LOGNAME",
+        "PWD",
+        "SHLVL",
+        "_",
     }
     assert status.exit_code == 0
 

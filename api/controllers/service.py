@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from executors.sandbox import DISABLED_WARNING
 from litestar import Controller, Request, Response, get
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from api.context import runtime_of
 from api.metrics import render_metrics
+from executors.sandbox import DISABLED_WARNING
 
 VERSION = "0.1.0"
 ENDPOINTS = {
