@@ -76,7 +76,6 @@ class Runtime:
         self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
         if self.settings.job_sandbox == "none":  # said at every start, and shown by /readyz and /api/nodes
             log.warning("sandbox.disabled", warning=DISABLED_WARNING)
-            print(f"gpuledger: WARNING: {DISABLED_WARNING}", file=sys.stderr, flush=True)
         if self.settings.node_specs():
             fleet = await start_ssh_nodes(self.services)
             self.runners.update(fleet.runners)
@@ -144,9 +143,8 @@ class Runtime:
             healthy, reason = True, "sandbox disabled"
         else:
             problem = await sandbox_problem(transport, self.local_root, self.settings)
-            if problem is not None:
-                log.error("sandbox.unavailable", node=LOCAL_NODE, reason=problem)
-                print(f"gpuledger: local node down, no job will run: {problem}", file=sys.stderr, flush=True)
+            if problem is not None:  # one line, on the console and in the log, naming the fix
+                log.error("sandbox.unavailable", node=LOCAL_NODE, reason=problem, effect="node down, no job runs")
             healthy, reason = problem is None, f"no sandbox: {problem}" if problem else "sandbox ready"
         await self.ledger.write(commands.node_health(LOCAL_NODE, healthy=healthy, reason=reason))
 

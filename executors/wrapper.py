@@ -305,6 +305,15 @@ LIMITS = (("max_processes", "RLIMIT_NPROC"), ("max_open_files", "RLIMIT_NOFILE")
 INSTALL_HINT = "install bubblewrap (apt-get install -y bubblewrap)"
 
 
+def find_program(name):
+    """The program on the wrapper's own PATH (what the node user would run), or None."""
+    for directory in os.environ.get("PATH", DEFAULT_PATH).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
 def job_environment(spec_env, workdir):
     """Built from nothing: a few neutral variables, then what the runner put in job.json. Never ours."""
     env = {"PATH": DEFAULT_PATH, "HOME": workdir, "LANG": "C.UTF-8", "USER": "job", "LOGNAME": "job"}
@@ -331,7 +340,7 @@ def gpu_devices(gpus):
 
 def sandbox_argv(sandbox, workdir, command):
     """bwrap's command line: what the job sees is built up from an empty root."""
-    argv = ["bwrap", "--die-with-parent", "--new-session"]
+    argv = [find_program("bwrap") or "bwrap", "--die-with-parent", "--new-session"]
     if os.geteuid() == 0:  # no user namespace: the job's uid is dropped inside, to a real unprivileged uid
         argv += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
         argv += ["--unshare-net"] if sandbox.get("network", "none") == "none" else []
@@ -421,9 +430,9 @@ def read_child_pid(fd, timeout_s):
 
 def sandbox_problem(workdir, sandbox):
     """None when a sandbox like a job's can be built here; otherwise one line naming the fix."""
-    if not any(os.access(os.path.join(d, "bwrap"), os.X_OK) for d in DEFAULT_PATH.split(":")):
+    if find_program("bwrap") is None:
         return f"bwrap (bubblewrap) is not installed: {INSTALL_HINT}"
-    if os.geteuid() == 0 and not any(os.access(os.path.join(d, "setpriv"), os.X_OK) for d in DEFAULT_PATH.split(":")):
+    if os.geteuid() == 0 and find_program("setpriv") is None:
         return "setpriv is not installed: install util-linux (apt-get install -y util-linux)"
     os.makedirs(workdir, exist_ok=True)
     argv = sandbox_argv(sandbox, workdir, "true")

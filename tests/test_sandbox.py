@@ -335,3 +335,70 @@ def test_nodes_say_the_sandbox_is_on(harness: Harness) -> None:
     assert (nodes["sandbox"], nodes["sandbox_warning"], ready["sandbox"]) == ("bwrap", None, "bwrap")
     assert "warning" not in ready
     assert all(n["down_reason"] is None for n in nodes["nodes"]), nodes
+
+
+READS_ONLY = [
+    "read_ledger",
+    "read_log",
+    "read_config",
+    "signal_server",
+    "read_server_environ",
+    "see_host_processes",
+    "env_secret",
+]
+
+
+def test_without_the_sandbox_the_same_reads_succeed_and_it_is_said(tmp_path: Path) -> None:
+    """JOB_SANDBOX = "none" (the control for the tests above): the harmless attacks now succeed, the
+    start prints a warning, and /readyz and /api/nodes show it; the environment stays an allowlist.
+    (Writes are not tried unconfined.)"""
+    server = start_server(tmp_path / "server", local_slots=1, job_sandbox="none")
+    try:
+        harness = Harness("local", server, [])
+        lines = ATTACKS.splitlines()
+        safe = [line for line in lines if not line.startswith("attempt(") or line.split('"')[1] in READS_ONLY]
+        code = "\n".join(safe).format(targets=json.dumps(harness.targets()))
+        with harness.client() as client:
+            body = submit(client, code, config_yaml("admin"), wait=True).json()
+            nodes, ready = client.get("/api/nodes").json(), client.get("/readyz").json()
+        report = json.loads(body["stdout"].strip().splitlines()[-1])
+        assert all(report[name].startswith("succeeded") for name in READS_ONLY[:-1]), report
+        assert report["env_secret"].startswith("refused")  # the environment is an allowlist regardless
+        assert (nodes["sandbox"], ready["sandbox"]) == ("none", "none")
+        assert "unconfined" in nodes["sandbox_warning"]
+        assert "unconfined" in ready["warning"]
+        assert "sandbox.disabled" in (server.root / "serve-1.err").read_text()
+    finally:
+        server.stop()
+
+
+def test_no_bwrap_means_the_local_node_is_down_and_runs_nothing(tmp_path: Path) -> None:
+    """A host without bwrap: one line at start naming the fix, the local node down with that reason,
+    and a submitted job stays queued instead of running unconfined."""
+    bin_dir = tmp_path / "bin"  # a PATH with the shell tools but no bwrap, as on a host without it
+    bin_dir.mkdir()
+    for tool in ("bash", "sh", "setpriv", "test"):
+        found = next((Path(d) / tool for d in ("/usr/bin", "/bin") if (Path(d) / tool).exists()), None)
+        if found is not None:
+            (bin_dir / tool).symlink_to(found)
+    root = tmp_path / "server"
+    root.mkdir()
+    server = Server(root, code_scanner_enabled=False, endpoint_limits=OPEN_LIMITS, local_slots=1)
+    server.env["PATH"] = str(bin_dir)
+    server.start()
+    try:
+        with server.client(server.admin_token) as client:
+            node = client.get("/api/nodes").json()["nodes"][0]
+            marker = tmp_path / "ran"
+            code = f"open({str(marker)!r}, 'w').write('ran')\n"
+            job_id = submit(client, code, config_yaml("admin")).json()["job_id"]
+            time.sleep(2)
+            status = client.get(f"/api/status/{job_id}").json()["status"]
+        assert "bubblewrap" in (node["down_reason"] or ""), node
+        assert "apt-get install -y bubblewrap" in node["down_reason"]
+        lines = [line for line in (root / "serve-1.err").read_text().splitlines() if "bubblewrap" in line]
+        assert len(lines) == 1, lines
+        assert status == "pending"
+        assert not marker.exists()
+    finally:
+        server.stop()
