@@ -20,7 +20,7 @@ from server import OPEN_LIMITS, REPO, Server, config_yaml, run_cli, submit, wait
 from test_ssh_jobs import ssh_settings
 from wrapper_jobs import PY, processes_named
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("require_sandbox")]
 TERMINAL = {"completed", "failed", "cancelled"}
 SECRET = "postgres://admin:hunter2-sandbox-test@db/prod"
 HOME_FILE = Path.home() / ".bashrc"

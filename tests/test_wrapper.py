@@ -56,7 +56,7 @@ from executors.protocol import (
     status_command,
 )
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("require_sandbox")]
 # The server's Python, read-only in the sandbox, so that solutions can run with it.
 SANDBOX = SandboxSpec(readonly_paths=[sys.prefix, sys.base_prefix])
 
