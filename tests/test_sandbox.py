@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from server import OPEN_LIMITS, REPO, Server, config_yaml, run_cli, submit, wait_status
+from sshd import SshCluster
 from test_ssh_jobs import ssh_settings
 from wrapper_jobs import PY, processes_named
 
@@ -375,12 +376,7 @@ def test_without_the_sandbox_the_same_reads_succeed_and_it_is_said(tmp_path: Pat
 def test_no_bwrap_means_the_local_node_is_down_and_runs_nothing(tmp_path: Path) -> None:
     """A host without bwrap: one line at start naming the fix, the local node down with that reason,
     and a submitted job stays queued instead of running unconfined."""
-    bin_dir = tmp_path / "bin"  # a PATH with the shell tools but no bwrap, as on a host without it
-    bin_dir.mkdir()
-    for tool in ("bash", "sh", "setpriv", "test"):
-        found = next((Path(d) / tool for d in ("/usr/bin", "/bin") if (Path(d) / tool).exists()), None)
-        if found is not None:
-            (bin_dir / tool).symlink_to(found)
+    bin_dir = bin_without_bwrap(tmp_path / "bin")
     root = tmp_path / "server"
     root.mkdir()
     server = Server(root, code_scanner_enabled=False, endpoint_limits=OPEN_LIMITS, local_slots=1)
@@ -402,3 +398,44 @@ def test_no_bwrap_means_the_local_node_is_down_and_runs_nothing(tmp_path: Path) 
         assert not marker.exists()
     finally:
         server.stop()
+
+
+def bin_without_bwrap(directory: Path) -> Path:
+    """A PATH directory with every program of /usr/bin but bwrap, as on a host without bubblewrap."""
+    directory.mkdir()
+    for program in Path("/usr/bin").iterdir():
+        if program.name != "bwrap":
+            (directory / program.name).symlink_to(program)
+    return directory
+
+
+def test_ssh_node_without_bwrap_is_down_and_runs_nothing(tmp_path: Path) -> None:
+    """An SSH node whose PATH has no bwrap: its probe says so, the node is down with the fix named,
+    and a submitted job stays queued."""
+    bin_dir = bin_without_bwrap(tmp_path / "bin")
+    (tmp_path / "cluster").mkdir()
+    cluster = SshCluster(tmp_path / "cluster", node_names=("node-0",))
+    node_config = cluster.sshds["node-0"].config
+    node_config.write_text(node_config.read_text() + f"SetEnv PATH={bin_dir}\n")
+    try:
+        cluster.heal()
+        settings = ssh_settings(cluster, job_command=f"{PY} {{solution}}", job_readonly_paths=[sys.prefix])
+        settings.pop("endpoint_limits")
+        root = tmp_path / "server"
+        root.mkdir()
+        server = Server(root, endpoint_limits=OPEN_LIMITS, **settings)
+        server.start()
+        try:
+            with server.client(server.admin_token) as client:
+                node = client.get("/api/nodes").json()["nodes"][0]
+                marker = tmp_path / "ran"
+                job_id = submit(client, f"open({str(marker)!r}, 'w')\n", config_yaml("admin")).json()["job_id"]
+                time.sleep(2)
+                status = client.get(f"/api/status/{job_id}").json()["status"]
+        finally:
+            server.stop()
+    finally:
+        cluster.close()
+    assert "apt-get install -y bubblewrap" in (node["down_reason"] or ""), node
+    assert status == "pending"
+    assert not marker.exists()
