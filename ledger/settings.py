@@ -144,9 +144,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 SECRET_SETTINGS = ("openrouter_api_key",)
 ENV_PREFIX = "GPULEDGER_"
 # GPULEDGER_* variables that are not server settings: the researcher client's (URL, TOKEN, USER) and
-# the test suite's switches that turn a missing sshd or sandbox into a failure. Any other unknown name is a typo.
+# the test suite's switches that turn a missing sshd, browser or sandbox into a failure. Any other unknown
+# name is a typo.
 NOT_SETTINGS = frozenset(
-    {"GPULEDGER_URL", "GPULEDGER_TOKEN", "GPULEDGER_USER", "GPULEDGER_REQUIRE_SSHD", "GPULEDGER_REQUIRE_SANDBOX"}
+    {
+        "GPULEDGER_URL",
+        "GPULEDGER_TOKEN",
+        "GPULEDGER_USER",
+        "GPULEDGER_REQUIRE_SSHD",
+        "GPULEDGER_REQUIRE_BROWSER",
+        "GPULEDGER_REQUIRE_SANDBOX",
+    }
 )
 # Secrets are read from these plain names too (as the original system did), never from a file.
 SECRET_ENV_NAMES = {"openrouter_api_key": "OPENROUTER_API_KEY"}
