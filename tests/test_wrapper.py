@@ -7,11 +7,14 @@ import ast
 import asyncio
 import contextlib
 import glob
+import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -618,3 +621,44 @@ async def test_stream_local_failure_raises_with_stderr() -> None:
         await consume()
     assert b"".join(chunks) == b"partial\n"
     assert (failure.value.returncode, failure.value.stderr) == (3, b"boom\n")
+
+
+USER_UID = 61500  # an ordinary user, no account needed
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists(), reason="needs root and python3")
+async def test_unprivileged_wrapper_puts_the_job_in_a_user_namespace() -> None:
+    """Run as an ordinary user (an SSH node's GPU_USER), bwrap makes a user namespace: the job is that
+    user, sees a private /tmp and only its workdir, and nothing of it outlives its end."""
+    base = Path(tempfile.mkdtemp(prefix="gpuledger-userns-", dir="/tmp"))  # reachable by that user
+    try:
+        base.chmod(0o755)
+        workdir = base / "job"
+        marker = f"gpuledger-userns-{uuid.uuid4().hex}"
+        command = f"id -u; ls -A /tmp; ls {shlex.quote(str(base))}; echo ok > f; (exec -a {marker} sleep 300) &"
+        prepare_workdir(workdir, b"", job_spec_bytes(command, 30.0, 0.5, {}, SandboxSpec()))
+        (base / "probe").mkdir()
+        for path in [workdir, base / "probe", *workdir.rglob("*")]:
+            os.chown(path, USER_UID, USER_UID)
+        as_user = f"setpriv --reuid {USER_UID} --regid {USER_UID} --clear-groups -- "
+        python = "/usr/bin/python3"
+        rc, out, err = await run_local(
+            as_user + shlex.join([python, "-I", "-S", str(workdir / "wrapper.py"), "probe", str(base / "probe"), "0"]),
+            30,
+        )
+        assert rc == 0, err
+        if not json.loads(out.decode().splitlines()[-1])["ok"]:
+            pytest.skip(f"no unprivileged user namespaces here: {out.decode().strip()}")
+        rc, out, err = await run_local(as_user + launch_command(python, workdir), 15)
+        assert rc == 0, err
+        rc, out, err = await run_local(as_user + follow_command(python, workdir, 0, 0), 15)
+        frames = FrameDecoder().feed(out)
+        status = decode_exit_status(frames[-1].payload)
+        stdout = b"".join(f.payload for f in frames if f.kind is FrameKind.STDOUT).decode().split()
+        assert (status.exit_code, status.group_gone) == (0, True)
+        # Its uid, and in /tmp and above its workdir only the directories leading to it.
+        assert stdout == [str(USER_UID), base.name, "job"]
+        assert (workdir / WORK_NAME / "f").stat().st_uid == USER_UID
+        await wait_for(lambda: processes_named(marker) == [], timeout=5)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
