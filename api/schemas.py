@@ -116,6 +116,8 @@ class NodeInfo(msgspec.Struct, kw_only=True):
 
 class NodeList(msgspec.Struct, kw_only=True):
     nodes: list[NodeInfo]
+    sandbox: str = "bwrap"  # JOB_SANDBOX: how jobs are confined on every node
+    sandbox_warning: str | None = None  # set when JOB_SANDBOX = "none"
 
 
 class EventEntry(msgspec.Struct, kw_only=True):

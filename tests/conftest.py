@@ -1,3 +1,4 @@
-"""Shared fixtures: real sshd (tests/sshd.py), a real server (tests/server.py), chromium (tests/browser.py)."""
+"""Shared fixtures: real sshd (tests/sshd.py), a real server (tests/server.py), chromium (tests/browser.py)
+and the job sandbox check (tests/sandbox.py)."""
 
-pytest_plugins = ["sshd", "server", "browser"]
+pytest_plugins = ["sshd", "server", "browser", "sandbox"]
