@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,9 @@ from pathlib import Path
 import structlog
 
 from executors.dispatcher import Dispatcher
-from executors.runner import NodeRunner, gpu_environment, no_gpu_environment
+from executors.protocol import SandboxSpec
+from executors.runner import NodeRunner
+from executors.sandbox import DISABLED_WARNING, outside, sandbox_problem, sandbox_spec
 from executors.scan.review import start_reviews
 from executors.services import Services
 from executors.slurm.cluster import SlurmCluster, start_slurm
@@ -34,17 +37,24 @@ from projections.token_usage import TokenUsage
 
 log = structlog.get_logger()
 LOCAL_NODE = "local"
+GPU_UUID = re.compile(r"\(UUID: (GPU-[0-9a-fA-F-]+)\)")
 
 
-def local_gpu_count() -> int:
-    """GPUs that ``nvidia-smi -L`` lists; 0 without a driver."""
+def local_gpus() -> list[str]:
+    """The UUID (or, without one, the index) of each GPU that ``nvidia-smi -L`` lists; [] without a driver."""
     if shutil.which("nvidia-smi") is None:
-        return 0
+        return []
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+        return []
+    lines = [line for line in out.stdout.splitlines() if line.startswith("GPU ")]
+    return [m.group(1) if (m := GPU_UUID.search(line)) else str(i) for i, line in enumerate(lines)]
+
+
+def python_paths(private: list[str]) -> list[str]:
+    """The server's Python environment, for jobs to import from (read-only), unless it holds server data."""
+    return outside(sorted({sys.prefix, sys.base_prefix, sys.exec_prefix}), private)
 
 
 class Runtime:
@@ -67,6 +77,8 @@ class Runtime:
         await self.ledger.start()
         await self._bootstrap_admin()
         self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
+        if self.settings.job_sandbox == "none":  # said at every start, and shown by /readyz and /api/nodes
+            log.warning("sandbox.disabled", warning=DISABLED_WARNING)
         if self.settings.slurm is not None:
             await self._start_slurm(self.settings.slurm)
         elif self.settings.node_specs():
@@ -123,24 +135,51 @@ class Runtime:
         return max(sizes, default=1)
 
     async def _start_local_node(self) -> None:
-        gpus = local_gpu_count()
-        slots = self.settings.local_slots or gpus or 1
+        gpus = local_gpus()
+        slots = self.settings.local_slots or len(gpus) or 1
         await self.ledger.write(
             commands.register_node(
                 NodeRegistered(name=LOCAL_NODE, host="localhost", port=0, user="", slots=slots, kind="local")
             )
         )
+        private = [self.settings.jobs_dir, self.settings.database_path, self.settings.log_file, "."]
+        readonly = python_paths(private)
+        # The server's interpreter first on PATH, so `python3 {solution}` imports what the server has.
+        path = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
 
+        def env_for_slots(slots: list[int]) -> dict[str, str]:
+            # Pinned by UUID where known: inside the sandbox the slot's GPU may be the only one, index 0.
+            visible = ",".join(gpus[slot % len(gpus)] for slot in slots) if gpus else None
+            return {"PATH": path, **({"CUDA_VISIBLE_DEVICES": visible} if visible else {})}
+
+        def sandbox_for_slots(slots: list[int]) -> SandboxSpec:
+            bound = sorted({slot % len(gpus) for slot in slots}) if gpus else []
+            return sandbox_spec(self.settings, slots[0], readonly_paths=readonly, gpus=bound)
+
+        transport = LocalTransport(LOCAL_NODE, python=sys.executable)
         self.runners[LOCAL_NODE] = NodeRunner(
             node=LOCAL_NODE,
-            transport=LocalTransport(LOCAL_NODE, python=sys.executable),
+            transport=transport,
             ledger=self.ledger,
             blobs=self.blobs,
             settings=self.settings,
             remote_root=self.local_root,
-            env_for_slots=gpu_environment if gpus else no_gpu_environment,
+            env_for_slots=env_for_slots,
+            sandbox_for_slots=sandbox_for_slots,
         )
-        log.info("node.local", slots=slots, gpus=gpus)
+        await self._check_local_sandbox(transport)
+        log.info("node.local", slots=slots, gpus=len(gpus), sandbox=self.settings.job_sandbox)
+
+    async def _check_local_sandbox(self, transport: LocalTransport) -> None:
+        """No sandbox, no jobs: the local node is down with the reason, unless the admin turned it off."""
+        if self.settings.job_sandbox == "none":
+            healthy, reason = True, "sandbox disabled"
+        else:
+            problem = await sandbox_problem(transport, self.local_root, self.settings)
+            if problem is not None:  # one line, on the console and in the log, naming the fix
+                log.error("sandbox.unavailable", node=LOCAL_NODE, reason=problem, effect="node down, no job runs")
+            healthy, reason = problem is None, f"no sandbox: {problem}" if problem else "sandbox ready"
+        await self.ledger.write(commands.node_health(LOCAL_NODE, healthy=healthy, reason=reason))
 
     def _save_admin_token(self, secret: str) -> Path:
         """The first admin token, in a 0600 file next to the ledger (created with that mode, never wider)."""

@@ -117,6 +117,8 @@ class NodeInfo(msgspec.Struct, kw_only=True):
 class NodeList(msgspec.Struct, kw_only=True):
     nodes: list[NodeInfo]
     slurm: dict[str, Any] | None = None  # with a [slurm] table: the cluster's partitions and nodes (sinfo)
+    sandbox: str = "bwrap"  # JOB_SANDBOX: how jobs are confined on every node
+    sandbox_warning: str | None = None  # set when JOB_SANDBOX = "none"
 
 
 class EventEntry(msgspec.Struct, kw_only=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import socket
 import sys
 from typing import Any
@@ -51,6 +52,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.logsetup import configure_logging
 
+    # Everything the server creates (ledger, WAL, server.log, jobs/, results) is its own: 0600 / 0700.
+    os.umask(0o077)
     settings = load_settings(args.config)
     host, port = args.host or settings.server_host, args.port or settings.server_port
     busy = port_in_use(host, port)

@@ -13,25 +13,18 @@ import os
 import signal
 import subprocess
 from collections.abc import AsyncGenerator
-from pathlib import Path
-
-from executors.protocol import JOB_SPEC_NAME, SOLUTION_NAME, WRAPPER_NAME, WRAPPER_SOURCE
 
 READ_CHUNK = 256 * 1024
 
+# The wrapper commands need a PATH to find bash, bwrap and setpriv, and nothing else of the server's
+# environment (the wrapper runs with -I; the job's environment is built by the wrapper from job.json).
+WRAPPER_ENV_NAMES = ("PATH", "LANG", "LC_ALL")
 
-_SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
 
-
-def job_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The server's environment without its secrets or settings: jobs run user code, and whatever the
-    server process can see (an LLM key, tokens, GPULEDGER_* settings) must not reach them."""
+def wrapper_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """An allowlist of the server's environment: a secret under any name stays in the server."""
     source = os.environ if environ is None else environ
-    return {
-        name: value
-        for name, value in source.items()
-        if not name.startswith("GPULEDGER_") and not any(m in name.upper() for m in _SECRET_MARKERS)
-    }
+    return {name: source[name] for name in WRAPPER_ENV_NAMES if name in source}
 
 
 async def _start(cmd: str) -> asyncio.subprocess.Process:
@@ -43,7 +36,7 @@ async def _start(cmd: str) -> asyncio.subprocess.Process:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        env=job_environment(),
+        env=wrapper_environment(),
     )
 
 
@@ -88,11 +81,3 @@ async def stream_local(cmd: str) -> AsyncGenerator[bytes, None]:
         await asyncio.shield(_stop(proc))
     if returncode != 0:
         raise subprocess.CalledProcessError(returncode, cmd, stderr=err)
-
-
-def prepare_workdir(path: Path, solution_bytes: bytes, job_spec: bytes) -> None:
-    """Create a private workdir holding the wrapper, the solution and job.json (see protocol)."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (path / WRAPPER_NAME).write_bytes(WRAPPER_SOURCE)
-    (path / SOLUTION_NAME).write_bytes(solution_bytes)
-    (path / JOB_SPEC_NAME).write_bytes(job_spec)

@@ -1,6 +1,8 @@
-"""The job wrapper protocol seen from the server: workdir file names, command lines, frames, records.
+"""The job wrapper protocol seen from the server: file names, command lines, frames, records.
 
-Everything is a shell command string run against a workdir, so the local runner (asyncio subprocess)
+Each job has a control directory (the wrapper's files; the job never sees it) holding ``work/``, the
+job's own workdir, the only place the sandboxed job can write. Everything is a shell command string
+run against the control directory, so the local runner (asyncio subprocess)
 and the SSH runner (asyncssh) speak it unchanged. The other side is `executors/wrapper.py`.
 """
 
@@ -30,6 +32,7 @@ STDERR_NAME = "stderr"
 STARTED_NAME = "started.json"
 STATUS_NAME = "status.json"
 CANCEL_NAME = "cancel"
+WORK_NAME = "work"  # the job's own directory inside the control directory
 
 # `launch` exit codes: 0 prints started.json; this one prints status.json of a job that never ran
 # (cancelled before it started, or bash could not be started). Anything else is a failure.
@@ -47,11 +50,31 @@ class ProtocolError(ValueError):
 # --- records the wrapper writes ----------------------------------------------------------------------
 
 
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """Resource limits of the sandbox (0: none); see docs/admin-guide.md."""
+
+    max_processes: int = 0
+    max_open_files: int = 0
+    max_memory_bytes: int = 0
+
+
+class SandboxSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """How the wrapper confines the job: bwrap (or none), its network, what else it may read, its uid."""
+
+    mode: Literal["bwrap", "none"] = "bwrap"
+    network: Literal["none", "host"] = "none"
+    readonly_paths: list[str] = []
+    uid: int = 61000  # used only when the wrapper runs as root: the slot's unprivileged uid
+    gpus: list[int] | None = None  # /dev/nvidiaN bound in; None: every GPU of the node
+    limits: Limits = Limits()
+
+
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     command: str
     time_limit_s: float
     grace_s: float
     env: dict[str, str] = {}
+    sandbox: SandboxSpec = SandboxSpec()
 
 
 class Started(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,6 +83,8 @@ class Started(msgspec.Struct, frozen=True, kw_only=True):
     wrapper_pid: int
     started_at: datetime
     wrapper_start_ticks: int | None = None
+    sandbox_pid: int | None = None  # the sandbox's init (host pid); None without a sandbox
+    sandbox_start_ticks: int | None = None
 
 
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,10 +116,19 @@ class Lost(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
+class Probe(msgspec.Struct, frozen=True, kw_only=True):
+    """The wrapper's verdict on whether this node can build a job's sandbox."""
+
+    ok: bool
+    reason: str | None = None
+    as_root: bool = False
+
+
 _started_decoder = msgspec.json.Decoder(Started)
 _status_decoder = msgspec.json.Decoder(ExitStatus)
 _state_decoder = msgspec.json.Decoder(WrapperState)
 _lost_decoder = msgspec.json.Decoder(Lost)
+_probe_decoder = msgspec.json.Decoder(Probe)
 
 
 def decode_started(data: bytes) -> Started:
@@ -113,7 +147,13 @@ def decode_lost(data: bytes) -> Lost:
     return _lost_decoder.decode(data)
 
 
-def job_spec_bytes(command: str, time_limit_s: float, grace_s: float, env: Mapping[str, str]) -> bytes:
+def decode_probe(data: bytes) -> Probe:
+    return _probe_decoder.decode(data)
+
+
+def job_spec_bytes(
+    command: str, time_limit_s: float, grace_s: float, env: Mapping[str, str], sandbox: SandboxSpec | None = None
+) -> bytes:
     """The contents of job.json; rejects what the wrapper could not honour rather than let it guess."""
     if not (math.isfinite(time_limit_s) and time_limit_s > 0):
         raise ValueError(f"time_limit_s must be a positive number, not {time_limit_s!r}")
@@ -122,7 +162,13 @@ def job_spec_bytes(command: str, time_limit_s: float, grace_s: float, env: Mappi
     for key, value in env.items():
         if not key or "=" in key or "\0" in key or "\0" in value:
             raise ValueError(f"invalid environment variable {key!r}")
-    spec = JobSpec(command=command, time_limit_s=float(time_limit_s), grace_s=float(grace_s), env=dict(env))
+    spec = JobSpec(
+        command=command,
+        time_limit_s=float(time_limit_s),
+        grace_s=float(grace_s),
+        env=dict(env),
+        sandbox=sandbox or SandboxSpec(),
+    )
     return msgspec.json.encode(spec)
 
 
@@ -135,16 +181,6 @@ def _wrapper_command(python: str, workdir: StrPath, *args: str) -> str:
     # -I -S: the wrapper needs the standard library only, so skip site-packages, .pth hooks and the
     # environment (they cost tens of milliseconds per start, and could change what runs).
     return shlex.join([python, "-I", "-S", posixpath.join(wd, WRAPPER_NAME), *args])
-
-
-def launch_command(python: str, workdir: StrPath) -> str:
-    return _wrapper_command(python, workdir, "launch", os.fspath(workdir))
-
-
-def follow_command(python: str, workdir: StrPath, out_offset: int, err_offset: int) -> str:
-    if out_offset < 0 or err_offset < 0:
-        raise ValueError("offsets must not be negative")
-    return _wrapper_command(python, workdir, "follow", os.fspath(workdir), str(out_offset), str(err_offset))
 
 
 def run_command(python: str, workdir: StrPath, out_offset: int, err_offset: int) -> str:
@@ -160,6 +196,14 @@ def cancel_command(python: str, workdir: StrPath) -> str:
 
 def status_command(python: str, workdir: StrPath) -> str:
     return _wrapper_command(python, workdir, "status", os.fspath(workdir))
+
+
+def probe_command(python: str, root: StrPath, uid: int) -> str:
+    """Exit 9 when ``root`` holds no wrapper yet (upload it, then ask again)."""
+    wrapper = posixpath.join(os.fspath(root), WRAPPER_NAME)
+    return f"test -f {shlex.quote(wrapper)} || exit 9; " + _wrapper_command(
+        python, root, "probe", os.fspath(root), str(uid)
+    )
 
 
 def render_job_command(
@@ -241,10 +285,6 @@ class Frame(NamedTuple):
 
 _HEADER = struct.Struct(">BI")
 MAX_FRAME_PAYLOAD = 64 * 1024 * 1024  # the wrapper sends at most 1 MiB; anything far bigger is garbage
-
-
-def encode_frame(kind: FrameKind, payload: bytes) -> bytes:
-    return _HEADER.pack(kind, len(payload)) + payload
 
 
 class FrameDecoder:

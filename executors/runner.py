@@ -60,6 +60,7 @@ class NodeRunner:
         settings: Settings,
         remote_root: str,
         env_for_slots: Callable[[list[int]], dict[str, str]],
+        sandbox_for_slots: Callable[[list[int]], wp.SandboxSpec],
         after_job: Callable[[], Awaitable[None]] | None = None,
         restart_container: str | None = None,
     ) -> None:
@@ -67,6 +68,7 @@ class NodeRunner:
         self.settings = settings
         self.remote_root = remote_root
         self.env_for_slots = env_for_slots
+        self.sandbox_for_slots = sandbox_for_slots
         self.after_job = after_job
         self.restart_container = restart_container
         self.live_root = Path(settings.jobs_dir) / "live"
@@ -74,6 +76,7 @@ class NodeRunner:
         self.reapers: set[asyncio.Task[None]] = set()  # cleaning up after jobs lost with their node
 
     def workdir(self, job_id: str) -> str:
+        """The job's control directory (the wrapper's files); the job itself sees only ``work/`` in it."""
         return f"{self.remote_root.rstrip('/')}/jobs/{job_id}"
 
     def attach(self, job_id: str, *, fresh: bool = False) -> None:
@@ -177,25 +180,28 @@ class NodeRunner:
 
     async def _upload(self, job: JobState, workdir: str) -> None:
         code = self.blobs.get(job.code) or b""
-        results = f"{workdir}/{RESULTS_NAME}"
+        job_dir = f"{workdir}/{wp.WORK_NAME}"
+        results = f"{job_dir}/{RESULTS_NAME}"
         command = wp.render_job_command(
             self.settings.job_command,
-            solution=f"{workdir}/{wp.SOLUTION_NAME}",
+            solution=f"{job_dir}/{wp.SOLUTION_NAME}",
             competition_id=job.competition_id,
             results=results,
-            workdir=workdir,
+            workdir=job_dir,
         )
+        slots = job.held_slots
+        # The job's whole environment: nothing of the server's, whatever its names (see the wrapper).
         env = {
+            **self.env_for_slots(slots),
+            **self.settings.job_env,
             "GPULEDGER_JOB_ID": job.job_id,
             "GPULEDGER_RESULTS": results,
-            "GPULEDGER_SLOTS": ",".join(str(slot) for slot in job.held_slots),
-            **self.env_for_slots(job.held_slots),
+            "GPULEDGER_SLOTS": ",".join(str(slot) for slot in slots),
         }
         limit = job.expected_time_s * self.settings.max_job_timeout_multiplier
-        spec = wp.job_spec_bytes(command, limit, self.settings.cancel_grace_s, env)
-        await self.transport.put_files(
-            workdir, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SOLUTION_NAME: code, wp.JOB_SPEC_NAME: spec}
-        )
+        spec = wp.job_spec_bytes(command, limit, self.settings.cancel_grace_s, env, self.sandbox_for_slots(slots))
+        await self.transport.put_files(workdir, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.JOB_SPEC_NAME: spec})
+        await self.transport.put_files(job_dir, {wp.SOLUTION_NAME: code})
 
     async def _started(self, job: JobState, started: wp.Started) -> None:
         """The wrapper started the job (or, re-attached, had started it): record it once."""
@@ -219,7 +225,11 @@ class NodeRunner:
         stdout, stderr, fetched = await asyncio.gather(
             asyncio.to_thread(self._store_capped, live / "stdout", cap),
             asyncio.to_thread(self._store_capped, live / "stderr", cap),
-            self._retry(lambda: self.transport.fetch(f"{workdir}/{RESULTS_NAME}", self.settings.max_results_bytes)),
+            self._retry(
+                lambda: self.transport.fetch(
+                    f"{workdir}/{wp.WORK_NAME}/{RESULTS_NAME}", self.settings.max_results_bytes
+                )
+            ),
         )
         results = results_file = None
         if fetched is not None:

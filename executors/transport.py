@@ -7,7 +7,10 @@ the job lifecycle in ``executors.runner`` is written once for both.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import shutil
+import stat
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -69,10 +72,19 @@ class LocalTransport:
         """The file's first ``max_bytes`` bytes and whether it was cut, or None when it is missing."""
 
         def read() -> tuple[bytes, bool] | None:
-            target = Path(path)
-            if not target.is_file():
+            # The job wrote this file and may have made it a symlink (to the ledger) or a FIFO: read a
+            # regular file only, never following a link, never blocking on a pipe.
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except (FileNotFoundError, NotADirectoryError):
                 return None
-            with target.open("rb") as handle:
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    return None
+                raise
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return None
                 data = handle.read(max_bytes + 1)
             return data[:max_bytes], len(data) > max_bytes
 

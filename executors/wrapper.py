@@ -1,27 +1,36 @@
 #!/usr/bin/env python3
-"""gpuledger job wrapper: runs one job in its workdir, detached from whoever started it.
+"""gpuledger job wrapper: runs one job in a sandbox, detached from whoever started it.
 
-It is uploaded into the workdir and run as `python3 wrapper.py SUBCOMMAND WORKDIR ...`, on this host
-or over SSH, so it is one stdlib-only file that still runs on Python 3.8. The workdir is the interface:
+It is uploaded into the job's control directory and run as `python3 -I -S wrapper.py SUBCOMMAND
+CONTROL_DIR ...`, on this host or over SSH, so it is one stdlib-only file that still runs on Python 3.8.
+The control directory is the interface; the job never sees it (only `work/` is bound into the sandbox):
 
-    job.json      written by the runner: command, time_limit_s, grace_s, env
+    job.json      written by the runner: command, time_limit_s, grace_s, env, sandbox
+    work/         the job's own workdir: solution.py, its results file, whatever it writes
     launched      claim marker (O_EXCL): whoever creates it decides whether the job ever runs
-    started.json  pid, pgid, wrapper_pid, wrapper_start_ticks, started_at            (atomic)
-    stdout        the job's standard output, appended
+    started.json  pid, pgid, wrapper_pid, wrapper_start_ticks, started_at, sandbox_pid  (atomic)
+    stdout        the job's standard output, appended (the job gets the open file, not the path)
     stderr        the job's standard error, appended (plus the wrapper's kill notices)
     cancel        created by `cancel`; the daemon polls for it
     status.json   exit_code, signal, timed_out, cancelled, started_at, ended_at,
                   group_gone, error                                                 (atomic)
     wrapper.log   the daemon's traceback, if it ever crashes
 
+The sandbox is bubblewrap (`bwrap`): own PID, IPC, UTS and (by default) network namespaces, the system
+read-only, a private /tmp, only the job's workdir writable. Run as root, the job runs as the slot's
+unprivileged uid (dropped by setpriv inside the sandbox); run as an ordinary user, bwrap makes a user
+namespace. The exit status is the one this daemon gets from waitpid on bwrap, never a file.
+
 Exit status: a job killed by signal N records signal=N and exit_code=null; any other end records its
-exit code and signal=null. (A shell that reports a child's death as 128+N is an ordinary exit.)
+exit code and signal=null. In the sandbox a death by signal N reaches us as exit 128+N (bwrap reports
+it so), and is recorded as signal N.
 
 `follow` writes frames [kind: 1 byte][length: 4 bytes big-endian][payload] with the kinds below.
 """
 
 import json
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -155,6 +164,57 @@ def signal_group(pgid, sig):
         pass
 
 
+def pid_namespace(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+class JobProcesses:
+    """Every process of one job: its process group (no sandbox), or its sandbox's PID namespace.
+
+    In a sandbox, `sandbox_pid` is the namespace's init (bwrap's reaper, host pid). When it dies the
+    kernel kills everything else in the namespace and waits for it before the init itself is gone, so
+    "init gone" means "nothing of the job runs", whatever it did with setsid or double forks.
+    """
+
+    def __init__(self, pgid, sandbox_pid=None, sandbox_ticks=None, main_done=lambda: True):
+        self.pgid, self.sandbox_pid, self.sandbox_ticks = pgid, sandbox_pid, sandbox_ticks
+        self.main_done = main_done  # True once bwrap itself (our child) is reaped or was never ours
+
+    @classmethod
+    def of_started(cls, started):
+        return cls(started["pgid"], started.get("sandbox_pid"), started.get("sandbox_start_ticks"))
+
+    def alive(self):
+        if self.sandbox_pid is None:
+            return group_alive(self.pgid)
+        return not self.main_done() or pid_alive(self.sandbox_pid, self.sandbox_ticks)
+
+    def signal(self, sig):
+        if self.sandbox_pid is None:
+            signal_group(self.pgid, sig)
+        elif sig == signal.SIGKILL:
+            if pid_alive(self.sandbox_pid, self.sandbox_ticks):
+                os.kill(self.sandbox_pid, signal.SIGKILL)  # the kernel then kills the whole namespace
+            signal_group(self.pgid, signal.SIGKILL)
+        else:
+            self.signal_members(sig)
+
+    def signal_members(self, sig):
+        """TERM to every process in the namespace but its init (which would ignore it anyway)."""
+        namespace = pid_namespace(self.sandbox_pid)
+        if namespace is None:
+            return
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) != self.sandbox_pid and pid_namespace(name) == namespace:
+                try:  # noqa: SIM105 - see signal_group
+                    os.kill(int(name), sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
 def wait_until(condition, timeout_s, tick):
     deadline = time.monotonic() + timeout_s
     while True:
@@ -166,16 +226,16 @@ def wait_until(condition, timeout_s, tick):
         time.sleep(POLL_S)
 
 
-def kill_group(pgid, grace_s, tick=lambda: None):
-    """TERM, grace, KILL; True once the group is confirmed gone. `tick` lets the daemon reap meanwhile."""
+def kill_job(processes, grace_s, tick=lambda: None):
+    """TERM, grace, KILL; True once the job is confirmed gone. `tick` lets the daemon reap meanwhile."""
     tick()
-    if not group_alive(pgid):
+    if not processes.alive():
         return True
-    signal_group(pgid, signal.SIGTERM)
-    if wait_until(lambda: not group_alive(pgid), grace_s, tick):
+    processes.signal(signal.SIGTERM)
+    if wait_until(lambda: not processes.alive(), grace_s, tick):
         return True
-    signal_group(pgid, signal.SIGKILL)
-    return wait_until(lambda: not group_alive(pgid), CONFIRM_GONE_S, tick)
+    processes.signal(signal.SIGKILL)
+    return wait_until(lambda: not processes.alive(), CONFIRM_GONE_S, tick)
 
 
 def become_subreaper():
@@ -209,12 +269,15 @@ class Reaper:
                 self.wait_status = wait_status
 
 
-def exit_fields(wait_status):
+def exit_fields(wait_status, sandboxed=False):
     if wait_status is None:
         return None, None
     if os.WIFSIGNALED(wait_status):
         return None, os.WTERMSIG(wait_status)
-    return os.WEXITSTATUS(wait_status), None
+    code = os.WEXITSTATUS(wait_status)
+    if sandboxed and 128 < code < 128 + 65:  # bwrap reports its command's death by signal N as 128+N
+        return None, code - 128
+    return code, None
 
 
 def status_record(started_at, exit_code=None, sig=None, **flags):
@@ -230,6 +293,157 @@ def status_record(started_at, exit_code=None, sig=None, **flags):
     }
     record.update(flags)
     return record
+
+
+# --- the sandbox -----------------------------------------------------------------------------------
+
+WORK_DIR = "work"
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+GPU_SHARED_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
+LIMITS = (("max_processes", "RLIMIT_NPROC"), ("max_open_files", "RLIMIT_NOFILE"), ("max_memory_bytes", "RLIMIT_AS"))
+INSTALL_HINT = "install bubblewrap (apt-get install -y bubblewrap)"
+
+
+def find_program(name):
+    """The program on the wrapper's own PATH (what the node user would run), or None."""
+    for directory in os.environ.get("PATH", DEFAULT_PATH).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def job_environment(spec_env, workdir):
+    """Built from nothing: a few neutral variables, then what the runner put in job.json. Never ours."""
+    env = {"PATH": DEFAULT_PATH, "HOME": workdir, "LANG": "C.UTF-8", "USER": "job", "LOGNAME": "job"}
+    env["TMPDIR"] = "/tmp"  # noqa: S108 - the sandbox's own tmpfs, private to the job
+    env.update({str(k): str(v) for k, v in (spec_env or {}).items()})
+    return env
+
+
+def covered(target, dirs):
+    return any(target == d or target.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
+def gpu_devices(gpus):
+    """The slot's /dev/nvidiaN (all of them when the node is one slot) and the driver's shared nodes."""
+    try:
+        names = os.listdir("/dev")
+    except OSError:
+        return []
+    wanted = None if gpus is None else {f"nvidia{int(g)}" for g in gpus}
+    numbered = [n for n in names if n.startswith("nvidia") and n[6:].isdigit() and (wanted is None or n in wanted)]
+    shared = [d for d in GPU_SHARED_DEVICES if os.path.exists(d)]
+    return (shared + ["/dev/" + n for n in sorted(numbered)]) if numbered else []
+
+
+def sandbox_argv(sandbox, workdir, command):
+    """bwrap's command line: what the job sees is built up from an empty root."""
+    argv = [find_program("bwrap") or "bwrap", "--die-with-parent", "--new-session"]
+    if os.geteuid() == 0:  # no user namespace: the job's uid is dropped inside, to a real unprivileged uid
+        argv += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+        argv += ["--unshare-net"] if sandbox.get("network", "none") == "none" else []
+    else:
+        argv += ["--unshare-all"] + (["--share-net"] if sandbox.get("network", "none") == "host" else [])
+    for d in SYSTEM_DIRS:
+        if os.path.islink(d):
+            argv += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            argv += ["--ro-bind", d, d]
+    # A fresh /proc (the job's PID namespace only), a minimal /dev, and private tmpfs /tmp and /dev/shm.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]  # noqa: S108
+    argv += ["--perms", "1777", "--tmpfs", "/dev/shm"]  # noqa: S108
+    for device in gpu_devices(sandbox.get("gpus")):
+        argv += ["--dev-bind", device, device]
+    readonly = [os.path.abspath(p) for p in sandbox.get("readonly_paths") or () if os.path.exists(p)]
+    readonly = [p for p in readonly if not covered(p, SYSTEM_DIRS)]
+    argv += mount_points([*readonly, workdir])
+    for p in readonly:
+        argv += ["--ro-bind", p, p]
+    argv += ["--bind", workdir, workdir, "--chdir", workdir, "--"]
+    if os.geteuid() == 0:
+        uid = str(int(sandbox["uid"]))
+        argv += ["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all"]
+        argv += ["--bounding-set=-all", "--no-new-privs", "--"]
+    return [*argv, "bash", "-c", command]
+
+
+def mount_points(targets):
+    """World-readable empty directories above each bind target (bwrap would copy the host's modes)."""
+    made, argv = {"/", "/tmp", "/dev", "/proc"}, []  # noqa: S108 - mount points inside the sandbox
+    for target in sorted(targets):
+        parts = target.strip("/").split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            parent = "/" + "/".join(parts[:i])
+            if parent not in made and not covered(parent, SYSTEM_DIRS):
+                made.add(parent)
+                argv += ["--perms", "0755", "--dir", parent]
+    return argv
+
+
+def confine(limits):
+    """Runs in the child between fork and exec: resource limits, inherited by the whole sandbox."""
+    import resource  # only here: the daemon alone needs it
+
+    chosen = []
+    for key, name in LIMITS:
+        which, value = getattr(resource, name), int(limits.get(key) or 0)
+        hard = resource.getrlimit(which)[1]
+        if value > 0:  # never above what we have ourselves: raising a hard limit needs CAP_SYS_RESOURCE
+            chosen.append((which, value if hard == resource.RLIM_INFINITY else min(value, hard)))
+
+    def preexec():
+        for which, value in chosen:
+            resource.setrlimit(which, (value, value))
+
+    return preexec
+
+
+def hand_over_workdir(workdir, uid):
+    """Root only: the job's workdir (and what the runner put in it) belongs to the slot's uid."""
+    os.chown(workdir, uid, uid)
+    os.chmod(workdir, 0o700)
+    for root, dirs, files in os.walk(workdir):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, uid)
+
+
+def read_child_pid(fd, timeout_s):
+    """bwrap's first --json-status-fd document names the sandbox's init; EOF first: setup failed."""
+    buffer, deadline = b"", time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return None
+        buffer += chunk
+        try:
+            document, _ = json.JSONDecoder().raw_decode(buffer.decode("utf-8").strip())
+        except ValueError:
+            continue
+        return int(document["child-pid"])
+    return None
+
+
+def sandbox_problem(workdir, sandbox):
+    """None when a sandbox like a job's can be built here; otherwise one line naming the fix."""
+    if find_program("bwrap") is None:
+        return f"bwrap (bubblewrap) is not installed: {INSTALL_HINT}"
+    if os.geteuid() == 0 and find_program("setpriv") is None:
+        return "setpriv is not installed: install util-linux (apt-get install -y util-linux)"
+    os.makedirs(workdir, exist_ok=True)
+    argv = sandbox_argv(sandbox, workdir, "true")
+    done = subprocess.run(argv, env={"PATH": DEFAULT_PATH}, stdin=subprocess.DEVNULL, capture_output=True)
+    if done.returncode == 0:
+        return None
+    why = (done.stderr or done.stdout).decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+    return (
+        f"bwrap cannot build a sandbox here ({why[0]}): allow user namespaces "
+        "(sysctl -w kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000) or run as root"
+    )
 
 
 # --- the daemon ------------------------------------------------------------------------------------
@@ -263,15 +477,16 @@ def load_spec(workdir):
     spec = read_json(path(workdir, "job.json"))
     if spec is None:
         raise ValueError("job.json is missing")
-    env = dict(os.environ)
-    env.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
     limit = spec.get("time_limit_s")
-    return spec["command"], (float(limit) if limit else None), float(spec.get("grace_s", 5.0)), env
+    sandbox = spec.get("sandbox") or {"mode": "bwrap"}
+    if sandbox.get("mode") not in ("bwrap", "none"):
+        raise ValueError(f"unknown sandbox mode {sandbox.get('mode')!r}")
+    return spec["command"], (float(limit) if limit else None), float(spec.get("grace_s", 5.0)), spec, sandbox
 
 
 def run_daemon(workdir):
     try:
-        command, limit_s, grace_s, env = load_spec(workdir)
+        command, limit_s, grace_s, spec, sandbox = load_spec(workdir)
     except (OSError, ValueError, KeyError, TypeError) as e:
         write_json_atomic(path(workdir, "status.json"), status_record(None, error=f"bad job.json: {e!r}"))
         return
@@ -279,38 +494,80 @@ def run_daemon(workdir):
         write_json_atomic(path(workdir, "status.json"), status_record(None, cancelled=True))
         return
     become_subreaper()
+    job_dir = path(workdir, WORK_DIR)
+    env = job_environment(spec.get("env"), job_dir)
     started_at = now_iso()
+    try:
+        proc, status_fd = start_job(command, sandbox, job_dir, env, workdir)
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        record = status_record(None, exit_code=127, error=f"could not start the job: {e}")
+        write_json_atomic(path(workdir, "status.json"), record)
+        return
+    sandbox_pid = None if status_fd is None else read_child_pid(status_fd, LAUNCH_WAIT_S)
+    if status_fd is not None and sandbox_pid is None:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        os.close(status_fd)
+        record = status_record(None, exit_code=127, error="the sandbox could not be set up (see stderr)")
+        write_json_atomic(path(workdir, "status.json"), record)
+        return
+    stat = proc_stat(os.getpid()) if HAVE_PROC else None
+    inner = proc_stat(sandbox_pid) if sandbox_pid and HAVE_PROC else None
+    started = {
+        "pid": proc.pid,
+        "pgid": proc.pid,
+        "wrapper_pid": os.getpid(),
+        "wrapper_start_ticks": stat[2] if stat else None,
+        "started_at": started_at,
+        "sandbox_pid": sandbox_pid,
+        "sandbox_start_ticks": inner[2] if inner else None,
+    }
+    write_json_atomic(path(workdir, "started.json"), started)
+    supervise(workdir, proc, started, limit_s, grace_s)
+    if status_fd is not None:
+        os.close(status_fd)
+
+
+def start_job(command, sandbox, job_dir, env, workdir):
+    """The job's process: bwrap around `bash -c COMMAND`, or bash alone when the sandbox is off."""
+    status_fd = write_fd = None
+    argv = ["bash", "-c", command]
+    if sandbox.get("mode") == "bwrap":
+        if os.geteuid() == 0:
+            hand_over_workdir(job_dir, int(sandbox["uid"]))
+        status_fd, write_fd = os.pipe()
+        argv = sandbox_argv(sandbox, job_dir, command)
+        argv[1:1] = ["--json-status-fd", str(write_fd)]
     try:
         with open(path(workdir, "stdout"), "ab") as out, open(path(workdir, "stderr"), "ab") as err:
             proc = subprocess.Popen(
-                ["bash", "-c", command],
-                cwd=workdir,
+                argv,
+                cwd=job_dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
+                pass_fds=() if write_fd is None else (write_fd,),
+                preexec_fn=confine(sandbox.get("limits") or {}),
             )
-    except OSError as e:
-        record = status_record(None, exit_code=127, error=f"could not start bash: {e}")
-        write_json_atomic(path(workdir, "status.json"), record)
-        return
-    stat = proc_stat(os.getpid()) if HAVE_PROC else None
-    write_json_atomic(
-        path(workdir, "started.json"),
-        {
-            "pid": proc.pid,
-            "pgid": proc.pid,
-            "wrapper_pid": os.getpid(),
-            "wrapper_start_ticks": stat[2] if stat else None,
-            "started_at": started_at,
-        },
-    )
-    supervise(workdir, proc, started_at, limit_s, grace_s)
+    except OSError:
+        if status_fd is not None:
+            os.close(status_fd)
+        raise
+    finally:
+        if write_fd is not None:
+            os.close(write_fd)
+    return proc, status_fd
 
 
-def supervise(workdir, proc, started_at, limit_s, grace_s):
+def supervise(workdir, proc, started, limit_s, grace_s):
     reaper = Reaper(proc.pid)
+    sandboxed = started["sandbox_pid"] is not None
+    processes = JobProcesses(
+        proc.pid, started["sandbox_pid"], started["sandbox_start_ticks"], lambda: reaper.wait_status is not None
+    )
     reason = watch(workdir, reaper, limit_s)
     if reason == "timed_out":
         append_text(
@@ -318,14 +575,19 @@ def supervise(workdir, proc, started_at, limit_s, grace_s):
         )
     elif reason == "cancelled":
         append_text(path(workdir, "stderr"), "\ngpuledger: job was cancelled\n")
-    # Even after a clean exit, nothing the job left behind in its group may outlive it.
-    gone = kill_group(proc.pid, grace_s, reaper)
+    # Even after a clean exit, nothing the job left behind may outlive it.
+    gone = kill_job(processes, grace_s, reaper)
     if reaper.wait_status is None:
         reaper()
     proc.returncode = -1  # we reaped it ourselves; stops Popen from warning or waiting on it again
-    exit_code, sig = exit_fields(reaper.wait_status)
+    exit_code, sig = exit_fields(reaper.wait_status, sandboxed)
     record = status_record(
-        started_at, exit_code, sig, timed_out=reason == "timed_out", cancelled=reason == "cancelled", group_gone=gone
+        started["started_at"],
+        exit_code,
+        sig,
+        timed_out=reason == "timed_out",
+        cancelled=reason == "cancelled",
+        group_gone=gone,
     )
     write_json_atomic(path(workdir, "status.json"), record)
 
@@ -417,7 +679,7 @@ def cancel_orphan(workdir, started, grace_s):
     """The daemon died with the job running: kill the group; its exit status is lost with the daemon."""
     if os.path.exists(path(workdir, "status.json")):  # it finished just before dying
         return
-    gone = kill_group(started["pgid"], grace_s)
+    gone = kill_job(JobProcesses.of_started(started), grace_s)
     append_text(path(workdir, "stderr"), "\ngpuledger: job was cancelled\n")
     record = status_record(
         started["started_at"], cancelled=True, group_gone=gone, error="the wrapper had died; the exit status is unknown"
@@ -547,12 +809,31 @@ def cmd_follow(workdir, out_offset, err_offset):
         time.sleep(POLL_S)
 
 
-USAGE = "usage: wrapper.py {launch|cancel|status} WORKDIR | wrapper.py {follow|run} WORKDIR OUT_OFFSET ERR_OFFSET\n"
+def cmd_probe(root, uid):
+    """Can this node sandbox a job? Builds one around `true`, as a job's would be. Prints the verdict."""
+    sandbox = {"mode": "bwrap", "network": "none", "uid": uid}
+    problem = sandbox_problem(path(path(root, "probe"), WORK_DIR), sandbox)
+    emit({"ok": problem is None, "reason": problem, "as_root": os.geteuid() == 0})
+    return 0
+
+
+USAGE = (
+    "usage: wrapper.py {launch|cancel|status} DIR | wrapper.py {follow|run} DIR OUT_OFFSET ERR_OFFSET"
+    " | wrapper.py probe ROOT UID\n"
+)
+ARGC = {"follow": 4, "run": 4, "probe": 3}
 
 
 def main(argv):
-    commands = {"launch": cmd_launch, "cancel": cmd_cancel, "status": cmd_status, "follow": cmd_follow, "run": cmd_run}
-    if len(argv) < 2 or argv[0] not in commands or len(argv) != (4 if argv[0] in ("follow", "run") else 2):
+    commands = {
+        "launch": cmd_launch,
+        "cancel": cmd_cancel,
+        "status": cmd_status,
+        "follow": cmd_follow,
+        "run": cmd_run,
+        "probe": cmd_probe,
+    }
+    if len(argv) < 2 or argv[0] not in commands or len(argv) != ARGC.get(argv[0], 2):
         sys.stderr.write(USAGE)
         return 2
     workdir = os.path.abspath(argv[1])

@@ -107,6 +107,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     code_scanner_fail_open: bool = True
     code_scanner_timeout_s: float = 60.0
     openrouter_api_key: str | None = None
+    # job sandbox: how submitted code is confined on every node (docs/admin-guide.md, "Sandbox")
+    job_sandbox: Literal["bwrap", "none"] = "bwrap"
+    job_network: Literal["none", "host"] = "none"
+    job_env: dict[str, str] = {}
+    job_readonly_paths: list[str] = []
+    job_uid_base: int = 61000
+    job_max_processes: int = 4096
+    job_max_open_files: int = 65536
+    job_max_memory_bytes: int = 0
     # Slurm executor (a [slurm] table replaces the local runner and SSH nodes)
     slurm: SlurmSettings | None = None
 
@@ -123,6 +132,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise msgspec.ValidationError(f"must be 0 (unlimited) or more - at `$.{name}`")
         if any(value < 0 for value in self.endpoint_limits.values()):
             raise msgspec.ValidationError("must be 0 (unlimited) or more - at `$.endpoint_limits`")
+        self._check_sandbox()
+
+    def _check_sandbox(self) -> None:
+        if not 1000 <= self.job_uid_base <= 2**31 - 1024:  # never a system account, never root
+            raise msgspec.ValidationError("must be between 1000 and 2147482624 - at `$.job_uid_base`")
+        for name in ("job_max_processes", "job_max_open_files", "job_max_memory_bytes"):
+            if getattr(self, name) < 0:
+                raise msgspec.ValidationError(f"must not be negative - at `$.{name}`")
+        for path in self.job_readonly_paths:
+            if not path.startswith("/"):
+                raise msgspec.ValidationError(f"{path!r} is not an absolute path - at `$.job_readonly_paths`")
 
     def node_specs(self) -> list[NodeSpec]:
         """Explicit ``[[nodes]]`` win; otherwise ``GPU_NODE_PREFIX``-0 … -(COUNT-1)."""
@@ -149,9 +169,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 SECRET_SETTINGS = ("openrouter_api_key",)
 ENV_PREFIX = "GPULEDGER_"
 # GPULEDGER_* variables that are not server settings: the researcher client's (URL, TOKEN, USER) and
-# the test suite's switches that turn a missing sshd or Slurm into a failure. Any other unknown name is a typo.
+# the test suite's switches that turn a missing sshd, browser, sandbox or Slurm into a failure. Any other
+# unknown name is a typo.
 NOT_SETTINGS = frozenset(
-    {"GPULEDGER_URL", "GPULEDGER_TOKEN", "GPULEDGER_USER", "GPULEDGER_REQUIRE_SSHD", "GPULEDGER_REQUIRE_SLURM"}
+    {
+        "GPULEDGER_URL",
+        "GPULEDGER_TOKEN",
+        "GPULEDGER_USER",
+        "GPULEDGER_REQUIRE_SSHD",
+        "GPULEDGER_REQUIRE_BROWSER",
+        "GPULEDGER_REQUIRE_SANDBOX",
+        "GPULEDGER_REQUIRE_SLURM",
+    }
 )
 # Secrets are read from these plain names too (as the original system did), never from a file.
 SECRET_ENV_NAMES = {"openrouter_api_key": "OPENROUTER_API_KEY"}

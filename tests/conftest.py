@@ -1,4 +1,4 @@
 """Shared fixtures: real sshd (tests/sshd.py) and Slurm (tests/slurm.py) daemons, a real server
-(tests/server.py), chromium (tests/browser.py)."""
+(tests/server.py), chromium (tests/browser.py) and the job sandbox check (tests/sandbox.py)."""
 
-pytest_plugins = ["sshd", "server", "browser", "slurm"]
+pytest_plugins = ["sshd", "server", "browser", "sandbox", "slurm"]

@@ -107,7 +107,7 @@ def test_placeholders_reach_the_command_quoted(healthy_ssh_cluster, server_facto
     with server.client(server.admin_token) as client:
         body = submit(client, code, config_yaml("admin", competition="a.b-c_d"), wait=True).json()
         assert body["status"] == "completed", (body["stdout"], body["stderr"])
-        workdir = f"{remote_root}/jobs/{body['job_id']}"
+        workdir = f"{remote_root}/jobs/{body['job_id']}/work"  # the job's own directory, in the sandbox
         argv = json.loads(body["stdout"].strip())
         assert argv == [f"{workdir}/solution.py", "a.b-c_d", workdir, f"{workdir}/results.jsonl"]
         assert json.loads(body["results"])["args"] == argv[1:]

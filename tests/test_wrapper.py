@@ -7,30 +7,45 @@ import ast
 import asyncio
 import contextlib
 import glob
+import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wrapper_jobs import (
+    PY,
+    encode_frame,
+    follow_command,
+    launch_command,
+    prepare_workdir,
+    processes_named,
+    sandbox_members,
+)
 
-from executors.local_process import prepare_workdir, run_local, stream_local
+from executors.local_process import run_local, stream_local
 from executors.protocol import (
     LAUNCH_NEVER_STARTED,
     SOLUTION_NAME,
     STATUS_NAME,
+    WORK_NAME,
     WRAPPER_SOURCE,
     ExitStatus,
     Frame,
     FrameDecoder,
     FrameKind,
     ProtocolError,
+    SandboxSpec,
     Started,
     WrapperState,
     cancel_command,
@@ -38,17 +53,15 @@ from executors.protocol import (
     decode_lost,
     decode_started,
     decode_wrapper_state,
-    encode_frame,
-    follow_command,
     job_spec_bytes,
-    launch_command,
     render_job_command,
     run_command,
     status_command,
 )
 
-PY = sys.executable
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("require_sandbox")]
+# The server's Python, read-only in the sandbox, so that solutions can run with it.
+SANDBOX = SandboxSpec(readonly_paths=[sys.prefix, sys.base_prefix])
 
 
 # --- helpers -------------------------------------------------------------------------------------------
@@ -62,9 +75,11 @@ def make_job(
     grace_s: float = 0.5,
     env: dict[str, str] | None = None,
     solution: bytes = b"",
+    sandbox: SandboxSpec = SANDBOX,
 ) -> Path:
+    """The job's control directory; the job itself runs in its ``work/`` subdirectory."""
     workdir = tmp_path / "job"
-    prepare_workdir(workdir, solution, job_spec_bytes(command, time_limit_s, grace_s, env or {}))
+    prepare_workdir(workdir, solution, job_spec_bytes(command, time_limit_s, grace_s, env or {}, sandbox))
     return workdir
 
 
@@ -141,12 +156,13 @@ def group_members(pgid: int) -> list[int]:
 
 
 def solution_command(workdir: Path) -> str:
+    job_dir = workdir / WORK_NAME
     return render_job_command(
         f"{shlex.quote(PY)} {{solution}}",
-        solution=workdir / SOLUTION_NAME,
+        solution=job_dir / SOLUTION_NAME,
         competition_id="c",
-        results=workdir / "results.jsonl",
-        workdir=workdir,
+        results=job_dir / "results.jsonl",
+        workdir=job_dir,
     )
 
 
@@ -185,13 +201,24 @@ async def test_print_reaches_stdout_exactly(tmp_path: Path) -> None:
     assert (status.exit_code, out, err) == (0, b"x\n", b"")
 
 
-async def test_job_runs_in_workdir_with_env_merged(tmp_path: Path) -> None:
-    """The job's cwd is the workdir; job.json env is added to the inherited environment; stdin is empty."""
-    env = {"GPULEDGER_TEST_VAR": "v a l"}
-    status, out, _ = await run_job(tmp_path, 'pwd; printf "%s|%s\\n" "$GPULEDGER_TEST_VAR" "$PATH"; cat', env=env)
-    cwd, values = out.decode().splitlines()
-    assert Path(cwd) == (tmp_path / "job").resolve()
-    assert values.split("|") == ["v a l", os.environ["PATH"]]
+async def test_job_runs_in_workdir_with_env_from_the_spec_only(tmp_path: Path, monkeypatch) -> None:
+    """The job's cwd is its workdir; its environment is job.json's over a neutral base, never the
+    caller's (a secret in the wrapper's own environment stays out); stdin is empty."""
+    monkeypatch.setenv("DATABASE_URL", "postgres://admin:hunter2@db/prod")
+    env = {"GPULEDGER_TEST_VAR": "v a l", "CUDA_VISIBLE_DEVICES": "0"}
+    command = 'pwd; printf "%s|%s|%s\\n" "$GPULEDGER_TEST_VAR" "$PATH" "$CUDA_VISIBLE_DEVICES"; env; cat'
+    status, out, _ = await run_job(tmp_path, command, env=env)
+    cwd, values, *environ = out.decode().splitlines()
+    assert Path(cwd) == (tmp_path / "job" / WORK_NAME).resolve()
+    assert values.split("|") == ["v a l", "/usr/local/bin:/usr/bin:/bin", "0"]
+    assert "hunter2" not in out.decode()
+    names = {line.split("=", 1)[0] for line in environ}
+    assert names <= {"GPULEDGER_TEST_VAR", "CUDA_VISIBLE_DEVICES", "PATH", "HOME", "LANG", "TMPDIR", "USER"} | {
+        "LOGNAME",
+        "PWD",
+        "SHLVL",
+        "_",
+    }
     assert status.exit_code == 0
 
 
@@ -215,7 +242,8 @@ async def test_cancel_kills_children_that_ignore_term(tmp_path: Path) -> None:
     """Cancel escalates to KILL after the grace period, and no process of the job survives."""
     workdir = make_job(tmp_path, "trap '' TERM; sleep 300 & sleep 300", grace_s=0.5)
     started = await launch(workdir)
-    await wait_for(lambda: len(group_members(started.pgid)) >= 2)
+    await wait_for(lambda: len(sandbox_members(started)) >= 3)  # bash and two sleeps
+    members = sandbox_members(started)
     rc, out, _ = await run_local(cancel_command(PY, workdir), 15)
     assert rc == 0
     status = decode_exit_status(out)
@@ -223,17 +251,27 @@ async def test_cancel_kills_children_that_ignore_term(tmp_path: Path) -> None:
     assert status.group_gone
     assert status.signal == signal.SIGKILL  # TERM was ignored, so only KILL could end it
     assert group_members(started.pgid) == []
+    assert [pid for pid in members if running(pid)] == []
     pgrep = subprocess.run(["pgrep", "-g", str(started.pgid)], capture_output=True, text=True)
     assert [pid for pid in pgrep.stdout.split() if running(int(pid))] == []
 
 
-async def test_children_left_behind_by_an_exiting_job_are_killed(tmp_path: Path) -> None:
-    """When the main process exits, background children in its group are killed too."""
-    status, _, _ = await run_job(tmp_path, "sleep 300 & echo $! > child.pid; exit 0")
-    child = int((tmp_path / "job" / "child.pid").read_text())
+@pytest.mark.parametrize(
+    "escape",
+    [
+        "(exec -a {m} sleep 300) &",
+        "setsid bash -c 'exec -a {m} sleep 300' &",  # a session of its own
+        "(setsid bash -c '(exec -a {m} sleep 300) &' &)",  # double fork into a new session
+    ],
+)
+async def test_children_left_behind_by_an_exiting_job_are_killed(tmp_path: Path, escape: str) -> None:
+    """When the main process exits, whatever it left running is killed too, setsid and double forks
+    included: the sandbox's PID namespace ends with the job."""
+    marker = f"gpuledger-left-{uuid.uuid4().hex}"
+    status, _, _ = await run_job(tmp_path, escape.format(m=marker) + "\nsleep 0.2\nexit 0")
     assert status.exit_code == 0
     assert status.group_gone
-    assert not running(child)
+    await wait_for(lambda: processes_named(marker) == [], timeout=5)
 
 
 async def test_cancel_before_launch_means_it_never_runs(tmp_path: Path) -> None:
@@ -245,7 +283,7 @@ async def test_cancel_before_launch_means_it_never_runs(tmp_path: Path) -> None:
     rc, out, _ = await run_local(launch_command(PY, workdir), 15)
     assert rc == LAUNCH_NEVER_STARTED
     assert decode_exit_status(out).started_at is None
-    assert not (workdir / "ran").exists()
+    assert not (workdir / WORK_NAME / "ran").exists()
 
 
 # --- output streaming ------------------------------------------------------------------------------------
@@ -256,7 +294,7 @@ async def test_follow_streams_20_mib_byte_identical(tmp_path: Path) -> None:
     status, out, _ = await run_job(tmp_path, "head -c 20971520 /dev/urandom > expected.bin && cat expected.bin")
     assert status.exit_code == 0
     assert len(out) == 20 * 1024 * 1024
-    assert out == (tmp_path / "job" / "expected.bin").read_bytes()
+    assert out == (tmp_path / "job" / WORK_NAME / "expected.bin").read_bytes()
 
 
 async def test_non_utf8_and_nul_bytes_are_preserved(tmp_path: Path) -> None:
@@ -315,7 +353,7 @@ async def test_launch_twice_starts_the_job_once(tmp_path: Path) -> None:
     again = await launch(workdir)
     assert {s.pid for s in [*launches, again]} == {launches[0].pid}
     await follow(workdir)
-    assert (workdir / "runs").read_text() == "run\n"
+    assert (workdir / WORK_NAME / "runs").read_text() == "run\n"
 
 
 async def run_frames(workdir: Path, out_offset: int = 0, err_offset: int = 0) -> list[Frame]:
@@ -338,7 +376,7 @@ async def test_run_launches_then_follows_in_one_command(tmp_path: Path) -> None:
     again = await run_frames(workdir, out_offset=len(out))
     assert decode_started(again[0].payload).pid == started.pid
     assert [f.kind for f in again if f.kind is FrameKind.STDOUT] == []
-    assert (workdir / "runs").read_text() == "run\n"
+    assert (workdir / WORK_NAME / "runs").read_text() == "run\n"
 
 
 async def test_status_reports_not_started_running_finished(tmp_path: Path) -> None:
@@ -364,10 +402,14 @@ async def test_status_reports_not_started_running_finished(tmp_path: Path) -> No
     assert finished.status.cancelled
 
 
-async def test_dead_wrapper_is_lost_and_cancel_still_kills_the_job(tmp_path: Path) -> None:
-    """If the daemon dies, status and follow say lost, and cancel kills the orphaned group itself."""
-    workdir = make_job(tmp_path, "sleep 300", grace_s=0.2)
+@pytest.mark.parametrize("mode", ["bwrap", "none"])
+async def test_dead_wrapper_is_lost_and_nothing_of_the_job_survives(tmp_path: Path, mode: str) -> None:
+    """If the daemon dies, status and follow say lost, and cancel records the end. In the sandbox the
+    job dies with its daemon (nothing runs unsupervised); without it, cancel kills the orphaned group."""
+    workdir = make_job(tmp_path, "sleep 300", grace_s=0.2, sandbox=SandboxSpec(mode=mode))
     started = await launch(workdir)
+    members = sandbox_members(started) if mode == "bwrap" else group_members(started.pgid)
+    assert members != []
     os.kill(started.wrapper_pid, signal.SIGKILL)
     await wait_for(lambda: not running(started.wrapper_pid))
     rc, out, _ = await run_local(status_command(PY, workdir), 15)
@@ -375,7 +417,10 @@ async def test_dead_wrapper_is_lost_and_cancel_still_kills_the_job(tmp_path: Pat
     _, _, last = await follow(workdir)
     assert last.kind is FrameKind.LOST
     assert "wrapper" in decode_lost(last.payload).reason
-    assert group_members(started.pgid) != []
+    if mode == "bwrap":
+        await wait_for(lambda: not any(running(pid) for pid in members))
+    else:
+        assert group_members(started.pgid) != []
     rc, out, _ = await run_local(cancel_command(PY, workdir), 15)
     status = decode_exit_status(out)
     assert rc == 0
@@ -383,6 +428,7 @@ async def test_dead_wrapper_is_lost_and_cancel_still_kills_the_job(tmp_path: Pat
     assert status.group_gone
     assert status.error
     assert group_members(started.pgid) == []
+    assert not any(running(pid) for pid in members)
 
 
 def python38() -> str | None:
@@ -575,3 +621,44 @@ async def test_stream_local_failure_raises_with_stderr() -> None:
         await consume()
     assert b"".join(chunks) == b"partial\n"
     assert (failure.value.returncode, failure.value.stderr) == (3, b"boom\n")
+
+
+USER_UID = 61500  # an ordinary user, no account needed
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists(), reason="needs root and python3")
+async def test_unprivileged_wrapper_puts_the_job_in_a_user_namespace() -> None:
+    """Run as an ordinary user (an SSH node's GPU_USER), bwrap makes a user namespace: the job is that
+    user, sees a private /tmp and only its workdir, and nothing of it outlives its end."""
+    base = Path(tempfile.mkdtemp(prefix="gpuledger-userns-", dir="/tmp"))  # reachable by that user
+    try:
+        base.chmod(0o755)
+        workdir = base / "job"
+        marker = f"gpuledger-userns-{uuid.uuid4().hex}"
+        command = f"id -u; ls -A /tmp; ls {shlex.quote(str(base))}; echo ok > f; (exec -a {marker} sleep 300) &"
+        prepare_workdir(workdir, b"", job_spec_bytes(command, 30.0, 0.5, {}, SandboxSpec()))
+        (base / "probe").mkdir()
+        for path in [workdir, base / "probe", *workdir.rglob("*")]:
+            os.chown(path, USER_UID, USER_UID)
+        as_user = f"setpriv --reuid {USER_UID} --regid {USER_UID} --clear-groups -- "
+        python = "/usr/bin/python3"
+        rc, out, err = await run_local(
+            as_user + shlex.join([python, "-I", "-S", str(workdir / "wrapper.py"), "probe", str(base / "probe"), "0"]),
+            30,
+        )
+        assert rc == 0, err
+        if not json.loads(out.decode().splitlines()[-1])["ok"]:
+            pytest.skip(f"no unprivileged user namespaces here: {out.decode().strip()}")
+        rc, out, err = await run_local(as_user + launch_command(python, workdir), 15)
+        assert rc == 0, err
+        rc, out, err = await run_local(as_user + follow_command(python, workdir, 0, 0), 15)
+        frames = FrameDecoder().feed(out)
+        status = decode_exit_status(frames[-1].payload)
+        stdout = b"".join(f.payload for f in frames if f.kind is FrameKind.STDOUT).decode().split()
+        assert (status.exit_code, status.group_gone) == (0, True)
+        # Its uid, and in /tmp and above its workdir only the directories leading to it.
+        assert stdout == [str(USER_UID), base.name, "job"]
+        assert (workdir / WORK_NAME / "f").stat().st_uid == USER_UID
+        await wait_for(lambda: processes_named(marker) == [], timeout=5)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -10,6 +10,7 @@ from api.auth import require_admin
 from api.context import authenticate, maybe_authenticate, runtime_of
 from api.present import node_infos
 from api.schemas import NodeInfo, NodeList
+from executors.sandbox import DISABLED_WARNING
 from ledger import commands
 from ledger.clock import now_us
 
@@ -24,7 +25,13 @@ class NodeController(Controller):
         views = runtime.ledger.views
         who = maybe_authenticate(request)
         now = now_us()
-        return NodeList(nodes=node_infos(views, runtime.plans.get(views, now), who, now), slurm=runtime.slurm_info())
+        mode = runtime.settings.job_sandbox
+        return NodeList(
+            nodes=node_infos(views, runtime.plans.get(views, now), who, now),
+            sandbox=mode,
+            sandbox_warning=DISABLED_WARNING if mode == "none" else None,
+            slurm=runtime.slurm_info(),
+        )
 
     async def _drain(self, request: Request[Any, Any, Any], node: str, *, drain: bool) -> NodeInfo:
         runtime = runtime_of(request)

@@ -10,6 +10,7 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from api.context import runtime_of
 from api.metrics import render_metrics
+from executors.sandbox import DISABLED_WARNING
 
 VERSION = "0.1.0"
 ENDPOINTS = {
@@ -51,8 +52,12 @@ class ServiceController(Controller):
             "executors_started": runtime.started,
         }
         ready = all(checks.values())
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+        body["sandbox"] = runtime.settings.job_sandbox
+        if runtime.settings.job_sandbox == "none":
+            body["warning"] = DISABLED_WARNING
         return Response(
-            {"status": "ready" if ready else "not ready", "checks": checks},
+            body,
             status_code=200 if ready else HTTP_503_SERVICE_UNAVAILABLE,
         )
 

@@ -20,6 +20,7 @@ import structlog
 
 from executors.errors import SlurmRefused, SlurmUnreachable
 from executors.runner import no_gpu_environment
+from executors.sandbox import sandbox_spec
 from executors.services import Services
 from executors.slurm.client import SlurmClient, SlurmJob, SlurmNode, gres_gpus
 from executors.slurm.runner import JOB_NAME_PREFIX, SlurmRunner, job_of_name
@@ -61,6 +62,8 @@ class SlurmCluster:
             settings=services.settings,
             remote_root=services.settings.remote_root,
             env_for_slots=no_gpu_environment,  # Slurm's gres sets CUDA_VISIBLE_DEVICES on the node
+            # Every GPU device bound in: Slurm's device cgroup decides which of them the job can open.
+            sandbox_for_slots=lambda slots: sandbox_spec(services.settings, slots[0], gpus=None),
             cluster=self,
         )
         self.tasks: list[asyncio.Task[None]] = []

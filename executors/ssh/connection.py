@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import posixpath
+import stat
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -268,10 +269,17 @@ class SshEndpoint:
         return data
 
     async def read_head(self, remote_path: str, max_bytes: int) -> tuple[bytes, bool]:
-        """The first ``max_bytes`` bytes of ``remote_path`` and whether the file was longer."""
+        """The first ``max_bytes`` bytes of ``remote_path`` and whether the file was longer.
+
+        A job wrote the file: a symlink (to a file of the node's user) or anything but a regular file
+        is missing, never followed. The job is over by then, so it cannot swap the file after the check.
+        """
         conn = await self.connection()
         with self._translated(f"read {remote_path}"), _sftp_errors(remote_path):
             async with conn.start_sftp_client() as sftp:
+                attrs = await sftp.lstat(remote_path)
+                if attrs.permissions is None or not stat.S_ISREG(attrs.permissions):
+                    raise RemoteFileMissing(remote_path, "not a regular file")
                 return await _read_head(sftp, remote_path, max_bytes)
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ import structlog
 
 from executors.errors import AuthenticationFailed, ExecutorError, HostKeyRejected, NodeUnreachable
 from executors.runner import NodeRunner, gpu_environment
+from executors.sandbox import sandbox_problem, sandbox_spec
 from executors.services import Services
 from executors.ssh.connection import JumpConnection, NodeConnection
 from executors.ssh.transport import SshTransport
@@ -56,6 +57,8 @@ class SshNode:
             settings=self.settings,
             remote_root=self.settings.remote_root,
             env_for_slots=gpu_environment,
+            # A node is one machine (an LXC container): its slots share its GPUs, all bound in.
+            sandbox_for_slots=lambda slots: sandbox_spec(self.settings, slots[0]),
             after_job=self.after_job,
             restart_container=self.container if self.settings.lxc_restart_between_jobs else None,
         )
@@ -67,6 +70,7 @@ class SshNode:
         """
         try:
             await self.transport.probe()
+            problem = await self._sandbox_problem(strict)
         except (HostKeyRejected, AuthenticationFailed) as e:
             await self._health(False, str(e), failures=self.failures + 1)  # config problem: down at once
             return False
@@ -76,8 +80,20 @@ class SshNode:
                 await self._health(False, f"unreachable: {e}", failures=self.failures)
             return False
         self.failures = 0
+        if problem is not None:
+            log.error("sandbox.unavailable", node=self.spec.name, reason=problem)
+            await self._health(False, f"no sandbox: {problem}")
+            return False
         await self._health(True, "probe succeeded")
         return True
+
+    async def _sandbox_problem(self, strict: bool) -> str | None:
+        """Asked at start and before a down node comes back; an up node was asked already."""
+        if self.settings.job_sandbox == "none":
+            return None
+        if not strict and self.services.ledger.views.nodes[self.spec.name].up:
+            return None
+        return await sandbox_problem(self.transport, self.settings.remote_root, self.settings)
 
     async def _health(self, healthy: bool, reason: str, failures: int = 1) -> None:
         try:

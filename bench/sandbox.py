@@ -1,0 +1,94 @@
+"""Start-up cost of the job sandbox: the same trivial job through the wrapper with and without bwrap.
+
+Each sample is one whole job through the real wrapper protocol on this host: ``run`` (launch, the
+daemon, the job ``true``, its end noticed, status streamed back), timed from the command's start to
+its STATUS frame. The baseline is the identical job with ``JOB_SANDBOX = "none"``, interleaved with
+the sandboxed one in the same run, so the difference is what the sandbox adds per job (namespaces,
+binds, the uid drop). Goal: at most 15 ms added at p50.
+
+    python bench/sandbox.py [--jobs 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.append(str(REPO / "tests"))
+from wrapper_jobs import prepare_workdir  # noqa: E402 - the workdir layout helper lives with the tests
+
+from executors.local_process import stream_local  # noqa: E402
+from executors.protocol import FrameDecoder, FrameKind, SandboxSpec, job_spec_bytes, run_command  # noqa: E402
+
+GOAL_ADDED_MS = 15.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (p99 of 100 values is the 99th smallest)."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.4999)))
+    return ordered[rank - 1]
+
+
+async def one_job(root: Path, index: int, mode: str) -> float:
+    """Seconds from `run` to the STATUS frame of a job running `true`."""
+    workdir = root / f"{mode}-{index}"
+    sandbox = SandboxSpec(mode=mode)  # type: ignore[arg-type]
+    prepare_workdir(workdir, b"", job_spec_bytes("true", 30.0, 1.0, {}, sandbox))
+    decoder = FrameDecoder()
+    began = time.perf_counter()
+    async for chunk in stream_local(run_command(sys.executable, workdir, 0, 0)):
+        for frame in decoder.feed(chunk):
+            if frame.kind is FrameKind.STATUS:
+                elapsed = time.perf_counter() - began
+                if b'"exit_code":0' not in frame.payload:
+                    raise RuntimeError(f"{mode} job failed: {frame.payload!r}")
+                return elapsed
+    raise RuntimeError("no status frame")
+
+
+async def measure(jobs: int) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {"none": [], "bwrap": []}
+    with tempfile.TemporaryDirectory(prefix="gpuledger-bench-sandbox-") as tmp:
+        root = Path(tmp)
+        for mode in ("none", "bwrap"):  # warm the page cache and the binaries once
+            await one_job(root, -1, mode)
+        for index in range(jobs):
+            for mode in ("none", "bwrap") if index % 2 else ("bwrap", "none"):
+                samples[mode].append(await one_job(root, index, mode))
+    return samples
+
+
+def report(samples: dict[str, list[float]]) -> None:
+    base, boxed = samples["none"], samples["bwrap"]
+    rows = {
+        "p50": (percentile(base, 50), percentile(boxed, 50)),
+        "p99": (percentile(base, 99), percentile(boxed, 99)),
+        "mean": (statistics.fmean(base), statistics.fmean(boxed)),
+    }
+    print(f"jobs per mode: {len(base)} (each: run -> launch -> daemon -> `true` -> status frame)")
+    for name, (plain, sandboxed) in rows.items():
+        print(
+            f"{name}: without sandbox {plain * 1000:.1f} ms, with sandbox {sandboxed * 1000:.1f} ms, "
+            f"ratio {sandboxed / plain:.2f}, added {(sandboxed - plain) * 1000:.1f} ms"
+        )
+    added = (rows["p50"][1] - rows["p50"][0]) * 1000
+    verdict = "met" if added <= GOAL_ADDED_MS else "MISSED"
+    print(f"goal: at most {GOAL_ADDED_MS:g} ms added at p50: {verdict} ({added:.1f} ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=50, help="jobs per mode (default 50)")
+    args = parser.parse_args()
+    report(asyncio.run(measure(args.jobs)))
+
+
+if __name__ == "__main__":
+    main()

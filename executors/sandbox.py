@@ -1,0 +1,58 @@
+"""The job sandbox seen from the server: the spec a job's wrapper gets, and whether a node can build one.
+
+The wrapper (``executors/wrapper.py``) builds the sandbox on the node with bubblewrap; this side only
+decides what goes into ``job.json`` and asks the node, through the same wrapper, whether it can.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from executors import protocol as wp
+from executors.errors import RemoteCommandFailed
+from executors.transport import Transport
+from ledger.settings import Settings
+
+DISABLED_WARNING = 'JOB_SANDBOX = "none": submitted code runs unconfined, with the rights of the node user'
+
+
+def sandbox_spec(
+    settings: Settings, slot: int, *, readonly_paths: Sequence[str] = (), gpus: list[int] | None = None
+) -> wp.SandboxSpec:
+    """The slot's uid is JOB_UID_BASE + slot, so jobs in different slots cannot touch each other either."""
+    return wp.SandboxSpec(
+        mode=settings.job_sandbox,
+        network=settings.job_network,
+        readonly_paths=[*settings.job_readonly_paths, *readonly_paths],
+        uid=settings.job_uid_base + slot,
+        gpus=gpus,
+        limits=wp.Limits(
+            max_processes=settings.job_max_processes,
+            max_open_files=settings.job_max_open_files,
+            max_memory_bytes=settings.job_max_memory_bytes,
+        ),
+    )
+
+
+def outside(paths: Sequence[str], private: Sequence[str]) -> list[str]:
+    """``paths`` without any that is, or holds, one of the server's private paths (they stay unseen)."""
+    keep = []
+    for candidate in paths:
+        root = Path(candidate).resolve()
+        if not any(Path(p).resolve() == root or root in Path(p).resolve().parents for p in private):
+            keep.append(str(root))
+    return keep
+
+
+async def sandbox_problem(transport: Transport, root: str, settings: Settings) -> str | None:
+    """None when the node can sandbox jobs as the wrapper would; otherwise why not, naming the fix."""
+    command = wp.probe_command(transport.python, root, settings.job_uid_base)
+    code, out, err = await transport.run(command, timeout=60)
+    if code == 9:  # no wrapper there yet: put it in place and ask again
+        await transport.put_files(root, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE})
+        code, out, err = await transport.run(command, timeout=60)
+    if code != 0:
+        raise RemoteCommandFailed("sandbox probe", code, err or out)
+    probe = wp.decode_probe(out.strip().splitlines()[-1])
+    return None if probe.ok else probe.reason or "the sandbox probe failed"
