@@ -100,7 +100,8 @@ def test_pending_behind_another_shows_slurms_reason_and_both_cancel(
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
         status = client.get(f"/api/status/{small['job_id']}").json()
-        if (status.get("reason") or "").startswith("queued in Slurm ("):
+        # Slurm names the reason at once; its start estimate comes with its next scheduling pass.
+        if (status.get("reason") or "").startswith("queued in Slurm (") and status.get("estimated_start_at"):
             break
         time.sleep(0.2)
     assert (status.get("reason") or "").startswith("queued in Slurm ("), status
