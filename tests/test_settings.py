@@ -39,7 +39,7 @@ def test_prefix_nodes_like_the_original(tmp_path):
     [
         ({"GPULEDGER_SERVER_PORT": "eighty"}, "GPULEDGER_SERVER_PORT"),
         ({"GPULEDGER_SERVER_PORT": "-1"}, "server_port"),
-        ({"GPULEDGER_MAX_ACTIVE_JOBS_PER_USER": "0"}, "max_active_jobs_per_user"),
+        ({"GPULEDGER_MAX_ACTIVE_JOBS_PER_USER": "-1"}, "max_active_jobs_per_user"),
         ({"GPULEDGER_NO_SUCH_THING": "1"}, "GPULEDGER_NO_SUCH_THING"),
     ],
 )
