@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +12,7 @@ import msgspec
 from ledger.events import Recorded, event_tag
 from ledger.store import GENESIS, ROW_COLUMNS, chain_hash, record_of
 from projections import tables
-from projections.replay import replay
+from projections.replay import REPLAY_COLUMNS, replay
 from projections.views import Views
 
 
@@ -108,27 +106,12 @@ def compare_projections(conn: apsw.Connection, rebuilt: Views) -> list[Problem]:
 
 def views_until(conn: apsw.Connection, *, position: int | None = None, time_us: int | None = None) -> Views:
     """The views as they stood at a ledger position or an instant (replayed from position 0)."""
-    with gc_paused():
-        return replay(
-            conn.execute(
-                "SELECT position, stream, version, payload, recorded_at FROM events"
-                " WHERE position <= ? AND recorded_at <= ? ORDER BY position",
-                (position if position is not None else 2**62, time_us if time_us is not None else 2**62),
-            )
+    return replay(
+        conn.execute(
+            f"SELECT {REPLAY_COLUMNS} FROM events WHERE position <= ? AND recorded_at <= ? ORDER BY position",
+            (position if position is not None else 2**62, time_us if time_us is not None else 2**62),
         )
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """A bulk fold allocates millions of long-lived objects and no cycles: the cyclic collector would
-    rescan the growing heap again and again for nothing. Reference counting still frees everything."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+    )
 
 
 def rebuild(conn: apsw.Connection) -> Views:

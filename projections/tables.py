@@ -15,6 +15,7 @@ from ledger.jobs import JobState
 from ledger.nodes import NodeState
 from ledger.tokens import TokenState
 from ledger.users import UserStats
+from projections.replay import REPLAY_COLUMNS, gc_paused, replay
 from projections.views import Views
 
 CHECKPOINT = "views"
@@ -67,7 +68,20 @@ def checkpoint(conn: apsw.Connection) -> int:
 
 
 def load(conn: apsw.Connection) -> Views:
-    """The views as last written, without replaying the log (catch-up then applies what follows)."""
+    """The views as last written, without replaying the log (catch-up then applies what follows).
+
+    With no checkpoint (a new file, or tables dropped to be rebuilt) but events in the log, the views
+    are replayed the fast way and written back (the caller holds the write transaction).
+    """
+    with gc_paused():
+        return _load(conn)
+
+
+def _load(conn: apsw.Connection) -> Views:
+    if checkpoint(conn) == 0 and conn.execute("SELECT 1 FROM events LIMIT 1").fetchone():
+        views = replay(conn.execute(f"SELECT {REPLAY_COLUMNS} FROM events ORDER BY position"))
+        replace_all(conn, views)
+        return views
     views = Views()
     for (data,) in conn.execute("SELECT data FROM proj_jobs ORDER BY position"):
         job = _job(data)
