@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ledger.schema import connect
 from projections.audit import views_until
+from projections.plan import Plan, make_plan
 from projections.views import Views
 
 
@@ -25,3 +26,15 @@ def views_as_of_sync(path: str | Path, *, position: int | None, time_us: int | N
 async def views_as_of(path: str | Path, *, position: int | None, time_us: int | None) -> Views:
     """``views_until`` off the event loop: the loop keeps answering while the fold runs."""
     return await asyncio.to_thread(views_as_of_sync, path, position=position, time_us=time_us)
+
+
+def planned_as_of_sync(path: str | Path, *, position: int | None, time_us: int | None) -> tuple[Views, int, Plan]:
+    """The views as of a point, the instant they stand for, and the queue plan then (all CPU work)."""
+    views = views_as_of_sync(path, position=position, time_us=time_us)
+    now = time_us if time_us is not None else views.recorded_at
+    return views, now, make_plan(views, now)
+
+
+async def planned_as_of(path: str | Path, *, position: int | None, time_us: int | None) -> tuple[Views, int, Plan]:
+    """``planned_as_of_sync`` in a worker thread."""
+    return await asyncio.to_thread(planned_as_of_sync, path, position=position, time_us=time_us)

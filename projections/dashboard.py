@@ -1,4 +1,8 @@
-"""The dashboard document (SPEC §6), computed from the views and indexed reads, never a scan of all jobs."""
+"""The dashboard document (SPEC §6), computed from the views' indexes and tallies, never a scan of all jobs.
+
+Its size is bounded: counts for everything, at most ``active_limit`` active jobs inline (the rest are
+paged through ``/api/dashboard/active``), the 10 newest jobs, per-minute tallies for the 24 h figures.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from ledger.clock import iso
 from ledger.jobs import JobState
 from projections.views import Views
 
-DAY_US = 86_400 * 1_000_000
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 
 
@@ -17,18 +20,17 @@ def _counts(stats: Any) -> dict[str, int]:
     return {"total": stats.total, **{s: getattr(stats, s) for s in STATUSES}}
 
 
-def health_metrics(views: Views, finished_24h: list[JobState]) -> dict[str, Any]:
+def health_metrics(views: Views, now: int) -> dict[str, Any]:
     usable = [n for n in list(views.nodes.values()) if n.status in ("up", "draining")]
     slots = sum(n.slots for n in usable) or 1
     busy = sum(len(views.node_jobs.get(n.name, [])) for n in usable)
-    waits = [(j.started_at - j.created_at) / 1e6 for j in finished_24h if j.started_at]
-    completed = sum(1 for j in finished_24h if j.status == "completed")
+    day = views.day_tally(now)
     return {
         "node_utilization_percent": round(100.0 * busy / slots, 1),
-        "average_queue_time_seconds": round(sum(waits) / len(waits), 3) if waits else 0.0,
+        "average_queue_time_seconds": round(day.wait_us / day.waited / 1e6, 3) if day.waited else 0.0,
         "total_active_jobs": len(views.active),
-        "success_rate_percent": round(100.0 * completed / len(finished_24h), 1) if finished_24h else 0.0,
-        "jobs_last_24h": len(finished_24h),
+        "success_rate_percent": round(100.0 * day.completed / day.finished, 1) if day.finished else 0.0,
+        "jobs_last_24h": day.finished,
     }
 
 
@@ -38,8 +40,7 @@ def dashboard_document(
     now: int,
     user_id: str,
     is_admin: bool,
-    recent: list[JobState],
-    finished_24h: list[JobState],
+    active_limit: int,
     job_view: Callable[[JobState], Any],
     node_view: Callable[[], list[Any]],
 ) -> dict[str, Any]:
@@ -50,6 +51,8 @@ def dashboard_document(
         for key, value in _counts(stats).items():
             totals[key] += value
     nodes = node_view()
+    active_total, active = views.active_page(0, active_limit)
+    recent = views.newest_jobs(user_id=None, status=None, limit=10)
     queue_information = [
         {
             "node_id": n.node_id,
@@ -78,14 +81,8 @@ def dashboard_document(
         "user_statistics": {stats.user_id: _counts(stats) for stats in sorted(users, key=lambda s: s.user_id)},
         "node_statistics": nodes,
         "queue_information": queue_information,
-        "active_jobs": [job_view(j) for j in views.active_jobs()],
+        "active_jobs": [job_view(j) for j in active],
+        "active_jobs_total": active_total,  # the rest: /api/dashboard/active?offset=<len(active_jobs)>
         "recent_jobs": [job_view(j) for j in recent],
-        "health_metrics": health_metrics(views, finished_24h),
+        "health_metrics": health_metrics(views, now),
     }
-
-
-def recent_and_finished(views: Views, now: int) -> tuple[list[JobState], list[JobState]]:
-    """For a replayed (as-of) view: the 10 newest jobs and those finished in the 24 h before ``now``."""
-    jobs = sorted(views.jobs.values(), key=lambda j: j.position, reverse=True)
-    finished = [j for j in jobs if j.completed_at is not None and j.completed_at >= now - DAY_US]
-    return jobs[:10], finished

@@ -21,6 +21,7 @@ ENDPOINTS = {
     "jobs": "GET /api/jobs",
     "nodes": "GET /api/nodes",
     "dashboard": "GET /api/dashboard",
+    "dashboard_active": "GET /api/dashboard/active",
     "logs": "GET /api/jobs/{job_id}/logs",
     "events": "GET /api/jobs/{job_id}/events",
     "event_stream": "GET /api/events/stream",
