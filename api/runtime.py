@@ -81,7 +81,9 @@ class Runtime:
 
     async def start(self) -> None:
         # Loading a long ledger is seconds of CPU and I/O: in a thread, so the loop keeps answering /livez.
-        self.ledger = await asyncio.to_thread(open_ledger, self.settings.database_path)
+        self.ledger = await asyncio.to_thread(
+            open_ledger, self.settings.database_path, snapshot_every=self.settings.snapshot_every
+        )
         self.services = Services(ledger=self.ledger, blobs=self.blobs, settings=self.settings)
         self.dispatcher = Dispatcher(self.ledger, self.runners)
         self._opened = True

@@ -10,15 +10,24 @@ import asyncio
 from pathlib import Path
 
 from ledger.schema import connect
+from ledger.store import max_position
 from projections.audit import views_until
 from projections.plan import Plan, make_plan
+from projections.snapshots import position_at, views_from_snapshot
 from projections.views import Views
 
 
 def views_as_of_sync(path: str | Path, *, position: int | None, time_us: int | None) -> Views:
+    """From the nearest snapshot (hot state, the newest jobs filled in), or replayed from position 0
+    when no snapshot is that old; one read transaction, so log, snapshot and tables agree."""
     conn = connect(Path(path), readonly=True)
     try:
-        return views_until(conn, position=position, time_us=time_us)
+        conn.execute("BEGIN")
+        target = max_position(conn) if position is None else position
+        if time_us is not None:
+            target = min(target, position_at(conn, time_us))
+        views = views_from_snapshot(conn, target)
+        return views if views is not None else views_until(conn, position=target)
     finally:
         conn.close()
 

@@ -15,6 +15,7 @@ from ledger.jobs import JobState
 from ledger.nodes import NodeState
 from ledger.tokens import TokenState
 from ledger.users import UserStats
+from projections import snapshots
 from projections.replay import REPLAY_COLUMNS, gc_paused, replay
 from projections.views import Views
 
@@ -159,7 +160,11 @@ def view_rows(views: Views) -> Iterator[tuple[str, str, bytes]]:
 
 
 class ViewTables:
-    """The views' persistence in the shape the store asks for (``ledger.state.StateTables``)."""
+    """The views' persistence in the shape the store asks for (``ledger.state.StateTables``), with a
+    snapshot of their hot state every ``snapshot_every`` events, written with the rows it relies on."""
+
+    def __init__(self, snapshot_every: int = 10_000) -> None:
+        self.snapshot_every = snapshot_every
 
     def empty(self) -> Views:
         return Views()
@@ -169,6 +174,8 @@ class ViewTables:
 
     def write_dirty(self, conn: apsw.Connection, state: Views) -> None:
         write_dirty(conn, state)
+        if state.position - snapshots.latest_position(conn) >= self.snapshot_every:
+            snapshots.write(conn, state)
 
 
 VIEW_TABLES = ViewTables()
