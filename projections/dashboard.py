@@ -9,15 +9,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from ledger.clock import iso
 from ledger.jobs import JobState
+from ledger.users import UserStats
 from projections.views import Views
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 
 
-def _counts(stats: Any) -> dict[str, int]:
-    return {"total": stats.total, **{s: getattr(stats, s) for s in STATUSES}}
+COUNTS = ("total", *STATUSES)
+
+
+def user_counts(users: list[UserStats]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """All jobs' counts by status, and each user's (by user id); msgspec converts the tallies in C, which
+    keeps thousands of users to a few milliseconds."""
+    rows = msgspec.to_builtins(sorted(users, key=lambda stats: stats.user_id))
+    per_user = {}
+    for row in rows:
+        user_id = row.pop("user_id")
+        row.pop("recent_submits", None)
+        per_user[user_id] = row
+    return {key: sum(row[key] for row in rows) for key in COUNTS}, per_user
 
 
 def health_metrics(views: Views, now: int) -> dict[str, Any]:
@@ -45,11 +59,8 @@ def dashboard_document(
     node_view: Callable[[], list[Any]],
 ) -> dict[str, Any]:
     """``job_view``/``node_view`` render wire shapes (they know the plan); this assembles the rest."""
-    totals = dict.fromkeys(("total", *STATUSES), 0)
-    users = list(views.users.values())  # copied at once: the writer thread may add a user meanwhile
-    for stats in users:
-        for key, value in _counts(stats).items():
-            totals[key] += value
+    # copied at once: the writer thread may add a user meanwhile
+    totals, per_user = user_counts(list(views.users.values()))
     nodes = node_view()
     active_total, active = views.active_page(0, active_limit)
     recent = views.newest_jobs(user_id=None, status=None, limit=10)
@@ -78,7 +89,7 @@ def dashboard_document(
         "user_id": user_id,
         "is_admin": is_admin,
         "job_statistics": totals,
-        "user_statistics": {stats.user_id: _counts(stats) for stats in sorted(users, key=lambda s: s.user_id)},
+        "user_statistics": per_user,
         "node_statistics": nodes,
         "queue_information": queue_information,
         "active_jobs": [job_view(j) for j in active],
