@@ -9,6 +9,7 @@ Stop leaves jobs running.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import shutil
@@ -84,6 +85,9 @@ class Runtime:
         self.ledger = await asyncio.to_thread(
             open_ledger, self.settings.database_path, snapshot_every=self.settings.snapshot_every
         )
+        # The loaded views are long-lived and cycle-free: out of the collector's sight, so that a full
+        # collection (triggered by any request's garbage) does not rescan them with the GIL held.
+        gc.freeze()
         self.services = Services(ledger=self.ledger, blobs=self.blobs, settings=self.settings)
         self.dispatcher = Dispatcher(self.ledger, self.runners)
         self._opened = True

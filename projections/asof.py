@@ -13,6 +13,7 @@ from ledger.schema import connect
 from ledger.store import max_position
 from projections.audit import views_until
 from projections.plan import Plan, make_plan
+from projections.replay import gc_paused
 from projections.snapshots import position_at, views_from_snapshot
 from projections.views import Views
 
@@ -22,12 +23,13 @@ def views_as_of_sync(path: str | Path, *, position: int | None, time_us: int | N
     when no snapshot is that old; one read transaction, so log, snapshot and tables agree."""
     conn = connect(Path(path), readonly=True)
     try:
-        conn.execute("BEGIN")
-        target = max_position(conn) if position is None else position
-        if time_us is not None:
-            target = min(target, position_at(conn, time_us))
-        views = views_from_snapshot(conn, target)
-        return views if views is not None else views_until(conn, position=target)
+        with gc_paused():  # a collection here would scan the whole live heap while holding the GIL
+            conn.execute("BEGIN")
+            target = max_position(conn) if position is None else position
+            if time_us is not None:
+                target = min(target, position_at(conn, time_us))
+            views = views_from_snapshot(conn, target)
+            return views if views is not None else views_until(conn, position=target)
     finally:
         conn.close()
 

@@ -126,7 +126,8 @@ def replace_all(conn: apsw.Connection, views: Views) -> None:
     dirty = {}
     for table, key in _TABLES:
         rows, fresh = stored[table], items[table]
-        dirty[table] = {k for k, value in fresh.items() if rows.get(k) != _encode(value)}
+        # An empty table (a rebuild after the tables were dropped): every row is new, nothing to compare.
+        dirty[table] = set(fresh) if not rows else {k for k, value in fresh.items() if rows.get(k) != _encode(value)}
         gone = [(k,) for k in rows if k not in fresh]
         if gone:
             conn.executemany(f"DELETE FROM {table} WHERE {key} = ?", gone)
