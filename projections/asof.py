@@ -19,8 +19,19 @@ from projections.views import Views
 
 
 def views_as_of_sync(path: str | Path, *, position: int | None, time_us: int | None) -> Views:
-    """From the nearest snapshot (hot state, the newest jobs filled in), or replayed from position 0
-    when no snapshot is that old; one read transaction, so log, snapshot and tables agree."""
+    """The complete views at a point (every job, finished ones included), replayed from position 0."""
+    conn = connect(Path(path), readonly=True)
+    try:
+        return views_until(conn, position=position, time_us=time_us)
+    finally:
+        conn.close()
+
+
+def hot_views_as_of_sync(path: str | Path, *, position: int | None, time_us: int | None) -> Views:
+    """The hot views at a point (active jobs, users, nodes, tokens, tallies, the newest jobs) from the
+    nearest snapshot, or replayed from position 0 when no snapshot is that old; one read transaction,
+    so log, snapshot and tables agree. What the dashboard document reads, in time bounded by
+    SNAPSHOT_EVERY rather than by the ledger's length."""
     conn = connect(Path(path), readonly=True)
     try:
         with gc_paused():  # a collection here would scan the whole live heap while holding the GIL
@@ -41,7 +52,7 @@ async def views_as_of(path: str | Path, *, position: int | None, time_us: int | 
 
 def planned_as_of_sync(path: str | Path, *, position: int | None, time_us: int | None) -> tuple[Views, int, Plan]:
     """The views as of a point, the instant they stand for, and the queue plan then (all CPU work)."""
-    views = views_as_of_sync(path, position=position, time_us=time_us)
+    views = hot_views_as_of_sync(path, position=position, time_us=time_us)
     now = time_us if time_us is not None else views.recorded_at
     return views, now, make_plan(views, now)
 

@@ -213,6 +213,12 @@ class Views:
                     break
         return picked
 
+    def finished_since(self, since_us: int) -> list[JobState]:
+        """Jobs finished at or after ``since_us``, in completion order (only the window is copied)."""
+        finished = self.finished  # appended to by the writer thread: the search and slice see a prefix
+        first = bisect.bisect_left(finished, (since_us, ""))
+        return [self.jobs[job_id] for _, job_id in finished[first:]]
+
     def active_page(self, offset: int, limit: int) -> tuple[int, list[JobState]]:
         """The active jobs' count and ``limit`` of them from ``offset``, oldest first."""
         ids = list(self.active)  # copied at once: the writer thread may change the set meanwhile

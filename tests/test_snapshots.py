@@ -14,7 +14,7 @@ from ledger.events import NodeRegistered
 from ledger.nodes import decide_register
 from ledger.store import EventStore, Write
 from projections import snapshots
-from projections.asof import views_as_of_sync
+from projections.asof import hot_views_as_of_sync
 from projections.audit import verify, views_until
 from projections.tables import ViewTables
 from projections.views import Views
@@ -48,10 +48,10 @@ def test_as_of_from_a_snapshot_equals_a_replay_from_zero(plan: list[list[tuple]]
         times = [row[0] for row in store.conn.execute("SELECT recorded_at FROM events ORDER BY position")]
         for position in range(store.head + 1):
             expected = observed(views_until(store.conn, position=position))
-            assert observed(views_as_of_sync(path, position=position, time_us=None)) == expected, position
+            assert observed(hot_views_as_of_sync(path, position=position, time_us=None)) == expected, position
         for time_us in sorted(set(times)):
             expected = observed(views_until(store.conn, time_us=time_us))
-            assert observed(views_as_of_sync(path, position=None, time_us=time_us)) == expected, time_us
+            assert observed(hot_views_as_of_sync(path, position=None, time_us=time_us)) == expected, time_us
         store.close()
 
 
@@ -96,7 +96,7 @@ def test_missing_snapshots_are_written_for_an_old_ledger(tmp_path: Path) -> None
     assert snapshots.write_missing(store.conn, 4) == store.head // 4
     assert verify(store.conn) == []
     for position in range(store.head + 1):
-        assert observed(views_as_of_sync(path, position=position, time_us=None)) == observed(
+        assert observed(hot_views_as_of_sync(path, position=position, time_us=None)) == observed(
             views_until(store.conn, position=position)
         )
     store.close()
