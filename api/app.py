@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -56,9 +56,17 @@ def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return request.app.openapi_schema.to_schema()
 
 
-async def start_in_background(runtime: Runtime, on_failure: Callable[[], None]) -> None:
-    """Start the runtime; a failure is logged and ``on_failure`` stops the server (``serve`` exits 1)."""
+async def _at_once() -> None:
+    return None
+
+
+async def start_in_background(
+    runtime: Runtime, on_failure: Callable[[], None], listening: Callable[[], Awaitable[None]] = _at_once
+) -> None:
+    """Start the runtime once the server listens (loading competes for the GIL with binding); a failure
+    is logged and ``on_failure`` stops the server (``serve`` exits 1)."""
     try:
+        await listening()
         await runtime.start()
     except Exception as e:
         runtime.failed = str(e) or type(e).__name__
@@ -81,15 +89,20 @@ async def until_ready(request: Request[Any, Any, Any]) -> Response[dict[str, obj
 
 
 def create_app(
-    settings: Settings, *, runtime: Runtime | None = None, on_start_failure: Callable[[], None] = lambda: None
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    on_start_failure: Callable[[], None] = lambda: None,
+    listening: Callable[[], Awaitable[None]] = _at_once,
 ) -> Litestar:
-    """``on_start_failure`` is how the runtime's failed start stops the server that hosts the app."""
+    """``on_start_failure`` is how the runtime's failed start stops the server that hosts the app;
+    ``listening`` returns once that server has bound its socket."""
     runtime = runtime or Runtime(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # The runtime starts after uvicorn binds: /livez answers at once, the rest 503 until ready.
-        starting = asyncio.create_task(start_in_background(runtime, on_start_failure), name="runtime-start")
+        starting = asyncio.create_task(start_in_background(runtime, on_start_failure, listening), name="runtime-start")
         try:
             yield
         finally:
