@@ -182,13 +182,20 @@ def queue_rows(pending: int, scratch: Path, reps: int) -> None:
 
 def with_submits(server: Server, measure: Callable[[], list[float]]) -> list[float]:
     stop = threading.Event()
+    failed: list[str] = []
 
     def submitting() -> None:
         config = b"competition_id: c\nproject_id: p\nuser_id: admin\nexpected_time: 60\n"
-        with server.client(server.admin_token) as other:
+        with server.client(server.admin_token, timeout=10) as other:
             while not stop.wait(0.2):
                 files = {"code": ("solution.py", b"pass\n"), "config_file": ("config.yaml", config)}
-                other.post("/api/submit", files=files)
+                try:
+                    answer = other.post("/api/submit", files=files)
+                except httpx.HTTPError as e:  # counted, not fatal: the status figures are what is measured
+                    failed.append(type(e).__name__)
+                    continue
+                if answer.status_code != 200:
+                    failed.append(str(answer.status_code))
 
     worker = threading.Thread(target=submitting)
     worker.start()
@@ -197,6 +204,8 @@ def with_submits(server: Server, measure: Callable[[], list[float]]) -> list[flo
     finally:
         stop.set()
         worker.join()
+        if failed:
+            print(f"  ({len(failed)} submits alongside failed: {', '.join(sorted(set(failed)))})")
 
 
 def writer_rows(scratch: Path, runs: int) -> None:
