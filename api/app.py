@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from litestar import Litestar, Request, get
+from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -20,7 +22,7 @@ from api.controllers.jobs import JobController
 from api.controllers.nodes import NodeController
 from api.controllers.service import VERSION, ServiceController
 from api.controllers.streams import StreamController
-from api.errors import EXCEPTION_HANDLERS
+from api.errors import EXCEPTION_HANDLERS, problem
 from api.limits import EndpointLimiter
 from api.metrics import metrics_registry
 from api.runtime import Runtime
@@ -54,16 +56,60 @@ def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return request.app.openapi_schema.to_schema()
 
 
-def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litestar:
+async def _at_once() -> None:
+    return None
+
+
+async def start_in_background(
+    runtime: Runtime, on_failure: Callable[[], None], listening: Callable[[], Awaitable[None]] = _at_once
+) -> None:
+    """Start the runtime once the server listens (loading competes for the GIL with binding); a failure
+    is logged and ``on_failure`` stops the server (``serve`` exits 1)."""
+    try:
+        await listening()
+        await runtime.start()
+    except Exception as e:
+        runtime.failed = str(e) or type(e).__name__
+        log.error("server.start_failed", error=runtime.failed, exc_info=e)
+        on_failure()
+        return
+    log.info("server.started", nodes=list(runtime.runners))
+
+
+UNGATED = frozenset({"/livez", "/readyz"})
+
+
+async def until_ready(request: Request[Any, Any, Any]) -> Response[dict[str, object]] | None:
+    """Every endpoint but liveness and readiness answers 503 while the ledger loads."""
+    runtime: Runtime = request.app.state.runtime
+    if runtime.started or request.url.path in UNGATED:
+        return None
+    detail = f"start failed: {runtime.failed}" if runtime.failed else "starting: loading the ledger"
+    return problem(503, detail, {"Retry-After": "1"})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    runtime: Runtime | None = None,
+    on_start_failure: Callable[[], None] = lambda: None,
+    listening: Callable[[], Awaitable[None]] = _at_once,
+) -> Litestar:
+    """``on_start_failure`` is how the runtime's failed start stops the server that hosts the app;
+    ``listening`` returns once that server has bound its socket."""
     runtime = runtime or Runtime(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await runtime.start()
-        log.info("server.started", nodes=list(runtime.runners))
+        # The runtime starts after uvicorn binds: /livez answers at once, the rest 503 until ready.
+        starting = asyncio.create_task(start_in_background(runtime, on_start_failure, listening), name="runtime-start")
         try:
             yield
         finally:
+            if not starting.done():
+                starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
             await runtime.stop()
             log.info("server.stopped")
 
@@ -79,6 +125,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[RequestContext()],
+        before_request=until_ready,
         lifespan=[lifespan],
         state=State(
             {

@@ -1,12 +1,15 @@
 """Everything the server runs besides HTTP: the ledger, the node runners, the dispatcher, reviews.
 
-Start order: ledger (migrations, projections caught up), nodes registered from settings, runners,
-re-attach of jobs the ledger shows on nodes, then the dispatcher. Stop leaves jobs running.
+Start order: ledger (migrations, projections caught up, in a worker thread: the server is already
+listening and answers ``/livez``), nodes registered from settings, runners, re-attach of jobs the
+ledger shows on nodes, then the dispatcher. Until ``ready`` every other endpoint answers 503.
+Stop leaves jobs running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import shutil
@@ -31,9 +34,11 @@ from ledger.blobs import BlobStore
 from ledger.events import NodeRegistered
 from ledger.settings import Settings, SlurmSettings
 from ledger.tokens import mint
+from ledger.writer import Ledger
 from projections.live import open_ledger
 from projections.plan import PlanCache
 from projections.token_usage import TokenUsage
+from projections.views import Views
 
 log = structlog.get_logger()
 LOCAL_NODE = "local"
@@ -58,15 +63,19 @@ def python_paths(private: list[str]) -> list[str]:
 
 
 class Runtime:
+    # Set by start(); nothing reads them before ``started`` (the API answers 503 until then).
+    ledger: Ledger[Views]
+    services: Services
+    dispatcher: Dispatcher
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.ledger = open_ledger(settings.database_path)
         self.blobs = BlobStore(settings.jobs_dir)
-        self.services = Services(ledger=self.ledger, blobs=self.blobs, settings=settings)
         self.runners: dict[str, NodeRunner] = {}
-        self.dispatcher = Dispatcher(self.ledger, self.runners)
         self.background: list[asyncio.Task[None]] = []
         self.started = False
+        self.failed: str | None = None  # why start() failed, for /readyz and the exit status
+        self._opened = False
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self.token_usage = TokenUsage(settings.database_path)
         self.plans = PlanCache()
@@ -74,7 +83,18 @@ class Runtime:
         self.slurm: SlurmCluster | None = None
 
     async def start(self) -> None:
+        # Loading a long ledger is seconds of CPU and I/O: in a thread, so the loop keeps answering /livez.
+        self.ledger = await asyncio.to_thread(
+            open_ledger, self.settings.database_path, snapshot_every=self.settings.snapshot_every
+        )
+        # The loaded views are long-lived and cycle-free: out of the collector's sight, so that a full
+        # collection (triggered by any request's garbage) does not rescan them with the GIL held.
+        gc.freeze()
+        self.services = Services(ledger=self.ledger, blobs=self.blobs, settings=self.settings)
+        self.dispatcher = Dispatcher(self.ledger, self.runners)
+        self._opened = True
         await self.ledger.start()
+        self.background.append(asyncio.create_task(self.plans.run(self.ledger), name="queue-plan"))
         await self._bootstrap_admin()
         self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
         if self.settings.job_sandbox == "none":  # said at every start, and shown by /readyz and /api/nodes
@@ -98,6 +118,8 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop watching jobs and close the ledger; jobs keep running and are re-attached next start."""
+        if not self._opened:
+            return
         await self.dispatcher.stop()
         for task in self.background:
             task.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import json
 import os
@@ -65,10 +66,18 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(settings.log_file)
-    app = create_app(settings)
+    server: list[uvicorn.Server] = []  # the app is built first; a failed start stops the server it runs in
+
+    async def listening() -> None:
+        # uvicorn binds right after the lifespan's start-up returns, and says so by a flag, not an event
+        while not server[0].started:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+    app = create_app(settings, on_start_failure=lambda: setattr(server[0], "should_exit", True), listening=listening)
     # One process; SIGTERM makes uvicorn stop accepting, finish in-flight requests, then run the
     # lifespan shutdown, which leaves running jobs alone (they are re-attached at the next start).
-    uvicorn.run(
+    # The runtime starts after the socket is bound (``api.app``): /livez answers while the ledger loads.
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -76,4 +85,6 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
         access_log=False,
     )
-    return 0
+    server.append(uvicorn.Server(config))
+    server[0].run()
+    return 1 if app.state.runtime.failed else 0

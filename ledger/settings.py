@@ -118,6 +118,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     job_max_memory_bytes: int = 0
     # Slurm executor (a [slurm] table replaces the local runner and SSH nodes)
     slurm: SlurmSettings | None = None
+    # reads at scale: the bounded dashboard and as-of snapshots
+    dashboard_active_jobs: int = 100
+    snapshot_every: int = 10_000
 
     def __post_init__(self) -> None:
         positive = ("server_port", "max_code_bytes", "max_config_bytes", "max_expected_time")
@@ -132,6 +135,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise msgspec.ValidationError(f"must be 0 (unlimited) or more - at `$.{name}`")
         if any(value < 0 for value in self.endpoint_limits.values()):
             raise msgspec.ValidationError("must be 0 (unlimited) or more - at `$.endpoint_limits`")
+        for name in ("dashboard_active_jobs", "snapshot_every"):
+            if getattr(self, name) < 1:
+                raise msgspec.ValidationError(f"must be at least 1 - at `$.{name}`")
         self._check_sandbox()
 
     def _check_sandbox(self) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,8 +11,8 @@ import msgspec
 
 from ledger.events import Recorded, event_tag
 from ledger.store import GENESIS, ROW_COLUMNS, chain_hash, record_of
-from projections import tables
-from projections.replay import replay
+from projections import snapshots, tables
+from projections.replay import REPLAY_COLUMNS, replay
 from projections.views import Views
 
 
@@ -75,6 +73,7 @@ def _verify(conn: apsw.Connection) -> list[Problem]:
     # The projection tables may trail the log (a server writes them every second or so): they are
     # compared with a rebuild up to their own checkpoint; the chain is checked to the end.
     checkpoint = tables.checkpoint(conn)
+    marks = dict(conn.execute("SELECT position, hash FROM snapshots"))
     views, prev, head = Views(), GENESIS, 0
     versions: dict[str, int] = {}
     for expected, row in enumerate(_rows(conn), start=1):
@@ -83,10 +82,27 @@ def _verify(conn: apsw.Connection) -> list[Problem]:
             return [Problem(expected, error or "invalid")]
         if record.position <= checkpoint:
             views.apply(record)
+            if record.position in marks:
+                wrong = check_snapshot(conn, views, bytes(row[9]), bytes(marks[record.position]))
+                if wrong:
+                    return [Problem(record.position, wrong)]
         prev, versions[record.stream], head = bytes(row[9]), record.version, record.position
     if checkpoint > head:
         return [Problem(None, f"checkpoint {checkpoint} is beyond the end of the log ({head})")]
+    beyond = [position for position in marks if position > checkpoint]
+    if beyond:
+        return [Problem(min(beyond), "a snapshot lies beyond the projections' checkpoint")]
     return compare_projections(conn, views)
+
+
+def check_snapshot(conn: apsw.Connection, views: Views, chain: bytes, stored_hash: bytes) -> str | None:
+    """What is wrong with the snapshot at ``views.position`` (folded from 0 up to there), if anything."""
+    if stored_hash != chain:
+        return "snapshot hash differs from the chain's hash at its position"
+    row = conn.execute("SELECT data FROM snapshots WHERE position = ?", (views.position,)).fetchone()
+    if row is None or bytes(row[0]) != snapshots.hot_state(views):
+        return "snapshot state differs from the fold at its position"
+    return None
 
 
 def compare_projections(conn: apsw.Connection, rebuilt: Views) -> list[Problem]:
@@ -108,27 +124,12 @@ def compare_projections(conn: apsw.Connection, rebuilt: Views) -> list[Problem]:
 
 def views_until(conn: apsw.Connection, *, position: int | None = None, time_us: int | None = None) -> Views:
     """The views as they stood at a ledger position or an instant (replayed from position 0)."""
-    with gc_paused():
-        return replay(
-            conn.execute(
-                "SELECT position, stream, version, payload, recorded_at FROM events"
-                " WHERE position <= ? AND recorded_at <= ? ORDER BY position",
-                (position if position is not None else 2**62, time_us if time_us is not None else 2**62),
-            )
+    return replay(
+        conn.execute(
+            f"SELECT {REPLAY_COLUMNS} FROM events WHERE position <= ? AND recorded_at <= ? ORDER BY position",
+            (position if position is not None else 2**62, time_us if time_us is not None else 2**62),
         )
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """A bulk fold allocates millions of long-lived objects and no cycles: the cyclic collector would
-    rescan the growing heap again and again for nothing. Reference counting still frees everything."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+    )
 
 
 def rebuild(conn: apsw.Connection) -> Views:

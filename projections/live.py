@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ledger.store import EventStore
 from ledger.writer import Ledger
-from projections.tables import VIEW_TABLES
+from projections.tables import VIEW_TABLES, ViewTables
 from projections.views import Views
 
 
@@ -18,6 +18,14 @@ def open_store(path: str | Path, *, projection_interval_s: float = 0.0) -> Event
     return EventStore(path, VIEW_TABLES, projection_interval_s=projection_interval_s)
 
 
-def open_ledger(path: str | Path, *, watch_interval: float = 0.25, projection_interval_s: float = 1.0) -> Ledger[Views]:
+def open_ledger(
+    path: str | Path,
+    *,
+    watch_interval: float = 0.25,
+    projection_interval_s: float = 1.0,
+    snapshot_every: int = VIEW_TABLES.snapshot_every,
+) -> Ledger[Views]:
     """The server's ledger: group-commit writer, notifications, views folded as events commit."""
-    return Ledger(path, VIEW_TABLES, watch_interval=watch_interval, projection_interval_s=projection_interval_s)
+    return Ledger(
+        path, ViewTables(snapshot_every), watch_interval=watch_interval, projection_interval_s=projection_interval_s
+    )

@@ -15,6 +15,8 @@ from ledger.jobs import JobState
 from ledger.nodes import NodeState
 from ledger.tokens import TokenState
 from ledger.users import UserStats
+from projections import snapshots
+from projections.replay import REPLAY_COLUMNS, gc_paused, replay
 from projections.views import Views
 
 CHECKPOINT = "views"
@@ -67,7 +69,20 @@ def checkpoint(conn: apsw.Connection) -> int:
 
 
 def load(conn: apsw.Connection) -> Views:
-    """The views as last written, without replaying the log (catch-up then applies what follows)."""
+    """The views as last written, without replaying the log (catch-up then applies what follows).
+
+    With no checkpoint (a new file, or tables dropped to be rebuilt) but events in the log, the views
+    are replayed the fast way and written back (the caller holds the write transaction).
+    """
+    with gc_paused():
+        return _load(conn)
+
+
+def _load(conn: apsw.Connection) -> Views:
+    if checkpoint(conn) == 0 and conn.execute("SELECT 1 FROM events LIMIT 1").fetchone():
+        views = replay(conn.execute(f"SELECT {REPLAY_COLUMNS} FROM events ORDER BY position"))
+        replace_all(conn, views)
+        return views
     views = Views()
     for (data,) in conn.execute("SELECT data FROM proj_jobs ORDER BY position"):
         job = _job(data)
@@ -111,7 +126,8 @@ def replace_all(conn: apsw.Connection, views: Views) -> None:
     dirty = {}
     for table, key in _TABLES:
         rows, fresh = stored[table], items[table]
-        dirty[table] = {k for k, value in fresh.items() if rows.get(k) != _encode(value)}
+        # An empty table (a rebuild after the tables were dropped): every row is new, nothing to compare.
+        dirty[table] = set(fresh) if not rows else {k for k, value in fresh.items() if rows.get(k) != _encode(value)}
         gone = [(k,) for k in rows if k not in fresh]
         if gone:
             conn.executemany(f"DELETE FROM {table} WHERE {key} = ?", gone)
@@ -145,7 +161,11 @@ def view_rows(views: Views) -> Iterator[tuple[str, str, bytes]]:
 
 
 class ViewTables:
-    """The views' persistence in the shape the store asks for (``ledger.state.StateTables``)."""
+    """The views' persistence in the shape the store asks for (``ledger.state.StateTables``), with a
+    snapshot of their hot state every ``snapshot_every`` events, written with the rows it relies on."""
+
+    def __init__(self, snapshot_every: int = 10_000) -> None:
+        self.snapshot_every = snapshot_every
 
     def empty(self) -> Views:
         return Views()
@@ -155,6 +175,8 @@ class ViewTables:
 
     def write_dirty(self, conn: apsw.Connection, state: Views) -> None:
         write_dirty(conn, state)
+        if state.position - snapshots.latest_position(conn) >= self.snapshot_every:
+            snapshots.write(conn, state)
 
 
 VIEW_TABLES = ViewTables()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
+import msgspec
+
 from ledger.events import (
     AnyEvent,
     JobEvent,
@@ -22,6 +24,19 @@ from ledger.tokens import TokenState, evolve_token
 from ledger.users import UserStats, count_status, note_submit
 
 ON_NODE = frozenset({"dispatched", "running", "cancelling"})  # phases in which a job holds a node slot
+MINUTE_US = 60_000_000
+DAY_MINUTES = 1440
+KEPT_MINUTES = 2 * DAY_MINUTES  # the health window is one day: older buckets are dropped past this
+
+
+class Minute(msgspec.Struct, gc=False):
+    """Jobs finished in one minute: how many, how many completed, and their queue waits (for the 24 h figures)."""
+
+    finished: int = 0
+    completed: int = 0
+    waited: int = 0  # jobs that started, whose waits are summed below
+    wait_us: int = 0
+    gpu_us: int = 0  # GPUs x run time of the jobs that ran
 
 
 def dispatch_order(job: JobState) -> tuple[int, int]:
@@ -46,6 +61,8 @@ class Views:
         self.stream_versions: dict[str, int] = {}
         self.user_jobs: dict[str, list[str]] = {}  # each user's job ids in submit order
         self.finished: list[tuple[int, str]] = []  # (completed_at, job id) in completion order
+        self.order: list[str] = []  # every job id in submit order, append-only: newest first walks it backwards
+        self.minutes: dict[int, Minute] = {}  # finished-job tallies by minute of completed_at
         self.dirty_jobs: set[str] = set()
         self.dirty_users: set[str] = set()
         self.dirty_nodes: set[str] = set()
@@ -100,11 +117,13 @@ class Views:
         job_id = after.job_id
         if before is None:
             self.user_jobs.setdefault(after.user_id, []).append(job_id)
+            self.order.append(job_id)
         if after.status in TERMINAL:
             if before is None or before.status not in TERMINAL:
                 self.active.pop(job_id, None)
                 if after.completed_at is not None:
                     self.finished.append((after.completed_at, job_id))
+                    self._tally_finish(after, after.completed_at)
         elif before is None:
             self.active[job_id] = None
         if after.phase == "queued":
@@ -119,6 +138,35 @@ class Views:
             if now_on is not None:
                 jobs = self.jobs
                 bisect.insort(self.node_jobs.setdefault(now_on, []), job_id, key=lambda j: dispatch_order(jobs[j]))
+
+    def _tally_finish(self, job: JobState, completed_at: int) -> None:
+        minute = completed_at // MINUTE_US
+        tally = self.minutes.get(minute)
+        if tally is None:
+            tally = self.minutes[minute] = Minute()
+            if len(self.minutes) > KEPT_MINUTES:
+                newest = max(self.minutes)
+                for old in [m for m in self.minutes if m < newest - DAY_MINUTES]:
+                    del self.minutes[old]
+        tally.finished += 1
+        tally.completed += job.status == "completed"
+        if job.started_at:
+            tally.waited += 1
+            tally.wait_us += job.started_at - job.created_at
+            tally.gpu_us += job.gpus * (completed_at - job.started_at)
+
+    def day_tally(self, now: int) -> Minute:
+        """Jobs finished in the 24 h before ``now`` (by whole minutes): a sum of 1,441 buckets at most."""
+        total, last = Minute(), now // MINUTE_US
+        for minute in range(last - DAY_MINUTES, last + 1):
+            tally = self.minutes.get(minute)
+            if tally is not None:
+                total.finished += tally.finished
+                total.completed += tally.completed
+                total.waited += tally.waited
+                total.wait_us += tally.wait_us
+                total.gpu_us += tally.gpu_us
+        return total
 
     def sort_finished(self) -> None:
         """After a bulk ``index_job`` (load, replay): finished jobs in completion order, as the fold keeps them."""
@@ -154,11 +202,14 @@ class Views:
         return [t for t in list(self.tokens.values()) if t.user_id == user_id]
 
     def newest_jobs(self, *, user_id: str | None, status: str | None, limit: int) -> list[JobState]:
-        """Newest first, optionally one user's and one status; stops at ``limit``."""
-        ids = list(self.user_jobs.get(user_id, ())) if user_id is not None else list(self.jobs)
+        """Newest first, optionally one user's and one status; stops at ``limit``.
+
+        Walks the append-only id list backwards by index (no copy): the writer thread only appends.
+        """
+        ids = self.user_jobs.get(user_id, []) if user_id is not None else self.order
         picked = []
-        for job_id in reversed(ids):
-            job = self.jobs[job_id]
+        for index in range(len(ids) - 1, -1, -1):
+            job = self.jobs[ids[index]]
             if status is None or job.status == status:
                 picked.append(job)
                 if len(picked) == limit:
@@ -166,9 +217,15 @@ class Views:
         return picked
 
     def finished_since(self, since_us: int) -> list[JobState]:
-        finished = list(self.finished)
+        """Jobs finished at or after ``since_us``, in completion order (only the window is copied)."""
+        finished = self.finished  # appended to by the writer thread: the search and slice see a prefix
         first = bisect.bisect_left(finished, (since_us, ""))
         return [self.jobs[job_id] for _, job_id in finished[first:]]
+
+    def active_page(self, offset: int, limit: int) -> tuple[int, list[JobState]]:
+        """The active jobs' count and ``limit`` of them from ``offset``, oldest first."""
+        ids = list(self.active)  # copied at once: the writer thread may change the set meanwhile
+        return len(ids), [self.jobs[job_id] for job_id in ids[offset : offset + limit]]
 
     def dirty_count(self) -> int:
         return len(self.dirty_jobs) + len(self.dirty_users) + len(self.dirty_nodes) + len(self.dirty_tokens)

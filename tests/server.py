@@ -59,7 +59,8 @@ class Server:
         self.admin_token: str | None = None
         self.starts = 0
 
-    def start(self) -> None:
+    def spawn(self) -> None:
+        """Start the process without waiting for it (``start`` waits until it is ready)."""
         self.starts += 1
         stderr = (self.root / f"serve-{self.starts}.err").open("wb")
         self.proc = subprocess.Popen(
@@ -69,6 +70,10 @@ class Server:
             stderr=stderr,
             env={**os.environ, "PYTHONPATH": str(REPO), **self.env},
         )
+
+    def start(self) -> None:
+        self.spawn()
+        assert self.proc is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -178,6 +178,8 @@ def snapshot(views: Views) -> tuple[object, ...]:
         {n: sorted(j) for n, j in views.node_jobs.items()},
         views.user_jobs,
         sorted(views.finished),
+        views.order,
+        views.minutes,
     )
 
 

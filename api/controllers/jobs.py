@@ -109,7 +109,8 @@ class JobController(Controller):
     async def status(self, request: Request[Any, Any, Any], job_id: str) -> JobStatus:
         runtime = runtime_of(request)
         _, job = authorized_job(request, job_id, endpoint="status")
-        return job_status(job, runtime.ledger.views, runtime.plans.get(runtime.ledger.views, now_us()))
+        views = runtime.ledger.views
+        return job_status(job, views, await runtime.plans.including(job, views, runtime.ledger.head))
 
     @get("/results/{job_id:str}", summary="Console output, exit code and results file of a job")
     async def results(self, request: Request[Any, Any, Any], job_id: str) -> JobResults:

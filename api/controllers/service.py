@@ -21,6 +21,7 @@ ENDPOINTS = {
     "jobs": "GET /api/jobs",
     "nodes": "GET /api/nodes",
     "dashboard": "GET /api/dashboard",
+    "dashboard_active": "GET /api/dashboard/active",
     "logs": "GET /api/jobs/{job_id}/logs",
     "events": "GET /api/jobs/{job_id}/events",
     "event_stream": "GET /api/events/stream",
@@ -46,6 +47,10 @@ class ServiceController(Controller):
     @get("/readyz", summary="Ledger writable, projections caught up, executors started")
     async def readyz(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         runtime = runtime_of(request)
+        if not runtime.started:  # still loading the ledger (or its start failed): nothing to check yet
+            checks = dict.fromkeys(("ledger_writable", "projections_caught_up", "executors_started"), False)
+            status = "start failed" if runtime.failed else "starting"
+            return Response({"status": status, "checks": checks}, status_code=HTTP_503_SERVICE_UNAVAILABLE)
         checks = {
             "ledger_writable": runtime.ledger.writer_alive,
             "projections_caught_up": runtime.ledger.views.position >= runtime.ledger.head,

@@ -1,0 +1,242 @@
+"""Reads at scale: the issue's table at 10 k / 100 k / 1 M events and a 25 k queue, each figure as a ratio
+against its baseline measured in the same run (``/livez``, raw read+decode, raw APSW batched).
+
+    PYTHONPATH=. python bench/scale.py [--quick] [--sizes 10000,100000,1000000]
+
+Ledgers are built with raw inserts and cached in the temp dir (``bench/scale_ledgers.py``); each server
+is a real ``gpuledger serve`` process on loopback (``tests/server.py``), on a copy of the cached file.
+``--quick`` runs 10 k and 100 k events, fewer requests, one writer run. Prints one line per figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import scale_ledgers as built
+from appends import BASELINE_EVENTS, baseline_inserts, concurrent_appends, read_and_decode
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from server import OPEN_LIMITS, Server  # noqa: E402 - the test suite's server fixture, reused
+
+from ledger.schema import connect  # noqa: E402
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def line(what: str, value: str, ratio: float | None = None, goal: str = "") -> None:
+    tail = f"  ratio {ratio:.2f}" if ratio is not None else ""
+    print(f"  {what:<58} {value:>14}{tail}{'  (goal ' + goal + ')' if goal else ''}", flush=True)
+
+
+def timings(call: Callable[[], httpx.Response], count: int) -> list[float]:
+    out = []
+    for _ in range(count):
+        began = time.perf_counter()
+        answer = call()
+        out.append(time.perf_counter() - began)
+        assert answer.status_code == 200, answer.text[:300]
+    return out
+
+
+def p(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+def rss_mib(server: Server) -> float:
+    assert server.proc is not None
+    for text in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if text.startswith("VmRSS:"):
+            return int(text.split()[1]) / 1024
+    return 0.0
+
+
+def serve(source: Path, root: Path) -> Server:
+    built.working_copy(source, root)
+    server = Server(root, endpoint_limits=OPEN_LIMITS, code_scanner_quick_mode=True, max_active_jobs_per_user=10**6)
+    server.admin_token = built.ADMIN_SECRET
+    return server
+
+
+def started(server: Server) -> tuple[float, float]:
+    """Seconds from spawn until /livez answers and until /readyz is 200."""
+    began = time.perf_counter()
+    server.spawn()
+    live = ready = None
+    while ready is None and time.perf_counter() - began < 120:
+        try:
+            if live is None and httpx.get(f"{server.url}/livez", timeout=1).status_code == 200:
+                live = time.perf_counter() - began
+            if live is not None and httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                ready = time.perf_counter() - began
+        except httpx.HTTPError:
+            time.sleep(0.01)
+    assert live is not None, "the server never answered /livez"
+    assert ready is not None, "the server never became ready"
+    return live, ready
+
+
+def history_rows(size: int, scratch: Path, reps: int, startup: bool) -> None:
+    source = built.history_ledger(size)
+    print(f"history ledger, {size} events", flush=True)
+    server = serve(source, scratch / f"h{size}")
+    live_s, ready_s = started(server)
+    try:
+        with server.client(server.admin_token, timeout=120) as client:
+            livez = statistics.median(timings(lambda: client.get("/livez"), reps * 20))
+            line("/livez p50 (the baseline)", ms(livez))
+            rss = rss_mib(server)
+            middle = str(size // 2)
+            asof = timings(lambda: client.get("/api/dashboard", params={"as_of": middle}), reps)
+            line("/api/dashboard?as_of=<middle> p50", ms(statistics.median(asof)), statistics.median(asof) / livez,
+                 "<= 100 ms")  # fmt: skip
+            line("server RSS after load / after as-of", f"{rss:.0f} / {rss_mib(server):.0f} MiB", None, "<= 150 MiB")
+            stall = livez_during(client, server, middle)
+            line("/livez p99 while as-of requests run", ms(stall), stall / livez, "<= livez + 10 ms")
+            dash = timings(lambda: client.get("/api/dashboard"), reps * 4)
+            size_kb = len(client.get("/api/dashboard").content) / 1024
+            line("live /api/dashboard p50", ms(statistics.median(dash)), statistics.median(dash) / livez, "<= 5")
+            line("live /api/dashboard size", f"{size_kb:.1f} KB", None, "<= 100 KB")
+            jobs = timings(lambda: client.get("/api/jobs", params={"limit": 50}), reps * 4)
+            line("admin /api/jobs?limit=50 p50", ms(statistics.median(jobs)), statistics.median(jobs) / livez)
+    finally:
+        server.stop()
+    if startup:
+        startup_rows(source, scratch, size, live_s, ready_s)
+
+
+def livez_during(client: httpx.Client, server: Server, as_of: str) -> float:
+    """p99 of /livez while another client keeps one as-of request in flight."""
+    stop = threading.Event()
+
+    def keep_busy() -> None:
+        with server.client(server.admin_token, timeout=120) as other:
+            while not stop.is_set():
+                other.get("/api/dashboard", params={"as_of": as_of})
+
+    worker = threading.Thread(target=keep_busy)
+    worker.start()
+    try:
+        time.sleep(0.05)
+        return p(timings(lambda: client.get("/livez"), 200), 99)
+    finally:
+        stop.set()
+        worker.join()
+
+
+def startup_rows(source: Path, scratch: Path, size: int, live_s: float, ready_s: float) -> None:
+    conn = connect(source)
+    rows, raw = read_and_decode(conn)
+    conn.close()
+    line(f"raw read + decode of {rows} events (the baseline)", f"{raw:.2f} s")
+    line("start-up: first /livez answer", f"{live_s:.2f} s", None, "<= 1 s")
+    line("start-up until /readyz, with tables", f"{ready_s:.2f} s", ready_s / raw, "<= 1.5 s")
+    server = serve(source, scratch / f"cold{size}")
+    db = connect(server.root / "gpuledger.db")
+    with db:
+        for table in ("proj_jobs", "proj_users", "proj_nodes", "proj_tokens", "projection_checkpoints"):
+            db.execute(f"DELETE FROM {table}")
+    db.close()
+    try:
+        live_s, ready_s = started(server)
+    finally:
+        server.stop()
+    line("start-up until /readyz, tables missing", f"{ready_s:.2f} s", ready_s / raw, "<= 4 s")
+    line("start-up, tables missing: first /livez answer", f"{live_s:.2f} s", None, "<= 1 s")
+
+
+def queue_rows(pending: int, scratch: Path, reps: int) -> None:
+    source = built.queue_ledger(pending)
+    print(f"queue ledger, {pending} pending jobs", flush=True)
+    server = serve(source, scratch / f"q{pending}")
+    started(server)
+    try:
+        with server.client(server.admin_token, timeout=120) as client:
+            livez = timings(lambda: client.get("/livez"), reps * 20)
+            line("/livez p50 (the baseline)", ms(statistics.median(livez)))
+            dash = timings(lambda: client.get("/api/dashboard"), reps)
+            size_kb = len(client.get("/api/dashboard").content) / 1024
+            base = statistics.median(livez)
+            line("live /api/dashboard p50", ms(statistics.median(dash)), statistics.median(dash) / base, "<= 5")
+            line("live /api/dashboard size", f"{size_kb:.1f} KB", None, "<= 100 KB")
+            job_id = client.get("/api/jobs", params={"limit": 1}).json()["jobs"][0]["job_id"]
+            status = with_submits(server, lambda: timings(lambda: client.get(f"/api/status/{job_id}"), reps * 40))
+            ratio = statistics.mean(livez) / statistics.mean(status)
+            line("status GET throughput, 5 submits/s alongside", f"{1 / statistics.mean(status):.0f} /s", ratio,
+                 ">= 0.8 x livez")  # fmt: skip
+            line("status GET p99, 5 submits/s alongside", ms(p(status, 99)), None, "<= 10 ms")
+    finally:
+        server.stop()
+
+
+def with_submits(server: Server, measure: Callable[[], list[float]]) -> list[float]:
+    stop = threading.Event()
+    failed: list[str] = []
+
+    def submitting() -> None:
+        config = b"competition_id: c\nproject_id: p\nuser_id: admin\nexpected_time: 60\n"
+        with server.client(server.admin_token, timeout=10) as other:
+            while not stop.wait(0.2):
+                files = {"code": ("solution.py", b"pass\n"), "config_file": ("config.yaml", config)}
+                try:
+                    answer = other.post("/api/submit?wait=false", files=files)  # wait defaults to true
+                except httpx.HTTPError as e:  # counted, not fatal: the status figures are what is measured
+                    failed.append(type(e).__name__)
+                    continue
+                if answer.status_code != 200:
+                    failed.append(str(answer.status_code))
+
+    worker = threading.Thread(target=submitting)
+    worker.start()
+    try:
+        return measure()
+    finally:
+        stop.set()
+        worker.join()
+        if failed:
+            print(f"  ({len(failed)} submits alongside failed: {', '.join(sorted(set(failed)))})")
+
+
+def writer_rows(scratch: Path, runs: int) -> None:
+    print("writer", flush=True)
+    ratios = []
+    for run in range(runs):
+        raw = baseline_inserts(scratch / f"raw{run}.db", BASELINE_EVENTS)
+        ours = asyncio.run(concurrent_appends(scratch / f"ours{run}.db", BASELINE_EVENTS, 64))
+        ratios.append(ours / raw)
+    what = f"durable appends, 64 appenders / raw APSW batched (median of {runs})"
+    line(what, "", statistics.median(ratios), ">= 0.5")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 k and 100 k events, fewer requests")
+    parser.add_argument("--sizes", help="comma-separated event counts (default 10000,100000,1000000)")
+    parser.add_argument("--pending", type=int, default=25_000)
+    args = parser.parse_args()
+    sizes = [int(s) for s in (args.sizes or ("10000,100000" if args.quick else "10000,100000,1000000")).split(",")]
+    reps = 5 if args.quick else 10
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gpuledger-scale-") as directory:
+        scratch = Path(directory)
+        for size in sizes:
+            history_rows(size, scratch, reps, startup=size == sizes[-1])
+        queue_rows(args.pending, scratch, reps)
+        writer_rows(scratch, 1 if args.quick else 5)
+    print(f"total {time.perf_counter() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

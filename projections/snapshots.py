@@ -1,0 +1,183 @@
+"""Snapshots of the views' hot state every SNAPSHOT_EVERY events: what an as-of query starts from.
+
+A finished job never changes again, so a snapshot holds only what still moves: the active jobs, users'
+tallies, nodes, tokens and the last day's per-minute tallies. Everything else an as-of document needs
+(the newest jobs, finished by then) is read from ``proj_jobs``, where a job finished by the snapshot is
+in its final state: snapshots are written with the projection rows and checkpoint, in one transaction,
+so the tables are never behind a snapshot. Each row carries the chain hash at its position, and
+``audit verify`` checks both the hash and the state against the fold at that position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apsw
+import msgspec
+
+from ledger.events import decode_event
+from ledger.jobs import JobState
+from ledger.nodes import NodeState
+from ledger.store import max_position
+from ledger.tokens import TokenState
+from ledger.users import UserStats
+from projections.views import DAY_MINUTES, MINUTE_US, Minute, Views
+
+RECENT_JOBS = 10  # the dashboard's "recent jobs"
+
+
+class HotState(msgspec.Struct, frozen=True, kw_only=True):
+    """The views at one position less the finished jobs (each list in a canonical order)."""
+
+    position: int
+    recorded_at: int
+    jobs: list[JobState]  # active jobs, in submit order
+    users: list[UserStats]  # by user id
+    nodes: list[NodeState]  # in registration order (it is the nodes' numbering)
+    tokens: list[TokenState]  # by token id
+    minutes: list[tuple[int, Minute]]  # the day before ``recorded_at``, by minute
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(HotState).decode
+_job = msgspec.json.Decoder(JobState).decode
+
+
+def hot_state(views: Views) -> bytes:
+    """The canonical bytes of ``views``' hot state (equal views give equal bytes)."""
+    first_minute = views.recorded_at // MINUTE_US - DAY_MINUTES
+    jobs = [views.jobs[job_id] for job_id in views.active]  # the writer thread: nothing moves meanwhile
+    jobs.sort(key=lambda job: job.position)
+    users = sorted(views.users.values(), key=lambda user: user.user_id)
+    tokens = sorted(views.tokens.values(), key=lambda token: token.token_id)
+    minutes = sorted((m, t) for m, t in views.minutes.items() if m >= first_minute)
+    state = HotState(
+        position=views.position,
+        recorded_at=views.recorded_at,
+        jobs=jobs,
+        users=users,
+        nodes=list(views.nodes.values()),
+        tokens=tokens,
+        minutes=minutes,
+    )
+    return _encode(state)
+
+
+def restore(data: bytes) -> Views:
+    """Views holding a snapshot's hot state, its indexes derived as a table load derives them."""
+    state = _decode(data)
+    views = Views()
+    views.position, views.recorded_at = state.position, state.recorded_at
+    for node in state.nodes:
+        views.nodes[node.name] = node
+        views.node_jobs.setdefault(node.name, [])
+        views.stream_versions[f"node-{node.name}"] = node.version
+    for token in state.tokens:
+        views.tokens[token.token_id] = token
+        views.tokens_by_secret[token.secret_sha256] = token.token_id
+        views.stream_versions[f"token-{token.token_id}"] = token.version
+    views.users = {user.user_id: user for user in state.users}
+    for job in state.jobs:
+        views.jobs[job.job_id] = job
+        views.stream_versions[f"job-{job.job_id}"] = job.version
+        views.index_job(None, job)
+    views.minutes = dict(state.minutes)
+    views.clear_dirty()
+    return views
+
+
+def latest_position(conn: apsw.Connection) -> int:
+    row = conn.execute("SELECT max(position) FROM snapshots").fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def write(conn: apsw.Connection, views: Views) -> None:
+    """Store a snapshot of ``views`` at their position with the chain hash there (caller holds the txn)."""
+    row = conn.execute("SELECT hash FROM events WHERE position = ?", (views.position,)).fetchone()
+    if row is None:
+        return  # nothing at that position (an empty ledger)
+    conn.execute(
+        "INSERT OR REPLACE INTO snapshots (position, hash, data) VALUES (?, ?, ?)",
+        (views.position, row[0], hot_state(views)),
+    )
+
+
+def stored(conn: apsw.Connection) -> Iterator[tuple[int, bytes, bytes]]:
+    """(position, hash, data) of every snapshot, in position order."""
+    for position, digest, data in conn.execute("SELECT position, hash, data FROM snapshots ORDER BY position"):
+        yield position, bytes(digest), bytes(data)
+
+
+def write_missing(conn: apsw.Connection, every: int) -> int:
+    """Fold the log once and store a snapshot every ``every`` events up to the projections' checkpoint
+    where none is near (ledgers older than snapshots, or bulk-built ones); returns how many were written."""
+    checkpoint_row = conn.execute("SELECT position FROM projection_checkpoints WHERE name = 'views'").fetchone()
+    checkpoint = int(checkpoint_row[0]) if checkpoint_row else 0
+    have = [position for position, _, _ in stored(conn)]
+    views, written = Views(), 0
+    with conn:
+        for position, stream, version, payload, recorded_at in conn.execute(
+            "SELECT position, stream, version, payload, recorded_at FROM events WHERE position <= ? ORDER BY position",
+            (checkpoint,),
+        ):
+            views.apply_event(decode_event(payload), position, stream, version, recorded_at)
+            if position % every == 0 and not any(abs(p - position) < every for p in have):
+                write(conn, views)
+                have.append(position)
+                written += 1
+    return written
+
+
+# --- as of a point ----------------------------------------------------------------------------
+
+
+def position_at(conn: apsw.Connection, time_us: int) -> int:
+    """The last position recorded at or before ``time_us`` (recorded_at never decreases along positions,
+    which are gap-free): a binary search of point reads, not a scan."""
+    low, high = 0, max_position(conn)
+    while low < high:
+        middle = (low + high + 1) // 2
+        row = conn.execute("SELECT recorded_at FROM events WHERE position = ?", (middle,)).fetchone()
+        if row is not None and row[0] <= time_us:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def views_from_snapshot(conn: apsw.Connection, position: int) -> Views | None:
+    """The hot views at ``position``: the nearest snapshot at or before it, then the tail folded on top;
+    the newest jobs are filled in from ``proj_jobs``. None when no snapshot is that old."""
+    row = conn.execute(
+        "SELECT position, data FROM snapshots WHERE position <= ? ORDER BY position DESC LIMIT 1", (position,)
+    ).fetchone()
+    if row is None:
+        return None
+    start, data = row[0], bytes(row[1])
+    views = restore(data)
+    for at, stream, version, payload, recorded_at in conn.execute(
+        "SELECT position, stream, version, payload, recorded_at FROM events"
+        " WHERE position > ? AND position <= ? ORDER BY position",
+        (start, position),
+    ):
+        views.apply_event(decode_event(payload), at, stream, version, recorded_at)
+    _fill_newest(conn, views, start)
+    views.clear_dirty()
+    return views
+
+
+def _fill_newest(conn: apsw.Connection, views: Views, start: int) -> None:
+    """``views.order`` ends with the newest jobs as of the point: those submitted in the tail or active,
+    and before them the newest submitted by the snapshot (finished ones in their final state)."""
+    known = set(views.order)
+    older: list[Any] = []
+    for job_id, data in conn.execute(
+        "SELECT job_id, data FROM proj_jobs WHERE position <= ? ORDER BY position DESC LIMIT ?", (start, RECENT_JOBS)
+    ):
+        if job_id not in known:
+            job = _job(data)
+            views.jobs[job_id] = job
+            older.append(job)
+    picked = sorted([*older, *(views.jobs[j] for j in views.order)], key=lambda job: job.position)
+    views.order = [job.job_id for job in picked]
