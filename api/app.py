@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from api.context import DEPENDENCIES
 from api.controllers.dashboard import DashboardController
 from api.controllers.jobs import JobController
 from api.controllers.nodes import NodeController
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
             dashboard_router,
             openapi_document,
         ],
+        dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[RequestContext()],
         lifespan=[lifespan],

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, get
 
-from api.auth import require_admin
-from api.context import authenticate, runtime_of
+from api.auth import Identity
+from api.context import admin_only
 from api.errors import BadRequest
 from api.present import job_status, node_infos
+from api.runtime import Runtime
 from ledger.clock import now_us, position_or_time
 from projections.asof import views_as_of
 from projections.dashboard import DAY_US, dashboard_document, recent_and_finished
@@ -28,11 +29,8 @@ class DashboardController(Controller):
     path = "/api"
     tags = ["dashboard"]
 
-    @get("/dashboard", summary="The admin dashboard document (?as_of=ISO time or ledger position)")
-    async def dashboard(self, request: Request[Any, Any, Any], as_of: str | None = None) -> dict[str, Any]:
-        runtime = runtime_of(request)
-        identity = authenticate(request)
-        require_admin(identity)
+    @get("/dashboard", guards=[admin_only], summary="The admin dashboard document (?as_of=ISO time or ledger position)")
+    async def dashboard(self, runtime: Runtime, identity: Identity, as_of: str | None = None) -> dict[str, Any]:
         if as_of is None:
             views, now = runtime.ledger.views, now_us()
             recent = views.newest_jobs(user_id=None, status=None, limit=10)

@@ -9,9 +9,10 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
 from litestar.params import Parameter
 
-from api.auth import check_user_filter
-from api.context import address_of, authenticate, authorized_job, check_limit, runtime_of
+from api.auth import Identity, check_user_filter
+from api.context import authenticated, limited
 from api.present import job_results, job_status, node_index
+from api.runtime import Runtime
 from api.schemas import (
     CancelAnswer,
     EventEntry,
@@ -27,6 +28,8 @@ from api.submit import SubmitRequest, submit, wait_terminal
 from ledger import commands
 from ledger.clock import iso, now_us
 from ledger.events import event_tag
+from ledger.jobs import JobState
+from projections.views import Views
 
 CANCEL_WAIT_S = 15.0
 SUBMITTED_MESSAGE = "Job submitted successfully. Use /api/status/{job_id} to check progress."
@@ -45,15 +48,17 @@ class JobController(Controller):
     path = "/api"
     tags = ["jobs"]
 
-    @post("/submit", status_code=200, summary="Submit a solution and its config (multipart)")
+    @post(
+        "/submit", status_code=200, guards=[limited("submit")], summary="Submit a solution and its config (multipart)"
+    )
     async def submit_job(
         self,
         request: Request[Any, Any, Any],
+        runtime: Runtime,
+        address: str,
         wait: bool = True,
         idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None, max_length=200),
     ) -> SubmitAccepted | SubmitFinished | SubmitTimedOut:
-        runtime = runtime_of(request)
-        check_limit(request, "submit")
         form = await request.form()
         accepted = await submit(
             SubmitRequest(
@@ -61,7 +66,7 @@ class JobController(Controller):
                 config=await _part(form, "config_file"),
                 authorization=request.headers.get("authorization"),
                 idempotency_key=idempotency_key,
-                client_address=address_of(request),
+                client_address=address,
             ),
             runtime,
         )
@@ -105,22 +110,29 @@ class JobController(Controller):
             results_file=results.results_file,
         )
 
-    @get("/status/{job_id:str}", summary="A job's status, phase, queue position and estimated start")
-    async def status(self, request: Request[Any, Any, Any], job_id: str) -> JobStatus:
-        runtime = runtime_of(request)
-        _, job = authorized_job(request, job_id, endpoint="status")
-        return job_status(job, runtime.ledger.views, runtime.plans.get(runtime.ledger.views, now_us()))
+    @get(
+        "/status/{job_id:str}",
+        guards=[limited("status"), authenticated],
+        summary="A job's status, phase, queue position and estimated start",
+    )
+    async def status(self, runtime: Runtime, views: Views, job_id: str, job: JobState) -> JobStatus:
+        return job_status(job, views, runtime.plans.get(views, now_us()))
 
-    @get("/results/{job_id:str}", summary="Console output, exit code and results file of a job")
-    async def results(self, request: Request[Any, Any, Any], job_id: str) -> JobResults:
-        runtime = runtime_of(request)
-        _, job = authorized_job(request, job_id, endpoint="results")
+    @get(
+        "/results/{job_id:str}",
+        guards=[limited("results"), authenticated],
+        summary="Console output, exit code and results file of a job",
+    )
+    async def results(self, runtime: Runtime, job_id: str, job: JobState) -> JobResults:
         return job_results(job, runtime.blobs, runtime.settings.inline_output_bytes)
 
-    @post("/cancel/{job_id:str}", status_code=200, summary="Cancel a pending or running job")
-    async def cancel(self, request: Request[Any, Any, Any], job_id: str) -> CancelAnswer:
-        runtime = runtime_of(request)
-        identity, _ = authorized_job(request, job_id, endpoint="cancel")
+    @post(
+        "/cancel/{job_id:str}",
+        status_code=200,
+        guards=[limited("cancel"), authenticated],
+        summary="Cancel a pending or running job",
+    )
+    async def cancel(self, runtime: Runtime, identity: Identity, job_id: str, job: JobState) -> CancelAnswer:
         await runtime.ledger.write(commands.cancel_job(job_id, by=identity.user_id, actor=identity.token_id))
         # Answer once the cancel is true (the runner kills within its grace period), else say where it is.
         job = await wait_terminal(runtime, job_id, CANCEL_WAIT_S)
@@ -128,27 +140,25 @@ class JobController(Controller):
         message = "Job cancelled successfully" if job.is_terminal else "Job is being cancelled"
         return CancelAnswer(message=message, status=status, job_id=job_id)
 
-    @get("/jobs", summary="Jobs, newest first: your own, or (admins) everyone's")
+    @get(
+        "/jobs", guards=[limited("jobs"), authenticated], summary="Jobs, newest first: your own, or (admins) everyone's"
+    )
     async def list_jobs(
         self,
-        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        views: Views,
+        identity: Identity,
         user_id: str | None = None,
         status: str | None = None,
         limit: int = Parameter(default=50, ge=1, le=1000),
     ) -> JobList:
-        runtime = runtime_of(request)
-        check_limit(request, "jobs")
-        identity = authenticate(request)
         only_user = check_user_filter(identity, user_id)
-        views = runtime.ledger.views
         plan = runtime.plans.get(views, now_us())
         picked = views.newest_jobs(user_id=only_user, status=status, limit=limit)
         return JobList(jobs=[job_status(job, views, plan) for job in picked])
 
-    @get("/jobs/{job_id:str}/events", summary="The job's ledger events: its audit trail")
-    async def job_events(self, request: Request[Any, Any, Any], job_id: str) -> EventList:
-        runtime = runtime_of(request)
-        authorized_job(request, job_id)
+    @get("/jobs/{job_id:str}/events", guards=[authenticated], summary="The job's ledger events: its audit trail")
+    async def job_events(self, runtime: Runtime, job_id: str, job: JobState) -> EventList:
         return EventList(
             job_id=job_id,
             events=[

@@ -6,10 +6,11 @@ import re
 from typing import Any
 
 from litestar import Controller, Request, Response, get
+from litestar.datastructures import State
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
-from api.context import runtime_of
 from api.metrics import render_metrics
+from api.runtime import Runtime
 from executors.sandbox import DISABLED_WARNING
 
 VERSION = "0.1.0"
@@ -44,8 +45,7 @@ class ServiceController(Controller):
         return {"status": "ok"}
 
     @get("/readyz", summary="Ledger writable, projections caught up, executors started")
-    async def readyz(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-        runtime = runtime_of(request)
+    async def readyz(self, runtime: Runtime) -> Response[dict[str, Any]]:
         checks = {
             "ledger_writable": runtime.ledger.writer_alive,
             "projections_caught_up": runtime.ledger.views.position >= runtime.ledger.head,
@@ -62,5 +62,5 @@ class ServiceController(Controller):
         )
 
     @get("/metrics", summary="Prometheus text format", media_type="text/plain; version=0.0.4")
-    async def metrics(self, request: Request[Any, Any, Any]) -> bytes:
-        return render_metrics(request.app.state.metrics)
+    async def metrics(self, state: State) -> bytes:
+        return render_metrics(state.metrics)

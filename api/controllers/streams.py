@@ -15,7 +15,8 @@ from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from api.context import authenticate, authorized_job, runtime_of
+from api.auth import Identity
+from api.context import authenticated
 from api.errors import BadRequest
 from api.runtime import Runtime
 from ledger.clock import iso
@@ -64,17 +65,21 @@ class StreamController(Controller):
     path = "/api"
     tags = ["streams"]
 
-    @get("/jobs/{job_id:str}/logs", summary="A job's stdout/stderr from a byte offset; ?follow=true for SSE")
+    @get(
+        "/jobs/{job_id:str}/logs",
+        guards=[authenticated],
+        summary="A job's stdout/stderr from a byte offset; ?follow=true for SSE",
+    )
     async def logs(
         self,
         request: Request[Any, Any, Any],
+        runtime: Runtime,
         job_id: str,
+        job: JobState,
         stream: Literal["stdout", "stderr"] = "stdout",
         offset: int = Parameter(default=0, ge=0),
         follow: bool = False,
     ) -> Response[bytes] | ServerSentEvent:
-        runtime = runtime_of(request)
-        _, job = authorized_job(request, job_id)
         if not follow:
             data = read_log(runtime, job, stream, offset, runtime.settings.max_output_bytes)
             return Response(
@@ -109,10 +114,12 @@ class StreamController(Controller):
                 return
             await ledger.wait_beyond(seen, timeout=TICK_S)
 
-    @get("/events/stream", summary="Ledger events as SSE (admins: all; users: their own jobs and tokens)")
-    async def events(self, request: Request[Any, Any, Any]) -> ServerSentEvent:
-        runtime = runtime_of(request)
-        identity = authenticate(request)
+    @get(
+        "/events/stream",
+        guards=[authenticated],
+        summary="Ledger events as SSE (admins: all; users: their own jobs and tokens)",
+    )
+    async def events(self, request: Request[Any, Any, Any], runtime: Runtime, identity: Identity) -> ServerSentEvent:
         position = _resume_point(request, int(request.query_params.get("after", 0) or 0))
 
         def visible(record: Any) -> bool:
