@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,10 +9,8 @@ from typing import Any
 import structlog
 from litestar import Litestar, Request, get
 from litestar.datastructures import State
-from litestar.middleware import ASGIMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.context import DEPENDENCIES
 from api.controllers.dashboard import DashboardController
@@ -21,6 +18,7 @@ from api.controllers.jobs import JobController
 from api.controllers.nodes import NodeController
 from api.controllers.service import VERSION, ServiceController
 from api.controllers.streams import StreamController
+from api.edge import HttpEdge
 from api.errors import EXCEPTION_HANDLERS
 from api.limits import EndpointLimiter
 from api.metrics import metrics_registry
@@ -29,24 +27,6 @@ from api.web.controller import dashboard_router
 from ledger.settings import Settings
 
 log = structlog.get_logger()
-
-
-class RequestContext(ASGIMiddleware):
-    """Every request gets an id, bound into the log context and echoed in ``X-Request-ID``."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        request_id = uuid.uuid4().hex[:16]
-        structlog.contextvars.bind_contextvars(request_id=request_id, path=scope.get("path"))
-
-        async def send_with_id(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
-            await send(message)
-
-        try:
-            await next_app(scope, receive, send_with_id)
-        finally:
-            structlog.contextvars.clear_contextvars()
 
 
 @get("/schema", include_in_schema=False, sync_to_thread=False)
@@ -80,7 +60,6 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[RequestContext()],
         lifespan=[lifespan],
         state=State(
             {
@@ -95,4 +74,13 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
         request_max_body_size=settings.max_code_bytes + settings.max_config_bytes + 1024 * 1024,
         multipart_form_part_limit=16,
         logging_config=None,  # structlog is configured once, by the serve command
+    )
+
+
+def served_app(settings: Settings) -> HttpEdge:
+    """What the server runs: the app inside its HTTP edge (request ids, access log, body deadline)."""
+    return HttpEdge(
+        create_app(settings),  # type: ignore[arg-type]
+        body_timeout_s=settings.request_body_timeout_s,
+        trusted_proxies=settings.trusted_proxies,
     )

@@ -16,6 +16,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
 
 from api.auth import Identity, optional, require
+from api.edge import IDENTITY_KEY
 from api.errors import PermissionDenied
 from api.limits import EndpointLimiter, client_address
 from api.runtime import Runtime
@@ -24,7 +25,6 @@ from ledger.jobs import JobState
 from projections.views import Views
 
 Connection = ASGIConnection[Any, Any, Any, Any]
-_IDENTITY = "identity"  # where the authentication guard leaves the caller, in the connection's state
 
 
 def runtime_of(state: State) -> Runtime:
@@ -50,19 +50,38 @@ def limited(endpoint: str) -> Guard:
 
 def authenticate(connection: Connection) -> Identity:
     """The caller's identity (401 otherwise); notes the token's use for ``token list``."""
-    known: Identity | None = connection.state.get(_IDENTITY)
+    known = sent_identity(connection)
     if known is not None:
         return known
     runtime = runtime_of(connection.app.state)
     identity = require(runtime.ledger.views, connection.headers.get("authorization"))
     runtime.token_usage.touch(identity.token_id)
-    connection.state[_IDENTITY] = identity
+    _state(connection)[IDENTITY_KEY] = identity  # for the handler's dependencies and the access log
     return identity
+
+
+def _state(connection: Connection) -> dict[str, Any]:
+    """The scope's own state dict (the edge puts one in every request), not a copy of it."""
+    state: dict[str, Any] = connection.scope.setdefault("state", {})
+    return state
 
 
 def authenticated(connection: Connection, _: BaseRouteHandler) -> None:
     """A guard: the request carries a valid token (401 otherwise)."""
     authenticate(connection)
+
+
+def token_if_sent(connection: Connection, _: BaseRouteHandler) -> None:
+    """A guard for submit: a sent token is checked before the body is read (401 if bad). Without
+    one the request goes on, for old clients that put their token in the config."""
+    if connection.headers.get("authorization") is not None:
+        authenticate(connection)
+
+
+def sent_identity(connection: Connection) -> Identity | None:
+    """The identity a guard established from the header, if any."""
+    known: Identity | None = _state(connection).get(IDENTITY_KEY)
+    return known
 
 
 def admin_only(connection: Connection, _: BaseRouteHandler) -> None:
@@ -81,6 +100,7 @@ def provide_caller(request: Connection) -> Identity | None:
     identity = optional(runtime.ledger.views, request.headers.get("authorization"))
     if identity is not None:
         runtime.token_usage.touch(identity.token_id)
+        _state(request)[IDENTITY_KEY] = identity
     return identity
 
 

@@ -49,7 +49,7 @@ def port_in_use(host: str, port: int) -> str | None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
+    from api.app import served_app
     from api.logsetup import configure_logging
 
     # Everything the server creates (ledger, WAL, server.log, jobs/, results) is its own: 0600 / 0700.
@@ -65,7 +65,7 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(settings.log_file)
-    app = create_app(settings)
+    app = served_app(settings)
     # One process; SIGTERM makes uvicorn stop accepting, finish in-flight requests, then run the
     # lifespan shutdown, which leaves running jobs alone (they are re-attached at the next start).
     uvicorn.run(
@@ -74,6 +74,10 @@ def run_serve(args: argparse.Namespace) -> int:
         port=port,
         log_config=None,
         timeout_graceful_shutdown=30,
-        access_log=False,
+        # uvicorn has no body timeout (the app's HTTP edge has one); these bound idle connections
+        # and the size of a request head that is still incomplete.
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        h11_max_incomplete_event_size=16 * 1024,
+        access_log=False,  # the HTTP edge writes the access line, through structlog
     )
     return 0

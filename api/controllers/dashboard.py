@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, get
+from litestar.params import Parameter
 
 from api.auth import Identity
 from api.context import admin_only
@@ -17,12 +18,23 @@ from projections.asof import views_as_of
 from projections.dashboard import DAY_US, dashboard_document, recent_and_finished
 from projections.plan import make_plan
 
+MAX_POSITION = 2**63 - 1  # ledger positions are SQLite integers
+AS_OF = Parameter(
+    default=None,
+    min_length=1,
+    max_length=64,
+    description="The document as it stood at this ledger position (digits) or ISO-8601 instant",
+)
+
 
 def _as_of(text: str) -> tuple[int | None, int | None]:
     try:
-        return position_or_time(text)
-    except ValueError as e:
-        raise BadRequest(f"Invalid as_of: {e}") from None
+        position, time_us = position_or_time(text)
+    except (ValueError, OverflowError):
+        raise BadRequest("Invalid as_of: give a ledger position (digits) or an ISO-8601 time") from None
+    if position is not None and position > MAX_POSITION:
+        raise BadRequest(f"Invalid as_of: a ledger position is at most {MAX_POSITION}")
+    return position, time_us
 
 
 class DashboardController(Controller):
@@ -30,7 +42,7 @@ class DashboardController(Controller):
     tags = ["dashboard"]
 
     @get("/dashboard", guards=[admin_only], summary="The admin dashboard document (?as_of=ISO time or ledger position)")
-    async def dashboard(self, runtime: Runtime, identity: Identity, as_of: str | None = None) -> dict[str, Any]:
+    async def dashboard(self, runtime: Runtime, identity: Identity, as_of: str | None = AS_OF) -> dict[str, Any]:
         if as_of is None:
             views, now = runtime.ledger.views, now_us()
             recent = views.newest_jobs(user_id=None, status=None, limit=10)

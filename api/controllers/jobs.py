@@ -7,10 +7,12 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
+from litestar.exceptions import ClientException
 from litestar.params import Parameter
 
 from api.auth import Identity, check_user_filter
-from api.context import authenticated, limited
+from api.context import authenticated, limited, sent_identity, token_if_sent
+from api.errors import BadRequest, PayloadTooLarge
 from api.present import job_results, job_status, node_index
 from api.runtime import Runtime
 from api.schemas import (
@@ -28,11 +30,23 @@ from api.submit import SubmitRequest, submit, wait_terminal
 from ledger import commands
 from ledger.clock import iso, now_us
 from ledger.events import event_tag
-from ledger.jobs import JobState
+from ledger.jobs import JobState, Status
 from projections.views import Views
 
 CANCEL_WAIT_S = 15.0
 SUBMITTED_MESSAGE = "Job submitted successfully. Use /api/status/{job_id} to check progress."
+
+
+async def _form(request: Request[Any, Any, Any], part_limit: int) -> Any:
+    """The multipart form; too many parts is a 413, a text part not in its charset a 400."""
+    try:
+        return await request.form()
+    except ClientException as e:
+        if e.detail == "Request Entity Too Large":  # Litestar's part limit, sent as a 400 before Litestar 3
+            raise PayloadTooLarge(f"Too many multipart parts: at most {part_limit}") from None
+        raise
+    except (UnicodeDecodeError, LookupError):
+        raise BadRequest("A multipart form field is not text in its declared charset") from None
 
 
 async def _part(form: Any, name: str) -> bytes | None:
@@ -49,22 +63,31 @@ class JobController(Controller):
     tags = ["jobs"]
 
     @post(
-        "/submit", status_code=200, guards=[limited("submit")], summary="Submit a solution and its config (multipart)"
+        "/submit",
+        status_code=200,
+        guards=[limited("submit"), token_if_sent],
+        summary="Submit a solution and its config (multipart)",
     )
     async def submit_job(
         self,
         request: Request[Any, Any, Any],
         runtime: Runtime,
         address: str,
-        wait: bool = True,
-        idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None, max_length=200),
+        wait: bool = Parameter(default=True, description="Answer when the job has finished (or timed out)"),
+        idempotency_key: str | None = Parameter(
+            header="Idempotency-Key",
+            default=None,
+            min_length=1,
+            max_length=200,
+            description="Resubmitting with the same key returns the first job instead of a new one",
+        ),
     ) -> SubmitAccepted | SubmitFinished | SubmitTimedOut:
-        form = await request.form()
+        form = await _form(request, request.app.multipart_form_part_limit)
         accepted = await submit(
             SubmitRequest(
                 code=await _part(form, "code"),
                 config=await _part(form, "config_file"),
-                authorization=request.headers.get("authorization"),
+                identity=sent_identity(request),
                 idempotency_key=idempotency_key,
                 client_address=address,
             ),
@@ -148,9 +171,9 @@ class JobController(Controller):
         runtime: Runtime,
         views: Views,
         identity: Identity,
-        user_id: str | None = None,
-        status: str | None = None,
-        limit: int = Parameter(default=50, ge=1, le=1000),
+        user_id: str | None = Parameter(default=None, max_length=128, description="Admins: one user's jobs"),
+        status: Status | None = Parameter(default=None, description="Only jobs in this status"),
+        limit: int = Parameter(default=50, ge=1, le=1000, description="At most this many jobs"),
     ) -> JobList:
         only_user = check_user_filter(identity, user_id)
         plan = runtime.plans.get(views, now_us())

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Response, get
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
@@ -33,11 +33,12 @@ def read_log(runtime: Runtime, job: JobState, stream: str, offset: int, limit: i
     if blob is not None:
         return runtime.blobs.read_range(blob, offset, limit)
     live = Path(runtime.settings.jobs_dir) / "live" / job.job_id / stream
-    if not live.exists():
+    try:
+        with live.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read(limit)
+    except FileNotFoundError:  # not started yet, or just stored and removed (then the blob has it)
         return b""
-    with live.open("rb") as handle:
-        handle.seek(offset)
-        return handle.read(limit)
 
 
 def complete_utf8(data: bytes, final: bool) -> bytes:
@@ -52,13 +53,23 @@ def complete_utf8(data: bytes, final: bool) -> bytes:
     return data
 
 
-def _resume_point(request: Request[Any, Any, Any], default: int) -> int:
-    last = request.headers.get("last-event-id")
-    if last is None:
+MAX_OFFSET = 2**40  # 1 TiB: beyond any output limit, below every file system's largest seek
+MAX_POSITION = 2**63 - 1  # ledger positions are SQLite integers
+LAST_EVENT_ID = Parameter(
+    header="Last-Event-ID",
+    default=None,
+    pattern=r"^[0-9]{1,19}$",
+    description="Resume after this SSE id (sent by reconnecting EventSource clients)",
+)
+
+
+def _resume_point(last_event_id: str | None, default: int, most: int) -> int:
+    if last_event_id is None:
         return default
-    if not last.isdigit():
-        raise BadRequest("Last-Event-ID must be a non-negative integer")
-    return int(last)
+    point = int(last_event_id)
+    if point > most:
+        raise BadRequest(f"Invalid header Last-Event-ID: at most {most}")
+    return point
 
 
 class StreamController(Controller):
@@ -72,13 +83,13 @@ class StreamController(Controller):
     )
     async def logs(
         self,
-        request: Request[Any, Any, Any],
         runtime: Runtime,
         job_id: str,
         job: JobState,
-        stream: Literal["stdout", "stderr"] = "stdout",
-        offset: int = Parameter(default=0, ge=0),
-        follow: bool = False,
+        stream: Literal["stdout", "stderr"] = Parameter(default="stdout", description="Which console stream"),
+        offset: int = Parameter(default=0, ge=0, le=MAX_OFFSET, description="Start at this byte"),
+        follow: bool = Parameter(default=False, description="Stream as Server-Sent Events until the job ends"),
+        last_event_id: str | None = LAST_EVENT_ID,
     ) -> Response[bytes] | ServerSentEvent:
         if not follow:
             data = read_log(runtime, job, stream, offset, runtime.settings.max_output_bytes)
@@ -87,7 +98,7 @@ class StreamController(Controller):
                 media_type="application/octet-stream",
                 headers={"X-Log-Offset": str(offset + len(data)), "X-Job-Status": job.status},
             )
-        start = _resume_point(request, offset)
+        start = _resume_point(last_event_id, offset, MAX_OFFSET)
         return ServerSentEvent(self._follow_log(runtime, job_id, stream, start))
 
     async def _follow_log(
@@ -119,8 +130,14 @@ class StreamController(Controller):
         guards=[authenticated],
         summary="Ledger events as SSE (admins: all; users: their own jobs and tokens)",
     )
-    async def events(self, request: Request[Any, Any, Any], runtime: Runtime, identity: Identity) -> ServerSentEvent:
-        position = _resume_point(request, int(request.query_params.get("after", 0) or 0))
+    async def events(
+        self,
+        runtime: Runtime,
+        identity: Identity,
+        after: int = Parameter(default=0, ge=0, le=MAX_POSITION, description="Start after this ledger position"),
+        last_event_id: str | None = LAST_EVENT_ID,
+    ) -> ServerSentEvent:
+        position = _resume_point(last_event_id, after, MAX_POSITION)
 
         def visible(record: Any) -> bool:
             if identity.is_admin:
