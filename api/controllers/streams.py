@@ -6,7 +6,7 @@ reconnects with ``Last-Event-ID`` continues without loss or duplicates.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +19,7 @@ from api.auth import Identity
 from api.context import authenticated
 from api.errors import BadRequest
 from api.runtime import Runtime
+from api.sse import WAKE_S, session
 from ledger.clock import iso
 from ledger.events import TokenIssued, TokenRevoked, event_tag
 from ledger.jobs import JobState
@@ -72,6 +73,18 @@ def _resume_point(last_event_id: str | None, default: int, most: int) -> int:
     return point
 
 
+def _session(
+    source: AsyncGenerator[ServerSentEventMessage | None, None], runtime: Runtime, identity: Identity, name: str
+) -> AsyncGenerator[ServerSentEventMessage, None]:
+    return session(
+        source,
+        views=lambda: runtime.ledger.views,
+        identity=identity,
+        heartbeat_s=runtime.settings.sse_heartbeat_s,
+        name=name,
+    )
+
+
 class StreamController(Controller):
     path = "/api"
     tags = ["streams"]
@@ -86,6 +99,7 @@ class StreamController(Controller):
         runtime: Runtime,
         job_id: str,
         job: JobState,
+        identity: Identity,
         stream: Literal["stdout", "stderr"] = Parameter(default="stdout", description="Which console stream"),
         offset: int = Parameter(default=0, ge=0, le=MAX_OFFSET, description="Start at this byte"),
         follow: bool = Parameter(default=False, description="Stream as Server-Sent Events until the job ends"),
@@ -99,11 +113,12 @@ class StreamController(Controller):
                 headers={"X-Log-Offset": str(offset + len(data)), "X-Job-Status": job.status},
             )
         start = _resume_point(last_event_id, offset, MAX_OFFSET)
-        return ServerSentEvent(self._follow_log(runtime, job_id, stream, start))
+        source = self._follow_log(runtime, job_id, stream, start)
+        return ServerSentEvent(_session(source, runtime, identity, f"logs {job_id} {stream}"))
 
     async def _follow_log(
         self, runtime: Runtime, job_id: str, stream: str, offset: int
-    ) -> AsyncIterator[ServerSentEventMessage]:
+    ) -> AsyncGenerator[ServerSentEventMessage | None, None]:
         ledger = runtime.ledger
         while True:
             seen = ledger.head
@@ -124,6 +139,7 @@ class StreamController(Controller):
                 )
                 return
             await ledger.wait_beyond(seen, timeout=TICK_S)
+            yield None
 
     @get(
         "/events/stream",
@@ -148,7 +164,7 @@ class StreamController(Controller):
             job = runtime.ledger.views.jobs.get(record.stream.removeprefix("job-"))
             return job is not None and job.user_id == identity.user_id
 
-        async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        async def stream() -> AsyncGenerator[ServerSentEventMessage | None, None]:
             nonlocal position
             while True:
                 seen = runtime.ledger.head
@@ -169,6 +185,7 @@ class StreamController(Controller):
                             ).decode(),
                         )
                 if position >= seen:
-                    await runtime.ledger.wait_beyond(seen, timeout=15)
+                    await runtime.ledger.wait_beyond(seen, timeout=WAKE_S)
+                    yield None
 
-        return ServerSentEvent(stream())
+        return ServerSentEvent(_session(stream(), runtime, identity, "events"))
