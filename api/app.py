@@ -9,8 +9,6 @@ from typing import Any
 import structlog
 from litestar import Litestar, Request, get
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
 
 from api.context import DEPENDENCIES
 from api.controllers.dashboard import DashboardController
@@ -22,6 +20,7 @@ from api.edge import HttpEdge
 from api.errors import EXCEPTION_HANDLERS
 from api.limits import EndpointLimiter
 from api.metrics import metrics_registry
+from api.openapi import openapi_config
 from api.runtime import Runtime
 from api.web.controller import dashboard_router
 from ledger.settings import Settings
@@ -68,9 +67,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> Litesta
                 "metrics": metrics_registry(runtime),
             }
         ),
-        openapi_config=OpenAPIConfig(
-            title="gpuledger", version=VERSION, path="/openapi", render_plugins=[JsonRenderPlugin()]
-        ),
+        openapi_config=openapi_config(VERSION),
         request_max_body_size=settings.max_code_bytes + settings.max_config_bytes + 1024 * 1024,
         multipart_form_part_limit=16,
         logging_config=None,  # structlog is configured once, by the serve command

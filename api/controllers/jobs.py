@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from litestar import Controller, Request, get, post
@@ -13,6 +13,7 @@ from litestar.params import Parameter
 from api.auth import Identity, check_user_filter
 from api.context import authenticated, limited, sent_identity, token_if_sent
 from api.errors import BadRequest, PayloadTooLarge
+from api.openapi import BEARER, BEARER_OR_ANONYMOUS, Documented, SubmitOperation, problems
 from api.present import job_results, job_status, node_index
 from api.runtime import Runtime
 from api.schemas import (
@@ -34,6 +35,7 @@ from ledger.jobs import JobState, Status
 from projections.views import Views
 
 CANCEL_WAIT_S = 15.0
+STATUSES = get_args(Status)
 SUBMITTED_MESSAGE = "Job submitted successfully. Use /api/status/{job_id} to check progress."
 
 
@@ -67,6 +69,10 @@ class JobController(Controller):
         status_code=200,
         guards=[limited("submit"), token_if_sent],
         summary="Submit a solution and its config (multipart)",
+        description="Authenticate with the Authorization header, or (old clients) a token in the config.",
+        operation_class=SubmitOperation,
+        security=BEARER_OR_ANONYMOUS,
+        responses=problems(400, 401, 403, 408, 409, 413, 429),
     )
     async def submit_job(
         self,
@@ -137,6 +143,9 @@ class JobController(Controller):
         "/status/{job_id:str}",
         guards=[limited("status"), authenticated],
         summary="A job's status, phase, queue position and estimated start",
+        operation_id="jobStatus",
+        security=BEARER,
+        responses=problems(400, 401, 404, 429),
     )
     async def status(self, runtime: Runtime, views: Views, job_id: str, job: JobState) -> JobStatus:
         return job_status(job, views, runtime.plans.get(views, now_us()))
@@ -145,6 +154,9 @@ class JobController(Controller):
         "/results/{job_id:str}",
         guards=[limited("results"), authenticated],
         summary="Console output, exit code and results file of a job",
+        operation_id="jobResults",
+        security=BEARER,
+        responses=problems(400, 401, 404, 429),
     )
     async def results(self, runtime: Runtime, job_id: str, job: JobState) -> JobResults:
         return job_results(job, runtime.blobs, runtime.settings.inline_output_bytes)
@@ -154,6 +166,9 @@ class JobController(Controller):
         status_code=200,
         guards=[limited("cancel"), authenticated],
         summary="Cancel a pending or running job",
+        operation_id="cancelJob",
+        security=BEARER,
+        responses=problems(400, 401, 404, 409, 429),
     )
     async def cancel(self, runtime: Runtime, identity: Identity, job_id: str, job: JobState) -> CancelAnswer:
         await runtime.ledger.write(commands.cancel_job(job_id, by=identity.user_id, actor=identity.token_id))
@@ -164,7 +179,12 @@ class JobController(Controller):
         return CancelAnswer(message=message, status=status, job_id=job_id)
 
     @get(
-        "/jobs", guards=[limited("jobs"), authenticated], summary="Jobs, newest first: your own, or (admins) everyone's"
+        "/jobs",
+        guards=[limited("jobs"), authenticated],
+        summary="Jobs, newest first: your own, or (admins) everyone's",
+        operation_class=Documented,
+        security=BEARER,
+        responses=problems(400, 401, 403, 429),
     )
     async def list_jobs(
         self,
@@ -172,15 +192,27 @@ class JobController(Controller):
         views: Views,
         identity: Identity,
         user_id: str | None = Parameter(default=None, max_length=128, description="Admins: one user's jobs"),
-        status: Status | None = Parameter(default=None, description="Only jobs in this status"),
+        # Text checked here: typed as Status | None, Litestar would read "status=null" as no filter.
+        status: str | None = Parameter(
+            default=None, description="Only jobs in this status", schema_extra={"enum": list(STATUSES)}
+        ),
         limit: int = Parameter(default=50, ge=1, le=1000, description="At most this many jobs"),
     ) -> JobList:
+        if status is not None and status not in STATUSES:
+            raise BadRequest(f"Invalid query parameter status: must be one of {', '.join(STATUSES)}")
         only_user = check_user_filter(identity, user_id)
         plan = runtime.plans.get(views, now_us())
         picked = views.newest_jobs(user_id=only_user, status=status, limit=limit)
         return JobList(jobs=[job_status(job, views, plan) for job in picked])
 
-    @get("/jobs/{job_id:str}/events", guards=[authenticated], summary="The job's ledger events: its audit trail")
+    @get(
+        "/jobs/{job_id:str}/events",
+        guards=[authenticated],
+        summary="The job's ledger events: its audit trail",
+        operation_id="jobEvents",
+        security=BEARER,
+        responses=problems(400, 401, 404),
+    )
     async def job_events(self, runtime: Runtime, job_id: str, job: JobState) -> EventList:
         return EventList(
             job_id=job_id,

@@ -7,6 +7,7 @@ from litestar.params import Parameter
 
 from api.auth import Identity
 from api.context import admin_only
+from api.openapi import BEARER, BEARER_OR_ANONYMOUS, problems
 from api.present import node_infos
 from api.runtime import Runtime
 from api.schemas import NodeInfo, NodeList
@@ -22,7 +23,12 @@ class NodeController(Controller):
     path = "/api"
     tags = ["nodes"]
 
-    @get("/nodes", summary="Nodes, their state, queue figures and current job")
+    @get(
+        "/nodes",
+        summary="Nodes, their state, queue figures and current job (details for an authenticated caller)",
+        security=BEARER_OR_ANONYMOUS,
+        responses=problems(401),
+    )
     async def nodes(self, runtime: Runtime, views: Views, caller: Identity | None) -> NodeList:
         now = now_us()
         mode = runtime.settings.job_sandbox
@@ -39,7 +45,12 @@ class NodeController(Controller):
         return next(n for n in node_infos(views, runtime.plans.get(views, now), identity, now) if n.name == node)
 
     @post(
-        "/admin/nodes/{node:str}/drain", status_code=200, guards=[admin_only], summary="Stop new dispatches to a node"
+        "/admin/nodes/{node:str}/drain",
+        status_code=200,
+        guards=[admin_only],
+        summary="Stop new dispatches to a node",
+        security=BEARER,
+        responses=problems(400, 401, 403, 404, 409),
     )
     async def drain(self, runtime: Runtime, identity: Identity, node: str, reason: str = REASON) -> NodeInfo:
         return await self._drain(runtime, identity, node, drain=True, reason=reason)
@@ -49,6 +60,8 @@ class NodeController(Controller):
         status_code=200,
         guards=[admin_only],
         summary="Let a drained node take jobs again",
+        security=BEARER,
+        responses=problems(400, 401, 403, 404, 409),
     )
     async def undrain(self, runtime: Runtime, identity: Identity, node: str, reason: str = REASON) -> NodeInfo:
         return await self._drain(runtime, identity, node, drain=False, reason=reason)

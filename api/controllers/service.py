@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from api.metrics import render_metrics
@@ -44,7 +45,11 @@ class ServiceController(Controller):
     async def livez(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/readyz", summary="Ledger writable, projections caught up, executors started")
+    @get(
+        "/readyz",
+        summary="Ledger writable, projections caught up, executors started",
+        responses={503: ResponseSpec(data_container=dict[str, Any], description="Not ready: the checks say why")},
+    )
     async def readyz(self, runtime: Runtime) -> Response[dict[str, Any]]:
         checks = {
             "ledger_writable": runtime.ledger.writer_alive,

@@ -17,7 +17,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.auth import Identity
 from api.context import authenticated
-from api.errors import BadRequest
+from api.openapi import BEARER, EventStreamOperation, LogsOperation, problems
 from api.runtime import Runtime
 from api.sse import WAKE_S, session
 from ledger.clock import iso
@@ -55,22 +55,20 @@ def complete_utf8(data: bytes, final: bool) -> bytes:
 
 
 MAX_OFFSET = 2**40  # 1 TiB: beyond any output limit, below every file system's largest seek
-MAX_POSITION = 2**63 - 1  # ledger positions are SQLite integers
+MAX_POSITION = 2**62  # ledger positions are SQLite integers; a power of two is exact in the JSON document
 LAST_EVENT_ID = Parameter(
     header="Last-Event-ID",
     default=None,
-    pattern=r"^[0-9]{1,19}$",
+    pattern=r"^[0-9]{1,18}$",
     description="Resume after this SSE id (sent by reconnecting EventSource clients)",
 )
 
 
 def _resume_point(last_event_id: str | None, default: int, most: int) -> int:
+    """Where a reconnecting client resumes; past the end there is simply nothing yet."""
     if last_event_id is None:
         return default
-    point = int(last_event_id)
-    if point > most:
-        raise BadRequest(f"Invalid header Last-Event-ID: at most {most}")
-    return point
+    return min(int(last_event_id), most)
 
 
 def _session(
@@ -93,6 +91,10 @@ class StreamController(Controller):
         "/jobs/{job_id:str}/logs",
         guards=[authenticated],
         summary="A job's stdout/stderr from a byte offset; ?follow=true for SSE",
+        operation_id="jobLogs",
+        operation_class=LogsOperation,
+        security=BEARER,
+        responses=problems(400, 401, 404),
     )
     async def logs(
         self,
@@ -145,6 +147,9 @@ class StreamController(Controller):
         "/events/stream",
         guards=[authenticated],
         summary="Ledger events as SSE (admins: all; users: their own jobs and tokens)",
+        operation_class=EventStreamOperation,
+        security=BEARER,
+        responses=problems(400, 401),
     )
     async def events(
         self,
