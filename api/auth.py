@@ -65,3 +65,8 @@ def check_user_filter(identity: Identity, user_id: str | None) -> str | None:
     if user_id != identity.user_id and not identity.is_admin:
         raise PermissionDenied("Token does not belong to specified user_id")
     return user_id
+
+
+def require_admin(identity: Identity) -> None:
+    if not identity.is_admin:
+        raise PermissionDenied("Admin privileges required")
