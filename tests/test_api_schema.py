@@ -1,7 +1,8 @@
 """Schemathesis against the real server over HTTP, as anonymous, a user and an admin: every check.
 
 The event stream never ends by itself, so a request-per-case fuzzer cannot read it; its parameters
-are checked in tests/test_api_hostile.py. The wider run is in docs/api-contract.md.
+are checked in tests/test_api_hostile.py. The web dashboard's data endpoints (/dashboard/data/*) are
+not yet described to this bar and are left out. The wider run is in docs/api-contract.md.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def schemathesis(server: Server, token: str | None, report: Path, examples: int 
             "--generation-deterministic",
             "--exclude-path",
             "/api/events/stream",
+            "--exclude-path-regex",
+            "^/dashboard/",
             "--request-timeout",
             "10",
             "--report",
