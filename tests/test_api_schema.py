@@ -53,6 +53,7 @@ def schemathesis(server: Server, token: str | None, report: Path, examples: int 
             str(report),
             *headers,
         ],
+        cwd=report.parent,  # schemathesis keeps a cache folder where it runs
         capture_output=True,
         text=True,
         timeout=600,
