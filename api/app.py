@@ -1,53 +1,35 @@
-"""The Litestar application: controllers, error mapping, request ids, and the runtime's lifespan."""
+"""The Litestar application: controllers, dependencies, error mapping, the runtime's lifespan, its HTTP edge."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Request, get
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.middleware import ASGIMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.handlers.base import BaseRouteHandler
 
+from api.context import DEPENDENCIES
 from api.controllers.dashboard import DashboardController
 from api.controllers.jobs import JobController
 from api.controllers.nodes import NodeController
 from api.controllers.service import VERSION, ServiceController
 from api.controllers.streams import StreamController
-from api.errors import EXCEPTION_HANDLERS, problem
+from api.edge import HttpEdge
+from api.errors import EXCEPTION_HANDLERS, ServiceUnavailable
 from api.limits import EndpointLimiter
 from api.metrics import metrics_registry
+from api.openapi import openapi_config
 from api.runtime import Runtime
 from api.web.controller import dashboard_router
 from ledger.settings import Settings
 
 log = structlog.get_logger()
-
-
-class RequestContext(ASGIMiddleware):
-    """Every request gets an id, bound into the log context and echoed in ``X-Request-ID``."""
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        request_id = uuid.uuid4().hex[:16]
-        structlog.contextvars.bind_contextvars(request_id=request_id, path=scope.get("path"))
-
-        async def send_with_id(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
-            await send(message)
-
-        try:
-            await next_app(scope, receive, send_with_id)
-        finally:
-            structlog.contextvars.clear_contextvars()
 
 
 @get("/schema", include_in_schema=False, sync_to_thread=False)
@@ -79,13 +61,14 @@ async def start_in_background(
 UNGATED = frozenset({"/livez", "/readyz"})
 
 
-async def until_ready(request: Request[Any, Any, Any]) -> Response[dict[str, object]] | None:
-    """Every endpoint but liveness and readiness answers 503 while the ledger loads."""
-    runtime: Runtime = request.app.state.runtime
-    if runtime.started or request.url.path in UNGATED:
-        return None
+def until_ready(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """The app's first guard: every endpoint but liveness and readiness answers 503 while the ledger
+    loads (before any other guard, which would look the caller up in views not there yet)."""
+    runtime: Runtime = connection.app.state.runtime
+    if runtime.started or connection.url.path in UNGATED:
+        return
     detail = f"start failed: {runtime.failed}" if runtime.failed else "starting: loading the ledger"
-    return problem(503, detail, {"Retry-After": "1"})
+    raise ServiceUnavailable(detail, {"Retry-After": "1"})
 
 
 def create_app(
@@ -123,9 +106,9 @@ def create_app(
             dashboard_router,
             openapi_document,
         ],
+        dependencies=DEPENDENCIES,
+        guards=[until_ready],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[RequestContext()],
-        before_request=until_ready,
         lifespan=[lifespan],
         state=State(
             {
@@ -134,10 +117,17 @@ def create_app(
                 "metrics": metrics_registry(runtime),
             }
         ),
-        openapi_config=OpenAPIConfig(
-            title="gpuledger", version=VERSION, path="/openapi", render_plugins=[JsonRenderPlugin()]
-        ),
+        openapi_config=openapi_config(VERSION),
         request_max_body_size=settings.max_code_bytes + settings.max_config_bytes + 1024 * 1024,
         multipart_form_part_limit=16,
         logging_config=None,  # structlog is configured once, by the serve command
+    )
+
+
+def served_app(app: Litestar, settings: Settings) -> HttpEdge:
+    """What the server runs: the app inside its HTTP edge (request ids, access log, body deadline)."""
+    return HttpEdge(
+        app,  # type: ignore[arg-type]
+        body_timeout_s=settings.request_body_timeout_s,
+        trusted_proxies=settings.trusted_proxies,
     )

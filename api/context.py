@@ -1,60 +1,130 @@
-"""What handlers take from the request: the runtime, the client address, the endpoint limit."""
+"""What handlers are given: guards (limit, authenticate, admin) and the dependencies they declare.
+
+Guards run before Litestar parses any parameter or body, so the order is always: the per-address
+limit, then authentication, then (in dependencies) the lookup. Handlers name what they need —
+``runtime``, ``views``, ``identity``, ``caller``, ``job``, ``address`` — and Litestar provides it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Guard
 
 from api.auth import Identity, optional, require
+from api.edge import IDENTITY_KEY
+from api.errors import PermissionDenied
 from api.limits import EndpointLimiter, client_address
 from api.runtime import Runtime
 from ledger.errors import NotFound
 from ledger.jobs import JobState
+from projections.views import Views
+
+Connection = ASGIConnection[Any, Any, Any, Any]
 
 
-def runtime_of(request: Request[Any, Any, Any]) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+def runtime_of(state: State) -> Runtime:
+    runtime: Runtime = state.runtime
     return runtime
 
 
-def address_of(request: Request[Any, Any, Any]) -> str:
-    peer = request.client.host if request.client else None
-    return client_address(peer, request.headers.get("x-forwarded-for"), runtime_of(request).settings.trusted_proxies)
+def address_of(connection: Connection) -> str:
+    peer = connection.client.host if connection.client else None
+    settings = runtime_of(connection.app.state).settings
+    return client_address(peer, connection.headers.get("x-forwarded-for"), settings.trusted_proxies)
 
 
-def check_limit(request: Request[Any, Any, Any], endpoint: str) -> None:
-    limiter: EndpointLimiter = request.app.state.limiter
-    limiter.check(endpoint, address_of(request))
+def limited(endpoint: str) -> Guard:
+    """A guard: the endpoint's per-address limit (429 beyond it); put it first."""
+
+    def check_limit(connection: Connection, _: BaseRouteHandler) -> None:
+        limiter: EndpointLimiter = connection.app.state.limiter
+        limiter.check(endpoint, address_of(connection))
+
+    return check_limit
 
 
-def authenticate(request: Request[Any, Any, Any]) -> Identity:
+def authenticate(connection: Connection) -> Identity:
     """The caller's identity (401 otherwise); notes the token's use for ``token list``."""
-    runtime = runtime_of(request)
-    identity = require(runtime.ledger.views, request.headers.get("authorization"))
+    known = sent_identity(connection)
+    if known is not None:
+        return known
+    runtime = runtime_of(connection.app.state)
+    identity = require(runtime.ledger.views, connection.headers.get("authorization"))
     runtime.token_usage.touch(identity.token_id)
+    _state(connection)[IDENTITY_KEY] = identity  # for the handler's dependencies and the access log
     return identity
 
 
-def authorized_job(
-    request: Request[Any, Any, Any], job_id: str, *, endpoint: str | None = None
-) -> tuple[Identity, JobState]:
-    """The caller and the job, in this order: address limit, authentication, then the lookup.
-
-    Another user's job is "not found", so nobody learns that a job id exists.
-    """
-    if endpoint is not None:
-        check_limit(request, endpoint)
-    identity = authenticate(request)
-    job = runtime_of(request).ledger.views.jobs.get(job_id)
-    if job is None or not (identity.is_admin or job.user_id == identity.user_id):
-        raise NotFound(f"Job {job_id} not found")
-    return identity, job
+def _state(connection: Connection) -> dict[str, Any]:
+    """The scope's own state dict (the edge puts one in every request), not a copy of it."""
+    state: dict[str, Any] = connection.scope.setdefault("state", {})
+    return state
 
 
-def maybe_authenticate(request: Request[Any, Any, Any]) -> Identity | None:
-    runtime = runtime_of(request)
+def authenticated(connection: Connection, _: BaseRouteHandler) -> None:
+    """A guard: the request carries a valid token (401 otherwise)."""
+    authenticate(connection)
+
+
+def token_if_sent(connection: Connection, _: BaseRouteHandler) -> None:
+    """A guard for submit: a sent token is checked before the body is read (401 if bad). Without
+    one the request goes on, for old clients that put their token in the config."""
+    if connection.headers.get("authorization") is not None:
+        authenticate(connection)
+
+
+def sent_identity(connection: Connection) -> Identity | None:
+    """The identity a guard established from the header, if any."""
+    known: Identity | None = _state(connection).get(IDENTITY_KEY)
+    return known
+
+
+def admin_only(connection: Connection, _: BaseRouteHandler) -> None:
+    """A guard: the caller is an admin (401 without a valid token, 403 for a user's)."""
+    if not authenticate(connection).is_admin:
+        raise PermissionDenied("Admin privileges required")
+
+
+def provide_identity(request: Connection) -> Identity:
+    return authenticate(request)
+
+
+def provide_caller(request: Connection) -> Identity | None:
+    """The caller if a token is sent (a bad one is still a 401); ``None`` for anonymous callers."""
+    runtime = runtime_of(request.app.state)
     identity = optional(runtime.ledger.views, request.headers.get("authorization"))
     if identity is not None:
         runtime.token_usage.touch(identity.token_id)
+        _state(request)[IDENTITY_KEY] = identity
     return identity
+
+
+def provide_views(runtime: Runtime) -> Views:
+    return runtime.ledger.views
+
+
+def provide_job(job_id: str, identity: Identity, views: Views) -> JobState:
+    """The job, after authentication. Another user's job is "not found": nobody learns that an id exists."""
+    job = views.jobs.get(job_id)
+    if job is None or not (identity.is_admin or job.user_id == identity.user_id):
+        raise NotFound(f"Job {job_id} not found")
+    return job
+
+
+def provide_address(request: Connection) -> str:
+    return address_of(request)
+
+
+DEPENDENCIES = {
+    "runtime": Provide(runtime_of, sync_to_thread=False),
+    "views": Provide(provide_views, sync_to_thread=False),
+    "identity": Provide(provide_identity, sync_to_thread=False),
+    "caller": Provide(provide_caller, sync_to_thread=False),
+    "job": Provide(provide_job, sync_to_thread=False),
+    "address": Provide(provide_address, sync_to_thread=False),
+}

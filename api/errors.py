@@ -4,15 +4,17 @@
     ├── BadRequest          400  a field of the request is missing or malformed (names it)
     ├── NotAuthenticated    401  no token, or a malformed, unknown, expired or revoked one
     ├── PermissionDenied    403  authenticated, but not allowed
-    ├── PayloadTooLarge     413  code or config over its size limit
-    └── TooManyRequests     429  this client address is over an endpoint's per-minute limit
+    ├── RequestTimeout      408  the body did not arrive in time (less than Content-Length, or too slow)
+    ├── PayloadTooLarge     413  code or config over its size limit, or too many multipart parts
+    ├── TooManyRequests     429  this client address is over an endpoint's per-minute limit
+    └── ServiceUnavailable  503  the server is still loading the ledger (or failed to start)
 
 Anything else that escapes a handler is a bug: it is logged with its traceback and answered 500.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import structlog
 from litestar import Request, Response
@@ -26,6 +28,7 @@ from ledger.errors import (
     LimitExceeded,
     NotFound,
 )
+from ledger.jobs import Status
 
 log = structlog.get_logger()
 
@@ -54,12 +57,23 @@ class PermissionDenied(ApiError):
     status = 403
 
 
+class RequestTimeout(ApiError):
+    status = 408
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, {"Connection": "close"})
+
+
 class PayloadTooLarge(ApiError):
     status = 413
 
 
 class TooManyRequests(ApiError):
     status = 429
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
 
 
 def _status_of(error: LedgerError) -> int:
@@ -94,11 +108,48 @@ def handle_ledger_error(_: Request[Any, Any, Any], error: LedgerError) -> Respon
     return problem(status, str(error) if status < 500 else "Internal error in the ledger", headers)
 
 
+# Header names as sent (Litestar reports the handler's argument name), and enum choices by parameter.
+_HEADER_NAMES = {"last_event_id": "Last-Event-ID", "idempotency_key": "Idempotency-Key"}
+_CHOICES = {"status": get_args(Status), "stream": ("stdout", "stderr")}
+_TYPE_WORDS = {
+    "`int`": "an integer",
+    "`bool`": "true or false",
+    "`str`": "text",
+    "`float`": "a number",
+}
+
+
+def _plain(key: str, message: str) -> str:
+    """msgspec's wording without code marks: "Expected `int` >= 0" -> "expected an integer >= 0"."""
+    if message.startswith("Invalid enum value") and key in _CHOICES:
+        return "must be one of " + ", ".join(_CHOICES[key])
+    if message.startswith("Expected `str` matching regex '^[0-9]"):
+        return "expected a non-negative integer"
+    for code, words in _TYPE_WORDS.items():
+        message = message.replace(code, words)
+    message = message.replace("`", "")
+    return message[:1].lower() + message[1:]
+
+
+def _invalid_parameters(extra: list[Any]) -> str:
+    """One plain sentence per bad parameter, naming it and where it was sent."""
+    parts = []
+    for item in extra:
+        if not isinstance(item, dict):
+            continue
+        source = getattr(item.get("source"), "value", item.get("source")) or "request"
+        key = str(item.get("key"))
+        where = "header" if source == "header" else f"{source} parameter"
+        name = _HEADER_NAMES.get(key, key) if source == "header" else key
+        parts.append(f"Invalid {where} {name}: {_plain(key, str(item.get('message', '')))}")
+    return "; ".join(parts) or "Invalid request"
+
+
 def handle_http_exception(_: Request[Any, Any, Any], error: HTTPException) -> Response[dict[str, object]]:
-    detail = error.detail
-    if error.extra and error.status_code == 400:
-        detail = f"{detail}: {error.extra}"
-    return problem(error.status_code, str(detail), dict(error.headers or {}))
+    detail = str(error.detail)
+    if error.status_code == 400 and isinstance(error.extra, list) and error.extra:
+        detail = _invalid_parameters(error.extra)
+    return problem(error.status_code, detail, dict(error.headers or {}))
 
 
 def handle_unexpected(_: Request[Any, Any, Any], error: Exception) -> Response[dict[str, object]]:

@@ -1,4 +1,10 @@
-"""The submit config (YAML or JSON): parsed, typed, each bad field named in a 400."""
+"""The submit config (YAML or JSON): parsed with bounds, typed, each bad field named in a 400.
+
+The config may be read before its sender is known (old clients put the token in it), so the parser
+is bounded: a flat mapping of at most ``MAX_FIELDS`` fields, nesting at most ``MAX_DEPTH`` levels,
+no anchors or aliases, and numbers of at most ``MAX_DIGITS`` digits, all checked on the composed
+node tree before any Python value is built.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,10 @@ import yaml
 from api.errors import BadRequest
 
 COMPETITION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_DEPTH = 3  # the mapping, a field's value, and one level inside an (ignored) unknown field
+MAX_FIELDS = 32
+MAX_DIGITS = 30
+INT_TAG = "tag:yaml.org,2002:int"
 KNOWN_FIELDS = ("competition_id", "project_id", "user_id", "expected_time", "token", "gpus")
 REQUIRED_FIELDS = ("competition_id", "project_id", "user_id", "expected_time")
 
@@ -35,11 +45,70 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
         }
 
 
+class BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
+    """PyYAML's safe loader that refuses aliases and nesting deeper than ``MAX_DEPTH``.
+
+    The depth is checked while composing, so a deeply nested document never reaches recursion.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise BadRequest("Invalid YAML format: anchors and aliases are not accepted in a config")
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:
+            raise BadRequest("Invalid YAML format: anchors and aliases are not accepted in a config")
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise BadRequest(f"Invalid YAML format: nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _check_tree(root: yaml.Node | None) -> None:
+    if not isinstance(root, yaml.MappingNode):
+        raise BadRequest("Invalid YAML format: the config must be a mapping of fields")
+    if len(root.value) > MAX_FIELDS:
+        raise BadRequest(f"Invalid YAML format: at most {MAX_FIELDS} fields")
+    for key, value in root.value:
+        name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+        if isinstance(key, yaml.ScalarNode) and (len(key.value) > 128 or key.tag == INT_TAG):
+            raise BadRequest("Invalid YAML format: field names are words of at most 128 characters")
+        if isinstance(value, yaml.ScalarNode) and value.tag == INT_TAG and len(value.value) > MAX_DIGITS:
+            raise BadRequest(f"Invalid field {name}: a number of at most {MAX_DIGITS} digits")
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """The parser's complaint and where, in one line (no "<unicode string>" marks)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem:
+        mark = error.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"{error.problem}{where}"
+    if isinstance(error, yaml.reader.ReaderError):
+        return f"unacceptable character at position {error.position}"
+    return str(error).splitlines()[0]
+
+
 def _load(text: str) -> dict[str, Any]:
+    # JSON is read by the same parser: YAML 1.2 is a superset.
+    loader = None
     try:
-        data = yaml.safe_load(text)  # JSON is read by the same parser: YAML 1.2 is a superset
+        loader = BoundedLoader(text)
+        root = loader.get_single_node()
+        _check_tree(root)
+        data = loader.construct_document(root)
     except yaml.YAMLError as e:
-        raise BadRequest(f"Invalid YAML format: {e}") from e
+        raise BadRequest(f"Invalid YAML format: {_yaml_problem(e)}") from e
+    except (ValueError, OverflowError) as e:  # e.g. a timestamp like 2024-13-45 or a huge float
+        raise BadRequest(f"Invalid YAML format: a value cannot be read ({e})") from e
+    finally:
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise BadRequest("Invalid YAML format: the config must be a mapping of fields")
     return data

@@ -28,6 +28,7 @@ from executors.scan.review import start_reviews
 from executors.services import Services
 from executors.slurm.cluster import SlurmCluster, start_slurm
 from executors.ssh.nodes import start_ssh_nodes
+from executors.sweep import sweep
 from executors.transport import LocalTransport
 from ledger import commands
 from ledger.blobs import BlobStore
@@ -110,6 +111,11 @@ class Runtime:
             await self._start_local_node()
         await self._retire_absent_nodes()
         self.dispatcher.reattach()
+        self.background.append(
+            asyncio.create_task(
+                sweep(self.ledger.views, self.runners, Path(self.settings.jobs_dir) / "live"), name="sweep"
+            )
+        )
         self.dispatcher.start()
         review = start_reviews(self.services)
         if review is not None:

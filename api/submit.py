@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import msgspec
 from ulid import ULID
 
-from api.auth import Identity, bearer_secret, identify
+from api.auth import Identity, identify
 from api.errors import BadRequest, NotAuthenticated, PayloadTooLarge, PermissionDenied
 from api.jobconfig import JobConfig, parse_config
 from api.runtime import Runtime
@@ -30,7 +30,7 @@ from ledger.store import Committed
 class SubmitRequest:
     code: bytes | None
     config: bytes | None
-    authorization: str | None
+    identity: Identity | None  # from the Authorization header, checked before the body was read
     idempotency_key: str | None
     client_address: str
 
@@ -59,10 +59,8 @@ def _check_sizes(request: SubmitRequest, runtime: Runtime) -> tuple[bytes, bytes
 
 def _identity(request: SubmitRequest, config: JobConfig, runtime: Runtime) -> Identity:
     """Header first; old clients send the token in the config. Both given: same user or 403."""
-    views = runtime.ledger.views
-    header_secret = bearer_secret(request.authorization)
-    header_identity = identify(views, header_secret) if header_secret is not None else None
-    config_identity = identify(views, config.token) if config.token else None
+    header_identity = request.identity
+    config_identity = identify(runtime.ledger.views, config.token) if config.token else None
     if header_identity and config_identity and header_identity.user_id != config_identity.user_id:
         raise PermissionDenied("The config's token and the Authorization header belong to different users")
     identity = header_identity or config_identity
@@ -93,8 +91,9 @@ def _review_pending(runtime: Runtime) -> bool:
 async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
     settings = runtime.settings
     code, raw_config = _check_sizes(request, runtime)
-    config = parse_config(
-        raw_config, max_expected_time=settings.max_expected_time, largest_node=runtime.largest_node_gpus()
+    # Bounded, but still up to tens of milliseconds for a hostile config: off the event loop.
+    config = await asyncio.to_thread(
+        parse_config, raw_config, max_expected_time=settings.max_expected_time, largest_node=runtime.largest_node_gpus()
     )
     identity = _identity(request, config, runtime)
     try:

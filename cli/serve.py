@@ -50,7 +50,7 @@ def port_in_use(host: str, port: int) -> str | None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, served_app
     from api.logsetup import configure_logging
 
     # Everything the server creates (ledger, WAL, server.log, jobs/, results) is its own: 0600 / 0700.
@@ -78,12 +78,16 @@ def run_serve(args: argparse.Namespace) -> int:
     # lifespan shutdown, which leaves running jobs alone (they are re-attached at the next start).
     # The runtime starts after the socket is bound (``api.app``): /livez answers while the ledger loads.
     config = uvicorn.Config(
-        app,
+        served_app(app, settings),
         host=host,
         port=port,
         log_config=None,
         timeout_graceful_shutdown=30,
-        access_log=False,
+        # uvicorn has no body timeout (the app's HTTP edge has one); these bound idle connections
+        # and the size of a request head that is still incomplete.
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        h11_max_incomplete_event_size=16 * 1024,
+        access_log=False,  # the HTTP edge writes the access line, through structlog
     )
     server.append(uvicorn.Server(config))
     server[0].run()

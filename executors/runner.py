@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -241,6 +242,11 @@ class NodeRunner:
         )
         with contextlib.suppress(ExecutorError):
             await self.transport.remove_tree(workdir)
+        await self._drop_live(job.job_id)
+
+    async def _drop_live(self, job_id: str) -> None:
+        """The live copy of a job's output, once the blob store holds it."""
+        await asyncio.to_thread(shutil.rmtree, self.live_root / job_id, ignore_errors=True)
 
     def _store_capped(self, path: Path, cap: int) -> Blob:
         return self.blobs.put(_read_capped(path, cap), truncated=_size(path) > cap)
@@ -277,6 +283,7 @@ class NodeRunner:
                     message=f"node {self.node} unreachable for more than {self.settings.node_lost_after:g} s",
                 )
             )
+            await self._drop_live(job_id)
         # The job may still run on the node: when it answers again, kill what is left and clean up.
         reaper = asyncio.create_task(self._reap_when_back(self.workdir(job_id)), name=f"reap-{job_id}")
         self.reapers.add(reaper)

@@ -24,7 +24,7 @@ def position_or_time(text: str) -> tuple[int | None, int | None]:
     """A ledger position (digits) or an ISO-8601 instant, as (position, None) or (None, microseconds).
 
     Raises ValueError naming the text when it is neither."""
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²".isdigit() is true, and int() refuses it
         return int(text), None
     try:
         return None, parse_iso(text)

@@ -121,6 +121,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # reads at scale: the bounded dashboard and as-of snapshots
     dashboard_active_jobs: int = 100
     snapshot_every: int = 10_000
+    # HTTP edge: body deadline, idle keep-alive, SSE heartbeats
+    request_body_timeout_s: float = 30.0
+    keep_alive_timeout_s: int = 5
+    sse_heartbeat_s: float = 15.0
 
     def __post_init__(self) -> None:
         positive = ("server_port", "max_code_bytes", "max_config_bytes", "max_expected_time")
@@ -149,6 +153,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         for path in self.job_readonly_paths:
             if not path.startswith("/"):
                 raise msgspec.ValidationError(f"{path!r} is not an absolute path - at `$.job_readonly_paths`")
+        if not 1 <= self.rate_limit_per_minute <= 100:  # views keep the last 100 submit times per user
+            raise msgspec.ValidationError("must be between 1 and 100 - at `$.rate_limit_per_minute`")
+        for name in ("request_body_timeout_s", "keep_alive_timeout_s", "sse_heartbeat_s"):
+            if getattr(self, name) <= 0:
+                raise msgspec.ValidationError(f"must be positive - at `$.{name}`")
+        if self.max_active_jobs_per_user < 1:
+            raise msgspec.ValidationError("must be at least 1 - at `$.max_active_jobs_per_user`")
 
     def node_specs(self) -> list[NodeSpec]:
         """Explicit ``[[nodes]]`` win; otherwise ``GPU_NODE_PREFIX``-0 … -(COUNT-1)."""

@@ -2,33 +2,60 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, get
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import Parameter
 
-from api.auth import require_admin
-from api.context import authenticate, runtime_of
+from api.auth import Identity
+from api.context import admin_only
 from api.errors import BadRequest
+from api.openapi import BEARER, Documented, problems
 from api.present import job_status, node_infos
-from ledger.clock import now_us, position_or_time
+from api.runtime import Runtime
+from ledger.clock import now_us, parse_iso
 from projections.asof import planned_as_of
 from projections.dashboard import dashboard_document
 from projections.plan import Plan
 from projections.views import Views
 
+AS_OF = Parameter(
+    default=None,
+    min_length=1,
+    max_length=64,
+    description="The document as it stood at this ledger position or RFC 3339 instant (with its offset)",
+    schema_extra={
+        "one_of": [
+            Schema(type=OpenAPIType.STRING, pattern=r"^[0-9]{1,18}$", description="A ledger position"),
+            Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME, description="An instant"),
+        ]
+    },
+)
+_POSITION = re.compile(r"[0-9]{1,18}")
+
 
 def _as_of(text: str) -> tuple[int | None, int | None]:
+    """A ledger position (at most 18 digits) or an RFC 3339 time with its offset, exactly as documented."""
+    if _POSITION.fullmatch(text):
+        return int(text), None
     try:
-        return position_or_time(text)
-    except ValueError as e:
-        raise BadRequest(f"Invalid as_of: {e}") from None
+        moment = msgspec.json.decode(msgspec.json.encode(text), type=datetime)
+    except msgspec.ValidationError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise BadRequest(
+            "Invalid as_of: give a ledger position (at most 18 digits) or an RFC 3339 time with its offset"
+        ) from None
+    return None, parse_iso(moment.isoformat())
 
 
-async def _views_at(request: Request[Any, Any, Any], as_of: str | None) -> tuple[Views, int, Plan]:
+async def _views_at(runtime: Runtime, as_of: str | None) -> tuple[Views, int, Plan]:
     """The live views and plan, or those as of a point (replayed in a worker thread)."""
-    runtime = runtime_of(request)
     if as_of is None:
         views, now = runtime.ledger.views, now_us()
         return views, now, runtime.plans.get(views, now)
@@ -40,34 +67,44 @@ class DashboardController(Controller):
     path = "/api"
     tags = ["dashboard"]
 
-    @get("/dashboard", summary="The admin dashboard document (?as_of=ISO time or ledger position)")
-    async def dashboard(self, request: Request[Any, Any, Any], as_of: str | None = None) -> dict[str, Any]:
-        identity = authenticate(request)
-        require_admin(identity)
-        views, now, plan = await _views_at(request, as_of)
+    @get(
+        "/dashboard",
+        guards=[admin_only],
+        summary="The admin dashboard document (?as_of=ISO time or ledger position)",
+        operation_class=Documented,
+        security=BEARER,
+        responses=problems(400, 401, 403),
+    )
+    async def dashboard(self, runtime: Runtime, identity: Identity, as_of: str | None = AS_OF) -> dict[str, Any]:
+        views, now, plan = await _views_at(runtime, as_of)
         document = dashboard_document(
             views,
             now=now,
             user_id=identity.user_id,
             is_admin=True,
-            active_limit=runtime_of(request).settings.dashboard_active_jobs,
+            active_limit=runtime.settings.dashboard_active_jobs,
             job_view=lambda job: job_status(job, views, plan),
             node_view=lambda: node_infos(views, plan, identity, now),
         )
-        document["slurm"] = runtime_of(request).slurm_info() if as_of is None else None
+        document["slurm"] = runtime.slurm_info() if as_of is None else None
         return msgspec.to_builtins(document)  # type: ignore[no-any-return]
 
-    @get("/dashboard/active", summary="The dashboard's active jobs, oldest first, one page at a time")
+    @get(
+        "/dashboard/active",
+        guards=[admin_only],
+        summary="The dashboard's active jobs, oldest first, one page at a time",
+        operation_class=Documented,
+        security=BEARER,
+        responses=problems(400, 401, 403),
+    )
     async def active(
         self,
-        request: Request[Any, Any, Any],
-        as_of: str | None = None,
-        offset: int = Parameter(default=0, ge=0),
+        runtime: Runtime,
+        as_of: str | None = AS_OF,
+        offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> dict[str, Any]:
-        identity = authenticate(request)
-        require_admin(identity)
-        views, _, plan = await _views_at(request, as_of)
+        views, _, plan = await _views_at(runtime, as_of)
         total, jobs = views.active_page(offset, limit)
         page = {"total": total, "offset": offset, "limit": limit, "jobs": [job_status(j, views, plan) for j in jobs]}
         return msgspec.to_builtins(page)  # type: ignore[no-any-return]

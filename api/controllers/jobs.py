@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
+from litestar.exceptions import ClientException
 from litestar.params import Parameter
 
-from api.auth import check_user_filter
-from api.context import address_of, authenticate, authorized_job, check_limit, runtime_of
+from api.auth import Identity, check_user_filter
+from api.context import authenticated, limited, sent_identity, token_if_sent
+from api.errors import BadRequest, PayloadTooLarge
+from api.openapi import BEARER, BEARER_OR_ANONYMOUS, Documented, SubmitOperation, problems
 from api.present import job_results, job_status, node_index
+from api.runtime import Runtime
 from api.schemas import (
     CancelAnswer,
     EventEntry,
@@ -27,9 +31,24 @@ from api.submit import SubmitRequest, submit, wait_terminal
 from ledger import commands
 from ledger.clock import iso, now_us
 from ledger.events import event_tag
+from ledger.jobs import JobState, Status
+from projections.views import Views
 
 CANCEL_WAIT_S = 15.0
+STATUSES = get_args(Status)
 SUBMITTED_MESSAGE = "Job submitted successfully. Use /api/status/{job_id} to check progress."
+
+
+async def _form(request: Request[Any, Any, Any], part_limit: int) -> Any:
+    """The multipart form; too many parts is a 413, a text part not in its charset a 400."""
+    try:
+        return await request.form()
+    except ClientException as e:
+        if e.detail == "Request Entity Too Large":  # Litestar's part limit, sent as a 400 before Litestar 3
+            raise PayloadTooLarge(f"Too many multipart parts: at most {part_limit}") from None
+        raise
+    except (UnicodeDecodeError, LookupError):
+        raise BadRequest("A multipart form field is not text in its declared charset") from None
 
 
 async def _part(form: Any, name: str) -> bytes | None:
@@ -45,23 +64,38 @@ class JobController(Controller):
     path = "/api"
     tags = ["jobs"]
 
-    @post("/submit", status_code=200, summary="Submit a solution and its config (multipart)")
+    @post(
+        "/submit",
+        status_code=200,
+        guards=[limited("submit"), token_if_sent],
+        summary="Submit a solution and its config (multipart)",
+        description="Authenticate with the Authorization header, or (old clients) a token in the config.",
+        operation_class=SubmitOperation,
+        security=BEARER_OR_ANONYMOUS,
+        responses=problems(400, 401, 403, 408, 409, 413, 429),
+    )
     async def submit_job(
         self,
         request: Request[Any, Any, Any],
-        wait: bool = True,
-        idempotency_key: str | None = Parameter(header="Idempotency-Key", default=None, max_length=200),
+        runtime: Runtime,
+        address: str,
+        wait: bool = Parameter(default=True, description="Answer when the job has finished (or timed out)"),
+        idempotency_key: str | None = Parameter(
+            header="Idempotency-Key",
+            default=None,
+            min_length=1,
+            max_length=200,
+            description="Resubmitting with the same key returns the first job instead of a new one",
+        ),
     ) -> SubmitAccepted | SubmitFinished | SubmitTimedOut:
-        runtime = runtime_of(request)
-        check_limit(request, "submit")
-        form = await request.form()
+        form = await _form(request, request.app.multipart_form_part_limit)
         accepted = await submit(
             SubmitRequest(
                 code=await _part(form, "code"),
                 config=await _part(form, "config_file"),
-                authorization=request.headers.get("authorization"),
+                identity=sent_identity(request),
                 idempotency_key=idempotency_key,
-                client_address=address_of(request),
+                client_address=address,
             ),
             runtime,
         )
@@ -105,23 +139,38 @@ class JobController(Controller):
             results_file=results.results_file,
         )
 
-    @get("/status/{job_id:str}", summary="A job's status, phase, queue position and estimated start")
-    async def status(self, request: Request[Any, Any, Any], job_id: str) -> JobStatus:
-        runtime = runtime_of(request)
-        _, job = authorized_job(request, job_id, endpoint="status")
-        views = runtime.ledger.views
+    @get(
+        "/status/{job_id:str}",
+        guards=[limited("status"), authenticated],
+        summary="A job's status, phase, queue position and estimated start",
+        operation_id="jobStatus",
+        security=BEARER,
+        responses=problems(400, 401, 404, 429),
+    )
+    async def status(self, runtime: Runtime, views: Views, job_id: str, job: JobState) -> JobStatus:
         return job_status(job, views, await runtime.plans.including(job, views, runtime.ledger.head))
 
-    @get("/results/{job_id:str}", summary="Console output, exit code and results file of a job")
-    async def results(self, request: Request[Any, Any, Any], job_id: str) -> JobResults:
-        runtime = runtime_of(request)
-        _, job = authorized_job(request, job_id, endpoint="results")
+    @get(
+        "/results/{job_id:str}",
+        guards=[limited("results"), authenticated],
+        summary="Console output, exit code and results file of a job",
+        operation_id="jobResults",
+        security=BEARER,
+        responses=problems(400, 401, 404, 429),
+    )
+    async def results(self, runtime: Runtime, job_id: str, job: JobState) -> JobResults:
         return job_results(job, runtime.blobs, runtime.settings.inline_output_bytes)
 
-    @post("/cancel/{job_id:str}", status_code=200, summary="Cancel a pending or running job")
-    async def cancel(self, request: Request[Any, Any, Any], job_id: str) -> CancelAnswer:
-        runtime = runtime_of(request)
-        identity, _ = authorized_job(request, job_id, endpoint="cancel")
+    @post(
+        "/cancel/{job_id:str}",
+        status_code=200,
+        guards=[limited("cancel"), authenticated],
+        summary="Cancel a pending or running job",
+        operation_id="cancelJob",
+        security=BEARER,
+        responses=problems(400, 401, 404, 409, 429),
+    )
+    async def cancel(self, runtime: Runtime, identity: Identity, job_id: str, job: JobState) -> CancelAnswer:
         await runtime.ledger.write(commands.cancel_job(job_id, by=identity.user_id, actor=identity.token_id))
         # Answer once the cancel is true (the runner kills within its grace period), else say where it is.
         job = await wait_terminal(runtime, job_id, CANCEL_WAIT_S)
@@ -129,27 +178,42 @@ class JobController(Controller):
         message = "Job cancelled successfully" if job.is_terminal else "Job is being cancelled"
         return CancelAnswer(message=message, status=status, job_id=job_id)
 
-    @get("/jobs", summary="Jobs, newest first: your own, or (admins) everyone's")
+    @get(
+        "/jobs",
+        guards=[limited("jobs"), authenticated],
+        summary="Jobs, newest first: your own, or (admins) everyone's",
+        operation_class=Documented,
+        security=BEARER,
+        responses=problems(400, 401, 403, 429),
+    )
     async def list_jobs(
         self,
-        request: Request[Any, Any, Any],
-        user_id: str | None = None,
-        status: str | None = None,
-        limit: int = Parameter(default=50, ge=1, le=1000),
+        runtime: Runtime,
+        views: Views,
+        identity: Identity,
+        user_id: str | None = Parameter(default=None, max_length=128, description="Admins: one user's jobs"),
+        # Text checked here: typed as Status | None, Litestar would read "status=null" as no filter.
+        status: str | None = Parameter(
+            default=None, description="Only jobs in this status", schema_extra={"enum": list(STATUSES)}
+        ),
+        limit: int = Parameter(default=50, ge=1, le=1000, description="At most this many jobs"),
     ) -> JobList:
-        runtime = runtime_of(request)
-        check_limit(request, "jobs")
-        identity = authenticate(request)
+        if status is not None and status not in STATUSES:
+            raise BadRequest(f"Invalid query parameter status: must be one of {', '.join(STATUSES)}")
         only_user = check_user_filter(identity, user_id)
-        views = runtime.ledger.views
         plan = runtime.plans.get(views, now_us())
         picked = views.newest_jobs(user_id=only_user, status=status, limit=limit)
         return JobList(jobs=[job_status(job, views, plan) for job in picked])
 
-    @get("/jobs/{job_id:str}/events", summary="The job's ledger events: its audit trail")
-    async def job_events(self, request: Request[Any, Any, Any], job_id: str) -> EventList:
-        runtime = runtime_of(request)
-        authorized_job(request, job_id)
+    @get(
+        "/jobs/{job_id:str}/events",
+        guards=[authenticated],
+        summary="The job's ledger events: its audit trail",
+        operation_id="jobEvents",
+        security=BEARER,
+        responses=problems(400, 401, 404),
+    )
+    async def job_events(self, runtime: Runtime, job_id: str, job: JobState) -> EventList:
         return EventList(
             job_id=job_id,
             events=[

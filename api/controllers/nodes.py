@@ -2,51 +2,67 @@
 
 from __future__ import annotations
 
-from typing import Any
+from litestar import Controller, get, post
+from litestar.params import Parameter
 
-from litestar import Controller, Request, get, post
-
-from api.auth import require_admin
-from api.context import authenticate, maybe_authenticate, runtime_of
+from api.auth import Identity
+from api.context import admin_only
+from api.openapi import BEARER, BEARER_OR_ANONYMOUS, problems
 from api.present import node_infos
+from api.runtime import Runtime
 from api.schemas import NodeInfo, NodeList
 from executors.sandbox import DISABLED_WARNING
 from ledger import commands
 from ledger.clock import now_us
+from projections.views import Views
+
+REASON = Parameter(default="", max_length=500, description="Why (kept in the ledger)")
 
 
 class NodeController(Controller):
     path = "/api"
     tags = ["nodes"]
 
-    @get("/nodes", summary="Nodes, their state, queue figures and current job")
-    async def nodes(self, request: Request[Any, Any, Any]) -> NodeList:
-        runtime = runtime_of(request)
-        views = runtime.ledger.views
-        who = maybe_authenticate(request)
+    @get(
+        "/nodes",
+        summary="Nodes, their state, queue figures and current job (details for an authenticated caller)",
+        security=BEARER_OR_ANONYMOUS,
+        responses=problems(401),
+    )
+    async def nodes(self, runtime: Runtime, views: Views, caller: Identity | None) -> NodeList:
         now = now_us()
         mode = runtime.settings.job_sandbox
         return NodeList(
-            nodes=node_infos(views, runtime.plans.get(views, now), who, now),
+            nodes=node_infos(views, runtime.plans.get(views, now), caller, now),
             sandbox=mode,
             sandbox_warning=DISABLED_WARNING if mode == "none" else None,
             slurm=runtime.slurm_info(),
         )
 
-    async def _drain(self, request: Request[Any, Any, Any], node: str, *, drain: bool) -> NodeInfo:
-        runtime = runtime_of(request)
-        identity = authenticate(request)
-        require_admin(identity)
-        reason = request.query_params.get("reason", "")
+    async def _drain(self, runtime: Runtime, identity: Identity, node: str, *, drain: bool, reason: str) -> NodeInfo:
         await runtime.ledger.write(commands.drain_node(node, by=identity.user_id, drain=drain, reason=reason))
         views = runtime.ledger.views
         now = now_us()
         return next(n for n in node_infos(views, runtime.plans.get(views, now), identity, now) if n.name == node)
 
-    @post("/admin/nodes/{node:str}/drain", status_code=200, summary="Stop new dispatches to a node")
-    async def drain(self, request: Request[Any, Any, Any], node: str) -> NodeInfo:
-        return await self._drain(request, node, drain=True)
+    @post(
+        "/admin/nodes/{node:str}/drain",
+        status_code=200,
+        guards=[admin_only],
+        summary="Stop new dispatches to a node",
+        security=BEARER,
+        responses=problems(400, 401, 403, 404, 409),
+    )
+    async def drain(self, runtime: Runtime, identity: Identity, node: str, reason: str = REASON) -> NodeInfo:
+        return await self._drain(runtime, identity, node, drain=True, reason=reason)
 
-    @post("/admin/nodes/{node:str}/undrain", status_code=200, summary="Let a drained node take jobs again")
-    async def undrain(self, request: Request[Any, Any, Any], node: str) -> NodeInfo:
-        return await self._drain(request, node, drain=False)
+    @post(
+        "/admin/nodes/{node:str}/undrain",
+        status_code=200,
+        guards=[admin_only],
+        summary="Let a drained node take jobs again",
+        security=BEARER,
+        responses=problems(400, 401, 403, 404, 409),
+    )
+    async def undrain(self, runtime: Runtime, identity: Identity, node: str, reason: str = REASON) -> NodeInfo:
+        return await self._drain(runtime, identity, node, drain=False, reason=reason)

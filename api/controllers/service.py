@@ -6,10 +6,12 @@ import re
 from typing import Any
 
 from litestar import Controller, Request, Response, get
+from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
-from api.context import runtime_of
 from api.metrics import render_metrics
+from api.runtime import Runtime
 from executors.sandbox import DISABLED_WARNING
 
 VERSION = "0.1.0"
@@ -44,9 +46,12 @@ class ServiceController(Controller):
     async def livez(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/readyz", summary="Ledger writable, projections caught up, executors started")
-    async def readyz(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-        runtime = runtime_of(request)
+    @get(
+        "/readyz",
+        summary="Ledger writable, projections caught up, executors started",
+        responses={503: ResponseSpec(data_container=dict[str, Any], description="Not ready: the checks say why")},
+    )
+    async def readyz(self, runtime: Runtime) -> Response[dict[str, Any]]:
         if not runtime.started:  # still loading the ledger (or its start failed): nothing to check yet
             checks = dict.fromkeys(("ledger_writable", "projections_caught_up", "executors_started"), False)
             status = "start failed" if runtime.failed else "starting"
@@ -67,5 +72,5 @@ class ServiceController(Controller):
         )
 
     @get("/metrics", summary="Prometheus text format", media_type="text/plain; version=0.0.4")
-    async def metrics(self, request: Request[Any, Any, Any]) -> bytes:
-        return render_metrics(request.app.state.metrics)
+    async def metrics(self, state: State) -> bytes:
+        return render_metrics(state.metrics)

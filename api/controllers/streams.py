@@ -6,18 +6,20 @@ reconnects with ``Last-Event-ID`` continues without loss or duplicates.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Response, get
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from api.context import authenticate, authorized_job, runtime_of
-from api.errors import BadRequest
+from api.auth import Identity
+from api.context import authenticated
+from api.openapi import BEARER, EventStreamOperation, LogsOperation, problems
 from api.runtime import Runtime
+from api.sse import WAKE_S, session
 from ledger.clock import iso
 from ledger.events import TokenIssued, TokenRevoked, event_tag
 from ledger.jobs import JobState
@@ -32,11 +34,12 @@ def read_log(runtime: Runtime, job: JobState, stream: str, offset: int, limit: i
     if blob is not None:
         return runtime.blobs.read_range(blob, offset, limit)
     live = Path(runtime.settings.jobs_dir) / "live" / job.job_id / stream
-    if not live.exists():
+    try:
+        with live.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read(limit)
+    except FileNotFoundError:  # not started yet, or just stored and removed (then the blob has it)
         return b""
-    with live.open("rb") as handle:
-        handle.seek(offset)
-        return handle.read(limit)
 
 
 def complete_utf8(data: bytes, final: bool) -> bytes:
@@ -51,30 +54,59 @@ def complete_utf8(data: bytes, final: bool) -> bytes:
     return data
 
 
-def _resume_point(request: Request[Any, Any, Any], default: int) -> int:
-    last = request.headers.get("last-event-id")
-    if last is None:
+MAX_OFFSET = 2**40  # 1 TiB: beyond any output limit, below every file system's largest seek
+MAX_POSITION = 2**62  # ledger positions are SQLite integers; a power of two is exact in the JSON document
+LAST_EVENT_ID = Parameter(
+    header="Last-Event-ID",
+    default=None,
+    pattern=r"^[0-9]{1,18}$",
+    description="Resume after this SSE id (sent by reconnecting EventSource clients)",
+)
+
+
+def _resume_point(last_event_id: str | None, default: int, most: int) -> int:
+    """Where a reconnecting client resumes; past the end there is simply nothing yet."""
+    if last_event_id is None:
         return default
-    if not last.isdigit():
-        raise BadRequest("Last-Event-ID must be a non-negative integer")
-    return int(last)
+    return min(int(last_event_id), most)
+
+
+def _session(
+    source: AsyncGenerator[ServerSentEventMessage | None, None], runtime: Runtime, identity: Identity, name: str
+) -> AsyncGenerator[ServerSentEventMessage, None]:
+    return session(
+        source,
+        views=lambda: runtime.ledger.views,
+        identity=identity,
+        heartbeat_s=runtime.settings.sse_heartbeat_s,
+        name=name,
+    )
 
 
 class StreamController(Controller):
     path = "/api"
     tags = ["streams"]
 
-    @get("/jobs/{job_id:str}/logs", summary="A job's stdout/stderr from a byte offset; ?follow=true for SSE")
+    @get(
+        "/jobs/{job_id:str}/logs",
+        guards=[authenticated],
+        summary="A job's stdout/stderr from a byte offset; ?follow=true for SSE",
+        operation_id="jobLogs",
+        operation_class=LogsOperation,
+        security=BEARER,
+        responses=problems(400, 401, 404),
+    )
     async def logs(
         self,
-        request: Request[Any, Any, Any],
+        runtime: Runtime,
         job_id: str,
-        stream: Literal["stdout", "stderr"] = "stdout",
-        offset: int = Parameter(default=0, ge=0),
-        follow: bool = False,
+        job: JobState,
+        identity: Identity,
+        stream: Literal["stdout", "stderr"] = Parameter(default="stdout", description="Which console stream"),
+        offset: int = Parameter(default=0, ge=0, le=MAX_OFFSET, description="Start at this byte"),
+        follow: bool = Parameter(default=False, description="Stream as Server-Sent Events until the job ends"),
+        last_event_id: str | None = LAST_EVENT_ID,
     ) -> Response[bytes] | ServerSentEvent:
-        runtime = runtime_of(request)
-        _, job = authorized_job(request, job_id)
         if not follow:
             data = read_log(runtime, job, stream, offset, runtime.settings.max_output_bytes)
             return Response(
@@ -82,12 +114,13 @@ class StreamController(Controller):
                 media_type="application/octet-stream",
                 headers={"X-Log-Offset": str(offset + len(data)), "X-Job-Status": job.status},
             )
-        start = _resume_point(request, offset)
-        return ServerSentEvent(self._follow_log(runtime, job_id, stream, start))
+        start = _resume_point(last_event_id, offset, MAX_OFFSET)
+        source = self._follow_log(runtime, job_id, stream, start)
+        return ServerSentEvent(_session(source, runtime, identity, f"logs {job_id} {stream}"))
 
     async def _follow_log(
         self, runtime: Runtime, job_id: str, stream: str, offset: int
-    ) -> AsyncIterator[ServerSentEventMessage]:
+    ) -> AsyncGenerator[ServerSentEventMessage | None, None]:
         ledger = runtime.ledger
         while True:
             seen = ledger.head
@@ -108,12 +141,24 @@ class StreamController(Controller):
                 )
                 return
             await ledger.wait_beyond(seen, timeout=TICK_S)
+            yield None
 
-    @get("/events/stream", summary="Ledger events as SSE (admins: all; users: their own jobs and tokens)")
-    async def events(self, request: Request[Any, Any, Any]) -> ServerSentEvent:
-        runtime = runtime_of(request)
-        identity = authenticate(request)
-        position = _resume_point(request, int(request.query_params.get("after", 0) or 0))
+    @get(
+        "/events/stream",
+        guards=[authenticated],
+        summary="Ledger events as SSE (admins: all; users: their own jobs and tokens)",
+        operation_class=EventStreamOperation,
+        security=BEARER,
+        responses=problems(400, 401),
+    )
+    async def events(
+        self,
+        runtime: Runtime,
+        identity: Identity,
+        after: int = Parameter(default=0, ge=0, le=MAX_POSITION, description="Start after this ledger position"),
+        last_event_id: str | None = LAST_EVENT_ID,
+    ) -> ServerSentEvent:
+        position = _resume_point(last_event_id, after, MAX_POSITION)
 
         def visible(record: Any) -> bool:
             if identity.is_admin:
@@ -124,7 +169,7 @@ class StreamController(Controller):
             job = runtime.ledger.views.jobs.get(record.stream.removeprefix("job-"))
             return job is not None and job.user_id == identity.user_id
 
-        async def stream() -> AsyncIterator[ServerSentEventMessage]:
+        async def stream() -> AsyncGenerator[ServerSentEventMessage | None, None]:
             nonlocal position
             while True:
                 seen = runtime.ledger.head
@@ -145,6 +190,7 @@ class StreamController(Controller):
                             ).decode(),
                         )
                 if position >= seen:
-                    await runtime.ledger.wait_beyond(seen, timeout=15)
+                    await runtime.ledger.wait_beyond(seen, timeout=WAKE_S)
+                    yield None
 
-        return ServerSentEvent(stream())
+        return ServerSentEvent(_session(stream(), runtime, identity, "events"))

@@ -1,0 +1,63 @@
+"""The start-up sweep: what finished jobs left behind after a crash (live copies, node workdirs).
+
+A ``kill -9`` between a job's ``job.finished`` and its cleanup leaves its workdir on the node and its
+live output copy here; the ledger says the job is finished, so both can go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import shutil
+from pathlib import Path
+
+import structlog
+
+from executors import protocol as wp
+from executors.errors import ExecutorError
+from executors.runner import NodeRunner
+from projections.views import Views
+
+log = structlog.get_logger()
+
+
+def finished_jobs(views: Views) -> set[str]:
+    return {job_id for job_id, job in views.jobs.items() if job.is_terminal}
+
+
+def sweep_live(live_root: Path, finished: set[str]) -> int:
+    """Remove the live output copies of finished jobs (their blobs hold the output)."""
+    if not live_root.is_dir():
+        return 0
+    leftovers = [entry for entry in live_root.iterdir() if entry.name in finished]
+    for entry in leftovers:
+        shutil.rmtree(entry, ignore_errors=True)
+    return len(leftovers)
+
+
+async def sweep_node(runner: NodeRunner, finished: set[str]) -> int:
+    """Remove finished jobs' workdirs on one node; a leftover's process group is killed first, in
+    case a job lost with its node still ran there."""
+    jobs_root = f"{runner.remote_root.rstrip('/')}/jobs"
+    transport = runner.transport
+    _, out, _ = await transport.run(f"ls -1 {shlex.quote(jobs_root)} 2>/dev/null || true", timeout=30)
+    leftovers = [name for name in out.decode(errors="replace").split() if name in finished]
+    for job_id in leftovers:
+        workdir = runner.workdir(job_id)
+        await transport.run(wp.cancel_command(transport.python, workdir), timeout=runner.settings.cancel_grace_s + 30)
+        await transport.remove_tree(workdir)
+    return len(leftovers)
+
+
+async def sweep(views: Views, runners: dict[str, NodeRunner], live_root: Path) -> None:
+    """The whole sweep; a node that does not answer keeps its leftovers until the next start."""
+    finished = finished_jobs(views)
+    live = await asyncio.to_thread(sweep_live, live_root, finished)
+    workdirs = 0
+    for name, runner in runners.items():
+        with contextlib.suppress(ExecutorError, TimeoutError, OSError):
+            workdirs += await sweep_node(runner, finished)
+            continue
+        log.warning("sweep.node_skipped", node=name)
+    log.info("sweep.done", live_dirs=live, workdirs=workdirs)
