@@ -84,6 +84,8 @@ def test_schemathesis_finds_no_server_error_and_no_conformance_failure(
     assert " passed" in output, output[-2000:]
     log = (server.root / "server.log").read_text()
     assert "http.unhandled_error" not in log
-    statuses = [json.loads(line).get("status") for line in log.splitlines() if '"http.request"' in line]
+    lines = [json.loads(line) for line in log.splitlines() if '"http.request"' in line]
+    # /readyz answers 503 while the server starts (the fixture waits on it): that is its job, not an error.
+    statuses = [line.get("status") for line in lines if not (line["path"] == "/readyz" and line.get("status") == 503)]
     assert statuses
     assert all(status is not None and status < 500 for status in statuses)
