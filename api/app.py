@@ -16,6 +16,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from api.context import DEPENDENCIES
 from api.controllers.dashboard import DashboardController
+from api.controllers.fairshare import FairShareController
 from api.controllers.jobs import JobController
 from api.controllers.nodes import NodeController
 from api.controllers.service import VERSION, ServiceController
@@ -102,6 +103,7 @@ def create_app(
             JobController,
             NodeController,
             DashboardController,
+            FairShareController,
             StreamController,
             dashboard_router,
             openapi_document,

@@ -26,6 +26,7 @@ from ledger.errors import (
     InvalidTransition,
     LedgerError,
     LimitExceeded,
+    NotAllowed,
     NotFound,
 )
 from ledger.jobs import Status
@@ -82,6 +83,8 @@ def _status_of(error: LedgerError) -> int:
             return 429
         case NotFound():
             return 404
+        case NotAllowed():
+            return 403
         case InvalidTransition() | ConcurrencyConflict():
             return 409
         case DomainError():

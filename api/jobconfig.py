@@ -15,13 +15,14 @@ import msgspec
 import yaml
 
 from api.errors import BadRequest
+from ledger.shares import MAX_PRIORITY, MIN_PRIORITY, PRIORITY_LEVELS
 
 COMPETITION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_DEPTH = 3  # the mapping, a field's value, and one level inside an (ignored) unknown field
 MAX_FIELDS = 32
 MAX_DIGITS = 30
 INT_TAG = "tag:yaml.org,2002:int"
-KNOWN_FIELDS = ("competition_id", "project_id", "user_id", "expected_time", "token", "gpus")
+KNOWN_FIELDS = ("competition_id", "project_id", "user_id", "expected_time", "token", "gpus", "priority")
 REQUIRED_FIELDS = ("competition_id", "project_id", "user_id", "expected_time")
 
 
@@ -32,6 +33,7 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
     expected_time: int
     token: str | None = None
     gpus: int = 1
+    priority: int | None = None  # a level asked for (None: the user's own)
     warnings: list[str] = []
 
     def sanitized(self) -> dict[str, Any]:
@@ -42,6 +44,7 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
             "user_id": self.user_id,
             "expected_time": self.expected_time,
             **({"gpus": self.gpus} if self.gpus != 1 else {}),  # one GPU keeps the shape older jobs have
+            **({"priority": self.priority} if self.priority is not None else {}),
         }
 
 
@@ -135,6 +138,20 @@ def _gpus_field(data: dict[str, Any], largest_node: int) -> int:
     return gpus
 
 
+def _priority_field(data: dict[str, Any]) -> int | None:
+    """``low``, ``normal``, ``high`` or a whole level; whether the user may ask for it is the ledger's check."""
+    value = data.get("priority")
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in PRIORITY_LEVELS:
+        return PRIORITY_LEVELS[value.strip().lower()]
+    if isinstance(value, int) and not isinstance(value, bool) and MIN_PRIORITY <= value <= MAX_PRIORITY:
+        return value
+    raise BadRequest(
+        f"Invalid field priority: use low, normal, high or a whole number from {MIN_PRIORITY} to {MAX_PRIORITY}"
+    )
+
+
 def parse_config(raw: bytes, *, max_expected_time: int, largest_node: int = 1) -> JobConfig:
     """``largest_node``: the GPUs of the biggest node a job can be placed on (a job never spans nodes)."""
     try:
@@ -168,5 +185,6 @@ def parse_config(raw: bytes, *, max_expected_time: int, largest_node: int = 1) -
         expected_time=expected,
         token=token,
         gpus=_gpus_field(data, largest_node),
+        priority=_priority_field(data),
         warnings=warnings,
     )

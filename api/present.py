@@ -10,7 +10,7 @@ from ledger.blobs import BlobStore
 from ledger.clock import iso
 from ledger.events import Blob
 from ledger.jobs import JobState
-from projections.plan import Plan, pending_reason
+from projections.plan import JobPlan, Plan, pending_reason
 from projections.views import Views
 
 
@@ -49,7 +49,20 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
         scan_verdict=job.scan_verdict,
         findings=[msgspec.to_builtins(f) for f in job.findings],
         finish_reason=job.reason,
+        **factors_of(entry if job.phase == "queued" else None),  # type: ignore[arg-type]
     )
+
+
+def factors_of(entry: JobPlan | None) -> dict[str, float | int | None]:
+    """A queued job's score and factors, rounded for reading (the order used the exact values)."""
+    if entry is None:
+        return {"score": None, "fairshare": None, "age": None, "priority": None}
+    return {
+        "score": round(entry.score, 6),
+        "fairshare": round(entry.fairshare, 6),
+        "age": round(entry.age, 6),
+        "priority": entry.priority,
+    }
 
 
 def blob_text(blobs: BlobStore, blob: Blob | None, limit: int) -> tuple[str, bool]:

@@ -79,7 +79,7 @@ class Runtime:
         self._opened = False
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self.token_usage = TokenUsage(settings.database_path)
-        self.plans = PlanCache()
+        self.plans = PlanCache(weights=settings.fairshare_weights())
         self.local_root = str(Path(settings.jobs_dir).resolve() / "work")
         self.slurm: SlurmCluster | None = None
 
@@ -92,11 +92,13 @@ class Runtime:
         # collection (triggered by any request's garbage) does not rescan them with the GIL held.
         gc.freeze()
         self.services = Services(ledger=self.ledger, blobs=self.blobs, settings=self.settings)
-        self.dispatcher = Dispatcher(self.ledger, self.runners)
+        self.dispatcher = Dispatcher(self.ledger, self.runners, self.settings.fairshare_weights())
         self._opened = True
         await self.ledger.start()
         self.background.append(asyncio.create_task(self.plans.run(self.ledger), name="queue-plan"))
         await self._bootstrap_admin()
+        if self.ledger.views.half_life_s != self.settings.half_life_s:  # the fold decays by recorded facts
+            await self.ledger.write(commands.set_half_life(self.settings.half_life_s))
         self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
         if self.settings.job_sandbox == "none":  # said at every start, and shown by /readyz and /api/nodes
             log.warning("sandbox.disabled", warning=DISABLED_WARNING)

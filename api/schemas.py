@@ -66,6 +66,11 @@ class JobStatus(msgspec.Struct, kw_only=True):
     scan_verdict: str | None = None
     findings: list[dict[str, Any]] = []
     finish_reason: str | None = None
+    # The queue's factors for a queued job (docs/user-guide.md, "Why is my job where it is"); None otherwise.
+    score: float | None = None
+    fairshare: float | None = None
+    age: float | None = None
+    priority: int | None = None
 
 
 class JobResults(msgspec.Struct, kw_only=True):

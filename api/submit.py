@@ -121,6 +121,7 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
         token_id=identity.token_id,
         client_address=request.client_address,
         gpus=config.gpus,
+        asked_priority=config.priority,
     )
     exempt = identity.is_admin and settings.admin_rate_limit_exempt
     limits = (

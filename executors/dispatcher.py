@@ -1,4 +1,7 @@
-"""The scheduler: one global queue ordered by (priority, submit position), dispatched to free slots.
+"""The scheduler: one global queue ordered by the fair-share score, dispatched to free slots.
+
+The order is ``projections.fairshare.rank`` at the moment of each pass (docs/design.md, "Fair share");
+jobs of a user at their GPU cap (``max_gpus``) are skipped until the user's running jobs end.
 
 Woken by ledger commits (no polling of the database). The dispatch write re-checks inside the
 writer's transaction that the slots are still free and the node usable, so a node never holds more
@@ -18,9 +21,12 @@ from typing import Protocol
 import structlog
 
 from ledger import commands
+from ledger.clock import now_us
 from ledger.errors import DomainError
 from ledger.jobs import JobState
+from ledger.shares import Weights
 from ledger.writer import Ledger
+from projections.plan import capped
 from projections.views import Views
 
 log = structlog.get_logger()
@@ -71,10 +77,18 @@ def place(
     return None
 
 
+def dispatch_order(views: Views, now: int, weights: Weights) -> list[JobState]:
+    """The queue as the dispatcher walks it: by score, less the jobs their user's GPU cap holds back."""
+    ranked = views.ranked(now, weights)
+    held = capped(views, ranked)
+    return [r.job for r in ranked if r.job.job_id not in held]
+
+
 class Dispatcher:
-    def __init__(self, ledger: Ledger[Views], runners: Mapping[str, JobRunner]) -> None:
+    def __init__(self, ledger: Ledger[Views], runners: Mapping[str, JobRunner], weights: Weights | None = None) -> None:
         self.ledger = ledger
         self.runners = runners
+        self.weights = weights or Weights()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -112,7 +126,7 @@ class Dispatcher:
             free, sizes = free_gpus(views, self.runners)  # first: cheap, and no slot means no sort of the queue
             if not free or not views.queued:
                 return dispatched
-            placed = place(views.queue(), free, sizes)
+            placed = place(dispatch_order(views, now_us(), self.weights), free, sizes)
             if placed is None:
                 return dispatched
             job, node, slots = placed

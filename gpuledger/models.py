@@ -30,6 +30,10 @@ class JobStatus(msgspec.Struct, kw_only=True):
     scan_verdict: str | None = None
     findings: list[dict[str, Any]] = []
     finish_reason: str | None = None
+    score: float | None = None  # a queued job's fair-share score and its factors
+    fairshare: float | None = None
+    age: float | None = None
+    priority: int | None = None
 
     @property
     def is_terminal(self) -> bool:

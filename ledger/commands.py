@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
-from ledger.errors import InvalidTransition, LimitExceeded, NotFound
+from ledger.errors import InvalidTransition, LimitExceeded, NotAllowed, NotFound
 from ledger.events import (
     AnyEvent,
+    HalfLifeSet,
     JobFinished,
     JobQueued,
     JobScanned,
@@ -19,6 +21,7 @@ from ledger.events import (
     NodeRegistered,
     NodeRestarted,
     TokenIssued,
+    UserPolicySet,
 )
 from ledger.jobs import (
     JobState,
@@ -42,6 +45,7 @@ from ledger.nodes import (
     decide_retire,
     decide_undrain,
 )
+from ledger.shares import UserShare, decide_policy
 from ledger.state import LedgerState
 from ledger.store import Write
 from ledger.tokens import decide_issue, decide_revoke
@@ -74,6 +78,10 @@ def _check_limits(views: LedgerState, user_id: str, limits: SubmitLimits, now: i
     stats = views.users.get(user_id)
     if stats is None:
         return
+    account = views.shares.get(user_id)
+    max_active = limits.max_active  # a user's own cap (user.policy_set) overrides the global one
+    if account is not None and account.max_active_jobs is not None:
+        max_active = account.max_active_jobs
     recent = [t for t in stats.recent_submits if t > now - RATE_WINDOW_US]
     if limits.per_minute and len(recent) >= limits.per_minute:  # 0: unlimited
         retry_after = max(1, math.ceil((recent[-limits.per_minute] + RATE_WINDOW_US - now) / 1_000_000))
@@ -81,11 +89,25 @@ def _check_limits(views: LedgerState, user_id: str, limits: SubmitLimits, now: i
             f"Rate limit exceeded. Maximum {limits.per_minute} requests per 60s. Retry after {retry_after}s.",
             retry_after=retry_after,
         )
-    if limits.max_active and stats.active >= limits.max_active:
+    if max_active and stats.active >= max_active:
         raise LimitExceeded(
             f"Queue limit exceeded. You already have {stats.active} job(s) in progress. "
-            f"Maximum {limits.max_active} jobs per user allowed.",
+            f"Maximum {max_active} jobs per user allowed.",
             retry_after=30,
+        )
+
+
+def _check_policy(submitted: JobSubmitted, account: UserShare | None) -> None:
+    """What the user's policy allows a job to ask: no priority above theirs, no more GPUs than their cap."""
+    allowed = account.priority if account is not None else 0
+    if submitted.asked_priority is not None and submitted.asked_priority > allowed:
+        raise NotAllowed(
+            f"Invalid field priority: {submitted.asked_priority} is above the highest level "
+            f"your jobs may ask for ({allowed}); ask for it or lower"
+        )
+    if account is not None and account.max_gpus and submitted.gpus > account.max_gpus:
+        raise NotAllowed(
+            f"Invalid field gpus: {submitted.gpus} GPUs is more than your cap of {account.max_gpus} (max_gpus)"
         )
 
 
@@ -102,6 +124,7 @@ def submit_job(
     """Accept a job: limits checked and events appended in one step; queued unless a review is pending."""
 
     def decide(views: LedgerState) -> Sequence[AnyEvent]:
+        _check_policy(submitted, views.shares.get(submitted.user_id))
         if limits is not None:
             _check_limits(views, submitted.user_id, limits, now)
         events: list[AnyEvent] = [submitted]
@@ -139,6 +162,18 @@ def busy_slots(views: LedgerState, node: str) -> set[int]:
     return {s for j in views.node_jobs.get(node, []) for s in views.jobs[j].held_slots}
 
 
+def _check_gpu_cap(views: LedgerState, job: JobState) -> None:
+    """A user's ``max_gpus``: the GPUs their jobs on nodes hold, this one included, stay within it."""
+    account = views.shares.get(job.user_id)
+    if account is None or not account.max_gpus:
+        return
+    held = sum(
+        views.jobs[j].gpus for ids in views.node_jobs.values() for j in ids if views.jobs[j].user_id == job.user_id
+    )
+    if held + job.gpus > account.max_gpus:
+        raise InvalidTransition(f"user {job.user_id} holds {held} of {account.max_gpus} GPUs (max_gpus)")
+
+
 def dispatch_job(job_id: str, *, node: str, slots: list[int], workdir: str) -> Write:
     """Dispatch to slots of one node, re-checking inside the transaction that the node can take them."""
 
@@ -147,7 +182,9 @@ def dispatch_job(job_id: str, *, node: str, slots: list[int], workdir: str) -> W
         taken = busy_slots(views, node) & set(slots)
         if state.status != "up" or taken or max(slots, default=0) >= state.slots:
             raise InvalidTransition(f"node {node} slots {slots} cannot take a job now ({state.status})")
-        return decide_dispatch(job_of(views, job_id), node=node, slots=slots, workdir=workdir)
+        job = job_of(views, job_id)
+        _check_gpu_cap(views, job)
+        return decide_dispatch(job, node=node, slots=slots, workdir=workdir)
 
     return Write(decide=decide, actor=f"executor:{node}")
 
@@ -245,3 +282,29 @@ def revoke_user_tokens(user_id: str, *, by: str) -> Write:
         return [e for t in live for e in decide_revoke(t, by=by, reason="all tokens of the user revoked")]
 
     return Write(decide=decide, actor=by)
+
+
+def set_user_policy(user_id: str, *, by: str, reason: str, **changes: object) -> Write:
+    """A ``user.policy_set`` with ``changes`` (share, priority, max_active_jobs, max_gpus) on top of the
+    user's current policy: each event carries the whole policy, so the fold is a replacement."""
+
+    def decide(views: LedgerState) -> Sequence[AnyEvent]:
+        current = views.shares.get(user_id) or UserShare(user_id=user_id)
+        policy: dict[str, Any] = {
+            "share": current.share,
+            "priority": current.priority,
+            "max_active_jobs": current.max_active_jobs,
+            "max_gpus": current.max_gpus,
+        }
+        unknown = set(changes) - set(policy)
+        if unknown:
+            raise InvalidTransition(f"not a policy field: {', '.join(sorted(unknown))}")
+        policy.update(changes)
+        return decide_policy(UserPolicySet(user_id=user_id, by=by, reason=reason, **policy))
+
+    return Write(decide=decide, actor=by)
+
+
+def set_half_life(half_life_s: float) -> Write:
+    """Record the FAIRSHARE_HALF_LIFE setting when it differs from the one the fold uses."""
+    return Write(decide=lambda _views: [HalfLifeSet(half_life_s=half_life_s)], actor="system")

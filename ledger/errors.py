@@ -9,7 +9,8 @@ LedgerError
 └── DomainError              a command is not allowed in the current state
     ├── NotFound             no such job / node / token
     ├── InvalidTransition    e.g. cancelling a finished job
-    └── LimitExceeded        rate or active-job limit (carries retry_after)
+    ├── LimitExceeded        rate or active-job limit (carries retry_after)
+    └── NotAllowed           the user's policy does not allow what was asked (a priority, GPUs)
 """
 
 from __future__ import annotations
@@ -55,3 +56,7 @@ class LimitExceeded(DomainError):
     def __init__(self, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class NotAllowed(DomainError):
+    pass

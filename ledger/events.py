@@ -2,8 +2,8 @@
 
 Tags are stable wire names (``job.submitted``). New fields get defaults; field types never change.
 An event kind is written in one place: its Struct, under the base of its stream (``JobEvent``,
-``NodeEvent``, ``TokenEvent``). The decoder's union, the tag table and the stream of each event are
-derived from the classes below, and each fold matches on them (``ledger.jobs.evolve_job``, ...).
+``NodeEvent``, ``TokenEvent``, ``UserEvent``, ``FairShareEvent``). The decoder's union, the tag
+table and the stream of each event are derived from the classes below, and each fold matches on them (``ledger.jobs.evolve_job``, ...).
 """
 
 from __future__ import annotations
@@ -56,6 +56,27 @@ class TokenEvent(Event, frozen=True):
         return self.token_id
 
 
+class UserEvent(Event, frozen=True):
+    """A fact about one user's standing in the queue (share, priority, caps); its stream is ``user-<user_id>``."""
+
+    STREAM_PREFIX: ClassVar[str] = "user-"
+    user_id: str
+
+    @property
+    def stream_key(self) -> str:
+        return self.user_id
+
+
+class FairShareEvent(Event, frozen=True):
+    """A fact about the fair-share fold of the whole cluster; its one stream is ``fairshare-cluster``."""
+
+    STREAM_PREFIX: ClassVar[str] = "fairshare-"
+
+    @property
+    def stream_key(self) -> str:
+        return "cluster"
+
+
 class Blob(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A content-addressed file (code, output, results) kept beside the ledger."""
 
@@ -87,6 +108,7 @@ class JobSubmitted(JobEvent, frozen=True, tag="job.submitted"):
     token_id: str | None = None
     client_address: str | None = None
     gpus: int = 1  # GPUs the job takes, all on one node
+    asked_priority: int | None = None  # a priority level the job asked for (None: its user's level)
 
 
 class JobScanned(JobEvent, frozen=True, tag="job.scanned"):
@@ -223,6 +245,27 @@ class TokenRevoked(TokenEvent, frozen=True, tag="token.revoked"):
     reason: str = ""
 
 
+# --- users and the fair-share fold ---------------------------------------------------------------
+
+
+class UserPolicySet(UserEvent, frozen=True, tag="user.policy_set"):
+    """A user's whole policy as an admin set it: each event replaces the previous one."""
+
+    by: str
+    share: float = 1.0
+    priority: int = 0  # the highest priority level the user's jobs get (and their default)
+    max_active_jobs: int | None = None  # None: the global MAX_ACTIVE_JOBS_PER_USER
+    max_gpus: int | None = None  # None: no cap on the GPUs the user's running jobs hold
+    reason: str = ""
+
+
+class HalfLifeSet(FairShareEvent, frozen=True, tag="fairshare.half_life_set"):
+    """The usage decay's half-life from here on (the FAIRSHARE_HALF_LIFE setting, recorded at start)."""
+
+    half_life_s: float
+    by: str = "system"
+
+
 def _leaves(base: type[Event]) -> list[type[Event]]:
     """Every concrete event class below ``base``, in definition order."""
     found: list[type[Event]] = []
@@ -253,7 +296,7 @@ def event_tag(event: Event) -> str:
 
 
 def stream_of(event: Event) -> str:
-    """The stream an event belongs to: ``job-<id>``, ``node-<name>`` or ``token-<id>``."""
+    """The stream an event belongs to: ``job-<id>``, ``node-<name>``, ``token-<id>``, ``user-<id>``, ...."""
     return event.STREAM_PREFIX + event.stream_key
 
 

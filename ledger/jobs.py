@@ -47,6 +47,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     status: Status = "pending"
     phase: Phase = "submitted"
     priority: int = 0
+    asked_priority: int | None = None  # the level the job asked for (None: its user's level)
     scan_verdict: str | None = None
     findings: list[Finding] = []
     node: str | None = None
@@ -103,6 +104,7 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             created_at=at,
             token_id=event.token_id,
             gpus=event.gpus,
+            asked_priority=event.asked_priority,
         )
     version = state.version + 1
     match event:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from ledger.errors import SettingsError
+from ledger.shares import Weights
 
 
 class NodeSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -125,6 +126,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     request_body_timeout_s: float = 30.0
     keep_alive_timeout_s: int = 5
     sse_heartbeat_s: float = 15.0
+    # fair share: the queue's score and the usage decay (docs/design.md, "Fair share")
+    fairshare_half_life: float | str = 7 * 86_400.0  # seconds, or text with a unit: "7d", "36h", "90m"
+    fairshare_weight: float = 1.0
+    fairshare_age_weight: float = 0.25
+    fairshare_age_max: float = 86_400.0  # seconds of waiting that earn the whole age factor
+    fairshare_priority_weight: float = 1.0
+
+    @property
+    def half_life_s(self) -> float:
+        """FAIRSHARE_HALF_LIFE in seconds (checked at start-up)."""
+        return parse_duration(self.fairshare_half_life)
+
+    def fairshare_weights(self) -> Weights:
+        return Weights(
+            fairshare=self.fairshare_weight,
+            age=self.fairshare_age_weight,
+            priority=self.fairshare_priority_weight,
+            age_max_s=self.fairshare_age_max,
+        )
 
     def __post_init__(self) -> None:
         positive = ("server_port", "max_code_bytes", "max_config_bytes", "max_expected_time")
@@ -143,6 +163,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             if getattr(self, name) < 1:
                 raise msgspec.ValidationError(f"must be at least 1 - at `$.{name}`")
         self._check_sandbox()
+        self._check_fairshare()
+
+    def _check_fairshare(self) -> None:
+        try:
+            half_life = parse_duration(self.fairshare_half_life)
+        except ValueError as e:
+            raise msgspec.ValidationError(f"{e} - at `$.fairshare_half_life`") from None
+        if half_life <= 0:
+            raise msgspec.ValidationError("must be positive - at `$.fairshare_half_life`")
+        for name in ("fairshare_weight", "fairshare_age_weight", "fairshare_age_max", "fairshare_priority_weight"):
+            if getattr(self, name) < 0:
+                raise msgspec.ValidationError(f"must not be negative - at `$.{name}`")
 
     def _check_sandbox(self) -> None:
         if not 1000 <= self.job_uid_base <= 2**31 - 1024:  # never a system account, never root
@@ -177,6 +209,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             if data.get(secret):
                 data[secret] = "***"
         return data
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 7 * 86_400.0}
+
+
+def parse_duration(value: float | str) -> float:
+    """Seconds from a number of seconds or a text like ``7d``, ``36h``, ``90m``, ``45s``, ``2w``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise ValueError(f"{value!r} is not a duration (seconds, or a number with s, m, h, d or w)") from None
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ValueError(f"{value!r} is not a finite duration")
+    return seconds
 
 
 SECRET_SETTINGS = ("openrouter_api_key",)

@@ -14,6 +14,7 @@ import apsw
 from ledger.events import AnyEvent
 from ledger.jobs import JobState
 from ledger.nodes import NodeState
+from ledger.shares import UserShare
 from ledger.tokens import TokenState
 from ledger.users import UserStats
 
@@ -30,6 +31,7 @@ class LedgerState(Protocol):
     tokens: dict[str, TokenState]
     tokens_by_secret: dict[str, str]
     node_jobs: dict[str, list[str]]  # per node, its jobs not yet ended, in dispatch order
+    shares: dict[str, UserShare]  # per user: fair-share policy (caps) and decayed usage
 
     def apply_event(self, event: AnyEvent, position: int, stream: str, version: int, recorded_at: int) -> None: ...
 

@@ -10,6 +10,7 @@ import asyncio
 from pathlib import Path
 
 from ledger.schema import connect
+from ledger.shares import Weights
 from ledger.store import max_position
 from projections.audit import views_until
 from projections.plan import Plan, make_plan
@@ -50,13 +51,18 @@ async def views_as_of(path: str | Path, *, position: int | None, time_us: int | 
     return await asyncio.to_thread(views_as_of_sync, path, position=position, time_us=time_us)
 
 
-def planned_as_of_sync(path: str | Path, *, position: int | None, time_us: int | None) -> tuple[Views, int, Plan]:
-    """The views as of a point, the instant they stand for, and the queue plan then (all CPU work)."""
+def planned_as_of_sync(
+    path: str | Path, *, position: int | None, time_us: int | None, weights: Weights | None = None
+) -> tuple[Views, int, Plan]:
+    """The views as of a point, the instant they stand for, and the queue plan then (all CPU work):
+    the order and factors as they stood, scored at that instant from that point's accounts."""
     views = hot_views_as_of_sync(path, position=position, time_us=time_us)
     now = time_us if time_us is not None else views.recorded_at
-    return views, now, make_plan(views, now)
+    return views, now, make_plan(views, now, weights)
 
 
-async def planned_as_of(path: str | Path, *, position: int | None, time_us: int | None) -> tuple[Views, int, Plan]:
+async def planned_as_of(
+    path: str | Path, *, position: int | None, time_us: int | None, weights: Weights | None = None
+) -> tuple[Views, int, Plan]:
     """``planned_as_of_sync`` in a worker thread."""
-    return await asyncio.to_thread(planned_as_of_sync, path, position=position, time_us=time_us)
+    return await asyncio.to_thread(planned_as_of_sync, path, position=position, time_us=time_us, weights=weights)

@@ -1,9 +1,10 @@
-"""The scheduler's plan: which node each queued job will probably get, and when.
+"""The scheduler's plan: which node each queued job will probably get, and when, and why in that order.
 
-A pure function of the views and the clock. Each usable GPU slot frees at (start + expected time)
-of the job on it; queued jobs, in dispatch order, take the node where as many slots as they need
-GPUs free first. This is what gives
-``queue_position``, ``estimated_start_at`` and the per-node queue figures their meaning.
+A pure function of the views, the clock and the score's weights. Each usable GPU slot frees at
+(start + expected time) of the job on it; queued jobs, in dispatch order (the fair-share score,
+``projections.fairshare.rank``), take the node where as many slots as they need GPUs free first.
+This is what gives ``queue_position``, ``estimated_start_at``, the factors and the per-node queue
+figures their meaning. A job whose user is at their GPU cap is ranked but not placed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 
 from ledger.clock import now_us
 from ledger.jobs import JobState
+from ledger.shares import Weights
 from ledger.writer import Ledger
+from projections.fairshare import Ranked, gpus_in_use
 from projections.views import Views
 
 
@@ -24,6 +27,11 @@ class JobPlan:
     position: int  # 0 = next to be dispatched
     node: str | None
     start_at: int | None  # microseconds; None when no node can take it
+    score: float = 0.0
+    fairshare: float = 1.0
+    age: float = 0.0
+    priority: int = 0
+    held: str | None = None  # why the job is not placed although ranked (its user's GPU cap)
 
 
 @dataclass
@@ -64,7 +72,34 @@ def _slot_free_times(node_slots: int, running: list[JobState], now: int) -> list
     return sorted(times)
 
 
-def make_plan(views: Views, now: int) -> Plan:
+def capped(views: Views, ranked: list[Ranked]) -> dict[str, str]:
+    """Queued jobs whose user's running jobs already hold so many GPUs that this one would pass the
+    user's ``max_gpus``: job id -> the reason (O(queued + on nodes))."""
+    caps = {r.job.user_id: a.max_gpus for r in ranked if (a := views.shares.get(r.job.user_id)) and a.max_gpus}
+    if not caps:
+        return {}
+    held = gpus_in_use(views.on_nodes())
+    return {
+        r.job.job_id: f"user GPU cap reached ({held.get(r.job.user_id, 0)} of {caps[r.job.user_id]} GPUs in use)"
+        for r in ranked
+        if r.job.user_id in caps and held.get(r.job.user_id, 0) + r.job.gpus > caps[r.job.user_id]
+    }
+
+
+def _job_plan(index: int, entry: Ranked, node: str | None, start_at: int | None, held: str | None) -> JobPlan:
+    return JobPlan(
+        position=index,
+        node=node,
+        start_at=start_at,
+        score=entry.score,
+        fairshare=entry.fairshare,
+        age=entry.age,
+        priority=entry.priority,
+        held=held,
+    )
+
+
+def make_plan(views: Views, now: int, weights: Weights | None = None) -> Plan:
     """Queued jobs in dispatch order take the node where their ``gpus`` slots free first."""
     plan = Plan()
     free_times: dict[str, list[int]] = {}  # usable node -> its slots' free times, sorted
@@ -74,17 +109,20 @@ def make_plan(views: Views, now: int) -> Plan:
         if node.status in ("up", "restarting"):
             free_times[node.name] = _slot_free_times(node.slots, running, now)
     plan.any_node_usable = bool(free_times)
-    for index, job in enumerate(views.queue()):
+    ranked = views.ranked(now, weights or Weights())
+    held = capped(views, ranked)
+    for index, entry in enumerate(ranked):
+        job = entry.job
         best: tuple[int, str] | None = None
-        for name, times in free_times.items():
+        for name, times in free_times.items() if job.job_id not in held else ():
             # Strictly sooner wins: on a tie the node earlier in the configuration keeps it.
             if len(times) >= job.gpus and (best is None or times[job.gpus - 1] < best[0]):
                 best = (times[job.gpus - 1], name)
         if best is None:
-            plan.jobs[job.job_id] = JobPlan(position=index, node=None, start_at=None)
+            plan.jobs[job.job_id] = _job_plan(index, entry, None, None, held.get(job.job_id))
             continue
         start_at, name = best
-        plan.jobs[job.job_id] = JobPlan(position=index, node=name, start_at=start_at)
+        plan.jobs[job.job_id] = _job_plan(index, entry, name, start_at, None)
         job_end = start_at + job.expected_time_s * 1_000_000
         free_times[name] = sorted(free_times[name][job.gpus :] + [job_end] * job.gpus)
         node_plan = plan.nodes[name]
@@ -104,7 +142,8 @@ class PlanCache:
     (``including``), which waits for the next one rather than be shown without a queue position.
     """
 
-    def __init__(self, min_interval_s: float = 0.2, max_age_s: float = 5.0) -> None:
+    def __init__(self, min_interval_s: float = 0.2, max_age_s: float = 5.0, weights: Weights | None = None) -> None:
+        self.weights = weights or Weights()  # the score changes with the clock: each plan scores anew
         self.min_interval_s = min_interval_s
         self.max_age_s = max_age_s
         self.position = -1  # every event up to here is in the plan
@@ -115,7 +154,7 @@ class PlanCache:
 
     def get(self, views: Views, now: int) -> Plan:
         if self._plan is None:  # before the first background plan (or with none running: tools, tests)
-            self.position, self._plan = views.position, make_plan(views, now)
+            self.position, self._plan = views.position, make_plan(views, now, self.weights)
         self._plan.external = self.external()
         return self._plan
 
@@ -138,7 +177,7 @@ class PlanCache:
         """The background task: plan, swap, wait for the ledger to move (or the plan to age), again."""
         while True:
             position = ledger.head  # read before planning: the plan holds at least this much
-            plan = await asyncio.to_thread(make_plan, ledger.views, now_us())
+            plan = await asyncio.to_thread(make_plan, ledger.views, now_us(), self.weights)
             self.position, self._plan = position, plan
             made, self._made = self._made, asyncio.Event()
             made.set()
@@ -162,6 +201,8 @@ def pending_reason(job: JobState, plan: Plan, views: Views) -> str | None:
         drained = any(n.drained for n in list(views.nodes.values()))
         return "node draining" if drained else "no node available (all nodes down)"
     entry = plan.jobs.get(job.job_id)
+    if entry is not None and entry.held is not None:
+        return entry.held
     if entry is not None and entry.position == 0 and entry.start_at is not None and entry.start_at <= views.recorded_at:
         return "dispatching"
     return "waiting for a free node"

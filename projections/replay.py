@@ -14,9 +14,10 @@ import gc
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from ledger.events import JobEvent, decode_event
+from ledger.events import HalfLifeSet, JobEvent, decode_event
 from ledger.jobs import JobState, evolve_job
 from ledger.users import UserStats, count_status, recent_submits_after
+from projections.fairshare import attempt_end, charge_attempt
 from projections.views import Views
 
 Row = tuple[int, str, int, bytes, int]  # position, stream, version, payload, recorded_at
@@ -42,29 +43,52 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+# An ended attempt to charge (position, user, (started_at, GPUs), at), or a half-life change
+# (position, None, event, at): the usage fold is replayed in log order after the jobs.
+UsageStep = tuple[int, str | None, tuple[int, int] | HalfLifeSet, int]
+
+
 def _replay(rows: Iterable[Row]) -> Views:
     views = Views()
     buckets: dict[str, list[tuple[int, JobEvent, int]]] = {}
+    steps: list[UsageStep] = []
     last: Row | None = None
     for last in rows:
         position, stream, version, payload, recorded_at = last
         match event := decode_event(payload):
             case JobEvent():  # folded per job below
                 buckets.setdefault(stream, []).append((position, event, recorded_at))
+            case HalfLifeSet():  # it re-bases usage: folded in log order with the charges below
+                views.stream_versions[stream] = version
+                steps.append((position, None, event, recorded_at))
             case _:
                 views.apply_event(event, position, stream, version, recorded_at)
     for stream, bucket in buckets.items():
         state: JobState | None = None
         for position, job_event, recorded_at in bucket:
-            state = evolve_job(state, job_event, position=position, at=recorded_at)
+            before, state = state, evolve_job(state, job_event, position=position, at=recorded_at)
+            run = attempt_end(before, state)
+            if run is not None:
+                steps.append((position, state.user_id, run, recorded_at))
         assert state is not None
         views.jobs[state.job_id] = state
         views.stream_versions[stream] = state.version
+    _fold_usage(views, steps)
     if last is not None:
         views.position, views.recorded_at = last[0], last[4]
     _derive(views)
     views.clear_dirty()
     return views
+
+
+def _fold_usage(views: Views, steps: list[UsageStep]) -> None:
+    """The same arithmetic in the same order as the event-by-event fold: equal bytes, not just close."""
+    steps.sort(key=lambda step: step[0])
+    for _, user_id, what, at in steps:
+        if isinstance(what, HalfLifeSet):
+            views.set_half_life(what.half_life_s, at)
+        elif user_id is not None:
+            charge_attempt(views.shares, user_id, what, at, views.half_life_s)
 
 
 def _derive(views: Views) -> None:

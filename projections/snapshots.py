@@ -19,6 +19,7 @@ import msgspec
 from ledger.events import decode_event
 from ledger.jobs import JobState
 from ledger.nodes import NodeState
+from ledger.shares import DEFAULT_HALF_LIFE_S, HALF_LIFE_STREAM, UserShare
 from ledger.store import max_position
 from ledger.tokens import TokenState
 from ledger.users import UserStats
@@ -27,8 +28,10 @@ from projections.views import DAY_MINUTES, MINUTE_US, Minute, Views
 RECENT_JOBS = 10  # the dashboard's "recent jobs"
 
 
-class HotState(msgspec.Struct, frozen=True, kw_only=True):
-    """The views at one position less the finished jobs (each list in a canonical order)."""
+class HotState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The views at one position less the finished jobs (each list in a canonical order).
+
+    Fields added later have defaults, left out of the bytes while they hold them."""
 
     position: int
     recorded_at: int
@@ -37,6 +40,9 @@ class HotState(msgspec.Struct, frozen=True, kw_only=True):
     nodes: list[NodeState]  # in registration order (it is the nodes' numbering)
     tokens: list[TokenState]  # by token id
     minutes: list[tuple[int, Minute]]  # the day before ``recorded_at``, by minute
+    shares: list[UserShare] = []  # by user id: the fair-share accounts
+    half_life_s: float = DEFAULT_HALF_LIFE_S
+    half_life_version: int = 0  # of the fairshare-cluster stream
 
 
 _encode = msgspec.json.Encoder().encode
@@ -60,6 +66,9 @@ def hot_state(views: Views) -> bytes:
         nodes=list(views.nodes.values()),
         tokens=tokens,
         minutes=minutes,
+        shares=sorted(views.shares.values(), key=lambda account: account.user_id),
+        half_life_s=views.half_life_s,
+        half_life_version=views.stream_version(HALF_LIFE_STREAM),
     )
     return _encode(state)
 
@@ -83,6 +92,13 @@ def restore(data: bytes) -> Views:
         views.stream_versions[f"job-{job.job_id}"] = job.version
         views.index_job(None, job)
     views.minutes = dict(state.minutes)
+    for account in state.shares:
+        views.shares[account.user_id] = account
+        if account.version:
+            views.stream_versions[f"user-{account.user_id}"] = account.version
+    views.half_life_s = state.half_life_s
+    if state.half_life_version:
+        views.stream_versions[HALF_LIFE_STREAM] = state.half_life_version
     views.clear_dirty()
     return views
 

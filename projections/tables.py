@@ -11,8 +11,10 @@ from typing import Any
 import apsw
 import msgspec
 
+from ledger.events import HalfLifeSet
 from ledger.jobs import JobState
 from ledger.nodes import NodeState
+from ledger.shares import HALF_LIFE_STREAM, UserShare
 from ledger.tokens import TokenState
 from ledger.users import UserStats
 from projections import snapshots
@@ -25,6 +27,8 @@ _job = msgspec.json.Decoder(JobState).decode
 _user = msgspec.json.Decoder(UserStats).decode
 _node = msgspec.json.Decoder(NodeState).decode
 _token = msgspec.json.Decoder(TokenState).decode
+_share = msgspec.json.Decoder(UserShare).decode
+_half_life = msgspec.json.Decoder(HalfLifeSet).decode
 
 
 def _job_row(job: JobState) -> tuple[object, ...]:
@@ -56,6 +60,11 @@ def write_dirty(conn: apsw.Connection, views: Views) -> None:
                 (t.token_id, t.user_id, t.secret_sha256, _encode(t))
                 for t in (views.tokens[i] for i in views.dirty_tokens)
             ],
+        )
+    if views.dirty_shares:
+        conn.executemany(
+            "INSERT OR REPLACE INTO proj_shares (user_id, data) VALUES (?, ?)",
+            [(u, _encode(views.shares[u])) for u in sorted(views.dirty_shares)],
         )
     conn.execute(
         "INSERT OR REPLACE INTO projection_checkpoints (name, position) VALUES (?, ?)", (CHECKPOINT, views.position)
@@ -104,10 +113,33 @@ def _load(conn: apsw.Connection) -> Views:
         views.tokens_by_secret[token.secret_sha256] = token.token_id
         views.stream_versions[f"token-{token.token_id}"] = token.version
     views.position = checkpoint(conn)
+    _load_shares(conn, views)
     return views
 
 
-_TABLES = (("proj_jobs", "job_id"), ("proj_users", "user_id"), ("proj_nodes", "name"), ("proj_tokens", "token_id"))
+def _load_shares(conn: apsw.Connection, views: Views) -> None:
+    """The accounts, and the half-life last recorded up to the checkpoint (one indexed read)."""
+    for (data,) in conn.execute("SELECT data FROM proj_shares"):
+        account = _share(data)
+        views.shares[account.user_id] = account
+        if account.version:
+            views.stream_versions[f"user-{account.user_id}"] = account.version
+    row = conn.execute(
+        "SELECT version, payload FROM events WHERE stream = ? AND position <= ? ORDER BY version DESC LIMIT 1",
+        (HALF_LIFE_STREAM, views.position),
+    ).fetchone()
+    if row is not None:
+        views.stream_versions[HALF_LIFE_STREAM] = row[0]
+        views.half_life_s = _half_life(row[1]).half_life_s
+
+
+_TABLES = (
+    ("proj_jobs", "job_id"),
+    ("proj_users", "user_id"),
+    ("proj_nodes", "name"),
+    ("proj_tokens", "token_id"),
+    ("proj_shares", "user_id"),
+)
 
 
 def replace_all(conn: apsw.Connection, views: Views) -> None:
@@ -122,6 +154,7 @@ def replace_all(conn: apsw.Connection, views: Views) -> None:
         "proj_users": views.users,
         "proj_nodes": views.nodes,
         "proj_tokens": views.tokens,
+        "proj_shares": views.shares,
     }
     dirty = {}
     for table, key in _TABLES:
@@ -133,17 +166,13 @@ def replace_all(conn: apsw.Connection, views: Views) -> None:
             conn.executemany(f"DELETE FROM {table} WHERE {key} = ?", gone)
     views.dirty_jobs, views.dirty_users = dirty["proj_jobs"], dirty["proj_users"]
     views.dirty_nodes, views.dirty_tokens = dirty["proj_nodes"], dirty["proj_tokens"]
+    views.dirty_shares = dirty["proj_shares"]
     write_dirty(conn, views)
 
 
 def table_rows(conn: apsw.Connection) -> Iterator[tuple[str, str, bytes]]:
     """(table, key, data) for every stored view row, in a stable order."""
-    for table, key in (
-        ("proj_jobs", "job_id"),
-        ("proj_users", "user_id"),
-        ("proj_nodes", "name"),
-        ("proj_tokens", "token_id"),
-    ):
+    for table, key in _TABLES:
         for row_key, data in conn.execute(f"SELECT {key}, data FROM {table} ORDER BY {key}"):
             yield table, row_key, bytes(data)
 
@@ -155,6 +184,7 @@ def view_rows(views: Views) -> Iterator[tuple[str, str, bytes]]:
         ("proj_users", views.users),
         ("proj_nodes", views.nodes),
         ("proj_tokens", views.tokens),
+        ("proj_shares", views.shares),
     ):
         for key in sorted(items):
             yield table, key, _encode(items[key])

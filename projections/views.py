@@ -13,15 +13,19 @@ import msgspec
 
 from ledger.events import (
     AnyEvent,
+    HalfLifeSet,
     JobEvent,
     NodeEvent,
     Recorded,
     TokenEvent,
+    UserPolicySet,
 )
 from ledger.jobs import TERMINAL, JobState, evolve_job
 from ledger.nodes import NodeState, evolve_node
+from ledger.shares import DEFAULT_HALF_LIFE_S, UserShare, Weights, evolve_policy, rebased
 from ledger.tokens import TokenState, evolve_token
 from ledger.users import UserStats, count_status, note_submit
+from projections.fairshare import Ranked, attempt_end, charge_attempt, rank
 
 ON_NODE = frozenset({"dispatched", "running", "cancelling"})  # phases in which a job holds a node slot
 MINUTE_US = 60_000_000
@@ -67,6 +71,10 @@ class Views:
         self.dirty_users: set[str] = set()
         self.dirty_nodes: set[str] = set()
         self.dirty_tokens: set[str] = set()
+        # The fair-share fold: each user's account (policy and decayed usage), and the decay's half-life.
+        self.shares: dict[str, UserShare] = {}
+        self.half_life_s = DEFAULT_HALF_LIFE_S
+        self.dirty_shares: set[str] = set()
 
     def apply_all(self, records: Iterable[Recorded]) -> None:
         for record in records:
@@ -93,6 +101,11 @@ class Views:
                 self.tokens[token.token_id] = token
                 self.tokens_by_secret[token.secret_sha256] = token.token_id
                 self.dirty_tokens.add(token.token_id)
+            case UserPolicySet():
+                self.shares[event.user_id] = evolve_policy(self.shares.get(event.user_id), event)
+                self.dirty_shares.add(event.user_id)
+            case HalfLifeSet():
+                self.set_half_life(event.half_life_s, recorded_at)
             case _:
                 raise AssertionError(f"no view folds {type(event).__name__}")
 
@@ -103,10 +116,21 @@ class Views:
         self.jobs[job_id] = after
         self.dirty_jobs.add(job_id)
         self.index_job(before, after)
+        run = attempt_end(before, after)
+        if run is not None:
+            charge_attempt(self.shares, after.user_id, run, recorded_at, self.half_life_s)
+            self.dirty_shares.add(after.user_id)
         if before is None:
             self._count_user(after.user_id, None, after.status, recorded_at)
         elif before.status != after.status:
             self._count_user(after.user_id, before.status, after.status, None)
+
+    def set_half_life(self, half_life_s: float, at_us: int) -> None:
+        """From ``at_us`` on usage decays with the new half-life: every account is re-based there first."""
+        for user_id, account in self.shares.items():
+            self.shares[user_id] = rebased(account, at_us, self.half_life_s)
+            self.dirty_shares.add(user_id)
+        self.half_life_s = half_life_s
 
     def index_job(self, before: JobState | None, after: JobState) -> None:
         """Keep the job indexes (active, queued, per user, finished, per node) in step with one job's change.
@@ -187,12 +211,20 @@ class Views:
     def stream_version(self, stream: str) -> int:
         return self.stream_versions.get(stream, 0)
 
-    def queue(self) -> list[JobState]:
-        """Queued jobs in dispatch order: (priority, submit position)."""
+    def ranked(self, now: int, weights: Weights) -> list[Ranked]:
+        """Queued jobs in dispatch order, by the fair-share score at ``now`` (projections.fairshare)."""
         # list() copies atomically under the GIL: the writer thread may be folding meanwhile.
-        jobs = [self.jobs[job_id] for job_id in list(self.queued)]
-        jobs.sort(key=lambda job: (job.priority, job.position))
-        return jobs
+        queued = [self.jobs[job_id] for job_id in list(self.queued)]
+        return rank(queued, self.on_nodes(), self.shares, now_us=now, half_life_s=self.half_life_s, weights=weights)
+
+    def queue(self, now: int | None = None, weights: Weights | None = None) -> list[JobState]:
+        """Queued jobs in dispatch order (by default scored at the views' own instant, default weights)."""
+        at = self.recorded_at if now is None else now
+        return [r.job for r in self.ranked(at, weights or Weights())]
+
+    def on_nodes(self) -> list[JobState]:
+        """Jobs dispatched to a node and not yet ended (bounded by the slots, not by history)."""
+        return [self.jobs[j] for ids in list(self.node_jobs.values()) for j in list(ids)]
 
     def active_jobs(self) -> list[JobState]:
         """Jobs not yet terminal, oldest first (bounded by the queue, not by history)."""
@@ -228,10 +260,12 @@ class Views:
         return len(ids), [self.jobs[job_id] for job_id in ids[offset : offset + limit]]
 
     def dirty_count(self) -> int:
-        return len(self.dirty_jobs) + len(self.dirty_users) + len(self.dirty_nodes) + len(self.dirty_tokens)
+        dirty = len(self.dirty_jobs) + len(self.dirty_users) + len(self.dirty_nodes) + len(self.dirty_tokens)
+        return dirty + len(self.dirty_shares)
 
     def clear_dirty(self) -> None:
         self.dirty_jobs.clear()
         self.dirty_users.clear()
         self.dirty_nodes.clear()
         self.dirty_tokens.clear()
+        self.dirty_shares.clear()

@@ -12,6 +12,7 @@ from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import Parameter
 
+from api.accounts import accounts_document
 from api.auth import Identity
 from api.context import admin_only
 from api.errors import BadRequest
@@ -54,13 +55,13 @@ def _as_of(text: str) -> tuple[int | None, int | None]:
     return None, parse_iso(moment.isoformat())
 
 
-async def _views_at(runtime: Runtime, as_of: str | None) -> tuple[Views, int, Plan]:
+async def views_at(runtime: Runtime, as_of: str | None) -> tuple[Views, int, Plan]:
     """The live views and plan, or those as of a point (replayed in a worker thread)."""
     if as_of is None:
         views, now = runtime.ledger.views, now_us()
         return views, now, runtime.plans.get(views, now)
     position, time_us = _as_of(as_of)
-    return await planned_as_of(runtime.ledger.path, position=position, time_us=time_us)
+    return await planned_as_of(runtime.ledger.path, position=position, time_us=time_us, weights=runtime.plans.weights)
 
 
 class DashboardController(Controller):
@@ -76,7 +77,7 @@ class DashboardController(Controller):
         responses=problems(400, 401, 403),
     )
     async def dashboard(self, runtime: Runtime, identity: Identity, as_of: str | None = AS_OF) -> dict[str, Any]:
-        views, now, plan = await _views_at(runtime, as_of)
+        views, now, plan = await views_at(runtime, as_of)
         document = dashboard_document(
             views,
             now=now,
@@ -87,6 +88,7 @@ class DashboardController(Controller):
             node_view=lambda: node_infos(views, plan, identity, now),
         )
         document["slurm"] = runtime.slurm_info() if as_of is None else None
+        document["fairshare"] = accounts_document(views, now)  # per user: share, caps, usage, factor
         return msgspec.to_builtins(document)  # type: ignore[no-any-return]
 
     @get(
@@ -104,7 +106,7 @@ class DashboardController(Controller):
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> dict[str, Any]:
-        views, _, plan = await _views_at(runtime, as_of)
+        views, _, plan = await views_at(runtime, as_of)
         total, jobs = views.active_page(offset, limit)
         page = {"total": total, "offset": offset, "limit": limit, "jobs": [job_status(j, views, plan) for j in jobs]}
         return msgspec.to_builtins(page)  # type: ignore[no-any-return]

@@ -98,7 +98,9 @@ async def provide_moment(request: Request[Any, Any, Any], runtime: Runtime, as_o
         now = now_us()
         return Moment(views=live, now=now, plan=runtime.plans.get(live, now), live=True)
     views = await past.at(position)
-    return Moment(views=views, now=views.recorded_at, plan=make_plan(views, views.recorded_at), live=False)
+    return Moment(
+        views=views, now=views.recorded_at, plan=make_plan(views, views.recorded_at, runtime.plans.weights), live=False
+    )
 
 
 def can_see(who: Identity | None, job: JobState) -> bool:

@@ -1,0 +1,84 @@
+"""Fair-share accounts and the scored queue as wire documents (plain dicts, bounded by their callers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.auth import Identity
+from api.present import factors_of
+from ledger.clock import iso
+from ledger.shares import UserShare
+from projections.fairshare import factors_by_user, live_usage
+from projections.plan import Plan, pending_reason
+from projections.views import Views
+
+US = 1_000_000
+
+
+def competing_factors(views: Views, now: int) -> dict[str, float]:
+    """The fair-share factor of each user with jobs queued or on nodes, at ``now``."""
+    queued = [views.jobs[j] for j in list(views.queued)]
+    return factors_by_user(queued, views.on_nodes(), views.shares, now, views.half_life_s)
+
+
+def account_view(views: Views, user_id: str, now: int, factors: dict[str, float]) -> dict[str, Any]:
+    """A user's policy, decayed usage now (running jobs' use so far included) and current factor."""
+    account = views.shares.get(user_id) or UserShare(user_id=user_id)
+    running = [j for j in views.on_nodes() if j.user_id == user_id]
+    usage = live_usage(account, running, now, views.half_life_s)
+    return {
+        "user_id": user_id,
+        "share": account.share,
+        "priority": account.priority,
+        "max_active_jobs": account.max_active_jobs,
+        "max_gpus": account.max_gpus,
+        "usage_gpu_hours": round(usage / 3600, 6),
+        "fairshare": round(factors[user_id], 6) if user_id in factors else None,
+        "policy_version": account.version,
+        "set_by": account.set_by,
+        "reason": account.reason,
+    }
+
+
+def accounts_document(views: Views, now: int) -> dict[str, Any]:
+    """Every known user's account (those with jobs, a policy or usage), by user id."""
+    factors = competing_factors(views, now)
+    users = sorted(set(views.users) | set(views.shares))
+    return {
+        "half_life_s": views.half_life_s,
+        "users": {u: account_view(views, u, now, factors) for u in users},
+    }
+
+
+def queue_document(
+    views: Views, plan: Plan, now: int, who: Identity, *, live: bool, offset: int, limit: int
+) -> dict[str, Any]:
+    """The queued jobs in dispatch order with their factors; another user's jobs show no ids to a user."""
+    order = sorted(plan.jobs.items(), key=lambda item: item[1].position)
+    rows = []
+    for job_id, entry in order[offset : offset + limit]:
+        job = views.jobs[job_id]
+        visible = who.is_admin or job.user_id == who.user_id
+        rows.append(
+            {
+                "job_id": job_id if visible else None,
+                "user_id": job.user_id if visible else None,
+                "queue_position": entry.position,
+                **factors_of(entry),
+                "reason": pending_reason(job, plan, views),
+                "gpus": job.gpus,
+                "waiting_s": round((now - (job.queued_at or job.created_at)) / US, 1),
+                "node": entry.node,
+                "estimated_start_at": iso(entry.start_at) if entry.start_at is not None else None,
+            }
+        )
+    return {
+        "position": views.position,
+        "at": iso(now),
+        "live": live,
+        "half_life_s": views.half_life_s,
+        "total": len(order),
+        "offset": offset,
+        "limit": limit,
+        "queue": rows,
+    }

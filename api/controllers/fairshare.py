@@ -1,0 +1,100 @@
+"""Fair-share endpoints: the scored queue (live or as of a point) and the admin's user policy switch."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from litestar import Controller, get, post
+from litestar.params import Parameter
+
+from api.accounts import account_view, accounts_document, competing_factors, queue_document
+from api.auth import Identity
+from api.context import admin_only, authenticated, limited
+from api.controllers.dashboard import AS_OF, views_at
+from api.errors import BadRequest
+from api.openapi import BEARER, Documented, problems
+from api.runtime import Runtime
+from ledger import commands
+from ledger.clock import now_us
+
+CAP = Parameter(
+    default=None,
+    pattern=r"^([0-9]{1,7}|default)$",
+    description="A cap (0: unlimited), or 'default' for the global limit",
+)
+_USER = re.compile(r"^[^\s]{1,128}$")
+
+
+def _cap(name: str, text: str | None) -> dict[str, int | None]:
+    if text is None:
+        return {}
+    return {name: None if text == "default" else int(text)}
+
+
+class FairShareController(Controller):
+    path = "/api"
+    tags = ["fair share"]
+
+    @get(
+        "/queue",
+        guards=[limited("jobs"), authenticated],
+        summary="The queue in dispatch order with each job's score and factors (?as_of=position or time)",
+        operation_class=Documented,
+        security=BEARER,
+        responses=problems(400, 401, 429),
+    )
+    async def queue(
+        self,
+        runtime: Runtime,
+        identity: Identity,
+        as_of: str | None = AS_OF,
+        offset: int = Parameter(default=0, ge=0, le=10**9),
+        limit: int = Parameter(default=100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        views, now, plan = await views_at(runtime, as_of)
+        return queue_document(views, plan, now, identity, live=as_of is None, offset=offset, limit=limit)
+
+    @get(
+        "/admin/users",
+        guards=[admin_only],
+        summary="Every user's fair-share account: share, priority, caps, decayed usage, factor",
+        operation_class=Documented,
+        security=BEARER,
+        responses=problems(401, 403),
+    )
+    async def accounts(self, runtime: Runtime) -> dict[str, Any]:
+        return accounts_document(runtime.ledger.views, now_us())
+
+    @post(
+        "/admin/users/{user_id:str}/policy",
+        status_code=200,
+        guards=[admin_only],
+        summary="Set a user's share, priority level or caps (a user.policy_set event; unnamed fields keep their value)",
+        operation_class=Documented,
+        security=BEARER,
+        responses=problems(400, 401, 403),
+    )
+    async def set_policy(
+        self,
+        runtime: Runtime,
+        identity: Identity,
+        user_id: str,
+        share: float | None = Parameter(default=None, gt=0, le=1_000_000, description="The user's share (default 1)"),
+        priority: int | None = Parameter(default=None, ge=-10, le=10, description="The highest level their jobs get"),
+        max_active_jobs: str | None = CAP,
+        max_gpus: str | None = CAP,
+        reason: str = Parameter(default="", max_length=500, description="Why (kept in the ledger)"),
+    ) -> dict[str, Any]:
+        if not _USER.match(user_id):
+            raise BadRequest("Invalid path parameter user_id: 1..128 characters without spaces")
+        changes: dict[str, Any] = {**_cap("max_active_jobs", max_active_jobs), **_cap("max_gpus", max_gpus)}
+        if share is not None:
+            changes["share"] = share
+        if priority is not None:
+            changes["priority"] = priority
+        if not changes:
+            raise BadRequest("Nothing to set: give share, priority, max_active_jobs or max_gpus")
+        await runtime.ledger.write(commands.set_user_policy(user_id, by=identity.user_id, reason=reason, **changes))
+        views, now = runtime.ledger.views, now_us()
+        return account_view(views, user_id, now, competing_factors(views, now))

@@ -1,0 +1,117 @@
+"""The fair-share fold's live side and the queue order it gives: usage charged as attempts end, and the score.
+
+``charge_attempt`` is what ``Views`` runs per job event (and the replay per attempt, in log order);
+``rank`` orders the queued jobs by the documented score (docs/design.md, "Fair share") in time
+O(queued + running): it reads each competing user's account once, never the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ledger.jobs import JobState
+from ledger.shares import (
+    UserShare,
+    Weights,
+    age_factor,
+    charged,
+    fairshare_factor,
+    job_priority,
+    run_usage,
+    score,
+    usage_now,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """A queued job, its score, and the factors that made it."""
+
+    job: JobState
+    score: float
+    fairshare: float
+    age: float
+    priority: int
+
+
+def attempt_end(before: JobState | None, after: JobState) -> tuple[int, int] | None:
+    """(started_at, GPUs) of an attempt that had started and ends with this event, else None.
+
+    An attempt ends when the job ends, or when it starts again (a retry) or forgets its start."""
+    if before is None or before.started_at is None:
+        return None
+    if (after.is_terminal and not before.is_terminal) or after.started_at != before.started_at:
+        return before.started_at, before.gpus
+    return None
+
+
+def charge_attempt(
+    shares: dict[str, UserShare], user_id: str, run: tuple[int, int], at_us: int, half_life_s: float
+) -> None:
+    """Add an ended attempt's decayed GPU-seconds to its user's account (created on first use)."""
+    started_at, gpus = run
+    account = shares.get(user_id) or UserShare(user_id=user_id)
+    shares[user_id] = charged(account, run_usage(gpus, started_at, at_us, half_life_s), at_us, half_life_s)
+
+
+def live_usage(account: UserShare | None, running: Iterable[JobState], now_us: int, half_life_s: float) -> float:
+    """A user's decayed usage now: ended attempts, plus what their running jobs have used so far."""
+    total = usage_now(account, now_us, half_life_s) if account is not None else 0.0
+    for job in running:
+        if job.started_at is not None:
+            total += run_usage(job.gpus, job.started_at, now_us, half_life_s)
+    return total
+
+
+def gpus_in_use(on_nodes: Iterable[JobState]) -> dict[str, int]:
+    """GPUs each user's jobs hold on nodes (dispatched or running)."""
+    held: dict[str, int] = {}
+    for job in on_nodes:
+        held[job.user_id] = held.get(job.user_id, 0) + job.gpus
+    return held
+
+
+def factors_by_user(
+    queued: list[JobState], on_nodes: list[JobState], shares: Mapping[str, UserShare], now_us: int, half_life_s: float
+) -> dict[str, float]:
+    """Each competing user's fair-share factor: users with jobs queued or on nodes compete."""
+    running: dict[str, list[JobState]] = {}
+    for job in on_nodes:
+        running.setdefault(job.user_id, []).append(job)
+    users = {job.user_id for job in queued} | set(running)
+    usage = {u: live_usage(shares.get(u), running.get(u, ()), now_us, half_life_s) for u in users}
+    share = {u: _share(shares, u) for u in users}
+    total_usage, total_shares = sum(usage.values()), sum(share.values())
+    return {u: fairshare_factor(usage[u], total_usage, share[u], total_shares) for u in users}
+
+
+def _share(shares: Mapping[str, UserShare], user_id: str) -> float:
+    account = shares.get(user_id)
+    return account.share if account is not None else 1.0
+
+
+def allowed_priority(shares: Mapping[str, UserShare], user_id: str) -> int:
+    account = shares.get(user_id)
+    return account.priority if account is not None else 0
+
+
+def rank(
+    queued: list[JobState],
+    on_nodes: list[JobState],
+    shares: Mapping[str, UserShare],
+    *,
+    now_us: int,
+    half_life_s: float,
+    weights: Weights,
+) -> list[Ranked]:
+    """Queued jobs by score, highest first; equal scores by submit position."""
+    factors = factors_by_user(queued, on_nodes, shares, now_us, half_life_s)
+    ranked = []
+    for job in queued:
+        fairshare = factors[job.user_id]
+        age = age_factor(now_us - (job.queued_at or job.created_at), weights.age_max_s)
+        priority = job_priority(job.asked_priority, allowed_priority(shares, job.user_id))
+        ranked.append(Ranked(job, score(fairshare, age, priority, weights), fairshare, age, priority))
+    ranked.sort(key=lambda r: (-r.score, r.job.position))
+    return ranked
