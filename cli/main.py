@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "cli.dashboard",
     "cli.serve",
     "cli.tokens",
+    "cli.users",
     "cli.audit",
     "cli.scan",
     "cli.server_log",

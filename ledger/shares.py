@@ -104,8 +104,8 @@ def charged(account: UserShare, usage: float, at_us: int, half_life_s: float) ->
 
 
 def rebased(account: UserShare, at_us: int, half_life_s: float) -> UserShare:
-    """The usage expressed at ``at_us`` (before the half-life changes there)."""
-    if at_us <= account.usage_at:
+    """The usage expressed at ``at_us`` (before the half-life changes there); nothing has no instant."""
+    if at_us <= account.usage_at or account.usage_gpu_s == 0.0:
         return account
     return msgspec.structs.replace(account, usage_gpu_s=usage_now(account, at_us, half_life_s), usage_at=at_us)
 

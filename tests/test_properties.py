@@ -17,7 +17,17 @@ from hypothesis import strategies as st
 
 from cli.main import main as cli_main
 from ledger.errors import InvalidTransition, NotFound
-from ledger.events import AnyEvent, Blob, JobFinished, JobScanned, JobSubmitted, NodeRegistered, TokenIssued
+from ledger.events import (
+    AnyEvent,
+    Blob,
+    HalfLifeSet,
+    JobFinished,
+    JobScanned,
+    JobSubmitted,
+    NodeRegistered,
+    TokenIssued,
+    UserPolicySet,
+)
 from ledger.jobs import (
     JobState,
     decide_cancel,
@@ -29,6 +39,7 @@ from ledger.jobs import (
     decide_start,
 )
 from ledger.nodes import decide_drain, decide_health, decide_register, decide_undrain
+from ledger.shares import decide_policy
 from ledger.store import EventStore, Write, read_after
 from ledger.tokens import TokenState, decide_issue, decide_revoke, secret_digest
 from projections import tables
@@ -55,6 +66,8 @@ command = st.one_of(
     st.tuples(st.just("health"), nodes, st.booleans()),
     st.tuples(st.just("issue"), st.sampled_from(TOKENS), st.sampled_from(USERS)),
     st.tuples(st.just("revoke"), st.sampled_from(TOKENS)),
+    st.tuples(st.just("policy"), st.sampled_from(USERS), st.sampled_from([0.5, 1.0, 2.0])),
+    st.tuples(st.just("half_life"), st.sampled_from([60.0, 3600.0, 604800.0])),
 )
 batches = st.lists(st.lists(command, min_size=1, max_size=4), min_size=1, max_size=12)
 
@@ -148,6 +161,8 @@ def to_write(cmd: tuple) -> Write:  # type: ignore[type-arg]
             secret_in_use=secret_digest(target) in v.tokens_by_secret,
         ),
         "revoke": lambda v: decide_revoke(token_of(v, target), by="admin"),
+        "policy": lambda v: decide_policy(UserPolicySet(user_id=target, share=args[0], by="admin")),
+        "half_life": lambda v: [HalfLifeSet(half_life_s=target)],
     }
     expected = {f"job-{target}": 0} if kind == "submit" else {}
     return Write(decide=deciders[kind], actor="prop", expected=expected)
@@ -180,6 +195,7 @@ def snapshot(views: Views) -> tuple[object, ...]:
         sorted(views.finished),
         views.order,
         views.minutes,
+        views.half_life_s,
     )
 
 
