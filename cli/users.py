@@ -112,7 +112,8 @@ def _print(rows: list[dict[str, Any]], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows[0] if len(rows) == 1 else {"users": rows}, indent=2))
         return
-    print(f"{'USER':<16} {'SHARE':>7} {'PRIO':>4} {'MAX JOBS':>8} {'MAX GPUS':>8} {'GPU-H (DECAYED)':>16} {'FACTOR':>7}")
+    header = f"{'USER':<16} {'SHARE':>7} {'PRIO':>4} {'MAX JOBS':>8} {'MAX GPUS':>8}"
+    print(f"{header} {'GPU-H DECAYED':>16} {'FACTOR':>7}")
     for row in rows:
         caps = ["-" if row[k] is None else str(row[k]) for k in ("max_active_jobs", "max_gpus")]
         factor = "-" if row["fairshare"] is None else f"{row['fairshare']:.3f}"
