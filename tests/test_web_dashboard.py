@@ -93,6 +93,7 @@ def test_admin_sees_a_job_go_pending_running_completed_live(server: Server, admi
     cell = page.locator(f'tr[data-job="{job}"] .job-status')
     cell.filter(has_text="pending").wait_for()
     page.locator(f'#panel-queue a[title="{job}"]').wait_for()
+    page.locator("#panel-queue td.factors", has_text="fair share").wait_for()  # the score's factors shown
     cell.filter(has_text="running").wait_for()
     page.locator('tr[data-node="local"] .badge', has_text="busy").wait_for()
     cell.filter(has_text="completed").wait_for()

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from api.auth import Identity
-from api.present import job_status, node_infos
+from api.present import factors_of, job_status, node_infos
 from api.web.deps import Moment, can_see
 from ledger.clock import iso
 from ledger.jobs import JobState
@@ -57,6 +57,7 @@ def queue_panel(moment: Moment, who: Identity | None) -> dict[str, Any]:
                 "estimated_start_at": iso(entry.start_at) if entry and entry.start_at is not None else None,
                 "expected_time": job.expected_time_s,
                 "waiting_s": round((moment.now - job.created_at) / US, 1),
+                **factors_of(entry if job.phase == "queued" else None),  # why it stands where it does
             }
         )
     nodes = [

@@ -42,14 +42,21 @@ function slurmNodes(slurm) {
     table(["Slurm node", "state", "partitions", "GPUs used"], rows));
 }
 
+// The score's factors (docs/user-guide.md): fair share, age and priority level, and their weighted sum.
+function factors(q) {
+  if (q.score === null || q.score === undefined) return "";
+  return `score ${q.score.toFixed(3)} · fair share ${q.fairshare.toFixed(3)} · age ${q.age.toFixed(3)} · priority ${q.priority}`;
+}
+
 export function renderQueue(box, doc) {
   const rows = doc.queue.map((q) => el("tr", {},
     el("td", {}, q.queue_position ?? "–"), el("td", {}, jobLink(q, true)), el("td", {}, q.user_id ?? ""),
     el("td", {}, q.competition_id ?? ""), el("td", { class: "reason" }, q.reason ?? q.phase),
+    el("td", { class: "factors nowrap" }, factors(q)),
     el("td", {}, q.node ?? ""), el("td", { class: "nowrap" }, clock(q.estimated_start_at)), el("td", {}, seconds(q.waiting_s))));
   const plan = el("p", { class: "muted plan" }, "Plan: ",
     doc.plan.map((p) => `${p.node} ${p.queue_length} queued, free in ${seconds(p.wait_s)}`).join(" · ") || "no nodes");
-  replace(box, doc.queue.length ? table(["#", "job", "user", "competition", "reason", "node", "starts", "waiting"], rows)
+  replace(box, doc.queue.length ? table(["#", "job", "user", "competition", "reason", "why this place", "node", "starts", "waiting"], rows)
     : el("p", { class: "muted" }, "The queue is empty."), plan);
 }
 
