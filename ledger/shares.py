@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ledger.errors import InvalidTransition
+from ledger.errors import DomainError
 from ledger.events import AnyEvent, UserPolicySet
 
 DEFAULT_HALF_LIFE_S = 7 * 86_400.0
@@ -54,18 +54,22 @@ def evolve_policy(account: UserShare | None, event: UserPolicySet) -> UserShare:
 
 
 def decide_policy(policy: UserPolicySet) -> list[AnyEvent]:
-    """Bounds every value an admin may set (the API and the CLI say the same)."""
+    """Bounds every value an admin may set (the API and the CLI say the same; a 400 over HTTP)."""
     if not math.isfinite(policy.share) or not 0 < policy.share <= 1_000_000:
-        raise InvalidTransition("share must be a number above 0 (at most 1000000)")
+        raise DomainError("share must be a number above 0 (at most 1000000)")
     if not MIN_PRIORITY <= policy.priority <= MAX_PRIORITY:
-        raise InvalidTransition(f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}")
+        raise DomainError(f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}")
     for name in ("max_active_jobs", "max_gpus"):
         value = getattr(policy, name)
         if value is not None and not 0 <= value <= 1_000_000:
-            raise InvalidTransition(f"{name} must be 0 (unlimited) or more, or none")
-    if not policy.user_id or len(policy.user_id) > 128 or any(c.isspace() for c in policy.user_id):
-        raise InvalidTransition("user id must be 1..128 characters without spaces")
+            raise DomainError(f"{name} must be 0 (unlimited) to 1000000, or default")
+    if not valid_user_id(policy.user_id):
+        raise DomainError("user id must be 1..128 printable characters without spaces")
     return [policy]
+
+
+def valid_user_id(user_id: str) -> bool:
+    return 0 < len(user_id) <= 128 and user_id.isprintable() and not any(c.isspace() for c in user_id)
 
 
 def job_priority(asked: int | None, allowed: int) -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from executors.dispatcher import dispatch_order
 from ledger import commands
-from ledger.errors import InvalidTransition, NotAllowed
+from ledger.errors import DomainError, NotAllowed
 from ledger.events import (
     AnyEvent,
     Blob,
@@ -250,6 +250,6 @@ def test_a_policy_change_keeps_the_fields_not_named_and_bounds_the_values() -> N
     again = commands.set_user_policy("u", by="admin", reason="", priority=1).decide(views)[0]
     assert isinstance(again, UserPolicySet)
     assert (again.share, again.priority) == (2.0, 1)
-    with pytest.raises(InvalidTransition, match="share"):
+    with pytest.raises(DomainError, match="share"):
         decide_policy(UserPolicySet(user_id="u", share=0.0, by="admin"))
     assert views.shares["u"] == UserShare(user_id="u", share=2.0, version=1, set_by="admin", reason="r")

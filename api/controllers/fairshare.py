@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from litestar import Controller, get, post
@@ -17,13 +16,13 @@ from api.openapi import BEARER, Documented, problems
 from api.runtime import Runtime
 from ledger import commands
 from ledger.clock import now_us
+from ledger.shares import valid_user_id
 
 CAP = Parameter(
     default=None,
-    pattern=r"^([0-9]{1,7}|default)$",
+    pattern=r"^([0-9]{1,6}|default)$",
     description="A cap (0: unlimited), or 'default' for the global limit",
 )
-_USER = re.compile(r"^[^\s]{1,128}$")
 
 
 def _cap(name: str, text: str | None) -> dict[str, int | None]:
@@ -86,8 +85,8 @@ class FairShareController(Controller):
         max_gpus: str | None = CAP,
         reason: str = Parameter(default="", max_length=500, description="Why (kept in the ledger)"),
     ) -> dict[str, Any]:
-        if not _USER.match(user_id):
-            raise BadRequest("Invalid path parameter user_id: 1..128 characters without spaces")
+        if not valid_user_id(user_id):
+            raise BadRequest("Invalid path parameter user_id: 1..128 printable characters without spaces")
         changes: dict[str, Any] = {**_cap("max_active_jobs", max_active_jobs), **_cap("max_gpus", max_gpus)}
         if share is not None:
             changes["share"] = share
