@@ -13,7 +13,7 @@ import msgspec
 
 from cli.common import add_db_option, existing_db, position_or_time
 from ledger.clock import iso
-from ledger.events import Recorded, TokenIssued, TokenRevoked, encode_event, event_tag
+from ledger.events import Recorded, TokenIssued, TokenRevoked, UserPolicySet, encode_event, event_tag
 from ledger.schema import open_existing
 from ledger.store import ROW_COLUMNS, max_position, record_of
 from projections.audit import verify, views_until
@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
     events = subparsers.add_parser("events", help="ledger events, one per line")
     add_db_option(events)
     events.add_argument("--job", help="only this job's events")
-    events.add_argument("--user", help="only events of this user's jobs and tokens")
+    events.add_argument("--user", help="only events of this user's jobs, tokens and policy")
     events.add_argument("--type", dest="type_", metavar="TYPE", help="event type, e.g. job.finished or job.*")
     events.add_argument("--since", type=position_or_time, help="after POSITION, or from ISO-TIME on")
     events.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
@@ -64,6 +64,10 @@ def views_document(views: Views) -> dict[str, Any]:
         "jobs": [msgspec.structs.asdict(job) for job in views.jobs.values()],
         "users": [msgspec.to_builtins(user) for user in views.users.values()],
         "nodes": [msgspec.to_builtins(node) for node in views.nodes.values()],
+        "fairshare": {
+            "half_life_s": views.half_life_s,
+            "accounts": [msgspec.structs.asdict(a) for a in views.shares.values()],
+        },
         "tokens": [
             {k: v for k, v in msgspec.to_builtins(t).items() if k != "secret_sha256"} for t in views.tokens.values()
         ],
@@ -130,7 +134,7 @@ class EventFilter:
         if self.since_time is not None and record.recorded_at < self.since_time:
             return False
         if self.user:
-            if isinstance(record.event, TokenIssued | TokenRevoked):
+            if isinstance(record.event, TokenIssued | TokenRevoked | UserPolicySet):
                 return bool(record.event.user_id == self.user)
             return record.stream.removeprefix("job-") in self.user_jobs
         return True

@@ -82,6 +82,8 @@ def phase_line(status: JobStatus) -> str:
             text += f": {status.reason}"
         if status.estimated_start_at:
             text += f" (estimated start {status.estimated_start_at[:19]}Z)"
+        if status.fairshare is not None:  # why it stands there (docs/user-guide.md)
+            text += f" [fair share {status.fairshare:.3f}, age {status.age or 0:.3f}, priority {status.priority}]"
         return text
     if status.status == "running":
         return f"running on {status.node or 'a node'} since {(status.started_at or '')[:19]}Z"
