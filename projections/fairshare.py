@@ -8,25 +8,22 @@ O(queued + running): it reads each competing user's account once, never the hist
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ledger.jobs import JobState
 from ledger.shares import (
     UserShare,
     Weights,
-    age_factor,
     charged,
     fairshare_factor,
     job_priority,
     run_usage,
-    score,
     usage_now,
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Ranked:
-    """A queued job, its score, and the factors that made it."""
+class Ranked(NamedTuple):
+    """A queued job, its score, and the factors that made it (a tuple: a 25 k queue makes 25 k of these)."""
 
     job: JobState
     score: float
@@ -105,13 +102,23 @@ def rank(
     half_life_s: float,
     weights: Weights,
 ) -> list[Ranked]:
-    """Queued jobs by score, highest first; equal scores by submit position."""
+    """Queued jobs by score, highest first; equal scores by submit position.
+
+    The score is ``ledger.shares.score``, written out here with the per-user part computed once per
+    user: this loop runs over every queued job at every plan and dispatch pass."""
     factors = factors_by_user(queued, on_nodes, shares, now_us, half_life_s)
-    ranked = []
-    for job in queued:
-        fairshare = factors[job.user_id]
-        age = age_factor(now_us - (job.queued_at or job.created_at), weights.age_max_s)
-        priority = job_priority(job.asked_priority, allowed_priority(shares, job.user_id))
-        ranked.append(Ranked(job, score(fairshare, age, priority, weights), fairshare, age, priority))
-    ranked.sort(key=lambda r: (-r.score, r.job.position))
-    return ranked
+    allowed = {u: allowed_priority(shares, u) for u in factors}
+    age_per_us = 1.0 / (weights.age_max_s * 1_000_000) if weights.age_max_s > 0 else 0.0
+    base = {u: weights.fairshare * f for u, f in factors.items()}
+    w_age, w_priority = weights.age, weights.priority
+    ranked, keys = [], []
+    for index, job in enumerate(queued):
+        user = job.user_id
+        waited = now_us - (job.queued_at or job.created_at)
+        age = 0.0 if waited <= 0 else min(waited * age_per_us, 1.0)
+        priority = job_priority(job.asked_priority, allowed[user])
+        total = base[user] + w_age * age + w_priority * priority
+        ranked.append(Ranked(job, total, factors[user], age, priority))
+        keys.append((-total, job.position, index))  # positions are unique: the index is never compared
+    keys.sort()
+    return [ranked[index] for _, _, index in keys]

@@ -22,16 +22,29 @@ from projections.fairshare import Ranked, gpus_in_use
 from projections.views import Views
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass pays object.__setattr__ per field, per queued job
 class JobPlan:
     position: int  # 0 = next to be dispatched
     node: str | None
     start_at: int | None  # microseconds; None when no node can take it
-    score: float = 0.0
-    fairshare: float = 1.0
-    age: float = 0.0
-    priority: int = 0
+    ranked: Ranked | None = None  # the score and its factors
     held: str | None = None  # why the job is not placed although ranked (its user's GPU cap)
+
+    @property
+    def score(self) -> float:
+        return self.ranked.score if self.ranked is not None else 0.0
+
+    @property
+    def fairshare(self) -> float:
+        return self.ranked.fairshare if self.ranked is not None else 1.0
+
+    @property
+    def age(self) -> float:
+        return self.ranked.age if self.ranked is not None else 0.0
+
+    @property
+    def priority(self) -> int:
+        return self.ranked.priority if self.ranked is not None else 0
 
 
 @dataclass
@@ -75,7 +88,7 @@ def _slot_free_times(node_slots: int, running: list[JobState], now: int) -> list
 def capped(views: Views, ranked: list[Ranked]) -> dict[str, str]:
     """Queued jobs whose user's running jobs already hold so many GPUs that this one would pass the
     user's ``max_gpus``: job id -> the reason (O(queued + on nodes))."""
-    caps = {r.job.user_id: a.max_gpus for r in ranked if (a := views.shares.get(r.job.user_id)) and a.max_gpus}
+    caps = {user: a.max_gpus for user, a in list(views.shares.items()) if a.max_gpus}
     if not caps:
         return {}
     held = gpus_in_use(views.on_nodes())
@@ -84,19 +97,6 @@ def capped(views: Views, ranked: list[Ranked]) -> dict[str, str]:
         for r in ranked
         if r.job.user_id in caps and held.get(r.job.user_id, 0) + r.job.gpus > caps[r.job.user_id]
     }
-
-
-def _job_plan(index: int, entry: Ranked, node: str | None, start_at: int | None, held: str | None) -> JobPlan:
-    return JobPlan(
-        position=index,
-        node=node,
-        start_at=start_at,
-        score=entry.score,
-        fairshare=entry.fairshare,
-        age=entry.age,
-        priority=entry.priority,
-        held=held,
-    )
 
 
 def make_plan(views: Views, now: int, weights: Weights | None = None) -> Plan:
@@ -119,10 +119,10 @@ def make_plan(views: Views, now: int, weights: Weights | None = None) -> Plan:
             if len(times) >= job.gpus and (best is None or times[job.gpus - 1] < best[0]):
                 best = (times[job.gpus - 1], name)
         if best is None:
-            plan.jobs[job.job_id] = _job_plan(index, entry, None, None, held.get(job.job_id))
+            plan.jobs[job.job_id] = JobPlan(index, None, None, entry, held.get(job.job_id))
             continue
         start_at, name = best
-        plan.jobs[job.job_id] = _job_plan(index, entry, name, start_at, None)
+        plan.jobs[job.job_id] = JobPlan(index, name, start_at, entry)
         job_end = start_at + job.expected_time_s * 1_000_000
         free_times[name] = sorted(free_times[name][job.gpus :] + [job_end] * job.gpus)
         node_plan = plan.nodes[name]
