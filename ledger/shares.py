@@ -9,6 +9,7 @@ instant, ``(usage_gpu_s, usage_at)``; its value at any later ``t`` is exact and 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import msgspec
@@ -64,12 +65,15 @@ def decide_policy(policy: UserPolicySet) -> list[AnyEvent]:
         if value is not None and not 0 <= value <= 1_000_000:
             raise DomainError(f"{name} must be 0 (unlimited) to 1000000, or default")
     if not valid_user_id(policy.user_id):
-        raise DomainError("user id must be 1..128 printable characters without spaces")
+        raise DomainError("user id must be 1..128 characters, no spaces or control characters")
     return [policy]
 
 
+USER_ID_PATTERN = r"^[^\x00-\x20\x7f-\x9f]{1,128}$"  # no control character, no space (also the API's schema)
+
+
 def valid_user_id(user_id: str) -> bool:
-    return 0 < len(user_id) <= 128 and user_id.isprintable() and not any(c.isspace() for c in user_id)
+    return re.fullmatch(USER_ID_PATTERN, user_id) is not None
 
 
 def job_priority(asked: int | None, allowed: int) -> int:

@@ -16,7 +16,7 @@ from api.openapi import BEARER, Documented, problems
 from api.runtime import Runtime
 from ledger import commands
 from ledger.clock import now_us
-from ledger.shares import valid_user_id
+from ledger.shares import USER_ID_PATTERN, valid_user_id
 
 CAP = Parameter(
     default=None,
@@ -69,7 +69,7 @@ class FairShareController(Controller):
         "/admin/users/{user_id:str}/policy",
         status_code=200,
         guards=[admin_only],
-        summary="Set a user's share, priority level or caps (a user.policy_set event; unnamed fields keep their value)",
+        summary="Set a user's share, priority level or caps (a user.policy_set event; fields left out stay)",
         operation_class=Documented,
         security=BEARER,
         responses=problems(400, 401, 403),
@@ -78,22 +78,28 @@ class FairShareController(Controller):
         self,
         runtime: Runtime,
         identity: Identity,
-        user_id: str,
-        share: float | None = Parameter(default=None, gt=0, le=1_000_000, description="The user's share (default 1)"),
-        priority: int | None = Parameter(default=None, ge=-10, le=10, description="The highest level their jobs get"),
+        user_id: str = Parameter(pattern=USER_ID_PATTERN, description="The user (1..128 characters, no spaces)"),
+        # Text with a pattern, not float | None: Litestar would read "share=null" as no share given.
+        share: str | None = Parameter(
+            default=None,
+            pattern=r"^([1-9][0-9]{0,5}(\.[0-9]{1,6})?|0\.[0-9]{0,5}[1-9])$",
+            description="The user's share, above 0 and below 1000000 (default 1)",
+        ),
+        priority: str | None = Parameter(
+            default=None, pattern=r"^(-?[0-9]|-?10)$", description="The highest level their jobs get, -10 to 10"
+        ),
         max_active_jobs: str | None = CAP,
         max_gpus: str | None = CAP,
         reason: str = Parameter(default="", max_length=500, description="Why (kept in the ledger)"),
     ) -> dict[str, Any]:
         if not valid_user_id(user_id):
-            raise BadRequest("Invalid path parameter user_id: 1..128 printable characters without spaces")
+            raise BadRequest("Invalid path parameter user_id: 1..128 characters, no spaces or control characters")
         changes: dict[str, Any] = {**_cap("max_active_jobs", max_active_jobs), **_cap("max_gpus", max_gpus)}
         if share is not None:
-            changes["share"] = share
+            changes["share"] = float(share)
         if priority is not None:
-            changes["priority"] = priority
-        if not changes:
-            raise BadRequest("Nothing to set: give share, priority, max_active_jobs or max_gpus")
-        await runtime.ledger.write(commands.set_user_policy(user_id, by=identity.user_id, reason=reason, **changes))
+            changes["priority"] = int(priority)
+        if changes:  # none named: nothing changes and no event is written; the answer is the account as it is
+            await runtime.ledger.write(commands.set_user_policy(user_id, by=identity.user_id, reason=reason, **changes))
         views, now = runtime.ledger.views, now_us()
         return account_view(views, user_id, now, competing_factors(views, now))
