@@ -19,6 +19,7 @@ from api.controllers.dashboard import DashboardController
 from api.controllers.fairshare import FairShareController
 from api.controllers.jobs import JobController
 from api.controllers.nodes import NodeController
+from api.controllers.quota import QuotaController
 from api.controllers.service import VERSION, ServiceController
 from api.controllers.streams import StreamController
 from api.edge import HttpEdge
@@ -102,6 +103,7 @@ def create_app(
             ServiceController,
             JobController,
             NodeController,
+            QuotaController,
             DashboardController,
             FairShareController,
             StreamController,

@@ -28,6 +28,7 @@ from ledger.errors import (
     LimitExceeded,
     NotAllowed,
     NotFound,
+    QuotaExceeded,
 )
 from ledger.jobs import Status
 
@@ -92,10 +93,15 @@ def _status_of(error: LedgerError) -> int:
     return 500
 
 
-def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response[dict[str, object]]:
-    """RFC 9457-style body; ``detail`` is the field the original clients read."""
+def problem(
+    status: int, detail: str, headers: dict[str, str] | None = None, extra: dict[str, object] | None = None
+) -> Response[dict[str, object]]:
+    """RFC 9457-style body; ``detail`` is the field the original clients read; ``extra``: more members."""
     return Response(
-        {"status": status, "detail": detail}, status_code=status, headers=headers, media_type="application/problem+json"
+        {"status": status, "detail": detail, **(extra or {})},
+        status_code=status,
+        headers=headers,
+        media_type="application/problem+json",
     )
 
 
@@ -108,7 +114,8 @@ def handle_ledger_error(_: Request[Any, Any, Any], error: LedgerError) -> Respon
     headers = {}
     if isinstance(error, LimitExceeded) and error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
-    return problem(status, str(error) if status < 500 else "Internal error in the ledger", headers)
+    extra = error.details if isinstance(error, QuotaExceeded) else None  # which quota, used, left, resets_at
+    return problem(status, str(error) if status < 500 else "Internal error in the ledger", headers, extra)
 
 
 # Header names as sent (Litestar reports the handler's argument name), and enum choices by parameter.

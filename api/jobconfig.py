@@ -15,6 +15,7 @@ import msgspec
 import yaml
 
 from api.errors import BadRequest
+from ledger.retries import MAX_RETRIES
 from ledger.shares import MAX_PRIORITY, MIN_PRIORITY, PRIORITY_LEVELS
 
 COMPETITION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -22,7 +23,18 @@ MAX_DEPTH = 3  # the mapping, a field's value, and one level inside an (ignored)
 MAX_FIELDS = 32
 MAX_DIGITS = 30
 INT_TAG = "tag:yaml.org,2002:int"
-KNOWN_FIELDS = ("competition_id", "project_id", "user_id", "expected_time", "token", "gpus", "priority")
+KNOWN_FIELDS = (
+    "competition_id",
+    "project_id",
+    "user_id",
+    "expected_time",
+    "token",
+    "gpus",
+    "retries",
+    "retry_on_exit_codes",
+    "priority",
+)
+MAX_RETRY_EXIT_CODES = 16
 REQUIRED_FIELDS = ("competition_id", "project_id", "user_id", "expected_time")
 
 
@@ -33,6 +45,8 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
     expected_time: int
     token: str | None = None
     gpus: int = 1
+    retries: int | None = None  # None: the server's RETRIES
+    retry_on_exit_codes: list[int] = []
     priority: int | None = None  # a level asked for (None: the user's own)
     warnings: list[str] = []
 
@@ -44,6 +58,8 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
             "user_id": self.user_id,
             "expected_time": self.expected_time,
             **({"gpus": self.gpus} if self.gpus != 1 else {}),  # one GPU keeps the shape older jobs have
+            **({"retries": self.retries} if self.retries is not None else {}),
+            **({"retry_on_exit_codes": self.retry_on_exit_codes} if self.retry_on_exit_codes else {}),
             **({"priority": self.priority} if self.priority is not None else {}),
         }
 
@@ -138,6 +154,26 @@ def _gpus_field(data: dict[str, Any], largest_node: int) -> int:
     return gpus
 
 
+def _retries_field(data: dict[str, Any]) -> int | None:
+    retries = data.get("retries")
+    if retries is None:
+        return None
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise BadRequest(f"Invalid field retries: must be an integer between 0 and {MAX_RETRIES}")
+    return retries
+
+
+def _exit_codes_field(data: dict[str, Any]) -> list[int]:
+    codes = data.get("retry_on_exit_codes")
+    if codes is None:
+        return []
+    if not isinstance(codes, list) or len(codes) > MAX_RETRY_EXIT_CODES:
+        raise BadRequest(f"Invalid field retry_on_exit_codes: must be a list of at most {MAX_RETRY_EXIT_CODES} codes")
+    if any(isinstance(code, bool) or not isinstance(code, int) or not 1 <= code <= 255 for code in codes):
+        raise BadRequest("Invalid field retry_on_exit_codes: each code must be an integer between 1 and 255")
+    return sorted(set(codes))
+
+
 def _priority_field(data: dict[str, Any]) -> int | None:
     """``low``, ``normal``, ``high`` or a whole level; whether the user may ask for it is the ledger's check."""
     value = data.get("priority")
@@ -185,6 +221,8 @@ def parse_config(raw: bytes, *, max_expected_time: int, largest_node: int = 1) -
         expected_time=expected,
         token=token,
         gpus=_gpus_field(data, largest_node),
+        retries=_retries_field(data),
+        retry_on_exit_codes=_exit_codes_field(data),
         priority=_priority_field(data),
         warnings=warnings,
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import msgspec
 
 from api.auth import Identity
-from api.schemas import CurrentJob, JobResults, JobStatus, NodeInfo
+from api.schemas import AttemptInfo, CurrentJob, JobResults, JobStatus, NodeInfo, QuotaInfo, QuotaStatus
 from ledger.blobs import BlobStore
 from ledger.clock import iso
 from ledger.events import Blob
 from ledger.jobs import JobState
+from ledger.quotas import QuotaLimits, figures
 from projections.plan import JobPlan, Plan, pending_reason
 from projections.views import Views
 
@@ -49,7 +50,34 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
         scan_verdict=job.scan_verdict,
         findings=[msgspec.to_builtins(f) for f in job.findings],
         finish_reason=job.reason,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        attempts=[
+            AttemptInfo(
+                attempt=past.attempt,
+                node=past.node,
+                outcome=past.outcome,
+                reason=past.reason,
+                started_at=iso(past.started_at),
+                ended_at=iso(past.ended_at),
+                exit_code=past.exit_code,
+            )
+            for past in job.history
+        ],
         **factors_of(entry if job.phase == "queued" else None),  # type: ignore[arg-type]
+    )
+
+
+def quota_status(views: Views, user_id: str, limits: QuotaLimits, now: int) -> QuotaStatus:
+    stats = views.users.get(user_id)
+    shown = figures(stats.quota if stats is not None else None, limits, now)
+    return QuotaStatus(
+        user_id=user_id,
+        window="day (UTC)",
+        quotas=[
+            QuotaInfo(quota=f.quota, limit=f.limit, used=f.used, left=f.left, resets_at=iso(f.resets_at_us))
+            for f in shown
+        ],
     )
 
 
@@ -76,7 +104,7 @@ def blob_text(blobs: BlobStore, blob: Blob | None, limit: int) -> tuple[str, boo
 def job_results(job: JobState, blobs: BlobStore, inline_limit: int) -> JobResults:
     stdout, out_cut = blob_text(blobs, job.stdout, inline_limit)
     stderr, err_cut = blob_text(blobs, job.stderr, inline_limit)
-    if job.message and job.reason in ("rejected", "node_lost", "dispatch_failed", "lost"):
+    if job.message and job.reason in ("rejected", "node_lost", "dispatch_failed", "lost", "sandbox_failed"):
         # Why gpuledger ended the job belongs with what the job printed (which may be partial).
         stderr = f"{stderr}{'' if not stderr or stderr.endswith(chr(10)) else chr(10)}gpuledger: {job.message}\n"
     elif job.message and job.reason == "cancelled" and not stderr:

@@ -45,6 +45,18 @@ class SubmitTimedOut(msgspec.Struct, kw_only=True):
     warnings: list[str] = []
 
 
+class AttemptInfo(msgspec.Struct, kw_only=True):
+    """An attempt before the current one: retried after it failed, or requeued before it started."""
+
+    attempt: int
+    node: str | None
+    outcome: str  # "retried" or "requeued"
+    reason: str
+    started_at: str | None
+    ended_at: str | None
+    exit_code: int | None = None
+
+
 class JobStatus(msgspec.Struct, kw_only=True):
     job_id: str
     user_id: str
@@ -66,11 +78,30 @@ class JobStatus(msgspec.Struct, kw_only=True):
     scan_verdict: str | None = None
     findings: list[dict[str, Any]] = []
     finish_reason: str | None = None
+    attempt: int = 0  # the current (or last) attempt; 0 before the first dispatch
+    max_attempts: int = 1
+    attempts: list[AttemptInfo] = []  # the attempts before the current one
     # The queue's factors for a queued job (docs/user-guide.md, "Why is my job where it is"); None otherwise.
     score: float | None = None
     fairshare: float | None = None
     age: float | None = None
     priority: int | None = None
+
+
+class QuotaInfo(msgspec.Struct, kw_only=True):
+    quota: str  # "submissions" or "gpu_hours"
+    limit: float  # 0: unlimited
+    used: float
+    left: float | None  # None: unlimited
+    resets_at: str | None
+
+
+class QuotaStatus(msgspec.Struct, kw_only=True):
+    """A user's daily quotas (the day is the UTC day; failures of the platform's making are not counted)."""
+
+    user_id: str
+    window: str
+    quotas: list[QuotaInfo]
 
 
 class JobResults(msgspec.Struct, kw_only=True):

@@ -21,8 +21,11 @@ from executors.scan.llm import llm_review_enabled
 from executors.scan.scanner import format_findings, scan_static
 from ledger import commands
 from ledger.clock import now_us
-from ledger.events import JobScanned, JobSubmitted
+from ledger.events import JobScanned, JobSubmitted, RetryPolicy
 from ledger.jobs import JobState
+from ledger.quotas import QuotaLimits
+from ledger.retries import policy_for
+from ledger.settings import Settings
 from ledger.store import Committed
 
 
@@ -82,6 +85,18 @@ def _static_scan(code_text: str, job_id: str, runtime: Runtime) -> JobScanned | 
     return JobScanned(job_id=job_id, verdict=report.verdict, findings=report.findings, scanner="static")
 
 
+def _retry_policy(config: JobConfig, settings: Settings) -> RetryPolicy | None:
+    """The job's own ``retries`` or the server's, on the server's reasons and the job's exit codes."""
+    retries = settings.retries if config.retries is None else config.retries
+    if config.retry_on_exit_codes and retries == 0:
+        raise BadRequest("Invalid field retry_on_exit_codes: needs retries of at least 1")
+    return policy_for(retries, settings.retry_on, config.retry_on_exit_codes)
+
+
+def quota_limits(settings: Settings) -> QuotaLimits:
+    return QuotaLimits(submissions=settings.quota_submissions, gpu_hours=settings.quota_gpu_hours)
+
+
 def _review_pending(runtime: Runtime) -> bool:
     if not runtime.settings.code_scanner_enabled:
         return False
@@ -121,6 +136,7 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
         token_id=identity.token_id,
         client_address=request.client_address,
         gpus=config.gpus,
+        retry=_retry_policy(config, settings),
         asked_priority=config.priority,
     )
     exempt = identity.is_admin and settings.admin_rate_limit_exempt
@@ -128,7 +144,9 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
         None
         if exempt
         else commands.SubmitLimits(
-            max_active=settings.max_active_jobs_per_user, per_minute=settings.rate_limit_per_minute
+            max_active=settings.max_active_jobs_per_user,
+            per_minute=settings.rate_limit_per_minute,
+            quotas=quota_limits(settings),
         )
     )
     committed = await runtime.ledger.write(

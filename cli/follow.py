@@ -32,6 +32,8 @@ def _describe(event: LedgerEvent) -> str | None:
             return f"started on {body.get('node') or 'its node'}"
         case "job.requeued":
             return f"requeued: {body.get('reason')}"
+        case "job.retried":
+            return f"attempt {body.get('attempt')} ended ({body.get('reason')}): the job is retried"
         case "job.cancel_requested":
             return "cancel requested"
     return None

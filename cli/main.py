@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "cli.submit",
     "cli.job",
     "cli.listing",
+    "cli.quota",
     "cli.dashboard",
     "cli.serve",
     "cli.tokens",

@@ -72,8 +72,19 @@ def status_line(status: JobStatus) -> str:
     return " ".join(parts)
 
 
+def attempt_note(status: JobStatus) -> str:
+    """ ", attempt 2 of 3" for a job that may be retried (nothing for a job with one attempt)."""
+    if status.max_attempts <= 1 or status.attempt < 1:
+        return ""
+    return f", attempt {status.attempt} of {status.max_attempts}"
+
+
 def phase_line(status: JobStatus) -> str:
     """One line saying where a job is: queued at position n (start estimate), or running on a node."""
+    return _phase(status) + attempt_note(status)
+
+
+def _phase(status: JobStatus) -> str:
     if status.status == "pending":
         text = f"{status.phase or 'pending'}"
         if status.queue_position is not None:

@@ -21,6 +21,7 @@ from typing import Protocol
 import structlog
 
 from ledger import commands
+from ledger.attempts import attempt_key
 from ledger.clock import now_us
 from ledger.errors import DomainError
 from ledger.jobs import JobState
@@ -35,7 +36,7 @@ log = structlog.get_logger()
 class JobRunner(Protocol):
     """What the dispatcher needs of a node's runner (an SSH or local node, or a Slurm cluster)."""
 
-    def workdir(self, job_id: str) -> str: ...
+    def workdir(self, attempt_key: str) -> str: ...
 
     def attach(self, job_id: str, *, fresh: bool = False) -> None: ...
 
@@ -133,7 +134,12 @@ class Dispatcher:
             runner = self.runners[node]
             try:
                 await self.ledger.write(
-                    commands.dispatch_job(job.job_id, node=node, slots=slots, workdir=runner.workdir(job.job_id))
+                    commands.dispatch_job(
+                        job.job_id,
+                        node=node,
+                        slots=slots,
+                        workdir=runner.workdir(attempt_key(job.job_id, job.attempt + 1)),
+                    )
                 )
             except DomainError as e:
                 log.info("job.dispatch_refused", job_id=job.job_id, node=node, error=str(e))

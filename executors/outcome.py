@@ -14,14 +14,18 @@ from ledger.jobs import JobState
 def finished_event(
     job: JobState, status: ExitStatus, *, stdout: Blob, stderr: Blob, results: Blob | None, results_file: str | None
 ) -> JobFinished:
-    """Honest outcomes: non-zero is failed with the real code; a signal death records the signal
-    (and exit code 128 + signal, as a shell reports it); exit 0 with no results is still completed."""
+    """Honest outcomes: a job the wrapper could not launch is ``sandbox_failed``; non-zero is failed with
+    the real code; a signal death records the signal (and exit code 128 + signal, as a shell reports it);
+    exit 0 with no results is still completed."""
     exit_code = status.exit_code
     state: Literal["completed", "failed", "cancelled"]
     if status.signal is not None and exit_code is None:
         exit_code = 128 + status.signal
     if status.cancelled:
         state, reason = "cancelled", "cancelled"
+    elif status.started_at is None and status.exit_code == 127 and status.error is not None:
+        # The wrapper could not launch the job (its sandbox could not be built, say): the platform's fault.
+        state, reason = "failed", "sandbox_failed"
     elif status.timed_out:
         state, reason = "failed", "timeout"
     elif status.signal is not None:

@@ -76,9 +76,10 @@ class NodeRunner:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.reapers: set[asyncio.Task[None]] = set()  # cleaning up after jobs lost with their node
 
-    def workdir(self, job_id: str) -> str:
-        """The job's control directory (the wrapper's files); the job itself sees only ``work/`` in it."""
-        return f"{self.remote_root.rstrip('/')}/jobs/{job_id}"
+    def workdir(self, attempt_key: str) -> str:
+        """An attempt's control directory (the wrapper's files); the job itself sees only ``work/`` in it.
+        ``attempt_key``: the job id for a first attempt, ``<job id>.<n>`` for a retry (``JobState.attempt_key``)."""
+        return f"{self.remote_root.rstrip('/')}/jobs/{attempt_key}"
 
     def attach(self, job_id: str, *, fresh: bool = False) -> None:
         """Own a dispatched job: start it, or pick it up where it is (after a restart).
@@ -86,11 +87,13 @@ class NodeRunner:
         ``fresh``: the dispatcher just dispatched it, so there is nothing on the node to ask about
         (launch is idempotent anyway) and the ``status`` round trip is skipped.
         """
-        if job_id in self.tasks:
+        # Keyed by attempt: a retry may come back to this node while the last attempt's task cleans up.
+        key = self.ledger.views.jobs[job_id].attempt_key
+        if key in self.tasks:
             return
-        task = asyncio.create_task(self._run(job_id, fresh=fresh), name=f"job-{job_id}")
-        self.tasks[job_id] = task
-        task.add_done_callback(lambda _: self.tasks.pop(job_id, None))
+        task = asyncio.create_task(self._run(job_id, fresh=fresh), name=f"job-{key}")
+        self.tasks[key] = task
+        task.add_done_callback(lambda _: self.tasks.pop(key, None))
 
     async def stop(self) -> None:
         """Stop watching (server shutdown): the jobs themselves keep running on the node."""
@@ -103,7 +106,7 @@ class NodeRunner:
         job = self.ledger.views.jobs[job_id]
         bound = log.bind(job_id=job_id, user_id=job.user_id, node=self.node, attempt=job.attempt)
         uploaded = asyncio.Event()  # the cancel watcher waits for it: the wrapper must be there to ask
-        watcher = asyncio.create_task(self._watch_cancel(job_id, uploaded))
+        watcher = asyncio.create_task(self._watch_cancel(job_id, self.workdir(job.attempt_key), uploaded))
         try:
             await self._attempt(job, bound, uploaded, fresh=fresh)
         except NodeLost:
@@ -137,7 +140,7 @@ class NodeRunner:
         *,
         fresh: bool = False,
     ) -> None:
-        workdir = self.workdir(job.job_id)
+        workdir = self.workdir(job.attempt_key)
         state = None if fresh else await self._retry(lambda: self._status(workdir))
         if state is None or state.state == "not_started":
             if self.ledger.views.jobs[job.job_id].cancel_requested:
@@ -154,7 +157,7 @@ class NodeRunner:
             await self._retry(lambda: self._upload(job, workdir))
         # From here a cancel reaches the wrapper: before the launch it claims the job so it never runs.
         uploaded.set()
-        live = LiveFiles(self.live_root / job.job_id)
+        live = LiveFiles(self.live_root / job.attempt_key)
         status = await follow_job(
             self.transport,
             live,
@@ -220,7 +223,7 @@ class NodeRunner:
             log.info("job.started", job_id=job.job_id, user_id=job.user_id, node=self.node, pgid=started.pgid)
 
     async def _collect(self, job: JobState, workdir: str, status: wp.ExitStatus) -> None:
-        live = self.live_root / job.job_id
+        live = self.live_root / job.attempt_key
         cap = self.settings.max_output_bytes
         # Blob writes end in fsync: off the event loop, and the two streams side by side.
         stdout, stderr, fetched = await asyncio.gather(
@@ -242,11 +245,11 @@ class NodeRunner:
         )
         with contextlib.suppress(ExecutorError):
             await self.transport.remove_tree(workdir)
-        await self._drop_live(job.job_id)
+        await self._drop_live(job.attempt_key)
 
-    async def _drop_live(self, job_id: str) -> None:
-        """The live copy of a job's output, once the blob store holds it."""
-        await asyncio.to_thread(shutil.rmtree, self.live_root / job_id, ignore_errors=True)
+    async def _drop_live(self, attempt_key: str) -> None:
+        """The live copy of an attempt's output, once the blob store holds it."""
+        await asyncio.to_thread(shutil.rmtree, self.live_root / attempt_key, ignore_errors=True)
 
     def _store_capped(self, path: Path, cap: int) -> Blob:
         return self.blobs.put(_read_capped(path, cap), truncated=_size(path) > cap)
@@ -266,7 +269,7 @@ class NodeRunner:
         if job.started_at is None:
             await self._write(commands.requeue_job(job_id, node=self.node, attempt=job.attempt, reason="node_lost"))
         else:
-            live = self.live_root / job_id
+            live = self.live_root / job.attempt_key
             cap = self.settings.max_output_bytes
             stdout, stderr = await asyncio.gather(
                 asyncio.to_thread(self._store_capped, live / "stdout", cap),
@@ -283,9 +286,10 @@ class NodeRunner:
                     message=f"node {self.node} unreachable for more than {self.settings.node_lost_after:g} s",
                 )
             )
-            await self._drop_live(job_id)
-        # The job may still run on the node: when it answers again, kill what is left and clean up.
-        reaper = asyncio.create_task(self._reap_when_back(self.workdir(job_id)), name=f"reap-{job_id}")
+            await self._drop_live(job.attempt_key)
+        # The job may still run on the node: when it answers again, kill what is left and clean up
+        # (this attempt's workdir only: a retry of the job has its own).
+        reaper = asyncio.create_task(self._reap_when_back(self.workdir(job.attempt_key)), name=f"reap-{job_id}")
         self.reapers.add(reaper)
         reaper.add_done_callback(self.reapers.discard)
 
@@ -311,7 +315,7 @@ class NodeRunner:
                 )
             )
 
-    async def _watch_cancel(self, job_id: str, uploaded: asyncio.Event) -> None:
+    async def _watch_cancel(self, job_id: str, workdir: str, uploaded: asyncio.Event) -> None:
         """When a cancel is requested, have the wrapper kill the job's process group (and confirm)."""
         while True:
             seen = self.ledger.head
@@ -319,7 +323,6 @@ class NodeRunner:
                 break
             await self.ledger.wait_beyond(seen)
         await uploaded.wait()
-        workdir = self.workdir(job_id)
         await self._retry(
             lambda: self.transport.run(
                 wp.cancel_command(self.transport.python, workdir), timeout=self.settings.cancel_grace_s + 30

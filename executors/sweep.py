@@ -26,11 +26,16 @@ def finished_jobs(views: Views) -> set[str]:
     return {job_id for job_id, job in views.jobs.items() if job.is_terminal}
 
 
+def job_of_entry(name: str) -> str:
+    """The job a workdir or live copy belongs to (a retry's is ``<job id>.<attempt>``)."""
+    return name.partition(".")[0]
+
+
 def sweep_live(live_root: Path, finished: set[str]) -> int:
     """Remove the live output copies of finished jobs (their blobs hold the output)."""
     if not live_root.is_dir():
         return 0
-    leftovers = [entry for entry in live_root.iterdir() if entry.name in finished]
+    leftovers = [entry for entry in live_root.iterdir() if job_of_entry(entry.name) in finished]
     for entry in leftovers:
         shutil.rmtree(entry, ignore_errors=True)
     return len(leftovers)
@@ -42,9 +47,9 @@ async def sweep_node(runner: NodeRunner, finished: set[str]) -> int:
     jobs_root = f"{runner.remote_root.rstrip('/')}/jobs"
     transport = runner.transport
     _, out, _ = await transport.run(f"ls -1 {shlex.quote(jobs_root)} 2>/dev/null || true", timeout=30)
-    leftovers = [name for name in out.decode(errors="replace").split() if name in finished]
-    for job_id in leftovers:
-        workdir = runner.workdir(job_id)
+    leftovers = [name for name in out.decode(errors="replace").split() if job_of_entry(name) in finished]
+    for name in leftovers:
+        workdir = runner.workdir(name)
         await transport.run(wp.cancel_command(transport.python, workdir), timeout=runner.settings.cancel_grace_s + 30)
         await transport.remove_tree(workdir)
     return len(leftovers)

@@ -24,7 +24,7 @@ from gpuledger.errors import (
     RateLimited,
     ServerError,
 )
-from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, Submitted
+from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted
 
 __version__ = "0.1.0"
 
@@ -48,6 +48,7 @@ __all__ = [
     "NodeInfo",
     "NotFound",
     "PayloadTooLarge",
+    "QuotaStatus",
     "RateLimited",
     "ServerError",
     "Submitted",

@@ -18,7 +18,7 @@ from httpx_sse import ServerSentEvent, connect_sse
 from gpuledger import wire
 from gpuledger.config import load_config
 from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
-from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, Submitted
+from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted
 
 
 class Client:
@@ -95,6 +95,12 @@ class Client:
             list[JobStatus], self.request("GET", "/api/jobs", params=params), "jobs"
         )
         return jobs
+
+    def quota(self, user_id: str | None = None) -> QuotaStatus:
+        """Your daily quotas (admins: ``user_id``'s): used, left and when they reset."""
+        params = {"user_id": user_id} if user_id else {}
+        quota: QuotaStatus = wire.decode(QuotaStatus, self.request("GET", "/api/quota", params=params))
+        return quota
 
     def nodes(self) -> list[NodeInfo]:
         nodes: list[NodeInfo] = wire.decode_field(list[NodeInfo], self.request("GET", "/api/nodes"), "nodes")

@@ -9,6 +9,16 @@ import msgspec
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
+class AttemptInfo(msgspec.Struct, kw_only=True):
+    attempt: int
+    outcome: str  # "retried" or "requeued"
+    reason: str
+    node: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    exit_code: int | None = None
+
+
 class JobStatus(msgspec.Struct, kw_only=True):
     job_id: str
     status: str
@@ -30,6 +40,9 @@ class JobStatus(msgspec.Struct, kw_only=True):
     scan_verdict: str | None = None
     findings: list[dict[str, Any]] = []
     finish_reason: str | None = None
+    attempt: int = 0
+    max_attempts: int = 1
+    attempts: list[AttemptInfo] = []
     score: float | None = None  # a queued job's fair-share score and its factors
     fairshare: float | None = None
     age: float | None = None
@@ -38,6 +51,20 @@ class JobStatus(msgspec.Struct, kw_only=True):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+
+class QuotaInfo(msgspec.Struct, kw_only=True):
+    quota: str
+    limit: float = 0.0
+    used: float = 0.0
+    left: float | None = None
+    resets_at: str | None = None
+
+
+class QuotaStatus(msgspec.Struct, kw_only=True):
+    user_id: str
+    window: str = "day (UTC)"
+    quotas: list[QuotaInfo] = []
 
 
 class JobResults(msgspec.Struct, kw_only=True):

@@ -10,7 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ledger.errors import InvalidTransition, LimitExceeded, NotAllowed, NotFound
+from ledger.clock import iso
+from ledger.errors import InvalidTransition, LimitExceeded, NotAllowed, NotFound, QuotaExceeded
 from ledger.events import (
     AnyEvent,
     HalfLifeSet,
@@ -27,7 +28,6 @@ from ledger.jobs import (
     JobState,
     decide_cancel,
     decide_dispatch,
-    decide_finish,
     decide_hand_off,
     decide_queue,
     decide_requeue,
@@ -45,6 +45,8 @@ from ledger.nodes import (
     decide_retire,
     decide_undrain,
 )
+from ledger.quotas import QuotaDay, QuotaLimits, exhausted, retry_after_s
+from ledger.retries import decide_attempt_end
 from ledger.shares import UserShare, decide_policy
 from ledger.state import LedgerState
 from ledger.store import Write
@@ -55,9 +57,10 @@ from ledger.users import RATE_WINDOW_US
 class SubmitLimits:
     """The per-user limits a submission is checked against (None: exempt)."""
 
-    def __init__(self, *, max_active: int, per_minute: int) -> None:
+    def __init__(self, *, max_active: int, per_minute: int, quotas: QuotaLimits | None = None) -> None:
         self.max_active = max_active
         self.per_minute = per_minute
+        self.quotas = quotas or QuotaLimits()
 
 
 def job_of(views: LedgerState, job_id: str) -> JobState:
@@ -95,6 +98,28 @@ def _check_limits(views: LedgerState, user_id: str, limits: SubmitLimits, now: i
             f"Maximum {max_active} jobs per user allowed.",
             retry_after=30,
         )
+    _check_quota(stats.quota, limits.quotas, now)
+
+
+def _check_quota(today: QuotaDay | None, quotas: QuotaLimits, now: int) -> None:
+    """A used-up daily quota: 429 naming it, what is used and left, and when it resets."""
+    figure = exhausted(today, quotas, now)
+    if figure is None:
+        return
+    resets_at = iso(figure.resets_at_us)
+    what = "submissions" if figure.quota == "submissions" else "GPU-hours"
+    raise QuotaExceeded(
+        f"Quota exceeded: {figure.used:g} of {figure.limit:g} {what} used today (UTC), {figure.left:g} left; "
+        f"it resets at {resets_at}.",
+        retry_after=retry_after_s(figure, now),
+        details={
+            "quota": figure.quota,
+            "limit": figure.limit,
+            "used": figure.used,
+            "left": figure.left,
+            "resets_at": resets_at,
+        },
+    )
 
 
 def _check_policy(submitted: JobSubmitted, account: UserShare | None) -> None:
@@ -212,7 +237,7 @@ def finish_job(finished: JobFinished, *, node: str, restart_container: str | Non
     dispatch can slip in between a job's end and its node's restart."""
 
     def decide(views: LedgerState) -> Sequence[AnyEvent]:
-        events = decide_finish(job_of(views, finished.job_id), finished)
+        events = decide_attempt_end(job_of(views, finished.job_id), finished)
         others = [j for j in views.node_jobs.get(node, []) if j != finished.job_id]
         state = views.nodes.get(node)
         if restart_container and state is not None and not others and not state.restarting:

@@ -10,6 +10,7 @@ LedgerError
     ├── NotFound             no such job / node / token
     ├── InvalidTransition    e.g. cancelling a finished job
     ├── LimitExceeded        rate or active-job limit (carries retry_after)
+    │   └── QuotaExceeded    a daily quota is used up (carries which, used, left, resets_at)
     └── NotAllowed           the user's policy does not allow what was asked (a priority, GPUs)
 """
 
@@ -56,6 +57,12 @@ class LimitExceeded(DomainError):
     def __init__(self, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(LimitExceeded):
+    def __init__(self, message: str, retry_after: int, details: dict[str, object]) -> None:
+        super().__init__(message, retry_after)
+        self.details = details
 
 
 class NotAllowed(DomainError):

@@ -98,6 +98,14 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 # --- jobs -------------------------------------------------------------------------------------
 
 
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """How often a job's attempt may be tried again, and on which endings (fixed when it is submitted)."""
+
+    retries: int
+    on: list[str] = []  # finish reasons that are retried (node_lost, dispatch_failed, ...)
+    exit_codes: list[int] = []  # exit codes of the job itself that are retried (reason exit_nonzero)
+
+
 class JobSubmitted(JobEvent, frozen=True, tag="job.submitted"):
     user_id: str
     competition_id: str
@@ -109,6 +117,7 @@ class JobSubmitted(JobEvent, frozen=True, tag="job.submitted"):
     token_id: str | None = None
     client_address: str | None = None
     gpus: int = 1  # GPUs the job takes, all on one node
+    retry: RetryPolicy | None = None  # None: no retries
     asked_priority: int | None = None  # a priority level the job asked for (None: its user's level)
 
 
@@ -169,6 +178,18 @@ class JobFinished(JobEvent, frozen=True, tag="job.finished"):
 class JobRequeued(JobEvent, frozen=True, tag="job.requeued"):
     attempt: int
     reason: str
+
+
+class JobRetried(JobEvent, frozen=True, tag="job.retried"):
+    """An attempt ended for a retryable reason with retries left: the job goes back to the queue."""
+
+    attempt: int
+    reason: str
+    exit_code: int | None = None
+    signal: int | None = None
+    message: str | None = None
+    stdout: Blob | None = None
+    stderr: Blob | None = None
 
 
 # --- nodes ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Literal
 
 import msgspec
 
+from ledger.attempts import Attempt, attempt_key
 from ledger.errors import InvalidTransition
 from ledger.events import (
     AnyEvent,
@@ -21,9 +22,11 @@ from ledger.events import (
     JobHandedOff,
     JobQueued,
     JobRequeued,
+    JobRetried,
     JobScanned,
     JobStarted,
     JobSubmitted,
+    RetryPolicy,
 )
 
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
@@ -72,6 +75,9 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     results: Blob | None = None
     results_file: str | None = None
     message: str | None = None
+    retry: RetryPolicy | None = None  # the job's retry policy, fixed at submit
+    retries_used: int = 0
+    history: list[Attempt] = []  # the attempts before the current one, oldest first
 
     @property
     def is_terminal(self) -> bool:
@@ -87,6 +93,30 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     @property
     def is_active(self) -> bool:
         return self.status in ("pending", "running")
+
+    @property
+    def max_attempts(self) -> int:
+        """The attempts this job may have: one, its retries, and every attempt requeued before it started
+        (a node lost before the job ran costs no retry)."""
+        requeued = sum(1 for past in self.history if past.outcome == "requeued")
+        return 1 + (self.retry.retries if self.retry else 0) + requeued
+
+    @property
+    def retries_left(self) -> int:
+        return (self.retry.retries if self.retry else 0) - self.retries_used
+
+    @property
+    def first_started_at(self) -> int | None:
+        """When the job first ran (its queue wait ends there, whatever attempts followed)."""
+        for past in self.history:
+            if past.started_at is not None:
+                return past.started_at
+        return self.started_at
+
+    @property
+    def attempt_key(self) -> str:
+        """The current attempt's name on disk: the job id for the first, ``<job id>.<n>`` after it."""
+        return attempt_key(self.job_id, self.attempt)
 
 
 def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: int) -> JobState:
@@ -104,6 +134,7 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             created_at=at,
             token_id=event.token_id,
             gpus=event.gpus,
+            retry=event.retry,
             asked_priority=event.asked_priority,
         )
     version = state.version + 1
@@ -137,25 +168,54 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             phase = "cancelling" if state.phase in ("running", "dispatched") else state.phase
             return _replace(state, version=version, cancel_requested=True, phase=phase)
         case JobRequeued():
-            return _replace(
-                state,
-                version=version,
-                phase="queued",
-                node=None,
-                slot=None,
-                slots=[],
-                scheduler_id=None,
-                workdir=None,
-                dispatched_at=None,
-                dispatch_position=None,
-                queued_at=at,
-            )
+            past = Attempt(attempt=event.attempt, node=state.node, outcome="requeued", reason=event.reason, ended_at=at)
+            return _back_in_queue(state, past, at)
+        case JobRetried():
+            return _retried(state, event, at)
         case JobSubmitted():
             raise AssertionError(f"job {state.job_id} submitted twice")
     raise AssertionError(f"no job fold for {type(event).__name__}")
 
 
 _replace = msgspec.structs.replace
+
+
+def _back_in_queue(state: JobState, past: Attempt, at: int) -> JobState:
+    """The attempt is over and kept in the history; the job waits in the queue for the next one."""
+    return _replace(
+        state,
+        version=state.version + 1,
+        status="pending",
+        phase="queued",
+        node=None,
+        slot=None,
+        slots=[],
+        scheduler_id=None,
+        workdir=None,
+        dispatched_at=None,
+        dispatch_position=None,
+        started_at=None,
+        pgid=None,
+        queued_at=at,
+        history=[*state.history, past],
+    )
+
+
+def _retried(state: JobState, event: JobRetried, at: int) -> JobState:
+    past = Attempt(
+        attempt=event.attempt,
+        node=state.node,
+        outcome="retried",
+        reason=event.reason,
+        ended_at=at,
+        started_at=state.started_at,
+        exit_code=event.exit_code,
+        signal=event.signal,
+        message=event.message,
+        stdout=event.stdout,
+        stderr=event.stderr,
+    )
+    return _replace(_back_in_queue(state, past, at), retries_used=state.retries_used + 1)
 
 
 def _scanned(state: JobState, event: JobScanned) -> JobState:

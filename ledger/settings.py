@@ -13,6 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from ledger.errors import SettingsError
+from ledger.retries import MAX_RETRIES, RETRYABLE_REASONS
 from ledger.shares import Weights
 
 
@@ -126,6 +127,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     request_body_timeout_s: float = 30.0
     keep_alive_timeout_s: int = 5
     sse_heartbeat_s: float = 15.0
+    # quotas and retries (docs/admin-guide.md, "Quotas and retries"): 0 is unlimited / no retries
+    quota_submissions: int = 0  # submissions per user per UTC day
+    quota_gpu_hours: float = 0.0  # GPU-hours per user per UTC day (checked at submit)
+    retries: int = 0  # retries of a job whose config says nothing (at most 5)
+    retry_on: list[str] = msgspec.field(default_factory=lambda: ["node_lost", "dispatch_failed"])
     # fair share: the queue's score and the usage decay (docs/design.md, "Fair share")
     fairshare_half_life: float | str = 7 * 86_400.0  # seconds, or text with a unit: "7d", "36h", "90m"
     fairshare_weight: float = 1.0
@@ -163,7 +169,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             if getattr(self, name) < 1:
                 raise msgspec.ValidationError(f"must be at least 1 - at `$.{name}`")
         self._check_sandbox()
+        self._check_quotas()
         self._check_fairshare()
+
+    def _check_quotas(self) -> None:
+        for name in ("quota_submissions", "quota_gpu_hours"):
+            if getattr(self, name) < 0:
+                raise msgspec.ValidationError(f"must be 0 (unlimited) or more - at `$.{name}`")
+        if not 0 <= self.retries <= MAX_RETRIES:
+            raise msgspec.ValidationError(f"must be between 0 and {MAX_RETRIES} - at `$.retries`")
+        unknown = sorted(set(self.retry_on) - RETRYABLE_REASONS)
+        if unknown:
+            raise msgspec.ValidationError(
+                f"{', '.join(unknown)} cannot be retried (choose from {', '.join(sorted(RETRYABLE_REASONS))})"
+                " - at `$.retry_on`"
+            )
 
     def _check_fairshare(self) -> None:
         try:

@@ -9,6 +9,8 @@ import bisect
 
 import msgspec
 
+from ledger.quotas import QuotaDay
+
 RATE_WINDOW_US = 60_000_000  # any per-minute limit needs only the submits of the last minute (no cap on the limit)
 
 
@@ -23,6 +25,7 @@ class UserStats(msgspec.Struct, kw_only=True, gc=False):
     failed: int = 0
     cancelled: int = 0
     recent_submits: list[int] = []
+    quota: QuotaDay | None = None  # today's use, for the quotas (ledger.quotas)
 
     @property
     def active(self) -> int:

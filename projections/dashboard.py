@@ -30,6 +30,7 @@ def user_counts(users: list[UserStats]) -> tuple[dict[str, int], dict[str, dict[
     for row in rows:
         user_id = row.pop("user_id")
         row.pop("recent_submits", None)
+        row.pop("quota", None)  # today's quota use: GET /api/quota shows it
         per_user[user_id] = row
     return {key: sum(row[key] for row in rows) for key in COUNTS}, per_user
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from ledger.events import HalfLifeSet, JobEvent, decode_event
 from ledger.jobs import JobState, evolve_job
+from ledger.quotas import CHARGED, Charge, charges_of
 from ledger.users import UserStats, count_status, recent_submits_after
 from projections.fairshare import attempt_end, charge_attempt
 from projections.views import Views
@@ -51,6 +52,7 @@ UsageStep = tuple[int, str | None, tuple[int, int] | HalfLifeSet, int]
 def _replay(rows: Iterable[Row]) -> Views:
     views = Views()
     buckets: dict[str, list[tuple[int, JobEvent, int]]] = {}
+    charges: list[tuple[int, str, Charge]] = []  # (position, user, charge): applied in log order at the end
     steps: list[UsageStep] = []
     last: Row | None = None
     for last in rows:
@@ -67,6 +69,8 @@ def _replay(rows: Iterable[Row]) -> Views:
         state: JobState | None = None
         for position, job_event, recorded_at in bucket:
             before, state = state, evolve_job(state, job_event, position=position, at=recorded_at)
+            if type(job_event) in CHARGED:
+                charges.extend((position, state.user_id, c) for c in charges_of(before, state, job_event, recorded_at))
             run = attempt_end(before, state)
             if run is not None:
                 steps.append((position, state.user_id, run, recorded_at))
@@ -77,6 +81,9 @@ def _replay(rows: Iterable[Row]) -> Views:
     if last is not None:
         views.position, views.recorded_at = last[0], last[4]
     _derive(views)
+    charges.sort(key=lambda item: item[0])
+    for _, user_id, charge in charges:
+        views.charge_user(user_id, charge)
     views.clear_dirty()
     return views
 

@@ -22,6 +22,7 @@ from ledger.events import (
 )
 from ledger.jobs import TERMINAL, JobState, evolve_job
 from ledger.nodes import NodeState, evolve_node
+from ledger.quotas import CHARGED, Charge, apply_charge, charges_of
 from ledger.shares import DEFAULT_HALF_LIFE_S, UserShare, Weights, evolve_policy, rebased
 from ledger.tokens import TokenState, evolve_token
 from ledger.users import UserStats, count_status, note_submit
@@ -124,6 +125,9 @@ class Views:
             self._count_user(after.user_id, None, after.status, recorded_at)
         elif before.status != after.status:
             self._count_user(after.user_id, before.status, after.status, None)
+        if type(event) in CHARGED:  # most events cost nothing: the fold's hot path skips the call
+            for charge in charges_of(before, after, event, recorded_at):
+                self.charge_user(after.user_id, charge)
 
     def set_half_life(self, half_life_s: float, at_us: int) -> None:
         """From ``at_us`` on usage decays with the new half-life: every account is re-based there first."""
@@ -174,10 +178,13 @@ class Views:
                     del self.minutes[old]
         tally.finished += 1
         tally.completed += job.status == "completed"
-        if job.started_at:
+        first_started = job.first_started_at
+        if first_started:  # the wait ends when the job first ran; every attempt's GPU time counts
             tally.waited += 1
-            tally.wait_us += job.started_at - job.created_at
-            tally.gpu_us += job.gpus * (completed_at - job.started_at)
+            tally.wait_us += first_started - job.created_at
+            tally.gpu_us += sum(past.gpu_us(job.gpus) for past in job.history)
+            if job.started_at:
+                tally.gpu_us += job.gpus * (completed_at - job.started_at)
 
     def day_tally(self, now: int) -> Minute:
         """Jobs finished in the 24 h before ``now`` (by whole minutes): a sum of 1,441 buckets at most."""
@@ -204,6 +211,14 @@ class Views:
         count_status(stats, before, after)
         if submitted_at is not None:
             note_submit(stats, submitted_at)
+        self.dirty_users.add(user_id)
+
+    def charge_user(self, user_id: str, charge: Charge) -> None:
+        """A quota charge (the live fold per event; a replay applies the same charges in log order)."""
+        stats = self.users.get(user_id)
+        if stats is None:
+            stats = self.users[user_id] = UserStats(user_id=user_id)
+        stats.quota = apply_charge(stats.quota, charge)
         self.dirty_users.add(user_id)
 
     # --- queries the API, scheduler and decide steps use -------------------------------------

@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 LAYERS = ("ledger.domain", "ledger.store", "projections", "executors", "api", "cli")
-DOMAIN = frozenset({"events", "jobs", "nodes", "tokens", "users", "shares", "errors", "clock"})
+DOMAIN = frozenset(
+    {"events", "jobs", "attempts", "retries", "quotas", "nodes", "tokens", "users", "shares", "errors", "clock"}
+)
 SDK = "gpuledger"
 PACKAGES = ("ledger", "projections", "executors", "api", "cli", SDK)
 UNCHECKED = frozenset({"executors.wrapper"})  # runs on nodes alone, stdlib only: imports nothing of ours

@@ -25,6 +25,7 @@ from ledger.events import (
     JobScanned,
     JobSubmitted,
     NodeRegistered,
+    RetryPolicy,
     TokenIssued,
     UserPolicySet,
 )
@@ -39,6 +40,7 @@ from ledger.jobs import (
     decide_start,
 )
 from ledger.nodes import decide_drain, decide_health, decide_register, decide_undrain
+from ledger.retries import decide_attempt_end
 from ledger.shares import decide_policy
 from ledger.store import EventStore, Write, read_after
 from ledger.tokens import TokenState, decide_issue, decide_revoke, secret_digest
@@ -60,7 +62,13 @@ command = st.one_of(
     st.tuples(st.just("dispatch"), jobs, nodes),
     st.tuples(st.just("start"), jobs, st.integers(0, 1)),
     st.tuples(st.just("cancel"), jobs),
-    st.tuples(st.just("finish"), jobs, st.sampled_from(["completed", "failed", "cancelled"]), st.integers(0, 2)),
+    st.tuples(
+        st.just("finish"),
+        jobs,
+        st.sampled_from(["completed", "failed", "cancelled"]),
+        st.integers(0, 2),
+        st.sampled_from(["r", "node_lost"]),  # node_lost: retried once (submit's policy), refunded at the end
+    ),
     st.tuples(st.just("requeue"), jobs, st.integers(0, 1)),
     st.tuples(st.sampled_from(["drain", "undrain"]), nodes),
     st.tuples(st.just("health"), nodes, st.booleans()),
@@ -132,6 +140,7 @@ def to_write(cmd: tuple) -> Write:  # type: ignore[type-arg]
                 project_id="p",
                 expected_time_s=60,
                 code=Blob(digest="0" * 64, size=1),
+                retry=RetryPolicy(retries=1, on=["node_lost"]),
             )
         ],
         "scan": lambda v: decide_scan(job_of(v, target), JobScanned(job_id=target, verdict=args[0])),
@@ -139,8 +148,8 @@ def to_write(cmd: tuple) -> Write:  # type: ignore[type-arg]
         "dispatch": lambda v: dispatch(v, target, args[0]),
         "start": lambda v: decide_start(job_of(v, target), attempt=job_of(v, target).attempt + args[0], pid=9, pgid=9),
         "cancel": lambda v: decide_cancel(job_of(v, target), by="admin"),
-        "finish": lambda v: decide_finish(
-            job_of(v, target), JobFinished(job_id=target, status=args[0], reason="r", attempt=args[1])
+        "finish": lambda v: decide_attempt_end(
+            job_of(v, target), JobFinished(job_id=target, status=args[0], reason=args[2], attempt=args[1])
         ),
         "requeue": lambda v: decide_requeue(
             job_of(v, target), attempt=job_of(v, target).attempt + args[0], reason="node_lost"
@@ -230,7 +239,7 @@ LIFECYCLE = [
     ("queue", "j0"),
     ("dispatch", "j0", "n0"),
     ("start", "j0", 0),
-    ("finish", "j0", "completed", 1),
+    ("finish", "j0", "completed", 1, "r"),
     ("submit", "j1", "u1"),
     ("cancel", "j1"),
     ("drain", "n1"),

@@ -41,6 +41,10 @@ def test_prefix_nodes_like_the_original(tmp_path):
         ({"GPULEDGER_SERVER_PORT": "-1"}, "server_port"),
         ({"GPULEDGER_MAX_ACTIVE_JOBS_PER_USER": "-1"}, "max_active_jobs_per_user"),
         ({"GPULEDGER_NO_SUCH_THING": "1"}, "GPULEDGER_NO_SUCH_THING"),
+        ({"GPULEDGER_QUOTA_SUBMISSIONS": "-1"}, "quota_submissions"),
+        ({"GPULEDGER_QUOTA_GPU_HOURS": "-0.5"}, "quota_gpu_hours"),
+        ({"GPULEDGER_RETRIES": "6"}, "retries"),
+        ({"GPULEDGER_RETRY_ON": '["exit_nonzero"]'}, "retry_on"),
     ],
 )
 def test_bad_values_name_the_setting(env, name):

@@ -22,6 +22,7 @@ ENDPOINTS = {
     "cancel": "POST /api/cancel/{job_id}",
     "jobs": "GET /api/jobs",
     "nodes": "GET /api/nodes",
+    "quota": "GET /api/quota",
     "dashboard": "GET /api/dashboard",
     "dashboard_active": "GET /api/dashboard/active",
     "queue": "GET /api/queue",

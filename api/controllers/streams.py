@@ -33,7 +33,7 @@ def read_log(runtime: Runtime, job: JobState, stream: str, offset: int, limit: i
     blob = job.stdout if stream == "stdout" else job.stderr
     if blob is not None:
         return runtime.blobs.read_range(blob, offset, limit)
-    live = Path(runtime.settings.jobs_dir) / "live" / job.job_id / stream
+    live = Path(runtime.settings.jobs_dir) / "live" / job.attempt_key / stream
     try:
         with live.open("rb") as handle:
             handle.seek(offset)

@@ -138,7 +138,7 @@ class SlurmRunner(NodeRunner):
         *,
         fresh: bool = False,
     ) -> None:
-        workdir = self.workdir(job.job_id)
+        workdir = self.workdir(job.attempt_key)
         slurm_id = self.ledger.views.jobs[job.job_id].scheduler_id
         since = time.monotonic()
         if slurm_id is None:
@@ -190,7 +190,7 @@ class SlurmRunner(NodeRunner):
 
     async def _follow_slurm(self, job: JobState, workdir: str, slurm_id: str, since: float) -> wp.ExitStatus | None:
         """Stream output and watch for the wrapper's status; None when Slurm's state ended the job."""
-        live = LiveFiles(self.live_root / job.job_id)
+        live = LiveFiles(self.live_root / job.attempt_key)
         ended_polls = 0
         while True:
             await until_done(lambda: self._pump(workdir, live))
@@ -235,7 +235,7 @@ class SlurmRunner(NodeRunner):
             await self._write(commands.requeue_job(job.job_id, node=self.node, attempt=job.attempt, reason=str(state)))
             return
         outcome = outcome_of(state)
-        live = self.live_root / job.job_id
+        live = self.live_root / job.attempt_key
         cap = self.settings.max_output_bytes
         stdout, stderr = await asyncio.gather(
             asyncio.to_thread(self._store_capped, live / "stdout", cap),
@@ -255,7 +255,7 @@ class SlurmRunner(NodeRunner):
             )
         )
 
-    async def _watch_cancel(self, job_id: str, uploaded: asyncio.Event) -> None:
+    async def _watch_cancel(self, job_id: str, workdir: str, uploaded: asyncio.Event) -> None:
         """Cancel: the wrapper's cancel file (it kills the job's group and records the end), then
         scancel, at once for a pending job, after the wrapper's grace for a running one."""
         while True:
@@ -264,7 +264,6 @@ class SlurmRunner(NodeRunner):
                 break
             await self.ledger.wait_beyond(seen)
         await uploaded.wait()
-        workdir = self.workdir(job_id)
         await until_done(lambda: self.transport.run(f"touch {shlex.quote(workdir + '/' + wp.CANCEL_NAME)}", timeout=30))
         slurm_id = self.ledger.views.jobs[job_id].scheduler_id
         if slurm_id is None:

@@ -1,0 +1,43 @@
+"""The quota endpoint: a user's daily submissions and GPU-hours, used and left, and when they reset."""
+
+from __future__ import annotations
+
+from litestar import Controller, get
+from litestar.params import Parameter
+
+from api.auth import Identity
+from api.context import authenticated
+from api.errors import PermissionDenied
+from api.openapi import BEARER, problems
+from api.present import quota_status
+from api.runtime import Runtime
+from api.schemas import QuotaStatus
+from api.submit import quota_limits
+from ledger.clock import now_us
+from projections.views import Views
+
+
+class QuotaController(Controller):
+    path = "/api"
+    tags = ["quota"]
+
+    @get(
+        "/quota",
+        guards=[authenticated],
+        summary="Your daily quotas: used, left and when they reset (admins: any user's)",
+        security=BEARER,
+        responses=problems(400, 401, 403),
+    )
+    async def quota(
+        self,
+        runtime: Runtime,
+        views: Views,
+        identity: Identity,
+        user_id: str | None = Parameter(
+            default=None, min_length=1, max_length=128, description="Admins only: another user's quotas"
+        ),
+    ) -> QuotaStatus:
+        who = user_id or identity.user_id
+        if who != identity.user_id and not identity.is_admin:
+            raise PermissionDenied("Only admins may see another user's quota")
+        return quota_status(views, who, quota_limits(runtime.settings), now_us())
