@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from ledger.events import NodeRegistered
 from ledger.settings import Settings, SlurmSettings
 from ledger.tokens import mint
 from ledger.writer import Ledger
+from projections import backfill
 from projections.live import open_ledger
 from projections.plan import PlanCache
 from projections.token_usage import TokenUsage
@@ -80,13 +82,17 @@ class Runtime:
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self.token_usage = TokenUsage(settings.database_path)
         self.plans = PlanCache(weights=settings.fairshare_weights())
+        self.backfill_stop = threading.Event()
         self.local_root = str(Path(settings.jobs_dir).resolve() / "work")
         self.slurm: SlurmCluster | None = None
 
     async def start(self) -> None:
         # Loading a long ledger is seconds of CPU and I/O: in a thread, so the loop keeps answering /livez.
         self.ledger = await asyncio.to_thread(
-            open_ledger, self.settings.database_path, snapshot_every=self.settings.snapshot_every
+            open_ledger,
+            self.settings.database_path,
+            snapshot_every=self.settings.snapshot_every,
+            finished_cached=self.settings.finished_jobs_cached,
         )
         # The loaded views are long-lived and cycle-free: out of the collector's sight, so that a full
         # collection (triggered by any request's garbage) does not rescan them with the GIL held.
@@ -95,6 +101,11 @@ class Runtime:
         self.dispatcher = Dispatcher(self.ledger, self.runners, self.settings.fairshare_weights())
         self._opened = True
         await self.ledger.start()
+        self.background.append(
+            asyncio.create_task(
+                asyncio.to_thread(backfill.run, self.settings.database_path, self.backfill_stop), name="backfill"
+            )
+        )
         self.background.append(asyncio.create_task(self.plans.run(self.ledger), name="queue-plan"))
         await self._bootstrap_admin()
         if self.ledger.views.half_life_s != self.settings.half_life_s:  # the fold decays by recorded facts
@@ -128,6 +139,7 @@ class Runtime:
         """Stop watching jobs and close the ledger; jobs keep running and are re-attached next start."""
         if not self._opened:
             return
+        self.backfill_stop.set()  # a thread cannot be cancelled: it stops at its next chunk
         await self.dispatcher.stop()
         for task in self.background:
             task.cancel()

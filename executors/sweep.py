@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import shlex
 import shutil
+from collections.abc import Container
 from pathlib import Path
 
 import structlog
@@ -22,8 +23,16 @@ from projections.views import Views
 log = structlog.get_logger()
 
 
-def finished_jobs(views: Views) -> set[str]:
-    return {job_id for job_id, job in views.jobs.items() if job.is_terminal}
+class FinishedJobs:
+    """``name in finished``: whether the ledger says job ``name`` is finished (a lookup per leftover,
+    not a set of every finished job: most of those are on disk only)."""
+
+    def __init__(self, views: Views) -> None:
+        self.views = views
+
+    def __contains__(self, name: object) -> bool:
+        job = self.views.jobs.get(name) if isinstance(name, str) else None
+        return job is not None and job.is_terminal
 
 
 def job_of_entry(name: str) -> str:
@@ -31,7 +40,7 @@ def job_of_entry(name: str) -> str:
     return name.partition(".")[0]
 
 
-def sweep_live(live_root: Path, finished: set[str]) -> int:
+def sweep_live(live_root: Path, finished: Container[str]) -> int:
     """Remove the live output copies of finished jobs (their blobs hold the output)."""
     if not live_root.is_dir():
         return 0
@@ -41,7 +50,7 @@ def sweep_live(live_root: Path, finished: set[str]) -> int:
     return len(leftovers)
 
 
-async def sweep_node(runner: NodeRunner, finished: set[str]) -> int:
+async def sweep_node(runner: NodeRunner, finished: Container[str]) -> int:
     """Remove finished jobs' workdirs on one node; a leftover's process group is killed first, in
     case a job lost with its node still ran there."""
     jobs_root = f"{runner.remote_root.rstrip('/')}/jobs"
@@ -57,7 +66,7 @@ async def sweep_node(runner: NodeRunner, finished: set[str]) -> int:
 
 async def sweep(views: Views, runners: dict[str, NodeRunner], live_root: Path) -> None:
     """The whole sweep; a node that does not answer keeps its leftovers until the next start."""
-    finished = finished_jobs(views)
+    finished = FinishedJobs(views)
     live = await asyncio.to_thread(sweep_live, live_root, finished)
     workdirs = 0
     for name, runner in runners.items():

@@ -7,6 +7,7 @@ passes it in (with the tables that persist it), so this package never imports th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol, TypeVar
 
 import apsw
@@ -19,13 +20,28 @@ from ledger.tokens import TokenState
 from ledger.users import UserStats
 
 
+class Jobs(Protocol):
+    """Jobs by id: a lookup, not a dict of every job (finished jobs may live on disk only)."""
+
+    def get(self, job_id: str) -> JobState | None: ...
+
+    def __getitem__(self, job_id: str) -> JobState: ...
+
+    def __contains__(self, job_id: object) -> bool: ...
+
+    def __iter__(self) -> Iterator[str]: ...
+
+
 class LedgerState(Protocol):
     """The folded state at one ledger position: what cross-stream checks (limits, slots) decide on."""
 
     position: int
     recorded_at: int
     stream_versions: dict[str, int]
-    jobs: dict[str, JobState]
+
+    @property
+    def jobs(self) -> Jobs: ...  # read-only here: the state's own table type may be narrower
+
     users: dict[str, UserStats]
     nodes: dict[str, NodeState]
     tokens: dict[str, TokenState]
@@ -35,9 +51,13 @@ class LedgerState(Protocol):
 
     def apply_event(self, event: AnyEvent, position: int, stream: str, version: int, recorded_at: int) -> None: ...
 
+    def stream_version(self, stream: str) -> int: ...
+
     def tokens_of(self, user_id: str) -> list[TokenState]: ...
 
     def dirty_count(self) -> int: ...
+
+    def close(self) -> None: ...  # the state's own resources (connections), when the store closes
 
 
 S = TypeVar("S", bound=LedgerState)

@@ -229,7 +229,7 @@ class EventStore(Generic[S]):
         except DomainError as e:
             return e
         for stream, expected in write.expected.items():
-            actual = self.views.stream_versions.get(stream, 0)
+            actual = self.views.stream_version(stream)
             if actual != expected:
                 return ConcurrencyConflict(f"stream {stream} is at version {actual}, expected {expected}")
         return self._insert(write, events)
@@ -241,12 +241,12 @@ class EventStore(Generic[S]):
         recorded_at = max(now_us(), views.recorded_at)  # never goes backwards along the log
         actor, key = write.actor, write.idempotency_key  # the key goes on the write's first event
         head, head_hash = self.head, self.head_hash
-        known = views.stream_versions
+        known = views.stream_version
         versions: dict[str, int] = {}
         records = []
         for event in events:
             stream = stream_of(event)
-            version = versions.get(stream, 0) or known.get(stream, 0)
+            version = versions.get(stream, 0) or known(stream)
             versions[stream] = version = version + 1
             payload, type_ = encode_event(event), event_tag(event)
             head += 1
@@ -311,6 +311,7 @@ class EventStore(Generic[S]):
             yield record_of(row)
 
     def close(self) -> None:
+        self.views.close()
         self.conn.close()
 
 

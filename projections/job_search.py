@@ -14,6 +14,7 @@ import msgspec
 
 from ledger.jobs import JobState
 from projections import tables
+from projections.views import Views
 
 COUNT_CAP = 10_000  # beyond this the table says "10000+": an exact count would read every row
 
@@ -112,3 +113,19 @@ def pick(candidates: Iterable[JobState | None], flt: JobFilter, limit: int) -> l
         if job is not None and job.job_id not in seen and flt.matches(job):
             seen[job.job_id] = job
     return sorted(seen.values(), key=lambda j: j.position, reverse=True)[:limit]
+
+
+def as_of_page(views: Views, flt: JobFilter, limit: int) -> tuple[list[JobState | None], int]:
+    """The newest ``limit`` matching jobs as past views stood (those finished by their snapshot read
+    from the table's indexes, the rest from memory), and how many match (the table's part capped)."""
+    rows = views.jobs.rows
+    if rows is None:  # views replayed whole (a point older than every snapshot): all in memory
+        found: list[JobState | None] = [j for j in views.jobs.values() if flt.matches(j)]
+        return found, len(found)
+    conn = rows.conn()
+    where, values = _where(conn, flt)
+    page: list[JobState | None] = list(views.jobs.newest([], flt.matches, where, values, limit))
+    uncursored = msgspec.structs.replace(flt, before=None)
+    where, values = _where(conn, uncursored)
+    in_memory = sum(1 for job in views.jobs.overlay([]).values() if uncursored.matches(job))
+    return page, rows.count(where, values, COUNT_CAP + 1) + in_memory

@@ -13,9 +13,14 @@ from projections.tables import VIEW_TABLES, ViewTables
 from projections.views import Views
 
 
-def open_store(path: str | Path, *, projection_interval_s: float = 0.0) -> EventStore[Views]:
+def open_store(
+    path: str | Path, *, projection_interval_s: float = 0.0, finished_cached: int = VIEW_TABLES.finished_cached
+) -> EventStore[Views]:
     """A synchronous store on ``path`` (one-shot commands: tokens, tests, benchmarks)."""
-    return EventStore(path, VIEW_TABLES, projection_interval_s=projection_interval_s)
+    tables = (
+        VIEW_TABLES if finished_cached == VIEW_TABLES.finished_cached else ViewTables(finished_cached=finished_cached)
+    )
+    return EventStore(path, tables, projection_interval_s=projection_interval_s)
 
 
 def open_ledger(
@@ -24,8 +29,12 @@ def open_ledger(
     watch_interval: float = 0.25,
     projection_interval_s: float = 1.0,
     snapshot_every: int = VIEW_TABLES.snapshot_every,
+    finished_cached: int = VIEW_TABLES.finished_cached,
 ) -> Ledger[Views]:
     """The server's ledger: group-commit writer, notifications, views folded as events commit."""
     return Ledger(
-        path, ViewTables(snapshot_every), watch_interval=watch_interval, projection_interval_s=projection_interval_s
+        path,
+        ViewTables(snapshot_every, finished_cached, backfill=True),
+        watch_interval=watch_interval,
+        projection_interval_s=projection_interval_s,
     )

@@ -75,7 +75,7 @@ def _replay(rows: Iterable[Row]) -> Views:
             if run is not None:
                 steps.append((position, state.user_id, run, recorded_at))
         assert state is not None
-        views.jobs[state.job_id] = state
+        views.jobs.put(state)
         views.stream_versions[stream] = state.version
     _fold_usage(views, steps)
     if last is not None:
@@ -100,8 +100,7 @@ def _fold_usage(views: Views, steps: list[UsageStep]) -> None:
 
 def _derive(views: Views) -> None:
     """Aggregates from the final job states, exactly as the event-by-event fold leaves them."""
-    jobs = sorted(views.jobs.values(), key=lambda job: job.position)
-    views.jobs = {job.job_id: job for job in jobs}  # submit order, as the live fold inserts them
+    jobs = sorted(views.jobs.values(), key=lambda job: job.position)  # submit order, as the live fold sees them
     submits: dict[str, list[int]] = {}
     for name in views.nodes:
         views.node_jobs.setdefault(name, [])
@@ -112,6 +111,5 @@ def _derive(views: Views) -> None:
         if stats is None:
             stats = views.users[job.user_id] = UserStats(user_id=job.user_id)
         count_status(stats, None, job.status)
-    views.sort_finished()
     for user_id, times in submits.items():
         views.users[user_id].recent_submits = recent_submits_after(times)

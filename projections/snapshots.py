@@ -2,7 +2,7 @@
 
 A finished job never changes again, so a snapshot holds only what still moves: the active jobs, users'
 tallies, nodes, tokens and the last day's per-minute tallies. Everything else an as-of document needs
-(the newest jobs, finished by then) is read from ``proj_jobs``, where a job finished by the snapshot is
+(the newest jobs, those finished by then) is read from ``proj_jobs``, where a job finished by the snapshot is
 in its final state: snapshots are written with the projection rows and checkpoint, in one transaction,
 so the tables are never behind a snapshot. Each row carries the chain hash at its position, and
 ``audit verify`` checks both the hash and the state against the fold at that position.
@@ -11,7 +11,6 @@ so the tables are never behind a snapshot. Each row carries the chain hash at it
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import apsw
 import msgspec
@@ -23,9 +22,8 @@ from ledger.shares import DEFAULT_HALF_LIFE_S, HALF_LIFE_STREAM, UserShare
 from ledger.store import max_position
 from ledger.tokens import TokenState
 from ledger.users import UserStats
+from projections.job_table import Horizon, JobRows
 from projections.views import DAY_MINUTES, MINUTE_US, Minute, Views
-
-RECENT_JOBS = 10  # the dashboard's "recent jobs"
 
 
 class HotState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -47,7 +45,6 @@ class HotState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(HotState).decode
-_job = msgspec.json.Decoder(JobState).decode
 
 
 def hot_state(views: Views) -> bytes:
@@ -164,7 +161,8 @@ def position_at(conn: apsw.Connection, time_us: int) -> int:
 
 def views_from_snapshot(conn: apsw.Connection, position: int) -> Views | None:
     """The hot views at ``position``: the nearest snapshot at or before it, then the tail folded on top;
-    the newest jobs are filled in from ``proj_jobs``. None when no snapshot is that old."""
+    jobs that had finished by the snapshot are read from ``proj_jobs`` (``Horizon``). None when no
+    snapshot is that old."""
     row = conn.execute(
         "SELECT position, data FROM snapshots WHERE position <= ? ORDER BY position DESC LIMIT 1", (position,)
     ).fetchone()
@@ -172,28 +170,12 @@ def views_from_snapshot(conn: apsw.Connection, position: int) -> Views | None:
         return None
     start, data = row[0], bytes(row[1])
     views = restore(data)
+    views.jobs.rows = JobRows(conn.filename, Horizon(start, views.recorded_at))
     for at, stream, version, payload, recorded_at in conn.execute(
         "SELECT position, stream, version, payload, recorded_at FROM events"
         " WHERE position > ? AND position <= ? ORDER BY position",
         (start, position),
     ):
         views.apply_event(decode_event(payload), at, stream, version, recorded_at)
-    _fill_newest(conn, views, start)
     views.clear_dirty()
     return views
-
-
-def _fill_newest(conn: apsw.Connection, views: Views, start: int) -> None:
-    """``views.order`` ends with the newest jobs as of the point: those submitted in the tail or active,
-    and before them the newest submitted by the snapshot (finished ones in their final state)."""
-    known = set(views.order)
-    older: list[Any] = []
-    for job_id, data in conn.execute(
-        "SELECT job_id, data FROM proj_jobs WHERE position <= ? ORDER BY position DESC LIMIT ?", (start, RECENT_JOBS)
-    ):
-        if job_id not in known:
-            job = _job(data)
-            views.jobs[job_id] = job
-            older.append(job)
-    picked = sorted([*older, *(views.jobs[j] for j in views.order)], key=lambda job: job.position)
-    views.order = [job.job_id for job in picked]

@@ -18,6 +18,7 @@ from ledger.shares import HALF_LIFE_STREAM, UserShare
 from ledger.tokens import TokenState
 from ledger.users import UserStats
 from projections import snapshots
+from projections.job_table import BACKFILL, FINISHED_CACHED, JobRows
 from projections.replay import REPLAY_COLUMNS, gc_paused, replay
 from projections.views import Views
 
@@ -31,7 +32,7 @@ _share = msgspec.json.Decoder(UserShare).decode
 _half_life = msgspec.json.Decoder(HalfLifeSet).decode
 
 
-def _job_row(job: JobState) -> tuple[object, ...]:
+def job_row(job: JobState) -> tuple[object, ...]:
     return (job.job_id, job.user_id, job.status, job.position, job.completed_at, _encode(job))
 
 
@@ -41,7 +42,7 @@ def write_dirty(conn: apsw.Connection, views: Views) -> None:
         conn.executemany(
             "INSERT OR REPLACE INTO proj_jobs (job_id, user_id, status, position, completed_at, data)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            [_job_row(views.jobs[i]) for i in sorted(views.dirty_jobs)],  # key order: b-tree locality
+            [job_row(views.jobs[i]) for i in sorted(views.dirty_jobs)],  # key order: b-tree locality
         )
     if views.dirty_users:
         conn.executemany(
@@ -77,28 +78,65 @@ def checkpoint(conn: apsw.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def load(conn: apsw.Connection) -> Views:
+def load(conn: apsw.Connection, *, cached: int = FINISHED_CACHED, backfill: bool = False) -> Views:
     """The views as last written, without replaying the log (catch-up then applies what follows).
 
-    With no checkpoint (a new file, or tables dropped to be rebuilt) but events in the log, the views
-    are replayed the fast way and written back (the caller holds the write transaction).
+    From the latest snapshot when there is one (its hot state is all memory holds: finished jobs
+    are read from ``proj_jobs`` on demand), else from the tables. With no checkpoint (a new file,
+    or tables dropped to be rebuilt) but events in the log, the views are replayed the fast way
+    and written back (the caller holds the write transaction); with ``backfill`` (a server) and a
+    snapshot, only the hot state is, and ``projections.backfill`` writes the finished jobs' rows later.
     """
     with gc_paused():
-        return _load(conn)
+        views = _load(conn, backfill)
+    views.jobs.rows, views.jobs.cached = rows_of(conn, views), cached
+    return views
 
 
-def _load(conn: apsw.Connection) -> Views:
-    if checkpoint(conn) == 0 and conn.execute("SELECT 1 FROM events LIMIT 1").fetchone():
+def rows_of(conn: apsw.Connection, views: Views) -> JobRows:
+    """The live views' reads of ``proj_jobs`` on the file ``conn`` is open on."""
+    return JobRows(conn.filename, head=lambda: views.position)
+
+
+def _load(conn: apsw.Connection, backfill: bool) -> Views:
+    at = checkpoint(conn)
+    if at == 0 and conn.execute("SELECT 1 FROM events LIMIT 1").fetchone():
+        latest = conn.execute("SELECT position, data FROM snapshots ORDER BY position DESC LIMIT 1").fetchone()
+        if backfill and latest is not None:
+            return _hot_only(conn, latest[0], bytes(latest[1]))
         views = replay(conn.execute(f"SELECT {REPLAY_COLUMNS} FROM events ORDER BY position"))
         replace_all(conn, views)
         return views
+    row = conn.execute(
+        "SELECT data FROM snapshots WHERE position <= ? ORDER BY position DESC LIMIT 1", (at,)
+    ).fetchone()
+    if row is not None:  # the store folds the log from the snapshot on (the rows it rewrites are equal)
+        return snapshots.restore(bytes(row[0]))
+    return _load_tables(conn)
+
+
+def _hot_only(conn: apsw.Connection, position: int, data: bytes) -> Views:
+    """Tables missing: the snapshot's hot state, every part of it dirty (the store folds the tail and
+    writes it all), and the mark that rows of jobs finished by the snapshot are still to come."""
+    views = snapshots.restore(data)
+    views.dirty_jobs.update(views.active)
+    views.dirty_users.update(views.users)
+    views.dirty_nodes.update(views.nodes)
+    views.dirty_tokens.update(views.tokens)
+    views.dirty_shares.update(views.shares)
+    conn.execute("INSERT OR REPLACE INTO projection_checkpoints (name, position) VALUES (?, ?)", (BACKFILL, position))
+    return views
+
+
+def _load_tables(conn: apsw.Connection) -> Views:
+    """Every row (a ledger without snapshots: a small one, or one older than them); the finished
+    jobs leave memory at the next flushes, as the cache evicts them."""
     views = Views()
     for (data,) in conn.execute("SELECT data FROM proj_jobs ORDER BY position"):
         job = _job(data)
-        views.jobs[job.job_id] = job
+        views.jobs.put(job)
         views.stream_versions[f"job-{job.job_id}"] = job.version
         views.index_job(None, job)
-    views.sort_finished()
     for (data,) in conn.execute("SELECT data FROM proj_users"):
         user = _user(data)
         views.users[user.user_id] = user
@@ -149,7 +187,7 @@ def replace_all(conn: apsw.Connection, views: Views) -> None:
     deleted: the result is the same as rewriting everything, without rewriting what is right.
     """
     stored = {table: dict(conn.execute(f"SELECT {key}, data FROM {table}")) for table, key in _TABLES}
-    items: dict[str, dict[str, Any]] = {
+    items: dict[str, Any] = {
         "proj_jobs": views.jobs,
         "proj_users": views.users,
         "proj_nodes": views.nodes,
@@ -194,16 +232,24 @@ class ViewTables:
     """The views' persistence in the shape the store asks for (``ledger.state.StateTables``), with a
     snapshot of their hot state every ``snapshot_every`` events, written with the rows it relies on."""
 
-    def __init__(self, snapshot_every: int = 10_000) -> None:
+    def __init__(
+        self, snapshot_every: int = 10_000, finished_cached: int = FINISHED_CACHED, *, backfill: bool = False
+    ) -> None:
+        """``backfill``: a start without tables writes the finished jobs' rows in the background
+        (a server, which runs ``projections.backfill``), not before it returns (one-shot commands)."""
         self.snapshot_every = snapshot_every
+        self.finished_cached = finished_cached
+        self.backfill = backfill
 
     def empty(self) -> Views:
         return Views()
 
     def load(self, conn: apsw.Connection) -> Views:
-        return load(conn)
+        return load(conn, cached=self.finished_cached, backfill=self.backfill)
 
     def write_dirty(self, conn: apsw.Connection, state: Views) -> None:
+        if state.jobs.rows is None:  # views begun empty (a checkpoint past the log): rows from now on
+            state.jobs.rows, state.jobs.cached = rows_of(conn, state), self.finished_cached
         write_dirty(conn, state)
         if state.position - snapshots.latest_position(conn) >= self.snapshot_every:
             snapshots.write(conn, state)

@@ -27,6 +27,7 @@ from ledger.shares import DEFAULT_HALF_LIFE_S, UserShare, Weights, evolve_policy
 from ledger.tokens import TokenState, evolve_token
 from ledger.users import UserStats, count_status, note_submit
 from projections.fairshare import Ranked, attempt_end, charge_attempt, rank
+from projections.job_table import JobTable
 
 ON_NODE = frozenset({"dispatched", "running", "cancelling"})  # phases in which a job holds a node slot
 MINUTE_US = 60_000_000
@@ -55,7 +56,7 @@ class Views:
     def __init__(self) -> None:
         self.position = 0
         self.recorded_at = 0
-        self.jobs: dict[str, JobState] = {}
+        self.jobs = JobTable()  # the unfinished and recently finished in memory, the rest in proj_jobs
         self.users: dict[str, UserStats] = {}
         self.nodes: dict[str, NodeState] = {}
         self.tokens: dict[str, TokenState] = {}
@@ -63,10 +64,7 @@ class Views:
         self.node_jobs: dict[str, list[str]] = {}  # jobs dispatched to a node and not yet ended
         self.queued: dict[str, None] = {}  # insertion-ordered set of queued job ids
         self.active: dict[str, None] = {}  # every job not yet terminal, in submit order
-        self.stream_versions: dict[str, int] = {}
-        self.user_jobs: dict[str, list[str]] = {}  # each user's job ids in submit order
-        self.finished: list[tuple[int, str]] = []  # (completed_at, job id) in completion order
-        self.order: list[str] = []  # every job id in submit order, append-only: newest first walks it backwards
+        self.stream_versions: dict[str, int] = {}  # streams in memory; a finished job's is its row's version
         self.minutes: dict[int, Minute] = {}  # finished-job tallies by minute of completed_at
         self.dirty_jobs: set[str] = set()
         self.dirty_users: set[str] = set()
@@ -112,9 +110,9 @@ class Views:
 
     def _apply_job(self, event: JobEvent, position: int, recorded_at: int) -> None:
         job_id = event.job_id
-        before = self.jobs.get(job_id)
+        before = self.jobs.resident(job_id)  # never a row: at start-up rows may be ahead of the fold
         after = evolve_job(before, event, position=position, at=recorded_at)
-        self.jobs[job_id] = after
+        self.jobs.put(after)
         self.dirty_jobs.add(job_id)
         self.index_job(before, after)
         run = attempt_end(before, after)
@@ -137,20 +135,17 @@ class Views:
         self.half_life_s = half_life_s
 
     def index_job(self, before: JobState | None, after: JobState) -> None:
-        """Keep the job indexes (active, queued, per user, finished, per node) in step with one job's change.
+        """Keep the job indexes (active, queued, per node) and the minute tallies in step with one job's change.
 
         The one derivation of the indexes: the live fold calls it per event, and loading the tables
-        or replaying the log calls it per job (``before`` None) in submit order, then ``sort_finished``.
+        or replaying the log calls it per job (``before`` None) in submit order. Lists of finished
+        jobs (newest first, finished since) are indexed reads of ``proj_jobs`` (``JobTable``).
         """
         job_id = after.job_id
-        if before is None:
-            self.user_jobs.setdefault(after.user_id, []).append(job_id)
-            self.order.append(job_id)
         if after.status in TERMINAL:
             if before is None or before.status not in TERMINAL:
                 self.active.pop(job_id, None)
                 if after.completed_at is not None:
-                    self.finished.append((after.completed_at, job_id))
                     self._tally_finish(after, after.completed_at)
         elif before is None:
             self.active[job_id] = None
@@ -199,10 +194,6 @@ class Views:
                 total.gpu_us += tally.gpu_us
         return total
 
-    def sort_finished(self) -> None:
-        """After a bulk ``index_job`` (load, replay): finished jobs in completion order, as the fold keeps them."""
-        self.finished.sort()
-
     def _count_user(self, user_id: str, before: str | None, after: str, submitted_at: int | None) -> None:
         """Counts change in place: a user's stats are a tally, not a state anyone decides on by identity."""
         stats = self.users.get(user_id)
@@ -224,7 +215,11 @@ class Views:
     # --- queries the API, scheduler and decide steps use -------------------------------------
 
     def stream_version(self, stream: str) -> int:
-        return self.stream_versions.get(stream, 0)
+        version = self.stream_versions.get(stream)
+        if version is None:  # a finished job that left memory (or a stream not yet begun)
+            job = self.jobs.get(stream[4:]) if stream.startswith("job-") else None
+            version = job.version if job is not None else 0
+        return version
 
     def ranked(self, now: int, weights: Weights) -> list[Ranked]:
         """Queued jobs in dispatch order, by the fair-share score at ``now`` (projections.fairshare)."""
@@ -249,36 +244,43 @@ class Views:
         return [t for t in list(self.tokens.values()) if t.user_id == user_id]
 
     def newest_jobs(self, *, user_id: str | None, status: str | None, limit: int) -> list[JobState]:
-        """Newest first, optionally one user's and one status; stops at ``limit``.
+        """Newest first, optionally one user's and one status; stops at ``limit`` (an indexed read of
+        ``proj_jobs``, with the jobs whose rows are not written yet taken from memory)."""
+        clauses, values = ["1"], []
+        if user_id is not None:
+            clauses.append("user_id = ?")
+            values.append(user_id)
+        if status is not None:
+            clauses.append("status = ?")
+            values.append(status)
 
-        Walks the append-only id list backwards by index (no copy): the writer thread only appends.
-        """
-        ids = self.user_jobs.get(user_id, []) if user_id is not None else self.order
-        picked = []
-        for index in range(len(ids) - 1, -1, -1):
-            job = self.jobs[ids[index]]
-            if status is None or job.status == status:
-                picked.append(job)
-                if len(picked) == limit:
-                    break
-        return picked
+        def matches(job: JobState) -> bool:
+            return (user_id is None or job.user_id == user_id) and (status is None or job.status == status)
+
+        return self.jobs.newest(list(self.dirty_jobs), matches, " AND ".join(clauses), values, limit)
 
     def finished_since(self, since_us: int) -> list[JobState]:
-        """Jobs finished at or after ``since_us``, in completion order (only the window is copied)."""
-        finished = self.finished  # appended to by the writer thread: the search and slice see a prefix
-        first = bisect.bisect_left(finished, (since_us, ""))
-        return [self.jobs[job_id] for _, job_id in finished[first:]]
+        """Jobs finished at or after ``since_us``, in completion order (read by the ``completed_at`` index)."""
+        return self.jobs.finished_since(list(self.dirty_jobs), since_us)
 
     def active_page(self, offset: int, limit: int) -> tuple[int, list[JobState]]:
         """The active jobs' count and ``limit`` of them from ``offset``, oldest first."""
         ids = list(self.active)  # copied at once: the writer thread may change the set meanwhile
         return len(ids), [self.jobs[job_id] for job_id in ids[offset : offset + limit]]
 
+    def close(self) -> None:
+        if self.jobs.rows is not None:
+            self.jobs.rows.close()
+
     def dirty_count(self) -> int:
         dirty = len(self.dirty_jobs) + len(self.dirty_users) + len(self.dirty_nodes) + len(self.dirty_tokens)
         return dirty + len(self.dirty_shares)
 
     def clear_dirty(self) -> None:
+        """After the dirty rows were written (in the caller's transaction): finished jobs whose rows
+        committed at an earlier flush may leave memory now."""
+        for job_id in self.jobs.flushed(frozenset(self.dirty_jobs)):
+            self.stream_versions.pop(f"job-{job_id}", None)
         self.dirty_jobs.clear()
         self.dirty_users.clear()
         self.dirty_nodes.clear()

@@ -20,7 +20,10 @@ def submitted(job_id: str) -> JobSubmitted:
 
 
 def indexes(views: Views) -> tuple[object, ...]:
-    return (views.node_jobs, list(views.active), list(views.queued), views.user_jobs, views.finished)
+    newest = [j.job_id for j in views.newest_jobs(user_id=None, status=None, limit=100)]
+    alices = [j.job_id for j in views.newest_jobs(user_id="alice", status=None, limit=100)]
+    finished = [j.job_id for j in views.finished_since(0)]
+    return (views.node_jobs, list(views.active), list(views.queued), newest, alices, finished)
 
 
 def test_a_nodes_current_job_survives_a_restart(tmp_path: Path) -> None:
@@ -54,7 +57,7 @@ def test_finished_jobs_leave_every_index_alike(tmp_path: Path) -> None:
     store.append("job-b", 0, [submitted("b"), JobQueued(job_id="b")])
     views = store.views
     assert (views.node_jobs["n"], list(views.active), list(views.queued)) == ([], ["b"], ["b"])
-    assert [job_id for _, job_id in views.finished] == ["a"]
+    assert [job.job_id for job in views.finished_since(0)] == ["a"]
     assert indexes(views_until(store.conn)) == indexes(views)
     store.close()
     reopened = open_store(tmp_path / "ledger.db")

@@ -200,9 +200,9 @@ def snapshot(views: Views) -> tuple[object, ...]:
         list(views.active),
         views.tokens_by_secret,
         {n: sorted(j) for n, j in views.node_jobs.items()},
-        views.user_jobs,
-        sorted(views.finished),
-        views.order,
+        {u: [j.job_id for j in views.newest_jobs(user_id=u, status=None, limit=10**6)] for u in sorted(views.users)},
+        [j.job_id for j in views.finished_since(0)],
+        [j.job_id for j in views.newest_jobs(user_id=None, status=None, limit=10**6)],
         views.minutes,
         views.half_life_s,
     )

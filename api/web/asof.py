@@ -1,9 +1,10 @@
-"""The views as they stood at a past ledger position, replayed off the event loop and shared.
+"""The views as they stood at a past ledger position, folded off the event loop and shared.
 
-A replay reads the log from position 0, so it runs in a worker thread with its own APSW connection
-(the server keeps answering meanwhile). Every panel of the page asks for the same position at once
-when the slider moves: one replay serves them all, and the last few stay cached (a past position
-never changes).
+Each is the nearest snapshot plus the tail of the log up to the position (at most ``snapshot_every``
+events), with the jobs finished by the snapshot read from ``proj_jobs`` on demand, built in a worker
+thread on its own APSW connection (the server keeps answering meanwhile). Every panel of the page
+asks for the same position at once when the slider moves: one build serves them all, and the last
+few stay cached (a past position never changes).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 from collections import OrderedDict
 
 from ledger.schema import connect
-from projections.asof import views_as_of_sync
+from projections.asof import hot_views_as_of_sync
 from projections.job_search import first_position_at
 from projections.views import Views
 
@@ -20,7 +21,7 @@ CACHED = 4
 
 
 def _replay(path: str, position: int) -> Views:
-    return views_as_of_sync(path, position=position, time_us=None)
+    return hot_views_as_of_sync(path, position=position, time_us=None)
 
 
 def _position_at(path: str, time_us: int) -> int:
@@ -32,7 +33,7 @@ def _position_at(path: str, time_us: int) -> int:
 
 
 class PastViews:
-    """Replayed views by ledger position: at most one replay per position in flight, a few kept."""
+    """Past views by ledger position: at most one build per position in flight, a few kept."""
 
     def __init__(self, database_path: str) -> None:
         self.path = database_path

@@ -149,9 +149,8 @@ class DashboardData(Controller):
             reader, jobs = runtime.ledger.reader, moment.views.jobs
             candidates = [jobs.get(i) for i in job_search.page_ids(reader, flt, 2 * limit + 10)]
             total: int | None = job_search.count(reader, flt)
-        else:  # the past views are a replay already: filtering them in memory is the smaller cost
-            candidates = [j for j in list(moment.views.jobs.values()) if flt.matches(j)]
-            total = len(candidates)
+        else:  # past views: finished jobs from the table's indexes (as of the point), the rest in memory
+            candidates, total = job_search.as_of_page(moment.views, flt, 2 * limit + 10)
         return panels.jobs_panel(moment, candidates, flt, limit, total)
 
     @get("/lanes", summary="Per-node wait and run segments over a window", sync_to_thread=False)
