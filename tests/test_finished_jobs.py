@@ -83,7 +83,7 @@ def drop_tables(db: Path) -> None:
     """The projection rows and checkpoint gone (snapshots kept), as after a manual repair."""
     conn = connect(db)
     with conn:
-        for table in ("proj_jobs", "proj_users", "proj_nodes", "proj_tokens", "projection_checkpoints"):
+        for table in ("proj_jobs", "proj_users", "proj_nodes", "proj_tokens", "proj_shares", "projection_checkpoints"):
             conn.execute(f"DELETE FROM {table}")
     conn.close()
 
