@@ -125,6 +125,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     snapshot_every: int = 10_000
     # finished jobs out of memory: how many recently finished jobs stay in memory (older ones are read from disk)
     finished_jobs_cached: int = 10_000
+    # reads at scale: users inline in the dashboard document
+    dashboard_users: int = 100
     # HTTP edge: body deadline, idle keep-alive, SSE heartbeats
     request_body_timeout_s: float = 30.0
     keep_alive_timeout_s: int = 5
@@ -167,7 +169,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise msgspec.ValidationError(f"must be 0 (unlimited) or more - at `$.{name}`")
         if any(value < 0 for value in self.endpoint_limits.values()):
             raise msgspec.ValidationError("must be 0 (unlimited) or more - at `$.endpoint_limits`")
-        for name in ("dashboard_active_jobs", "snapshot_every", "finished_jobs_cached"):
+        for name in ("dashboard_active_jobs", "snapshot_every", "finished_jobs_cached", "dashboard_users"):
             if getattr(self, name) < 1:
                 raise msgspec.ValidationError(f"must be at least 1 - at `$.{name}`")
         self._check_sandbox()

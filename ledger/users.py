@@ -11,6 +11,7 @@ import msgspec
 
 from ledger.quotas import QuotaDay
 
+COUNTED = ("total", "pending", "running", "completed", "failed", "cancelled")  # the counts of a tally
 RATE_WINDOW_US = 60_000_000  # any per-minute limit needs only the submits of the last minute (no cap on the limit)
 
 

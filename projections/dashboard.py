@@ -1,7 +1,8 @@
 """The dashboard document (SPEC §6), computed from the views' indexes and tallies, never a scan of all jobs.
 
-Its size is bounded: counts for everything, at most ``active_limit`` active jobs inline (the rest are
-paged through ``/api/dashboard/active``), the 10 newest jobs, per-minute tallies for the 24 h figures.
+Its size is bounded: counts for everything, at most ``active_limit`` active jobs and ``users_limit`` users
+inline (the rest are paged through ``/api/dashboard/active`` and ``/api/dashboard/users``), the 10 newest
+jobs, per-minute tallies for the 24 h figures.
 """
 
 from __future__ import annotations
@@ -13,26 +14,32 @@ import msgspec
 
 from ledger.clock import iso
 from ledger.jobs import JobState
-from ledger.users import UserStats
+from ledger.users import COUNTED, UserStats
 from projections.views import Views
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 
 
-COUNTS = ("total", *STATUSES)
-
-
-def user_counts(users: list[UserStats]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-    """All jobs' counts by status, and each user's (by user id); msgspec converts the tallies in C, which
-    keeps thousands of users to a few milliseconds."""
-    rows = msgspec.to_builtins(sorted(users, key=lambda stats: stats.user_id))
-    per_user = {}
+def user_rows(users: list[UserStats]) -> list[dict[str, Any]]:
+    """Each user's row of the dashboard (``user_id`` and the counts by status): the one place a user's
+    figures are rendered, inline and by page. msgspec converts the tallies in C."""
+    rows = msgspec.to_builtins(users)
     for row in rows:
-        user_id = row.pop("user_id")
-        row.pop("recent_submits", None)
+        row.pop("recent_submits", None)  # the rate limiter's working set, not a figure
         row.pop("quota", None)  # today's quota use: GET /api/quota shows it
-        per_user[user_id] = row
-    return {key: sum(row[key] for row in rows) for key in COUNTS}, per_user
+    return rows  # type: ignore[no-any-return]
+
+
+def user_statistics(views: Views, limit: int) -> dict[str, dict[str, Any]]:
+    """The ``limit`` most relevant users (active first, then the latest submitters) by user id."""
+    _, users = views.ranked_users(0, limit)
+    return {row.pop("user_id"): row for row in user_rows(users)}
+
+
+def job_statistics(views: Views) -> dict[str, int]:
+    """All jobs' counts by status, kept as the fold runs (never a sum over users per request)."""
+    row = msgspec.to_builtins(views.job_counts)
+    return {key: row[key] for key in COUNTED}
 
 
 def health_metrics(views: Views, now: int) -> dict[str, Any]:
@@ -57,12 +64,11 @@ def dashboard_document(
     user_id: str,
     is_admin: bool,
     active_limit: int,
+    users_limit: int,
     job_view: Callable[[JobState], Any],
     node_view: Callable[[], list[Any]],
 ) -> dict[str, Any]:
     """``job_view``/``node_view`` render wire shapes (they know the plan); this assembles the rest."""
-    # copied at once: the writer thread may add a user meanwhile
-    totals, per_user = user_counts(list(views.users.values()))
     nodes = node_view()
     active_total, active = views.active_page(0, active_limit)
     recent = views.newest_jobs(user_id=None, status=None, limit=10)
@@ -90,8 +96,9 @@ def dashboard_document(
         "position": views.position,
         "user_id": user_id,
         "is_admin": is_admin,
-        "job_statistics": totals,
-        "user_statistics": per_user,
+        "job_statistics": job_statistics(views),
+        "user_statistics": user_statistics(views, users_limit),
+        "user_statistics_total": len(views.users),  # the rest: /api/dashboard/users?offset=<len(user_statistics)>
         "node_statistics": nodes,
         "queue_information": queue_information,
         "active_jobs": [job_view(j) for j in active],

@@ -113,3 +113,4 @@ def _derive(views: Views) -> None:
         count_status(stats, None, job.status)
     for user_id, times in submits.items():
         views.users[user_id].recent_submits = recent_submits_after(times)
+    views.index_users()

@@ -140,6 +140,7 @@ def _load_tables(conn: apsw.Connection) -> Views:
     for (data,) in conn.execute("SELECT data FROM proj_users"):
         user = _user(data)
         views.users[user.user_id] = user
+    views.index_users()
     for (data,) in conn.execute("SELECT data FROM proj_nodes"):
         node = _node(data)
         views.nodes[node.name] = node

@@ -7,6 +7,7 @@ catch-up runs for events appended by other processes, and what a rebuild from po
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable
 
 import msgspec
@@ -25,7 +26,7 @@ from ledger.nodes import NodeState, evolve_node
 from ledger.quotas import CHARGED, Charge, apply_charge, charges_of
 from ledger.shares import DEFAULT_HALF_LIFE_S, UserShare, Weights, evolve_policy, rebased
 from ledger.tokens import TokenState, evolve_token
-from ledger.users import UserStats, count_status, note_submit
+from ledger.users import COUNTED, UserStats, count_status, note_submit
 from projections.fairshare import Ranked, attempt_end, charge_attempt, rank
 from projections.job_table import JobTable
 
@@ -66,6 +67,10 @@ class Views:
         self.active: dict[str, None] = {}  # every job not yet terminal, in submit order
         self.stream_versions: dict[str, int] = {}  # streams in memory; a finished job's is its row's version
         self.minutes: dict[int, Minute] = {}  # finished-job tallies by minute of completed_at
+        # user rankings for the bounded dashboard: insertion-ordered, the most recent submitter last
+        self.user_order: dict[str, None] = {}  # every user (with a known submit) by their newest submit
+        self.active_users: dict[str, None] = {}  # users with pending or running jobs, same order
+        self.job_counts = UserStats(user_id="")  # every job by status: the users' counts summed
         self.dirty_jobs: set[str] = set()
         self.dirty_users: set[str] = set()
         self.dirty_nodes: set[str] = set()
@@ -142,6 +147,9 @@ class Views:
         jobs (newest first, finished since) are indexed reads of ``proj_jobs`` (``JobTable``).
         """
         job_id = after.job_id
+        if before is None:
+            self.user_order.pop(after.user_id, None)  # moved last: the most recent submitter
+            self.user_order[after.user_id] = None
         if after.status in TERMINAL:
             if before is None or before.status not in TERMINAL:
                 self.active.pop(job_id, None)
@@ -200,8 +208,14 @@ class Views:
         if stats is None:
             stats = self.users[user_id] = UserStats(user_id=user_id)
         count_status(stats, before, after)
+        count_status(self.job_counts, before, after)
         if submitted_at is not None:
             note_submit(stats, submitted_at)
+        if not stats.active:
+            self.active_users.pop(user_id, None)
+        elif submitted_at is not None or user_id not in self.active_users:
+            self.active_users.pop(user_id, None)
+            self.active_users[user_id] = None
         self.dirty_users.add(user_id)
 
     def charge_user(self, user_id: str, charge: Charge) -> None:
@@ -211,6 +225,17 @@ class Views:
             stats = self.users[user_id] = UserStats(user_id=user_id)
         stats.quota = apply_charge(stats.quota, charge)
         self.dirty_users.add(user_id)
+    def index_users(self) -> None:
+        """After a bulk load (tables, replay, snapshot): the user rankings and job counts from the users'
+        tallies, as the event-by-event fold keeps them. Users whose jobs were not indexed (a snapshot
+        keeps only active ones) rank before the others, by user id."""
+        missing = sorted(self.users.keys() - self.user_order.keys())
+        self.user_order = {**dict.fromkeys(missing), **self.user_order}
+        self.active_users = {user_id: None for user_id in self.user_order if self.users[user_id].active}
+        counts = self.job_counts = UserStats(user_id="")
+        for stats in self.users.values():
+            for name in COUNTED:
+                setattr(counts, name, getattr(counts, name) + getattr(stats, name))
 
     # --- queries the API, scheduler and decide steps use -------------------------------------
 
@@ -265,8 +290,21 @@ class Views:
 
     def active_page(self, offset: int, limit: int) -> tuple[int, list[JobState]]:
         """The active jobs' count and ``limit`` of them from ``offset``, oldest first."""
-        ids = list(self.active)  # copied at once: the writer thread may change the set meanwhile
-        return len(ids), [self.jobs[job_id] for job_id in ids[offset : offset + limit]]
+        # islice over a dict of str keys runs in C without a GIL switch: the writer thread cannot change
+        # the dict mid-walk, and nothing is copied but the page
+        ids = list(itertools.islice(self.active, offset, offset + limit))
+        return len(self.active), [self.jobs[job_id] for job_id in ids]
+
+    def ranked_users(self, offset: int, limit: int) -> tuple[int, list[UserStats]]:
+        """The users' count and ``limit`` of them from ``offset``: those with active jobs first, then the
+        others, each by their newest submit (the most recent first). A first page costs ``limit``."""
+        active = list(itertools.islice(reversed(self.active_users), offset + limit))  # in C: see active_page
+        if len(active) == offset + limit:
+            return len(self.users), [self.users[u] for u in active[offset:]]
+        taken = set(active)  # every active user: the page runs into the others
+        others = (u for u in reversed(list(self.user_order)) if u not in taken)
+        page = [*active[offset:], *itertools.islice(others, max(0, offset - len(active)), offset + limit - len(active))]
+        return len(self.users), [self.users[u] for u in page[:limit]]
 
     def close(self) -> None:
         if self.jobs.rows is not None:

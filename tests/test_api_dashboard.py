@@ -1,11 +1,12 @@
-"""The dashboard document is bounded: counts for everything, a few active jobs inline, the rest by page."""
+"""The dashboard document is bounded: counts for everything, a few active jobs and users inline, the rest by page."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from server import OPEN_LIMITS, Server, config_yaml, running, submit
+from server import OPEN_LIMITS, Server, config_yaml, running, submit, wait_status
 
 SLEEP = "import time\ntime.sleep(60)\n"
 
@@ -72,3 +73,52 @@ def test_active_pages_as_of_a_position(server: Server) -> None:
             assert page["jobs"][-1]["status"] == "pending"
         finally:
             admin.post(f"/api/cancel/{first}")
+
+
+def test_users_inline_are_capped_active_first_and_the_rest_come_by_page(server_factory: Any) -> None:
+    """DASHBOARD_USERS=2 and three users: inline the one with an active job, then the latest submitter;
+    user_statistics_total counts all three; pages (also as of a position) list them in the same order."""
+    srv = server_factory(dashboard_users=2, rate_limit_per_minute=100, max_active_jobs_per_user=100)
+    with srv.client(srv.admin_token) as admin:
+        ids = {}
+        for user in ("alice", "bob", "carol"):
+            with srv.client(srv.token(user)) as client:
+                ids[user] = submit(client, SLEEP, config_yaml(user, expected=120)).json()["job_id"]
+            if user != "alice":
+                assert admin.post(f"/api/cancel/{ids[user]}").status_code == 200
+                wait_status(admin, ids[user], {"cancelled"})
+        try:
+            body = admin.get("/api/dashboard").json()
+            assert list(body["user_statistics"]) == ["alice", "carol"]
+            assert body["user_statistics_total"] == 3
+            assert body["user_statistics"]["carol"] == {
+                "total": 1, "pending": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 1,
+            }  # fmt: skip
+            assert (body["job_statistics"]["total"], body["job_statistics"]["cancelled"]) == (3, 2)
+            paged = []
+            for offset in (0, 2):
+                page = admin.get("/api/dashboard/users", params={"offset": offset, "limit": 2}).json()
+                assert (page["total"], page["offset"], page["limit"]) == (3, offset, 2)
+                paged += [row["user_id"] for row in page["users"]]
+            assert paged == ["alice", "carol", "bob"]
+            assert page["users"][0]["cancelled"] == 1
+            beyond = admin.get("/api/dashboard/users", params={"offset": 5}).json()
+            assert (beyond["total"], beyond["users"]) == (3, [])
+            first = admin.get(f"/api/jobs/{ids['alice']}/events").json()["events"][0]["position"]
+            then = admin.get("/api/dashboard/users", params={"as_of": str(first)}).json()
+            assert [row["user_id"] for row in then["users"]] == ["alice"]
+            assert then["users"][0]["pending"] == 1
+        finally:
+            admin.post(f"/api/cancel/{ids['alice']}")
+
+
+def test_user_pages_check_their_parameters_and_caller(server: Server) -> None:
+    """A zero or too large limit, a negative offset or a bad as_of is a 400 naming it; a non-admin gets 403."""
+    with server.client(server.admin_token) as admin:
+        for params, named in (({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"offset": -1}, "offset"),
+                              ({"as_of": "yesterday"}, "as_of")):  # fmt: skip
+            bad = admin.get("/api/dashboard/users", params=params)
+            assert bad.status_code == 400, params
+            assert named in bad.text
+    with server.client(server.token("dave")) as client:
+        assert client.get("/api/dashboard/users").status_code == 403

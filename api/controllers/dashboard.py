@@ -1,4 +1,4 @@
-"""The admin dashboard document, live or as of a past instant or ledger position, and its active jobs by page."""
+"""The admin dashboard document, live or as of a past instant or ledger position; its active jobs and users by page."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from api.present import job_status, node_infos
 from api.runtime import Runtime
 from ledger.clock import now_us, parse_iso
 from projections.asof import planned_as_of
-from projections.dashboard import dashboard_document
+from projections.dashboard import dashboard_document, user_rows
 from projections.plan import Plan
 from projections.views import Views
 
@@ -84,6 +84,7 @@ class DashboardController(Controller):
             user_id=identity.user_id,
             is_admin=True,
             active_limit=runtime.settings.dashboard_active_jobs,
+            users_limit=runtime.settings.dashboard_users,
             job_view=lambda job: job_status(job, views, plan),
             node_view=lambda: node_infos(views, plan, identity, now),
         )
@@ -110,3 +111,22 @@ class DashboardController(Controller):
         total, jobs = views.active_page(offset, limit)
         page = {"total": total, "offset": offset, "limit": limit, "jobs": [job_status(j, views, plan) for j in jobs]}
         return msgspec.to_builtins(page)  # type: ignore[no-any-return]
+
+    @get(
+        "/dashboard/users",
+        guards=[admin_only],
+        summary="The dashboard's users with their counts by status, active ones first, one page at a time",
+        operation_class=Documented,
+        security=BEARER,
+        responses=problems(400, 401, 403),
+    )
+    async def users(
+        self,
+        runtime: Runtime,
+        as_of: str | None = AS_OF,
+        offset: int = Parameter(default=0, ge=0, le=10**9),
+        limit: int = Parameter(default=100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        views, _, _ = await _views_at(runtime, as_of)
+        total, users = views.ranked_users(offset, limit)
+        return {"total": total, "offset": offset, "limit": limit, "users": user_rows(users)}
