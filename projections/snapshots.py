@@ -96,6 +96,7 @@ def restore(data: bytes) -> Views:
     views.half_life_s = state.half_life_s
     if state.half_life_version:
         views.stream_versions[HALF_LIFE_STREAM] = state.half_life_version
+    views.sum_hours()
     views.index_users()
     views.clear_dirty()
     return views

@@ -46,6 +46,18 @@ class Minute(msgspec.Struct, gc=False):
     gpu_us: int = 0  # GPUs x run time of the jobs that ran
 
 
+def _summed(tallies: Iterable[Minute | None]) -> Minute:
+    total = Minute()
+    for tally in tallies:
+        if tally is not None:
+            total.finished += tally.finished
+            total.completed += tally.completed
+            total.waited += tally.waited
+            total.wait_us += tally.wait_us
+            total.gpu_us += tally.gpu_us
+    return total
+
+
 def dispatch_order(job: JobState) -> tuple[int, int]:
     """A node's jobs in the order they were dispatched there (rows written before the field: by time)."""
     return (job.dispatch_position or job.dispatched_at or 0, job.position)
@@ -67,6 +79,7 @@ class Views:
         self.active: dict[str, None] = {}  # every job not yet terminal, in submit order
         self.stream_versions: dict[str, int] = {}  # streams in memory; a finished job's is its row's version
         self.minutes: dict[int, Minute] = {}  # finished-job tallies by minute of completed_at
+        self.hours: dict[int, Minute] = {}  # the same by hour: a day's sum reads 24 of these, not 1,440 minutes
         # user rankings for the bounded dashboard: insertion-ordered, the most recent submitter last
         self.user_order: dict[str, None] = {}  # every user (with a known submit) by their newest submit
         self.active_users: dict[str, None] = {}  # users with pending or running jobs, same order
@@ -176,31 +189,48 @@ class Views:
         if tally is None:
             tally = self.minutes[minute] = Minute()
             if len(self.minutes) > KEPT_MINUTES:
-                newest = max(self.minutes)
-                for old in [m for m in self.minutes if m < newest - DAY_MINUTES]:
-                    del self.minutes[old]
-        tally.finished += 1
-        tally.completed += job.status == "completed"
+                self._drop_minutes_before(max(self.minutes) - DAY_MINUTES)
+        hour = self.hours.get(minute // 60)
+        if hour is None:
+            hour = self.hours[minute // 60] = Minute()
         first_started = job.first_started_at
+        gpu_us = 0
         if first_started:  # the wait ends when the job first ran; every attempt's GPU time counts
-            tally.waited += 1
-            tally.wait_us += first_started - job.created_at
-            tally.gpu_us += sum(past.gpu_us(job.gpus) for past in job.history)
+            gpu_us = sum(past.gpu_us(job.gpus) for past in job.history)
             if job.started_at:
-                tally.gpu_us += job.gpus * (completed_at - job.started_at)
+                gpu_us += job.gpus * (completed_at - job.started_at)
+        for total in (tally, hour):
+            total.finished += 1
+            total.completed += job.status == "completed"
+            if first_started:
+                total.waited += 1
+                total.wait_us += first_started - job.created_at
+                total.gpu_us += gpu_us
+
+    def _drop_minutes_before(self, first: int) -> None:
+        for old in [m for m in self.minutes if m < first]:
+            del self.minutes[old]
+        for old in [h for h in self.hours if h * 60 < first]:  # the hour cut in two is summed again
+            del self.hours[old]
+        if first % 60:
+            self.hours[first // 60] = _summed(self.minutes.get(m) for m in range(first, first - first % 60 + 60))
+
+    def sum_hours(self) -> None:
+        """After setting ``minutes`` wholesale (a snapshot): the hourly tallies from them."""
+        self.hours = {}
+        for minute in sorted(self.minutes):
+            self.hours[minute // 60] = _summed([self.hours.get(minute // 60), self.minutes[minute]])
 
     def day_tally(self, now: int) -> Minute:
-        """Jobs finished in the 24 h before ``now`` (by whole minutes): a sum of 1,441 buckets at most."""
-        total, last = Minute(), now // MINUTE_US
-        for minute in range(last - DAY_MINUTES, last + 1):
-            tally = self.minutes.get(minute)
-            if tally is not None:
-                total.finished += tally.finished
-                total.completed += tally.completed
-                total.waited += tally.waited
-                total.wait_us += tally.wait_us
-                total.gpu_us += tally.gpu_us
-        return total
+        """Jobs finished in the 24 h before ``now`` (by whole minutes): 24 hours and the minutes at both ends."""
+        last = now // MINUTE_US
+        first = last - DAY_MINUTES
+        first_hour, end_hour = -(-first // 60), (last + 1) // 60  # whole hours inside [first, last]
+        minutes = self.minutes
+        parts = [minutes.get(m) for m in range(first, first_hour * 60)]
+        parts += [self.hours.get(h) for h in range(first_hour, end_hour)]
+        parts += [minutes.get(m) for m in range(end_hour * 60, last + 1)]
+        return _summed(parts)
 
     def _count_user(self, user_id: str, before: str | None, after: str, submitted_at: int | None) -> None:
         """Counts change in place: a user's stats are a tally, not a state anyone decides on by identity."""

@@ -50,6 +50,10 @@ def test_day_tally_equals_a_count_over_the_finished_jobs(rows: list[tuple[int, s
         views.index_job(None, job)
     first_minute = NOW // MINUTE_US - 1440
     window = [j for j in jobs if j.completed_at is not None and j.completed_at // MINUTE_US >= first_minute]
+    summed = Views()
+    summed.minutes = views.minutes
+    summed.sum_hours()  # what a snapshot's restore does
+    assert summed.hours == views.hours
     day = views.day_tally(NOW)
     assert day.finished == len(window)
     assert day.completed == sum(1 for j in window if j.status == "completed")
@@ -121,3 +125,25 @@ def test_user_ranking_survives_a_table_load_and_a_snapshot(tmp_path: Path) -> No
     restored = snapshots.restore(snapshots.hot_state(loaded))
     assert {u.user_id for u in restored.ranked_users(0, 2)[1]} == {"u0", "u1"}  # their jobs 1 and 3 are active
     assert restored.ranked_users(0, 10)[0] == 4
+
+
+def test_day_tally_stays_exact_after_old_minutes_are_dropped() -> None:
+    """Finishes in 3,000 distinct minutes (old buckets dropped, an hour cut in two): the day's sums
+    still equal a scan of the last day's jobs, and the hourly tallies equal those summed again."""
+    jobs = [
+        finished_job(n, ago_s=(3000 - n) * 60 + 7 * (n % 5), status="completed", waited_s=n % 90) for n in range(3000)
+    ]
+    views = Views()
+    for job in jobs:
+        views.jobs[job.job_id] = job
+        views.index_job(None, job)
+    assert len(views.minutes) < 3000  # the oldest were dropped
+    first_minute = NOW // MINUTE_US - 1440
+    window = [j for j in jobs if j.completed_at is not None and j.completed_at // MINUTE_US >= first_minute]
+    day = views.day_tally(NOW)
+    assert (day.finished, day.waited) == (len(window), len(window))
+    assert day.wait_us == sum(j.started_at - j.created_at for j in window if j.started_at)
+    summed = Views()
+    summed.minutes = views.minutes
+    summed.sum_hours()
+    assert summed.hours == views.hours

@@ -205,6 +205,10 @@ def snapshot(views: Views) -> tuple[object, ...]:
         [j.job_id for j in views.newest_jobs(user_id=None, status=None, limit=10**6)],
         views.minutes,
         views.half_life_s,
+        views.hours,
+        list(views.user_order),
+        list(views.active_users),
+        views.job_counts,
     )
 
 
