@@ -217,9 +217,17 @@ class Views:
 
     def sum_hours(self) -> None:
         """After setting ``minutes`` wholesale (a snapshot): the hourly tallies from them."""
-        self.hours = {}
-        for minute in sorted(self.minutes):
-            self.hours[minute // 60] = _summed([self.hours.get(minute // 60), self.minutes[minute]])
+        hours: dict[int, Minute] = {}
+        for minute, tally in self.minutes.items():
+            hour = hours.get(minute // 60)
+            if hour is None:
+                hour = hours[minute // 60] = Minute()
+            hour.finished += tally.finished
+            hour.completed += tally.completed
+            hour.waited += tally.waited
+            hour.wait_us += tally.wait_us
+            hour.gpu_us += tally.gpu_us
+        self.hours = hours
 
     def day_tally(self, now: int) -> Minute:
         """Jobs finished in the 24 h before ``now`` (by whole minutes): 24 hours and the minutes at both ends."""
@@ -262,10 +270,9 @@ class Views:
         missing = sorted(self.users.keys() - self.user_order.keys())
         self.user_order = {**dict.fromkeys(missing), **self.user_order}
         self.active_users = {user_id: None for user_id in self.user_order if self.users[user_id].active}
-        counts = self.job_counts = UserStats(user_id="")
-        for stats in self.users.values():
-            for name in COUNTED:
-                setattr(counts, name, getattr(counts, name) + getattr(stats, name))
+        rows = [(u.total, u.pending, u.running, u.completed, u.failed, u.cancelled) for u in self.users.values()]
+        sums = [sum(column) for column in zip(*rows, strict=True)] if rows else [0] * len(COUNTED)
+        self.job_counts = UserStats(user_id="", **dict(zip(COUNTED, sums, strict=True)))  # columns as COUNTED
 
     # --- queries the API, scheduler and decide steps use -------------------------------------
 
