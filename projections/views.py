@@ -271,8 +271,13 @@ class Views:
         self.user_order = {**dict.fromkeys(missing), **self.user_order}
         self.active_users = {user_id: None for user_id in self.user_order if self.users[user_id].active}
         rows = [(u.total, u.pending, u.running, u.completed, u.failed, u.cancelled) for u in self.users.values()]
-        sums = [sum(column) for column in zip(*rows, strict=True)] if rows else [0] * len(COUNTED)
-        self.job_counts = UserStats(user_id="", **dict(zip(COUNTED, sums, strict=True)))  # columns as COUNTED
+        total, pending, running, completed, failed, cancelled = (
+            [sum(column) for column in zip(*rows, strict=True)] if rows else [0] * len(COUNTED)
+        )
+        self.job_counts = UserStats(
+            user_id="", total=total, pending=pending, running=running, completed=completed, failed=failed,
+            cancelled=cancelled,
+        )  # fmt: skip
 
     # --- queries the API, scheduler and decide steps use -------------------------------------
 
