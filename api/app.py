@@ -63,7 +63,7 @@ async def start_in_background(
 UNGATED = frozenset({"/livez", "/readyz"})
 
 
-def until_ready(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def until_ready(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """The app's first guard: every endpoint but liveness and readiness answers 503 while the ledger
     loads (before any other guard, which would look the caller up in views not there yet)."""
     runtime: Runtime = connection.app.state.runtime

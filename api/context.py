@@ -3,6 +3,8 @@
 Guards run before Litestar parses any parameter or body, so the order is always: the per-address
 limit, then authentication, then (in dependencies) the lookup. Handlers name what they need —
 ``runtime``, ``views``, ``identity``, ``caller``, ``job``, ``address`` — and Litestar provides it.
+Guards are ``async def`` though they never await: Litestar runs a plain-function guard in its thread
+pool, one hop per guard per request (about a third of a status read's time, measured).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def address_of(connection: Connection) -> str:
 def limited(endpoint: str) -> Guard:
     """A guard: the endpoint's per-address limit (429 beyond it); put it first."""
 
-    def check_limit(connection: Connection, _: BaseRouteHandler) -> None:
+    async def check_limit(connection: Connection, _: BaseRouteHandler) -> None:
         limiter: EndpointLimiter = connection.app.state.limiter
         limiter.check(endpoint, address_of(connection))
 
@@ -66,12 +68,12 @@ def _state(connection: Connection) -> dict[str, Any]:
     return state
 
 
-def authenticated(connection: Connection, _: BaseRouteHandler) -> None:
+async def authenticated(connection: Connection, _: BaseRouteHandler) -> None:
     """A guard: the request carries a valid token (401 otherwise)."""
     authenticate(connection)
 
 
-def token_if_sent(connection: Connection, _: BaseRouteHandler) -> None:
+async def token_if_sent(connection: Connection, _: BaseRouteHandler) -> None:
     """A guard for submit: a sent token is checked before the body is read (401 if bad). Without
     one the request goes on, for old clients that put their token in the config."""
     if connection.headers.get("authorization") is not None:
@@ -84,7 +86,7 @@ def sent_identity(connection: Connection) -> Identity | None:
     return known
 
 
-def admin_only(connection: Connection, _: BaseRouteHandler) -> None:
+async def admin_only(connection: Connection, _: BaseRouteHandler) -> None:
     """A guard: the caller is an admin (401 without a valid token, 403 for a user's)."""
     if not authenticate(connection).is_admin:
         raise PermissionDenied("Admin privileges required")

@@ -39,7 +39,7 @@ def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:
     return runtime
 
 
-def token_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def token_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """A token, when one is sent, must be valid (401): checked before any parameter is parsed."""
     runtime: Runtime = connection.app.state.runtime
     identity = optional(runtime.ledger.views, connection.headers.get("authorization"))
@@ -48,14 +48,14 @@ def token_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
     connection.state.identity = identity
 
 
-def signed_in_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def signed_in_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """No token is a 401 (after ``token_guard``, which runs first, as the controller's guard)."""
     if connection.state.identity is None:
         raise NotAuthenticated("Not authenticated: send 'Authorization: Bearer <token>'")
 
 
-def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    signed_in_guard(connection, handler)
+async def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    await signed_in_guard(connection, handler)
     require_admin(connection.state.identity)
 
 
