@@ -6,18 +6,22 @@ another user gets 404, so that nobody learns whether someone else's job exists.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import msgspec
 import pytest
 from server import OPEN_LIMITS, Server, config_yaml, run_cli, submit, wait_status
 
+from api.app import create_app
 from ledger import commands
 from ledger.errors import LedgerError
+from ledger.settings import Settings
 from ledger.tokens import mint
 from projections.live import open_store
 
@@ -192,3 +196,19 @@ def test_ledger_verifies_after_the_matrix(world: World) -> None:
         world.server.root, "audit", "verify", "--db", str(world.server.root / "gpuledger.db"), env=world.server.env
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_guard_runs_on_the_event_loop(tmp_path: Path) -> None:
+    """Every guard of every route is a coroutine function: Litestar runs a plain-function guard in its
+    thread pool, a thread hop per guard per request (a third of a status read's time)."""
+    app = create_app(Settings(database_path=str(tmp_path / "ledger.db"), jobs_dir=str(tmp_path / "jobs")))
+    guards = {
+        guard
+        for route in app.routes
+        for handler in getattr(route, "route_handlers", [])
+        for layer in handler.ownership_layers
+        for guard in layer.guards or []
+    }
+    assert len(guards) >= 5
+    plain = sorted(getattr(g, "__qualname__", repr(g)) for g in guards if not inspect.iscoroutinefunction(g))
+    assert plain == []
