@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from api.auth import Identity
@@ -40,13 +41,16 @@ def account_view(views: Views, user_id: str, now: int, factors: dict[str, float]
     }
 
 
-def accounts_document(views: Views, now: int) -> dict[str, Any]:
-    """Every known user's account (those with jobs, a policy or usage), by user id."""
-    factors = competing_factors(views, now)
-    users = sorted(set(views.users) | set(views.shares))
+def accounts_document(
+    views: Views, now: int, *, users: Iterable[str] | None = None, factors: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Every known user's account (those with jobs, a policy or usage), by user id; or only ``users``'
+    with the ``factors`` a plan holds (the dashboard: bounded, and no walk of the queue per request)."""
+    factors = competing_factors(views, now) if factors is None else factors
+    picked = sorted(set(views.users) | set(views.shares)) if users is None else list(users)
     return {
         "half_life_s": views.half_life_s,
-        "users": {u: account_view(views, u, now, factors) for u in users},
+        "users": {u: account_view(views, u, now, factors) for u in picked},
     }
 
 

@@ -19,7 +19,7 @@ from ledger.clock import now_us
 from ledger.jobs import JobState
 from ledger.shares import Weights
 from ledger.writer import Ledger
-from projections.fairshare import Ranked, gpus_in_use
+from projections.fairshare import Ranked, factors_by_user, gpus_in_use
 from projections.views import Views
 
 PLAN_REST = 4  # the background plan waits at least this many times its own duration before the next
@@ -71,6 +71,7 @@ class Plan:
     nodes: dict[str, NodePlan] = field(default_factory=dict)
     any_node_usable: bool = False
     external: Mapping[str, ExternalStatus] = field(default_factory=dict)
+    factors: dict[str, float] = field(default_factory=dict)  # fair-share factor of each competing user
 
 
 def _job_end(job: JobState, now: int) -> int:
@@ -113,6 +114,8 @@ def make_plan(views: Views, now: int, weights: Weights | None = None) -> Plan:
             free_times[node.name] = _slot_free_times(node.slots, running, now)
     plan.any_node_usable = bool(free_times)
     ranked = views.ranked(now, weights or Weights())
+    # every competing user's factor, once per plan (off the loop), not once per dashboard request
+    plan.factors = factors_by_user([r.job for r in ranked], views.on_nodes(), views.shares, now, views.half_life_s)
     held = capped(views, ranked)
     for index, entry in enumerate(ranked):
         job = entry.job

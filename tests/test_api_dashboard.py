@@ -91,6 +91,7 @@ def test_users_inline_are_capped_active_first_and_the_rest_come_by_page(server_f
             body = admin.get("/api/dashboard").json()
             assert list(body["user_statistics"]) == ["alice", "carol"]
             assert body["user_statistics_total"] == 3
+            assert list(body["fairshare"]["users"]) == ["alice", "carol"]  # the accounts of the users inline
             assert body["user_statistics"]["carol"] == {
                 "total": 1, "pending": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 1,
             }  # fmt: skip

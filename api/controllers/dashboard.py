@@ -89,7 +89,8 @@ class DashboardController(Controller):
             node_view=lambda: node_infos(views, plan, identity, now),
         )
         document["slurm"] = runtime.slurm_info() if as_of is None else None
-        document["fairshare"] = accounts_document(views, now)  # per user: share, caps, usage, factor
+        # per user: share, caps, usage, factor; for the users inline (all of them: GET /api/admin/users)
+        document["fairshare"] = accounts_document(views, now, users=document["user_statistics"], factors=plan.factors)
         return msgspec.to_builtins(document)  # type: ignore[no-any-return]
 
     @get(
@@ -127,6 +128,6 @@ class DashboardController(Controller):
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> dict[str, Any]:
-        views, _, _ = await _views_at(runtime, as_of)
+        views, _, _ = await views_at(runtime, as_of)
         total, users = views.ranked_users(offset, limit)
         return {"total": total, "offset": offset, "limit": limit, "users": user_rows(users)}
