@@ -7,6 +7,7 @@ scripts fetch the panels with the token kept in the tab's sessionStorage.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
@@ -111,8 +112,16 @@ class DashboardData(Controller):
     def nodes(self, moment: Moment, viewer: Identity | None, runtime: Runtime) -> dict[str, Any]:
         return panels.nodes_panel(moment, viewer, runtime.slurm_info())
 
-    @get("/queue", summary="Pending jobs in order with reasons and estimates; the per-node plan", sync_to_thread=False)
-    def queue(self, moment: Moment, viewer: Identity | None) -> dict[str, Any]:
+    @get("/queue", summary="Pending jobs in order with reasons and estimates; the per-node plan")
+    async def queue(self, moment: Moment, viewer: Identity | None, runtime: Runtime) -> dict[str, Any]:
+        # The page fetches this panel on each ledger change: a job queued by that change waits for the
+        # next plan (as a status read does), or it would show no place and no factors until the next change.
+        missing = next(
+            (j for j in moment.views.active_jobs() if j.phase == "queued" and j.job_id not in moment.plan.jobs), None
+        )
+        if moment.live and missing is not None:
+            plan = await runtime.plans.including(missing, moment.views, runtime.ledger.head)
+            moment = dataclasses.replace(moment, plan=plan)
         return panels.queue_panel(moment, viewer)
 
     @get(
