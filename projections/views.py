@@ -263,6 +263,7 @@ class Views:
             stats = self.users[user_id] = UserStats(user_id=user_id)
         stats.quota = apply_charge(stats.quota, charge)
         self.dirty_users.add(user_id)
+
     def index_users(self) -> None:
         """After a bulk load (tables, replay, snapshot): the user rankings and job counts from the users'
         tallies, as the event-by-event fold keeps them. Users whose jobs were not indexed (a snapshot
