@@ -302,6 +302,8 @@ AnyEvent = Event  # any concrete event: decoded through the union of EVENT_TYPES
 _decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Union[EVENT_TYPES])  # noqa: UP007 - a union built at run time
 _encoder = msgspec.json.Encoder()
 _TAGS: dict[type, str] = {cls: str(cls.__struct_config__.tag) for cls in EVENT_TYPES}
+EVENT_TAGS = _TAGS  # the write path's hot loop reads these two directly, without a call per event
+encode_payload = _encoder.encode
 
 
 def encode_event(event: Event) -> bytes:

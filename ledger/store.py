@@ -20,7 +20,15 @@ import msgspec
 
 from ledger.clock import now_us
 from ledger.errors import ConcurrencyConflict, DomainError, IdempotencyConflict, LedgerError, StoreError
-from ledger.events import AnyEvent, Recorded, decode_event, encode_event, event_tag, stream_of
+from ledger.events import (
+    EVENT_TAGS,
+    AnyEvent,
+    Recorded,
+    decode_event,
+    encode_payload,
+    event_tag,
+    stream_of,
+)
 from ledger.schema import connect, migrate
 from ledger.state import LedgerState, S, StateTables
 
@@ -225,33 +233,37 @@ class EventStore(Generic[S]):
                     last_position=row[2],
                 )
         try:
-            events = list(write.decide(self.views))
+            events = write.decide(self.views)
         except DomainError as e:
             return e
+        known: dict[str, int] = {}  # the versions just checked: _insert need not look them up again
         for stream, expected in write.expected.items():
-            actual = self.views.stream_version(stream)
+            known[stream] = actual = self.views.stream_version(stream)
             if actual != expected:
                 return ConcurrencyConflict(f"stream {stream} is at version {actual}, expected {expected}")
-        return self._insert(write, events)
+        return self._insert(write, events, known)
 
-    def _insert(self, write: Write, events: list[AnyEvent]) -> Committed:
+    def _insert(self, write: Write, events: Sequence[AnyEvent], versions: dict[str, int]) -> Committed:
+        """Rows, hash chain and fold of one write's events (``versions``: streams' versions known so far)."""
         if not events:
             return Committed(records=[])
         views = self.views
         recorded_at = max(now_us(), views.recorded_at)  # never goes backwards along the log
         actor, key = write.actor, write.idempotency_key  # the key goes on the write's first event
         head, head_hash = self.head, self.head_hash
-        known = views.stream_version
-        versions: dict[str, int] = {}
+        # The hot path of every append: locals, one fold per event as its row is built, and no
+        # second walk over the records.
+        known, apply, pending, sha256 = views.stream_version, views.apply_event, self._pending.append, hashlib.sha256
         records = []
         for event in events:
-            stream = stream_of(event)
-            version = versions.get(stream, 0) or known(stream)
-            versions[stream] = version = version + 1
-            payload, type_ = encode_event(event), event_tag(event)
+            stream = event.STREAM_PREFIX + event.stream_key
+            version = versions.get(stream)
+            versions[stream] = version = (known(stream) if version is None else version) + 1
+            payload, type_ = encode_payload(event), EVENT_TAGS[type(event)]
             head += 1
-            digest = chain_hash(head_hash, head, stream, version, type_, recorded_at, actor, key, payload)
-            self._pending.append((head, stream, version, type_, payload, recorded_at, actor, key, head_hash, digest))
+            header = _header([head, stream, version, type_, recorded_at, actor, key])
+            digest = sha256(b"".join((head_hash, header, b"\n", payload))).digest()  # as chain_hash
+            pending((head, stream, version, type_, payload, recorded_at, actor, key, head_hash, digest))
             records.append(
                 Recorded(
                     position=head,
@@ -263,18 +275,16 @@ class EventStore(Generic[S]):
                     idempotency_key=key,
                 )
             )
+            apply(event, head, stream, version, recorded_at)
             head_hash, key = digest, None
         self.head, self.head_hash = head, head_hash
-        apply = views.apply_event
-        for record in records:
-            apply(record.event, record.position, record.stream, record.version, recorded_at)
-        first, last = records[0].position, head
+        first = records[0].position
         if write.idempotency_key is not None:
             self.conn.execute(
                 "INSERT INTO idempotency (key, fingerprint, first_position, last_position) VALUES (?, ?, ?, ?)",
-                (write.idempotency_key, write.fingerprint, first, last),
+                (write.idempotency_key, write.fingerprint, first, head),
             )
-        return Committed(records=records, first_position=first, last_position=last)
+        return Committed(records=records, first_position=first, last_position=head)
 
     def append(
         self,

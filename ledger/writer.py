@@ -161,8 +161,9 @@ class Ledger(Generic[S]):
     def _deliver(self, values: list[tuple[asyncio.Future[object], object]], head: int) -> None:
         # store.head moves during the transaction; subscribers hear only of committed positions.
         self._notify(head)
-        for future, value in values:
-            _resolve(future, value)
+        for future, value in values:  # inline, not a call per caller: this is the loop's hot path
+            if not future.done():  # a caller that was cancelled meanwhile
+                future.set_result(value)
 
     def _notify(self, head: int) -> None:
         self._committed = head
@@ -205,8 +206,3 @@ class Ledger(Generic[S]):
 
     def stream(self, stream: str) -> list[Recorded]:
         return read_stream(self.reader, stream)
-
-
-def _resolve(future: asyncio.Future[object], value: object) -> None:
-    if not future.done():
-        future.set_result(value)
