@@ -234,6 +234,8 @@ class EventStore(Generic[S]):
                 )
         try:
             events = write.decide(self.views)
+            if type(events) is not list:  # a lazy decide raises its DomainError here, as before
+                events = list(events)
         except DomainError as e:
             return e
         known: dict[str, int] = {}  # the versions just checked: _insert need not look them up again
