@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -27,8 +28,6 @@ from executors.runner import NodeRunner
 from executors.sandbox import DISABLED_WARNING, outside, sandbox_problem, sandbox_spec
 from executors.scan.review import start_reviews
 from executors.services import Services
-from executors.slurm.cluster import SlurmCluster, start_slurm
-from executors.ssh.nodes import start_ssh_nodes
 from executors.sweep import sweep
 from executors.transport import LocalTransport
 from ledger import commands
@@ -42,6 +41,9 @@ from projections.live import open_ledger
 from projections.plan import PlanCache
 from projections.token_usage import TokenUsage
 from projections.views import Views
+
+if TYPE_CHECKING:
+    from executors.slurm.cluster import SlurmCluster
 
 log = structlog.get_logger()
 LOCAL_NODE = "local"
@@ -116,6 +118,10 @@ class Runtime:
         if self.settings.slurm is not None:
             await self._start_slurm(self.settings.slurm)
         elif self.settings.node_specs():
+            # Imported only when used (asyncssh and its crypto are a fifth of the server's imports):
+            # a local-only server answers /livez that much sooner after its start.
+            from executors.ssh.nodes import start_ssh_nodes
+
             fleet = await start_ssh_nodes(self.services)
             self.runners.update(fleet.runners)
             self.background.extend(fleet.tasks)
@@ -161,6 +167,8 @@ class Runtime:
 
     async def _start_slurm(self, slurm: SlurmSettings) -> None:
         """A [slurm] table: jobs go to the cluster; no local runner, no SSH nodes."""
+        from executors.slurm.cluster import start_slurm  # only when used, as the SSH nodes
+
         self.slurm = await start_slurm(self.services, slurm)
         self.runners[self.slurm.node] = self.slurm.runner
         self.plans.external = lambda: self.slurm.board if self.slurm is not None else {}

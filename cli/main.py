@@ -8,38 +8,80 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cli.remote import EXIT_ERROR
-from gpuledger import AuthError, ConnectionFailed, GpuledgerError, RateLimited, __version__
 from ledger.errors import LedgerError
 
-# Modules that add subcommands, each with register(subparsers): the researcher's first, then the admin's.
-COMMAND_MODULES = (
-    "cli.login",
-    "cli.submit",
-    "cli.job",
-    "cli.listing",
-    "cli.quota",
-    "cli.dashboard",
-    "cli.serve",
-    "cli.tokens",
-    "cli.users",
-    "cli.audit",
-    "cli.scan",
-    "cli.server_log",
+EXIT_ERROR = 2  # the command itself failed (bad arguments, server error, not found...)
+VERSION = "0.1.0"  # the SDK's __version__ (tests/test_cli_commands.py checks they agree)
+
+# Every subcommand: (name, the module whose register(subparsers) adds it, its one-line help), the
+# researcher's first, then the admin's. Only the chosen command's module is imported (``serve`` then
+# loads no SDK, rich or httpx); the others appear in ``--help`` from this table, which
+# tests/test_cli_commands.py keeps equal to what the modules register.
+COMMANDS = (
+    ("login", "cli.login", "check your token with the server and store it for later commands"),
+    ("submit", "cli.submit", "submit a solution and follow it (exit code = the job's)"),
+    ("wait", "cli.submit", "wait for a job to end (exit code = the job's)"),
+    ("status", "cli.job", "a job's status, phase, queue position and start estimate"),
+    ("results", "cli.job", "a job's results file, exit code and console output"),
+    ("cancel", "cli.job", "cancel a pending or running job"),
+    ("logs", "cli.job", "a job's stdout (or --stderr); -f follows it live"),
+    ("jobs", "cli.listing", "your pending and running jobs (--all: finished ones too)"),
+    ("nodes", "cli.listing", "the GPU nodes: state, current job, queue"),
+    ("quota", "cli.quota", "your daily quotas: used, left, when they reset"),
+    ("dashboard", "cli.dashboard", "live view: nodes, queue with reasons and ETAs, your jobs"),
+    ("serve", "cli.serve", "run the server (default 0.0.0.0:8001)"),
+    ("config", "cli.serve", "settings"),
+    ("token", "cli.tokens", "manage API tokens"),
+    ("user", "cli.users", "a user's fair share: share, priority level, caps, usage"),
+    ("users", "cli.users", "every user's fair-share account"),
+    ("audit", "cli.audit", "check the ledger"),
+    ("replay", "cli.audit", "the views as of a position or time"),
+    ("events", "cli.audit", "ledger events, one per line"),
+    ("scan", "cli.scan", "scan a Python file with the code scanner"),
+    ("server-log", "cli.server_log", "tail the server's structured log file"),
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line: the first word that is not an option (the top level
+    has only ``-h`` and ``--version``, which take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser of ``command``'s module; every other command is listed by name and help only."""
     parser = argparse.ArgumentParser(prog="gpuledger", description="GPU job queue server on an event ledger")
-    parser.add_argument("--version", action="version", version=f"gpuledger {__version__}")
+    parser.add_argument("--version", action="version", version=f"gpuledger {VERSION}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    owner = next((module for name, module, _ in COMMANDS if name == command), None)
+    for name, module, summary in COMMANDS:
+        if module != owner:
+            subparsers.add_parser(name, help=summary, add_help=False)
+        elif name not in subparsers.choices:  # the module's first command: it registers all of its own
+            importlib.import_module(module).register(subparsers)
     return parser
+
+
+def _reported() -> tuple[type[Exception], ...]:
+    """The errors a command reports on one line; the SDK's only once a command has loaded the SDK
+    (one that never did cannot raise them, and importing it would slow ``serve``'s start)."""
+    if "gpuledger.errors" not in sys.modules:
+        return (LedgerError, OSError, ValueError)
+    from gpuledger.errors import GpuledgerError
+
+    return (LedgerError, GpuledgerError, OSError, ValueError)
 
 
 def _one_line(error: Exception) -> str:
     """What a failed command prints: the server's ``detail`` or the local problem, on one line."""
+    if "gpuledger.errors" in sys.modules:
+        return _sdk_line(error)
+    return " ".join(str(error).split())
+
+
+def _sdk_line(error: Exception) -> str:
+    from gpuledger.errors import AuthError, ConnectionFailed, RateLimited
+
     if isinstance(error, RateLimited) and error.retry_after is not None:
         return f"{error.detail} (retry in {error.retry_after:g}s)"
     if isinstance(error, AuthError):
@@ -50,10 +92,13 @@ def _one_line(error: Exception) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(chosen_command(words)).parse_args(words)
     try:
         return int(args.func(args) or 0)
-    except (LedgerError, GpuledgerError, OSError, ValueError) as e:
+    except Exception as e:
+        if not isinstance(e, _reported()):
+            raise
         if isinstance(e, BrokenPipeError):  # the reader (head, less) went away: not an error of ours
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0

@@ -21,7 +21,6 @@ EXIT_NODE_LOST = 123  # the node became unreachable for good while the job ran
 EXIT_TIMEOUT = 124  # killed for running over its time limit (as GNU timeout)
 EXIT_CANCELLED = 125  # cancelled
 EXIT_DETACHED = 130  # Ctrl+C: the client let go, the job goes on
-EXIT_ERROR = 2  # the command itself failed (bad arguments, server error, not found...)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

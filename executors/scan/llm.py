@@ -7,15 +7,17 @@ sent as delimited data, and the reply is decoded strictly, so a submission canno
 from __future__ import annotations
 
 import secrets
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import httpx
 import msgspec
 import structlog
 
 from executors.scan.scanner import ScanReport, verdict_for
 from ledger.events import Finding
 from ledger.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +124,8 @@ async def _ask_model(code: str, settings: Settings, client: httpx.AsyncClient | 
     url = settings.code_scanner_base_url.rstrip("/") + "/chat/completions"
     headers = {"Authorization": f"Bearer {settings.openrouter_api_key}"}
     body = review_request(code, settings)
+    import httpx  # only where a model is asked: the server's start does without its import
+
     timeout = httpx.Timeout(settings.code_scanner_timeout_s)
     try:
         if client is None:
