@@ -52,7 +52,7 @@ def port_in_use(host: str, port: int) -> str | None:
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app, served_app
+    from api.boot import BootApp
     from api.logsetup import configure_logging
 
     # Everything the server creates (ledger, WAL, server.log, jobs/, results) is its own: 0600 / 0700.
@@ -70,17 +70,28 @@ def run_serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_file)
     server: list[uvicorn.Server] = []  # the app is built first; a failed start stops the server it runs in
 
+    def stop() -> None:
+        server[0].should_exit = True
+
     async def listening() -> None:
         # uvicorn binds right after the lifespan's start-up returns, and says so by a flag, not an event
         while not server[0].started:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
-    app = create_app(settings, on_start_failure=lambda: setattr(server[0], "should_exit", True), listening=listening)
+    def build() -> tuple[Any, Any]:
+        # In a worker thread once the socket is bound: the API's imports and Litestar's set-up are most
+        # of the start's second; /livez answers meanwhile (``api.boot``).
+        from api.app import create_app, served_app
+
+        app = create_app(settings, on_start_failure=stop, listening=listening)
+        return app, served_app(app, settings)
+
+    boot = BootApp(build, on_failure=stop)
     # One process; SIGTERM makes uvicorn stop accepting, finish in-flight requests, then run the
     # lifespan shutdown, which leaves running jobs alone (they are re-attached at the next start).
-    # The runtime starts after the socket is bound (``api.app``): /livez answers while the ledger loads.
+    # The runtime starts after the app is built (``api.app``): /livez answers while the ledger loads.
     config = uvicorn.Config(
-        served_app(app, settings),
+        boot,
         host=host,
         port=port,
         log_config=None,
@@ -97,4 +108,5 @@ def run_serve(args: argparse.Namespace) -> int:
     # 0.5 ms halved /livez's delay during as-of requests in bench/scale.py at no measurable cost.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     server[0].run()
-    return 1 if app.state.runtime.failed else 0
+    failed = boot.failed or (boot.built.state.runtime.failed if boot.built is not None else None)
+    return 1 if failed else 0
