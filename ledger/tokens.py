@@ -63,6 +63,13 @@ def decide_revoke(state: TokenState, *, by: str, reason: str = "") -> list[AnyEv
     return [TokenRevoked(token_id=state.token_id, user_id=state.user_id, by=by, reason=reason)]
 
 
+def new_secret() -> str:
+    """A random token secret that never starts with ``-``: ``--token SECRET`` must not read as an option."""
+    while (secret := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return secret
+
+
 def mint(
     user_id: str, *, secret: str | None, days: int, is_admin: bool, by: str, max_days: int = 30
 ) -> tuple[str, TokenIssued]:
@@ -76,7 +83,7 @@ def mint(
         raise ValueError("user id must be 1..128 characters without spaces")
     if secret is not None and (len(secret) < 8 or any(c.isspace() for c in secret)):
         raise ValueError("a token must be at least 8 characters long, without spaces")
-    secret = secret or secrets.token_urlsafe(32)
+    secret = secret or new_secret()
     expires = datetime.now(UTC) + timedelta(days=days)
     issued = TokenIssued(
         token_id=f"tok_{secrets.token_hex(6)}",

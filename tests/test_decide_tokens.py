@@ -6,7 +6,7 @@ import pytest
 
 from ledger.errors import InvalidTransition
 from ledger.events import AnyEvent, TokenIssued, TokenRevoked
-from ledger.tokens import TokenState, decide_issue, decide_revoke, evolve_token, secret_digest
+from ledger.tokens import TokenState, decide_issue, decide_revoke, evolve_token, mint, secret_digest
 
 
 def issued(token_id: str, user_id: str = "alice", secret: str = "s3cret") -> TokenIssued:
@@ -75,3 +75,10 @@ def test_revoke_twice_refused() -> None:
     """An already revoked token cannot be revoked again."""
     with pytest.raises(InvalidTransition, match="already revoked"):
         decide_revoke(given(T1, REVOKED_T1)["t1"], by="admin")
+
+
+def test_generated_secrets_never_start_with_a_dash() -> None:
+    """A drawn secret is usable as ``--token SECRET`` (one in 64 would start with ``-`` otherwise)."""
+    secrets = [mint("alice", secret=None, days=1, is_admin=False, by="admin")[0] for _ in range(2000)]
+    assert not [s for s in secrets if s.startswith("-")]
+    assert len(set(secrets)) == len(secrets)
