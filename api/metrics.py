@@ -38,6 +38,19 @@ class LedgerCollector(Collector):
         yield CounterMetricFamily(
             "gpuledger_ledger_commit_batches", "Group commits since start", value=self.runtime.ledger.batches
         )
+        store = self.runtime.ledger.store
+        yield CounterMetricFamily(
+            "gpuledger_ledger_events_appended", "Events appended since start", value=store.appended
+        )
+        spent = CounterMetricFamily(
+            "gpuledger_ledger_write_seconds",
+            "Writer time since start by phase: decide (decide steps, checks, rows, hash, fold), insert,"
+            " projections (rows and snapshots), commit (fsync)",
+            labels=["phase"],
+        )
+        for phase, seconds in store.spent.items():
+            spent.add_metric([phase], seconds)
+        yield spent
 
 
 def metrics_registry(runtime: Runtime) -> CollectorRegistry:

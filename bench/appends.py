@@ -140,8 +140,14 @@ def baseline_inserts(path: Path, count: int, per_transaction: int = 100) -> floa
     return count / elapsed
 
 
-async def concurrent_appends(path: Path, count: int, appenders: int) -> float:
-    """``appenders`` tasks on one Ledger, each awaiting its own one-event append, ``count`` events in all."""
+async def concurrent_appends(
+    path: Path, count: int, appenders: int, phases: dict[str, list[float]] | None = None
+) -> float:
+    """``appenders`` tasks on one Ledger, each awaiting its own one-event append, ``count`` events in all.
+
+    ``phases``: where each event's time went, in µs, appended per phase: the writer's own
+    (``EventStore.spent``) and ``loop`` for the rest of the wall time (the event loop's hand-offs and
+    the appenders' Python, while the writer waits for their next writes)."""
     ledger = open_ledger(fresh(path))
     await ledger.start()
     per_task = count // appenders
@@ -154,10 +160,14 @@ async def concurrent_appends(path: Path, count: int, appenders: int) -> float:
     began = time.perf_counter()
     await asyncio.gather(*(appender(i) for i in range(appenders)))
     elapsed = time.perf_counter() - began
-    batches = ledger.batches
+    batches, spent = ledger.batches, dict(ledger.store.spent)
     await ledger.close()
-    print(f"  ({per_task * appenders} appends in {batches} group commits)")
-    return per_task * appenders / elapsed
+    appended = per_task * appenders
+    print(f"  ({appended} appends in {batches} group commits)")
+    if phases is not None:
+        for phase, seconds in (*spent.items(), ("loop", elapsed - sum(spent.values()))):
+            phases.setdefault(phase, []).append(seconds / appended * 1e6)
+    return appended / elapsed
 
 
 async def append_latency(path: Path, count: int) -> tuple[float, float]:

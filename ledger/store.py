@@ -33,6 +33,7 @@ from ledger.schema import connect, migrate
 from ledger.state import LedgerState, S, StateTables
 
 GENESIS = bytes(32)
+WRITE_PHASES = ("decide", "insert", "projections", "commit")
 _header = msgspec.json.Encoder().encode
 
 Decide = Callable[[LedgerState], Sequence[AnyEvent]]
@@ -116,6 +117,11 @@ class EventStore(Generic[S]):
         self.head = 0
         self.head_hash = GENESIS
         self._pending: list[tuple[object, ...]] = []  # event rows of this transaction not yet inserted
+        # Where the writer's time goes, in seconds since open (``/metrics``, ``bench/scale.py``):
+        # decide (decide steps, checks, rows, chain hash, fold), insert, projections, commit (fsync).
+        self.spent = dict.fromkeys(WRITE_PHASES, 0.0)
+        self.appended = 0
+        self._rows_in_transaction = 0
         self.views = self._load_views()
 
     # --- opening and catching up --------------------------------------------------------------
@@ -170,20 +176,32 @@ class EventStore(Generic[S]):
 
     def execute(self, writes: Sequence[Write], *, write_projections: bool = False) -> list[Committed | LedgerError]:
         """Run every write in one transaction (one fsync); each gets its result or its own error."""
+        spent, clock = self.spent, time.perf_counter
         try:
+            began = clock()
+            self._rows_in_transaction = 0
             self.conn.execute("BEGIN IMMEDIATE")
             self._catch_up()
             results = [self._one(write) for write in writes]
+            decided = clock()
             self._flush()
+            inserted = clock()
             if write_projections or self._projections_due():
                 self.tables.write_dirty(self.conn, self.views)
                 self._projections_written = time.monotonic()
+            projected = clock()
             self.conn.execute("COMMIT")
+            committed = clock()
         except BaseException as e:
             self._abort()
             if isinstance(e, apsw.Error):
                 raise StoreError(f"ledger write failed: {e}") from e
             raise
+        self.appended += self._rows_in_transaction
+        spent["decide"] += decided - began
+        spent["insert"] += inserted - decided
+        spent["projections"] += projected - inserted
+        spent["commit"] += committed - projected
         return results
 
     def _projections_due(self) -> bool:
@@ -202,6 +220,7 @@ class EventStore(Generic[S]):
     def _flush(self) -> None:
         """Insert the transaction's event rows in one statement (one call, not one per write)."""
         if self._pending:
+            self._rows_in_transaction += len(self._pending)
             self.conn.executemany(
                 f"INSERT INTO events ({ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending
             )

@@ -26,6 +26,7 @@ from ledger.store import Committed, EventStore, Write, max_position, read_after,
 
 log = structlog.get_logger()
 MAX_BATCH = 1024
+GATHER_S = 0.005  # the longest the writer waits for the loop to hand over the callers it just answered
 _STOP = object()
 
 
@@ -48,6 +49,9 @@ class Ledger(Generic[S]):
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # Clear from a commit until the loop has run the callers it answered (their next writes queued).
+        self._answered = threading.Event()
+        self._answered.set()
         self._watcher: asyncio.Task[None] | None = None
         self.batches = 0
         self.committed = self.store.head
@@ -125,6 +129,9 @@ class Ledger(Generic[S]):
             if item is _STOP:
                 self._checkpoint()
                 return
+            # Group commit: the callers of the last batch are likely writing again; wait (briefly) until
+            # the loop has run them, so they share this batch rather than each start a small one.
+            self._answered.wait(GATHER_S)
             batch = [item]
             while len(batch) < MAX_BATCH:
                 try:
@@ -156,6 +163,7 @@ class Ledger(Generic[S]):
         answers = iter(results)
         values = [(future, next(answers) if write is not None else None) for write, future in batch]
         # One wake-up of the loop per batch, not one per caller (fewer GIL hand-offs with the writer).
+        self._answered.clear()
         self._loop.call_soon_threadsafe(self._deliver, values, self.store.head)
 
     def _deliver(self, values: list[tuple[asyncio.Future[object], object]], head: int) -> None:
@@ -164,6 +172,8 @@ class Ledger(Generic[S]):
         for future, value in values:  # inline, not a call per caller: this is the loop's hot path
             if not future.done():  # a caller that was cancelled meanwhile
                 future.set_result(value)
+        # Scheduled after the callers' own wake-ups: it runs once each of them has taken its next step.
+        self._loop.call_soon(self._answered.set)  # type: ignore[union-attr]
 
     def _notify(self, head: int) -> None:
         self._committed = head

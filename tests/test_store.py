@@ -13,7 +13,7 @@ import apsw
 import pytest
 
 from ledger.errors import ConcurrencyConflict, IdempotencyConflict, InvalidTransition
-from ledger.events import Blob, JobQueued, JobScanned, JobSubmitted, NodeDrained, NodeRegistered
+from ledger.events import Blob, JobQueued, JobScanned, JobSubmitted, NodeDrained, NodeRegistered, stream_of
 from ledger.store import GENESIS, Committed, EventStore, Write, chain_hash, read_after, read_stream
 from projections import tables
 from projections.live import open_ledger, open_store
@@ -138,6 +138,22 @@ def test_domain_error_fails_only_its_write(store: EventStore) -> None:
     assert [type(r) for r in results] == [Committed, InvalidTransition, Committed]
     assert sorted(store.views.jobs) == ["a", "b"]
     assert count(store) == 2
+
+
+def test_writer_accounts_only_committed_events(store: EventStore) -> None:
+    """``appended`` counts rows that committed, not a rolled-back batch's; each phase has its time."""
+
+    def explode(_views: object) -> list[object]:
+        raise RuntimeError("not a domain error: the whole transaction rolls back")
+
+    store.execute([Write(decide=lambda _v: [submitted("a"), JobScanned(job_id="a", verdict="approved")])])
+    assert store.appended == 2
+    with pytest.raises(RuntimeError):
+        store.execute([Write(decide=lambda _v: [submitted("b")]), Write(decide=explode)])  # type: ignore[arg-type]
+    assert store.appended == 2
+    assert count(store) == 2
+    assert set(store.spent) == {"decide", "insert", "projections", "commit"}
+    assert all(seconds > 0 for seconds in store.spent.values())
 
 
 def test_hash_chain_links_rows(store: EventStore) -> None:
@@ -271,4 +287,30 @@ async def test_concurrent_appends_are_group_committed(db: Path) -> None:
         await ledger.close()
     reopened = open_store(db)
     assert len(reopened.views.jobs) == 64
+    reopened.close()
+
+
+async def test_answered_callers_share_the_next_batch(db: Path) -> None:
+    """Callers answered together write again together: with the server's short GIL switch interval
+    the writer, woken by the first of their next writes, still waits for the rest of them."""
+    ledger = open_ledger(db)
+    await ledger.start()
+    default_interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
+    rounds = 20
+
+    async def appender(index: int) -> None:
+        for round_ in range(rounds):
+            event = node(f"n{index}-{round_}")
+            await ledger.append(stream_of(event), 0, [event])
+
+    try:
+        await asyncio.gather(*(appender(i) for i in range(64)))
+        # Without the wait each round splits into several small batches (40 batches for 20 rounds, measured).
+        assert ledger.batches <= rounds * 1.5
+    finally:
+        sys.setswitchinterval(default_interval)
+        await ledger.close()
+    reopened = open_store(db)
+    assert len(reopened.views.nodes) == 64 * rounds
     reopened.close()
