@@ -121,6 +121,13 @@ def test_metrics_are_prometheus_text(server: Server, alice: str) -> None:
     assert completed is not None
     assert float(completed.group(1)) >= 1
     assert re.search(r"^gpuledger_queue_length \d", text, re.M)
+    appended = re.search(r"^gpuledger_ledger_events_appended_total (\d+(\.\d+)?)$", text, re.M)
+    assert appended is not None
+    assert float(appended.group(1)) >= 5  # at least the job's submitted .. finished
+    for phase in ("decide", "insert", "projections", "commit"):
+        spent = re.search(rf'^gpuledger_ledger_write_seconds_total\{{phase="{phase}"\}} (\S+)$', text, re.M)
+        assert spent is not None
+        assert float(spent.group(1)) > 0
 
 
 def test_schema_is_a_local_openapi_document(server: Server) -> None:
