@@ -131,7 +131,7 @@ def history_rows(size: int, scratch: Path, reps: int, startup: bool, jobs_ratios
     finally:
         server.stop()
     if startup:
-        startup_rows(source, scratch, size, live_s, ready_s)
+        startup_rows(source, scratch, size, (live_s, ready_s))
 
 
 def dashboard_rows(client: httpx.Client, livez: float, reps: int, label: str) -> None:
@@ -165,24 +165,42 @@ def livez_during(client: httpx.Client, server: Server, as_of: str) -> tuple[floa
         asker.join()
 
 
-def startup_rows(source: Path, scratch: Path, size: int, live_s: float, ready_s: float) -> None:
+STARTS = 3  # start-up figures are the median of this many starts (one start swings by a third here)
+
+
+def startup_rows(source: Path, scratch: Path, size: int, first: tuple[float, float]) -> None:
     conn = connect(source)
     rows, raw = read_and_decode(conn)
     conn.close()
     line(f"raw read + decode of {rows} events (the baseline)", f"{raw:.2f} s")
-    line("start-up: first /livez answer", f"{live_s:.2f} s", None, "<= 1 s", live_s <= 1)
-    line("start-up until /readyz, with tables", f"{ready_s:.2f} s", ready_s / raw, "<= 1.5 s", ready_s <= 1.5)
-    server = serve(source, scratch / f"cold{size}")
-    db = connect(server.root / "gpuledger.db")
-    with db:
-        for table in ("proj_jobs", "proj_users", "proj_nodes", "proj_tokens", "projection_checkpoints"):
-            db.execute(f"DELETE FROM {table}")
-    db.close()
-    try:
-        live_s, ready_s = started(server)
-    finally:
-        server.stop()
-    line("start-up until /readyz, tables missing", f"{ready_s:.2f} s", ready_s / raw, "<= 4 s", ready_s <= 4)
+    warm = serve(source, scratch / f"warm{size}")
+    starts = [first]
+    for _ in range(STARTS - 1):  # the same ledger again: its tables and snapshot are as the first left them
+        try:
+            starts.append(started(warm))
+        finally:
+            warm.stop()
+    live_s, ready_s = (statistics.median(s[i] for s in starts) for i in (0, 1))
+    spread = f"{min(s[1] for s in starts):.2f}..{max(s[1] for s in starts):.2f} s"
+    line(f"start-up: first /livez answer (median of {STARTS})", f"{live_s:.2f} s", None, "<= 1 s", live_s <= 1)
+    line(f"start-up until /readyz, with tables (median of {STARTS})", f"{ready_s:.2f} s", ready_s / raw,
+         "<= 1.5 s", ready_s <= 1.5)  # fmt: skip
+    print(f"    (each start: {spread})")
+    cold = []
+    for run in range(STARTS):  # a fresh copy each time: a start rebuilds the tables it finds missing
+        server = serve(source, scratch / f"cold{size}-{run}")
+        db = connect(server.root / "gpuledger.db")
+        with db:
+            for table in ("proj_jobs", "proj_users", "proj_nodes", "proj_tokens", "projection_checkpoints"):
+                db.execute(f"DELETE FROM {table}")
+        db.close()
+        try:
+            cold.append(started(server))
+        finally:
+            server.stop()
+    live_s, ready_s = (statistics.median(s[i] for s in cold) for i in (0, 1))
+    line(f"start-up until /readyz, tables missing (median of {STARTS})", f"{ready_s:.2f} s", ready_s / raw,
+         "<= 4 s", ready_s <= 4)  # fmt: skip
     line("start-up, tables missing: first /livez answer", f"{live_s:.2f} s", None, "<= 1 s", live_s <= 1)
 
 
