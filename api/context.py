@@ -13,7 +13,7 @@ from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
 
@@ -35,9 +35,7 @@ def runtime_of(state: State) -> Runtime:
 
 
 def address_of(connection: Connection) -> str:
-    peer = connection.client.host if connection.client else None
-    settings = runtime_of(connection.app.state).settings
-    return client_address(peer, connection.headers.get("x-forwarded-for"), settings.trusted_proxies)
+    return provide_address(connection, runtime_of(connection.app.state))
 
 
 def limited(endpoint: str) -> Guard:
@@ -52,14 +50,7 @@ def limited(endpoint: str) -> Guard:
 
 def authenticate(connection: Connection) -> Identity:
     """The caller's identity (401 otherwise); notes the token's use for ``token list``."""
-    known = sent_identity(connection)
-    if known is not None:
-        return known
-    runtime = runtime_of(connection.app.state)
-    identity = require(runtime.ledger.views, connection.headers.get("authorization"))
-    runtime.token_usage.touch(identity.token_id)
-    _state(connection)[IDENTITY_KEY] = identity  # for the handler's dependencies and the access log
-    return identity
+    return provide_identity(connection, runtime_of(connection.app.state).ledger.views)
 
 
 def _state(connection: Connection) -> dict[str, Any]:
@@ -92,25 +83,39 @@ async def admin_only(connection: Connection, _: BaseRouteHandler) -> None:
         raise PermissionDenied("Admin privileges required")
 
 
-def provide_identity(request: Connection) -> Identity:
-    return authenticate(request)
+# The providers form one chain, runtime -> views -> identity or caller -> job (address: runtime ->
+# address), so that Litestar resolves a handler's dependencies one after the other: two on the same
+# level are resolved concurrently, in an anyio task group of their own, on every request (about a
+# sixth of a status read's time). ``tests/test_api_schema.py`` checks that no API route has such a level.
 
 
-def provide_caller(request: Connection) -> Identity | None:
+def provide_identity(request: Connection, views: NamedDependency[Views]) -> Identity:
+    """The caller, authenticated against the views' tokens (401 otherwise)."""
+    known = sent_identity(request)
+    if known is not None:
+        return known
+    runtime = runtime_of(request.app.state)
+    identity = require(views, request.headers.get("authorization"))
+    runtime.token_usage.touch(identity.token_id)
+    _state(request)[IDENTITY_KEY] = identity  # for the handler's dependencies and the access log
+    return identity
+
+
+def provide_caller(request: Connection, views: NamedDependency[Views]) -> Identity | None:
     """The caller if a token is sent (a bad one is still a 401); ``None`` for anonymous callers."""
     runtime = runtime_of(request.app.state)
-    identity = optional(runtime.ledger.views, request.headers.get("authorization"))
+    identity = optional(views, request.headers.get("authorization"))
     if identity is not None:
         runtime.token_usage.touch(identity.token_id)
         _state(request)[IDENTITY_KEY] = identity
     return identity
 
 
-def provide_views(runtime: Runtime) -> Views:
+def provide_views(runtime: NamedDependency[Runtime]) -> Views:
     return runtime.ledger.views
 
 
-def provide_job(job_id: str, identity: Identity, views: Views) -> JobState:
+def provide_job(job_id: str, identity: NamedDependency[Identity], views: NamedDependency[Views]) -> JobState:
     """The job, after authentication. Another user's job is "not found": nobody learns that an id exists."""
     job = views.jobs.get(job_id)
     if job is None or not (identity.is_admin or job.user_id == identity.user_id):
@@ -118,8 +123,9 @@ def provide_job(job_id: str, identity: Identity, views: Views) -> JobState:
     return job
 
 
-def provide_address(request: Connection) -> str:
-    return address_of(request)
+def provide_address(request: Connection, runtime: NamedDependency[Runtime]) -> str:
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.get("x-forwarded-for"), runtime.settings.trusted_proxies)
 
 
 DEPENDENCIES = {

@@ -11,7 +11,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
 
 from api.auth import Identity, optional, require_admin
@@ -80,7 +80,9 @@ def _past_views(request: Request[Any, Any, Any], runtime: Runtime) -> PastViews:
     return past
 
 
-async def provide_moment(request: Request[Any, Any, Any], runtime: Runtime, as_of: str | None = None) -> Moment:
+async def provide_moment(
+    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], as_of: str | None = None
+) -> Moment:
     """Live views, or those replayed up to ``as_of`` (a ledger position or an ISO time)."""
     live = runtime.ledger.views
     if as_of is None or as_of in ("", "live"):

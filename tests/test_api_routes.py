@@ -1,0 +1,30 @@
+"""The API's routes as Litestar builds them: what each request pays for before its handler runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from litestar.routes import HTTPRoute
+
+from api.app import create_app
+from ledger.settings import Settings
+
+
+def test_api_dependencies_resolve_one_after_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No /api route has two dependencies on one level: Litestar would resolve them concurrently in an
+    anyio task group of their own, on every request (about a sixth of a status read)."""
+    monkeypatch.chdir(tmp_path)
+    app = create_app(Settings(database_path=str(tmp_path / "l.db"), jobs_dir=str(tmp_path / "jobs")))
+    levels: dict[str, list[list[str]]] = {}
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or not route.path.startswith("/api/"):
+            continue
+        for handler in route.route_handlers:
+            batches = handler.create_kwargs_model(route.path_parameters).dependency_batches
+            levels[f"{sorted(handler.http_methods)} {route.path}"] = [sorted(d.key for d in b) for b in batches]
+    assert len(levels) > 20  # every API route was looked at
+    assert "['GET'] /api/status/{job_id:str}" in levels
+    assert levels["['GET'] /api/status/{job_id:str}"] == [["runtime"], ["views"], ["identity"], ["job"]]
+    concurrent = {route: batches for route, batches in levels.items() if any(len(b) > 1 for b in batches)}
+    assert concurrent == {}
