@@ -38,12 +38,15 @@ def address_of(connection: Connection) -> str:
     return provide_address(connection, runtime_of(connection.app.state))
 
 
-def limited(endpoint: str) -> Guard:
-    """A guard: the endpoint's per-address limit (429 beyond it); put it first."""
+def limited(endpoint: str, then: Guard | None = None) -> Guard:
+    """A guard: the endpoint's per-address limit (429 beyond it), then ``then``'s check. One guard for
+    both, put first: Litestar copies the route handler for every guard it runs, on every request."""
 
-    async def check_limit(connection: Connection, _: BaseRouteHandler) -> None:
+    async def check_limit(connection: Connection, handler: BaseRouteHandler) -> None:
         limiter: EndpointLimiter = connection.app.state.limiter
         limiter.check(endpoint, address_of(connection))
+        if then is not None:
+            await then(connection, handler)  # type: ignore[misc]
 
     return check_limit
 

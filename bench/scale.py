@@ -210,6 +210,9 @@ def startup_rows(source: Path, scratch: Path, size: int, first: tuple[float, flo
     line("start-up, tables missing: first /livez answer", f"{live_s:.2f} s", None, "<= 1 s", live_s <= 1)
 
 
+ROUNDS = 3
+
+
 def queue_rows(pending: int, scratch: Path, reps: int) -> None:
     source = built.queue_ledger(pending)
     print(f"queue ledger, {pending} pending jobs", flush=True)
@@ -222,11 +225,18 @@ def queue_rows(pending: int, scratch: Path, reps: int) -> None:
             line("/livez p50 (the baseline)", ms(base))
             dashboard_rows(client, base, reps * 4, f", {pending} pending")
             job_id = client.get("/api/jobs", params={"limit": 1}).json()["jobs"][0]["job_id"]
-            # A few seconds of reads: several of the background plan's passes and of the submits fall in them.
-            status = with_submits(server, lambda: timings(lambda: client.get(f"/api/status/{job_id}"), reps * 200))
-            ratio = statistics.mean(livez) / statistics.mean(status)
-            line("status GET throughput, 5 submits/s alongside", f"{1 / statistics.mean(status):.0f} /s", ratio,
-                 ">= 0.8 x livez", ratio >= 0.8)  # fmt: skip
+            # Rounds of a quiet /livez baseline right before a few seconds of status reads (several of
+            # the background plan's passes and of the submits fall in each): the median round's ratio.
+            ratios, status = [], []
+            for _ in range(ROUNDS):
+                alone = timings(lambda: client.get("/livez"), reps * 30)
+                reads = with_submits(server, lambda: timings(lambda: client.get(f"/api/status/{job_id}"), reps * 70))
+                ratios.append(statistics.mean(alone) / statistics.mean(reads))
+                status.extend(reads)
+            ratio = statistics.median(ratios)
+            line(f"status GET throughput, 5 submits/s alongside (median of {ROUNDS})",
+                 f"{1 / statistics.mean(status):.0f} /s", ratio, ">= 0.8 x livez", ratio >= 0.8)  # fmt: skip
+            print(f"    (each round: {', '.join(f'{r:.2f}' for r in ratios)})")
             line("status GET p99, 5 submits/s alongside", ms(p(status, 99)), None, "<= 10 ms", p(status, 99) <= 0.010)
     finally:
         server.stop()

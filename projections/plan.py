@@ -10,6 +10,7 @@ figures their meaning. A job whose user is at their GPU cap is ranked but not pl
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +23,7 @@ from ledger.writer import Ledger
 from projections.fairshare import Ranked, factors_by_user, gpus_in_use
 from projections.views import Views
 
-PLAN_REST = 4  # the background plan waits at least this many times its own duration before the next
+PLAN_REST = 9  # the background plan waits at least this many times its own duration before the next
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass pays object.__setattr__ per field, per queued job
@@ -117,21 +118,27 @@ def make_plan(views: Views, now: int, weights: Weights | None = None) -> Plan:
     # every competing user's factor, once per plan (off the loop), not once per dashboard request
     plan.factors = factors_by_user([r.job for r in ranked], views.on_nodes(), views.shares, now, views.half_life_s)
     held = capped(views, ranked)
+    jobs, nodes = plan.jobs, list(free_times.items())  # each node's times are kept sorted, in place
     for index, entry in enumerate(ranked):
+        # The hot loop of a long queue's plan (every queued job, every node): locals, no copies.
         job = entry.job
-        best: tuple[int, str] | None = None
-        for name, times in free_times.items() if job.job_id not in held else ():
-            # Strictly sooner wins: on a tie the node earlier in the configuration keeps it.
-            if len(times) >= job.gpus and (best is None or times[job.gpus - 1] < best[0]):
-                best = (times[job.gpus - 1], name)
-        if best is None:
-            plan.jobs[job.job_id] = JobPlan(index, None, None, entry, held.get(job.job_id))
+        job_id, taken = job.job_id, job.gpus
+        best_at: int | None = None
+        best_name, best_times = "", nodes[0][1] if nodes else []
+        if job_id not in held:
+            for name, times in nodes:
+                # Strictly sooner wins: on a tie the node earlier in the configuration keeps it.
+                if len(times) >= taken and (best_at is None or times[taken - 1] < best_at):
+                    best_at, best_name, best_times = times[taken - 1], name, times
+        if best_at is None:
+            jobs[job_id] = JobPlan(index, None, None, entry, held.get(job_id))
             continue
-        start_at, name = best
-        plan.jobs[job.job_id] = JobPlan(index, name, start_at, entry)
-        job_end = start_at + job.expected_time_s * 1_000_000
-        free_times[name] = sorted(free_times[name][job.gpus :] + [job_end] * job.gpus)
-        node_plan = plan.nodes[name]
+        jobs[job_id] = JobPlan(index, best_name, best_at, entry)
+        job_end = best_at + job.expected_time_s * 1_000_000
+        del best_times[:taken]  # its slots free at job_end now: still sorted after the insert
+        at = bisect.bisect_right(best_times, job_end)
+        best_times[at:at] = [job_end] * taken
+        node_plan = plan.nodes[best_name]
         node_plan.queue_length += 1
         node_plan.free_at = max(node_plan.free_at, job_end)
     for node_plan in plan.nodes.values():
@@ -190,7 +197,8 @@ class PlanCache:
             made, self._made = self._made, asyncio.Event()
             made.set()
             # The plan holds the GIL while it runs: rest PLAN_REST times as long, so a long queue's plan
-            # takes at most a fifth of the CPU the event loop shares with it
+            # takes at most a tenth of the CPU the event loop shares with it (at a fifth, status reads at
+            # 25 k pending measured about 0.1 x /livez lower)
             await asyncio.sleep(max(self.min_interval_s, PLAN_REST * took))
             await ledger.wait_beyond(position, timeout=max(0.0, self.max_age_s - self.min_interval_s))
 

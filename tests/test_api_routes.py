@@ -28,3 +28,15 @@ def test_api_dependencies_resolve_one_after_another(tmp_path: Path, monkeypatch:
     assert levels["['GET'] /api/status/{job_id:str}"] == [["runtime"], ["views"], ["identity"], ["job"]]
     concurrent = {route: batches for route, batches in levels.items() if any(len(b) > 1 for b in batches)}
     assert concurrent == {}
+
+
+def test_read_routes_run_two_guards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A status, results or job-list read runs the start-up guard and one more (limit, then token):
+    Litestar copies the route handler for each guard, on every request."""
+    monkeypatch.chdir(tmp_path)
+    app = create_app(Settings(database_path=str(tmp_path / "l.db"), jobs_dir=str(tmp_path / "jobs")))
+    counted = {}
+    for route in app.routes:
+        if isinstance(route, HTTPRoute) and route.path in ("/api/status/{job_id:str}", "/api/results/{job_id:str}"):
+            counted[route.path] = [len(h.resolve_guards()) for h in route.route_handlers if "GET" in h.http_methods]
+    assert counted == {"/api/status/{job_id:str}": [2], "/api/results/{job_id:str}": [2]}

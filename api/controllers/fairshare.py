@@ -37,7 +37,7 @@ class FairShareController(Controller):
 
     @get(
         "/queue",
-        guards=[limited("jobs"), authenticated],
+        guards=[limited("jobs", then=authenticated)],
         summary="The queue in dispatch order with each job's score and factors (?as_of=position or time)",
         operation_class=Documented,
         security=BEARER,

@@ -67,7 +67,7 @@ class JobController(Controller):
     @post(
         "/submit",
         status_code=200,
-        guards=[limited("submit"), token_if_sent],
+        guards=[limited("submit", then=token_if_sent)],
         summary="Submit a solution and its config (multipart)",
         description="Authenticate with the Authorization header, or (old clients) a token in the config.",
         operation_class=SubmitOperation,
@@ -141,7 +141,7 @@ class JobController(Controller):
 
     @get(
         "/status/{job_id:str}",
-        guards=[limited("status"), authenticated],
+        guards=[limited("status", then=authenticated)],
         summary="A job's status, phase, queue position and estimated start",
         operation_id="jobStatus",
         security=BEARER,
@@ -152,7 +152,7 @@ class JobController(Controller):
 
     @get(
         "/results/{job_id:str}",
-        guards=[limited("results"), authenticated],
+        guards=[limited("results", then=authenticated)],
         summary="Console output, exit code and results file of a job",
         operation_id="jobResults",
         security=BEARER,
@@ -164,7 +164,7 @@ class JobController(Controller):
     @post(
         "/cancel/{job_id:str}",
         status_code=200,
-        guards=[limited("cancel"), authenticated],
+        guards=[limited("cancel", then=authenticated)],
         summary="Cancel a pending or running job",
         operation_id="cancelJob",
         security=BEARER,
@@ -180,7 +180,7 @@ class JobController(Controller):
 
     @get(
         "/jobs",
-        guards=[limited("jobs"), authenticated],
+        guards=[limited("jobs", then=authenticated)],
         summary="Jobs, newest first: your own, or (admins) everyone's",
         operation_class=Documented,
         security=BEARER,
