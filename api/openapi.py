@@ -159,8 +159,9 @@ class LogsOperation(Documented):
         super().__post_init__()
         if self.responses is not None:
             self.responses["200"] = OpenAPIResponse(
-                description="The bytes from offset (X-Log-Offset: the next offset), or with follow=true an event "
-                "stream of 'log' events and a final 'end'",
+                description="The latest attempt's bytes from offset (X-Log-Offset: the next offset), or with "
+                "follow=true an event stream of 'log' events ({offset, text}, and attempt after a retry: each "
+                "attempt's output from its own byte 0) and a final 'end'",
                 content={
                     "application/octet-stream": OpenAPIMediaType(schema=_binary("Console output bytes")),
                     "text/event-stream": _SSE,

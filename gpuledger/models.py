@@ -112,12 +112,14 @@ class NodeInfo(msgspec.Struct, kw_only=True):
     down_reason: str | None = None
 
 
-class LogChunk(msgspec.Struct, kw_only=True):
-    """Text of one stream from byte ``offset - len(text.encode())`` up to byte ``offset``."""
+class LogChunk(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Text of one stream from byte ``offset - len(text.encode())`` up to byte ``offset`` of attempt
+    ``attempt``'s output (a retried job's next attempt starts again at byte 0)."""
 
     stream: str
     offset: int
     text: str
+    attempt: int = 1
 
 
 class LedgerEvent(msgspec.Struct, kw_only=True):

@@ -77,7 +77,9 @@ def decode_field(kind: type[Any], response: httpx.Response, key: str) -> Any:
 
 def log_chunk(stream: str, data: str) -> LogChunk:
     body = msgspec.json.decode(data)
-    return LogChunk(stream=stream, offset=int(body["offset"]), text=str(body["text"]))
+    return LogChunk(
+        stream=stream, offset=int(body["offset"]), text=str(body["text"]), attempt=int(body.get("attempt", 1))
+    )
 
 
 def ledger_event(tag: str, data: str) -> LedgerEvent:

@@ -29,17 +29,29 @@ TICK_S = 0.2  # live files grow without ledger events: how often a follower look
 
 
 def read_log(runtime: Runtime, job: JobState, stream: str, offset: int, limit: int) -> bytes:
-    """Bytes of a job's stdout/stderr from ``offset``: the stored blob once finished, else the live copy."""
+    """Bytes of the job's latest attempt's stdout/stderr from ``offset`` (``read_attempt``)."""
+    return read_attempt(runtime, job, max(job.attempt, 1), stream, offset, limit)[0]
+
+
+def read_attempt(
+    runtime: Runtime, job: JobState, attempt: int, stream: str, offset: int, limit: int
+) -> tuple[bytes, bool]:
+    """Bytes of one attempt's stdout/stderr from ``offset``, and whether that output is complete: an
+    earlier attempt's or a finished job's stored blob, else the running attempt's live copy."""
+    past = next((p for p in job.history if p.attempt == attempt), None)
+    if past is not None or attempt != max(job.attempt, 1):
+        blob = None if past is None else past.stdout if stream == "stdout" else past.stderr
+        return (runtime.blobs.read_range(blob, offset, limit) if blob is not None else b""), past is not None
     blob = job.stdout if stream == "stdout" else job.stderr
     if blob is not None:
-        return runtime.blobs.read_range(blob, offset, limit)
+        return runtime.blobs.read_range(blob, offset, limit), True
     live = Path(runtime.settings.jobs_dir) / "live" / job.attempt_key / stream
     try:
         with live.open("rb") as handle:
             handle.seek(offset)
-            return handle.read(limit)
+            return handle.read(limit), job.is_terminal
     except FileNotFoundError:  # not started yet, or just stored and removed (then the blob has it)
-        return b""
+        return b"", job.is_terminal
 
 
 def complete_utf8(data: bytes, final: bool) -> bytes:
@@ -55,6 +67,10 @@ def complete_utf8(data: bytes, final: bool) -> bytes:
 
 
 MAX_OFFSET = 2**40  # 1 TiB: beyond any output limit, below every file system's largest seek
+# A followed log's SSE id is (attempt - 1) * ATTEMPT_SPAN + the byte offset in that attempt's output: the
+# plain offset for a first attempt, as before retries, and a resume point that names its attempt after.
+ATTEMPT_SPAN = 2 * MAX_OFFSET
+MAX_LOG_ID = 2**59  # 18 digits, as LAST_EVENT_ID allows
 MAX_POSITION = 2**62  # ledger positions are SQLite integers; a power of two is exact in the JSON document
 LAST_EVENT_ID = Parameter(
     header="Last-Event-ID",
@@ -114,29 +130,39 @@ class StreamController(Controller):
                 media_type="application/octet-stream",
                 headers={"X-Log-Offset": str(offset + len(data)), "X-Job-Status": job.status},
             )
-        start = _resume_point(last_event_id, offset, MAX_OFFSET)
-        source = self._follow_log(runtime, job_id, stream, start)
+        if last_event_id is not None:
+            attempt, start = divmod(_resume_point(last_event_id, 0, MAX_LOG_ID), ATTEMPT_SPAN)
+            attempt += 1
+        else:  # from ``offset`` in the latest attempt's output
+            attempt, start = max(job.attempt, 1), offset
+        source = self._follow_log(runtime, job_id, stream, attempt, start)
         return ServerSentEvent(_session(source, runtime, identity, f"logs {job_id} {stream}"))
 
     async def _follow_log(
-        self, runtime: Runtime, job_id: str, stream: str, offset: int
+        self, runtime: Runtime, job_id: str, stream: str, attempt: int, offset: int
     ) -> AsyncGenerator[ServerSentEventMessage | None, None]:
+        """One attempt's output after another: a retried job's next attempt starts at its own byte 0."""
         ledger = runtime.ledger
         while True:
             seen = ledger.head
             job = ledger.views.jobs[job_id]
-            data = complete_utf8(read_log(runtime, job, stream, offset, CHUNK), final=job.is_terminal)
+            data, complete = read_attempt(runtime, job, attempt, stream, offset, CHUNK)
+            data = complete_utf8(data, final=complete)
             if data:
                 offset += len(data)
                 text = data.decode("utf-8", errors="replace")
+                body = {"offset": offset, "text": text} | ({"attempt": attempt} if attempt > 1 else {})
                 yield ServerSentEventMessage(
-                    event="log", id=str(offset), data=msgspec.json.encode({"offset": offset, "text": text}).decode()
+                    event="log", id=str((attempt - 1) * ATTEMPT_SPAN + offset), data=msgspec.json.encode(body).decode()
                 )
+                continue
+            if attempt < job.attempt:  # this attempt's output is all sent and the next one is dispatched
+                attempt, offset = attempt + 1, 0
                 continue
             if job.is_terminal:
                 yield ServerSentEventMessage(
                     event="end",
-                    id=str(offset),
+                    id=str((attempt - 1) * ATTEMPT_SPAN + offset),
                     data=msgspec.json.encode({"status": job.status, "exit_code": job.exit_code}).decode(),
                 )
                 return
