@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import structlog
+
 from ledger.clock import now_us
 from ledger.jobs import JobState
 from ledger.shares import Weights
@@ -23,6 +25,7 @@ from ledger.writer import Ledger
 from projections.fairshare import Ranked, factors_by_user, gpus_in_use
 from projections.views import Views
 
+log = structlog.get_logger()
 PLAN_REST = 9  # the background plan waits at least this many times its own duration before the next
 
 
@@ -109,7 +112,8 @@ def make_plan(views: Views, now: int, weights: Weights | None = None) -> Plan:
     plan = Plan()
     free_times: dict[str, list[int]] = {}  # usable node -> its slots' free times, sorted
     for node in list(views.nodes.values()):
-        running = [views.jobs[j] for j in views.node_jobs.get(node.name, [])]
+        # Copies first: the writer thread folds while a plan runs in its worker thread.
+        running = [j for j in map(views.jobs.get, list(views.node_jobs.get(node.name, ()))) if j is not None]
         plan.nodes[node.name] = NodePlan(free_at=max([now, *(_job_end(j, now) for j in running)]))
         if node.status in ("up", "restarting"):
             free_times[node.name] = _slot_free_times(node.slots, running, now)
@@ -191,7 +195,12 @@ class PlanCache:
         while True:
             position = ledger.head  # read before planning: the plan holds at least this much
             began = time.perf_counter()
-            plan = await asyncio.to_thread(make_plan, ledger.views, now_us(), self.weights)
+            try:
+                plan = await asyncio.to_thread(make_plan, ledger.views, now_us(), self.weights)
+            except Exception as e:  # one failed plan must not end planning: status reads wait for plans
+                log.error("plan.failed", error=f"{type(e).__name__}: {e}")
+                await asyncio.sleep(self.min_interval_s)
+                continue
             took = time.perf_counter() - began
             self.position, self._plan = position, plan
             made, self._made = self._made, asyncio.Event()

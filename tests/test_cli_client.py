@@ -54,6 +54,12 @@ def gpuledger(cwd: Path, env: dict[str, str], *args: str, timeout: float = 90) -
     )
 
 
+def _interruptible() -> None:
+    # As from a terminal: a suite started in the background (``cmd &``, nohup) ignores SIGINT, and a
+    # child that inherits that would never see the Ctrl-C these tests send it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def started(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", *args],
@@ -62,6 +68,7 @@ def started(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_interruptible,
     )
 
 
