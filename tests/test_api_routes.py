@@ -5,17 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from litestar import Litestar
 from litestar.routes import HTTPRoute
 
 from api.app import create_app
 from ledger.settings import Settings
 
 
-def test_api_dependencies_resolve_one_after_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Litestar:
+    """The app as ``serve`` builds it (its runtime not started)."""
+    monkeypatch.chdir(tmp_path)
+    return create_app(Settings(database_path=str(tmp_path / "l.db"), jobs_dir=str(tmp_path / "jobs")))
+
+
+def test_api_dependencies_resolve_one_after_another(app: Litestar) -> None:
     """No /api route has two dependencies on one level: Litestar would resolve them concurrently in an
     anyio task group of their own, on every request (about a sixth of a status read)."""
-    monkeypatch.chdir(tmp_path)
-    app = create_app(Settings(database_path=str(tmp_path / "l.db"), jobs_dir=str(tmp_path / "jobs")))
     levels: dict[str, list[list[str]]] = {}
     for route in app.routes:
         if not isinstance(route, HTTPRoute) or not route.path.startswith("/api/"):
@@ -30,11 +36,9 @@ def test_api_dependencies_resolve_one_after_another(tmp_path: Path, monkeypatch:
     assert concurrent == {}
 
 
-def test_read_routes_run_two_guards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A status, results or job-list read runs the start-up guard and one more (limit, then token):
-    Litestar copies the route handler for each guard, on every request."""
-    monkeypatch.chdir(tmp_path)
-    app = create_app(Settings(database_path=str(tmp_path / "l.db"), jobs_dir=str(tmp_path / "jobs")))
+def test_read_routes_run_two_guards(app: Litestar) -> None:
+    """A status or results read runs the start-up guard and one more (limit, then token): Litestar
+    copies the route handler for each guard, on every request."""
     counted = {}
     for route in app.routes:
         if isinstance(route, HTTPRoute) and route.path in ("/api/status/{job_id:str}", "/api/results/{job_id:str}"):
