@@ -89,7 +89,7 @@ async def admin_only(connection: Connection, _: BaseRouteHandler) -> None:
 # The providers form one chain, runtime -> views -> identity or caller -> job (address: runtime ->
 # address), so that Litestar resolves a handler's dependencies one after the other: two on the same
 # level are resolved concurrently, in an anyio task group of their own, on every request (about a
-# sixth of a status read's time). ``tests/test_api_schema.py`` checks that no API route has such a level.
+# sixth of a status read's time). ``tests/test_api_routes.py`` checks that no API route has such a level.
 
 
 def provide_identity(request: Connection, views: NamedDependency[Views]) -> Identity:

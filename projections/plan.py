@@ -128,7 +128,7 @@ def make_plan(views: Views, now: int, weights: Weights | None = None) -> Plan:
         job = entry.job
         job_id, taken = job.job_id, job.gpus
         best_at: int | None = None
-        best_name, best_times = "", nodes[0][1] if nodes else []
+        best_name, best_times = "", []
         if job_id not in held:
             for name, times in nodes:
                 # Strictly sooner wins: on a tie the node earlier in the configuration keeps it.

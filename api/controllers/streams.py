@@ -80,6 +80,10 @@ LAST_EVENT_ID = Parameter(
 )
 
 
+def _log_id(attempt: int, offset: int) -> str:
+    return str((attempt - 1) * ATTEMPT_SPAN + offset)
+
+
 def _resume_point(last_event_id: str | None, default: int, most: int) -> int:
     """Where a reconnecting client resumes; past the end there is simply nothing yet."""
     if last_event_id is None:
@@ -153,7 +157,7 @@ class StreamController(Controller):
                 text = data.decode("utf-8", errors="replace")
                 body = {"offset": offset, "text": text} | ({"attempt": attempt} if attempt > 1 else {})
                 yield ServerSentEventMessage(
-                    event="log", id=str((attempt - 1) * ATTEMPT_SPAN + offset), data=msgspec.json.encode(body).decode()
+                    event="log", id=_log_id(attempt, offset), data=msgspec.json.encode(body).decode()
                 )
                 continue
             if attempt < job.attempt:  # this attempt's output is all sent and the next one is dispatched
@@ -162,7 +166,7 @@ class StreamController(Controller):
             if job.is_terminal:
                 yield ServerSentEventMessage(
                     event="end",
-                    id=str((attempt - 1) * ATTEMPT_SPAN + offset),
+                    id=_log_id(attempt, offset),
                     data=msgspec.json.encode({"status": job.status, "exit_code": job.exit_code}).decode(),
                 )
                 return
