@@ -27,19 +27,15 @@ from typing import Any
 
 import httpx
 import scale_ledgers as built
+import uvicorn
 from appends import BASELINE_EVENTS, baseline_inserts, concurrent_appends, read_and_decode
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from server import OPEN_LIMITS, Server  # noqa: E402 - the test suite's server fixture, reused
 
-from cli.serve import GIL_SWITCH_INTERVAL_S  # noqa: E402
+from cli.serve import EVENT_LOOP, GIL_SWITCH_INTERVAL_S  # noqa: E402
 from ledger.schema import connect  # noqa: E402
-
-try:
-    import uvloop  # the server's loop (uvicorn[standard])
-except ImportError:  # pragma: no cover - it is a dependency
-    uvloop = None  # type: ignore[assignment]
 
 MISSED: list[str] = []
 
@@ -271,17 +267,18 @@ def with_submits(server: Server, measure: Callable[[], list[float]]) -> list[flo
 
 
 def writer_rows(scratch: Path, runs: int) -> None:
-    """The ledger on the server's event loop (uvloop) and GIL switch interval, against raw APSW."""
-    print(f"writer (loop {'uvloop' if uvloop else 'asyncio'}, GIL switch interval {GIL_SWITCH_INTERVAL_S * 1e3} ms)")
+    """The ledger on the server's event loop and GIL switch interval, against raw APSW."""
+    print(f"writer (loop {EVENT_LOOP}, GIL switch interval {GIL_SWITCH_INTERVAL_S * 1e3} ms)")
     ratios, ceilings, raw_us = [], [], []
     phases: dict[str, list[float]] = {}
-    run_loop = uvloop.run if uvloop else asyncio.run
+    loop_factory = uvicorn.Config(app=lambda: None, loop=EVENT_LOOP).get_loop_factory()
     default_interval = sys.getswitchinterval()
     for run in range(runs):
         raw = baseline_inserts(scratch / f"raw{run}.db", BASELINE_EVENTS)
         sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         try:
-            ours = run_loop(concurrent_appends(scratch / f"ours{run}.db", BASELINE_EVENTS, 64, phases))
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                ours = runner.run(concurrent_appends(scratch / f"ours{run}.db", BASELINE_EVENTS, 64, phases))
         finally:
             sys.setswitchinterval(default_interval)
         ceiling = baseline_inserts(scratch / f"ceiling{run}.db", BASELINE_EVENTS, 64)
@@ -302,11 +299,11 @@ def writer_rows(scratch: Path, runs: int) -> None:
 
 
 def http_stack_row() -> None:
-    """uvicorn picks httptools and uvloop by itself when they are installed (in the server's environment,
-    which is this one)."""
-    fast = {name: importlib.util.find_spec(name) is not None for name in ("httptools", "uvloop")}
-    what = f"http {'httptools' if fast['httptools'] else 'h11'}, loop {'uvloop' if fast['uvloop'] else 'asyncio'}"
-    line("HTTP stack (uvicorn)", what, None, "httptools and uvloop", all(fast.values()))
+    """uvicorn picks httptools by itself when it is installed (in the server's environment, which is
+    this one); the loop is the server's choice (``cli.serve.EVENT_LOOP``: uvloop's spawn froze it)."""
+    httptools = importlib.util.find_spec("httptools") is not None
+    what = f"http {'httptools' if httptools else 'h11'}, loop {EVENT_LOOP}"
+    line("HTTP stack (uvicorn)", what, None, "httptools", httptools)
 
 
 def jobs_flat_row(jobs_ratios: dict[int, float]) -> None:

@@ -14,6 +14,13 @@ from typing import Any
 from ledger.settings import load_settings
 
 GIL_SWITCH_INTERVAL_S = 0.0005
+# The standard library's loop, not uvloop (which uvicorn would pick by itself): uvloop forks a command
+# and then runs Python in the child before exec (``PyOS_AfterFork_Child``: every other thread's state
+# is cleared, so their thread-local objects are finalised there, our SQLite read connections among
+# them). A lock another thread held at the fork is held forever in the child, which never execs, and
+# libuv's spawn waits for that exec on the loop: the whole server froze. The standard loop spawns with
+# ``subprocess`` (no Python in the child). ``tests/test_event_loop.py`` shows both.
+EVENT_LOOP = "asyncio"
 
 
 def register(subparsers: Any) -> None:
@@ -95,6 +102,7 @@ def run_serve(args: argparse.Namespace) -> int:
         host=host,
         port=port,
         log_config=None,
+        loop=EVENT_LOOP,
         timeout_graceful_shutdown=30,
         # uvicorn has no body timeout (the app's HTTP edge has one); these bound idle connections
         # and the size of a request head that is still incomplete.
