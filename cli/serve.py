@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import faulthandler
 import json
 import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -75,6 +77,9 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(settings.log_file)
+    # `kill -USR1 <pid>` writes every thread's stack to stderr, from C: it answers even when the loop
+    # is stuck in a call that never returns.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     server: list[uvicorn.Server] = []  # the app is built first; a failed start stops the server it runs in
 
     def stop() -> None:

@@ -45,6 +45,9 @@ def run_cli(root: Path, *args: str, env: dict[str, str] | None = None) -> subpro
     )
 
 
+LIVE: set[Server] = set()  # the servers running now: a failed test's report shows their threads
+
+
 class Server:
     """One server process over one working directory (ledger, jobs dir, log file live there)."""
 
@@ -56,6 +59,7 @@ class Server:
         self.env.setdefault("GPULEDGER_SERVER_HOST", "127.0.0.1")
         self.env.setdefault("GPULEDGER_SERVER_PORT", str(self.port))
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ready = False
         self.admin_token: str | None = None
         self.starts = 0
 
@@ -70,6 +74,23 @@ class Server:
             stderr=stderr,
             env={**os.environ, "PYTHONPATH": str(REPO), **self.env},
         )
+        self.ready = False  # until /readyz answers: before then SIGUSR1 may still end the process
+        LIVE.add(self)
+
+    def stacks(self) -> str:
+        """Every thread's stack in the server now (``serve`` dumps them to stderr on SIGUSR1)."""
+        err = self.root / f"serve-{self.starts}.err"
+        if self.proc is None or self.proc.poll() is not None or not self.ready:
+            return "(not running, or not ready yet)"
+        before = err.stat().st_size
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline, size = time.monotonic() + 2, before
+        while time.monotonic() < deadline:  # written by the signal handler, in C: done once it stops growing
+            time.sleep(0.1)
+            if size > before and err.stat().st_size == size:
+                break
+            size = err.stat().st_size
+        return err.read_bytes()[before:].decode(errors="replace") or "(nothing written)"
 
     def start(self) -> None:
         self.spawn()
@@ -85,6 +106,7 @@ class Server:
                 time.sleep(0.1)
         else:
             raise RuntimeError("server did not become ready within 30 s")
+        self.ready = True
         if self.admin_token is None:
             self.admin_token = _printed_token((self.root / "serve-1.err").read_text())
 
@@ -93,6 +115,7 @@ class Server:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+        LIVE.discard(self)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -102,6 +125,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        LIVE.discard(self)
 
     def token(self, user: str, *, admin: bool = False, days: int = 30) -> str:
         """A fresh token for ``user`` through the CLI, on the live ledger file (like an admin would)."""
@@ -172,6 +196,17 @@ def wait_status(client: httpx.Client, job_id: str, statuses: set[str], timeout: 
             return body
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} not in {statuses} after {timeout} s: {body}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report ends with the threads of every server still running (a frozen one says
+    where it is stuck)."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call" and report.failed:
+        for server in list(LIVE):
+            report.sections.append((f"threads of the server at {server.url}", server.stacks()))
 
 
 @contextmanager

@@ -15,3 +15,14 @@ def test_submit_wait_returns_output_exit_code_and_results(server_factory):
         body = answer.json()
         assert (body["status"], body["stdout"], body["stderr"], body["exit_code"]) == ("completed", "x\n", "e\n", 0)
         assert body["results"] == "{}\n"
+
+
+def test_sigusr1_writes_every_threads_stack_and_the_server_goes_on(server_factory):
+    """`kill -USR1` makes a running server write each thread's stack to stderr; it keeps serving."""
+    server = server_factory()
+    stacks = server.stacks()
+    assert "most recent call first" in stacks
+    assert "ledger/writer.py" in stacks  # the writer thread, not only the one the signal interrupted
+    assert "uvicorn" in stacks
+    with server.client(server.admin_token) as client:
+        assert client.get("/livez").status_code == 200
