@@ -15,6 +15,7 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath
 from litestar.types import Guard
 
 from api.auth import Identity, optional, require
@@ -118,7 +119,7 @@ def provide_views(runtime: NamedDependency[Runtime]) -> Views:
     return runtime.ledger.views
 
 
-def provide_job(job_id: str, identity: NamedDependency[Identity], views: NamedDependency[Views]) -> JobState:
+def provide_job(job_id: FromPath[str], identity: NamedDependency[Identity], views: NamedDependency[Views]) -> JobState:
     """The job, after authentication. Another user's job is "not found": nobody learns that an id exists."""
     job = views.jobs.get(job_id)
     if job is None or not (identity.is_admin or job.user_id == identity.user_id):

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, get
+from litestar.di import NamedDependency
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import Parameter
@@ -76,7 +77,9 @@ class DashboardController(Controller):
         security=BEARER,
         responses=problems(400, 401, 403),
     )
-    async def dashboard(self, runtime: Runtime, identity: Identity, as_of: str | None = AS_OF) -> dict[str, Any]:
+    async def dashboard(
+        self, runtime: NamedDependency[Runtime], identity: NamedDependency[Identity], as_of: str | None = AS_OF
+    ) -> dict[str, Any]:
         views, now, plan = await views_at(runtime, as_of)
         document = dashboard_document(
             views,
@@ -103,7 +106,7 @@ class DashboardController(Controller):
     )
     async def active(
         self,
-        runtime: Runtime,
+        runtime: NamedDependency[Runtime],
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
@@ -122,7 +125,7 @@ class DashboardController(Controller):
     )
     async def users(
         self,
-        runtime: Runtime,
+        runtime: NamedDependency[Runtime],
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),

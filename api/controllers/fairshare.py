@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, get, post
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from api.accounts import account_view, accounts_document, competing_factors, queue_document
@@ -45,8 +46,8 @@ class FairShareController(Controller):
     )
     async def queue(
         self,
-        runtime: Runtime,
-        identity: Identity,
+        runtime: NamedDependency[Runtime],
+        identity: NamedDependency[Identity],
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
@@ -62,7 +63,7 @@ class FairShareController(Controller):
         security=BEARER,
         responses=problems(401, 403),
     )
-    async def accounts(self, runtime: Runtime) -> dict[str, Any]:
+    async def accounts(self, runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         return accounts_document(runtime.ledger.views, now_us())
 
     @post(
@@ -76,8 +77,8 @@ class FairShareController(Controller):
     )
     async def set_policy(
         self,
-        runtime: Runtime,
-        identity: Identity,
+        runtime: NamedDependency[Runtime],
+        identity: NamedDependency[Identity],
         user_id: str = Parameter(pattern=USER_ID_PATTERN, description="The user (1..128 characters, no spaces)"),
         # Text with a pattern, not float | None: Litestar would read "share=null" as no share given.
         share: str | None = Parameter(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
 from litestar.exceptions import ClientException
-from litestar.params import Parameter
+from litestar.params import FromPath, HeaderParameter, Parameter
 
 from api.auth import Identity, check_user_filter
 from api.context import authenticated, limited, sent_identity, token_if_sent
@@ -60,6 +61,17 @@ async def _part(form: Any, name: str) -> bytes | None:
     return str(value).encode()
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Resubmitting with the same key returns the first job instead of a new one",
+    ),
+]
+
+
 class JobController(Controller):
     path = "/api"
     tags = ["jobs"]
@@ -77,16 +89,10 @@ class JobController(Controller):
     async def submit_job(
         self,
         request: Request[Any, Any, Any],
-        runtime: Runtime,
-        address: str,
+        runtime: NamedDependency[Runtime],
+        address: NamedDependency[str],
         wait: bool = Parameter(default=True, description="Answer when the job has finished (or timed out)"),
-        idempotency_key: str | None = Parameter(
-            header="Idempotency-Key",
-            default=None,
-            min_length=1,
-            max_length=200,
-            description="Resubmitting with the same key returns the first job instead of a new one",
-        ),
+        idempotency_key: IdempotencyKey = None,
     ) -> SubmitAccepted | SubmitFinished | SubmitTimedOut:
         form = await _form(request, request.app.multipart_form_part_limit)
         accepted = await submit(
@@ -147,7 +153,13 @@ class JobController(Controller):
         security=BEARER,
         responses=problems(400, 401, 404, 429),
     )
-    async def status(self, runtime: Runtime, views: Views, job_id: str, job: JobState) -> JobStatus:
+    async def status(
+        self,
+        runtime: NamedDependency[Runtime],
+        views: NamedDependency[Views],
+        job_id: FromPath[str],
+        job: NamedDependency[JobState],
+    ) -> JobStatus:
         return job_status(job, views, await runtime.plans.including(job, views, runtime.ledger.head))
 
     @get(
@@ -158,7 +170,9 @@ class JobController(Controller):
         security=BEARER,
         responses=problems(400, 401, 404, 429),
     )
-    async def results(self, runtime: Runtime, job_id: str, job: JobState) -> JobResults:
+    async def results(
+        self, runtime: NamedDependency[Runtime], job_id: FromPath[str], job: NamedDependency[JobState]
+    ) -> JobResults:
         return job_results(job, runtime.blobs, runtime.settings.inline_output_bytes)
 
     @post(
@@ -170,7 +184,13 @@ class JobController(Controller):
         security=BEARER,
         responses=problems(400, 401, 404, 409, 429),
     )
-    async def cancel(self, runtime: Runtime, identity: Identity, job_id: str, job: JobState) -> CancelAnswer:
+    async def cancel(
+        self,
+        runtime: NamedDependency[Runtime],
+        identity: NamedDependency[Identity],
+        job_id: FromPath[str],
+        job: NamedDependency[JobState],
+    ) -> CancelAnswer:
         await runtime.ledger.write(commands.cancel_job(job_id, by=identity.user_id, actor=identity.token_id))
         # Answer once the cancel is true (the runner kills within its grace period), else say where it is.
         job = await wait_terminal(runtime, job_id, CANCEL_WAIT_S)
@@ -188,9 +208,9 @@ class JobController(Controller):
     )
     async def list_jobs(
         self,
-        runtime: Runtime,
-        views: Views,
-        identity: Identity,
+        runtime: NamedDependency[Runtime],
+        views: NamedDependency[Views],
+        identity: NamedDependency[Identity],
         user_id: str | None = Parameter(default=None, max_length=128, description="Admins: one user's jobs"),
         # Text checked here: typed as Status | None, Litestar would read "status=null" as no filter.
         status: str | None = Parameter(
@@ -213,7 +233,9 @@ class JobController(Controller):
         security=BEARER,
         responses=problems(400, 401, 404),
     )
-    async def job_events(self, runtime: Runtime, job_id: str, job: JobState) -> EventList:
+    async def job_events(
+        self, runtime: NamedDependency[Runtime], job_id: FromPath[str], job: NamedDependency[JobState]
+    ) -> EventList:
         return EventList(
             job_id=job_id,
             events=[

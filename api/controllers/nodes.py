@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, Parameter
 
 from api.auth import Identity
 from api.context import admin_only
@@ -29,7 +30,9 @@ class NodeController(Controller):
         security=BEARER_OR_ANONYMOUS,
         responses=problems(401),
     )
-    async def nodes(self, runtime: Runtime, views: Views, caller: Identity | None) -> NodeList:
+    async def nodes(
+        self, runtime: NamedDependency[Runtime], views: NamedDependency[Views], caller: NamedDependency[Identity | None]
+    ) -> NodeList:
         now = now_us()
         mode = runtime.settings.job_sandbox
         return NodeList(
@@ -53,7 +56,13 @@ class NodeController(Controller):
         security=BEARER,
         responses=problems(400, 401, 403, 404, 409),
     )
-    async def drain(self, runtime: Runtime, identity: Identity, node: str, reason: str = REASON) -> NodeInfo:
+    async def drain(
+        self,
+        runtime: NamedDependency[Runtime],
+        identity: NamedDependency[Identity],
+        node: FromPath[str],
+        reason: str = REASON,
+    ) -> NodeInfo:
         return await self._drain(runtime, identity, node, drain=True, reason=reason)
 
     @post(
@@ -64,5 +73,11 @@ class NodeController(Controller):
         security=BEARER,
         responses=problems(400, 401, 403, 404, 409),
     )
-    async def undrain(self, runtime: Runtime, identity: Identity, node: str, reason: str = REASON) -> NodeInfo:
+    async def undrain(
+        self,
+        runtime: NamedDependency[Runtime],
+        identity: NamedDependency[Identity],
+        node: FromPath[str],
+        reason: str = REASON,
+    ) -> NodeInfo:
         return await self._drain(runtime, identity, node, drain=False, reason=reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from api.auth import Identity
@@ -30,9 +31,9 @@ class QuotaController(Controller):
     )
     async def quota(
         self,
-        runtime: Runtime,
-        views: Views,
-        identity: Identity,
+        runtime: NamedDependency[Runtime],
+        views: NamedDependency[Views],
+        identity: NamedDependency[Identity],
         user_id: str | None = Parameter(
             default=None, min_length=1, max_length=128, description="Admins only: another user's quotas"
         ),

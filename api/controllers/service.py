@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
@@ -55,7 +56,7 @@ class ServiceController(Controller):
         summary="Ledger writable, projections caught up, executors started",
         responses={503: ResponseSpec(data_container=dict[str, Any], description="Not ready: the checks say why")},
     )
-    async def readyz(self, runtime: Runtime) -> Response[dict[str, Any]]:
+    async def readyz(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
         if not runtime.started:  # still loading the ledger (or its start failed): nothing to check yet
             checks = dict.fromkeys(("ledger_writable", "projections_caught_up", "executors_started"), False)
             status = "start failed" if runtime.failed else "starting"

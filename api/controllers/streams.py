@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Response, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from api.auth import Identity
@@ -70,14 +71,16 @@ MAX_OFFSET = 2**40  # 1 TiB: beyond any output limit, below every file system's 
 # A followed log's SSE id is (attempt - 1) * ATTEMPT_SPAN + the byte offset in that attempt's output: the
 # plain offset for a first attempt, as before retries, and a resume point that names its attempt after.
 ATTEMPT_SPAN = 2 * MAX_OFFSET
-MAX_LOG_ID = 2**59  # 18 digits, as LAST_EVENT_ID allows
+MAX_LOG_ID = 2**59  # 18 digits, as LastEventId allows
 MAX_POSITION = 2**62  # ledger positions are SQLite integers; a power of two is exact in the JSON document
-LAST_EVENT_ID = Parameter(
-    header="Last-Event-ID",
-    default=None,
-    pattern=r"^[0-9]{1,18}$",
-    description="Resume after this SSE id (sent by reconnecting EventSource clients)",
-)
+LastEventId = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Last-Event-ID",
+        pattern=r"^[0-9]{1,18}$",
+        description="Resume after this SSE id (sent by reconnecting EventSource clients)",
+    ),
+]
 
 
 def _log_id(attempt: int, offset: int) -> str:
@@ -118,14 +121,14 @@ class StreamController(Controller):
     )
     async def logs(
         self,
-        runtime: Runtime,
-        job_id: str,
-        job: JobState,
-        identity: Identity,
+        runtime: NamedDependency[Runtime],
+        job_id: FromPath[str],
+        job: NamedDependency[JobState],
+        identity: NamedDependency[Identity],
         stream: Literal["stdout", "stderr"] = Parameter(default="stdout", description="Which console stream"),
         offset: int = Parameter(default=0, ge=0, le=MAX_OFFSET, description="Start at this byte"),
         follow: bool = Parameter(default=False, description="Stream as Server-Sent Events until the job ends"),
-        last_event_id: str | None = LAST_EVENT_ID,
+        last_event_id: LastEventId = None,
     ) -> Response[bytes] | ServerSentEvent:
         if not follow:
             data = read_log(runtime, job, stream, offset, runtime.settings.max_output_bytes)
@@ -183,10 +186,10 @@ class StreamController(Controller):
     )
     async def events(
         self,
-        runtime: Runtime,
-        identity: Identity,
+        runtime: NamedDependency[Runtime],
+        identity: NamedDependency[Identity],
         after: int = Parameter(default=0, ge=0, le=MAX_POSITION, description="Start after this ledger position"),
-        last_event_id: str | None = LAST_EVENT_ID,
+        last_event_id: LastEventId = None,
     ) -> ServerSentEvent:
         position = _resume_point(last_event_id, after, MAX_POSITION)
 

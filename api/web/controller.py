@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from litestar import Controller, Response, Router, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.static_files import create_static_files_router
 
@@ -92,7 +93,7 @@ class DashboardData(Controller):
     guards = [token_guard]  # guards run before parameters are parsed: authentication comes first
 
     @get("/ledger", summary="Ledger head and time span (the slider's range)", sync_to_thread=False)
-    def ledger(self, runtime: Runtime, viewer: Identity | None) -> dict[str, Any]:
+    def ledger(self, runtime: NamedDependency[Runtime], viewer: NamedDependency[Identity | None]) -> dict[str, Any]:
         reader = runtime.ledger.reader
         head = runtime.ledger.head
         first = reader.execute("SELECT recorded_at FROM events WHERE position = 1").fetchone()
@@ -105,15 +106,27 @@ class DashboardData(Controller):
         }
 
     @get("/changes", summary="SSE of the ledger's head position (no event contents: anyone may follow it)")
-    async def changes(self, runtime: Runtime, viewer: Identity | None) -> ServerSentEvent:
+    async def changes(
+        self, runtime: NamedDependency[Runtime], viewer: NamedDependency[Identity | None]
+    ) -> ServerSentEvent:
         return ServerSentEvent(ledger_positions(runtime))
 
     @get("/nodes", summary="Nodes now (or as of): state, reason, current job, slots", sync_to_thread=False)
-    def nodes(self, moment: Moment, viewer: Identity | None, runtime: Runtime) -> dict[str, Any]:
+    def nodes(
+        self,
+        moment: NamedDependency[Moment],
+        viewer: NamedDependency[Identity | None],
+        runtime: NamedDependency[Runtime],
+    ) -> dict[str, Any]:
         return panels.nodes_panel(moment, viewer, runtime.slurm_info())
 
     @get("/queue", summary="Pending jobs in order with reasons and estimates; the per-node plan")
-    async def queue(self, moment: Moment, viewer: Identity | None, runtime: Runtime) -> dict[str, Any]:
+    async def queue(
+        self,
+        moment: NamedDependency[Moment],
+        viewer: NamedDependency[Identity | None],
+        runtime: NamedDependency[Runtime],
+    ) -> dict[str, Any]:
         # The page fetches this panel on each ledger change: a job queued by that change waits for the
         # next plan (as a status read does), or it would show no place and no factors until the next change.
         missing = next(
@@ -132,15 +145,15 @@ class DashboardData(Controller):
     )
     def jobs(
         self,
-        runtime: Runtime,
-        identity: Identity,
-        moment: Moment,
-        user: str | None = None,
-        status: Status | None = None,
-        competition: str | None = None,
-        node: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
+        runtime: NamedDependency[Runtime],
+        identity: NamedDependency[Identity],
+        moment: NamedDependency[Moment],
+        user: FromQuery[str | None] = None,
+        status: FromQuery[Status | None] = None,
+        competition: FromQuery[str | None] = None,
+        node: FromQuery[str | None] = None,
+        since: FromQuery[str | None] = None,
+        until: FromQuery[str | None] = None,
         before: int | None = Parameter(default=None, ge=1),
         limit: int = Parameter(default=25, ge=1, le=200),
     ) -> dict[str, Any]:
@@ -163,12 +176,14 @@ class DashboardData(Controller):
         return panels.jobs_panel(moment, candidates, flt, limit, total)
 
     @get("/lanes", summary="Per-node wait and run segments over a window", sync_to_thread=False)
-    def lanes(self, moment: Moment, viewer: Identity | None, window: int = Window) -> dict[str, Any]:
+    def lanes(
+        self, moment: NamedDependency[Moment], viewer: NamedDependency[Identity | None], window: int = Window
+    ) -> dict[str, Any]:
         return panels.lanes_panel(moment, viewer, window)
 
     @get("/utilisation", summary="Share of busy slots over a window", sync_to_thread=False)
     def utilisation(
-        self, moment: Moment, window: int = Window, buckets: int = Parameter(default=60, ge=2, le=500)
+        self, moment: NamedDependency[Moment], window: int = Window, buckets: int = Parameter(default=60, ge=2, le=500)
     ) -> dict[str, Any]:
         return panels.utilisation_panel(moment, window, buckets)
 
@@ -178,11 +193,13 @@ class DashboardData(Controller):
         guards=[signed_in_guard],
         sync_to_thread=False,
     )
-    def usage(self, moment: Moment, identity: Identity, window: int = Window) -> dict[str, Any]:
+    def usage(
+        self, moment: NamedDependency[Moment], identity: NamedDependency[Identity], window: int = Window
+    ) -> dict[str, Any]:
         return panels.usage_panel(moment, identity, window)
 
     @get("/users", summary="Every user id (the jobs filter's choices)", guards=[admin_guard], sync_to_thread=False)
-    def users(self, runtime: Runtime) -> dict[str, Any]:
+    def users(self, runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         return {"users": sorted(runtime.ledger.views.users.copy())}
 
 

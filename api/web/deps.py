@@ -13,6 +13,7 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromQuery
 
 from api.auth import Identity, optional, require_admin
 from api.errors import BadRequest, NotAuthenticated
@@ -81,7 +82,7 @@ def _past_views(request: Request[Any, Any, Any], runtime: Runtime) -> PastViews:
 
 
 async def provide_moment(
-    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], as_of: str | None = None
+    request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], as_of: FromQuery[str | None] = None
 ) -> Moment:
     """Live views, or those replayed up to ``as_of`` (a ledger position or an ISO time)."""
     live = runtime.ledger.views
