@@ -8,6 +8,7 @@ from typing import Any
 from api.auth import Identity
 from api.present import factors_of
 from ledger.clock import iso
+from ledger.jobs import JobState
 from ledger.shares import UserShare
 from projections.fairshare import factors_by_user, live_usage
 from projections.plan import Plan, pending_reason
@@ -22,10 +23,14 @@ def competing_factors(views: Views, now: int) -> dict[str, float]:
     return factors_by_user(queued, views.on_nodes(), views.shares, now, views.half_life_s)
 
 
-def account_view(views: Views, user_id: str, now: int, factors: dict[str, float]) -> dict[str, Any]:
-    """A user's policy, decayed usage now (running jobs' use so far included) and current factor."""
+def account_view(
+    views: Views, user_id: str, now: int, factors: dict[str, float], running: list[JobState] | None = None
+) -> dict[str, Any]:
+    """A user's policy, decayed usage now (running jobs' use so far included) and current factor.
+    ``running``: the user's jobs on nodes, when the caller has them (else they are looked up)."""
     account = views.shares.get(user_id) or UserShare(user_id=user_id)
-    running = [j for j in views.on_nodes() if j.user_id == user_id]
+    if running is None:
+        running = [j for j in views.on_nodes() if j.user_id == user_id]
     usage = live_usage(account, running, now, views.half_life_s)
     return {
         "user_id": user_id,
@@ -48,9 +53,12 @@ def accounts_document(
     with the ``factors`` a plan holds (the dashboard: bounded, and no walk of the queue per request)."""
     factors = competing_factors(views, now) if factors is None else factors
     picked = sorted(set(views.users) | set(views.shares)) if users is None else list(users)
+    running: dict[str, list[JobState]] = {}
+    for job in views.on_nodes():  # once, not once per user
+        running.setdefault(job.user_id, []).append(job)
     return {
         "half_life_s": views.half_life_s,
-        "users": {u: account_view(views, u, now, factors) for u in picked},
+        "users": {u: account_view(views, u, now, factors, running.get(u, [])) for u in picked},
     }
 
 

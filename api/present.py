@@ -29,6 +29,7 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
     node = job.node or (entry.node if entry else None)
     external = plan.external.get(job.job_id) if job.status == "pending" else None
     start_at = external.start_at if external is not None else (entry.start_at if entry else None)
+    queued = entry if job.phase == "queued" else None
     return JobStatus(
         job_id=job.job_id,
         user_id=job.user_id,
@@ -64,7 +65,11 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
             )
             for past in job.history
         ],
-        **factors_of(entry if job.phase == "queued" else None),  # type: ignore[arg-type]
+        # factors_of, written out: no dict to unpack per job (a dashboard renders a hundred)
+        score=round(queued.score, 6) if queued is not None else None,
+        fairshare=round(queued.fairshare, 6) if queued is not None else None,
+        age=round(queued.age, 6) if queued is not None else None,
+        priority=queued.priority if queued is not None else None,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -17,8 +18,14 @@ def iso(us: int | None) -> str | None:
     """ISO-8601 UTC with microseconds (``2026-01-02T03:04:05.123456Z``), or None."""
     if us is None:
         return None
-    # isoformat of a naive UTC datetime: the same text as strftime, at a third of the cost (dashboards
-    # render thousands of instants)
+    return _iso(us)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _iso(us: int) -> str:
+    # isoformat of a naive UTC datetime: the same text as strftime, at a third of the cost. Remembered:
+    # a dashboard renders the same instants (submits, starts) request after request, 11 % of a
+    # 25 k-pending document before
     return (_EPOCH_NAIVE + timedelta(microseconds=us)).isoformat(timespec="microseconds") + "Z"
 
 
