@@ -76,6 +76,7 @@ class Plan:
     any_node_usable: bool = False
     external: Mapping[str, ExternalStatus] = field(default_factory=dict)
     factors: dict[str, float] = field(default_factory=dict)  # fair-share factor of each competing user
+    made_at: int = 0  # the instant it planned for (``make_plan``'s ``now``)
 
 
 def _job_end(job: JobState, now: int) -> int:
@@ -109,7 +110,7 @@ def capped(views: Views, ranked: list[Ranked]) -> dict[str, str]:
 
 def make_plan(views: Views, now: int, weights: Weights | None = None) -> Plan:
     """Queued jobs in dispatch order take the node where their ``gpus`` slots free first."""
-    plan = Plan()
+    plan = Plan(made_at=now)
     free_times: dict[str, list[int]] = {}  # usable node -> its slots' free times, sorted
     for node in list(views.nodes.values()):
         # Copies first: the writer thread folds while a plan runs in its worker thread.
@@ -210,6 +211,24 @@ class PlanCache:
             # 25 k pending measured about 0.1 x /livez lower)
             await asyncio.sleep(max(self.min_interval_s, PLAN_REST * took))
             await ledger.wait_beyond(position, timeout=max(0.0, self.max_age_s - self.min_interval_s))
+
+
+def pending_in_order(views: Views, plan: Plan, limit: int) -> list[JobState]:
+    """The first ``limit`` pending jobs in the queue's order: those the plan does not hold (scanning,
+    to be queued, queued since it was made), by submit; then the plan's, in its order. Costs the page,
+    the few jobs outside the queue and the changes since the plan, never a walk of the queue."""
+    jobs = views.jobs
+    since = [j for j in views.queued_since(plan.jobs, plan.made_at) if j not in plan.jobs]
+    outside = [j for j in list(views.unqueued) if j not in plan.jobs] + since
+    page = sorted((job for job in map(jobs.get, outside) if job is not None), key=lambda job: job.position)[:limit]
+    if len(page) < limit:
+        for job_id in plan.jobs:  # in the plan's order (it is built in that order and never changed)
+            job = jobs.get(job_id)
+            if job is not None and job.status == "pending":  # not started or ended since the plan
+                page.append(job)
+                if len(page) == limit:
+                    break
+    return page
 
 
 def pending_reason(job: JobState, plan: Plan, views: Views) -> str | None:

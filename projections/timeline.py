@@ -2,7 +2,7 @@
 
 Pure functions of the views and an instant. They read the jobs finished inside the window (the
 ``finished`` index is in completion order, so a window is a bisect, not a scan of all jobs) and
-the active jobs (bounded by the queue).
+the jobs on nodes (bounded by the slots); the lanes also draw the head of the queue.
 """
 
 from __future__ import annotations
@@ -44,13 +44,15 @@ class Usage:
 
 
 def window_jobs(views: Views, since: int, *, limit: int | None = MAX_WINDOW_JOBS) -> tuple[list[JobState], bool]:
-    """Jobs finished at or after ``since`` (newest ``limit`` of them) plus every active job; and
-    whether the window held more finished jobs than ``limit``."""
+    """Jobs finished at or after ``since`` (newest ``limit`` of them) plus every job on a node (bounded
+    by the slots); and whether the window held more finished jobs than ``limit``. Jobs still waiting
+    for a node are not in it (they ran nowhere yet, and a long queue would be most of the answer):
+    the lanes add the head of the queue (``projections.plan.pending_in_order``)."""
     finished = views.finished_since(since)
     cut = limit is not None and len(finished) > limit
     if cut and limit is not None:
         finished = finished[-limit:]
-    return [*finished, *views.active_jobs()], cut
+    return [*finished, *views.on_nodes()], cut
 
 
 def _segments_of(job: JobState, plan: Plan, now: int) -> list[Segment]:
@@ -96,7 +98,7 @@ def utilisation(views: Views, segments: list[Segment], since: int, now: int, buc
 
 
 def usage(views: Views, since: int, now: int) -> list[Usage]:
-    """Per user over [since, now]: jobs ended or running, GPU time (run time x the job's GPUs), outcomes."""
+    """Per user over [since, now]: jobs ended or on a node, GPU time (run time x the job's GPUs), outcomes."""
     table: dict[str, Usage] = {}
     for job in window_jobs(views, since, limit=None)[0]:
         row = table.get(job.user_id)

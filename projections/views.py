@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 import msgspec
 
@@ -77,6 +77,8 @@ class Views:
         self.node_jobs: dict[str, list[str]] = {}  # jobs dispatched to a node and not yet ended
         self.queued: dict[str, None] = {}  # insertion-ordered set of queued job ids
         self.active: dict[str, None] = {}  # every job not yet terminal, in submit order
+        # pending jobs outside the queue (scanning, to be queued, dispatched but not started): a few
+        self.unqueued: dict[str, None] = {}
         self.stream_versions: dict[str, int] = {}  # streams in memory; a finished job's is its row's version
         self.minutes: dict[int, Minute] = {}  # finished-job tallies by minute of completed_at
         self.hours: dict[int, Minute] = {}  # the same by hour: a day's sum reads 24 of these, not 1,440 minutes
@@ -174,6 +176,10 @@ class Views:
             self.queued[job_id] = None
         elif before is not None and before.phase == "queued":
             self.queued.pop(job_id, None)
+        if after.status == "pending" and after.phase != "queued":
+            self.unqueued[job_id] = None
+        else:
+            self.unqueued.pop(job_id, None)
         was_on = before.node if before is not None and before.phase in ON_NODE else None
         now_on = after.node if after.phase in ON_NODE else None
         if was_on != now_on:
@@ -337,6 +343,21 @@ class Views:
         # the dict mid-walk, and nothing is copied but the page
         ids = list(itertools.islice(self.active, offset, offset + limit))
         return len(self.active), [self.jobs[job_id] for job_id in ids]
+
+    def queued_since(self, known: Container[str], since_us: int) -> list[str]:
+        """What was queued since a plan of the ``known`` jobs made at ``since_us``: the queued ids from
+        the newest back to the first that is known and was queued before (everything before it was
+        folded before it, so known too), newest first."""
+        jobs = self.jobs
+
+        def since(job_id: str) -> bool:
+            return job_id not in known or (jobs[job_id].queued_at or 0) >= since_us
+
+        while True:
+            try:
+                return list(itertools.takewhile(since, reversed(self.queued)))
+            except RuntimeError:  # the writer thread changed the set mid-walk: walk again
+                continue
 
     def ranked_users(self, offset: int, limit: int) -> tuple[int, list[UserStats]]:
         """The users' count and ``limit`` of them from ``offset``: those with active jobs first, then the

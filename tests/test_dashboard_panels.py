@@ -12,6 +12,8 @@ from ledger.events import (
     JobDispatched,
     JobFinished,
     JobQueued,
+    JobRequeued,
+    JobRetried,
     JobStarted,
     JobSubmitted,
     NodeRegistered,
@@ -19,7 +21,7 @@ from ledger.events import (
 from projections import job_search, timeline
 from projections.job_search import JobFilter
 from projections.live import open_store
-from projections.plan import make_plan
+from projections.plan import Plan, make_plan, pending_in_order
 from projections.views import Views
 
 S = 1_000_000
@@ -68,7 +70,9 @@ def test_a_queued_job_waits_on_its_planned_node() -> None:
     """A job not dispatched yet shows as a planned wait on the node the plan gives it."""
     views = views_of((0, NodeRegistered(name="n", host="h")), (5, submitted("q")), (5, JobQueued(job_id="q")))
     now = T0 + 9 * S
-    segments = timeline.lanes(*timeline.window_jobs(views, T0)[:1], make_plan(views, now), T0, now)
+    plan = make_plan(views, now)
+    assert timeline.window_jobs(views, T0)[0] == []  # it ran nowhere yet: the lanes add the queue's head
+    segments = timeline.lanes(pending_in_order(views, plan, 10), plan, T0, now)
     assert [(s.node, s.kind, s.planned) for s in segments] == [("n", "wait", True)]
 
 
@@ -136,3 +140,55 @@ def test_a_two_gpu_job_counts_twice_in_utilisation_and_gpu_time() -> None:
     segments = timeline.lanes(timeline.window_jobs(views, T0)[0], make_plan(views, now), T0, now)
     assert timeline.utilisation(views, segments, T0, now, buckets=2) == [100.0, 100.0]
     assert timeline.usage(views, T0, now)[0].gpu_us // S == 200
+
+
+class Log:
+    """Events applied one after another, a second apart, to one set of views."""
+
+    def __init__(self) -> None:
+        self.views, self.versions, self.at = Views(), dict[str, int](), 0
+
+    def __call__(self, *events: AnyEvent) -> None:
+        for event in events:
+            self.at += 1
+            stream = f"node-{event.name}" if isinstance(event, NodeRegistered) else f"job-{event.job_id}"
+            self.versions[stream] = self.versions.get(stream, 0) + 1
+            self.views.apply_event(event, self.at, stream, self.versions[stream], T0 + self.at * S)
+
+
+def every_pending_in_order(views: Views, plan: Plan) -> list[str]:
+    """The order the queue panel had when it sorted every pending job: those the plan does not hold
+    first, by submit; then the plan's positions."""
+    pending = [j for j in views.active_jobs() if j.status == "pending"]
+    pending.sort(key=lambda j: (plan.jobs[j.job_id].position if j.job_id in plan.jobs else -1, j.position))
+    return [j.job_id for j in pending]
+
+
+def test_a_page_of_pending_jobs_is_the_head_of_them_all_in_order() -> None:
+    """The bounded page (the first ``limit`` pending jobs) is what sorting every pending job gave, also
+    after changes since the plan: new submits, queued jobs, a dispatch, a start, a retry, a job of the plan
+    queued again (now the newest queued), a cancel."""
+    log = Log()
+    log(NodeRegistered(name="n", host="h", slots=2))
+    for i in range(30):
+        log(submitted(f"q{i:02}", user=f"u{i % 4}"), JobQueued(job_id=f"q{i:02}", priority=i % 3))
+    log(submitted("scanning"))  # not queued yet
+    log(JobDispatched(job_id="q00", node="n"), JobDispatched(job_id="q01", node="n"))
+    log(JobStarted(job_id="q01", node="n"))
+    plan = make_plan(log.views, T0 + log.at * S)
+    log(submitted("late"), JobQueued(job_id="late"))  # queued since the plan
+    log(JobDispatched(job_id="q05", node="n"))  # dispatched since: still pending, in the plan
+    log(JobDispatched(job_id="q06", node="n"), JobRequeued(job_id="q06", attempt=1, reason="node lost"))  # queued last
+    log(JobStarted(job_id="q00", node="n"))  # started since: no longer pending
+    log(JobRetried(job_id="q01", attempt=1, reason="node lost"))  # back in the queue since the plan
+    log(JobFinished(job_id="q07", status="cancelled", reason="cancelled"))
+    log(submitted("new"))
+    everything = every_pending_in_order(log.views, plan)
+    views = log.views
+    outside = {j.job_id for j in views.active_jobs() if j.status == "pending" and j.phase != "queued"}
+    assert set(views.unqueued) == outside
+    assert [entry.position for entry in plan.jobs.values()] == list(range(len(plan.jobs)))  # GET /api/queue pages so
+    assert {"late", "new", "scanning", "q01"} <= set(everything)
+    assert "q00" not in everything
+    for limit in (1, 2, 3, 5, 10, 29, 40):
+        assert [j.job_id for j in pending_in_order(log.views, plan, limit)] == everything[:limit]

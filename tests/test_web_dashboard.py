@@ -18,6 +18,7 @@ from tests.server import OPEN_LIMITS, Server, config_yaml, running, submit, wait
 SLEEP = "import time\ntime.sleep({})\n"
 TALK = "import time\nprint('first line', flush=True)\ntime.sleep({})\nprint('second line', flush=True)\n"
 WAIT_MS = 20_000
+QUEUE_ROWS = 3  # the queue panel's rows (DASHBOARD_ACTIVE_JOBS): the test below queues more
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         rate_limit_per_minute=100,
         max_active_jobs_per_user=100,
         endpoint_limits=OPEN_LIMITS,
+        dashboard_active_jobs=QUEUE_ROWS,
     ) as srv:
         yield srv
 
@@ -98,6 +100,28 @@ def test_admin_sees_a_job_go_pending_running_completed_live(server: Server, admi
     page.locator('tr[data-node="local"] .badge', has_text="busy").wait_for()
     cell.filter(has_text="completed").wait_for()
     assert page.evaluate("window.__same_page") is True
+
+
+def test_a_long_queue_shows_its_head_and_says_how_long_it_is(server: Server, admin: httpx.Client, page: Any) -> None:
+    """The queue panel lists the first DASHBOARD_ACTIVE_JOBS pending jobs in order and says how many
+    are pending; the rest is GET /api/queue's, page by page."""
+    idle(admin)
+    blocker = run_job(admin, "admin", SLEEP.format(5))
+    wait_status(admin, blocker, {"running"})
+    queued = [run_job(admin, "admin", SLEEP.format(0)) for _ in range(QUEUE_ROWS + 2)]
+    panel = admin.get("/dashboard/data/queue").json()
+    assert [row["job_id"] for row in panel["queue"]] == queued[:QUEUE_ROWS]
+    assert panel["pending_total"] == QUEUE_ROWS + 2
+    sign_in(page, server.url, server.admin_token or "")
+    page.locator("#panel-queue p.more", has_text=f"The first {QUEUE_ROWS} of {QUEUE_ROWS + 2} pending jobs").wait_for()
+    assert page.locator("#panel-queue tbody tr").count() == QUEUE_ROWS
+    lanes = admin.get("/dashboard/data/lanes").json()
+    assert (lanes["pending_drawn"], lanes["pending_total"]) == (QUEUE_ROWS, QUEUE_ROWS + 2)
+    planned = {s["job_id"] for s in lanes["segments"] if s["planned"]}
+    assert planned == set(queued[:QUEUE_ROWS])  # the head of the queue: its planned waits
+    page.locator("#panel-lanes p.more", has_text=f"first {QUEUE_ROWS} of {QUEUE_ROWS + 2} pending jobs").wait_for()
+    admin.post(f"/api/cancel/{blocker}")
+    idle(admin)
 
 
 def test_job_page_follows_the_log_live(server: Server, admin: httpx.Client, page: Any) -> None:

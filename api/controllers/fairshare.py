@@ -64,7 +64,9 @@ class FairShareController(Controller):
         responses=problems(401, 403),
     )
     async def accounts(self, runtime: NamedDependency[Runtime]) -> dict[str, Any]:
-        return accounts_document(runtime.ledger.views, now_us())
+        views, now = runtime.ledger.views, now_us()
+        # the factors of the current plan (made off the loop), not a walk of the whole queue per request
+        return accounts_document(views, now, factors=runtime.plans.get(views, now).factors)
 
     @post(
         "/admin/users/{user_id:str}/policy",

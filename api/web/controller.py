@@ -129,13 +129,12 @@ class DashboardData(Controller):
     ) -> dict[str, Any]:
         # The page fetches this panel on each ledger change: a job queued by that change waits for the
         # next plan (as a status read does), or it would show no place and no factors until the next change.
-        missing = next(
-            (j for j in moment.views.active_jobs() if j.phase == "queued" and j.job_id not in moment.plan.jobs), None
-        )
+        views, plan = moment.views, moment.plan
+        missing = next((j for j in views.queued_since(plan.jobs, plan.made_at) if j not in plan.jobs), None)
         if moment.live and missing is not None:
-            plan = await runtime.plans.including(missing, moment.views, runtime.ledger.head)
+            plan = await runtime.plans.including(views.jobs[missing], views, runtime.ledger.head)
             moment = dataclasses.replace(moment, plan=plan)
-        return panels.queue_panel(moment, viewer)
+        return panels.queue_panel(moment, viewer, runtime.settings.dashboard_active_jobs)
 
     @get(
         "/jobs",
@@ -177,9 +176,13 @@ class DashboardData(Controller):
 
     @get("/lanes", summary="Per-node wait and run segments over a window", sync_to_thread=False)
     def lanes(
-        self, moment: NamedDependency[Moment], viewer: NamedDependency[Identity | None], window: int = Window
+        self,
+        moment: NamedDependency[Moment],
+        viewer: NamedDependency[Identity | None],
+        runtime: NamedDependency[Runtime],
+        window: int = Window,
     ) -> dict[str, Any]:
-        return panels.lanes_panel(moment, viewer, window)
+        return panels.lanes_panel(moment, viewer, window, runtime.settings.dashboard_active_jobs)
 
     @get("/utilisation", summary="Share of busy slots over a window", sync_to_thread=False)
     def utilisation(

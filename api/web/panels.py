@@ -17,7 +17,7 @@ from ledger.clock import iso
 from ledger.jobs import JobState
 from projections import timeline
 from projections.job_search import JobFilter, pick
-from projections.plan import pending_reason
+from projections.plan import pending_in_order, pending_reason
 
 US = 1_000_000
 
@@ -40,12 +40,12 @@ def nodes_panel(moment: Moment, who: Identity | None, slurm: dict[str, Any] | No
     return {**header(moment), "nodes": rows, "slurm": slurm if moment.live else None}
 
 
-def queue_panel(moment: Moment, who: Identity | None) -> dict[str, Any]:
+def queue_panel(moment: Moment, who: Identity | None, limit: int) -> dict[str, Any]:
+    """The first ``limit`` pending jobs in the queue's order (the rest: ``GET /api/queue`` by page) and
+    how many are pending."""
     views, plan = moment.views, moment.plan
-    pending = [j for j in views.active_jobs() if j.status == "pending"]
-    pending.sort(key=lambda j: (plan.jobs[j.job_id].position if j.job_id in plan.jobs else -1, j.position))
     rows = []
-    for job in pending:
+    for job in pending_in_order(views, plan, limit):
         entry = plan.jobs.get(job.job_id)
         rows.append(
             {
@@ -64,7 +64,7 @@ def queue_panel(moment: Moment, who: Identity | None) -> dict[str, Any]:
         {"node": name, "queue_length": p.queue_length, "wait_s": p.wait_s, "free_at": iso(p.free_at)}
         for name, p in plan.nodes.items()
     ]
-    return {**header(moment), "queue": rows, "plan": nodes}
+    return {**header(moment), "queue": rows, "pending_total": views.job_counts.pending, "plan": nodes}
 
 
 def jobs_panel(
@@ -81,15 +81,19 @@ def jobs_panel(
     }
 
 
-def lanes_panel(moment: Moment, who: Identity | None, window_s: int) -> dict[str, Any]:
+def lanes_panel(moment: Moment, who: Identity | None, window_s: int, queued: int) -> dict[str, Any]:
+    """``queued``: how many pending jobs from the head of the queue draw their planned waits."""
     since = moment.now - window_s * US
     jobs, cut = timeline.window_jobs(moment.views, since)
-    segments = timeline.lanes(jobs, moment.plan, since, moment.now)
+    head = pending_in_order(moment.views, moment.plan, queued)
+    segments = timeline.lanes([*jobs, *head], moment.plan, since, moment.now)
     return {
         **header(moment),
         "since": iso(since),
         "nodes": [{"name": n.name, "slots": n.slots} for n in list(moment.views.nodes.values())],
         "truncated": cut,
+        "pending_drawn": len(head),
+        "pending_total": moment.views.job_counts.pending,
         "segments": [
             {
                 **_job_ref(s.job, who),

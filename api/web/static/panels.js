@@ -56,8 +56,12 @@ export function renderQueue(box, doc) {
     el("td", {}, q.node ?? ""), el("td", { class: "nowrap" }, clock(q.estimated_start_at)), el("td", {}, seconds(q.waiting_s))));
   const plan = el("p", { class: "muted plan" }, "Plan: ",
     doc.plan.map((p) => `${p.node} ${p.queue_length} queued, free in ${seconds(p.wait_s)}`).join(" · ") || "no nodes");
+  // The panel holds the head of the queue; a long queue is read page by page from GET /api/queue.
+  const more = doc.pending_total > doc.queue.length
+    ? el("p", { class: "muted more" }, `The first ${doc.queue.length} of ${doc.pending_total} pending jobs; every one, page by page: GET /api/queue.`)
+    : null;
   replace(box, doc.queue.length ? table(["#", "job", "user", "competition", "reason", "why this place", "node", "starts", "waiting"], rows)
-    : el("p", { class: "muted" }, "The queue is empty."), plan);
+    : el("p", { class: "muted" }, "The queue is empty."), more, plan);
 }
 
 export function renderJobs(box, doc) {
@@ -108,7 +112,9 @@ export function renderLanes(box, doc, onPick) {
   const legend = el("p", { class: "legend muted" }, [["wait", "waiting"], ["wait planned", "planned"], ["run", "running"],
     ["run completed", "completed"], ["run failed", "failed"], ["run cancelled", "cancelled"]]
     .map(([kind, label]) => el("span", {}, el("i", { class: `swatch ${kind}` }), label)));
-  replace(box, svg, legend, doc.truncated ? el("p", { class: "muted" }, "Showing the newest jobs of the window.") : null);
+  const queue = doc.pending_total > doc.pending_drawn
+    ? el("p", { class: "muted more" }, `Planned waits of the first ${doc.pending_drawn} of ${doc.pending_total} pending jobs.`) : null;
+  replace(box, svg, legend, doc.truncated ? el("p", { class: "muted" }, "Showing the newest jobs of the window.") : null, queue);
 }
 
 let chart = null;
