@@ -120,6 +120,7 @@ def history_rows(size: int, scratch: Path, reps: int, startup: bool, jobs_ratios
             line("/livez p99 while as-of requests run", ms(during), during / alone, "<= alone + 10 ms",
                  during - alone <= 0.010)  # fmt: skip
             dashboard_rows(client, livez, reps * 4, "")
+            web_panel_rows(client, livez, reps * 2)
             # The same status read as the queue rows', with nothing queued: what reading a job costs by itself.
             some_job = client.get("/api/jobs", params={"limit": 1}).json()["jobs"][0]["job_id"]
             status = timings(lambda: client.get(f"/api/status/{some_job}"), reps * 40)
@@ -141,6 +142,25 @@ def dashboard_rows(client: httpx.Client, livez: float, reps: int, label: str) ->
     size_kb, active = len(body.content) / 1024, body.json()["active_jobs_total"]
     line(f"live /api/dashboard p50 ({active} active{label})", ms(dash), dash / livez, "<= 5 x livez", dash <= 5 * livez)
     line("live /api/dashboard size", f"{size_kb:.1f} KB", None, "<= 100 KB", size_kb <= 100)
+
+
+WEB_PANELS = ("queue", "lanes", "utilisation", "usage", "jobs", "nodes")
+
+
+def web_panel_rows(client: httpx.Client, livez: float, reps: int) -> None:
+    """The web dashboard's panels (the page fetches each on every ledger change), held to the live
+    dashboard's goal: the slowest of them, and the largest."""
+    times, sizes = {}, {}
+    for panel in WEB_PANELS:
+        path = f"/dashboard/data/{panel}"
+        times[panel] = statistics.median(timings(lambda: client.get(path), reps))  # noqa: B023 - called at once
+        sizes[panel] = len(client.get(path).content) / 1024
+    slowest, largest = max(times, key=times.__getitem__), max(sizes, key=sizes.__getitem__)
+    print(f"  (web panels p50: {', '.join(f'{name} {ms(t)}' for name, t in times.items())})")
+    line(f"web dashboard panels: slowest p50 ({slowest})", ms(times[slowest]), times[slowest] / livez, "<= 5 x livez",
+         times[slowest] <= 5 * livez)  # fmt: skip
+    line(f"web dashboard panels: largest ({largest})", f"{sizes[largest]:.1f} KB", None, "<= 100 KB",
+         sizes[largest] <= 100)  # fmt: skip
 
 
 def _keep_asking(url: str, token: str, as_of: str, stop: Any) -> None:
@@ -219,6 +239,7 @@ def queue_rows(pending: int, scratch: Path, reps: int) -> None:
             base = statistics.median(livez)
             line("/livez p50 (the baseline)", ms(base))
             dashboard_rows(client, base, reps * 4, f", {pending} pending")
+            web_panel_rows(client, base, reps * 2)
             job_id = client.get("/api/jobs", params={"limit": 1}).json()["jobs"][0]["job_id"]
             # Rounds of a quiet /livez baseline right before a few seconds of status reads (several of
             # the background plan's passes and of the submits fall in each): the median round's ratio.

@@ -99,6 +99,17 @@ def page_ids(conn: apsw.Connection, flt: JobFilter, limit: int) -> list[str]:
     return [*(r[0] for r in tail), *(r[0] for r in rows)]
 
 
+def counted(views: Views, flt: JobFilter) -> int | None:
+    """The exact count from the fold's tallies when the filter is a user, a status or both (or none);
+    None for the filters only the table can count."""
+    if (flt.competition_id, flt.node, flt.since_us, flt.until_us) != (None, None, None, None):
+        return None
+    tally = views.job_counts if flt.user_id is None else views.users.get(flt.user_id)
+    if tally is None:
+        return 0
+    return int(tally.total if flt.status is None else getattr(tally, flt.status, 0))
+
+
 def count(conn: apsw.Connection, flt: JobFilter) -> int:
     """Matching jobs in the table, counted up to ``COUNT_CAP`` (the cursor is ignored)."""
     where, values = _where(conn, msgspec.structs.replace(flt, before=None))

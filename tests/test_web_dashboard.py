@@ -248,6 +248,18 @@ def test_jobs_filters_and_bad_filters(server: Server, admin: httpx.Client, alice
     assert (
         admin.get("/dashboard/data/jobs", params={"competition": "filter-me", "status": "failed"}).json()["jobs"] == []
     )
+    every = admin.get("/api/jobs", params={"limit": 1000}).json()["jobs"]
+    for params, kept in (
+        ({}, every),
+        ({"user": "alice"}, [j for j in every if j["user_id"] == "alice"]),
+        ({"status": "completed"}, [j for j in every if j["status"] == "completed"]),
+        (
+            {"user": "alice", "status": "completed"},
+            [j for j in every if (j["user_id"], j["status"]) == ("alice", "completed")],
+        ),
+        ({"user": "nobody"}, []),
+    ):  # the fold's counts (no count of rows) agree with the jobs themselves
+        assert admin.get("/dashboard/data/jobs", params=params).json()["total"] == len(kept), params
     bad = admin.get("/dashboard/data/jobs", params={"since": "yesterday"})
     assert bad.status_code == 400
     assert "since" in bad.json()["detail"]

@@ -166,10 +166,13 @@ class DashboardData(Controller):
             before=before,
         )
         candidates: list[JobState | None]
+        total: int | None
         if moment.live:
             reader, jobs = runtime.ledger.reader, moment.views.jobs
             candidates = [jobs.get(i) for i in job_search.page_ids(reader, flt, 2 * limit + 10)]
-            total: int | None = job_search.count(reader, flt)
+            total = job_search.counted(moment.views, flt)  # kept by the fold: no count of rows
+            if total is None:
+                total = job_search.count(reader, flt)
         else:  # past views: finished jobs from the table's indexes (as of the point), the rest in memory
             candidates, total = job_search.as_of_page(moment.views, flt, 2 * limit + 10)
         return panels.jobs_panel(moment, candidates, flt, limit, total)
