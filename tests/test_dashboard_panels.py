@@ -6,6 +6,9 @@ from pathlib import Path
 
 import msgspec
 
+from api.auth import Identity
+from api.web import panels
+from api.web.deps import Moment
 from ledger.events import (
     AnyEvent,
     Blob,
@@ -74,6 +77,24 @@ def test_a_queued_job_waits_on_its_planned_node() -> None:
     assert timeline.window_jobs(views, T0)[0] == []  # it ran nowhere yet: the lanes add the queue's head
     segments = timeline.lanes(pending_in_order(views, plan, 10), plan, T0, now)
     assert [(s.node, s.kind, s.planned) for s in segments] == [("n", "wait", True)]
+
+
+def test_the_lanes_draw_a_dispatched_job_once_and_the_head_of_the_queue() -> None:
+    """A dispatched job (pending, on its node) is one wait on that node; of the queued jobs only the
+    first ``queued`` draw their planned waits, and the answer says how many are pending."""
+    views = views_of(
+        (0, NodeRegistered(name="n", host="h")),
+        *[(1, event) for i in range(4) for event in (submitted(f"q{i}"), JobQueued(job_id=f"q{i}"))],
+        (2, JobDispatched(job_id="q0", node="n")),
+    )
+    now = T0 + 9 * S
+    moment = Moment(views=views, now=now, plan=make_plan(views, now), live=True)
+    doc = panels.lanes_panel(moment, Identity(token_id="t", user_id="admin", is_admin=True), 3600, 2)
+    assert [(s["job_id"], s["kind"], s["planned"]) for s in doc["segments"]] == [
+        ("q0", "wait", False),
+        ("q1", "wait", True),
+    ]
+    assert (doc["pending_drawn"], doc["pending_total"]) == (2, 4)
 
 
 def test_utilisation_is_the_busy_share_of_slots_per_bucket() -> None:

@@ -86,7 +86,8 @@ def lanes_panel(moment: Moment, who: Identity | None, window_s: int, queued: int
     since = moment.now - window_s * US
     jobs, cut = timeline.window_jobs(moment.views, since)
     head = pending_in_order(moment.views, moment.plan, queued)
-    segments = timeline.lanes([*jobs, *head], moment.plan, since, moment.now)
+    drawn = {job.job_id for job in jobs}  # a dispatched job is pending and on its node: drawn once
+    segments = timeline.lanes([*jobs, *(j for j in head if j.job_id not in drawn)], moment.plan, since, moment.now)
     return {
         **header(moment),
         "since": iso(since),
