@@ -99,7 +99,9 @@ def started(server: Server) -> tuple[float, float]:
     return live, ready
 
 
-def history_rows(size: int, scratch: Path, reps: int, startup: bool, jobs_ratios: dict[int, float]) -> None:
+def history_rows(
+    size: int, scratch: Path, reps: int, startup: bool, jobs_ratios: dict[int, float], panel_ratios: dict[int, float]
+) -> None:
     source = built.history_ledger(size)
     print(f"history ledger, {size} events", flush=True)
     server = serve(source, scratch / f"h{size}")
@@ -120,7 +122,7 @@ def history_rows(size: int, scratch: Path, reps: int, startup: bool, jobs_ratios
             line("/livez p99 while as-of requests run", ms(during), during / alone, "<= alone + 10 ms",
                  during - alone <= 0.010)  # fmt: skip
             dashboard_rows(client, livez, reps * 4, "")
-            web_panel_rows(client, livez, reps * 2)
+            panel_ratios[size] = web_panel_rows(client, livez, reps * 2, goal=False)
             # The same status read as the queue rows', with nothing queued: what reading a job costs by itself.
             some_job = client.get("/api/jobs", params={"limit": 1}).json()["jobs"][0]["job_id"]
             status = timings(lambda: client.get(f"/api/status/{some_job}"), reps * 40)
@@ -147,9 +149,11 @@ def dashboard_rows(client: httpx.Client, livez: float, reps: int, label: str) ->
 WEB_PANELS = ("queue", "lanes", "utilisation", "usage", "jobs", "nodes")
 
 
-def web_panel_rows(client: httpx.Client, livez: float, reps: int) -> None:
-    """The web dashboard's panels (the page fetches each on every ledger change), held to the live
-    dashboard's goal: the slowest of them, and the largest."""
+def web_panel_rows(client: httpx.Client, livez: float, reps: int, goal: bool) -> float:
+    """The web dashboard's panels (the page fetches each on every ledger change); returns the slowest
+    one's ratio to ``/livez``. At the 25 k queue they are held to the live dashboard's goal (the queue's
+    length must not show); over history their cost is that of the last hour's jobs (the lanes draw at
+    most 500), so there the goal is only that it does not grow with the history (``flat_row``)."""
     times, sizes = {}, {}
     for panel in WEB_PANELS:
         path = f"/dashboard/data/{panel}"
@@ -157,10 +161,13 @@ def web_panel_rows(client: httpx.Client, livez: float, reps: int) -> None:
         sizes[panel] = len(client.get(path).content) / 1024
     slowest, largest = max(times, key=times.__getitem__), max(sizes, key=sizes.__getitem__)
     print(f"  (web panels p50: {', '.join(f'{name} {ms(t)}' for name, t in times.items())})")
-    line(f"web dashboard panels: slowest p50 ({slowest})", ms(times[slowest]), times[slowest] / livez, "<= 5 x livez",
-         times[slowest] <= 5 * livez)  # fmt: skip
-    line(f"web dashboard panels: largest ({largest})", f"{sizes[largest]:.1f} KB", None, "<= 100 KB",
-         sizes[largest] <= 100)  # fmt: skip
+    fast, small = times[slowest] <= 5 * livez, sizes[largest] <= 100
+    target = "<= 5 x livez" if goal else ""
+    line(f"web dashboard panels: slowest p50 ({slowest}){'' if goal else ' (not a goal)'}", ms(times[slowest]),
+         times[slowest] / livez, target, fast if goal else None)  # fmt: skip
+    line(f"web dashboard panels: largest ({largest}){'' if goal else ' (not a goal)'}", f"{sizes[largest]:.1f} KB",
+         None, "<= 100 KB" if goal else "", small if goal else None)  # fmt: skip
+    return times[slowest] / livez
 
 
 def _keep_asking(url: str, token: str, as_of: str, stop: Any) -> None:
@@ -239,7 +246,7 @@ def queue_rows(pending: int, scratch: Path, reps: int) -> None:
             base = statistics.median(livez)
             line("/livez p50 (the baseline)", ms(base))
             dashboard_rows(client, base, reps * 4, f", {pending} pending")
-            web_panel_rows(client, base, reps * 2)
+            web_panel_rows(client, base, reps * 2, goal=True)
             job_id = client.get("/api/jobs", params={"limit": 1}).json()["jobs"][0]["job_id"]
             # Rounds of a quiet /livez baseline right before a few seconds of status reads (several of
             # the background plan's passes and of the submits fall in each): the median round's ratio.
@@ -333,13 +340,15 @@ def http_stack_row() -> None:
     line("HTTP stack (uvicorn)", what, None, "httptools", httptools)
 
 
-def jobs_flat_row(jobs_ratios: dict[int, float]) -> None:
-    """The admin job list costs the same at every size: its ratio at the largest within 1.5 x the smallest."""
-    if len(jobs_ratios) < 2:
+def flat_row(what: str, ratios: dict[int, float], *, from_size: int = 0) -> None:
+    """A read costs the same at every size from ``from_size`` on: its ratio at the largest within
+    1.5 x the smallest."""
+    ratios = {size: ratio for size, ratio in ratios.items() if size >= from_size}
+    if len(ratios) < 2:
         return
-    small, large = min(jobs_ratios), max(jobs_ratios)
-    growth = jobs_ratios[large] / jobs_ratios[small]
-    line(f"admin /api/jobs ratio at {large} / at {small} events", f"{growth:.2f} x", None, "<= 1.5 x", growth <= 1.5)
+    small, large = min(ratios), max(ratios)
+    growth = ratios[large] / ratios[small]
+    line(f"{what} ratio at {large} / at {small} events", f"{growth:.2f} x", None, "<= 1.5 x", growth <= 1.5)
 
 
 def main() -> int:
@@ -352,12 +361,15 @@ def main() -> int:
     reps = 5 if args.quick else 10
     began = time.perf_counter()
     jobs_ratios: dict[int, float] = {}
+    panel_ratios: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="gpuledger-scale-") as directory:
         scratch = Path(directory)
         for size in sizes:
-            history_rows(size, scratch, reps, size == sizes[-1], jobs_ratios)
+            history_rows(size, scratch, reps, size == sizes[-1], jobs_ratios, panel_ratios)
         print("across sizes", flush=True)
-        jobs_flat_row(jobs_ratios)
+        flat_row("admin /api/jobs", jobs_ratios)
+        # From 100 k events on the last hour is full (10 k events span 33 minutes): the same window's jobs
+        flat_row("web panels' slowest", panel_ratios, from_size=100_000)
         http_stack_row()
         queue_rows(args.pending, scratch, reps)
         writer_rows(scratch, 1 if args.quick else 5)

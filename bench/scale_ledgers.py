@@ -42,8 +42,10 @@ from projections import snapshots
 from projections.live import open_store
 
 CACHE = Path(tempfile.gettempdir()) / "gpuledger-bench-scale"
-VERSION = 4  # bump when the shape of the built ledgers changes
-UPGRADES_FROM = 1  # version 4 only adds migrations (0006, 0007, 0008): its events are those of version 1
+VERSION = 5  # bump when the shape of the built ledgers changes
+# Version 5 builds afresh: versions 1 to 4 were first migrated by an earlier draft of migration 0004
+# (positions only), so they lacked the job search's indexes and timed filtered lists as full scans.
+UPGRADES_FROM: int | None = None  # a version whose events are the same (its file is migrated, not rebuilt)
 ADMIN_SECRET = "bench-scale-admin-secret-0123456789"
 STEP_US = 200_000  # 0.2 s between events: a million events span about two days
 SNAPSHOT_EVERY = 10_000
@@ -116,8 +118,8 @@ def built(name: str, events: Iterator[AnyEvent], count_hint: int) -> Path:
         stale.unlink()
     began = time.perf_counter()
     partial = path.with_suffix(".partial")
-    older = CACHE / f"{name}-v{UPGRADES_FROM}.db"
-    if older.exists() and time.time() - older.stat().st_mtime < MAX_AGE_S:
+    older = CACHE / f"{name}-v{UPGRADES_FROM}.db" if UPGRADES_FROM is not None else None
+    if older is not None and older.exists() and time.time() - older.stat().st_mtime < MAX_AGE_S:
         shutil.copyfile(older, partial)  # the same events: opening migrates the copy (and rebuilds)
     else:
         write_rows(partial, events, count_hint)
