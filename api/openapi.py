@@ -173,13 +173,21 @@ class LogsOperation(Documented):
 class EventStreamOperation(Documented):
     """Ledger events as Server-Sent Events."""
 
+    stream_description = "One event per ledger record the caller may see; it ends when the token stops being valid"
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.responses is not None:
             self.responses["200"] = OpenAPIResponse(
-                description="One event per ledger record the caller may see; it ends when the token stops being valid",
-                content={"text/event-stream": _SSE},
+                description=self.stream_description, content={"text/event-stream": _SSE}
             )
+
+
+@dataclass
+class HeadStreamOperation(EventStreamOperation):
+    """The ledger's head position as Server-Sent Events (no event contents)."""
+
+    stream_description = "One event each time the ledger's head moves; it never ends by itself"
 
 
 def openapi_config(version: str) -> OpenAPIConfig:

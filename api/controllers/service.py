@@ -54,7 +54,11 @@ class ServiceController(Controller):
     @get(
         "/readyz",
         summary="Ledger writable, projections caught up, executors started",
-        responses={503: ResponseSpec(data_container=dict[str, Any], description="Not ready: the checks say why")},
+        responses={
+            503: ResponseSpec(
+                data_container=dict[str, Any], description="Not ready: the checks say why", generate_examples=False
+            )
+        },
     )
     async def readyz(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
         if not runtime.started:  # still loading the ledger (or its start failed): nothing to check yet

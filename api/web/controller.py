@@ -20,6 +20,7 @@ from litestar.static_files import create_static_files_router
 
 from api.auth import Identity, check_user_filter
 from api.errors import BadRequest
+from api.openapi import HeadStreamOperation
 from api.runtime import Runtime
 from api.web import panels
 from api.web.deps import DEPENDENCIES, Moment, admin_guard, signed_in_guard, token_guard
@@ -105,7 +106,11 @@ class DashboardData(Controller):
             "signed_in": None if viewer is None else {"user_id": viewer.user_id, "is_admin": viewer.is_admin},
         }
 
-    @get("/changes", summary="SSE of the ledger's head position (no event contents: anyone may follow it)")
+    @get(
+        "/changes",
+        summary="SSE of the ledger's head position (no event contents: anyone may follow it)",
+        operation_class=HeadStreamOperation,
+    )
     async def changes(
         self, runtime: NamedDependency[Runtime], viewer: NamedDependency[Identity | None]
     ) -> ServerSentEvent:
