@@ -12,10 +12,12 @@ import apsw
 import msgspec
 
 from cli.common import add_db_option, existing_db, position_or_time
+from ledger.backup import head_of
 from ledger.clock import iso
+from ledger.errors import NoSchema, StoreError
 from ledger.events import Recorded, TokenIssued, TokenRevoked, UserPolicySet, encode_event, event_tag
-from ledger.schema import open_existing
-from ledger.store import ROW_COLUMNS, max_position, record_of
+from ledger.schema import open_existing, open_readonly, wal_missing
+from ledger.store import ROW_COLUMNS, record_of
 from projections.audit import verify, views_until
 from projections.views import Views
 
@@ -45,14 +47,42 @@ def register(subparsers: Any) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    conn = open_existing(existing_db(args))
-    problems = verify(conn)
-    head = max_position(conn)
+    """Exit 0: sound; 1: damaged (the first finding); 2: sound as far as it goes, but suspect (empty, or
+    a copy without the WAL it needs). The file is opened read-only and never changed."""
+    path = existing_db(args)
+    copied_without_wal = wal_missing(path)
+    try:
+        conn = open_readonly(path)
+        problems = verify(conn)
+        head = head_of(conn)
+    except (apsw.Error, StoreError) as e:  # the file itself is damaged (its existence was checked above)
+        damage = f"{type(e).__name__}: {e}"
+        print(f"FAILED: the ledger file is damaged ({damage}); restore it from a backup", file=sys.stderr)
+        return 1
+    except NoSchema:
+        if copied_without_wal:
+            return suspect(f"{path} is in WAL mode but has no -wal beside it, and no schema: {WAL_HINT}")
+        raise
     if problems:
         print(f"FAILED: {problems[0]}", file=sys.stderr)
         return 1
-    print(f"ok: {head} events, hash chain intact, projections equal a rebuild from position 0")
+    when = iso(head.recorded_at) if head.recorded_at is not None else "-"
+    print(f"ok: {head.position} events, hash chain intact, projections equal a rebuild from position 0")
+    print(f"head: position {head.position} at {when}, hash {head.hash or '-'}")
+    if head.position == 0:
+        return suspect(f"{path} holds no events" + (f": {WAL_HINT}" if copied_without_wal else ""))
     return 0
+
+
+WAL_HINT = (
+    "if this is a copy of a running ledger, its newest events stayed in the -wal that was not copied; "
+    "make copies with `gpuledger backup DEST`"
+)
+
+
+def suspect(why: str) -> int:
+    print(f"WARNING: {why}", file=sys.stderr)
+    return 2
 
 
 def views_document(views: Views) -> dict[str, Any]:

@@ -37,6 +37,8 @@ COMMANDS = (
     ("audit", "cli.audit", "check the ledger"),
     ("replay", "cli.audit", "the views as of a position or time"),
     ("events", "cli.audit", "ledger events, one per line"),
+    ("backup", "cli.backup", "a consistent, verified copy of the ledger and its blobs"),
+    ("restore", "cli.backup", "put a backup back, into a place with no ledger"),
     ("scan", "cli.scan", "scan a Python file with the code scanner"),
     ("server-log", "cli.server_log", "tail the server's structured log file"),
 )

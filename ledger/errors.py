@@ -3,6 +3,7 @@
 LedgerError
 ├── SettingsError            a setting is missing or malformed (names the setting)
 ├── SchemaError              the database is newer than this code, or a migration failed
+│   └── NoSchema             the file holds no gpuledger schema at all (a copy without its WAL?)
 ├── StoreError               the database could not be read or written
 ├── ConcurrencyConflict      expected stream version did not match; nothing written
 │   └── IdempotencyConflict  same idempotency key, different payload
@@ -26,6 +27,10 @@ class SettingsError(LedgerError):
 
 
 class SchemaError(LedgerError):
+    pass
+
+
+class NoSchema(SchemaError):
     pass
 
 

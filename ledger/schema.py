@@ -10,7 +10,7 @@ from pathlib import Path
 import apsw
 import apsw.bestpractice
 
-from ledger.errors import SchemaError, StoreError
+from ledger.errors import NoSchema, SchemaError, StoreError
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -103,3 +103,33 @@ def open_existing(path: str | Path) -> apsw.Connection:
     if version < code_version():
         migrate(conn)
     return conn
+
+
+def open_readonly(path: str | Path) -> apsw.Connection:
+    """Open an existing ledger without ever writing to it: no migration, no checkpoint (``audit verify``
+    checks a file exactly as it is)."""
+    if not Path(path).exists():
+        raise StoreError(f"no ledger at {path}")
+    conn = connect(path, readonly=True)
+    version = conn.pragma("user_version")
+    if version > code_version():
+        raise SchemaError(
+            f"database schema version {version} is newer than this gpuledger's schema "
+            f"version {code_version()}; upgrade gpuledger before opening it"
+        )
+    if version == 0:
+        raise NoSchema(f"{path} holds no gpuledger schema (user_version 0)")
+    if version < code_version():
+        raise SchemaError(
+            f"database schema version {version} is older than this gpuledger's ({code_version()}): start the "
+            "server on it once (it migrates), then verify; verify never writes to the file it checks"
+        )
+    return conn
+
+
+def wal_missing(path: str | Path) -> bool:
+    """A WAL-mode main file with no ``-wal`` beside it: if it was copied from a running server, its
+    newest pages (perhaps all of its events) stayed in the WAL that was not copied."""
+    with Path(path).open("rb") as handle:
+        header = handle.read(20)
+    return len(header) == 20 and header[18:20] == b"\x02\x02" and not Path(f"{path}-wal").exists()
