@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import apsw
 import structlog
 
 from executors.dispatcher import Dispatcher
@@ -30,9 +31,11 @@ from executors.scan.review import start_reviews
 from executors.services import Services
 from executors.sweep import sweep
 from executors.transport import LocalTransport
-from ledger import commands
+from ledger import commands, integrity
 from ledger.blobs import BlobStore
+from ledger.errors import StoreError
 from ledger.events import NodeRegistered
+from ledger.schema import connect
 from ledger.settings import Settings, SlurmSettings
 from ledger.tokens import mint
 from ledger.writer import Ledger
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 LOCAL_NODE = "local"
+HEAD_MARK_S = 1.0  # how often the durable head is recorded beside the ledger (ledger.integrity)
 GPU_UUID = re.compile(r"\(UUID: (GPU-[0-9a-fA-F-]+)\)")
 
 
@@ -89,6 +93,10 @@ class Runtime:
         self.slurm: SlurmCluster | None = None
 
     async def start(self) -> None:
+        # Never append to a damaged or shortened ledger: the check reads the file, before anything writes.
+        damage = await asyncio.to_thread(integrity.check_file, self.settings.database_path)
+        if damage is not None:
+            raise StoreError(damage)
         # Loading a long ledger is seconds of CPU and I/O: in a thread, so the loop keeps answering /livez.
         self.ledger = await asyncio.to_thread(
             open_ledger,
@@ -109,6 +117,7 @@ class Runtime:
             )
         )
         self.background.append(asyncio.create_task(self.plans.run(self.ledger), name="queue-plan"))
+        self.background.append(asyncio.create_task(self._keep_head_mark(), name="head-mark"))
         await self._bootstrap_admin()
         if self.ledger.views.half_life_s != self.settings.half_life_s:  # the fold decays by recorded facts
             await self.ledger.write(commands.set_half_life(self.settings.half_life_s))
@@ -156,6 +165,24 @@ class Runtime:
             await hook()
         await self.token_usage.flush()
         await self.ledger.close()
+        await asyncio.to_thread(self._mark_head, None)  # the head as the server leaves it
+
+    def _mark_head(self, last: integrity.HeadMark | None) -> integrity.HeadMark | None:
+        """Record the durable head beside the ledger (``ledger.integrity``); a failed write is retried next time."""
+        conn = connect(self.settings.database_path, readonly=True)
+        try:
+            return integrity.record_head(self.settings.database_path, conn, last)
+        except (OSError, apsw.Error) as e:
+            log.warning("ledger.head_mark_failed", error=str(e))
+            return None
+        finally:
+            conn.close()
+
+    async def _keep_head_mark(self) -> None:
+        last: integrity.HeadMark | None = None
+        while True:
+            last = await asyncio.to_thread(self._mark_head, last)
+            await asyncio.sleep(HEAD_MARK_S)
 
     async def _retire_absent_nodes(self) -> None:
         """Nodes of an earlier configuration (e.g. ``local`` before SSH nodes were set) would stay idle

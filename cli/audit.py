@@ -16,6 +16,7 @@ from ledger.backup import head_of
 from ledger.clock import iso
 from ledger.errors import NoSchema, StoreError
 from ledger.events import Recorded, TokenIssued, TokenRevoked, UserPolicySet, encode_event, event_tag
+from ledger.integrity import mark_problem, read_mark
 from ledger.schema import open_existing, open_readonly, wal_missing
 from ledger.store import ROW_COLUMNS, record_of
 from projections.audit import verify, views_until
@@ -51,15 +52,21 @@ def run_verify(args: argparse.Namespace) -> int:
     a copy without the WAL it needs). The file is opened read-only and never changed."""
     path = existing_db(args)
     copied_without_wal = wal_missing(path)
+    mark = read_mark(path)
     try:
         conn = open_readonly(path)
-        problems = verify(conn)
+        problems: list[object] = list(verify(conn))
+        lost = mark_problem(conn, mark)  # shorter than, or unlike, what its server had committed
+        problems += [lost] if lost else []
         head = head_of(conn)
     except (apsw.Error, StoreError) as e:  # the file itself is damaged (its existence was checked above)
         damage = f"{type(e).__name__}: {e}"
         print(f"FAILED: the ledger file is damaged ({damage}); restore it from a backup", file=sys.stderr)
         return 1
     except NoSchema:
+        if mark is not None and mark.position > 0:
+            print(f"FAILED: no schema, but its server had committed up to {mark.position}: all lost", file=sys.stderr)
+            return 1
         if copied_without_wal:
             return suspect(f"{path} is in WAL mode but has no -wal beside it, and no schema: {WAL_HINT}")
         raise

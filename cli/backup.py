@@ -30,7 +30,7 @@ from ledger.schema import connect
 from ledger.settings import load_settings
 from projections.audit import verify
 
-SIDE_FILES = ("-wal", "-shm", "-journal")
+SIDE_FILES = ("-wal", "-shm", "-journal", ".head")  # .head: the old ledger's last head (ledger.integrity)
 
 
 def register(subparsers: Any) -> None:

@@ -10,7 +10,8 @@ import apsw
 import msgspec
 
 from ledger.events import Recorded, event_tag
-from ledger.store import GENESIS, ROW_COLUMNS, chain_hash, record_of
+from ledger.integrity import link_problem
+from ledger.store import GENESIS, ROW_COLUMNS, record_of
 from projections import snapshots, tables
 from projections.job_table import backfill_until
 from projections.replay import REPLAY_COLUMNS, replay
@@ -39,14 +40,10 @@ def check_row(
     row: tuple[Any, ...], expected_position: int, prev: bytes, versions: dict[str, int]
 ) -> tuple[Recorded | None, str | None]:
     """Check one stored row against the chain; returns its record, or what is wrong with it."""
-    position, stream, version, type_, payload, recorded_at, actor, key, prev_hash, digest = row
-    if position != expected_position:
-        return None, f"expected position {expected_position}, found {position} (a row is missing)"
-    if bytes(prev_hash) != prev:
-        return None, "prev_hash does not match the hash of the previous event"
-    recomputed = chain_hash(prev, position, stream, version, type_, recorded_at, actor, key, bytes(payload))
-    if bytes(digest) != recomputed:
-        return None, "hash does not match the event's contents (the row was altered)"
+    wrong = link_problem(row, expected_position, prev)
+    if wrong is not None:
+        return None, wrong
+    _position, stream, version, type_ = row[:4]
     if version != versions.get(stream, 0) + 1:
         return None, f"stream {stream} jumps to version {version}"
     try:
