@@ -32,6 +32,7 @@ from executors.sweep import sweep
 from executors.transport import LocalTransport
 from ledger import commands
 from ledger.blobs import BlobStore
+from ledger.disk import DiskReserve, dispatch_hold, free_bytes
 from ledger.events import NodeRegistered
 from ledger.settings import Settings, SlurmSettings
 from ledger.tokens import mint
@@ -87,20 +88,17 @@ class Runtime:
         self.backfill_stop = threading.Event()
         self.local_root = str(Path(settings.jobs_dir).resolve() / "work")
         self.slurm: SlurmCluster | None = None
+        self.reserve = DiskReserve(f"{settings.database_path}.reserve", settings.ledger_reserve_bytes)
 
     async def start(self) -> None:
         # Loading a long ledger is seconds of CPU and I/O: in a thread, so the loop keeps answering /livez.
-        self.ledger = await asyncio.to_thread(
-            open_ledger,
-            self.settings.database_path,
-            snapshot_every=self.settings.snapshot_every,
-            finished_cached=self.settings.finished_jobs_cached,
-        )
+        self.ledger = await asyncio.to_thread(self._open_ledger)
         # The loaded views are long-lived and cycle-free: out of the collector's sight, so that a full
         # collection (triggered by any request's garbage) does not rescan them with the GIL held.
         gc.freeze()
         self.services = Services(ledger=self.ledger, blobs=self.blobs, settings=self.settings)
-        self.dispatcher = Dispatcher(self.ledger, self.runners, self.settings.fairshare_weights())
+        self.dispatcher = Dispatcher(self.ledger, self.runners, self.settings.fairshare_weights(), self.dispatch_hold)
+        self.plans.hold = self.dispatch_hold
         self._opened = True
         await self.ledger.start()
         self.background.append(
@@ -140,6 +138,30 @@ class Runtime:
         if review is not None:
             self.background.append(review)
         self.started = True
+
+    def _open_ledger(self) -> Ledger[Views]:
+        self.blobs.sweep_temporary()
+        self.reserve.ensure()  # before the first write: the room a full disk will give back
+        return open_ledger(
+            self.settings.database_path,
+            snapshot_every=self.settings.snapshot_every,
+            finished_cached=self.settings.finished_jobs_cached,
+            reserve=self.reserve,
+        )
+
+    def dispatch_hold(self) -> str | None:
+        """Why no job starts now: the ledger's disk below DISK_FREE_FLOOR_BYTES (jobs' files would take the rest)."""
+        return dispatch_hold(self.settings.database_path, self.settings.disk_free_floor_bytes)
+
+    def disk_state(self) -> dict[str, object]:
+        """What /readyz says of the ledger's disk."""
+        return {
+            "writable": self.ledger.writable,
+            "free_bytes": free_bytes(self.settings.database_path),
+            "last_write_error": self.ledger.last_write_error,
+            "reserve_held": self.reserve.held,
+            "dispatch_held": self.dispatch_hold(),
+        }
 
     async def stop(self) -> None:
         """Stop watching jobs and close the ledger; jobs keep running and are re-attached next start."""

@@ -18,6 +18,7 @@ import apsw
 import structlog
 
 log = structlog.get_logger()
+MIB = 1024 * 1024
 RESTORE_CHECK_S = 5.0  # how often, at most, a released reserve looks for room to come back
 
 
@@ -84,3 +85,14 @@ class DiskReserve:
         self._checked = time.monotonic()
         if not self.held:
             self.ensure()
+
+
+def dispatch_hold(path: str | Path, floor: int) -> str | None:
+    """Why no job may start now (the ledger's filesystem is below ``floor`` free bytes), or None."""
+    if floor <= 0:
+        return None
+    free = free_bytes(path)
+    if free >= floor:
+        return None
+    below = f"below DISK_FREE_FLOOR_BYTES ({floor // MIB} MiB)"
+    return f"disk nearly full: {free // MIB} MiB free on the ledger's disk, {below}"
