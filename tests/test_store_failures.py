@@ -26,6 +26,7 @@ from ledger.store import EventStore, Write, max_position
 from projections import audit, tables
 from projections.live import open_ledger, open_store
 from projections.tables import VIEW_TABLES
+from projections.token_usage import TokenUsage, last_used
 
 PHASES = {
     "decide": "SELECT fingerprint",  # the second write's idempotency look-up, after the first one folded
@@ -269,3 +270,18 @@ def test_every_caller_of_a_refused_batch_hears_the_error(small_disk: Path) -> No
             await ledger.close()
 
     asyncio.run(scenario())
+
+
+def test_token_usage_kept_through_a_full_disk(small_disk: Path) -> None:
+    """A flush the full disk refuses keeps its batch for the next one instead of ending the flushing."""
+    db = small_disk / "ledger.db"
+    open_store(db).close()
+    usage = TokenUsage(db)
+    usage.touch("t1")
+    filler = fill(small_disk)
+    asyncio.run(usage.flush())  # refused: no exception, nothing lost
+    filler.unlink()
+    asyncio.run(usage.flush())
+    conn = connect(db, readonly=True)
+    assert set(last_used(conn)) == {"t1"}
+    conn.close()
