@@ -20,6 +20,7 @@ import structlog
 log = structlog.get_logger()
 MIB = 1024 * 1024
 RESTORE_CHECK_S = 5.0  # how often, at most, a released reserve looks for room to come back
+FLOOR_BYTES, FLOOR_SHARE = 128 * MIB, 0.05  # the automatic dispatch floor: the smaller of the two
 
 
 def free_bytes(path: str | Path) -> int:
@@ -87,8 +88,18 @@ class DiskReserve:
             self.ensure()
 
 
-def dispatch_hold(path: str | Path, floor: int) -> str | None:
-    """Why no job may start now (the ledger's filesystem is below ``floor`` free bytes), or None."""
+def auto_floor(path: str | Path) -> int:
+    """128 MiB, or 5 % of the filesystem where that is less (a small disk is not held for good)."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    stat = os.statvfs(folder)
+    return min(FLOOR_BYTES, int(stat.f_blocks * stat.f_frsize * FLOOR_SHARE))
+
+
+def dispatch_hold(path: str | Path, floor: int | None) -> str | None:
+    """Why no job may start now (the ledger's filesystem is below ``floor`` free bytes; None: the
+    automatic floor), or None."""
+    if floor is None:
+        floor = auto_floor(path)
     if floor <= 0:
         return None
     free = free_bytes(path)

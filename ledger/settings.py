@@ -86,7 +86,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     inline_output_bytes: int = 1024 * 1024
     # the ledger's own disk (docs/admin-guide.md, "When the disk fills")
     ledger_reserve_bytes: int = 64 * 1024 * 1024  # preallocated beside the ledger, given back on a full disk
-    disk_free_floor_bytes: int = 128 * 1024 * 1024  # no job is dispatched below this much free on the ledger's disk
+    # no job is dispatched below this much free on the ledger's disk; None: ``ledger.disk.auto_floor``
+    disk_free_floor_bytes: int | None = None
     # LXC
     lxc_restart_between_jobs: bool = False
     lxc_container_prefix: str = "gpu-node"
@@ -173,7 +174,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if any(value < 0 for value in self.endpoint_limits.values()):
             raise msgspec.ValidationError("must be 0 (unlimited) or more - at `$.endpoint_limits`")
         for name in ("ledger_reserve_bytes", "disk_free_floor_bytes"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise msgspec.ValidationError(f"must be 0 (none) or more - at `$.{name}`")
         for name in ("dashboard_active_jobs", "snapshot_every", "finished_jobs_cached", "dashboard_users"):
             if getattr(self, name) < 1:

@@ -18,6 +18,7 @@ import apsw
 import pytest
 
 from ledger import disk
+from ledger.blobs import BlobStore
 from ledger.disk import DiskReserve
 from ledger.errors import LedgerUnavailable
 from ledger.events import Blob, JobSubmitted
@@ -285,3 +286,38 @@ def test_token_usage_kept_through_a_full_disk(small_disk: Path) -> None:
     conn = connect(db, readonly=True)
     assert set(last_used(conn)) == {"t1"}
     conn.close()
+
+
+def test_a_blob_the_full_disk_refuses_leaves_no_temporary_file(small_disk: Path) -> None:
+    """A refused blob write says "not now" (LedgerUnavailable) and removes its .tmp-* file."""
+    blobs = BlobStore(small_disk / "jobs")
+    kept = blobs.put(b"before")
+    filler = fill(small_disk)
+    with pytest.raises(LedgerUnavailable, match="blob"):
+        blobs.put(b"x" * 100_000)
+    assert list(blobs.root.glob("*/.tmp-*")) == []
+    filler.unlink()
+    assert blobs.get(kept) == b"before"
+
+
+def test_the_start_sweeps_stale_temporary_blob_files(tmp_path: Path) -> None:
+    """Temporary files left by a crash are removed once stale; one being written now is left alone."""
+    blobs = BlobStore(tmp_path)
+    (blobs.root / "ab").mkdir()
+    stale, fresh = blobs.root / "ab" / ".tmp-old", blobs.root / "ab" / ".tmp-new"
+    stale.write_bytes(b"")
+    fresh.write_bytes(b"")
+    os.utime(stale, (0, 0))
+    assert blobs.sweep_temporary() == 1
+    assert not stale.exists()
+    assert fresh.exists()
+
+
+def test_the_automatic_dispatch_floor_fits_a_small_disk(small_disk: Path) -> None:
+    """Unset, the floor is 5 % of a small filesystem (not 128 MiB that would hold it for good); 0 is none."""
+    assert disk.auto_floor(small_disk) == int(4 * 1024 * 1024 * 0.05)
+    assert disk.dispatch_hold(small_disk, None) is None
+    assert disk.dispatch_hold(small_disk, 0) is None
+    hold = disk.dispatch_hold(small_disk, 8 * 1024 * 1024)
+    assert hold is not None
+    assert "DISK_FREE_FLOOR_BYTES" in hold
