@@ -222,20 +222,27 @@ def test_the_reserve_takes_the_write_the_full_disk_refused(small_disk: Path, mon
     store.close()
 
 
-def test_the_store_opens_on_a_full_disk_without_writing(small_disk: Path) -> None:
-    """Rows the tail of the log changed are left dirty when the disk has no room: the open succeeds."""
+@pytest.mark.parametrize("crash", [True, False])
+def test_the_store_opens_on_a_full_disk_without_writing(small_disk: Path, crash: bool) -> None:
+    """Rows the tail of the log changed are left dirty when the disk has no room: the open succeeds,
+    after a crash (-wal and -shm left by a live connection) or a clean close (they are kept on purpose)."""
     db = small_disk / "ledger.db"
     store = open_store(db, projection_interval_s=3600.0)  # rows and checkpoint left behind the log
     store.execute(submits("a", "b"))
-    writer = connect(db)  # kept open: the -wal and -shm stay, as after a crash
+    other = connect(db) if crash else None
     store.close()
-    fill(small_disk)
+    filler = fill(small_disk)
     reopened = open_store(db)
     assert "b" in reopened.views.jobs
     assert reopened.projections_behind
     assert not reopened.writable
+    filler.unlink()
+    reopened.execute(submits("c"))
+    assert reopened.writable
+    assert_durable(reopened)
     reopened.close()
-    writer.close()
+    if other is not None:
+        other.close()
 
 
 def test_every_caller_of_a_refused_batch_hears_the_error(small_disk: Path) -> None:
