@@ -51,7 +51,10 @@ class DiskReserve:
 
     def ensure(self) -> bool:
         """Preallocate the reserve if it is missing and the disk has room for it twice over (so that
-        taking it back never fills the disk by itself); True when it is held afterwards."""
+        taking it back never fills the disk by itself); True when it is held afterwards. One of
+        another size (the setting changed) is given back first."""
+        if self.path.exists() and self.path.stat().st_size != self.size:
+            self.path.unlink()
         if self.size <= 0 or self.held:
             return self.held
         if free_bytes(self.path.parent) < 2 * self.size:

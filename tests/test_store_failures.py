@@ -222,6 +222,16 @@ def test_the_reserve_takes_the_write_the_full_disk_refused(small_disk: Path, mon
     store.close()
 
 
+def test_a_reserve_of_another_size_is_made_anew(tmp_path: Path) -> None:
+    """A changed LEDGER_RESERVE_BYTES replaces the old reserve; 0 gives it back."""
+    path = tmp_path / "ledger.db.reserve"
+    assert DiskReserve(path, 2048).ensure()
+    assert DiskReserve(path, 4096).ensure()
+    assert path.stat().st_size == 4096
+    assert not DiskReserve(path, 0).ensure()
+    assert not path.exists()
+
+
 @pytest.mark.parametrize("crash", [True, False])
 def test_the_store_opens_on_a_full_disk_without_writing(small_disk: Path, crash: bool) -> None:
     """Rows the tail of the log changed are left dirty when the disk has no room: the open succeeds,
