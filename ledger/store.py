@@ -165,7 +165,8 @@ class EventStore(Generic[S]):
             return step()
         except (StoreError, SchemaError) as e:
             # Not only SQLITE_FULL: opening a WAL file on a full disk fails to size its -shm (an I/O error).
-            if not isinstance(e.__cause__, UNAVAILABLE) or self.reserve is None or not self.reserve.release():
+            room = isinstance(e.__cause__, (apsw.FullError, apsw.IOError))  # not a lock another holds
+            if not room or self.reserve is None or not self.reserve.release():
                 raise
             return step()
 

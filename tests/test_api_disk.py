@@ -92,8 +92,9 @@ def wait_readyz(server: Server, predicate: Any, timeout: float = 30) -> dict[str
     raise AssertionError(f"/readyz never matched: {body}")
 
 
-def verify(server: Server) -> None:
-    done = run_cli(server.root, "audit", "verify", "--db", str(server.root / "gpuledger.db"), env=server.env)
+def verify(server: Server, db: Path | None = None) -> None:
+    db = db or server.root / "gpuledger.db"
+    done = run_cli(server.root, "audit", "verify", "--db", str(db), env=server.env)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -172,3 +173,25 @@ def test_the_reserve_keeps_the_ledger_writing_and_dispatch_stops_below_the_floor
     wait_readyz(server, lambda b: b["ledger"]["reserve_held"], timeout=20)
     assert reserve.stat().st_size == 4 * MIB
     verify(server)
+
+
+def test_a_job_ending_while_the_ledger_cannot_write_is_recorded_once_room_returns(
+    tmp_path: Path, small_disk: Path, servers: list[Server]
+) -> None:
+    """The ledger alone on the full disk (the job's files elsewhere): the job's finish waits for room
+    rather than being lost, and lands by itself once the disk takes writes again."""
+    db = small_disk / "gpuledger.db"
+    server = make_server(tmp_path / "server", servers, database_path=str(db), ledger_reserve_bytes=0)
+    code = "import time\nprint('hello', flush=True)\ntime.sleep(3)\n"
+    with server.client(server.admin_token) as client:
+        job_id = submit(client, code, config_yaml("admin")).json()["job_id"]
+        wait_status(client, job_id, {"running"})
+        filler = fill(small_disk)
+        time.sleep(5)  # the job has ended meanwhile; its finish was refused
+        assert client.get(f"/api/status/{job_id}").json()["status"] == "running"
+        filler.unlink()
+        body = wait_status(client, job_id, {"completed", "failed", "cancelled"}, timeout=30)
+        assert body["status"] == "completed"
+        events = [e["type"] for e in client.get(f"/api/jobs/{job_id}/events").json()["events"]]
+        assert events.count("job.finished") == 1
+    verify(server, db)
