@@ -137,6 +137,7 @@ class EventStore(Generic[S]):
         self.writable = True  # the last write that reached the disk went through
         self.last_error: str | None = None
         self._retired: S | None = None
+        self._stale = False
         self.conn = self._with_room(self._open)
         self.head = 0
         self.head_hash = GENESIS
@@ -185,7 +186,7 @@ class EventStore(Generic[S]):
         # Writing, the write lock first: tables, checkpoint and log are then one state, and the catch-up
         # write cannot fail on a snapshot another process moved past (a deferred read-then-write would).
         # Reading, one snapshot that is rolled back: nothing on disk changes.
-        self.head, self.head_hash = 0, GENESIS
+        before, (self.head, self.head_hash) = (self.head, self.head_hash), (0, GENESIS)
         try:
             self.conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             views = self.tables.load(self.conn, readonly=not write)
@@ -200,8 +201,11 @@ class EventStore(Generic[S]):
             if write:
                 self.tables.write_dirty(self.conn, views)
                 self.conn.execute("COMMIT")
-        except apsw.Error as e:
-            raise unavailable(e) from e
+        except BaseException as e:
+            self.head, self.head_hash = before  # not a head of views that were never loaded
+            if isinstance(e, apsw.Error):
+                raise unavailable(e) from e
+            raise
         finally:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
@@ -261,6 +265,8 @@ class EventStore(Generic[S]):
         try:
             began = clock()
             self._rows_in_transaction = 0
+            if self._stale:
+                self._reload()
             self.conn.execute("BEGIN IMMEDIATE")
             self._catch_up()
             results = [self._one(write) for write in writes]
@@ -336,10 +342,17 @@ class EventStore(Generic[S]):
         if self.conn.in_transaction:
             with contextlib.suppress(apsw.Error):  # a failed rollback: SQLite ends the transaction anyway
                 self.conn.execute("ROLLBACK")
-        retired, self._retired = self._retired, self.views
+        self._reload()
+
+    def _reload(self) -> None:
+        """The views and head as the file holds them; until that succeeds no write folds into the old
+        ones (``_stale``: the next transaction tries again first)."""
+        self._stale = True
+        views = self._load(write=False)
+        retired, self._retired, self.views = self._retired, self.views, views
+        self._stale = False
         if retired is not None:  # two failures ago: no reader still holds it (its rows close per thread)
             retired.close()
-        self.views = self._load(write=False)
 
     def _one(self, write: Write) -> Committed | LedgerError:
         if write.idempotency_key is not None:

@@ -170,6 +170,31 @@ def test_projection_rows_refused_by_a_full_disk_are_put_off_and_the_events_land(
     store.close()
 
 
+def test_a_reload_that_fails_is_done_again_before_the_next_write(tmp_path: Path) -> None:
+    """When even reading the file back fails after a refused commit, the next write reloads first:
+    it never folds onto, or chains after, events that were rolled back."""
+    store = open_store(tmp_path / "ledger.db")
+    store.execute(submits("a"))
+    refused = FullDisk(store.conn, "COMMIT")
+    unreadable = {"fired": False}
+
+    def trace(cursor: apsw.Cursor, sql: str, bindings: object) -> bool:
+        if refused.fired and not unreadable["fired"] and "projection_checkpoints" in sql:
+            unreadable["fired"] = True
+            raise apsw.IOError("disk I/O error")
+        return refused(cursor, sql, bindings) if not refused.fired else True
+
+    store.conn.exec_trace = trace
+    with pytest.raises(LedgerUnavailable, match="I/O"):
+        store.execute(submits("b"))
+    store.conn.exec_trace = None
+    store.execute(submits("c"))
+    assert "b" not in store.views.jobs
+    assert "c" in store.views.jobs
+    assert_durable(store)
+    store.close()
+
+
 def test_a_decide_step_that_raises_fails_its_whole_batch(tmp_path: Path) -> None:
     """A bug in one decide step fails the batch: the writes decided before it are not folded either."""
     store = open_store(tmp_path / "ledger.db")
