@@ -52,25 +52,29 @@ class DiskReserve:
     def ensure(self) -> bool:
         """Preallocate the reserve if it is missing and the disk has room for it twice over (so that
         taking it back never fills the disk by itself); True when it is held afterwards. One of
-        another size (the setting changed) is given back first."""
-        if self.path.exists() and self.path.stat().st_size != self.size:
-            self.path.unlink()
-        if self.size <= 0 or self.held:
-            return self.held
-        if free_bytes(self.path.parent) < 2 * self.size:
+        another size (the setting changed) is given back first. Never raises: a reserve is a help."""
+        try:
+            if self.path.exists() and self.path.stat().st_size != self.size:
+                self.path.unlink()
+            if self.size <= 0 or self.held:
+                return self.held
+            if free_bytes(self.path.parent) < 2 * self.size:
+                return False
+            self._allocate()
+        except OSError as e:  # the room went meanwhile, or no folder yet: no half reserve, it would mislead
+            self.path.unlink(missing_ok=True)
+            log.warning("ledger.reserve_failed", path=str(self.path), error=str(e))
             return False
+        log.info("ledger.reserve_held", path=str(self.path), bytes=self.size)
+        return True
+
+    def _allocate(self) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.posix_fallocate(fd, 0, self.size)
             os.fsync(fd)
-        except OSError as e:  # the room went meanwhile: no half reserve, which would only mislead
+        finally:
             os.close(fd)
-            self.path.unlink(missing_ok=True)
-            log.warning("ledger.reserve_failed", path=str(self.path), error=str(e))
-            return False
-        os.close(fd)
-        log.info("ledger.reserve_held", path=str(self.path), bytes=self.size)
-        return True
 
     def release(self) -> bool:
         """Delete the reserve (the disk is full); True when that freed something."""

@@ -248,13 +248,14 @@ def test_the_reserve_takes_the_write_the_full_disk_refused(small_disk: Path, mon
 
 
 def test_a_reserve_of_another_size_is_made_anew(tmp_path: Path) -> None:
-    """A changed LEDGER_RESERVE_BYTES replaces the old reserve; 0 gives it back."""
+    """A changed LEDGER_RESERVE_BYTES replaces the old reserve; 0 gives it back; no folder is no error."""
     path = tmp_path / "ledger.db.reserve"
     assert DiskReserve(path, 2048).ensure()
     assert DiskReserve(path, 4096).ensure()
     assert path.stat().st_size == 4096
     assert not DiskReserve(path, 0).ensure()
     assert not path.exists()
+    assert not DiskReserve(tmp_path / "missing" / "r", 4096).ensure()  # no folder: no reserve, no crash
 
 
 @pytest.mark.parametrize("crash", [True, False])
