@@ -9,6 +9,8 @@
     ├── TooManyRequests     429  this client address is over an endpoint's per-minute limit
     └── ServiceUnavailable  503  the server is still loading the ledger (or failed to start)
 
+A ``LedgerUnavailable`` (the disk refused a write: full, an I/O error) is 503 with Retry-After too.
+
 Anything else that escapes a handler is a bug: it is logged with its traceback and answered 500.
 """
 
@@ -25,6 +27,7 @@ from ledger.errors import (
     DomainError,
     InvalidTransition,
     LedgerError,
+    LedgerUnavailable,
     LimitExceeded,
     NotAllowed,
     NotFound,
@@ -33,6 +36,7 @@ from ledger.errors import (
 from ledger.jobs import Status
 
 log = structlog.get_logger()
+RETRY_UNWRITABLE_S = 10  # Retry-After while the ledger cannot write (the writer retries every few seconds)
 
 
 class ApiError(Exception):
@@ -80,6 +84,8 @@ class ServiceUnavailable(ApiError):
 
 def _status_of(error: LedgerError) -> int:
     match error:
+        case LedgerUnavailable():
+            return 503
         case LimitExceeded():
             return 429
         case NotFound():
@@ -115,6 +121,9 @@ def handle_ledger_error(_: Request[Any, Any, Any], error: LedgerError) -> Respon
     if isinstance(error, LimitExceeded) and error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
     extra = error.details if isinstance(error, QuotaExceeded) else None  # which quota, used, left, resets_at
+    if isinstance(error, LedgerUnavailable):  # nothing was written: the same request may be sent again
+        headers["Retry-After"] = str(RETRY_UNWRITABLE_S)
+        return problem(status, f"The ledger cannot write now, nothing was recorded ({error})", headers)
     return problem(status, str(error) if status < 500 else "Internal error in the ledger", headers, extra)
 
 

@@ -33,6 +33,7 @@ from executors.sweep import sweep
 from executors.transport import LocalTransport
 from ledger import commands, integrity
 from ledger.blobs import BlobStore
+from ledger.disk import DiskReserve, dispatch_hold, free_bytes
 from ledger.errors import StoreError
 from ledger.events import NodeRegistered
 from ledger.schema import connect
@@ -91,6 +92,8 @@ class Runtime:
         self.backfill_stop = threading.Event()
         self.local_root = str(Path(settings.jobs_dir).resolve() / "work")
         self.slurm: SlurmCluster | None = None
+        self._mark_error = ""
+        self.reserve = DiskReserve(f"{settings.database_path}.reserve", settings.ledger_reserve_bytes)
 
     async def start(self) -> None:
         # Never append to a damaged or shortened ledger: the check reads the file, before anything writes.
@@ -98,17 +101,13 @@ class Runtime:
         if damage is not None:
             raise StoreError(damage)
         # Loading a long ledger is seconds of CPU and I/O: in a thread, so the loop keeps answering /livez.
-        self.ledger = await asyncio.to_thread(
-            open_ledger,
-            self.settings.database_path,
-            snapshot_every=self.settings.snapshot_every,
-            finished_cached=self.settings.finished_jobs_cached,
-        )
+        self.ledger = await asyncio.to_thread(self._open_ledger)
         # The loaded views are long-lived and cycle-free: out of the collector's sight, so that a full
         # collection (triggered by any request's garbage) does not rescan them with the GIL held.
         gc.freeze()
         self.services = Services(ledger=self.ledger, blobs=self.blobs, settings=self.settings)
-        self.dispatcher = Dispatcher(self.ledger, self.runners, self.settings.fairshare_weights())
+        self.dispatcher = Dispatcher(self.ledger, self.runners, self.settings.fairshare_weights(), self.dispatch_hold)
+        self.plans.hold = self.dispatch_hold
         self._opened = True
         await self.ledger.start()
         self.background.append(
@@ -150,6 +149,30 @@ class Runtime:
             self.background.append(review)
         self.started = True
 
+    def _open_ledger(self) -> Ledger[Views]:
+        self.blobs.sweep_temporary()
+        self.reserve.ensure()  # before the first write: the room a full disk will give back
+        return open_ledger(
+            self.settings.database_path,
+            snapshot_every=self.settings.snapshot_every,
+            finished_cached=self.settings.finished_jobs_cached,
+            reserve=self.reserve,
+        )
+
+    def dispatch_hold(self) -> str | None:
+        """Why no job starts now: the ledger's disk below DISK_FREE_FLOOR_BYTES (jobs' files would take the rest)."""
+        return dispatch_hold(self.settings.database_path, self.settings.disk_free_floor_bytes)
+
+    def disk_state(self) -> dict[str, object]:
+        """What /readyz says of the ledger's disk."""
+        return {
+            "writable": self.ledger.writable,
+            "free_bytes": free_bytes(self.settings.database_path),
+            "last_write_error": self.ledger.last_write_error,
+            "reserve_held": self.reserve.held,
+            "dispatch_held": self.dispatch_hold(),
+        }
+
     async def stop(self) -> None:
         """Stop watching jobs and close the ledger; jobs keep running and are re-attached next start."""
         if not self._opened:
@@ -173,7 +196,9 @@ class Runtime:
         try:
             return integrity.record_head(self.settings.database_path, conn, last)
         except (OSError, apsw.Error) as e:
-            log.warning("ledger.head_mark_failed", error=str(e))
+            if str(e) != self._mark_error:  # once per kind of failure, not every second of a full disk
+                log.warning("ledger.head_mark_failed", error=str(e))
+            self._mark_error = str(e)
             return None
         finally:
             conn.close()

@@ -15,7 +15,7 @@ large job is never starved by a stream of small ones (the reserved node drains u
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import structlog
@@ -86,10 +86,19 @@ def dispatch_order(views: Views, now: int, weights: Weights) -> list[JobState]:
 
 
 class Dispatcher:
-    def __init__(self, ledger: Ledger[Views], runners: Mapping[str, JobRunner], weights: Weights | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger[Views],
+        runners: Mapping[str, JobRunner],
+        weights: Weights | None = None,
+        hold: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        """``hold``: why no job may start now (e.g. the ledger's disk below its floor), or None."""
         self.ledger = ledger
         self.runners = runners
         self.weights = weights or Weights()
+        self.hold = hold
+        self.held: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -120,9 +129,21 @@ class Dispatcher:
             # Wake on the next commit; the timeout re-checks nodes whose health changed off-ledger.
             await self.ledger.wait_beyond(seen, timeout=5.0)
 
+    def _holding(self) -> bool:
+        held = self.hold()
+        if held != self.held:  # said once when it starts and once when it ends, not every pass
+            if held:
+                log.warning("dispatch.held", reason=held)
+            else:
+                log.info("dispatch.resumed")
+            self.held = held
+        return held is not None
+
     async def dispatch_ready(self) -> int:
         dispatched = 0
         while True:
+            if self._holding():
+                return dispatched
             views = self.ledger.views
             free, sizes = free_gpus(views, self.runners)  # first: cheap, and no slot means no sort of the queue
             if not free or not views.queued:

@@ -26,7 +26,7 @@ from executors.retry import until_done, until_lost
 from executors.transport import Transport
 from ledger import commands
 from ledger.blobs import BlobStore
-from ledger.errors import DomainError
+from ledger.errors import DomainError, LedgerUnavailable
 from ledger.events import Blob, JobFinished
 from ledger.jobs import JobState
 from ledger.settings import Settings
@@ -37,6 +37,7 @@ from projections.views import Views
 log = structlog.get_logger()
 T = TypeVar("T")
 RESULTS_NAME = "results.jsonl"
+WRITE_RETRY_S = 2.0  # a job's outcome refused by a full disk is written again this often until it lands
 
 
 def gpu_environment(slots: list[int]) -> dict[str, str]:
@@ -330,10 +331,16 @@ class NodeRunner:
         )
 
     async def _write(self, write: Write) -> None:
-        try:
-            await self.ledger.write(write)
-        except DomainError as e:  # e.g. already finished by a racing path: the ledger stays right
-            log.info("job.write_refused", node=self.node, error=str(e))
+        while True:
+            try:
+                await self.ledger.write(write)
+            except DomainError as e:  # e.g. already finished by a racing path: the ledger stays right
+                log.info("job.write_refused", node=self.node, error=str(e))
+            except LedgerUnavailable as e:  # the disk refused it: the outcome waits for room, never lost
+                log.warning("job.write_waiting", node=self.node, error=str(e))
+                await asyncio.sleep(WRITE_RETRY_S)
+                continue
+            return
 
     async def _retry(self, step: Callable[[], Awaitable[T]]) -> T:
         """A step of the job's lifecycle, retried while the node is unreachable, until NODE_LOST_AFTER."""

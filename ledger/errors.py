@@ -5,6 +5,7 @@ LedgerError
 ├── SchemaError              the database is newer than this code, or a migration failed
 │   └── NoSchema             the file holds no gpuledger schema at all (a copy without its WAL?)
 ├── StoreError               the database could not be read or written
+│   └── LedgerUnavailable    the ledger cannot write now (disk full, I/O error); nothing was written
 ├── ConcurrencyConflict      expected stream version did not match; nothing written
 │   └── IdempotencyConflict  same idempotency key, different payload
 └── DomainError              a command is not allowed in the current state
@@ -36,6 +37,14 @@ class NoSchema(SchemaError):
 
 class StoreError(LedgerError):
     pass
+
+
+class LedgerUnavailable(StoreError):
+    """A write refused by the disk, not by the rules: the same request may succeed later."""
+
+    def __init__(self, message: str, *, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full  # no space left (the reserve or a postponed projection write may make room)
 
 
 class ConcurrencyConflict(LedgerError):

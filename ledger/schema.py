@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import re
 from importlib import resources
@@ -42,16 +44,24 @@ def connection_busy_timeout(connection: apsw.Connection) -> None:
     connection.set_busy_timeout(BUSY_TIMEOUT_MS)
 
 
+def connection_optimize(connection: apsw.Connection) -> None:
+    """bestpractice's ``PRAGMA optimize`` at open, skipped when the disk refuses it: it may write
+    (ANALYZE), and an optimisation must not stop the ledger from opening on a full disk."""
+    with contextlib.suppress(apsw.FullError, apsw.IOError):
+        apsw.bestpractice.connection_optimize(connection)
+
+
+_OWN_HOOKS = {
+    apsw.bestpractice.connection_busy_timeout: connection_busy_timeout,
+    apsw.bestpractice.connection_optimize: connection_optimize,
+}
+
+
 @functools.cache
 def _apply_best_practice() -> None:
     # Once per process: each apply() adds another connection hook that every later open would run.
     recommended = apsw.bestpractice.recommended
-    apsw.bestpractice.apply(
-        tuple(
-            connection_busy_timeout if hook is apsw.bestpractice.connection_busy_timeout else hook
-            for hook in recommended
-        )
-    )
+    apsw.bestpractice.apply(tuple(_OWN_HOOKS.get(hook, hook) for hook in recommended))
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
@@ -62,12 +72,20 @@ def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
         conn = apsw.Connection(str(path), flags=flags)
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         if not readonly:
+            keep_wal_files(conn)
             conn.pragma("journal_mode", "wal")
         # FULL: an acknowledged commit survives power loss, not only a process crash.
         conn.pragma("synchronous", "FULL")
     except apsw.Error as e:
         raise StoreError(f"cannot open ledger {path}: {e}") from e
     return conn
+
+
+def keep_wal_files(conn: apsw.Connection) -> None:
+    """Leave ``-wal`` and ``-shm`` in place when the last connection closes (SQLITE_FCNTL_PERSIST_WAL):
+    the next open on a full disk could not size a new ``-shm``, and the ledger would not open at all."""
+    persist = ctypes.c_int(1)
+    conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(persist))
 
 
 def migrate(conn: apsw.Connection) -> int:

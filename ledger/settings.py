@@ -84,6 +84,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_output_bytes: int = 64 * 1024 * 1024
     max_results_bytes: int = 16 * 1024 * 1024
     inline_output_bytes: int = 1024 * 1024
+    # the ledger's own disk (docs/admin-guide.md, "When the disk fills")
+    ledger_reserve_bytes: int = 64 * 1024 * 1024  # preallocated beside the ledger, given back on a full disk
+    # no job is dispatched below this much free on the ledger's disk; None: ``ledger.disk.auto_floor``
+    disk_free_floor_bytes: int | None = None
     # LXC
     lxc_restart_between_jobs: bool = False
     lxc_container_prefix: str = "gpu-node"
@@ -169,6 +173,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise msgspec.ValidationError(f"must be 0 (unlimited) or more - at `$.{name}`")
         if any(value < 0 for value in self.endpoint_limits.values()):
             raise msgspec.ValidationError("must be 0 (unlimited) or more - at `$.endpoint_limits`")
+        for name in ("ledger_reserve_bytes", "disk_free_floor_bytes"):
+            if (getattr(self, name) or 0) < 0:
+                raise msgspec.ValidationError(f"must be 0 (none) or more - at `$.{name}`")
         for name in ("dashboard_active_jobs", "snapshot_every", "finished_jobs_cached", "dashboard_users"):
             if getattr(self, name) < 1:
                 raise msgspec.ValidationError(f"must be at least 1 - at `$.{name}`")

@@ -4,10 +4,14 @@
 views *inside* the write transaction, so checks that span streams (a user's active-job cap, rate
 limits, node slots) and the append are one serial step: two requests can never both pass a check.
 Several writes share one transaction and one fsync (group commit, driven by ``ledger.writer``).
+
+A transaction that fails in any phase leaves the store as the file is: the views and the head are
+loaded again from disk without writing (SQLite may already have rolled back by itself, on a full disk).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,9 +21,19 @@ from typing import Any, Generic
 
 import apsw
 import msgspec
+import structlog
 
 from ledger.clock import now_us
-from ledger.errors import ConcurrencyConflict, DomainError, IdempotencyConflict, LedgerError, StoreError
+from ledger.disk import DiskReserve, disk_full
+from ledger.errors import (
+    ConcurrencyConflict,
+    DomainError,
+    IdempotencyConflict,
+    LedgerError,
+    LedgerUnavailable,
+    SchemaError,
+    StoreError,
+)
 from ledger.events import (
     EVENT_TAGS,
     AnyEvent,
@@ -32,7 +46,11 @@ from ledger.events import (
 from ledger.schema import connect, migrate
 from ledger.state import LedgerState, S, StateTables
 
+log = structlog.get_logger()
 GENESIS = bytes(32)
+PROJECTIONS_HOLD_S = 5.0  # after a full disk refused the projection rows: events only, for this long
+# Driver errors that say "not now" (the disk, the lock), as opposed to a bug or a damaged file.
+UNAVAILABLE = (apsw.FullError, apsw.IOError, apsw.BusyError, apsw.LockedError, apsw.CantOpenError, apsw.ReadOnlyError)
 WRITE_PHASES = ("decide", "insert", "projections", "commit")
 _header = msgspec.json.Encoder().encode
 
@@ -103,17 +121,24 @@ class EventStore(Generic[S]):
         *,
         projection_interval_s: float = 0.0,
         projection_max_dirty: int = 5000,
+        reserve: DiskReserve | None = None,
     ) -> None:
         """``projection_interval_s`` 0: projection rows are written in every transaction (one-shot
         commands). A server passes a second or so: rows and checkpoint then follow the log in their
-        own rhythm (at most that late, or ``projection_max_dirty`` rows), keeping commits small."""
+        own rhythm (at most that late, or ``projection_max_dirty`` rows), keeping commits small.
+        ``reserve``: room given back to the ledger when the disk is full (``ledger.disk``)."""
         self.path = Path(path)
         self.tables = tables
         self.projection_interval_s = projection_interval_s
         self.projection_max_dirty = projection_max_dirty
         self._projections_written = time.monotonic()
-        self.conn = connect(self.path)
-        migrate(self.conn)
+        self._projections_held_until = 0.0
+        self.reserve = reserve
+        self.writable = True  # the last write that reached the disk went through
+        self.last_error: str | None = None
+        self._retired: S | None = None
+        self._stale = False
+        self.conn = self._with_room(self._open)
         self.head = 0
         self.head_hash = GENESIS
         self._pending: list[tuple[object, ...]] = []  # event rows of this transaction not yet inserted
@@ -126,12 +151,45 @@ class EventStore(Generic[S]):
 
     # --- opening and catching up --------------------------------------------------------------
 
-    def _load_views(self) -> S:
-        # The write lock first: tables, checkpoint and log are then one state, and the catch-up write
-        # cannot fail on a snapshot another process moved past (a deferred read-then-write would).
-        self.conn.execute("BEGIN IMMEDIATE")
+    def _open(self) -> apsw.Connection:
+        conn = connect(self.path)
         try:
-            views = self.tables.load(self.conn)
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _with_room(self, step: Callable[[], Any]) -> Any:
+        """Run ``step``; when the disk is full, once more after giving the reserve back."""
+        try:
+            return step()
+        except (StoreError, SchemaError) as e:
+            # Not only SQLITE_FULL: opening a WAL file on a full disk fails to size its -shm (an I/O error).
+            room = isinstance(e.__cause__, (apsw.FullError, apsw.IOError))  # not a lock another holds
+            if not room or self.reserve is None or not self.reserve.release():
+                raise
+            return step()
+
+    def _load_views(self) -> S:
+        """At open: fold the log's tail and write the rows it changed; on a disk with no room for
+        those rows, the same state without writing (the next write that goes through writes them)."""
+        try:
+            return self._with_room(lambda: self._load(write=True))  # type: ignore[no-any-return]
+        except StoreError as e:
+            if not isinstance(e, LedgerUnavailable):
+                raise
+            self._failed(e)
+            return self._load(write=False)
+
+    def _load(self, *, write: bool) -> S:
+        # Writing, the write lock first: tables, checkpoint and log are then one state, and the catch-up
+        # write cannot fail on a snapshot another process moved past (a deferred read-then-write would).
+        # Reading, one snapshot that is rolled back: nothing on disk changes.
+        before, (self.head, self.head_hash) = (self.head, self.head_hash), (0, GENESIS)
+        try:
+            self.conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            views = self.tables.load(self.conn, readonly=not write)
             last = self.conn.execute(
                 "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
             ).fetchone()
@@ -140,12 +198,17 @@ class EventStore(Generic[S]):
             if last:  # recorded_at never goes backwards along the log, even across a restart
                 views.recorded_at = last[1]
             self._fold_after(views, views.position)
-            self.tables.write_dirty(self.conn, views)
-            self.conn.execute("COMMIT")
-        except BaseException:
+            if write:
+                self.tables.write_dirty(self.conn, views)
+                self.conn.execute("COMMIT")
+        except BaseException as e:
+            self.head, self.head_hash = before  # not a head of views that were never loaded
+            if isinstance(e, apsw.Error):
+                raise unavailable(e) from e
+            raise
+        finally:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
-            raise
         return views
 
     def _fold_after(self, views: S, position: int) -> None:
@@ -175,28 +238,55 @@ class EventStore(Generic[S]):
     # --- writing ------------------------------------------------------------------------------
 
     def execute(self, writes: Sequence[Write], *, write_projections: bool = False) -> list[Committed | LedgerError]:
-        """Run every write in one transaction (one fsync); each gets its result or its own error."""
+        """Run every write in one transaction (one fsync); each gets its result or its own error.
+
+        On a full disk the same writes are decided and tried again after making room: the reserve
+        given back, or (once it is gone) the projection rows put off, as the log can be folded again.
+        """
+        for _ in range(3):
+            projecting = self._projections_due(forced=write_projections)
+            try:
+                return self._transaction(writes, projecting)
+            except LedgerUnavailable as e:
+                if not e.full or not self._make_room(projecting):
+                    raise
+        return self._transaction(writes, False)
+
+    def _make_room(self, projected: bool) -> bool:
+        if self.reserve is not None and self.reserve.release():
+            return True
+        if projected:
+            self._projections_held_until = time.monotonic() + PROJECTIONS_HOLD_S
+            return True
+        return False
+
+    def _transaction(self, writes: Sequence[Write], projecting: bool) -> list[Committed | LedgerError]:
         spent, clock = self.spent, time.perf_counter
         try:
             began = clock()
             self._rows_in_transaction = 0
+            if self._stale:
+                self._reload()
             self.conn.execute("BEGIN IMMEDIATE")
             self._catch_up()
             results = [self._one(write) for write in writes]
             decided = clock()
             self._flush()
             inserted = clock()
-            if write_projections or self._projections_due():
+            if projecting:
                 self.tables.write_dirty(self.conn, self.views)
                 self._projections_written = time.monotonic()
             projected = clock()
             self.conn.execute("COMMIT")
             committed = clock()
         except BaseException as e:
-            self._abort()
-            if isinstance(e, apsw.Error):
-                raise StoreError(f"ledger write failed: {e}") from e
+            error = unavailable(e) if isinstance(e, apsw.Error) else e
+            self._abort(error)
+            if error is not e:
+                raise error from e
             raise
+        if self._rows_in_transaction or projecting:  # something reached the disk: it has room again
+            self._succeeded()
         self.appended += self._rows_in_transaction
         spent["decide"] += decided - began
         spent["insert"] += inserted - decided
@@ -204,8 +294,21 @@ class EventStore(Generic[S]):
         spent["commit"] += committed - projected
         return results
 
-    def _projections_due(self) -> bool:
-        if self.projection_interval_s <= 0 or self.views.dirty_count() >= self.projection_max_dirty:
+    def _succeeded(self) -> None:
+        if not self.writable:
+            log.info("ledger.writable_again", after=self.last_error)
+        self.writable = True
+        if self.reserve is not None:
+            self.reserve.restore_when_room()
+
+    def _failed(self, error: StoreError) -> None:
+        self.writable = False
+        self.last_error = f"{type(error).__name__}: {error}"
+
+    def _projections_due(self, *, forced: bool = False) -> bool:
+        if time.monotonic() < self._projections_held_until:  # a full disk refused them just now
+            return False
+        if forced or self.projection_interval_s <= 0 or self.views.dirty_count() >= self.projection_max_dirty:
             return True
         return time.monotonic() - self._projections_written >= self.projection_interval_s
 
@@ -226,14 +329,30 @@ class EventStore(Generic[S]):
             )
             self._pending.clear()
 
-    def _abort(self) -> None:
+    def _abort(self, error: BaseException) -> None:
+        """After a failed transaction: the head and views become what is on disk, whatever failed.
+
+        SQLite may have rolled back by itself (a full disk, an I/O error), so whether a transaction is
+        still open says nothing of what the views folded: they are loaded again, reading only (the
+        dirty rows stay dirty for the next write that goes through).
+        """
         self._pending.clear()
-        if not self.conn.in_transaction:
-            return
-        self.conn.execute("ROLLBACK")
-        # The views may hold folds of rolled-back events: start again from what is on disk.
-        self.head, self.head_hash = 0, GENESIS
-        self.views = self._load_views()
+        if isinstance(error, StoreError):
+            self._failed(error)
+        if self.conn.in_transaction:
+            with contextlib.suppress(apsw.Error):  # a failed rollback: SQLite ends the transaction anyway
+                self.conn.execute("ROLLBACK")
+        self._reload()
+
+    def _reload(self) -> None:
+        """The views and head as the file holds them; until that succeeds no write folds into the old
+        ones (``_stale``: the next transaction tries again first)."""
+        self._stale = True
+        views = self._load(write=False)
+        retired, self._retired, self.views = self._retired, self.views, views
+        self._stale = False
+        if retired is not None:  # two failures ago: no reader still holds it (its rows close per thread)
+            retired.close()
 
     def _one(self, write: Write) -> Committed | LedgerError:
         if write.idempotency_key is not None:
@@ -342,8 +461,17 @@ class EventStore(Generic[S]):
             yield record_of(row)
 
     def close(self) -> None:
+        if self._retired is not None:
+            self._retired.close()
         self.views.close()
         self.conn.close()
+
+
+def unavailable(error: apsw.Error) -> StoreError:
+    """The one translation of a driver error: "not now" (503) or "broken" (a bug, a damaged file)."""
+    if isinstance(error, UNAVAILABLE):
+        return LedgerUnavailable(f"ledger write failed: {error}", full=disk_full(error))
+    return StoreError(f"ledger write failed: {error}")
 
 
 def max_position(conn: apsw.Connection) -> int:

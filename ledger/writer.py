@@ -4,6 +4,11 @@ Callers ``await ledger.write(...)``; the writer thread takes everything waiting,
 transaction (one fsync) and answers each caller only after the commit returned. Subscribers wait on
 ``wait_beyond(position)``, woken by the commit itself; appends by other processes on the same file are
 noticed through ``PRAGMA data_version``, a cheap change counter, within ``watch_interval`` seconds.
+
+A batch whose transaction fails answers every caller with the error (none with a success), and
+subscribers hear only of heads the store holds after it (``EventStore`` reloads what is durable).
+While writes fail, the idle writer tries the projection rows every ``PROBE_S``: ``writable`` comes
+back by itself once the disk takes writes again.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Generic
 
 import structlog
 
+from ledger.disk import DiskReserve
 from ledger.errors import LedgerError
 from ledger.events import AnyEvent, Recorded
 from ledger.schema import connect
@@ -27,6 +34,7 @@ from ledger.store import Committed, EventStore, Write, max_position, read_after,
 log = structlog.get_logger()
 MAX_BATCH = 1024
 GATHER_S = 0.005  # the longest the writer waits for the loop to hand over the callers it just answered
+PROBE_S = 2.0  # while the ledger cannot write: how often the idle writer tries again
 _STOP = object()
 
 
@@ -40,9 +48,10 @@ class Ledger(Generic[S]):
         *,
         watch_interval: float = 0.25,
         projection_interval_s: float = 1.0,
+        reserve: DiskReserve | None = None,
     ) -> None:
         self.path = Path(path)
-        self.store = EventStore(self.path, tables, projection_interval_s=projection_interval_s)
+        self.store = EventStore(self.path, tables, projection_interval_s=projection_interval_s, reserve=reserve)
         self.reader = connect(self.path)
         self.watch_interval = watch_interval
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -53,6 +62,7 @@ class Ledger(Generic[S]):
         self._answered = threading.Event()
         self._answered.set()
         self._watcher: asyncio.Task[None] | None = None
+        self._probed = 0.0
         self.batches = 0
         self.committed = self.store.head
         self._committed = self.store.head  # what subscribers may see: the head as of the last commit
@@ -68,6 +78,15 @@ class Ledger(Generic[S]):
     @property
     def writer_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def writable(self) -> bool:
+        """The writer runs and its last write that reached the disk went through."""
+        return self.writer_alive and self.store.writable
+
+    @property
+    def last_write_error(self) -> str | None:
+        return self.store.last_error
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -123,7 +142,9 @@ class Ledger(Generic[S]):
             try:
                 item = self._queue.get(timeout=self.store.projection_interval_s or None)
             except queue.Empty:  # idle: let the projection tables catch up with the log
-                if self.store.projections_behind:
+                if not self.store.writable:
+                    self._probe()
+                elif self.store.projections_behind:
                     self._checkpoint()
                 continue
             if item is _STOP:
@@ -144,6 +165,11 @@ class Ledger(Generic[S]):
             if stop:
                 self._checkpoint()
                 return
+
+    def _probe(self) -> None:
+        if time.monotonic() - self._probed >= PROBE_S:
+            self._probed = time.monotonic()
+            self._checkpoint()
 
     def _checkpoint(self) -> None:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ledger.disk import DiskReserve
 from ledger.store import EventStore
 from ledger.writer import Ledger
 from projections.tables import VIEW_TABLES, ViewTables
@@ -30,6 +31,7 @@ def open_ledger(
     projection_interval_s: float = 1.0,
     snapshot_every: int = VIEW_TABLES.snapshot_every,
     finished_cached: int = VIEW_TABLES.finished_cached,
+    reserve: DiskReserve | None = None,
 ) -> Ledger[Views]:
     """The server's ledger: group-commit writer, notifications, views folded as events commit."""
     return Ledger(
@@ -37,4 +39,5 @@ def open_ledger(
         ViewTables(snapshot_every, finished_cached, backfill=True),
         watch_interval=watch_interval,
         projection_interval_s=projection_interval_s,
+        reserve=reserve,
     )

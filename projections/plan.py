@@ -77,6 +77,7 @@ class Plan:
     external: Mapping[str, ExternalStatus] = field(default_factory=dict)
     factors: dict[str, float] = field(default_factory=dict)  # fair-share factor of each competing user
     made_at: int = 0  # the instant it planned for (``make_plan``'s ``now``)
+    held: str | None = None  # why no job is dispatched at all now (the dispatcher's hold), as of the read
 
 
 def _job_end(job: JobState, now: int) -> int:
@@ -168,12 +169,14 @@ class PlanCache:
         self._plan: Plan | None = None
         # The outside scheduler's word on jobs handed to it (set by the composition root with Slurm).
         self.external: Callable[[], Mapping[str, ExternalStatus]] = dict
+        self.hold: Callable[[], str | None] = lambda: None  # the dispatcher's hold (the composition root's)
         self._made = asyncio.Event()
 
     def get(self, views: Views, now: int) -> Plan:
         if self._plan is None:  # before the first background plan (or with none running: tools, tests)
             self.position, self._plan = views.position, make_plan(views, now, self.weights)
         self._plan.external = self.external()
+        self._plan.held = self.hold()
         return self._plan
 
     async def including(self, job: JobState, views: Views, head: int) -> Plan:
@@ -243,6 +246,8 @@ def pending_reason(job: JobState, plan: Plan, views: Views) -> str | None:
         case "dispatched" | "cancelling":
             external = plan.external.get(job.job_id)
             return external.reason if external is not None else f"starting on {job.node}"
+    if plan.held is not None:
+        return plan.held
     if not plan.any_node_usable:
         drained = any(n.drained for n in list(views.nodes.values()))
         return "node draining" if drained else "no node available (all nodes down)"

@@ -78,7 +78,9 @@ def checkpoint(conn: apsw.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def load(conn: apsw.Connection, *, cached: int = FINISHED_CACHED, backfill: bool = False) -> Views:
+def load(
+    conn: apsw.Connection, *, cached: int = FINISHED_CACHED, backfill: bool = False, readonly: bool = False
+) -> Views:
     """The views as last written, without replaying the log (catch-up then applies what follows).
 
     From the latest snapshot when there is one (its hot state is all memory holds: finished jobs
@@ -86,9 +88,11 @@ def load(conn: apsw.Connection, *, cached: int = FINISHED_CACHED, backfill: bool
     or tables dropped to be rebuilt) but events in the log, the views are replayed the fast way
     and written back (the caller holds the write transaction); with ``backfill`` (a server) and a
     snapshot, only the hot state is, and ``projections.backfill`` writes the finished jobs' rows later.
+    ``readonly`` (a store recovering from a failed write, or opened on a full disk): nothing is
+    written; what would have been is left dirty for the next write.
     """
     with gc_paused():
-        views = _load(conn, backfill)
+        views = _load(conn, backfill and not readonly, readonly)
     views.jobs.rows, views.jobs.cached = rows_of(conn, views), cached
     return views
 
@@ -98,14 +102,17 @@ def rows_of(conn: apsw.Connection, views: Views) -> JobRows:
     return JobRows(conn.filename, head=lambda: views.position)
 
 
-def _load(conn: apsw.Connection, backfill: bool) -> Views:
+def _load(conn: apsw.Connection, backfill: bool, readonly: bool) -> Views:
     at = checkpoint(conn)
     if at == 0 and conn.execute("SELECT 1 FROM events LIMIT 1").fetchone():
         latest = conn.execute("SELECT position, data FROM snapshots ORDER BY position DESC LIMIT 1").fetchone()
         if backfill and latest is not None:
             return _hot_only(conn, latest[0], bytes(latest[1]))
         views = replay(conn.execute(f"SELECT {REPLAY_COLUMNS} FROM events ORDER BY position"))
-        replace_all(conn, views)
+        if readonly:  # every row to be written (a rebuild's deletions wait for a writing open)
+            mark_all_dirty(views)
+        else:
+            replace_all(conn, views)
         return views
     row = conn.execute(
         "SELECT data FROM snapshots WHERE position <= ? ORDER BY position DESC LIMIT 1", (at,)
@@ -113,6 +120,14 @@ def _load(conn: apsw.Connection, backfill: bool) -> Views:
     if row is not None:  # the store folds the log from the snapshot on (the rows it rewrites are equal)
         return snapshots.restore(bytes(row[0]))
     return _load_tables(conn)
+
+
+def mark_all_dirty(views: Views) -> None:
+    views.dirty_jobs.update(views.jobs)
+    views.dirty_users.update(views.users)
+    views.dirty_nodes.update(views.nodes)
+    views.dirty_tokens.update(views.tokens)
+    views.dirty_shares.update(views.shares)
 
 
 def _hot_only(conn: apsw.Connection, position: int, data: bytes) -> Views:
@@ -245,8 +260,8 @@ class ViewTables:
     def empty(self) -> Views:
         return Views()
 
-    def load(self, conn: apsw.Connection) -> Views:
-        return load(conn, cached=self.finished_cached, backfill=self.backfill)
+    def load(self, conn: apsw.Connection, *, readonly: bool = False) -> Views:
+        return load(conn, cached=self.finished_cached, backfill=self.backfill, readonly=readonly)
 
     def write_dirty(self, conn: apsw.Connection, state: Views) -> None:
         if state.jobs.rows is None:  # views begun empty (a checkpoint past the log): rows from now on

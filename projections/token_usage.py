@@ -6,9 +6,13 @@ import asyncio
 from pathlib import Path
 
 import apsw
+import structlog
 
 from ledger.clock import now_us
+from ledger.errors import StoreError
 from ledger.schema import connect
+
+log = structlog.get_logger()
 
 
 class TokenUsage:
@@ -30,7 +34,12 @@ class TokenUsage:
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
-        await asyncio.to_thread(self._write, batch)
+        try:
+            await asyncio.to_thread(self._write, batch)
+        except (apsw.Error, StoreError) as e:  # a full disk: kept for the next flush, the flushing goes on
+            for token_id, used in batch.items():
+                self._pending[token_id] = max(used, self._pending.get(token_id, 0))
+            log.warning("token_usage.flush_failed", error=str(e))
 
     def _write(self, batch: dict[str, int]) -> None:
         conn = connect(self.path)

@@ -58,6 +58,8 @@ class Server:
         self.env = {"GPULEDGER_" + k.upper(): _env_value(v) for k, v in settings.items()}
         self.env.setdefault("GPULEDGER_SERVER_HOST", "127.0.0.1")
         self.env.setdefault("GPULEDGER_SERVER_PORT", str(self.port))
+        # Each server's ledger reserve is preallocated on the shared test disk: 1 MiB, not 64, unless set.
+        self.env.setdefault("GPULEDGER_LEDGER_RESERVE_BYTES", str(1024 * 1024))
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready = False
         self.admin_token: str | None = None

@@ -66,12 +66,13 @@ class ServiceController(Controller):
             status = "start failed" if runtime.failed else "starting"
             return Response({"status": status, "checks": checks}, status_code=HTTP_503_SERVICE_UNAVAILABLE)
         checks = {
-            "ledger_writable": runtime.ledger.writer_alive,
+            "ledger_writable": runtime.ledger.writable,
             "projections_caught_up": runtime.ledger.views.position >= runtime.ledger.head,
             "executors_started": runtime.started,
         }
         ready = all(checks.values())
         body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+        body["ledger"] = runtime.disk_state()  # writable, free bytes, the last write error, the reserve
         body["sandbox"] = runtime.settings.job_sandbox
         if runtime.settings.job_sandbox == "none":
             body["warning"] = DISABLED_WARNING

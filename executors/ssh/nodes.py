@@ -22,7 +22,7 @@ from executors.services import Services
 from executors.ssh.connection import JumpConnection, NodeConnection
 from executors.ssh.transport import SshTransport
 from ledger import commands
-from ledger.errors import DomainError
+from ledger.errors import DomainError, LedgerUnavailable
 from ledger.events import NodeRegistered, NodeRestarted
 from ledger.settings import NodeSpec, Settings
 
@@ -102,6 +102,8 @@ class SshNode:
             )
         except DomainError as e:
             log.info("node.health_refused", node=self.spec.name, error=str(e))
+        except LedgerUnavailable as e:  # a full disk: the next probe writes the state again
+            log.warning("node.health_unrecorded", node=self.spec.name, error=str(e))
 
     async def watch_health(self) -> None:
         while True:
