@@ -6,11 +6,14 @@ decides what goes into ``job.json`` and asks the node, through the same wrapper,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from executors import protocol as wp
+from executors import wrapper
 from executors.errors import RemoteCommandFailed
+from executors.seccomp import seccomp_program
 from executors.transport import Transport
 from ledger.settings import Settings
 
@@ -18,15 +21,27 @@ DISABLED_WARNING = 'JOB_SANDBOX = "none": submitted code runs unconfined, with t
 
 
 def sandbox_spec(
-    settings: Settings, slot: int, *, readonly_paths: Sequence[str] = (), gpus: list[int] | None = None
+    settings: Settings,
+    slot: int,
+    *,
+    readonly_paths: Sequence[str] = (),
+    gpus: list[int] | None = None,
+    gpu_indices: list[int] | None = None,
+    gpus_from_slurm: bool = False,
 ) -> wp.SandboxSpec:
-    """The slot's uid is JOB_UID_BASE + slot, so jobs in different slots cannot touch each other either."""
+    """The slot's uid is JOB_UID_BASE + slot, so jobs in different slots cannot touch each other either.
+
+    The job's GPUs: ``gpus`` as device minors, ``gpu_indices`` as nvidia-smi indices (the wrapper maps
+    them on the node), or Slurm's allocation; none of them given, the job sees no GPU at all."""
     return wp.SandboxSpec(
         mode=settings.job_sandbox,
         network=settings.job_network,
         readonly_paths=[*settings.job_readonly_paths, *readonly_paths],
         uid=settings.job_uid_base + slot,
         gpus=gpus,
+        gpu_indices=gpu_indices,
+        gpus_from_slurm=gpus_from_slurm,
+        gpu_device_dir=settings.job_gpu_device_dir,
         limits=wp.Limits(
             max_processes=settings.job_max_processes,
             max_open_files=settings.job_max_open_files,
@@ -35,14 +50,38 @@ def sandbox_spec(
     )
 
 
+def holds(bound: str, private: str) -> bool:
+    """Whether ``private`` is ``bound`` or lies under it (symlinks resolved): the one visibility rule."""
+    root, target = Path(bound).resolve(), Path(private).resolve()
+    return target == root or root in target.parents
+
+
 def outside(paths: Sequence[str], private: Sequence[str]) -> list[str]:
     """``paths`` without any that is, or holds, one of the server's private paths (they stay unseen)."""
-    keep = []
-    for candidate in paths:
-        root = Path(candidate).resolve()
-        if not any(Path(p).resolve() == root or root in Path(p).resolve().parents for p in private):
-            keep.append(str(root))
-    return keep
+    return [str(Path(c).resolve()) for c in paths if not any(holds(c, p) for p in private)]
+
+
+def secrets_in_view(settings: Settings, config_file: str | None) -> str | None:
+    """None, or one line naming the server's secret that a sandboxed job would see, and the fix."""
+    if settings.job_sandbox == "none":
+        return None  # everything is in view then, and the server says so (DISABLED_WARNING)
+    secrets = {
+        "SSH_KEY_FILE": settings.ssh_key_file,
+        "SSH_KNOWN_HOSTS": settings.ssh_known_hosts,
+        "the config file": config_file,
+        "DATABASE_PATH": settings.database_path,
+        "JOBS_DIR": settings.jobs_dir,
+    }
+    etc = [str(p) for prefix in wrapper.ETC_PREFIXES for p in Path("/etc").glob(prefix + "*")]
+    bound = [*wrapper.SYSTEM_DIRS, *wrapper.ETC_ALLOWED, *etc, *settings.job_readonly_paths]
+    for name, secret in secrets.items():
+        seen = [b for b in bound if secret and os.path.exists(b) and holds(b, secret)]
+        if seen:
+            return (
+                f"{name} ({secret}) would be readable by every job: it lies under {seen[0]}, which the sandbox "
+                f"binds in; move it elsewhere (e.g. /var/lib/gpuledger) or drop {seen[0]} from JOB_READONLY_PATHS"
+            )
+    return None
 
 
 async def sandbox_problem(transport: Transport, root: str, settings: Settings) -> str | None:
@@ -50,7 +89,7 @@ async def sandbox_problem(transport: Transport, root: str, settings: Settings) -
     command = wp.probe_command(transport.python, root, settings.job_uid_base)
     code, out, err = await transport.run(command, timeout=60)
     if code == 9:  # no wrapper there yet: put it in place and ask again
-        await transport.put_files(root, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE})
+        await transport.put_files(root, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SECCOMP_NAME: seccomp_program()})
         code, out, err = await transport.run(command, timeout=60)
     if code != 0:
         raise RemoteCommandFailed("sandbox probe", code, err or out)
