@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,11 @@ import pytest
 from server import Server, config_yaml, submit
 from test_sandbox import Harness, start_server
 from test_ssh_jobs import ssh_settings
-from wrapper_jobs import PY
+from wrapper_jobs import PY, prepare_workdir
+
+from executors.protocol import FrameDecoder, FrameKind, SandboxSpec, decode_exit_status, job_spec_bytes
+
+USER_UID = 61500  # an ordinary user, no account needed
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("require_sandbox")]
 
@@ -187,3 +193,38 @@ def test_refuses_to_start_with_the_ssh_key_in_view(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "refusing to start: SSH_KEY_FILE" in done.stderr
     assert "JOB_READONLY_PATHS" in done.stderr
+
+
+@pytest.fixture
+def user_dir() -> Iterator[Path]:
+    """A directory the ordinary user can reach (pytest's own tmp is root's, 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="gpuledger-surface-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists(), reason="needs root and python3")
+def test_an_ordinary_users_wrapper_gets_the_same_surface(user_dir: Path) -> None:
+    """Run as an ordinary user (a non-root server, an SSH node's GPU_USER): Seccomp 2, no nested user
+    namespace (bwrap's --disable-userns on top of the filter), add_key and io_uring_setup get EPERM."""
+    base = user_dir
+    workdir = base / "job"
+    command = f"/usr/bin/python3 -c {shlex.quote(PROBE.format(key=str(FAKE_KEY_DIR / 'id_ed25519')))}"
+    prepare_workdir(workdir, b"", job_spec_bytes(command, 30.0, 0.5, {}, SandboxSpec()))
+    for path in [base, workdir, *workdir.rglob("*")]:
+        os.chown(path, USER_UID, USER_UID)
+    as_user = ["setpriv", "--reuid", str(USER_UID), "--regid", str(USER_UID), "--clear-groups", "--"]
+    wrapper = [*as_user, "/usr/bin/python3", "-I", "-S", str(workdir / "wrapper.py")]
+    subprocess.run([*wrapper, "launch", str(workdir)], check=True, capture_output=True, timeout=30)
+    done = subprocess.run([*wrapper, "follow", str(workdir), "0", "0"], capture_output=True, timeout=60)
+    frames = FrameDecoder().feed(done.stdout)
+    stdout = b"".join(f.payload for f in frames if f.kind is FrameKind.STDOUT).decode()
+    assert decode_exit_status(frames[-1].payload).exit_code == 0, stdout
+    report = json.loads(stdout.strip().splitlines()[-1])
+    denied = os.strerror(1)
+    assert (report["seccomp"], report["add_key"], report["io_uring_setup"]) == ("2", denied, denied)
+    assert report["unshare"] != 0
+    assert report["devices"] == []  # no GPU list, no GPU device
