@@ -13,7 +13,7 @@ import socket
 import sys
 from typing import Any
 
-from executors.sandbox import secrets_in_view
+from executors.visibility import secrets_in_view
 from ledger.settings import load_settings
 
 GIL_SWITCH_INTERVAL_S = 0.0005

@@ -6,15 +6,14 @@ decides what goes into ``job.json`` and asks the node, through the same wrapper,
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from executors import protocol as wp
-from executors import wrapper
 from executors.errors import RemoteCommandFailed
 from executors.seccomp import seccomp_program
 from executors.transport import Transport
+from executors.visibility import holds
 from ledger.settings import Settings
 
 DISABLED_WARNING = 'JOB_SANDBOX = "none": submitted code runs unconfined, with the rights of the node user'
@@ -50,38 +49,9 @@ def sandbox_spec(
     )
 
 
-def holds(bound: str, private: str) -> bool:
-    """Whether ``private`` is ``bound`` or lies under it (symlinks resolved): the one visibility rule."""
-    root, target = Path(bound).resolve(), Path(private).resolve()
-    return target == root or root in target.parents
-
-
 def outside(paths: Sequence[str], private: Sequence[str]) -> list[str]:
     """``paths`` without any that is, or holds, one of the server's private paths (they stay unseen)."""
     return [str(Path(c).resolve()) for c in paths if not any(holds(c, p) for p in private)]
-
-
-def secrets_in_view(settings: Settings, config_file: str | None) -> str | None:
-    """None, or one line naming the server's secret that a sandboxed job would see, and the fix."""
-    if settings.job_sandbox == "none":
-        return None  # everything is in view then, and the server says so (DISABLED_WARNING)
-    secrets = {
-        "SSH_KEY_FILE": settings.ssh_key_file,
-        "SSH_KNOWN_HOSTS": settings.ssh_known_hosts,
-        "the config file": config_file,
-        "DATABASE_PATH": settings.database_path,
-        "JOBS_DIR": settings.jobs_dir,
-    }
-    etc = [str(p) for prefix in wrapper.ETC_PREFIXES for p in Path("/etc").glob(prefix + "*")]
-    bound = [*wrapper.SYSTEM_DIRS, *wrapper.ETC_ALLOWED, *etc, *settings.job_readonly_paths]
-    for name, secret in secrets.items():
-        seen = [b for b in bound if secret and os.path.exists(b) and holds(b, secret)]
-        if seen:
-            return (
-                f"{name} ({secret}) would be readable by every job: it lies under {seen[0]}, which the sandbox "
-                f"binds in; move it elsewhere (e.g. /var/lib/gpuledger) or drop {seen[0]} from JOB_READONLY_PATHS"
-            )
-    return None
 
 
 async def sandbox_problem(transport: Transport, root: str, settings: Settings) -> str | None:
