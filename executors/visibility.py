@@ -38,5 +38,6 @@ def secrets_in_view(settings: Settings, config_file: str | None) -> str | None:
             fix = "move it elsewhere (e.g. under /var/lib/gpuledger)"
             if seen[0] in settings.job_readonly_paths:
                 fix += f" or drop {seen[0]} from JOB_READONLY_PATHS"
-            return f"{name} ({secret}) would be readable by every job: it lies under {seen[0]}, which the sandbox binds in; {fix}"
+            where = f"it lies under {seen[0]}, which the sandbox binds in"
+            return f"{name} ({secret}) would be readable by every job: {where}; {fix}"
     return None
