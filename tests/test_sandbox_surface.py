@@ -228,3 +228,33 @@ def test_an_ordinary_users_wrapper_gets_the_same_surface(user_dir: Path) -> None
     assert (report["seccomp"], report["add_key"], report["io_uring_setup"]) == ("2", denied, denied)
     assert report["unshare"] != 0
     assert report["devices"] == []  # no GPU list, no GPU device
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, []),
+        ({"gpus": []}, []),
+        ({"gpus": [0]}, ["nvidia0"]),
+        ({"gpu_indices": [1]}, ["nvidia3"]),
+        ({"gpus_from_slurm": True}, ["nvidia2"]),
+    ],
+)
+def test_the_wrapper_binds_exactly_the_gpus_it_is_given(
+    tmp_path: Path, given: dict[str, Any], expected: list[str]
+) -> None:
+    """No GPU list: no /dev/nvidiaN (never all of them); minors as given; nvidia-smi indices mapped to
+    minors by the node's nvidia-smi (index 1 is minor 3 here); Slurm's SLURM_JOB_GPUS as minors."""
+    devices = fake_devices(tmp_path / "dev", 4)
+    spec = SandboxSpec(readonly_paths=[sys.prefix, sys.base_prefix], gpu_device_dir=str(devices), **given)
+    command = "ls /dev | grep -E '^nvidia[0-9]+$' | tr '\\n' ' '"
+    workdir = tmp_path / "job"
+    prepare_workdir(workdir, b"", job_spec_bytes(command, 30.0, 0.5, {}, spec))
+    env = {"PATH": f"{fake_nvidia_smi(tmp_path / 'bin')}:/usr/bin:/bin", "SLURM_JOB_GPUS": "2"}
+    wrapper = [PY, "-I", "-S", str(workdir / "wrapper.py")]
+    subprocess.run([*wrapper, "launch", str(workdir)], check=True, capture_output=True, timeout=30, env=env)
+    done = subprocess.run([*wrapper, "follow", str(workdir), "0", "0"], capture_output=True, timeout=60)
+    frames = FrameDecoder().feed(done.stdout)
+    assert decode_exit_status(frames[-1].payload).exit_code in (0, 1)  # grep exits 1 when it finds nothing
+    stdout = b"".join(f.payload for f in frames if f.kind is FrameKind.STDOUT).decode()
+    assert stdout.split() == expected
