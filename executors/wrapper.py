@@ -6,6 +6,7 @@ CONTROL_DIR ...`, on this host or over SSH, so it is one stdlib-only file that s
 The control directory is the interface; the job never sees it (only `work/` is bound into the sandbox):
 
     job.json      written by the runner: command, time_limit_s, grace_s, env, sandbox
+    seccomp.bpf   written by the runner: the job's system-call filter, a BPF program bwrap loads
     work/         the job's own workdir: solution.py, its results file, whatever it writes
     launched      claim marker (O_EXCL): whoever creates it decides whether the job ever runs
     started.json  pid, pgid, wrapper_pid, wrapper_start_ticks, started_at, sandbox_pid  (atomic)
@@ -17,9 +18,10 @@ The control directory is the interface; the job never sees it (only `work/` is b
     wrapper.log   the daemon's traceback, if it ever crashes
 
 The sandbox is bubblewrap (`bwrap`): own PID, IPC, UTS and (by default) network namespaces, the system
-read-only, a private /tmp, only the job's workdir writable. Run as root, the job runs as the slot's
-unprivileged uid (dropped by setpriv inside the sandbox); run as an ordinary user, bwrap makes a user
-namespace. The exit status is the one this daemon gets from waitpid on bwrap, never a file.
+read-only (of /etc an allowlist), a private /tmp, only the job's workdir writable, a seccomp filter.
+Run as root, the job runs as the slot's unprivileged uid (dropped by setpriv inside the sandbox); run
+as an ordinary user, bwrap makes a user namespace, in which no further one may be made. The exit
+status is the one this daemon gets from waitpid on bwrap, never a file.
 
 Exit status: a job killed by signal N records signal=N and exit_code=null; any other end records its
 exit code and signal=null. In the sandbox a death by signal N reaches us as exit 128+N (bwrap reports
