@@ -67,6 +67,19 @@ def local_gpus() -> list[str]:
     return [m.group(1) if (m := GPU_UUID.search(line)) else str(i) for i, line in enumerate(lines)]
 
 
+def local_gpu_minors() -> dict[int, int]:
+    """nvidia-smi's index -> device minor (/dev/nvidia<minor>); {} without a driver or an answer."""
+    if shutil.which("nvidia-smi") is None:
+        return {}
+    query = ["nvidia-smi", "--query-gpu=index,minor_number", "--format=csv,noheader"]
+    try:
+        out = subprocess.run(query, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    pairs = [line.replace(" ", "").split(",") for line in out.stdout.splitlines()]
+    return {int(p[0]): int(p[1]) for p in pairs if len(p) == 2 and p[0].isdigit() and p[1].isdigit()}
+
+
 def python_paths(private: list[str]) -> list[str]:
     """The server's Python environment, for jobs to import from (read-only), unless it holds server data."""
     return outside(sorted({sys.prefix, sys.base_prefix, sys.exec_prefix}), private)
@@ -254,8 +267,13 @@ class Runtime:
             visible = ",".join(gpus[slot % len(gpus)] for slot in slots) if gpus else None
             return {"PATH": path, **({"CUDA_VISIBLE_DEVICES": visible} if visible else {})}
 
+        minors = local_gpu_minors()
+        if gpus and len(minors) < len(gpus):  # fail closed: a job is never handed a GPU we cannot name
+            log.error("gpu.minors_unknown", reason="nvidia-smi gave no index,minor_number", effect="jobs see no GPU")
+
         def sandbox_for_slots(slots: list[int]) -> SandboxSpec:
-            bound = sorted({slot % len(gpus) for slot in slots}) if gpus else []
+            held = {slot % len(gpus) for slot in slots} if gpus else set()
+            bound = sorted(minors[index] for index in held if index in minors)
             return sandbox_spec(self.settings, slots[0], readonly_paths=readonly, gpus=bound)
 
         transport = LocalTransport(LOCAL_NODE, python=sys.executable)

@@ -6,6 +6,10 @@ its STATUS frame. The baseline is the identical job with ``JOB_SANDBOX = "none"`
 the sandboxed one in the same run, so the difference is what the sandbox adds per job (namespaces,
 binds, the uid drop). Goal: at most 15 ms added at p50.
 
+Then the seccomp filter's own cost, as a ratio against the same sandbox without it, in the same run:
+bwrap around `true` (loading the filter) and around a system-call-heavy loop (200,000 `stat`s, each
+one through the filter), alternating with and without ``--seccomp``.
+
     python bench/sandbox.py [--jobs 50]
 """
 
@@ -13,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,8 +30,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.append(str(REPO / "tests"))
 from wrapper_jobs import prepare_workdir  # noqa: E402 - the workdir layout helper lives with the tests
 
+from executors import wrapper as node  # noqa: E402 - the wrapper's own command line, as on a node
 from executors.local_process import stream_local  # noqa: E402
 from executors.protocol import FrameDecoder, FrameKind, SandboxSpec, job_spec_bytes, run_command  # noqa: E402
+from executors.seccomp import seccomp_program  # noqa: E402
 
 GOAL_ADDED_MS = 15.0
 
@@ -83,11 +92,57 @@ def report(samples: dict[str, list[float]]) -> None:
     print(f"goal: at most {GOAL_ADDED_MS:g} ms added at p50: {verdict} ({added:.1f} ms)")
 
 
+SYSCALL_LOOP = "import os; [os.stat('/') for _ in range(200_000)]"
+SECCOMP_WORKLOADS = {"start (`true`)": "true", "200k stat calls": f"/usr/bin/python3 -c {shlex.quote(SYSCALL_LOOP)}"}
+
+
+def bwrap_seconds(workdir: Path, command: str, program: Path | None) -> float:
+    """One sandbox as the wrapper builds it, around ``command``, with the filter or without."""
+    fds = node.seccomp_fds(str(program)) if program else {}
+    try:
+        argv = node.sandbox_argv({"mode": "bwrap", "uid": 61000}, str(workdir), command, fds)
+        began = time.perf_counter()
+        done = subprocess.run(argv, pass_fds=tuple(fds.values()), capture_output=True, check=False)
+        elapsed = time.perf_counter() - began
+    finally:
+        node.close_fds(fds)
+    if done.returncode != 0:
+        raise RuntimeError(f"sandboxed {command!r} failed: {done.stderr!r}")
+    return elapsed
+
+
+def measure_seccomp(runs: int) -> dict[str, dict[str, list[float]]]:
+    """Per workload: seconds without and with the filter, interleaved."""
+    samples: dict[str, dict[str, list[float]]] = {w: {"off": [], "on": []} for w in SECCOMP_WORKLOADS}
+    with tempfile.TemporaryDirectory(prefix="gpuledger-bench-seccomp-") as tmp:
+        program, workdir = Path(tmp) / "seccomp.bpf", Path(tmp) / "work"
+        program.write_bytes(seccomp_program())
+        workdir.mkdir()
+        if os.geteuid() == 0:  # the job's uid inside, as hand_over_workdir does
+            os.chown(workdir, 61000, 61000)
+        for name, command in SECCOMP_WORKLOADS.items():
+            bwrap_seconds(workdir, command, program)  # warm up
+            for index in range(runs):
+                for state in ("off", "on") if index % 2 else ("on", "off"):
+                    samples[name][state].append(bwrap_seconds(workdir, command, program if state == "on" else None))
+    return samples
+
+
+def report_seccomp(samples: dict[str, dict[str, list[float]]]) -> None:
+    for name, by_state in samples.items():
+        off, on = statistics.median(by_state["off"]), statistics.median(by_state["on"])
+        print(
+            f"seccomp, {name}: p50 without filter {off * 1000:.1f} ms, with {on * 1000:.1f} ms, "
+            f"ratio {on / off:.3f} ({len(by_state['on'])} runs each)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=50, help="jobs per mode (default 50)")
     args = parser.parse_args()
     report(asyncio.run(measure(args.jobs)))
+    report_seccomp(measure_seccomp(max(5, args.jobs // 5)))
 
 
 if __name__ == "__main__":

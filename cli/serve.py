@@ -13,6 +13,7 @@ import socket
 import sys
 from typing import Any
 
+from executors.visibility import secrets_in_view
 from ledger.settings import load_settings
 
 GIL_SWITCH_INTERVAL_S = 0.0005
@@ -67,6 +68,10 @@ def run_serve(args: argparse.Namespace) -> int:
     # Everything the server creates (ledger, WAL, server.log, jobs/, results) is its own: 0600 / 0700.
     os.umask(0o077)
     settings = load_settings(args.config)
+    exposed = secrets_in_view(settings, args.config or ("gpuledger.toml" if os.path.exists("gpuledger.toml") else None))
+    if exposed:
+        print(f"gpuledger: refusing to start: {exposed}", file=sys.stderr)
+        return 2
     host, port = args.host or settings.server_host, args.port or settings.server_port
     busy = port_in_use(host, port)
     if busy:

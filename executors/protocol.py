@@ -25,6 +25,7 @@ import msgspec
 StrPath = str | os.PathLike[str]
 
 WRAPPER_NAME = "wrapper.py"
+SECCOMP_NAME = "seccomp.bpf"  # next to the wrapper: the job's system-call filter (executors/seccomp.py)
 SOLUTION_NAME = "solution.py"
 JOB_SPEC_NAME = "job.json"
 STDOUT_NAME = "stdout"
@@ -65,7 +66,10 @@ class SandboxSpec(msgspec.Struct, frozen=True, kw_only=True):
     network: Literal["none", "host"] = "none"
     readonly_paths: list[str] = []
     uid: int = 61000  # used only when the wrapper runs as root: the slot's unprivileged uid
-    gpus: list[int] | None = None  # /dev/nvidiaN bound in; None: every GPU of the node
+    gpus: list[int] | None = None  # device minors: /dev/nvidia<minor> bound in; None or []: no GPU
+    gpu_indices: list[int] | None = None  # nvidia-smi indices, mapped to minors by the wrapper on the node
+    gpus_from_slurm: bool = False  # also bind the GPUs Slurm allocated (the batch job's environment)
+    gpu_device_dir: str = "/dev"  # where the node's nvidia device nodes are (JOB_GPU_DEVICE_DIR)
     limits: Limits = Limits()
 
 
@@ -199,9 +203,10 @@ def status_command(python: str, workdir: StrPath) -> str:
 
 
 def probe_command(python: str, root: StrPath, uid: int) -> str:
-    """Exit 9 when ``root`` holds no wrapper yet (upload it, then ask again)."""
+    """Exit 9 when ``root`` holds no wrapper or filter yet (upload them, then ask again)."""
     wrapper = posixpath.join(os.fspath(root), WRAPPER_NAME)
-    return f"test -f {shlex.quote(wrapper)} || exit 9; " + _wrapper_command(
+    program = posixpath.join(os.fspath(root), SECCOMP_NAME)
+    return f"test -f {shlex.quote(wrapper)} -a -f {shlex.quote(program)} || exit 9; " + _wrapper_command(
         python, root, "probe", os.fspath(root), str(uid)
     )
 

@@ -23,6 +23,7 @@ from executors.errors import ExecutorError, NodeLost, RemoteCommandFailed
 from executors.follow import LiveFiles, follow_job
 from executors.outcome import finished_event, save_results_file
 from executors.retry import until_done, until_lost
+from executors.seccomp import seccomp_program
 from executors.transport import Transport
 from ledger import commands
 from ledger.blobs import BlobStore
@@ -205,7 +206,8 @@ class NodeRunner:
         }
         limit = job.expected_time_s * self.settings.max_job_timeout_multiplier
         spec = wp.job_spec_bytes(command, limit, self.settings.cancel_grace_s, env, self.sandbox_for_slots(slots))
-        await self.transport.put_files(workdir, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.JOB_SPEC_NAME: spec})
+        files = {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SECCOMP_NAME: seccomp_program(), wp.JOB_SPEC_NAME: spec}
+        await self.transport.put_files(workdir, files)
         await self.transport.put_files(job_dir, {wp.SOLUTION_NAME: code})
 
     async def _started(self, job: JobState, started: wp.Started) -> None:

@@ -11,22 +11,36 @@ from pathlib import Path
 
 from executors import protocol as wp
 from executors.errors import RemoteCommandFailed
+from executors.seccomp import seccomp_program
 from executors.transport import Transport
+from executors.visibility import holds
 from ledger.settings import Settings
 
 DISABLED_WARNING = 'JOB_SANDBOX = "none": submitted code runs unconfined, with the rights of the node user'
 
 
 def sandbox_spec(
-    settings: Settings, slot: int, *, readonly_paths: Sequence[str] = (), gpus: list[int] | None = None
+    settings: Settings,
+    slot: int,
+    *,
+    readonly_paths: Sequence[str] = (),
+    gpus: list[int] | None = None,
+    gpu_indices: list[int] | None = None,
+    gpus_from_slurm: bool = False,
 ) -> wp.SandboxSpec:
-    """The slot's uid is JOB_UID_BASE + slot, so jobs in different slots cannot touch each other either."""
+    """The slot's uid is JOB_UID_BASE + slot, so jobs in different slots cannot touch each other either.
+
+    The job's GPUs: ``gpus`` as device minors, ``gpu_indices`` as nvidia-smi indices (the wrapper maps
+    them on the node), or Slurm's allocation; none of them given, the job sees no GPU at all."""
     return wp.SandboxSpec(
         mode=settings.job_sandbox,
         network=settings.job_network,
         readonly_paths=[*settings.job_readonly_paths, *readonly_paths],
         uid=settings.job_uid_base + slot,
         gpus=gpus,
+        gpu_indices=gpu_indices,
+        gpus_from_slurm=gpus_from_slurm,
+        gpu_device_dir=settings.job_gpu_device_dir,
         limits=wp.Limits(
             max_processes=settings.job_max_processes,
             max_open_files=settings.job_max_open_files,
@@ -37,12 +51,7 @@ def sandbox_spec(
 
 def outside(paths: Sequence[str], private: Sequence[str]) -> list[str]:
     """``paths`` without any that is, or holds, one of the server's private paths (they stay unseen)."""
-    keep = []
-    for candidate in paths:
-        root = Path(candidate).resolve()
-        if not any(Path(p).resolve() == root or root in Path(p).resolve().parents for p in private):
-            keep.append(str(root))
-    return keep
+    return [str(Path(c).resolve()) for c in paths if not any(holds(c, p) for p in private)]
 
 
 async def sandbox_problem(transport: Transport, root: str, settings: Settings) -> str | None:
@@ -50,7 +59,7 @@ async def sandbox_problem(transport: Transport, root: str, settings: Settings) -
     command = wp.probe_command(transport.python, root, settings.job_uid_base)
     code, out, err = await transport.run(command, timeout=60)
     if code == 9:  # no wrapper there yet: put it in place and ask again
-        await transport.put_files(root, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE})
+        await transport.put_files(root, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SECCOMP_NAME: seccomp_program()})
         code, out, err = await transport.run(command, timeout=60)
     if code != 0:
         raise RemoteCommandFailed("sandbox probe", code, err or out)

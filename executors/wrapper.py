@@ -6,6 +6,7 @@ CONTROL_DIR ...`, on this host or over SSH, so it is one stdlib-only file that s
 The control directory is the interface; the job never sees it (only `work/` is bound into the sandbox):
 
     job.json      written by the runner: command, time_limit_s, grace_s, env, sandbox
+    seccomp.bpf   written by the runner: the job's system-call filter, a BPF program bwrap loads
     work/         the job's own workdir: solution.py, its results file, whatever it writes
     launched      claim marker (O_EXCL): whoever creates it decides whether the job ever runs
     started.json  pid, pgid, wrapper_pid, wrapper_start_ticks, started_at, sandbox_pid  (atomic)
@@ -17,9 +18,10 @@ The control directory is the interface; the job never sees it (only `work/` is b
     wrapper.log   the daemon's traceback, if it ever crashes
 
 The sandbox is bubblewrap (`bwrap`): own PID, IPC, UTS and (by default) network namespaces, the system
-read-only, a private /tmp, only the job's workdir writable. Run as root, the job runs as the slot's
-unprivileged uid (dropped by setpriv inside the sandbox); run as an ordinary user, bwrap makes a user
-namespace. The exit status is the one this daemon gets from waitpid on bwrap, never a file.
+read-only (of /etc an allowlist), a private /tmp, only the job's workdir writable, a seccomp filter.
+Run as root, the job runs as the slot's unprivileged uid (dropped by setpriv inside the sandbox); run
+as an ordinary user, bwrap makes a user namespace, in which no further one may be made. The exit
+status is the one this daemon gets from waitpid on bwrap, never a file.
 
 Exit status: a job killed by signal N records signal=N and exit_code=null; any other end records its
 exit code and signal=null. In the sandbox a death by signal N reaches us as exit 128+N (bwrap reports
@@ -299,7 +301,19 @@ def status_record(started_at, exit_code=None, sig=None, **flags):
 
 WORK_DIR = "work"
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# Of /etc only what Python, CUDA, TLS, name resolution and locale read: never the node's keys and configs.
+ETC_ALLOWED = (
+    "/etc/alternatives", "/etc/ca-certificates", "/etc/ca-certificates.conf", "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf", "/etc/pki/tls/certs", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+    "/etc/localtime", "/etc/timezone", "/etc/nsswitch.conf", "/etc/hosts", "/etc/host.conf", "/etc/resolv.conf",
+    "/etc/gai.conf", "/etc/services", "/etc/protocols", "/etc/passwd", "/etc/group", "/etc/os-release",
+    "/etc/lsb-release", "/etc/debian_version", "/etc/mime.types", "/etc/locale.alias", "/etc/locale.conf",
+    "/etc/default/locale", "/etc/matplotlibrc", "/etc/OpenCL", "/etc/vulkan", "/etc/nvidia", "/etc/glvnd",
+    "/etc/fonts", "/etc/magic", "/etc/mailcap",
+)  # fmt: skip
+ETC_PREFIXES = ("python3",)  # /etc/python3, /etc/python3.11: sysconfig and site defaults
+SECCOMP_NAME = "seccomp.bpf"  # the filter bwrap loads, built by the server (executors/seccomp.py)
 GPU_SHARED_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 LIMITS = (("max_processes", "RLIMIT_NPROC"), ("max_open_files", "RLIMIT_NOFILE"), ("max_memory_bytes", "RLIMIT_AS"))
 INSTALL_HINT = "install bubblewrap (apt-get install -y bubblewrap)"
@@ -326,26 +340,90 @@ def covered(target, dirs):
     return any(target == d or target.startswith(d.rstrip("/") + "/") for d in dirs)
 
 
-def gpu_devices(gpus):
-    """The slot's /dev/nvidiaN (all of them when the node is one slot) and the driver's shared nodes."""
+def etc_paths():
+    """The allowed part of the node's /etc that exists here."""
     try:
-        names = os.listdir("/dev")
+        extra = ["/etc/" + n for n in sorted(os.listdir("/etc")) if n.startswith(ETC_PREFIXES)]
     except OSError:
+        extra = []
+    return [p for p in (*ETC_ALLOWED, *extra) if os.path.exists(p)]
+
+
+def nvidia_minors():
+    """nvidia-smi's index -> the device minor (/dev/nvidia<minor>); they differ on some machines."""
+    program = find_program("nvidia-smi")
+    if program is None:
+        return {}
+    query = [program, "--query-gpu=index,minor_number", "--format=csv,noheader"]
+    try:
+        out = subprocess.run(query, capture_output=True, timeout=30, check=True).stdout.decode("ascii", "replace")
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    pairs = [line.replace(" ", "").split(",") for line in out.splitlines() if line.strip()]
+    return {int(i): int(m) for i, m in pairs if i.isdigit() and m.isdigit()}
+
+
+def slurm_gpu_ids(environ):
+    """The GPUs Slurm allocated to this job, as its gres IDs (the N of gres.conf's File=/dev/nvidiaN)."""
+    for name in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
+        ids = [g for g in environ.get(name, "").split(",") if g.strip().isdigit()]
+        if ids:
+            return [int(g) for g in ids]
+    return []
+
+
+def job_gpu_minors(sandbox, environ):
+    """The minors of the job's own GPUs: given (local runner), mapped from nvidia-smi indices on this
+    node (SSH), or Slurm's allocation; nothing else, and no GPU at all when the job was given none."""
+    minors = {int(g) for g in sandbox.get("gpus") or ()}
+    indices = sandbox.get("gpu_indices") or []
+    if indices:
+        mapping = nvidia_minors()
+        minors.update(mapping.get(int(i), int(i)) for i in indices)  # no driver to ask: index is minor
+    if sandbox.get("gpus_from_slurm"):
+        minors.update(slurm_gpu_ids(environ))
+    return sorted(minors)
+
+
+def gpu_devices(sandbox, environ=None):
+    """(node path, path in the sandbox) of the job's /dev/nvidia<minor> and the driver's shared nodes."""
+    dev = sandbox.get("gpu_device_dir") or "/dev"
+    minors = job_gpu_minors(sandbox, os.environ if environ is None else environ)
+    numbered = [f"nvidia{m}" for m in minors if os.path.exists(os.path.join(dev, f"nvidia{m}"))]
+    if not numbered:
         return []
-    wanted = None if gpus is None else {f"nvidia{int(g)}" for g in gpus}
-    numbered = [n for n in names if n.startswith("nvidia") and n[6:].isdigit() and (wanted is None or n in wanted)]
-    shared = [d for d in GPU_SHARED_DEVICES if os.path.exists(d)]
-    return (shared + ["/dev/" + n for n in sorted(numbered)]) if numbered else []
+    shared = [n for n in GPU_SHARED_DEVICES if os.path.exists(os.path.join(dev, os.path.basename(n)))]
+    return [(os.path.join(dev, os.path.basename(n)), n) for n in shared] + [
+        (os.path.join(dev, n), "/dev/" + n) for n in numbered
+    ]
 
 
-def sandbox_argv(sandbox, workdir, command):
-    """bwrap's command line: what the job sees is built up from an empty root."""
+def seccomp_fds(seccomp_path, required=True):
+    """The filter, opened by the wrapper for bwrap to read; {} only for the probe on a bare root."""
+    try:
+        return {"seccomp": os.open(seccomp_path, os.O_RDONLY)}
+    except OSError:
+        if required:  # no filter, no job: never a sandbox quietly weaker than the one documented
+            raise
+    return {}
+
+
+def close_fds(fds):
+    for fd in fds.values():
+        os.close(fd)
+
+
+def sandbox_argv(sandbox, workdir, command, fds=None):
+    """bwrap's command line: what the job sees is built up from an empty root (``fds``: seccomp_fds)."""
     argv = [find_program("bwrap") or "bwrap", "--die-with-parent", "--new-session"]
+    argv += ["--seccomp", str(fds["seccomp"])] if fds and "seccomp" in fds else []
     if os.geteuid() == 0:  # no user namespace: the job's uid is dropped inside, to a real unprivileged uid
+        # (the filter denies unshare, setns and clone's namespace flags: no nested namespace either)
         argv += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
         argv += ["--unshare-net"] if sandbox.get("network", "none") == "none" else []
-    else:
-        argv += ["--unshare-all"] + (["--share-net"] if sandbox.get("network", "none") == "host" else [])
+    else:  # its own user namespace, in which no further one may be made
+        argv += ["--unshare-all", "--unshare-user", "--disable-userns"]
+        argv += ["--share-net"] if sandbox.get("network", "none") == "host" else []
     for d in SYSTEM_DIRS:
         if os.path.islink(d):
             argv += ["--symlink", os.readlink(d), d]
@@ -354,12 +432,13 @@ def sandbox_argv(sandbox, workdir, command):
     # A fresh /proc (the job's PID namespace only), a minimal /dev, and private tmpfs /tmp and /dev/shm.
     argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]  # noqa: S108
     argv += ["--perms", "1777", "--tmpfs", "/dev/shm"]  # noqa: S108
-    for device in gpu_devices(sandbox.get("gpus")):
-        argv += ["--dev-bind", device, device]
+    for device, target in gpu_devices(sandbox):
+        argv += ["--dev-bind", device, target]
     readonly = [os.path.abspath(p) for p in sandbox.get("readonly_paths") or () if os.path.exists(p)]
     readonly = [p for p in readonly if not covered(p, SYSTEM_DIRS)]
-    argv += mount_points([*readonly, workdir])
-    for p in readonly:
+    etc = etc_paths()
+    argv += mount_points([*etc, *readonly, workdir])
+    for p in [*etc, *readonly]:
         argv += ["--ro-bind", p, p]
     argv += ["--bind", workdir, workdir, "--chdir", workdir, "--"]
     if os.geteuid() == 0:
@@ -435,8 +514,13 @@ def sandbox_problem(workdir, sandbox):
     if os.geteuid() == 0 and find_program("setpriv") is None:
         return "setpriv is not installed: install util-linux (apt-get install -y util-linux)"
     os.makedirs(workdir, exist_ok=True)
-    argv = sandbox_argv(sandbox, workdir, "true")
-    done = subprocess.run(argv, env={"PATH": DEFAULT_PATH}, stdin=subprocess.DEVNULL, capture_output=True)
+    fds = seccomp_fds(path(os.path.dirname(os.path.dirname(workdir)), SECCOMP_NAME), required=False)
+    try:
+        argv = sandbox_argv(sandbox, workdir, "true", fds)
+        run = {"env": {"PATH": DEFAULT_PATH}, "stdin": subprocess.DEVNULL, "capture_output": True}
+        done = subprocess.run(argv, pass_fds=tuple(fds.values()), **run)
+    finally:
+        close_fds(fds)
     if done.returncode == 0:
         return None
     why = (done.stderr or done.stdout).decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
@@ -532,12 +616,13 @@ def run_daemon(workdir):
 def start_job(command, sandbox, job_dir, env, workdir):
     """The job's process: bwrap around `bash -c COMMAND`, or bash alone when the sandbox is off."""
     status_fd = write_fd = None
-    argv = ["bash", "-c", command]
+    argv, fds = ["bash", "-c", command], {}
     if sandbox.get("mode") == "bwrap":
         if os.geteuid() == 0:
             hand_over_workdir(job_dir, int(sandbox["uid"]))
+        fds = seccomp_fds(path(workdir, SECCOMP_NAME))
         status_fd, write_fd = os.pipe()
-        argv = sandbox_argv(sandbox, job_dir, command)
+        argv = sandbox_argv(sandbox, job_dir, command, fds)
         argv[1:1] = ["--json-status-fd", str(write_fd)]
     try:
         with open(path(workdir, "stdout"), "ab") as out, open(path(workdir, "stderr"), "ab") as err:
@@ -549,7 +634,7 @@ def start_job(command, sandbox, job_dir, env, workdir):
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                pass_fds=() if write_fd is None else (write_fd,),
+                pass_fds=(() if write_fd is None else (write_fd,)) + tuple(fds.values()),
                 preexec_fn=confine(sandbox.get("limits") or {}),
             )
     except OSError:
@@ -559,6 +644,7 @@ def start_job(command, sandbox, job_dir, env, workdir):
     finally:
         if write_fd is not None:
             os.close(write_fd)
+        close_fds(fds)
     return proc, status_fd
 
 

@@ -122,6 +122,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     job_max_processes: int = 4096
     job_max_open_files: int = 65536
     job_max_memory_bytes: int = 0
+    job_gpu_device_dir: str = "/dev"  # where nodes keep /dev/nvidia<minor> (tests point it at fake nodes)
     # Slurm executor (a [slurm] table replaces the local runner and SSH nodes)
     slurm: SlurmSettings | None = None
     # reads at scale: the bounded dashboard and as-of snapshots

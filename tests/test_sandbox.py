@@ -85,7 +85,9 @@ def harness(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     else:
         cluster = request.getfixturevalue("ssh_cluster")
         # The node's own Python would do; the server's is used to show JOB_READONLY_PATHS at work.
-        settings = ssh_settings(cluster, job_command=f"{PY} {{solution}}", job_readonly_paths=[sys.prefix])
+        settings = ssh_settings(
+            cluster, job_command=f"{PY} {{solution}}", job_readonly_paths=[sys.prefix, sys.base_prefix]
+        )
         for name in ("code_scanner_enabled", "rate_limit_per_minute", "max_active_jobs_per_user", "endpoint_limits"):
             settings.pop(name)
         server = start_server(root, **settings)
@@ -419,7 +421,9 @@ def test_ssh_node_without_bwrap_is_down_and_runs_nothing(tmp_path: Path) -> None
     node_config.write_text(node_config.read_text() + f"SetEnv PATH={bin_dir}\n")
     try:
         cluster.heal()
-        settings = ssh_settings(cluster, job_command=f"{PY} {{solution}}", job_readonly_paths=[sys.prefix])
+        settings = ssh_settings(
+            cluster, job_command=f"{PY} {{solution}}", job_readonly_paths=[sys.prefix, sys.base_prefix]
+        )
         settings.pop("endpoint_limits")
         root = tmp_path / "server"
         root.mkdir()

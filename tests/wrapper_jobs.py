@@ -11,6 +11,7 @@ from pathlib import Path
 
 from executors.protocol import (
     JOB_SPEC_NAME,
+    SECCOMP_NAME,
     SOLUTION_NAME,
     WORK_NAME,
     WRAPPER_NAME,
@@ -18,15 +19,17 @@ from executors.protocol import (
     FrameKind,
     Started,
 )
+from executors.seccomp import seccomp_program
 
 PY = sys.executable
 
 
 def prepare_workdir(path: Path, solution_bytes: bytes, job_spec: bytes) -> None:
-    """A control directory with the wrapper and job.json, and the job's own ``work/`` with the solution."""
+    """A control directory with the wrapper, its filter and job.json, and ``work/`` with the solution."""
     (path / WORK_NAME).mkdir(mode=0o700, parents=True, exist_ok=True)
     path.chmod(0o700)
     (path / WRAPPER_NAME).write_bytes(WRAPPER_SOURCE)
+    (path / SECCOMP_NAME).write_bytes(seccomp_program())
     (path / JOB_SPEC_NAME).write_bytes(job_spec)
     (path / WORK_NAME / SOLUTION_NAME).write_bytes(solution_bytes)
 

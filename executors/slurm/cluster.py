@@ -62,8 +62,8 @@ class SlurmCluster:
             settings=services.settings,
             remote_root=services.settings.remote_root,
             env_for_slots=no_gpu_environment,  # Slurm's gres sets CUDA_VISIBLE_DEVICES on the node
-            # Every GPU device bound in: Slurm's device cgroup decides which of them the job can open.
-            sandbox_for_slots=lambda slots: sandbox_spec(services.settings, slots[0], gpus=None),
+            # The GPUs Slurm allocated, read by the wrapper on the compute node, and no other device.
+            sandbox_for_slots=lambda slots: sandbox_spec(services.settings, slots[0], gpus_from_slurm=True),
             cluster=self,
         )
         self.tasks: list[asyncio.Task[None]] = []

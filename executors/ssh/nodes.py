@@ -57,8 +57,9 @@ class SshNode:
             settings=self.settings,
             remote_root=self.settings.remote_root,
             env_for_slots=gpu_environment,
-            # A node is one machine (an LXC container): its slots share its GPUs, all bound in.
-            sandbox_for_slots=lambda slots: sandbox_spec(self.settings, slots[0]),
+            # A node is one machine (an LXC container); a job sees the GPUs of its own slots only
+            # (slot N is nvidia-smi's GPU N there, mapped to its device by the wrapper on the node).
+            sandbox_for_slots=lambda slots: sandbox_spec(self.settings, slots[0], gpu_indices=list(slots)),
             after_job=self.after_job,
             restart_container=self.container if self.settings.lxc_restart_between_jobs else None,
         )
