@@ -62,6 +62,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.boot import BootApp
+    from api.connections import guarded_protocol
     from api.logsetup import configure_logging
 
     # Everything the server creates (ledger, WAL, server.log, jobs/, results) is its own: 0600 / 0700.
@@ -108,6 +109,8 @@ def run_serve(args: argparse.Namespace) -> int:
         port=port,
         log_config=None,
         loop=EVENT_LOOP,
+        # httptools with a deadline for each request head and caps on connections (``api.connections``)
+        http=guarded_protocol(settings),
         timeout_graceful_shutdown=30,
         # uvicorn has no body timeout (the app's HTTP edge has one); these bound idle connections
         # and the size of a request head that is still incomplete.
