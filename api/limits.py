@@ -39,7 +39,7 @@ def is_trusted_proxy(address: str, trusted: list[str]) -> bool:
 
 # The submit limit keeps the old server's exact text (SPEC §4 quotes it; old clients match on it).
 SUBMIT_TEXT = "Rate limit exceeded. Maximum {limit} requests per 60s. Retry after {retry}s."
-OTHER_TEXT = "Rate limit exceeded for {endpoint} requests by {whose}: maximum {limit} per 60s. Retry after {retry}s."
+OTHER_TEXT = "Rate limit exceeded for {endpoint} requests {by}: maximum {limit} per 60s. Retry after {retry}s."
 
 
 class EndpointLimiter:
@@ -64,7 +64,7 @@ class EndpointLimiter:
             retry = max(1, math.ceil(hits[0] + WINDOW_S - now))
             text = SUBMIT_TEXT if endpoint == "submit" else OTHER_TEXT
             raise TooManyRequests(
-                text.format(endpoint=endpoint, whose=whose, limit=limit, retry=retry),
+                text.format(endpoint=endpoint, by=("by " if user else "from ") + whose, limit=limit, retry=retry),
                 {"Retry-After": str(retry)},
                 extra={"limit": endpoint, "limited": whose},
             )
