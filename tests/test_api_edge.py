@@ -6,6 +6,7 @@ the loopback interface, so a test can be several clients without a proxy in betw
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import select
 import socket
@@ -38,10 +39,8 @@ def closed_by_server(sock: socket.socket) -> bool:
     """The server closed it (EOF or reset), seen without waiting."""
     if not select.select([sock], [], [], 0)[0]:
         return False
-    try:  # readable: EOF, a reset, or a last answer before the close
+    with contextlib.suppress(OSError):  # readable: EOF, a reset, or a last answer before the close
         sock.recv(4096)
-    except OSError:
-        pass
     return True
 
 
