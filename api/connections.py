@@ -42,6 +42,13 @@ def connection_cap(configured: int, soft_nofile: int) -> int:
     return min(configured, room) if configured else room
 
 
+def accept_backlog(total: int, soft_nofile: int) -> int:
+    """The listen backlog, which is also how many connections asyncio accepts in one loop turn before
+    any is counted (and refused): small enough that a burst fits in the descriptors left free."""
+    soft = UNLIMITED_FDS if soft_nofile == resource.RLIM_INFINITY else soft_nofile
+    return max(16, min(2048, (soft - total) // 8))
+
+
 class ConnectionBook:
     """Open connections, in total and per client address (trusted proxies have no per-address cap:
     their connections carry many clients). It runs on the event loop only."""
@@ -77,6 +84,7 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     book: ClassVar[ConnectionBook]
     header_timeout_s: ClassVar[float]
+    backlog: ClassVar[int] = 2048  # for uvicorn's ``backlog``
     _address: str | None = None  # set once the connection is counted in
     _head_timer: asyncio.TimerHandle | None = None
 
@@ -138,17 +146,19 @@ def refused_connection(address: str, book: ConnectionBook) -> None:
 
 
 def guarded_protocol(settings: Settings) -> type[GuardedHttpTools]:
-    """The protocol class for this server's settings, with its caps logged once."""
+    """The protocol class for this server's settings (and its listen backlog), with its caps logged once."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     book = ConnectionBook(
         connection_cap(settings.max_connections, soft), settings.max_connections_per_address, settings.trusted_proxies
     )
+    backlog = accept_backlog(book.total, soft)
     log.info(
         "http.connection_limits",
         max_connections=book.total,
         max_per_address=book.per_address,
         rlimit_nofile=soft,
+        backlog=backlog,
         header_timeout_s=settings.http_header_timeout_s,
     )
-    attributes = {"book": book, "header_timeout_s": settings.http_header_timeout_s}
+    attributes = {"book": book, "header_timeout_s": settings.http_header_timeout_s, "backlog": backlog}
     return type("ServerHttpTools", (GuardedHttpTools,), attributes)

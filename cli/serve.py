@@ -100,6 +100,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return app, served_app(app, settings)
 
     boot = BootApp(build, on_failure=stop)
+    protocol = guarded_protocol(settings)
     # One process; SIGTERM makes uvicorn stop accepting, finish in-flight requests, then run the
     # lifespan shutdown, which leaves running jobs alone (they are re-attached at the next start).
     # The runtime starts after the app is built (``api.app``): /livez answers while the ledger loads.
@@ -110,7 +111,8 @@ def run_serve(args: argparse.Namespace) -> int:
         log_config=None,
         loop=EVENT_LOOP,
         # httptools with a deadline for each request head and caps on connections (``api.connections``)
-        http=guarded_protocol(settings),
+        http=protocol,
+        backlog=protocol.backlog,
         timeout_graceful_shutdown=30,
         # uvicorn has no body timeout (the app's HTTP edge has one); these bound idle connections
         # and the size of a request head that is still incomplete.

@@ -99,7 +99,7 @@ def low_nofile() -> None:
 
 
 def test_more_connections_than_the_descriptors_allow_never_fail_a_submit(tmp_path: Path) -> None:
-    """Under RLIMIT_NOFILE 512, 600 open connections: submits get 200 or 503, never 500; the log stays small."""
+    """Under RLIMIT_NOFILE 512, 500 open connections: submits get 200 or 503, never 500; the log stays small."""
     server = Server(
         tmp_path,
         code_scanner_quick_mode=True,
@@ -113,7 +113,7 @@ def test_more_connections_than_the_descriptors_allow_never_fail_a_submit(tmp_pat
     flood: list[socket.socket] = []
     try:
         token = server.token("alice")
-        for n in range(2, 8):  # 6 addresses x 100: under the per-address cap, over the total
+        for n in range(2, 7):  # 5 addresses x 100: under the per-address cap (128), over the total (384)
             flood += open_sockets(server, f"127.0.0.{n}", 100)
         answers = []
         started = time.monotonic()
@@ -133,7 +133,7 @@ def test_more_connections_than_the_descriptors_allow_never_fail_a_submit(tmp_pat
         assert answers[-1] == 200, answers  # served again once the silent connections were closed
         log = (tmp_path / "server.log").read_text()
         assert len(log) < 1_000_000
-        assert log.count("out of system resource") <= 3
+        assert log.count("out of system resource") == 0  # the cap and the backlog leave descriptors free
     finally:
         close_all(flood)
         server.stop()

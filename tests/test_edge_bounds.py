@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from api.connections import FD_RESERVE_MIN, ConnectionBook, connection_cap
+from api.connections import FD_RESERVE_MIN, ConnectionBook, accept_backlog, connection_cap
 from api.guessing import KNOWN_GRACE, FailedAuthentications
 from api.logsetup import SampledAcceptErrors
 
@@ -31,6 +31,8 @@ def test_the_connection_cap_stays_below_the_descriptor_limit() -> None:
     assert connection_cap(0, 200) == 200 - FD_RESERVE_MIN
     assert connection_cap(100, 1024) == 100
     assert connection_cap(5000, 1024) == 768
+    assert accept_backlog(768, 1024) == 32  # a burst accepted in one loop turn fits in the reserve
+    assert accept_backlog(49_152, 65_536) == 2048
     book = ConnectionBook(total=3, per_address=2, trusted_proxies=["10.0.0.1"])
     assert [book.admit("1.2.3.4") for _ in range(3)] == [True, True, False]
     assert book.admit("10.0.0.1") is True
