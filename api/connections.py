@@ -46,7 +46,7 @@ def accept_backlog(total: int, soft_nofile: int) -> int:
     """The listen backlog, which is also how many connections asyncio accepts in one loop turn before
     any is counted (and refused): small enough that a burst fits in the descriptors left free."""
     soft = UNLIMITED_FDS if soft_nofile == resource.RLIM_INFINITY else soft_nofile
-    return max(16, min(2048, (soft - total) // 8))
+    return max(16, min(2048, (soft - total) // 4))
 
 
 class ConnectionBook:
@@ -143,6 +143,18 @@ def refused_connection(address: str, book: ConnectionBook) -> None:
             max_per_address=book.per_address,
             refused_so_far=book.refused,
         )
+
+
+def raise_descriptor_limit() -> tuple[int, int]:
+    """The soft RLIMIT_NOFILE raised to the hard one (as Go's runtime does): the soft default of 1024
+    is a relic of select(), which nothing here uses. Returns the limits now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # some containers refuse: the soft limit stays, and the cap follows it
+            return soft, hard
+    return hard, hard
 
 
 def guarded_protocol(settings: Settings) -> type[GuardedHttpTools]:

@@ -62,7 +62,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.boot import BootApp
-    from api.connections import guarded_protocol
+    from api.connections import guarded_protocol, raise_descriptor_limit
     from api.logsetup import configure_logging
 
     # Everything the server creates (ledger, WAL, server.log, jobs/, results) is its own: 0600 / 0700.
@@ -100,6 +100,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return app, served_app(app, settings)
 
     boot = BootApp(build, on_failure=stop)
+    raise_descriptor_limit()  # before the connection cap is derived from it
     protocol = guarded_protocol(settings)
     # One process; SIGTERM makes uvicorn stop accepting, finish in-flight requests, then run the
     # lifespan shutdown, which leaves running jobs alone (they are re-attached at the next start).

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import logging
+import resource
+import subprocess
+import sys
+from pathlib import Path
 
 from api.connections import FD_RESERVE_MIN, ConnectionBook, accept_backlog, connection_cap
 from api.guessing import KNOWN_GRACE, FailedAuthentications
 from api.logsetup import SampledAcceptErrors
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_failed_authentications_block_for_the_window_and_bound_known_tokens() -> None:
@@ -31,7 +37,7 @@ def test_the_connection_cap_stays_below_the_descriptor_limit() -> None:
     assert connection_cap(0, 200) == 200 - FD_RESERVE_MIN
     assert connection_cap(100, 1024) == 100
     assert connection_cap(5000, 1024) == 768
-    assert accept_backlog(768, 1024) == 32  # a burst accepted in one loop turn fits in the reserve
+    assert accept_backlog(768, 1024) == 64  # a burst accepted in one loop turn fits in the reserve
     assert accept_backlog(49_152, 65_536) == 2048
     book = ConnectionBook(total=3, per_address=2, trusted_proxies=["10.0.0.1"])
     assert [book.admit("1.2.3.4") for _ in range(3)] == [True, True, False]
@@ -55,3 +61,22 @@ def test_the_accept_error_line_is_sampled() -> None:
     again = record(line)
     assert sampled.filter(again) is True
     assert "999 more" in again.getMessage()
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_one() -> None:
+    """``serve`` starts with the soft RLIMIT_NOFILE raised to the hard one, so the cap follows the hard one."""
+    code = "from api.connections import raise_descriptor_limit; print(raise_descriptor_limit())"
+
+    def soft_below_hard() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024))
+
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        preexec_fn=soft_below_hard,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "(1024, 1024)"
