@@ -122,7 +122,7 @@ class GuessThrottle:
         address = self._address(scope)
         retry = self.book.admit(address, digest, time.monotonic())
         if retry is not None:
-            await _refuse(send, retry)
+            await _refuse(send, retry, address)
             return
         status: list[int] = []
 
@@ -153,12 +153,14 @@ class GuessThrottle:
         )
 
 
-async def _refuse(send: Callable[[Message], Any], retry: int) -> None:
+async def _refuse(send: Callable[[Message], Any], retry: int, address: str) -> None:
     detail = (
         "Too many failed authentications from this address. "
         f"Retry after {retry}s (tokens that already worked from here still do)."
     )
-    body = msgspec.json.encode({"status": 429, "detail": detail, "limit": "authentication"})
+    body = msgspec.json.encode(
+        {"status": 429, "detail": detail, "rate_limit": "authentication", "limited": f"address {address}"}
+    )
     headers = [
         (b"content-type", b"application/problem+json"),
         (b"content-length", str(len(body)).encode()),

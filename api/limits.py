@@ -66,6 +66,6 @@ class EndpointLimiter:
             raise TooManyRequests(
                 text.format(endpoint=endpoint, by=("by " if user else "from ") + whose, limit=limit, retry=retry),
                 {"Retry-After": str(retry)},
-                extra={"limit": endpoint, "limited": whose},
+                extra={"rate_limit": endpoint, "limited": whose},
             )
         hits.append(now)

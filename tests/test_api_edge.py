@@ -166,6 +166,7 @@ def test_wrong_tokens_are_throttled_while_a_valid_token_keeps_working(guarded: S
             if answer.status_code == 429:
                 assert 1 <= int(answer.headers["retry-after"]) <= 60
                 assert "Too many failed authentications" in answer.json()["detail"]
+                assert answer.json()["limited"] == "address 127.0.0.5"
             if n % 50 == 0:
                 assert known.get("/api/jobs").status_code == 200
                 assert elsewhere.get("/api/jobs").status_code == 200
@@ -226,4 +227,4 @@ def test_the_submit_endpoint_limit_keeps_the_old_text(status_limited: Server) ->
     assert refused.status_code == 429
     retry = refused.headers["retry-after"]
     assert refused.json()["detail"] == f"Rate limit exceeded. Maximum 2 requests per 60s. Retry after {retry}s."
-    assert (refused.json()["limit"], refused.json()["limited"]) == ("submit", "user erin")
+    assert (refused.json()["rate_limit"], refused.json()["limited"]) == ("submit", "user erin")
