@@ -111,12 +111,10 @@ class GuessThrottle:
         self.trusted_proxies = trusted_proxies
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[Message], Any]) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
         digest = credential_digest(scope.get("headers") or [])
         # Old clients put their token in the submit's config: a submit may authenticate without a header.
-        if digest is None and not (scope.get("method") == "POST" and scope.get("path") == "/api/submit"):
+        config_token = scope.get("method") == "POST" and scope.get("path") == "/api/submit"
+        if scope["type"] != "http" or not self.book.limit or (digest is None and not config_token):
             await self.app(scope, receive, send)
             return
         address = self._address(scope)
@@ -124,17 +122,15 @@ class GuessThrottle:
         if retry is not None:
             await _refuse(send, retry, address)
             return
-        status: list[int] = []
 
-        async def noting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
+        async def learning_send(message: Message) -> None:
+            if message["type"] == "http.response.start":  # learnt at once: a stream may last hours
+                self._learn(scope, address, digest, message["status"])
             await send(message)
 
-        await self.app(scope, receive, noting_send)
-        self._learn(scope, address, digest, status[0] if status else None)
+        await self.app(scope, receive, learning_send)
 
-    def _learn(self, scope: dict[str, Any], address: str, digest: str | None, status: int | None) -> None:
+    def _learn(self, scope: dict[str, Any], address: str, digest: str | None, status: int) -> None:
         now = time.monotonic()
         if status == 401:
             self.book.failed(address, digest, now)
