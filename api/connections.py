@@ -18,7 +18,7 @@ import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import get_remote_addr
 
-from api.limits import is_trusted_proxy
+from api.addresses import is_trusted_proxy
 from ledger.settings import Settings
 
 log = structlog.get_logger()

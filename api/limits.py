@@ -6,11 +6,11 @@ The limiter runs on the event loop between awaits, so its check-and-record is at
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import time
 from collections import defaultdict, deque
 
+from api.addresses import is_trusted_proxy
 from api.errors import TooManyRequests
 
 WINDOW_S = 60.0
@@ -27,14 +27,6 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies:
         if not is_trusted_proxy(hop, trusted_proxies):
             return hop
     return hops[0] if hops else peer
-
-
-def is_trusted_proxy(address: str, trusted: list[str]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(net, strict=False) for net in trusted)
 
 
 # The submit limit keeps the old server's exact text (SPEC §4 quotes it; old clients match on it).
