@@ -26,6 +26,7 @@ from api.controllers.service import VERSION, ServiceController
 from api.controllers.streams import StreamController
 from api.edge import HttpEdge
 from api.errors import EXCEPTION_HANDLERS, ServiceUnavailable
+from api.guessing import FailedAuthentications, GuessThrottle
 from api.limits import EndpointLimiter
 from api.metrics import metrics_registry
 from api.openapi import openapi_config
@@ -141,9 +142,12 @@ def create_app(
 
 
 def served_app(app: Litestar, settings: Settings) -> HttpEdge:
-    """What the server runs: the app inside its HTTP edge (request ids, access log, body deadline)."""
+    """What the server runs: the app inside its HTTP edge (request ids, access log, body deadline) and
+    the failed-authentication throttle (inside the edge, so that its 429s are logged too)."""
+    failures = FailedAuthentications(settings.auth_failure_limit, settings.auth_failure_window_s)
+    throttled = GuessThrottle(app, failures, trusted_proxies=settings.trusted_proxies)  # type: ignore[arg-type]
     return HttpEdge(
-        app,  # type: ignore[arg-type]
+        throttled,
         body_timeout_s=settings.request_body_timeout_s,
         trusted_proxies=settings.trusted_proxies,
     )

@@ -1,7 +1,8 @@
 """What handlers are given: guards (limit, authenticate, admin) and the dependencies they declare.
 
-Guards run before Litestar parses any parameter or body, so the order is always: the per-address
-limit, then authentication, then (in dependencies) the lookup. Handlers name what they need —
+Guards run before Litestar parses any parameter or body, so the order is always: authentication of a
+sent token, the endpoint's limit (per that token's user; per address for anonymous callers), the
+rest of authentication, then (in dependencies) the lookup. Handlers name what they need —
 ``runtime``, ``views``, ``identity``, ``caller``, ``job``, ``address`` — and Litestar provides it.
 Guards are ``async def`` though they never await: Litestar runs a plain-function guard in its thread
 pool, one hop per guard per request (about a third of a status read's time, measured).
@@ -40,12 +41,14 @@ def address_of(connection: Connection) -> str:
 
 
 def limited(endpoint: str, then: Guard | None = None) -> Guard:
-    """A guard: the endpoint's per-address limit (429 beyond it), then ``then``'s check. One guard for
-    both, put first: Litestar copies the route handler for every guard it runs, on every request."""
+    """A guard: the endpoint's limit (429 beyond it), then ``then``'s check. A sent token is checked
+    first (401 if bad) so that the limit is its user's; without one, the client address's. One guard
+    for both, put first: Litestar copies the route handler for every guard it runs, on every request."""
 
     async def check_limit(connection: Connection, handler: BaseRouteHandler) -> None:
         limiter: EndpointLimiter = connection.app.state.limiter
-        limiter.check(endpoint, address_of(connection))
+        user = authenticate(connection).user_id if connection.headers.get("authorization") is not None else None
+        limiter.check(endpoint, address_of(connection), user=user)
         if then is not None:
             await then(connection, handler)  # type: ignore[misc]
 

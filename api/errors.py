@@ -6,7 +6,8 @@
     ├── PermissionDenied    403  authenticated, but not allowed
     ├── RequestTimeout      408  the body did not arrive in time (less than Content-Length, or too slow)
     ├── PayloadTooLarge     413  code or config over its size limit, or too many multipart parts
-    ├── TooManyRequests     429  this client address is over an endpoint's per-minute limit
+    ├── TooManyRequests     429  over an endpoint's per-minute limit (per user, or per address if
+    │                            anonymous), or too many failed authentications from this address
     └── ServiceUnavailable  503  the server is still loading the ledger (or failed to start)
 
 A ``LedgerUnavailable`` (the disk refused a write: full, an I/O error) is 503 with Retry-After too.
@@ -42,10 +43,13 @@ RETRY_UNWRITABLE_S = 10  # Retry-After while the ledger cannot write (the writer
 class ApiError(Exception):
     status = 500
 
-    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str, headers: dict[str, str] | None = None, *, extra: dict[str, object] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
+        self.extra = extra  # more problem-detail members (which limit, whose)
 
 
 class BadRequest(ApiError):
@@ -112,7 +116,7 @@ def problem(
 
 
 def handle_api_error(_: Request[Any, Any, Any], error: ApiError) -> Response[dict[str, object]]:
-    return problem(error.status, error.detail, error.headers)
+    return problem(error.status, error.detail, error.headers, error.extra)
 
 
 def handle_ledger_error(_: Request[Any, Any, Any], error: LedgerError) -> Response[dict[str, object]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,32 @@ class QuietRetries(logging.Filter):
         if record.name.startswith("asyncssh") and record.levelno < logging.WARNING:
             return False
         return "SQLITE_SCHEMA" not in record.getMessage()
+
+
+class SampledAcceptErrors(logging.Filter):
+    """asyncio's "accept() out of system resource" at most once per ``interval_s``, saying how many
+    were left out: out of descriptors, asyncio logs it once per queued connection per loop turn (it
+    once wrote 83 MB in 30 s)."""
+
+    MESSAGE = "socket.accept() out of system resource"
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self.last = -interval_s
+        self.left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.MESSAGE):
+            return True
+        now = time.monotonic()
+        if now - self.last < self.interval_s:
+            self.left_out += 1
+            return False
+        if self.left_out:
+            record.msg = f"{record.msg}\n({self.left_out} more since the last such line, left out)"
+        self.last, self.left_out = now, 0
+        return True
 
 
 def configure_logging(log_file: str | None, *, console: bool | None = None, level: int = logging.INFO) -> None:
@@ -60,6 +87,9 @@ def configure_logging(log_file: str | None, *, console: bool | None = None, leve
     handlers.append(stream)
     for handler in handlers:
         handler.addFilter(QuietRetries())
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.filters = [f for f in asyncio_log.filters if not isinstance(f, SampledAcceptErrors)]
+    asyncio_log.addFilter(SampledAcceptErrors())
     root = logging.getLogger()
     root.handlers = handlers
     root.setLevel(level)

@@ -63,6 +63,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.boot import BootApp
+    from api.connections import guarded_protocol, raise_descriptor_limit
     from api.logsetup import configure_logging
 
     # Everything the server creates (ledger, WAL, server.log, jobs/, results) is its own: 0600 / 0700.
@@ -104,6 +105,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return app, served_app(app, settings)
 
     boot = BootApp(build, on_failure=stop)
+    raise_descriptor_limit()  # before the connection cap is derived from it
+    protocol = guarded_protocol(settings)
     # One process; SIGTERM makes uvicorn stop accepting, finish in-flight requests, then run the
     # lifespan shutdown, which leaves running jobs alone (they are re-attached at the next start).
     # The runtime starts after the app is built (``api.app``): /livez answers while the ledger loads.
@@ -113,6 +116,9 @@ def run_serve(args: argparse.Namespace) -> int:
         port=port,
         log_config=None,
         loop=EVENT_LOOP,
+        # httptools with a deadline for each request head and caps on connections (``api.connections``)
+        http=protocol,
+        backlog=protocol.backlog,
         timeout_graceful_shutdown=30,
         # uvicorn has no body timeout (the app's HTTP edge has one); these bound idle connections
         # and the size of a request head that is still incomplete.

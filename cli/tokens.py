@@ -24,7 +24,7 @@ from projections.token_usage import last_used
 from projections.views import Views
 
 ACTOR = "cli"
-STRONG_LENGTH = 16  # shorter admin-chosen tokens are accepted (from 8 characters) with a warning
+STRONG_LENGTH = 16  # shorter admin-chosen tokens are accepted (from 14 characters) with a warning
 
 
 def register(subparsers: Any) -> None:

@@ -49,6 +49,8 @@ class SlurmSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise msgspec.ValidationError("must be positive - at `$.slurm`")
 
 
+EDGE_COUNTS = ("max_connections", "max_connections_per_address", "auth_failure_limit")
+EDGE_SPANS = ("http_header_timeout_s", "auth_failure_window_s")
 DEFAULT_ENDPOINT_LIMITS = {"submit": 5, "status": 60, "results": 60, "cancel": 10, "jobs": 30}
 
 
@@ -136,6 +138,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     request_body_timeout_s: float = 30.0
     keep_alive_timeout_s: int = 5
     sse_heartbeat_s: float = 15.0
+    # connections and guessing (docs/admin-guide.md, "Connections and guessing"); 0 is unlimited
+    http_header_timeout_s: float = 10.0  # a connection's request head must arrive whole within this
+    max_connections: int = 0  # 0: derived from RLIMIT_NOFILE (and never above what it allows)
+    max_connections_per_address: int = 128
+    auth_failure_limit: int = 20  # failed authentications per address per window, then 429
+    auth_failure_window_s: float = 300.0
     # quotas and retries (docs/admin-guide.md, "Quotas and retries"): 0 is unlimited / no retries
     quota_submissions: int = 0  # submissions per user per UTC day
     quota_gpu_hours: float = 0.0  # GPU-hours per user per UTC day (checked at submit)
@@ -169,7 +177,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if self.max_job_timeout_multiplier <= 0:
             raise msgspec.ValidationError("must be positive - at `$.max_job_timeout_multiplier`")
         # Limits: 0 means unlimited; no upper cap (the views keep only the last minute's submit times).
-        for name in ("rate_limit_per_minute", "max_active_jobs_per_user"):
+        for name in ("rate_limit_per_minute", "max_active_jobs_per_user", *EDGE_COUNTS):
             if getattr(self, name) < 0:
                 raise msgspec.ValidationError(f"must be 0 (unlimited) or more - at `$.{name}`")
         if any(value < 0 for value in self.endpoint_limits.values()):
@@ -217,7 +225,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         for path in self.job_readonly_paths:
             if not path.startswith("/"):
                 raise msgspec.ValidationError(f"{path!r} is not an absolute path - at `$.job_readonly_paths`")
-        for name in ("request_body_timeout_s", "keep_alive_timeout_s", "sse_heartbeat_s"):
+        for name in ("request_body_timeout_s", "keep_alive_timeout_s", "sse_heartbeat_s", *EDGE_SPANS):
             if getattr(self, name) <= 0:
                 raise msgspec.ValidationError(f"must be positive - at `$.{name}`")
 

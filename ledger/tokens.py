@@ -63,6 +63,12 @@ def decide_revoke(state: TokenState, *, by: str, reason: str = "") -> list[AnyEv
     return [TokenRevoked(token_id=state.token_id, user_id=state.user_id, by=by, reason=reason)]
 
 
+# Chosen tokens are the guessable ones (generated ones carry 256 random bits); 14 keeps the seed's own
+# example, ``user_token_123``, valid. Tokens issued before under the old minimum (8) still work: the
+# check is at issue time, and the failed-authentication throttle (api/guessing.py) bounds guessing.
+MIN_CHOSEN_LENGTH = 14
+
+
 def new_secret() -> str:
     """A random token secret that never starts with ``-``: ``--token SECRET`` must not read as an option."""
     while (secret := secrets.token_urlsafe(32)).startswith("-"):
@@ -81,8 +87,13 @@ def mint(
         raise ValueError(f"--days must be between 1 and {max_days}")
     if not user_id or any(c.isspace() for c in user_id) or len(user_id) > 128:
         raise ValueError("user id must be 1..128 characters without spaces")
-    if secret is not None and (len(secret) < 8 or any(c.isspace() for c in secret)):
-        raise ValueError("a token must be at least 8 characters long, without spaces")
+    if secret is not None and len(secret) < MIN_CHOSEN_LENGTH:
+        raise ValueError(
+            f"a chosen token must be at least {MIN_CHOSEN_LENGTH} characters long, not {len(secret)} "
+            "(omit it to get a generated one)"
+        )
+    if secret is not None and any(c.isspace() for c in secret):
+        raise ValueError("a token must not contain spaces")
     secret = secret or new_secret()
     expires = datetime.now(UTC) + timedelta(days=days)
     issued = TokenIssued(

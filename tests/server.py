@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,10 @@ class Server:
         self.env.setdefault("GPULEDGER_SERVER_PORT", str(self.port))
         # Each server's ledger reserve is preallocated on the shared test disk: 1 MiB, not 64, unless set.
         self.env.setdefault("GPULEDGER_LEDGER_RESERVE_BYTES", str(1024 * 1024))
+        # Tests fail to authenticate often from one address (``wait_token_known`` polls a new token):
+        # the failed-authentication throttle is off unless a test sets its own.
+        self.env.setdefault("GPULEDGER_AUTH_FAILURE_LIMIT", "0")
+        self.preexec: Callable[[], None] | None = None  # run in the server's process before exec
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready = False
         self.admin_token: str | None = None
@@ -75,6 +79,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             env={**os.environ, "PYTHONPATH": str(REPO), **self.env},
+            preexec_fn=self.preexec,
         )
         self.ready = False  # until /readyz answers: before then SIGUSR1 may still end the process
         LIVE.add(self)

@@ -1,5 +1,6 @@
 """Limits over real HTTP: per-user active jobs and submissions per minute (atomic with the append, so
-concurrent submits cannot exceed them), and per-address endpoint limits (behind a trusted proxy)."""
+concurrent submits cannot exceed them), and endpoint limits: per user, or per address (behind a trusted
+proxy) for anonymous callers."""
 
 from __future__ import annotations
 
@@ -136,8 +137,8 @@ def test_rate_limit_has_the_original_text_and_retry_after(three_active: Server) 
         assert 1 <= retry <= 60
 
 
-def test_endpoint_limit_is_per_client_address(one_active: Server) -> None:
-    """The results endpoint allows 5 requests a minute per address; the 6th is 429, another address is not."""
+def test_endpoint_limit_is_per_user_for_authenticated_callers(one_active: Server) -> None:
+    """The results endpoint allows 5 requests a minute per user, from whatever address; the 6th is 429."""
     token = one_active.token("poller")
     with one_active.client(token) as client:
         job_id = submit(client, "pass", config_yaml("poller"), wait=True).json()["job_id"]
@@ -146,9 +147,11 @@ def test_endpoint_limit_is_per_client_address(one_active: Server) -> None:
             assert client.get(f"/api/results/{job_id}", headers=first).status_code == 200
         refused = client.get(f"/api/results/{job_id}", headers=first)
         assert refused.status_code == 429
-        assert refused.json()["detail"].startswith("Rate limit exceeded. Maximum 5 requests per 60s. Retry after ")
+        assert refused.json()["detail"].startswith(
+            "Rate limit exceeded for results requests by user poller: maximum 5 per 60s. Retry after "
+        )
         assert 1 <= int(refused.headers["retry-after"]) <= 60
-        assert client.get(f"/api/results/{job_id}", headers={"X-Forwarded-For": "203.0.113.8"}).status_code == 200
+        assert client.get(f"/api/results/{job_id}", headers={"X-Forwarded-For": "203.0.113.8"}).status_code == 429
         assert client.get(f"/api/status/{job_id}", headers=first).status_code == 200
 
 

@@ -54,11 +54,11 @@ def test_admin_token_is_saved_privately_next_to_the_ledger(server: Server) -> No
 
 
 def test_short_admin_chosen_tokens_warn_and_fresh_tokens_show_30_days(server: Server) -> None:
-    """An 8-character token is accepted with a warning, 7 is refused; ``token list --json`` shows 30 days."""
-    short = run_cli(server.root, "token", "create", "username", "user_tok", env=server.env)
+    """A 14-character token is accepted with a warning, 13 is refused; ``token list --json`` shows 30 days."""
+    short = run_cli(server.root, "token", "create", "username", "user_token_123", env=server.env)
     assert short.returncode == 0, short.stderr
     assert "warning" in short.stderr
-    assert run_cli(server.root, "token", "create", "username", "user_to", env=server.env).returncode == 2
+    assert run_cli(server.root, "token", "create", "username", "user_token_12", env=server.env).returncode == 2
     listed = json.loads(run_cli(server.root, "token", "list", "--json", env=server.env).stdout)
     mine = [t for t in listed["tokens"] if t["user_id"] == "username"]
     assert [t["days_left"] for t in mine] == [30]
