@@ -78,6 +78,9 @@ class JobStatus(msgspec.Struct, kw_only=True):
     scan_verdict: str | None = None
     findings: list[dict[str, Any]] = []
     finish_reason: str | None = None
+    finish_reason_text: str | None = None  # the reason in words (ledger/reasons.py); the code stays above
+    cancelled_by: str | None = None
+    duration_s: float | None = None  # run time of the current attempt (so far, while it runs)
     attempt: int = 0  # the current (or last) attempt; 0 before the first dispatch
     max_attempts: int = 1
     attempts: list[AttemptInfo] = []  # the attempts before the current one
@@ -117,6 +120,7 @@ class JobResults(msgspec.Struct, kw_only=True):
     signal: int | None = None
     reason: str | None = None
     results_file: str | None = None
+    reason_text: str | None = None  # ``reason`` in words
 
 
 class CancelAnswer(msgspec.Struct, kw_only=True):

@@ -67,6 +67,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     completed_at: int | None = None
     pgid: int | None = None
     cancel_requested: bool = False
+    cancelled_by: str | None = None  # who asked for the cancel (the words of a cancelled job's reason)
     reason: str | None = None
     exit_code: int | None = None
     signal: int | None = None
@@ -166,7 +167,7 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             return _scanned(state, event)
         case JobCancelRequested():
             phase = "cancelling" if state.phase in ("running", "dispatched") else state.phase
-            return _replace(state, version=version, cancel_requested=True, phase=phase)
+            return _replace(state, version=version, cancel_requested=True, phase=phase, cancelled_by=event.by)
         case JobRequeued():
             past = Attempt(attempt=event.attempt, node=state.node, outcome="requeued", reason=event.reason, ended_at=at)
             return _back_in_queue(state, past, at)
