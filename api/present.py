@@ -55,6 +55,7 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
         finish_reason_text=reason_text(job),
         cancelled_by=job.cancelled_by,
         duration_s=duration_of(job, now_us()),
+        has_results=job.results is not None,
         attempt=job.attempt,
         max_attempts=job.max_attempts,
         attempts=[

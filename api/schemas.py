@@ -81,6 +81,7 @@ class JobStatus(msgspec.Struct, kw_only=True):
     finish_reason_text: str | None = None  # the reason in words (ledger/reasons.py); the code stays above
     cancelled_by: str | None = None
     duration_s: float | None = None  # run time of the current attempt (so far, while it runs)
+    has_results: bool = False  # the job wrote a results file (GET /api/jobs/{job_id}/results-file)
     attempt: int = 0  # the current (or last) attempt; 0 before the first dispatch
     max_attempts: int = 1
     attempts: list[AttemptInfo] = []  # the attempts before the current one

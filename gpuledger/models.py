@@ -43,6 +43,7 @@ class JobStatus(msgspec.Struct, kw_only=True):
     finish_reason_text: str | None = None
     cancelled_by: str | None = None
     duration_s: float | None = None
+    has_results: bool = False
     attempt: int = 0
     max_attempts: int = 1
     attempts: list[AttemptInfo] = []
