@@ -190,6 +190,7 @@ def node_infos(views: Views, plan: Plan, who: Identity | None, now: int) -> list
                 slots=node.slots,
                 running=len(running),
                 down_reason=node.down_reason,
+                drain_reason=node.drain_reason if node.drained else None,
             )
         )
     return infos

@@ -130,8 +130,9 @@ class CancelAnswer(msgspec.Struct, kw_only=True):
     job_id: str
 
 
-class JobList(msgspec.Struct, kw_only=True):
+class JobList(msgspec.Struct, kw_only=True, omit_defaults=True):
     jobs: list[JobStatus]
+    warnings: list[str] = []  # hints about the query itself (an unknown user_id): absent when none
 
 
 class CurrentJob(msgspec.Struct, kw_only=True):
@@ -153,6 +154,7 @@ class NodeInfo(msgspec.Struct, kw_only=True):
     slots: int = 1
     running: int = 0
     down_reason: str | None = None
+    drain_reason: str | None = None  # why an admin drained it (status "draining")
 
 
 class NodeList(msgspec.Struct, kw_only=True):

@@ -64,7 +64,8 @@ def nodes_table(nodes: list[NodeInfo]) -> Table:
         job = node.current_job
         current = (job.job_id or "(another user's)") if job else ""
         elapsed = f"{job.elapsed_s or 0:.0f}s / {job.expected_time or 0}s" if job else ""
-        state = node.status + (f" ({node.down_reason})" if node.down_reason else "")
+        why = node.down_reason or node.drain_reason
+        state = node.status + (f" ({why})" if why else "")
         table.add_row(
             node.name,
             state,

@@ -115,6 +115,7 @@ class NodeInfo(msgspec.Struct, kw_only=True):
     slots: int = 1
     running: int = 0
     down_reason: str | None = None
+    drain_reason: str | None = None
 
 
 class LogChunk(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -32,6 +32,7 @@ class NodeState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     down_reason: str | None = None
     consecutive_failures: int = 0
     drained: bool = False
+    drain_reason: str | None = None  # what the admin said when draining (shown by ``gpuledger node list``)
     restarting: bool = False
     last_restart_outcome: str | None = None
     retired: bool = False
@@ -87,9 +88,9 @@ def evolve_node(state: NodeState | None, event: AnyEvent) -> NodeState:
                 consecutive_failures=event.consecutive_failures,
             )
         case NodeDrained():
-            return replace(state, version=version, drained=True)
+            return replace(state, version=version, drained=True, drain_reason=event.reason or None)
         case NodeUndrained():
-            return replace(state, version=version, drained=False)
+            return replace(state, version=version, drained=False, drain_reason=None)
         case NodeRestarting():
             return replace(state, version=version, restarting=True)
         case NodeRestarted():

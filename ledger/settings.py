@@ -326,6 +326,17 @@ def load_settings(config_file: str | Path | None = None, environ: dict[str, str]
         raise SettingsError(f"invalid setting: {_name_setting(str(e))}") from e
 
 
+def setting_sources(config_file: str | Path | None = None, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Where each setting's value comes from, as ``load_settings`` reads them: "default", "file" or "env"."""
+    environ = dict(os.environ if environ is None else environ)
+    sources = dict.fromkeys((f.name for f in msgspec.structs.fields(Settings)), "default")
+    path = Path(config_file) if config_file else Path("gpuledger.toml")
+    if path.exists():
+        sources.update(dict.fromkeys((k.lower() for k in tomllib.loads(path.read_text())), "file"))
+    sources.update(dict.fromkeys(_from_env(environ), "env"))
+    return sources
+
+
 def _name_setting(message: str) -> str:
     """msgspec says ``... - at `$.server_port` ``; lead with the setting's name."""
     if "`$." in message:
