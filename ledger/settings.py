@@ -77,6 +77,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     remote_root: str = "/tmp/gpuledger"  # noqa: S108 - on the GPU node, per-job private dirs below it
     job_command: str = "python3 {solution}"
     local_slots: int = 0
+    local_gpus: int | None = None  # GPUs of the local node (None: as nvidia-smi lists them; 0: CPU-only slots)
     node_lost_after: float = 600.0
     node_down_after_failures: int = 3
     node_probe_interval_s: float = 5.0

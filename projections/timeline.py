@@ -111,5 +111,5 @@ def usage(views: Views, since: int, now: int) -> list[Usage]:
             setattr(row, job.status, getattr(row, job.status) + 1)
         if job.started_at is not None:
             end = job.completed_at if job.completed_at is not None else now
-            row.gpu_us += max(0, min(end, now) - max(job.started_at, since)) * job.gpus
+            row.gpu_us += max(0, min(end, now) - max(job.started_at, since)) * job.charged_gpus
     return sorted(table.values(), key=lambda u: (-u.gpu_us, u.user_id))

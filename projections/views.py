@@ -204,9 +204,9 @@ class Views:
         first_started = job.first_started_at
         gpu_us = 0
         if first_started:  # the wait ends when the job first ran; every attempt's GPU time counts
-            gpu_us = sum(past.gpu_us(job.gpus) for past in job.history)
+            gpu_us = sum(past.gpu_us(job.charged_gpus) for past in job.history)
             if job.started_at:
-                gpu_us += job.gpus * (completed_at - job.started_at)
+                gpu_us += job.charged_gpus * (completed_at - job.started_at)
         for total in (tally, hour):
             total.finished += 1
             total.completed += job.status == "completed"
