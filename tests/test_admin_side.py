@@ -88,3 +88,15 @@ def test_jobs_of_an_unknown_user_come_with_a_hint(server: Server):
         assert "no user 'admin_user' is known" in unknown["warnings"][0]
         assert "warnings" not in admin.get("/api/jobs", params={"user_id": "bob"}).json()
         assert "warnings" not in admin.get("/api/jobs").json()
+
+
+def test_submitted_code_and_config_are_for_the_owner_and_admins(server: Server):
+    """``GET /api/jobs/{id}/submission``: the owner and admins get the code and config; anyone else a 404."""
+    with server.client(server.token("olga")) as olga:
+        job_id = submit(olga, "print('olga was here')\n", config_yaml("olga")).json()["job_id"]
+        mine = olga.get(f"/api/jobs/{job_id}/submission").json()
+    assert (mine["code"], mine["config"]["user_id"]) == ("print('olga was here')\n", "olga")
+    with server.client(server.admin_token) as admin:
+        assert admin.get(f"/api/jobs/{job_id}/submission").status_code == 200
+    with server.client(server.token("peer")) as peer:
+        assert peer.get(f"/api/jobs/{job_id}/submission").status_code == 404
