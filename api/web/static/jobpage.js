@@ -94,6 +94,7 @@ async function renderSubmission(jobId) {
   const box = document.querySelector("#job-submission .body");
   try {
     const doc = await get(`/api/jobs/${encodeURIComponent(jobId)}/submission`);
+    if (!current || current.jobId !== jobId) return true;  // another job's page by now
     replace(box, el("h3", {}, "config"), el("pre", { class: "log code", id: "job-config" }, JSON.stringify(doc.config, null, 2)),
       el("h3", {}, "code"), el("pre", { class: "log code", id: "job-code" }, doc.code));
   } catch (error) {
