@@ -74,9 +74,9 @@ def reason_words(status: JobStatus) -> str:
 
 
 def status_line(status: JobStatus) -> str:
-    parts = [f"job {status.job_id} {status.status}"]
     words = reason_words(status)
-    if words and words != status.status and not words.startswith("exit code"):
+    parts = [f"job {status.job_id} {words if words.startswith(status.status) else status.status}"]
+    if words and not words.startswith((status.status, "exit code")):  # "cancelled by alice" says it all
         parts.append(f"({words})")
     if status.exit_code is not None:
         parts.append(f"exit code {status.exit_code}")
