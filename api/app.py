@@ -19,6 +19,7 @@ from litestar.plugins.core import MsgspecDIPlugin
 from api.context import DEPENDENCIES
 from api.controllers.dashboard import DashboardController
 from api.controllers.fairshare import FairShareController
+from api.controllers.jobfiles import JobFilesController
 from api.controllers.jobs import JobController
 from api.controllers.nodes import NodeController
 from api.controllers.quota import QuotaController
@@ -115,6 +116,7 @@ def create_app(
         route_handlers=[
             ServiceController,
             JobController,
+            JobFilesController,
             NodeController,
             QuotaController,
             DashboardController,

@@ -145,10 +145,12 @@ def _text_field(data: dict[str, Any], name: str) -> str:
     return text
 
 
-def _gpus_field(data: dict[str, Any], largest_node: int) -> int:
+def _gpus_field(data: dict[str, Any], largest_node: int, cpu_slots: bool) -> int:
     gpus = data.get("gpus", 1)
-    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
-        raise BadRequest("Invalid field gpus: must be an integer of at least 1")
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        raise BadRequest("Invalid field gpus: must be a whole number of GPUs (0 for a CPU-only job)")
+    if gpus == 0 and not cpu_slots:
+        raise BadRequest("Invalid field gpus: 0 (CPU-only) needs a node without GPUs, and every node has GPUs")
     if gpus > largest_node:
         raise BadRequest(f"Invalid field gpus: {gpus} GPUs is more than the largest node has ({largest_node})")
     return gpus
@@ -188,8 +190,9 @@ def _priority_field(data: dict[str, Any]) -> int | None:
     )
 
 
-def parse_config(raw: bytes, *, max_expected_time: int, largest_node: int = 1) -> JobConfig:
-    """``largest_node``: the GPUs of the biggest node a job can be placed on (a job never spans nodes)."""
+def parse_config(raw: bytes, *, max_expected_time: int, largest_node: int = 1, cpu_slots: bool = False) -> JobConfig:
+    """``largest_node``: the GPUs of the biggest node a job can be placed on (a job never spans nodes);
+    ``cpu_slots``: some node has slots without GPUs, where ``gpus: 0`` jobs run."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -220,7 +223,7 @@ def parse_config(raw: bytes, *, max_expected_time: int, largest_node: int = 1) -
         user_id=_text_field(data, "user_id"),
         expected_time=expected,
         token=token,
-        gpus=_gpus_field(data, largest_node),
+        gpus=_gpus_field(data, largest_node, cpu_slots),
         retries=_retries_field(data),
         retry_on_exit_codes=_exit_codes_field(data),
         priority=_priority_field(data),

@@ -7,10 +7,11 @@ import msgspec
 from api.auth import Identity
 from api.schemas import AttemptInfo, CurrentJob, JobResults, JobStatus, NodeInfo, QuotaInfo, QuotaStatus
 from ledger.blobs import BlobStore
-from ledger.clock import iso
+from ledger.clock import iso, now_us
 from ledger.events import Blob
 from ledger.jobs import JobState
 from ledger.quotas import QuotaLimits, figures
+from ledger.reasons import finish_words
 from projections.plan import JobPlan, Plan, pending_reason
 from projections.views import Views
 
@@ -51,6 +52,10 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
         scan_verdict=job.scan_verdict,
         findings=[msgspec.to_builtins(f) for f in job.findings],
         finish_reason=job.reason,
+        finish_reason_text=reason_text(job),
+        cancelled_by=job.cancelled_by,
+        duration_s=duration_of(job, now_us()),
+        has_results=job.results is not None,
         attempt=job.attempt,
         max_attempts=job.max_attempts,
         attempts=[
@@ -71,6 +76,24 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
         age=round(queued.age, 6) if queued is not None else None,
         priority=queued.priority if queued is not None else None,
     )
+
+
+def reason_text(job: JobState) -> str | None:
+    return finish_words(
+        job.reason if job.is_terminal else None,
+        exit_code=job.exit_code,
+        signal=job.signal,
+        expected_time_s=job.expected_time_s,
+        cancelled_by=job.cancelled_by,
+    )
+
+
+def duration_of(job: JobState, now: int) -> float | None:
+    """Seconds the current attempt ran (until now while it runs); None before it started."""
+    if job.started_at is None:
+        return None
+    end = job.completed_at if job.completed_at is not None else now
+    return round(max(0, end - job.started_at) / 1e6, 1)
 
 
 def quota_status(views: Views, user_id: str, limits: QuotaLimits, now: int) -> QuotaStatus:
@@ -130,6 +153,7 @@ def job_results(job: JobState, blobs: BlobStore, inline_limit: int) -> JobResult
         signal=job.signal,
         reason=job.reason,
         results_file=job.results_file,
+        reason_text=reason_text(job),
     )
 
 
@@ -166,6 +190,7 @@ def node_infos(views: Views, plan: Plan, who: Identity | None, now: int) -> list
                 slots=node.slots,
                 running=len(running),
                 down_reason=node.down_reason,
+                drain_reason=node.drain_reason if node.drained else None,
             )
         )
     return infos

@@ -249,12 +249,21 @@ class Runtime:
         sizes = [n.slots for n in list(self.ledger.views.nodes.values()) if n.name in self.runners]
         return max(sizes, default=1)
 
+    def has_cpu_slots(self) -> bool:
+        """Some node of ours has slots without GPUs (``gpus: 0`` jobs run there)."""
+        nodes = list(self.ledger.views.nodes.values())
+        return any(not n.has_gpus and not n.retired for n in nodes if n.name in self.runners)
+
     async def _start_local_node(self) -> None:
         gpus = local_gpus()
         slots = self.settings.local_slots or len(gpus) or 1
+        gpu_count = len(gpus) if self.settings.local_gpus is None else self.settings.local_gpus
         await self.ledger.write(
             commands.register_node(
-                NodeRegistered(name=LOCAL_NODE, host="localhost", port=0, user="", slots=slots, kind="local")
+                # GPUs as nvidia-smi lists them: none on a machine without a driver (CPU-only slots)
+                NodeRegistered(
+                    name=LOCAL_NODE, host="localhost", port=0, user="", slots=slots, kind="local", gpus=gpu_count
+                )
             )
         )
         private = [self.settings.jobs_dir, self.settings.database_path, self.settings.log_file, "."]

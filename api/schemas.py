@@ -78,6 +78,10 @@ class JobStatus(msgspec.Struct, kw_only=True):
     scan_verdict: str | None = None
     findings: list[dict[str, Any]] = []
     finish_reason: str | None = None
+    finish_reason_text: str | None = None  # the reason in words (ledger/reasons.py); the code stays above
+    cancelled_by: str | None = None
+    duration_s: float | None = None  # run time of the current attempt (so far, while it runs)
+    has_results: bool = False  # the job wrote a results file (GET /api/jobs/{job_id}/results-file)
     attempt: int = 0  # the current (or last) attempt; 0 before the first dispatch
     max_attempts: int = 1
     attempts: list[AttemptInfo] = []  # the attempts before the current one
@@ -117,6 +121,7 @@ class JobResults(msgspec.Struct, kw_only=True):
     signal: int | None = None
     reason: str | None = None
     results_file: str | None = None
+    reason_text: str | None = None  # ``reason`` in words
 
 
 class CancelAnswer(msgspec.Struct, kw_only=True):
@@ -125,8 +130,9 @@ class CancelAnswer(msgspec.Struct, kw_only=True):
     job_id: str
 
 
-class JobList(msgspec.Struct, kw_only=True):
+class JobList(msgspec.Struct, kw_only=True, omit_defaults=True):
     jobs: list[JobStatus]
+    warnings: list[str] = []  # hints about the query itself (an unknown user_id): absent when none
 
 
 class CurrentJob(msgspec.Struct, kw_only=True):
@@ -148,6 +154,7 @@ class NodeInfo(msgspec.Struct, kw_only=True):
     slots: int = 1
     running: int = 0
     down_reason: str | None = None
+    drain_reason: str | None = None  # why an admin drained it (status "draining")
 
 
 class NodeList(msgspec.Struct, kw_only=True):

@@ -12,6 +12,7 @@ from typing import TextIO
 
 from cli.remote import err, phase_line
 from gpuledger import AsyncClient, JobStatus, LedgerEvent
+from ledger.reasons import finish_words
 
 
 async def pump(client: AsyncClient, job_id: str, stream: str, sink: TextIO) -> None:
@@ -33,7 +34,8 @@ def _describe(event: LedgerEvent) -> str | None:
         case "job.requeued":
             return f"requeued: {body.get('reason')}"
         case "job.retried":
-            return f"attempt {body.get('attempt')} ended ({body.get('reason')}): the job is retried"
+            words = finish_words(str(body.get("reason")), exit_code=body.get("exit_code"), signal=body.get("signal"))
+            return f"attempt {body.get('attempt')} ended ({words}): the job is retried"
         case "job.cancel_requested":
             return "cancel requested"
     return None

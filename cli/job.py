@@ -21,6 +21,7 @@ from cli.remote import (
     out,
     phase_line,
     print_json,
+    reason_words,
 )
 from gpuledger.models import to_builtins
 
@@ -65,6 +66,8 @@ def run_status(args: argparse.Namespace) -> int:
         return 0
     table = Table(show_header=False, box=None, pad_edge=False)
     fields = to_builtins(status)
+    if status.finish_reason:  # words here, the code in --json
+        fields["finish_reason"] = reason_words(status)
     for key in (
         "job_id",
         "status",

@@ -9,7 +9,7 @@ from typing import Any
 from rich.live import Live
 from rich.table import Table
 
-from cli.remote import EXIT_DETACHED, add_client_options, async_client_from, client_from, out, print_json
+from cli.remote import EXIT_DETACHED, add_client_options, async_client_from, client_from, out, print_json, reason_words
 from gpuledger import AsyncClient, JobStatus, NodeInfo, RateLimited
 
 ACTIVE = ("pending", "running")
@@ -47,7 +47,7 @@ def jobs_table(jobs: list[JobStatus], title: str = "jobs") -> Table:
             if job.estimated_start_at:
                 where += f", ETA {job.estimated_start_at[11:19]}Z"
         elif job.is_terminal:
-            where = job.finish_reason or ""
+            where = reason_words(job)
         exit_code = "" if job.exit_code is None else str(job.exit_code)
         created = (job.created_at or "")[:19].replace("T", " ")
         table.add_row(
@@ -64,7 +64,8 @@ def nodes_table(nodes: list[NodeInfo]) -> Table:
         job = node.current_job
         current = (job.job_id or "(another user's)") if job else ""
         elapsed = f"{job.elapsed_s or 0:.0f}s / {job.expected_time or 0}s" if job else ""
-        state = node.status + (f" ({node.down_reason})" if node.down_reason else "")
+        why = node.down_reason or node.drain_reason
+        state = node.status + (f" ({why})" if why else "")
         table.add_row(
             node.name,
             state,

@@ -31,6 +31,7 @@ COMMANDS = (
     ("dashboard", "cli.dashboard", "live view: nodes, queue with reasons and ETAs, your jobs"),
     ("serve", "cli.serve", "run the server (default 0.0.0.0:8001)"),
     ("config", "cli.serve", "settings"),
+    ("node", "cli.nodes_admin", "admins: list nodes, drain or undrain one"),
     ("token", "cli.tokens", "manage API tokens"),
     ("user", "cli.users", "a user's fair share: share, priority level, caps, usage"),
     ("users", "cli.users", "every user's fair-share account"),

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from gpuledger import AsyncClient, Client, JobStatus
 from gpuledger.models import to_builtins
+from ledger.reasons import finish_words
 
 EXIT_FAILED_NO_CODE = 122  # failed before or without an exit code (rejected by the scanner, dispatch failed)
 EXIT_NODE_LOST = 123  # the node became unreachable for good while the job ran
@@ -60,10 +61,23 @@ def exit_code_of(status: JobStatus) -> int:
     return EXIT_FAILED_NO_CODE
 
 
+def reason_words(status: JobStatus) -> str:
+    """Why a finished job ended, in words (the codes stay in ``--json``)."""
+    words = finish_words(
+        status.finish_reason,
+        exit_code=status.exit_code,
+        signal=status.signal,
+        expected_time_s=status.expected_time,
+        cancelled_by=status.cancelled_by,
+    )
+    return words or ""
+
+
 def status_line(status: JobStatus) -> str:
-    parts = [f"job {status.job_id} {status.status}"]
-    if status.finish_reason and status.finish_reason not in ("exit_nonzero", "completed"):
-        parts.append(f"({status.finish_reason})")
+    words = reason_words(status)
+    parts = [f"job {status.job_id} {words if words.startswith(status.status) else status.status}"]
+    if words and not words.startswith((status.status, "exit code")):  # "cancelled by alice" says it all
+        parts.append(f"({words})")
     if status.exit_code is not None:
         parts.append(f"exit code {status.exit_code}")
     if status.node:

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from executors.visibility import secrets_in_view
-from ledger.settings import load_settings
+from ledger.settings import load_settings, setting_sources
 
 GIL_SWITCH_INTERVAL_S = 0.0005
 # The standard library's loop, not uvloop (which uvicorn would pick by itself): uvloop forks a command
@@ -37,11 +37,17 @@ def register(subparsers: Any) -> None:
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     show = config_sub.add_parser("show", help="print the effective settings (secrets redacted)")
     show.add_argument("--config", metavar="FILE")
+    show.add_argument("--toml", action="store_true", help="as TOML to paste back, with where each value came from")
     show.set_defaults(func=run_config_show)
 
 
 def run_config_show(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
+    if args.toml:
+        from cli.config_toml import settings_toml
+
+        sys.stdout.write(settings_toml(settings, setting_sources(args.config)))
+        return 0
     json.dump(settings.redacted(), sys.stdout, indent=2, sort_keys=True)
     print()
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from cli.common import add_db_option, db_for_write, existing_db
@@ -98,9 +99,21 @@ def account_row(views: Views, user_id: str, now: int) -> dict[str, Any]:
     }
 
 
+def is_known(views: Views, user_id: str) -> bool:
+    """A user the ledger has seen: a token (even revoked) or a job. A policy alone does not count: it may
+    have been set for a typo."""
+    return user_id in views.users or any(t.user_id == user_id for t in views.tokens.values())
+
+
 def run_set(args: argparse.Namespace) -> int:
     store = open_store(db_for_write(args))
     try:
+        if not is_known(store.views, args.user):  # a typo ("alcie") would silently get a policy of its own
+            print(
+                f"gpuledger: warning: user {args.user!r} has no token and no jobs (a typo?); "
+                "the policy is set anyway and applies once they submit",
+                file=sys.stderr,
+            )
         _execute(store, commands.set_user_policy(args.user, by=ACTOR, reason=args.reason, **_changes(args)))
         _print([account_row(store.views, args.user, now_us())], as_json=False)
     finally:
@@ -126,7 +139,14 @@ def _print(rows: list[dict[str, Any]], *, as_json: bool) -> None:
 def run_show(args: argparse.Namespace) -> int:
     store = open_store(existing_db(args))
     try:
-        _print([account_row(store.views, args.user, now_us())], as_json=args.json)
+        views = store.views
+        if not is_known(views, args.user) and args.user not in views.shares:
+            print(
+                f"gpuledger: no user {args.user!r}: no token, no jobs, no policy (gpuledger users lists them)",
+                file=sys.stderr,
+            )
+            return 1
+        _print([account_row(views, args.user, now_us())], as_json=args.json)
     finally:
         store.close()
     return 0

@@ -25,6 +25,7 @@ from ledger.attempts import attempt_key
 from ledger.clock import now_us
 from ledger.errors import DomainError
 from ledger.jobs import JobState
+from ledger.nodes import fleet_has_gpus, takes
 from ledger.shares import Weights
 from ledger.writer import Ledger
 from projections.plan import capped
@@ -61,16 +62,23 @@ def free_gpus(views: Views, runners: Mapping[str, JobRunner]) -> tuple[dict[str,
 
 
 def place(
-    queue: list[JobState], free: dict[str, list[int]], sizes: dict[str, int]
+    queue: list[JobState],
+    free: dict[str, list[int]],
+    sizes: dict[str, int],
+    gpu_less: frozenset[str] = frozenset(),
+    fleet_gpus: bool = True,
 ) -> tuple[JobState, str, list[int]] | None:
     """The next (job, node, slots) by first fit in queue order, with one node reserved per job that
-    does not fit yet (the one with most free GPUs among those big enough)."""
+    does not fit yet (the one with most free GPUs among those big enough). ``gpu_less``: the nodes
+    without GPUs, where only CPU-only jobs go (``ledger.nodes.takes``)."""
     reserved: set[str] = set()
     for job in queue:
-        fits = [name for name, slots in free.items() if name not in reserved and len(slots) >= job.gpus]
+        need = job.slots_needed
+        allowed = {n for n in sizes if n not in reserved and takes(job.gpus, n not in gpu_less, fleet_gpus)}
+        fits = [name for name, slots in free.items() if name in allowed and len(slots) >= need]  # least loaded first
         if fits:
-            return job, fits[0], free[fits[0]][: job.gpus]
-        big_enough = [name for name, size in sizes.items() if name not in reserved and size >= job.gpus]
+            return job, fits[0], free[fits[0]][:need]
+        big_enough = [name for name in sizes if name in allowed and sizes[name] >= need]
         if big_enough:
             reserved.add(max(big_enough, key=lambda name: len(free.get(name, []))))
             if len(reserved) == len(sizes):
@@ -148,7 +156,9 @@ class Dispatcher:
             free, sizes = free_gpus(views, self.runners)  # first: cheap, and no slot means no sort of the queue
             if not free or not views.queued:
                 return dispatched
-            placed = place(dispatch_order(views, now_us(), self.weights), free, sizes)
+            nodes = list(views.nodes.values())
+            gpu_less = frozenset(n.name for n in nodes if not n.has_gpus)
+            placed = place(dispatch_order(views, now_us(), self.weights), free, sizes, gpu_less, fleet_has_gpus(nodes))
             if placed is None:
                 return dispatched
             job, node, slots = placed

@@ -40,6 +40,10 @@ class JobStatus(msgspec.Struct, kw_only=True):
     scan_verdict: str | None = None
     findings: list[dict[str, Any]] = []
     finish_reason: str | None = None
+    finish_reason_text: str | None = None
+    cancelled_by: str | None = None
+    duration_s: float | None = None
+    has_results: bool = False
     attempt: int = 0
     max_attempts: int = 1
     attempts: list[AttemptInfo] = []
@@ -80,6 +84,7 @@ class JobResults(msgspec.Struct, kw_only=True):
     signal: int | None = None
     reason: str | None = None
     results_file: str | None = None
+    reason_text: str | None = None
 
 
 class Submitted(msgspec.Struct, kw_only=True):
@@ -110,6 +115,7 @@ class NodeInfo(msgspec.Struct, kw_only=True):
     slots: int = 1
     running: int = 0
     down_reason: str | None = None
+    drain_reason: str | None = None
 
 
 class LogChunk(msgspec.Struct, kw_only=True, omit_defaults=True):

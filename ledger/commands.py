@@ -44,6 +44,8 @@ from ledger.nodes import (
     decide_restarting,
     decide_retire,
     decide_undrain,
+    fleet_has_gpus,
+    takes,
 )
 from ledger.quotas import QuotaDay, QuotaLimits, exhausted, retry_after_s
 from ledger.retries import decide_attempt_end
@@ -193,7 +195,10 @@ def _check_gpu_cap(views: LedgerState, job: JobState) -> None:
     if account is None or not account.max_gpus:
         return
     held = sum(
-        views.jobs[j].gpus for ids in views.node_jobs.values() for j in ids if views.jobs[j].user_id == job.user_id
+        views.jobs[j].charged_gpus
+        for ids in views.node_jobs.values()
+        for j in ids
+        if views.jobs[j].user_id == job.user_id
     )
     if held + job.gpus > account.max_gpus:
         raise InvalidTransition(f"user {job.user_id} holds {held} of {account.max_gpus} GPUs (max_gpus)")
@@ -208,8 +213,10 @@ def dispatch_job(job_id: str, *, node: str, slots: list[int], workdir: str) -> W
         if state.status != "up" or taken or max(slots, default=0) >= state.slots:
             raise InvalidTransition(f"node {node} slots {slots} cannot take a job now ({state.status})")
         job = job_of(views, job_id)
+        if not takes(job.gpus, state.has_gpus, fleet_has_gpus(views.nodes.values())):  # never a GPU for a CPU-only job
+            raise InvalidTransition(f"node {node} does not take jobs asking for {job.gpus} GPUs")
         _check_gpu_cap(views, job)
-        return decide_dispatch(job, node=node, slots=slots, workdir=workdir)
+        return decide_dispatch(job, node=node, slots=slots, workdir=workdir, node_has_gpus=state.has_gpus)
 
     return Write(decide=decide, actor=f"executor:{node}")
 

@@ -139,6 +139,7 @@ class JobDispatched(JobEvent, frozen=True, tag="job.dispatched"):
     attempt: int = 1
     workdir: str = ""
     slots: list[int] = []  # every GPU slot the job holds (empty: just ``slot``, as before multi-GPU jobs)
+    gpus_held: int | None = None  # 0 on a node without GPUs; None: the job's ``gpus``
 
 
 class JobHandedOff(JobEvent, frozen=True, tag="job.handed_off"):
@@ -204,6 +205,7 @@ class NodeConfig(NodeEvent, frozen=True):
     slots: int = 1
     container: str | None = None
     kind: Literal["ssh", "local", "slurm"] = "ssh"
+    gpus: int | None = None  # GPUs on the node; None: one per slot (as every node was before CPU-only nodes)
 
 
 class NodeRegistered(NodeConfig, frozen=True, tag="node.registered"):

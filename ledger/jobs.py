@@ -57,6 +57,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     slot: int | None = None
     gpus: int = 1
     slots: list[int] = []  # the GPU slots held on ``node`` (``slot`` is the first of them)
+    gpus_held: int | None = None  # the current attempt's GPUs: 0 on a node without GPUs; None: ``gpus``
     scheduler_id: str | None = None  # the current attempt's id in an outside scheduler (Slurm)
     attempt: int = 0
     workdir: str | None = None
@@ -67,6 +68,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     completed_at: int | None = None
     pgid: int | None = None
     cancel_requested: bool = False
+    cancelled_by: str | None = None  # who asked for the cancel (the words of a cancelled job's reason)
     reason: str | None = None
     exit_code: int | None = None
     signal: int | None = None
@@ -89,6 +91,16 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
         if self.slots:
             return self.slots
         return [] if self.slot is None else [self.slot]
+
+    @property
+    def slots_needed(self) -> int:
+        """Slots the job takes on its node: one per GPU, and one for a CPU-only job (``gpus: 0``)."""
+        return max(1, self.gpus)
+
+    @property
+    def charged_gpus(self) -> int:
+        """The GPUs charged for the current attempt's run time (fair share, quotas, usage): those it held."""
+        return self.gpus if self.gpus_held is None else self.gpus_held
 
     @property
     def is_active(self) -> bool:
@@ -154,6 +166,7 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
                 dispatched_at=at,
                 dispatch_position=position,
                 scheduler_id=None,
+                gpus_held=event.gpus_held,
             )
         case JobHandedOff():
             return _replace(state, version=version, scheduler_id=event.scheduler_id)
@@ -166,7 +179,7 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             return _scanned(state, event)
         case JobCancelRequested():
             phase = "cancelling" if state.phase in ("running", "dispatched") else state.phase
-            return _replace(state, version=version, cancel_requested=True, phase=phase)
+            return _replace(state, version=version, cancel_requested=True, phase=phase, cancelled_by=event.by)
         case JobRequeued():
             past = Attempt(attempt=event.attempt, node=state.node, outcome="requeued", reason=event.reason, ended_at=at)
             return _back_in_queue(state, past, at)
@@ -281,13 +294,15 @@ def decide_queue(job: JobState, *, priority: int = 0, reason: str = "submitted")
     return [JobQueued(job_id=job.job_id, priority=priority, reason=reason)]
 
 
-def decide_dispatch(job: JobState, *, node: str, slots: list[int], workdir: str) -> list[AnyEvent]:
-    """Dispatch the next attempt onto ``job.gpus`` slots of one node; at most once per attempt."""
+def decide_dispatch(
+    job: JobState, *, node: str, slots: list[int], workdir: str, node_has_gpus: bool = True
+) -> list[AnyEvent]:
+    """Dispatch the next attempt onto ``job.slots_needed`` slots of one node; at most once per attempt."""
     _require_open(job)
     if job.phase != "queued":
         raise InvalidTransition(f"job {job.job_id} is not queued (phase {job.phase})")
-    if len(slots) != job.gpus or len(set(slots)) != len(slots):
-        raise InvalidTransition(f"job {job.job_id} needs {job.gpus} distinct slot(s), not {slots}")
+    if len(slots) != job.slots_needed or len(set(slots)) != len(slots):
+        raise InvalidTransition(f"job {job.job_id} needs {job.slots_needed} distinct slot(s), not {slots}")
     return [
         JobDispatched(
             job_id=job.job_id,
@@ -296,6 +311,7 @@ def decide_dispatch(job: JobState, *, node: str, slots: list[int], workdir: str)
             slots=slots if len(slots) > 1 else [],  # one slot stays in the pre-multi-GPU shape
             attempt=job.attempt + 1,
             workdir=workdir,
+            gpus_held=None if node_has_gpus else 0,  # GPU time is charged only for GPUs held
         )
     ]
 

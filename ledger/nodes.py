@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 
 from ledger.errors import InvalidTransition
@@ -31,10 +33,16 @@ class NodeState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     up: bool = True
     down_reason: str | None = None
     consecutive_failures: int = 0
+    gpus: int | None = None  # None: one GPU per slot
     drained: bool = False
+    drain_reason: str | None = None  # what the admin said when draining (shown by ``gpuledger node list``)
     restarting: bool = False
     last_restart_outcome: str | None = None
     retired: bool = False
+
+    @property
+    def has_gpus(self) -> bool:
+        return self.gpus is None or self.gpus > 0
 
     @property
     def status(self) -> str:
@@ -58,6 +66,7 @@ def evolve_node(state: NodeState | None, event: AnyEvent) -> NodeState:
             slots=event.slots,
             container=event.container,
             kind=event.kind,
+            gpus=event.gpus,
         )
     assert state is not None, f"{type(event).__name__} before node.registered"
     version = state.version + 1
@@ -72,6 +81,7 @@ def evolve_node(state: NodeState | None, event: AnyEvent) -> NodeState:
                 slots=event.slots,
                 container=event.container,
                 kind=event.kind,
+                gpus=event.gpus,
                 retired=False,  # seen in the settings again
             )
         case NodeRetired():
@@ -87,9 +97,9 @@ def evolve_node(state: NodeState | None, event: AnyEvent) -> NodeState:
                 consecutive_failures=event.consecutive_failures,
             )
         case NodeDrained():
-            return replace(state, version=version, drained=True)
+            return replace(state, version=version, drained=True, drain_reason=event.reason or None)
         case NodeUndrained():
-            return replace(state, version=version, drained=False)
+            return replace(state, version=version, drained=False, drain_reason=None)
         case NodeRestarting():
             return replace(state, version=version, restarting=True)
         case NodeRestarted():
@@ -101,8 +111,8 @@ def decide_register(state: NodeState | None, spec: NodeRegistered) -> list[AnyEv
     """Seen at start: register a new node, record a changed one, nothing for an unchanged one."""
     if state is None:
         return [spec]
-    current = (state.host, state.port, state.user, state.slots, state.container, state.kind)
-    wanted = (spec.host, spec.port, spec.user, spec.slots, spec.container, spec.kind)
+    current = (state.host, state.port, state.user, state.slots, state.container, state.kind, state.gpus)
+    wanted = (spec.host, spec.port, spec.user, spec.slots, spec.container, spec.kind, spec.gpus)
     if current == wanted and not state.retired:
         return []
     return [
@@ -114,8 +124,23 @@ def decide_register(state: NodeState | None, spec: NodeRegistered) -> list[AnyEv
             slots=spec.slots,
             container=spec.container,
             kind=spec.kind,
+            gpus=spec.gpus,
         )
     ]
+
+
+def takes(gpus: int, node_has_gpus: bool, fleet_has_gpus: bool) -> bool:
+    """Whether a job asking for ``gpus`` may run on a node: a CPU-only job (0) only where there are no
+    GPUs (so it is never given one); a GPU job only on a GPU node, unless no node has GPUs (a machine
+    without a driver, as in development, still runs every job)."""
+    if gpus == 0:
+        return not node_has_gpus
+    return node_has_gpus or not fleet_has_gpus
+
+
+def fleet_has_gpus(nodes: Iterable[NodeState]) -> bool:
+    """Whether any node of the fleet (retired ones aside, down ones included) has GPUs."""
+    return any(node.has_gpus for node in nodes if not node.retired)
 
 
 def decide_retire(state: NodeState, *, reason: str = "not in the settings") -> list[AnyEvent]:

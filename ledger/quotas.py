@@ -50,7 +50,7 @@ def charges_of(before: JobState | None, after: JobState, event: JobEvent, at: in
             assert before is not None
             charges = []
             if before.started_at is not None and event.reason not in PLATFORM_REASONS:
-                charges.append(Charge(at=at, gpu_us=before.gpus * (at - before.started_at)))
+                charges.append(Charge(at=at, gpu_us=before.charged_gpus * (at - before.started_at)))
             if isinstance(event, JobFinished) and event.reason in PLATFORM_REASONS:
                 charges.append(Charge(at=at, submissions=-1, refund_day=after.created_at // DAY_US))
             return charges

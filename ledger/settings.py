@@ -79,6 +79,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     remote_root: str = "/tmp/gpuledger"  # noqa: S108 - on the GPU node, per-job private dirs below it
     job_command: str = "python3 {solution}"
     local_slots: int = 0
+    local_gpus: int | None = None  # GPUs of the local node (None: as nvidia-smi lists them; 0: CPU-only slots)
     node_lost_after: float = 600.0
     node_down_after_failures: int = 3
     node_probe_interval_s: float = 5.0
@@ -340,6 +341,17 @@ def load_settings(config_file: str | Path | None = None, environ: dict[str, str]
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as e:
         raise SettingsError(f"invalid setting: {_name_setting(str(e))}") from e
+
+
+def setting_sources(config_file: str | Path | None = None, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Where each setting's value comes from, as ``load_settings`` reads them: "default", "file" or "env"."""
+    environ = dict(os.environ if environ is None else environ)
+    sources = dict.fromkeys((f.name for f in msgspec.structs.fields(Settings)), "default")
+    path = Path(config_file) if config_file else Path("gpuledger.toml")
+    if path.exists():
+        sources.update(dict.fromkeys((k.lower() for k in tomllib.loads(path.read_text())), "file"))
+    sources.update(dict.fromkeys(_from_env(environ), "env"))
+    return sources
 
 
 def _name_setting(message: str) -> str:

@@ -33,6 +33,13 @@ class UserStats(msgspec.Struct, kw_only=True, gc=False):
         return self.pending + self.running
 
 
+def success_rate(completed: int, failed: int) -> float | None:
+    """The one success rate (the dashboard's and the web page's): completed / (completed + failed), in
+    percent to one decimal, over finished jobs; cancelled jobs count in neither; None with no such job."""
+    done = completed + failed
+    return round(100.0 * completed / done, 1) if done else None
+
+
 def count_status(stats: UserStats, before: str | None, after: str) -> None:
     """A job moved from ``before`` (None: it is new) to ``after``; counts change in place."""
     setattr(stats, after, getattr(stats, after) + 1)

@@ -14,7 +14,7 @@ import msgspec
 
 from ledger.clock import iso
 from ledger.jobs import JobState
-from ledger.users import COUNTED, UserStats
+from ledger.users import COUNTED, UserStats, success_rate
 from projections.views import Views
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
@@ -52,7 +52,7 @@ def health_metrics(views: Views, now: int) -> dict[str, Any]:
         "node_utilization_percent": round(100.0 * busy / slots, 1),
         "average_queue_time_seconds": round(day.wait_us / day.waited / 1e6, 3) if day.waited else 0.0,
         "total_active_jobs": len(views.active),
-        "success_rate_percent": round(100.0 * day.completed / day.finished, 1) if day.finished else 0.0,
+        "success_rate_percent": success_rate(day.completed, day.failed),
         "jobs_last_24h": day.finished,
         "gpu_hours_last_24h": round(day.gpu_us / 3.6e9, 3),
     }

@@ -39,7 +39,7 @@ def attempt_end(before: JobState | None, after: JobState) -> tuple[int, int] | N
     if before is None or before.started_at is None:
         return None
     if (after.is_terminal and not before.is_terminal) or after.started_at != before.started_at:
-        return before.started_at, before.gpus
+        return before.started_at, before.charged_gpus
     return None
 
 
@@ -57,7 +57,7 @@ def live_usage(account: UserShare | None, running: Iterable[JobState], now_us: i
     total = usage_now(account, now_us, half_life_s) if account is not None else 0.0
     for job in running:
         if job.started_at is not None:
-            total += run_usage(job.gpus, job.started_at, now_us, half_life_s)
+            total += run_usage(job.charged_gpus, job.started_at, now_us, half_life_s)
     return total
 
 
@@ -65,7 +65,7 @@ def gpus_in_use(on_nodes: Iterable[JobState]) -> dict[str, int]:
     """GPUs each user's jobs hold on nodes (dispatched or running)."""
     held: dict[str, int] = {}
     for job in on_nodes:
-        held[job.user_id] = held.get(job.user_id, 0) + job.gpus
+        held[job.user_id] = held.get(job.user_id, 0) + job.charged_gpus
     return held
 
 

@@ -20,6 +20,7 @@ import structlog
 
 from ledger.clock import now_us
 from ledger.jobs import JobState
+from ledger.nodes import fleet_has_gpus, takes
 from ledger.shares import Weights
 from ledger.writer import Ledger
 from projections.fairshare import Ranked, factors_by_user, gpus_in_use
@@ -125,14 +126,21 @@ def make_plan(views: Views, now: int, weights: Weights | None = None) -> Plan:
     plan.factors = factors_by_user([r.job for r in ranked], views.on_nodes(), views.shares, now, views.half_life_s)
     held = capped(views, ranked)
     jobs, nodes = plan.jobs, list(free_times.items())  # each node's times are kept sorted, in place
+    # Where each kind of job may go (ledger.nodes.takes): CPU-only jobs on GPU-less nodes, GPU jobs on GPU nodes.
+    everyone = list(views.nodes.values())
+    gpu_less, fleet_gpus = {n.name for n in everyone if not n.has_gpus}, fleet_has_gpus(everyone)
+    eligible = {
+        False: [(name, times) for name, times in nodes if takes(1, name not in gpu_less, fleet_gpus)],
+        True: [(name, times) for name, times in nodes if name in gpu_less],
+    }
     for index, entry in enumerate(ranked):
         # The hot loop of a long queue's plan (every queued job, every node): locals, no copies.
         job = entry.job
-        job_id, taken = job.job_id, job.gpus
+        job_id, taken = job.job_id, job.slots_needed
         best_at: int | None = None
         best_name, best_times = "", []
         if job_id not in held:
-            for name, times in nodes:
+            for name, times in eligible[job.gpus == 0]:
                 # Strictly sooner wins: on a tie the node earlier in the configuration keeps it.
                 if len(times) >= taken and (best_at is None or times[taken - 1] < best_at):
                     best_at, best_name, best_times = times[taken - 1], name, times

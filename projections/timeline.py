@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ledger.jobs import JobState
+from ledger.users import success_rate
 from projections.plan import Plan
 from projections.views import Views
 
@@ -39,8 +40,7 @@ class Usage:
 
     @property
     def success_rate(self) -> float | None:
-        done = self.completed + self.failed
-        return round(100.0 * self.completed / done, 1) if done else None
+        return success_rate(self.completed, self.failed)
 
 
 def window_jobs(views: Views, since: int, *, limit: int | None = MAX_WINDOW_JOBS) -> tuple[list[JobState], bool]:
@@ -111,5 +111,5 @@ def usage(views: Views, since: int, now: int) -> list[Usage]:
             setattr(row, job.status, getattr(row, job.status) + 1)
         if job.started_at is not None:
             end = job.completed_at if job.completed_at is not None else now
-            row.gpu_us += max(0, min(end, now) - max(job.started_at, since)) * job.gpus
+            row.gpu_us += max(0, min(end, now) - max(job.started_at, since)) * job.charged_gpus
     return sorted(table.values(), key=lambda u: (-u.gpu_us, u.user_id))

@@ -44,6 +44,7 @@ class Minute(msgspec.Struct, gc=False):
     waited: int = 0  # jobs that started, whose waits are summed below
     wait_us: int = 0
     gpu_us: int = 0  # GPUs x run time of the jobs that ran
+    failed: int = 0  # for the success rate (ledger.users.success_rate): cancelled jobs count in neither
 
 
 def _summed(tallies: Iterable[Minute | None]) -> Minute:
@@ -52,6 +53,7 @@ def _summed(tallies: Iterable[Minute | None]) -> Minute:
         if tally is not None:
             total.finished += tally.finished
             total.completed += tally.completed
+            total.failed += tally.failed
             total.waited += tally.waited
             total.wait_us += tally.wait_us
             total.gpu_us += tally.gpu_us
@@ -202,12 +204,13 @@ class Views:
         first_started = job.first_started_at
         gpu_us = 0
         if first_started:  # the wait ends when the job first ran; every attempt's GPU time counts
-            gpu_us = sum(past.gpu_us(job.gpus) for past in job.history)
+            gpu_us = sum(past.gpu_us(job.charged_gpus) for past in job.history)
             if job.started_at:
-                gpu_us += job.gpus * (completed_at - job.started_at)
+                gpu_us += job.charged_gpus * (completed_at - job.started_at)
         for total in (tally, hour):
             total.finished += 1
             total.completed += job.status == "completed"
+            total.failed += job.status == "failed"
             if first_started:
                 total.waited += 1
                 total.wait_us += first_started - job.created_at
@@ -230,6 +233,7 @@ class Views:
                 hour = hours[minute // 60] = Minute()
             hour.finished += tally.finished
             hour.completed += tally.completed
+            hour.failed += tally.failed
             hour.waited += tally.waited
             hour.wait_us += tally.wait_us
             hour.gpu_us += tally.gpu_us

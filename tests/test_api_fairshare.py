@@ -28,7 +28,7 @@ def _accounts(client: httpx.Client) -> dict[str, Any]:
 def test_heavy_recent_usage_waits_behind_a_light_user_who_submitted_later(server_factory: Any) -> None:
     """Given heavy ran a job, when heavy and then light queue behind a running job, then light's job is first
     (status and /api/queue show the factors), starts first, and the queue as of then still says so."""
-    server = server_factory(local_slots=1, max_active_jobs_per_user=5)
+    server = server_factory(local_slots=1, local_gpus=1, max_active_jobs_per_user=5)  # GPU time is charged
     heavy, light = server.token("heavy"), server.token("light")
     with server.client(heavy) as h, server.client(light) as lt, server.client(server.admin_token) as admin:
         wait_status(h, _job(h, "heavy", 1.0), ENDED)
@@ -58,7 +58,7 @@ def test_heavy_recent_usage_waits_behind_a_light_user_who_submitted_later(server
 def test_a_policy_round_trips_through_restart_and_audit_verify(server_factory: Any) -> None:
     """Given an admin sets alice's share, priority and caps, when the server restarts, then they are as set,
     the per-user cap overrides the global one, and audit verify passes."""
-    server = server_factory(local_slots=1, max_active_jobs_per_user=5)
+    server = server_factory(local_slots=1, local_gpus=1, max_active_jobs_per_user=5)
     alice = server.token("alice")
     with server.client(server.admin_token) as admin:
         answer = admin.post(

@@ -63,7 +63,7 @@ def _two_gpu(server: Any) -> dict[str, Any]:
         too_big = submit(client, SLOTS_CODE, config_yaml("admin", gpus=3))
         assert too_big.status_code == 400
         assert "largest node has (2)" in too_big.text
-        for bad in ("0", "two", "true"):
+        for bad in ("-1", "two", "true"):  # 0 is a CPU-only job (tests/test_cpu_only.py)
             answer = submit(client, SLOTS_CODE, config_yaml("admin", gpus=bad))
             assert answer.status_code == 400
             assert "Invalid field gpus" in answer.text

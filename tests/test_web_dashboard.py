@@ -138,9 +138,53 @@ def test_job_page_follows_the_log_live(server: Server, admin: httpx.Client, page
     page.locator("#job-status .badge", has_text="completed").wait_for()
     page.locator("#job-events").get_by_text("job.finished", exact=True).wait_for()
     assert page.inner_text("#log-text").count("first line") == 1
+    assert page.locator("#job-download").is_hidden()  # no results file: nothing to download
+
+
+def test_job_page_shows_stderr_reason_duration_and_submission(
+    server: Server, admin: httpx.Client, alice: str, page: Any
+) -> None:
+    """A failed job's page: its traceback in the stderr tab, "exit code 1", its duration, its code and
+    config (to its owner), and no "Download results" when it wrote none."""
+    idle(admin)
+    job = run_job(server.client(alice), "alice", "print('out here')\nraise ValueError('boom in the job')\n")
+    wait_status(admin, job, {"failed"})
+    sign_in(page, server.url, alice)
+    page.goto(f"{server.url}/dashboard#/job/{job}")
+    page.locator("#job-status .badge", has_text="failed").wait_for()
+    page.locator("#job-status dd", has_text="exit code 1").wait_for()
+    page.locator("#log-text", has_text="out here").wait_for()
+    assert page.locator("#err-text").is_hidden()
+    page.click("#tab-stderr")
+    page.locator("#err-text", has_text="ValueError: boom in the job").wait_for()
+    assert page.locator("#log-text").is_hidden()
+    page.locator("#job-code", has_text="boom in the job").wait_for()
+    assert "alice" in page.inner_text("#job-config")
+    durations = page.locator("#job-status .field", has_text="duration").inner_text()
+    assert durations.split()[-1].endswith("s"), durations
+    assert page.locator("#job-download").is_hidden()
+
+
+def test_results_download_is_the_results_file(server: Server, admin: httpx.Client, page: Any) -> None:
+    """ "Download results" gives the job's results file under its own name; the API has no such file for a
+    job without one (404, never its stdout)."""
+    idle(admin)
+    code = "import json\nprint('stdout, not results')\njson.dump({'score': 0.93}, open('results.jsonl', 'w'))\n"
+    job = run_job(admin, "admin", code)
+    wait_status(admin, job, {"completed"})
+    sign_in(page, server.url, server.admin_token or "")
+    page.goto(f"{server.url}/dashboard#/job/{job}")
+    page.locator("#job-status .badge", has_text="completed").wait_for()
+    page.locator("#job-download:not([hidden])").wait_for()
     with page.expect_download() as download:
         page.click("#job-download")
-    assert "second line" in Path(download.value.path()).read_text()
+    assert json.loads(Path(download.value.path()).read_text()) == {"score": 0.93}
+    assert download.value.suggested_filename.endswith(".jsonl")
+    plain = run_job(admin, "admin", "print('only stdout')\n")
+    wait_status(admin, plain, {"completed"})
+    answer = admin.get(f"/api/jobs/{plain}/results-file")
+    assert answer.status_code == 404
+    assert "has no results file" in answer.json()["detail"]
 
 
 def test_cancel_button_cancels_a_running_job(server: Server, admin: httpx.Client, alice: str, page: Any) -> None:

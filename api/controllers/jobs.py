@@ -72,6 +72,17 @@ IdempotencyKey = Annotated[
 ]
 
 
+def unknown_user_hint(views: Views, user_id: str, identity: Identity) -> list[str]:
+    """Why an admin's ``user_id`` filter found nothing, when the id is no user the ledger knows (the old
+    server's ``?user_id=admin_user`` habit: here an admin sees everyone's jobs by leaving it out)."""
+    if not identity.is_admin or user_id in views.users or any(t.user_id == user_id for t in views.tokens.values()):
+        return []
+    return [
+        f"no user {user_id!r} is known (no token, no jobs): user_id filters by the jobs' owner; "
+        "leave it out to list every user's jobs (admins)"
+    ]
+
+
 class JobController(Controller):
     path = "/api"
     tags = ["jobs"]
@@ -223,7 +234,8 @@ class JobController(Controller):
         only_user = check_user_filter(identity, user_id)
         plan = runtime.plans.get(views, now_us())
         picked = views.newest_jobs(user_id=only_user, status=status, limit=limit)
-        return JobList(jobs=[job_status(job, views, plan) for job in picked])
+        warnings = [] if picked or only_user is None else unknown_user_hint(views, only_user, identity)
+        return JobList(jobs=[job_status(job, views, plan) for job in picked], warnings=warnings)
 
     @get(
         "/jobs/{job_id:str}/events",

@@ -8,12 +8,14 @@ wrapper's status file.
 
 from __future__ import annotations
 
+import os
 import shlex
+from collections.abc import Mapping
 
 import msgspec
 
 from executors.errors import CommandTimedOut, NodeUnreachable, SlurmRefused, SlurmUnreachable
-from executors.transport import Transport
+from executors.transport import LocalTransport, Transport
 
 COMMAND_TIMEOUT_S = 60.0
 # What sbatch/squeue print when the controller cannot be reached (as opposed to a refusal).
@@ -65,14 +67,27 @@ def gres_gpus(gres: str) -> int:
     return total
 
 
+def slurm_conf_of(transport: Transport, environ: Mapping[str, str]) -> str | None:
+    """The server's own SLURM_CONF, for commands run on this host (``[slurm] conf`` overrides it). Over SSH
+    the login host's Slurm finds its own configuration: a path on this host would mean nothing there."""
+    return environ.get("SLURM_CONF") or None if isinstance(transport, LocalTransport) else None
+
+
 class SlurmClient:
     """One cluster's commands; every failure to reach the controller is ``SlurmUnreachable``."""
 
-    def __init__(self, transport: Transport, partition: str | None, conf: str | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        partition: str | None,
+        conf: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.transport = transport
         self.partition = partition
+        self.conf = conf or slurm_conf_of(transport, os.environ if environ is None else environ)
         # Passed on the command line: the transport gives commands none of the server's environment.
-        self.prefix = ["env", f"SLURM_CONF={conf}"] if conf else []
+        self.prefix = ["env", f"SLURM_CONF={self.conf}"] if self.conf else []
 
     async def _run(self, argv: list[str]) -> str:
         try:

@@ -196,5 +196,13 @@ async def start_slurm(services: Services, slurm: SlurmSettings) -> SlurmCluster:
     await services.ledger.write(commands.register_node(spec))
     await cluster.poll_once(with_nodes=True)
     cluster.tasks.append(asyncio.create_task(cluster.poll_forever(), name="slurm-poll"))
-    log.info("slurm.started", node=node, via=slurm.via, nodes=len(cluster.nodes), reachable=cluster.snapshot.reachable)
+    log.info(
+        "slurm.started",
+        node=node,
+        via=slurm.via,
+        nodes=len(cluster.nodes),
+        reachable=cluster.snapshot.reachable,
+        conf=cluster.client.conf,
+        error=cluster.snapshot.error or None,  # what squeue/sinfo answered when the cluster is unreachable
+    )
     return cluster

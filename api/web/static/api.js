@@ -29,6 +29,17 @@ export async function request(method, path, params = {}) {
 }
 
 export const get = (path, params) => request("GET", path, params);
+
+// A file answer (not JSON): its bytes and the name the server gives it.
+export async function fetchFile(path) {
+  const answer = await fetch(new URL(path, location.origin), { headers: headers() });
+  if (!answer.ok) {
+    const body = await answer.json().catch(() => ({}));
+    throw new HttpError(answer.status, body.detail || answer.statusText);
+  }
+  const named = (answer.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/);
+  return { blob: await answer.blob(), name: named ? named[1] : null };
+}
 export const post = (path, params) => request("POST", path, params);
 
 // Follow an SSE endpoint; reconnects with Last-Event-ID after a dropped connection, so nothing is

@@ -1,7 +1,7 @@
 // The dashboard page: sign-in, routing, the time slider, and live refresh from the event stream.
 import { follow, get, HttpError, post, token } from "./api.js";
 import { el, replace, seconds, when } from "./dom.js";
-import { cancelJob, closeJob, downloadResults, jobOpen, openJob, refreshJob } from "./jobpage.js";
+import { cancelJob, closeJob, downloadResults, jobOpen, openJob, refreshJob, showStream } from "./jobpage.js";
 import { renderJobs, renderLanes, renderNodes, renderQueue, renderUsage, renderUtilisation } from "./panels.js";
 
 const state = { asOf: null, head: 0, who: null, stopEvents: null, cursors: [], before: null, loading: null, again: false };
@@ -163,6 +163,7 @@ function bind() {
   $("first-page").addEventListener("click", () => { state.before = null; state.cursors = []; loadAll(); });
   $("job-cancel").addEventListener("click", cancelJob);
   $("job-download").addEventListener("click", downloadResults);
+  for (const stream of ["stdout", "stderr"]) $(`tab-${stream}`).addEventListener("click", () => showStream(stream));
   window.addEventListener("hashchange", route);
   setInterval(tick, 1000);
 }

@@ -1,34 +1,52 @@
-// One job: its status, its live log (resumed with Last-Event-ID), its results, its ledger events.
-import { follow, get, post } from "./api.js";
-import { badge, el, replace, table, when } from "./dom.js";
+// One job: its status, its live stdout and stderr (resumed with Last-Event-ID), its submitted code and
+// config, its results file, its ledger events.
+import { fetchFile, follow, get, post } from "./api.js";
+import { badge, el, replace, seconds, table, when } from "./dom.js";
 
 let current = null;
 
+const STREAMS = { stdout: "log-text", stderr: "err-text" };
+
 export function openJob(jobId) {
   closeJob();
-  const page = { jobId, stopLog: null, status: null };
+  const page = { jobId, stops: [], status: null, submission: null };
   current = page;
   document.getElementById("job-title").textContent = jobId;
-  document.getElementById("log-text").textContent = "";
+  for (const id of Object.values(STREAMS)) document.getElementById(id).textContent = "";
+  replace(document.querySelector("#job-submission .body"));
+  showStream("stdout");
   refreshJob();
-  page.stopLog = follow(`/api/jobs/${encodeURIComponent(jobId)}/logs?follow=true`, (event) => {
-    const log = document.getElementById("log-text");
-    const body = JSON.parse(event.data);
-    if (event.event === "log") {
-      log.append(document.createTextNode(body.text));
-      document.getElementById("log-state").textContent = "following";
-      return false;
-    }
-    if (event.event === "end") {
-      document.getElementById("log-state").textContent = `ended (${body.status})`;
-      return true;
-    }
+  for (const [stream, id] of Object.entries(STREAMS)) {
+    const path = `/api/jobs/${encodeURIComponent(jobId)}/logs?follow=true&stream=${stream}`;
+    page.stops.push(follow(path, (event) => followed(stream, id, event)));
+  }
+}
+
+// One stream's SSE events into its tab; the stdout stream also says where the log is.
+function followed(stream, id, event) {
+  const body = JSON.parse(event.data);
+  if (event.event === "log") {
+    document.getElementById(id).append(document.createTextNode(body.text));
+    if (stream === "stdout") document.getElementById("log-state").textContent = "following";
     return false;
-  });
+  }
+  if (event.event === "end") {
+    if (stream === "stdout") document.getElementById("log-state").textContent = `ended (${body.status})`;
+    return true;
+  }
+  return false;
+}
+
+// The tabs: one console stream shown at a time.
+export function showStream(stream) {
+  for (const [name, id] of Object.entries(STREAMS)) {
+    document.getElementById(id).hidden = name !== stream;
+    document.getElementById(`tab-${name}`).setAttribute("aria-selected", String(name === stream));
+  }
 }
 
 export function closeJob() {
-  if (current && current.stopLog) current.stopLog();
+  if (current) current.stops.forEach((stop) => stop());
   current = null;
 }
 
@@ -49,23 +67,40 @@ export async function refreshJob() {
     page.status = status;
     renderStatus(box, status);
     renderEvents(events);
+    if (!page.submission) page.submission = renderSubmission(page.jobId);
   } catch (error) {
     replace(box, el("p", { class: "error" }, error.message));
     replace(document.querySelector("#job-events .body"));
   }
   const terminal = page.status && ["completed", "failed", "cancelled"].includes(page.status.status);
   document.getElementById("job-cancel").hidden = !page.status || terminal;
-  document.getElementById("job-download").hidden = !terminal;
+  // Only a job that wrote a results file has one to download (its console is in the tabs above).
+  document.getElementById("job-download").hidden = !(terminal && page.status.has_results);
 }
 
 function renderStatus(box, s) {
   const field = (name, value) => el("div", { class: "field" }, el("dt", {}, name), el("dd", {}, value ?? ""));
   replace(box, el("dl", { class: "fields" },
-    field("status", badge(s.status)), field("phase", s.phase), field("reason", s.reason ?? s.finish_reason),
+    field("status", badge(s.status)), field("phase", s.phase), field("reason", s.finish_reason_text ?? s.reason),
     field("user", s.user_id), field("competition", s.competition_id), field("project", s.project_id),
     field("node", s.node), field("queue position", s.queue_position), field("estimated start", when(s.estimated_start_at)),
     field("submitted", when(s.created_at)), field("started", when(s.started_at)), field("ended", when(s.completed_at)),
-    field("exit code", s.exit_code), field("expected time", `${s.expected_time}s`)));
+    field("duration", seconds(s.duration_s)), field("exit code", s.exit_code),
+    field("expected time", seconds(s.expected_time))));
+}
+
+// The code and config as submitted (the API answers only the job's owner and admins).
+async function renderSubmission(jobId) {
+  const box = document.querySelector("#job-submission .body");
+  try {
+    const doc = await get(`/api/jobs/${encodeURIComponent(jobId)}/submission`);
+    if (!current || current.jobId !== jobId) return true;  // another job's page by now
+    replace(box, el("h3", {}, "config"), el("pre", { class: "log code", id: "job-config" }, JSON.stringify(doc.config, null, 2)),
+      el("h3", {}, "code"), el("pre", { class: "log code", id: "job-code" }, doc.code));
+  } catch (error) {
+    replace(box, el("p", { class: "error" }, error.message));
+  }
+  return true;
 }
 
 function renderEvents(doc) {
@@ -87,11 +122,13 @@ export async function cancelJob() {
 
 export async function downloadResults() {
   if (!current) return;
-  const results = await get(`/api/results/${encodeURIComponent(current.jobId)}`);
-  const text = results.results ?? results.stdout;
-  const link = el("a", { href: URL.createObjectURL(new Blob([text], { type: "application/octet-stream" })),
-    download: `${current.jobId}-results.jsonl` });
-  document.body.append(link);
-  link.click();
-  link.remove();
+  try {
+    const file = await fetchFile(`/api/jobs/${encodeURIComponent(current.jobId)}/results-file`);
+    const link = el("a", { href: URL.createObjectURL(file.blob), download: file.name || `${current.jobId}-results.jsonl` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+  } catch (error) {
+    replace(document.querySelector("#job-status .body"), el("p", { class: "error" }, error.message));
+  }
 }

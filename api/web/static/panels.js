@@ -13,7 +13,8 @@ function jobLink(ref, short = false) {
 export function renderNodes(box, doc, { isAdmin, onDrain }) {
   const rows = doc.nodes.map((n) => {
     const job = n.current_job;
-    const reason = n.down_reason ? el("div", { class: "muted reason" }, n.down_reason) : null;
+    const why = n.down_reason ?? n.drain_reason;
+    const reason = why ? el("div", { class: "muted reason" }, why) : null;
     const current = job ? el("div", {},
       job.job_id ? jobLink(job) : hidden("a job"),
       job.user_id ? el("span", { class: "muted" }, ` by ${job.user_id}`) : null,
@@ -67,7 +68,7 @@ export function renderQueue(box, doc) {
 export function renderJobs(box, doc) {
   const rows = doc.jobs.map((j) => el("tr", { "data-job": j.job_id },
     el("td", {}, jobLink(j)), el("td", {}, j.user_id), el("td", {}, j.competition_id),
-    el("td", { class: "job-status" }, badge(j.status)), el("td", {}, j.reason ?? j.finish_reason ?? ""),
+    el("td", { class: "job-status" }, badge(j.status)), el("td", {}, j.reason ?? j.finish_reason_text ?? j.finish_reason ?? ""),
     el("td", {}, j.node ?? ""), el("td", {}, when(j.created_at)), el("td", {}, j.exit_code ?? "")));
   const total = doc.total === null ? "" : doc.total > 10000 ? "10000+ jobs" : `${doc.total} jobs`;
   replace(box, el("p", { class: "muted" }, total),

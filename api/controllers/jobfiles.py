@@ -1,0 +1,64 @@
+"""A job's own files for its owner and admins: the submitted code and config, and the results file."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+from litestar import Controller, Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+
+from api.context import authenticated
+from api.openapi import BEARER, problems
+from api.runtime import Runtime
+from ledger.errors import NotFound
+from ledger.events import JobSubmitted
+from ledger.jobs import JobState
+
+
+class JobFilesController(Controller):
+    path = "/api/jobs"
+    tags = ["jobs"]
+    guards = [authenticated]
+
+    @get(
+        "/{job_id:str}/submission",
+        summary="The code and config the job was submitted with (its owner and admins)",
+        operation_id="jobSubmission",
+        security=BEARER,
+        responses=problems(400, 401, 404),
+    )
+    async def submission(
+        self, runtime: NamedDependency[Runtime], job_id: FromPath[str], job: NamedDependency[JobState]
+    ) -> dict[str, Any]:
+        submitted = next(
+            (r.event for r in runtime.ledger.stream(f"job-{job_id}") if isinstance(r.event, JobSubmitted)), None
+        )
+        code = runtime.blobs.get(job.code) or b""
+        return {
+            "job_id": job_id,
+            "code": code.decode("utf-8", errors="replace"),
+            "config": submitted.config if submitted is not None else {},
+        }
+
+    @get(
+        "/{job_id:str}/results-file",
+        summary="The job's results file as written (404 when the job wrote none)",
+        operation_id="jobResultsFile",
+        security=BEARER,
+        media_type="application/x-ndjson",
+        responses=problems(400, 401, 404),
+    )
+    async def results_file(
+        self, runtime: NamedDependency[Runtime], job_id: FromPath[str], job: NamedDependency[JobState]
+    ) -> Response[bytes]:
+        data = runtime.blobs.get(job.results)
+        if data is None:
+            raise NotFound(f"Job {job_id} has no results file")
+        name = PurePosixPath(job.results_file).name if job.results_file else f"{job_id}-results.jsonl"
+        return Response(
+            data,
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
