@@ -52,7 +52,7 @@ def copy_ledger(source: Path, dest: Path) -> None:
         try:
             with copy.backup("main", src, "main") as backup:
                 backup.step(-1)  # every page in one step: one read snapshot, never a mix of two
-            copy.pragma("wal_checkpoint(TRUNCATE)")  # everything in the main file: one file to keep
+            copy.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file: one file to keep
         finally:
             copy.close()
     except apsw.Error as e:

@@ -9,10 +9,19 @@ import threading
 import time
 from pathlib import Path
 
+import apsw
 from server import Server, config_yaml, run_cli, submit, wait_status
 
 from ledger.backup import referenced_blobs
 from ledger.schema import connect, migrate
+
+
+def settle_into_main_file(ledger: Path) -> None:
+    """Every page into the main file, the -wal emptied: as on a long-running server's disk, so damage
+    to the main file is not masked by intact copies of its pages in a kept -wal."""
+    conn = apsw.Connection(str(ledger))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
 
 
 def submitted_ids(ledger: Path) -> set[str]:
@@ -161,6 +170,7 @@ def test_verify_reports_a_damaged_file_as_a_finding_not_a_traceback(server_facto
             submit(client, "pass\n", config_yaml("admin"), wait=True)
     server.stop()
     ledger = server.root / "gpuledger.db"
+    settle_into_main_file(ledger)
     data = bytearray(ledger.read_bytes())
     assert len(data) > 8192
     for offset in range(4096, len(data), 4096):  # every page but the header: garbage

@@ -16,6 +16,14 @@ FRAME = 24 + 4096  # a WAL frame: its header, then one page
 WAL_HEADER = 32
 
 
+def settle_into_main_file(ledger: Path) -> None:
+    """Every page into the main file, the -wal emptied: as on a long-running server's disk, so damage
+    to the main file is not masked by intact copies of its pages in a kept -wal."""
+    conn = apsw.Connection(str(ledger))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
 def with_jobs(server_factory, count: int = 3) -> Server:
     server = server_factory()
     with server.client(server.admin_token) as client:
@@ -67,6 +75,7 @@ def test_damaged_pages_stop_the_start(server_factory) -> None:
     server = with_jobs(server_factory)
     server.stop()
     ledger = server.root / "gpuledger.db"
+    settle_into_main_file(ledger)
     data = bytearray(ledger.read_bytes())
     for offset in range(4096, len(data), 4096):
         data[offset + 8 : offset + 64] = b"\xff" * 56
