@@ -108,7 +108,11 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
     code, raw_config = _check_sizes(request, runtime)
     # Bounded, but still up to tens of milliseconds for a hostile config: off the event loop.
     config = await asyncio.to_thread(
-        parse_config, raw_config, max_expected_time=settings.max_expected_time, largest_node=runtime.largest_node_gpus()
+        parse_config,
+        raw_config,
+        max_expected_time=settings.max_expected_time,
+        largest_node=runtime.largest_node_gpus(),
+        largest_memory=runtime.largest_node_memory(),
     )
     identity = _identity(request, config, runtime)
     try:
@@ -138,6 +142,7 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
         gpus=config.gpus,
         retry=_retry_policy(config, settings),
         asked_priority=config.priority,
+        memory=config.memory,
     )
     exempt = identity.is_admin and settings.admin_rate_limit_exempt
     limits = (

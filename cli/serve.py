@@ -58,6 +58,21 @@ def port_in_use(host: str, port: int) -> str | None:
     return None
 
 
+SERVER_OOM_SCORE_ADJ = -900  # jobs are 1000 and wrapper daemons -500 (executors/wrapper.py)
+
+
+def protect_from_oom_killer() -> None:
+    """When memory runs out, the kernel kills any job before the server. Lowering needs root; its
+    children (wrapper daemons, jobs) raise their own scores."""
+    if os.geteuid() != 0:
+        return
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(SERVER_OOM_SCORE_ADJ))
+    except OSError:
+        pass  # not Linux, or no /proc: nothing to lower
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -80,6 +95,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # `kill -USR1 <pid>` writes every thread's stack to stderr, from C: it answers even when the loop
     # is stuck in a call that never returns.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    protect_from_oom_killer()
     server: list[uvicorn.Server] = []  # the app is built first; a failed start stops the server it runs in
 
     def stop() -> None:

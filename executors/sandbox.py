@@ -15,6 +15,9 @@ from executors.transport import Transport
 from ledger.settings import Settings
 
 DISABLED_WARNING = 'JOB_SANDBOX = "none": submitted code runs unconfined, with the rights of the node user'
+CGROUPS_DISABLED_WARNING = (
+    "JOB_CGROUPS = false: jobs have no memory, process or CPU limit of their own; one job can exhaust the node"
+)
 
 
 def sandbox_spec(
@@ -47,7 +50,8 @@ def outside(paths: Sequence[str], private: Sequence[str]) -> list[str]:
 
 async def sandbox_problem(transport: Transport, root: str, settings: Settings) -> str | None:
     """None when the node can sandbox jobs as the wrapper would; otherwise why not, naming the fix."""
-    command = wp.probe_command(transport.python, root, settings.job_uid_base)
+    parent = settings.job_cgroup_parent if settings.job_cgroups else None
+    command = wp.probe_command(transport.python, root, settings.job_uid_base, parent)
     code, out, err = await transport.run(command, timeout=60)
     if code == 9:  # no wrapper there yet: put it in place and ask again
         await transport.put_files(root, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE})
