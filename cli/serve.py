@@ -62,15 +62,16 @@ SERVER_OOM_SCORE_ADJ = -900  # jobs are 1000 and wrapper daemons -500 (executors
 
 
 def protect_from_oom_killer() -> None:
-    """When memory runs out, the kernel kills any job before the server. Lowering needs root; its
-    children (wrapper daemons, jobs) raise their own scores."""
-    if os.geteuid() != 0:
-        return
+    """When memory runs out, the kernel kills any job before the server: jobs raise their own score to
+    1000 (always allowed); lowering the server's needs CAP_SYS_RESOURCE (root, outside a container that
+    drops it), and without it the server stays at 0, still below every job."""
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(SERVER_OOM_SCORE_ADJ))
-    except OSError:
-        pass  # not Linux, or no /proc: nothing to lower
+    except OSError as e:  # not root, no CAP_SYS_RESOURCE, or no /proc
+        import structlog
+
+        structlog.get_logger().info("oom_score_adj.unchanged", wanted=SERVER_OOM_SCORE_ADJ, error=str(e))
 
 
 def run_serve(args: argparse.Namespace) -> int:
