@@ -1,8 +1,8 @@
 """The ``require_sandbox`` fixture: can this host build a job's sandbox (bwrap, namespaces)?
 
 Asked through the wrapper's own ``probe``, the check the server makes at start (a job cgroup below
-the default JOB_CGROUP_PARENT included). Without a sandbox the
-tests that run jobs skip, unless ``GPULEDGER_REQUIRE_SANDBOX=1`` (set by .ci/run) makes that a failure.
+the default JOB_CGROUP_PARENT included). Without a sandbox the tests that run jobs skip, unless
+``GPULEDGER_REQUIRE_SANDBOX=1`` (set by .ci/run) makes that a failure.
 """
 
 from __future__ import annotations
