@@ -4,13 +4,18 @@ by tests/test_resources.py; cgroup v2 cannot run for real on these machines, so 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from executors import wrapper
+from executors.outcome import finished_event
+from executors.protocol import ExitStatus
 from executors.resources import job_resources
+from ledger.attempts import PLATFORM_REASONS
+from ledger.events import Blob
 from ledger.jobs import JobState
 from ledger.settings import Settings
 
@@ -155,6 +160,9 @@ def test_memory_limit_and_tmpfs_size() -> None:
     assert wrapper.tmpfs_size({"tmpfs_share": 0.5}, 0) == 0
 
 
+BLOB = Blob(digest="0" * 64, size=0)
+
+
 def a_job(**fields: object) -> JobState:
     base: dict[str, object] = {
         "job_id": "j",
@@ -181,3 +189,23 @@ def test_server_gives_a_job_its_slots_part_of_the_node() -> None:
     unknown = job_resources(settings, two, node_slots=4, node_memory=None)
     assert (unknown.memory_bytes, unknown.memory_share) == (0, 0.4)
     assert (unknown.max_pids, unknown.cpu_quota, unknown.cgroups) == (512, 4.0, True)
+
+
+def test_an_oom_kill_is_out_of_memory_whatever_the_exit_code_and_is_charged() -> None:
+    """The wrapper's out_of_memory (from the cgroup's counter) ends the job failed/out_of_memory with
+    the limit in the message, even after exit 0; it is not a platform reason, so it is charged."""
+    started = datetime(2026, 1, 1, tzinfo=UTC)
+    for exit_code, sig in ((0, None), (None, 9), (1, None)):
+        status = ExitStatus(
+            exit_code=exit_code,
+            signal=sig,
+            started_at=started,
+            ended_at=started,
+            out_of_memory=True,
+            memory_limit_bytes=256 << 20,
+        )
+        event = finished_event(a_job(), status, stdout=BLOB, stderr=BLOB, results=None, results_file=None)
+        assert (event.status, event.reason) == ("failed", "out_of_memory")
+        assert event.message is not None
+        assert "memory limit of 256 MiB" in event.message
+    assert "out_of_memory" not in PLATFORM_REASONS

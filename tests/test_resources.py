@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from server import OPEN_LIMITS, Server, config_yaml, submit
+from server import OPEN_LIMITS, Server, config_yaml, submit, wait_status
 from test_ssh_jobs import ssh_settings
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("require_sandbox")]
@@ -262,6 +263,25 @@ def test_a_job_asks_for_its_memory_up_to_the_nodes(local: CagedServer) -> None:
     assert refused.status_code == 400
     assert "Invalid field memory" in refused.text
     assert f"({2 * JOB_MEMORY >> 20} MiB)" in refused.text
+
+
+def test_the_jobs_cgroup_holds_its_limits_and_goes_with_it(local: CagedServer) -> None:
+    """While a job runs, its own v1 cgroups (memory, pids, cpu) hold its processes and its limits: 256
+    MiB without swap, JOB_MAX_PROCESSES, the CPU weight; once it has ended they are removed."""
+    with local.client(local.admin_token) as client:
+        job_id = submit(client, "import time\ntime.sleep(3)\n", config_yaml("admin")).json()["job_id"]
+        wait_status(client, job_id, {"running"})
+        dirs = {c: CGROUP_V1 / c / local.cage / "jobs" / f"job-{job_id}" for c in ("memory", "pids", "cpu")}
+        assert all((d / "cgroup.procs").read_text().split() for d in dirs.values()), dirs
+        assert (dirs["memory"] / "memory.limit_in_bytes").read_text().strip() == str(JOB_MEMORY)
+        assert (dirs["memory"] / "memory.memsw.limit_in_bytes").read_text().strip() == str(JOB_MEMORY)
+        assert (dirs["pids"] / "pids.max").read_text().strip() == str(MAX_PROCESSES)
+        assert (dirs["cpu"] / "cpu.shares").read_text().strip() == "1024"
+        assert wait_status(client, job_id, {"completed", "failed"})["status"] == "completed"
+    deadline = time.monotonic() + 5  # the wrapper removes them just after it writes the job's status
+    while any(d.exists() for d in dirs.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [d for d in dirs.values() if d.exists()] == []
 
 
 def test_out_of_memory_through_an_ssh_node(tmp_path: Path, request: pytest.FixtureRequest) -> None:
