@@ -448,7 +448,8 @@ def sandbox_problem(workdir, sandbox, cgroup_parent=None):
     if cgroup_parent is None:
         return bwrap_problem(workdir, sandbox, None)
     try:
-        cgroup = job_cgroup({"cgroups": True, "cgroup_parent": cgroup_parent}, f"probe-{os.getpid()}", 64 << 20)
+        resources = {"cgroups": True, "cgroup_parent": cgroup_parent, "max_pids": 64}  # every file a job's has
+        cgroup = job_cgroup(resources, f"probe-{os.getpid()}", 64 << 20)
     except CgroupUnavailable as e:
         return str(e)
     try:
@@ -458,6 +459,7 @@ def sandbox_problem(workdir, sandbox, cgroup_parent=None):
 
 
 def bwrap_problem(workdir, sandbox, cgroup):
+    """Builds the sandbox around `true` (in ``cgroup`` when given); None when that worked."""
     if find_program("bwrap") is None:
         return f"bwrap (bubblewrap) is not installed: {INSTALL_HINT}"
     if os.geteuid() == 0 and find_program("setpriv") is None:
