@@ -37,6 +37,9 @@ WORK_NAME = "work"  # the job's own directory inside the control directory
 # `launch` exit codes: 0 prints started.json; this one prints status.json of a job that never ran
 # (cancelled before it started, or bash could not be started). Anything else is a failure.
 LAUNCH_NEVER_STARTED = 3
+# The wrapper's usage error: also what a node's older wrapper says to a newer command line (a probe
+# with a cgroup parent), so the probe replaces it and asks again.
+WRAPPER_USAGE = 2
 
 WRAPPER_SOURCE: bytes = resources.files(__package__ or "executors").joinpath(WRAPPER_NAME).read_bytes()
 

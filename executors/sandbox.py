@@ -53,7 +53,7 @@ async def sandbox_problem(transport: Transport, root: str, settings: Settings) -
     parent = settings.job_cgroup_parent if settings.job_cgroups else None
     command = wp.probe_command(transport.python, root, settings.job_uid_base, parent)
     code, out, err = await transport.run(command, timeout=60)
-    if code == 9:  # no wrapper there yet: put it in place and ask again
+    if code in (9, wp.WRAPPER_USAGE):  # no wrapper there yet, or an older one: put ours in place, ask again
         await transport.put_files(root, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE})
         code, out, err = await transport.run(command, timeout=60)
     if code != 0:

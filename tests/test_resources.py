@@ -323,6 +323,22 @@ def test_node_without_a_cgroup_is_down_naming_the_fix(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_an_older_probe_wrapper_is_replaced(tmp_path: Path) -> None:
+    """A wrapper left at the node's root by an older server (it refuses the probe's new cgroup argument
+    with a usage error) is replaced at the probe: the node comes up and runs jobs."""
+    root = tmp_path / "server"
+    (root / "jobs" / "work").mkdir(parents=True)
+    (root / "jobs" / "work" / "wrapper.py").write_text("import sys\nsys.stderr.write('usage: old')\nsys.exit(2)\n")
+    server = Server(root, code_scanner_enabled=False, endpoint_limits=OPEN_LIMITS, local_slots=1)
+    server.start()
+    try:
+        with server.client(server.admin_token) as client:
+            assert client.get("/api/nodes").json()["nodes"][0]["down_reason"] is None
+            assert submit(client, "print('ran')\n", config_yaml("admin"), wait=True).json()["stdout"] == "ran\n"
+    finally:
+        server.stop()
+
+
 def test_cgroups_off_is_warned_at_every_start(tmp_path: Path) -> None:
     """JOB_CGROUPS = false runs jobs without limits of their own, and every start says so."""
     root = tmp_path / "server"
