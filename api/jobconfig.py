@@ -16,6 +16,7 @@ import yaml
 
 from api.errors import BadRequest
 from ledger.retries import MAX_RETRIES
+from ledger.settings import parse_bytes
 from ledger.shares import MAX_PRIORITY, MIN_PRIORITY, PRIORITY_LEVELS
 
 COMPETITION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -33,6 +34,7 @@ KNOWN_FIELDS = (
     "retries",
     "retry_on_exit_codes",
     "priority",
+    "memory",
 )
 MAX_RETRY_EXIT_CODES = 16
 REQUIRED_FIELDS = ("competition_id", "project_id", "user_id", "expected_time")
@@ -48,6 +50,7 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
     retries: int | None = None  # None: the server's RETRIES
     retry_on_exit_codes: list[int] = []
     priority: int | None = None  # a level asked for (None: the user's own)
+    memory: int | None = None  # bytes asked for (None: the job's slots' part of its node's memory)
     warnings: list[str] = []
 
     def sanitized(self) -> dict[str, Any]:
@@ -61,6 +64,7 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
             **({"retries": self.retries} if self.retries is not None else {}),
             **({"retry_on_exit_codes": self.retry_on_exit_codes} if self.retry_on_exit_codes else {}),
             **({"priority": self.priority} if self.priority is not None else {}),
+            **({"memory": self.memory} if self.memory is not None else {}),
         }
 
 
@@ -190,9 +194,44 @@ def _priority_field(data: dict[str, Any]) -> int | None:
     )
 
 
-def parse_config(raw: bytes, *, max_expected_time: int, largest_node: int = 1, cpu_slots: bool = False) -> JobConfig:
+MIN_MEMORY = 16 << 20  # below this not even the interpreter starts: a typo, said at submit
+
+
+def _memory_field(data: dict[str, Any], largest_memory: int | None) -> int | None:
+    """``memory: 8G`` (or bytes), at most what the largest node gives its jobs."""
+    value = data.get("memory")
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError("not a size")
+        memory = parse_bytes(value)
+    except ValueError:
+        raise BadRequest("Invalid field memory: use bytes or a size like 512M or 8G") from None
+    if memory < MIN_MEMORY:
+        raise BadRequest(f"Invalid field memory: at least {MIN_MEMORY >> 20}M")
+    if largest_memory is not None and memory > largest_memory:
+        raise BadRequest(
+            f"Invalid field memory: {_mib(memory)} is more than the largest node gives a job ({_mib(largest_memory)})"
+        )
+    return memory
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.0f} MiB"
+
+
+def parse_config(
+    raw: bytes,
+    *,
+    max_expected_time: int,
+    largest_node: int = 1,
+    cpu_slots: bool = False,
+    largest_memory: int | None = None,
+) -> JobConfig:
     """``largest_node``: the GPUs of the biggest node a job can be placed on (a job never spans nodes);
-    ``cpu_slots``: some node has slots without GPUs, where ``gpus: 0`` jobs run."""
+    ``cpu_slots``: some node has slots without GPUs, where ``gpus: 0`` jobs run; ``largest_memory``:
+    the most memory a job may ask for (None: not known here, not checked)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -227,5 +266,6 @@ def parse_config(raw: bytes, *, max_expected_time: int, largest_node: int = 1, c
         retries=_retries_field(data),
         retry_on_exit_codes=_exit_codes_field(data),
         priority=_priority_field(data),
+        memory=_memory_field(data, largest_memory),
         warnings=warnings,
     )

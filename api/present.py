@@ -132,7 +132,14 @@ def blob_text(blobs: BlobStore, blob: Blob | None, limit: int) -> tuple[str, boo
 def job_results(job: JobState, blobs: BlobStore, inline_limit: int) -> JobResults:
     stdout, out_cut = blob_text(blobs, job.stdout, inline_limit)
     stderr, err_cut = blob_text(blobs, job.stderr, inline_limit)
-    if job.message and job.reason in ("rejected", "node_lost", "dispatch_failed", "lost", "sandbox_failed"):
+    if job.message and job.reason in (
+        "rejected",
+        "node_lost",
+        "dispatch_failed",
+        "lost",
+        "sandbox_failed",
+        "out_of_memory",
+    ):
         # Why gpuledger ended the job belongs with what the job printed (which may be partial).
         stderr = f"{stderr}{'' if not stderr or stderr.endswith(chr(10)) else chr(10)}gpuledger: {job.message}\n"
     elif job.message and job.reason == "cancelled" and not stderr:

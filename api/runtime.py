@@ -25,8 +25,9 @@ import structlog
 
 from executors.dispatcher import Dispatcher
 from executors.protocol import SandboxSpec
+from executors.resources import local_memory_cap
 from executors.runner import NodeRunner
-from executors.sandbox import DISABLED_WARNING, outside, sandbox_problem, sandbox_spec
+from executors.sandbox import CGROUPS_DISABLED_WARNING, DISABLED_WARNING, outside, sandbox_problem, sandbox_spec
 from executors.scan.review import start_reviews
 from executors.services import Services
 from executors.sweep import sweep
@@ -136,6 +137,8 @@ class Runtime:
         self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
         if self.settings.job_sandbox == "none":  # said at every start, and shown by /readyz and /api/nodes
             log.warning("sandbox.disabled", warning=DISABLED_WARNING)
+        if not self.settings.job_cgroups and self.settings.slurm is None:
+            log.warning("cgroups.disabled", warning=CGROUPS_DISABLED_WARNING)
         if self.settings.slurm is not None:
             await self._start_slurm(self.settings.slurm)
         elif self.settings.node_specs():
@@ -254,6 +257,16 @@ class Runtime:
         nodes = list(self.ledger.views.nodes.values())
         return any(not n.has_gpus and not n.retired for n in nodes if n.name in self.runners)
 
+    def largest_node_memory(self) -> int | None:
+        """The most memory one job may ask for; None where a node's is not known here (the wrapper
+        then holds the job to its node's share)."""
+        if self.slurm is not None:
+            return None
+        if LOCAL_NODE in self.runners:
+            return local_memory_cap(self.settings)
+        caps = [spec.memory_bytes for spec in self.settings.node_specs()]
+        return None if not caps or None in caps else max(c for c in caps if c is not None)
+
     async def _start_local_node(self) -> None:
         gpus = local_gpus()
         slots = self.settings.local_slots or len(gpus) or 1
@@ -295,6 +308,7 @@ class Runtime:
             remote_root=self.local_root,
             env_for_slots=env_for_slots,
             sandbox_for_slots=sandbox_for_slots,
+            node_memory=local_memory_cap(self.settings),
         )
         await self._check_local_sandbox(transport)
         log.info("node.local", slots=slots, gpus=len(gpus), sandbox=self.settings.job_sandbox)

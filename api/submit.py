@@ -113,6 +113,7 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
         max_expected_time=settings.max_expected_time,
         largest_node=runtime.largest_node_gpus(),
         cpu_slots=runtime.has_cpu_slots(),
+        largest_memory=runtime.largest_node_memory(),
     )
     identity = _identity(request, config, runtime)
     try:
@@ -142,6 +143,7 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
         gpus=config.gpus,
         retry=_retry_policy(config, settings),
         asked_priority=config.priority,
+        memory=config.memory,
     )
     exempt = identity.is_admin and settings.admin_rate_limit_exempt
     limits = (

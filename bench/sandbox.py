@@ -10,6 +10,11 @@ Then the seccomp filter's own cost, as a ratio against the same sandbox without 
 bwrap around `true` (loading the filter) and around a system-call-heavy loop (200,000 `stat`s, each
 one through the filter), alternating with and without ``--seccomp``.
 
+Then the job's own cgroup (memory, pids, CPU; ``JOB_CGROUPS``): the same sandboxed job with and
+without it, interleaved in the same run, reported as a ratio against the sandbox alone. Goal: at most
+5 ms added at p50. Needs root (or a delegated subtree) for the cgroup; it is made below
+``gpuledger-bench`` and removed afterwards.
+
     python bench/sandbox.py [--jobs 50]
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shlex
 import statistics
@@ -32,10 +38,19 @@ from wrapper_jobs import prepare_workdir  # noqa: E402 - the workdir layout help
 
 from executors import wrapper as node  # noqa: E402 - the wrapper's own command line, as on a node
 from executors.local_process import stream_local  # noqa: E402
-from executors.protocol import FrameDecoder, FrameKind, SandboxSpec, job_spec_bytes, run_command  # noqa: E402
+from executors.protocol import (  # noqa: E402
+    FrameDecoder,
+    FrameKind,
+    Resources,
+    SandboxSpec,
+    job_spec_bytes,
+    run_command,
+)
 from executors.seccomp import seccomp_program  # noqa: E402
 
 GOAL_ADDED_MS = 15.0
+CGROUP_GOAL_ADDED_MS = 5.0
+BENCH_CGROUP_PARENT = "gpuledger-bench"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -137,12 +152,70 @@ def report_seccomp(samples: dict[str, dict[str, list[float]]]) -> None:
         )
 
 
+# --- the job's cgroup -------------------------------------------------------------------------------
+
+
+async def one_cgroup_job(root: Path, index: int, mode: str) -> float:
+    """Seconds from `run` to the STATUS frame of a sandboxed `true`, in its own cgroup or not."""
+    workdir = root / f"{mode}-{index}"
+    resources = Resources(
+        cgroups=mode == "cgroup", cgroup_parent=BENCH_CGROUP_PARENT, memory_bytes=256 << 20, max_pids=4096
+    )
+    prepare_workdir(workdir, b"", job_spec_bytes("true", 30.0, 1.0, {}, SandboxSpec(), resources))
+    decoder = FrameDecoder()
+    began = time.perf_counter()
+    async for chunk in stream_local(run_command(sys.executable, workdir, 0, 0)):
+        for frame in decoder.feed(chunk):
+            if frame.kind is FrameKind.STATUS:
+                elapsed = time.perf_counter() - began
+                if b'"exit_code":0' not in frame.payload:
+                    raise RuntimeError(f"{mode} job failed: {frame.payload!r}")
+                return elapsed
+    raise RuntimeError("no status frame")
+
+
+async def measure_cgroups(jobs: int) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {"sandbox": [], "cgroup": []}
+    with tempfile.TemporaryDirectory(prefix="gpuledger-bench-cgroup-") as tmp:
+        root = Path(tmp)
+        for mode in ("sandbox", "cgroup"):  # warm, as above
+            await one_cgroup_job(root, -1, mode)
+        for index in range(jobs):
+            for mode in ("sandbox", "cgroup") if index % 2 else ("cgroup", "sandbox"):
+                samples[mode].append(await one_cgroup_job(root, index, mode))
+    remove_bench_parent()
+    return samples
+
+
+def remove_bench_parent() -> None:
+    """The jobs' cgroups are gone with them; their parent (v2, or one per v1 controller) is ours to remove."""
+    top = Path("/sys/fs/cgroup")
+    for parent in (top / BENCH_CGROUP_PARENT, *top.glob(f"*/{BENCH_CGROUP_PARENT}")):
+        with contextlib.suppress(OSError):
+            parent.rmdir()
+
+
+def report_cgroups(samples: dict[str, list[float]]) -> None:
+    base, confined = samples["sandbox"], samples["cgroup"]
+    print(f"\njobs per mode: {len(base)} (sandboxed `true`, without and with its own cgroup)")
+    for name, q in (("p50", 50.0), ("p99", 99.0)):
+        plain, grouped = percentile(base, q), percentile(confined, q)
+        print(
+            f"{name}: sandbox alone {plain * 1000:.1f} ms, with cgroup {grouped * 1000:.1f} ms, "
+            f"ratio {grouped / plain:.2f}, added {(grouped - plain) * 1000:.1f} ms"
+        )
+    added = (percentile(confined, 50) - percentile(base, 50)) * 1000
+    verdict = "met" if added <= CGROUP_GOAL_ADDED_MS else "MISSED"
+    print(f"goal: at most {CGROUP_GOAL_ADDED_MS:g} ms added by the cgroup at p50: {verdict} ({added:.1f} ms)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=50, help="jobs per mode (default 50)")
     args = parser.parse_args()
     report(asyncio.run(measure(args.jobs)))
     report_seccomp(measure_seccomp(max(5, args.jobs // 5)))
+    report_cgroups(asyncio.run(measure_cgroups(args.jobs)))
 
 
 if __name__ == "__main__":

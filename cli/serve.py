@@ -65,6 +65,22 @@ def port_in_use(host: str, port: int) -> str | None:
     return None
 
 
+SERVER_OOM_SCORE_ADJ = -900  # jobs are 1000 and wrapper daemons -500 (executors/wrapper.py)
+
+
+def protect_from_oom_killer() -> None:
+    """When memory runs out, the kernel kills any job before the server: jobs raise their own score to
+    1000 (always allowed); lowering the server's needs CAP_SYS_RESOURCE (root, outside a container that
+    drops it), and without it the server stays at 0, still below every job."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(SERVER_OOM_SCORE_ADJ))
+    except OSError as e:  # not root, no CAP_SYS_RESOURCE, or no /proc
+        import structlog
+
+        structlog.get_logger().info("oom_score_adj.unchanged", wanted=SERVER_OOM_SCORE_ADJ, error=str(e))
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -92,6 +108,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # `kill -USR1 <pid>` writes every thread's stack to stderr, from C: it answers even when the loop
     # is stuck in a call that never returns.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    protect_from_oom_killer()
     server: list[uvicorn.Server] = []  # the app is built first; a failed start stops the server it runs in
 
     def stop() -> None:

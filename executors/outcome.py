@@ -28,6 +28,8 @@ def finished_event(
         state, reason = "failed", "sandbox_failed"
     elif status.timed_out:
         state, reason = "failed", "timeout"
+    elif status.out_of_memory:  # the cgroup's own OOM kill counter, whatever the exit status says
+        state, reason = "failed", "out_of_memory"
     elif status.signal is not None:
         state, reason = "failed", "signal"
     elif exit_code is None:
@@ -37,6 +39,8 @@ def finished_event(
     else:
         state, reason = "failed", "exit_nonzero"
     message = status.error
+    if reason == "out_of_memory":
+        message = memory_message(status.memory_limit_bytes)
     if not status.group_gone:
         message = "some process of the job survived SIGKILL (uninterruptible); the node may need attention"
     return JobFinished(
@@ -52,6 +56,12 @@ def finished_event(
         results_file=results_file,
         message=message,
     )
+
+
+def memory_message(limit: int | None) -> str:
+    """Names the limit, so the user knows what to ask for (``memory:`` in the job config)."""
+    where = f"its memory limit of {limit / (1 << 20):.0f} MiB" if limit else "its memory limit"
+    return f"the job used more than {where} (its /tmp and /dev/shm included) and the kernel killed it"
 
 
 def save_results_file(results_dir: Path, job: JobState, data: bytes, at: datetime | None = None) -> Path:

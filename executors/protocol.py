@@ -38,6 +38,9 @@ WORK_NAME = "work"  # the job's own directory inside the control directory
 # `launch` exit codes: 0 prints started.json; this one prints status.json of a job that never ran
 # (cancelled before it started, or bash could not be started). Anything else is a failure.
 LAUNCH_NEVER_STARTED = 3
+# The wrapper's usage error: also what a node's older wrapper says to a newer command line (a probe
+# with a cgroup parent), so the probe replaces it and asks again.
+WRAPPER_USAGE = 2
 
 WRAPPER_SOURCE: bytes = resources.files(__package__ or "executors").joinpath(WRAPPER_NAME).read_bytes()
 
@@ -73,12 +76,27 @@ class SandboxSpec(msgspec.Struct, frozen=True, kw_only=True):
     limits: Limits = Limits()
 
 
+class Resources(msgspec.Struct, frozen=True, kw_only=True):
+    """The job's own cgroup and the sizes derived from its memory limit (docs/admin-guide.md,
+    "Resource limits"). The server decides the numbers; the wrapper, which knows the node, applies them."""
+
+    cgroups: bool = False  # False: no cgroup of our own (JOB_CGROUPS = false, or Slurm's own cgroup)
+    cgroup_parent: str = "gpuledger"  # below the cgroup root (v2) or each controller's root (v1)
+    memory_bytes: int = 0  # the job's memory limit; 0: ``memory_share`` of the node's MemTotal
+    memory_share: float = 0.0  # fraction of the node's MemTotal (0 with memory_bytes 0: no limit)
+    tmpfs_share: float = 0.0  # /tmp and /dev/shm are each sized at this share of the memory limit
+    max_pids: int = 0  # pids.max (0: none)
+    cpu_weight: int = 100  # cpu.weight (v2 scale, 1-10000; cpu.shares on v1 is 10.24 times it)
+    cpu_quota: float = 0.0  # CPUs the job may use at most (cpu.max); 0: no quota
+
+
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     command: str
     time_limit_s: float
     grace_s: float
     env: dict[str, str] = {}
     sandbox: SandboxSpec = SandboxSpec()
+    resources: Resources = Resources()
 
 
 class Started(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,6 +120,8 @@ class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):
     cancelled: bool = False
     group_gone: bool = True  # False: some process of the job survived KILL (e.g. stuck in D state)
     error: str | None = None
+    out_of_memory: bool = False  # the job's cgroup counted an OOM kill (not a guess from exit 137)
+    memory_limit_bytes: int | None = None  # the limit the wrapper set (None: none)
 
     @property
     def succeeded(self) -> bool:
@@ -156,7 +176,12 @@ def decode_probe(data: bytes) -> Probe:
 
 
 def job_spec_bytes(
-    command: str, time_limit_s: float, grace_s: float, env: Mapping[str, str], sandbox: SandboxSpec | None = None
+    command: str,
+    time_limit_s: float,
+    grace_s: float,
+    env: Mapping[str, str],
+    sandbox: SandboxSpec | None = None,
+    resources: Resources | None = None,
 ) -> bytes:
     """The contents of job.json; rejects what the wrapper could not honour rather than let it guess."""
     if not (math.isfinite(time_limit_s) and time_limit_s > 0):
@@ -172,6 +197,7 @@ def job_spec_bytes(
         grace_s=float(grace_s),
         env=dict(env),
         sandbox=sandbox or SandboxSpec(),
+        resources=resources or Resources(),
     )
     return msgspec.json.encode(spec)
 
@@ -202,12 +228,14 @@ def status_command(python: str, workdir: StrPath) -> str:
     return _wrapper_command(python, workdir, "status", os.fspath(workdir))
 
 
-def probe_command(python: str, root: StrPath, uid: int) -> str:
-    """Exit 9 when ``root`` holds no wrapper or filter yet (upload them, then ask again)."""
+def probe_command(python: str, root: StrPath, uid: int, cgroup_parent: str | None = None) -> str:
+    """Exit 9 when ``root`` holds no wrapper or filter yet (upload them, then ask again). With
+    ``cgroup_parent`` the probe also makes (and removes) a job cgroup below it, as a job's would be."""
     wrapper = posixpath.join(os.fspath(root), WRAPPER_NAME)
     program = posixpath.join(os.fspath(root), SECCOMP_NAME)
+    extra = [cgroup_parent] if cgroup_parent else []
     return f"test -f {shlex.quote(wrapper)} -a -f {shlex.quote(program)} || exit 9; " + _wrapper_command(
-        python, root, "probe", os.fspath(root), str(uid)
+        python, root, "probe", os.fspath(root), str(uid), *extra
     )
 
 

@@ -22,6 +22,7 @@ from executors import protocol as wp
 from executors.errors import ExecutorError, NodeLost, RemoteCommandFailed
 from executors.follow import LiveFiles, follow_job
 from executors.outcome import finished_event, save_results_file
+from executors.resources import job_resources
 from executors.retry import until_done, until_lost
 from executors.seccomp import seccomp_program
 from executors.transport import Transport
@@ -66,6 +67,7 @@ class NodeRunner:
         sandbox_for_slots: Callable[[list[int]], wp.SandboxSpec],
         after_job: Callable[[], Awaitable[None]] | None = None,
         restart_container: str | None = None,
+        node_memory: int | None = None,
     ) -> None:
         self.node, self.transport, self.ledger, self.blobs = node, transport, ledger, blobs
         self.settings = settings
@@ -74,6 +76,7 @@ class NodeRunner:
         self.sandbox_for_slots = sandbox_for_slots
         self.after_job = after_job
         self.restart_container = restart_container
+        self.node_memory = node_memory  # what the node gives its jobs in all (None: the wrapper's share)
         self.live_root = Path(settings.jobs_dir) / "live"
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.reapers: set[asyncio.Task[None]] = set()  # cleaning up after jobs lost with their node
@@ -205,10 +208,17 @@ class NodeRunner:
             "GPULEDGER_SLOTS": ",".join(str(slot) for slot in slots),
         }
         limit = job.expected_time_s * self.settings.max_job_timeout_multiplier
-        spec = wp.job_spec_bytes(command, limit, self.settings.cancel_grace_s, env, self.sandbox_for_slots(slots))
+        spec = wp.job_spec_bytes(
+            command, limit, self.settings.cancel_grace_s, env, self.sandbox_for_slots(slots), self.resources(job)
+        )
         files = {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SECCOMP_NAME: seccomp_program(), wp.JOB_SPEC_NAME: spec}
         await self.transport.put_files(workdir, files)
         await self.transport.put_files(job_dir, {wp.SOLUTION_NAME: code})
+
+    def resources(self, job: JobState) -> wp.Resources:
+        node = self.ledger.views.nodes.get(self.node)
+        slots = node.slots if node is not None else len(job.held_slots)
+        return job_resources(self.settings, job, node_slots=slots, node_memory=self.node_memory)
 
     async def _started(self, job: JobState, started: wp.Started) -> None:
         """The wrapper started the job (or, re-attached, had started it): record it once."""

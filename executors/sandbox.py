@@ -17,6 +17,9 @@ from executors.visibility import holds
 from ledger.settings import Settings
 
 DISABLED_WARNING = 'JOB_SANDBOX = "none": submitted code runs unconfined, with the rights of the node user'
+CGROUPS_DISABLED_WARNING = (
+    "JOB_CGROUPS = false: jobs have no memory, process or CPU limit of their own; one job can exhaust the node"
+)
 
 
 def sandbox_spec(
@@ -56,9 +59,10 @@ def outside(paths: Sequence[str], private: Sequence[str]) -> list[str]:
 
 async def sandbox_problem(transport: Transport, root: str, settings: Settings) -> str | None:
     """None when the node can sandbox jobs as the wrapper would; otherwise why not, naming the fix."""
-    command = wp.probe_command(transport.python, root, settings.job_uid_base)
+    parent = settings.job_cgroup_parent if settings.job_cgroups else None
+    command = wp.probe_command(transport.python, root, settings.job_uid_base, parent)
     code, out, err = await transport.run(command, timeout=60)
-    if code == 9:  # no wrapper there yet: put it in place and ask again
+    if code in (9, wp.WRAPPER_USAGE):  # no wrapper or filter there yet, or an older wrapper: put ours, ask again
         await transport.put_files(root, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SECCOMP_NAME: seccomp_program()})
         code, out, err = await transport.run(command, timeout=60)
     if code != 0:

@@ -430,8 +430,9 @@ def sandbox_argv(sandbox, workdir, command, fds=None):
         elif os.path.isdir(d):
             argv += ["--ro-bind", d, d]
     # A fresh /proc (the job's PID namespace only), a minimal /dev, and private tmpfs /tmp and /dev/shm.
-    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]  # noqa: S108
-    argv += ["--perms", "1777", "--tmpfs", "/dev/shm"]  # noqa: S108
+    size = ["--size", str(sandbox["tmpfs_bytes"])] if sandbox.get("tmpfs_bytes") else []  # charged to the job
+    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", *size, "--tmpfs", "/tmp"]  # noqa: S108
+    argv += ["--perms", "1777", *size, "--tmpfs", "/dev/shm"]  # noqa: S108
     for device, target in gpu_devices(sandbox):
         argv += ["--dev-bind", device, target]
     readonly = [os.path.abspath(p) for p in sandbox.get("readonly_paths") or () if os.path.exists(p)]
@@ -461,18 +462,31 @@ def mount_points(targets):
     return argv
 
 
-def confine(limits):
-    """Runs in the child between fork and exec: resource limits, inherited by the whole sandbox."""
+def confine(limits, cgroup=None):
+    """Runs in the child between fork and exec: the job's cgroup, its OOM score and resource limits,
+    all inherited by the whole sandbox. With a cgroup, its pids.max replaces RLIMIT_NPROC (per uid,
+    which counts every slot of a non-root node user together)."""
     import resource  # only here: the daemon alone needs it
 
     chosen = []
+    procs = [] if cgroup is None else cgroup.procs_files()
     for key, name in LIMITS:
+        if cgroup is not None and name == "RLIMIT_NPROC":
+            continue
         which, value = getattr(resource, name), int(limits.get(key) or 0)
         hard = resource.getrlimit(which)[1]
         if value > 0:  # never above what we have ourselves: raising a hard limit needs CAP_SYS_RESOURCE
             chosen.append((which, value if hard == resource.RLIM_INFINITY else min(value, hard)))
 
     def preexec():
+        pid = str(os.getpid()).encode("ascii")
+        for procs_file in procs:  # before exec: nothing of the job ever runs outside its cgroup
+            fd = os.open(procs_file, os.O_WRONLY)
+            try:
+                os.write(fd, pid)
+            finally:
+                os.close(fd)
+        set_oom_score_adj(JOB_OOM_SCORE_ADJ)
         for which, value in chosen:
             resource.setrlimit(which, (value, value))
 
@@ -507,8 +521,24 @@ def read_child_pid(fd, timeout_s):
     return None
 
 
-def sandbox_problem(workdir, sandbox):
-    """None when a sandbox like a job's can be built here; otherwise one line naming the fix."""
+def sandbox_problem(workdir, sandbox, cgroup_parent=None):
+    """None when a sandbox like a job's (in a cgroup like a job's, with a parent) can be built here;
+    otherwise one line naming the fix."""
+    if cgroup_parent is None:
+        return bwrap_problem(workdir, sandbox, None)
+    try:
+        resources = {"cgroups": True, "cgroup_parent": cgroup_parent, "max_pids": 64}  # every file a job's has
+        cgroup = job_cgroup(resources, f"probe-{os.getpid()}", 64 << 20)
+    except CgroupUnavailable as e:
+        return str(e)
+    try:
+        return bwrap_problem(workdir, sandbox, cgroup)
+    finally:
+        cgroup.remove()
+
+
+def bwrap_problem(workdir, sandbox, cgroup):
+    """Builds the sandbox around `true` (in ``cgroup`` when given); None when that worked."""
     if find_program("bwrap") is None:
         return f"bwrap (bubblewrap) is not installed: {INSTALL_HINT}"
     if os.geteuid() == 0 and find_program("setpriv") is None:
@@ -518,7 +548,9 @@ def sandbox_problem(workdir, sandbox):
     try:
         argv = sandbox_argv(sandbox, workdir, "true", fds)
         run = {"env": {"PATH": DEFAULT_PATH}, "stdin": subprocess.DEVNULL, "capture_output": True}
-        done = subprocess.run(argv, pass_fds=tuple(fds.values()), **run)
+        done = subprocess.run(argv, pass_fds=tuple(fds.values()), preexec_fn=confine({}, cgroup), **run)
+    except subprocess.SubprocessError as e:  # the preexec could not join the cgroup
+        return f"cannot put a process in the job's cgroup ({e}): {DELEGATION_HINT}"
     finally:
         close_fds(fds)
     if done.returncode == 0:
@@ -528,6 +560,201 @@ def sandbox_problem(workdir, sandbox):
         f"bwrap cannot build a sandbox here ({why[0]}): allow user namespaces "
         "(sysctl -w kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000) or run as root"
     )
+
+
+# --- resource limits: the job's own cgroup ---------------------------------------------------------
+
+CGROUP_FS = "/sys/fs/cgroup"
+CGROUP_CONTROLLERS = ("memory", "pids", "cpu")
+DAEMON_OOM_SCORE_ADJ = -500  # the kernel's OOM killer takes any job before a wrapper daemon...
+JOB_OOM_SCORE_ADJ = 1000  # ...and a job's processes before anything else on the node
+CPU_PERIOD_US = 100000
+DELEGATION_HINT = (
+    "run the wrapper as root, or give the node user a delegated cgroup subtree (docs/admin-guide.md, "
+    '"Resource limits"), or turn job cgroups off with JOB_CGROUPS = false'
+)
+
+
+class CgroupUnavailable(Exception):
+    """The job's cgroup cannot be made or configured here; the message names the fix."""
+
+
+def mem_total():
+    """This node's RAM in bytes (MemTotal), or None where /proc/meminfo cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_limit(resources):
+    """The job's memory limit in bytes (0: none): the server's number, or its share of this node's RAM."""
+    chosen = int(resources.get("memory_bytes") or 0)
+    share = float(resources.get("memory_share") or 0)
+    if chosen <= 0 and share > 0:
+        chosen = int((mem_total() or 0) * share)
+    return max(chosen, 0)
+
+
+def tmpfs_size(resources, limit):
+    """Bytes for each of /tmp and /dev/shm (0: unsized): written by the job, charged to its cgroup."""
+    share = float(resources.get("tmpfs_share") or 0)
+    return int(limit * share) if limit > 0 and share > 0 else 0
+
+
+def read_counter(file_path, key):
+    """``key N`` from a flat-keyed cgroup file (memory.events, memory.oom_control, pids.events)."""
+    try:
+        with open(file_path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[0] == key:
+                    return int(parts[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class JobCgroup:
+    """One job's cgroup behind one small interface: v2 (a single directory under the unified
+    hierarchy, which has cgroup.controllers) or v1 (one directory per controller hierarchy)."""
+
+    def __init__(self, parent, name, fs=CGROUP_FS):
+        parts = [p for p in str(parent).split("/") if p] + [name]
+        if any(p in (".", "..") for p in parts):
+            raise CgroupUnavailable(f"JOB_CGROUP_PARENT {parent!r} must not contain . or ..")
+        self.fs, self.parent_parts = fs, parts[:-1]
+        self.v2 = os.path.exists(os.path.join(fs, "cgroup.controllers"))
+        self.version = "v2" if self.v2 else "v1"
+        top = {c: fs if self.v2 else os.path.join(fs, c) for c in CGROUP_CONTROLLERS}
+        self.dirs = {c: os.path.join(top[c], *parts) for c in CGROUP_CONTROLLERS}
+        self.made = []
+
+    def unique_dirs(self):
+        return list(dict.fromkeys(self.dirs.values()))
+
+    def procs_files(self):
+        return [os.path.join(d, "cgroup.procs") for d in self.unique_dirs()]
+
+    def create(self, memory, pids, cpu_weight, cpu_quota):
+        """Make the directories and set every limit; raises CgroupUnavailable naming the fix."""
+        try:
+            if self.v2:
+                self.enable_controllers()
+            for d in self.unique_dirs():
+                os.makedirs(os.path.dirname(d), exist_ok=True)
+                if not os.path.isdir(d):  # one left by a wrapper that died is as good as a new one
+                    os.mkdir(d)
+                self.made.append(d)
+            for controller, name, value, required in self.settings(memory, pids, cpu_weight, cpu_quota):
+                self.write(controller, name, value, required)
+        except CgroupUnavailable:
+            self.remove()
+            raise
+        except OSError as e:
+            self.remove()
+            raise CgroupUnavailable(
+                f"cannot set up the job's cgroup ({e.strerror}: {e.filename}): {DELEGATION_HINT}"
+            ) from None
+
+    def settings(self, memory, pids, cpu_weight, cpu_quota):
+        """(controller, file, value, required) to write; a swap limit only where the kernel accounts swap."""
+        quota = int(cpu_quota * CPU_PERIOD_US) if cpu_quota > 0 else 0
+        if self.v2:  # the last column: whether the row applies
+            table = [
+                ("memory", "memory.max", memory, True, memory),
+                ("memory", "memory.swap.max", 0, False, memory),  # no swap: the limit is RAM
+                ("pids", "pids.max", pids, True, pids),
+                ("cpu", "cpu.weight", cpu_weight, True, True),
+                ("cpu", "cpu.max", f"{quota} {CPU_PERIOD_US}", True, quota),
+            ]
+        else:
+            table = [
+                ("memory", "memory.limit_in_bytes", memory, True, memory),
+                ("memory", "memory.memsw.limit_in_bytes", memory, False, memory),  # RAM + swap = RAM
+                ("pids", "pids.max", pids, True, pids),
+                ("cpu", "cpu.shares", max(2, cpu_weight * 1024 // 100), True, True),
+                ("cpu", "cpu.cfs_period_us", CPU_PERIOD_US, True, quota),
+                ("cpu", "cpu.cfs_quota_us", quota, True, quota),
+            ]
+        return [row[:4] for row in table if row[4]]
+
+    def write(self, controller, name, value, required):
+        file_path = os.path.join(self.dirs[controller], name)
+        if not os.path.exists(file_path):
+            if required:
+                raise CgroupUnavailable(
+                    f"the {controller} controller is not available in {self.dirs[controller]} "
+                    f"({name} is missing): {DELEGATION_HINT}"
+                )
+            return
+        with open(file_path, "w") as f:
+            f.write(f"{value}\n")
+
+    def enable_controllers(self):
+        """v2: a controller's files appear in a cgroup only once every ancestor lists it in subtree_control."""
+        directory = self.fs
+        for part in [None, *self.parent_parts]:
+            if part is not None:
+                directory = os.path.join(directory, part)
+                os.makedirs(directory, exist_ok=True)
+            control = os.path.join(directory, "cgroup.subtree_control")
+            try:
+                with open(control) as f:
+                    present = set(f.read().split())
+                missing = [c for c in CGROUP_CONTROLLERS if c not in present]
+                if missing:
+                    with open(control, "w") as f:
+                        f.write(" ".join("+" + c for c in missing))
+            except OSError:
+                pass  # not ours to change (a delegated subtree has them on already); create() says what is missing
+
+    def oom_kills(self):
+        """OOM kills the kernel counted in this cgroup (v2 memory.events; v1 memory.oom_control)."""
+        name = "memory.events" if self.v2 else "memory.oom_control"
+        return read_counter(os.path.join(self.dirs["memory"], name), "oom_kill") or 0
+
+    def remove(self):
+        """rmdir, children first; the last processes of a killed job may take a moment to leave."""
+        for d in reversed(self.made):
+            deadline = time.monotonic() + 2.0
+            while True:
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(POLL_S)
+        self.made = []
+
+
+def job_cgroup(resources, name, limit):
+    """The job's cgroup, made and configured; None when cgroups are off for this job."""
+    if not resources.get("cgroups"):
+        return None
+    cgroup = JobCgroup(resources.get("cgroup_parent") or "gpuledger", name)
+    cpu_weight = min(max(int(resources.get("cpu_weight") or 100), 1), 10000)
+    cgroup.create(limit, int(resources.get("max_pids") or 0), cpu_weight, float(resources.get("cpu_quota") or 0))
+    return cgroup
+
+
+def set_oom_score_adj(value):
+    """Lowering needs root (CAP_SYS_RESOURCE); raising is always allowed. Best effort either way."""
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        try:
+            os.write(fd, str(value).encode("ascii"))
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 # --- the daemon ------------------------------------------------------------------------------------
@@ -578,11 +805,30 @@ def run_daemon(workdir):
         write_json_atomic(path(workdir, "status.json"), status_record(None, cancelled=True))
         return
     become_subreaper()
+    set_oom_score_adj(DAEMON_OOM_SCORE_ADJ)
+    resources = spec.get("resources") or {}
+    memory = memory_limit(resources)
+    sandbox = dict(sandbox, tmpfs_bytes=tmpfs_size(resources, memory))
+    try:
+        cgroup = job_cgroup(resources, "job-" + os.path.basename(workdir), memory)
+    except CgroupUnavailable as e:
+        write_json_atomic(path(workdir, "status.json"), status_record(None, exit_code=127, error=str(e)))
+        return
+    try:
+        launch(workdir, command, (limit_s, grace_s), spec, sandbox, (cgroup, memory))
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
+
+
+def launch(workdir, command, limits_s, spec, sandbox, confinement):
+    """Start the job in its sandbox (and cgroup), record started.json, supervise it to its end."""
+    limit_s, grace_s = limits_s
     job_dir = path(workdir, WORK_DIR)
     env = job_environment(spec.get("env"), job_dir)
     started_at = now_iso()
     try:
-        proc, status_fd = start_job(command, sandbox, job_dir, env, workdir)
+        proc, status_fd = start_job(command, sandbox, job_dir, env, workdir, confinement[0])
     except (OSError, ValueError, subprocess.SubprocessError) as e:
         record = status_record(None, exit_code=127, error=f"could not start the job: {e}")
         write_json_atomic(path(workdir, "status.json"), record)
@@ -608,12 +854,12 @@ def run_daemon(workdir):
         "sandbox_start_ticks": inner[2] if inner else None,
     }
     write_json_atomic(path(workdir, "started.json"), started)
-    supervise(workdir, proc, started, limit_s, grace_s)
+    supervise(workdir, proc, started, limit_s, grace_s, confinement)
     if status_fd is not None:
         os.close(status_fd)
 
 
-def start_job(command, sandbox, job_dir, env, workdir):
+def start_job(command, sandbox, job_dir, env, workdir, cgroup=None):
     """The job's process: bwrap around `bash -c COMMAND`, or bash alone when the sandbox is off."""
     status_fd = write_fd = None
     argv, fds = ["bash", "-c", command], {}
@@ -635,7 +881,7 @@ def start_job(command, sandbox, job_dir, env, workdir):
                 stderr=err,
                 start_new_session=True,
                 pass_fds=(() if write_fd is None else (write_fd,)) + tuple(fds.values()),
-                preexec_fn=confine(sandbox.get("limits") or {}),
+                preexec_fn=confine(sandbox.get("limits") or {}, cgroup),
             )
     except OSError:
         if status_fd is not None:
@@ -648,7 +894,7 @@ def start_job(command, sandbox, job_dir, env, workdir):
     return proc, status_fd
 
 
-def supervise(workdir, proc, started, limit_s, grace_s):
+def supervise(workdir, proc, started, limit_s, grace_s, confinement=(None, 0)):
     reaper = Reaper(proc.pid)
     sandboxed = started["sandbox_pid"] is not None
     processes = JobProcesses(
@@ -674,8 +920,15 @@ def supervise(workdir, proc, started, limit_s, grace_s):
         timed_out=reason == "timed_out",
         cancelled=reason == "cancelled",
         group_gone=gone,
+        **memory_outcome(*confinement),
     )
     write_json_atomic(path(workdir, "status.json"), record)
+
+
+def memory_outcome(cgroup, memory):
+    """Whether the kernel killed any process of the job for memory, from its cgroup's own counter."""
+    oom_kills = 0 if cgroup is None else cgroup.oom_kills()
+    return {"out_of_memory": oom_kills > 0, "memory_limit_bytes": memory or None}
 
 
 def watch(workdir, reaper, limit_s):
@@ -895,19 +1148,20 @@ def cmd_follow(workdir, out_offset, err_offset):
         time.sleep(POLL_S)
 
 
-def cmd_probe(root, uid):
-    """Can this node sandbox a job? Builds one around `true`, as a job's would be. Prints the verdict."""
+def cmd_probe(root, uid, cgroup_parent=None):
+    """Can this node sandbox a job? Builds one around `true`, as a job's would be (in a cgroup below
+    ``cgroup_parent`` when given). Prints the verdict."""
     sandbox = {"mode": "bwrap", "network": "none", "uid": uid}
-    problem = sandbox_problem(path(path(root, "probe"), WORK_DIR), sandbox)
+    problem = sandbox_problem(path(path(root, "probe"), WORK_DIR), sandbox, cgroup_parent)
     emit({"ok": problem is None, "reason": problem, "as_root": os.geteuid() == 0})
     return 0
 
 
 USAGE = (
     "usage: wrapper.py {launch|cancel|status} DIR | wrapper.py {follow|run} DIR OUT_OFFSET ERR_OFFSET"
-    " | wrapper.py probe ROOT UID\n"
+    " | wrapper.py probe ROOT UID [CGROUP_PARENT]\n"
 )
-ARGC = {"follow": 4, "run": 4, "probe": 3}
+ARGC = {"follow": (4,), "run": (4,), "probe": (3, 4)}
 
 
 def main(argv):
@@ -919,15 +1173,16 @@ def main(argv):
         "run": cmd_run,
         "probe": cmd_probe,
     }
-    if len(argv) < 2 or argv[0] not in commands or len(argv) != ARGC.get(argv[0], 2):
+    if len(argv) < 2 or argv[0] not in commands or len(argv) not in ARGC.get(argv[0], (2,)):
         sys.stderr.write(USAGE)
         return 2
     workdir = os.path.abspath(argv[1])
     try:
-        args = [workdir] + [int(a) for a in argv[2:]]
-        if any(a < 0 for a in args[1:]):
+        numbers = [int(a) for a in (argv[2:3] if argv[0] == "probe" else argv[2:])]
+        if any(a < 0 for a in numbers):
             raise ValueError("offsets must not be negative")
-        return commands[argv[0]](*args)
+        texts = argv[3:] if argv[0] == "probe" else []  # the probe's cgroup parent
+        return commands[argv[0]](workdir, *numbers, *texts)
     except BrokenPipeError:
         # The reader went away; send what is still buffered nowhere rather than fail again at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)

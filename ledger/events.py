@@ -119,6 +119,7 @@ class JobSubmitted(JobEvent, frozen=True, tag="job.submitted"):
     gpus: int = 1  # GPUs the job takes, all on one node
     retry: RetryPolicy | None = None  # None: no retries
     asked_priority: int | None = None  # a priority level the job asked for (None: its user's level)
+    memory: int | None = None  # bytes of memory the job asked for (None: its slots' part of the node's)
 
 
 class JobScanned(JobEvent, frozen=True, tag="job.scanned"):

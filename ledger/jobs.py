@@ -56,6 +56,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     node: str | None = None
     slot: int | None = None
     gpus: int = 1
+    memory: int | None = None  # bytes the job asked for (None: its slots' part of the node's memory)
     slots: list[int] = []  # the GPU slots held on ``node`` (``slot`` is the first of them)
     gpus_held: int | None = None  # the current attempt's GPUs: 0 on a node without GPUs; None: ``gpus``
     scheduler_id: str | None = None  # the current attempt's id in an outside scheduler (Slurm)
@@ -148,6 +149,7 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             gpus=event.gpus,
             retry=event.retry,
             asked_priority=event.asked_priority,
+            memory=event.memory,
         )
     version = state.version + 1
     match event:

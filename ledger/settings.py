@@ -26,6 +26,19 @@ class NodeSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     user: str | None = None
     slots: int = 1
     container: str | None = None
+    memory: int | str | None = None  # memory for the node's jobs in all, bytes or "64G" (None: JOB_MEMORY_SHARE)
+
+    def __post_init__(self) -> None:
+        try:
+            memory = None if self.memory is None else parse_bytes(self.memory)
+        except ValueError as e:
+            raise msgspec.ValidationError(f"{e} - at `$.nodes.memory`") from None
+        if memory is not None and memory <= 0:
+            raise msgspec.ValidationError("must be positive - at `$.nodes.memory`")
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return None if self.memory is None else parse_bytes(self.memory)
 
 
 class SlurmSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -126,6 +139,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     job_max_open_files: int = 65536
     job_max_memory_bytes: int = 0
     job_gpu_device_dir: str = "/dev"  # where nodes keep /dev/nvidia<minor> (tests point it at fake nodes)
+    # resource limits: every job in its own cgroup (docs/admin-guide.md, "Resource limits")
+    job_cgroups: bool = True
+    job_cgroup_parent: str = "gpuledger"
+    job_memory_share: float = 0.8  # of a node's RAM for its jobs in all; a job gets its slots' part
+    job_tmpfs_share: float = 0.5  # /tmp and /dev/shm each sized at this share of the job's memory limit
+    job_cpu_weight: int = 100  # cpu.weight of each job (v2 scale; cpu.shares = 10.24 x on v1)
+    job_cpu_quota: float = 0.0  # CPUs per slot a job may use at most; 0: no quota (weights only)
     # Slurm executor (a [slurm] table replaces the local runner and SSH nodes)
     slurm: SlurmSettings | None = None
     # reads at scale: the bounded dashboard and as-of snapshots
@@ -223,12 +243,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         for name in ("job_max_processes", "job_max_open_files", "job_max_memory_bytes"):
             if getattr(self, name) < 0:
                 raise msgspec.ValidationError(f"must not be negative - at `$.{name}`")
+        self._check_resources()
         for path in self.job_readonly_paths:
             if not path.startswith("/"):
                 raise msgspec.ValidationError(f"{path!r} is not an absolute path - at `$.job_readonly_paths`")
         for name in ("request_body_timeout_s", "keep_alive_timeout_s", "sse_heartbeat_s", *EDGE_SPANS):
             if getattr(self, name) <= 0:
                 raise msgspec.ValidationError(f"must be positive - at `$.{name}`")
+
+    def _check_resources(self) -> None:
+        for name in ("job_memory_share", "job_tmpfs_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise msgspec.ValidationError(f"must be between 0 and 1 - at `$.{name}`")
+        if not 1 <= self.job_cpu_weight <= 10_000:
+            raise msgspec.ValidationError("must be between 1 and 10000 - at `$.job_cpu_weight`")
+        if self.job_cpu_quota < 0:
+            raise msgspec.ValidationError("must not be negative - at `$.job_cpu_quota`")
+        parts = self.job_cgroup_parent.strip("/").split("/")
+        if not all(parts) or any(p in (".", "..") for p in parts):
+            raise msgspec.ValidationError(
+                "must be a path like gpuledger or a/b (no . or ..) - at `$.job_cgroup_parent`"
+            )
 
     def node_specs(self) -> list[NodeSpec]:
         """Explicit ``[[nodes]]`` win; otherwise ``GPU_NODE_PREFIX``-0 … -(COUNT-1)."""
@@ -250,6 +285,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             if data.get(secret):
                 data[secret] = "***"
         return data
+
+
+_BYTE_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_bytes(value: int | str) -> int:
+    """Bytes from a number of bytes or a text like ``512M``, ``8G``, ``1.5G``, ``8GiB`` (powers of 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().lower().removesuffix("ib").removesuffix("b")
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _BYTE_UNITS else (text, "")
+    try:
+        amount = float(number) * _BYTE_UNITS.get(unit, 1)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a size (bytes, or a number with K, M, G or T)") from None
+    if amount != amount or amount in (float("inf"), float("-inf")) or amount > 1 << 62:
+        raise ValueError(f"{value!r} is not a finite size")
+    return int(amount)
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 7 * 86_400.0}

@@ -1,7 +1,8 @@
 """The ``require_sandbox`` fixture: can this host build a job's sandbox (bwrap, namespaces)?
 
-Asked through the wrapper's own ``probe``, the check the server makes at start. Without a sandbox the
-tests that run jobs skip, unless ``GPULEDGER_REQUIRE_SANDBOX=1`` (set by .ci/run) makes that a failure.
+Asked through the wrapper's own ``probe``, the check the server makes at start (a job cgroup below
+the default JOB_CGROUP_PARENT included). Without a sandbox the tests that run jobs skip, unless
+``GPULEDGER_REQUIRE_SANDBOX=1`` (set by .ci/run) makes that a failure.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ WRAPPER = Path(__file__).resolve().parent.parent / "executors" / "wrapper.py"
 def require_sandbox(tmp_path_factory: pytest.TempPathFactory) -> None:
     root = tmp_path_factory.mktemp("sandbox-probe")
     done = subprocess.run(
-        [sys.executable, "-I", "-S", str(WRAPPER), "probe", str(root), "61000"],
+        [sys.executable, "-I", "-S", str(WRAPPER), "probe", str(root), "61000", "gpuledger"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -130,6 +130,10 @@ class SlurmCluster:
         out = self.command("squeue", "-h", "-t", "all", "-n", name, "-o", "%i").stdout
         return out.split()
 
+    def memory_of(self, slurm_id: str) -> str:
+        """The memory the job asked Slurm for (squeue's MIN_MEMORY, e.g. ``300M``)."""
+        return self.command("squeue", "-h", "-t", "all", "-j", slurm_id, "-o", "%m").stdout.strip()
+
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = (self.root / f"{name}.out").open("ab")
         self.processes[name] = subprocess.Popen(

@@ -82,6 +82,16 @@ def test_more_gpus_than_the_largest_node_is_refused(client: httpx.Client) -> Non
     assert "largest node has (2)" in answer.json()["detail"]
 
 
+def test_memory_asked_becomes_sbatch_mem(client: httpx.Client, slurm_cluster: SlurmCluster) -> None:
+    """memory: 300M becomes sbatch --mem=300M (Slurm's cgroup enforces it), and the job's /dev/shm is
+    sized at half of it by the wrapper."""
+    code = "import os\ns = os.statvfs('/dev/shm')\nprint(s.f_blocks * s.f_frsize)\n"
+    body = submit(client, code, config_yaml("admin", memory="300M"), wait=True).json()
+    assert body["status"] == "completed", body
+    assert int(body["stdout"]) == 150 << 20
+    assert slurm_cluster.memory_of(slurm_id_of(client, body["job_id"])) == "300M"
+
+
 def test_timeout_ends_the_job_failed(client: httpx.Client) -> None:
     """A job past expected_time x MAX_JOB_TIMEOUT_MULTIPLIER is killed and ends failed, reason timeout."""
     body = submit(client, "import time\ntime.sleep(60)\n", config_yaml("admin", expected=1), wait=True).json()

@@ -24,6 +24,7 @@ import structlog
 from executors import protocol as wp
 from executors.errors import SlurmRefused
 from executors.follow import LiveFiles
+from executors.resources import job_resources
 from executors.retry import until_done
 from executors.runner import NodeRunner
 from executors.slurm.client import SlurmClient, SlurmJob
@@ -128,7 +129,13 @@ class SlurmRunner(NodeRunner):
             "--ntasks=1",
             f"--gres=gpu:{job.gpus}",
             f"--time={slurm_minutes(limit, settings.cancel_grace_s)}",
+            # Slurm's own cgroup confines the job (ConstrainRAMSpace); without an ask, its DefMemPerGPU.
+            *([f"--mem={-(-job.memory // (1 << 20))}M"] if job.memory else []),
         ]
+
+    def resources(self, job: JobState) -> wp.Resources:
+        """Slurm makes the job's cgroup; the wrapper only sizes /tmp and /dev/shm from the memory."""
+        return job_resources(self.settings, job, node_slots=job.gpus, node_memory=None, cgroups=False)
 
     async def _attempt(
         self,

@@ -62,6 +62,7 @@ class SshNode:
             sandbox_for_slots=lambda slots: sandbox_spec(self.settings, slots[0], gpu_indices=list(slots)),
             after_job=self.after_job,
             restart_container=self.container if self.settings.lxc_restart_between_jobs else None,
+            node_memory=spec.memory_bytes,
         )
 
     async def probe(self, *, strict: bool = False) -> bool:
