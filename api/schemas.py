@@ -125,6 +125,13 @@ class CancelAnswer(msgspec.Struct, kw_only=True):
     job_id: str
 
 
+class WhoAmI(msgspec.Struct, kw_only=True):
+    user_id: str
+    is_admin: bool
+    token_id: str
+    expires_at: str | None  # ISO-8601 UTC
+
+
 class JobList(msgspec.Struct, kw_only=True):
     jobs: list[JobStatus]
 
