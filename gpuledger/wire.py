@@ -60,7 +60,8 @@ def foreign_error(url: str, root: httpx.Response | None, answer: httpx.Response)
 
 
 def token_expiry(response: httpx.Response) -> str | None:
-    return response.headers.get(EXPIRY_HEADER)
+    expiry: str | None = response.headers.get(EXPIRY_HEADER)
+    return expiry
 
 
 def retry_after(response: httpx.Response) -> float | None:
