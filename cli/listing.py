@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
+from rich import box
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from cli.remote import EXIT_DETACHED, add_client_options, async_client_from, client_from, out, print_json
 from gpuledger import AsyncClient, JobStatus, NodeInfo, RateLimited
 
 ACTIVE = ("pending", "running")
+SHORT_ID = 10  # characters of a job id shown in tables: the ULID's time part, unique enough to type
+STATUS_STYLE = {"running": "green", "pending": "yellow", "failed": "red", "cancelled": "dim", "completed": "cyan"}
 REFRESH_EVERY_S = 2.0  # at most one refresh per this much time, however many events arrive
 
 
@@ -35,24 +40,72 @@ def _picked(jobs: list[JobStatus], args: argparse.Namespace) -> list[JobStatus]:
     return jobs if args.all or args.status else [j for j in jobs if j.status in ACTIVE]
 
 
+def short_ids(ids: list[str]) -> dict[str, str]:
+    """Each id cut to ``SHORT_ID`` characters, or more where two listed ids would share the cut (the
+    server takes any unique prefix, in any case)."""
+    length = SHORT_ID
+    while length < 26 and len({job_id[:length] for job_id in ids}) < len(set(ids)):
+        length += 1
+    return {job_id: job_id[:length] for job_id in ids}
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start:
+        return None
+    begun = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    ended = datetime.fromisoformat(end.replace("Z", "+00:00")) if end else datetime.now(UTC)
+    return max(0.0, (ended - begun).total_seconds())
+
+
+def elapsed(job: JobStatus) -> str:
+    """How long the job has run (or ran): ``45s``, ``12m03s``, ``2h05m``, ``3d04h``; empty if it never started."""
+    seconds = _seconds(job.started_at, job.completed_at if job.is_terminal else None)
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _why(job: JobStatus) -> str:
+    if job.status == "pending" and job.queue_position is not None:
+        where = f"#{job.queue_position} {job.reason or ''}".strip()
+        return where + (f", ETA {job.estimated_start_at[11:16]}Z" if job.estimated_start_at else "")
+    if job.is_terminal:
+        code = f"exit {job.exit_code}" if job.exit_code is not None else ""
+        return ", ".join(part for part in (job.finish_reason or "", code) if part)
+    return job.reason or job.phase
+
+
 def jobs_table(jobs: list[JobStatus], title: str = "jobs") -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("JOB", no_wrap=True)
-    for column in ("USER", "COMPETITION", "STATUS", "NODE", "WHERE / WHY", "CREATED", "EXIT"):
-        table.add_column(column)
+    """One line a job, 80 columns wide: box lines and colour on a terminal only, plain columns in a pipe."""
+    terminal = out.is_terminal
+    table = Table(
+        title=title if terminal else None,
+        title_justify="left",
+        box=box.SIMPLE_HEAD if terminal else None,
+        pad_edge=False,
+        show_edge=False,
+    )
+    table.add_column("ID", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("ELAPSED", no_wrap=True, justify="right")
+    several_users = len({job.user_id for job in jobs}) > 1
+    if several_users:
+        table.add_column("USER", no_wrap=True, max_width=12, overflow="ellipsis")
+    table.add_column("NODE", no_wrap=True, max_width=12, overflow="ellipsis")
+    table.add_column("COMPETITION", no_wrap=True, max_width=16, overflow="ellipsis")
+    table.add_column("WHY", no_wrap=True, overflow="ellipsis", ratio=1)
+    ids = short_ids([job.job_id for job in jobs])
     for job in jobs:
-        where = job.reason or job.phase
-        if job.status == "pending" and job.queue_position is not None:
-            where = f"#{job.queue_position} {job.reason or ''}".strip()
-            if job.estimated_start_at:
-                where += f", ETA {job.estimated_start_at[11:19]}Z"
-        elif job.is_terminal:
-            where = job.finish_reason or ""
-        exit_code = "" if job.exit_code is None else str(job.exit_code)
-        created = (job.created_at or "")[:19].replace("T", " ")
-        table.add_row(
-            job.job_id, job.user_id, job.competition_id, job.status, job.node or "", where, created, exit_code
-        )
+        status = Text(job.status, style=STATUS_STYLE.get(job.status, ""))
+        user = [job.user_id] if several_users else []
+        table.add_row(ids[job.job_id], status, elapsed(job), *user, job.node or "", job.competition_id, _why(job))
     return table
 
 
