@@ -166,7 +166,7 @@ def test_a_token_in_its_last_three_days_is_warned_of_once(server, user, tmp_path
 
 
 class _OtherServer(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+    def do_GET(self) -> None:
         body = b"<html><body>It works!</body></html>"
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
