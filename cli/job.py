@@ -118,8 +118,9 @@ def run_cancel(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"cancelled": [a for a in answers if "error" not in a], "failed": failed})
     for answer in [] if args.json else answers:
-        if "error" in answer:
-            err.print(f"gpuledger: job {answer['job_id']}: {answer['error']}")
+        if "error" in answer:  # one job: the server's words alone, as any other command's error
+            which = f"job {answer['job_id']}: " if len(answers) > 1 or chosen else ""
+            err.print(f"gpuledger: {which}{answer['error']}", markup=False)
         else:
             print(f"job {answer['job_id']} {answer['status']}")
     if chosen and not answers and not args.json:

@@ -113,9 +113,10 @@ def nodes_table(nodes: list[NodeInfo]) -> Table:
     table = Table(title="nodes", title_justify="left")
     for column in ("NODE", "STATE", "SLOTS", "CURRENT JOB", "ELAPSED / EXPECTED", "QUEUE", "WAIT"):
         table.add_column(column)
+    ids = short_ids([node.current_job.job_id for node in nodes if node.current_job and node.current_job.job_id])
     for node in nodes:
         job = node.current_job
-        current = (job.job_id or "(another user's)") if job else ""
+        current = (ids[job.job_id] if job.job_id else "(another user's)") if job else ""
         elapsed = f"{job.elapsed_s or 0:.0f}s / {job.expected_time or 0}s" if job else ""
         state = node.status + (f" ({node.down_reason})" if node.down_reason else "")
         table.add_row(
