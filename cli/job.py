@@ -113,14 +113,21 @@ def run_cancel(args: argparse.Namespace) -> int:
     chosen = args.all or args.status or args.user
     if bool(args.jobs) == bool(chosen):
         raise ValueError("cancel takes job ids, or --all / --status / --user (not both)")
+    if len(args.jobs) == 1:  # one job: its answer, or its error as any other command's
+        with client_from(args) as client:
+            answer = client.request("POST", f"/api/cancel/{args.jobs[0]}").json()
+        if args.json:
+            print_json({"job_id": answer["job_id"], "status": answer["status"]})
+        else:
+            print(f"job {answer['job_id']} {answer['status']}")
+        return 0
     answers = asyncio.run(_cancel_all(args))
     failed = [a for a in answers if "error" in a]
     if args.json:
         print_json({"cancelled": [a for a in answers if "error" not in a], "failed": failed})
     for answer in [] if args.json else answers:
-        if "error" in answer:  # one job: the server's words alone, as any other command's error
-            which = f"job {answer['job_id']}: " if len(answers) > 1 or chosen else ""
-            err.print(f"gpuledger: {which}{answer['error']}", markup=False)
+        if "error" in answer:
+            err.print(f"gpuledger: job {answer['job_id']}: {answer['error']}", markup=False)
         else:
             print(f"job {answer['job_id']} {answer['status']}")
     if chosen and not answers and not args.json:
