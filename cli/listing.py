@@ -7,7 +7,6 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from rich import box
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -17,6 +16,8 @@ from gpuledger import AsyncClient, JobStatus, NodeInfo, RateLimited
 
 ACTIVE = ("pending", "running")
 SHORT_ID = 10  # characters of a job id shown in tables: the ULID's time part, unique enough to type
+CAPS = {"USER": 10, "NODE": 10, "COMPETITION": 14}  # widest a column may be (longer names end in …)
+JUSTIFY: dict[str, Any] = {"ELAPSED": "right"}
 STATUS_STYLE = {"running": "green", "pending": "yellow", "failed": "red", "cancelled": "dim", "completed": "cyan"}
 REFRESH_EVERY_S = 2.0  # at most one refresh per this much time, however many events arrive
 
@@ -83,30 +84,40 @@ def _why(job: JobStatus) -> str:
 
 
 def jobs_table(jobs: list[JobStatus], title: str = "jobs") -> Table:
-    """One line a job, 80 columns wide: box lines and colour on a terminal only, plain columns in a pipe."""
+    """One line a job, within the console's width (80 in a pipe), plain columns; colour on a terminal
+    only. Widths are set here, the reason taking what is left: rich's own
+    fitting drops whole columns first."""
     terminal = out.is_terminal
     table = Table(
         title=title if terminal else None,
         title_justify="left",
-        box=box.SIMPLE_HEAD if terminal else None,
+        box=None,  # no box drawing: ``awk``/``cut`` read the columns, and 80 columns hold more
         pad_edge=False,
-        show_edge=False,
+        header_style="bold" if terminal else "",
     )
-    table.add_column("ID", no_wrap=True)
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("ELAPSED", no_wrap=True, justify="right")
-    several_users = len({job.user_id for job in jobs}) > 1
-    if several_users:
-        table.add_column("USER", no_wrap=True, max_width=12, overflow="ellipsis")
-    table.add_column("NODE", no_wrap=True, max_width=12, overflow="ellipsis")
-    table.add_column("COMPETITION", no_wrap=True, max_width=16, overflow="ellipsis")
-    table.add_column("WHY", no_wrap=True, overflow="ellipsis", ratio=1)
     ids = short_ids([job.job_id for job in jobs])
-    for job in jobs:
-        status = Text(job.status, style=STATUS_STYLE.get(job.status, ""))
-        user = [job.user_id] if several_users else []
-        table.add_row(ids[job.job_id], status, elapsed(job), *user, job.node or "", job.competition_id, _why(job))
+    rows = [_row(job, ids[job.job_id]) for job in jobs]
+    names = ["ID", "STATUS", "ELAPSED", "USER", "NODE", "COMPETITION"]
+    if len({job.user_id for job in jobs}) <= 1:  # one's own jobs: no user column
+        names.remove("USER")
+        rows = [row[:3] + row[4:] for row in rows]
+    widths = [
+        min(CAPS.get(name, 99), max([len(name), *(len(row[k].plain) for row in rows)])) for k, name in enumerate(names)
+    ]
+    overhead = 2 * len(names)  # the padding between columns
+    for name, width in zip(names, widths, strict=True):
+        table.add_column(name, width=width, no_wrap=True, overflow="ellipsis", justify=JUSTIFY.get(name, "left"))
+    table.add_column("WHY", width=max(10, out.width - sum(widths) - overhead), no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+def _row(job: JobStatus, short_id: str) -> list[Text]:
+    """ID, STATUS, ELAPSED, USER, NODE, COMPETITION, WHY."""
+    status = Text(job.status, style=STATUS_STYLE.get(job.status, ""))
+    cells = [short_id, job.status, elapsed(job), job.user_id, job.node or "", job.competition_id, _why(job)]
+    return [status if k == 1 else Text(cell) for k, cell in enumerate(cells)]
 
 
 def nodes_table(nodes: list[NodeInfo]) -> Table:
