@@ -6,6 +6,7 @@ job output that cannot drive the terminal."""
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import re
 import threading
@@ -14,8 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from server import OPEN_LIMITS, Server, config_yaml, running
 from test_cli_client import gpuledger, solution
+
+from cli import listing
+from gpuledger import JobStatus
 
 HOSTILE = "import sys\nprint('\\x1b]0;pwned\\x07\\x1b[31mred', flush=True)\nprint('bad\\x1b[2J', file=sys.stderr)\n"
 BOX = re.compile("[\u2500-\u257f]")  # box-drawing characters
@@ -202,3 +207,21 @@ def test_unknown_commands_get_a_suggestion_and_completion_is_generated(tmp_path)
     assert "whoami" in script.stdout
     assert "--gpus" in script.stdout
     assert "--stderr" in script.stdout
+
+
+def test_jobs_table_of_several_users_with_long_names_keeps_every_column_in_80() -> None:
+    """Long user, node and competition names are cut (…), never a column dropped or a line wrapped."""
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    listing.out = console
+    long = {"competition_id": "imagenet-finetune-long-name", "node": "gpu-node-01-very-long"}
+    jobs = [
+        JobStatus(job_id="01JQ3K9M2XABCDEFGHJKMNPQRS", status="running", user_id="alexandrina", **long),
+        JobStatus(job_id="01JQ3K9M2YABCDEFGHJKMNPQRS", status="pending", user_id="bob", reason="waiting " * 20),
+    ]
+    console.print(listing.jobs_table(jobs))
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 3
+    assert lines[0].split() == ["ID", "STATUS", "ELAPSED", "USER", "NODE", "COMPETITION", "WHY"]
+    assert max(len(line) for line in lines) <= 80
+    assert lines[1].split()[:4] == ["01JQ3K9M2X", "running", "alexandri…", "gpu-node-…"]
+    assert lines[2].rstrip().endswith("…")  # the reason, cut at the edge
