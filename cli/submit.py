@@ -51,7 +51,12 @@ def register(subparsers: Any) -> None:
     wait = subparsers.add_parser("wait", help="wait for a job to end (exit code = the job's)")
     wait.add_argument("job", help="the job's id or a unique prefix of it")
     wait.add_argument("--raw", action="store_true", help="the job's output as written, escape sequences included")
-    wait.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1, job goes on)")
+    wait.add_argument(
+        "--timeout",
+        type=seconds,
+        metavar="DURATION",
+        help="give up after this long, e.g. 90 or 10m (exit 1, job goes on)",
+    )
     add_client_options(wait)
     wait.set_defaults(func=run_wait)
 
@@ -61,6 +66,14 @@ def duration(text: str) -> int:
         return duration_s(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def seconds(text: str) -> float:
+    """A plain number of seconds (fractions allowed), or a duration with a unit."""
+    try:
+        return float(text)
+    except ValueError:
+        return float(duration(text))
 
 
 def _check_files(args: argparse.Namespace) -> None:

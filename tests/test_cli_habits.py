@@ -79,10 +79,10 @@ def test_flags_override_the_config_and_durations_are_checked(user, tmp_path):
 
 
 def test_status_and_wait_take_a_lower_case_prefix(user, tmp_path):
-    """A job's id may be typed as a unique prefix, in lower case."""
+    """A job's id may be typed as a unique prefix, in lower case (and ``wait --timeout`` takes a duration)."""
     job_id = _detached(tmp_path, user, "print('ok')", "-c", "config.yaml")
     prefix = job_id[:12].lower()
-    assert gpuledger(tmp_path, user, "wait", prefix).returncode == 0
+    assert gpuledger(tmp_path, user, "wait", prefix, "--timeout", "1m").returncode == 0
     assert json.loads(gpuledger(tmp_path, user, "status", prefix, "--json").stdout)["job_id"] == job_id
 
 
