@@ -88,13 +88,13 @@ def _one_line(error: Exception) -> str:
 
 
 def _sdk_line(error: Exception) -> str:
-    from gpuledger.errors import AuthError, ConnectionFailed, RateLimited
+    from gpuledger.errors import AuthError, ConnectionFailed, NotGpuledger, RateLimited
 
     if isinstance(error, RateLimited) and error.retry_after is not None:
         return f"{error.detail} (retry in {error.retry_after:g}s)"
     if isinstance(error, AuthError):
         return f"{error.detail} (set GPULEDGER_TOKEN or run gpuledger login)"
-    if isinstance(error, ConnectionFailed):
+    if isinstance(error, ConnectionFailed) and not isinstance(error, NotGpuledger):  # that one names the fix
         return f"{error} (is the server running? set GPULEDGER_URL or run gpuledger login)"
     return " ".join(str(error).split())
 
