@@ -20,6 +20,7 @@ class Identity(msgspec.Struct, frozen=True, kw_only=True):
     token_id: str
     user_id: str
     is_admin: bool
+    expires_at: str | None = None  # the token's, ISO-8601 UTC (for whoami and the expiry warning header)
 
 
 def bearer_secret(header: str | None) -> str | None:
@@ -43,7 +44,9 @@ def identify(views: Views, secret: str, *, now: datetime | None = None) -> Ident
         raise NotAuthenticated("Token has been revoked")
     if datetime.fromisoformat(token.expires_at) <= (now or datetime.now(UTC)):
         raise NotAuthenticated("Token has expired")
-    return Identity(token_id=token.token_id, user_id=token.user_id, is_admin=token.is_admin)
+    return Identity(
+        token_id=token.token_id, user_id=token.user_id, is_admin=token.is_admin, expires_at=token.expires_at
+    )
 
 
 def require(views: Views, header: str | None) -> Identity:

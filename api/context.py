@@ -10,6 +10,7 @@ pool, one hop per guard per request (about a third of a status read's time, meas
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -21,7 +22,7 @@ from litestar.types import Guard
 
 from api.auth import Identity, optional, require
 from api.edge import IDENTITY_KEY
-from api.errors import PermissionDenied
+from api.errors import BadRequest, PermissionDenied
 from api.limits import EndpointLimiter, client_address
 from api.runtime import Runtime
 from ledger.errors import NotFound
@@ -29,6 +30,8 @@ from ledger.jobs import JobState
 from projections.views import Views
 
 Connection = ASGIConnection[Any, Any, Any, Any]
+JOB_ID_PREFIX = re.compile(r"[0-9A-HJKMNP-TV-Z]{1,26}")  # ULIDs: Crockford base32, upper case
+MAX_CANDIDATES = 100  # an ambiguous prefix's count stops here
 
 
 def runtime_of(state: State) -> Runtime:
@@ -124,9 +127,24 @@ def provide_views(runtime: NamedDependency[Runtime]) -> Views:
 
 def provide_job(job_id: FromPath[str], identity: NamedDependency[Identity], views: NamedDependency[Views]) -> JobState:
     """The job, after authentication. Another user's job is "not found": nobody learns that an id exists."""
-    job = views.jobs.get(job_id)
+    return resolve_job(views, identity, job_id)
+
+
+def resolve_job(views: Views, identity: Identity, text: str) -> JobState:
+    """The job ``text`` names: its id, or (any case) a prefix of exactly one of the jobs the caller
+    may see. Only those are candidates, so a prefix never tells of another user's job."""
+    job = views.jobs.get(text)
+    if job is None and JOB_ID_PREFIX.fullmatch(text.upper()):
+        job = views.jobs.get(text.upper())
+        if job is None:
+            mine = None if identity.is_admin else identity.user_id
+            candidates = views.jobs.ids_with_prefix(text.upper(), mine, MAX_CANDIDATES)
+            if len(candidates) > 1:
+                many = f"{len(candidates)}" if len(candidates) < MAX_CANDIDATES else f"at least {MAX_CANDIDATES}"
+                raise BadRequest(f"Job id prefix {text} is ambiguous: it matches {many} jobs (give more characters)")
+            job = views.jobs.get(candidates[0]) if candidates else None
     if job is None or not (identity.is_admin or job.user_id == identity.user_id):
-        raise NotFound(f"Job {job_id} not found")
+        raise NotFound(f"Job {text} not found")
     return job
 
 

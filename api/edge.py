@@ -49,6 +49,9 @@ class HttpEdge:
             if message["type"] == "http.response.start":
                 answer["status"] = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                identity = scope["state"].get(IDENTITY_KEY)
+                if getattr(identity, "expires_at", None):  # lets clients warn of a token about to expire
+                    message["headers"].append((b"x-token-expires-at", identity.expires_at.encode()))
             await send(message)
 
         try:

@@ -8,6 +8,7 @@ node tree before any Python value is built.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
@@ -15,6 +16,7 @@ import msgspec
 import yaml
 
 from api.errors import BadRequest
+from ledger.clock import DURATION_HELP, duration_s
 from ledger.retries import MAX_RETRIES
 from ledger.settings import parse_bytes
 from ledger.shares import MAX_PRIORITY, MIN_PRIORITY, PRIORITY_LEVELS
@@ -37,13 +39,14 @@ KNOWN_FIELDS = (
     "memory",
 )
 MAX_RETRY_EXIT_CODES = 16
-REQUIRED_FIELDS = ("competition_id", "project_id", "user_id", "expected_time")
+REQUIRED_FIELDS = ("competition_id", "project_id", "expected_time")  # user_id: the token's user by default
+CLOSE_ENOUGH = 0.8  # difflib ratio from which an unknown field is taken for a typo of a known one (gpu: gpus)
 
 
 class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
     competition_id: str
     project_id: str
-    user_id: str
+    user_id: str | None  # None: the token's user
     expected_time: int
     token: str | None = None
     gpus: int = 1
@@ -221,6 +224,30 @@ def _mib(size: int) -> str:
     return f"{size / (1 << 20):.0f} MiB"
 
 
+def _expected_time_field(data: dict[str, Any], max_expected_time: int) -> int:
+    expected = data["expected_time"]
+    if isinstance(expected, bool) or not isinstance(expected, int | str):
+        raise BadRequest(f"Invalid field expected_time: must be {DURATION_HELP}")
+    try:
+        seconds = duration_s(expected)
+    except ValueError as e:
+        raise BadRequest(f"Invalid field expected_time: {e}") from None
+    if not 1 <= seconds <= max_expected_time:
+        raise BadRequest(f"Invalid field expected_time: must be between 1 and {max_expected_time} seconds")
+    return seconds
+
+
+def _unknown_fields(data: dict[str, Any]) -> list[str]:
+    """Warnings for fields nobody reads; a 400 for one that looks like a typo of a known field, which
+    would otherwise be silently ignored (``gpu: 2`` running on one GPU)."""
+    unknown = sorted(str(k) for k in data if k not in KNOWN_FIELDS)
+    for name in unknown:
+        close = difflib.get_close_matches(name, KNOWN_FIELDS, n=1, cutoff=CLOSE_ENOUGH)
+        if close:
+            raise BadRequest(f"Unknown config field {name}: did you mean `{close[0]}`?")
+    return [f"Unknown config field ignored: {name}" for name in unknown]
+
+
 def parse_config(
     raw: bytes,
     *,
@@ -246,20 +273,15 @@ def parse_config(
             "Invalid field competition_id: use letters, digits, '.', '_' and '-' "
             "(starting with a letter or digit, at most 128)"
         )
-    expected = data["expected_time"]
-    if isinstance(expected, bool) or not isinstance(expected, int):
-        raise BadRequest("Invalid field expected_time: must be an integer number of seconds")
-    if not 1 <= expected <= max_expected_time:
-        raise BadRequest(f"Invalid field expected_time: must be between 1 and {max_expected_time} seconds")
+    expected = _expected_time_field(data, max_expected_time)
     token = data.get("token")
     if token is not None and not isinstance(token, str):
         raise BadRequest("Invalid field token: must be a string")
-    unknown = sorted(str(k) for k in data if k not in KNOWN_FIELDS)
-    warnings = [f"Unknown config field ignored: {name}" for name in unknown]
+    warnings = _unknown_fields(data)
     return JobConfig(
         competition_id=competition_id,
         project_id=_text_field(data, "project_id"),
-        user_id=_text_field(data, "user_id"),
+        user_id=_text_field(data, "user_id") if data.get("user_id") is not None else None,
         expected_time=expected,
         token=token,
         gpus=_gpus_field(data, largest_node, cpu_slots),

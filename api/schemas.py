@@ -130,6 +130,13 @@ class CancelAnswer(msgspec.Struct, kw_only=True):
     job_id: str
 
 
+class WhoAmI(msgspec.Struct, kw_only=True):
+    user_id: str
+    is_admin: bool
+    token_id: str
+    expires_at: str | None  # ISO-8601 UTC
+
+
 class JobList(msgspec.Struct, kw_only=True, omit_defaults=True):
     jobs: list[JobStatus]
     warnings: list[str] = []  # hints about the query itself (an unknown user_id): absent when none

@@ -69,8 +69,12 @@ def _identity(request: SubmitRequest, config: JobConfig, runtime: Runtime) -> Id
     identity = header_identity or config_identity
     if identity is None:
         raise NotAuthenticated("Not authenticated: send 'Authorization: Bearer <token>' or a token in the config")
-    if config.user_id != identity.user_id:
-        raise PermissionDenied("Token does not belong to specified user_id")
+    if config.user_id is not None and config.user_id != identity.user_id:
+        # The old text first: older clients match on it.
+        raise PermissionDenied(
+            f"Token does not belong to specified user_id: the token is {identity.user_id}'s, "
+            f"the config says {config.user_id} (leave user_id out to submit as {identity.user_id})"
+        )
     runtime.token_usage.touch(identity.token_id)
     return identity
 
@@ -126,7 +130,7 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
     static, blob = await asyncio.gather(
         asyncio.to_thread(_static_scan, code_text, job_id, runtime), asyncio.to_thread(runtime.blobs.put, code)
     )
-    sanitized = config.sanitized()
+    sanitized = {**config.sanitized(), "user_id": identity.user_id}  # the shape older jobs have
     fingerprint = hashlib.sha256(msgspec.json.encode([identity.user_id, blob.digest, sanitized])).digest()
     key = f"{identity.user_id}:{request.idempotency_key}" if request.idempotency_key else None
     submitted = JobSubmitted(

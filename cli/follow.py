@@ -11,13 +11,14 @@ import sys
 from typing import TextIO
 
 from cli.remote import err, phase_line
+from cli.terminal import shown
 from gpuledger import AsyncClient, JobStatus, LedgerEvent
 from ledger.reasons import finish_words
 
 
-async def pump(client: AsyncClient, job_id: str, stream: str, sink: TextIO) -> None:
+async def pump(client: AsyncClient, job_id: str, stream: str, sink: TextIO, *, raw: bool = False) -> None:
     async for chunk in client.logs(job_id, stream=stream, follow=True):
-        sink.write(chunk.text)
+        sink.write(shown(chunk.text, raw=raw))  # the job's bytes never drive the terminal (cli/terminal.py)
         sink.flush()
 
 
@@ -51,7 +52,7 @@ async def phases(client: AsyncClient, job_id: str, after: int) -> None:
             err.print(f"[dim]gpuledger: {line}[/dim]")
 
 
-async def follow_job(client: AsyncClient, job_id: str, *, show_phases: bool = True) -> JobStatus:
+async def follow_job(client: AsyncClient, job_id: str, *, show_phases: bool = True, raw: bool = False) -> JobStatus:
     """Stream the job's output until it ends; returns its final status."""
     history = await client.job_events(job_id)
     status = await client.status(job_id, waiting=True)
@@ -61,7 +62,9 @@ async def follow_job(client: AsyncClient, job_id: str, *, show_phases: bool = Tr
     if show_phases:
         watcher = asyncio.create_task(phases(client, job_id, history[-1].position if history else 0))
     try:
-        await asyncio.gather(pump(client, job_id, "stdout", sys.stdout), pump(client, job_id, "stderr", sys.stderr))
+        await asyncio.gather(
+            pump(client, job_id, "stdout", sys.stdout, raw=raw), pump(client, job_id, "stderr", sys.stderr, raw=raw)
+        )
     finally:
         if watcher is not None:
             watcher.cancel()

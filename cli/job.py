@@ -1,10 +1,9 @@
-"""``gpuledger status|results|cancel|logs JOB``: one job's state, outcome, cancel and console output."""
+"""``gpuledger status|results JOB`` and ``cancel JOB…``: one job's state and outcome; cancelling jobs."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,28 +11,33 @@ from typing import Any
 from rich.table import Table
 
 from cli.remote import (
-    EXIT_DETACHED,
     add_client_options,
     async_client_from,
     client_from,
-    detached_hint,
     err,
     out,
     phase_line,
     print_json,
     reason_words,
 )
+from cli.terminal import escape_controls, shown
+from gpuledger import ApiError, AsyncClient
 from gpuledger.models import to_builtins
+
+ACTIVE = ("pending", "running")
+EXIT_ERROR = 2  # as cli.main's: some job could not be cancelled
+MAX_LISTED = 1000  # the most jobs one list answer holds
 
 
 def register(subparsers: Any) -> None:
     status = subparsers.add_parser("status", help="a job's status, phase, queue position and start estimate")
-    status.add_argument("job")
+    status.add_argument("job", help="the job's id or a unique prefix of it")
     add_client_options(status)
     status.set_defaults(func=run_status)
 
     results = subparsers.add_parser("results", help="a job's results file, exit code and console output")
-    results.add_argument("job")
+    results.add_argument("job", help="the job's id or a unique prefix of it")
+    results.add_argument("--raw", action="store_true", help="the results file as written, escape sequences included")
     results.add_argument(
         "-o",
         "--output",
@@ -44,18 +48,13 @@ def register(subparsers: Any) -> None:
     add_client_options(results)
     results.set_defaults(func=run_results)
 
-    cancel = subparsers.add_parser("cancel", help="cancel a pending or running job")
-    cancel.add_argument("job")
+    cancel = subparsers.add_parser("cancel", help="cancel jobs: by id, or --all of yours (--status, --user)")
+    cancel.add_argument("jobs", nargs="*", metavar="JOB", help="ids or unique prefixes of ids")
+    cancel.add_argument("--all", action="store_true", help="every pending and running job of yours")
+    cancel.add_argument("--status", choices=ACTIVE, help="only jobs in this status (implies --all)")
+    cancel.add_argument("--user", help="admins: this user's jobs instead of yours (implies --all)")
     add_client_options(cancel)
     cancel.set_defaults(func=run_cancel)
-
-    logs = subparsers.add_parser("logs", help="a job's stdout (or --stderr); -f follows it live")
-    logs.add_argument("job")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
-    logs.add_argument("--stderr", action="store_true", help="the job's stderr instead of its stdout")
-    logs.add_argument("--offset", type=int, default=0, help="start at this byte")
-    add_client_options(logs)
-    logs.set_defaults(func=run_logs)
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -84,7 +83,7 @@ def run_status(args: argparse.Namespace) -> int:
         "expected_time",
     ):
         if fields.get(key) is not None:
-            table.add_row(key, str(fields[key]))
+            table.add_row(key, escape_controls(str(fields[key])))
     out.print(table)
     out.print(phase_line(status))
     return 0
@@ -104,7 +103,7 @@ def run_results(args: argparse.Namespace) -> int:
         saved = f"{args.output}" if results.results is not None else "no results file;"
         err.print(f"gpuledger: saved {saved} {args.output}.stdout {args.output}.stderr")
     elif results.results is not None:
-        sys.stdout.write(results.results)
+        sys.stdout.write(shown(results.results, raw=args.raw))
     cut = [name for name, flag in results.truncated.items() if flag]
     note = f", truncated: {', '.join(cut)} (full text: gpuledger logs {args.job})" if cut else ""
     none = "" if results.results is not None else ", no results file"
@@ -114,28 +113,44 @@ def run_results(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    with client_from(args) as client:
-        state = client.cancel(args.job)
+    chosen = args.all or args.status or args.user
+    if bool(args.jobs) == bool(chosen):
+        raise ValueError("cancel takes job ids, or --all / --status / --user (not both)")
+    if len(args.jobs) == 1:  # one job: its answer, or its error as any other command's
+        with client_from(args) as client:
+            answer = client.request("POST", f"/api/cancel/{args.jobs[0]}").json()
+        if args.json:
+            print_json({"job_id": answer["job_id"], "status": answer["status"]})
+        else:
+            print(f"job {answer['job_id']} {answer['status']}")
+        return 0
+    answers = asyncio.run(_cancel_all(args))
+    failed = [a for a in answers if "error" in a]
     if args.json:
-        print_json({"job_id": args.job, "status": state})
-    else:
-        print(f"job {args.job} {state}")
-    return 0
+        print_json({"cancelled": [a for a in answers if "error" not in a], "failed": failed})
+    for answer in [] if args.json else answers:
+        if "error" in answer:
+            err.print(f"gpuledger: job {answer['job_id']}: {answer['error']}", markup=False)
+        else:
+            print(f"job {answer['job_id']} {answer['status']}")
+    if chosen and not answers and not args.json:
+        err.print("gpuledger: no pending or running job to cancel")
+    return EXIT_ERROR if failed else 0
 
 
-async def _print_logs(args: argparse.Namespace) -> None:
+async def _cancel_all(args: argparse.Namespace) -> list[dict[str, str]]:
     async with async_client_from(args) as client:
-        stream = "stderr" if args.stderr else "stdout"
-        async for chunk in client.logs(args.job, stream=stream, offset=args.offset, follow=args.follow):
-            # --json: one line per chunk, with the byte offset after it (a resume point for --offset)
-            sys.stdout.write(json.dumps(to_builtins(chunk)) + "\n" if args.json else chunk.text)
-            sys.stdout.flush()
+        ids = list(args.jobs)
+        if not ids:
+            user = args.user or (await client.whoami()).user_id  # an admin's own, unless --user
+            jobs = await client.jobs(user_id=user, status=args.status, limit=MAX_LISTED)
+            ids = [job.job_id for job in jobs if job.status in ACTIVE]
+        return list(await asyncio.gather(*(_cancel_one(client, job_id) for job_id in ids)))
 
 
-def run_logs(args: argparse.Namespace) -> int:
+async def _cancel_one(client: AsyncClient, job_id: str) -> dict[str, str]:
     try:
-        asyncio.run(_print_logs(args))
-    except KeyboardInterrupt:
-        err.print(f"\ngpuledger: {detached_hint(args.job)}")
-        return EXIT_DETACHED
-    return 0
+        answer = (await client.request("POST", f"/api/cancel/{job_id}")).json()
+    except ApiError as e:
+        return {"job_id": job_id, "error": e.detail}
+    return {"job_id": str(answer["job_id"]), "status": str(answer["status"])}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ledger.errors import LedgerError
 
@@ -19,12 +21,13 @@ VERSION = "0.1.0"  # the SDK's __version__ (tests/test_cli_commands.py checks th
 # tests/test_cli_commands.py keeps equal to what the modules register.
 COMMANDS = (
     ("login", "cli.login", "check your token with the server and store it for later commands"),
+    ("whoami", "cli.login", "who your token says you are, and when it expires"),
     ("submit", "cli.submit", "submit a solution and follow it (exit code = the job's)"),
     ("wait", "cli.submit", "wait for a job to end (exit code = the job's)"),
     ("status", "cli.job", "a job's status, phase, queue position and start estimate"),
     ("results", "cli.job", "a job's results file, exit code and console output"),
-    ("cancel", "cli.job", "cancel a pending or running job"),
-    ("logs", "cli.job", "a job's stdout (or --stderr); -f follows it live"),
+    ("cancel", "cli.job", "cancel jobs: by id, or --all of yours (--status, --user)"),
+    ("logs", "cli.logs", "a job's stdout and stderr (labelled); -f follows them live"),
     ("jobs", "cli.listing", "your pending and running jobs (--all: finished ones too)"),
     ("nodes", "cli.listing", "the GPU nodes: state, current job, queue"),
     ("quota", "cli.quota", "your daily quotas: used, left, when they reset"),
@@ -42,6 +45,7 @@ COMMANDS = (
     ("restore", "cli.backup", "put a backup back, into a place with no ledger"),
     ("scan", "cli.scan", "scan a Python file with the code scanner"),
     ("server-log", "cli.server_log", "tail the server's structured log file"),
+    ("completion", "cli.completion", "print a shell completion script (bash, zsh or tcsh)"),
 )
 
 
@@ -51,11 +55,15 @@ def chosen_command(argv: Sequence[str]) -> str | None:
     return next((word for word in argv if not word.startswith("-")), None)
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The full parser of ``command``'s module; every other command is listed by name and help only."""
+def _top_parser() -> tuple[argparse.ArgumentParser, Any]:
     parser = argparse.ArgumentParser(prog="gpuledger", description="GPU job queue server on an event ledger")
     parser.add_argument("--version", action="version", version=f"gpuledger {VERSION}")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    return parser, parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser of ``command``'s module; every other command is listed by name and help only."""
+    parser, subparsers = _top_parser()
     owner = next((module for name, module, _ in COMMANDS if name == command), None)
     for name, module, summary in COMMANDS:
         if module != owner:
@@ -83,19 +91,40 @@ def _one_line(error: Exception) -> str:
 
 
 def _sdk_line(error: Exception) -> str:
-    from gpuledger.errors import AuthError, ConnectionFailed, RateLimited
+    from gpuledger.errors import AuthError, ConnectionFailed, NotGpuledger, RateLimited
 
     if isinstance(error, RateLimited) and error.retry_after is not None:
         return f"{error.detail} (retry in {error.retry_after:g}s)"
     if isinstance(error, AuthError):
         return f"{error.detail} (set GPULEDGER_TOKEN or run gpuledger login)"
-    if isinstance(error, ConnectionFailed):
+    if isinstance(error, ConnectionFailed) and not isinstance(error, NotGpuledger):  # that one names the fix
         return f"{error} (is the server running? set GPULEDGER_URL or run gpuledger login)"
     return " ".join(str(error).split())
 
 
+def full_parser() -> argparse.ArgumentParser:
+    """Every command's full parser (for shell completion): each module registers its own."""
+    parser, subparsers = _top_parser()
+    for module in dict.fromkeys(module for _, module, _ in COMMANDS):
+        importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def unknown_command(command: str | None) -> str | None:
+    """A line for a command nobody registers, with the nearest one (argparse's own lists them all)."""
+    names = [name for name, _, _ in COMMANDS]
+    if command is None or command in names:
+        return None
+    close = difflib.get_close_matches(command, names, n=1, cutoff=0.6)
+    hint = f"; did you mean `{close[0]}`?" if close else f" (commands: {', '.join(names)})"
+    return f"gpuledger: unknown command `{command}`{hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
+    if (problem := unknown_command(chosen_command(words))) is not None:
+        print(problem, file=sys.stderr)
+        return EXIT_ERROR
     args = build_parser(chosen_command(words)).parse_args(words)
     try:
         return int(args.func(args) or 0)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
 
+from cli.terminal import escape_controls
 from gpuledger import AsyncClient, Client, JobStatus
 from gpuledger.models import to_builtins
 from ledger.reasons import finish_words
@@ -22,6 +24,9 @@ EXIT_NODE_LOST = 123  # the node became unreachable for good while the job ran
 EXIT_TIMEOUT = 124  # killed for running over its time limit (as GNU timeout)
 EXIT_CANCELLED = 125  # cancelled
 EXIT_DETACHED = 130  # Ctrl+C: the client let go, the job goes on
+
+EXPIRY_WARNING = timedelta(days=3)  # a token this close to its end is warned of, once per command
+_warned: list[str] = []  # this process has warned (a list, not a global flag to rebind)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -34,11 +39,34 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def client_from(args: argparse.Namespace) -> Client:
-    return Client(args.url, args.token, rate_limit_wait=0.0)
+    return Client(args.url, args.token, rate_limit_wait=0.0, on_token_expiry=warn_if_expiring)
 
 
 def async_client_from(args: argparse.Namespace) -> AsyncClient:
-    return AsyncClient(args.url, args.token, rate_limit_wait=0.0)
+    return AsyncClient(args.url, args.token, rate_limit_wait=0.0, on_token_expiry=warn_if_expiring)
+
+
+def until(expires_at: str | None, now: datetime | None = None) -> str:
+    """``2027-01-06 12:00 UTC (in 29 days)``: when a token expires, for a person."""
+    if not expires_at:
+        return "never"
+    when = datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+    left = when - (now or datetime.now(UTC))
+    hours = int(left.total_seconds() // 3600)
+    ahead = "expired" if hours < 0 else f"in {hours} hours" if hours < 48 else f"in {hours // 24} days"
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({ahead})"
+
+
+def warn_if_expiring(expires_at: str) -> None:
+    """Once per command, on stderr: the token ends within ``EXPIRY_WARNING`` (every answer says when)."""
+    if _warned or datetime.fromisoformat(expires_at.replace("Z", "+00:00")) - datetime.now(UTC) > EXPIRY_WARNING:
+        return
+    _warned.append(expires_at)
+    err.print(
+        f"gpuledger: warning: your token expires {until(expires_at)}; ask an admin for a new one "
+        "(gpuledger token create), then gpuledger login",
+        markup=False,
+    )
 
 
 def print_json(value: Any) -> None:
@@ -94,7 +122,7 @@ def attempt_note(status: JobStatus) -> str:
 
 def phase_line(status: JobStatus) -> str:
     """One line saying where a job is: queued at position n (start estimate), or running on a node."""
-    return _phase(status) + attempt_note(status)
+    return escape_controls(_phase(status) + attempt_note(status))
 
 
 def _phase(status: JobStatus) -> str:

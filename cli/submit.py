@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from cli.follow import follow_job
 from cli.remote import (
@@ -19,37 +22,96 @@ from cli.remote import (
     print_json,
     status_line,
 )
+from cli.terminal import shown
 from gpuledger import AsyncClient, JobStatus
+from ledger.clock import DURATION_HELP, duration_s
+
+DEFAULT_ID = "default"  # competition_id and project_id of a job submitted without a config file
 
 
 def register(subparsers: Any) -> None:
     submit = subparsers.add_parser("submit", help="submit a solution and follow it (exit code = the job's)")
     submit.add_argument("solution", type=Path, help="the Python file to run")
-    submit.add_argument("-c", "--config", type=Path, required=True, help="the job's YAML or JSON config")
+    submit.add_argument("-c", "--config", type=Path, help="the job's YAML or JSON config (optional with --time)")
+    flags = submit.add_argument_group("resources (override the config's fields)")
+    flags.add_argument("--gpus", type=int, metavar="N", help="GPUs for the job (config: gpus)")
+    flags.add_argument("--time", type=duration, metavar="DURATION", help=f"expected run time: {DURATION_HELP}")
+    flags.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 16G (config: memory)")
+    flags.add_argument("--competition", metavar="ID", help=f"competition_id (default without -c: {DEFAULT_ID})")
+    flags.add_argument("--project", metavar="ID", help=f"project_id (default without -c: {DEFAULT_ID})")
     mode = submit.add_mutually_exclusive_group()
     mode.add_argument("--detach", "-d", action="store_true", help="print the job id and return at once")
     mode.add_argument("--wait", action="store_true", help="wait quietly, then print the output")
     mode.add_argument("--follow", action="store_true", help="live output and phase changes (the default)")
+    submit.add_argument("--raw", action="store_true", help="the job's output as written, escape sequences included")
     submit.add_argument("--idempotency-key", metavar="KEY", help="retrying with the same key never submits twice")
     add_client_options(submit)
     submit.set_defaults(func=run_submit)
 
     wait = subparsers.add_parser("wait", help="wait for a job to end (exit code = the job's)")
-    wait.add_argument("job")
-    wait.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1, job goes on)")
+    wait.add_argument("job", help="the job's id or a unique prefix of it")
+    wait.add_argument("--raw", action="store_true", help="the job's output as written, escape sequences included")
+    wait.add_argument(
+        "--timeout",
+        type=seconds,
+        metavar="DURATION",
+        help="give up after this long, e.g. 90 or 10m (exit 1, job goes on)",
+    )
     add_client_options(wait)
     wait.set_defaults(func=run_wait)
 
 
+def duration(text: str) -> int:
+    try:
+        return duration_s(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def seconds(text: str) -> float:
+    """A plain number of seconds (fractions allowed), or a duration with a unit."""
+    try:
+        return float(text)
+    except ValueError:
+        return float(duration(text))
+
+
 def _check_files(args: argparse.Namespace) -> None:
     for path in (args.solution, args.config):
-        if not path.is_file():
+        if path is not None and not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
+
+
+def job_config(args: argparse.Namespace) -> bytes | Path:
+    """The config to send: the file as it is, or (with flags) its fields with the flags' on top, as
+    JSON (which the server reads as YAML). Without a file, ``--time`` is the one field needed."""
+    overrides = {
+        key: value
+        for key, value in (
+            ("competition_id", args.competition),
+            ("project_id", args.project),
+            ("expected_time", args.time),
+            ("gpus", args.gpus),
+            ("memory", args.memory),
+        )
+        if value is not None
+    }
+    if args.config is not None and not overrides:
+        return Path(args.config)
+    if args.config is None and args.time is None:
+        raise ValueError("submit needs -c CONFIG, or --time DURATION (with --gpus, --memory ... as needed)")
+    fields: dict[str, Any] = {"competition_id": DEFAULT_ID, "project_id": DEFAULT_ID}
+    if args.config is not None:
+        loaded = yaml.safe_load(args.config.read_text(encoding="utf-8"))
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.config}: the config must be a mapping of fields")
+        fields = loaded
+    return json.dumps({**fields, **overrides}, default=str).encode()
 
 
 async def _submit(args: argparse.Namespace, known: dict[str, str]) -> int:
     async with async_client_from(args) as client:
-        job = await client.submit(args.solution, args.config, idempotency_key=args.idempotency_key)
+        job = await client.submit(args.solution, job_config(args), idempotency_key=args.idempotency_key)
         known["job_id"] = job.job_id
         for warning in job.submitted.warnings if job.submitted else []:
             err.print(f"gpuledger: warning: {warning}")
@@ -66,7 +128,7 @@ async def _submit(args: argparse.Namespace, known: dict[str, str]) -> int:
 
 async def _until_end(client: AsyncClient, job_id: str, args: argparse.Namespace, *, live: bool) -> int:
     if live:
-        status = await follow_job(client, job_id)
+        status = await follow_job(client, job_id, raw=args.raw)
     else:
         status = await client.wait(job_id, timeout=getattr(args, "timeout", None))
     if not status.is_terminal:
@@ -84,8 +146,8 @@ async def _print_outcome(client: AsyncClient, status: JobStatus, args: argparse.
         print_json({"status": status, "results": results})
         return
     if getattr(args, "command", "") == "submit":
-        sys.stdout.write(results.stdout)
-        sys.stderr.write(results.stderr)
+        sys.stdout.write(shown(results.stdout, raw=args.raw))
+        sys.stderr.write(shown(results.stderr, raw=args.raw))
 
 
 def _detachable(coroutine: Any, job: dict[str, str]) -> int:

@@ -20,11 +20,12 @@ from gpuledger.errors import (
     GpuledgerError,
     JobFailed,
     NotFound,
+    NotGpuledger,
     PayloadTooLarge,
     RateLimited,
     ServerError,
 )
-from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted
+from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted, WhoAmI
 
 __version__ = "0.1.0"
 
@@ -47,10 +48,12 @@ __all__ = [
     "LogChunk",
     "NodeInfo",
     "NotFound",
+    "NotGpuledger",
     "PayloadTooLarge",
     "QuotaStatus",
     "RateLimited",
     "ServerError",
     "Submitted",
+    "WhoAmI",
     "__version__",
 ]

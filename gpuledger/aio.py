@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +15,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from gpuledger import wire
 from gpuledger.config import load_config
 from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
-from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, Submitted
+from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, Submitted, WhoAmI
 
 
 class AsyncClient:
@@ -30,10 +30,12 @@ class AsyncClient:
         rate_limit_wait: float = 0.0,
         reconnect_for: float = wire.RECONNECT_FOR_S,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_token_expiry: Callable[[str], None] | None = None,
     ) -> None:
         config = load_config(url, token)
         self.url, self.token = config.url, config.token
         self.rate_limit_wait, self.reconnect_for = rate_limit_wait, reconnect_for
+        self.on_token_expiry = on_token_expiry  # called with the expiry every answer carries
         headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
         self._http = httpx.AsyncClient(base_url=config.url, headers=headers, timeout=timeout, transport=transport)
 
@@ -46,6 +48,23 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def _vet(self, response: httpx.Response) -> None:
+        """Report the token's expiry; an answer no gpuledger server gives is checked against ``GET /``."""
+        if (expiry := wire.token_expiry(response)) and self.on_token_expiry is not None:
+            self.on_token_expiry(expiry)
+        if wire.looks_foreign(response):
+            try:
+                root: httpx.Response | None = await self._http.get("/")
+            except httpx.HTTPError:
+                root = None
+            if (error := wire.foreign_error(self.url, root, response)) is not None:
+                raise error
+
+    async def whoami(self) -> WhoAmI:
+        """Who the token says you are, and when it expires."""
+        who: WhoAmI = wire.decode(WhoAmI, await self.request("GET", "/api/whoami"))
+        return who
+
     async def request(self, method: str, path: str, *, waiting: bool = False, **kwargs: Any) -> httpx.Response:
         budget = float("inf") if waiting else self.rate_limit_wait
         while True:
@@ -53,6 +72,7 @@ class AsyncClient:
                 response = await self._http.request(method, path, **kwargs)
             except httpx.TransportError as e:
                 raise ConnectionFailed(f"cannot reach {self.url}: {e}") from e
+            await self._vet(response)
             if response.status_code != 429:
                 return wire.check(response)
             delay = wire.retry_after(response) or 1.0
@@ -148,6 +168,8 @@ class AsyncClient:
                 async with aconnect_sse(
                     self._http, "GET", path, params=params, headers=headers, timeout=wire.sse_timeout(remaining)
                 ) as source:
+                    if (expiry := wire.token_expiry(source.response)) and self.on_token_expiry is not None:
+                        self.on_token_expiry(expiry)
                     if source.response.status_code >= 400:
                         await source.response.aread()
                         await _sleep_off(source.response)

@@ -7,7 +7,7 @@ both reconnect with ``Last-Event-ID`` after a dropped connection or a server res
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,7 @@ from httpx_sse import ServerSentEvent, connect_sse
 from gpuledger import wire
 from gpuledger.config import load_config
 from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
-from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted
+from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted, WhoAmI
 
 
 class Client:
@@ -33,10 +33,12 @@ class Client:
         rate_limit_wait: float = 0.0,
         reconnect_for: float = wire.RECONNECT_FOR_S,
         transport: httpx.BaseTransport | None = None,
+        on_token_expiry: Callable[[str], None] | None = None,
     ) -> None:
         config = load_config(url, token)
         self.url, self.token = config.url, config.token
         self.rate_limit_wait, self.reconnect_for = rate_limit_wait, reconnect_for
+        self.on_token_expiry = on_token_expiry  # called with the expiry every answer carries
         headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
         self._http = httpx.Client(base_url=config.url, headers=headers, timeout=timeout, transport=transport)
 
@@ -49,6 +51,23 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    def _vet(self, response: httpx.Response) -> None:
+        """Report the token's expiry; an answer no gpuledger server gives is checked against ``GET /``."""
+        if (expiry := wire.token_expiry(response)) and self.on_token_expiry is not None:
+            self.on_token_expiry(expiry)
+        if wire.looks_foreign(response):
+            try:
+                root: httpx.Response | None = self._http.get("/")
+            except httpx.HTTPError:
+                root = None
+            if (error := wire.foreign_error(self.url, root, response)) is not None:
+                raise error
+
+    def whoami(self) -> WhoAmI:
+        """Who the token says you are, and when it expires."""
+        who: WhoAmI = wire.decode(WhoAmI, self.request("GET", "/api/whoami"))
+        return who
+
     def request(self, method: str, path: str, *, waiting: bool = False, **kwargs: Any) -> httpx.Response:
         """One call; a 429 is slept off when it fits ``rate_limit_wait`` (always, for waiting calls)."""
         budget = float("inf") if waiting else self.rate_limit_wait
@@ -57,6 +76,7 @@ class Client:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as e:
                 raise ConnectionFailed(f"cannot reach {self.url}: {e}") from e
+            self._vet(response)
             if response.status_code != 429:
                 return wire.check(response)
             delay = wire.retry_after(response) or 1.0
@@ -159,6 +179,8 @@ class Client:
                 with connect_sse(
                     self._http, "GET", path, params=params, headers=headers, timeout=wire.sse_timeout(remaining)
                 ) as source:
+                    if (expiry := wire.token_expiry(source.response)) and self.on_token_expiry is not None:
+                        self.on_token_expiry(expiry)
                     if source.response.status_code >= 400:
                         source.response.read()
                         _sleep_off(source.response)

@@ -12,6 +12,12 @@ from pathlib import Path
 DEFAULT_URL = "http://127.0.0.1:8001"
 
 
+def with_scheme(url: str) -> str:
+    """``127.0.0.1:8001`` means ``http://127.0.0.1:8001`` (as curl reads it)."""
+    url = url.strip().rstrip("/")
+    return url if "://" in url else f"http://{url}"
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     url: str
@@ -39,7 +45,7 @@ def load_config(url: str | None = None, token: str | None = None) -> ClientConfi
     env_url, env_token = os.environ.get("GPULEDGER_URL"), os.environ.get("GPULEDGER_TOKEN")
     source = "argument" if token else "GPULEDGER_TOKEN" if env_token else str(config_path())
     return ClientConfig(
-        url=(url or env_url or stored.get("url") or DEFAULT_URL).rstrip("/"),
+        url=with_scheme(url or env_url or stored.get("url") or DEFAULT_URL),
         token=token or env_token or stored.get("token"),
         source=source,
     )

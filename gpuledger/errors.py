@@ -2,6 +2,7 @@
 
 GpuledgerError
 ├── ConnectionFailed     the server could not be reached (or the connection dropped for good)
+│   └── NotGpuledger     the URL answers, but it is not a gpuledger server
 ├── ApiError (status, detail)       the server answered with an error status
 │   ├── BadRequest       400  a field of the request is missing or malformed
 │   ├── AuthError        401  no token, or an unknown, expired or revoked one
@@ -24,6 +25,10 @@ class GpuledgerError(Exception):
 
 
 class ConnectionFailed(GpuledgerError):
+    pass
+
+
+class NotGpuledger(ConnectionFailed):
     pass
 
 

@@ -57,6 +57,13 @@ class JobStatus(msgspec.Struct, kw_only=True):
         return self.status in TERMINAL
 
 
+class WhoAmI(msgspec.Struct, kw_only=True):
+    user_id: str
+    is_admin: bool = False
+    token_id: str = ""
+    expires_at: str | None = None
+
+
 class QuotaInfo(msgspec.Struct, kw_only=True):
     quota: str
     limit: float = 0.0

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from gpuledger.errors import BY_STATUS, ApiError, ConnectionFailed, RateLimited, ServerError
+from gpuledger.errors import BY_STATUS, ApiError, ConnectionFailed, NotGpuledger, RateLimited, ServerError
 from gpuledger.models import LedgerEvent, LogChunk
 
 RECONNECT_FOR_S = 300.0  # how long a follower keeps trying to reach a server that went away
@@ -31,6 +31,37 @@ def submit_files(code: Source, config: Source) -> dict[str, tuple[str, bytes]]:
     code_name = code.name if isinstance(code, Path) else "solution.py"
     config_name = config.name if isinstance(config, Path) else "config.yaml"
     return {"code": (code_name, content(code)), "config_file": (config_name, content(config))}
+
+
+SERVICE = "GPU Job Queue Server"  # what a gpuledger server's ``GET /`` names itself
+OUR_TYPES = ("json", "octet-stream", "event-stream")  # every answer of ours is one of these
+EXPIRY_HEADER = "x-token-expires-at"  # on every authenticated answer: the token's expiry, ISO-8601
+
+
+def looks_foreign(response: httpx.Response) -> bool:
+    """An answer no gpuledger server gives (an HTML page, say): worth asking ``GET /`` who it is."""
+    kind = response.headers.get("content-type", "")
+    return not any(ours in kind for ours in OUR_TYPES)
+
+
+def foreign_error(url: str, root: httpx.Response | None, answer: httpx.Response) -> NotGpuledger | None:
+    """None when ``GET /`` (``root``) names a gpuledger server, else the error that says it is not."""
+    try:
+        service = root.json().get("service") if root is not None else None
+    except (ValueError, AttributeError):
+        service = None
+    if service == SERVICE:
+        return None
+    kind = answer.headers.get("content-type", "no content type").split(";")[0]
+    return NotGpuledger(
+        f"{url} is not a gpuledger server (it answered {answer.status_code} with {kind}, and GET / "
+        f"does not name the service): check --url, GPULEDGER_URL or the login file"
+    )
+
+
+def token_expiry(response: httpx.Response) -> str | None:
+    expiry: str | None = response.headers.get(EXPIRY_HEADER)
+    return expiry
 
 
 def retry_after(response: httpx.Response) -> float | None:

@@ -47,3 +47,26 @@ def parse_iso(text: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_HELP = "seconds, or with a unit (90s, 15m, 1h, 2d), or H:MM:SS / MM:SS"
+
+
+def duration_s(value: str | int) -> int:
+    """Seconds from ``90``, ``90s``, ``15m``, ``1h``, ``2d``, ``1:00:00`` or ``15:00`` (Slurm's
+    ``--time`` habits); ValueError names the accepted forms."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    try:
+        if ":" in text:
+            parts = [int(p) for p in text.split(":")]
+            if len(parts) > 3 or any(p < 0 for p in parts):
+                raise ValueError(text)
+            return sum(p * 60**i for i, p in enumerate(reversed(parts)))
+        if text[-1:] in _UNITS:
+            return round(float(text[:-1]) * _UNITS[text[-1]])
+        return int(text)
+    except (ValueError, OverflowError):
+        raise ValueError(f"not a duration: {value!r} (use {DURATION_HELP})") from None

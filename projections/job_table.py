@@ -139,6 +139,15 @@ class JobRows:
         finally:
             cursor.close()  # an abandoned statement would hold its read snapshot open
 
+    def ids_with_prefix(self, prefix: str, user_id: str | None, cap: int) -> list[str]:
+        """Up to ``cap`` ids of rows starting with ``prefix`` (one user's, or anyone's): a range of the
+        primary key, since every id is upper-case Crockford base32 and ``~`` sorts after all of it."""
+        extra, more = self._clause()
+        mine, values = (" AND user_id = ?", (user_id,)) if user_id is not None else ("", ())
+        sql = f"SELECT job_id FROM proj_jobs WHERE job_id >= ? AND job_id < ?{mine}{extra} LIMIT ?"
+        rows = self.conn().execute(sql, (prefix, prefix + "~", *values, *more, cap)).fetchall()
+        return [str(row[0]) for row in rows]
+
     def count(self, where: str, values: Sequence[object], cap: int) -> int:
         extra, more = self._clause()
         sql = f"SELECT count(*) FROM (SELECT 1 FROM proj_jobs WHERE {where}{extra} LIMIT ?)"
@@ -226,6 +235,17 @@ class JobTable:
                     if len(stored) == limit:
                         break
         return heapq.nlargest(limit, [*mine, *stored], key=lambda j: j.position)
+
+    def ids_with_prefix(self, prefix: str, user_id: str | None, cap: int) -> list[str]:
+        """Up to ``cap`` job ids starting with ``prefix``, sorted (only ``user_id``'s jobs unless None)."""
+        found = {
+            job.job_id
+            for job in self.values()
+            if job.job_id.startswith(prefix) and (user_id is None or job.user_id == user_id)
+        }
+        if self.rows is not None:
+            found.update(self.rows.ids_with_prefix(prefix, user_id, cap))
+        return sorted(found)[:cap]
 
     def finished_since(self, dirty: Sequence[str], since_us: int) -> list[JobState]:
         """Jobs finished at or after ``since_us``, in completion order."""

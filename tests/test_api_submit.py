@@ -58,7 +58,6 @@ BAD_CONFIGS = [
     pytest.param(without("expected_time"), "Missing required field: expected_time", id="no-expected_time"),
     pytest.param(without("competition_id"), "Missing required field: competition_id", id="no-competition_id"),
     pytest.param(without("project_id"), "Missing required field: project_id", id="no-project_id"),
-    pytest.param(without("user_id"), "Missing required field: user_id", id="no-user_id"),
     pytest.param(b"competition_id: [unclosed\n", "Invalid YAML format: ", id="bad-yaml"),
     pytest.param(b"- just\n- a list\n", "Invalid YAML format: ", id="not-a-mapping"),
     pytest.param(b"\xff\xfe\x00config", "Invalid YAML format: ", id="config-not-utf8"),
@@ -170,10 +169,12 @@ def test_config_user_id_of_someone_else_is_a_403(server: Server, alice: str) -> 
     """Nobody submits as someone else: a config user_id that is not the token's user is a 403."""
     with server.client(alice) as client:
         answer = submit(client, "pass", config_yaml("bob"))
-        assert (answer.status_code, answer.json()["detail"]) == (403, "Token does not belong to specified user_id")
+        assert answer.status_code == 403
+        assert answer.json()["detail"].startswith("Token does not belong to specified user_id")  # old clients match it
     with server.client(server.admin_token) as admin:
         answer = submit(admin, "pass", config_yaml("bob"))
-        assert (answer.status_code, answer.json()["detail"]) == (403, "Token does not belong to specified user_id")
+        assert answer.status_code == 403
+        assert answer.json()["detail"].startswith("Token does not belong to specified user_id")
 
 
 def test_user_id_filter_is_403_for_a_user_and_a_filter_for_an_admin(server: Server, alice: str, bob: str) -> None:

@@ -60,11 +60,13 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
 
 
 def test_unknown_command_lists_choices(tmp_path: Path) -> None:
-    """A misspelt command is refused with the list of commands."""
+    """A misspelt command is refused with the nearest command, or the list of commands when none is near."""
     done = run_cli(tmp_path, "serv")
     assert done.returncode == 2
-    assert "invalid choice: 'serv'" in done.stderr
-    assert "server-log" in done.stderr
+    assert "unknown command `serv`; did you mean `serve`?" in done.stderr
+    far = run_cli(tmp_path, "frobnicate")
+    assert far.returncode == 2
+    assert "server-log" in far.stderr
 
 
 def test_serve_imports_no_sdk_nor_optional_executors() -> None:

@@ -202,6 +202,7 @@ class JobController(Controller):
         job_id: FromPath[str],
         job: NamedDependency[JobState],
     ) -> CancelAnswer:
+        job_id = job.job_id  # the full id of a prefix
         await runtime.ledger.write(commands.cancel_job(job_id, by=identity.user_id, actor=identity.token_id))
         # Answer once the cancel is true (the runner kills within its grace period), else say where it is.
         job = await wait_terminal(runtime, job_id, CANCEL_WAIT_S)
@@ -248,6 +249,7 @@ class JobController(Controller):
     async def job_events(
         self, runtime: NamedDependency[Runtime], job_id: FromPath[str], job: NamedDependency[JobState]
     ) -> EventList:
+        job_id = job.job_id  # the full id of a prefix
         return EventList(
             job_id=job_id,
             events=[

@@ -1,4 +1,5 @@
-"""The quota endpoint: a user's daily submissions and GPU-hours, used and left, and when they reset."""
+"""The caller's account: who the token says they are (whoami), and their daily submissions and
+GPU-hours, used and left, and when they reset (quota)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from api.errors import PermissionDenied
 from api.openapi import BEARER, problems
 from api.present import quota_status
 from api.runtime import Runtime
-from api.schemas import QuotaStatus
+from api.schemas import QuotaStatus, WhoAmI
 from api.submit import quota_limits
 from ledger.clock import now_us
 from projections.views import Views
@@ -42,3 +43,18 @@ class QuotaController(Controller):
         if who != identity.user_id and not identity.is_admin:
             raise PermissionDenied("Only admins may see another user's quota")
         return quota_status(views, who, quota_limits(runtime.settings), now_us())
+
+    @get(
+        "/whoami",
+        guards=[authenticated],
+        summary="Who your token says you are: user, admin or not, and when the token expires",
+        security=BEARER,
+        responses=problems(401),
+    )
+    async def whoami(self, identity: NamedDependency[Identity]) -> WhoAmI:
+        return WhoAmI(
+            user_id=identity.user_id,
+            is_admin=identity.is_admin,
+            token_id=identity.token_id,
+            expires_at=identity.expires_at,
+        )

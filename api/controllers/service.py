@@ -24,6 +24,7 @@ ENDPOINTS = {
     "jobs": "GET /api/jobs",
     "nodes": "GET /api/nodes",
     "quota": "GET /api/quota",
+    "whoami": "GET /api/whoami",
     "dashboard": "GET /api/dashboard",
     "dashboard_active": "GET /api/dashboard/active",
     "queue": "GET /api/queue",

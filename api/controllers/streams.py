@@ -142,6 +142,7 @@ class StreamController(Controller):
             attempt += 1
         else:  # from ``offset`` in the latest attempt's output
             attempt, start = max(job.attempt, 1), offset
+        job_id = job.job_id  # the full id of a prefix
         source = self._follow_log(runtime, job_id, stream, attempt, start)
         return ServerSentEvent(_session(source, runtime, identity, f"logs {job_id} {stream}"))
 
