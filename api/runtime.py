@@ -43,6 +43,7 @@ from projections.token_usage import TokenUsage
 from projections.views import Views
 
 if TYPE_CHECKING:
+    from executors.replica import Replicator
     from executors.slurm.cluster import SlurmCluster
 
 log = structlog.get_logger()
@@ -87,6 +88,7 @@ class Runtime:
         self.backfill_stop = threading.Event()
         self.local_root = str(Path(settings.jobs_dir).resolve() / "work")
         self.slurm: SlurmCluster | None = None
+        self.replica: Replicator | None = None
 
     async def start(self) -> None:
         # Loading a long ledger is seconds of CPU and I/O: in a thread, so the loop keeps answering /livez.
@@ -103,6 +105,10 @@ class Runtime:
         self.dispatcher = Dispatcher(self.ledger, self.runners, self.settings.fairshare_weights())
         self._opened = True
         await self.ledger.start()
+        if self.settings.replica is not None:  # Litestream and the blob copies (docs: "Replication")
+            from executors.replica import start_replica
+
+            self.replica = start_replica(self.settings, self.blobs.root)
         self.background.append(
             asyncio.create_task(
                 asyncio.to_thread(backfill.run, self.settings.database_path, self.backfill_stop), name="backfill"
@@ -156,6 +162,8 @@ class Runtime:
             await hook()
         await self.token_usage.flush()
         await self.ledger.close()
+        if self.replica is not None:  # after the ledger's last write, so the replica holds it too
+            await self.replica.close()
 
     async def _retire_absent_nodes(self) -> None:
         """Nodes of an earlier configuration (e.g. ``local`` before SSH nodes were set) would stay idle
