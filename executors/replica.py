@@ -30,6 +30,8 @@ from ledger.settings import Settings
 log = structlog.get_logger()
 BACKOFF_MAX_S = 30.0
 STEADY_S = 60.0  # a Litestream that ran this long had a good run: its next restart starts from 1 s
+PARALLEL_PUTS = 16
+LAG_EVERY_S = 0.5
 LITESTREAM_VERSION = "0.5.17"
 
 
@@ -101,7 +103,8 @@ class Replicator:
         write_config(self.settings, self.target, self.config)
         self.tasks = [asyncio.create_task(self._supervise(), name="replica-litestream")]
         if self.target.scheme != "s3":
-            self.tasks.append(asyncio.create_task(self._blobs_and_lag(), name="replica-blobs"))
+            self.tasks.append(asyncio.create_task(self._blobs(), name="replica-blobs"))
+            self.tasks.append(asyncio.create_task(self._lag(), name="replica-lag"))
         log.info("replica.started", target=self.target.name, config=str(self.config))
 
     def describe(self) -> dict[str, Any]:
@@ -177,7 +180,7 @@ class Replicator:
         else:
             log.info("replica.litestream_output", line=line)
 
-    async def _blobs_and_lag(self) -> None:
+    async def _blobs(self) -> None:
         store = open_target(self.target)
         sent: set[str] | None = None
         try:
@@ -186,7 +189,6 @@ class Replicator:
                     if sent is None:  # what an earlier run already copied is never sent again
                         sent = await store.present()
                     await self._send_new(store, sent)
-                    self.lag_s = await self._measure(store)
                 except (OSError, ExecutorError) as e:
                     self.last_error = f"blobs: {e}"
                     log.warning("replica.blobs_failed", error=str(e))
@@ -199,17 +201,32 @@ class Replicator:
     async def _send_new(self, store: FileTarget | SftpTarget, sent: set[str]) -> None:
         # Only the prefix folders that changed since the last pass are listed: a blob is renamed into
         # its folder, which changes the folder's mtime; 256 stats a pass, not a walk of every blob.
+        fresh: list[Path] = []
         for folder in self.blobs_root.glob("??"):
             stamp = folder.stat().st_mtime_ns
             if self._seen.get(folder.name) == stamp:
                 continue
-            for path in folder.iterdir():
-                if len(path.name) == 64 and path.name not in sent:
-                    await store.put(path.name, path)
-                    sent.add(path.name)
-                    self.blobs_sent += 1
+            fresh += [p for p in folder.iterdir() if len(p.name) == 64 and p.name not in sent]
             if time.time_ns() - stamp > 1_000_000_000:  # mtimes are coarse: a fresh one is listed again
                 self._seen[folder.name] = stamp
+        for start in range(0, len(fresh), PARALLEL_PUTS):  # a few at once: each is round trips over SFTP
+            chunk = fresh[start : start + PARALLEL_PUTS]
+            await asyncio.gather(*(store.put(p.name, p) for p in chunk))
+            sent.update(p.name for p in chunk)
+            self.blobs_sent += len(chunk)
+
+    async def _lag(self) -> None:
+        store = open_target(self.target)
+        try:
+            while True:
+                try:
+                    self.lag_s = await self._measure(store)
+                except (OSError, ExecutorError) as e:
+                    self.last_error = f"lag: {e}"
+                    await store.close()
+                await asyncio.sleep(LAG_EVERY_S)
+        finally:
+            await store.close()
 
     async def _measure(self, store: FileTarget | SftpTarget) -> float:
         """Seconds the target may be missing: 0 when Litestream wrote there after the ledger's last

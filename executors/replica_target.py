@@ -119,6 +119,7 @@ class SftpTarget:
         self.root = PurePosixPath(target.path)
         self._conn: Any = None
         self._sftp: Any = None
+        self._folders: set[str] = set()  # prefix folders known to exist: no makedirs round trip
 
     async def _client(self) -> Any:
         if self._sftp is None:
@@ -139,6 +140,7 @@ class SftpTarget:
         if self._conn is not None:
             self._conn.close()
         self._conn = self._sftp = None
+        self._folders = set()
 
     async def present(self) -> set[str]:
         sftp = await self._client()
@@ -154,7 +156,9 @@ class SftpTarget:
     async def put(self, digest: str, source: Path) -> None:
         sftp = await self._client()
         folder = self.root / BLOBS_DIR / digest[:2]
-        await sftp.makedirs(str(folder), exist_ok=True)
+        if str(folder) not in self._folders:
+            await sftp.makedirs(str(folder), exist_ok=True)
+            self._folders.add(str(folder))
         partial = str(folder / f".{digest}.part")
         await sftp.put(str(source), partial)
         await sftp.posix_rename(partial, str(folder / digest))
