@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
-import signal
+import shutil
 import sys
 import sysconfig
 import time
@@ -74,9 +73,15 @@ def write_config(settings: Settings, target: Target, path: Path) -> Path:
     return path
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: a server killed with SIGKILL takes its Litestream with it."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def dying_with_parent(command: list[str]) -> list[str]:
+    """``command`` under util-linux ``setpriv --pdeathsig KILL``: a server killed with SIGKILL takes its
+    Litestream with it (else it would go on replicating a ledger nobody writes). Not a ``preexec_fn``:
+    Python code in a forked child of a threaded server can deadlock on a lock another thread held."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        log.warning("replica.no_setpriv", effect="litestream outlives a killed server")
+        return command
+    return [setpriv, "--pdeathsig", "KILL", "--", *command]
 
 
 class Replicator:
@@ -152,11 +157,10 @@ class Replicator:
             await asyncio.sleep(backoff)
 
     async def _run_once(self) -> None:
+        command = dying_with_parent([litestream_binary(), "replicate", "-config", str(self.config)])
         self.process = await asyncio.create_subprocess_exec(
-            litestream_binary(), "replicate", "-config", str(self.config),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )  # fmt: skip
+            *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
         log.info("replica.litestream", pid=self.process.pid)
         try:
             assert self.process.stdout is not None
