@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from server import Server, config_yaml, run_cli, submit
 
+from ledger.errors import SettingsError
 from ledger.schema import connect
+from ledger.settings import load_settings
 
 REPLICA_LAG_S = 1.0  # the documented promise (docs/admin-guide.md, "Replication")
 
@@ -183,3 +186,18 @@ def test_restore_at_a_time_and_litestream_restarted_after_it_dies(server_factory
     done = run_cli(tmp_path / "now", "restore", "--from-replica", env=replica_env(replica))
     assert done.returncode == 0, done.stderr
     assert {early, late} <= submitted_ids(tmp_path / "now" / "gpuledger.db")
+
+
+def test_a_bad_replica_table_is_refused_with_its_name(tmp_path: Path) -> None:
+    """A [replica] url of an unknown kind stops start-up naming the setting; restore --from-replica
+    without a [replica] table, or with both SRC and --from-replica, says what is wrong (exit 2)."""
+    with pytest.raises(SettingsError, match="replica"):
+        load_settings(environ={"GPULEDGER_REPLICA": json.dumps({"url": "ftp://host/path"})})
+    with pytest.raises(SettingsError, match="replica"):
+        load_settings(environ={"GPULEDGER_REPLICA": json.dumps({"url": "file:///r", "sync_interval_s": 0})})
+    done = run_cli(tmp_path, "restore", "--from-replica")
+    assert done.returncode == 2
+    assert "no [replica] table" in done.stderr
+    done = run_cli(tmp_path, "restore", str(tmp_path), "--from-replica")
+    assert done.returncode == 2
+    assert "either SRC" in done.stderr
