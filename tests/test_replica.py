@@ -107,7 +107,12 @@ def check_replica_survives_loss(server: Server, replica: dict[str, Any], place: 
     assert block["target"].endswith(replica["url"].split("://", 1)[1].split("@")[-1].split("/", 1)[-1])
     submitter = Submitter(server)
     submitter.start()
-    time.sleep(5)
+    lags = []
+    for _ in range(10):  # the measured lag under load, as /readyz reports it
+        time.sleep(0.5)
+        lags.append(httpx.get(f"{server.url}/readyz", timeout=5).json()["replica"]["lag_s"])
+    assert all(isinstance(lag, float | int) for lag in lags), lags
+    assert min(lags) <= REPLICA_LAG_S, lags
     metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
     assert "gpuledger_replica_lag_seconds" in metrics
     killed = lose_and_restore(server, replica, place)
