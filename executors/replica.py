@@ -203,6 +203,14 @@ class Replicator:
             await store.close()
 
     async def _send_new(self, store: FileTarget | SftpTarget, sent: set[str]) -> None:
+        fresh = await asyncio.to_thread(self._unsent, sent)
+        for start in range(0, len(fresh), PARALLEL_PUTS):  # a few at once: each is round trips over SFTP
+            chunk = fresh[start : start + PARALLEL_PUTS]
+            await asyncio.gather(*(store.put(p.name, p) for p in chunk))
+            sent.update(p.name for p in chunk)
+            self.blobs_sent += len(chunk)
+
+    def _unsent(self, sent: set[str]) -> list[Path]:
         # Only the prefix folders that changed since the last pass are listed: a blob is renamed into
         # its folder, which changes the folder's mtime; 256 stats a pass, not a walk of every blob.
         fresh: list[Path] = []
@@ -213,11 +221,7 @@ class Replicator:
             fresh += [p for p in folder.iterdir() if len(p.name) == 64 and p.name not in sent]
             if time.time_ns() - stamp > 1_000_000_000:  # mtimes are coarse: a fresh one is listed again
                 self._seen[folder.name] = stamp
-        for start in range(0, len(fresh), PARALLEL_PUTS):  # a few at once: each is round trips over SFTP
-            chunk = fresh[start : start + PARALLEL_PUTS]
-            await asyncio.gather(*(store.put(p.name, p) for p in chunk))
-            sent.update(p.name for p in chunk)
-            self.blobs_sent += len(chunk)
+        return fresh
 
     async def _lag(self) -> None:
         store = open_target(self.target)

@@ -7,6 +7,8 @@ blob never carries a real name. S3 is left to Litestream for the ledger and to S
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -78,7 +80,7 @@ def host_key(target: Target) -> str:
 
 
 class FileTarget:
-    """A replica in a local (or mounted) directory."""
+    """A replica in a local (or mounted) directory; its file work runs in threads, off the server's loop."""
 
     def __init__(self, target: Target) -> None:
         self.root = Path(target.path)
@@ -87,9 +89,15 @@ class FileTarget:
         return None
 
     async def present(self) -> set[str]:
+        return await asyncio.to_thread(self._present)
+
+    def _present(self) -> set[str]:
         return {p.name for p in (self.root / BLOBS_DIR).glob("??/*") if not p.name.startswith(".")}
 
     async def put(self, digest: str, source: Path) -> None:
+        await asyncio.to_thread(self._put, digest, source)
+
+    def _put(self, digest: str, source: Path) -> None:
         dest = self.root / BLOBS_DIR / digest[:2] / digest
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{digest}.part")
@@ -106,9 +114,16 @@ class FileTarget:
         return True
 
     async def newest_ledger_write(self) -> float | None:
-        """When Litestream last wrote a file at the target (its LTX files), or None before the first."""
-        times = [p.stat().st_mtime for p in (self.root / LEDGER_DIR / "ltx").glob("*/*.ltx")]
-        return max(times, default=None)
+        """When Litestream last shipped WAL to the target (its newest LTX file), or None before the first."""
+        return await asyncio.to_thread(self._newest_ledger_write)
+
+    def _newest_ledger_write(self) -> float | None:
+        newest: dict[str, float] = {}
+        for path in (self.root / LEDGER_DIR / "ltx").glob("*/*.ltx"):
+            with contextlib.suppress(FileNotFoundError):  # removed by Litestream's retention meanwhile
+                level = path.parent.name
+                newest[level] = max(newest.get(level, 0.0), path.stat().st_mtime)
+        return shipped(newest)
 
 
 class SftpTarget:
@@ -173,15 +188,23 @@ class SftpTarget:
 
     async def newest_ledger_write(self) -> float | None:
         sftp = await self._client()
-        newest: float | None = None
+        newest: dict[str, float] = {}
         ltx = self.root / LEDGER_DIR / "ltx"
         if not await sftp.exists(str(ltx)):
             return None
         for level in await sftp.listdir(str(ltx)):
             for entry in await sftp.readdir(str(ltx / level)):
                 if entry.filename.endswith(".ltx") and entry.attrs.mtime is not None:
-                    newest = max(newest or 0.0, float(entry.attrs.mtime))
-        return newest
+                    newest[level] = max(newest.get(level, 0.0), float(entry.attrs.mtime))
+        return shipped(newest)
+
+
+def shipped(newest_by_level: dict[str, float]) -> float | None:
+    """Level 0 is where each sync lands; a later compaction (level 1 and up) only rewrites what level 0
+    already held, so it says nothing about new commits. Other levels count only once level 0 is empty."""
+    if "0" in newest_by_level:
+        return newest_by_level["0"]
+    return max(newest_by_level.values(), default=None)
 
 
 def open_target(target: Target) -> FileTarget | SftpTarget:
