@@ -51,6 +51,13 @@ class LedgerCollector(Collector):
         for phase, seconds in store.spent.items():
             spent.add_metric([phase], seconds)
         yield spent
+        replica = self.runtime.replica
+        if replica is not None and replica.lag_s is not None:
+            yield GaugeMetricFamily(
+                "gpuledger_replica_lag_seconds",
+                "How far the replica may be behind the ledger (Litestream's newest file at the target vs the -wal)",
+                value=replica.lag_s,
+            )
 
 
 def metrics_registry(runtime: Runtime) -> CollectorRegistry:

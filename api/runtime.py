@@ -48,6 +48,7 @@ from projections.token_usage import TokenUsage
 from projections.views import Views
 
 if TYPE_CHECKING:
+    from executors.replica import Replicator
     from executors.slurm.cluster import SlurmCluster
 
 log = structlog.get_logger()
@@ -108,6 +109,7 @@ class Runtime:
         self.slurm: SlurmCluster | None = None
         self._mark_error = ""
         self.reserve = DiskReserve(f"{settings.database_path}.reserve", settings.ledger_reserve_bytes)
+        self.replica: Replicator | None = None
 
     async def start(self) -> None:
         # Never append to a damaged or shortened ledger: the check reads the file, before anything writes.
@@ -124,6 +126,10 @@ class Runtime:
         self.plans.hold = self.dispatch_hold
         self._opened = True
         await self.ledger.start()
+        if self.settings.replica is not None:  # Litestream and the blob copies (docs: "Replication")
+            from executors.replica import start_replica
+
+            self.replica = start_replica(self.settings, self.blobs.root)
         self.background.append(
             asyncio.create_task(
                 asyncio.to_thread(backfill.run, self.settings.database_path, self.backfill_stop), name="backfill"
@@ -205,6 +211,8 @@ class Runtime:
         await self.token_usage.flush()
         await self.ledger.close()
         await asyncio.to_thread(self._mark_head, None)  # the head as the server leaves it
+        if self.replica is not None:  # after the ledger's last write, so the replica holds it too
+            await self.replica.close()
 
     def _mark_head(self, last: integrity.HeadMark | None) -> integrity.HeadMark | None:
         """Record the durable head beside the ledger (``ledger.integrity``); a failed write is retried next time."""

@@ -41,7 +41,9 @@ def register(subparsers: Any) -> None:
     backup.set_defaults(func=run_backup)
 
     restore = subparsers.add_parser("restore", help="put a backup back, into a place with no ledger")
-    restore.add_argument("source", metavar="SRC", help="a directory written by `gpuledger backup`")
+    restore.add_argument("source", metavar="SRC", nargs="?", help="a directory written by `gpuledger backup`")
+    restore.add_argument("--from-replica", action="store_true", help="from the [replica] target (Litestream)")
+    restore.add_argument("--at", metavar="TIME", help="with --from-replica: the ledger as of this ISO 8601 time")
     restore.add_argument("--db", metavar="PATH", help="ledger file to create (default: the DATABASE_PATH setting)")
     restore.add_argument("--jobs-dir", metavar="DIR", help="where the blobs go (default: the JOBS_DIR setting)")
     restore.add_argument("--config", metavar="FILE", help="settings file (default: ./gpuledger.toml if present)")
@@ -99,18 +101,28 @@ def run_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def refuse_overwrite(target: Path, blobs: Path) -> None:
+    present = [p for p in (target, *(Path(f"{target}{s}") for s in SIDE_FILES)) if p.exists()]
+    if present:
+        raise StoreError(f"{present[0]} exists: restore never writes over a ledger (move it away first)")
+    if blobs.exists() and any(blobs.iterdir()):
+        raise StoreError(f"{blobs} is not empty: restore into a place without blobs")
+
+
 def run_restore(args: argparse.Namespace) -> int:
+    if args.from_replica == (args.source is not None):
+        raise StoreError("restore takes either SRC (a backup directory) or --from-replica")
+    if args.at and not args.from_replica:
+        raise StoreError("--at goes with --from-replica (a backup holds one point in time)")
+    if args.from_replica:
+        return run_restore_from_replica(args)
     source = Path(args.source).resolve()
     ledger = source / LEDGER_NAME
     if not ledger.is_file():
         raise StoreError(f"{source} holds no {LEDGER_NAME}: not a directory written by `gpuledger backup`")
     target = Path(args.db or load_settings(args.config).database_path).resolve()
     blobs = jobs_dir(args) / BLOBS_NAME
-    present = [p for p in (target, *(Path(f"{target}{s}") for s in SIDE_FILES)) if p.exists()]
-    if present:
-        raise StoreError(f"{present[0]} exists: restore never writes over a ledger (move it away first)")
-    if blobs.exists() and any(blobs.iterdir()):
-        raise StoreError(f"{blobs} is not empty: restore into a place without blobs")
+    refuse_overwrite(target, blobs)
     checked(ledger, source / BLOBS_NAME)  # a damaged backup is refused before anything is written
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.restoring")
@@ -122,4 +134,23 @@ def run_restore(args: argparse.Namespace) -> int:
     os.replace(partial, target)  # the ledger appears whole, after its blobs, or not at all
     head, count = checked(target, blobs)
     print(f"restored {target} from {source}: {head_line(head)}; {count} blobs; audit verify ok")
+    return 0
+
+
+def run_restore_from_replica(args: argparse.Namespace) -> int:
+    from cli.replica_restore import restore_from_replica  # Litestream and asyncssh: only when asked
+
+    settings = load_settings(args.config)
+    target = Path(args.db or settings.database_path).resolve()
+    jobs = jobs_dir(args)
+    refuse_overwrite(target, jobs / BLOBS_NAME)
+    staged, missing = restore_from_replica(args, settings, target, jobs)
+    try:
+        checked(staged, jobs / BLOBS_NAME, frozenset(missing))
+        os.replace(staged, target)  # the ledger appears whole, after its blobs, or not at all
+    finally:
+        shutil.rmtree(staged.parent, ignore_errors=True)
+    head, count = checked(target, jobs / BLOBS_NAME, frozenset(missing))
+    when = f" as of {args.at}" if args.at else ""
+    print(f"restored {target} from the replica{when}: {head_line(head)}; {count} blobs; audit verify ok")
     return 0

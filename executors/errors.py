@@ -8,6 +8,7 @@
     ├── HostKeyRejected          the host key is unknown (not in SSH_KNOWN_HOSTS) or changed
     ├── AuthenticationFailed     the host refused our key (SSH_KEY_FILE)
     ├── RemoteCommandFailed      the command ran and exited non-zero (carries exit_status, stderr)
+    ├── ReplicaError             the [replica] target cannot be used (bad url, no host key, unreachable)
     └── RemoteFileError          an SFTP transfer failed: no permission, disk full, ...
         ├── RemoteFileMissing    no such file or directory
         └── RemoteFileTooLarge   the file is bigger than the caller's cap
@@ -91,3 +92,7 @@ class SlurmUnreachable(NodeUnreachable):
 
 class SlurmRefused(ExecutorError):
     """Slurm answered and refused (e.g. sbatch rejected the options): retrying cannot help."""
+
+
+class ReplicaError(ExecutorError):
+    """The replica target cannot be configured or reached (the server keeps serving without it)."""

@@ -62,6 +62,23 @@ class SlurmSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise msgspec.ValidationError("must be positive - at `$.slurm`")
 
 
+class ReplicaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ``[replica]`` table: Litestream streams the ledger's WAL to ``url``, and the blobs follow."""
+
+    url: str  # file:///path, sftp://user@host:port/path or s3://bucket/path
+    sync_interval_s: float = 0.25  # Litestream's sync-interval: the bulk of the lag
+    blob_interval_s: float = 0.25  # how often new blobs are copied to the target
+    lag_s: float = 1.0  # REPLICA_LAG_S: the promise /readyz checks the measured lag against
+    key_file: str | None = None  # sftp: the private key (default: SSH_KEY_FILE)
+    known_hosts: str | None = None  # sftp: the target's host key (default: SSH_KNOWN_HOSTS)
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("file:///", "sftp://", "s3://")):
+            raise msgspec.ValidationError("must start with file:///, sftp:// or s3:// - at `$.replica.url`")
+        if min(self.sync_interval_s, self.blob_interval_s, self.lag_s) <= 0:
+            raise msgspec.ValidationError("must be positive - at `$.replica`")
+
+
 EDGE_COUNTS = ("max_connections", "max_connections_per_address", "auth_failure_limit")
 EDGE_SPANS = ("http_header_timeout_s", "auth_failure_window_s")
 DEFAULT_ENDPOINT_LIMITS = {"submit": 5, "status": 60, "results": 60, "cancel": 10, "jobs": 30}
@@ -148,6 +165,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     job_cpu_quota: float = 0.0  # CPUs per slot a job may use at most; 0: no quota (weights only)
     # Slurm executor (a [slurm] table replaces the local runner and SSH nodes)
     slurm: SlurmSettings | None = None
+    # continuous replication (docs/admin-guide.md, "Replication"): Litestream and the blobs to one target
+    replica: ReplicaSettings | None = None
     # reads at scale: the bounded dashboard and as-of snapshots
     dashboard_active_jobs: int = 100
     snapshot_every: int = 10_000

@@ -77,6 +77,8 @@ class ServiceController(Controller):
         body["sandbox"] = runtime.settings.job_sandbox
         if runtime.settings.job_sandbox == "none":
             body["warning"] = DISABLED_WARNING
+        if runtime.replica is not None:  # reported, never a reason to refuse work
+            body["replica"] = runtime.replica.describe()
         return Response(
             body,
             status_code=200 if ready else HTTP_503_SERVICE_UNAVAILABLE,

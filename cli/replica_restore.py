@@ -1,0 +1,96 @@
+"""``gpuledger restore --from-replica [--at TIME]``: the ledger from the ``[replica]`` target, as of its
+newest state or of a point in time, with the blobs its events name.
+
+Litestream rebuilds the ledger into a private staging folder beside the target; the blobs it names
+are fetched from the target; both are verified before the ledger is renamed into place, whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from executors.errors import ExecutorError
+from executors.replica import litestream_binary, write_config
+from executors.replica_target import open_target, target_of
+from ledger.backup import BLOBS_NAME, blob_path, referenced_blobs
+from ledger.errors import StoreError
+from ledger.schema import connect
+from ledger.settings import Settings
+
+
+def parse_at(text: str) -> str:
+    """``--at`` as Litestream's RFC 3339 UTC timestamp; a time without a zone is UTC."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise StoreError(f"--at {text!r} is not a time (ISO 8601, e.g. 2026-12-07T19:30:00Z)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def litestream_restore(settings: Settings, staging: Path, at: str | None) -> Path:
+    """Run ``litestream restore`` into ``staging``; the restored file, or StoreError with its output."""
+    target = target_of(settings)
+    config = write_config(settings, target, staging / "litestream.yml")
+    out = staging / "gpuledger.db"
+    command = [litestream_binary(), "restore", "-config", str(config), "-o", str(out)]
+    if at is not None:
+        command += ["-timestamp", at]
+    command.append(str(Path(settings.database_path).resolve()))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+    if done.returncode != 0 or not out.is_file():
+        said = " ".join((done.stderr or done.stdout).split())[-500:]
+        raise StoreError(f"litestream restore from {target.name} failed (status {done.returncode}): {said}")
+    return out
+
+
+async def fetch_blobs(settings: Settings, digests: set[str], blobs: Path) -> list[str]:
+    """Copy the named blobs from the target into ``blobs``; the digests the target lacks."""
+    target = target_of(settings)
+    if target.scheme == "s3":  # blobs on S3 are the admin's S3 tooling's (docs: "Replication")
+        return sorted(digests)
+    store = open_target(target)
+    missing = []
+    try:
+        for digest in sorted(digests):
+            dest = blob_path(blobs, digest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not await store.get(digest, dest):
+                missing.append(digest)
+    finally:
+        await store.close()
+    return missing
+
+
+def restore_from_replica(
+    args: argparse.Namespace, settings: Settings, target: Path, jobs: Path
+) -> tuple[Path, list[str]]:
+    """The staged, restored ledger (its blobs now in ``jobs/blobs``) and the blobs the target lacked;
+    the caller verifies and renames it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.replica-", dir=target.parent))
+    try:
+        staged = litestream_restore(settings, staging, parse_at(args.at) if args.at else None)
+        conn = connect(staged, readonly=True)
+        try:
+            digests = referenced_blobs(conn)
+        finally:
+            conn.close()
+        missing = asyncio.run(fetch_blobs(settings, digests, jobs / BLOBS_NAME))
+    except ExecutorError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StoreError(str(e)) from e
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if missing:
+        print(f"warning: {len(missing)} blob(s) named by the replica's events are not at the target, e.g. {missing[0]}")
+        print("(blobs newer than the last copy pass, or pruned ones; the ledger keeps every event)")
+    return staged, missing
