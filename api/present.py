@@ -85,6 +85,7 @@ def reason_text(job: JobState) -> str | None:
         signal=job.signal,
         expected_time_s=job.expected_time_s,
         cancelled_by=job.cancelled_by,
+        memory_limit_bytes=job.memory,  # None: its node's share, named in the job's message instead
     )
 
 

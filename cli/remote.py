@@ -90,7 +90,10 @@ def exit_code_of(status: JobStatus) -> int:
 
 
 def reason_words(status: JobStatus) -> str:
-    """Why a finished job ended, in words (the codes stay in ``--json``)."""
+    """Why a finished job ended, in words (the codes stay in ``--json``): the server's, which knows the
+    job's limits, else made here from the codes (an older server)."""
+    if status.finish_reason_text:
+        return status.finish_reason_text
     words = finish_words(
         status.finish_reason,
         exit_code=status.exit_code,

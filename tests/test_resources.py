@@ -259,6 +259,8 @@ def test_a_job_asks_for_its_memory_up_to_the_nodes(local: CagedServer) -> None:
     assert_out_of_memory(body, 128 << 20)
     assert int(body["stdout"].split()[2]) <= 64 << 20
     with local.client(local.admin_token) as client:
+        status = client.get(f"/api/status/{body['job_id']}").json()
+        assert status["finish_reason_text"] == "killed: out of memory (limit 128 MiB)"
         refused = submit(client, "print(1)\n", config_yaml("admin", memory="2G"))
     assert refused.status_code == 400
     assert "Invalid field memory" in refused.text
