@@ -9,7 +9,6 @@ unstarted one go back to the queue. Re-attaching after a server restart is the s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shlex
 import shutil
 from collections.abc import Awaitable, Callable
@@ -19,7 +18,7 @@ from typing import TypeVar
 import structlog
 
 from executors import protocol as wp
-from executors.errors import ExecutorError, NodeLost, RemoteCommandFailed
+from executors.errors import ExecutorError, JobFileUnreadable, NodeLost, RemoteCommandFailed
 from executors.follow import LiveFiles, follow_job
 from executors.outcome import finished_event, save_results_file
 from executors.retry import until_done, until_lost
@@ -157,7 +156,7 @@ class NodeRunner:
             await self._retry(lambda: self._upload(job, workdir))
         # From here a cancel reaches the wrapper: before the launch it claims the job so it never runs.
         uploaded.set()
-        live = LiveFiles(self.live_root / job.attempt_key)
+        live = LiveFiles(self.live_root / job.attempt_key, cap=self.settings.running_output_cap)
         status = await follow_job(
             self.transport,
             live,
@@ -203,7 +202,15 @@ class NodeRunner:
             "GPULEDGER_SLOTS": ",".join(str(slot) for slot in slots),
         }
         limit = job.expected_time_s * self.settings.max_job_timeout_multiplier
-        spec = wp.job_spec_bytes(command, limit, self.settings.cancel_grace_s, env, self.sandbox_for_slots(slots))
+        spec = wp.job_spec_bytes(
+            command,
+            limit,
+            self.settings.cancel_grace_s,
+            env,
+            self.sandbox_for_slots(slots),
+            max_disk_bytes=self.settings.job_max_disk,
+            max_output_bytes=self.settings.running_output_cap,
+        )
         await self.transport.put_files(workdir, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.JOB_SPEC_NAME: spec})
         await self.transport.put_files(job_dir, {wp.SOLUTION_NAME: code})
 
@@ -226,26 +233,46 @@ class NodeRunner:
         live = self.live_root / job.attempt_key
         cap = self.settings.max_output_bytes
         # Blob writes end in fsync: off the event loop, and the two streams side by side.
-        stdout, stderr, fetched = await asyncio.gather(
-            asyncio.to_thread(self._store_capped, live / "stdout", cap),
-            asyncio.to_thread(self._store_capped, live / "stderr", cap),
-            self._retry(
-                lambda: self.transport.fetch(
-                    f"{workdir}/{wp.WORK_NAME}/{RESULTS_NAME}", self.settings.max_results_bytes
-                )
-            ),
-        )
-        results = results_file = None
-        if fetched is not None:
-            results, saved = await asyncio.to_thread(self._store_results, job, fetched)
-            results_file = str(saved)
-        current = self.ledger.views.jobs[job.job_id]
-        await self._finish(
-            finished_event(current, status, stdout=stdout, stderr=stderr, results=results, results_file=results_file)
-        )
-        with contextlib.suppress(ExecutorError):
-            await self.transport.remove_tree(workdir)
+        try:
+            stdout, stderr, (fetched, unreadable) = await asyncio.gather(
+                asyncio.to_thread(self._store_capped, live / "stdout", cap),
+                asyncio.to_thread(self._store_capped, live / "stderr", cap),
+                self._fetch_results(workdir),
+            )
+            results = results_file = None
+            if fetched is not None:
+                results, saved = await asyncio.to_thread(self._store_results, job, fetched)
+                results_file = str(saved)
+            current = self.ledger.views.jobs[job.job_id]
+            ending = finished_event(
+                current,
+                status,
+                stdout=stdout,
+                stderr=stderr,
+                results=results,
+                results_file=results_file,
+                results_unreadable=unreadable,
+            )
+            await self._finish(ending)
+        finally:
+            # Whatever became of the finish write (a full disk, say), the job's files go: they are what
+            # filled it. The live copy stays only if the write failed (the sweep takes it later).
+            await self._remove_workdir(workdir)
         await self._drop_live(job.attempt_key)
+
+    async def _fetch_results(self, workdir: str) -> tuple[tuple[bytes, bool] | None, str | None]:
+        """(the results file and whether it was cut, or None; why it could not be read, or None)."""
+        path = f"{workdir}/{wp.WORK_NAME}/{RESULTS_NAME}"
+        try:
+            return await self._retry(lambda: self.transport.fetch(path, self.settings.max_results_bytes)), None
+        except JobFileUnreadable as e:
+            return None, e.reason
+
+    async def _remove_workdir(self, workdir: str) -> None:
+        try:
+            await self.transport.remove_tree(workdir)
+        except (ExecutorError, OSError) as e:  # the start-up sweep tries again
+            log.warning("job.cleanup_failed", node=self.node, workdir=workdir, error=str(e))
 
     async def _drop_live(self, attempt_key: str) -> None:
         """The live copy of an attempt's output, once the blob store holds it."""
