@@ -21,7 +21,7 @@ from executors import protocol as wp
 from executors.errors import ExecutorError, JobFileUnreadable, NodeLost, RemoteCommandFailed
 from executors.follow import LiveFiles, follow_job
 from executors.outcome import finished_event, save_results_file
-from executors.retry import until_done, until_lost
+from executors.retry import until_lost
 from executors.transport import Transport
 from ledger import commands
 from ledger.blobs import BlobStore
@@ -36,6 +36,7 @@ from projections.views import Views
 log = structlog.get_logger()
 T = TypeVar("T")
 RESULTS_NAME = "results.jsonl"
+FENCE_RETRY_S = 2.0  # how soon a node back from an outage has its lost jobs killed
 
 
 def gpu_environment(slots: list[int]) -> dict[str, str]:
@@ -74,6 +75,13 @@ class NodeRunner:
         self.live_root = Path(settings.jobs_dir) / "live"
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.reapers: set[asyncio.Task[None]] = set()  # cleaning up after jobs lost with their node
+        # Slots of jobs lost with their node, held until the job is confirmed dead there (fenced): a
+        # slot never takes a second job while the first may still run, however long the node was away.
+        self.fencing: dict[str, list[int]] = {}
+
+    def fenced_slots(self) -> set[int]:
+        """Slots the ledger counts free whose last job may still run on the node (not fenced yet)."""
+        return {slot for slots in self.fencing.values() for slot in slots}
 
     def workdir(self, attempt_key: str) -> str:
         """An attempt's control directory (the wrapper's files); the job itself sees only ``work/`` in it.
@@ -293,6 +301,7 @@ class NodeRunner:
         if job.is_terminal:
             return
         bound.warning("job.node_lost", started=job.started_at is not None)
+        self.fencing[job.attempt_key] = list(job.held_slots)  # before the write frees them in the ledger
         if job.started_at is None:
             await self._write(commands.requeue_job(job_id, node=self.node, attempt=job.attempt, reason="node_lost"))
         else:
@@ -316,18 +325,29 @@ class NodeRunner:
             await self._drop_live(job.attempt_key)
         # The job may still run on the node: when it answers again, kill what is left and clean up
         # (this attempt's workdir only: a retry of the job has its own).
-        reaper = asyncio.create_task(self._reap_when_back(self.workdir(job.attempt_key)), name=f"reap-{job_id}")
+        reaper = asyncio.create_task(self._fence(job.attempt_key), name=f"reap-{job_id}")
         self.reapers.add(reaper)
         reaper.add_done_callback(self.reapers.discard)
 
-    async def _reap_when_back(self, workdir: str) -> None:
-        async def reap() -> None:
-            await self.transport.run(
-                wp.cancel_command(self.transport.python, workdir), timeout=self.settings.cancel_grace_s + 30
-            )
-            await self.transport.remove_tree(workdir)
-
-        await until_done(reap)
+    async def _fence(self, attempt_key: str) -> None:
+        """Kill a lost job on its node (the wrapper's cancel, confirmed by its exit status), then free
+        its slots and remove its files. Tried every FENCE_RETRY_S until the node confirms."""
+        workdir = self.workdir(attempt_key)
+        quoted = shlex.quote(workdir)
+        # No workdir: nothing was ever launched there, so nothing runs.
+        command = f"test -d {quoted} || exit 0; " + wp.cancel_command(self.transport.python, workdir)
+        while True:
+            try:
+                code, _, err = await self.transport.run(command, timeout=self.settings.cancel_grace_s + 30)
+            except ExecutorError as e:
+                code, err = -1, str(e).encode()
+            if code == 0:
+                break
+            log.info("job.fence_pending", node=self.node, attempt=attempt_key, code=code, error=err[-200:])
+            await asyncio.sleep(FENCE_RETRY_S)
+        log.info("job.fenced", node=self.node, attempt=attempt_key)
+        self.fencing.pop(attempt_key, None)
+        await self._remove_workdir(workdir)
 
     async def _give_back(self, job_id: str, reason: str) -> None:
         job = self.ledger.views.jobs[job_id]
