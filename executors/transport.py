@@ -91,9 +91,10 @@ def read_job_file(path: str, max_bytes: int) -> tuple[bytes, bool] | None:
         return None
     except OSError as e:  # ELOOP (a symlink), ENXIO (a socket), EACCES, ...
         raise JobFileUnreadable(path, e.strerror or str(e)) from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory itself
+        os.close(fd)
+        raise JobFileUnreadable(path, "not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise JobFileUnreadable(path, "not a regular file")
         try:
             data = handle.read(max_bytes + 1)
         except OSError as e:

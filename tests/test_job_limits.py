@@ -79,8 +79,10 @@ async def test_a_job_past_its_disk_limit_is_stopped(small_fs: Path) -> None:
     status.json says disk_limit with the wrapper's notice."""
     workdir = make_job(small_fs, "dd if=/dev/zero of=big bs=1M count=40 2>/dev/null; sleep 30", max_disk_bytes=8 * MiB)
     status = await run_to_end(workdir)
-    assert status.disk_limit and not status.output_limit
-    assert status.notice is not None and "JOB_MAX_DISK" in status.notice
+    assert status.disk_limit
+    assert not status.output_limit
+    assert status.notice is not None
+    assert "JOB_MAX_DISK" in status.notice
 
 
 async def test_a_sparse_file_is_not_disk(small_fs: Path) -> None:
@@ -94,7 +96,8 @@ async def test_a_job_printing_without_end_is_stopped_and_its_file_bounded(small_
     """`yes` under a 4 MiB output cap: stopped (output_limit), the stdout file far below the tmpfs."""
     workdir = make_job(small_fs, "yes gpuledger", max_output_bytes=4 * MiB)
     status = await run_to_end(workdir)
-    assert status.output_limit and not status.disk_limit
+    assert status.output_limit
+    assert not status.disk_limit
     assert (workdir / "stdout").stat().st_size < 40 * MiB
 
 
