@@ -149,6 +149,18 @@ class NodeRunner:
     ) -> None:
         workdir = self.workdir(job.attempt_key)
         state = None if fresh else await self._retry(lambda: self._status(workdir))
+        if state is None and self.ledger.views.jobs[job.job_id].started_at is not None:
+            # It ran, and its files are gone (removed after a failed finish write): never run it again.
+            await self._finish(
+                JobFinished(
+                    job_id=job.job_id,
+                    status="failed",
+                    reason="lost",
+                    attempt=job.attempt,
+                    message="the job's files on the node are gone; its outcome was never recorded",
+                )
+            )
+            return
         if state is None or state.state == "not_started":
             if self.ledger.views.jobs[job.job_id].cancel_requested:
                 await self._finish(
@@ -238,35 +250,39 @@ class NodeRunner:
             log.info("job.started", job_id=job.job_id, user_id=job.user_id, node=self.node, pgid=started.pgid)
 
     async def _collect(self, job: JobState, workdir: str, status: wp.ExitStatus) -> None:
+        try:
+            await self._finish(await self._ending(job, workdir, status))
+        except Exception:
+            # The finish write failed (a full disk, say): the job's files go all the same, they may be
+            # what filled it. The live copy stays (the sweep takes it once the job is finished).
+            await self._remove_workdir(workdir)
+            raise
+        await self._remove_workdir(workdir)
+        await self._drop_live(job.attempt_key)
+
+    async def _ending(self, job: JobState, workdir: str, status: wp.ExitStatus) -> JobFinished:
+        """The attempt's job.finished: output and results stored, the outcome read from the status."""
         live = self.live_root / job.attempt_key
         cap = self.settings.max_output_bytes
         # Blob writes end in fsync: off the event loop, and the two streams side by side.
-        try:
-            stdout, stderr, (fetched, unreadable) = await asyncio.gather(
-                asyncio.to_thread(self._store_capped, live / "stdout", cap),
-                asyncio.to_thread(self._store_capped, live / "stderr", cap),
-                self._fetch_results(workdir),
-            )
-            results = results_file = None
-            if fetched is not None:
-                results, saved = await asyncio.to_thread(self._store_results, job, fetched)
-                results_file = str(saved)
-            current = self.ledger.views.jobs[job.job_id]
-            ending = finished_event(
-                current,
-                status,
-                stdout=stdout,
-                stderr=stderr,
-                results=results,
-                results_file=results_file,
-                results_unreadable=unreadable,
-            )
-            await self._finish(ending)
-        finally:
-            # Whatever became of the finish write (a full disk, say), the job's files go: they are what
-            # filled it. The live copy stays only if the write failed (the sweep takes it later).
-            await self._remove_workdir(workdir)
-        await self._drop_live(job.attempt_key)
+        stdout, stderr, (fetched, unreadable) = await asyncio.gather(
+            asyncio.to_thread(self._store_capped, live / "stdout", cap),
+            asyncio.to_thread(self._store_capped, live / "stderr", cap),
+            self._fetch_results(workdir),
+        )
+        results = results_file = None
+        if fetched is not None:
+            results, saved = await asyncio.to_thread(self._store_results, job, fetched)
+            results_file = str(saved)
+        return finished_event(
+            self.ledger.views.jobs[job.job_id],
+            status,
+            stdout=stdout,
+            stderr=stderr,
+            results=results,
+            results_file=results_file,
+            results_unreadable=unreadable,
+        )
 
     async def _fetch_results(self, workdir: str) -> tuple[tuple[bytes, bool] | None, str | None]:
         """(the results file and whether it was cut, or None; why it could not be read, or None)."""

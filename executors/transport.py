@@ -7,16 +7,19 @@ the job lifecycle in ``executors.runner`` is written once for both.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import stat
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Protocol
 
 from executors.errors import CommandTimedOut, JobFileUnreadable, RemoteCommandFailed
 from executors.local_process import run_local, stream_local
-from executors.protocol import clean_command
+
+# The same code as `wrapper.py clean` on a node (the wrapper is stdlib-only and untyped: a module object).
+_remove_tree: Callable[[str], bool] = importlib.import_module("executors.wrapper").remove_tree
 
 
 class Transport(Protocol):
@@ -73,10 +76,9 @@ class LocalTransport:
         return await asyncio.to_thread(read_job_file, path, max_bytes)
 
     async def remove_tree(self, path: str) -> None:
-        """The wrapper's ``clean`` (deep, mode-000, huge trees); RemoteCommandFailed if it stays."""
-        code, _, err = await self.run(clean_command(self.python, path), timeout=3600)
-        if code != 0:
-            raise RemoteCommandFailed(f"clean {path}", code, err)
+        """The wrapper's own ``clean`` (deep, mode-000, huge trees), in a thread: OSError if it stays."""
+        if not await asyncio.to_thread(_remove_tree, path):
+            raise OSError(f"{path} is still there after clean-up")
 
     async def probe(self) -> None:
         return None
