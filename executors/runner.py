@@ -287,10 +287,14 @@ class NodeRunner:
     async def _fetch_results(self, workdir: str) -> tuple[tuple[bytes, bool] | None, str | None]:
         """(the results file and whether it was cut, or None; why it could not be read, or None)."""
         path = f"{workdir}/{wp.WORK_NAME}/{RESULTS_NAME}"
+        limit = self.settings.max_results_bytes
         try:
-            return await self._retry(lambda: self.transport.fetch(path, self.settings.max_results_bytes)), None
+            fetched = await self._retry(lambda: self.transport.fetch(path, limit))
         except JobFileUnreadable as e:
             return None, e.reason
+        if fetched is not None and fetched[1]:  # a cut JSONL file would be read as other results
+            return None, f"larger than MAX_RESULTS_BYTES ({limit} bytes)"
+        return fetched, None
 
     async def _remove_workdir(self, workdir: str) -> None:
         try:

@@ -102,14 +102,15 @@ UNREADABLE = {
     "socket.socket(socket.AF_UNIX).bind(os.path.basename(results))\n",
     "directory": "import os\nos.mkdir(os.environ['GPULEDGER_RESULTS'])\n",
     "fifo": "import os\nos.mkfifo(os.environ['GPULEDGER_RESULTS'])\n",
+    "too_large": "import os\nopen(os.environ['GPULEDGER_RESULTS'], 'w').write('{}\\n' * 4096)\n",
 }
 
 
 @pytest.mark.parametrize("kind", sorted(UNREADABLE))
 def test_an_unreadable_results_file_is_the_jobs_own_doing(small_server: Any, kind: str) -> None:
-    """A results file that is a socket, directory or FIFO: results_unreadable, one attempt, charged
-    (never dispatch_failed, refunded and re-run as a platform failure)."""
-    server = small_server(retries=2, quota_submissions=10, code_scanner_enabled=False)
+    """A results file that is a socket, directory, FIFO or over MAX_RESULTS_BYTES: results_unreadable,
+    one attempt, charged (never dispatch_failed, refunded and re-run as a platform failure)."""
+    server = small_server(retries=2, quota_submissions=10, code_scanner_enabled=False, max_results_bytes=1024)
     with server.client(server.admin_token) as client:
         job = submit(client, UNREADABLE[kind], config_yaml("admin")).json()["job_id"]
         body = wait_status(client, job, ENDED, timeout=60)
