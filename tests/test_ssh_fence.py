@@ -1,8 +1,10 @@
-"""SSH nodes: a job lost with its node is killed there (fenced) before its slot takes another job."""
+"""SSH nodes: a job lost with its node is killed there (fenced) before its slot takes another job; the
+job disk limit and unreadable results hold there too."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from server import config_yaml, submit, wait_status
@@ -35,3 +37,20 @@ def test_a_lost_job_is_fenced_before_its_slot_is_reused(healthy_ssh_cluster, ser
             time.sleep(0.02)
         assert processes_named(marker) == [], "the next job started while the lost one still ran"
         assert wait_status(client, following, {"completed"}, timeout=60)["node"] == "node-0"
+
+
+def test_disk_limit_and_unreadable_results_on_an_ssh_node(healthy_ssh_cluster, server_factory):
+    """On an SSH node too: a job past JOB_MAX_DISK ends disk_limit with its workdir gone from the node,
+    and a results file that is a directory ends results_unreadable."""
+    server = server_factory(**_only_node(healthy_ssh_cluster, "node-0", job_max_disk=8 * 1024 * 1024))
+    writer = "import time\nwith open('big', 'wb') as f:\n    for _ in range(40):\n        f.write(b'x' * (1 << 20))\n"
+    writer += "time.sleep(60)\n"
+    with server.client(server.admin_token) as client:
+        big = submit(client, writer, config_yaml("admin")).json()["job_id"]
+        body = wait_status(client, big, {"completed", "failed"}, timeout=90)
+        assert (body["status"], body["finish_reason"]) == ("failed", "disk_limit"), body
+        workdir = Path(healthy_ssh_cluster.root) / "remote" / "jobs" / big
+        _wait_for(lambda: not workdir.exists(), 30, "the job's workdir removed on the node")
+        odd = submit(client, "import os\nos.mkdir(os.environ['GPULEDGER_RESULTS'])\n", config_yaml("admin"))
+        body = wait_status(client, odd.json()["job_id"], {"completed", "failed"}, timeout=90)
+        assert (body["status"], body["finish_reason"]) == ("completed", "results_unreadable"), body
