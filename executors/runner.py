@@ -36,7 +36,7 @@ from projections.views import Views
 log = structlog.get_logger()
 T = TypeVar("T")
 RESULTS_NAME = "results.jsonl"
-FENCE_RETRY_S = 2.0  # how soon a node back from an outage has its lost jobs killed
+FENCE_RETRY_S = (2.0, 15.0)  # first and longest wait between tries to kill a lost job on its node
 
 
 def gpu_environment(slots: list[int]) -> dict[str, str]:
@@ -351,11 +351,12 @@ class NodeRunner:
 
     async def _fence(self, attempt_key: str) -> None:
         """Kill a lost job on its node (the wrapper's cancel, confirmed by its exit status), then free
-        its slots and remove its files. Tried every FENCE_RETRY_S until the node confirms."""
+        its slots and remove its files. Tried (2 s apart, backing off to 15 s) until the node confirms."""
         workdir = self.workdir(attempt_key)
         quoted = shlex.quote(workdir)
         # No workdir: nothing was ever launched there, so nothing runs.
         command = f"test -d {quoted} || exit 0; " + wp.cancel_command(self.transport.python, workdir)
+        wait_s = FENCE_RETRY_S[0]
         while True:
             try:
                 code, _, err = await self.transport.run(command, timeout=self.settings.cancel_grace_s + 30)
@@ -364,7 +365,8 @@ class NodeRunner:
             if code == 0:
                 break
             log.info("job.fence_pending", node=self.node, attempt=attempt_key, code=code, error=err[-200:])
-            await asyncio.sleep(FENCE_RETRY_S)
+            await asyncio.sleep(wait_s)
+            wait_s = min(2 * wait_s, FENCE_RETRY_S[1])
         log.info("job.fenced", node=self.node, attempt=attempt_key)
         self.fencing.pop(attempt_key, None)
         await self._remove_workdir(workdir)
