@@ -153,3 +153,25 @@ def test_notices_are_the_servers_and_cannot_be_forged(small_server: Any) -> None
         assert body["finish_reason"] == "timeout"
         assert body["message"] == "job exceeded its time limit of 2 s and was killed"
         assert "time limit" not in client.get(f"/api/results/{real}").json()["stderr"]
+
+
+def test_a_jobs_files_go_even_when_its_finish_cannot_be_written(small_server: Any) -> None:
+    """The server's disk fills while a job runs: its end cannot be stored, and its workdir (which may be
+    what filled the disk) is removed all the same."""
+    server = small_server()
+    code = "import time\nopen('data', 'wb').write(b'x' * (4 << 20))\nprint('wrote', flush=True)\ntime.sleep(4)\n"
+    filler = server.root / "filler"
+    with server.client(server.admin_token) as client:
+        job = submit(client, code, config_yaml("admin")).json()["job_id"]
+        wait_status(client, job, {"running"}, timeout=60)
+        assert eventually(lambda: any((w / "work" / "data").exists() for w in workdirs(server)))
+        try:
+            with filler.open("wb") as handle:
+                while True:
+                    handle.write(b"\0" * MiB)
+        except OSError:
+            pass  # full
+        try:
+            assert eventually(lambda: workdirs(server) == [], timeout=40)
+        finally:
+            filler.unlink()
