@@ -25,6 +25,7 @@ from api.controllers.nodes import NodeController
 from api.controllers.quota import QuotaController
 from api.controllers.service import VERSION, ServiceController
 from api.controllers.streams import StreamController
+from api.downloads import Downloads
 from api.edge import HttpEdge
 from api.errors import EXCEPTION_HANDLERS, ServiceUnavailable
 from api.guessing import FailedAuthentications, GuessThrottle
@@ -133,6 +134,7 @@ def create_app(
             {
                 "runtime": runtime,
                 "limiter": EndpointLimiter(settings.endpoint_limits),
+                "downloads": Downloads(settings.download_concurrency, settings.download_bytes_per_minute),
                 "metrics": metrics_registry(runtime),
             }
         ),

@@ -75,6 +75,7 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
         fairshare=round(queued.fairshare, 6) if queued is not None else None,
         age=round(queued.age, 6) if queued is not None else None,
         priority=queued.priority if queued is not None else None,
+        message=job.message if job.is_terminal else None,
     )
 
 
@@ -162,6 +163,7 @@ def job_results(job: JobState, blobs: BlobStore, inline_limit: int) -> JobResult
         reason=job.reason,
         results_file=job.results_file,
         reason_text=reason_text(job),
+        message=job.message if job.is_terminal else None,
     )
 
 

@@ -35,6 +35,7 @@ class SubmitFinished(msgspec.Struct, kw_only=True):
     signal: int | None = None
     reason: str | None = None
     results_file: str | None = None
+    message: str | None = None  # as JobStatus.message
 
 
 class SubmitTimedOut(msgspec.Struct, kw_only=True):
@@ -90,6 +91,9 @@ class JobStatus(msgspec.Struct, kw_only=True):
     fairshare: float | None = None
     age: float | None = None
     priority: int | None = None
+    # The server's own word on how the job ended (time limit, disk or output limit, cancel): never the
+    # job's output, which a job could make look like it (docs/design.md, "Notices about a job").
+    message: str | None = None
 
 
 class QuotaInfo(msgspec.Struct, kw_only=True):
@@ -122,6 +126,7 @@ class JobResults(msgspec.Struct, kw_only=True):
     reason: str | None = None
     results_file: str | None = None
     reason_text: str | None = None  # ``reason`` in words
+    message: str | None = None  # as JobStatus.message
 
 
 class CancelAnswer(msgspec.Struct, kw_only=True):

@@ -80,6 +80,7 @@ def run_status(args: argparse.Namespace) -> int:
         "completed_at",
         "exit_code",
         "finish_reason",
+        "message",
         "expected_time",
     ):
         if fields.get(key) is not None:

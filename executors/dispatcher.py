@@ -41,6 +41,8 @@ class JobRunner(Protocol):
 
     def attach(self, job_id: str, *, fresh: bool = False) -> None: ...
 
+    def fenced_slots(self) -> set[int]: ...
+
     async def stop(self) -> None: ...
 
 
@@ -53,7 +55,8 @@ def free_gpus(views: Views, runners: Mapping[str, JobRunner]) -> tuple[dict[str,
         if node.name not in runners or node.status != "up":
             continue
         sizes[node.name] = node.slots
-        used = commands.busy_slots(views, node.name)
+        # A lost job's slots stay taken until it is confirmed dead on the node (NodeRunner.fencing).
+        used = commands.busy_slots(views, node.name) | runners[node.name].fenced_slots()
         free = [slot for slot in range(node.slots) if slot not in used]
         if free:
             ranked.append((len(used) / node.slots, order, node.name, free))

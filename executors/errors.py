@@ -9,9 +9,10 @@
     ├── AuthenticationFailed     the host refused our key (SSH_KEY_FILE)
     ├── RemoteCommandFailed      the command ran and exited non-zero (carries exit_status, stderr)
     ├── ReplicaError             the [replica] target cannot be used (bad url, no host key, unreachable)
-    └── RemoteFileError          an SFTP transfer failed: no permission, disk full, ...
-        ├── RemoteFileMissing    no such file or directory
-        └── RemoteFileTooLarge   the file is bigger than the caller's cap
+    ├── RemoteFileError          an SFTP transfer failed: no permission, disk full, ...
+    │   ├── RemoteFileMissing    no such file or directory
+    │   └── RemoteFileTooLarge   the file is bigger than the caller's cap
+    └── JobFileUnreadable        a path the job owns (its results file) is there but cannot be read
 
 ``NodeUnreachable`` is transient: reconnecting may help, and a job on that node keeps running.
 ``HostKeyRejected`` and ``AuthenticationFailed`` are configuration problems: retrying cannot help.
@@ -96,3 +97,12 @@ class SlurmRefused(ExecutorError):
 
 class ReplicaError(ExecutorError):
     """The replica target cannot be configured or reached (the server keeps serving without it)."""
+
+
+class JobFileUnreadable(ExecutorError):
+    """A job-owned path is a socket, FIFO, directory, symlink, or unreadable: the job's doing, never the
+    platform's (the job ends ``results_unreadable``, charged, not retried)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")

@@ -6,6 +6,7 @@ offsets are the sizes of our local copies, so a dropped connection resumes witho
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,11 +22,16 @@ log = structlog.get_logger()
 
 
 class LiveFiles:
-    """The local copies of a job's stdout and stderr, appended as frames arrive."""
+    """The local copies of a job's stdout and stderr, appended as frames arrive.
 
-    def __init__(self, root: Path) -> None:
+    ``cap`` (0: none) bounds each copy: bytes past it are dropped, so a job printing without end costs
+    this disk at most ``cap`` per stream while the wrapper stops it (``output_limit``).
+    """
+
+    def __init__(self, root: Path, cap: int = 0) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.paths = {wp.FrameKind.STDOUT: root / "stdout", wp.FrameKind.STDERR: root / "stderr"}
+        self.cap = cap
         for path in self.paths.values():
             path.touch(exist_ok=True)
 
@@ -33,8 +39,17 @@ class LiveFiles:
         return self.paths[wp.FrameKind.STDOUT].stat().st_size, self.paths[wp.FrameKind.STDERR].stat().st_size
 
     def append(self, kind: wp.FrameKind, data: bytes) -> None:
+        """Blocking (a file write): callers on the event loop use ``append_off_loop``."""
         with self.paths[kind].open("ab") as handle:
-            handle.write(data)
+            if self.cap:
+                data = data[: max(0, self.cap - handle.tell())]
+            if data:
+                handle.write(data)
+
+    async def append_off_loop(self, kind: wp.FrameKind, data: bytes) -> None:
+        """One frame at a time in a worker thread: the stream is not read while it writes, so no more
+        than one frame (1 MiB) is ever buffered here, and the event loop never waits on the disk."""
+        await asyncio.to_thread(self.append, kind, data)
 
 
 async def follow_job(
@@ -71,7 +86,7 @@ async def _follow_once(
             if frame.kind == wp.FrameKind.STARTED:
                 await on_started(wp.decode_started(frame.payload))
             elif frame.kind in (wp.FrameKind.STDOUT, wp.FrameKind.STDERR):
-                live.append(frame.kind, frame.payload)
+                await live.append_off_loop(frame.kind, frame.payload)
             elif frame.kind == wp.FrameKind.STATUS:
                 return wp.decode_exit_status(frame.payload)
             elif frame.kind == wp.FrameKind.LOST:

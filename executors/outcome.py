@@ -12,37 +12,33 @@ from ledger.jobs import JobState
 
 
 def finished_event(
-    job: JobState, status: ExitStatus, *, stdout: Blob, stderr: Blob, results: Blob | None, results_file: str | None
+    job: JobState,
+    status: ExitStatus,
+    *,
+    stdout: Blob,
+    stderr: Blob,
+    results: Blob | None,
+    results_file: str | None,
+    results_unreadable: str | None = None,
 ) -> JobFinished:
     """Honest outcomes: a job the wrapper could not launch is ``sandbox_failed``; non-zero is failed with
     the real code; a signal death records the signal (and exit code 128 + signal, as a shell reports it);
-    exit 0 with no results is still completed."""
+    exit 0 with no results is still completed, and with results the job made unreadable
+    (``results_unreadable``: why) too: the job ran, so it is charged, never refunded or retried."""
     exit_code = status.exit_code
-    state: Literal["completed", "failed", "cancelled"]
     if status.signal is not None and exit_code is None:
         exit_code = 128 + status.signal
-    if status.cancelled:
-        state, reason = "cancelled", "cancelled"
-    elif status.started_at is None and status.exit_code == 127 and status.error is not None:
-        # The wrapper could not launch the job (its sandbox could not be built, say): the platform's fault.
-        state, reason = "failed", "sandbox_failed"
-    elif status.timed_out:
-        state, reason = "failed", "timeout"
-    elif status.out_of_memory:  # the cgroup's own OOM kill counter, whatever the exit status says
-        state, reason = "failed", "out_of_memory"
-    elif status.signal is not None:
-        state, reason = "failed", "signal"
-    elif exit_code is None:
-        state, reason = "failed", "lost"
-    elif status.exit_code == 0:
-        state, reason = "completed", "exit_zero" if results is not None else "results_missing"
-    else:
-        state, reason = "failed", "exit_nonzero"
-    message = status.error
+    state, reason = _ending(status, exit_code)
+    if reason == "exit_zero" and results is None:
+        reason = "results_missing" if results_unreadable is None else "results_unreadable"
+    notes = [status.notice, status.error]
     if reason == "out_of_memory":
-        message = memory_message(status.memory_limit_bytes)
+        notes.insert(0, memory_message(status.memory_limit_bytes))
+    if results_unreadable is not None:
+        notes.append(f"results file unreadable: {results_unreadable}")
     if not status.group_gone:
-        message = "some process of the job survived SIGKILL (uninterruptible); the node may need attention"
+        notes = ["some process of the job survived SIGKILL (uninterruptible); the node may need attention"]
+    message = "; ".join(note for note in notes if note) or None
     return JobFinished(
         job_id=job.job_id,
         status=state,
@@ -62,6 +58,31 @@ def memory_message(limit: int | None) -> str:
     """Names the limit, so the user knows what to ask for (``memory:`` in the job config)."""
     where = f"its memory limit of {limit / (1 << 20):.0f} MiB" if limit else "its memory limit"
     return f"the job used more than {where} (its /tmp and /dev/shm included) and the kernel killed it"
+
+
+def _ending(status: ExitStatus, exit_code: int | None) -> tuple[Literal["completed", "failed", "cancelled"], str]:
+    """(state, reason) from what the wrapper recorded; the limits it enforced come before the signal
+    it used to enforce them, and the cgroup's own OOM kill counter before any exit status."""
+    if status.cancelled:
+        return "cancelled", "cancelled"
+    if status.started_at is None and status.exit_code == 127 and status.error is not None:
+        # The wrapper could not launch the job (its sandbox could not be built, say): the platform's fault.
+        return "failed", "sandbox_failed"
+    if status.timed_out:
+        return "failed", "timeout"
+    if status.disk_limit:
+        return "failed", "disk_limit"
+    if status.output_limit:
+        return "failed", "output_limit"
+    if status.out_of_memory:  # even when the main process went on to exit 0 (a dead DataLoader worker)
+        return "failed", "out_of_memory"
+    if status.signal is not None:
+        return "failed", "signal"
+    if exit_code is None:
+        return "failed", "lost"
+    if exit_code == 0:
+        return "completed", "exit_zero"
+    return "failed", "exit_nonzero"
 
 
 def save_results_file(results_dir: Path, job: JobState, data: bytes, at: datetime | None = None) -> Path:

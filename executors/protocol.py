@@ -97,6 +97,8 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     env: dict[str, str] = {}
     sandbox: SandboxSpec = SandboxSpec()
     resources: Resources = Resources()
+    max_disk_bytes: int = 0  # workdir + output on disk; past it the wrapper stops the job (0: no limit)
+    max_output_bytes: int = 0  # per output file while the job runs; past it the job is stopped (0: none)
 
 
 class Started(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,6 +124,9 @@ class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     out_of_memory: bool = False  # the job's cgroup counted an OOM kill (not a guess from exit 137)
     memory_limit_bytes: int | None = None  # the limit the wrapper set (None: none)
+    disk_limit: bool = False  # stopped for passing max_disk_bytes
+    output_limit: bool = False  # stopped for passing max_output_bytes
+    notice: str | None = None  # the wrapper's own word on why it stopped the job (never in its stderr)
 
     @property
     def succeeded(self) -> bool:
@@ -182,6 +187,9 @@ def job_spec_bytes(
     env: Mapping[str, str],
     sandbox: SandboxSpec | None = None,
     resources: Resources | None = None,
+    *,
+    max_disk_bytes: int = 0,
+    max_output_bytes: int = 0,
 ) -> bytes:
     """The contents of job.json; rejects what the wrapper could not honour rather than let it guess."""
     if not (math.isfinite(time_limit_s) and time_limit_s > 0):
@@ -198,6 +206,8 @@ def job_spec_bytes(
         env=dict(env),
         sandbox=sandbox or SandboxSpec(),
         resources=resources or Resources(),
+        max_disk_bytes=max_disk_bytes,
+        max_output_bytes=max_output_bytes,
     )
     return msgspec.json.encode(spec)
 
@@ -222,6 +232,15 @@ def run_command(python: str, workdir: StrPath, out_offset: int, err_offset: int)
 
 def cancel_command(python: str, workdir: StrPath) -> str:
     return _wrapper_command(python, workdir, "cancel", os.fspath(workdir))
+
+
+def clean_command(python: str, workdir: StrPath) -> str:
+    """Remove a job's directory with the wrapper's own ``clean`` (deep, mode-000 or huge trees), or
+    ``rm -rf`` when the wrapper is not (or no longer) there."""
+    wd = shlex.quote(os.fspath(workdir))
+    wrapper = shlex.quote(posixpath.join(os.fspath(workdir), WRAPPER_NAME))
+    clean = _wrapper_command(python, workdir, "clean", os.fspath(workdir))
+    return f"if test -f {wrapper}; then {clean} || rm -rf -- {wd}; else rm -rf -- {wd}; fi; test ! -e {wd}"
 
 
 def status_command(python: str, workdir: StrPath) -> str:

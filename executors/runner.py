@@ -9,7 +9,6 @@ unstarted one go back to the queue. Re-attaching after a server restart is the s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shlex
 import shutil
 from collections.abc import Awaitable, Callable
@@ -19,11 +18,11 @@ from typing import TypeVar
 import structlog
 
 from executors import protocol as wp
-from executors.errors import ExecutorError, NodeLost, RemoteCommandFailed
+from executors.errors import ExecutorError, JobFileUnreadable, NodeLost, RemoteCommandFailed
 from executors.follow import LiveFiles, follow_job
 from executors.outcome import finished_event, save_results_file
 from executors.resources import job_resources
-from executors.retry import until_done, until_lost
+from executors.retry import until_lost
 from executors.seccomp import seccomp_program
 from executors.transport import Transport
 from ledger import commands
@@ -40,6 +39,7 @@ log = structlog.get_logger()
 T = TypeVar("T")
 RESULTS_NAME = "results.jsonl"
 WRITE_RETRY_S = 2.0  # a job's outcome refused by a full disk is written again this often until it lands
+FENCE_RETRY_S = (2.0, 15.0)  # first and longest wait between tries to kill a lost job on its node
 
 
 def gpu_environment(slots: list[int]) -> dict[str, str]:
@@ -80,6 +80,13 @@ class NodeRunner:
         self.live_root = Path(settings.jobs_dir) / "live"
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.reapers: set[asyncio.Task[None]] = set()  # cleaning up after jobs lost with their node
+        # Slots of jobs lost with their node, held until the job is confirmed dead there (fenced): a
+        # slot never takes a second job while the first may still run, however long the node was away.
+        self.fencing: dict[str, list[int]] = {}
+
+    def fenced_slots(self) -> set[int]:
+        """Slots the ledger counts free whose last job may still run on the node (not fenced yet)."""
+        return {slot for slots in self.fencing.values() for slot in slots}
 
     def workdir(self, attempt_key: str) -> str:
         """An attempt's control directory (the wrapper's files); the job itself sees only ``work/`` in it.
@@ -147,6 +154,18 @@ class NodeRunner:
     ) -> None:
         workdir = self.workdir(job.attempt_key)
         state = None if fresh else await self._retry(lambda: self._status(workdir))
+        if state is None and self.ledger.views.jobs[job.job_id].started_at is not None:
+            # It ran, and its files are gone (removed after a failed finish write): never run it again.
+            await self._finish(
+                JobFinished(
+                    job_id=job.job_id,
+                    status="failed",
+                    reason="lost",
+                    attempt=job.attempt,
+                    message="the job's files on the node are gone; its outcome was never recorded",
+                )
+            )
+            return
         if state is None or state.state == "not_started":
             if self.ledger.views.jobs[job.job_id].cancel_requested:
                 await self._finish(
@@ -162,7 +181,7 @@ class NodeRunner:
             await self._retry(lambda: self._upload(job, workdir))
         # From here a cancel reaches the wrapper: before the launch it claims the job so it never runs.
         uploaded.set()
-        live = LiveFiles(self.live_root / job.attempt_key)
+        live = LiveFiles(self.live_root / job.attempt_key, cap=self.settings.running_output_cap)
         status = await follow_job(
             self.transport,
             live,
@@ -209,7 +228,14 @@ class NodeRunner:
         }
         limit = job.expected_time_s * self.settings.max_job_timeout_multiplier
         spec = wp.job_spec_bytes(
-            command, limit, self.settings.cancel_grace_s, env, self.sandbox_for_slots(slots), self.resources(job)
+            command,
+            limit,
+            self.settings.cancel_grace_s,
+            env,
+            self.sandbox_for_slots(slots),
+            self.resources(job),
+            max_disk_bytes=self.settings.job_max_disk,
+            max_output_bytes=self.settings.running_output_cap,
         )
         files = {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SECCOMP_NAME: seccomp_program(), wp.JOB_SPEC_NAME: spec}
         await self.transport.put_files(workdir, files)
@@ -236,29 +262,57 @@ class NodeRunner:
             log.info("job.started", job_id=job.job_id, user_id=job.user_id, node=self.node, pgid=started.pgid)
 
     async def _collect(self, job: JobState, workdir: str, status: wp.ExitStatus) -> None:
+        try:
+            await self._finish(await self._ending(job, workdir, status))
+        except Exception:
+            # The finish write failed (a full disk, say): the job's files go all the same, they may be
+            # what filled it. The live copy stays (the sweep takes it once the job is finished).
+            await self._remove_workdir(workdir)
+            raise
+        await self._remove_workdir(workdir)
+        await self._drop_live(job.attempt_key)
+
+    async def _ending(self, job: JobState, workdir: str, status: wp.ExitStatus) -> JobFinished:
+        """The attempt's job.finished: output and results stored, the outcome read from the status."""
         live = self.live_root / job.attempt_key
         cap = self.settings.max_output_bytes
         # Blob writes end in fsync: off the event loop, and the two streams side by side.
-        stdout, stderr, fetched = await asyncio.gather(
+        stdout, stderr, (fetched, unreadable) = await asyncio.gather(
             asyncio.to_thread(self._store_capped, live / "stdout", cap),
             asyncio.to_thread(self._store_capped, live / "stderr", cap),
-            self._retry(
-                lambda: self.transport.fetch(
-                    f"{workdir}/{wp.WORK_NAME}/{RESULTS_NAME}", self.settings.max_results_bytes
-                )
-            ),
+            self._fetch_results(workdir),
         )
         results = results_file = None
         if fetched is not None:
             results, saved = await asyncio.to_thread(self._store_results, job, fetched)
             results_file = str(saved)
-        current = self.ledger.views.jobs[job.job_id]
-        await self._finish(
-            finished_event(current, status, stdout=stdout, stderr=stderr, results=results, results_file=results_file)
+        return finished_event(
+            self.ledger.views.jobs[job.job_id],
+            status,
+            stdout=stdout,
+            stderr=stderr,
+            results=results,
+            results_file=results_file,
+            results_unreadable=unreadable,
         )
-        with contextlib.suppress(ExecutorError):
+
+    async def _fetch_results(self, workdir: str) -> tuple[tuple[bytes, bool] | None, str | None]:
+        """(the results file and whether it was cut, or None; why it could not be read, or None)."""
+        path = f"{workdir}/{wp.WORK_NAME}/{RESULTS_NAME}"
+        limit = self.settings.max_results_bytes
+        try:
+            fetched = await self._retry(lambda: self.transport.fetch(path, limit))
+        except JobFileUnreadable as e:
+            return None, e.reason
+        if fetched is not None and fetched[1]:  # a cut JSONL file would be read as other results
+            return None, f"larger than MAX_RESULTS_BYTES ({limit} bytes)"
+        return fetched, None
+
+    async def _remove_workdir(self, workdir: str) -> None:
+        try:
             await self.transport.remove_tree(workdir)
-        await self._drop_live(job.attempt_key)
+        except (ExecutorError, OSError) as e:  # the start-up sweep tries again
+            log.warning("job.cleanup_failed", node=self.node, workdir=workdir, error=str(e))
 
     async def _drop_live(self, attempt_key: str) -> None:
         """The live copy of an attempt's output, once the blob store holds it."""
@@ -279,6 +333,7 @@ class NodeRunner:
         if job.is_terminal:
             return
         bound.warning("job.node_lost", started=job.started_at is not None)
+        self.fencing[job.attempt_key] = list(job.held_slots)  # before the write frees them in the ledger
         if job.started_at is None:
             await self._write(commands.requeue_job(job_id, node=self.node, attempt=job.attempt, reason="node_lost"))
         else:
@@ -302,18 +357,31 @@ class NodeRunner:
             await self._drop_live(job.attempt_key)
         # The job may still run on the node: when it answers again, kill what is left and clean up
         # (this attempt's workdir only: a retry of the job has its own).
-        reaper = asyncio.create_task(self._reap_when_back(self.workdir(job.attempt_key)), name=f"reap-{job_id}")
+        reaper = asyncio.create_task(self._fence(job.attempt_key), name=f"reap-{job_id}")
         self.reapers.add(reaper)
         reaper.add_done_callback(self.reapers.discard)
 
-    async def _reap_when_back(self, workdir: str) -> None:
-        async def reap() -> None:
-            await self.transport.run(
-                wp.cancel_command(self.transport.python, workdir), timeout=self.settings.cancel_grace_s + 30
-            )
-            await self.transport.remove_tree(workdir)
-
-        await until_done(reap)
+    async def _fence(self, attempt_key: str) -> None:
+        """Kill a lost job on its node (the wrapper's cancel, confirmed by its exit status), then free
+        its slots and remove its files. Tried (2 s apart, backing off to 15 s) until the node confirms."""
+        workdir = self.workdir(attempt_key)
+        quoted = shlex.quote(workdir)
+        # No workdir: nothing was ever launched there, so nothing runs.
+        command = f"test -d {quoted} || exit 0; " + wp.cancel_command(self.transport.python, workdir)
+        wait_s = FENCE_RETRY_S[0]
+        while True:
+            try:
+                code, _, err = await self.transport.run(command, timeout=self.settings.cancel_grace_s + 30)
+            except ExecutorError as e:
+                code, err = -1, str(e).encode()
+            if code == 0:
+                break
+            log.info("job.fence_pending", node=self.node, attempt=attempt_key, code=code, error=err[-200:])
+            await asyncio.sleep(wait_s)
+            wait_s = min(2 * wait_s, FENCE_RETRY_S[1])
+        log.info("job.fenced", node=self.node, attempt=attempt_key)
+        self.fencing.pop(attempt_key, None)
+        await self._remove_workdir(workdir)
 
     async def _give_back(self, job_id: str, reason: str) -> None:
         job = self.ledger.views.jobs[job_id]

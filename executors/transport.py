@@ -7,17 +7,19 @@ the job lifecycle in ``executors.runner`` is written once for both.
 from __future__ import annotations
 
 import asyncio
-import errno
+import importlib
 import os
-import shutil
 import stat
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Protocol
 
-from executors.errors import CommandTimedOut, RemoteCommandFailed
+from executors.errors import CommandTimedOut, JobFileUnreadable, RemoteCommandFailed
 from executors.local_process import run_local, stream_local
+
+# The same code as `wrapper.py clean` on a node (the wrapper is stdlib-only and untyped: a module object).
+_remove_tree: Callable[[str], bool] = importlib.import_module("executors.wrapper").remove_tree
 
 
 class Transport(Protocol):
@@ -69,29 +71,34 @@ class LocalTransport:
             raise RemoteCommandFailed(cmd, e.returncode, e.stderr or b"") from e
 
     async def fetch(self, path: str, max_bytes: int) -> tuple[bytes, bool] | None:
-        """The file's first ``max_bytes`` bytes and whether it was cut, or None when it is missing."""
-
-        def read() -> tuple[bytes, bool] | None:
-            # The job wrote this file and may have made it a symlink (to the ledger) or a FIFO: read a
-            # regular file only, never following a link, never blocking on a pipe.
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-            except OSError as e:
-                if e.errno == errno.ELOOP:
-                    return None
-                raise
-            with os.fdopen(fd, "rb") as handle:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    return None
-                data = handle.read(max_bytes + 1)
-            return data[:max_bytes], len(data) > max_bytes
-
-        return await asyncio.to_thread(read)
+        """The file's first ``max_bytes`` bytes and whether it was cut, or None when it is missing.
+        Raises ``JobFileUnreadable`` when it is there but not a regular file that can be read."""
+        return await asyncio.to_thread(read_job_file, path, max_bytes)
 
     async def remove_tree(self, path: str) -> None:
-        await asyncio.to_thread(shutil.rmtree, path, True)
+        """The wrapper's own ``clean`` (deep, mode-000, huge trees), in a thread: OSError if it stays."""
+        if not await asyncio.to_thread(_remove_tree, path):
+            raise OSError(f"{path} is still there after clean-up")
 
     async def probe(self) -> None:
         return None
+
+
+def read_job_file(path: str, max_bytes: int) -> tuple[bytes, bool] | None:
+    """A file the job wrote, which it may have made a symlink (to the ledger), a FIFO, a socket or a
+    directory: a regular file only, never following a link, never blocking on a pipe."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:  # ELOOP (a symlink), ENXIO (a socket), EACCES, ...
+        raise JobFileUnreadable(path, e.strerror or str(e)) from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory itself
+        os.close(fd)
+        raise JobFileUnreadable(path, "not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as e:
+            raise JobFileUnreadable(path, e.strerror or str(e)) from e
+    return data[:max_bytes], len(data) > max_bytes

@@ -11,10 +11,10 @@ The control directory is the interface; the job never sees it (only `work/` is b
     launched      claim marker (O_EXCL): whoever creates it decides whether the job ever runs
     started.json  pid, pgid, wrapper_pid, wrapper_start_ticks, started_at, sandbox_pid  (atomic)
     stdout        the job's standard output, appended (the job gets the open file, not the path)
-    stderr        the job's standard error, appended (plus the wrapper's kill notices)
+    stderr        the job's standard error, appended (only the job's: the wrapper's notices go to status.json)
     cancel        created by `cancel`; the daemon polls for it
     status.json   exit_code, signal, timed_out, cancelled, started_at, ended_at,
-                  group_gone, error                                                 (atomic)
+                  group_gone, error, disk_limit, output_limit, notice               (atomic)
     wrapper.log   the daemon's traceback, if it ever crashes
 
 The sandbox is bubblewrap (`bwrap`): own PID, IPC, UTS and (by default) network namespaces, the system
@@ -34,6 +34,7 @@ import json
 import os
 import select
 import signal
+import stat as stat_mode
 import struct
 import subprocess
 import sys
@@ -48,6 +49,9 @@ HEARTBEAT_S = 2.0
 LAUNCH_WAIT_S = 30.0  # how long a launch may take before we call it failed
 CONFIRM_GONE_S = 5.0  # after KILL, how long the group may take to disappear
 HAVE_PROC = os.path.isdir("/proc/self")
+DISK_CHECK_S = 2.0  # the workdir tree is walked at most this often (output sizes: every tick)
+WALK_COST_FACTOR = 10  # ... and never more than a tenth of the wrapper's time, however big the tree
+MAX_WALK_ENTRIES = 1000000  # a tree with more entries than this counts as over any disk limit
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -292,6 +296,9 @@ def status_record(started_at, exit_code=None, sig=None, **flags):
         "ended_at": now_iso(),
         "group_gone": True,
         "error": None,
+        "disk_limit": False,
+        "output_limit": False,
+        "notice": None,
     }
     record.update(flags)
     return record
@@ -901,12 +908,6 @@ def supervise(workdir, proc, started, limit_s, grace_s, confinement=(None, 0)):
         proc.pid, started["sandbox_pid"], started["sandbox_start_ticks"], lambda: reaper.wait_status is not None
     )
     reason = watch(workdir, reaper, limit_s)
-    if reason == "timed_out":
-        append_text(
-            path(workdir, "stderr"), f"\ngpuledger: job exceeded its time limit of {limit_s:g} s and was killed\n"
-        )
-    elif reason == "cancelled":
-        append_text(path(workdir, "stderr"), "\ngpuledger: job was cancelled\n")
     # Even after a clean exit, nothing the job left behind may outlive it.
     gone = kill_job(processes, grace_s, reaper)
     if reaper.wait_status is None:
@@ -921,6 +922,7 @@ def supervise(workdir, proc, started, limit_s, grace_s, confinement=(None, 0)):
         cancelled=reason == "cancelled",
         group_gone=gone,
         **memory_outcome(*confinement),
+        **stop_flags(reason, limit_s, usage_limits(workdir)),
     )
     write_json_atomic(path(workdir, "status.json"), record)
 
@@ -932,9 +934,11 @@ def memory_outcome(cgroup, memory):
 
 
 def watch(workdir, reaper, limit_s):
-    """Wait for the first of: the main process exits, a cancel request, the time limit."""
+    """Wait for the first of: the main process exits, a cancel request, the time limit, a disk or
+    output limit."""
     deadline = None if limit_s is None else time.monotonic() + limit_s
     cancel_path = path(workdir, "cancel")
+    usage = DiskWatch(workdir, usage_limits(workdir))
     while True:
         reaper()
         if reaper.wait_status is not None:
@@ -943,7 +947,94 @@ def watch(workdir, reaper, limit_s):
             return "cancelled"
         if deadline is not None and time.monotonic() >= deadline:
             return "timed_out"
+        over = usage.check()
+        if over is not None:
+            return over
         time.sleep(POLL_S)
+
+
+# --- disk and output limits ------------------------------------------------------------------------
+
+
+def usage_limits(workdir):
+    """(max disk bytes, max bytes per output file) from job.json; 0 is no limit."""
+    spec = read_json(path(workdir, "job.json")) or {}
+    return int(spec.get("max_disk_bytes") or 0), int(spec.get("max_output_bytes") or 0)
+
+
+def stop_flags(reason, limit_s, limits):
+    """status.json's record of why the wrapper stopped the job, in the wrapper's words, never in the
+    job's stderr (where the job could write the same line)."""
+    notices = {
+        "timed_out": f"job exceeded its time limit of {limit_s or 0:g} s and was killed",
+        "cancelled": "job was cancelled",
+        "disk_limit": f"job used more than {limits[0]} bytes of disk (JOB_MAX_DISK) and was killed",
+        "output_limit": f"job printed more than {limits[1]} bytes to one stream and was killed",
+    }
+    return {
+        "disk_limit": reason == "disk_limit",
+        "output_limit": reason == "output_limit",
+        "notice": notices.get(reason),
+    }
+
+
+class DiskWatch:
+    """The job's output sizes every tick (two stats), its whole footprint every DISK_CHECK_S or more."""
+
+    def __init__(self, workdir, limits):
+        self.workdir = workdir
+        self.max_disk, self.max_output = limits
+        self.next_walk = 0.0
+
+    def output_sizes(self):
+        return file_size(path(self.workdir, "stdout")), file_size(path(self.workdir, "stderr"))
+
+    def check(self):
+        """ "disk_limit" or "output_limit" once a limit is passed, else None."""
+        sizes = self.output_sizes()
+        if self.max_output and max(sizes) > self.max_output:
+            return "output_limit"
+        if not self.max_disk or time.monotonic() < self.next_walk:
+            return None
+        began = time.monotonic()
+        used = tree_usage(path(self.workdir, WORK_DIR), MAX_WALK_ENTRIES)
+        self.next_walk = time.monotonic() + max(DISK_CHECK_S, WALK_COST_FACTOR * (time.monotonic() - began))
+        if used is None or used + sum(sizes) > self.max_disk:
+            return "disk_limit"
+        return None
+
+
+def tree_usage(top, max_entries):
+    """Bytes on disk under `top` (allocated blocks: a sparse file costs what it holds), never following
+    a symlink; None when the tree has more than `max_entries` entries. Unreadable parts are opened up
+    (the job's own files) or skipped."""
+    total, seen, pending = 0, 0, [top]
+    while pending:
+        try:
+            listing = open_listing(pending.pop())
+        except OSError:
+            continue
+        with listing:
+            for entry in listing:  # iterated, never listed whole: a directory may hold millions
+                seen += 1
+                if seen > max_entries:
+                    return None
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += info.st_blocks * 512
+                if stat_mode.S_ISDIR(info.st_mode):
+                    pending.append(entry.path)
+    return total
+
+
+def open_listing(directory):
+    try:
+        return os.scandir(directory)
+    except PermissionError:
+        os.chmod(directory, 0o700)  # a mode-000 directory of the job's own (as root it never gets here)
+        return os.scandir(directory)
 
 
 # --- subcommands -----------------------------------------------------------------------------------
@@ -1019,9 +1110,12 @@ def cancel_orphan(workdir, started, grace_s):
     if os.path.exists(path(workdir, "status.json")):  # it finished just before dying
         return
     gone = kill_job(JobProcesses.of_started(started), grace_s)
-    append_text(path(workdir, "stderr"), "\ngpuledger: job was cancelled\n")
     record = status_record(
-        started["started_at"], cancelled=True, group_gone=gone, error="the wrapper had died; the exit status is unknown"
+        started["started_at"],
+        cancelled=True,
+        group_gone=gone,
+        error="the wrapper had died; the exit status is unknown",
+        notice="job was cancelled",
     )
     write_json_atomic(path(workdir, "status.json"), record)
 
@@ -1148,6 +1242,76 @@ def cmd_follow(workdir, out_offset, err_offset):
         time.sleep(POLL_S)
 
 
+# --- clean-up --------------------------------------------------------------------------------------
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def open_dir(name, dir_fd):
+    """A directory below `dir_fd`, opened up first if its mode keeps its owner out (a job's mode 000)."""
+    try:
+        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except PermissionError:
+        os.chmod(name, 0o700, dir_fd=dir_fd)
+        fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    if os.fstat(fd).st_mode & 0o700 != 0o700:
+        os.fchmod(fd, 0o700)  # unlinking in it needs write and search
+    return fd
+
+
+def next_subdir(fd):
+    """Unlink every non-directory in the open directory; the name of one subdirectory, or None."""
+    with os.scandir(fd) as listing:
+        for entry in listing:
+            if entry.is_dir(follow_symlinks=False):
+                return entry.name
+            try:  # noqa: SIM105 - see signal_group
+                os.unlink(entry.name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+    return None
+
+
+def remove_tree(top):
+    """Remove `top` whatever the job made of it: iterative (a tree 100 000 deep needs no recursion and
+    one descriptor at a time), relative to open directories (never following a symlink), chmod-ing
+    directories the job closed. True when `top` is gone."""
+    top = os.path.abspath(top)
+    try:
+        if not stat_mode.S_ISDIR(os.lstat(top).st_mode):
+            os.unlink(top)
+            return True
+    except FileNotFoundError:
+        return True
+    parent = os.open(os.path.dirname(top) or "/", DIR_FLAGS)
+    fd = None
+    try:
+        fd, names = open_dir(os.path.basename(top), parent), [os.path.basename(top)]
+        while names:
+            child = next_subdir(fd)
+            if child is not None:
+                inner = open_dir(child, fd)
+                os.close(fd)
+                fd = inner
+                names.append(child)
+                continue
+            # Empty now: step up (by "..", the tree is the dead job's and holds still) and remove it.
+            up = os.open("..", DIR_FLAGS, dir_fd=fd) if len(names) > 1 else parent
+            os.close(fd)
+            fd = up if up != parent else None
+            os.rmdir(names.pop(), dir_fd=up)
+    finally:
+        if fd is not None:
+            os.close(fd)
+        os.close(parent)
+    return not os.path.lexists(top)
+
+
+def cmd_clean(target):
+    """Remove a job's directory (control files and workdir); exit 0 once it is gone."""
+    return 0 if remove_tree(target) else 1
+
+
 def cmd_probe(root, uid, cgroup_parent=None):
     """Can this node sandbox a job? Builds one around `true`, as a job's would be (in a cgroup below
     ``cgroup_parent`` when given). Prints the verdict."""
@@ -1158,7 +1322,7 @@ def cmd_probe(root, uid, cgroup_parent=None):
 
 
 USAGE = (
-    "usage: wrapper.py {launch|cancel|status} DIR | wrapper.py {follow|run} DIR OUT_OFFSET ERR_OFFSET"
+    "usage: wrapper.py {launch|cancel|status|clean} DIR | wrapper.py {follow|run} DIR OUT_OFFSET ERR_OFFSET"
     " | wrapper.py probe ROOT UID [CGROUP_PARENT]\n"
 )
 ARGC = {"follow": (4,), "run": (4,), "probe": (3, 4)}
@@ -1172,6 +1336,7 @@ def main(argv):
         "follow": cmd_follow,
         "run": cmd_run,
         "probe": cmd_probe,
+        "clean": cmd_clean,
     }
     if len(argv) < 2 or argv[0] not in commands or len(argv) not in ARGC.get(argv[0], (2,)):
         sys.stderr.write(USAGE)

@@ -51,6 +51,7 @@ class JobStatus(msgspec.Struct, kw_only=True):
     fairshare: float | None = None
     age: float | None = None
     priority: int | None = None
+    message: str | None = None  # the server's word on how the job ended (never the job's output)
 
     @property
     def is_terminal(self) -> bool:
@@ -92,6 +93,7 @@ class JobResults(msgspec.Struct, kw_only=True):
     reason: str | None = None
     results_file: str | None = None
     reason_text: str | None = None
+    message: str | None = None  # as JobStatus.message
 
 
 class Submitted(msgspec.Struct, kw_only=True):

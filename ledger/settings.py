@@ -81,6 +81,7 @@ class ReplicaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
 EDGE_COUNTS = ("max_connections", "max_connections_per_address", "auth_failure_limit")
 EDGE_SPANS = ("http_header_timeout_s", "auth_failure_window_s")
+OUTPUT_LIMIT_FACTOR = 2  # see Settings.running_output_cap
 DEFAULT_ENDPOINT_LIMITS = {"submit": 5, "status": 60, "results": 60, "cancel": 10, "jobs": 30}
 
 
@@ -195,6 +196,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     fairshare_age_weight: float = 0.25
     fairshare_age_max: float = 86_400.0  # seconds of waiting that earn the whole age factor
     fairshare_priority_weight: float = 1.0
+    # job output and disk (docs/admin-guide.md, "Job output and disk limits"); 0 is no limit
+    job_max_disk: int = 10 * 1024**3  # bytes of workdir and output on disk per job
+    download_concurrency: int = 4  # full-output downloads streaming at once (the rest get 503)
+    download_bytes_per_minute: int = 1024**3  # full-output bytes one token may download per minute
+
+    @property
+    def running_output_cap(self) -> int:
+        """Bytes per output file a running job may write before the wrapper stops it (``output_limit``):
+        OUTPUT_LIMIT_FACTOR times what is kept, so a job is stopped only well past the point of truncation."""
+        return OUTPUT_LIMIT_FACTOR * self.max_output_bytes
 
     @property
     def half_life_s(self) -> float:
@@ -229,8 +240,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             if getattr(self, name) < 1:
                 raise msgspec.ValidationError(f"must be at least 1 - at `$.{name}`")
         self._check_sandbox()
+        self._check_job_files()
         self._check_quotas()
         self._check_fairshare()
+
+    def _check_job_files(self) -> None:
+        for name in ("job_max_disk", "download_bytes_per_minute", "max_output_bytes"):
+            if getattr(self, name) < 0:
+                raise msgspec.ValidationError(f"must be 0 (no limit) or more - at `$.{name}`")
+        if self.download_concurrency < 1:
+            raise msgspec.ValidationError("must be at least 1 - at `$.download_concurrency`")
 
     def _check_quotas(self) -> None:
         for name in ("quota_submissions", "quota_gpu_hours"):

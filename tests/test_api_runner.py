@@ -89,7 +89,8 @@ def test_cancel_of_a_running_job_kills_it_and_all_its_children(server: Server, t
 
 
 def test_job_over_its_time_limit_is_killed_and_fails_with_timeout(server: Server, token: str) -> None:
-    """expected_time=1 with the default multiplier 2: a 30 s job is killed after about 2 s, failed/timeout."""
+    """expected_time=1 with the default multiplier 2: a 30 s job is killed after about 2 s, failed/timeout,
+    and the message says so."""
     with server.client(token) as client:
         started = time.monotonic()
         body = submit(client, "import time\ntime.sleep(30)\n", config_yaml("runner", expected=1), wait=True).json()
@@ -98,7 +99,7 @@ def test_job_over_its_time_limit_is_killed_and_fails_with_timeout(server: Server
         assert 1.5 < elapsed < 15
         results = client.get(f"/api/results/{body['job_id']}").json()
         assert results["reason"] == "timeout"
-        assert "time limit" in results["stderr"]
+        assert "time limit" in results["message"]  # the server's word, not in the job's stderr
         assert client.get(f"/api/status/{body['job_id']}").json()["finish_reason"] == "timeout"
         assert processes(body["job_id"]) == []
 

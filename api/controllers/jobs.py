@@ -154,6 +154,7 @@ class JobController(Controller):
             signal=results.signal,
             reason=results.reason,
             results_file=results.results_file,
+            message=results.message,
         )
 
     @get(

@@ -6,18 +6,21 @@ reconnects with ``Last-Event-ID`` continues without loss or duplicates.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, Response, get
+from litestar import Controller, get
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, Parameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
 from api.auth import Identity
 from api.context import authenticated
+from api.downloads import open_range, stream_range
 from api.openapi import BEARER, EventStreamOperation, LogsOperation, problems
 from api.runtime import Runtime
 from api.sse import WAKE_S, session
@@ -32,6 +35,17 @@ TICK_S = 0.2  # live files grow without ledger events: how often a follower look
 def read_log(runtime: Runtime, job: JobState, stream: str, offset: int, limit: int) -> bytes:
     """Bytes of the job's latest attempt's stdout/stderr from ``offset`` (``read_attempt``)."""
     return read_attempt(runtime, job, max(job.attempt, 1), stream, offset, limit)[0]
+
+
+def latest_output(runtime: Runtime, job: JobState, stream: str) -> Path | None:
+    """The file holding the latest attempt's stdout/stderr (as ``read_attempt`` reads it): a stored
+    blob, else the live copy; None when that attempt ended without output."""
+    past = next((p for p in job.history if p.attempt == max(job.attempt, 1)), None)
+    blob = past if past is not None else job
+    stored = blob.stdout if stream == "stdout" else blob.stderr
+    if stored is not None:
+        return runtime.blobs.path(stored.digest)
+    return None if past is not None else Path(runtime.settings.jobs_dir) / "live" / job.attempt_key / stream
 
 
 def read_attempt(
@@ -117,7 +131,7 @@ class StreamController(Controller):
         operation_id="jobLogs",
         operation_class=LogsOperation,
         security=BEARER,
-        responses=problems(400, 401, 404),
+        responses=problems(400, 401, 404, 429),
     )
     async def logs(
         self,
@@ -125,17 +139,26 @@ class StreamController(Controller):
         job_id: FromPath[str],
         job: NamedDependency[JobState],
         identity: NamedDependency[Identity],
+        state: State,
         stream: Literal["stdout", "stderr"] = Parameter(default="stdout", description="Which console stream"),
         offset: int = Parameter(default=0, ge=0, le=MAX_OFFSET, description="Start at this byte"),
         follow: bool = Parameter(default=False, description="Stream as Server-Sent Events until the job ends"),
         last_event_id: LastEventId = None,
-    ) -> Response[bytes] | ServerSentEvent:
+    ) -> Stream | ServerSentEvent:
         if not follow:
-            data = read_log(runtime, job, stream, offset, runtime.settings.max_output_bytes)
-            return Response(
-                data,
+            handle, length = await asyncio.to_thread(
+                open_range, latest_output(runtime, job, stream), offset, runtime.settings.max_output_bytes
+            )
+            try:
+                lease = state.downloads.admit(identity.token_id, length)
+            except BaseException:
+                if handle is not None:
+                    handle.close()
+                raise
+            return Stream(
+                stream_range(handle, length, lease),
                 media_type="application/octet-stream",
-                headers={"X-Log-Offset": str(offset + len(data)), "X-Job-Status": job.status},
+                headers={"X-Log-Offset": str(offset + length), "X-Job-Status": job.status},
             )
         if last_event_id is not None:
             attempt, start = divmod(_resume_point(last_event_id, 0, MAX_LOG_ID), ATTEMPT_SPAN)

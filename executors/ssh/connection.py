@@ -279,7 +279,7 @@ class SshEndpoint:
             async with conn.start_sftp_client() as sftp:
                 attrs = await sftp.lstat(remote_path)
                 if attrs.permissions is None or not stat.S_ISREG(attrs.permissions):
-                    raise RemoteFileMissing(remote_path, "not a regular file")
+                    raise RemoteFileError(remote_path, "not a regular file")
                 return await _read_head(sftp, remote_path, max_bytes)
 
     async def close(self) -> None:

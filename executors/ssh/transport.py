@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import AsyncIterator
 
-from executors.errors import RemoteFileMissing
+from executors.errors import JobFileUnreadable, RemoteCommandFailed, RemoteFileError, RemoteFileMissing
+from executors.protocol import clean_command
 from executors.ssh.connection import NodeConnection
 
 
@@ -32,9 +32,14 @@ class SshTransport:
             return await self.conn.read_head(path, max_bytes)
         except RemoteFileMissing:
             return None
+        except RemoteFileError as e:  # there, but a socket, FIFO, directory, symlink or unreadable
+            raise JobFileUnreadable(path, e.reason) from e
 
     async def remove_tree(self, path: str) -> None:
-        await self.conn.run(f"rm -rf -- {shlex.quote(path)}", timeout=60)
+        """The wrapper's ``clean``, as the node user; RemoteCommandFailed if the tree stays."""
+        result = await self.conn.run(clean_command(self.python, path), timeout=3600, check=False)
+        if result.exit_status != 0:
+            raise RemoteCommandFailed(f"clean {path}", result.exit_status or 1, result.stderr)
 
     async def probe(self) -> None:
         await self.conn.run("true", timeout=self.conn.settings.ssh_connect_timeout_s + 5)
