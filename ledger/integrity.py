@@ -18,7 +18,7 @@ from typing import Any
 import apsw
 
 from ledger.errors import StoreError
-from ledger.schema import connect
+from ledger.schema import code_version, connect
 from ledger.store import GENESIS, ROW_COLUMNS, chain_hash
 
 TAIL_CHECKED = 10_000  # events re-hashed at each start: milliseconds, whatever the ledger's length
@@ -128,7 +128,10 @@ def check_file(ledger: str | Path) -> str | None:
     except StoreError as e:
         return f"ledger {ledger}: the file cannot be opened ({e}); " + FIX.format(mark=mark_path(ledger))
     try:
-        if conn.pragma("user_version") == 0:  # no schema: new, or everything it held is gone
+        version = conn.pragma("user_version")
+        if version > code_version():
+            return None  # a newer gpuledger's ledger: opening it refuses that, in its own words
+        if version == 0:  # no schema: new, or everything it held is gone
             mark = read_mark(ledger)
             if mark is None or mark.position == 0:
                 return None
