@@ -32,6 +32,7 @@ from projections.views import Views
 Connection = ASGIConnection[Any, Any, Any, Any]
 JOB_ID_PREFIX = re.compile(r"[0-9A-HJKMNP-TV-Z]{1,26}")  # ULIDs: Crockford base32, upper case
 MAX_CANDIDATES = 100  # an ambiguous prefix's count stops here
+MIN_PREFIX = 4  # as git: shorter is taken as a whole id, never a prefix (one character matched everything)
 
 
 def runtime_of(state: State) -> Runtime:
@@ -131,10 +132,11 @@ def provide_job(job_id: FromPath[str], identity: NamedDependency[Identity], view
 
 
 def resolve_job(views: Views, identity: Identity, text: str) -> JobState:
-    """The job ``text`` names: its id, or (any case) a prefix of exactly one of the jobs the caller
-    may see. Only those are candidates, so a prefix never tells of another user's job."""
+    """The job ``text`` names: its id, or (any case) a prefix of at least ``MIN_PREFIX`` characters of
+    exactly one of the jobs the caller may see. Only those are candidates, so a prefix never tells of
+    another user's job."""
     job = views.jobs.get(text)
-    if job is None and JOB_ID_PREFIX.fullmatch(text.upper()):
+    if job is None and len(text) >= MIN_PREFIX and JOB_ID_PREFIX.fullmatch(text.upper()):
         job = views.jobs.get(text.upper())
         if job is None:
             mine = None if identity.is_admin else identity.user_id

@@ -67,6 +67,7 @@ def test_an_ambiguous_prefix_is_a_400_with_the_count_and_an_unknown_one_a_404(se
         assert "matches 2 jobs" in ambiguous.json()["detail"]
         assert client.get(f"/api/status/{second[: len(common) + 1]}").json()["job_id"] == second
         assert client.get("/api/status/ZZZZZZZZ").status_code == 404
+        assert client.get(f"/api/status/{second[:3]}").status_code == 404  # under MIN_PREFIX: a whole id
 
 
 def test_a_prefix_never_reaches_or_reveals_another_users_job(server: Server) -> None:
