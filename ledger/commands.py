@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from ledger.clock import iso
 from ledger.errors import InvalidTransition, LimitExceeded, NotAllowed, NotFound, QuotaExceeded
 from ledger.events import (
@@ -79,7 +81,7 @@ def node_of(views: LedgerState, name: str) -> NodeState:
     return node
 
 
-def _check_limits(views: LedgerState, user_id: str, limits: SubmitLimits, now: int) -> None:
+def _check_limits(views: LedgerState, user_id: str, limits: SubmitLimits, now: int, gpus: int = 1) -> None:
     stats = views.users.get(user_id)
     if stats is None:
         return
@@ -100,7 +102,8 @@ def _check_limits(views: LedgerState, user_id: str, limits: SubmitLimits, now: i
             f"Maximum {max_active} jobs per user allowed.",
             retry_after=30,
         )
-    _check_quota(stats.quota, limits.quotas, now)
+    quotas = limits.quotas if gpus else msgspec.structs.replace(limits.quotas, gpu_hours=0.0)  # CPU-only: no GPU time
+    _check_quota(stats.quota, quotas, now)
 
 
 def _check_quota(today: QuotaDay | None, quotas: QuotaLimits, now: int) -> None:
@@ -153,7 +156,7 @@ def submit_job(
     def decide(views: LedgerState) -> Sequence[AnyEvent]:
         _check_policy(submitted, views.shares.get(submitted.user_id))
         if limits is not None:
-            _check_limits(views, submitted.user_id, limits, now)
+            _check_limits(views, submitted.user_id, limits, now, submitted.gpus)
         events: list[AnyEvent] = [submitted]
         if static_scan is not None:
             events.append(static_scan)

@@ -141,6 +141,20 @@ def test_submit_over_quota_is_refused_with_the_details() -> None:
     assert refused.value.retry_after == 22 * 3600
 
 
+def test_a_used_up_gpu_hours_quota_refuses_gpu_jobs_but_not_cpu_only_ones() -> None:
+    """Two GPU-hours used of two: a one-GPU submit is refused, a ``gpus: 0`` one holds no GPU and goes in."""
+    views = fold([*submitted("a", DAY + H), *ran("a", DAY + H, 2)])
+    limits = SubmitLimits(max_active=0, per_minute=0, quotas=QuotaLimits(gpu_hours=2))
+    gpu = submit_job(job("b"), static_scan=None, review_pending=False, limits=limits,
+                     now=DAY + 4 * H, actor="t", fingerprint=b"")  # fmt: skip
+    with pytest.raises(QuotaExceeded) as refused:
+        gpu.decide(views)
+    assert refused.value.details["quota"] == "gpu_hours"
+    cpu = submit_job(job("c", gpus=0), static_scan=None, review_pending=False, limits=limits,
+                     now=DAY + 4 * H, actor="t", fingerprint=b"")  # fmt: skip
+    assert [type(e).__name__ for e in cpu.decide(views)][0] == "JobSubmitted"
+
+
 def test_a_retried_attempt_ends_its_usage_in_the_fair_share_fold() -> None:
     """job.retried ends the attempt's fair-share usage (2 h of one GPU), and before the next one starts."""
     views = fold([*submitted("a", DAY + H), *ran("a", DAY + H, 2)[:2],
