@@ -152,7 +152,7 @@ def test_a_used_up_gpu_hours_quota_refuses_gpu_jobs_but_not_cpu_only_ones() -> N
     assert refused.value.details["quota"] == "gpu_hours"
     cpu = submit_job(job("c", gpus=0), static_scan=None, review_pending=False, limits=limits,
                      now=DAY + 4 * H, actor="t", fingerprint=b"")  # fmt: skip
-    assert [type(e).__name__ for e in cpu.decide(views)][0] == "JobSubmitted"
+    assert isinstance(next(iter(cpu.decide(views))), JobSubmitted)
 
 
 def test_a_retried_attempt_ends_its_usage_in_the_fair_share_fold() -> None:
