@@ -127,7 +127,7 @@ def test_job_endpoint_refuses_callers_without_rights(world: World, endpoint: str
     if status == 401:
         assert answer.headers["www-authenticate"] == "Bearer"
     if endpoint == "cancel":
-        with httpx.Client(base_url=world.server.url, headers=world.headers["admin"]) as admin:
+        with httpx.Client(base_url=world.server.url, headers=world.headers["admin"], timeout=30) as admin:
             assert admin.get(f"/api/status/{job_id}").json()["status"] in ("pending", "running")
             admin.post(f"/api/cancel/{job_id}")
             wait_status(admin, job_id, {"cancelled"}, timeout=20)
@@ -142,7 +142,7 @@ def test_job_endpoint_serves_owner_and_admin(world: World, endpoint: str, who: s
     assert answer.status_code == 200, answer.text
     assert answer.json().get("job_id") == job_id
     if endpoint == "cancel":
-        with httpx.Client(base_url=world.server.url, headers=world.headers["admin"]) as admin:
+        with httpx.Client(base_url=world.server.url, headers=world.headers["admin"], timeout=30) as admin:
             assert wait_status(admin, job_id, {"cancelled", "completed", "failed"}, timeout=20)["status"] == "cancelled"
     if endpoint == "results":
         assert answer.json()["stdout"] == "mine\n"
