@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from cli.listing import nodes_table
+from cli.listing import run_nodes
 from cli.remote import add_client_options, client_from, out, print_json
 from gpuledger import NodeInfo
 
@@ -18,7 +18,7 @@ def register(subparsers: Any) -> None:
     actions = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="every node: state (and why), slots, current job, queue")
     add_client_options(listing)
-    listing.set_defaults(func=run_list)
+    listing.set_defaults(func=run_nodes)  # the same table as `gpuledger nodes`
     for action, words in (
         ("drain", "stop new dispatches to NAME (its running jobs go on)"),
         ("undrain", "let NAME take jobs again"),
@@ -28,16 +28,6 @@ def register(subparsers: Any) -> None:
         parser.add_argument("--reason", default="", help="why (kept in the ledger, shown in node list)")
         add_client_options(parser)
         parser.set_defaults(func=run_drain, drain=action == "drain")
-
-
-def run_list(args: argparse.Namespace) -> int:
-    with client_from(args) as client:
-        nodes = client.nodes()
-    if args.json:
-        print_json({"nodes": nodes})
-    else:
-        out.print(nodes_table(nodes))
-    return 0
 
 
 def run_drain(args: argparse.Namespace) -> int:

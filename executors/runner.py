@@ -13,7 +13,7 @@ import shlex
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import structlog
 
@@ -156,27 +156,12 @@ class NodeRunner:
         state = None if fresh else await self._retry(lambda: self._status(workdir))
         if state is None and self.ledger.views.jobs[job.job_id].started_at is not None:
             # It ran, and its files are gone (removed after a failed finish write): never run it again.
-            await self._finish(
-                JobFinished(
-                    job_id=job.job_id,
-                    status="failed",
-                    reason="lost",
-                    attempt=job.attempt,
-                    message="the job's files on the node are gone; its outcome was never recorded",
-                )
-            )
+            gone = "the job's files on the node are gone; its outcome was never recorded"
+            await self._end(job, "failed", "lost", gone)
             return
         if state is None or state.state == "not_started":
             if self.ledger.views.jobs[job.job_id].cancel_requested:
-                await self._finish(
-                    JobFinished(
-                        job_id=job.job_id,
-                        status="cancelled",
-                        reason="cancelled",
-                        attempt=job.attempt,
-                        message="cancelled before it started",
-                    )
-                )
+                await self._end(job, "cancelled", "cancelled", "cancelled before it started")
                 return
             await self._retry(lambda: self._upload(job, workdir))
         # From here a cancel reaches the wrapper: before the launch it claims the job so it never runs.
@@ -324,6 +309,12 @@ class NodeRunner:
     def _store_results(self, job: JobState, fetched: tuple[bytes, bool]) -> tuple[Blob, Path]:
         blob = self.blobs.put(fetched[0], truncated=fetched[1])
         return blob, save_results_file(Path(self.settings.jobs_dir) / "results", job, fetched[0])
+
+    async def _end(self, job: JobState, status: Literal["failed", "cancelled"], reason: str, message: str) -> None:
+        """End a job that never ran (or whose run left nothing to read) with a reason and the server's word."""
+        await self._finish(
+            JobFinished(job_id=job.job_id, status=status, reason=reason, attempt=job.attempt, message=message)
+        )
 
     async def _finish(self, finished: JobFinished) -> None:
         await self._write(commands.finish_job(finished, node=self.node, restart_container=self.restart_container))

@@ -1,4 +1,5 @@
 """Shared fixtures: real sshd (tests/sshd.py) and Slurm (tests/slurm.py) daemons, a real server
-(tests/server.py), chromium (tests/browser.py) and the job sandbox check (tests/sandbox.py)."""
+(tests/server.py), chromium (tests/browser.py), the job sandbox check (tests/sandbox.py) and small
+filesystems for disk tests (tests/disks.py)."""
 
-pytest_plugins = ["sshd", "server", "browser", "sandbox", "slurm"]
+pytest_plugins = ["sshd", "server", "browser", "sandbox", "slurm", "disks"]

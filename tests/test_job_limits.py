@@ -9,9 +9,8 @@ import asyncio
 import os
 import shlex
 import shutil
-import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,15 +43,9 @@ DEEP_AND_CLOSED = (
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 64 MiB tmpfs, unmounted at the end whatever the test left in it."""
-    mount = tmp_path / "fs"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_fs(tmpfs: Callable[[str], Path]) -> Path:
+    """A 64 MiB tmpfs (tests/disks.py)."""
+    return tmpfs("64m")
 
 
 def make_job(root: Path, command: str, *, time_limit_s: float = 30.0, **limits: int) -> Path:

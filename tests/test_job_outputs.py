@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +23,12 @@ ENDED = {"completed", "failed", "cancelled"}
 
 
 @pytest.fixture
-def small_server(tmp_path: Path) -> Iterator[Any]:
-    """``make(**settings)``: a server whose whole root is a 64 MiB tmpfs, unmounted at the end."""
-    mounts: list[Path] = []
+def small_server(tmpfs: Callable[[str], Path]) -> Iterator[Any]:
+    """``make(**settings)``: a server whose whole root is a 64 MiB tmpfs (tests/disks.py)."""
     servers: list[Server] = []
 
     def make(**settings: Any) -> Server:
-        mount = tmp_path / f"fs{len(mounts)}"
-        mount.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
-        mounts.append(mount)
+        mount = tmpfs("64m")
         settings = {"code_scanner_quick_mode": True, "endpoint_limits": OPEN_LIMITS, **settings}
         server = Server(mount, **settings)
         servers.append(server)
@@ -44,8 +40,6 @@ def small_server(tmp_path: Path) -> Iterator[Any]:
     finally:
         for server in servers:
             server.stop()
-        for mount in mounts:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def workdirs(server: Server) -> list[Path]:

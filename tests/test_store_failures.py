@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import apsw
@@ -84,15 +83,9 @@ def assert_durable(store: EventStore) -> None:
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs, unmounted afterwards whatever happened."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_disk(tmpfs: Callable[[str], Path]) -> Path:
+    """A 4 MiB tmpfs (tests/disks.py)."""
+    return tmpfs("4m")
 
 
 def fill(folder: Path) -> Path:
