@@ -59,7 +59,8 @@ def pruned_message(job: JobState) -> str | None:
     """What reads of a pruned job say in place of its output (None: not pruned)."""
     if job.pruned_at is None:
         return None
-    return f"output pruned on {(iso(job.pruned_at) or "")[:10]} ({job.pruned_reason or 'retention'})"
+    day = (iso(job.pruned_at) or "")[:10]
+    return f"output pruned on {day} ({job.pruned_reason or 'retention'})"
 
 
 def prune_write(events: Sequence[JobPruned], *, by: str) -> Write:

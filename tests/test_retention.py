@@ -1,0 +1,137 @@
+"""Retention: ``gpuledger prune`` removes old jobs' outputs (never a blob a kept job names), records each
+job.pruned, and reads, ``audit verify`` and ``backup`` know a pruned output from a lost one."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+from server import Server, config_yaml, run_cli, submit
+
+from ledger.backup import blob_path
+from ledger.schema import connect
+
+SHARED = 'print("the same line for both")\n'
+
+
+def finished(client: httpx.Client, code: str) -> dict[str, Any]:
+    answer = submit(client, code, config_yaml("admin"), wait=True)
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    assert body["status"] == "completed", body
+    return body
+
+
+def digests_of(server: Server, job_id: str) -> dict[str, str]:
+    """The job's code and stdout digests, from its events."""
+    conn = connect(server.root / "gpuledger.db", readonly=True)
+    try:
+        rows = conn.execute("SELECT type, payload FROM events WHERE stream = ?", (f"job-{job_id}",)).fetchall()
+    finally:
+        conn.close()
+    found = {}
+    for type_, payload in rows:
+        event = msgspec.json.decode(bytes(payload))
+        if type_ == "job.submitted":
+            found["code"] = event["code"]["digest"]
+        if type_ == "job.finished":
+            found["stdout"] = event["stdout"]["digest"]
+    return found
+
+
+def pruned_events(server: Server) -> list[str]:
+    conn = connect(server.root / "gpuledger.db", readonly=True)
+    try:
+        return [row[0][4:] for row in conn.execute("SELECT stream FROM events WHERE type = 'job.pruned'")]
+    finally:
+        conn.close()
+
+
+def wait_pruned(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = client.get(f"/api/results/{job_id}").json()
+        if body.get("pruned"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"the server never saw job {job_id} pruned: {body}")
+
+
+def test_prune_removes_old_outputs_keeps_shared_blobs_and_reads_say_pruned(server_factory, tmp_path: Path) -> None:
+    """Old jobs lose their own outputs (one event each), a blob a newer job shares stays, and results,
+    logs and the CLI of a pruned job say so; audit verify and backup pass after the prune."""
+    server = server_factory(finished_jobs_cached=1)  # the pruned jobs live in their rows only
+    with server.client(server.admin_token) as client:
+        old_unique = finished(client, 'print("only the old job printed this")\n')["job_id"]
+        old_shared = finished(client, SHARED)["job_id"]
+        time.sleep(0.05)
+        cutoff = datetime.now(UTC).isoformat()
+        new_shared = finished(client, SHARED)["job_id"]
+        blobs = server.root / "jobs" / "blobs"
+        unique, shared = digests_of(server, old_unique), digests_of(server, new_shared)
+        assert digests_of(server, old_shared)["stdout"] == shared["stdout"]
+
+        dry = run_cli(server.root, "prune", "--before", cutoff, "--dry-run", env=server.env)
+        assert dry.returncode == 0, dry.stderr
+        assert "would prune 2 job(s)" in dry.stdout
+        assert pruned_events(server) == []
+        done = run_cli(server.root, "prune", "--before", cutoff, env=server.env)
+        assert done.returncode == 0, done.stderr
+        assert "pruned 2 job(s)" in done.stdout
+        assert sorted(pruned_events(server)) == sorted([old_unique, old_shared])
+        assert not blob_path(blobs, unique["stdout"]).exists()
+        assert blob_path(blobs, unique["code"]).exists()  # the submitted code is never pruned
+        assert blob_path(blobs, shared["stdout"]).exists()  # still named by the newer job
+
+        body = wait_pruned(client, old_unique)
+        assert body["status"] == "completed"
+        assert body["exit_code"] == 0
+        assert body["stdout"] == ""
+        assert body["pruned"].startswith("output pruned on ")
+        assert f"ended before {cutoff}" in body["pruned"]
+        logs = client.get(f"/api/jobs/{old_unique}/logs")
+        assert logs.status_code == 200
+        assert logs.content == b""
+        assert logs.headers["x-job-pruned"] == body["pruned"]
+        assert "the same line" in client.get(f"/api/results/{new_shared}").json()["stdout"]
+    user = {**server.env, "GPULEDGER_URL": server.url, "GPULEDGER_TOKEN": server.admin_token or ""}
+    results = run_cli(server.root, "results", old_unique, env=user)
+    assert results.returncode == 0, results.stderr
+    assert "output pruned on" in results.stderr
+    assert "output pruned on" in run_cli(server.root, "logs", old_unique, env=user).stderr
+
+    again = run_cli(server.root, "prune", "--before", cutoff, env=server.env)
+    assert "pruned 0 job(s)" in again.stdout  # each job is pruned once
+    verdict = run_cli(server.root, "audit", "verify", env=server.env)
+    assert verdict.returncode == 0, verdict.stderr
+    assert "blobs present and intact" in verdict.stdout
+    backup = run_cli(server.root, "backup", str(tmp_path / "b"), env=server.env)
+    assert backup.returncode == 0, backup.stderr
+    assert "warning" not in backup.stdout
+    assert "verified" in backup.stdout
+
+
+def test_audit_verify_fails_naming_a_blob_deleted_by_hand(server_factory) -> None:
+    """A blob that no job.pruned removed, missing from the store, makes audit verify exit 1 naming it."""
+    server = server_factory()
+    with server.client(server.admin_token) as client:
+        job_id = finished(client, 'print("keep me")\n')["job_id"]
+    assert run_cli(server.root, "audit", "verify", env=server.env).returncode == 0
+    stdout = digests_of(server, job_id)["stdout"]
+    blob_path(server.root / "jobs" / "blobs", stdout).unlink()
+    verdict = run_cli(server.root, "audit", "verify", env=server.env)
+    assert verdict.returncode == 1, (verdict.stdout, verdict.stderr)
+    assert stdout in verdict.stderr
+    assert "not pruned" in verdict.stderr
+
+
+def test_prune_without_retention_setting_refuses(server_factory) -> None:
+    """With RETENTION_DAYS = 0 and no --days or --before, prune says retention is off and removes nothing."""
+    server = server_factory()
+    done = run_cli(server.root, "prune", env=server.env)
+    assert done.returncode == 2
+    assert "retention is off" in done.stderr
