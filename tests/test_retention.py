@@ -135,3 +135,23 @@ def test_prune_without_retention_setting_refuses(server_factory) -> None:
     done = run_cli(server.root, "prune", env=server.env)
     assert done.returncode == 2
     assert "retention is off" in done.stderr
+
+
+def test_metrics_and_dashboard_show_disk_use(server_factory) -> None:
+    """/metrics has gpuledger_disk_bytes for the ledger, blobs, work folders and free space, and the
+    admin dashboard a ``disk`` block with the same figures, measured off the event loop."""
+    server = server_factory()
+    with server.client(server.admin_token) as client:
+        finished(client, 'print("x" * 5000)\n')
+        deadline = time.monotonic() + 10
+        disk = client.get("/api/dashboard").json()["disk"]
+        while disk is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            disk = client.get("/api/dashboard").json()["disk"]
+        metrics = client.get("/metrics").text
+    assert disk is not None
+    assert disk["ledger_bytes"] > 0
+    assert disk["free_bytes"] > 0
+    assert set(disk) >= {"ledger_bytes", "blobs_bytes", "workdirs_bytes", "free_bytes"}
+    for part in ("ledger", "blobs", "workdirs", "free"):
+        assert f'gpuledger_disk_bytes{{part="{part}"}}' in metrics
