@@ -15,7 +15,7 @@ from ledger import clock
 from ledger.backup import BLOBS_NAME
 from ledger.errors import LedgerError, StoreError
 from ledger.events import JobPruned
-from ledger.pruning import ended_before, kept_digests, remove_blobs
+from ledger.pruning import ended_before, kept_digests, live_digests, remove_blobs
 from ledger.retention import DAY_US, plan_prune, prunable, prune_write
 from ledger.settings import load_settings
 from ledger.store import EventStore
@@ -49,7 +49,7 @@ def cutoff_and_reason(args: argparse.Namespace, retention_days: int) -> tuple[in
         raise StoreError("--days must be 0 or more")
     if args.days is None and days == 0:
         raise StoreError("retention is off (RETENTION_DAYS = 0): pass --days N or --before TIME")
-    return clock.now_us() - days * DAY_US, f"older than {days} days ({source})"
+    return clock.now_us() - days * DAY_US, f"older than {days} days, per {source}"
 
 
 def plan(store: EventStore[Views], cutoff_us: int, reason: str) -> list[JobPruned]:
@@ -73,6 +73,8 @@ def run_prune(args: argparse.Namespace) -> int:
         result = store.execute([prune_write(events[start : start + BATCH], by=ACTOR)])[0]
         if isinstance(result, LedgerError):
             raise result
-    removed, freed = remove_blobs(blobs, {digest for event in events for digest in event.digests})
+    # Named again since the plan (a job that just ended with the same bytes)? Then the file stays.
+    doomed = {digest for event in events for digest in event.digests} - live_digests(store.conn)
+    removed, freed = remove_blobs(blobs, doomed)
     print(f"pruned {len(events)} job(s) ended before {clock.iso(cutoff_us)}: {removed} blob(s), {freed} bytes freed")
     return 0
