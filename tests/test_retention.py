@@ -103,6 +103,7 @@ def test_prune_removes_old_outputs_keeps_shared_blobs_and_reads_say_pruned(serve
     assert results.returncode == 0, results.stderr
     assert "output pruned on" in results.stderr
     assert "output pruned on" in run_cli(server.root, "logs", old_unique, env=user).stderr
+    assert "output pruned on" in run_cli(server.root, "logs", old_unique, "-f", env=user).stderr
 
     again = run_cli(server.root, "prune", "--before", cutoff, env=server.env)
     assert "pruned 0 job(s)" in again.stdout  # each job is pruned once
@@ -113,6 +114,10 @@ def test_prune_removes_old_outputs_keeps_shared_blobs_and_reads_say_pruned(serve
     assert backup.returncode == 0, backup.stderr
     assert "warning" not in backup.stdout
     assert "verified" in backup.stdout
+    server.stop()
+    server.start()  # the fold of job.pruned was persisted in the job's row
+    with server.client(server.admin_token) as client:
+        assert client.get(f"/api/results/{old_unique}").json()["pruned"] == body["pruned"]
 
 
 def test_audit_verify_fails_naming_a_blob_deleted_by_hand(server_factory) -> None:
