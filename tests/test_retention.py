@@ -13,6 +13,9 @@ import msgspec
 from server import Server, config_yaml, run_cli, submit
 
 from ledger.backup import blob_path
+from ledger.events import Blob
+from ledger.jobs import JobState
+from ledger.retention import plan_prune
 from ledger.schema import connect
 
 SHARED = 'print("the same line for both")\n'
@@ -160,3 +163,26 @@ def test_metrics_and_dashboard_show_disk_use(server_factory) -> None:
     assert set(disk) >= {"ledger_bytes", "blobs_bytes", "workdirs_bytes", "free_bytes"}
     for part in ("ledger", "blobs", "workdirs", "free"):
         assert f'gpuledger_disk_bytes{{part="{part}"}}' in metrics
+
+
+def test_plan_prune_lists_a_shared_output_for_each_job_and_counts_its_bytes_once() -> None:
+    """Two pruned jobs sharing an output both list it (its bytes freed once); kept digests and code never go."""
+
+    def job(job_id: str, stdout: str, stderr: str) -> JobState:
+        return JobState(
+            job_id=job_id,
+            user_id="u",
+            competition_id="c",
+            project_id="p",
+            expected_time_s=1,
+            code=Blob(digest="c" * 64, size=7),
+            position=1,
+            created_at=1,
+            status="completed",
+            stdout=Blob(digest=stdout * 64, size=100),
+            stderr=Blob(digest=stderr * 64, size=10),
+        )
+
+    events = plan_prune([job("a", "1", "2"), job("b", "1", "3")], {"3" * 64}, reason="r", by="t")
+    assert [e.digests for e in events] == [sorted(["1" * 64, "2" * 64]), ["1" * 64]]
+    assert [e.bytes_freed for e in events] == [110, 0]
