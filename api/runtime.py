@@ -24,6 +24,7 @@ import apsw
 import structlog
 
 from api.diskuse import DiskUsage
+from api.pruner import Retention, prune_hourly
 from executors.dispatcher import Dispatcher
 from executors.protocol import SandboxSpec
 from executors.resources import local_memory_cap
@@ -140,6 +141,11 @@ class Runtime:
         self.background.append(asyncio.create_task(self.plans.run(self.ledger), name="queue-plan"))
         self.background.append(asyncio.create_task(self._keep_head_mark(), name="head-mark"))
         self.disk_usage.start()
+        if self.settings.retention_days > 0:  # docs/admin-guide.md, "Retention"
+            retention = Retention(
+                self.ledger, self.settings.database_path, self.blobs.root, self.settings.retention_days
+            )
+            self.background.append(asyncio.create_task(prune_hourly(retention), name="retention"))
         await self._bootstrap_admin()
         if self.ledger.views.half_life_s != self.settings.half_life_s:  # the fold decays by recorded facts
             await self.ledger.write(commands.set_half_life(self.settings.half_life_s))

@@ -14,13 +14,10 @@ from cli.common import add_db_option, existing_db
 from ledger import clock
 from ledger.backup import BLOBS_NAME
 from ledger.errors import LedgerError, StoreError
-from ledger.events import JobPruned
-from ledger.pruning import ended_before, kept_digests, live_digests, remove_blobs
-from ledger.retention import DAY_US, plan_prune, prunable, prune_write
+from ledger.pruning import leftover, plan, remove_blobs
+from ledger.retention import DAY_US, prune_write
 from ledger.settings import load_settings
-from ledger.store import EventStore
 from projections.live import open_store
-from projections.views import Views
 
 ACTOR = "cli"
 BATCH = 500  # jobs per transaction: a long prune never holds the writer for long
@@ -52,19 +49,12 @@ def cutoff_and_reason(args: argparse.Namespace, retention_days: int) -> tuple[in
     return clock.now_us() - days * DAY_US, f"older than {days} days, per {source}"
 
 
-def plan(store: EventStore[Views], cutoff_us: int, reason: str) -> list[JobPruned]:
-    jobs = [job for job_id in ended_before(store.conn, cutoff_us) if (job := store.views.jobs.get(job_id))]
-    jobs = [job for job in jobs if prunable(job, cutoff_us)]
-    keep = kept_digests(store.conn, {job.job_id for job in jobs})
-    return plan_prune(jobs, keep, reason=reason, by=ACTOR)
-
-
 def run_prune(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     cutoff_us, reason = cutoff_and_reason(args, settings.retention_days)
     blobs = Path(args.jobs_dir or settings.jobs_dir).resolve() / BLOBS_NAME
     store = open_store(existing_db(args))
-    events = plan(store, cutoff_us, reason)
+    events = plan(store.conn, store.views.jobs, cutoff_us, reason=reason, by=ACTOR)
     planned = sum(event.bytes_freed for event in events)
     if args.dry_run:
         print(f"would prune {len(events)} job(s) ended before {clock.iso(cutoff_us)}: about {planned} bytes")
@@ -73,8 +63,6 @@ def run_prune(args: argparse.Namespace) -> int:
         result = store.execute([prune_write(events[start : start + BATCH], by=ACTOR)])[0]
         if isinstance(result, LedgerError):
             raise result
-    # Named again since the plan (a job that just ended with the same bytes)? Then the file stays.
-    doomed = {digest for event in events for digest in event.digests} - live_digests(store.conn)
-    removed, freed = remove_blobs(blobs, doomed)
+    removed, freed = remove_blobs(blobs, leftover(store.conn, events))
     print(f"pruned {len(events)} job(s) ended before {clock.iso(cutoff_us)}: {removed} blob(s), {freed} bytes freed")
     return 0

@@ -15,6 +15,8 @@ import apsw
 
 from ledger.backup import blob_path
 from ledger.events import JobPruned, decode_event
+from ledger.retention import plan_prune, prunable
+from ledger.state import Jobs
 
 _DIGEST = re.compile(rb'"digest":"([0-9a-f]{64})"')
 _JOB = "job-"
@@ -71,3 +73,16 @@ def live_digests(conn: apsw.Connection) -> set[str]:
     """The blobs a sound ledger must hold: every one its events name, but the outputs of pruned jobs
     (one of those that a job still kept names again stays in)."""
     return kept_digests(conn, set())
+
+
+def plan(conn: apsw.Connection, jobs: Jobs, cutoff_us: int, *, reason: str, by: str) -> list[JobPruned]:
+    """The job.pruned events for every job ended before the cutoff and not pruned yet."""
+    ended = [job for job_id in ended_before(conn, cutoff_us) if (job := jobs.get(job_id))]
+    ended = [job for job in ended if prunable(job, cutoff_us)]
+    return plan_prune(ended, kept_digests(conn, {job.job_id for job in ended}), reason=reason, by=by)
+
+
+def leftover(conn: apsw.Connection, events: Iterable[JobPruned]) -> set[str]:
+    """The digests the committed events removed that no job names again since the plan (a job that
+    just ended with the very same bytes keeps its file)."""
+    return {digest for event in events for digest in event.digests} - live_digests(conn)

@@ -10,13 +10,18 @@ from typing import Any
 
 import httpx
 import msgspec
+import pytest
 from server import Server, config_yaml, run_cli, submit
 
+import ledger.store
 from ledger.backup import blob_path
-from ledger.events import Blob
+from ledger.blobs import BlobStore
+from ledger.clock import now_us
+from ledger.events import Blob, JobFinished, JobQueued, JobSubmitted
 from ledger.jobs import JobState
-from ledger.retention import plan_prune
+from ledger.retention import DAY_US, plan_prune
 from ledger.schema import connect
+from projections.live import open_store
 
 SHARED = 'print("the same line for both")\n'
 
@@ -186,3 +191,38 @@ def test_plan_prune_lists_a_shared_output_for_each_job_and_counts_its_bytes_once
     events = plan_prune([job("a", "1", "2"), job("b", "1", "3")], {"3" * 64}, reason="r", by="t")
     assert [e.digests for e in events] == [sorted(["1" * 64, "2" * 64]), ["1" * 64]]
     assert [e.bytes_freed for e in events] == [110, 0]
+
+
+def old_job(root: Path, monkeypatch: pytest.MonkeyPatch) -> Blob:
+    """A ledger whose one job ended 40 days ago (the store's clock set back while it is written)."""
+    blobs = BlobStore(root / "jobs")
+    code, output = blobs.put(b"print('old')\n"), blobs.put(b"old\n")
+    ago = now_us() - 40 * DAY_US
+    monkeypatch.setattr(ledger.store, "now_us", lambda: ago)
+    store = open_store(root / "gpuledger.db")
+    submitted = JobSubmitted(
+        job_id="old", user_id="admin", competition_id="c", project_id="p", expected_time_s=30, code=code
+    )
+    finish = JobFinished(job_id="old", status="completed", reason="exit_zero", exit_code=0, stdout=output)
+    store.append("job-old", 0, [submitted, JobQueued(job_id="old"), finish])
+    store.close()
+    monkeypatch.undo()
+    return output
+
+
+def test_the_server_prunes_by_itself_with_retention_days(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With RETENTION_DAYS = 30 a server prunes a job that ended 40 days ago soon after it starts."""
+    root = tmp_path / "server"
+    root.mkdir()
+    output = old_job(root, monkeypatch)
+    server = Server(root, code_scanner_quick_mode=True, retention_days=30)
+    server.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not pruned_events(server) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        server.stop()
+    assert pruned_events(server) == ["old"]
+    assert not blob_path(root / "jobs" / "blobs", output.digest).exists()
+    assert run_cli(root, "audit", "verify", env=server.env).returncode == 0
