@@ -38,11 +38,6 @@ def pruned_events(conn: apsw.Connection) -> list[JobPruned]:
     return found
 
 
-def pruned_digests(conn: apsw.Connection) -> set[str]:
-    """Every digest a job.pruned event removed (audit and backup expect these files to be gone)."""
-    return {digest for event in pruned_events(conn) for digest in event.digests}
-
-
 def kept_digests(conn: apsw.Connection, leaving: set[str]) -> set[str]:
     """Digests still named once the ``leaving`` jobs (and those pruned before) lose their outputs:
     every event of any other stream, and every job's code (its job.submitted)."""
