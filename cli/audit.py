@@ -29,7 +29,7 @@ from projections.views import Views
 def register(subparsers: Any) -> None:
     audit = subparsers.add_parser("audit", help="check the ledger")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="CHECK")
-    check = audit_sub.add_parser("verify", help="hash chain + rebuilt projections equal the live ones")
+    check = audit_sub.add_parser("verify", help="hash chain, projections equal a rebuild, blobs intact")
     add_db_option(check)
     check.add_argument("--jobs-dir", metavar="DIR", help="where the blobs are (default: the JOBS_DIR setting)")
     check.set_defaults(func=run_verify)

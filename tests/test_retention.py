@@ -122,6 +122,10 @@ def test_prune_removes_old_outputs_keeps_shared_blobs_and_reads_say_pruned(serve
     assert backup.returncode == 0, backup.stderr
     assert "warning" not in backup.stdout
     assert "verified" in backup.stdout
+    place = tmp_path / "restored"
+    place.mkdir()
+    restored = run_cli(place, "restore", str(tmp_path / "b"))
+    assert restored.returncode == 0, restored.stderr
     server.stop()
     server.start()  # the fold of job.pruned was persisted in the job's row
     with server.client(server.admin_token) as client:
