@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+from browser import sign_in
 from server import Server, config_yaml, run_cli, submit
 
 import ledger.store
@@ -230,3 +231,24 @@ def test_the_server_prunes_by_itself_with_retention_days(tmp_path: Path, monkeyp
     assert pruned_events(server) == ["old"]
     assert not blob_path(root / "jobs" / "blobs", output.digest).exists()
     assert run_cli(root, "audit", "verify", env=server.env).returncode == 0
+
+
+def test_web_job_page_says_the_output_was_pruned(server_factory, browser: Any) -> None:
+    """After `prune --days 0`, the job's web page shows the pruned message in its output tab."""
+    server = server_factory()
+    assert server.admin_token is not None
+    with server.client(server.admin_token) as client:
+        job_id = finished(client, 'print("gone soon")\n')["job_id"]
+        done = run_cli(server.root, "prune", "--days", "0", env=server.env)
+        assert "pruned 1 job(s)" in done.stdout, done.stderr
+        wait_pruned(client, job_id)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        sign_in(page, server.url, server.admin_token)
+        page.goto(f"{server.url}/dashboard#/job/{job_id}")
+        page.locator("#log-text", has_text="output pruned on").wait_for()
+        assert "gone soon" not in page.inner_text("#log-text")
+    finally:
+        context.close()
