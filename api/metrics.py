@@ -51,6 +51,7 @@ class LedgerCollector(Collector):
         for phase, seconds in store.spent.items():
             spent.add_metric([phase], seconds)
         yield spent
+        yield from disk_gauges(self.runtime)
         replica = self.runtime.replica
         if replica is not None and replica.lag_s is not None:
             yield GaugeMetricFamily(
@@ -58,6 +59,21 @@ class LedgerCollector(Collector):
                 "How far the replica may be behind the ledger (Litestream's newest file at the target vs the -wal)",
                 value=replica.lag_s,
             )
+
+
+def disk_gauges(runtime: Runtime) -> Iterator[Metric]:
+    """The last figures the disk-usage thread measured (none before its first pass)."""
+    use = runtime.disk_usage.latest
+    if use is None:
+        return
+    disk = GaugeMetricFamily(
+        "gpuledger_disk_bytes",
+        "Disk use in bytes (measured every 30 s): ledger file, blobs, job work folders; free on the ledger's disk",
+        labels=["part"],
+    )
+    for part in ("ledger", "blobs", "workdirs", "free"):
+        disk.add_metric([part], getattr(use, f"{part}_bytes"))
+    yield disk
 
 
 def metrics_registry(runtime: Runtime) -> CollectorRegistry:

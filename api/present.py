@@ -12,6 +12,7 @@ from ledger.events import Blob
 from ledger.jobs import JobState
 from ledger.quotas import QuotaLimits, figures
 from ledger.reasons import finish_words
+from ledger.retention import pruned_message
 from projections.plan import JobPlan, Plan, pending_reason
 from projections.views import Views
 
@@ -132,6 +133,8 @@ def blob_text(blobs: BlobStore, blob: Blob | None, limit: int) -> tuple[str, boo
 
 
 def job_results(job: JobState, blobs: BlobStore, inline_limit: int) -> JobResults:
+    if job.pruned_at is not None:
+        return pruned_results(job)
     stdout, out_cut = blob_text(blobs, job.stdout, inline_limit)
     stderr, err_cut = blob_text(blobs, job.stderr, inline_limit)
     if job.message and job.reason in (
@@ -204,3 +207,24 @@ def node_infos(views: Views, plan: Plan, who: Identity | None, now: int) -> list
             )
         )
     return infos
+
+
+def pruned_results(job: JobState) -> JobResults:
+    """A pruned job's fields with the marker in place of its output (its blobs are gone by design)."""
+    return JobResults(
+        job_id=job.job_id,
+        status=job.status,
+        stdout="",
+        stderr="",
+        exit_code=job.exit_code,
+        results=None,
+        started_at=iso(job.started_at),
+        completed_at=iso(job.completed_at),
+        truncated={"stdout": False, "stderr": False, "results": False},
+        signal=job.signal,
+        reason=job.reason,
+        results_file=job.results_file,
+        reason_text=reason_text(job),
+        pruned_at=iso(job.pruned_at),
+        pruned=pruned_message(job),
+    )

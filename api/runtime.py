@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 import apsw
 import structlog
 
+from api.diskuse import DiskUsage
+from api.pruner import Retention, prune_hourly
 from executors.dispatcher import Dispatcher
 from executors.protocol import SandboxSpec
 from executors.resources import local_memory_cap
@@ -110,6 +112,7 @@ class Runtime:
         self._mark_error = ""
         self.reserve = DiskReserve(f"{settings.database_path}.reserve", settings.ledger_reserve_bytes)
         self.replica: Replicator | None = None
+        self.disk_usage = DiskUsage(settings.database_path, settings.jobs_dir)  # /metrics, the dashboard
 
     async def start(self) -> None:
         # Never append to a damaged or shortened ledger: the check reads the file, before anything writes.
@@ -137,6 +140,12 @@ class Runtime:
         )
         self.background.append(asyncio.create_task(self.plans.run(self.ledger), name="queue-plan"))
         self.background.append(asyncio.create_task(self._keep_head_mark(), name="head-mark"))
+        self.disk_usage.start()
+        if self.settings.retention_days > 0:  # docs/admin-guide.md, "Retention"
+            retention = Retention(
+                self.ledger, self.settings.database_path, self.blobs.root, self.settings.retention_days
+            )
+            self.background.append(asyncio.create_task(prune_hourly(retention), name="retention"))
         await self._bootstrap_admin()
         if self.ledger.views.half_life_s != self.settings.half_life_s:  # the fold decays by recorded facts
             await self.ledger.write(commands.set_half_life(self.settings.half_life_s))
@@ -200,6 +209,7 @@ class Runtime:
         if not self._opened:
             return
         self.backfill_stop.set()  # a thread cannot be cancelled: it stops at its next chunk
+        self.disk_usage.stop()
         await self.dispatcher.stop()
         for task in self.background:
             task.cancel()

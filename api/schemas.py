@@ -127,6 +127,8 @@ class JobResults(msgspec.Struct, kw_only=True):
     results_file: str | None = None
     reason_text: str | None = None  # ``reason`` in words
     message: str | None = None  # as JobStatus.message
+    pruned_at: str | None = None  # retention removed the output then (stdout, stderr, results are empty)
+    pruned: str | None = None  # "output pruned on <date> (<reason>)"
 
 
 class CancelAnswer(msgspec.Struct, kw_only=True):

@@ -6,18 +6,21 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import apsw
 import msgspec
 
 from cli.common import add_db_option, existing_db, position_or_time
-from ledger.backup import head_of
+from ledger.backup import BLOBS_NAME, damaged_blobs, head_of
 from ledger.clock import iso
 from ledger.errors import NoSchema, StoreError
 from ledger.events import Recorded, TokenIssued, TokenRevoked, UserPolicySet, encode_event, event_tag
 from ledger.integrity import mark_problem, read_mark
+from ledger.pruning import live_digests
 from ledger.schema import open_existing, open_readonly, wal_missing
+from ledger.settings import load_settings
 from ledger.store import ROW_COLUMNS, record_of
 from projections.audit import verify, views_until
 from projections.views import Views
@@ -26,8 +29,9 @@ from projections.views import Views
 def register(subparsers: Any) -> None:
     audit = subparsers.add_parser("audit", help="check the ledger")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="CHECK")
-    check = audit_sub.add_parser("verify", help="hash chain + rebuilt projections equal the live ones")
+    check = audit_sub.add_parser("verify", help="hash chain, projections equal a rebuild, blobs intact")
     add_db_option(check)
+    check.add_argument("--jobs-dir", metavar="DIR", help="where the blobs are (default: the JOBS_DIR setting)")
     check.set_defaults(func=run_verify)
 
     replay = subparsers.add_parser("replay", help="the views as of a position or time")
@@ -58,6 +62,7 @@ def run_verify(args: argparse.Namespace) -> int:
         problems: list[object] = list(verify(conn))
         lost = mark_problem(conn, mark)  # shorter than, or unlike, what its server had committed
         problems += [lost] if lost else []
+        problems += [] if problems else blob_problems(conn, args)
         head = head_of(conn)
     except (apsw.Error, StoreError) as e:  # the file itself is damaged (its existence was checked above)
         damage = f"{type(e).__name__}: {e}"
@@ -79,6 +84,22 @@ def run_verify(args: argparse.Namespace) -> int:
     if head.position == 0:
         return suspect(f"{path} holds no events" + (f": {WAL_HINT}" if copied_without_wal else ""))
     return 0
+
+
+def blob_problems(conn: apsw.Connection, args: argparse.Namespace) -> list[str]:
+    """Every blob the events name exists and hashes to its name, but the outputs a job.pruned removed.
+    Without a blob directory (a ledger copied alone) the blobs are not checked, and that is said."""
+    root = Path(args.jobs_dir or load_settings(args.config).jobs_dir).resolve() / BLOBS_NAME
+    digests = live_digests(conn)
+    if not root.is_dir():
+        if digests:
+            print(f"note: blobs not checked: no blob directory at {root} (pass --jobs-dir)")
+        return []
+    bad = damaged_blobs(digests, root)
+    if not bad:
+        print(f"ok: {len(digests)} blobs present and intact (pruned outputs excepted)")
+        return []
+    return [f"{len(bad)} blob(s) named by events and not pruned are missing or damaged under {root}, e.g. {bad[0]}"]
 
 
 WAL_HINT = (

@@ -22,10 +22,10 @@ from ledger.backup import (
     copy_ledger,
     damaged_blobs,
     head_of,
-    referenced_blobs,
 )
 from ledger.clock import iso
 from ledger.errors import StoreError
+from ledger.pruning import live_digests
 from ledger.schema import connect
 from ledger.settings import load_settings
 from projections.audit import verify
@@ -67,7 +67,7 @@ def checked(ledger: Path, blobs: Path, known_missing: frozenset[str] = frozenset
         problems = verify(conn)
         if problems:
             raise StoreError(f"{ledger} does not verify: {problems[0]}")
-        digests = referenced_blobs(conn)
+        digests = live_digests(conn)  # a pruned job's outputs are gone by design
         bad = damaged_blobs(digests - known_missing, blobs)
         if bad:
             raise StoreError(f"{len(bad)} blob(s) named by {ledger} are missing or damaged, e.g. {bad[0]}")
@@ -89,13 +89,13 @@ def run_backup(args: argparse.Namespace) -> int:
     copy_ledger(source, dest / LEDGER_NAME)
     conn = connect(dest / LEDGER_NAME, readonly=True)
     try:
-        digests = referenced_blobs(conn)
+        digests = live_digests(conn)
     finally:
         conn.close()
     size, missing = copy_blobs(digests, jobs_dir(args) / BLOBS_NAME, dest / BLOBS_NAME)
     if missing:
         print(f"warning: {len(missing)} blob(s) named by events are missing from the source, e.g. {missing[0]}")
-        print("(a pruned output, or blobs lost before this backup; the copy keeps every event)")
+        print("(blobs lost before this backup: the copy keeps every event; pruned outputs are not counted here)")
     head, count = checked(dest / LEDGER_NAME, dest / BLOBS_NAME, frozenset(missing))
     print(f"backup of {source} in {dest}: {head_line(head)}; {count} blobs ({size} bytes); verified")
     return 0

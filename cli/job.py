@@ -109,6 +109,7 @@ def run_results(args: argparse.Namespace) -> int:
     note = f", truncated: {', '.join(cut)} (full text: gpuledger logs {args.job})" if cut else ""
     none = "" if results.results is not None else ", no results file"
     code = "" if results.exit_code is None else f", exit code {results.exit_code}"
+    none = f", {results.pruned}" if results.pruned else none
     err.print(f"gpuledger: job {results.job_id} {results.status}{code}{none}{note}")
     return 0
 

@@ -73,6 +73,8 @@ async def _pump(client: AsyncClient, args: argparse.Namespace, stream: str, mixe
             sys.stdout.flush()
         else:
             mixer.write(stream, chunk.text)
+        if chunk.pruned and not args.json:
+            err.print(f"gpuledger: {stream}: {chunk.pruned}")
 
 
 async def _print_logs(args: argparse.Namespace) -> None:

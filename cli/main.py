@@ -43,6 +43,7 @@ COMMANDS = (
     ("events", "cli.audit", "ledger events, one per line"),
     ("backup", "cli.backup", "a consistent, verified copy of the ledger and its blobs"),
     ("restore", "cli.backup", "put a backup back, into a place with no ledger"),
+    ("prune", "cli.prune", "remove the outputs of jobs that ended long ago (RETENTION_DAYS)"),
     ("scan", "cli.scan", "scan a Python file with the code scanner"),
     ("server-log", "cli.server_log", "tail the server's structured log file"),
     ("completion", "cli.completion", "print a shell completion script (bash, zsh or tcsh)"),

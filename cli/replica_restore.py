@@ -18,8 +18,9 @@ from pathlib import Path
 from executors.errors import ExecutorError
 from executors.replica import litestream_binary, write_config
 from executors.replica_target import open_target, target_of
-from ledger.backup import BLOBS_NAME, blob_path, referenced_blobs
+from ledger.backup import BLOBS_NAME, blob_path
 from ledger.errors import StoreError
+from ledger.pruning import live_digests
 from ledger.schema import connect
 from ledger.settings import Settings
 
@@ -80,7 +81,7 @@ def restore_from_replica(
         staged = litestream_restore(settings, staging, parse_at(args.at) if args.at else None)
         conn = connect(staged, readonly=True)
         try:
-            digests = referenced_blobs(conn)
+            digests = live_digests(conn)  # a pruned job's outputs are not fetched back
         finally:
             conn.close()
         missing = asyncio.run(fetch_blobs(settings, digests, jobs / BLOBS_NAME))
@@ -92,5 +93,5 @@ def restore_from_replica(
         raise
     if missing:
         print(f"warning: {len(missing)} blob(s) named by the replica's events are not at the target, e.g. {missing[0]}")
-        print("(blobs newer than the last copy pass, or pruned ones; the ledger keeps every event)")
+        print("(blobs newer than the last copy pass; the ledger keeps every event)")
     return staged, missing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
@@ -130,12 +131,16 @@ class AsyncClient:
         async for sse in self._follow(path, params, None):
             if sse.event == "log":
                 yield wire.log_chunk(stream, sse.data)
+            elif sse.event == "end" and (pruned := json.loads(sse.data).get("pruned")):
+                yield LogChunk(stream=stream, offset=0, text="", pruned=pruned)
 
     async def _logs_now(self, job_id: str, stream: str, offset: int) -> AsyncIterator[LogChunk]:
         while True:
             params = {"stream": stream, "offset": offset}
             answer = await self.request("GET", f"/api/jobs/{job_id}/logs", params=params)
             if not answer.content:
+                if pruned := answer.headers.get("x-job-pruned"):  # retention removed this output
+                    yield LogChunk(stream=stream, offset=offset, text="", pruned=pruned)
                 return
             offset = int(answer.headers.get("x-log-offset", offset + len(answer.content)))
             yield LogChunk(stream=stream, offset=offset, text=answer.content.decode("utf-8", errors="replace"))

@@ -145,6 +145,8 @@ class Client:
         while True:
             answer = self.request("GET", f"/api/jobs/{job_id}/logs", params={"stream": stream, "offset": offset})
             if not answer.content:
+                if pruned := answer.headers.get("x-job-pruned"):  # retention removed this output
+                    yield LogChunk(stream=stream, offset=offset, text="", pruned=pruned)
                 return
             offset = int(answer.headers.get("x-log-offset", offset + len(answer.content)))
             yield LogChunk(stream=stream, offset=offset, text=answer.content.decode("utf-8", errors="replace"))

@@ -94,6 +94,8 @@ class JobResults(msgspec.Struct, kw_only=True):
     results_file: str | None = None
     reason_text: str | None = None
     message: str | None = None  # as JobStatus.message
+    pruned_at: str | None = None  # retention removed the output then: stdout, stderr and results are empty
+    pruned: str | None = None  # "output pruned on <date> (<reason>)"
 
 
 class Submitted(msgspec.Struct, kw_only=True):
@@ -135,6 +137,7 @@ class LogChunk(msgspec.Struct, kw_only=True, omit_defaults=True):
     offset: int
     text: str
     attempt: int = 1
+    pruned: str | None = None  # "output pruned on <date> (<reason>)": retention removed this output
 
 
 class LedgerEvent(msgspec.Struct, kw_only=True):

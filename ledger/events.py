@@ -194,6 +194,19 @@ class JobRetried(JobEvent, frozen=True, tag="job.retried"):
     stderr: Blob | None = None
 
 
+class JobPruned(JobEvent, frozen=True, tag="job.pruned"):
+    """Retention removed the ended job's output blobs (console output, results); its code stays.
+
+    ``digests`` is a list of plain strings, not ``Blob``s: the removed blobs are no longer named as
+    ``"digest"`` objects, so backup and audit (which read those) see exactly the blobs still kept.
+    """
+
+    digests: list[str]
+    bytes_freed: int
+    reason: str
+    by: str
+
+
 # --- nodes ------------------------------------------------------------------------------------
 
 

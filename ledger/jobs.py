@@ -20,6 +20,7 @@ from ledger.events import (
     JobEvent,
     JobFinished,
     JobHandedOff,
+    JobPruned,
     JobQueued,
     JobRequeued,
     JobRetried,
@@ -81,6 +82,8 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     retry: RetryPolicy | None = None  # the job's retry policy, fixed at submit
     retries_used: int = 0
     history: list[Attempt] = []  # the attempts before the current one, oldest first
+    pruned_at: int | None = None  # when retention removed the job's output blobs (job.pruned)
+    pruned_reason: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -187,6 +190,8 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             return _back_in_queue(state, past, at)
         case JobRetried():
             return _retried(state, event, at)
+        case JobPruned():
+            return _replace(state, version=version, pruned_at=at, pruned_reason=event.reason)
         case JobSubmitted():
             raise AssertionError(f"job {state.job_id} submitted twice")
     raise AssertionError(f"no job fold for {type(event).__name__}")

@@ -139,6 +139,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     trusted_proxies: list[str] = []
     admin_rate_limit_exempt: bool = True
     token_max_days: int = 30
+    retention_days: int = 0  # outputs of jobs ended this many days ago are pruned; 0: kept for ever
     # code scanner
     code_scanner_enabled: bool = True
     code_scanner_quick_mode: bool = True
@@ -252,7 +253,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise msgspec.ValidationError("must be at least 1 - at `$.download_concurrency`")
 
     def _check_quotas(self) -> None:
-        for name in ("quota_submissions", "quota_gpu_hours"):
+        for name in ("quota_submissions", "quota_gpu_hours", "retention_days"):
             if getattr(self, name) < 0:
                 raise msgspec.ValidationError(f"must be 0 (unlimited) or more - at `$.{name}`")
         if not 0 <= self.retries <= MAX_RETRIES:

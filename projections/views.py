@@ -16,6 +16,7 @@ from ledger.events import (
     AnyEvent,
     HalfLifeSet,
     JobEvent,
+    JobPruned,
     NodeEvent,
     Recorded,
     TokenEvent,
@@ -133,6 +134,8 @@ class Views:
     def _apply_job(self, event: JobEvent, position: int, recorded_at: int) -> None:
         job_id = event.job_id
         before = self.jobs.resident(job_id)  # never a row: at start-up rows may be ahead of the fold
+        if before is None and type(event) is JobPruned:  # the one event of a finished job: maybe in its row only
+            before = self.jobs.get(job_id)
         after = evolve_job(before, event, position=position, at=recorded_at)
         self.jobs.put(after)
         self.dirty_jobs.add(job_id)

@@ -92,6 +92,7 @@ class DashboardController(Controller):
             node_view=lambda: node_infos(views, plan, identity, now),
         )
         document["slurm"] = runtime.slurm_info() if as_of is None else None
+        document["disk"] = runtime.disk_usage.latest if as_of is None else None  # DiskUse: cached, measured in a thread
         # per user: share, caps, usage, factor; for the users inline (all of them: GET /api/admin/users)
         document["fairshare"] = accounts_document(views, now, users=document["user_statistics"], factors=plan.factors)
         return document  # its structs are encoded by the response itself: one pass, not a copy and a pass

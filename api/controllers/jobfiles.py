@@ -15,6 +15,7 @@ from api.runtime import Runtime
 from ledger.errors import NotFound
 from ledger.events import JobSubmitted
 from ledger.jobs import JobState
+from ledger.retention import pruned_message
 
 
 class JobFilesController(Controller):
@@ -53,6 +54,8 @@ class JobFilesController(Controller):
     async def results_file(
         self, runtime: NamedDependency[Runtime], job_id: FromPath[str], job: NamedDependency[JobState]
     ) -> Response[bytes]:
+        if job.pruned_at is not None and job.results is not None:
+            raise NotFound(f"Job {job_id}'s results file is gone: {pruned_message(job)}")
         data = runtime.blobs.get(job.results)
         if data is None:
             raise NotFound(f"Job {job_id} has no results file")

@@ -27,6 +27,7 @@ from api.sse import WAKE_S, session
 from ledger.clock import iso
 from ledger.events import TokenIssued, TokenRevoked, event_tag
 from ledger.jobs import JobState
+from ledger.retention import pruned_message
 
 CHUNK = 64 * 1024
 TICK_S = 0.2  # live files grow without ledger events: how often a follower looks at them
@@ -39,7 +40,10 @@ def read_log(runtime: Runtime, job: JobState, stream: str, offset: int, limit: i
 
 def latest_output(runtime: Runtime, job: JobState, stream: str) -> Path | None:
     """The file holding the latest attempt's stdout/stderr (as ``read_attempt`` reads it): a stored
-    blob, else the live copy; None when that attempt ended without output."""
+    blob, else the live copy; None when that attempt ended without output, or retention pruned it (a
+    blob it shared with a newer job may still exist: it is not this job's to show any more)."""
+    if job.pruned_at is not None:
+        return None
     past = next((p for p in job.history if p.attempt == max(job.attempt, 1)), None)
     blob = past if past is not None else job
     stored = blob.stdout if stream == "stdout" else blob.stderr
@@ -53,6 +57,8 @@ def read_attempt(
 ) -> tuple[bytes, bool]:
     """Bytes of one attempt's stdout/stderr from ``offset``, and whether that output is complete: an
     earlier attempt's or a finished job's stored blob, else the running attempt's live copy."""
+    if job.pruned_at is not None:  # retention removed the stored output: nothing to read, by design
+        return b"", True
     past = next((p for p in job.history if p.attempt == attempt), None)
     if past is not None or attempt != max(job.attempt, 1):
         blob = None if past is None else past.stdout if stream == "stdout" else past.stderr
@@ -67,6 +73,17 @@ def read_attempt(
             return handle.read(limit), job.is_terminal
     except FileNotFoundError:  # not started yet, or just stored and removed (then the blob has it)
         return b"", job.is_terminal
+
+
+def pruned_fields(job: JobState) -> dict[str, str]:
+    """The pruned marker a read of a pruned job's output carries (empty for any other job)."""
+    message = pruned_message(job)
+    return {} if message is None else {"pruned_at": iso(job.pruned_at) or "", "pruned": message}
+
+
+def pruned_headers(job: JobState) -> dict[str, str]:
+    fields = pruned_fields(job)
+    return {"X-Job-Pruned-At": fields["pruned_at"], "X-Job-Pruned": fields["pruned"]} if fields else {}
 
 
 def complete_utf8(data: bytes, final: bool) -> bytes:
@@ -158,7 +175,7 @@ class StreamController(Controller):
             return Stream(
                 stream_range(handle, length, lease),
                 media_type="application/octet-stream",
-                headers={"X-Log-Offset": str(offset + length), "X-Job-Status": job.status},
+                headers={"X-Log-Offset": str(offset + length), "X-Job-Status": job.status} | pruned_headers(job),
             )
         if last_event_id is not None:
             attempt, start = divmod(_resume_point(last_event_id, 0, MAX_LOG_ID), ATTEMPT_SPAN)
@@ -194,7 +211,9 @@ class StreamController(Controller):
                 yield ServerSentEventMessage(
                     event="end",
                     id=_log_id(attempt, offset),
-                    data=msgspec.json.encode({"status": job.status, "exit_code": job.exit_code}).decode(),
+                    data=msgspec.json.encode(
+                        {"status": job.status, "exit_code": job.exit_code} | pruned_fields(job)
+                    ).decode(),
                 )
                 return
             await ledger.wait_beyond(seen, timeout=TICK_S)

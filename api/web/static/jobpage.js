@@ -31,6 +31,7 @@ function followed(stream, id, event) {
     return false;
   }
   if (event.event === "end") {
+    if (body.pruned) document.getElementById(id).append(document.createTextNode(body.pruned)); // retention removed it
     if (stream === "stdout") document.getElementById("log-state").textContent = `ended (${body.status})`;
     return true;
   }

@@ -1,0 +1,72 @@
+"""Retention: which ended jobs lose their output blobs, and the ``job.pruned`` facts that say so.
+
+Pure: the caller reads the jobs and the digests still named elsewhere, and removes the files after
+the events have committed (an event before its files go: a crash in between leaves blobs that are
+merely kept, never a blob missing without a record of why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ledger.clock import iso
+from ledger.commands import job_of
+from ledger.errors import InvalidTransition
+from ledger.events import AnyEvent, Blob, JobPruned
+from ledger.jobs import JobState
+from ledger.state import LedgerState
+from ledger.store import Write
+
+DAY_US = 86_400 * 1_000_000
+
+
+def output_blobs(job: JobState) -> list[Blob]:
+    """The blobs a job produced (every attempt's console output, its results); never its code."""
+    found = [job.stdout, job.stderr, job.results]
+    for past in job.history:
+        found += [past.stdout, past.stderr]
+    return [blob for blob in found if blob is not None]
+
+
+def prunable(job: JobState, cutoff_us: int) -> bool:
+    """An ended job, ended before the cutoff, not pruned yet."""
+    return job.is_terminal and job.pruned_at is None and (job.completed_at or cutoff_us) < cutoff_us
+
+
+def plan_prune(jobs: Sequence[JobState], keep: set[str], *, reason: str, by: str) -> list[JobPruned]:
+    """One ``job.pruned`` per job with its outputs not in ``keep`` (blobs named by jobs that stay, and
+    every job's code); a blob shared by several pruned jobs is listed by each, its bytes counted once."""
+    counted: set[str] = set()
+    events = []
+    for job in jobs:
+        sizes = {blob.digest: blob.size for blob in output_blobs(job) if blob.digest not in keep}
+        freed = sum(size for digest, size in sizes.items() if digest not in counted)
+        counted.update(sizes)
+        events.append(JobPruned(job_id=job.job_id, digests=sorted(sizes), bytes_freed=freed, reason=reason, by=by))
+    return events
+
+
+def decide_prune(job: JobState, pruned: JobPruned) -> list[AnyEvent]:
+    """A job is pruned once, and only once it has ended."""
+    if not job.is_terminal:
+        raise InvalidTransition(f"job {job.job_id} has not ended: its output cannot be pruned")
+    if job.pruned_at is not None:
+        raise InvalidTransition(f"job {job.job_id} was already pruned")
+    return [pruned]
+
+
+def pruned_message(job: JobState) -> str | None:
+    """What reads of a pruned job say in place of its output (None: not pruned)."""
+    if job.pruned_at is None:
+        return None
+    day = (iso(job.pruned_at) or "")[:10]
+    return f"output pruned on {day} ({job.pruned_reason or 'retention'})"
+
+
+def prune_write(events: Sequence[JobPruned], *, by: str) -> Write:
+    """Append the planned events in one transaction, each checked against the job as it is then."""
+
+    def decide(views: LedgerState) -> Sequence[AnyEvent]:
+        return [out for event in events for out in decide_prune(job_of(views, event.job_id), event)]
+
+    return Write(decide=decide, actor=by)
