@@ -96,8 +96,8 @@ def test_restore_refuses_to_overwrite_and_brings_back_jobs_with_their_output(ser
     assert run_cli(place, "audit", "verify").returncode == 0
     again = Server(place, code_scanner_quick_mode=True)
     again.admin_token = server.admin_token  # the restored ledger's: nothing new is printed
-    again.start()
     try:
+        again.start()
         with again.client(server.admin_token) as client:
             assert "kept across restore" in client.get(f"/api/results/{job}").json()["stdout"]
     finally:
