@@ -19,10 +19,12 @@ from executors.errors import ExecutorError
 from executors.replica import litestream_binary, write_config
 from executors.replica_target import open_target, target_of
 from ledger.backup import BLOBS_NAME, blob_path
-from ledger.errors import StoreError
-from ledger.pruning import live_digests
+from ledger.errors import LedgerError, StoreError
+from ledger.pruning import jobs_naming, live_digests
+from ledger.retention import lost_writes
 from ledger.schema import connect
 from ledger.settings import Settings
+from projections.live import open_store
 
 
 def parse_at(text: str) -> str:
@@ -93,5 +95,23 @@ def restore_from_replica(
         raise
     if missing:
         print(f"warning: {len(missing)} blob(s) named by the replica's events are not at the target, e.g. {missing[0]}")
-        print("(blobs newer than the last copy pass; the ledger keeps every event)")
+        print("(blobs newer than the last copy pass; the ledger keeps every event and now records their loss)")
+        record_losses(staged, missing)
     return staged, missing
+
+
+def record_losses(staged: Path, missing: list[str]) -> None:
+    """The loss, as events in the restored ledger (``ledger.retention.lost_writes``), before anything
+    checks or serves it."""
+    conn = connect(staged, readonly=True)
+    try:
+        lost = jobs_naming(conn, missing)
+    finally:
+        conn.close()
+    store = open_store(staged)
+    try:
+        for result in store.execute(lost_writes(lost, by="restore"), write_projections=True):
+            if isinstance(result, LedgerError):
+                raise result
+    finally:
+        store.close()

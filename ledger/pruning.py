@@ -41,13 +41,28 @@ def pruned_events(conn: apsw.Connection) -> list[JobPruned]:
 def kept_digests(conn: apsw.Connection, leaving: set[str]) -> set[str]:
     """Digests still named once the ``leaving`` jobs (and those pruned before) lose their outputs:
     every event of any other stream, and every job's code (its job.submitted)."""
-    gone = leaving | {event.job_id for event in pruned_events(conn)}
+    pruned = pruned_events(conn)
+    gone = leaving | {event.job_id for event in pruned}
+    lost = {digest for event in pruned for digest in event.digests}  # named by a job.pruned: not required
     sql = """SELECT stream, type, payload FROM events WHERE instr(payload, CAST('"digest":"' AS BLOB)) > 0"""
     kept: set[str] = set()
     for stream, type_, payload in conn.execute(sql):
-        if type_ == "job.submitted" or not (stream.startswith(_JOB) and stream[len(_JOB) :] in gone):
-            kept.update(m.decode("ascii") for m in _DIGEST.findall(bytes(payload)))
+        digests = {m.decode("ascii") for m in _DIGEST.findall(bytes(payload))}
+        if not (stream.startswith(_JOB) and stream[len(_JOB) :] in gone):
+            kept |= digests  # a job that stays, or no job's
+        elif type_ == "job.submitted":
+            kept |= digests - lost  # a pruned job's code stays, unless a restore recorded it lost
     return kept
+
+
+def jobs_naming(conn: apsw.Connection, digests: Iterable[str]) -> dict[str, list[str]]:
+    """Which jobs' events name each digest: job id -> the digests among ``digests`` it names."""
+    found: dict[str, set[str]] = {}
+    sql = "SELECT DISTINCT stream FROM events WHERE stream LIKE 'job-%' AND instr(payload, CAST(? AS BLOB)) > 0"
+    for digest in digests:
+        for (stream,) in conn.execute(sql, (digest,)):
+            found.setdefault(stream[len(_JOB) :], set()).add(digest)
+    return {job_id: sorted(named) for job_id, named in found.items()}
 
 
 def remove_blobs(root: Path, digests: Iterable[str]) -> tuple[int, int]:

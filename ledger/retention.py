@@ -13,7 +13,7 @@ from ledger.clock import iso
 from ledger.commands import job_of
 from ledger.errors import InvalidTransition
 from ledger.events import AnyEvent, Blob, JobPruned
-from ledger.jobs import JobState
+from ledger.jobs import JobState, decide_cancel
 from ledger.state import LedgerState
 from ledger.store import Write
 
@@ -70,3 +70,30 @@ def prune_write(events: Sequence[JobPruned], *, by: str) -> Write:
         return [out for event in events for out in decide_prune(job_of(views, event.job_id), event)]
 
     return Write(decide=decide, actor=by)
+
+
+LOST_REASON = "lost with the server: not on the replica yet when it went"
+
+
+def lost_writes(lost: dict[str, list[str]], *, by: str) -> list[Write]:
+    """A restore whose replica lacked some blobs says so in the ledger: a job that never started is
+    cancelled (its code is gone: it can never run), then every such job that has ended gets one
+    ``job.pruned`` naming its lost blobs, so reads and ``audit verify`` tell the truth."""
+
+    def cancel(views: LedgerState) -> Sequence[AnyEvent]:
+        events: list[AnyEvent] = []
+        for job_id in sorted(lost):
+            job = job_of(views, job_id)
+            if not job.is_terminal and job.started_at is None and job.node is None:
+                events += decide_cancel(job, by=by)
+        return events
+
+    def prune(views: LedgerState) -> Sequence[AnyEvent]:
+        events: list[AnyEvent] = []
+        for job_id, digests in sorted(lost.items()):
+            job = job_of(views, job_id)
+            if job.is_terminal and job.pruned_at is None:
+                events.append(JobPruned(job_id=job_id, digests=digests, bytes_freed=0, reason=LOST_REASON, by=by))
+        return events
+
+    return [Write(decide=cancel, actor=by), Write(decide=prune, actor=by)]
