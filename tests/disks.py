@@ -3,6 +3,8 @@ the end whatever happened, so a test that fills a disk never fills the machine's
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,3 +28,22 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     finally:
         for target in reversed(mounts):
             subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Take every free byte of ``folder``'s filesystem with one file (another process's, as a job's
+    would be); the file's path, to give the room back."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for chunk in (1 << 20, 1 << 14, 512, 1):
+            while True:
+                try:
+                    os.write(fd, b"x" * chunk)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    break
+    finally:
+        os.close(fd)
+    return filler

@@ -243,3 +243,15 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for server in servers:
         server.stop()
+
+
+def cli_user(server: Server, tmp_path: Path) -> dict[str, str]:
+    """A fresh user for CLI tests: its token in the environment, a private config directory, a config."""
+    name = f"u{time.monotonic_ns() % 10**9}"
+    (tmp_path / "config.yaml").write_bytes(config_yaml(name, expected=60))
+    return {
+        "GPULEDGER_URL": server.url,
+        "GPULEDGER_TOKEN": server.token(name),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "NAME": name,
+    }

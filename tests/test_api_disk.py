@@ -4,8 +4,6 @@ server recovers and restarts by itself."""
 
 from __future__ import annotations
 
-import errno
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from disks import fill
 from server import OPEN_LIMITS, Server, config_yaml, run_cli, submit, wait_status
 
 MIB = 1024 * 1024
@@ -47,24 +46,6 @@ def make_server(root: Path, servers: list[Server], **settings: Any) -> Server:
     servers.append(server)
     server.start()
     return server
-
-
-def fill(folder: Path) -> Path:
-    """Take every free byte of ``folder``'s filesystem."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        for chunk in (MIB, 1 << 14, 512, 1):
-            while True:
-                try:
-                    os.write(fd, b"x" * chunk)
-                except OSError as e:
-                    if e.errno != errno.ENOSPC:
-                        raise
-                    break
-    finally:
-        os.close(fd)
-    return filler
 
 
 def readyz(server: Server) -> tuple[int, dict[str, Any]]:

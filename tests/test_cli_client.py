@@ -9,12 +9,11 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server import OPEN_LIMITS, REPO, Server, config_yaml, running
+from server import OPEN_LIMITS, REPO, Server, cli_user, config_yaml, running
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture
 def user(server: Server, tmp_path: Path) -> dict[str, str]:
     """A fresh user, with its token in the environment and a private config directory."""
-    name = f"u{time.monotonic_ns() % 10**9}"
-    (tmp_path / "config.yaml").write_bytes(config_yaml(name, expected=60))
-    return {
-        "GPULEDGER_URL": server.url,
-        "GPULEDGER_TOKEN": server.token(name),
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
-        "NAME": name,
-    }
+    return cli_user(server, tmp_path)
 
 
 def gpuledger(cwd: Path, env: dict[str, str], *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:

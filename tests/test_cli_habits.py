@@ -10,13 +10,12 @@ import io
 import json
 import re
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from rich.console import Console
-from server import OPEN_LIMITS, Server, config_yaml, running
+from server import OPEN_LIMITS, Server, cli_user, config_yaml, running
 from test_cli_client import gpuledger, solution
 
 from cli import listing
@@ -41,14 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture
 def user(server: Server, tmp_path: Path) -> dict[str, str]:
     """A fresh user, with its token in the environment and a private config directory."""
-    name = f"u{time.monotonic_ns() % 10**9}"
-    (tmp_path / "config.yaml").write_bytes(config_yaml(name, expected=60))
-    return {
-        "GPULEDGER_URL": server.url,
-        "GPULEDGER_TOKEN": server.token(name),
-        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
-        "NAME": name,
-    }
+    return cli_user(server, tmp_path)
 
 
 def _detached(tmp_path: Path, env: dict[str, str], code: str, *flags: str) -> str:

@@ -8,13 +8,13 @@ real on a small tmpfs holding the ledger.
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import apsw
 import pytest
+from disks import fill
 
 from ledger import disk
 from ledger.blobs import BlobStore
@@ -86,24 +86,6 @@ def assert_durable(store: EventStore) -> None:
 def small_disk(tmpfs: Callable[[str], Path]) -> Path:
     """A 4 MiB tmpfs (tests/disks.py)."""
     return tmpfs("4m")
-
-
-def fill(folder: Path) -> Path:
-    """Take every free byte of ``folder``'s filesystem (another process's file, as a job's would be)."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        for chunk in (1 << 20, 1 << 14, 512, 1):
-            while True:
-                try:
-                    os.write(fd, b"x" * chunk)
-                except OSError as e:
-                    if e.errno != errno.ENOSPC:
-                        raise
-                    break
-    finally:
-        os.close(fd)
-    return filler
 
 
 def append_until_full(store: EventStore, prefix: str) -> int:
