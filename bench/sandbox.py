@@ -60,11 +60,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-async def one_job(root: Path, index: int, mode: str) -> float:
-    """Seconds from `run` to the STATUS frame of a job running `true`."""
-    workdir = root / f"{mode}-{index}"
-    sandbox = SandboxSpec(mode=mode)  # type: ignore[arg-type]
-    prepare_workdir(workdir, b"", job_spec_bytes("true", 30.0, 1.0, {}, sandbox))
+async def time_to_status(workdir: Path, mode: str) -> float:
+    """Seconds from `run` to the STATUS frame of the prepared job in ``workdir`` (which must exit 0)."""
     decoder = FrameDecoder()
     began = time.perf_counter()
     async for chunk in stream_local(run_command(sys.executable, workdir, 0, 0)):
@@ -75,6 +72,14 @@ async def one_job(root: Path, index: int, mode: str) -> float:
                     raise RuntimeError(f"{mode} job failed: {frame.payload!r}")
                 return elapsed
     raise RuntimeError("no status frame")
+
+
+async def one_job(root: Path, index: int, mode: str) -> float:
+    """Seconds from `run` to the STATUS frame of a job running `true`."""
+    workdir = root / f"{mode}-{index}"
+    sandbox = SandboxSpec(mode=mode)  # type: ignore[arg-type]
+    prepare_workdir(workdir, b"", job_spec_bytes("true", 30.0, 1.0, {}, sandbox))
+    return await time_to_status(workdir, mode)
 
 
 async def measure(jobs: int) -> dict[str, list[float]]:
@@ -162,16 +167,7 @@ async def one_cgroup_job(root: Path, index: int, mode: str) -> float:
         cgroups=mode == "cgroup", cgroup_parent=BENCH_CGROUP_PARENT, memory_bytes=256 << 20, max_pids=4096
     )
     prepare_workdir(workdir, b"", job_spec_bytes("true", 30.0, 1.0, {}, SandboxSpec(), resources))
-    decoder = FrameDecoder()
-    began = time.perf_counter()
-    async for chunk in stream_local(run_command(sys.executable, workdir, 0, 0)):
-        for frame in decoder.feed(chunk):
-            if frame.kind is FrameKind.STATUS:
-                elapsed = time.perf_counter() - began
-                if b'"exit_code":0' not in frame.payload:
-                    raise RuntimeError(f"{mode} job failed: {frame.payload!r}")
-                return elapsed
-    raise RuntimeError("no status frame")
+    return await time_to_status(workdir, mode)
 
 
 async def measure_cgroups(jobs: int) -> dict[str, list[float]]:
