@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import re
-import shutil
-import subprocess
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -26,21 +23,19 @@ import structlog
 from api.diskuse import DiskUsage
 from api.pruner import Retention, prune_hourly
 from executors.dispatcher import Dispatcher
-from executors.protocol import SandboxSpec
-from executors.resources import local_memory_cap
+from executors.interface import Executor
+from executors.registry import start_executor
 from executors.runner import NodeRunner
-from executors.sandbox import CGROUPS_DISABLED_WARNING, DISABLED_WARNING, outside, sandbox_problem, sandbox_spec
+from executors.sandbox import CGROUPS_DISABLED_WARNING, DISABLED_WARNING
 from executors.scan.review import start_reviews
 from executors.services import Services
 from executors.sweep import sweep
-from executors.transport import LocalTransport
 from ledger import commands, integrity
 from ledger.blobs import BlobStore
 from ledger.disk import DiskReserve, dispatch_hold, free_bytes
 from ledger.errors import StoreError
-from ledger.events import NodeRegistered
 from ledger.schema import connect
-from ledger.settings import Settings, SlurmSettings
+from ledger.settings import Settings
 from ledger.tokens import mint
 from ledger.writer import Ledger
 from projections import backfill
@@ -51,42 +46,9 @@ from projections.views import Views
 
 if TYPE_CHECKING:
     from executors.replica import Replicator
-    from executors.slurm.cluster import SlurmCluster
 
 log = structlog.get_logger()
-LOCAL_NODE = "local"
 HEAD_MARK_S = 1.0  # how often the durable head is recorded beside the ledger (ledger.integrity)
-GPU_UUID = re.compile(r"\(UUID: (GPU-[0-9a-fA-F-]+)\)")
-
-
-def local_gpus() -> list[str]:
-    """The UUID (or, without one, the index) of each GPU that ``nvidia-smi -L`` lists; [] without a driver."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    lines = [line for line in out.stdout.splitlines() if line.startswith("GPU ")]
-    return [m.group(1) if (m := GPU_UUID.search(line)) else str(i) for i, line in enumerate(lines)]
-
-
-def local_gpu_minors() -> dict[int, int]:
-    """nvidia-smi's index -> device minor (/dev/nvidia<minor>); {} without a driver or an answer."""
-    if shutil.which("nvidia-smi") is None:
-        return {}
-    query = ["nvidia-smi", "--query-gpu=index,minor_number", "--format=csv,noheader"]
-    try:
-        out = subprocess.run(query, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    pairs = [line.replace(" ", "").split(",") for line in out.stdout.splitlines()]
-    return {int(p[0]): int(p[1]) for p in pairs if len(p) == 2 and p[0].isdigit() and p[1].isdigit()}
-
-
-def python_paths(private: list[str]) -> list[str]:
-    """The server's Python environment, for jobs to import from (read-only), unless it holds server data."""
-    return outside(sorted({sys.prefix, sys.base_prefix, sys.exec_prefix}), private)
 
 
 class Runtime:
@@ -94,6 +56,7 @@ class Runtime:
     ledger: Ledger[Views]
     services: Services
     dispatcher: Dispatcher
+    executor: Executor
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -107,8 +70,6 @@ class Runtime:
         self.token_usage = TokenUsage(settings.database_path)
         self.plans = PlanCache(weights=settings.fairshare_weights())
         self.backfill_stop = threading.Event()
-        self.local_root = str(Path(settings.jobs_dir).resolve() / "work")
-        self.slurm: SlurmCluster | None = None
         self._mark_error = ""
         self.reserve = DiskReserve(f"{settings.database_path}.reserve", settings.ledger_reserve_bytes)
         self.replica: Replicator | None = None
@@ -152,21 +113,12 @@ class Runtime:
         self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
         if self.settings.job_sandbox == "none":  # said at every start, and shown by /readyz and /api/nodes
             log.warning("sandbox.disabled", warning=DISABLED_WARNING)
-        if not self.settings.job_cgroups and self.settings.slurm is None:
+        self.executor = await start_executor(self.services)  # the one the settings choose: executors/registry.py
+        if not self.settings.job_cgroups and self.executor.uses_job_cgroups:
             log.warning("cgroups.disabled", warning=CGROUPS_DISABLED_WARNING)
-        if self.settings.slurm is not None:
-            await self._start_slurm(self.settings.slurm)
-        elif self.settings.node_specs():
-            # Imported only when used (asyncssh and its crypto are a fifth of the server's imports):
-            # a local-only server answers /livez that much sooner after its start.
-            from executors.ssh.nodes import start_ssh_nodes
-
-            fleet = await start_ssh_nodes(self.services)
-            self.runners.update(fleet.runners)
-            self.background.extend(fleet.tasks)
-            self.on_stop.append(fleet.close)
-        else:
-            await self._start_local_node()
+        self.runners.update(self.executor.runners)
+        self.plans.external = self.executor.pending_board
+        self.on_stop.append(self.executor.close)
         await self._retire_absent_nodes()
         self.dispatcher.reattach()
         self.background.append(
@@ -251,22 +203,14 @@ class Runtime:
                 await self.ledger.write(commands.retire_node(name))
                 log.info("node.retired", node=name)
 
-    async def _start_slurm(self, slurm: SlurmSettings) -> None:
-        """A [slurm] table: jobs go to the cluster; no local runner, no SSH nodes."""
-        from executors.slurm.cluster import start_slurm  # only when used, as the SSH nodes
-
-        self.slurm = await start_slurm(self.services, slurm)
-        self.runners[self.slurm.node] = self.slurm.runner
-        self.plans.external = lambda: self.slurm.board if self.slurm is not None else {}
-        self.on_stop.append(self.slurm.close)
-
-    def slurm_info(self) -> dict[str, object] | None:
-        return None if self.slurm is None else self.slurm.describe()
+    def cluster_info(self) -> dict[str, object] | None:
+        """The executor's cluster as its own scheduler shows it (the wire calls it ``slurm``)."""
+        return self.executor.describe()
 
     def largest_node_gpus(self) -> int:
         """The most GPUs one job may ask for: a job never spans nodes."""
-        if self.slurm is not None:
-            return self.slurm.largest_node_gpus()
+        if (largest := self.executor.largest_job_gpus()) is not None:
+            return largest
         sizes = [n.slots for n in list(self.ledger.views.nodes.values()) if n.name in self.runners]
         return max(sizes, default=1)
 
@@ -278,69 +222,7 @@ class Runtime:
     def largest_node_memory(self) -> int | None:
         """The most memory one job may ask for; None where a node's is not known here (the wrapper
         then holds the job to its node's share)."""
-        if self.slurm is not None:
-            return None
-        if LOCAL_NODE in self.runners:
-            return local_memory_cap(self.settings)
-        caps = [spec.memory_bytes for spec in self.settings.node_specs()]
-        return None if not caps or None in caps else max(c for c in caps if c is not None)
-
-    async def _start_local_node(self) -> None:
-        gpus = local_gpus()
-        slots = self.settings.local_slots or len(gpus) or 1
-        gpu_count = len(gpus) if self.settings.local_gpus is None else self.settings.local_gpus
-        await self.ledger.write(
-            commands.register_node(
-                # GPUs as nvidia-smi lists them: none on a machine without a driver (CPU-only slots)
-                NodeRegistered(
-                    name=LOCAL_NODE, host="localhost", port=0, user="", slots=slots, kind="local", gpus=gpu_count
-                )
-            )
-        )
-        private = [self.settings.jobs_dir, self.settings.database_path, self.settings.log_file, "."]
-        readonly = python_paths(private)
-        # The server's interpreter first on PATH, so `python3 {solution}` imports what the server has.
-        path = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
-
-        def env_for_slots(slots: list[int]) -> dict[str, str]:
-            # Pinned by UUID where known: inside the sandbox the slot's GPU may be the only one, index 0.
-            visible = ",".join(gpus[slot % len(gpus)] for slot in slots) if gpus else None
-            return {"PATH": path, **({"CUDA_VISIBLE_DEVICES": visible} if visible else {})}
-
-        minors = local_gpu_minors()
-        if gpus and len(minors) < len(gpus):  # fail closed: a job is never handed a GPU we cannot name
-            log.error("gpu.minors_unknown", reason="nvidia-smi gave no index,minor_number", effect="jobs see no GPU")
-
-        def sandbox_for_slots(slots: list[int]) -> SandboxSpec:
-            held = {slot % len(gpus) for slot in slots} if gpus else set()
-            bound = sorted(minors[index] for index in held if index in minors)
-            return sandbox_spec(self.settings, slots[0], readonly_paths=readonly, gpus=bound)
-
-        transport = LocalTransport(LOCAL_NODE, python=sys.executable)
-        self.runners[LOCAL_NODE] = NodeRunner(
-            node=LOCAL_NODE,
-            transport=transport,
-            ledger=self.ledger,
-            blobs=self.blobs,
-            settings=self.settings,
-            remote_root=self.local_root,
-            env_for_slots=env_for_slots,
-            sandbox_for_slots=sandbox_for_slots,
-            node_memory=local_memory_cap(self.settings),
-        )
-        await self._check_local_sandbox(transport)
-        log.info("node.local", slots=slots, gpus=len(gpus), sandbox=self.settings.job_sandbox)
-
-    async def _check_local_sandbox(self, transport: LocalTransport) -> None:
-        """No sandbox, no jobs: the local node is down with the reason, unless the admin turned it off."""
-        if self.settings.job_sandbox == "none":
-            healthy, reason = True, "sandbox disabled"
-        else:
-            problem = await sandbox_problem(transport, self.local_root, self.settings)
-            if problem is not None:  # one line, on the console and in the log, naming the fix
-                log.error("sandbox.unavailable", node=LOCAL_NODE, reason=problem, effect="node down, no job runs")
-            healthy, reason = problem is None, f"no sandbox: {problem}" if problem else "sandbox ready"
-        await self.ledger.write(commands.node_health(LOCAL_NODE, healthy=healthy, reason=reason))
+        return self.executor.largest_job_memory()
 
     def _save_admin_token(self, secret: str) -> Path:
         """The first admin token, in a 0600 file next to the ledger (created with that mode, never wider)."""

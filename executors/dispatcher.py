@@ -35,7 +35,7 @@ log = structlog.get_logger()
 
 
 class JobRunner(Protocol):
-    """What the dispatcher needs of a node's runner (an SSH or local node, or a Slurm cluster)."""
+    """What the dispatcher needs of a node's runner (any executor's: executors/interface.py)."""
 
     def workdir(self, attempt_key: str) -> str: ...
 

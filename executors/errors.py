@@ -87,14 +87,6 @@ class RemoteFileTooLarge(RemoteFileError):
         super().__init__(path, f"{size} bytes is more than the limit of {max_bytes}")
 
 
-class SlurmUnreachable(NodeUnreachable):
-    """A Slurm command could not reach the controller (or the login host): retry, never read as an end."""
-
-
-class SlurmRefused(ExecutorError):
-    """Slurm answered and refused (e.g. sbatch rejected the options): retrying cannot help."""
-
-
 class ReplicaError(ExecutorError):
     """The replica target cannot be configured or reached (the server keeps serving without it)."""
 

@@ -144,11 +144,11 @@ class JobDispatched(JobEvent, frozen=True, tag="job.dispatched"):
 
 
 class JobHandedOff(JobEvent, frozen=True, tag="job.handed_off"):
-    """The attempt was submitted to an outside scheduler (Slurm): its id there, to re-attach by."""
+    """The attempt was submitted to an outside scheduler: its id there, to re-attach by."""
 
     attempt: int
     scheduler_id: str
-    scheduler: str = "slurm"
+    scheduler: str = "slurm"  # the kind of executor whose scheduler took it (Slurm is the only one yet)
 
 
 class JobStarted(JobEvent, frozen=True, tag="job.started"):
@@ -218,7 +218,7 @@ class NodeConfig(NodeEvent, frozen=True):
     user: str = ""
     slots: int = 1
     container: str | None = None
-    kind: Literal["ssh", "local", "slurm"] = "ssh"
+    kind: str = "ssh"  # the executor that registered it: "local", "ssh", "slurm" (executors/registry.py)
     gpus: int | None = None  # GPUs on the node; None: one per slot (as every node was before CPU-only nodes)
 
 

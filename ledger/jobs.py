@@ -60,7 +60,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     memory: int | None = None  # bytes the job asked for (None: its slots' part of the node's memory)
     slots: list[int] = []  # the GPU slots held on ``node`` (``slot`` is the first of them)
     gpus_held: int | None = None  # the current attempt's GPUs: 0 on a node without GPUs; None: ``gpus``
-    scheduler_id: str | None = None  # the current attempt's id in an outside scheduler (Slurm)
+    scheduler_id: str | None = None  # the current attempt's id in an executor's own scheduler (job.handed_off)
     attempt: int = 0
     workdir: str | None = None
     queued_at: int | None = None

@@ -64,7 +64,7 @@ class NodePlan:
 
 @dataclass(frozen=True)
 class ExternalStatus:
-    """What an outside scheduler (Slurm) says of a job handed to it and not started yet."""
+    """What an outside scheduler (an executor's own, e.g. Slurm) says of a job handed to it and not started yet."""
 
     reason: str
     start_at: int | None  # microseconds; the scheduler's own estimate
@@ -175,7 +175,7 @@ class PlanCache:
         self.max_age_s = max_age_s
         self.position = -1  # every event up to here is in the plan
         self._plan: Plan | None = None
-        # The outside scheduler's word on jobs handed to it (set by the composition root with Slurm).
+        # The outside scheduler's word on jobs handed to it (the executor's ``pending_board``).
         self.external: Callable[[], Mapping[str, ExternalStatus]] = dict
         self.hold: Callable[[], str | None] = lambda: None  # the dispatcher's hold (the composition root's)
         self._made = asyncio.Event()

@@ -91,7 +91,7 @@ class DashboardController(Controller):
             job_view=lambda job: job_status(job, views, plan),
             node_view=lambda: node_infos(views, plan, identity, now),
         )
-        document["slurm"] = runtime.slurm_info() if as_of is None else None
+        document["slurm"] = runtime.cluster_info() if as_of is None else None
         document["disk"] = runtime.disk_usage.latest if as_of is None else None  # DiskUse: cached, measured in a thread
         # per user: share, caps, usage, factor; for the users inline (all of them: GET /api/admin/users)
         document["fairshare"] = accounts_document(views, now, users=document["user_statistics"], factors=plan.factors)

@@ -39,7 +39,7 @@ class NodeController(Controller):
             nodes=node_infos(views, runtime.plans.get(views, now), caller, now),
             sandbox=mode,
             sandbox_warning=DISABLED_WARNING if mode == "none" else None,
-            slurm=runtime.slurm_info(),
+            slurm=runtime.cluster_info(),
         )
 
     async def _drain(self, runtime: Runtime, identity: Identity, node: str, *, drain: bool, reason: str) -> NodeInfo:

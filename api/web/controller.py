@@ -123,7 +123,7 @@ class DashboardData(Controller):
         viewer: NamedDependency[Identity | None],
         runtime: NamedDependency[Runtime],
     ) -> dict[str, Any]:
-        return panels.nodes_panel(moment, viewer, runtime.slurm_info())
+        return panels.nodes_panel(moment, viewer, runtime.cluster_info())
 
     @get("/queue", summary="Pending jobs in order with reasons and estimates; the per-node plan")
     async def queue(

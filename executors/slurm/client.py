@@ -14,7 +14,8 @@ from collections.abc import Mapping
 
 import msgspec
 
-from executors.errors import CommandTimedOut, NodeUnreachable, SlurmRefused, SlurmUnreachable
+from executors.errors import CommandTimedOut, NodeUnreachable
+from executors.slurm.errors import SlurmRefused, SlurmUnreachable
 from executors.transport import LocalTransport, Transport
 
 COMMAND_TIMEOUT_S = 60.0

@@ -12,17 +12,17 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from executors.errors import SlurmRefused, SlurmUnreachable
-from executors.runner import no_gpu_environment
+from executors.runner import NodeRunner, no_gpu_environment
 from executors.sandbox import sandbox_spec
 from executors.services import Services
 from executors.slurm.client import SlurmClient, SlurmJob, SlurmNode, gres_gpus
+from executors.slurm.errors import SlurmRefused, SlurmUnreachable
 from executors.slurm.runner import JOB_NAME_PREFIX, SlurmRunner, job_of_name
 from executors.slurm.states import pending_words
 from executors.ssh.connection import NodeConnection
@@ -47,6 +47,11 @@ class Snapshot:
 
 
 class SlurmCluster:
+    """The Slurm executor (``executors.interface.Executor``): one ledger node whose jobs Slurm schedules."""
+
+    kind = "slurm"
+    uses_job_cgroups = False  # Slurm's own cgroup holds each job (its --mem, its gres)
+
     def __init__(self, services: Services, slurm: SlurmSettings, transport: Transport, node: str) -> None:
         self.services, self.slurm, self.transport, self.node = services, slurm, transport, node
         self.client = SlurmClient(transport, slurm.partition, slurm.conf)
@@ -86,9 +91,21 @@ class SlurmCluster:
         matches = [j.job_id for j in await self.client.jobs() if j.name == name]
         return str(max(matches)) if matches else None
 
-    def largest_node_gpus(self) -> int:
+    # --- what the server asks (executors.interface.Executor) -------------------------------------
+
+    @property
+    def runners(self) -> Mapping[str, NodeRunner]:
+        return {self.node: self.runner}
+
+    def largest_job_gpus(self) -> int | None:
         sizes = [gres_gpus(n.gres) for n in self.nodes]
         return max(sizes, default=0) or self.slurm.max_gpus_handed_off
+
+    def largest_job_memory(self) -> int | None:
+        return None  # Slurm's --mem and its nodes decide
+
+    def pending_board(self) -> Mapping[str, ExternalStatus]:
+        return self.board
 
     def describe(self) -> dict[str, object]:
         """Partitions and nodes as sinfo last showed them (for /api/nodes and the dashboard)."""

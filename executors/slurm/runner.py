@@ -22,12 +22,12 @@ from typing import Protocol
 import structlog
 
 from executors import protocol as wp
-from executors.errors import SlurmRefused
 from executors.follow import LiveFiles
 from executors.resources import job_resources
 from executors.retry import until_done
 from executors.runner import NodeRunner
 from executors.slurm.client import SlurmClient, SlurmJob
+from executors.slurm.errors import SlurmRefused
 from executors.slurm.states import ACTIVE, outcome_of
 from ledger import commands
 from ledger.events import JobFinished

@@ -10,6 +10,7 @@ import asyncio
 import re
 import shlex
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -25,6 +26,7 @@ from ledger import commands
 from ledger.errors import DomainError, LedgerUnavailable
 from ledger.events import NodeRegistered, NodeRestarted
 from ledger.settings import NodeSpec, Settings
+from projections.plan import ExternalStatus
 
 log = structlog.get_logger()
 
@@ -156,17 +158,37 @@ class SshNode:
 
 @dataclass
 class SshFleet:
-    """The started SSH nodes: their runners, their background tasks (health, restarts), their connections."""
+    """The SSH executor (``executors.interface.Executor``): the started nodes, their runners, their
+    background tasks (health, restarts), their connections."""
 
     nodes: list[SshNode]
     jump: JumpConnection | None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    kind: str = "ssh"
+    uses_job_cgroups: bool = True
 
     @property
-    def runners(self) -> dict[str, NodeRunner]:
+    def runners(self) -> Mapping[str, NodeRunner]:
         return {node.spec.name: node.runner for node in self.nodes}
 
+    def largest_job_gpus(self) -> int | None:
+        return None
+
+    def largest_job_memory(self) -> int | None:
+        """The largest node's memory, when every node's is configured (else the wrapper holds the job)."""
+        caps = [node.spec.memory_bytes for node in self.nodes]
+        return None if not caps or None in caps else max(c for c in caps if c is not None)
+
+    def pending_board(self) -> Mapping[str, ExternalStatus]:
+        return {}
+
+    def describe(self) -> dict[str, object] | None:
+        return None
+
     async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         for node in self.nodes:
             await node.conn.close()
         if self.jump is not None:
