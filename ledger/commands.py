@@ -224,9 +224,12 @@ def dispatch_job(job_id: str, *, node: str, slots: list[int], workdir: str) -> W
     return Write(decide=decide, actor=f"executor:{node}")
 
 
-def hand_off_job(job_id: str, *, node: str, attempt: int, scheduler_id: str) -> Write:
+def hand_off_job(job_id: str, *, node: str, attempt: int, scheduler: str, scheduler_id: str) -> Write:
+    """``scheduler``: the kind of executor whose own scheduler took the job (``executors/registry.py``)."""
     return Write(
-        decide=lambda views: decide_hand_off(job_of(views, job_id), attempt=attempt, scheduler_id=scheduler_id),
+        decide=lambda views: decide_hand_off(
+            job_of(views, job_id), attempt=attempt, scheduler=scheduler, scheduler_id=scheduler_id
+        ),
         actor=f"executor:{node}",
     )
 

@@ -148,7 +148,7 @@ class JobHandedOff(JobEvent, frozen=True, tag="job.handed_off"):
 
     attempt: int
     scheduler_id: str
-    scheduler: str = "slurm"  # the kind of executor whose scheduler took it (Slurm is the only one yet)
+    scheduler: str = "slurm"  # the kind of executor whose scheduler took it (each names its own)
 
 
 class JobStarted(JobEvent, frozen=True, tag="job.started"):

@@ -323,14 +323,14 @@ def decide_dispatch(
     ]
 
 
-def decide_hand_off(job: JobState, *, attempt: int, scheduler_id: str) -> list[AnyEvent]:
+def decide_hand_off(job: JobState, *, attempt: int, scheduler: str, scheduler_id: str) -> list[AnyEvent]:
     """Record the outside scheduler's id of the current attempt, once."""
     _require_open(job)
     if job.attempt != attempt or job.node is None:
         raise InvalidTransition(f"job {job.job_id} attempt {attempt} is not the dispatched one")
     if job.scheduler_id is not None:
         raise InvalidTransition(f"job {job.job_id} is already handed off as {job.scheduler_id}")
-    return [JobHandedOff(job_id=job.job_id, attempt=attempt, scheduler_id=scheduler_id)]
+    return [JobHandedOff(job_id=job.job_id, attempt=attempt, scheduler_id=scheduler_id, scheduler=scheduler)]
 
 
 def decide_start(

@@ -12,6 +12,7 @@ from ledger.events import (
     JobCancelRequested,
     JobDispatched,
     JobFinished,
+    JobHandedOff,
     JobQueued,
     JobRequeued,
     JobScanned,
@@ -23,6 +24,7 @@ from ledger.jobs import (
     decide_cancel,
     decide_dispatch,
     decide_finish,
+    decide_hand_off,
     decide_queue,
     decide_requeue,
     decide_scan,
@@ -156,6 +158,12 @@ def test_dispatch_after_requeue_is_next_attempt() -> None:
     """After a requeue the next dispatch is attempt 2."""
     job = given(*DISPATCHED_JOB, JobRequeued(job_id=J, attempt=1, reason="node_lost"))
     assert decide_dispatch(job, node="gpu-node-1", slots=[0], workdir="/w")[0].attempt == 2
+
+
+def test_hand_off_records_the_executor_kind_that_took_it() -> None:
+    """A hand-off names the executor whose own scheduler took the job, not one fixed scheduler."""
+    events = decide_hand_off(given(*DISPATCHED_JOB), attempt=1, scheduler="kubernetes", scheduler_id="uid-1")
+    assert events == [JobHandedOff(job_id=J, attempt=1, scheduler="kubernetes", scheduler_id="uid-1")]
 
 
 def test_start_current_attempt() -> None:

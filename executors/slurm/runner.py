@@ -192,7 +192,11 @@ class SlurmRunner(NodeRunner):
             return None
         if slurm_id == FORGOTTEN:
             return slurm_id
-        await self._write(commands.hand_off_job(job.job_id, node=self.node, attempt=job.attempt, scheduler_id=slurm_id))
+        await self._write(
+            commands.hand_off_job(
+                job.job_id, node=self.node, attempt=job.attempt, scheduler="slurm", scheduler_id=slurm_id
+            )
+        )
         return slurm_id
 
     async def _follow_slurm(self, job: JobState, workdir: str, slurm_id: str, since: float) -> wp.ExitStatus | None:
