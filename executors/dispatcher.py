@@ -52,7 +52,7 @@ def free_gpus(views: Views, runners: Mapping[str, JobRunner]) -> tuple[dict[str,
     ranked: list[tuple[float, int, str, list[int]]] = []
     sizes: dict[str, int] = {}
     for order, node in enumerate(views.nodes.values()):
-        if node.name not in runners or node.status != "up":
+        if node.name not in runners or not node.ready:
             continue
         sizes[node.name] = node.slots
         # A lost job's slots stay taken until it is confirmed dead on the node (NodeRunner.fencing).

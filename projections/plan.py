@@ -118,7 +118,7 @@ def make_plan(views: Views, now: int, weights: Weights | None = None) -> Plan:
         # Copies first: the writer thread folds while a plan runs in its worker thread.
         running = [j for j in map(views.jobs.get, list(views.node_jobs.get(node.name, ()))) if j is not None]
         plan.nodes[node.name] = NodePlan(free_at=max([now, *(_job_end(j, now) for j in running)]))
-        if node.status in ("up", "restarting"):
+        if node.usable:
             free_times[node.name] = _slot_free_times(node.slots, running, now)
     plan.any_node_usable = bool(free_times)
     ranked = views.ranked(now, weights or Weights())
