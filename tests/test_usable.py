@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from executors.dispatcher import free_gpus
+from executors.dispatcher import fleet_now
 from ledger import commands
 from ledger.errors import InvalidTransition
 from ledger.events import (
@@ -34,7 +34,7 @@ HISTORIES: dict[str, list[AnyEvent]] = {
 
 
 class Runner:
-    """Just enough of a runner for ``free_gpus``: nothing fenced."""
+    """Just enough of a runner for ``fleet_now``: nothing fenced."""
 
     def fenced_slots(self) -> set[int]:
         return set()
@@ -64,7 +64,8 @@ def test_every_reader_of_a_node_agrees_on_usable(status: str) -> None:
     assert node.usable == (status in ("up", "restarting"))
     assert node.ready == (status == "up")
     assert make_plan(views, T0).any_node_usable == node.usable
-    assert (N in free_gpus(views, {N: Runner()})[1]) == node.ready
+    times, free = fleet_now(views, {N: Runner()}, T0)
+    assert (N in times, bool(free.get(N))) == (node.usable, node.ready)
     write = commands.dispatch_job("j", node=N, slots=[0], workdir="/w")
     if node.ready:
         assert write.decide(views)
