@@ -90,7 +90,7 @@ async def provide_moment(
         now = now_us()
         return Moment(views=live, now=now, plan=runtime.plans.get(live, now), live=True)
     try:
-        position, time_us = position_or_time(as_of)
+        position, time_us = position_or_time(as_of, exact=True)
     except ValueError as e:
         raise BadRequest(f"Invalid as_of: {e}") from None
     past = _past_views(request, runtime)
