@@ -21,6 +21,7 @@ from api.runtime import Runtime
 from api.web.asof import PastViews
 from ledger.clock import now_us, position_or_time
 from ledger.jobs import JobState
+from ledger.tokens import may_see
 from projections.plan import Plan, make_plan
 from projections.views import Views
 
@@ -108,7 +109,7 @@ async def provide_moment(
 
 def can_see(who: Identity | None, job: JobState) -> bool:
     """Admins see every job, users their own, anonymous callers none."""
-    return who is not None and (who.is_admin or who.user_id == job.user_id)
+    return may_see(who, job.user_id)
 
 
 DEPENDENCIES = {
