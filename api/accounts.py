@@ -11,6 +11,7 @@ from api.present import factors_of
 from ledger.clock import iso
 from ledger.jobs import JobState
 from ledger.shares import UserShare
+from ledger.tokens import may_see
 from projections.fairshare import factors_by_user, live_usage
 from projections.plan import Plan, pending_reason
 from projections.views import Views
@@ -71,7 +72,7 @@ def queue_document(
     # a plan's jobs are in its order (built so, never changed): the page costs the page (and its offset in C)
     for job_id, entry in itertools.islice(plan.jobs.items(), offset, offset + limit):
         job = views.jobs[job_id]
-        visible = who.is_admin or job.user_id == who.user_id
+        visible = may_see(who, job.user_id)
         rows.append(
             {
                 "job_id": job_id if visible else None,

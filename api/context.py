@@ -27,6 +27,7 @@ from api.limits import EndpointLimiter, client_address
 from api.runtime import Runtime
 from ledger.errors import NotFound
 from ledger.jobs import JobState
+from ledger.tokens import may_see
 from projections.views import Views
 
 Connection = ASGIConnection[Any, Any, Any, Any]
@@ -145,7 +146,7 @@ def resolve_job(views: Views, identity: Identity, text: str) -> JobState:
                 many = f"{len(candidates)}" if len(candidates) < MAX_CANDIDATES else f"at least {MAX_CANDIDATES}"
                 raise BadRequest(f"Job id prefix {text} is ambiguous: it matches {many} jobs (give more characters)")
             job = views.jobs.get(candidates[0]) if candidates else None
-    if job is None or not (identity.is_admin or job.user_id == identity.user_id):
+    if job is None or not may_see(identity, job.user_id):
         raise NotFound(f"Job {text} not found")
     return job
 

@@ -13,6 +13,7 @@ from ledger.jobs import JobState
 from ledger.quotas import QuotaLimits, figures
 from ledger.reasons import finish_words
 from ledger.retention import pruned_message
+from ledger.tokens import may_see
 from projections.plan import JobPlan, Plan, pending_reason
 from projections.views import Views
 
@@ -182,7 +183,7 @@ def node_infos(views: Views, plan: Plan, who: Identity | None, now: int) -> list
         current = None
         if running:
             job = running[0]
-            visible = who is not None and (who.is_admin or who.user_id == job.user_id)
+            visible = may_see(who, job.user_id)
             started = job.started_at
             current = CurrentJob(
                 job_id=job.job_id if visible else None,

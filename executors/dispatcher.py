@@ -7,9 +7,10 @@ Woken by ledger commits (no polling of the database). The dispatch write re-chec
 writer's transaction that the slots are still free and the node usable, so a node never holds more
 than ``slots`` GPUs' worth of jobs and a job is never dispatched twice for one attempt.
 
-Placement (docs/design.md): first fit in queue order, all of a job's GPUs on one node. A job that
-fits nowhere yet reserves the node closest to fitting it; later jobs may only use other nodes, so a
-large job is never starved by a stream of small ones (the reserved node drains until it fits).
+Placement (docs/design.md, ``projections.placement``): the one the queue plan shows. In queue order,
+all of a job's GPUs on one node, where they free first (on a tie the less loaded node); a job that
+cannot start now is booked on the node where it will, and the slots it holds there take no later
+job, so a large job is never starved by a stream of small ones. The first job that starts now goes.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from ledger.attempts import attempt_key
 from ledger.clock import now_us
 from ledger.errors import DomainError
 from ledger.jobs import JobState
-from ledger.nodes import fleet_has_gpus, takes
 from ledger.shares import Weights
 from ledger.writer import Ledger
+from projections.placement import Fleet, gpu_kinds, next_start, node_times
 from projections.plan import capped
 from projections.views import Views
 
@@ -46,22 +47,22 @@ class JobRunner(Protocol):
     async def stop(self) -> None: ...
 
 
-def free_gpus(views: Views, runners: Mapping[str, JobRunner]) -> tuple[dict[str, list[int]], dict[str, int]]:
-    """Free slots per usable node, least-loaded node first, then configuration order; and every
-    usable node's size."""
-    ranked: list[tuple[float, int, str, list[int]]] = []
-    sizes: dict[str, int] = {}
-    for order, node in enumerate(views.nodes.values()):
-        if node.name not in runners or node.status != "up":
+def fleet_now(
+    views: Views, runners: Mapping[str, JobRunner], now: int
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Each usable node this dispatcher runs: when its slots free (``projections.placement.node_times``),
+    and which are free now. A lost job's slots stay taken until it is confirmed dead on the node
+    (NodeRunner.fencing)."""
+    times: dict[str, list[int]] = {}
+    free: dict[str, list[int]] = {}
+    for node in list(views.nodes.values()):
+        if node.name not in runners or not node.usable:
             continue
-        sizes[node.name] = node.slots
-        # A lost job's slots stay taken until it is confirmed dead on the node (NodeRunner.fencing).
-        used = commands.busy_slots(views, node.name) | runners[node.name].fenced_slots()
-        free = [slot for slot in range(node.slots) if slot not in used]
-        if free:
-            ranked.append((len(used) / node.slots, order, node.name, free))
-    ranked.sort()
-    return {name: free for _, _, name, free in ranked}, sizes
+        fenced = runners[node.name].fenced_slots()
+        times[node.name] = node_times(node, [views.jobs[j] for j in views.node_jobs.get(node.name, ())], now, fenced)
+        used = commands.busy_slots(views, node.name) | fenced
+        free[node.name] = [slot for slot in range(node.slots) if slot not in used] if node.ready else []
+    return times, free
 
 
 def place(
@@ -70,23 +71,24 @@ def place(
     sizes: dict[str, int],
     gpu_less: frozenset[str] = frozenset(),
     fleet_gpus: bool = True,
+    *,
+    times: Mapping[str, list[int]] | None = None,
+    now: int = 0,
 ) -> tuple[JobState, str, list[int]] | None:
-    """The next (job, node, slots) by first fit in queue order, with one node reserved per job that
-    does not fit yet (the one with most free GPUs among those big enough). ``gpu_less``: the nodes
-    without GPUs, where only CPU-only jobs go (``ledger.nodes.takes``)."""
-    reserved: set[str] = set()
-    for job in queue:
-        need = job.slots_needed
-        allowed = {n for n in sizes if n not in reserved and takes(job.gpus, n not in gpu_less, fleet_gpus)}
-        fits = [name for name, slots in free.items() if name in allowed and len(slots) >= need]  # least loaded first
-        if fits:
-            return job, fits[0], free[fits[0]][:need]
-        big_enough = [name for name in sizes if name in allowed and sizes[name] >= need]
-        if big_enough:
-            reserved.add(max(big_enough, key=lambda name: len(free.get(name, []))))
-            if len(reserved) == len(sizes):
-                return None
-    return None
+    """The next (job, node, slots): the first job in queue order that the placement the plan shows
+    (``projections.placement``) starts now, on its node's first free slots. ``times``: when each usable
+    node's slots free; without them a busy slot frees at an unknown time, taken as just after ``now``.
+    ``gpu_less``: the nodes without GPUs, where only CPU-only jobs go (``ledger.nodes.takes``)."""
+    if times is None:
+        times = {
+            n: sorted([now] * len(free.get(n, [])) + [now + 1] * (size - len(free.get(n, []))))
+            for n, size in sizes.items()
+        }
+    started = next_start(queue, Fleet(times, gpu_less, fleet_gpus), now)
+    if started is None:
+        return None
+    job, node = started
+    return job, node, free[node][: job.slots_needed]
 
 
 def dispatch_order(views: Views, now: int, weights: Weights) -> list[JobState]:
@@ -155,13 +157,12 @@ class Dispatcher:
         while True:
             if self._holding():
                 return dispatched
-            views = self.ledger.views
-            free, sizes = free_gpus(views, self.runners)  # first: cheap, and no slot means no sort of the queue
-            if not free or not views.queued:
+            views, now = self.ledger.views, now_us()
+            times, free = fleet_now(views, self.runners, now)  # first: cheap, and no slot means no sort of the queue
+            if not any(free.values()) or not views.queued:
                 return dispatched
-            nodes = list(views.nodes.values())
-            gpu_less = frozenset(n.name for n in nodes if not n.has_gpus)
-            placed = place(dispatch_order(views, now_us(), self.weights), free, sizes, gpu_less, fleet_has_gpus(nodes))
+            queue, kinds = dispatch_order(views, now, self.weights), gpu_kinds(list(views.nodes.values()))
+            placed = place(queue, free, {n: len(t) for n, t in times.items()}, *kinds, times=times, now=now)
             if placed is None:
                 return dispatched
             job, node, slots = placed

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import re
 import time
 from datetime import UTC, datetime, timedelta
+
+import msgspec
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
@@ -29,16 +32,37 @@ def _iso(us: int) -> str:
     return (_EPOCH_NAIVE + timedelta(microseconds=us)).isoformat(timespec="microseconds") + "Z"
 
 
-def position_or_time(text: str) -> tuple[int | None, int | None]:
+AS_OF_FORMS = "give a ledger position (at most 18 digits) or an RFC 3339 time with its offset"
+_POSITION = re.compile(r"[0-9]{1,18}")  # a position SQLite's 64-bit integers hold
+
+
+def position_or_time(text: str, *, exact: bool = False) -> tuple[int | None, int | None]:
     """A ledger position (digits) or an ISO-8601 instant, as (position, None) or (None, microseconds).
 
-    Raises ValueError naming the text when it is neither."""
+    ``exact``: every HTTP ``as_of`` (the dashboard API and the web panels alike), held to what the
+    OpenAPI document says (``AS_OF_FORMS``): a time must carry its offset, since the server cannot
+    know the caller's zone. Without it (the CLI, on the ledger's own machine) any digits are a
+    position and a time without a zone is UTC. Raises ValueError naming the accepted forms."""
+    if exact:
+        return _as_of(text)
     if text.isascii() and text.isdigit():  # "²".isdigit() is true, and int() refuses it
         return int(text), None
     try:
         return None, parse_iso(text)
     except ValueError:
         raise ValueError(f"{text!r} is neither a ledger position nor an ISO-8601 time") from None
+
+
+def _as_of(text: str) -> tuple[int | None, int | None]:
+    if _POSITION.fullmatch(text):
+        return int(text), None
+    try:
+        moment = msgspec.json.decode(msgspec.json.encode(text), type=datetime)  # RFC 3339, as documented
+    except msgspec.ValidationError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValueError(AS_OF_FORMS)
+    return None, (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def parse_iso(text: str) -> int:

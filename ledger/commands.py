@@ -213,7 +213,7 @@ def dispatch_job(job_id: str, *, node: str, slots: list[int], workdir: str) -> W
     def decide(views: LedgerState) -> Sequence[AnyEvent]:
         state = node_of(views, node)
         taken = busy_slots(views, node) & set(slots)
-        if state.status != "up" or taken or max(slots, default=0) >= state.slots:
+        if not state.ready or taken or max(slots, default=0) >= state.slots:
             raise InvalidTransition(f"node {node} slots {slots} cannot take a job now ({state.status})")
         job = job_of(views, job_id)
         if not takes(job.gpus, state.has_gpus, fleet_has_gpus(views.nodes.values())):  # never a GPU for a CPU-only job

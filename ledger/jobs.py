@@ -129,6 +129,13 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
                 return past.started_at
         return self.started_at
 
+    def waited_us(self, now: int) -> int:
+        """The job's wait, the one definition of waiting time: from its submit until it first ran (or
+        ended, never having run), or until ``now`` while it has done neither. The runs of a retried
+        job are not waiting. (The fair-share age is another measure: it counts from the last
+        ``job.queued``, so a retried job's age starts anew.)"""
+        return (self.first_started_at or self.completed_at or now) - self.created_at
+
     @property
     def attempt_key(self) -> str:
         """The current attempt's name on disk: the job id for the first, ``<job id>.<n>`` after it."""

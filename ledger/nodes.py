@@ -54,6 +54,17 @@ class NodeState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
             return "down"
         return "draining" if self.drained else "up"
 
+    @property
+    def usable(self) -> bool:
+        """In service for new jobs: up and not draining or retired. A node restarting between jobs counts
+        (the plan gives it jobs; they start once it is back, ``ready``)."""
+        return self.status in ("up", "restarting")
+
+    @property
+    def ready(self) -> bool:
+        """Usable and able to start a job this instant (not in the middle of a restart)."""
+        return self.usable and not self.restarting
+
 
 def evolve_node(state: NodeState | None, event: AnyEvent) -> NodeState:
     replace = msgspec.structs.replace

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import msgspec
 
@@ -22,6 +23,21 @@ class TokenState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     version: int = 1
     revoked: bool = False
     revoked_at: int | None = None
+
+
+class Bearer(Protocol):
+    """Whoever presents a token, as the rule of who sees what reads them (``api.auth.Identity``)."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def is_admin(self) -> bool: ...
+
+
+def may_see(who: Bearer | None, owner: str) -> bool:
+    """The one visibility rule: admins see every user's jobs, users their own, anonymous callers none."""
+    return who is not None and (who.is_admin or who.user_id == owner)
 
 
 def secret_digest(secret: str) -> str:

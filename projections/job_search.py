@@ -14,6 +14,7 @@ import msgspec
 
 from ledger.jobs import JobState
 from projections import tables
+from projections.snapshots import position_at
 from projections.views import Views
 
 COUNT_CAP = 10_000  # beyond this the table says "10000+": an exact count would read every row
@@ -50,20 +51,6 @@ def _one(conn: apsw.Connection, sql: str, values: tuple[object, ...] = ()) -> in
     return int(row[0])
 
 
-def first_position_at(conn: apsw.Connection, time_us: int) -> int:
-    """The first ledger position recorded at or after ``time_us`` (a bisect over the primary key:
-    positions are assigned in commit order, and commit times only grow)."""
-    low, high = 1, _one(conn, "SELECT coalesce(max(position), 0) FROM events") + 1
-    while low < high:
-        middle = (low + high) // 2
-        row = conn.execute("SELECT recorded_at FROM events WHERE position = ?", (middle,)).fetchone()
-        if row is not None and row[0] < time_us:
-            low = middle + 1
-        else:
-            high = middle
-    return low
-
-
 def _where(conn: apsw.Connection, flt: JobFilter) -> tuple[str, list[object]]:
     clauses: list[str] = ["1"]
     values: list[object] = []
@@ -76,12 +63,12 @@ def _where(conn: apsw.Connection, flt: JobFilter) -> tuple[str, list[object]]:
         if value is not None:
             clauses.append(f"{column} = ?")
             values.append(value)
-    if flt.since_us is not None:
-        clauses.append("position >= ?")
-        values.append(first_position_at(conn, flt.since_us))
-    if flt.until_us is not None:
-        clauses.append("position < ?")
-        values.append(first_position_at(conn, flt.until_us))
+    if flt.since_us is not None:  # recorded at or after since: past the last position before it
+        clauses.append("position > ?")
+        values.append(position_at(conn, flt.since_us - 1))
+    if flt.until_us is not None:  # recorded before until
+        clauses.append("position <= ?")
+        values.append(position_at(conn, flt.until_us - 1))
     if flt.before is not None:
         clauses.append("position < ?")
         values.append(flt.before)

@@ -2,7 +2,7 @@
 
 A pure function of the views, the clock and the score's weights. Each usable GPU slot frees at
 (start + expected time) of the job on it; queued jobs, in dispatch order (the fair-share score,
-``projections.fairshare.rank``), take the node where as many slots as they need GPUs free first.
+``projections.fairshare.rank``), are placed as the dispatcher places them (``projections.placement``).
 This is what gives ``queue_position``, ``estimated_start_at``, the factors and the per-node queue
 figures their meaning. A job whose user is at their GPU cap is ranked but not placed.
 """
@@ -10,7 +10,6 @@ figures their meaning. A job whose user is at their GPU cap is ranked but not pl
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import time
 from collections.abc import Callable, Mapping
@@ -20,10 +19,10 @@ import structlog
 
 from ledger.clock import now_us
 from ledger.jobs import JobState
-from ledger.nodes import fleet_has_gpus, takes
 from ledger.shares import Weights
 from ledger.writer import Ledger
 from projections.fairshare import Ranked, factors_by_user, gpus_in_use
+from projections.placement import Fleet, gpu_kinds, job_end, node_times
 from projections.views import Views
 
 log = structlog.get_logger()
@@ -81,21 +80,6 @@ class Plan:
     held: str | None = None  # why no job is dispatched at all now (the dispatcher's hold), as of the read
 
 
-def _job_end(job: JobState, now: int) -> int:
-    begun = job.started_at or job.dispatched_at or now
-    return max(now, begun + job.expected_time_s * 1_000_000)
-
-
-def _slot_free_times(node_slots: int, running: list[JobState], now: int) -> list[int]:
-    """When each of a node's GPU slots frees, soonest first."""
-    times = [now] * node_slots
-    for job in running:
-        for slot in job.held_slots:
-            if slot < node_slots:
-                times[slot] = _job_end(job, now)
-    return sorted(times)
-
-
 def capped(views: Views, ranked: list[Ranked]) -> dict[str, str]:
     """Queued jobs whose user's running jobs already hold so many GPUs that this one would pass the
     user's ``max_gpus``: job id -> the reason (O(queued + on nodes))."""
@@ -111,50 +95,32 @@ def capped(views: Views, ranked: list[Ranked]) -> dict[str, str]:
 
 
 def make_plan(views: Views, now: int, weights: Weights | None = None) -> Plan:
-    """Queued jobs in dispatch order take the node where their ``gpus`` slots free first."""
+    """Queued jobs in dispatch order, placed as the dispatcher will place them (``projections.placement``)."""
     plan = Plan(made_at=now)
     free_times: dict[str, list[int]] = {}  # usable node -> its slots' free times, sorted
     for node in list(views.nodes.values()):
         # Copies first: the writer thread folds while a plan runs in its worker thread.
         running = [j for j in map(views.jobs.get, list(views.node_jobs.get(node.name, ()))) if j is not None]
-        plan.nodes[node.name] = NodePlan(free_at=max([now, *(_job_end(j, now) for j in running)]))
-        if node.status in ("up", "restarting"):
-            free_times[node.name] = _slot_free_times(node.slots, running, now)
+        plan.nodes[node.name] = NodePlan(free_at=max([now, *(job_end(j, now) for j in running)]))
+        if node.usable:
+            free_times[node.name] = node_times(node, running, now)
     plan.any_node_usable = bool(free_times)
     ranked = views.ranked(now, weights or Weights())
     # every competing user's factor, once per plan (off the loop), not once per dashboard request
     plan.factors = factors_by_user([r.job for r in ranked], views.on_nodes(), views.shares, now, views.half_life_s)
     held = capped(views, ranked)
-    jobs, nodes = plan.jobs, list(free_times.items())  # each node's times are kept sorted, in place
-    # Where each kind of job may go (ledger.nodes.takes): CPU-only jobs on GPU-less nodes, GPU jobs on GPU nodes.
-    everyone = list(views.nodes.values())
-    gpu_less, fleet_gpus = {n.name for n in everyone if not n.has_gpus}, fleet_has_gpus(everyone)
-    eligible = {
-        False: [(name, times) for name, times in nodes if takes(1, name not in gpu_less, fleet_gpus)],
-        True: [(name, times) for name, times in nodes if name in gpu_less],
-    }
+    fleet, jobs = Fleet(free_times, *gpu_kinds(list(views.nodes.values()))), plan.jobs
     for index, entry in enumerate(ranked):
-        # The hot loop of a long queue's plan (every queued job, every node): locals, no copies.
         job = entry.job
-        job_id, taken = job.job_id, job.slots_needed
-        best_at: int | None = None
-        best_name, best_times = "", []
-        if job_id not in held:
-            for name, times in eligible[job.gpus == 0]:
-                # Strictly sooner wins: on a tie the node earlier in the configuration keeps it.
-                if len(times) >= taken and (best_at is None or times[taken - 1] < best_at):
-                    best_at, best_name, best_times = times[taken - 1], name, times
-        if best_at is None:
-            jobs[job_id] = JobPlan(index, None, None, entry, held.get(job_id))
+        placed = None if job.job_id in held else fleet.place(job)
+        if placed is None:
+            jobs[job.job_id] = JobPlan(index, None, None, entry, held.get(job.job_id))
             continue
-        jobs[job_id] = JobPlan(index, best_name, best_at, entry)
-        job_end = best_at + job.expected_time_s * 1_000_000
-        del best_times[:taken]  # its slots free at job_end now: still sorted after the insert
-        at = bisect.bisect_right(best_times, job_end)
-        best_times[at:at] = [job_end] * taken
-        node_plan = plan.nodes[best_name]
+        name, start_at = placed
+        jobs[job.job_id] = JobPlan(index, name, start_at, entry)
+        node_plan = plan.nodes[name]
         node_plan.queue_length += 1
-        node_plan.free_at = max(node_plan.free_at, job_end)
+        node_plan.free_at = max(node_plan.free_at, start_at + job.expected_time_s * 1_000_000)
     for node_plan in plan.nodes.values():
         node_plan.wait_s = round((node_plan.free_at - now) / 1_000_000, 3)
     return plan

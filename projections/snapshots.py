@@ -149,7 +149,8 @@ def write_missing(conn: apsw.Connection, every: int) -> int:
 
 def position_at(conn: apsw.Connection, time_us: int) -> int:
     """The last position recorded at or before ``time_us`` (recorded_at never decreases along positions,
-    which are gap-free): a binary search of point reads, not a scan."""
+    which are gap-free): a binary search of point reads, not a scan. The one position-at-instant: the
+    as-of replays, the web panels' time slider and the jobs table's since/until all ask it."""
     low, high = 0, max_position(conn)
     while low < high:
         middle = (low + high + 1) // 2

@@ -216,7 +216,7 @@ class Views:
             total.failed += job.status == "failed"
             if first_started:
                 total.waited += 1
-                total.wait_us += first_started - job.created_at
+                total.wait_us += job.waited_us(completed_at)
                 total.gpu_us += gpu_us
 
     def _drop_minutes_before(self, first: int) -> None:

@@ -168,6 +168,17 @@ def test_bad_as_of_is_a_400(server: Server, as_of: str, words: tuple[str]) -> No
         problem(admin.get("/api/dashboard", params={"as_of": as_of}), 400, *words)
 
 
+@pytest.mark.parametrize("path", ["/api/dashboard", "/dashboard/data/nodes"])
+def test_the_api_and_the_web_panels_read_as_of_alike(server: Server, path: str) -> None:
+    """One as_of parser: a position or a time with its offset is read by both the dashboard API and
+    the web panels; a time without its offset, or 19 digits, is the same 400 from both."""
+    with server.client(server.admin_token) as admin:
+        for good in ("1", "2024-01-01T00:00:00Z", "2024-01-01T00:00:00+02:00"):
+            assert admin.get(path, params={"as_of": good}).status_code == 200, good
+        for bad, words in (("2024-01-01T00:00:00", ("as_of", "offset")), ("9" * 19, ("as_of", "18 digits"))):
+            problem(admin.get(path, params={"as_of": bad}), 400, *words)
+
+
 def test_a_user_gets_403_from_admin_endpoints_and_anonymous_401(server: Server, alice: str) -> None:
     """The admin guard: 401 without a token, 403 for a user's token."""
     with server.client() as anonymous, server.client(alice) as client:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
 from typing import Any
 
-import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Schema
@@ -20,7 +17,7 @@ from api.errors import BadRequest
 from api.openapi import BEARER, Documented, problems
 from api.present import job_status, node_infos
 from api.runtime import Runtime
-from ledger.clock import now_us, parse_iso
+from ledger.clock import now_us, position_or_time
 from projections.asof import planned_as_of
 from projections.dashboard import dashboard_document, user_rows
 from projections.plan import Plan
@@ -38,22 +35,14 @@ AS_OF = Parameter(
         ]
     },
 )
-_POSITION = re.compile(r"[0-9]{1,18}")
 
 
 def _as_of(text: str) -> tuple[int | None, int | None]:
-    """A ledger position (at most 18 digits) or an RFC 3339 time with its offset, exactly as documented."""
-    if _POSITION.fullmatch(text):
-        return int(text), None
+    """A ledger position or an RFC 3339 time with its offset, exactly as documented (the web panels' parser too)."""
     try:
-        moment = msgspec.json.decode(msgspec.json.encode(text), type=datetime)
-    except msgspec.ValidationError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise BadRequest(
-            "Invalid as_of: give a ledger position (at most 18 digits) or an RFC 3339 time with its offset"
-        ) from None
-    return None, parse_iso(moment.isoformat())
+        return position_or_time(text, exact=True)
+    except ValueError as e:
+        raise BadRequest(f"Invalid as_of: {e}") from None
 
 
 async def views_at(runtime: Runtime, as_of: str | None) -> tuple[Views, int, Plan]:

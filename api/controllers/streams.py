@@ -28,6 +28,7 @@ from ledger.clock import iso
 from ledger.events import TokenIssued, TokenRevoked, event_tag
 from ledger.jobs import JobState
 from ledger.retention import pruned_message
+from ledger.tokens import may_see
 
 CHUNK = 64 * 1024
 TICK_S = 0.2  # live files grow without ledger events: how often a follower looks at them
@@ -241,9 +242,9 @@ class StreamController(Controller):
                 return True
             event = record.event
             if isinstance(event, TokenIssued | TokenRevoked):
-                return event.user_id == identity.user_id
+                return may_see(identity, event.user_id)
             job = runtime.ledger.views.jobs.get(record.stream.removeprefix("job-"))
-            return job is not None and job.user_id == identity.user_id
+            return job is not None and may_see(identity, job.user_id)
 
         async def stream() -> AsyncGenerator[ServerSentEventMessage | None, None]:
             nonlocal position

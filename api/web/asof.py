@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 from ledger.schema import connect
 from projections.asof import hot_views_as_of_sync
-from projections.job_search import first_position_at
+from projections.snapshots import position_at
 from projections.views import Views
 
 CACHED = 4
@@ -27,7 +27,7 @@ def _replay(path: str, position: int) -> Views:
 def _position_at(path: str, time_us: int) -> int:
     conn = connect(path, readonly=True)
     try:
-        return first_position_at(conn, time_us + 1) - 1  # the last position recorded at or before
+        return position_at(conn, time_us)
     finally:
         conn.close()
 

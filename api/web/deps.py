@@ -21,6 +21,7 @@ from api.runtime import Runtime
 from api.web.asof import PastViews
 from ledger.clock import now_us, position_or_time
 from ledger.jobs import JobState
+from ledger.tokens import may_see
 from projections.plan import Plan, make_plan
 from projections.views import Views
 
@@ -90,7 +91,7 @@ async def provide_moment(
         now = now_us()
         return Moment(views=live, now=now, plan=runtime.plans.get(live, now), live=True)
     try:
-        position, time_us = position_or_time(as_of)
+        position, time_us = position_or_time(as_of, exact=True)
     except ValueError as e:
         raise BadRequest(f"Invalid as_of: {e}") from None
     past = _past_views(request, runtime)
@@ -108,7 +109,7 @@ async def provide_moment(
 
 def can_see(who: Identity | None, job: JobState) -> bool:
     """Admins see every job, users their own, anonymous callers none."""
-    return who is not None and (who.is_admin or who.user_id == job.user_id)
+    return may_see(who, job.user_id)
 
 
 DEPENDENCIES = {

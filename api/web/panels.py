@@ -56,7 +56,7 @@ def queue_panel(moment: Moment, who: Identity | None, limit: int) -> dict[str, A
                 "node": job.node or (entry.node if entry else None),
                 "estimated_start_at": iso(entry.start_at) if entry and entry.start_at is not None else None,
                 "expected_time": job.expected_time_s,
-                "waiting_s": round((moment.now - job.created_at) / US, 1),
+                "waiting_s": round(job.waited_us(moment.now) / US, 1),
                 **factors_of(entry if job.phase == "queued" else None),  # why it stands where it does
             }
         )
