@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import msgspec
 
 from api.auth import Identity
@@ -112,7 +114,16 @@ def quota_status(views: Views, user_id: str, limits: QuotaLimits, now: int) -> Q
     )
 
 
-def factors_of(entry: JobPlan | None) -> dict[str, float | int | None]:
+class Factors(TypedDict):
+    """A queued job's score and factors as its row shows them (None: not queued)."""
+
+    score: float | None
+    fairshare: float | None
+    age: float | None
+    priority: int | None
+
+
+def factors_of(entry: JobPlan | None) -> Factors:
     """A queued job's score and factors, rounded for reading (the order used the exact values)."""
     if entry is None:
         return {"score": None, "fairshare": None, "age": None, "priority": None}
