@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-import msgspec
-
 from api.auth import Identity
-from api.schemas import AttemptInfo, CurrentJob, JobResults, JobStatus, NodeInfo, QuotaInfo, QuotaStatus
+from api.schemas import (
+    AttemptInfo,
+    CurrentJob,
+    JobResults,
+    JobStatus,
+    NodeInfo,
+    QuotaInfo,
+    QuotaStatus,
+    ScanFinding,
+)
 from ledger.blobs import BlobStore
 from ledger.clock import iso, now_us
 from ledger.events import Blob
@@ -53,7 +60,7 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
         signal=job.signal,
         expected_time=job.expected_time_s,
         scan_verdict=job.scan_verdict,
-        findings=[msgspec.to_builtins(f) for f in job.findings],
+        findings=[ScanFinding(rule=f.rule, line=f.line, message=f.message, severity=f.severity) for f in job.findings],
         finish_reason=job.reason,
         finish_reason_text=reason_text(job),
         cancelled_by=job.cancelled_by,

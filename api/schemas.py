@@ -5,7 +5,7 @@ These never reuse event classes: the ledger's facts and the API's answers change
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -61,6 +61,15 @@ class AttemptInfo(msgspec.Struct, kw_only=True):
     exit_code: int | None = None
 
 
+class ScanFinding(msgspec.Struct, kw_only=True):
+    """One observation of the code scanner about a job's code."""
+
+    rule: str
+    line: int
+    message: str
+    severity: Literal["critical", "warning", "info"]
+
+
 class JobStatus(msgspec.Struct, kw_only=True):
     job_id: str
     user_id: str
@@ -80,7 +89,7 @@ class JobStatus(msgspec.Struct, kw_only=True):
     signal: int | None = None
     expected_time: int = 0
     scan_verdict: str | None = None
-    findings: list[dict[str, Any]] = []
+    findings: list[ScanFinding] = []
     finish_reason: str | None = None
     finish_reason_text: str | None = None  # the reason in words (ledger/reasons.py); the code stays above
     cancelled_by: str | None = None
