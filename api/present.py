@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-import msgspec
+from typing import TypedDict
 
 from api.auth import Identity
-from api.schemas import AttemptInfo, CurrentJob, JobResults, JobStatus, NodeInfo, QuotaInfo, QuotaStatus
+from api.schemas import (
+    AttemptInfo,
+    CurrentJob,
+    JobResults,
+    JobStatus,
+    NodeInfo,
+    QuotaInfo,
+    QuotaStatus,
+    ScanFinding,
+)
 from ledger.blobs import BlobStore
 from ledger.clock import iso, now_us
 from ledger.events import Blob
@@ -52,7 +61,7 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
         signal=job.signal,
         expected_time=job.expected_time_s,
         scan_verdict=job.scan_verdict,
-        findings=[msgspec.to_builtins(f) for f in job.findings],
+        findings=[ScanFinding(rule=f.rule, line=f.line, message=f.message, severity=f.severity) for f in job.findings],
         finish_reason=job.reason,
         finish_reason_text=reason_text(job),
         cancelled_by=job.cancelled_by,
@@ -113,7 +122,16 @@ def quota_status(views: Views, user_id: str, limits: QuotaLimits, now: int) -> Q
     )
 
 
-def factors_of(entry: JobPlan | None) -> dict[str, float | int | None]:
+class Factors(TypedDict):
+    """A queued job's score and factors as its row shows them (None: not queued)."""
+
+    score: float | None
+    fairshare: float | None
+    age: float | None
+    priority: int | None
+
+
+def factors_of(entry: JobPlan | None) -> Factors:
     """A queued job's score and factors, rounded for reading (the order used the exact values)."""
     if entry is None:
         return {"score": None, "fairshare": None, "age": None, "priority": None}

@@ -5,9 +5,12 @@ These never reuse event classes: the ledger's facts and the API's answers change
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
+
+from api.diskuse import DiskUse
+from projections.dashboard import HealthMetrics, StatusCounts, UserRow
 
 
 class SubmitAccepted(msgspec.Struct, kw_only=True):
@@ -58,6 +61,15 @@ class AttemptInfo(msgspec.Struct, kw_only=True):
     exit_code: int | None = None
 
 
+class ScanFinding(msgspec.Struct, kw_only=True):
+    """One observation of the code scanner about a job's code."""
+
+    rule: str
+    line: int
+    message: str
+    severity: Literal["critical", "warning", "info"]
+
+
 class JobStatus(msgspec.Struct, kw_only=True):
     job_id: str
     user_id: str
@@ -77,7 +89,7 @@ class JobStatus(msgspec.Struct, kw_only=True):
     signal: int | None = None
     expected_time: int = 0
     scan_verdict: str | None = None
-    findings: list[dict[str, Any]] = []
+    findings: list[ScanFinding] = []
     finish_reason: str | None = None
     finish_reason_text: str | None = None  # the reason in words (ledger/reasons.py); the code stays above
     cancelled_by: str | None = None
@@ -190,3 +202,107 @@ class EventEntry(msgspec.Struct, kw_only=True):
 class EventList(msgspec.Struct, kw_only=True):
     job_id: str
     events: list[EventEntry]
+
+
+class Account(msgspec.Struct, kw_only=True):
+    """A user's fair-share account: policy, decayed usage now, and current factor (None: nothing competing)."""
+
+    user_id: str
+    share: float
+    priority: int
+    max_active_jobs: int | None
+    max_gpus: int | None
+    usage_gpu_hours: float
+    fairshare: float | None
+    policy_version: int
+    set_by: str | None
+    reason: str | None
+
+
+class Accounts(msgspec.Struct, kw_only=True):
+    half_life_s: float
+    users: dict[str, Account]  # by user id
+
+
+class QueueRow(msgspec.Struct, kw_only=True):
+    """A queued job with its factors; another user's job shows no ids to a user."""
+
+    job_id: str | None
+    user_id: str | None
+    queue_position: int
+    score: float | None
+    fairshare: float | None
+    age: float | None
+    priority: int | None
+    reason: str | None
+    gpus: int
+    waiting_s: float
+    node: str | None
+    estimated_start_at: str | None
+
+
+class QueueDocument(msgspec.Struct, kw_only=True):
+    """The queued jobs in dispatch order, one page (``GET /api/queue``)."""
+
+    position: int
+    at: str | None
+    live: bool
+    half_life_s: float
+    total: int
+    offset: int
+    limit: int
+    queue: list[QueueRow]
+
+
+class NodeJob(msgspec.Struct, kw_only=True):
+    """The job a node runs, as the dashboard's queue information names it."""
+
+    job_id: str | None
+    user_id: str | None
+    competition_id: str | None
+    started_at: str | None
+
+
+class QueueInformation(msgspec.Struct, kw_only=True):
+    node_id: int
+    node: str
+    queue_size: int
+    queue_time_seconds: float
+    is_busy: bool
+    status: str
+    current_job: NodeJob | None
+
+
+class Dashboard(msgspec.Struct, kw_only=True):
+    """The admin dashboard (SPEC §6): bounded, the rest of its lists by page."""
+
+    timestamp: str | None
+    position: int
+    user_id: str
+    is_admin: bool
+    job_statistics: StatusCounts
+    user_statistics: dict[str, StatusCounts]  # by user id
+    user_statistics_total: int  # the rest: /api/dashboard/users?offset=<len(user_statistics)>
+    node_statistics: list[NodeInfo]
+    queue_information: list[QueueInformation]
+    active_jobs: list[JobStatus]
+    active_jobs_total: int  # the rest: /api/dashboard/active?offset=<len(active_jobs)>
+    recent_jobs: list[JobStatus]
+    health_metrics: HealthMetrics
+    slurm: dict[str, Any] | None  # live only: the cluster as sinfo shows it
+    disk: DiskUse | None  # live only: the latest measurement
+    fairshare: Accounts  # the accounts of the users inline
+
+
+class ActivePage(msgspec.Struct, kw_only=True):
+    total: int
+    offset: int
+    limit: int
+    jobs: list[JobStatus]
+
+
+class UsersPage(msgspec.Struct, kw_only=True):
+    total: int
+    offset: int
+    limit: int
+    users: list[UserRow]

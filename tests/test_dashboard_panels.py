@@ -90,11 +90,11 @@ def test_the_lanes_draw_a_dispatched_job_once_and_the_head_of_the_queue() -> Non
     now = T0 + 9 * S
     moment = Moment(views=views, now=now, plan=make_plan(views, now), live=True)
     doc = panels.lanes_panel(moment, Identity(token_id="t", user_id="admin", is_admin=True), 3600, 2)
-    assert [(s["job_id"], s["kind"], s["planned"]) for s in doc["segments"]] == [
+    assert [(s.job_id, s.kind, s.planned) for s in doc.segments] == [
         ("q0", "wait", False),
         ("q1", "wait", True),
     ]
-    assert (doc["pending_drawn"], doc["pending_total"]) == (2, 4)
+    assert (doc.pending_drawn, doc.pending_total) == (2, 4)
 
 
 def test_utilisation_is_the_busy_share_of_slots_per_bucket() -> None:

@@ -59,8 +59,8 @@ def test_every_reader_hides_the_same_jobs(who: Identity | None) -> None:
     assert (current.job_id is not None) == may_see(who, "alice")
     if who is None:
         return  # the queue and the job lookup need a signed-in caller
-    row = queue_document(views, plan, T0, who, live=True, offset=0, limit=10)["queue"][0]
-    assert (row["job_id"] is not None) == may_see(who, "bob")
+    row = queue_document(views, plan, T0, who, live=True, offset=0, limit=10).queue[0]
+    assert (row.job_id is not None) == may_see(who, "bob")
     for job in (alice_job, bob_job):
         if may_see(who, job.user_id):
             assert resolve_job(views, who, job.job_id) is job

@@ -41,7 +41,7 @@ class Log:
 
 def panel_wait_s(views: Views, now: int) -> float:
     moment = Moment(views=views, now=now, plan=make_plan(views, now), live=True)
-    return float(queue_panel(moment, ADMIN, 10)["queue"][0]["waiting_s"])
+    return float(queue_panel(moment, ADMIN, 10).queue[0].waiting_s)
 
 
 def test_a_retried_job_waited_the_same_in_the_panel_and_the_figures() -> None:

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import Parameter
 
-from api.accounts import accounts_document
 from api.auth import Identity
 from api.context import admin_only
+from api.dashboard import dashboard_document
 from api.errors import BadRequest
 from api.openapi import BEARER, Documented, problems
-from api.present import job_status, node_infos
+from api.present import job_status
 from api.runtime import Runtime
+from api.schemas import ActivePage, Dashboard, UsersPage
 from ledger.clock import now_us, position_or_time
 from projections.asof import planned_as_of
-from projections.dashboard import dashboard_document, user_rows
+from projections.dashboard import user_rows
 from projections.plan import Plan
 from projections.views import Views
 
@@ -68,23 +67,18 @@ class DashboardController(Controller):
     )
     async def dashboard(
         self, runtime: NamedDependency[Runtime], identity: NamedDependency[Identity], as_of: str | None = AS_OF
-    ) -> dict[str, Any]:
+    ) -> Dashboard:
         views, now, plan = await views_at(runtime, as_of)
-        document = dashboard_document(
+        settings, live = runtime.settings, as_of is None
+        return dashboard_document(
             views,
+            plan,
+            identity,
             now=now,
-            user_id=identity.user_id,
-            is_admin=True,
-            active_limit=runtime.settings.dashboard_active_jobs,
-            users_limit=runtime.settings.dashboard_users,
-            job_view=lambda job: job_status(job, views, plan),
-            node_view=lambda: node_infos(views, plan, identity, now),
+            limits=(settings.dashboard_active_jobs, settings.dashboard_users),
+            slurm=runtime.cluster_info() if live else None,
+            disk=runtime.disk_usage.latest if live else None,  # DiskUse: cached, measured in a thread
         )
-        document["slurm"] = runtime.cluster_info() if as_of is None else None
-        document["disk"] = runtime.disk_usage.latest if as_of is None else None  # DiskUse: cached, measured in a thread
-        # per user: share, caps, usage, factor; for the users inline (all of them: GET /api/admin/users)
-        document["fairshare"] = accounts_document(views, now, users=document["user_statistics"], factors=plan.factors)
-        return document  # its structs are encoded by the response itself: one pass, not a copy and a pass
 
     @get(
         "/dashboard/active",
@@ -100,10 +94,10 @@ class DashboardController(Controller):
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
-    ) -> dict[str, Any]:
+    ) -> ActivePage:
         views, _, plan = await views_at(runtime, as_of)
         total, jobs = views.active_page(offset, limit)
-        return {"total": total, "offset": offset, "limit": limit, "jobs": [job_status(j, views, plan) for j in jobs]}
+        return ActivePage(total=total, offset=offset, limit=limit, jobs=[job_status(j, views, plan) for j in jobs])
 
     @get(
         "/dashboard/users",
@@ -119,7 +113,7 @@ class DashboardController(Controller):
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
-    ) -> dict[str, Any]:
+    ) -> UsersPage:
         views, _, _ = await views_at(runtime, as_of)
         total, users = views.ranked_users(offset, limit)
-        return {"total": total, "offset": offset, "limit": limit, "users": user_rows(users)}
+        return UsersPage(total=total, offset=offset, limit=limit, users=user_rows(users))

@@ -15,6 +15,7 @@ from api.controllers.dashboard import AS_OF, views_at
 from api.errors import BadRequest
 from api.openapi import BEARER, Documented, problems
 from api.runtime import Runtime
+from api.schemas import Account, Accounts, QueueDocument
 from ledger import commands
 from ledger.clock import now_us
 from ledger.shares import USER_ID_PATTERN, valid_user_id
@@ -51,7 +52,7 @@ class FairShareController(Controller):
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
-    ) -> dict[str, Any]:
+    ) -> QueueDocument:
         views, now, plan = await views_at(runtime, as_of)
         return queue_document(views, plan, now, identity, live=as_of is None, offset=offset, limit=limit)
 
@@ -63,7 +64,7 @@ class FairShareController(Controller):
         security=BEARER,
         responses=problems(401, 403),
     )
-    async def accounts(self, runtime: NamedDependency[Runtime]) -> dict[str, Any]:
+    async def accounts(self, runtime: NamedDependency[Runtime]) -> Accounts:
         views, now = runtime.ledger.views, now_us()
         # the factors of the current plan (made off the loop), not a walk of the whole queue per request
         return accounts_document(views, now, factors=runtime.plans.get(views, now).factors)
@@ -94,7 +95,7 @@ class FairShareController(Controller):
         max_active_jobs: str | None = CAP,
         max_gpus: str | None = CAP,
         reason: str = Parameter(default="", max_length=500, description="Why (kept in the ledger)"),
-    ) -> dict[str, Any]:
+    ) -> Account:
         if not valid_user_id(user_id):
             raise BadRequest("Invalid path parameter user_id: 1..128 characters, no spaces or control characters")
         changes: dict[str, Any] = {**_cap("max_active_jobs", max_active_jobs), **_cap("max_gpus", max_gpus)}

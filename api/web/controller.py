@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from litestar import Controller, Response, Router, get
 from litestar.di import NamedDependency
@@ -24,6 +24,17 @@ from api.openapi import HeadStreamOperation
 from api.runtime import Runtime
 from api.web import panels
 from api.web.deps import DEPENDENCIES, Moment, admin_guard, signed_in_guard, token_guard
+from api.web.schemas import (
+    JobsPanel,
+    LanesPanel,
+    LedgerSpan,
+    NodesPanel,
+    QueuePanel,
+    SignedIn,
+    UsagePanel,
+    UserIds,
+    UtilisationPanel,
+)
 from ledger.clock import iso, parse_iso
 from ledger.jobs import JobState
 from projections import job_search
@@ -94,17 +105,17 @@ class DashboardData(Controller):
     guards = [token_guard]  # guards run before parameters are parsed: authentication comes first
 
     @get("/ledger", summary="Ledger head and time span (the slider's range)", sync_to_thread=False)
-    def ledger(self, runtime: NamedDependency[Runtime], viewer: NamedDependency[Identity | None]) -> dict[str, Any]:
+    def ledger(self, runtime: NamedDependency[Runtime], viewer: NamedDependency[Identity | None]) -> LedgerSpan:
         reader = runtime.ledger.reader
         head = runtime.ledger.head
         first = reader.execute("SELECT recorded_at FROM events WHERE position = 1").fetchone()
         last = reader.execute("SELECT recorded_at FROM events WHERE position = ?", (head,)).fetchone()
-        return {
-            "head": head,
-            "first_at": iso(first[0]) if first else None,
-            "head_at": iso(last[0]) if last else None,
-            "signed_in": None if viewer is None else {"user_id": viewer.user_id, "is_admin": viewer.is_admin},
-        }
+        return LedgerSpan(
+            head=head,
+            first_at=iso(first[0]) if first else None,
+            head_at=iso(last[0]) if last else None,
+            signed_in=None if viewer is None else SignedIn(user_id=viewer.user_id, is_admin=viewer.is_admin),
+        )
 
     @get(
         "/changes",
@@ -122,7 +133,7 @@ class DashboardData(Controller):
         moment: NamedDependency[Moment],
         viewer: NamedDependency[Identity | None],
         runtime: NamedDependency[Runtime],
-    ) -> dict[str, Any]:
+    ) -> NodesPanel:
         return panels.nodes_panel(moment, viewer, runtime.cluster_info())
 
     @get("/queue", summary="Pending jobs in order with reasons and estimates; the per-node plan")
@@ -131,7 +142,7 @@ class DashboardData(Controller):
         moment: NamedDependency[Moment],
         viewer: NamedDependency[Identity | None],
         runtime: NamedDependency[Runtime],
-    ) -> dict[str, Any]:
+    ) -> QueuePanel:
         # The page fetches this panel on each ledger change: a job queued by that change waits for the
         # next plan (as a status read does), or it would show no place and no factors until the next change.
         views, plan = moment.views, moment.plan
@@ -160,7 +171,7 @@ class DashboardData(Controller):
         until: FromQuery[str | None] = None,
         before: int | None = Parameter(default=None, ge=1),
         limit: int = Parameter(default=25, ge=1, le=200),
-    ) -> dict[str, Any]:
+    ) -> JobsPanel:
         flt = JobFilter(
             user_id=check_user_filter(identity, user or None),
             status=status,
@@ -189,13 +200,13 @@ class DashboardData(Controller):
         viewer: NamedDependency[Identity | None],
         runtime: NamedDependency[Runtime],
         window: int = Window,
-    ) -> dict[str, Any]:
+    ) -> LanesPanel:
         return panels.lanes_panel(moment, viewer, window, runtime.settings.dashboard_active_jobs)
 
     @get("/utilisation", summary="Share of busy slots over a window", sync_to_thread=False)
     def utilisation(
         self, moment: NamedDependency[Moment], window: int = Window, buckets: int = Parameter(default=60, ge=2, le=500)
-    ) -> dict[str, Any]:
+    ) -> UtilisationPanel:
         return panels.utilisation_panel(moment, window, buckets)
 
     @get(
@@ -206,12 +217,12 @@ class DashboardData(Controller):
     )
     def usage(
         self, moment: NamedDependency[Moment], identity: NamedDependency[Identity], window: int = Window
-    ) -> dict[str, Any]:
+    ) -> UsagePanel:
         return panels.usage_panel(moment, identity, window)
 
     @get("/users", summary="Every user id (the jobs filter's choices)", guards=[admin_guard], sync_to_thread=False)
-    def users(self, runtime: NamedDependency[Runtime]) -> dict[str, Any]:
-        return {"users": sorted(runtime.ledger.views.users.copy())}
+    def users(self, runtime: NamedDependency[Runtime]) -> UserIds:
+        return UserIds(users=sorted(runtime.ledger.views.users.copy()))
 
 
 dashboard_router = Router(
