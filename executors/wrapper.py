@@ -30,6 +30,8 @@ it so), and is recorded as signal N.
 `follow` writes frames [kind: 1 byte][length: 4 bytes big-endian][payload] with the kinds below.
 """
 
+from __future__ import annotations  # annotations stay text: the 3.8 interpreter never evaluates them
+
 import json
 import os
 import select
@@ -40,6 +42,14 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+
+# Read by mypy only: importing typing at run time would cost start-up time on the job's critical path.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any, BinaryIO
+
+    Json = dict[str, Any]  # a JSON object as json.loads gives it (job.json, started.json, status.json)
 
 STDOUT_FRAME, STDERR_FRAME, STATUS_FRAME, HEARTBEAT_FRAME, LOST_FRAME, STARTED_FRAME = 1, 2, 3, 4, 5, 6
 
@@ -55,15 +65,15 @@ MAX_WALK_ENTRIES = 1000000  # a tree with more entries than this counts as over 
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def path(workdir, name):
+def path(workdir: str, name: str) -> str:
     return os.path.join(workdir, name)
 
 
-def now_iso():
+def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()  # noqa: UP017 - datetime.UTC is 3.11+, nodes have 3.8
 
 
-def read_bytes(file_path):
+def read_bytes(file_path: str) -> bytes | None:
     try:
         with open(file_path, "rb") as f:
             return f.read()
@@ -71,12 +81,13 @@ def read_bytes(file_path):
         return None
 
 
-def read_json(file_path):
+def read_json(file_path: str) -> Json | None:
     data = read_bytes(file_path)
-    return None if data is None else json.loads(data.decode("utf-8"))
+    value: Json | None = None if data is None else json.loads(data.decode("utf-8"))
+    return value
 
 
-def write_json_atomic(file_path, obj):
+def write_json_atomic(file_path: str, obj: Json) -> None:
     """tmp + fsync + rename, so a reader sees the whole record or none of it, even after a crash."""
     tmp = f"{file_path}.tmp.{os.getpid()}"
     data = (json.dumps(obj, separators=(",", ":")) + "\n").encode("utf-8")
@@ -99,12 +110,12 @@ def write_json_atomic(file_path, obj):
         pass  # some filesystems refuse fsync on a directory; the rename is still atomic
 
 
-def append_text(file_path, text):
+def append_text(file_path: str, text: str) -> None:
     with open(file_path, "ab") as f:
         f.write(text.encode("utf-8"))
 
 
-def claim(workdir):
+def claim(workdir: str) -> bool:
     """Create the launch marker; only one caller ever succeeds, so the job starts at most once."""
     try:
         fd = os.open(path(workdir, "launched"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -118,7 +129,7 @@ def claim(workdir):
 # --- processes -------------------------------------------------------------------------------------
 
 
-def proc_stat(pid):
+def proc_stat(pid: int | str) -> tuple[str, int, int] | None:
     """(state, pgrp, start ticks) from /proc, or None when the process does not exist."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -129,7 +140,7 @@ def proc_stat(pid):
     return fields[0].decode("ascii"), int(fields[2]), int(fields[19])
 
 
-def pid_alive(pid, start_ticks=None):
+def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
     """Zombies count as dead; start ticks guard against a recycled pid."""
     if HAVE_PROC:
         stat = proc_stat(pid)
@@ -145,7 +156,7 @@ def pid_alive(pid, start_ticks=None):
     return True
 
 
-def group_alive(pgid):
+def group_alive(pgid: int) -> bool:
     """True while any member of the group still runs; zombies are gone for every purpose but reaping."""
     try:
         os.killpg(pgid, 0)
@@ -163,14 +174,14 @@ def group_alive(pgid):
     return False
 
 
-def signal_group(pgid, sig):
+def signal_group(pgid: int, sig: int) -> None:
     try:  # noqa: SIM105 - not contextlib.suppress: importing contextlib costs start-up time
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
 
 
-def pid_namespace(pid):
+def pid_namespace(pid: int | str) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/pid")
     except OSError:
@@ -185,20 +196,26 @@ class JobProcesses:
     "init gone" means "nothing of the job runs", whatever it did with setsid or double forks.
     """
 
-    def __init__(self, pgid, sandbox_pid=None, sandbox_ticks=None, main_done=lambda: True):
+    def __init__(
+        self,
+        pgid: int,
+        sandbox_pid: int | None = None,
+        sandbox_ticks: int | None = None,
+        main_done: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.pgid, self.sandbox_pid, self.sandbox_ticks = pgid, sandbox_pid, sandbox_ticks
         self.main_done = main_done  # True once bwrap itself (our child) is reaped or was never ours
 
     @classmethod
-    def of_started(cls, started):
+    def of_started(cls, started: Json) -> JobProcesses:
         return cls(started["pgid"], started.get("sandbox_pid"), started.get("sandbox_start_ticks"))
 
-    def alive(self):
+    def alive(self) -> bool:
         if self.sandbox_pid is None:
             return group_alive(self.pgid)
         return not self.main_done() or pid_alive(self.sandbox_pid, self.sandbox_ticks)
 
-    def signal(self, sig):
+    def signal(self, sig: int) -> None:
         if self.sandbox_pid is None:
             signal_group(self.pgid, sig)
         elif sig == signal.SIGKILL:
@@ -208,20 +225,21 @@ class JobProcesses:
         else:
             self.signal_members(sig)
 
-    def signal_members(self, sig):
+    def signal_members(self, sig: int) -> None:
         """TERM to every process in the namespace but its init (which would ignore it anyway)."""
-        namespace = pid_namespace(self.sandbox_pid)
+        init = self.sandbox_pid
+        namespace = None if init is None else pid_namespace(init)
         if namespace is None:
             return
         for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) != self.sandbox_pid and pid_namespace(name) == namespace:
+            if name.isdigit() and int(name) != init and pid_namespace(name) == namespace:
                 try:  # noqa: SIM105 - see signal_group
                     os.kill(int(name), sig)
                 except (ProcessLookupError, PermissionError):
                     pass
 
 
-def wait_until(condition, timeout_s, tick):
+def wait_until(condition: Callable[[], bool], timeout_s: float, tick: Callable[[], None]) -> bool:
     deadline = time.monotonic() + timeout_s
     while True:
         tick()
@@ -232,7 +250,7 @@ def wait_until(condition, timeout_s, tick):
         time.sleep(POLL_S)
 
 
-def kill_job(processes, grace_s, tick=lambda: None):
+def kill_job(processes: JobProcesses, grace_s: float, tick: Callable[[], None] = lambda: None) -> bool:
     """TERM, grace, KILL; True once the job is confirmed gone. `tick` lets the daemon reap meanwhile."""
     tick()
     if not processes.alive():
@@ -244,7 +262,7 @@ def kill_job(processes, grace_s, tick=lambda: None):
     return wait_until(lambda: not processes.alive(), CONFIRM_GONE_S, tick)
 
 
-def become_subreaper():
+def become_subreaper() -> None:
     """Orphans of the job re-parent to the daemon, which reaps them, instead of an init that may not."""
     if not sys.platform.startswith("linux"):
         return
@@ -259,11 +277,11 @@ def become_subreaper():
 class Reaper:
     """Reaps every child of the daemon; keeps the job main process's wait status."""
 
-    def __init__(self, main_pid):
+    def __init__(self, main_pid: int) -> None:
         self.main_pid = main_pid
-        self.wait_status = None
+        self.wait_status: int | None = None
 
-    def __call__(self):
+    def __call__(self) -> None:
         while True:
             try:
                 pid, wait_status = os.waitpid(-1, os.WNOHANG)
@@ -275,7 +293,7 @@ class Reaper:
                 self.wait_status = wait_status
 
 
-def exit_fields(wait_status, sandboxed=False):
+def exit_fields(wait_status: int | None, sandboxed: bool = False) -> tuple[int | None, int | None]:
     if wait_status is None:
         return None, None
     if os.WIFSIGNALED(wait_status):
@@ -286,7 +304,7 @@ def exit_fields(wait_status, sandboxed=False):
     return code, None
 
 
-def status_record(started_at, exit_code=None, sig=None, **flags):
+def status_record(started_at: str | None, exit_code: int | None = None, sig: int | None = None, **flags: Any) -> Json:
     record = {
         "exit_code": exit_code,
         "signal": sig,
@@ -326,7 +344,7 @@ LIMITS = (("max_processes", "RLIMIT_NPROC"), ("max_open_files", "RLIMIT_NOFILE")
 INSTALL_HINT = "install bubblewrap (apt-get install -y bubblewrap)"
 
 
-def find_program(name):
+def find_program(name: str) -> str | None:
     """The program on the wrapper's own PATH (what the node user would run), or None."""
     for directory in os.environ.get("PATH", DEFAULT_PATH).split(os.pathsep):
         candidate = os.path.join(directory or ".", name)
@@ -335,7 +353,7 @@ def find_program(name):
     return None
 
 
-def job_environment(spec_env, workdir):
+def job_environment(spec_env: Json | None, workdir: str) -> dict[str, str]:
     """Built from nothing: a few neutral variables, then what the runner put in job.json. Never ours."""
     env = {"PATH": DEFAULT_PATH, "HOME": workdir, "LANG": "C.UTF-8", "USER": "job", "LOGNAME": "job"}
     env["TMPDIR"] = "/tmp"  # noqa: S108 - the sandbox's own tmpfs, private to the job
@@ -343,11 +361,11 @@ def job_environment(spec_env, workdir):
     return env
 
 
-def covered(target, dirs):
+def covered(target: str, dirs: Iterable[str]) -> bool:
     return any(target == d or target.startswith(d.rstrip("/") + "/") for d in dirs)
 
 
-def etc_paths():
+def etc_paths() -> list[str]:
     """The allowed part of the node's /etc that exists here."""
     try:
         extra = ["/etc/" + n for n in sorted(os.listdir("/etc")) if n.startswith(ETC_PREFIXES)]
@@ -356,7 +374,7 @@ def etc_paths():
     return [p for p in (*ETC_ALLOWED, *extra) if os.path.exists(p)]
 
 
-def nvidia_minors():
+def nvidia_minors() -> dict[int, int]:
     """nvidia-smi's index -> the device minor (/dev/nvidia<minor>); they differ on some machines."""
     program = find_program("nvidia-smi")
     if program is None:
@@ -370,7 +388,7 @@ def nvidia_minors():
     return {int(i): int(m) for i, m in pairs if i.isdigit() and m.isdigit()}
 
 
-def slurm_gpu_ids(environ):
+def slurm_gpu_ids(environ: Mapping[str, str]) -> list[int]:
     """The GPUs Slurm allocated to this job, as its gres IDs (the N of gres.conf's File=/dev/nvidiaN)."""
     for name in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
         ids = [g for g in environ.get(name, "").split(",") if g.strip().isdigit()]
@@ -379,7 +397,7 @@ def slurm_gpu_ids(environ):
     return []
 
 
-def job_gpu_minors(sandbox, environ):
+def job_gpu_minors(sandbox: Json, environ: Mapping[str, str]) -> list[int]:
     """The minors of the job's own GPUs: given (local runner), mapped from nvidia-smi indices on this
     node (SSH), or Slurm's allocation; nothing else, and no GPU at all when the job was given none."""
     minors = {int(g) for g in sandbox.get("gpus") or ()}
@@ -392,7 +410,7 @@ def job_gpu_minors(sandbox, environ):
     return sorted(minors)
 
 
-def gpu_devices(sandbox, environ=None):
+def gpu_devices(sandbox: Json, environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """(node path, path in the sandbox) of the job's /dev/nvidia<minor> and the driver's shared nodes."""
     dev = sandbox.get("gpu_device_dir") or "/dev"
     minors = job_gpu_minors(sandbox, os.environ if environ is None else environ)
@@ -405,7 +423,7 @@ def gpu_devices(sandbox, environ=None):
     ]
 
 
-def seccomp_fds(seccomp_path, required=True):
+def seccomp_fds(seccomp_path: str, required: bool = True) -> dict[str, int]:
     """The filter, opened by the wrapper for bwrap to read; {} only for the probe on a bare root."""
     try:
         return {"seccomp": os.open(seccomp_path, os.O_RDONLY)}
@@ -415,12 +433,12 @@ def seccomp_fds(seccomp_path, required=True):
     return {}
 
 
-def close_fds(fds):
+def close_fds(fds: dict[str, int]) -> None:
     for fd in fds.values():
         os.close(fd)
 
 
-def sandbox_argv(sandbox, workdir, command, fds=None):
+def sandbox_argv(sandbox: Json, workdir: str, command: str, fds: dict[str, int] | None = None) -> list[str]:
     """bwrap's command line: what the job sees is built up from an empty root (``fds``: seccomp_fds)."""
     argv = [find_program("bwrap") or "bwrap", "--die-with-parent", "--new-session"]
     argv += ["--seccomp", str(fds["seccomp"])] if fds and "seccomp" in fds else []
@@ -456,7 +474,7 @@ def sandbox_argv(sandbox, workdir, command, fds=None):
     return [*argv, "bash", "-c", command]
 
 
-def mount_points(targets):
+def mount_points(targets: Iterable[str]) -> list[str]:
     """World-readable empty directories above each bind target (bwrap would copy the host's modes)."""
     made, argv = {"/", "/tmp", "/dev", "/proc"}, []  # noqa: S108 - mount points inside the sandbox
     for target in sorted(targets):
@@ -469,7 +487,7 @@ def mount_points(targets):
     return argv
 
 
-def confine(limits, cgroup=None):
+def confine(limits: Json, cgroup: JobCgroup | None = None) -> Callable[[], None]:
     """Runs in the child between fork and exec: the job's cgroup, its OOM score and resource limits,
     all inherited by the whole sandbox. With a cgroup, its pids.max replaces RLIMIT_NPROC (per uid,
     which counts every slot of a non-root node user together)."""
@@ -485,7 +503,7 @@ def confine(limits, cgroup=None):
         if value > 0:  # never above what we have ourselves: raising a hard limit needs CAP_SYS_RESOURCE
             chosen.append((which, value if hard == resource.RLIM_INFINITY else min(value, hard)))
 
-    def preexec():
+    def preexec() -> None:
         pid = str(os.getpid()).encode("ascii")
         for procs_file in procs:  # before exec: nothing of the job ever runs outside its cgroup
             fd = os.open(procs_file, os.O_WRONLY)
@@ -500,7 +518,7 @@ def confine(limits, cgroup=None):
     return preexec
 
 
-def hand_over_workdir(workdir, uid):
+def hand_over_workdir(workdir: str, uid: int) -> None:
     """Root only: the job's workdir (and what the runner put in it) belongs to the slot's uid."""
     os.chown(workdir, uid, uid)
     os.chmod(workdir, 0o700)
@@ -509,7 +527,7 @@ def hand_over_workdir(workdir, uid):
             os.lchown(os.path.join(root, name), uid, uid)
 
 
-def read_child_pid(fd, timeout_s):
+def read_child_pid(fd: int, timeout_s: float) -> int | None:
     """bwrap's first --json-status-fd document names the sandbox's init; EOF first: setup failed."""
     buffer, deadline = b"", time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -528,7 +546,7 @@ def read_child_pid(fd, timeout_s):
     return None
 
 
-def sandbox_problem(workdir, sandbox, cgroup_parent=None):
+def sandbox_problem(workdir: str, sandbox: Json, cgroup_parent: str | None = None) -> str | None:
     """None when a sandbox like a job's (in a cgroup like a job's, with a parent) can be built here;
     otherwise one line naming the fix."""
     if cgroup_parent is None:
@@ -541,10 +559,11 @@ def sandbox_problem(workdir, sandbox, cgroup_parent=None):
     try:
         return bwrap_problem(workdir, sandbox, cgroup)
     finally:
-        cgroup.remove()
+        if cgroup is not None:  # never None here: the resources ask for cgroups
+            cgroup.remove()
 
 
-def bwrap_problem(workdir, sandbox, cgroup):
+def bwrap_problem(workdir: str, sandbox: Json, cgroup: JobCgroup | None) -> str | None:
     """Builds the sandbox around `true` (in ``cgroup`` when given); None when that worked."""
     if find_program("bwrap") is None:
         return f"bwrap (bubblewrap) is not installed: {INSTALL_HINT}"
@@ -554,8 +573,14 @@ def bwrap_problem(workdir, sandbox, cgroup):
     fds = seccomp_fds(path(os.path.dirname(os.path.dirname(workdir)), SECCOMP_NAME), required=False)
     try:
         argv = sandbox_argv(sandbox, workdir, "true", fds)
-        run = {"env": {"PATH": DEFAULT_PATH}, "stdin": subprocess.DEVNULL, "capture_output": True}
-        done = subprocess.run(argv, pass_fds=tuple(fds.values()), preexec_fn=confine({}, cgroup), **run)
+        done = subprocess.run(
+            argv,
+            pass_fds=tuple(fds.values()),
+            preexec_fn=confine({}, cgroup),
+            env={"PATH": DEFAULT_PATH},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+        )
     except subprocess.SubprocessError as e:  # the preexec could not join the cgroup
         return f"cannot put a process in the job's cgroup ({e}): {DELEGATION_HINT}"
     finally:
@@ -586,7 +611,7 @@ class CgroupUnavailable(Exception):
     """The job's cgroup cannot be made or configured here; the message names the fix."""
 
 
-def mem_total():
+def mem_total() -> int | None:
     """This node's RAM in bytes (MemTotal), or None where /proc/meminfo cannot be read."""
     try:
         with open("/proc/meminfo") as f:
@@ -598,7 +623,7 @@ def mem_total():
     return None
 
 
-def memory_limit(resources):
+def memory_limit(resources: Json) -> int:
     """The job's memory limit in bytes (0: none): the server's number, or its share of this node's RAM."""
     chosen = int(resources.get("memory_bytes") or 0)
     share = float(resources.get("memory_share") or 0)
@@ -607,13 +632,13 @@ def memory_limit(resources):
     return max(chosen, 0)
 
 
-def tmpfs_size(resources, limit):
+def tmpfs_size(resources: Json, limit: int) -> int:
     """Bytes for each of /tmp and /dev/shm (0: unsized): written by the job, charged to its cgroup."""
     share = float(resources.get("tmpfs_share") or 0)
     return int(limit * share) if limit > 0 and share > 0 else 0
 
 
-def read_counter(file_path, key):
+def read_counter(file_path: str, key: str) -> int | None:
     """``key N`` from a flat-keyed cgroup file (memory.events, memory.oom_control, pids.events)."""
     try:
         with open(file_path) as f:
@@ -630,7 +655,7 @@ class JobCgroup:
     """One job's cgroup behind one small interface: v2 (a single directory under the unified
     hierarchy, which has cgroup.controllers) or v1 (one directory per controller hierarchy)."""
 
-    def __init__(self, parent, name, fs=CGROUP_FS):
+    def __init__(self, parent: str, name: str, fs: str = CGROUP_FS) -> None:
         parts = [p for p in str(parent).split("/") if p] + [name]
         if any(p in (".", "..") for p in parts):
             raise CgroupUnavailable(f"JOB_CGROUP_PARENT {parent!r} must not contain . or ..")
@@ -639,15 +664,15 @@ class JobCgroup:
         self.version = "v2" if self.v2 else "v1"
         top = {c: fs if self.v2 else os.path.join(fs, c) for c in CGROUP_CONTROLLERS}
         self.dirs = {c: os.path.join(top[c], *parts) for c in CGROUP_CONTROLLERS}
-        self.made = []
+        self.made: list[str] = []
 
-    def unique_dirs(self):
+    def unique_dirs(self) -> list[str]:
         return list(dict.fromkeys(self.dirs.values()))
 
-    def procs_files(self):
+    def procs_files(self) -> list[str]:
         return [os.path.join(d, "cgroup.procs") for d in self.unique_dirs()]
 
-    def create(self, memory, pids, cpu_weight, cpu_quota):
+    def create(self, memory: int, pids: int, cpu_weight: int, cpu_quota: float) -> None:
         """Make the directories and set every limit; raises CgroupUnavailable naming the fix."""
         try:
             if self.v2:
@@ -668,7 +693,9 @@ class JobCgroup:
                 f"cannot set up the job's cgroup ({e.strerror}: {e.filename}): {DELEGATION_HINT}"
             ) from None
 
-    def settings(self, memory, pids, cpu_weight, cpu_quota):
+    def settings(
+        self, memory: int, pids: int, cpu_weight: int, cpu_quota: float
+    ) -> list[tuple[str, str, object, bool]]:
         """(controller, file, value, required) to write; a swap limit only where the kernel accounts swap."""
         quota = int(cpu_quota * CPU_PERIOD_US) if cpu_quota > 0 else 0
         if self.v2:  # the last column: whether the row applies
@@ -690,7 +717,7 @@ class JobCgroup:
             ]
         return [row[:4] for row in table if row[4]]
 
-    def write(self, controller, name, value, required):
+    def write(self, controller: str, name: str, value: object, required: bool) -> None:
         file_path = os.path.join(self.dirs[controller], name)
         if not os.path.exists(file_path):
             if required:
@@ -702,7 +729,7 @@ class JobCgroup:
         with open(file_path, "w") as f:
             f.write(f"{value}\n")
 
-    def enable_controllers(self):
+    def enable_controllers(self) -> None:
         """v2: a controller's files appear in a cgroup only once every ancestor lists it in subtree_control."""
         directory = self.fs
         for part in [None, *self.parent_parts]:
@@ -720,12 +747,12 @@ class JobCgroup:
             except OSError:
                 pass  # not ours to change (a delegated subtree has them on already); create() says what is missing
 
-    def oom_kills(self):
+    def oom_kills(self) -> int:
         """OOM kills the kernel counted in this cgroup (v2 memory.events; v1 memory.oom_control)."""
         name = "memory.events" if self.v2 else "memory.oom_control"
         return read_counter(os.path.join(self.dirs["memory"], name), "oom_kill") or 0
 
-    def remove(self):
+    def remove(self) -> None:
         """rmdir, children first; the last processes of a killed job may take a moment to leave."""
         for d in reversed(self.made):
             deadline = time.monotonic() + 2.0
@@ -742,7 +769,7 @@ class JobCgroup:
         self.made = []
 
 
-def job_cgroup(resources, name, limit):
+def job_cgroup(resources: Json, name: str, limit: int) -> JobCgroup | None:
     """The job's cgroup, made and configured; None when cgroups are off for this job."""
     if not resources.get("cgroups"):
         return None
@@ -752,7 +779,7 @@ def job_cgroup(resources, name, limit):
     return cgroup
 
 
-def set_oom_score_adj(value):
+def set_oom_score_adj(value: int) -> None:
     """Lowering needs root (CAP_SYS_RESOURCE); raising is always allowed. Best effort either way."""
     try:
         fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
@@ -767,7 +794,7 @@ def set_oom_score_adj(value):
 # --- the daemon ------------------------------------------------------------------------------------
 
 
-def spawn_daemon(workdir):
+def spawn_daemon(workdir: str) -> None:
     """Double fork + setsid: the daemon has no terminal and no parent to take it down with the session."""
     sys.stdout.flush()
     child = os.fork()
@@ -791,7 +818,7 @@ def spawn_daemon(workdir):
     os._exit(0)
 
 
-def load_spec(workdir):
+def load_spec(workdir: str) -> tuple[str, float | None, float, Json, Json]:
     spec = read_json(path(workdir, "job.json"))
     if spec is None:
         raise ValueError("job.json is missing")
@@ -802,7 +829,7 @@ def load_spec(workdir):
     return spec["command"], (float(limit) if limit else None), float(spec.get("grace_s", 5.0)), spec, sandbox
 
 
-def run_daemon(workdir):
+def run_daemon(workdir: str) -> None:
     try:
         command, limit_s, grace_s, spec, sandbox = load_spec(workdir)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -828,7 +855,14 @@ def run_daemon(workdir):
             cgroup.remove()
 
 
-def launch(workdir, command, limits_s, spec, sandbox, confinement):
+def launch(
+    workdir: str,
+    command: str,
+    limits_s: tuple[float | None, float],
+    spec: Json,
+    sandbox: Json,
+    confinement: tuple[JobCgroup | None, int],
+) -> None:
     """Start the job in its sandbox (and cgroup), record started.json, supervise it to its end."""
     limit_s, grace_s = limits_s
     job_dir = path(workdir, WORK_DIR)
@@ -866,7 +900,9 @@ def launch(workdir, command, limits_s, spec, sandbox, confinement):
         os.close(status_fd)
 
 
-def start_job(command, sandbox, job_dir, env, workdir, cgroup=None):
+def start_job(
+    command: str, sandbox: Json, job_dir: str, env: dict[str, str], workdir: str, cgroup: JobCgroup | None = None
+) -> tuple[subprocess.Popen[bytes], int | None]:
     """The job's process: bwrap around `bash -c COMMAND`, or bash alone when the sandbox is off."""
     status_fd = write_fd = None
     argv, fds = ["bash", "-c", command], {}
@@ -901,7 +937,14 @@ def start_job(command, sandbox, job_dir, env, workdir, cgroup=None):
     return proc, status_fd
 
 
-def supervise(workdir, proc, started, limit_s, grace_s, confinement=(None, 0)):
+def supervise(
+    workdir: str,
+    proc: subprocess.Popen[bytes],
+    started: Json,
+    limit_s: float | None,
+    grace_s: float,
+    confinement: tuple[JobCgroup | None, int] = (None, 0),
+) -> None:
     reaper = Reaper(proc.pid)
     sandboxed = started["sandbox_pid"] is not None
     processes = JobProcesses(
@@ -927,13 +970,13 @@ def supervise(workdir, proc, started, limit_s, grace_s, confinement=(None, 0)):
     write_json_atomic(path(workdir, "status.json"), record)
 
 
-def memory_outcome(cgroup, memory):
+def memory_outcome(cgroup: JobCgroup | None, memory: int) -> Json:
     """Whether the kernel killed any process of the job for memory, from its cgroup's own counter."""
     oom_kills = 0 if cgroup is None else cgroup.oom_kills()
     return {"out_of_memory": oom_kills > 0, "memory_limit_bytes": memory or None}
 
 
-def watch(workdir, reaper, limit_s):
+def watch(workdir: str, reaper: Reaper, limit_s: float | None) -> str:
     """Wait for the first of: the main process exits, a cancel request, the time limit, a disk or
     output limit."""
     deadline = None if limit_s is None else time.monotonic() + limit_s
@@ -956,13 +999,13 @@ def watch(workdir, reaper, limit_s):
 # --- disk and output limits ------------------------------------------------------------------------
 
 
-def usage_limits(workdir):
+def usage_limits(workdir: str) -> tuple[int, int]:
     """(max disk bytes, max bytes per output file) from job.json; 0 is no limit."""
     spec = read_json(path(workdir, "job.json")) or {}
     return int(spec.get("max_disk_bytes") or 0), int(spec.get("max_output_bytes") or 0)
 
 
-def stop_flags(reason, limit_s, limits):
+def stop_flags(reason: str, limit_s: float | None, limits: tuple[int, int]) -> Json:
     """status.json's record of why the wrapper stopped the job, in the wrapper's words, never in the
     job's stderr (where the job could write the same line)."""
     notices = {
@@ -981,15 +1024,15 @@ def stop_flags(reason, limit_s, limits):
 class DiskWatch:
     """The job's output sizes every tick (two stats), its whole footprint every DISK_CHECK_S or more."""
 
-    def __init__(self, workdir, limits):
+    def __init__(self, workdir: str, limits: tuple[int, int]) -> None:
         self.workdir = workdir
         self.max_disk, self.max_output = limits
         self.next_walk = 0.0
 
-    def output_sizes(self):
+    def output_sizes(self) -> tuple[int, int]:
         return file_size(path(self.workdir, "stdout")), file_size(path(self.workdir, "stderr"))
 
-    def check(self):
+    def check(self) -> str | None:
         """ "disk_limit" or "output_limit" once a limit is passed, else None."""
         sizes = self.output_sizes()
         if self.max_output and max(sizes) > self.max_output:
@@ -1004,7 +1047,7 @@ class DiskWatch:
         return None
 
 
-def tree_usage(top, max_entries):
+def tree_usage(top: str, max_entries: int) -> int | None:
     """Bytes on disk under `top` (allocated blocks: a sparse file costs what it holds), never following
     a symlink; None when the tree has more than `max_entries` entries. Unreadable parts are opened up
     (the job's own files) or skipped."""
@@ -1029,7 +1072,7 @@ def tree_usage(top, max_entries):
     return total
 
 
-def open_listing(directory):
+def open_listing(directory: str) -> os._ScandirIterator[str]:
     try:
         return os.scandir(directory)
     except PermissionError:
@@ -1040,12 +1083,12 @@ def open_listing(directory):
 # --- subcommands -----------------------------------------------------------------------------------
 
 
-def emit(obj):
+def emit(obj: Json) -> None:
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
     sys.stdout.flush()
 
 
-def start_once(workdir):
+def start_once(workdir: str) -> Json | None:
     """started.json, starting the job first if nobody has; None if it never started."""
     started = read_json(path(workdir, "started.json"))
     if started is None:
@@ -1055,7 +1098,7 @@ def start_once(workdir):
     return started
 
 
-def cmd_launch(workdir):
+def cmd_launch(workdir: str) -> int:
     """Prints started.json (exit 0); a job that never started prints status.json (exit 3)."""
     started = start_once(workdir)
     if started is not None:
@@ -1069,7 +1112,7 @@ def cmd_launch(workdir):
     return 1
 
 
-def wait_for_start(workdir):
+def wait_for_start(workdir: str) -> Json | None:
     deadline = time.monotonic() + LAUNCH_WAIT_S
     while time.monotonic() < deadline:
         started = read_json(path(workdir, "started.json"))
@@ -1079,11 +1122,11 @@ def wait_for_start(workdir):
     return None
 
 
-def wrapper_alive(started):
+def wrapper_alive(started: Json) -> bool:
     return pid_alive(started["wrapper_pid"], started.get("wrapper_start_ticks"))
 
 
-def cmd_cancel(workdir):
+def cmd_cancel(workdir: str) -> int:
     """Ask the daemon to kill the job; do it ourselves if the daemon is dead. Prints status.json."""
     append_text(path(workdir, "cancel"), "")
     if claim(workdir):  # nobody launched it, and now nobody will
@@ -1105,7 +1148,7 @@ def cmd_cancel(workdir):
     return 1
 
 
-def cancel_orphan(workdir, started, grace_s):
+def cancel_orphan(workdir: str, started: Json, grace_s: float) -> None:
     """The daemon died with the job running: kill the group; its exit status is lost with the daemon."""
     if os.path.exists(path(workdir, "status.json")):  # it finished just before dying
         return
@@ -1120,7 +1163,7 @@ def cancel_orphan(workdir, started, grace_s):
     write_json_atomic(path(workdir, "status.json"), record)
 
 
-def job_state(workdir):
+def job_state(workdir: str) -> Json:
     status = read_json(path(workdir, "status.json"))
     started = read_json(path(workdir, "started.json"))
     if status is None and started is not None and not wrapper_alive(started):
@@ -1139,14 +1182,14 @@ def job_state(workdir):
     }
 
 
-def file_size(file_path):
+def file_size(file_path: str) -> int:
     try:
         return os.path.getsize(file_path)
     except OSError:
         return 0
 
 
-def cmd_status(workdir):
+def cmd_status(workdir: str) -> int:
     emit(job_state(workdir))
     return 0
 
@@ -1154,17 +1197,17 @@ def cmd_status(workdir):
 class Follower:
     """Streams the output files from given offsets as frames; files only grow, so offsets are enough."""
 
-    def __init__(self, workdir, offsets, out):
+    def __init__(self, workdir: str, offsets: tuple[int, int], out: BinaryIO) -> None:
         self.workdir = workdir
         self.offsets = {STDOUT_FRAME: offsets[0], STDERR_FRAME: offsets[1]}
-        self.files = {}
+        self.files: dict[int, BinaryIO] = {}
         self.out = out
 
-    def frame(self, kind, payload):
+    def frame(self, kind: int, payload: bytes) -> None:
         self.out.write(struct.pack(">BI", kind, len(payload)))
         self.out.write(payload)
 
-    def pump(self):
+    def pump(self) -> bool:
         """One bounded read per stream; True when anything was sent."""
         sent = False
         for kind, name in ((STDOUT_FRAME, "stdout"), (STDERR_FRAME, "stderr")):
@@ -1183,12 +1226,12 @@ class Follower:
         self.out.flush()
         return sent
 
-    def drain(self):
+    def drain(self) -> None:
         while self.pump():
             pass
 
 
-def lost_reason(workdir):
+def lost_reason(workdir: str) -> str | None:
     started = read_json(path(workdir, "started.json"))
     if started is not None:
         if wrapper_alive(started):
@@ -1203,7 +1246,7 @@ def lost_reason(workdir):
     return None
 
 
-def cmd_run(workdir, out_offset, err_offset):
+def cmd_run(workdir: str, out_offset: int, err_offset: int) -> int:
     """``launch`` then ``follow`` in one process (one round trip, one interpreter start): a STARTED
     frame with started.json first (none if the job never started), then what ``follow`` sends."""
     started = start_once(workdir)
@@ -1215,7 +1258,7 @@ def cmd_run(workdir, out_offset, err_offset):
     return cmd_follow(workdir, out_offset, err_offset)
 
 
-def cmd_follow(workdir, out_offset, err_offset):
+def cmd_follow(workdir: str, out_offset: int, err_offset: int) -> int:
     follower = Follower(workdir, (out_offset, err_offset), sys.stdout.buffer)
     last_sent = time.monotonic()
     while True:
@@ -1247,7 +1290,7 @@ def cmd_follow(workdir, out_offset, err_offset):
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
-def open_dir(name, dir_fd):
+def open_dir(name: str, dir_fd: int) -> int:
     """A directory below `dir_fd`, opened up first if its mode keeps its owner out (a job's mode 000)."""
     try:
         fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
@@ -1259,7 +1302,7 @@ def open_dir(name, dir_fd):
     return fd
 
 
-def next_subdir(fd):
+def next_subdir(fd: int) -> str | None:
     """Unlink every non-directory in the open directory; the name of one subdirectory, or None."""
     with os.scandir(fd) as listing:
         for entry in listing:
@@ -1272,7 +1315,7 @@ def next_subdir(fd):
     return None
 
 
-def remove_tree(top):
+def remove_tree(top: str) -> bool:
     """Remove `top` whatever the job made of it: iterative (a tree 100 000 deep needs no recursion and
     one descriptor at a time), relative to open directories (never following a symlink), chmod-ing
     directories the job closed. True when `top` is gone."""
@@ -1288,6 +1331,7 @@ def remove_tree(top):
     try:
         fd, names = open_dir(os.path.basename(top), parent), [os.path.basename(top)]
         while names:
+            assert fd is not None  # held while any directory of the tree is still to remove
             child = next_subdir(fd)
             if child is not None:
                 inner = open_dir(child, fd)
@@ -1307,12 +1351,12 @@ def remove_tree(top):
     return not os.path.lexists(top)
 
 
-def cmd_clean(target):
+def cmd_clean(target: str) -> int:
     """Remove a job's directory (control files and workdir); exit 0 once it is gone."""
     return 0 if remove_tree(target) else 1
 
 
-def cmd_probe(root, uid, cgroup_parent=None):
+def cmd_probe(root: str, uid: int, cgroup_parent: str | None = None) -> int:
     """Can this node sandbox a job? Builds one around `true`, as a job's would be (in a cgroup below
     ``cgroup_parent`` when given). Prints the verdict."""
     sandbox = {"mode": "bwrap", "network": "none", "uid": uid}
@@ -1328,8 +1372,8 @@ USAGE = (
 ARGC = {"follow": (4,), "run": (4,), "probe": (3, 4)}
 
 
-def main(argv):
-    commands = {
+def main(argv: list[str]) -> int:
+    commands: dict[str, Callable[..., int]] = {
         "launch": cmd_launch,
         "cancel": cmd_cancel,
         "status": cmd_status,

@@ -1,10 +1,17 @@
-"""The asynchronous client: ``AsyncClient`` and ``AsyncJob``, the same calls as ``Client``, awaited."""
+"""The asynchronous client: ``AsyncClient(url, token)``, its calls, and ``AsyncJob`` handles.
+
+The SDK's one implementation: ``gpuledger/client.py`` (``Client``, ``Job``) is generated from this file by
+``scripts/unasync_sdk.py`` (unasync), so a call cannot exist on one client and not the other. Edit this file.
+
+Waiting never polls: ``wait`` reads the ledger's event stream, ``logs(follow=True)`` the log stream, and
+both reconnect with ``Last-Event-ID`` after a dropped connection or a server restart.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
+from asyncio import sleep
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -16,7 +23,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from gpuledger import wire
 from gpuledger.config import load_config
 from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
-from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, Submitted, WhoAmI
+from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted, WhoAmI
 
 
 class AsyncClient:
@@ -67,6 +74,7 @@ class AsyncClient:
         return who
 
     async def request(self, method: str, path: str, *, waiting: bool = False, **kwargs: Any) -> httpx.Response:
+        """One call; a 429 is slept off when it fits ``rate_limit_wait`` (always, for waiting calls)."""
         budget = float("inf") if waiting else self.rate_limit_wait
         while True:
             try:
@@ -80,9 +88,10 @@ class AsyncClient:
             if delay > budget:
                 raise wire.error_for(response)
             budget -= delay
-            await asyncio.sleep(delay)
+            await sleep(delay)
 
     async def submit(self, code: wire.Source, config: wire.Source, *, idempotency_key: str | None = None) -> AsyncJob:
+        """Queue a job and return at once (``wait=false`` underneath); ``code``/``config`` are text or a Path."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         answer = await self.request(
             "POST", "/api/submit", params={"wait": "false"}, files=wire.submit_files(code, config), headers=headers
@@ -103,13 +112,21 @@ class AsyncClient:
         return results
 
     async def cancel(self, job_id: str) -> str:
-        return str((await self.request("POST", f"/api/cancel/{job_id}")).json()["status"])
+        """The job's state after the request: ``cancelled`` or, for a running job, ``cancelling``."""
+        answer = await self.request("POST", f"/api/cancel/{job_id}")
+        return str(answer.json()["status"])
 
     async def jobs(self, *, user_id: str | None = None, status: str | None = None, limit: int = 50) -> list[JobStatus]:
         params = {k: v for k, v in {"user_id": user_id, "status": status, "limit": limit}.items() if v is not None}
         answer = await self.request("GET", "/api/jobs", params=params)
         jobs: list[JobStatus] = wire.decode_field(list[JobStatus], answer, "jobs")
         return jobs
+
+    async def quota(self, user_id: str | None = None) -> QuotaStatus:
+        """Your daily quotas (admins: ``user_id``'s): used, left and when they reset."""
+        params = {"user_id": user_id} if user_id else {}
+        quota: QuotaStatus = wire.decode(QuotaStatus, await self.request("GET", "/api/quota", params=params))
+        return quota
 
     async def nodes(self) -> list[NodeInfo]:
         nodes: list[NodeInfo] = wire.decode_field(list[NodeInfo], await self.request("GET", "/api/nodes"), "nodes")
@@ -123,6 +140,7 @@ class AsyncClient:
     async def logs(
         self, job_id: str, *, stream: str = "stdout", offset: int = 0, follow: bool = False
     ) -> AsyncIterator[LogChunk]:
+        """The stream's text from byte ``offset``; with ``follow``, until the job ends, across reconnects."""
         if not follow:
             async for chunk in self._logs_now(job_id, stream, offset):
                 yield chunk
@@ -145,12 +163,14 @@ class AsyncClient:
             offset = int(answer.headers.get("x-log-offset", offset + len(answer.content)))
             yield LogChunk(stream=stream, offset=offset, text=answer.content.decode("utf-8", errors="replace"))
 
-    async def events(self, *, after: int = 0, timeout: float | None = None) -> AsyncGenerator[LedgerEvent, None]:
+    async def events(self, *, after: int = 0, timeout: float | None = None) -> AsyncGenerator[LedgerEvent]:
+        """Ledger events after position ``after`` (yours, or all for an admin), live, until ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         async for sse in self._follow("/api/events/stream", {"after": after}, after, deadline):
             yield wire.ledger_event(sse.event, sse.data)
 
     async def wait(self, job_id: str, *, timeout: float | None = None) -> JobStatus:
+        """Block until the job ends (or ``timeout`` passes): woken by its ``job.finished`` event."""
         history = await self.job_events(job_id)
         status = await self.status(job_id, waiting=True)
         if status.is_terminal:
@@ -186,22 +206,26 @@ class AsyncClient:
                         yield sse
                         if sse.event == "end":
                             return
-                await asyncio.sleep(reconnect.failed(ConnectionFailed("stream closed"), time.monotonic()))
+                # Closed without an end (the server stopping): reopen where it was, after a pause.
+                await sleep(reconnect.failed(ConnectionFailed("stream closed"), time.monotonic()))
             except httpx.ReadTimeout:
-                continue
+                continue  # an idle stream: reopen it where it was
             except httpx.TransportError as e:
-                await asyncio.sleep(reconnect.failed(e, time.monotonic()))
+                await sleep(reconnect.failed(e, time.monotonic()))
 
 
 async def _sleep_off(response: httpx.Response) -> None:
+    """A 429 on a stream is waited out; any other error is raised."""
     error = wire.error_for(response)
     if not isinstance(error, RateLimited):
         raise error
-    await asyncio.sleep(error.retry_after or 1.0)
+    await sleep(error.retry_after or 1.0)
 
 
 @dataclass
 class AsyncJob:
+    """A handle on one job; every call asks the server (nothing is cached but the submit answer)."""
+
     client: AsyncClient
     job_id: str
     submitted: Submitted | None = field(default=None, repr=False)
@@ -210,6 +234,7 @@ class AsyncJob:
         return await self.client.status(self.job_id)
 
     async def wait(self, *, timeout: float | None = None, check: bool = False) -> JobStatus:
+        """The final status; ``check=True`` raises ``JobFailed`` unless the job completed."""
         status = await self.client.wait(self.job_id, timeout=timeout)
         if check and status.is_terminal and status.status != "completed":
             raise JobFailed(status)

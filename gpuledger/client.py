@@ -1,15 +1,19 @@
 """The synchronous client: ``Client(url, token)``, its calls, and ``Job`` handles.
 
+Generated from ``gpuledger/aio.py`` by ``scripts/unasync_sdk.py``: edit that file and rerun the script.
+
 Waiting never polls: ``wait`` reads the ledger's event stream, ``logs(follow=True)`` the log stream, and
 both reconnect with ``Last-Event-ID`` after a dropped connection or a server restart.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
+from time import sleep
 from typing import Any
 
 import httpx
@@ -83,7 +87,7 @@ class Client:
             if delay > budget:
                 raise wire.error_for(response)
             budget -= delay
-            time.sleep(delay)
+            sleep(delay)
 
     def submit(self, code: wire.Source, config: wire.Source, *, idempotency_key: str | None = None) -> Job:
         """Queue a job and return at once (``wait=false`` underneath); ``code``/``config`` are text or a Path."""
@@ -102,18 +106,19 @@ class Client:
         return status
 
     def results(self, job_id: str, *, waiting: bool = False) -> JobResults:
-        results: JobResults = wire.decode(JobResults, self.request("GET", f"/api/results/{job_id}", waiting=waiting))
+        answer = self.request("GET", f"/api/results/{job_id}", waiting=waiting)
+        results: JobResults = wire.decode(JobResults, answer)
         return results
 
     def cancel(self, job_id: str) -> str:
         """The job's state after the request: ``cancelled`` or, for a running job, ``cancelling``."""
-        return str(self.request("POST", f"/api/cancel/{job_id}").json()["status"])
+        answer = self.request("POST", f"/api/cancel/{job_id}")
+        return str(answer.json()["status"])
 
     def jobs(self, *, user_id: str | None = None, status: str | None = None, limit: int = 50) -> list[JobStatus]:
         params = {k: v for k, v in {"user_id": user_id, "status": status, "limit": limit}.items() if v is not None}
-        jobs: list[JobStatus] = wire.decode_field(
-            list[JobStatus], self.request("GET", "/api/jobs", params=params), "jobs"
-        )
+        answer = self.request("GET", "/api/jobs", params=params)
+        jobs: list[JobStatus] = wire.decode_field(list[JobStatus], answer, "jobs")
         return jobs
 
     def quota(self, user_id: str | None = None) -> QuotaStatus:
@@ -140,10 +145,13 @@ class Client:
         for sse in self._follow(path, params, None):
             if sse.event == "log":
                 yield wire.log_chunk(stream, sse.data)
+            elif sse.event == "end" and (pruned := json.loads(sse.data).get("pruned")):
+                yield LogChunk(stream=stream, offset=0, text="", pruned=pruned)
 
     def _logs_now(self, job_id: str, stream: str, offset: int) -> Iterator[LogChunk]:
         while True:
-            answer = self.request("GET", f"/api/jobs/{job_id}/logs", params={"stream": stream, "offset": offset})
+            params = {"stream": stream, "offset": offset}
+            answer = self.request("GET", f"/api/jobs/{job_id}/logs", params=params)
             if not answer.content:
                 if pruned := answer.headers.get("x-job-pruned"):  # retention removed this output
                     yield LogChunk(stream=stream, offset=offset, text="", pruned=pruned)
@@ -151,7 +159,7 @@ class Client:
             offset = int(answer.headers.get("x-log-offset", offset + len(answer.content)))
             yield LogChunk(stream=stream, offset=offset, text=answer.content.decode("utf-8", errors="replace"))
 
-    def events(self, *, after: int = 0, timeout: float | None = None) -> Generator[LedgerEvent, None, None]:
+    def events(self, *, after: int = 0, timeout: float | None = None) -> Generator[LedgerEvent]:
         """Ledger events after position ``after`` (yours, or all for an admin), live, until ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for sse in self._follow("/api/events/stream", {"after": after}, after, deadline):
@@ -195,11 +203,11 @@ class Client:
                         if sse.event == "end":
                             return
                 # Closed without an end (the server stopping): reopen where it was, after a pause.
-                time.sleep(reconnect.failed(ConnectionFailed("stream closed"), time.monotonic()))
+                sleep(reconnect.failed(ConnectionFailed("stream closed"), time.monotonic()))
             except httpx.ReadTimeout:
                 continue  # an idle stream: reopen it where it was
             except httpx.TransportError as e:
-                time.sleep(reconnect.failed(e, time.monotonic()))
+                sleep(reconnect.failed(e, time.monotonic()))
 
 
 def _sleep_off(response: httpx.Response) -> None:
@@ -207,7 +215,7 @@ def _sleep_off(response: httpx.Response) -> None:
     error = wire.error_for(response)
     if not isinstance(error, RateLimited):
         raise error
-    time.sleep(error.retry_after or 1.0)
+    sleep(error.retry_after or 1.0)
 
 
 @dataclass

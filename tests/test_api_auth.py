@@ -1,4 +1,4 @@
-"""Who may touch a job: every job endpoint against every kind of caller, over real HTTP.
+"""Who may touch a job: every job endpoint against every kind of caller, on the app in-process (tests/inprocess.py).
 
 Owner and admin succeed; no token, a malformed header, an unknown, expired or revoked token get 401;
 another user gets 404, so that nobody learns whether someone else's job exists.
@@ -7,7 +7,6 @@ another user gets 404, so that nobody learns whether someone else's job exists.
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,14 +15,13 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
-from server import OPEN_LIMITS, Server, config_yaml, run_cli, submit, wait_status
+from inprocess import InProcess
+from server import config_yaml, run_cli, submit, wait_status
 
 from api.app import create_app
 from ledger import commands
-from ledger.errors import LedgerError
 from ledger.settings import Settings
 from ledger.tokens import mint
-from projections.live import open_store
 
 ENDPOINTS = {
     "status": ("GET", "/api/status/{}"),
@@ -35,7 +33,7 @@ ENDPOINTS = {
 
 @dataclass
 class World:
-    server: Server
+    server: InProcess
     headers: dict[str, dict[str, str]]
     finished_job: str
 
@@ -44,45 +42,28 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def expired_token(server: Server, user: str) -> str:
-    """A token whose expiry is in the past, appended straight to the live ledger (the CLI refuses --days 0)."""
+def expired_token(server: InProcess, user: str) -> str:
+    """A token whose expiry is in the past, written straight to the ledger (the CLI refuses --days 0)."""
     secret, issued = mint(user, secret=None, days=1, is_admin=False, by="test")
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat(timespec="seconds")
-    store = open_store(server.root / "gpuledger.db")
-    try:
-        result = store.execute([commands.issue_token(msgspec.structs.replace(issued, expires_at=past))])[0]
-        assert not isinstance(result, LedgerError), result
-    finally:
-        store.close()
-    wait_detail(server, secret, "Token has expired")
+    server.write(commands.issue_token(msgspec.structs.replace(issued, expires_at=past)))
     return secret
 
 
-def wait_detail(server: Server, secret: str, detail: str) -> None:
-    """Until the server (which notices other-process appends) answers this token with ``detail``."""
-    for _ in range(200):  # normally well within a second; generous so a loaded machine does not flake
-        answer = httpx.get(f"{server.url}/api/jobs", headers=bearer(secret), timeout=5)
-        if answer.status_code == 401 and answer.json()["detail"] == detail:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the server never answered {detail!r} for that token")
+def revoked_token(server: InProcess, user: str) -> str:
+    """A token issued, then revoked, as ``gpuledger token revoke`` does it."""
+    secret, issued = mint(user, secret=None, days=30, is_admin=False, by="test")
+    server.write(commands.issue_token(issued))
+    server.write(commands.revoke_token(issued.token_id, by="admin"))
+    return secret
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    server = Server(
-        tmp_path_factory.mktemp("auth"),
-        code_scanner_quick_mode=True,
-        rate_limit_per_minute=100,
-        max_active_jobs_per_user=100,
-        endpoint_limits=OPEN_LIMITS,
-    )
+    server = InProcess(tmp_path_factory.mktemp("auth"), rate_limit_per_minute=100, max_active_jobs_per_user=100)
     server.start()
     assert server.admin_token is not None
-    owner, other, revoked = server.token("owner"), server.token("other"), server.token("revoked")
-    done = run_cli(server.root, "token", "revoke", revoked, env=server.env)
-    assert done.returncode == 0, done.stderr
-    wait_detail(server, revoked, "Token has been revoked")
+    owner, other, revoked = server.token("owner"), server.token("other"), revoked_token(server, "revoked")
     headers = {
         "none": {},
         "malformed": {"Authorization": f"Token {owner}"},
@@ -101,7 +82,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 def pending_job(world: World) -> str:
     """A job of the owner that is still cancellable (queued behind nothing: it may already be running)."""
-    with httpx.Client(base_url=world.server.url, headers=world.headers["owner"]) as client:
+    with world.server.client(headers=world.headers["owner"]) as client:
         answer = submit(client, "import time\ntime.sleep(30)\n", config_yaml("owner", expected=60))
         assert answer.status_code == 200, answer.text
         job_id: str = answer.json()["job_id"]
@@ -110,7 +91,8 @@ def pending_job(world: World) -> str:
 
 def call(world: World, who: str, endpoint: str, job_id: str) -> httpx.Response:
     method, path = ENDPOINTS[endpoint]
-    return httpx.request(method, world.server.url + path.format(job_id), headers=world.headers[who], timeout=30)
+    with world.server.client() as client:
+        return client.request(method, path.format(job_id), headers=world.headers[who], timeout=30)
 
 
 DENIED = [("none", 401), ("malformed", 401), ("unknown", 401), ("expired", 401), ("revoked", 401), ("other", 404)]
@@ -127,7 +109,7 @@ def test_job_endpoint_refuses_callers_without_rights(world: World, endpoint: str
     if status == 401:
         assert answer.headers["www-authenticate"] == "Bearer"
     if endpoint == "cancel":
-        with httpx.Client(base_url=world.server.url, headers=world.headers["admin"], timeout=30) as admin:
+        with world.server.client(world.server.admin_token, timeout=30) as admin:
             assert admin.get(f"/api/status/{job_id}").json()["status"] in ("pending", "running")
             admin.post(f"/api/cancel/{job_id}")
             wait_status(admin, job_id, {"cancelled"}, timeout=20)
@@ -142,7 +124,7 @@ def test_job_endpoint_serves_owner_and_admin(world: World, endpoint: str, who: s
     assert answer.status_code == 200, answer.text
     assert answer.json().get("job_id") == job_id
     if endpoint == "cancel":
-        with httpx.Client(base_url=world.server.url, headers=world.headers["admin"], timeout=30) as admin:
+        with world.server.client(world.server.admin_token, timeout=30) as admin:
             assert wait_status(admin, job_id, {"cancelled", "completed", "failed"}, timeout=20)["status"] == "cancelled"
     if endpoint == "results":
         assert answer.json()["stdout"] == "mine\n"
@@ -172,7 +154,8 @@ def test_other_users_job_looks_exactly_like_a_missing_one(world: World) -> None:
 def test_job_list_and_dashboard_need_a_valid_token(world: World, who: str) -> None:
     """/api/jobs and /api/dashboard refuse every kind of bad credential with 401."""
     for path in ("/api/jobs", "/api/dashboard"):
-        answer = httpx.get(world.server.url + path, headers=world.headers[who])
+        with world.server.client() as client:
+            answer = client.get(path, headers=world.headers[who])
         assert answer.status_code == 401, (path, answer.text)
 
 
@@ -181,11 +164,11 @@ def test_bad_tokens_cannot_submit(world: World, who: str) -> None:
     """A submit with an expired, revoked or unknown token (header or config) is a 401 and queues nothing."""
     user = {"expired": "expired", "revoked": "revoked", "unknown": "owner"}[who]
     secret = world.headers[who]["Authorization"].split(" ", 1)[1]
-    with httpx.Client(base_url=world.server.url, headers=world.headers["admin"]) as admin:
+    with world.server.client(world.server.admin_token) as admin:
         before = len(admin.get("/api/jobs", params={"limit": 1000}).json()["jobs"])
-        with httpx.Client(base_url=world.server.url, headers=world.headers[who]) as client:
+        with world.server.client(headers=world.headers[who]) as client:
             assert submit(client, "pass", config_yaml(user)).status_code == 401
-        with httpx.Client(base_url=world.server.url) as client:
+        with world.server.client() as client:
             assert submit(client, "pass", config_yaml(user, token=secret)).status_code == 401
         assert len(admin.get("/api/jobs", params={"limit": 1000}).json()["jobs"]) == before
 

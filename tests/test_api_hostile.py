@@ -1,4 +1,8 @@
-"""Hostile input gets a clear 4xx problem document, never a 500 or a stall; streams end with their token."""
+"""Hostile input gets a clear 4xx problem document, never a 500 or a stall; streams end with their token.
+
+What is handler logic alone runs on the app in-process (the ``app`` fixture, tests/inprocess.py); what needs a
+socket, the HTTP edge or the server's log (body deadlines, streams, parallel load, the access line) on a real
+server."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from inprocess import InProcess, in_process
 from server import OPEN_LIMITS, Server, config_yaml, run_cli, running, submit, wait_status
 
 LOUD_JOB = "for i in range(200_000):\n    print('x' * 100)\n"
@@ -39,6 +44,27 @@ def alice(server: Server) -> str:
 @pytest.fixture(scope="module")
 def job_id(server: Server, alice: str) -> str:
     with server.client(alice) as client:
+        job = submit(client, "print('hi')\n", config_yaml("alice")).json()["job_id"]
+        wait_status(client, job, {"completed"})
+    return str(job)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
+    """The same app in-process (tests/inprocess.py), for what is handler logic alone: parsing, validation, guards."""
+    root = tmp_path_factory.mktemp("hostile-app")
+    with in_process(root, rate_limit_per_minute=100, max_active_jobs_per_user=20) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def app_alice(app: InProcess) -> str:
+    return app.token("alice")
+
+
+@pytest.fixture(scope="module")
+def app_job_id(app: InProcess, app_alice: str) -> str:
+    with app.client(app_alice) as client:
         job = submit(client, "print('hi')\n", config_yaml("alice")).json()["job_id"]
         wait_status(client, job, {"completed"})
     return str(job)
@@ -76,16 +102,15 @@ def files(config: bytes, code: bytes = b"print(1)\n") -> dict[str, tuple[str, by
         pytest.param(b"".join(b"f%d: 1\n" % i for i in range(40)), ("at most 32 fields",), id="many-fields"),
     ],
 )
-def test_anonymous_hostile_config_is_a_400_naming_the_problem(server: Server, config: bytes, words: tuple[str]) -> None:
+def test_anonymous_hostile_config_is_a_400_naming_the_problem(app: InProcess, config: bytes, words: tuple[str]) -> None:
     """Without a header the config is read (old clients' token path), by a bounded parser: a 400, not a 500."""
-    with server.client() as anonymous:
+    with app.client() as anonymous:
         problem(anonymous.post("/api/submit", files=files(config)), 400, *words)
-    no_unhandled_errors(server)
 
 
-def test_a_bad_token_is_refused_before_the_config_is_read(server: Server) -> None:
+def test_a_bad_token_is_refused_before_the_config_is_read(app: InProcess) -> None:
     """An Authorization header is checked before the body: a hostile config behind a bad token is a 401."""
-    with server.client("not-a-token") as client:
+    with app.client("not-a-token") as client:
         problem(client.post("/api/submit", files=files(b"[" * 60_000)), 401, "Invalid token")
 
 
@@ -107,10 +132,10 @@ def test_nested_configs_in_parallel_leave_the_server_answering(server: Server) -
     assert answers == [400] * 5
 
 
-def test_too_many_multipart_parts_is_a_413(server: Server, alice: str) -> None:
+def test_too_many_multipart_parts_is_a_413(app: InProcess, app_alice: str) -> None:
     """40 parts: 413 Payload Too Large, saying the part limit."""
     parts = [(f"part{i}", ("x.txt", b"x")) for i in range(40)]
-    with server.client(alice) as client:
+    with app.client(app_alice) as client:
         problem(client.post("/api/submit", files=parts), 413, "multipart parts")
 
 
@@ -145,12 +170,11 @@ def test_a_body_shorter_than_its_content_length_times_out_with_408(server: Serve
     ],
 )
 def test_bad_parameters_and_headers_are_400s_naming_them(
-    server: Server, alice: str, job_id: str, path: str, headers: dict[str, Any], status: int, words: tuple[str]
+    app: InProcess, app_alice: str, app_job_id: str, path: str, headers: dict[str, Any], status: int, words: tuple[str]
 ) -> None:
     """Each bad query parameter or header: a 400 naming it in plain words (no Python reprs)."""
-    with server.client(alice) as client:
-        problem(client.get(path.format(job=job_id), headers=headers), status, *words)
-    no_unhandled_errors(server)
+    with app.client(app_alice) as client:
+        problem(client.get(path.format(job=app_job_id), headers=headers), status, *words)
 
 
 @pytest.mark.parametrize(
@@ -162,26 +186,26 @@ def test_bad_parameters_and_headers_are_400s_naming_them(
         ("yesterday", ("as_of",)),
     ],
 )
-def test_bad_as_of_is_a_400(server: Server, as_of: str, words: tuple[str]) -> None:
+def test_bad_as_of_is_a_400(app: InProcess, as_of: str, words: tuple[str]) -> None:
     """Admin dashboard ?as_of= out of range or not a time: 400, never an OverflowError."""
-    with server.client(server.admin_token) as admin:
+    with app.client(app.admin_token) as admin:
         problem(admin.get("/api/dashboard", params={"as_of": as_of}), 400, *words)
 
 
 @pytest.mark.parametrize("path", ["/api/dashboard", "/dashboard/data/nodes"])
-def test_the_api_and_the_web_panels_read_as_of_alike(server: Server, path: str) -> None:
+def test_the_api_and_the_web_panels_read_as_of_alike(app: InProcess, path: str) -> None:
     """One as_of parser: a position or a time with its offset is read by both the dashboard API and
     the web panels; a time without its offset, or 19 digits, is the same 400 from both."""
-    with server.client(server.admin_token) as admin:
+    with app.client(app.admin_token) as admin:
         for good in ("1", "2024-01-01T00:00:00Z", "2024-01-01T00:00:00+02:00"):
             assert admin.get(path, params={"as_of": good}).status_code == 200, good
         for bad, words in (("2024-01-01T00:00:00", ("as_of", "offset")), ("9" * 19, ("as_of", "18 digits"))):
             problem(admin.get(path, params={"as_of": bad}), 400, *words)
 
 
-def test_a_user_gets_403_from_admin_endpoints_and_anonymous_401(server: Server, alice: str) -> None:
+def test_a_user_gets_403_from_admin_endpoints_and_anonymous_401(app: InProcess, app_alice: str) -> None:
     """The admin guard: 401 without a token, 403 for a user's token."""
-    with server.client() as anonymous, server.client(alice) as client:
+    with app.client() as anonymous, app.client(app_alice) as client:
         problem(anonymous.get("/api/dashboard"), 401)
         problem(client.get("/api/dashboard"), 403, "Admin")
         problem(client.post("/api/admin/nodes/local/drain"), 403, "Admin")

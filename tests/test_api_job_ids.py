@@ -1,24 +1,27 @@
 """What a researcher types, as the API reads it: job ids by any-case unique prefix (never another user's
-job), ``user_id`` taken from the token, durations with units, typos of fields, and ``whoami``."""
+job), ``user_id`` taken from the token, durations with units, typos of fields, and ``whoami``; on the app
+in-process (tests/inprocess.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from inprocess import InProcess, in_process
 from server import OPEN_LIMITS, Server, config_yaml, running, submit, wait_status
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running(
-        tmp_path_factory.mktemp("job_ids"),
-        code_scanner_quick_mode=True,
-        max_expected_time=7200,
-        rate_limit_per_minute=0,
-        max_active_jobs_per_user=100,
-        endpoint_limits=OPEN_LIMITS,
-    ) as srv:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
+    limits = {"max_expected_time": 7200, "rate_limit_per_minute": 0, "max_active_jobs_per_user": 100}
+    with in_process(tmp_path_factory.mktemp("job_ids"), **limits) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """For the expiry header, which the HTTP edge around the app adds (api/edge.py)."""
+    with running(tmp_path_factory.mktemp("job_ids_edge"), endpoint_limits=OPEN_LIMITS) as srv:
         yield srv
 
 
@@ -32,7 +35,7 @@ def _shared(a: str, b: str) -> str:
     return a[:size]
 
 
-def _submitted(server: Server, token: str, user: str, code: str = "print('hi')") -> str:
+def _submitted(server: InProcess, token: str, user: str, code: str = "print('hi')") -> str:
     with server.client(token) as client:
         answer = submit(client, code, config_yaml(user))
         assert answer.status_code == 200, answer.text
@@ -41,7 +44,7 @@ def _submitted(server: Server, token: str, user: str, code: str = "print('hi')")
         return job_id
 
 
-def test_a_lower_case_prefix_names_the_job_on_every_job_endpoint(server: Server) -> None:
+def test_a_lower_case_prefix_names_the_job_on_every_job_endpoint(server: InProcess) -> None:
     """status, results, logs, events and cancel take a unique prefix of the id, in any case."""
     token = server.token("carol")
     job_id = _submitted(server, token, "carol")
@@ -55,7 +58,7 @@ def test_a_lower_case_prefix_names_the_job_on_every_job_endpoint(server: Server)
         assert (cancelled.status_code, cancelled.json()["detail"]) == (409, "Job already completed")
 
 
-def test_an_ambiguous_prefix_is_a_400_with_the_count_and_an_unknown_one_a_404(server: Server) -> None:
+def test_an_ambiguous_prefix_is_a_400_with_the_count_and_an_unknown_one_a_404(server: InProcess) -> None:
     """Two of my jobs under one prefix: 400 naming how many; a prefix of nothing: 404."""
     token = server.token("dave")
     first, second = _submitted(server, token, "dave"), _submitted(server, token, "dave")
@@ -70,7 +73,7 @@ def test_an_ambiguous_prefix_is_a_400_with_the_count_and_an_unknown_one_a_404(se
         assert client.get(f"/api/status/{second[:3]}").status_code == 404  # under MIN_PREFIX: a whole id
 
 
-def test_a_prefix_never_reaches_or_reveals_another_users_job(server: Server) -> None:
+def test_a_prefix_never_reaches_or_reveals_another_users_job(server: InProcess) -> None:
     """Only the caller's jobs are candidates: eve's unique prefix of frank's job is a 404, and a prefix
     shared with frank's job names eve's own; the admin resolves either."""
     eve, frank = server.token("eve"), server.token("frank")
@@ -85,7 +88,7 @@ def test_a_prefix_never_reaches_or_reveals_another_users_job(server: Server) -> 
         assert admin.get(f"/api/status/{franks[:-1]}").json()["job_id"] == franks
 
 
-def test_user_id_is_the_tokens_by_default_and_a_mismatch_names_the_tokens_user(server: Server) -> None:
+def test_user_id_is_the_tokens_by_default_and_a_mismatch_names_the_tokens_user(server: InProcess) -> None:
     """A config without user_id submits as the token's user; a wrong one is a 403 that says whose token it is."""
     token = server.token("grace")
     config = raw_config("competition_id: comp", "project_id: proj", "expected_time: 30")
@@ -102,7 +105,7 @@ def test_user_id_is_the_tokens_by_default_and_a_mismatch_names_the_tokens_user(s
 @pytest.mark.parametrize(
     ("written", "seconds"), [("90s", 90), ("15m", 900), ("1h", 3600), ("1:00:00", 3600), ("1:30", 90), ("45", 45)]
 )
-def test_expected_time_takes_units_and_clock_notation(server: Server, written: str, seconds: int) -> None:
+def test_expected_time_takes_units_and_clock_notation(server: InProcess, written: str, seconds: int) -> None:
     """``expected_time: 1h`` (and 90s, 15m, 1:00:00) is read as seconds."""
     token = server.token("ivan")
     config = raw_config("competition_id: comp", "project_id: proj", f"expected_time: '{written}'")
@@ -112,7 +115,7 @@ def test_expected_time_takes_units_and_clock_notation(server: Server, written: s
         assert client.get(f"/api/status/{answer.json()['job_id']}").json()["expected_time"] == seconds
 
 
-def test_a_duration_that_is_not_one_is_a_400_naming_the_forms(server: Server) -> None:
+def test_a_duration_that_is_not_one_is_a_400_naming_the_forms(server: InProcess) -> None:
     """``expected_time: soon`` is refused with the forms a duration may take."""
     with server.client(server.token("judy")) as client:
         answer = submit(client, "pass", raw_config("competition_id: c", "project_id: p", "expected_time: soon"))
@@ -121,7 +124,7 @@ def test_a_duration_that_is_not_one_is_a_400_naming_the_forms(server: Server) ->
         assert "1h" in answer.json()["detail"]
 
 
-def test_a_field_close_to_a_known_one_is_a_400_with_a_suggestion(server: Server) -> None:
+def test_a_field_close_to_a_known_one_is_a_400_with_a_suggestion(server: InProcess) -> None:
     """``gpu: 2`` is refused with "did you mean `gpus`?" (the job would run on one GPU otherwise); a field
     far from every known one stays a warning."""
     with server.client(server.token("ken")) as client:
@@ -132,14 +135,14 @@ def test_a_field_close_to_a_known_one_is_a_400_with_a_suggestion(server: Server)
         assert far.json()["warnings"] == ["Unknown config field ignored: notes"]
 
 
-def test_whoami_and_every_answer_say_when_the_token_expires(server: Server) -> None:
+def test_whoami_and_every_answer_say_when_the_token_expires(real_server: Server) -> None:
     """``GET /api/whoami`` names the user, admin or not, and the expiry, also sent as a header."""
-    with server.client(server.token("leo", days=2)) as client:
+    with real_server.client(real_server.token("leo", days=2)) as client:
         answer = client.get("/api/whoami")
         body = answer.json()
         assert (body["user_id"], body["is_admin"]) == ("leo", False)
         assert body["expires_at"]
         assert answer.headers["x-token-expires-at"] == body["expires_at"]
         assert client.get("/api/jobs").headers["x-token-expires-at"] == body["expires_at"]
-    with server.client(server.admin_token) as admin:
+    with real_server.client(real_server.admin_token) as admin:
         assert admin.get("/api/whoami").json()["is_admin"] is True

@@ -55,6 +55,19 @@ def test_async_client_does_the_same(server: Server) -> None:
     asyncio.run(scenario())
 
 
+def test_both_clients_read_the_same_quota(server: Server) -> None:
+    """quota() answers alike on Client and AsyncClient (the async one once lacked it)."""
+    with Client(server.url, server.admin_token) as client:
+        wanted = client.quota()
+
+    async def asked() -> object:
+        async with AsyncClient(server.url, server.admin_token) as client:
+            return await client.quota()
+
+    assert wanted.user_id == "admin"
+    assert asyncio.run(asked()) == wanted
+
+
 def test_typed_errors_and_retry_after(server: Server) -> None:
     """A bad token is AuthError, a foreign job NotFound, a 429 RateLimited with retry_after."""
     with Client(server.url, "not-a-real-token") as bad, pytest.raises(AuthError):
