@@ -23,7 +23,8 @@ from ledger.store import max_position
 from ledger.tokens import TokenState
 from ledger.users import UserStats
 from projections.job_table import Horizon, JobRows
-from projections.views import DAY_MINUTES, MINUTE_US, Minute, Views
+from projections.tallies import DAY_MINUTES, MINUTE_US, Minute
+from projections.views import Views
 
 
 class HotState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

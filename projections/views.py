@@ -17,8 +17,6 @@ import copy
 import itertools
 from collections.abc import Container, Iterable
 
-import msgspec
-
 from ledger.events import (
     AnyEvent,
     HalfLifeSet,
@@ -37,35 +35,11 @@ from ledger.tokens import TokenState, evolve_token
 from ledger.users import COUNTED, UserStats, count_status, note_submit
 from projections.fairshare import Ranked, attempt_end, charge_attempt, rank
 from projections.job_table import JobTable
+from projections.tallies import DAY_MINUTES as DAY_MINUTES  # re-exported: the tallies were defined here
+from projections.tallies import MINUTE_US as MINUTE_US
+from projections.tallies import Minute, day_tally, hours_of, tally_finish
 
 ON_NODE = frozenset({"dispatched", "running", "cancelling"})  # phases in which a job holds a node slot
-MINUTE_US = 60_000_000
-DAY_MINUTES = 1440
-KEPT_MINUTES = 2 * DAY_MINUTES  # the health window is one day: older buckets are dropped past this
-
-
-class Minute(msgspec.Struct, gc=False):
-    """Jobs finished in one minute: how many, how many completed, and their queue waits (for the 24 h figures)."""
-
-    finished: int = 0
-    completed: int = 0
-    waited: int = 0  # jobs that started, whose waits are summed below
-    wait_us: int = 0
-    gpu_us: int = 0  # GPUs x run time of the jobs that ran
-    failed: int = 0  # for the success rate (ledger.users.success_rate): cancelled jobs count in neither
-
-
-def _summed(tallies: Iterable[Minute | None]) -> Minute:
-    total = Minute()
-    for tally in tallies:
-        if tally is not None:
-            total.finished += tally.finished
-            total.completed += tally.completed
-            total.failed += tally.failed
-            total.waited += tally.waited
-            total.wait_us += tally.wait_us
-            total.gpu_us += tally.gpu_us
-    return total
 
 
 def dispatch_order(job: JobState) -> tuple[int, int]:
@@ -183,7 +157,7 @@ class Views:
             if before is None or before.status not in TERMINAL:
                 self.active.pop(job_id, None)
                 if after.completed_at is not None:
-                    self._tally_finish(after, after.completed_at)
+                    tally_finish(self.minutes, self.hours, after, after.completed_at)
         elif before is None:
             self.active[job_id] = None
         if after.phase == "queued":
@@ -204,58 +178,13 @@ class Views:
                 bisect.insort(on_node, job_id, key=lambda j: dispatch_order(jobs[j]))
                 self.node_jobs[now_on] = on_node
 
-    def _tally_finish(self, job: JobState, completed_at: int) -> None:
-        minute = completed_at // MINUTE_US
-        if minute not in self.minutes:
-            self.minutes[minute] = Minute()
-            if len(self.minutes) > KEPT_MINUTES:
-                self._drop_minutes_before(max(self.minutes) - DAY_MINUTES)
-        first_started = job.first_started_at
-        gpu_us = 0
-        if first_started:  # the wait ends when the job first ran; every attempt's GPU time counts
-            gpu_us = sum(past.gpu_us(job.charged_gpus) for past in job.history)
-            if job.started_at:
-                gpu_us += job.charged_gpus * (completed_at - job.started_at)
-        # Fresh tallies, not changed ones: a published snapshot may share the old.
-        this = Minute(finished=1, completed=int(job.status == "completed"), failed=int(job.status == "failed"))
-        if first_started:
-            this.waited, this.wait_us, this.gpu_us = 1, first_started - job.created_at, gpu_us
-        self.minutes[minute] = _summed((self.minutes[minute], this))
-        self.hours[minute // 60] = _summed((self.hours.get(minute // 60), this))
-
-    def _drop_minutes_before(self, first: int) -> None:
-        for old in [m for m in self.minutes if m < first]:
-            del self.minutes[old]
-        for old in [h for h in self.hours if h * 60 < first]:  # the hour cut in two is summed again
-            del self.hours[old]
-        if first % 60:
-            self.hours[first // 60] = _summed(self.minutes.get(m) for m in range(first, first - first % 60 + 60))
-
     def sum_hours(self) -> None:
         """After setting ``minutes`` wholesale (a snapshot): the hourly tallies from them."""
-        hours: dict[int, Minute] = {}
-        for minute, tally in self.minutes.items():
-            hour = hours.get(minute // 60)
-            if hour is None:
-                hour = hours[minute // 60] = Minute()
-            hour.finished += tally.finished
-            hour.completed += tally.completed
-            hour.failed += tally.failed
-            hour.waited += tally.waited
-            hour.wait_us += tally.wait_us
-            hour.gpu_us += tally.gpu_us
-        self.hours = hours
+        self.hours = hours_of(self.minutes)
 
     def day_tally(self, now: int) -> Minute:
         """Jobs finished in the 24 h before ``now`` (by whole minutes): 24 hours and the minutes at both ends."""
-        last = now // MINUTE_US
-        first = last - DAY_MINUTES
-        first_hour, end_hour = -(-first // 60), (last + 1) // 60  # whole hours inside [first, last]
-        minutes = self.minutes
-        parts = [minutes.get(m) for m in range(first, first_hour * 60)]
-        parts += [self.hours.get(h) for h in range(first_hour, end_hour)]
-        parts += [minutes.get(m) for m in range(end_hour * 60, last + 1)]
-        return _summed(parts)
+        return day_tally(self.minutes, self.hours, now)
 
     def _count_user(self, user_id: str, before: str | None, after: str, submitted_at: int | None) -> None:
         """Counts change in place, on a copy once per publication (``_own_user``)."""
