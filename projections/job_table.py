@@ -5,9 +5,9 @@ state. So memory holds what still moves (every job not yet terminal) and a bound
 recently finished; the oldest finished job leaves the cache only at a flush *after* the one that
 wrote its row, when that row's transaction has committed, so a reader always finds a job in one
 place or the other. Only the folding thread changes a table; readers hold a ``frozen_copy`` taken
-after a commit, which nothing changes. Rows are read on a read-only connection of the reading thread's own (the
-writer thread, the event loop and worker threads each have one per ledger file: an APSW connection
-is never used from two threads at once).
+after a commit, which nothing changes. Rows are read on a read-only connection of the reading
+thread's own (the writer thread, the event loop and worker threads each have one per ledger file: an
+APSW connection is never used from two threads at once).
 
 A table may also stand for a past point (``Horizon``): rows then count only for jobs that had
 finished by the point, and the jobs in memory are the ones active then or touched since.
