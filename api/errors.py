@@ -136,6 +136,7 @@ _HEADER_NAMES = {"last_event_id": "Last-Event-ID", "idempotency_key": "Idempoten
 _CHOICES = {"status": get_args(Status), "stream": ("stdout", "stderr")}
 _TYPE_WORDS = {
     "`int`": "an integer",
+    "`int | null`": "an integer",  # an optional parameter (``after`` of the event stream): null is never sent
     "`bool`": "true or false",
     "`str`": "text",
     "`float`": "a number",

@@ -21,7 +21,7 @@ class LedgerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         views = self.runtime.ledger.views
-        # Copies first: the writer thread adds users and nodes while a scrape iterates on the event loop.
+        # A published snapshot (Ledger.views): nothing changes it while a scrape iterates.
         users, nodes_now = list(views.users.values()), list(views.nodes.values())
         jobs = GaugeMetricFamily("gpuledger_jobs", "Jobs by status", labels=["status"])
         for status in STATUSES:

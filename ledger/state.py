@@ -1,14 +1,16 @@
 """What the ledger needs of the read models it keeps in step with the log: the state decide steps read.
 
 The store folds every appended event into a ``LedgerState`` and hands it to each write's decide step
-inside the write transaction. ``projections.views.Views`` is the implementation; the composition root
+inside the write transaction; that state is the writer's alone. After each commit the store publishes
+a ``frozen_copy`` of it for readers, so a read never sees an event whose commit failed.
+``projections.views.Views`` is the implementation; the composition root
 passes it in (with the tables that persist it), so this package never imports the projections.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol, TypeVar
+from typing import Protocol, Self, TypeVar
 
 import apsw
 
@@ -56,6 +58,8 @@ class LedgerState(Protocol):
     def tokens_of(self, user_id: str) -> list[TokenState]: ...
 
     def dirty_count(self) -> int: ...
+
+    def frozen_copy(self) -> Self: ...  # for readers: nothing changes it after (the writer copies first)
 
     def close(self) -> None: ...  # the state's own resources (connections), when the store closes
 

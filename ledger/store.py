@@ -7,6 +7,9 @@ Several writes share one transaction and one fsync (group commit, driven by ``le
 
 A transaction that fails in any phase leaves the store as the file is: the views and the head are
 loaded again from disk without writing (SQLite may already have rolled back by itself, on a full disk).
+
+``views`` is the writer's state (decide steps fold into it as they go); readers take ``published``,
+an immutable copy made after each commit and only then, so no read sees an uncommitted event.
 """
 
 from __future__ import annotations
@@ -148,6 +151,7 @@ class EventStore(Generic[S]):
         self.appended = 0
         self._rows_in_transaction = 0
         self.views = self._load_views()
+        self.published = self.views.frozen_copy()  # what readers see: the views as of the last commit
 
     # --- opening and catching up --------------------------------------------------------------
 
@@ -285,6 +289,8 @@ class EventStore(Generic[S]):
             if error is not e:
                 raise error from e
             raise
+        if self.views.position != self.published.position:  # only now: a failed commit publishes nothing
+            self.published = self.views.frozen_copy()
         if self._rows_in_transaction or projecting:  # something reached the disk: it has room again
             self._succeeded()
         self.appended += self._rows_in_transaction

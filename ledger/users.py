@@ -54,11 +54,3 @@ def note_submit(stats: UserStats, submitted_at: int) -> None:
     recent = stats.recent_submits
     first = bisect.bisect_right(recent, submitted_at - RATE_WINDOW_US)
     stats.recent_submits = [*recent[first:], submitted_at]
-
-
-def recent_submits_after(times: list[int]) -> list[int]:
-    """What ``note_submit`` leaves after each of ``times`` in turn: the newest within a window of the last."""
-    if not times:
-        return []
-    last = times[-1]
-    return [t for t in times if t > last - RATE_WINDOW_US]

@@ -69,7 +69,8 @@ class Ledger(Generic[S]):
 
     @property
     def views(self) -> S:
-        return self.store.views
+        """The views as of the last commit, for readers: an immutable snapshot (one attribute read)."""
+        return self.store.published
 
     @property
     def head(self) -> int:

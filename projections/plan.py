@@ -83,7 +83,7 @@ class Plan:
 def capped(views: Views, ranked: list[Ranked]) -> dict[str, str]:
     """Queued jobs whose user's running jobs already hold so many GPUs that this one would pass the
     user's ``max_gpus``: job id -> the reason (O(queued + on nodes))."""
-    caps = {user: a.max_gpus for user, a in list(views.shares.items()) if a.max_gpus}
+    caps = {user: a.max_gpus for user, a in views.shares.items() if a.max_gpus}
     if not caps:
         return {}
     held = gpus_in_use(views.on_nodes())
@@ -98,9 +98,8 @@ def make_plan(views: Views, now: int, weights: Weights | None = None) -> Plan:
     """Queued jobs in dispatch order, placed as the dispatcher will place them (``projections.placement``)."""
     plan = Plan(made_at=now)
     free_times: dict[str, list[int]] = {}  # usable node -> its slots' free times, sorted
-    for node in list(views.nodes.values()):
-        # Copies first: the writer thread folds while a plan runs in its worker thread.
-        running = [j for j in map(views.jobs.get, list(views.node_jobs.get(node.name, ()))) if j is not None]
+    for node in views.nodes.values():  # a published snapshot: nothing changes it while the plan runs
+        running = [j for j in map(views.jobs.get, views.node_jobs.get(node.name, ())) if j is not None]
         plan.nodes[node.name] = NodePlan(free_at=max([now, *(job_end(j, now) for j in running)]))
         if node.usable:
             free_times[node.name] = node_times(node, running, now)
@@ -109,7 +108,7 @@ def make_plan(views: Views, now: int, weights: Weights | None = None) -> Plan:
     # every competing user's factor, once per plan (off the loop), not once per dashboard request
     plan.factors = factors_by_user([r.job for r in ranked], views.on_nodes(), views.shares, now, views.half_life_s)
     held = capped(views, ranked)
-    fleet, jobs = Fleet(free_times, *gpu_kinds(list(views.nodes.values()))), plan.jobs
+    fleet, jobs = Fleet(free_times, *gpu_kinds(views.nodes.values())), plan.jobs
     for index, entry in enumerate(ranked):
         job = entry.job
         placed = None if job.job_id in held else fleet.place(job)
@@ -196,7 +195,7 @@ def pending_in_order(views: Views, plan: Plan, limit: int) -> list[JobState]:
     the few jobs outside the queue and the changes since the plan, never a walk of the queue."""
     jobs = views.jobs
     since = [j for j in views.queued_since(plan.jobs, plan.made_at) if j not in plan.jobs]
-    outside = [j for j in list(views.unqueued) if j not in plan.jobs] + since
+    outside = [j for j in views.unqueued if j not in plan.jobs] + since
     page = sorted((job for job in map(jobs.get, outside) if job is not None), key=lambda job: job.position)[:limit]
     if len(page) < limit:
         for job_id in plan.jobs:  # in the plan's order (it is built in that order and never changed)
@@ -223,7 +222,7 @@ def pending_reason(job: JobState, plan: Plan, views: Views) -> str | None:
     if plan.held is not None:
         return plan.held
     if not plan.any_node_usable:
-        drained = any(n.drained for n in list(views.nodes.values()))
+        drained = any(n.drained for n in views.nodes.values())
         return "node draining" if drained else "no node available (all nodes down)"
     entry = plan.jobs.get(job.job_id)
     if entry is not None and entry.held is not None:

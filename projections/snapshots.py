@@ -23,7 +23,8 @@ from ledger.store import max_position
 from ledger.tokens import TokenState
 from ledger.users import UserStats
 from projections.job_table import Horizon, JobRows
-from projections.views import DAY_MINUTES, MINUTE_US, Minute, Views
+from projections.tallies import DAY_MINUTES, MINUTE_US, Minute
+from projections.views import Views
 
 
 class HotState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -43,8 +44,17 @@ class HotState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     half_life_version: int = 0  # of the fairshare-cluster stream
 
 
+class _HotStateRaw(HotState, frozen=True, kw_only=True, omit_defaults=True):
+    """A snapshot whose jobs are decoded one by one (``restore``): a single decode of thousands of jobs
+    is one C call that holds the GIL for tens of milliseconds, and the event loop waits that long."""
+
+    jobs: list[msgspec.Raw]  # type: ignore[assignment]
+
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(HotState).decode
+_decode_raw = msgspec.json.Decoder(_HotStateRaw).decode
+_decode_job = msgspec.json.Decoder(JobState).decode
 
 
 def hot_state(views: Views) -> bytes:
@@ -72,7 +82,7 @@ def hot_state(views: Views) -> bytes:
 
 def restore(data: bytes) -> Views:
     """Views holding a snapshot's hot state, its indexes derived as a table load derives them."""
-    state = _decode(data)
+    state = _decode_raw(data)
     views = Views()
     views.position, views.recorded_at = state.position, state.recorded_at
     for node in state.nodes:
@@ -84,7 +94,8 @@ def restore(data: bytes) -> Views:
         views.tokens_by_secret[token.secret_sha256] = token.token_id
         views.stream_versions[f"token-{token.token_id}"] = token.version
     views.users = {user.user_id: user for user in state.users}
-    for job in state.jobs:
+    for raw in state.jobs:
+        job = _decode_job(raw)
         views.jobs[job.job_id] = job
         views.stream_versions[f"job-{job.job_id}"] = job.version
         views.index_job(None, job)

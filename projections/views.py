@@ -2,15 +2,20 @@
 
 ``Views.apply`` is the only way state changes; it is what the writer runs after each append, what
 catch-up runs for events appended by other processes, and what a rebuild from position 0 runs.
+
+The writer's ``Views`` is its own: decide steps read it inside the write transaction. Readers (the
+event loop, worker threads) get a ``ReadSnapshot``, a ``frozen_copy`` the store publishes after each
+commit: no reader sees an event whose commit failed, and nothing a reader holds changes under it.
+The fold makes that cheap by never changing in place a value a snapshot may share (tallies, user
+stats and per-node lists are replaced, not mutated), so a publication copies containers, not values.
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import itertools
 from collections.abc import Container, Iterable
-
-import msgspec
 
 from ledger.events import (
     AnyEvent,
@@ -30,35 +35,11 @@ from ledger.tokens import TokenState, evolve_token
 from ledger.users import COUNTED, UserStats, count_status, note_submit
 from projections.fairshare import Ranked, attempt_end, charge_attempt, rank
 from projections.job_table import JobTable
+from projections.tallies import DAY_MINUTES as DAY_MINUTES  # re-exported: the tallies were defined here
+from projections.tallies import MINUTE_US as MINUTE_US
+from projections.tallies import Minute, day_tally, hours_of, tally_finish
 
 ON_NODE = frozenset({"dispatched", "running", "cancelling"})  # phases in which a job holds a node slot
-MINUTE_US = 60_000_000
-DAY_MINUTES = 1440
-KEPT_MINUTES = 2 * DAY_MINUTES  # the health window is one day: older buckets are dropped past this
-
-
-class Minute(msgspec.Struct, gc=False):
-    """Jobs finished in one minute: how many, how many completed, and their queue waits (for the 24 h figures)."""
-
-    finished: int = 0
-    completed: int = 0
-    waited: int = 0  # jobs that started, whose waits are summed below
-    wait_us: int = 0
-    gpu_us: int = 0  # GPUs x run time of the jobs that ran
-    failed: int = 0  # for the success rate (ledger.users.success_rate): cancelled jobs count in neither
-
-
-def _summed(tallies: Iterable[Minute | None]) -> Minute:
-    total = Minute()
-    for tally in tallies:
-        if tally is not None:
-            total.finished += tally.finished
-            total.completed += tally.completed
-            total.failed += tally.failed
-            total.waited += tally.waited
-            total.wait_us += tally.wait_us
-            total.gpu_us += tally.gpu_us
-    return total
 
 
 def dispatch_order(job: JobState) -> tuple[int, int]:
@@ -97,6 +78,8 @@ class Views:
         self.shares: dict[str, UserShare] = {}
         self.half_life_s = DEFAULT_HALF_LIFE_S
         self.dirty_shares: set[str] = set()
+        self._own_users: set[str] = set()  # users whose stats object no snapshot shares: changed in place
+        self._own_counts = False  # the same for ``job_counts``
 
     def apply_all(self, records: Iterable[Recorded]) -> None:
         for record in records:
@@ -174,7 +157,7 @@ class Views:
             if before is None or before.status not in TERMINAL:
                 self.active.pop(job_id, None)
                 if after.completed_at is not None:
-                    self._tally_finish(after, after.completed_at)
+                    tally_finish(self.minutes, self.hours, after, after.completed_at)
         elif before is None:
             self.active[job_id] = None
         if after.phase == "queued":
@@ -187,78 +170,28 @@ class Views:
             self.unqueued.pop(job_id, None)
         was_on = before.node if before is not None and before.phase in ON_NODE else None
         now_on = after.node if after.phase in ON_NODE else None
-        if was_on != now_on:
+        if was_on != now_on:  # new lists, not changed ones: a published snapshot may share the old
             if was_on is not None and job_id in self.node_jobs.get(was_on, ()):
-                self.node_jobs[was_on].remove(job_id)
+                self.node_jobs[was_on] = [j for j in self.node_jobs[was_on] if j != job_id]
             if now_on is not None:
-                jobs = self.jobs
-                bisect.insort(self.node_jobs.setdefault(now_on, []), job_id, key=lambda j: dispatch_order(jobs[j]))
-
-    def _tally_finish(self, job: JobState, completed_at: int) -> None:
-        minute = completed_at // MINUTE_US
-        tally = self.minutes.get(minute)
-        if tally is None:
-            tally = self.minutes[minute] = Minute()
-            if len(self.minutes) > KEPT_MINUTES:
-                self._drop_minutes_before(max(self.minutes) - DAY_MINUTES)
-        hour = self.hours.get(minute // 60)
-        if hour is None:
-            hour = self.hours[minute // 60] = Minute()
-        first_started = job.first_started_at
-        gpu_us = 0
-        if first_started:  # the wait ends when the job first ran; every attempt's GPU time counts
-            gpu_us = sum(past.gpu_us(job.charged_gpus) for past in job.history)
-            if job.started_at:
-                gpu_us += job.charged_gpus * (completed_at - job.started_at)
-        for total in (tally, hour):
-            total.finished += 1
-            total.completed += job.status == "completed"
-            total.failed += job.status == "failed"
-            if first_started:
-                total.waited += 1
-                total.wait_us += job.waited_us(completed_at)
-                total.gpu_us += gpu_us
-
-    def _drop_minutes_before(self, first: int) -> None:
-        for old in [m for m in self.minutes if m < first]:
-            del self.minutes[old]
-        for old in [h for h in self.hours if h * 60 < first]:  # the hour cut in two is summed again
-            del self.hours[old]
-        if first % 60:
-            self.hours[first // 60] = _summed(self.minutes.get(m) for m in range(first, first - first % 60 + 60))
+                jobs, on_node = self.jobs, [*self.node_jobs.get(now_on, ())]
+                bisect.insort(on_node, job_id, key=lambda j: dispatch_order(jobs[j]))
+                self.node_jobs[now_on] = on_node
 
     def sum_hours(self) -> None:
         """After setting ``minutes`` wholesale (a snapshot): the hourly tallies from them."""
-        hours: dict[int, Minute] = {}
-        for minute, tally in self.minutes.items():
-            hour = hours.get(minute // 60)
-            if hour is None:
-                hour = hours[minute // 60] = Minute()
-            hour.finished += tally.finished
-            hour.completed += tally.completed
-            hour.failed += tally.failed
-            hour.waited += tally.waited
-            hour.wait_us += tally.wait_us
-            hour.gpu_us += tally.gpu_us
-        self.hours = hours
+        self.hours = hours_of(self.minutes)
 
     def day_tally(self, now: int) -> Minute:
         """Jobs finished in the 24 h before ``now`` (by whole minutes): 24 hours and the minutes at both ends."""
-        last = now // MINUTE_US
-        first = last - DAY_MINUTES
-        first_hour, end_hour = -(-first // 60), (last + 1) // 60  # whole hours inside [first, last]
-        minutes = self.minutes
-        parts = [minutes.get(m) for m in range(first, first_hour * 60)]
-        parts += [self.hours.get(h) for h in range(first_hour, end_hour)]
-        parts += [minutes.get(m) for m in range(end_hour * 60, last + 1)]
-        return _summed(parts)
+        return day_tally(self.minutes, self.hours, now)
 
     def _count_user(self, user_id: str, before: str | None, after: str, submitted_at: int | None) -> None:
-        """Counts change in place: a user's stats are a tally, not a state anyone decides on by identity."""
-        stats = self.users.get(user_id)
-        if stats is None:
-            stats = self.users[user_id] = UserStats(user_id=user_id)
+        """Counts change in place, on a copy once per publication (``_own_user``)."""
+        stats = self._own_user(user_id)
         count_status(stats, before, after)
+        if not self._own_counts:
+            self.job_counts, self._own_counts = copy.copy(self.job_counts), True
         count_status(self.job_counts, before, after)
         if submitted_at is not None:
             note_submit(stats, submitted_at)
@@ -271,11 +204,33 @@ class Views:
 
     def charge_user(self, user_id: str, charge: Charge) -> None:
         """A quota charge (the live fold per event; a replay applies the same charges in log order)."""
+        stats = self._own_user(user_id)
+        day = copy.copy(stats.quota)  # apply_charge changes a day in place: a snapshot may share this one
+        stats.quota = apply_charge(day, charge)
+        self.dirty_users.add(user_id)
+
+    def _own_user(self, user_id: str) -> UserStats:
+        """The user's stats to change in place: copied first when a published snapshot may share them."""
         stats = self.users.get(user_id)
         if stats is None:
             stats = self.users[user_id] = UserStats(user_id=user_id)
-        stats.quota = apply_charge(stats.quota, charge)
-        self.dirty_users.add(user_id)
+        elif user_id not in self._own_users:
+            stats = self.users[user_id] = copy.copy(stats)
+        self._own_users.add(user_id)
+        return stats
+
+    def frozen_copy(self) -> ReadSnapshot:
+        """These views as readers may hold them from now on: what changes in place is copied (the
+        containers, about a millisecond at 12k pending: ``bench/readside.py``), values are shared, as
+        the fold never changes a shared one; the writer's next changes copy what they touch."""
+        snap = ReadSnapshot.__new__(ReadSnapshot)
+        for name, value in vars(self).items():
+            setattr(snap, name, value.copy() if isinstance(value, dict) else value)
+        snap.jobs = self.jobs.frozen_copy(self.position)
+        snap.dirty_jobs = set(self.dirty_jobs)  # the jobs whose rows are not written yet: read from memory
+        snap.dirty_users, snap.dirty_nodes, snap.dirty_tokens, snap.dirty_shares = set(), set(), set(), set()
+        self._own_users, self._own_counts = set(), False
+        return snap
 
     def index_users(self) -> None:
         """After a bulk load (tables, replay, snapshot): the user rankings and job counts from the users'
@@ -304,8 +259,7 @@ class Views:
 
     def ranked(self, now: int, weights: Weights) -> list[Ranked]:
         """Queued jobs in dispatch order, by the fair-share score at ``now`` (projections.fairshare)."""
-        # list() copies atomically under the GIL: the writer thread may be folding meanwhile.
-        queued = [self.jobs[job_id] for job_id in list(self.queued)]
+        queued = [self.jobs[job_id] for job_id in self.queued]
         return rank(queued, self.on_nodes(), self.shares, now_us=now, half_life_s=self.half_life_s, weights=weights)
 
     def queue(self, now: int | None = None, weights: Weights | None = None) -> list[JobState]:
@@ -315,14 +269,14 @@ class Views:
 
     def on_nodes(self) -> list[JobState]:
         """Jobs dispatched to a node and not yet ended (bounded by the slots, not by history)."""
-        return [self.jobs[j] for ids in list(self.node_jobs.values()) for j in list(ids)]
+        return [self.jobs[j] for ids in self.node_jobs.values() for j in ids]
 
     def active_jobs(self) -> list[JobState]:
         """Jobs not yet terminal, oldest first (bounded by the queue, not by history)."""
-        return [self.jobs[job_id] for job_id in list(self.active)]
+        return [self.jobs[job_id] for job_id in self.active]
 
     def tokens_of(self, user_id: str) -> list[TokenState]:
-        return [t for t in list(self.tokens.values()) if t.user_id == user_id]
+        return [t for t in self.tokens.values() if t.user_id == user_id]
 
     def newest_jobs(self, *, user_id: str | None, status: str | None, limit: int) -> list[JobState]:
         """Newest first, optionally one user's and one status; stops at ``limit`` (an indexed read of
@@ -346,9 +300,7 @@ class Views:
 
     def active_page(self, offset: int, limit: int) -> tuple[int, list[JobState]]:
         """The active jobs' count and ``limit`` of them from ``offset``, oldest first."""
-        # islice over a dict of str keys runs in C without a GIL switch: the writer thread cannot change
-        # the dict mid-walk, and nothing is copied but the page
-        ids = list(itertools.islice(self.active, offset, offset + limit))
+        ids = list(itertools.islice(self.active, offset, offset + limit))  # nothing copied but the page
         return len(self.active), [self.jobs[job_id] for job_id in ids]
 
     def queued_since(self, known: Container[str], since_us: int) -> list[str]:
@@ -360,16 +312,12 @@ class Views:
         def since(job_id: str) -> bool:
             return job_id not in known or (jobs[job_id].queued_at or 0) >= since_us
 
-        while True:
-            try:
-                return list(itertools.takewhile(since, reversed(self.queued)))
-            except RuntimeError:  # the writer thread changed the set mid-walk: walk again
-                continue
+        return list(itertools.takewhile(since, reversed(self.queued)))
 
     def ranked_users(self, offset: int, limit: int) -> tuple[int, list[UserStats]]:
         """The users' count and ``limit`` of them from ``offset``: those with active jobs first, then the
         others, each by their newest submit (the most recent first). A first page costs ``limit``."""
-        active = list(itertools.islice(reversed(self.active_users), offset + limit))  # in C: see active_page
+        active = list(itertools.islice(reversed(self.active_users), offset + limit))
         if len(active) == offset + limit:
             return len(self.users), [self.users[u] for u in active[offset:]]
         taken = set(active)  # every active user: the page runs into the others
@@ -395,3 +343,17 @@ class Views:
         self.dirty_nodes.clear()
         self.dirty_tokens.clear()
         self.dirty_shares.clear()
+
+
+class ReadSnapshot(Views):
+    """The views at one committed position, as the store publishes them for readers: nothing folds
+    into it and nothing changes it, so a reader takes it with one attribute read and keeps it."""
+
+    def apply_event(self, event: AnyEvent, position: int, stream: str, version: int, recorded_at: int) -> None:
+        raise TypeError("a published snapshot is read-only: the writer folds into its own views")
+
+    def frozen_copy(self) -> ReadSnapshot:
+        return self
+
+    def close(self) -> None:
+        """The writer's views own the row connections: a snapshot has nothing of its own to close."""

@@ -232,10 +232,17 @@ class StreamController(Controller):
         self,
         runtime: NamedDependency[Runtime],
         identity: NamedDependency[Identity],
-        after: int = Parameter(default=0, ge=0, le=MAX_POSITION, description="Start after this ledger position"),
+        after: int | None = Parameter(
+            default=None,
+            ge=0,
+            le=MAX_POSITION,
+            description="Start after this ledger position (0: the whole log); left out, only events from now on",
+        ),
         last_event_id: LastEventId = None,
     ) -> ServerSentEvent:
-        position = _resume_point(last_event_id, after, MAX_POSITION)
+        # Without ``after`` a stream starts at the head: replaying the whole log to every client that
+        # only wants what happens next cost each new stream a walk from position 0.
+        position = _resume_point(last_event_id, runtime.ledger.head if after is None else after, MAX_POSITION)
 
         def visible(record: Any) -> bool:
             if identity.is_admin:
