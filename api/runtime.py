@@ -18,12 +18,14 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import apsw
 import structlog
 
-from api.diskuse import DiskUsage
+from api.diskuse import DiskUsage, DiskUse
+from api.output import JobFiles
+from api.ports import Cluster, EventLog, Intake, LedgerWriter, ServerState
 from api.pruner import Retention, prune_hourly
 from executors.dispatcher import Dispatcher
 from executors.protocol import SandboxSpec
@@ -94,6 +96,7 @@ class Runtime:
     ledger: Ledger[Views]
     services: Services
     dispatcher: Dispatcher
+    intake: Intake
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -113,6 +116,41 @@ class Runtime:
         self.reserve = DiskReserve(f"{settings.database_path}.reserve", settings.ledger_reserve_bytes)
         self.replica: Replicator | None = None
         self.disk_usage = DiskUsage(settings.database_path, settings.jobs_dir)  # /metrics, the dashboard
+        self.output = JobFiles(self.blobs, settings.jobs_dir, settings.inline_output_bytes)
+
+    # --- the ports handlers are given (``api.ports``, through ``api.context``) ---------------------
+
+    @property
+    def writer(self) -> LedgerWriter:
+        return self.ledger
+
+    @property
+    def events(self) -> EventLog:
+        return self.ledger
+
+    @property
+    def server(self) -> ServerState:
+        return self
+
+    @property
+    def cluster(self) -> Cluster:
+        return self
+
+    def readiness(self) -> dict[str, bool]:
+        """The checks /readyz names, once started."""
+        return {
+            "ledger_writable": self.ledger.writable,
+            "projections_caught_up": self.ledger.views.position >= self.ledger.head,
+            "executors_started": self.started,
+        }
+
+    def replica_state(self) -> dict[str, Any] | None:
+        """The replica's state (reported, never a reason to refuse work); None without one."""
+        return None if self.replica is None else self.replica.describe()
+
+    def disk_use(self) -> DiskUse | None:
+        """What the jobs and the ledger take on disk: cached, measured in a thread."""
+        return self.disk_usage.latest
 
     async def start(self) -> None:
         # Never append to a damaged or shortened ledger: the check reads the file, before anything writes.
@@ -125,6 +163,7 @@ class Runtime:
         # collection (triggered by any request's garbage) does not rescan them with the GIL held.
         gc.freeze()
         self.services = Services(ledger=self.ledger, blobs=self.blobs, settings=self.settings)
+        self.intake = Intake(self.settings, self.ledger, self.blobs, self, self.token_usage)
         self.dispatcher = Dispatcher(self.ledger, self.runners, self.settings.fairshare_weights(), self.dispatch_hold)
         self.plans.hold = self.dispatch_hold
         self._opened = True

@@ -15,12 +15,13 @@ from litestar.params import Parameter
 
 from api.accounts import accounts_document
 from api.auth import Identity
-from api.context import admin_only
+from api.context import admin_only, read_views
 from api.errors import BadRequest
 from api.openapi import BEARER, Documented, problems
+from api.ports import Cluster, EventLog, Plans, Port, ServerState
 from api.present import job_status, node_infos
-from api.runtime import Runtime
 from ledger.clock import now_us, parse_iso
+from ledger.settings import Settings
 from projections.asof import planned_as_of
 from projections.dashboard import dashboard_document, user_rows
 from projections.plan import Plan
@@ -56,13 +57,13 @@ def _as_of(text: str) -> tuple[int | None, int | None]:
     return None, parse_iso(moment.isoformat())
 
 
-async def views_at(runtime: Runtime, as_of: str | None) -> tuple[Views, int, Plan]:
+async def views_at(events: EventLog, plans: Plans, as_of: str | None) -> tuple[Views, int, Plan]:
     """The live views and plan, or those as of a point (replayed in a worker thread)."""
     if as_of is None:
-        views, now = runtime.ledger.views, now_us()
-        return views, now, runtime.plans.get(views, now)
+        views, now = read_views(events), now_us()
+        return views, now, plans.get(views, now)
     position, time_us = _as_of(as_of)
-    return await planned_as_of(runtime.ledger.path, position=position, time_us=time_us, weights=runtime.plans.weights)
+    return await planned_as_of(events.path, position=position, time_us=time_us, weights=plans.weights)
 
 
 class DashboardController(Controller):
@@ -78,21 +79,28 @@ class DashboardController(Controller):
         responses=problems(400, 401, 403),
     )
     async def dashboard(
-        self, runtime: NamedDependency[Runtime], identity: NamedDependency[Identity], as_of: str | None = AS_OF
+        self,
+        server: Port[ServerState],
+        settings: NamedDependency[Settings],
+        cluster: Port[Cluster],
+        plans: Port[Plans],
+        events: Port[EventLog],
+        identity: NamedDependency[Identity],
+        as_of: str | None = AS_OF,
     ) -> dict[str, Any]:
-        views, now, plan = await views_at(runtime, as_of)
+        views, now, plan = await views_at(events, plans, as_of)
         document = dashboard_document(
             views,
             now=now,
             user_id=identity.user_id,
             is_admin=True,
-            active_limit=runtime.settings.dashboard_active_jobs,
-            users_limit=runtime.settings.dashboard_users,
+            active_limit=settings.dashboard_active_jobs,
+            users_limit=settings.dashboard_users,
             job_view=lambda job: job_status(job, views, plan),
             node_view=lambda: node_infos(views, plan, identity, now),
         )
-        document["slurm"] = runtime.slurm_info() if as_of is None else None
-        document["disk"] = runtime.disk_usage.latest if as_of is None else None  # DiskUse: cached, measured in a thread
+        document["slurm"] = cluster.slurm_info() if as_of is None else None
+        document["disk"] = server.disk_use() if as_of is None else None  # DiskUse: cached, measured in a thread
         # per user: share, caps, usage, factor; for the users inline (all of them: GET /api/admin/users)
         document["fairshare"] = accounts_document(views, now, users=document["user_statistics"], factors=plan.factors)
         return document  # its structs are encoded by the response itself: one pass, not a copy and a pass
@@ -107,12 +115,13 @@ class DashboardController(Controller):
     )
     async def active(
         self,
-        runtime: NamedDependency[Runtime],
+        plans: Port[Plans],
+        events: Port[EventLog],
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> dict[str, Any]:
-        views, _, plan = await views_at(runtime, as_of)
+        views, _, plan = await views_at(events, plans, as_of)
         total, jobs = views.active_page(offset, limit)
         return {"total": total, "offset": offset, "limit": limit, "jobs": [job_status(j, views, plan) for j in jobs]}
 
@@ -126,11 +135,12 @@ class DashboardController(Controller):
     )
     async def users(
         self,
-        runtime: NamedDependency[Runtime],
+        plans: Port[Plans],
+        events: Port[EventLog],
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> dict[str, Any]:
-        views, _, _ = await views_at(runtime, as_of)
+        views, _, _ = await views_at(events, plans, as_of)
         total, users = views.ranked_users(offset, limit)
         return {"total": total, "offset": offset, "limit": limit, "users": user_rows(users)}
