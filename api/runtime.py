@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
-import re
-import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,27 +18,25 @@ from typing import TYPE_CHECKING, Any
 import apsw
 import structlog
 
+from api.admintoken import bootstrap_admin
 from api.diskuse import DiskUsage, DiskUse
+from api.localnode import LOCAL_NODE, start_local_node
 from api.output import JobFiles
 from api.ports import Cluster, EventLog, Intake, LedgerWriter, ServerState
 from api.pruner import Retention, prune_hourly
 from executors.dispatcher import Dispatcher
-from executors.protocol import SandboxSpec
 from executors.resources import local_memory_cap
 from executors.runner import NodeRunner
-from executors.sandbox import CGROUPS_DISABLED_WARNING, DISABLED_WARNING, outside, sandbox_problem, sandbox_spec
+from executors.sandbox import CGROUPS_DISABLED_WARNING, DISABLED_WARNING
 from executors.scan.review import start_reviews
 from executors.services import Services
 from executors.sweep import sweep
-from executors.transport import LocalTransport
 from ledger import commands, integrity
 from ledger.blobs import BlobStore
 from ledger.disk import DiskReserve, dispatch_hold, free_bytes
 from ledger.errors import StoreError
-from ledger.events import NodeRegistered
 from ledger.schema import connect
 from ledger.settings import Settings, SlurmSettings
-from ledger.tokens import mint
 from ledger.writer import Ledger
 from projections import backfill
 from projections.live import open_ledger
@@ -56,39 +49,7 @@ if TYPE_CHECKING:
     from executors.slurm.cluster import SlurmCluster
 
 log = structlog.get_logger()
-LOCAL_NODE = "local"
 HEAD_MARK_S = 1.0  # how often the durable head is recorded beside the ledger (ledger.integrity)
-GPU_UUID = re.compile(r"\(UUID: (GPU-[0-9a-fA-F-]+)\)")
-
-
-def local_gpus() -> list[str]:
-    """The UUID (or, without one, the index) of each GPU that ``nvidia-smi -L`` lists; [] without a driver."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    lines = [line for line in out.stdout.splitlines() if line.startswith("GPU ")]
-    return [m.group(1) if (m := GPU_UUID.search(line)) else str(i) for i, line in enumerate(lines)]
-
-
-def local_gpu_minors() -> dict[int, int]:
-    """nvidia-smi's index -> device minor (/dev/nvidia<minor>); {} without a driver or an answer."""
-    if shutil.which("nvidia-smi") is None:
-        return {}
-    query = ["nvidia-smi", "--query-gpu=index,minor_number", "--format=csv,noheader"]
-    try:
-        out = subprocess.run(query, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    pairs = [line.replace(" ", "").split(",") for line in out.stdout.splitlines()]
-    return {int(p[0]): int(p[1]) for p in pairs if len(p) == 2 and p[0].isdigit() and p[1].isdigit()}
-
-
-def python_paths(private: list[str]) -> list[str]:
-    """The server's Python environment, for jobs to import from (read-only), unless it holds server data."""
-    return outside(sorted({sys.prefix, sys.base_prefix, sys.exec_prefix}), private)
 
 
 class Runtime:
@@ -185,7 +146,7 @@ class Runtime:
                 self.ledger, self.settings.database_path, self.blobs.root, self.settings.retention_days
             )
             self.background.append(asyncio.create_task(prune_hourly(retention), name="retention"))
-        await self._bootstrap_admin()
+        await bootstrap_admin(self.ledger, self.settings)
         if self.ledger.views.half_life_s != self.settings.half_life_s:  # the fold decays by recorded facts
             await self.ledger.write(commands.set_half_life(self.settings.half_life_s))
         self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
@@ -205,7 +166,8 @@ class Runtime:
             self.background.extend(fleet.tasks)
             self.on_stop.append(fleet.close)
         else:
-            await self._start_local_node()
+            runner = await start_local_node(self.ledger, self.blobs, self.settings, self.local_root)
+            self.runners[LOCAL_NODE] = runner
         await self._retire_absent_nodes()
         self.dispatcher.reattach()
         self.background.append(
@@ -323,87 +285,3 @@ class Runtime:
             return local_memory_cap(self.settings)
         caps = [spec.memory_bytes for spec in self.settings.node_specs()]
         return None if not caps or None in caps else max(c for c in caps if c is not None)
-
-    async def _start_local_node(self) -> None:
-        gpus = local_gpus()
-        slots = self.settings.local_slots or len(gpus) or 1
-        gpu_count = len(gpus) if self.settings.local_gpus is None else self.settings.local_gpus
-        await self.ledger.write(
-            commands.register_node(
-                # GPUs as nvidia-smi lists them: none on a machine without a driver (CPU-only slots)
-                NodeRegistered(
-                    name=LOCAL_NODE, host="localhost", port=0, user="", slots=slots, kind="local", gpus=gpu_count
-                )
-            )
-        )
-        private = [self.settings.jobs_dir, self.settings.database_path, self.settings.log_file, "."]
-        readonly = python_paths(private)
-        # The server's interpreter first on PATH, so `python3 {solution}` imports what the server has.
-        path = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
-
-        def env_for_slots(slots: list[int]) -> dict[str, str]:
-            # Pinned by UUID where known: inside the sandbox the slot's GPU may be the only one, index 0.
-            visible = ",".join(gpus[slot % len(gpus)] for slot in slots) if gpus else None
-            return {"PATH": path, **({"CUDA_VISIBLE_DEVICES": visible} if visible else {})}
-
-        minors = local_gpu_minors()
-        if gpus and len(minors) < len(gpus):  # fail closed: a job is never handed a GPU we cannot name
-            log.error("gpu.minors_unknown", reason="nvidia-smi gave no index,minor_number", effect="jobs see no GPU")
-
-        def sandbox_for_slots(slots: list[int]) -> SandboxSpec:
-            held = {slot % len(gpus) for slot in slots} if gpus else set()
-            bound = sorted(minors[index] for index in held if index in minors)
-            return sandbox_spec(self.settings, slots[0], readonly_paths=readonly, gpus=bound)
-
-        transport = LocalTransport(LOCAL_NODE, python=sys.executable)
-        self.runners[LOCAL_NODE] = NodeRunner(
-            node=LOCAL_NODE,
-            transport=transport,
-            ledger=self.ledger,
-            blobs=self.blobs,
-            settings=self.settings,
-            remote_root=self.local_root,
-            env_for_slots=env_for_slots,
-            sandbox_for_slots=sandbox_for_slots,
-            node_memory=local_memory_cap(self.settings),
-        )
-        await self._check_local_sandbox(transport)
-        log.info("node.local", slots=slots, gpus=len(gpus), sandbox=self.settings.job_sandbox)
-
-    async def _check_local_sandbox(self, transport: LocalTransport) -> None:
-        """No sandbox, no jobs: the local node is down with the reason, unless the admin turned it off."""
-        if self.settings.job_sandbox == "none":
-            healthy, reason = True, "sandbox disabled"
-        else:
-            problem = await sandbox_problem(transport, self.local_root, self.settings)
-            if problem is not None:  # one line, on the console and in the log, naming the fix
-                log.error("sandbox.unavailable", node=LOCAL_NODE, reason=problem, effect="node down, no job runs")
-            healthy, reason = problem is None, f"no sandbox: {problem}" if problem else "sandbox ready"
-        await self.ledger.write(commands.node_health(LOCAL_NODE, healthy=healthy, reason=reason))
-
-    def _save_admin_token(self, secret: str) -> Path:
-        """The first admin token, in a 0600 file next to the ledger (created with that mode, never wider)."""
-        path = Path(self.settings.database_path).resolve().parent / "admin-token"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(secret + "\n")
-        path.chmod(0o600)
-        return path
-
-    async def _bootstrap_admin(self) -> None:
-        """First start of an empty ledger: issue an admin token and print it once (as Jupyter does)."""
-        if self.ledger.views.tokens:
-            return
-        secret, issued = mint("admin", secret=None, days=self.settings.token_max_days, is_admin=True, by="system")
-        await self.ledger.write(commands.issue_token(issued))
-        saved = self._save_admin_token(secret)
-        # Between JSON log lines when stderr is not a terminal: blank lines and a banner make it stand out.
-        print(
-            f"\n{'=' * 72}\n  gpuledger: first start, admin token for user 'admin' (shown once, valid "
-            f"{self.settings.token_max_days} days):\n\n      {secret}\n\n"
-            f"  Also saved to {saved} (readable by you only). In your shell:\n"
-            f"      export GPULEDGER_TOKEN=$(cat {saved})\n{'=' * 72}\n",
-            file=sys.stderr,
-            flush=True,
-        )
-        log.info("token.bootstrap", token_id=issued.token_id, user_id="admin")
