@@ -108,12 +108,12 @@ async def admin_only(connection: Connection, _: BaseRouteHandler) -> None:
 
 
 # --- the providers --------------------------------------------------------------------------------
-# They form one chain, server -> settings -> address -> intake -> cluster -> output -> plans -> events
-# -> ledger -> views -> identity or caller -> job, so that Litestar resolves a handler's dependencies one after the
-# other: two on the same level are resolved concurrently, in an anyio task group of their own, on every
-# request (about a sixth of a status read's time; a link of the chain costs a fiftieth of that).
-# ``tests/test_api_routes.py`` checks that no API route has such a level. The parameter a port's
-# provider takes from the link before it is that order, not something it uses.
+# They form one chain, server -> settings -> cluster -> output -> plans -> events -> ledger -> views, then
+# identity -> job, or caller, or address -> intake (no handler takes two of these three branches), so
+# that Litestar resolves a handler's dependencies one after the other: two on the same level are resolved
+# concurrently, in an anyio task group of their own, on every request (about a sixth of a status read's
+# time; a link of the chain costs about 3 us). ``tests/test_api_routes.py`` checks that no API route has
+# such a level. A parameter a provider takes only from the link before it is that order, not a use.
 
 
 def provide_server(request: Connection) -> ServerState:
@@ -124,15 +124,7 @@ def provide_settings(request: Connection, server: Port[ServerState]) -> Settings
     return wiring_of(request.app.state).settings
 
 
-def provide_address(request: Connection, settings: NamedDependency[Settings]) -> str:
-    return address_of(request, settings.trusted_proxies)
-
-
-def provide_intake(request: Connection, address: NamedDependency[str]) -> Intake:
-    return wiring_of(request.app.state).intake
-
-
-def provide_cluster(request: Connection, intake: Port[Intake]) -> Cluster:
+def provide_cluster(request: Connection, settings: NamedDependency[Settings]) -> Cluster:
     return wiring_of(request.app.state).cluster
 
 
@@ -154,6 +146,14 @@ def provide_ledger(request: Connection, events: Port[EventLog]) -> LedgerWriter:
 
 def provide_views(ledger: Port[LedgerWriter]) -> Views:
     return read_views(ledger)
+
+
+def provide_address(request: Connection, views: NamedDependency[Views]) -> str:
+    return address_of(request, wiring_of(request.app.state).settings.trusted_proxies)
+
+
+def provide_intake(request: Connection, address: NamedDependency[str]) -> Intake:
+    return wiring_of(request.app.state).intake
 
 
 def provide_identity(request: Connection, views: NamedDependency[Views]) -> Identity:

@@ -15,8 +15,7 @@ from api.runtime import Runtime
 from ledger.settings import Settings
 
 # The providers' one chain (``api.context``): a status read resolves every link, one after another.
-CHAIN = ["server", "settings", "address", "intake", "cluster", "output", "plans", "events", "ledger", "views"]
-CHAIN += ["identity", "job"]
+CHAIN = ["server", "settings", "cluster", "output", "plans", "events", "ledger", "views", "identity", "job"]
 
 
 @pytest.fixture
