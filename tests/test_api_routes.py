@@ -87,3 +87,20 @@ def test_no_handler_is_given_the_composition_root(app: Litestar) -> None:
         if "from api.runtime import" in path.read_text() or "import api.runtime" in path.read_text()
     )
     assert importers == ["app.py"]
+
+
+def test_api_and_web_routes_share_one_set_of_guards_and_providers(app: Litestar) -> None:
+    """Every guard and every dependency provider of every route is ``api.context``'s (the start-up
+    guard is the app's), but for the web's own instant to show (``moment``)."""
+    guards: set[str] = set()
+    providers: set[str] = set()
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            for layer in handler.ownership_layers:
+                guards.update(f"{g.__module__}.{g.__qualname__}" for g in layer.guards or [])
+            for key, provide in handler.resolve_dependencies().items():
+                providers.add(f"{key}: {provide.dependency.__module__}.{provide.dependency.__qualname__}")
+    assert "api.context.token_if_sent" in guards and "api.context.admin_only" in guards
+    assert {g for g in guards if not g.startswith(("api.context.", "api.app.until_ready"))} == set()
+    assert any(p.startswith("identity: api.context.") for p in providers)
+    assert {p for p in providers if ": api.context." not in p} == {"moment: api.web.deps.provide_moment"}
