@@ -27,7 +27,7 @@ from api.auth import Identity, optional, require
 from api.edge import IDENTITY_KEY
 from api.errors import BadRequest, PermissionDenied
 from api.limits import EndpointLimiter, client_address
-from api.ports import Cluster, EventLog, Intake, JobOutput, LedgerWriter, Plans, Port, ServerState, ViewsReader, Wiring
+from api.ports import Cluster, EventLog, Intake, JobOutput, LedgerWriter, Plans, Port, ServerState, Wiring, read_views
 from ledger.errors import NotFound
 from ledger.jobs import JobState
 from ledger.settings import Settings
@@ -43,11 +43,6 @@ def wiring_of(state: State) -> Wiring:
     """The composition root the app was built with (``api.app``): only the providers below read it."""
     wiring: Wiring = state.runtime
     return wiring
-
-
-def read_views(source: ViewsReader) -> Views:
-    """The current read snapshot: the one place that takes it, for guards, providers and streams."""
-    return source.views
 
 
 def address_of(connection: Connection, trusted_proxies: list[str]) -> str:

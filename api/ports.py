@@ -32,10 +32,15 @@ Port: TypeAlias = SkipValidation[NamedDependency[T]]
 
 
 class ViewsReader(Protocol):
-    """Holds the current read snapshot (``api.context.read_views`` is the one place that takes it)."""
+    """Holds the current read snapshot (``read_views`` below is the one place that takes it)."""
 
     @property
     def views(self) -> Views: ...
+
+
+def read_views(source: ViewsReader) -> Views:
+    """The current read snapshot: the one place that takes it, for guards, providers, handlers and streams."""
+    return source.views
 
 
 class LedgerWriter(ViewsReader, Protocol):

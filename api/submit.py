@@ -16,7 +16,7 @@ from ulid import ULID
 from api.auth import Identity, identify
 from api.errors import BadRequest, NotAuthenticated, PayloadTooLarge, PermissionDenied
 from api.jobconfig import JobConfig, parse_config
-from api.ports import Intake, LedgerWriter
+from api.ports import Intake, LedgerWriter, read_views
 from executors.scan.llm import llm_review_enabled
 from executors.scan.scanner import format_findings, scan_static
 from ledger import commands
@@ -62,7 +62,7 @@ def _check_sizes(request: SubmitRequest, settings: Settings) -> tuple[bytes, byt
 def _identity(request: SubmitRequest, config: JobConfig, intake: Intake) -> Identity:
     """Header first; old clients send the token in the config. Both given: same user or 403."""
     header_identity = request.identity
-    config_identity = identify(intake.ledger.views, config.token) if config.token else None
+    config_identity = identify(read_views(intake.ledger), config.token) if config.token else None
     if header_identity and config_identity and header_identity.user_id != config_identity.user_id:
         raise PermissionDenied("The config's token and the Authorization header belong to different users")
     identity = header_identity or config_identity
@@ -170,7 +170,9 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
         )
     )
     accepted_id = stream_key_of(committed)
-    return Accepted(job=intake.ledger.views.jobs[accepted_id], warnings=config.warnings, replayed=committed.replayed)
+    return Accepted(
+        job=read_views(intake.ledger).jobs[accepted_id], warnings=config.warnings, replayed=committed.replayed
+    )
 
 
 def stream_key_of(committed: Committed) -> str:
@@ -184,9 +186,9 @@ async def wait_terminal(ledger: LedgerWriter, job_id: str, timeout: float) -> Jo
         async with asyncio.timeout(timeout):
             while True:
                 seen = ledger.head
-                if ledger.views.jobs[job_id].is_terminal:
+                if read_views(ledger).jobs[job_id].is_terminal:
                     break
                 await ledger.wait_beyond(seen)
     except TimeoutError:
         pass
-    return ledger.views.jobs[job_id]
+    return read_views(ledger).jobs[job_id]

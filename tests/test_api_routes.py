@@ -100,7 +100,8 @@ def test_api_and_web_routes_share_one_set_of_guards_and_providers(app: Litestar)
                 guards.update(f"{g.__module__}.{g.__qualname__}" for g in layer.guards or [])
             for key, provide in handler.resolve_dependencies().items():
                 providers.add(f"{key}: {provide.dependency.__module__}.{provide.dependency.__qualname__}")
-    assert "api.context.token_if_sent" in guards and "api.context.admin_only" in guards
+    assert "api.context.token_if_sent" in guards
+    assert "api.context.admin_only" in guards
     assert {g for g in guards if not g.startswith(("api.context.", "api.app.until_ready"))} == set()
     assert any(p.startswith("identity: api.context.") for p in providers)
     assert {p for p in providers if ": api.context." not in p} == {"moment: api.web.deps.provide_moment"}

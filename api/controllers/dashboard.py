@@ -15,10 +15,10 @@ from litestar.params import Parameter
 
 from api.accounts import accounts_document
 from api.auth import Identity
-from api.context import admin_only, read_views
+from api.context import admin_only
 from api.errors import BadRequest
 from api.openapi import BEARER, Documented, problems
-from api.ports import Cluster, EventLog, Plans, Port, ServerState
+from api.ports import Cluster, EventLog, Plans, Port, ServerState, read_views
 from api.present import job_status, node_infos
 from ledger.clock import now_us, parse_iso
 from ledger.settings import Settings

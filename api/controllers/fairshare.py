@@ -10,11 +10,11 @@ from litestar.params import Parameter
 
 from api.accounts import account_view, accounts_document, competing_factors, queue_document
 from api.auth import Identity
-from api.context import admin_only, authenticated, limited, read_views
+from api.context import admin_only, authenticated, limited
 from api.controllers.dashboard import AS_OF, views_at
 from api.errors import BadRequest
 from api.openapi import BEARER, Documented, problems
-from api.ports import EventLog, LedgerWriter, Plans, Port
+from api.ports import EventLog, LedgerWriter, Plans, Port, read_views
 from ledger import commands
 from ledger.clock import now_us
 from ledger.shares import USER_ID_PATTERN, valid_user_id

@@ -12,10 +12,10 @@ from litestar.exceptions import ClientException
 from litestar.params import FromPath, HeaderParameter, Parameter
 
 from api.auth import Identity, check_user_filter
-from api.context import authenticated, limited, read_views, sent_identity, token_if_sent
+from api.context import authenticated, limited, sent_identity, token_if_sent
 from api.errors import BadRequest, PayloadTooLarge
 from api.openapi import BEARER, BEARER_OR_ANONYMOUS, Documented, SubmitOperation, problems
-from api.ports import EventLog, Intake, JobOutput, LedgerWriter, Plans, Port
+from api.ports import EventLog, Intake, JobOutput, LedgerWriter, Plans, Port, read_views
 from api.present import job_status, node_index
 from api.schemas import (
     CancelAnswer,

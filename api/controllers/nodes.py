@@ -7,9 +7,9 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, Parameter
 
 from api.auth import Identity
-from api.context import admin_only, read_views
+from api.context import admin_only
 from api.openapi import BEARER, BEARER_OR_ANONYMOUS, problems
-from api.ports import Cluster, LedgerWriter, Plans, Port
+from api.ports import Cluster, LedgerWriter, Plans, Port, read_views
 from api.present import node_infos
 from api.schemas import NodeInfo, NodeList
 from executors.sandbox import DISABLED_WARNING

@@ -18,10 +18,10 @@ from litestar.params import FromPath, HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
 from api.auth import Identity
-from api.context import authenticated, read_views
+from api.context import authenticated
 from api.downloads import open_range, stream_range
 from api.openapi import BEARER, EventStreamOperation, LogsOperation, problems
-from api.ports import EventLog, JobOutput, Port
+from api.ports import EventLog, JobOutput, Port, read_views
 from api.sse import WAKE_S, session
 from ledger.clock import iso
 from ledger.events import TokenIssued, TokenRevoked, event_tag
