@@ -4,6 +4,9 @@ Start order: ledger (migrations, projections caught up, in a worker thread: the 
 listening and answers ``/livez``), nodes registered from settings, runners, re-attach of jobs the
 ledger shows on nodes, then the dispatcher. Until ``ready`` every other endpoint answers 503.
 Stop leaves jobs running.
+
+This is the composition root: only ``api.app`` imports it. Handlers get its parts as the narrow ports
+of ``api.ports`` (the providers in ``api.context`` hand them out), never the runtime itself.
 """
 
 from __future__ import annotations
