@@ -1,11 +1,14 @@
-"""What handlers are given: guards (limit, authenticate, admin) and the dependencies they declare.
+"""What handlers are given, for ``/api`` and the web routes alike: guards (limit, authenticate, admin)
+and the dependencies they declare.
 
 Guards run before Litestar parses any parameter or body, so the order is always: authentication of a
 sent token, the endpoint's limit (per that token's user; per address for anonymous callers), the
-rest of authentication, then (in dependencies) the lookup. Handlers name what they need —
-``runtime``, ``views``, ``identity``, ``caller``, ``job``, ``address`` — and Litestar provides it.
-Guards are ``async def`` though they never await: Litestar runs a plain-function guard in its thread
-pool, one hop per guard per request (about a third of a status read's time, measured).
+rest of authentication, then (in dependencies) the lookup. Handlers name what they need — a port of
+``api.ports`` (``ledger``, ``events``, ``plans``, ``output``, ``cluster``, ``server``), ``intake``, ``settings``,
+``views``, ``identity``, ``caller``, ``job``, ``address`` — and Litestar provides it; the composition
+root they come from (``api.runtime``) is read only here. Guards are ``async def`` though they never
+await: Litestar runs a plain-function guard in its thread pool, one hop per guard per request (about a
+third of a status read's time, measured).
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from api.auth import Identity, optional, require
 from api.edge import IDENTITY_KEY
 from api.errors import BadRequest, PermissionDenied
 from api.limits import EndpointLimiter, client_address
-from api.runtime import Runtime
+from api.ports import Cluster, EventLog, Intake, JobOutput, LedgerWriter, Plans, Port, ServerState, Wiring, read_views
 from ledger.errors import NotFound
 from ledger.jobs import JobState
+from ledger.settings import Settings
 from ledger.tokens import may_see
 from projections.views import Views
 
@@ -36,13 +40,16 @@ MAX_CANDIDATES = 100  # an ambiguous prefix's count stops here
 MIN_PREFIX = 4  # as git: shorter is taken as a whole id, never a prefix (one character matched everything)
 
 
-def runtime_of(state: State) -> Runtime:
-    runtime: Runtime = state.runtime
-    return runtime
+def wiring_of(state: State) -> Wiring:
+    """The composition root the app was built with (``api.app``): only the providers below read it."""
+    wiring: Wiring = state.runtime
+    return wiring
 
 
-def address_of(connection: Connection) -> str:
-    return provide_address(connection, runtime_of(connection.app.state))
+def address_of(connection: Connection, trusted_proxies: list[str]) -> str:
+    """The client's address (``X-Forwarded-For`` believed from trusted proxies only)."""
+    peer = connection.client.host if connection.client else None
+    return client_address(peer, connection.headers.get("x-forwarded-for"), trusted_proxies)
 
 
 def limited(endpoint: str, then: Guard | None = None) -> Guard:
@@ -53,7 +60,8 @@ def limited(endpoint: str, then: Guard | None = None) -> Guard:
     async def check_limit(connection: Connection, handler: BaseRouteHandler) -> None:
         limiter: EndpointLimiter = connection.app.state.limiter
         user = authenticate(connection).user_id if connection.headers.get("authorization") is not None else None
-        limiter.check(endpoint, address_of(connection), user=user)
+        address = address_of(connection, wiring_of(connection.app.state).settings.trusted_proxies)
+        limiter.check(endpoint, address, user=user)
         if then is not None:
             await then(connection, handler)  # type: ignore[misc]
 
@@ -62,7 +70,7 @@ def limited(endpoint: str, then: Guard | None = None) -> Guard:
 
 def authenticate(connection: Connection) -> Identity:
     """The caller's identity (401 otherwise); notes the token's use for ``token list``."""
-    return provide_identity(connection, runtime_of(connection.app.state).ledger.views)
+    return provide_identity(connection, read_views(wiring_of(connection.app.state).writer))
 
 
 def _state(connection: Connection) -> dict[str, Any]:
@@ -95,10 +103,53 @@ async def admin_only(connection: Connection, _: BaseRouteHandler) -> None:
         raise PermissionDenied("Admin privileges required")
 
 
-# The providers form one chain, runtime -> views -> identity or caller -> job (address: runtime ->
-# address), so that Litestar resolves a handler's dependencies one after the other: two on the same
-# level are resolved concurrently, in an anyio task group of their own, on every request (about a
-# sixth of a status read's time). ``tests/test_api_routes.py`` checks that no API route has such a level.
+# --- the providers --------------------------------------------------------------------------------
+# They form one chain, server -> settings -> cluster -> output -> plans -> events -> ledger -> views, then
+# identity -> job, or caller, or address -> intake (no handler takes two of these three branches), so
+# that Litestar resolves a handler's dependencies one after the other: two on the same level are resolved
+# concurrently, in an anyio task group of their own, on every request (about a sixth of a status read's
+# time; a link of the chain costs about 3 us). ``tests/test_api_routes.py`` checks that no API route has
+# such a level. A parameter a provider takes only from the link before it is that order, not a use.
+
+
+def provide_server(request: Connection) -> ServerState:
+    return wiring_of(request.app.state).server
+
+
+def provide_settings(request: Connection, server: Port[ServerState]) -> Settings:
+    return wiring_of(request.app.state).settings
+
+
+def provide_cluster(request: Connection, settings: NamedDependency[Settings]) -> Cluster:
+    return wiring_of(request.app.state).cluster
+
+
+def provide_output(request: Connection, cluster: Port[Cluster]) -> JobOutput:
+    return wiring_of(request.app.state).output
+
+
+def provide_plans(request: Connection, output: Port[JobOutput]) -> Plans:
+    return wiring_of(request.app.state).plans
+
+
+def provide_events(request: Connection, plans: Port[Plans]) -> EventLog:
+    return wiring_of(request.app.state).events
+
+
+def provide_ledger(request: Connection, events: Port[EventLog]) -> LedgerWriter:
+    return wiring_of(request.app.state).writer
+
+
+def provide_views(ledger: Port[LedgerWriter]) -> Views:
+    return read_views(ledger)
+
+
+def provide_address(request: Connection, views: NamedDependency[Views]) -> str:
+    return address_of(request, wiring_of(request.app.state).settings.trusted_proxies)
+
+
+def provide_intake(request: Connection, address: NamedDependency[str]) -> Intake:
+    return wiring_of(request.app.state).intake
 
 
 def provide_identity(request: Connection, views: NamedDependency[Views]) -> Identity:
@@ -106,25 +157,22 @@ def provide_identity(request: Connection, views: NamedDependency[Views]) -> Iden
     known = sent_identity(request)
     if known is not None:
         return known
-    runtime = runtime_of(request.app.state)
     identity = require(views, request.headers.get("authorization"))
-    runtime.token_usage.touch(identity.token_id)
+    wiring_of(request.app.state).token_usage.touch(identity.token_id)
     _state(request)[IDENTITY_KEY] = identity  # for the handler's dependencies and the access log
     return identity
 
 
 def provide_caller(request: Connection, views: NamedDependency[Views]) -> Identity | None:
     """The caller if a token is sent (a bad one is still a 401); ``None`` for anonymous callers."""
-    runtime = runtime_of(request.app.state)
+    known = sent_identity(request)
+    if known is not None:
+        return known
     identity = optional(views, request.headers.get("authorization"))
     if identity is not None:
-        runtime.token_usage.touch(identity.token_id)
+        wiring_of(request.app.state).token_usage.touch(identity.token_id)
         _state(request)[IDENTITY_KEY] = identity
     return identity
-
-
-def provide_views(runtime: NamedDependency[Runtime]) -> Views:
-    return runtime.ledger.views
 
 
 def provide_job(job_id: FromPath[str], identity: NamedDependency[Identity], views: NamedDependency[Views]) -> JobState:
@@ -151,16 +199,18 @@ def resolve_job(views: Views, identity: Identity, text: str) -> JobState:
     return job
 
 
-def provide_address(request: Connection, runtime: NamedDependency[Runtime]) -> str:
-    peer = request.client.host if request.client else None
-    return client_address(peer, request.headers.get("x-forwarded-for"), runtime.settings.trusted_proxies)
-
-
 DEPENDENCIES = {
-    "runtime": Provide(runtime_of, sync_to_thread=False),
+    "server": Provide(provide_server, sync_to_thread=False),
+    "settings": Provide(provide_settings, sync_to_thread=False),
+    "address": Provide(provide_address, sync_to_thread=False),
+    "intake": Provide(provide_intake, sync_to_thread=False),
+    "cluster": Provide(provide_cluster, sync_to_thread=False),
+    "output": Provide(provide_output, sync_to_thread=False),
+    "plans": Provide(provide_plans, sync_to_thread=False),
+    "events": Provide(provide_events, sync_to_thread=False),
+    "ledger": Provide(provide_ledger, sync_to_thread=False),
     "views": Provide(provide_views, sync_to_thread=False),
     "identity": Provide(provide_identity, sync_to_thread=False),
     "caller": Provide(provide_caller, sync_to_thread=False),
     "job": Provide(provide_job, sync_to_thread=False),
-    "address": Provide(provide_address, sync_to_thread=False),
 }

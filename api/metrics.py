@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from api.diskuse import DiskUsage
+from ledger.writer import Ledger
+from projections.views import Views
+
 if TYPE_CHECKING:
-    from api.runtime import Runtime
+    from executors.replica import Replicator
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 
 
+class Scraped(Protocol):
+    """What a scrape reads of the server (the composition root, ``api.runtime``, handed in by the app)."""
+
+    ledger: Ledger[Views]
+    disk_usage: DiskUsage
+    replica: Replicator | None
+
+
 class LedgerCollector(Collector):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Scraped) -> None:
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
@@ -61,7 +73,7 @@ class LedgerCollector(Collector):
             )
 
 
-def disk_gauges(runtime: Runtime) -> Iterator[Metric]:
+def disk_gauges(runtime: Scraped) -> Iterator[Metric]:
     """The last figures the disk-usage thread measured (none before its first pass)."""
     use = runtime.disk_usage.latest
     if use is None:
@@ -76,7 +88,7 @@ def disk_gauges(runtime: Runtime) -> Iterator[Metric]:
     yield disk
 
 
-def metrics_registry(runtime: Runtime) -> CollectorRegistry:
+def metrics_registry(runtime: Scraped) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(LedgerCollector(runtime))
     return registry

@@ -4,23 +4,27 @@ Start order: ledger (migrations, projections caught up, in a worker thread: the 
 listening and answers ``/livez``), nodes registered from settings, runners, re-attach of jobs the
 ledger shows on nodes, then the dispatcher. Until ``ready`` every other endpoint answers 503.
 Stop leaves jobs running.
+
+This is the composition root: only ``api.app`` imports it. Handlers get its parts as the narrow ports
+of ``api.ports`` (the providers in ``api.context`` hand them out), never the runtime itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import os
-import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import apsw
 import structlog
 
-from api.diskuse import DiskUsage
+from api.admintoken import bootstrap_admin
+from api.diskuse import DiskUsage, DiskUse
+from api.output import JobFiles
+from api.ports import Cluster, EventLog, Intake, LedgerWriter, ServerState
 from api.pruner import Retention, prune_hourly
 from executors.dispatcher import Dispatcher
 from executors.interface import Executor
@@ -36,7 +40,6 @@ from ledger.disk import DiskReserve, dispatch_hold, free_bytes
 from ledger.errors import StoreError
 from ledger.schema import connect
 from ledger.settings import Settings
-from ledger.tokens import mint
 from ledger.writer import Ledger
 from projections import backfill
 from projections.live import open_ledger
@@ -57,6 +60,7 @@ class Runtime:
     services: Services
     dispatcher: Dispatcher
     executor: Executor
+    intake: Intake
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -74,6 +78,41 @@ class Runtime:
         self.reserve = DiskReserve(f"{settings.database_path}.reserve", settings.ledger_reserve_bytes)
         self.replica: Replicator | None = None
         self.disk_usage = DiskUsage(settings.database_path, settings.jobs_dir)  # /metrics, the dashboard
+        self.output = JobFiles(self.blobs, settings.jobs_dir, settings.inline_output_bytes)
+
+    # --- the ports handlers are given (``api.ports``, through ``api.context``) ---------------------
+
+    @property
+    def writer(self) -> LedgerWriter:
+        return self.ledger
+
+    @property
+    def events(self) -> EventLog:
+        return self.ledger
+
+    @property
+    def server(self) -> ServerState:
+        return self
+
+    @property
+    def cluster(self) -> Cluster:
+        return self
+
+    def readiness(self) -> dict[str, bool]:
+        """The checks /readyz names, once started."""
+        return {
+            "ledger_writable": self.ledger.writable,
+            "projections_caught_up": self.ledger.views.position >= self.ledger.head,
+            "executors_started": self.started,
+        }
+
+    def replica_state(self) -> dict[str, Any] | None:
+        """The replica's state (reported, never a reason to refuse work); None without one."""
+        return None if self.replica is None else self.replica.describe()
+
+    def disk_use(self) -> DiskUse | None:
+        """What the jobs and the ledger take on disk: cached, measured in a thread."""
+        return self.disk_usage.latest
 
     async def start(self) -> None:
         # Never append to a damaged or shortened ledger: the check reads the file, before anything writes.
@@ -86,6 +125,7 @@ class Runtime:
         # collection (triggered by any request's garbage) does not rescan them with the GIL held.
         gc.freeze()
         self.services = Services(ledger=self.ledger, blobs=self.blobs, settings=self.settings)
+        self.intake = Intake(self.settings, self.ledger, self.blobs, self, self.token_usage)
         self.dispatcher = Dispatcher(self.ledger, self.runners, self.settings.fairshare_weights(), self.dispatch_hold)
         self.plans.hold = self.dispatch_hold
         self._opened = True
@@ -107,7 +147,7 @@ class Runtime:
                 self.ledger, self.settings.database_path, self.blobs.root, self.settings.retention_days
             )
             self.background.append(asyncio.create_task(prune_hourly(retention), name="retention"))
-        await self._bootstrap_admin()
+        await bootstrap_admin(self.ledger, self.settings)
         if self.ledger.views.half_life_s != self.settings.half_life_s:  # the fold decays by recorded facts
             await self.ledger.write(commands.set_half_life(self.settings.half_life_s))
         self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
@@ -223,30 +263,3 @@ class Runtime:
         """The most memory one job may ask for; None where a node's is not known here (the wrapper
         then holds the job to its node's share)."""
         return self.executor.largest_job_memory()
-
-    def _save_admin_token(self, secret: str) -> Path:
-        """The first admin token, in a 0600 file next to the ledger (created with that mode, never wider)."""
-        path = Path(self.settings.database_path).resolve().parent / "admin-token"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(secret + "\n")
-        path.chmod(0o600)
-        return path
-
-    async def _bootstrap_admin(self) -> None:
-        """First start of an empty ledger: issue an admin token and print it once (as Jupyter does)."""
-        if self.ledger.views.tokens:
-            return
-        secret, issued = mint("admin", secret=None, days=self.settings.token_max_days, is_admin=True, by="system")
-        await self.ledger.write(commands.issue_token(issued))
-        saved = self._save_admin_token(secret)
-        # Between JSON log lines when stderr is not a terminal: blank lines and a banner make it stand out.
-        print(
-            f"\n{'=' * 72}\n  gpuledger: first start, admin token for user 'admin' (shown once, valid "
-            f"{self.settings.token_max_days} days):\n\n      {secret}\n\n"
-            f"  Also saved to {saved} (readable by you only). In your shell:\n"
-            f"      export GPULEDGER_TOKEN=$(cat {saved})\n{'=' * 72}\n",
-            file=sys.stderr,
-            flush=True,
-        )
-        log.info("token.bootstrap", token_id=issued.token_id, user_id="admin")

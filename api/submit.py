@@ -16,7 +16,7 @@ from ulid import ULID
 from api.auth import Identity, identify
 from api.errors import BadRequest, NotAuthenticated, PayloadTooLarge, PermissionDenied
 from api.jobconfig import JobConfig, parse_config
-from api.runtime import Runtime
+from api.ports import Intake, LedgerWriter, read_views
 from executors.scan.llm import llm_review_enabled
 from executors.scan.scanner import format_findings, scan_static
 from ledger import commands
@@ -45,8 +45,7 @@ class Accepted:
     replayed: bool
 
 
-def _check_sizes(request: SubmitRequest, runtime: Runtime) -> tuple[bytes, bytes]:
-    settings = runtime.settings
+def _check_sizes(request: SubmitRequest, settings: Settings) -> tuple[bytes, bytes]:
     if request.code is None:
         raise BadRequest("Missing required file: code")
     if request.config is None:
@@ -60,10 +59,10 @@ def _check_sizes(request: SubmitRequest, runtime: Runtime) -> tuple[bytes, bytes
     return request.code, request.config
 
 
-def _identity(request: SubmitRequest, config: JobConfig, runtime: Runtime) -> Identity:
+def _identity(request: SubmitRequest, config: JobConfig, intake: Intake) -> Identity:
     """Header first; old clients send the token in the config. Both given: same user or 403."""
     header_identity = request.identity
-    config_identity = identify(runtime.ledger.views, config.token) if config.token else None
+    config_identity = identify(read_views(intake.ledger), config.token) if config.token else None
     if header_identity and config_identity and header_identity.user_id != config_identity.user_id:
         raise PermissionDenied("The config's token and the Authorization header belong to different users")
     identity = header_identity or config_identity
@@ -75,12 +74,12 @@ def _identity(request: SubmitRequest, config: JobConfig, runtime: Runtime) -> Id
             f"Token does not belong to specified user_id: the token is {identity.user_id}'s, "
             f"the config says {config.user_id} (leave user_id out to submit as {identity.user_id})"
         )
-    runtime.token_usage.touch(identity.token_id)
+    intake.tokens.touch(identity.token_id)
     return identity
 
 
-def _static_scan(code_text: str, job_id: str, runtime: Runtime) -> JobScanned | None:
-    if not runtime.settings.code_scanner_enabled:
+def _static_scan(code_text: str, job_id: str, settings: Settings) -> JobScanned | None:
+    if not settings.code_scanner_enabled:
         return None
     report = scan_static(code_text)
     if report.verdict == "rejected":
@@ -101,25 +100,25 @@ def quota_limits(settings: Settings) -> QuotaLimits:
     return QuotaLimits(submissions=settings.quota_submissions, gpu_hours=settings.quota_gpu_hours)
 
 
-def _review_pending(runtime: Runtime) -> bool:
-    if not runtime.settings.code_scanner_enabled:
+def _review_pending(settings: Settings) -> bool:
+    if not settings.code_scanner_enabled:
         return False
-    return llm_review_enabled(runtime.settings)
+    return llm_review_enabled(settings)
 
 
-async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
-    settings = runtime.settings
-    code, raw_config = _check_sizes(request, runtime)
+async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
+    settings = intake.settings
+    code, raw_config = _check_sizes(request, settings)
     # Bounded, but still up to tens of milliseconds for a hostile config: off the event loop.
     config = await asyncio.to_thread(
         parse_config,
         raw_config,
         max_expected_time=settings.max_expected_time,
-        largest_node=runtime.largest_node_gpus(),
-        cpu_slots=runtime.has_cpu_slots(),
-        largest_memory=runtime.largest_node_memory(),
+        largest_node=intake.cluster.largest_node_gpus(),
+        cpu_slots=intake.cluster.has_cpu_slots(),
+        largest_memory=intake.cluster.largest_node_memory(),
     )
-    identity = _identity(request, config, runtime)
+    identity = _identity(request, config, intake)
     try:
         code_text = code.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -128,7 +127,7 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
     # The scan (a few ms of CPU) and the blob write (an fsync) run in worker threads, side by side,
     # so the event loop keeps serving other requests meanwhile.
     static, blob = await asyncio.gather(
-        asyncio.to_thread(_static_scan, code_text, job_id, runtime), asyncio.to_thread(runtime.blobs.put, code)
+        asyncio.to_thread(_static_scan, code_text, job_id, settings), asyncio.to_thread(intake.blobs.put, code)
     )
     sanitized = {**config.sanitized(), "user_id": identity.user_id}  # the shape older jobs have
     fingerprint = hashlib.sha256(msgspec.json.encode([identity.user_id, blob.digest, sanitized])).digest()
@@ -159,11 +158,11 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
             quotas=quota_limits(settings),
         )
     )
-    committed = await runtime.ledger.write(
+    committed = await intake.ledger.write(
         commands.submit_job(
             submitted,
             static_scan=static,
-            review_pending=_review_pending(runtime),
+            review_pending=_review_pending(settings),
             limits=limits,
             now=now_us(),
             actor=identity.token_id,
@@ -171,7 +170,9 @@ async def submit(request: SubmitRequest, runtime: Runtime) -> Accepted:
         )
     )
     accepted_id = stream_key_of(committed)
-    return Accepted(job=runtime.ledger.views.jobs[accepted_id], warnings=config.warnings, replayed=committed.replayed)
+    return Accepted(
+        job=read_views(intake.ledger).jobs[accepted_id], warnings=config.warnings, replayed=committed.replayed
+    )
 
 
 def stream_key_of(committed: Committed) -> str:
@@ -179,16 +180,15 @@ def stream_key_of(committed: Committed) -> str:
     return committed.records[0].event.stream_key
 
 
-async def wait_terminal(runtime: Runtime, job_id: str, timeout: float) -> JobState:
+async def wait_terminal(ledger: LedgerWriter, job_id: str, timeout: float) -> JobState:
     """Wait for the job to end, woken by each commit, for at most ``timeout`` seconds."""
-    ledger = runtime.ledger
     try:
         async with asyncio.timeout(timeout):
             while True:
                 seen = ledger.head
-                if ledger.views.jobs[job_id].is_terminal:
+                if read_views(ledger).jobs[job_id].is_terminal:
                     break
                 await ledger.wait_beyond(seen)
     except TimeoutError:
         pass
-    return ledger.views.jobs[job_id]
+    return read_views(ledger).jobs[job_id]

@@ -11,7 +11,11 @@ from litestar.exceptions import LitestarDeprecationWarning
 from litestar.routes import HTTPRoute
 
 from api.app import create_app
+from api.runtime import Runtime
 from ledger.settings import Settings
+
+# The providers' one chain (``api.context``): a status read resolves every link, one after another.
+CHAIN = ["server", "settings", "cluster", "output", "plans", "events", "ledger", "views", "identity", "job"]
 
 
 @pytest.fixture
@@ -33,7 +37,7 @@ def test_api_dependencies_resolve_one_after_another(app: Litestar) -> None:
             levels[f"{sorted(handler.http_methods)} {route.path}"] = [sorted(d.key for d in b) for b in batches]
     assert len(levels) > 20  # every API route was looked at
     assert "['GET'] /api/status/{job_id:str}" in levels
-    assert levels["['GET'] /api/status/{job_id:str}"] == [["runtime"], ["views"], ["identity"], ["job"]]
+    assert levels["['GET'] /api/status/{job_id:str}"] == [[key] for key in CHAIN]
     concurrent = {route: batches for route, batches in levels.items() if any(len(b) > 1 for b in batches)}
     assert concurrent == {}
 
@@ -61,3 +65,43 @@ def test_every_parameter_and_dependency_is_declared_explicitly(app: Litestar) ->
                     handlers += 1
     assert handlers > 40  # the API's and the web dashboard's
     assert [str(w.message) for w in caught if issubclass(w.category, LitestarDeprecationWarning)] == []
+
+
+def test_no_handler_is_given_the_composition_root(app: Litestar) -> None:
+    """Handlers take narrow ports (``api.ports``), never the whole runtime: no handler parameter is
+    typed ``Runtime``, and no API module but the app imports it."""
+    wide = []
+    handlers = 0
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            handlers += 1
+            for name, parameter in handler.parsed_fn_signature.parameters.items():
+                if Runtime in (parameter.annotation, *getattr(parameter.annotation, "__args__", ())):
+                    wide.append(f"{route.path} {name}")
+    assert handlers > 40
+    assert wide == []
+    api = Path(__file__).resolve().parent.parent / "api"
+    importers = sorted(
+        str(path.relative_to(api))
+        for path in api.rglob("*.py")
+        if "from api.runtime import" in path.read_text() or "import api.runtime" in path.read_text()
+    )
+    assert importers == ["app.py"]
+
+
+def test_api_and_web_routes_share_one_set_of_guards_and_providers(app: Litestar) -> None:
+    """Every guard and every dependency provider of every route is ``api.context``'s (the start-up
+    guard is the app's), but for the web's own instant to show (``moment``)."""
+    guards: set[str] = set()
+    providers: set[str] = set()
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            for layer in handler.ownership_layers:
+                guards.update(f"{g.__module__}.{g.__qualname__}" for g in layer.guards or [])
+            for key, provide in handler.resolve_dependencies().items():
+                providers.add(f"{key}: {provide.dependency.__module__}.{provide.dependency.__qualname__}")
+    assert "api.context.token_if_sent" in guards
+    assert "api.context.admin_only" in guards
+    assert {g for g in guards if not g.startswith(("api.context.", "api.app.until_ready"))} == set()
+    assert any(p.startswith("identity: api.context.") for p in providers)
+    assert {p for p in providers if ": api.context." not in p} == {"moment: api.web.deps.provide_moment"}

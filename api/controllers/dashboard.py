@@ -13,10 +13,11 @@ from api.context import admin_only
 from api.dashboard import dashboard_document
 from api.errors import BadRequest
 from api.openapi import BEARER, Documented, problems
+from api.ports import Cluster, EventLog, Plans, Port, ServerState, read_views
 from api.present import job_status
-from api.runtime import Runtime
 from api.schemas import ActivePage, Dashboard, UsersPage
 from ledger.clock import now_us, position_or_time
+from ledger.settings import Settings
 from projections.asof import planned_as_of
 from projections.dashboard import user_rows
 from projections.plan import Plan
@@ -44,13 +45,13 @@ def _as_of(text: str) -> tuple[int | None, int | None]:
         raise BadRequest(f"Invalid as_of: {e}") from None
 
 
-async def views_at(runtime: Runtime, as_of: str | None) -> tuple[Views, int, Plan]:
+async def views_at(events: EventLog, plans: Plans, as_of: str | None) -> tuple[Views, int, Plan]:
     """The live views and plan, or those as of a point (replayed in a worker thread)."""
     if as_of is None:
-        views, now = runtime.ledger.views, now_us()
-        return views, now, runtime.plans.get(views, now)
+        views, now = read_views(events), now_us()
+        return views, now, plans.get(views, now)
     position, time_us = _as_of(as_of)
-    return await planned_as_of(runtime.ledger.path, position=position, time_us=time_us, weights=runtime.plans.weights)
+    return await planned_as_of(events.path, position=position, time_us=time_us, weights=plans.weights)
 
 
 class DashboardController(Controller):
@@ -66,18 +67,25 @@ class DashboardController(Controller):
         responses=problems(400, 401, 403),
     )
     async def dashboard(
-        self, runtime: NamedDependency[Runtime], identity: NamedDependency[Identity], as_of: str | None = AS_OF
+        self,
+        server: Port[ServerState],
+        settings: NamedDependency[Settings],
+        cluster: Port[Cluster],
+        plans: Port[Plans],
+        events: Port[EventLog],
+        identity: NamedDependency[Identity],
+        as_of: str | None = AS_OF,
     ) -> Dashboard:
-        views, now, plan = await views_at(runtime, as_of)
-        settings, live = runtime.settings, as_of is None
+        views, now, plan = await views_at(events, plans, as_of)
+        live = as_of is None
         return dashboard_document(
             views,
             plan,
             identity,
             now=now,
             limits=(settings.dashboard_active_jobs, settings.dashboard_users),
-            slurm=runtime.cluster_info() if live else None,
-            disk=runtime.disk_usage.latest if live else None,  # DiskUse: cached, measured in a thread
+            slurm=cluster.cluster_info() if live else None,
+            disk=server.disk_use() if live else None,  # DiskUse: cached, measured in a thread
         )
 
     @get(
@@ -90,12 +98,13 @@ class DashboardController(Controller):
     )
     async def active(
         self,
-        runtime: NamedDependency[Runtime],
+        plans: Port[Plans],
+        events: Port[EventLog],
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> ActivePage:
-        views, _, plan = await views_at(runtime, as_of)
+        views, _, plan = await views_at(events, plans, as_of)
         total, jobs = views.active_page(offset, limit)
         return ActivePage(total=total, offset=offset, limit=limit, jobs=[job_status(j, views, plan) for j in jobs])
 
@@ -109,11 +118,12 @@ class DashboardController(Controller):
     )
     async def users(
         self,
-        runtime: NamedDependency[Runtime],
+        plans: Port[Plans],
+        events: Port[EventLog],
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> UsersPage:
-        views, _, _ = await views_at(runtime, as_of)
+        views, _, _ = await views_at(events, plans, as_of)
         total, users = views.ranked_users(offset, limit)
         return UsersPage(total=total, offset=offset, limit=limit, users=user_rows(users))

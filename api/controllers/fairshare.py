@@ -14,11 +14,12 @@ from api.context import admin_only, authenticated, limited
 from api.controllers.dashboard import AS_OF, views_at
 from api.errors import BadRequest
 from api.openapi import BEARER, Documented, problems
-from api.runtime import Runtime
+from api.ports import EventLog, LedgerWriter, Plans, Port, read_views
 from api.schemas import Account, Accounts, QueueDocument
 from ledger import commands
 from ledger.clock import now_us
 from ledger.shares import USER_ID_PATTERN, valid_user_id
+from projections.views import Views
 
 CAP = Parameter(
     default=None,
@@ -47,13 +48,14 @@ class FairShareController(Controller):
     )
     async def queue(
         self,
-        runtime: NamedDependency[Runtime],
+        plans: Port[Plans],
+        events: Port[EventLog],
         identity: NamedDependency[Identity],
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> QueueDocument:
-        views, now, plan = await views_at(runtime, as_of)
+        views, now, plan = await views_at(events, plans, as_of)
         return queue_document(views, plan, now, identity, live=as_of is None, offset=offset, limit=limit)
 
     @get(
@@ -64,10 +66,10 @@ class FairShareController(Controller):
         security=BEARER,
         responses=problems(401, 403),
     )
-    async def accounts(self, runtime: NamedDependency[Runtime]) -> Accounts:
-        views, now = runtime.ledger.views, now_us()
+    async def accounts(self, plans: Port[Plans], views: NamedDependency[Views]) -> Accounts:
+        now = now_us()
         # the factors of the current plan (made off the loop), not a walk of the whole queue per request
-        return accounts_document(views, now, factors=runtime.plans.get(views, now).factors)
+        return accounts_document(views, now, factors=plans.get(views, now).factors)
 
     @post(
         "/admin/users/{user_id:str}/policy",
@@ -80,7 +82,7 @@ class FairShareController(Controller):
     )
     async def set_policy(
         self,
-        runtime: NamedDependency[Runtime],
+        ledger: Port[LedgerWriter],
         identity: NamedDependency[Identity],
         user_id: str = Parameter(pattern=USER_ID_PATTERN, description="The user (1..128 characters, no spaces)"),
         # Text with a pattern, not float | None: Litestar would read "share=null" as no share given.
@@ -104,6 +106,6 @@ class FairShareController(Controller):
         if priority is not None:
             changes["priority"] = int(priority)
         if changes:  # none named: nothing changes and no event is written; the answer is the account as it is
-            await runtime.ledger.write(commands.set_user_policy(user_id, by=identity.user_id, reason=reason, **changes))
-        views, now = runtime.ledger.views, now_us()
+            await ledger.write(commands.set_user_policy(user_id, by=identity.user_id, reason=reason, **changes))
+        views, now = read_views(ledger), now_us()
         return account_view(views, user_id, now, competing_factors(views, now))

@@ -11,7 +11,7 @@ from litestar.params import FromPath
 
 from api.context import authenticated
 from api.openapi import BEARER, problems
-from api.runtime import Runtime
+from api.ports import EventLog, JobOutput, Port
 from ledger.errors import NotFound
 from ledger.events import JobSubmitted
 from ledger.jobs import JobState
@@ -31,12 +31,14 @@ class JobFilesController(Controller):
         responses=problems(400, 401, 404),
     )
     async def submission(
-        self, runtime: NamedDependency[Runtime], job_id: FromPath[str], job: NamedDependency[JobState]
+        self,
+        output: Port[JobOutput],
+        events: Port[EventLog],
+        job_id: FromPath[str],
+        job: NamedDependency[JobState],
     ) -> dict[str, Any]:
-        submitted = next(
-            (r.event for r in runtime.ledger.stream(f"job-{job_id}") if isinstance(r.event, JobSubmitted)), None
-        )
-        code = runtime.blobs.get(job.code) or b""
+        submitted = next((r.event for r in events.stream(f"job-{job_id}") if isinstance(r.event, JobSubmitted)), None)
+        code = output.code(job)
         return {
             "job_id": job_id,
             "code": code.decode("utf-8", errors="replace"),
@@ -52,11 +54,11 @@ class JobFilesController(Controller):
         responses=problems(400, 401, 404),
     )
     async def results_file(
-        self, runtime: NamedDependency[Runtime], job_id: FromPath[str], job: NamedDependency[JobState]
+        self, output: Port[JobOutput], job_id: FromPath[str], job: NamedDependency[JobState]
     ) -> Response[bytes]:
         if job.pruned_at is not None and job.results is not None:
             raise NotFound(f"Job {job_id}'s results file is gone: {pruned_message(job)}")
-        data = runtime.blobs.get(job.results)
+        data = output.results_file(job)
         if data is None:
             raise NotFound(f"Job {job_id} has no results file")
         name = PurePosixPath(job.results_file).name if job.results_file else f"{job_id}-results.jsonl"

@@ -15,8 +15,8 @@ from api.auth import Identity, check_user_filter
 from api.context import authenticated, limited, sent_identity, token_if_sent
 from api.errors import BadRequest, PayloadTooLarge
 from api.openapi import BEARER, BEARER_OR_ANONYMOUS, Documented, SubmitOperation, problems
-from api.present import job_results, job_status, node_index
-from api.runtime import Runtime
+from api.ports import EventLog, Intake, JobOutput, LedgerWriter, Plans, Port, read_views
+from api.present import job_status, node_index
 from api.schemas import (
     CancelAnswer,
     EventEntry,
@@ -33,6 +33,7 @@ from ledger import commands
 from ledger.clock import iso, now_us
 from ledger.events import event_tag
 from ledger.jobs import JobState, Status
+from ledger.settings import Settings
 from projections.views import Views
 
 CANCEL_WAIT_S = 15.0
@@ -100,8 +101,11 @@ class JobController(Controller):
     async def submit_job(
         self,
         request: Request[Any, Any, Any],
-        runtime: NamedDependency[Runtime],
+        settings: NamedDependency[Settings],
         address: NamedDependency[str],
+        intake: Port[Intake],
+        output: Port[JobOutput],
+        ledger: Port[LedgerWriter],
         wait: bool = Parameter(default=True, description="Answer when the job has finished (or timed out)"),
         idempotency_key: IdempotencyKey = None,
     ) -> SubmitAccepted | SubmitFinished | SubmitTimedOut:
@@ -114,21 +118,21 @@ class JobController(Controller):
                 idempotency_key=idempotency_key,
                 client_address=address,
             ),
-            runtime,
+            intake,
         )
         job = accepted.job
         if not wait:
             return SubmitAccepted(
                 job_id=job.job_id,
-                node_id=node_index(runtime.ledger.views, job.node),
+                node_id=node_index(read_views(ledger), job.node),
                 status=job.status,
                 message=SUBMITTED_MESSAGE.format(job_id=job.job_id),
                 created_at=iso(job.created_at),
                 warnings=accepted.warnings,
             )
-        timeout = runtime.settings.sync_wait_timeout
-        job = await wait_terminal(runtime, job.job_id, timeout)
-        node_id = node_index(runtime.ledger.views, job.node)
+        timeout = settings.sync_wait_timeout
+        job = await wait_terminal(ledger, job.job_id, timeout)
+        node_id = node_index(read_views(ledger), job.node)
         if not job.is_terminal:
             return SubmitTimedOut(
                 job_id=job.job_id,
@@ -138,7 +142,7 @@ class JobController(Controller):
                 message=f"Timeout after {timeout:g}s. Job still {job.status}. "
                 f"Use /api/results/{job.job_id} to check later.",
             )
-        results = job_results(job, runtime.blobs, runtime.settings.inline_output_bytes)
+        results = output.results(job)
         return SubmitFinished(
             job_id=job.job_id,
             node_id=node_id,
@@ -167,12 +171,13 @@ class JobController(Controller):
     )
     async def status(
         self,
-        runtime: NamedDependency[Runtime],
+        plans: Port[Plans],
+        ledger: Port[LedgerWriter],
         views: NamedDependency[Views],
         job_id: FromPath[str],
         job: NamedDependency[JobState],
     ) -> JobStatus:
-        return job_status(job, views, await runtime.plans.including(job, views, runtime.ledger.head))
+        return job_status(job, views, await plans.including(job, views, ledger.head))
 
     @get(
         "/results/{job_id:str}",
@@ -183,9 +188,9 @@ class JobController(Controller):
         responses=problems(400, 401, 404, 429),
     )
     async def results(
-        self, runtime: NamedDependency[Runtime], job_id: FromPath[str], job: NamedDependency[JobState]
+        self, output: Port[JobOutput], job_id: FromPath[str], job: NamedDependency[JobState]
     ) -> JobResults:
-        return job_results(job, runtime.blobs, runtime.settings.inline_output_bytes)
+        return output.results(job)
 
     @post(
         "/cancel/{job_id:str}",
@@ -198,15 +203,15 @@ class JobController(Controller):
     )
     async def cancel(
         self,
-        runtime: NamedDependency[Runtime],
+        ledger: Port[LedgerWriter],
         identity: NamedDependency[Identity],
         job_id: FromPath[str],
         job: NamedDependency[JobState],
     ) -> CancelAnswer:
         job_id = job.job_id  # the full id of a prefix
-        await runtime.ledger.write(commands.cancel_job(job_id, by=identity.user_id, actor=identity.token_id))
+        await ledger.write(commands.cancel_job(job_id, by=identity.user_id, actor=identity.token_id))
         # Answer once the cancel is true (the runner kills within its grace period), else say where it is.
-        job = await wait_terminal(runtime, job_id, CANCEL_WAIT_S)
+        job = await wait_terminal(ledger, job_id, CANCEL_WAIT_S)
         status = job.status if job.is_terminal else "cancelling"
         message = "Job cancelled successfully" if job.is_terminal else "Job is being cancelled"
         return CancelAnswer(message=message, status=status, job_id=job_id)
@@ -221,7 +226,7 @@ class JobController(Controller):
     )
     async def list_jobs(
         self,
-        runtime: NamedDependency[Runtime],
+        plans: Port[Plans],
         views: NamedDependency[Views],
         identity: NamedDependency[Identity],
         user_id: str | None = Parameter(default=None, max_length=128, description="Admins: one user's jobs"),
@@ -234,7 +239,7 @@ class JobController(Controller):
         if status is not None and status not in STATUSES:
             raise BadRequest(f"Invalid query parameter status: must be one of {', '.join(STATUSES)}")
         only_user = check_user_filter(identity, user_id)
-        plan = runtime.plans.get(views, now_us())
+        plan = plans.get(views, now_us())
         picked = views.newest_jobs(user_id=only_user, status=status, limit=limit)
         warnings = [] if picked or only_user is None else unknown_user_hint(views, only_user, identity)
         return JobList(jobs=[job_status(job, views, plan) for job in picked], warnings=warnings)
@@ -248,7 +253,7 @@ class JobController(Controller):
         responses=problems(400, 401, 404),
     )
     async def job_events(
-        self, runtime: NamedDependency[Runtime], job_id: FromPath[str], job: NamedDependency[JobState]
+        self, events: Port[EventLog], job_id: FromPath[str], job: NamedDependency[JobState]
     ) -> EventList:
         job_id = job.job_id  # the full id of a prefix
         return EventList(
@@ -262,6 +267,6 @@ class JobController(Controller):
                     stream=r.stream,
                     event=msgspec.to_builtins(r.event),
                 )
-                for r in runtime.ledger.stream(f"job-{job_id}")
+                for r in events.stream(f"job-{job_id}")
             ],
         )

@@ -9,12 +9,13 @@ from litestar.params import FromPath, Parameter
 from api.auth import Identity
 from api.context import admin_only
 from api.openapi import BEARER, BEARER_OR_ANONYMOUS, problems
+from api.ports import Cluster, LedgerWriter, Plans, Port, read_views
 from api.present import node_infos
-from api.runtime import Runtime
 from api.schemas import NodeInfo, NodeList
 from executors.sandbox import DISABLED_WARNING
 from ledger import commands
 from ledger.clock import now_us
+from ledger.settings import Settings
 from projections.views import Views
 
 REASON = Parameter(default="", max_length=500, description="Why (kept in the ledger)")
@@ -31,22 +32,29 @@ class NodeController(Controller):
         responses=problems(401),
     )
     async def nodes(
-        self, runtime: NamedDependency[Runtime], views: NamedDependency[Views], caller: NamedDependency[Identity | None]
+        self,
+        settings: NamedDependency[Settings],
+        cluster: Port[Cluster],
+        plans: Port[Plans],
+        views: NamedDependency[Views],
+        caller: NamedDependency[Identity | None],
     ) -> NodeList:
         now = now_us()
-        mode = runtime.settings.job_sandbox
+        mode = settings.job_sandbox
         return NodeList(
-            nodes=node_infos(views, runtime.plans.get(views, now), caller, now),
+            nodes=node_infos(views, plans.get(views, now), caller, now),
             sandbox=mode,
             sandbox_warning=DISABLED_WARNING if mode == "none" else None,
-            slurm=runtime.cluster_info(),
+            slurm=cluster.cluster_info(),
         )
 
-    async def _drain(self, runtime: Runtime, identity: Identity, node: str, *, drain: bool, reason: str) -> NodeInfo:
-        await runtime.ledger.write(commands.drain_node(node, by=identity.user_id, drain=drain, reason=reason))
-        views = runtime.ledger.views
+    async def _drain(
+        self, ledger: LedgerWriter, plans: Plans, identity: Identity, node: str, *, drain: bool, reason: str
+    ) -> NodeInfo:
+        await ledger.write(commands.drain_node(node, by=identity.user_id, drain=drain, reason=reason))
+        views = read_views(ledger)
         now = now_us()
-        return next(n for n in node_infos(views, runtime.plans.get(views, now), identity, now) if n.name == node)
+        return next(n for n in node_infos(views, plans.get(views, now), identity, now) if n.name == node)
 
     @post(
         "/admin/nodes/{node:str}/drain",
@@ -58,12 +66,13 @@ class NodeController(Controller):
     )
     async def drain(
         self,
-        runtime: NamedDependency[Runtime],
+        plans: Port[Plans],
+        ledger: Port[LedgerWriter],
         identity: NamedDependency[Identity],
         node: FromPath[str],
         reason: str = REASON,
     ) -> NodeInfo:
-        return await self._drain(runtime, identity, node, drain=True, reason=reason)
+        return await self._drain(ledger, plans, identity, node, drain=True, reason=reason)
 
     @post(
         "/admin/nodes/{node:str}/undrain",
@@ -75,9 +84,10 @@ class NodeController(Controller):
     )
     async def undrain(
         self,
-        runtime: NamedDependency[Runtime],
+        plans: Port[Plans],
+        ledger: Port[LedgerWriter],
         identity: NamedDependency[Identity],
         node: FromPath[str],
         reason: str = REASON,
     ) -> NodeInfo:
-        return await self._drain(runtime, identity, node, drain=False, reason=reason)
+        return await self._drain(ledger, plans, identity, node, drain=False, reason=reason)

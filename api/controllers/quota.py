@@ -12,10 +12,10 @@ from api.context import authenticated
 from api.errors import PermissionDenied
 from api.openapi import BEARER, problems
 from api.present import quota_status
-from api.runtime import Runtime
 from api.schemas import QuotaStatus, WhoAmI
 from api.submit import quota_limits
 from ledger.clock import now_us
+from ledger.settings import Settings
 from projections.views import Views
 
 
@@ -32,7 +32,7 @@ class QuotaController(Controller):
     )
     async def quota(
         self,
-        runtime: NamedDependency[Runtime],
+        settings: NamedDependency[Settings],
         views: NamedDependency[Views],
         identity: NamedDependency[Identity],
         user_id: str | None = Parameter(
@@ -42,7 +42,7 @@ class QuotaController(Controller):
         who = user_id or identity.user_id
         if who != identity.user_id and not identity.is_admin:
             raise PermissionDenied("Only admins may see another user's quota")
-        return quota_status(views, who, quota_limits(runtime.settings), now_us())
+        return quota_status(views, who, quota_limits(settings), now_us())
 
     @get(
         "/whoami",

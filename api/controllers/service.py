@@ -12,8 +12,9 @@ from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from api.metrics import render_metrics
-from api.runtime import Runtime
+from api.ports import Port, ServerState
 from executors.sandbox import DISABLED_WARNING
+from ledger.settings import Settings
 
 VERSION = "0.1.0"
 ENDPOINTS = {
@@ -61,24 +62,21 @@ class ServiceController(Controller):
             )
         },
     )
-    async def readyz(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
-        if not runtime.started:  # still loading the ledger (or its start failed): nothing to check yet
+    async def readyz(self, server: Port[ServerState], settings: NamedDependency[Settings]) -> Response[dict[str, Any]]:
+        if not server.started:  # still loading the ledger (or its start failed): nothing to check yet
             checks = dict.fromkeys(("ledger_writable", "projections_caught_up", "executors_started"), False)
-            status = "start failed" if runtime.failed else "starting"
+            status = "start failed" if server.failed else "starting"
             return Response({"status": status, "checks": checks}, status_code=HTTP_503_SERVICE_UNAVAILABLE)
-        checks = {
-            "ledger_writable": runtime.ledger.writable,
-            "projections_caught_up": runtime.ledger.views.position >= runtime.ledger.head,
-            "executors_started": runtime.started,
-        }
+        checks = server.readiness()
         ready = all(checks.values())
         body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
-        body["ledger"] = runtime.disk_state()  # writable, free bytes, the last write error, the reserve
-        body["sandbox"] = runtime.settings.job_sandbox
-        if runtime.settings.job_sandbox == "none":
+        body["ledger"] = server.disk_state()  # writable, free bytes, the last write error, the reserve
+        body["sandbox"] = settings.job_sandbox
+        if settings.job_sandbox == "none":
             body["warning"] = DISABLED_WARNING
-        if runtime.replica is not None:  # reported, never a reason to refuse work
-            body["replica"] = runtime.replica.describe()
+        replica = server.replica_state()
+        if replica is not None:  # reported, never a reason to refuse work
+            body["replica"] = replica
         return Response(
             body,
             status_code=200 if ready else HTTP_503_SERVICE_UNAVAILABLE,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -22,58 +21,17 @@ from api.auth import Identity
 from api.context import authenticated
 from api.downloads import open_range, stream_range
 from api.openapi import BEARER, EventStreamOperation, LogsOperation, problems
-from api.runtime import Runtime
+from api.ports import EventLog, JobOutput, Port, read_views
 from api.sse import WAKE_S, session
 from ledger.clock import iso
 from ledger.events import TokenIssued, TokenRevoked, event_tag
 from ledger.jobs import JobState
 from ledger.retention import pruned_message
+from ledger.settings import Settings
 from ledger.tokens import may_see
 
 CHUNK = 64 * 1024
 TICK_S = 0.2  # live files grow without ledger events: how often a follower looks at them
-
-
-def read_log(runtime: Runtime, job: JobState, stream: str, offset: int, limit: int) -> bytes:
-    """Bytes of the job's latest attempt's stdout/stderr from ``offset`` (``read_attempt``)."""
-    return read_attempt(runtime, job, max(job.attempt, 1), stream, offset, limit)[0]
-
-
-def latest_output(runtime: Runtime, job: JobState, stream: str) -> Path | None:
-    """The file holding the latest attempt's stdout/stderr (as ``read_attempt`` reads it): a stored
-    blob, else the live copy; None when that attempt ended without output, or retention pruned it (a
-    blob it shared with a newer job may still exist: it is not this job's to show any more)."""
-    if job.pruned_at is not None:
-        return None
-    past = next((p for p in job.history if p.attempt == max(job.attempt, 1)), None)
-    blob = past if past is not None else job
-    stored = blob.stdout if stream == "stdout" else blob.stderr
-    if stored is not None:
-        return runtime.blobs.path(stored.digest)
-    return None if past is not None else Path(runtime.settings.jobs_dir) / "live" / job.attempt_key / stream
-
-
-def read_attempt(
-    runtime: Runtime, job: JobState, attempt: int, stream: str, offset: int, limit: int
-) -> tuple[bytes, bool]:
-    """Bytes of one attempt's stdout/stderr from ``offset``, and whether that output is complete: an
-    earlier attempt's or a finished job's stored blob, else the running attempt's live copy."""
-    if job.pruned_at is not None:  # retention removed the stored output: nothing to read, by design
-        return b"", True
-    past = next((p for p in job.history if p.attempt == attempt), None)
-    if past is not None or attempt != max(job.attempt, 1):
-        blob = None if past is None else past.stdout if stream == "stdout" else past.stderr
-        return (runtime.blobs.read_range(blob, offset, limit) if blob is not None else b""), past is not None
-    blob = job.stdout if stream == "stdout" else job.stderr
-    if blob is not None:
-        return runtime.blobs.read_range(blob, offset, limit), True
-    live = Path(runtime.settings.jobs_dir) / "live" / job.attempt_key / stream
-    try:
-        with live.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read(limit), job.is_terminal
-    except FileNotFoundError:  # not started yet, or just stored and removed (then the blob has it)
-        return b"", job.is_terminal
 
 
 def pruned_fields(job: JobState) -> dict[str, str]:
@@ -127,13 +85,17 @@ def _resume_point(last_event_id: str | None, default: int, most: int) -> int:
 
 
 def _session(
-    source: AsyncGenerator[ServerSentEventMessage | None, None], runtime: Runtime, identity: Identity, name: str
+    source: AsyncGenerator[ServerSentEventMessage | None, None],
+    events: EventLog,
+    settings: Settings,
+    identity: Identity,
+    name: str,
 ) -> AsyncGenerator[ServerSentEventMessage, None]:
     return session(
         source,
-        views=lambda: runtime.ledger.views,
+        views=lambda: read_views(events),
         identity=identity,
-        heartbeat_s=runtime.settings.sse_heartbeat_s,
+        heartbeat_s=settings.sse_heartbeat_s,
         name=name,
     )
 
@@ -153,7 +115,9 @@ class StreamController(Controller):
     )
     async def logs(
         self,
-        runtime: NamedDependency[Runtime],
+        settings: NamedDependency[Settings],
+        output: Port[JobOutput],
+        events: Port[EventLog],
         job_id: FromPath[str],
         job: NamedDependency[JobState],
         identity: NamedDependency[Identity],
@@ -165,7 +129,7 @@ class StreamController(Controller):
     ) -> Stream | ServerSentEvent:
         if not follow:
             handle, length = await asyncio.to_thread(
-                open_range, latest_output(runtime, job, stream), offset, runtime.settings.max_output_bytes
+                open_range, output.latest(job, stream), offset, settings.max_output_bytes
             )
             try:
                 lease = state.downloads.admit(identity.token_id, length)
@@ -184,18 +148,17 @@ class StreamController(Controller):
         else:  # from ``offset`` in the latest attempt's output
             attempt, start = max(job.attempt, 1), offset
         job_id = job.job_id  # the full id of a prefix
-        source = self._follow_log(runtime, job_id, stream, attempt, start)
-        return ServerSentEvent(_session(source, runtime, identity, f"logs {job_id} {stream}"))
+        source = self._follow_log(events, output, job_id, stream, attempt, start)
+        return ServerSentEvent(_session(source, events, settings, identity, f"logs {job_id} {stream}"))
 
     async def _follow_log(
-        self, runtime: Runtime, job_id: str, stream: str, attempt: int, offset: int
+        self, events: EventLog, output: JobOutput, job_id: str, stream: str, attempt: int, offset: int
     ) -> AsyncGenerator[ServerSentEventMessage | None, None]:
         """One attempt's output after another: a retried job's next attempt starts at its own byte 0."""
-        ledger = runtime.ledger
         while True:
-            seen = ledger.head
-            job = ledger.views.jobs[job_id]
-            data, complete = read_attempt(runtime, job, attempt, stream, offset, CHUNK)
+            seen = events.head
+            job = read_views(events).jobs[job_id]
+            data, complete = output.read(job, attempt, stream, offset, CHUNK)
             data = complete_utf8(data, final=complete)
             if data:
                 offset += len(data)
@@ -217,7 +180,7 @@ class StreamController(Controller):
                     ).decode(),
                 )
                 return
-            await ledger.wait_beyond(seen, timeout=TICK_S)
+            await events.wait_beyond(seen, timeout=TICK_S)
             yield None
 
     @get(
@@ -230,7 +193,8 @@ class StreamController(Controller):
     )
     async def events(
         self,
-        runtime: NamedDependency[Runtime],
+        settings: NamedDependency[Settings],
+        events: Port[EventLog],
         identity: NamedDependency[Identity],
         after: int | None = Parameter(
             default=None,
@@ -242,7 +206,7 @@ class StreamController(Controller):
     ) -> ServerSentEvent:
         # Without ``after`` a stream starts at the head: replaying the whole log to every client that
         # only wants what happens next cost each new stream a walk from position 0.
-        position = _resume_point(last_event_id, runtime.ledger.head if after is None else after, MAX_POSITION)
+        position = _resume_point(last_event_id, events.head if after is None else after, MAX_POSITION)
 
         def visible(record: Any) -> bool:
             if identity.is_admin:
@@ -250,14 +214,14 @@ class StreamController(Controller):
             event = record.event
             if isinstance(event, TokenIssued | TokenRevoked):
                 return may_see(identity, event.user_id)
-            job = runtime.ledger.views.jobs.get(record.stream.removeprefix("job-"))
+            job = read_views(events).jobs.get(record.stream.removeprefix("job-"))
             return job is not None and may_see(identity, job.user_id)
 
         async def stream() -> AsyncGenerator[ServerSentEventMessage | None, None]:
             nonlocal position
             while True:
-                seen = runtime.ledger.head
-                for record in runtime.ledger.events_after(position, limit=500):
+                seen = events.head
+                for record in events.events_after(position, limit=500):
                     position = record.position
                     if visible(record):
                         yield ServerSentEventMessage(
@@ -274,7 +238,7 @@ class StreamController(Controller):
                             ).decode(),
                         )
                 if position >= seen:
-                    await runtime.ledger.wait_beyond(seen, timeout=WAKE_S)
+                    await events.wait_beyond(seen, timeout=WAKE_S)
                     yield None
 
-        return ServerSentEvent(_session(stream(), runtime, identity, "events"))
+        return ServerSentEvent(_session(stream(), events, settings, identity, "events"))

@@ -19,11 +19,12 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.static_files import create_static_files_router
 
 from api.auth import Identity, check_user_filter
+from api.context import admin_only, authenticated, token_if_sent
 from api.errors import BadRequest
 from api.openapi import HeadStreamOperation
-from api.runtime import Runtime
+from api.ports import Cluster, EventLog, Plans, Port
 from api.web import panels
-from api.web.deps import DEPENDENCIES, Moment, admin_guard, signed_in_guard, token_guard
+from api.web.deps import DEPENDENCIES, Moment
 from api.web.schemas import (
     JobsPanel,
     LanesPanel,
@@ -37,8 +38,10 @@ from api.web.schemas import (
 )
 from ledger.clock import iso, parse_iso
 from ledger.jobs import JobState
+from ledger.settings import Settings
 from projections import job_search
 from projections.job_search import JobFilter
+from projections.views import Views
 
 STATIC = Path(__file__).parent / "static"
 PAGES = Path(__file__).parent / "pages"  # outside the static folder: HTML is only ever served with its CSP
@@ -58,11 +61,11 @@ Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 KEEPALIVE_S = 15.0
 
 
-async def ledger_positions(runtime: Runtime) -> AsyncIterator[ServerSentEventMessage]:
+async def ledger_positions(events: EventLog) -> AsyncIterator[ServerSentEventMessage]:
     """The head position each time it moves (woken by the commit, never by polling), nothing else."""
-    position = runtime.ledger.head
+    position = events.head
     while True:
-        head = await runtime.ledger.wait_beyond(position, timeout=KEEPALIVE_S)
+        head = await events.wait_beyond(position, timeout=KEEPALIVE_S)
         if head > position:
             position = head
             yield ServerSentEventMessage(event="position", id=str(head), data=f'{{"position": {head}}}')
@@ -102,19 +105,19 @@ class DashboardData(Controller):
     path = "/dashboard/data"
     tags = ["web dashboard"]
     dependencies = DEPENDENCIES
-    guards = [token_guard]  # guards run before parameters are parsed: authentication comes first
+    guards = [token_if_sent]  # guards run before parameters are parsed: authentication comes first
 
     @get("/ledger", summary="Ledger head and time span (the slider's range)", sync_to_thread=False)
-    def ledger(self, runtime: NamedDependency[Runtime], viewer: NamedDependency[Identity | None]) -> LedgerSpan:
-        reader = runtime.ledger.reader
-        head = runtime.ledger.head
+    def ledger(self, events: Port[EventLog], caller: NamedDependency[Identity | None]) -> LedgerSpan:
+        reader = events.reader
+        head = events.head
         first = reader.execute("SELECT recorded_at FROM events WHERE position = 1").fetchone()
         last = reader.execute("SELECT recorded_at FROM events WHERE position = ?", (head,)).fetchone()
         return LedgerSpan(
             head=head,
             first_at=iso(first[0]) if first else None,
             head_at=iso(last[0]) if last else None,
-            signed_in=None if viewer is None else SignedIn(user_id=viewer.user_id, is_admin=viewer.is_admin),
+            signed_in=None if caller is None else SignedIn(user_id=caller.user_id, is_admin=caller.is_admin),
         )
 
     @get(
@@ -122,45 +125,45 @@ class DashboardData(Controller):
         summary="SSE of the ledger's head position (no event contents: anyone may follow it)",
         operation_class=HeadStreamOperation,
     )
-    async def changes(
-        self, runtime: NamedDependency[Runtime], viewer: NamedDependency[Identity | None]
-    ) -> ServerSentEvent:
-        return ServerSentEvent(ledger_positions(runtime))
+    async def changes(self, events: Port[EventLog], caller: NamedDependency[Identity | None]) -> ServerSentEvent:
+        return ServerSentEvent(ledger_positions(events))
 
     @get("/nodes", summary="Nodes now (or as of): state, reason, current job, slots", sync_to_thread=False)
     def nodes(
         self,
         moment: NamedDependency[Moment],
-        viewer: NamedDependency[Identity | None],
-        runtime: NamedDependency[Runtime],
+        caller: NamedDependency[Identity | None],
+        cluster: Port[Cluster],
     ) -> NodesPanel:
-        return panels.nodes_panel(moment, viewer, runtime.cluster_info())
+        return panels.nodes_panel(moment, caller, cluster.cluster_info())
 
     @get("/queue", summary="Pending jobs in order with reasons and estimates; the per-node plan")
     async def queue(
         self,
         moment: NamedDependency[Moment],
-        viewer: NamedDependency[Identity | None],
-        runtime: NamedDependency[Runtime],
+        caller: NamedDependency[Identity | None],
+        plans: Port[Plans],
+        events: Port[EventLog],
+        settings: NamedDependency[Settings],
     ) -> QueuePanel:
         # The page fetches this panel on each ledger change: a job queued by that change waits for the
         # next plan (as a status read does), or it would show no place and no factors until the next change.
         views, plan = moment.views, moment.plan
         missing = next((j for j in views.queued_since(plan.jobs, plan.made_at) if j not in plan.jobs), None)
         if moment.live and missing is not None:
-            plan = await runtime.plans.including(views.jobs[missing], views, runtime.ledger.head)
+            plan = await plans.including(views.jobs[missing], views, events.head)
             moment = dataclasses.replace(moment, plan=plan)
-        return panels.queue_panel(moment, viewer, runtime.settings.dashboard_active_jobs)
+        return panels.queue_panel(moment, caller, settings.dashboard_active_jobs)
 
     @get(
         "/jobs",
         summary="Jobs, newest first, filtered and paginated from indexes",
-        guards=[signed_in_guard],
+        guards=[authenticated],
         sync_to_thread=False,
     )
     def jobs(
         self,
-        runtime: NamedDependency[Runtime],
+        events: Port[EventLog],
         identity: NamedDependency[Identity],
         moment: NamedDependency[Moment],
         user: FromQuery[str | None] = None,
@@ -184,7 +187,7 @@ class DashboardData(Controller):
         candidates: list[JobState | None]
         total: int | None
         if moment.live:
-            reader, jobs = runtime.ledger.reader, moment.views.jobs
+            reader, jobs = events.reader, moment.views.jobs
             candidates = [jobs.get(i) for i in job_search.page_ids(reader, flt, 2 * limit + 10)]
             total = job_search.counted(moment.views, flt)  # kept by the fold: no count of rows
             if total is None:
@@ -197,11 +200,11 @@ class DashboardData(Controller):
     def lanes(
         self,
         moment: NamedDependency[Moment],
-        viewer: NamedDependency[Identity | None],
-        runtime: NamedDependency[Runtime],
+        caller: NamedDependency[Identity | None],
+        settings: NamedDependency[Settings],
         window: int = Window,
     ) -> LanesPanel:
-        return panels.lanes_panel(moment, viewer, window, runtime.settings.dashboard_active_jobs)
+        return panels.lanes_panel(moment, caller, window, settings.dashboard_active_jobs)
 
     @get("/utilisation", summary="Share of busy slots over a window", sync_to_thread=False)
     def utilisation(
@@ -212,7 +215,7 @@ class DashboardData(Controller):
     @get(
         "/usage",
         summary="Per-user jobs, GPU-hours and success rate over a window",
-        guards=[signed_in_guard],
+        guards=[authenticated],
         sync_to_thread=False,
     )
     def usage(
@@ -220,9 +223,9 @@ class DashboardData(Controller):
     ) -> UsagePanel:
         return panels.usage_panel(moment, identity, window)
 
-    @get("/users", summary="Every user id (the jobs filter's choices)", guards=[admin_guard], sync_to_thread=False)
-    def users(self, runtime: NamedDependency[Runtime]) -> UserIds:
-        return UserIds(users=sorted(runtime.ledger.views.users.copy()))
+    @get("/users", summary="Every user id (the jobs filter's choices)", guards=[admin_only], sync_to_thread=False)
+    def users(self, views: NamedDependency[Views]) -> UserIds:
+        return UserIds(users=sorted(views.users))
 
 
 dashboard_router = Router(
