@@ -97,26 +97,28 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.blobs = BlobStore(settings.jobs_dir)
+        self.blobs = BlobStore(settings.storage.jobs_dir)
         self.runners: dict[str, NodeRunner] = {}
         self.background: list[asyncio.Task[None]] = []
         self.started = False
         self.failed: str | None = None  # why start() failed, for /readyz and the exit status
         self._opened = False
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
-        self.token_usage = TokenUsage(settings.database_path)
-        self.plans = PlanCache(weights=settings.fairshare_weights())
+        self.token_usage = TokenUsage(settings.storage.database_path)
+        self.plans = PlanCache(weights=settings.fairshare.weights())
         self.backfill_stop = threading.Event()
-        self.local_root = str(Path(settings.jobs_dir).resolve() / "work")
+        self.local_root = str(Path(settings.storage.jobs_dir).resolve() / "work")
         self.slurm: SlurmCluster | None = None
         self._mark_error = ""
-        self.reserve = DiskReserve(f"{settings.database_path}.reserve", settings.ledger_reserve_bytes)
+        self.reserve = DiskReserve(f"{settings.storage.database_path}.reserve", settings.storage.ledger_reserve_bytes)
         self.replica: Replicator | None = None
-        self.disk_usage = DiskUsage(settings.database_path, settings.jobs_dir)  # /metrics, the dashboard
+        self.disk_usage = DiskUsage(
+            settings.storage.database_path, settings.storage.jobs_dir
+        )  # /metrics, the dashboard
 
     async def start(self) -> None:
         # Never append to a damaged or shortened ledger: the check reads the file, before anything writes.
-        damage = await asyncio.to_thread(integrity.check_file, self.settings.database_path)
+        damage = await asyncio.to_thread(integrity.check_file, self.settings.storage.database_path)
         if damage is not None:
             raise StoreError(damage)
         # Loading a long ledger is seconds of CPU and I/O: in a thread, so the loop keeps answering /livez.
@@ -125,7 +127,7 @@ class Runtime:
         # collection (triggered by any request's garbage) does not rescan them with the GIL held.
         gc.freeze()
         self.services = Services(ledger=self.ledger, blobs=self.blobs, settings=self.settings)
-        self.dispatcher = Dispatcher(self.ledger, self.runners, self.settings.fairshare_weights(), self.dispatch_hold)
+        self.dispatcher = Dispatcher(self.ledger, self.runners, self.settings.fairshare.weights(), self.dispatch_hold)
         self.plans.hold = self.dispatch_hold
         self._opened = True
         await self.ledger.start()
@@ -135,28 +137,29 @@ class Runtime:
             self.replica = start_replica(self.settings, self.blobs.root)
         self.background.append(
             asyncio.create_task(
-                asyncio.to_thread(backfill.run, self.settings.database_path, self.backfill_stop), name="backfill"
+                asyncio.to_thread(backfill.run, self.settings.storage.database_path, self.backfill_stop),
+                name="backfill",
             )
         )
         self.background.append(asyncio.create_task(self.plans.run(self.ledger), name="queue-plan"))
         self.background.append(asyncio.create_task(self._keep_head_mark(), name="head-mark"))
         self.disk_usage.start()
-        if self.settings.retention_days > 0:  # docs/admin-guide.md, "Retention"
+        if self.settings.storage.retention_days > 0:  # docs/admin-guide.md, "Retention"
             retention = Retention(
-                self.ledger, self.settings.database_path, self.blobs.root, self.settings.retention_days
+                self.ledger, self.settings.storage.database_path, self.blobs.root, self.settings.storage.retention_days
             )
             self.background.append(asyncio.create_task(prune_hourly(retention), name="retention"))
         await self._bootstrap_admin()
-        if self.ledger.views.half_life_s != self.settings.half_life_s:  # the fold decays by recorded facts
-            await self.ledger.write(commands.set_half_life(self.settings.half_life_s))
+        if self.ledger.views.half_life_s != self.settings.fairshare.half_life_s:  # the fold decays by recorded facts
+            await self.ledger.write(commands.set_half_life(self.settings.fairshare.half_life_s))
         self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
-        if self.settings.job_sandbox == "none":  # said at every start, and shown by /readyz and /api/nodes
+        if self.settings.sandbox.mode == "none":  # said at every start, and shown by /readyz and /api/nodes
             log.warning("sandbox.disabled", warning=DISABLED_WARNING)
-        if not self.settings.job_cgroups and self.settings.slurm is None:
+        if not self.settings.sandbox.cgroups and self.settings.slurm is None:
             log.warning("cgroups.disabled", warning=CGROUPS_DISABLED_WARNING)
         if self.settings.slurm is not None:
             await self._start_slurm(self.settings.slurm)
-        elif self.settings.node_specs():
+        elif self.settings.ssh.node_specs():
             # Imported only when used (asyncssh and its crypto are a fifth of the server's imports):
             # a local-only server answers /livez that much sooner after its start.
             from executors.ssh.nodes import start_ssh_nodes
@@ -171,7 +174,7 @@ class Runtime:
         self.dispatcher.reattach()
         self.background.append(
             asyncio.create_task(
-                sweep(self.ledger.views, self.runners, Path(self.settings.jobs_dir) / "live"), name="sweep"
+                sweep(self.ledger.views, self.runners, Path(self.settings.storage.jobs_dir) / "live"), name="sweep"
             )
         )
         self.dispatcher.start()
@@ -184,21 +187,21 @@ class Runtime:
         self.blobs.sweep_temporary()
         self.reserve.ensure()  # before the first write: the room a full disk will give back
         return open_ledger(
-            self.settings.database_path,
-            snapshot_every=self.settings.snapshot_every,
-            finished_cached=self.settings.finished_jobs_cached,
+            self.settings.storage.database_path,
+            snapshot_every=self.settings.reads.snapshot_every,
+            finished_cached=self.settings.reads.finished_jobs_cached,
             reserve=self.reserve,
         )
 
     def dispatch_hold(self) -> str | None:
         """Why no job starts now: the ledger's disk below DISK_FREE_FLOOR_BYTES (jobs' files would take the rest)."""
-        return dispatch_hold(self.settings.database_path, self.settings.disk_free_floor_bytes)
+        return dispatch_hold(self.settings.storage.database_path, self.settings.storage.disk_free_floor_bytes)
 
     def disk_state(self) -> dict[str, object]:
         """What /readyz says of the ledger's disk."""
         return {
             "writable": self.ledger.writable,
-            "free_bytes": free_bytes(self.settings.database_path),
+            "free_bytes": free_bytes(self.settings.storage.database_path),
             "last_write_error": self.ledger.last_write_error,
             "reserve_held": self.reserve.held,
             "dispatch_held": self.dispatch_hold(),
@@ -226,9 +229,9 @@ class Runtime:
 
     def _mark_head(self, last: integrity.HeadMark | None) -> integrity.HeadMark | None:
         """Record the durable head beside the ledger (``ledger.integrity``); a failed write is retried next time."""
-        conn = connect(self.settings.database_path, readonly=True)
+        conn = connect(self.settings.storage.database_path, readonly=True)
         try:
-            return integrity.record_head(self.settings.database_path, conn, last)
+            return integrity.record_head(self.settings.storage.database_path, conn, last)
         except (OSError, apsw.Error) as e:
             if str(e) != self._mark_error:  # once per kind of failure, not every second of a full disk
                 log.warning("ledger.head_mark_failed", error=str(e))
@@ -281,14 +284,14 @@ class Runtime:
         if self.slurm is not None:
             return None
         if LOCAL_NODE in self.runners:
-            return local_memory_cap(self.settings)
-        caps = [spec.memory_bytes for spec in self.settings.node_specs()]
+            return local_memory_cap(self.settings.sandbox)
+        caps = [spec.memory_bytes for spec in self.settings.ssh.node_specs()]
         return None if not caps or None in caps else max(c for c in caps if c is not None)
 
     async def _start_local_node(self) -> None:
         gpus = local_gpus()
-        slots = self.settings.local_slots or len(gpus) or 1
-        gpu_count = len(gpus) if self.settings.local_gpus is None else self.settings.local_gpus
+        slots = self.settings.runner.local_slots or len(gpus) or 1
+        gpu_count = len(gpus) if self.settings.runner.local_gpus is None else self.settings.runner.local_gpus
         await self.ledger.write(
             commands.register_node(
                 # GPUs as nvidia-smi lists them: none on a machine without a driver (CPU-only slots)
@@ -297,7 +300,12 @@ class Runtime:
                 )
             )
         )
-        private = [self.settings.jobs_dir, self.settings.database_path, self.settings.log_file, "."]
+        private = [
+            self.settings.storage.jobs_dir,
+            self.settings.storage.database_path,
+            self.settings.storage.log_file,
+            ".",
+        ]
         readonly = python_paths(private)
         # The server's interpreter first on PATH, so `python3 {solution}` imports what the server has.
         path = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
@@ -314,7 +322,7 @@ class Runtime:
         def sandbox_for_slots(slots: list[int]) -> SandboxSpec:
             held = {slot % len(gpus) for slot in slots} if gpus else set()
             bound = sorted(minors[index] for index in held if index in minors)
-            return sandbox_spec(self.settings, slots[0], readonly_paths=readonly, gpus=bound)
+            return sandbox_spec(self.settings.sandbox, slots[0], readonly_paths=readonly, gpus=bound)
 
         transport = LocalTransport(LOCAL_NODE, python=sys.executable)
         self.runners[LOCAL_NODE] = NodeRunner(
@@ -326,17 +334,17 @@ class Runtime:
             remote_root=self.local_root,
             env_for_slots=env_for_slots,
             sandbox_for_slots=sandbox_for_slots,
-            node_memory=local_memory_cap(self.settings),
+            node_memory=local_memory_cap(self.settings.sandbox),
         )
         await self._check_local_sandbox(transport)
-        log.info("node.local", slots=slots, gpus=len(gpus), sandbox=self.settings.job_sandbox)
+        log.info("node.local", slots=slots, gpus=len(gpus), sandbox=self.settings.sandbox.mode)
 
     async def _check_local_sandbox(self, transport: LocalTransport) -> None:
         """No sandbox, no jobs: the local node is down with the reason, unless the admin turned it off."""
-        if self.settings.job_sandbox == "none":
+        if self.settings.sandbox.mode == "none":
             healthy, reason = True, "sandbox disabled"
         else:
-            problem = await sandbox_problem(transport, self.local_root, self.settings)
+            problem = await sandbox_problem(transport, self.local_root, self.settings.sandbox)
             if problem is not None:  # one line, on the console and in the log, naming the fix
                 log.error("sandbox.unavailable", node=LOCAL_NODE, reason=problem, effect="node down, no job runs")
             healthy, reason = problem is None, f"no sandbox: {problem}" if problem else "sandbox ready"
@@ -344,7 +352,7 @@ class Runtime:
 
     def _save_admin_token(self, secret: str) -> Path:
         """The first admin token, in a 0600 file next to the ledger (created with that mode, never wider)."""
-        path = Path(self.settings.database_path).resolve().parent / "admin-token"
+        path = Path(self.settings.storage.database_path).resolve().parent / "admin-token"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(secret + "\n")
@@ -355,13 +363,13 @@ class Runtime:
         """First start of an empty ledger: issue an admin token and print it once (as Jupyter does)."""
         if self.ledger.views.tokens:
             return
-        secret, issued = mint("admin", secret=None, days=self.settings.token_max_days, is_admin=True, by="system")
+        secret, issued = mint("admin", secret=None, days=self.settings.http.token_max_days, is_admin=True, by="system")
         await self.ledger.write(commands.issue_token(issued))
         saved = self._save_admin_token(secret)
         # Between JSON log lines when stderr is not a terminal: blank lines and a banner make it stand out.
         print(
             f"\n{'=' * 72}\n  gpuledger: first start, admin token for user 'admin' (shown once, valid "
-            f"{self.settings.token_max_days} days):\n\n      {secret}\n\n"
+            f"{self.settings.http.token_max_days} days):\n\n      {secret}\n\n"
             f"  Also saved to {saved} (readable by you only). In your shell:\n"
             f"      export GPULEDGER_TOKEN=$(cat {saved})\n{'=' * 72}\n",
             file=sys.stderr,
