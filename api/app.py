@@ -133,13 +133,13 @@ def create_app(
         state=State(
             {
                 "runtime": runtime,
-                "limiter": EndpointLimiter(settings.endpoint_limits),
-                "downloads": Downloads(settings.download_concurrency, settings.download_bytes_per_minute),
+                "limiter": EndpointLimiter(settings.http.endpoint_limits),
+                "downloads": Downloads(settings.http.download_concurrency, settings.http.download_bytes_per_minute),
                 "metrics": metrics_registry(runtime),
             }
         ),
         openapi_config=openapi_config(VERSION),
-        request_max_body_size=settings.max_code_bytes + settings.max_config_bytes + 1024 * 1024,
+        request_max_body_size=settings.queue.max_code_bytes + settings.queue.max_config_bytes + 1024 * 1024,
         multipart_form_part_limit=16,
         logging_config=None,  # structlog is configured once, by the serve command
     )
@@ -148,10 +148,10 @@ def create_app(
 def served_app(app: Litestar, settings: Settings) -> HttpEdge:
     """What the server runs: the app inside its HTTP edge (request ids, access log, body deadline) and
     the failed-authentication throttle (inside the edge, so that its 429s are logged too)."""
-    failures = FailedAuthentications(settings.auth_failure_limit, settings.auth_failure_window_s)
-    throttled = GuessThrottle(app, failures, trusted_proxies=settings.trusted_proxies)  # type: ignore[arg-type]
+    failures = FailedAuthentications(settings.http.auth_failure_limit, settings.http.auth_failure_window_s)
+    throttled = GuessThrottle(app, failures, trusted_proxies=settings.http.trusted_proxies)  # type: ignore[arg-type]
     return HttpEdge(
         throttled,
-        body_timeout_s=settings.request_body_timeout_s,
-        trusted_proxies=settings.trusted_proxies,
+        body_timeout_s=settings.http.request_body_timeout_s,
+        trusted_proxies=settings.http.trusted_proxies,
     )

@@ -19,7 +19,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import get_remote_addr
 
 from api.addresses import is_trusted_proxy
-from ledger.settings import Settings
+from ledger.settings import HttpSettings
 
 log = structlog.get_logger()
 
@@ -157,11 +157,13 @@ def raise_descriptor_limit() -> tuple[int, int]:
     return hard, hard
 
 
-def guarded_protocol(settings: Settings) -> type[GuardedHttpTools]:
+def guarded_protocol(http: HttpSettings) -> type[GuardedHttpTools]:
     """The protocol class for this server's settings (and its listen backlog), with its caps logged once."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     book = ConnectionBook(
-        connection_cap(settings.max_connections, soft), settings.max_connections_per_address, settings.trusted_proxies
+        connection_cap(http.max_connections, soft),
+        http.max_connections_per_address,
+        http.trusted_proxies,
     )
     backlog = accept_backlog(book.total, soft)
     log.info(
@@ -170,7 +172,7 @@ def guarded_protocol(settings: Settings) -> type[GuardedHttpTools]:
         max_per_address=book.per_address,
         rlimit_nofile=soft,
         backlog=backlog,
-        header_timeout_s=settings.http_header_timeout_s,
+        header_timeout_s=http.header_timeout_s,
     )
-    attributes = {"book": book, "header_timeout_s": settings.http_header_timeout_s, "backlog": backlog}
+    attributes = {"book": book, "header_timeout_s": http.header_timeout_s, "backlog": backlog}
     return type("ServerHttpTools", (GuardedHttpTools,), attributes)

@@ -60,7 +60,7 @@ def limited(endpoint: str, then: Guard | None = None) -> Guard:
     async def check_limit(connection: Connection, handler: BaseRouteHandler) -> None:
         limiter: EndpointLimiter = connection.app.state.limiter
         user = authenticate(connection).user_id if connection.headers.get("authorization") is not None else None
-        address = address_of(connection, wiring_of(connection.app.state).settings.trusted_proxies)
+        address = address_of(connection, wiring_of(connection.app.state).settings.http.trusted_proxies)
         limiter.check(endpoint, address, user=user)
         if then is not None:
             await then(connection, handler)  # type: ignore[misc]
@@ -145,7 +145,7 @@ def provide_views(ledger: Port[LedgerWriter]) -> Views:
 
 
 def provide_address(request: Connection, views: NamedDependency[Views]) -> str:
-    return address_of(request, wiring_of(request.app.state).settings.trusted_proxies)
+    return address_of(request, wiring_of(request.app.state).settings.http.trusted_proxies)
 
 
 def provide_intake(request: Connection, address: NamedDependency[str]) -> Intake:

@@ -64,21 +64,23 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.blobs = BlobStore(settings.jobs_dir)
+        self.blobs = BlobStore(settings.storage.jobs_dir)
         self.runners: dict[str, NodeRunner] = {}
         self.background: list[asyncio.Task[None]] = []
         self.started = False
         self.failed: str | None = None  # why start() failed, for /readyz and the exit status
         self._opened = False
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
-        self.token_usage = TokenUsage(settings.database_path)
-        self.plans = PlanCache(weights=settings.fairshare_weights())
+        self.token_usage = TokenUsage(settings.storage.database_path)
+        self.plans = PlanCache(weights=settings.fairshare.weights())
         self.backfill_stop = threading.Event()
         self._mark_error = ""
-        self.reserve = DiskReserve(f"{settings.database_path}.reserve", settings.ledger_reserve_bytes)
+        self.reserve = DiskReserve(f"{settings.storage.database_path}.reserve", settings.storage.ledger_reserve_bytes)
         self.replica: Replicator | None = None
-        self.disk_usage = DiskUsage(settings.database_path, settings.jobs_dir)  # /metrics, the dashboard
-        self.output = JobFiles(self.blobs, settings.jobs_dir, settings.inline_output_bytes)
+        self.disk_usage = DiskUsage(
+            settings.storage.database_path, settings.storage.jobs_dir
+        )  # /metrics, the dashboard
+        self.output = JobFiles(self.blobs, settings.storage.jobs_dir, settings.runner.inline_output_bytes)
 
     # --- the ports handlers are given (``api.ports``, through ``api.context``) ---------------------
 
@@ -116,7 +118,7 @@ class Runtime:
 
     async def start(self) -> None:
         # Never append to a damaged or shortened ledger: the check reads the file, before anything writes.
-        damage = await asyncio.to_thread(integrity.check_file, self.settings.database_path)
+        damage = await asyncio.to_thread(integrity.check_file, self.settings.storage.database_path)
         if damage is not None:
             raise StoreError(damage)
         # Loading a long ledger is seconds of CPU and I/O: in a thread, so the loop keeps answering /livez.
@@ -126,7 +128,7 @@ class Runtime:
         gc.freeze()
         self.services = Services(ledger=self.ledger, blobs=self.blobs, settings=self.settings)
         self.intake = Intake(self.settings, self.ledger, self.blobs, self, self.token_usage)
-        self.dispatcher = Dispatcher(self.ledger, self.runners, self.settings.fairshare_weights(), self.dispatch_hold)
+        self.dispatcher = Dispatcher(self.ledger, self.runners, self.settings.fairshare.weights(), self.dispatch_hold)
         self.plans.hold = self.dispatch_hold
         self._opened = True
         await self.ledger.start()
@@ -136,25 +138,26 @@ class Runtime:
             self.replica = start_replica(self.settings, self.blobs.root)
         self.background.append(
             asyncio.create_task(
-                asyncio.to_thread(backfill.run, self.settings.database_path, self.backfill_stop), name="backfill"
+                asyncio.to_thread(backfill.run, self.settings.storage.database_path, self.backfill_stop),
+                name="backfill",
             )
         )
         self.background.append(asyncio.create_task(self.plans.run(self.ledger), name="queue-plan"))
         self.background.append(asyncio.create_task(self._keep_head_mark(), name="head-mark"))
         self.disk_usage.start()
-        if self.settings.retention_days > 0:  # docs/admin-guide.md, "Retention"
+        if self.settings.storage.retention_days > 0:  # docs/admin-guide.md, "Retention"
             retention = Retention(
-                self.ledger, self.settings.database_path, self.blobs.root, self.settings.retention_days
+                self.ledger, self.settings.storage.database_path, self.blobs.root, self.settings.storage.retention_days
             )
             self.background.append(asyncio.create_task(prune_hourly(retention), name="retention"))
         await bootstrap_admin(self.ledger, self.settings)
-        if self.ledger.views.half_life_s != self.settings.half_life_s:  # the fold decays by recorded facts
-            await self.ledger.write(commands.set_half_life(self.settings.half_life_s))
+        if self.ledger.views.half_life_s != self.settings.fairshare.half_life_s:  # the fold decays by recorded facts
+            await self.ledger.write(commands.set_half_life(self.settings.fairshare.half_life_s))
         self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
-        if self.settings.job_sandbox == "none":  # said at every start, and shown by /readyz and /api/nodes
+        if self.settings.sandbox.mode == "none":  # said at every start, and shown by /readyz and /api/nodes
             log.warning("sandbox.disabled", warning=DISABLED_WARNING)
         self.executor = await start_executor(self.services)  # the one the settings choose: executors/registry.py
-        if not self.settings.job_cgroups and self.executor.uses_job_cgroups:
+        if not self.settings.sandbox.cgroups and self.executor.uses_job_cgroups:
             log.warning("cgroups.disabled", warning=CGROUPS_DISABLED_WARNING)
         self.runners.update(self.executor.runners)
         self.plans.external = self.executor.pending_board
@@ -163,7 +166,7 @@ class Runtime:
         self.dispatcher.reattach()
         self.background.append(
             asyncio.create_task(
-                sweep(self.ledger.views, self.runners, Path(self.settings.jobs_dir) / "live"), name="sweep"
+                sweep(self.ledger.views, self.runners, Path(self.settings.storage.jobs_dir) / "live"), name="sweep"
             )
         )
         self.dispatcher.start()
@@ -176,21 +179,21 @@ class Runtime:
         self.blobs.sweep_temporary()
         self.reserve.ensure()  # before the first write: the room a full disk will give back
         return open_ledger(
-            self.settings.database_path,
-            snapshot_every=self.settings.snapshot_every,
-            finished_cached=self.settings.finished_jobs_cached,
+            self.settings.storage.database_path,
+            snapshot_every=self.settings.reads.snapshot_every,
+            finished_cached=self.settings.reads.finished_jobs_cached,
             reserve=self.reserve,
         )
 
     def dispatch_hold(self) -> str | None:
         """Why no job starts now: the ledger's disk below DISK_FREE_FLOOR_BYTES (jobs' files would take the rest)."""
-        return dispatch_hold(self.settings.database_path, self.settings.disk_free_floor_bytes)
+        return dispatch_hold(self.settings.storage.database_path, self.settings.storage.disk_free_floor_bytes)
 
     def disk_state(self) -> dict[str, object]:
         """What /readyz says of the ledger's disk."""
         return {
             "writable": self.ledger.writable,
-            "free_bytes": free_bytes(self.settings.database_path),
+            "free_bytes": free_bytes(self.settings.storage.database_path),
             "last_write_error": self.ledger.last_write_error,
             "reserve_held": self.reserve.held,
             "dispatch_held": self.dispatch_hold(),
@@ -218,9 +221,9 @@ class Runtime:
 
     def _mark_head(self, last: integrity.HeadMark | None) -> integrity.HeadMark | None:
         """Record the durable head beside the ledger (``ledger.integrity``); a failed write is retried next time."""
-        conn = connect(self.settings.database_path, readonly=True)
+        conn = connect(self.settings.storage.database_path, readonly=True)
         try:
-            return integrity.record_head(self.settings.database_path, conn, last)
+            return integrity.record_head(self.settings.storage.database_path, conn, last)
         except (OSError, apsw.Error) as e:
             if str(e) != self._mark_error:  # once per kind of failure, not every second of a full disk
                 log.warning("ledger.head_mark_failed", error=str(e))

@@ -50,11 +50,13 @@ def _check_sizes(request: SubmitRequest, settings: Settings) -> tuple[bytes, byt
         raise BadRequest("Missing required file: code")
     if request.config is None:
         raise BadRequest("Missing required file: config_file")
-    if len(request.code) > settings.max_code_bytes:
-        raise PayloadTooLarge(f"Code file too large: {len(request.code)} bytes (maximum {settings.max_code_bytes})")
-    if len(request.config) > settings.max_config_bytes:
+    if len(request.code) > settings.queue.max_code_bytes:
         raise PayloadTooLarge(
-            f"Config file too large: {len(request.config)} bytes (maximum {settings.max_config_bytes})"
+            f"Code file too large: {len(request.code)} bytes (maximum {settings.queue.max_code_bytes})"
+        )
+    if len(request.config) > settings.queue.max_config_bytes:
+        raise PayloadTooLarge(
+            f"Config file too large: {len(request.config)} bytes (maximum {settings.queue.max_config_bytes})"
         )
     return request.code, request.config
 
@@ -79,7 +81,7 @@ def _identity(request: SubmitRequest, config: JobConfig, intake: Intake) -> Iden
 
 
 def _static_scan(code_text: str, job_id: str, settings: Settings) -> JobScanned | None:
-    if not settings.code_scanner_enabled:
+    if not settings.scanner.enabled:
         return None
     report = scan_static(code_text)
     if report.verdict == "rejected":
@@ -90,20 +92,20 @@ def _static_scan(code_text: str, job_id: str, settings: Settings) -> JobScanned 
 
 def _retry_policy(config: JobConfig, settings: Settings) -> RetryPolicy | None:
     """The job's own ``retries`` or the server's, on the server's reasons and the job's exit codes."""
-    retries = settings.retries if config.retries is None else config.retries
+    retries = settings.queue.retries if config.retries is None else config.retries
     if config.retry_on_exit_codes and retries == 0:
         raise BadRequest("Invalid field retry_on_exit_codes: needs retries of at least 1")
-    return policy_for(retries, settings.retry_on, config.retry_on_exit_codes)
+    return policy_for(retries, settings.queue.retry_on, config.retry_on_exit_codes)
 
 
 def quota_limits(settings: Settings) -> QuotaLimits:
-    return QuotaLimits(submissions=settings.quota_submissions, gpu_hours=settings.quota_gpu_hours)
+    return QuotaLimits(submissions=settings.queue.quota_submissions, gpu_hours=settings.queue.quota_gpu_hours)
 
 
 def _review_pending(settings: Settings) -> bool:
-    if not settings.code_scanner_enabled:
+    if not settings.scanner.enabled:
         return False
-    return llm_review_enabled(settings)
+    return llm_review_enabled(settings.scanner)
 
 
 async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
@@ -113,7 +115,7 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
     config = await asyncio.to_thread(
         parse_config,
         raw_config,
-        max_expected_time=settings.max_expected_time,
+        max_expected_time=settings.queue.max_expected_time,
         largest_node=intake.cluster.largest_node_gpus(),
         cpu_slots=intake.cluster.has_cpu_slots(),
         largest_memory=intake.cluster.largest_node_memory(),
@@ -148,13 +150,13 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
         asked_priority=config.priority,
         memory=config.memory,
     )
-    exempt = identity.is_admin and settings.admin_rate_limit_exempt
+    exempt = identity.is_admin and settings.queue.admin_rate_limit_exempt
     limits = (
         None
         if exempt
         else commands.SubmitLimits(
-            max_active=settings.max_active_jobs_per_user,
-            per_minute=settings.rate_limit_per_minute,
+            max_active=settings.queue.max_active_jobs_per_user,
+            per_minute=settings.queue.rate_limit_per_minute,
             quotas=quota_limits(settings),
         )
     )

@@ -89,7 +89,7 @@ def run_verify(args: argparse.Namespace) -> int:
 def blob_problems(conn: apsw.Connection, args: argparse.Namespace) -> list[str]:
     """Every blob the events name exists and hashes to its name, but the outputs a job.pruned removed.
     Without a blob directory (a ledger copied alone) the blobs are not checked, and that is said."""
-    root = Path(args.jobs_dir or load_settings(args.config).jobs_dir).resolve() / BLOBS_NAME
+    root = Path(args.jobs_dir or load_settings(args.config).storage.jobs_dir).resolve() / BLOBS_NAME
     digests = live_digests(conn)
     if not root.is_dir():
         if digests:

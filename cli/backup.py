@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
 
 
 def jobs_dir(args: argparse.Namespace) -> Path:
-    return Path(args.jobs_dir or load_settings(args.config).jobs_dir).resolve()
+    return Path(args.jobs_dir or load_settings(args.config).storage.jobs_dir).resolve()
 
 
 def head_line(head: Head) -> str:
@@ -120,7 +120,7 @@ def run_restore(args: argparse.Namespace) -> int:
     ledger = source / LEDGER_NAME
     if not ledger.is_file():
         raise StoreError(f"{source} holds no {LEDGER_NAME}: not a directory written by `gpuledger backup`")
-    target = Path(args.db or load_settings(args.config).database_path).resolve()
+    target = Path(args.db or load_settings(args.config).storage.database_path).resolve()
     blobs = jobs_dir(args) / BLOBS_NAME
     refuse_overwrite(target, blobs)
     checked(ledger, source / BLOBS_NAME)  # a damaged backup is refused before anything is written
@@ -141,7 +141,7 @@ def run_restore_from_replica(args: argparse.Namespace) -> int:
     from cli.replica_restore import restore_from_replica  # Litestream and asyncssh: only when asked
 
     settings = load_settings(args.config)
-    target = Path(args.db or settings.database_path).resolve()
+    target = Path(args.db or settings.storage.database_path).resolve()
     jobs = jobs_dir(args)
     refuse_overwrite(target, jobs / BLOBS_NAME)
     staged, missing = restore_from_replica(args, settings, target, jobs)

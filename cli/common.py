@@ -19,7 +19,7 @@ def add_db_option(parser: argparse.ArgumentParser) -> None:
 def db_path(args: argparse.Namespace) -> str:
     if getattr(args, "db", None):
         return str(args.db)
-    return load_settings(getattr(args, "config", None)).database_path
+    return load_settings(getattr(args, "config", None)).storage.database_path
 
 
 def existing_db(args: argparse.Namespace) -> str:

@@ -51,8 +51,8 @@ def cutoff_and_reason(args: argparse.Namespace, retention_days: int) -> tuple[in
 
 def run_prune(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    cutoff_us, reason = cutoff_and_reason(args, settings.retention_days)
-    blobs = Path(args.jobs_dir or settings.jobs_dir).resolve() / BLOBS_NAME
+    cutoff_us, reason = cutoff_and_reason(args, settings.storage.retention_days)
+    blobs = Path(args.jobs_dir or settings.storage.jobs_dir).resolve() / BLOBS_NAME
     store = open_store(existing_db(args))
     events = plan(store.conn, store.views.jobs, cutoff_us, reason=reason, by=ACTOR)
     planned = sum(event.bytes_freed for event in events)

@@ -46,7 +46,7 @@ def litestream_restore(settings: Settings, staging: Path, at: str | None) -> Pat
     command = [litestream_binary(), "restore", "-config", str(config), "-o", str(out)]
     if at is not None:
         command += ["-timestamp", at]
-    command.append(str(Path(settings.database_path).resolve()))
+    command.append(str(Path(settings.storage.database_path).resolve()))
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
     if done.returncode != 0 or not out.is_file():
         said = " ".join((done.stderr or done.stdout).split())[-500:]

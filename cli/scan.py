@@ -47,10 +47,10 @@ def run(args: argparse.Namespace) -> int:
         except SettingsError as e:
             print(f"gpuledger scan: {e}", file=sys.stderr)
             return EXIT_USAGE
-        if not settings.openrouter_api_key:
+        if not settings.scanner.openrouter_api_key:
             print("gpuledger scan: --llm needs OPENROUTER_API_KEY", file=sys.stderr)
             return EXIT_USAGE
-        report = asyncio.run(review_with_llm(code, settings, report))
+        report = asyncio.run(review_with_llm(code, settings.scanner, report))
     print(msgspec.json.encode(report).decode() if args.json else _as_text(report, args.file))
     return EXIT_REJECTED if report.verdict == "rejected" else EXIT_OK
 

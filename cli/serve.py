@@ -95,7 +95,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if exposed:
         print(f"gpuledger: refusing to start: {exposed}", file=sys.stderr)
         return 2
-    host, port = args.host or settings.server_host, args.port or settings.server_port
+    host, port = args.host or settings.http.host, args.port or settings.http.port
     busy = port_in_use(host, port)
     if busy:
         print(
@@ -104,7 +104,7 @@ def run_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    configure_logging(settings.log_file)
+    configure_logging(settings.storage.log_file)
     # `kill -USR1 <pid>` writes every thread's stack to stderr, from C: it answers even when the loop
     # is stuck in a call that never returns.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -129,7 +129,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     boot = BootApp(build, on_failure=stop)
     raise_descriptor_limit()  # before the connection cap is derived from it
-    protocol = guarded_protocol(settings)
+    protocol = guarded_protocol(settings.http)
     # One process; SIGTERM makes uvicorn stop accepting, finish in-flight requests, then run the
     # lifespan shutdown, which leaves running jobs alone (they are re-attached at the next start).
     # The runtime starts after the app is built (``api.app``): /livez answers while the ledger loads.
@@ -145,7 +145,7 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
         # uvicorn has no body timeout (the app's HTTP edge has one); these bound idle connections
         # and the size of a request head that is still incomplete.
-        timeout_keep_alive=settings.keep_alive_timeout_s,
+        timeout_keep_alive=settings.http.keep_alive_timeout_s,
         h11_max_incomplete_event_size=16 * 1024,
         access_log=False,  # the HTTP edge writes the access line, through structlog
     )

@@ -60,7 +60,7 @@ def _lines(path: Path, follow: bool) -> Iterator[str]:
 
 def run_logs(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    path = Path(args.file or load_settings(args.config).log_file)
+    path = Path(args.file or load_settings(args.config).storage.log_file)
     if not path.exists():
         print(f"gpuledger: no log file at {path}", file=sys.stderr)
         return 2

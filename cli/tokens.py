@@ -57,7 +57,7 @@ def _execute(store: EventStore[Views], write: Write) -> None:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    max_days = load_settings(args.config).token_max_days
+    max_days = load_settings(args.config).http.token_max_days
     try:
         secret, issued = mint(
             args.user, secret=args.token, days=args.days, is_admin=args.admin, by=ACTOR, max_days=max_days

@@ -49,7 +49,7 @@ async def _start_local(services: Services) -> Executor:
 # In order of precedence: the first chosen one runs (a [slurm] table replaces SSH nodes and the local node).
 EXECUTORS: tuple[ExecutorEntry, ...] = (
     ExecutorEntry("slurm", lambda settings: settings.slurm is not None, _start_slurm),
-    ExecutorEntry("ssh", lambda settings: bool(settings.node_specs()), _start_ssh),
+    ExecutorEntry("ssh", lambda settings: bool(settings.ssh.node_specs()), _start_ssh),
     ExecutorEntry("local", lambda settings: True, _start_local),
 )
 

@@ -60,7 +60,11 @@ def replica_config(settings: Settings, target: Target) -> dict[str, Any]:
         }
     else:  # s3: credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the server's environment
         replica |= {"url": f"{settings.replica.url.rstrip('/')}/{LEDGER_DIR}"}
-    database = {"path": str(Path(settings.database_path).resolve()), "monitor-interval": "100ms", "replica": replica}
+    database = {
+        "path": str(Path(settings.storage.database_path).resolve()),
+        "monitor-interval": "100ms",
+        "replica": replica,
+    }
     return {"dbs": [database]}
 
 
@@ -92,8 +96,8 @@ class Replicator:
         self.settings, self.replica = settings, settings.replica
         self.target = target_of(settings)
         self.blobs_root = blobs_root
-        self.wal = Path(f"{Path(settings.database_path).resolve()}-wal")
-        self.config = Path(settings.database_path).resolve().parent / ".litestream.yml"
+        self.wal = Path(f"{Path(settings.storage.database_path).resolve()}-wal")
+        self.config = Path(settings.storage.database_path).resolve().parent / ".litestream.yml"
         self.started_at = time.time()
         self.lag_s: float | None = None
         self.last_error: str | None = None

@@ -61,8 +61,8 @@ def parse_target(replica: ReplicaSettings, settings: Settings) -> Target:
             host=parts.hostname,
             port=parts.port or 22,
             user=parts.username,
-            key_file=replica.key_file or settings.ssh_key_file,
-            known_hosts=replica.known_hosts or settings.ssh_known_hosts,
+            key_file=replica.key_file or settings.ssh.key_file,
+            known_hosts=replica.known_hosts or settings.ssh.known_hosts,
         )
     return Target(scheme=parts.scheme, path=path, host=parts.hostname or "")
 

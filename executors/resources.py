@@ -11,7 +11,7 @@ from pathlib import Path
 
 from executors import protocol as wp
 from ledger.jobs import JobState
-from ledger.settings import Settings
+from ledger.settings import SandboxSettings
 
 MEMINFO = Path("/proc/meminfo")
 
@@ -27,16 +27,16 @@ def host_memory() -> int | None:
     return None
 
 
-def local_memory_cap(settings: Settings) -> int | None:
+def local_memory_cap(sandbox: SandboxSettings) -> int | None:
     """What the local node gives its jobs in all: JOB_MEMORY_SHARE of this host's RAM (None: no cap)."""
     total = host_memory()
-    if total is None or settings.job_memory_share <= 0:
+    if total is None or sandbox.memory_share <= 0:
         return None
-    return int(total * settings.job_memory_share)
+    return int(total * sandbox.memory_share)
 
 
 def job_resources(
-    settings: Settings, job: JobState, *, node_slots: int, node_memory: int | None, cgroups: bool = True
+    sandbox: SandboxSettings, job: JobState, *, node_slots: int, node_memory: int | None, cgroups: bool = True
 ) -> wp.Resources:
     """A job's limits on one node: the memory it asked for (``memory:``, never above the node's), or
     its slots' part of the node's memory; where the server does not know the node's memory, the
@@ -48,14 +48,14 @@ def job_resources(
     elif node_memory is not None:
         memory_bytes = int(node_memory * part)
     else:
-        memory_share = settings.job_memory_share * part
+        memory_share = sandbox.memory_share * part
     return wp.Resources(
-        cgroups=cgroups and settings.job_cgroups,
-        cgroup_parent=settings.job_cgroup_parent,
+        cgroups=cgroups and sandbox.cgroups,
+        cgroup_parent=sandbox.cgroup_parent,
         memory_bytes=memory_bytes,
         memory_share=memory_share,
-        tmpfs_share=settings.job_tmpfs_share,
-        max_pids=settings.job_max_processes,
-        cpu_weight=settings.job_cpu_weight,
-        cpu_quota=settings.job_cpu_quota * job.gpus,
+        tmpfs_share=sandbox.tmpfs_share,
+        max_pids=sandbox.max_processes,
+        cpu_weight=sandbox.cpu_weight,
+        cpu_quota=sandbox.cpu_quota * job.gpus,
     )

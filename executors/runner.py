@@ -77,7 +77,7 @@ class NodeRunner:
         self.after_job = after_job
         self.restart_container = restart_container
         self.node_memory = node_memory  # what the node gives its jobs in all (None: the wrapper's share)
-        self.live_root = Path(settings.jobs_dir) / "live"
+        self.live_root = Path(settings.storage.jobs_dir) / "live"
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.reapers: set[asyncio.Task[None]] = set()  # cleaning up after jobs lost with their node
         # Slots of jobs lost with their node, held until the job is confirmed dead there (fenced): a
@@ -166,13 +166,13 @@ class NodeRunner:
             await self._retry(lambda: self._upload(job, workdir))
         # From here a cancel reaches the wrapper: before the launch it claims the job so it never runs.
         uploaded.set()
-        live = LiveFiles(self.live_root / job.attempt_key, cap=self.settings.running_output_cap)
+        live = LiveFiles(self.live_root / job.attempt_key, cap=self.settings.runner.running_output_cap)
         status = await follow_job(
             self.transport,
             live,
             workdir,
             lambda started: self._started(job, started),
-            lost_after_s=self.settings.node_lost_after,
+            lost_after_s=self.settings.runner.node_lost_after,
         )
         await self._collect(job, workdir, status)
         bound.info("job.collected", reason=self.ledger.views.jobs[job.job_id].reason)
@@ -196,7 +196,7 @@ class NodeRunner:
         job_dir = f"{workdir}/{wp.WORK_NAME}"
         results = f"{job_dir}/{RESULTS_NAME}"
         command = wp.render_job_command(
-            self.settings.job_command,
+            self.settings.runner.command,
             solution=f"{job_dir}/{wp.SOLUTION_NAME}",
             competition_id=job.competition_id,
             results=results,
@@ -206,21 +206,21 @@ class NodeRunner:
         # The job's whole environment: nothing of the server's, whatever its names (see the wrapper).
         env = {
             **self.env_for_slots(slots),
-            **self.settings.job_env,
+            **self.settings.runner.env,
             "GPULEDGER_JOB_ID": job.job_id,
             "GPULEDGER_RESULTS": results,
             "GPULEDGER_SLOTS": ",".join(str(slot) for slot in slots),
         }
-        limit = job.expected_time_s * self.settings.max_job_timeout_multiplier
+        limit = job.expected_time_s * self.settings.runner.max_job_timeout_multiplier
         spec = wp.job_spec_bytes(
             command,
             limit,
-            self.settings.cancel_grace_s,
+            self.settings.runner.cancel_grace_s,
             env,
             self.sandbox_for_slots(slots),
             self.resources(job),
-            max_disk_bytes=self.settings.job_max_disk,
-            max_output_bytes=self.settings.running_output_cap,
+            max_disk_bytes=self.settings.runner.max_disk,
+            max_output_bytes=self.settings.runner.running_output_cap,
         )
         files = {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SECCOMP_NAME: seccomp_program(), wp.JOB_SPEC_NAME: spec}
         await self.transport.put_files(workdir, files)
@@ -229,7 +229,7 @@ class NodeRunner:
     def resources(self, job: JobState) -> wp.Resources:
         node = self.ledger.views.nodes.get(self.node)
         slots = node.slots if node is not None else len(job.held_slots)
-        return job_resources(self.settings, job, node_slots=slots, node_memory=self.node_memory)
+        return job_resources(self.settings.sandbox, job, node_slots=slots, node_memory=self.node_memory)
 
     async def _started(self, job: JobState, started: wp.Started) -> None:
         """The wrapper started the job (or, re-attached, had started it): record it once."""
@@ -260,7 +260,7 @@ class NodeRunner:
     async def _ending(self, job: JobState, workdir: str, status: wp.ExitStatus) -> JobFinished:
         """The attempt's job.finished: output and results stored, the outcome read from the status."""
         live = self.live_root / job.attempt_key
-        cap = self.settings.max_output_bytes
+        cap = self.settings.runner.max_output_bytes
         # Blob writes end in fsync: off the event loop, and the two streams side by side.
         stdout, stderr, (fetched, unreadable) = await asyncio.gather(
             asyncio.to_thread(self._store_capped, live / "stdout", cap),
@@ -284,7 +284,7 @@ class NodeRunner:
     async def _fetch_results(self, workdir: str) -> tuple[tuple[bytes, bool] | None, str | None]:
         """(the results file and whether it was cut, or None; why it could not be read, or None)."""
         path = f"{workdir}/{wp.WORK_NAME}/{RESULTS_NAME}"
-        limit = self.settings.max_results_bytes
+        limit = self.settings.runner.max_results_bytes
         try:
             fetched = await self._retry(lambda: self.transport.fetch(path, limit))
         except JobFileUnreadable as e:
@@ -308,7 +308,7 @@ class NodeRunner:
 
     def _store_results(self, job: JobState, fetched: tuple[bytes, bool]) -> tuple[Blob, Path]:
         blob = self.blobs.put(fetched[0], truncated=fetched[1])
-        return blob, save_results_file(Path(self.settings.jobs_dir) / "results", job, fetched[0])
+        return blob, save_results_file(Path(self.settings.storage.jobs_dir) / "results", job, fetched[0])
 
     async def _end(self, job: JobState, status: Literal["failed", "cancelled"], reason: str, message: str) -> None:
         """End a job that never ran (or whose run left nothing to read) with a reason and the server's word."""
@@ -329,7 +329,7 @@ class NodeRunner:
             await self._write(commands.requeue_job(job_id, node=self.node, attempt=job.attempt, reason="node_lost"))
         else:
             live = self.live_root / job.attempt_key
-            cap = self.settings.max_output_bytes
+            cap = self.settings.runner.max_output_bytes
             stdout, stderr = await asyncio.gather(
                 asyncio.to_thread(self._store_capped, live / "stdout", cap),
                 asyncio.to_thread(self._store_capped, live / "stderr", cap),
@@ -342,7 +342,7 @@ class NodeRunner:
                     attempt=job.attempt,
                     stdout=stdout,
                     stderr=stderr,
-                    message=f"node {self.node} unreachable for more than {self.settings.node_lost_after:g} s",
+                    message=f"node {self.node} unreachable for more than {self.settings.runner.node_lost_after:g} s",
                 )
             )
             await self._drop_live(job.attempt_key)
@@ -362,7 +362,7 @@ class NodeRunner:
         wait_s = FENCE_RETRY_S[0]
         while True:
             try:
-                code, _, err = await self.transport.run(command, timeout=self.settings.cancel_grace_s + 30)
+                code, _, err = await self.transport.run(command, timeout=self.settings.runner.cancel_grace_s + 30)
             except ExecutorError as e:
                 code, err = -1, str(e).encode()
             if code == 0:
@@ -397,7 +397,7 @@ class NodeRunner:
         await uploaded.wait()
         await self._retry(
             lambda: self.transport.run(
-                wp.cancel_command(self.transport.python, workdir), timeout=self.settings.cancel_grace_s + 30
+                wp.cancel_command(self.transport.python, workdir), timeout=self.settings.runner.cancel_grace_s + 30
             )
         )
 
@@ -415,7 +415,7 @@ class NodeRunner:
 
     async def _retry(self, step: Callable[[], Awaitable[T]]) -> T:
         """A step of the job's lifecycle, retried while the node is unreachable, until NODE_LOST_AFTER."""
-        return await until_lost(step, node=self.node, lost_after_s=self.settings.node_lost_after)
+        return await until_lost(step, node=self.node, lost_after_s=self.settings.runner.node_lost_after)
 
 
 def _size(path: Path) -> int:

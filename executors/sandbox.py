@@ -14,7 +14,7 @@ from executors.errors import RemoteCommandFailed
 from executors.seccomp import seccomp_program
 from executors.transport import Transport
 from executors.visibility import holds
-from ledger.settings import Settings
+from ledger.settings import SandboxSettings
 
 DISABLED_WARNING = 'JOB_SANDBOX = "none": submitted code runs unconfined, with the rights of the node user'
 CGROUPS_DISABLED_WARNING = (
@@ -23,7 +23,7 @@ CGROUPS_DISABLED_WARNING = (
 
 
 def sandbox_spec(
-    settings: Settings,
+    sandbox: SandboxSettings,
     slot: int,
     *,
     readonly_paths: Sequence[str] = (),
@@ -36,18 +36,18 @@ def sandbox_spec(
     The job's GPUs: ``gpus`` as device minors, ``gpu_indices`` as nvidia-smi indices (the wrapper maps
     them on the node), or Slurm's allocation; none of them given, the job sees no GPU at all."""
     return wp.SandboxSpec(
-        mode=settings.job_sandbox,
-        network=settings.job_network,
-        readonly_paths=[*settings.job_readonly_paths, *readonly_paths],
-        uid=settings.job_uid_base + slot,
+        mode=sandbox.mode,
+        network=sandbox.network,
+        readonly_paths=[*sandbox.readonly_paths, *readonly_paths],
+        uid=sandbox.uid_base + slot,
         gpus=gpus,
         gpu_indices=gpu_indices,
         gpus_from_slurm=gpus_from_slurm,
-        gpu_device_dir=settings.job_gpu_device_dir,
+        gpu_device_dir=sandbox.gpu_device_dir,
         limits=wp.Limits(
-            max_processes=settings.job_max_processes,
-            max_open_files=settings.job_max_open_files,
-            max_memory_bytes=settings.job_max_memory_bytes,
+            max_processes=sandbox.max_processes,
+            max_open_files=sandbox.max_open_files,
+            max_memory_bytes=sandbox.max_memory_bytes,
         ),
     )
 
@@ -57,10 +57,10 @@ def outside(paths: Sequence[str], private: Sequence[str]) -> list[str]:
     return [str(Path(c).resolve()) for c in paths if not any(holds(c, p) for p in private)]
 
 
-async def sandbox_problem(transport: Transport, root: str, settings: Settings) -> str | None:
+async def sandbox_problem(transport: Transport, root: str, sandbox: SandboxSettings) -> str | None:
     """None when the node can sandbox jobs as the wrapper would; otherwise why not, naming the fix."""
-    parent = settings.job_cgroup_parent if settings.job_cgroups else None
-    command = wp.probe_command(transport.python, root, settings.job_uid_base, parent)
+    parent = sandbox.cgroup_parent if sandbox.cgroups else None
+    command = wp.probe_command(transport.python, root, sandbox.uid_base, parent)
     code, out, err = await transport.run(command, timeout=60)
     if code in (9, wp.WRAPPER_USAGE):  # no wrapper or filter there yet, or an older wrapper: put ours, ask again
         await transport.put_files(root, {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SECCOMP_NAME: seccomp_program()})

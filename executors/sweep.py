@@ -70,7 +70,7 @@ async def sweep_node(runner: NodeRunner, finished: Container[str]) -> tuple[int,
         workdir = runner.workdir(name)
         try:
             cancel = wp.cancel_command(transport.python, workdir)
-            await transport.run(cancel, timeout=runner.settings.cancel_grace_s + 30)
+            await transport.run(cancel, timeout=runner.settings.runner.cancel_grace_s + 30)
             await transport.remove_tree(workdir)
             removed += 1
         except Exception as e:  # logged, and tried again at the next pass

@@ -24,7 +24,7 @@ from server import OPEN_LIMITS
 
 from api.app import create_app
 from ledger import commands
-from ledger.settings import Settings
+from ledger.settings import from_flat
 from ledger.store import Write
 from ledger.tokens import mint
 
@@ -49,7 +49,7 @@ class InProcess:
         paths = {"database_path": root / "gpuledger.db", "jobs_dir": root / "jobs", "log_file": root / "server.log"}
         settings = {"ledger_reserve_bytes": 1024 * 1024, "code_scanner_quick_mode": True, **settings}
         settings.setdefault("endpoint_limits", OPEN_LIMITS)
-        self.settings = Settings(**{k: str(v) for k, v in paths.items()}, **settings)
+        self.settings = from_flat({**{k: str(v) for k, v in paths.items()}, **settings})
         self.env = {"GPULEDGER_" + k.upper(): str(v) for k, v in paths.items()}
         self.app: Litestar = create_app(self.settings)
         self.test_client: TestClient[Litestar] = TestClient(self.app, base_url=BASE_URL, timeout=60)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from ledger.settings import NodeSpec, Settings
+from ledger.settings import NodeSpec, Settings, from_flat
 
 SSHD = "/usr/sbin/sshd"
 LOOPBACK = "127.0.0.1"
@@ -195,7 +195,7 @@ class SshCluster:
             "remote_root": str(self.root / "remote"),
         }
         values.update(overrides)
-        return Settings(**values)
+        return from_flat(values)
 
 
 def _keygen(path: Path, *, comment: str) -> None:

@@ -20,7 +20,7 @@ from server import config_yaml, run_cli, submit, wait_status
 
 from api.app import create_app
 from ledger import commands
-from ledger.settings import Settings
+from ledger.settings import Settings, StorageSettings
 from ledger.tokens import mint
 
 ENDPOINTS = {
@@ -184,7 +184,9 @@ def test_ledger_verifies_after_the_matrix(world: World) -> None:
 def test_every_guard_runs_on_the_event_loop(tmp_path: Path) -> None:
     """Every guard of every route is a coroutine function: Litestar runs a plain-function guard in its
     thread pool, a thread hop per guard per request (a third of a status read's time)."""
-    app = create_app(Settings(database_path=str(tmp_path / "ledger.db"), jobs_dir=str(tmp_path / "jobs")))
+    app = create_app(
+        Settings(storage=StorageSettings(database_path=str(tmp_path / "ledger.db"), jobs_dir=str(tmp_path / "jobs")))
+    )
     guards = {
         guard
         for route in app.routes

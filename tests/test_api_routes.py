@@ -12,7 +12,7 @@ from litestar.routes import HTTPRoute
 
 from api.app import create_app
 from api.runtime import Runtime
-from ledger.settings import Settings
+from ledger.settings import Settings, StorageSettings
 
 # The providers' one chain (``api.context``): a status read resolves every link, one after another.
 CHAIN = ["server", "settings", "cluster", "output", "plans", "events", "ledger", "views", "identity", "job"]
@@ -22,7 +22,9 @@ CHAIN = ["server", "settings", "cluster", "output", "plans", "events", "ledger",
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Litestar:
     """The app as ``serve`` builds it (its runtime not started)."""
     monkeypatch.chdir(tmp_path)
-    return create_app(Settings(database_path=str(tmp_path / "l.db"), jobs_dir=str(tmp_path / "jobs")))
+    return create_app(
+        Settings(storage=StorageSettings(database_path=str(tmp_path / "l.db"), jobs_dir=str(tmp_path / "jobs")))
+    )
 
 
 def test_api_dependencies_resolve_one_after_another(app: Litestar) -> None:

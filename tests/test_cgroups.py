@@ -17,7 +17,7 @@ from executors.resources import job_resources
 from ledger.attempts import PLATFORM_REASONS
 from ledger.events import Blob
 from ledger.jobs import JobState
-from ledger.settings import Settings
+from ledger.settings import SandboxSettings
 
 V2_FILES = ("cgroup.procs", "memory.max", "memory.swap.max", "memory.events", "pids.max", "cpu.weight", "cpu.max")
 V1_FILES = {
@@ -181,7 +181,7 @@ def a_job(**fields: object) -> JobState:
 def test_server_gives_a_job_its_slots_part_of_the_node() -> None:
     """Two of four slots on a node of 64 GiB: 32 GiB; an ask is kept up to the node's memory; an
     unknown node's memory becomes a share for the wrapper; pids and CPU follow the settings."""
-    settings = Settings(job_max_processes=512, job_cpu_quota=2.0, job_memory_share=0.8)
+    settings = SandboxSettings(max_processes=512, cpu_quota=2.0, memory_share=0.8)
     two = a_job(gpus=2)
     assert job_resources(settings, two, node_slots=4, node_memory=64 << 30).memory_bytes == 32 << 30
     asked = a_job(memory=100 << 30)

@@ -13,7 +13,7 @@ from executors.interface import Executor
 from executors.registry import EXECUTORS, chosen_executor, start_executor
 from executors.services import Services
 from ledger.blobs import BlobStore
-from ledger.settings import NodeSpec, Settings, SlurmSettings
+from ledger.settings import NodeSpec, Settings, SlurmSettings, SshSettings, StorageSettings
 from projections.live import open_ledger
 
 # Importing the SSH executor imports asyncssh, whose DSA support warns on import (not ours to mend).
@@ -81,8 +81,8 @@ def test_each_registered_executor_has_every_member_of_the_interface(kind: str) -
 def test_the_settings_choose_the_executor() -> None:
     """A [slurm] table wins over SSH nodes, SSH nodes over the local node, which is the default."""
     nodes = [NodeSpec(name="n1", host="h")]
-    slurm = Settings(slurm=SlurmSettings(partition="gpu"), nodes=nodes)
-    chosen = [chosen_executor(s).kind for s in (slurm, Settings(nodes=nodes), Settings())]
+    slurm = Settings(slurm=SlurmSettings(partition="gpu"), ssh=SshSettings(nodes=nodes))
+    chosen = [chosen_executor(s).kind for s in (slurm, Settings(ssh=SshSettings(nodes=nodes)), Settings())]
     assert chosen == ["slurm", "ssh", "local"]
 
 
@@ -90,12 +90,16 @@ async def test_the_local_executor_starts_through_the_registry(tmp_path: Path) ->
     """Started from default settings, the registry's executor is the local one: its node registered
     with its kind, its runner the one the dispatcher is handed, and it answers the whole interface."""
     settings = Settings(
-        database_path=str(tmp_path / "ledger.db"), jobs_dir=str(tmp_path / "jobs"), log_file=str(tmp_path / "log")
+        storage=StorageSettings(
+            database_path=str(tmp_path / "ledger.db"), jobs_dir=str(tmp_path / "jobs"), log_file=str(tmp_path / "log")
+        )
     )
-    ledger = open_ledger(settings.database_path)
+    ledger = open_ledger(settings.storage.database_path)
     await ledger.start()
     try:
-        executor = await start_executor(Services(ledger=ledger, blobs=BlobStore(settings.jobs_dir), settings=settings))
+        executor = await start_executor(
+            Services(ledger=ledger, blobs=BlobStore(settings.storage.jobs_dir), settings=settings)
+        )
         assert isinstance(executor, Executor)
         assert executor.kind == "local"
         assert executor.uses_job_cgroups

@@ -87,7 +87,7 @@ def test_setting_errors_and_limits(tmp_path: Path) -> None:
     settings = load_settings(
         environ={"GPULEDGER_RATE_LIMIT_PER_MINUTE": "1000", "GPULEDGER_MAX_ACTIVE_JOBS_PER_USER": "0"}
     )
-    assert (settings.rate_limit_per_minute, settings.max_active_jobs_per_user) == (1000, 0)
+    assert (settings.queue.rate_limit_per_minute, settings.queue.max_active_jobs_per_user) == (1000, 0)
 
 
 def test_busy_port_is_one_line_with_the_fix(tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ def harness(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         for name in ("code_scanner_enabled", "rate_limit_per_minute", "max_active_jobs_per_user", "endpoint_limits"):
             settings.pop(name)
         server = start_server(root, **settings)
-        roots = [Path(cluster.settings().remote_root) / "jobs"]
+        roots = [Path(cluster.settings().runner.remote_root) / "jobs"]
     try:
         yield Harness(request.param, server, roots)
     finally:

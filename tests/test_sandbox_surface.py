@@ -124,7 +124,7 @@ def surface(
         for name in ("code_scanner_enabled", "rate_limit_per_minute", "max_active_jobs_per_user", "endpoint_limits"):
             settings.pop(name)
         server = start_server(root, job_gpu_device_dir=str(devices), **settings)
-        roots = [Path(cluster.settings().remote_root) / "jobs"]
+        roots = [Path(cluster.settings().runner.remote_root) / "jobs"]
     try:
         yield Harness(request.param, server, roots)
     finally:

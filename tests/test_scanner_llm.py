@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from executors.scan.llm import llm_review_enabled, review_with_llm
 from executors.scan.scanner import ScanReport, scan_static
-from ledger.settings import Settings
+from ledger.settings import ScannerSettings, from_flat
 
 API_KEY = "sk-test-0123456789"
 SAFE_CODE = "import numpy as np\nprint(np.arange(3).sum())\n"
@@ -89,7 +89,7 @@ async def fake_llm() -> AsyncIterator[FakeChatServer]:
     await server.wait_closed()
 
 
-def settings_for(fake: FakeChatServer, **overrides: Any) -> Settings:
+def settings_for(fake: FakeChatServer, **overrides: Any) -> ScannerSettings:
     values: dict[str, Any] = {
         "code_scanner_base_url": fake.url,
         "openrouter_api_key": API_KEY,
@@ -98,7 +98,7 @@ def settings_for(fake: FakeChatServer, **overrides: Any) -> Settings:
         "code_scanner_timeout_s": 5.0,
         **overrides,
     }
-    return Settings(**values)
+    return from_flat(values).scanner
 
 
 def verdict_json(verdict: str, *findings: tuple[int, str]) -> str:
@@ -193,11 +193,8 @@ async def test_unreachable_server_fails_open() -> None:
     port = server.sockets[0].getsockname()[1]
     server.close()
     await server.wait_closed()
-    settings = Settings(
-        code_scanner_base_url=f"http://127.0.0.1:{port}/v1",
-        openrouter_api_key=API_KEY,
-        code_scanner_quick_mode=False,
-        code_scanner_timeout_s=2.0,
+    settings = ScannerSettings(
+        base_url=f"http://127.0.0.1:{port}/v1", openrouter_api_key=API_KEY, quick_mode=False, timeout_s=2.0
     )
     report = await review_with_llm(SAFE_CODE, settings, scan_static(SAFE_CODE))
     assert report.verdict == "warned"
@@ -283,5 +280,5 @@ async def test_given_client_is_used(fake_llm: FakeChatServer) -> None:
 )
 def test_llm_review_enabled_needs_slow_mode_and_key(quick: bool, key: str | None, enabled: bool) -> None:
     """The review runs only with quick mode off and an API key set."""
-    settings = Settings(code_scanner_quick_mode=quick, openrouter_api_key=key)
+    settings = ScannerSettings(quick_mode=quick, openrouter_api_key=key)
     assert llm_review_enabled(settings) is enabled

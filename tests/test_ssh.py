@@ -43,17 +43,17 @@ def settings(cluster: SshCluster) -> Settings:
 
 @pytest.fixture
 async def node(settings: Settings) -> AsyncIterator[NodeConnection]:
-    conn = NodeConnection(settings, settings.node_specs()[0])
+    conn = NodeConnection(settings.ssh, settings.ssh.node_specs()[0])
     yield conn
     await conn.close()
 
 
 def spec_of(settings: Settings, name: str) -> NodeSpec:
-    return next(s for s in settings.node_specs() if s.name == name)
+    return next(s for s in settings.ssh.node_specs() if s.name == name)
 
 
 async def connect(settings: Settings, name: str = "node-0") -> NodeConnection:
-    conn = NodeConnection(settings, spec_of(settings, name))
+    conn = NodeConnection(settings.ssh, spec_of(settings, name))
     await conn.ensure_connected(attempts=1)
     return conn
 
@@ -124,7 +124,7 @@ async def test_unknown_host_key_is_rejected(cluster: SshCluster, tmp_path: Path,
     """A host missing from known_hosts is refused on either hop, naming its port; nothing is retried."""
     known = cluster.write_known_hosts(tmp_path / "known_hosts", exclude=(hop,))
     settings = cluster.settings(ssh_known_hosts=str(known))
-    conn = NodeConnection(settings, spec_of(settings, "node-0"))
+    conn = NodeConnection(settings.ssh, spec_of(settings, "node-0"))
     started = time.monotonic()
     with pytest.raises(HostKeyRejected) as caught:
         await conn.ensure_connected(attempts=5)
@@ -146,7 +146,7 @@ async def test_empty_known_hosts_rejects_the_jump_host(
     known = tmp_path / "known_hosts"
     if content is not None:
         known.write_text(content)
-    conn = NodeConnection(cluster.settings(ssh_known_hosts=str(known)), spec_of(cluster.settings(), "node-1"))
+    conn = NodeConnection(cluster.settings(ssh_known_hosts=str(known)).ssh, spec_of(cluster.settings(), "node-1"))
     with pytest.raises(HostKeyRejected) as caught:
         await conn.ensure_connected(attempts=1)
     assert caught.value.port == cluster.jump.port
@@ -157,7 +157,7 @@ async def test_changed_host_key_is_rejected(cluster: SshCluster, hop: str) -> No
     """A host presenting a different key than the pinned one is refused with a clear message."""
     cluster.rotate_host_key(hop)
     settings = cluster.settings()
-    conn = NodeConnection(settings, spec_of(settings, "node-1"))
+    conn = NodeConnection(settings.ssh, spec_of(settings, "node-1"))
     with pytest.raises(HostKeyRejected) as caught:
         await conn.ensure_connected(attempts=1)
     port = cluster.jump.port if hop == "jump" else spec_of(settings, hop).port
@@ -172,7 +172,7 @@ async def test_unauthorized_key_fails_authentication(cluster: SshCluster, tmp_pa
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     settings = cluster.settings(ssh_key_file=str(key))
     with pytest.raises(AuthenticationFailed):
-        await NodeConnection(settings, spec_of(settings, "node-0")).ensure_connected(attempts=1)
+        await NodeConnection(settings.ssh, spec_of(settings, "node-0")).ensure_connected(attempts=1)
 
 
 async def test_stopped_node_raises_unreachable_not_an_exit_status(node: NodeConnection, cluster: SshCluster) -> None:
@@ -232,9 +232,9 @@ async def test_stream_reports_failure_and_can_stop_early(node: NodeConnection) -
 
 async def test_jump_host_runs_commands(settings: Settings) -> None:
     """JumpConnection runs a command on the jump host itself (where lxc restart would run)."""
-    jump = JumpConnection(settings)
+    jump = JumpConnection(settings.ssh)
     try:
         result = await jump.run('echo "$SSH_CONNECTION"', timeout=10)
-        assert result.stdout.split()[-1] == str(settings.jump_port).encode()
+        assert result.stdout.split()[-1] == str(settings.ssh.jump_port).encode()
     finally:
         await jump.close()

@@ -10,19 +10,19 @@ def ssh_settings(cluster, **overrides):
     base = cluster.settings()
     nodes = [
         {"name": n.name, "host": n.host, "port": n.port, "user": n.user, "slots": n.slots, "container": n.container}
-        for n in base.nodes
+        for n in base.ssh.nodes
     ]
     values = {
-        "jump_host": base.jump_host,
-        "jump_port": base.jump_port,
-        "jump_user": base.jump_user,
-        "gpu_user": base.gpu_user,
-        "ssh_key_file": base.ssh_key_file,
-        "ssh_known_hosts": base.ssh_known_hosts,
+        "jump_host": base.ssh.jump_host,
+        "jump_port": base.ssh.jump_port,
+        "jump_user": base.ssh.jump_user,
+        "gpu_user": base.ssh.user,
+        "ssh_key_file": base.ssh.key_file,
+        "ssh_known_hosts": base.ssh.known_hosts,
         "ssh_keepalive_s": 1.0,
         "ssh_connect_timeout_s": 3.0,
         "nodes": nodes,
-        "remote_root": base.remote_root,
+        "remote_root": base.runner.remote_root,
         "node_probe_interval_s": 0.5,
         "node_down_after_failures": 2,
         "code_scanner_enabled": False,

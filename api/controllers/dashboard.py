@@ -83,7 +83,7 @@ class DashboardController(Controller):
             plan,
             identity,
             now=now,
-            limits=(settings.dashboard_active_jobs, settings.dashboard_users),
+            limits=(settings.reads.dashboard_active_jobs, settings.reads.dashboard_users),
             slurm=cluster.cluster_info() if live else None,
             disk=server.disk_use() if live else None,  # DiskUse: cached, measured in a thread
         )

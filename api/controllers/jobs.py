@@ -130,7 +130,7 @@ class JobController(Controller):
                 created_at=iso(job.created_at),
                 warnings=accepted.warnings,
             )
-        timeout = settings.sync_wait_timeout
+        timeout = settings.queue.sync_wait_timeout
         job = await wait_terminal(ledger, job.job_id, timeout)
         node_id = node_index(read_views(ledger), job.node)
         if not job.is_terminal:

@@ -40,7 +40,7 @@ class NodeController(Controller):
         caller: NamedDependency[Identity | None],
     ) -> NodeList:
         now = now_us()
-        mode = settings.job_sandbox
+        mode = settings.sandbox.mode
         return NodeList(
             nodes=node_infos(views, plans.get(views, now), caller, now),
             sandbox=mode,

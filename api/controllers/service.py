@@ -71,8 +71,8 @@ class ServiceController(Controller):
         ready = all(checks.values())
         body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
         body["ledger"] = server.disk_state()  # writable, free bytes, the last write error, the reserve
-        body["sandbox"] = settings.job_sandbox
-        if settings.job_sandbox == "none":
+        body["sandbox"] = settings.sandbox.mode
+        if settings.sandbox.mode == "none":
             body["warning"] = DISABLED_WARNING
         replica = server.replica_state()
         if replica is not None:  # reported, never a reason to refuse work

@@ -95,7 +95,7 @@ def _session(
         source,
         views=lambda: read_views(events),
         identity=identity,
-        heartbeat_s=settings.sse_heartbeat_s,
+        heartbeat_s=settings.http.sse_heartbeat_s,
         name=name,
     )
 
@@ -129,7 +129,7 @@ class StreamController(Controller):
     ) -> Stream | ServerSentEvent:
         if not follow:
             handle, length = await asyncio.to_thread(
-                open_range, output.latest(job, stream), offset, settings.max_output_bytes
+                open_range, output.latest(job, stream), offset, settings.runner.max_output_bytes
             )
             try:
                 lease = state.downloads.admit(identity.token_id, length)

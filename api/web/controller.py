@@ -153,7 +153,7 @@ class DashboardData(Controller):
         if moment.live and missing is not None:
             plan = await plans.including(views.jobs[missing], views, events.head)
             moment = dataclasses.replace(moment, plan=plan)
-        return panels.queue_panel(moment, caller, settings.dashboard_active_jobs)
+        return panels.queue_panel(moment, caller, settings.reads.dashboard_active_jobs)
 
     @get(
         "/jobs",
@@ -204,7 +204,7 @@ class DashboardData(Controller):
         settings: NamedDependency[Settings],
         window: int = Window,
     ) -> LanesPanel:
-        return panels.lanes_panel(moment, caller, window, settings.dashboard_active_jobs)
+        return panels.lanes_panel(moment, caller, window, settings.reads.dashboard_active_jobs)
 
     @get("/utilisation", summary="Share of busy slots over a window", sync_to_thread=False)
     def utilisation(

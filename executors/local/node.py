@@ -76,7 +76,7 @@ class LocalNode:
         return None
 
     def largest_job_memory(self) -> int | None:
-        return local_memory_cap(self.services.settings)
+        return local_memory_cap(self.services.settings.sandbox)
 
     def pending_board(self) -> Mapping[str, ExternalStatus]:
         return {}
@@ -91,7 +91,7 @@ class LocalNode:
 def local_runner(services: Services, gpus: list[str]) -> NodeRunner:
     """The local node's runner: each slot pinned to its GPU, the server's Python readable in the sandbox."""
     settings = services.settings
-    private = [settings.jobs_dir, settings.database_path, settings.log_file, "."]
+    private = [settings.storage.jobs_dir, settings.storage.database_path, settings.storage.log_file, "."]
     readonly = python_paths(private)
     # The server's interpreter first on PATH, so `python3 {solution}` imports what the server has.
     path = f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"
@@ -108,7 +108,7 @@ def local_runner(services: Services, gpus: list[str]) -> NodeRunner:
     def sandbox_for_slots(slots: list[int]) -> SandboxSpec:
         held = {slot % len(gpus) for slot in slots} if gpus else set()
         bound = sorted(minors[index] for index in held if index in minors)
-        return sandbox_spec(settings, slots[0], readonly_paths=readonly, gpus=bound)
+        return sandbox_spec(settings.sandbox, slots[0], readonly_paths=readonly, gpus=bound)
 
     return NodeRunner(
         node=LOCAL_NODE,
@@ -116,10 +116,10 @@ def local_runner(services: Services, gpus: list[str]) -> NodeRunner:
         ledger=services.ledger,
         blobs=services.blobs,
         settings=settings,
-        remote_root=str(Path(settings.jobs_dir).resolve() / "work"),
+        remote_root=str(Path(settings.storage.jobs_dir).resolve() / "work"),
         env_for_slots=env_for_slots,
         sandbox_for_slots=sandbox_for_slots,
-        node_memory=local_memory_cap(settings),
+        node_memory=local_memory_cap(settings.sandbox),
     )
 
 
@@ -127,23 +127,23 @@ async def start_local(services: Services) -> LocalNode:
     """Register the local node (GPUs as nvidia-smi lists them: none without a driver, CPU-only slots)."""
     settings = services.settings
     gpus = local_gpus()
-    slots = settings.local_slots or len(gpus) or 1
-    gpu_count = len(gpus) if settings.local_gpus is None else settings.local_gpus
+    slots = settings.runner.local_slots or len(gpus) or 1
+    gpu_count = len(gpus) if settings.runner.local_gpus is None else settings.runner.local_gpus
     spec = NodeRegistered(name=LOCAL_NODE, host="localhost", port=0, user="", slots=slots, kind="local", gpus=gpu_count)
     await services.ledger.write(commands.register_node(spec))
     runner = local_runner(services, gpus)
     await _check_sandbox(services, runner.transport, runner.remote_root)
-    log.info("node.local", slots=slots, gpus=len(gpus), sandbox=settings.job_sandbox)
+    log.info("node.local", slots=slots, gpus=len(gpus), sandbox=settings.sandbox.mode)
     return LocalNode(services, runner)
 
 
 async def _check_sandbox(services: Services, transport: Transport, root: str) -> None:
     """No sandbox, no jobs: the local node is down with the reason, unless the admin turned it off."""
     settings = services.settings
-    if settings.job_sandbox == "none":
+    if settings.sandbox.mode == "none":
         healthy, reason = True, "sandbox disabled"
     else:
-        problem = await sandbox_problem(transport, root, settings)
+        problem = await sandbox_problem(transport, root, settings.sandbox)
         if problem is not None:  # one line, on the console and in the log, naming the fix
             log.error("sandbox.unavailable", node=LOCAL_NODE, reason=problem, effect="node down, no job runs")
         healthy, reason = problem is None, f"no sandbox: {problem}" if problem else "sandbox ready"

@@ -14,7 +14,7 @@ import structlog
 
 from executors.scan.scanner import ScanReport, verdict_for
 from ledger.events import Finding
-from ledger.settings import Settings
+from ledger.settings import ScannerSettings
 
 if TYPE_CHECKING:
     import httpx
@@ -71,24 +71,24 @@ class ReviewUnavailable(Exception):
     """The model could not be asked, or its answer could not be read."""
 
 
-def llm_review_enabled(settings: Settings) -> bool:
+def llm_review_enabled(scanner: ScannerSettings) -> bool:
     """The review runs only outside quick mode and with an API key."""
-    return not settings.code_scanner_quick_mode and bool(settings.openrouter_api_key)
+    return not scanner.quick_mode and bool(scanner.openrouter_api_key)
 
 
 async def review_with_llm(
-    code: str, settings: Settings, static: ScanReport, client: httpx.AsyncClient | None = None
+    code: str, scanner: ScannerSettings, static: ScanReport, client: httpx.AsyncClient | None = None
 ) -> ScanReport:
     """Ask the model about ``code`` and merge its verdict with the static one (which it cannot overrule)."""
     try:
-        verdict = await _ask_model(code, settings, client)
+        verdict = await _ask_model(code, scanner, client)
     except ReviewUnavailable as e:
-        log.warning("scanner.llm_unavailable", reason=str(e), fail_open=settings.code_scanner_fail_open)
-        return _unavailable(static, settings, str(e))
-    return _merge(static, verdict, settings.code_scanner_model)
+        log.warning("scanner.llm_unavailable", reason=str(e), fail_open=scanner.fail_open)
+        return _unavailable(static, scanner, str(e))
+    return _merge(static, verdict, scanner.model)
 
 
-def review_request(code: str, settings: Settings, boundary: str | None = None) -> dict[str, object]:
+def review_request(code: str, scanner: ScannerSettings, boundary: str | None = None) -> dict[str, object]:
     """The chat-completions body: instructions in the system message, the code fenced as data."""
     boundary = boundary or _boundary_for(code)
     user = (
@@ -98,7 +98,7 @@ def review_request(code: str, settings: Settings, boundary: str | None = None) -
         "Answer with the JSON object only."
     )
     return {
-        "model": settings.code_scanner_model,
+        "model": scanner.model,
         "temperature": 0,
         "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}],
     }
@@ -118,15 +118,15 @@ def decode_verdict(content: str) -> LlmVerdict:
         raise ReviewUnavailable(f"malformed reply: {e}") from e
 
 
-async def _ask_model(code: str, settings: Settings, client: httpx.AsyncClient | None) -> LlmVerdict:
-    if not settings.openrouter_api_key:
+async def _ask_model(code: str, scanner: ScannerSettings, client: httpx.AsyncClient | None) -> LlmVerdict:
+    if not scanner.openrouter_api_key:
         raise ReviewUnavailable("no API key configured")
-    url = settings.code_scanner_base_url.rstrip("/") + "/chat/completions"
-    headers = {"Authorization": f"Bearer {settings.openrouter_api_key}"}
-    body = review_request(code, settings)
+    url = scanner.base_url.rstrip("/") + "/chat/completions"
+    headers = {"Authorization": f"Bearer {scanner.openrouter_api_key}"}
+    body = review_request(code, scanner)
     import httpx  # only where a model is asked: the server's start does without its import
 
-    timeout = httpx.Timeout(settings.code_scanner_timeout_s)
+    timeout = httpx.Timeout(scanner.timeout_s)
     try:
         if client is None:
             async with httpx.AsyncClient(timeout=timeout) as own:
@@ -162,8 +162,8 @@ def _merge(static: ScanReport, answer: LlmVerdict, model: str) -> ScanReport:
     return ScanReport(verdict=verdict_for(findings), findings=findings, scanner="llm", model=model)
 
 
-def _unavailable(static: ScanReport, settings: Settings, reason: str) -> ScanReport:
-    if settings.code_scanner_fail_open:
+def _unavailable(static: ScanReport, scanner: ScannerSettings, reason: str) -> ScanReport:
+    if scanner.fail_open:
         extra = Finding(
             rule="llm.unavailable",
             line=0,
@@ -178,9 +178,7 @@ def _unavailable(static: ScanReport, settings: Settings, reason: str) -> ScanRep
             message=f"LLM review unavailable ({reason}); rejected because the review is required",
         )
     findings = [*static.findings, extra]
-    return ScanReport(
-        verdict=verdict_for(findings), findings=findings, scanner="llm", model=settings.code_scanner_model
-    )
+    return ScanReport(verdict=verdict_for(findings), findings=findings, scanner="llm", model=scanner.model)
 
 
 def _boundary_for(code: str) -> str:

@@ -22,7 +22,7 @@ log = structlog.get_logger()
 
 def start_reviews(services: Services) -> asyncio.Task[None] | None:
     """The review loop's task, or None when no LLM review is configured."""
-    if not llm_review_enabled(services.settings):
+    if not llm_review_enabled(services.settings.scanner):
         return None
     return asyncio.create_task(_review_loop(services), name="llm-review")
 
@@ -47,7 +47,7 @@ async def _review(services: Services, job_id: str) -> None:
     job = services.ledger.views.jobs[job_id]
     code = (services.blobs.get(job.code) or b"").decode("utf-8", errors="replace")
     static = scan_static(code)
-    report = await review_with_llm(code, services.settings, static)
+    report = await review_with_llm(code, services.settings.scanner, static)
     added = [f for f in report.findings if f not in static.findings]  # static ones are already recorded
     verdict = JobScanned(job_id=job_id, verdict=report.verdict, findings=added, scanner="llm", model=report.model)
     try:

@@ -65,10 +65,10 @@ class SlurmCluster:
             ledger=services.ledger,
             blobs=services.blobs,
             settings=services.settings,
-            remote_root=services.settings.remote_root,
+            remote_root=services.settings.runner.remote_root,
             env_for_slots=no_gpu_environment,  # Slurm's gres sets CUDA_VISIBLE_DEVICES on the node
             # The GPUs Slurm allocated, read by the wrapper on the compute node, and no other device.
-            sandbox_for_slots=lambda slots: sandbox_spec(services.settings, slots[0], gpus_from_slurm=True),
+            sandbox_for_slots=lambda slots: sandbox_spec(services.settings.sandbox, slots[0], gpus_from_slurm=True),
             cluster=self,
         )
         self.tasks: list[asyncio.Task[None]] = []
@@ -193,7 +193,7 @@ def _transport(services: Services, slurm: SlurmSettings) -> Transport:
     if slurm.via == "ssh":
         assert slurm.login_host is not None  # SlurmSettings checks it
         spec = NodeSpec(name="slurm-login", host=slurm.login_host, port=slurm.login_port, user=slurm.login_user)
-        return SshTransport(NodeConnection(services.settings, spec), python=slurm.python)
+        return SshTransport(NodeConnection(services.settings.ssh, spec), python=slurm.python)
     return LocalTransport("slurm", python=sys.executable)
 
 

@@ -117,7 +117,7 @@ class SlurmRunner(NodeRunner):
     def sbatch_options(self, job: JobState, workdir: str) -> list[str]:
         settings = self.settings
         assert settings.slurm is not None
-        limit = job.expected_time_s * settings.max_job_timeout_multiplier
+        limit = job.expected_time_s * settings.runner.max_job_timeout_multiplier
         return [
             *settings.slurm.sbatch_options,
             f"--job-name={job_name(job)}",
@@ -128,14 +128,14 @@ class SlurmRunner(NodeRunner):
             "--nodes=1",
             "--ntasks=1",
             f"--gres=gpu:{job.gpus}",
-            f"--time={slurm_minutes(limit, settings.cancel_grace_s)}",
+            f"--time={slurm_minutes(limit, settings.runner.cancel_grace_s)}",
             # Slurm's own cgroup confines the job (ConstrainRAMSpace); without an ask, its DefMemPerGPU.
             *([f"--mem={-(-job.memory // (1 << 20))}M"] if job.memory else []),
         ]
 
     def resources(self, job: JobState) -> wp.Resources:
         """Slurm makes the job's cgroup; the wrapper only sizes /tmp and /dev/shm from the memory."""
-        return job_resources(self.settings, job, node_slots=job.gpus, node_memory=None, cgroups=False)
+        return job_resources(self.settings.sandbox, job, node_slots=job.gpus, node_memory=None, cgroups=False)
 
     async def _attempt(
         self,
@@ -247,7 +247,7 @@ class SlurmRunner(NodeRunner):
             return
         outcome = outcome_of(state)
         live = self.live_root / job.attempt_key
-        cap = self.settings.max_output_bytes
+        cap = self.settings.runner.max_output_bytes
         stdout, stderr = await asyncio.gather(
             asyncio.to_thread(self._store_capped, live / "stdout", cap),
             asyncio.to_thread(self._store_capped, live / "stderr", cap),
@@ -281,7 +281,7 @@ class SlurmRunner(NodeRunner):
             return
         current = self.cluster.job(slurm_id)
         if current is not None and current.job_state != "PENDING":
-            await asyncio.sleep(self.settings.cancel_grace_s + 5)
+            await asyncio.sleep(self.settings.runner.cancel_grace_s + 5)
         await until_done(lambda: self.cluster.client.cancel(slurm_id))
 
 

@@ -31,7 +31,7 @@ from executors.errors import (
     RemoteFileMissing,
     RemoteFileTooLarge,
 )
-from ledger.settings import NodeSpec, Settings
+from ledger.settings import NodeSpec, SshSettings
 
 log = structlog.get_logger("executors.ssh.connection")
 
@@ -73,9 +73,9 @@ class SshEndpoint:
 
     hop = "host"
 
-    def __init__(self, settings: Settings, *, name: str, host: str, port: int, username: str) -> None:
+    def __init__(self, ssh: SshSettings, *, name: str, host: str, port: int, username: str) -> None:
         self.name, self.host, self.port, self.username = name, host, port, username
-        self.settings = settings
+        self.ssh = ssh
         self.closing = False
         self.log = log.bind(node=name, hop=self.hop, host=host, port=port)
         self._conn: asyncssh.SSHClientConnection | None = None
@@ -125,18 +125,18 @@ class SshEndpoint:
         raise NotImplementedError
 
     async def _connect(self, tunnel: asyncssh.SSHClientConnection | None) -> asyncssh.SSHClientConnection:
-        known_hosts = self.settings.ssh_known_hosts
+        known_hosts = self.ssh.known_hosts
         options: dict[str, Any] = {
             # Never None: that would switch host key checking off. () is asyncssh's ~/.ssh/known_hosts.
             "known_hosts": known_hosts or (),
             # Settings are the one source of truth, so ~/.ssh/config must not redirect anything.
             "config": None,
-            "connect_timeout": self.settings.ssh_connect_timeout_s,
-            "keepalive_interval": self.settings.ssh_keepalive_s,
+            "connect_timeout": self.ssh.connect_timeout_s,
+            "keepalive_interval": self.ssh.keepalive_s,
             "keepalive_count_max": KEEPALIVE_COUNT_MAX,
         }
-        if self.settings.ssh_key_file:
-            options.update(client_keys=[self.settings.ssh_key_file], agent_path=None)
+        if self.ssh.key_file:
+            options.update(client_keys=[self.ssh.key_file], agent_path=None)
         self._require_known_hosts_file()
         try:
             conn, _ = await asyncssh.create_connection(
@@ -151,7 +151,7 @@ class SshEndpoint:
             raise self._host_key_rejected() from e
         except asyncssh.PermissionDenied as e:
             raise AuthenticationFailed(
-                f"{self.username}@{self.host} port {self.port} refused key {self.settings.ssh_key_file}: {e}"
+                f"{self.username}@{self.host} port {self.port} refused key {self.ssh.key_file}: {e}"
             ) from e
         except CONNECTION_ERRORS as e:
             raise NodeUnreachable(f"{self.hop} {self.host} port {self.port}: {_describe(e)}") from e
@@ -159,12 +159,12 @@ class SshEndpoint:
 
     def _require_known_hosts_file(self) -> None:
         """asyncssh reads the file only after the handshake began; a missing one trusts nobody."""
-        path = self.settings.ssh_known_hosts
+        path = self.ssh.known_hosts
         if path and not Path(path).is_file():
             raise HostKeyRejected(self.host, self.port, path, changed=False)
 
     def _host_key_rejected(self) -> HostKeyRejected:
-        path = self.settings.ssh_known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+        path = self.ssh.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
         try:
             pinned = asyncssh.read_known_hosts(path).match(self.host, self.host, self.port)[0]
         except (OSError, ValueError):
@@ -296,11 +296,15 @@ class JumpConnection(SshEndpoint):
 
     hop = "jump"
 
-    def __init__(self, settings: Settings) -> None:
-        if not settings.jump_host:
+    def __init__(self, ssh: SshSettings) -> None:
+        if not ssh.jump_host:
             raise ValueError("JUMP_HOST is not set")
         super().__init__(
-            settings, name="jump", host=settings.jump_host, port=settings.jump_port, username=settings.jump_user
+            ssh,
+            name="jump",
+            host=ssh.jump_host,
+            port=ssh.jump_port,
+            username=ssh.jump_user,
         )
 
     async def _open(self) -> asyncssh.SSHClientConnection:
@@ -316,13 +320,11 @@ class NodeConnection(SshEndpoint):
 
     hop = "node"
 
-    def __init__(self, settings: Settings, spec: NodeSpec, *, jump: JumpConnection | None = None) -> None:
-        super().__init__(
-            settings, name=spec.name, host=spec.host, port=spec.port, username=spec.user or settings.gpu_user
-        )
+    def __init__(self, ssh: SshSettings, spec: NodeSpec, *, jump: JumpConnection | None = None) -> None:
+        super().__init__(ssh, name=spec.name, host=spec.host, port=spec.port, username=spec.user or ssh.user)
         self.spec = spec
-        self._owns_jump = jump is None and bool(settings.jump_host)
-        self.jump = JumpConnection(settings) if self._owns_jump else jump
+        self._owns_jump = jump is None and bool(ssh.jump_host)
+        self.jump = JumpConnection(ssh) if self._owns_jump else jump
 
     async def _open(self) -> asyncssh.SSHClientConnection:
         tunnel = await self.jump.connection() if self.jump is not None else None

@@ -36,7 +36,7 @@ def container_of(spec: NodeSpec, index: int, settings: Settings) -> str:
     if spec.container:
         return spec.container
     match = re.search(r"(\d+)$", spec.name)
-    return f"{settings.lxc_container_prefix}-{match.group(1) if match else index}"
+    return f"{settings.lxc.container_prefix}-{match.group(1) if match else index}"
 
 
 class SshNode:
@@ -46,7 +46,7 @@ class SshNode:
         self.services = services
         self.settings = services.settings
         self.spec = spec
-        self.conn = NodeConnection(self.settings, spec, jump=jump)
+        self.conn = NodeConnection(self.settings.ssh, spec, jump=jump)
         self.transport = SshTransport(self.conn)
         self.jump = jump
         self.container = container_of(spec, index, self.settings)
@@ -57,13 +57,13 @@ class SshNode:
             ledger=services.ledger,
             blobs=services.blobs,
             settings=self.settings,
-            remote_root=self.settings.remote_root,
+            remote_root=self.settings.runner.remote_root,
             env_for_slots=gpu_environment,
             # A node is one machine (an LXC container); a job sees the GPUs of its own slots only
             # (slot N is nvidia-smi's GPU N there, mapped to its device by the wrapper on the node).
-            sandbox_for_slots=lambda slots: sandbox_spec(self.settings, slots[0], gpu_indices=list(slots)),
+            sandbox_for_slots=lambda slots: sandbox_spec(self.settings.sandbox, slots[0], gpu_indices=list(slots)),
             after_job=self.after_job,
-            restart_container=self.container if self.settings.lxc_restart_between_jobs else None,
+            restart_container=self.container if self.settings.lxc.restart_between_jobs else None,
             node_memory=spec.memory_bytes,
         )
 
@@ -80,7 +80,7 @@ class SshNode:
             return False
         except ExecutorError as e:
             self.failures += 1
-            if strict or self.failures >= self.settings.node_down_after_failures:
+            if strict or self.failures >= self.settings.ssh.down_after_failures:
                 await self._health(False, f"unreachable: {e}", failures=self.failures)
             return False
         self.failures = 0
@@ -93,11 +93,11 @@ class SshNode:
 
     async def _sandbox_problem(self, strict: bool) -> str | None:
         """Asked at start and before a down node comes back; an up node was asked already."""
-        if self.settings.job_sandbox == "none":
+        if self.settings.sandbox.mode == "none":
             return None
         if not strict and self.services.ledger.views.nodes[self.spec.name].up:
             return None
-        return await sandbox_problem(self.transport, self.settings.remote_root, self.settings)
+        return await sandbox_problem(self.transport, self.settings.runner.remote_root, self.settings.sandbox)
 
     async def _health(self, healthy: bool, reason: str, failures: int = 1) -> None:
         try:
@@ -111,7 +111,7 @@ class SshNode:
 
     async def watch_health(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.node_probe_interval_s)
+            await asyncio.sleep(self.settings.ssh.probe_interval_s)
             state = self.services.ledger.views.nodes[self.spec.name]
             if not state.restarting:
                 await self.probe()
@@ -123,13 +123,13 @@ class SshNode:
 
     async def restart(self) -> None:
         started = time.monotonic()
-        command = self.settings.lxc_restart_command.format(container=shlex.quote(self.container))
+        command = self.settings.lxc.restart_command.format(container=shlex.quote(self.container))
         outcome: Literal["ok", "failed", "timeout"] = "ok"
         detail = ""
         try:
             if self.jump is None:
                 raise ExecutorError("LXC_RESTART_BETWEEN_JOBS needs JUMP_HOST: the restart runs on the jump host")
-            await self.jump.run(command, timeout=self.settings.lxc_restart_wait_time + 30)
+            await self.jump.run(command, timeout=self.settings.lxc.restart_wait_time + 30)
             await self.conn.close()  # the old session died with the container
             outcome, detail = await self._wait_answering(started)
         except ExecutorError as e:
@@ -146,14 +146,14 @@ class SshNode:
         )
 
     async def _wait_answering(self, started: float) -> tuple[Literal["ok", "timeout"], str]:
-        deadline = started + self.settings.lxc_restart_wait_time + self.settings.ssh_connect_timeout_s + 10
+        deadline = started + self.settings.lxc.restart_wait_time + self.settings.ssh.connect_timeout_s + 10
         while time.monotonic() < deadline:
             try:
                 await self.transport.probe()
                 return "ok", ""
             except NodeUnreachable:
                 await asyncio.sleep(0.5)
-        return "timeout", f"node did not answer within {self.settings.lxc_restart_wait_time:g} s of the restart"
+        return "timeout", f"node did not answer within {self.settings.lxc.restart_wait_time:g} s of the restart"
 
 
 @dataclass
@@ -198,8 +198,10 @@ class SshFleet:
 async def start_ssh_nodes(services: Services) -> SshFleet:
     """Register every configured node, probe each once, then watch their health."""
     settings, ledger = services.settings, services.ledger
-    jump = JumpConnection(settings) if settings.jump_host else None
-    fleet = SshFleet([SshNode(services, spec, index, jump) for index, spec in enumerate(settings.node_specs())], jump)
+    jump = JumpConnection(settings.ssh) if settings.ssh.jump_host else None
+    fleet = SshFleet(
+        [SshNode(services, spec, index, jump) for index, spec in enumerate(settings.ssh.node_specs())], jump
+    )
     for node in fleet.nodes:
         spec = node.spec
         await ledger.write(
@@ -208,7 +210,7 @@ async def start_ssh_nodes(services: Services) -> SshFleet:
                     name=spec.name,
                     host=spec.host,
                     port=spec.port,
-                    user=spec.user or settings.gpu_user,
+                    user=spec.user or settings.ssh.user,
                     slots=spec.slots,
                     container=node.container,
                     kind="ssh",

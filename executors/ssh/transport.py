@@ -42,4 +42,4 @@ class SshTransport:
             raise RemoteCommandFailed(f"clean {path}", result.exit_status or 1, result.stderr)
 
     async def probe(self) -> None:
-        await self.conn.run("true", timeout=self.conn.settings.ssh_connect_timeout_s + 5)
+        await self.conn.run("true", timeout=self.conn.ssh.connect_timeout_s + 5)
