@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from api.auth import Identity
 from api.present import factors_of
 from api.schemas import Account, Accounts, QueueDocument, QueueRow
-from ledger.clock import iso
-from ledger.jobs import JobState
-from ledger.shares import UserShare
-from ledger.tokens import may_see
+from ledger.domain.clock import iso
+from ledger.domain.jobs import JobState
+from ledger.domain.shares import UserShare
+from ledger.domain.tokens import may_see
 from projections.fairshare import factors_by_user, live_usage
 from projections.plan import Plan, pending_reason
 from projections.views import Views

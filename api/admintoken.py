@@ -8,10 +8,10 @@ from pathlib import Path
 
 import structlog
 
-from ledger import commands
-from ledger.settings import Settings
-from ledger.tokens import mint
-from ledger.writer import Ledger
+from ledger.domain.tokens import mint
+from ledger.store import commands
+from ledger.store.settings import Settings
+from ledger.store.writer import Ledger
 from projections.views import Views
 
 log = structlog.get_logger()

@@ -34,7 +34,7 @@ from api.metrics import metrics_registry
 from api.openapi import openapi_config
 from api.runtime import Runtime
 from api.web.controller import dashboard_router
-from ledger.settings import Settings
+from ledger.store.settings import Settings
 
 log = structlog.get_logger()
 

@@ -19,7 +19,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import get_remote_addr
 
 from api.addresses import is_trusted_proxy
-from ledger.settings import HttpSettings
+from ledger.store.settings import HttpSettings
 
 log = structlog.get_logger()
 

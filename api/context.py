@@ -28,10 +28,10 @@ from api.edge import IDENTITY_KEY
 from api.errors import BadRequest, PermissionDenied
 from api.limits import EndpointLimiter, client_address
 from api.ports import Cluster, EventLog, Intake, JobOutput, LedgerWriter, Plans, Port, ServerState, Wiring, read_views
-from ledger.errors import NotFound
-from ledger.jobs import JobState
-from ledger.settings import Settings
-from ledger.tokens import may_see
+from ledger.domain.errors import NotFound
+from ledger.domain.jobs import JobState
+from ledger.domain.tokens import may_see
+from ledger.store.settings import Settings
 from projections.views import Views
 
 Connection = ASGIConnection[Any, Any, Any, Any]

@@ -13,7 +13,7 @@ from api.auth import Identity
 from api.diskuse import DiskUse
 from api.present import job_status, node_infos
 from api.schemas import Dashboard, NodeInfo, NodeJob, QueueInformation
-from ledger.clock import iso
+from ledger.domain.clock import iso
 from projections.dashboard import health_metrics, job_statistics, user_statistics
 from projections.plan import Plan
 from projections.views import Views

@@ -13,8 +13,8 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from ledger.clock import iso, now_us
-from ledger.disk import free_bytes
+from ledger.domain.clock import iso, now_us
+from ledger.store.disk import free_bytes
 
 log = structlog.get_logger()
 REFRESH_S = 30.0

@@ -23,7 +23,7 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from ledger.errors import (
+from ledger.domain.errors import (
     ConcurrencyConflict,
     DomainError,
     InvalidTransition,
@@ -34,7 +34,7 @@ from ledger.errors import (
     NotFound,
     QuotaExceeded,
 )
-from ledger.jobs import Status
+from ledger.domain.jobs import Status
 
 log = structlog.get_logger()
 RETRY_UNWRITABLE_S = 10  # Retry-After while the ledger cannot write (the writer retries every few seconds)

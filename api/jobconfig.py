@@ -16,10 +16,10 @@ import msgspec
 import yaml
 
 from api.errors import BadRequest
-from ledger.clock import DURATION_HELP, duration_s
-from ledger.retries import MAX_RETRIES
-from ledger.settings import parse_bytes
-from ledger.shares import MAX_PRIORITY, MIN_PRIORITY, PRIORITY_LEVELS
+from ledger.domain.clock import DURATION_HELP, duration_s
+from ledger.domain.retries import MAX_RETRIES
+from ledger.domain.shares import MAX_PRIORITY, MIN_PRIORITY, PRIORITY_LEVELS
+from ledger.store.settings import parse_bytes
 
 COMPETITION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_DEPTH = 3  # the mapping, a field's value, and one level inside an (ignored) unknown field

@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from api.diskuse import DiskUsage
-from ledger.writer import Ledger
+from ledger.store.writer import Ledger
 from projections.views import Views
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from api.present import job_results
 from api.schemas import JobResults
-from ledger.blobs import BlobStore
-from ledger.jobs import JobState
+from ledger.domain.jobs import JobState
+from ledger.store.blobs import BlobStore
 
 
 class JobFiles:

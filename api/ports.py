@@ -17,11 +17,11 @@ from litestar.params import SkipValidation
 
 from api.diskuse import DiskUse
 from api.schemas import JobResults
-from ledger.events import Blob, Recorded
-from ledger.jobs import JobState
-from ledger.settings import Settings
-from ledger.shares import Weights
-from ledger.store import Committed, Write
+from ledger.domain.events import Blob, Recorded
+from ledger.domain.jobs import JobState
+from ledger.domain.shares import Weights
+from ledger.store.settings import Settings
+from ledger.store.store import Committed, Write
 from projections.plan import Plan
 from projections.views import Views
 

@@ -15,14 +15,14 @@ from api.schemas import (
     QuotaStatus,
     ScanFinding,
 )
-from ledger.blobs import BlobStore
-from ledger.clock import iso, now_us
-from ledger.events import Blob
-from ledger.jobs import JobState
-from ledger.quotas import QuotaLimits, figures
-from ledger.reasons import finish_words
-from ledger.retention import pruned_message
-from ledger.tokens import may_see
+from ledger.domain.clock import iso, now_us
+from ledger.domain.events import Blob
+from ledger.domain.jobs import JobState
+from ledger.domain.quotas import QuotaLimits, figures
+from ledger.domain.tokens import may_see
+from ledger.store.blobs import BlobStore
+from ledger.store.reasons import finish_words
+from ledger.store.retention import pruned_message
 from projections.plan import JobPlan, Plan, pending_reason
 from projections.views import Views
 

@@ -1,6 +1,6 @@
 """The server's own retention: with RETENTION_DAYS > 0, ``gpuledger prune`` once an hour, in the server.
 
-The same plan, events and unlinks as the CLI (``ledger.pruning``): the reads and the file removals in
+The same plan, events and unlinks as the CLI (``ledger.store.pruning``): the reads and the file removals in
 a worker thread, the events through the server's writer. A failed round is logged and tried next hour.
 """
 
@@ -13,13 +13,13 @@ from pathlib import Path
 import apsw
 import structlog
 
-from ledger.clock import now_us
-from ledger.errors import LedgerError
-from ledger.events import JobPruned
-from ledger.pruning import leftover, plan, remove_blobs
-from ledger.retention import DAY_US, prune_write
-from ledger.schema import connect
-from ledger.writer import Ledger
+from ledger.domain.clock import now_us
+from ledger.domain.errors import LedgerError
+from ledger.domain.events import JobPruned
+from ledger.store.pruning import leftover, plan, remove_blobs
+from ledger.store.retention import DAY_US, prune_write
+from ledger.store.schema import connect
+from ledger.store.writer import Ledger
 from projections.views import Views
 
 log = structlog.get_logger()

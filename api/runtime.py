@@ -34,13 +34,13 @@ from executors.sandbox import CGROUPS_DISABLED_WARNING, DISABLED_WARNING
 from executors.scan.review import start_reviews
 from executors.services import Services
 from executors.sweep import sweep
-from ledger import commands, integrity
-from ledger.blobs import BlobStore
-from ledger.disk import DiskReserve, dispatch_hold, free_bytes
-from ledger.errors import StoreError
-from ledger.schema import connect
-from ledger.settings import Settings
-from ledger.writer import Ledger
+from ledger.domain.errors import StoreError
+from ledger.store import commands, integrity
+from ledger.store.blobs import BlobStore
+from ledger.store.disk import DiskReserve, dispatch_hold, free_bytes
+from ledger.store.schema import connect
+from ledger.store.settings import Settings
+from ledger.store.writer import Ledger
 from projections import backfill
 from projections.live import open_ledger
 from projections.plan import PlanCache
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from executors.replica import Replicator
 
 log = structlog.get_logger()
-HEAD_MARK_S = 1.0  # how often the durable head is recorded beside the ledger (ledger.integrity)
+HEAD_MARK_S = 1.0  # how often the durable head is recorded beside the ledger (ledger.store.integrity)
 
 
 class Runtime:
@@ -220,7 +220,7 @@ class Runtime:
             await self.replica.close()
 
     def _mark_head(self, last: integrity.HeadMark | None) -> integrity.HeadMark | None:
-        """Record the durable head beside the ledger (``ledger.integrity``); a failed write is retried next time."""
+        """Record the durable head beside the ledger (``ledger.store.integrity``); a failed write is retried later."""
         conn = connect(self.settings.storage.database_path, readonly=True)
         try:
             return integrity.record_head(self.settings.storage.database_path, conn, last)

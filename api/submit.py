@@ -1,6 +1,6 @@
 """The submit pipeline: sizes, config, identity, the user_id rule, the static scan, then one atomic write.
 
-Limits are checked inside the write (see ``ledger.commands.submit_job``), so concurrent submissions
+Limits are checked inside the write (see ``ledger.store.commands.submit_job``), so concurrent submissions
 cannot exceed them. ``wait=true`` then waits on commit notifications, never by polling the database.
 """
 
@@ -19,14 +19,14 @@ from api.jobconfig import JobConfig, parse_config
 from api.ports import Intake, LedgerWriter, read_views
 from executors.scan.llm import llm_review_enabled
 from executors.scan.scanner import format_findings, scan_static
-from ledger import commands
-from ledger.clock import now_us
-from ledger.events import JobScanned, JobSubmitted, RetryPolicy
-from ledger.jobs import JobState
-from ledger.quotas import QuotaLimits
-from ledger.retries import policy_for
-from ledger.settings import Settings
-from ledger.store import Committed
+from ledger.domain.clock import now_us
+from ledger.domain.events import JobScanned, JobSubmitted, RetryPolicy
+from ledger.domain.jobs import JobState
+from ledger.domain.quotas import QuotaLimits
+from ledger.domain.retries import policy_for
+from ledger.store import commands
+from ledger.store.settings import Settings
+from ledger.store.store import Committed
 
 
 @dataclass(frozen=True)

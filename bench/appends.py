@@ -23,7 +23,7 @@ from pathlib import Path
 
 import apsw
 
-from ledger.events import (
+from ledger.domain.events import (
     AnyEvent,
     Blob,
     JobDispatched,
@@ -38,8 +38,8 @@ from ledger.events import (
     event_tag,
     stream_of,
 )
-from ledger.schema import connect
-from ledger.store import GENESIS, Write, chain_hash
+from ledger.store.schema import connect
+from ledger.store.store import GENESIS, Write, chain_hash
 from projections.audit import rebuild
 from projections.live import open_ledger, open_store
 

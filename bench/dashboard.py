@@ -25,10 +25,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.appends import event_stream  # noqa: E402  (the repository root is on the path now)
-from ledger import store as ledger_store  # noqa: E402
-from ledger.clock import now_us  # noqa: E402
-from ledger.events import JobFinished, stream_of  # noqa: E402
-from ledger.store import Write  # noqa: E402
+from ledger.domain.clock import now_us  # noqa: E402
+from ledger.domain.events import JobFinished, stream_of  # noqa: E402
+from ledger.store import store as ledger_store  # noqa: E402
+from ledger.store.store import Write  # noqa: E402
 from projections.live import open_store  # noqa: E402
 from tests.browser import CHROMIUM, sign_in  # noqa: E402
 from tests.server import Server  # noqa: E402

@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 
 from executors.dispatcher import dispatch_order, place
-from ledger.commands import busy_slots
-from ledger.events import (
+from ledger.domain.events import (
     AnyEvent,
     Blob,
     HalfLifeSet,
@@ -36,8 +35,9 @@ from ledger.events import (
     UserPolicySet,
     stream_of,
 )
-from ledger.jobs import JobState
-from ledger.shares import Weights
+from ledger.domain.jobs import JobState
+from ledger.domain.shares import Weights
+from ledger.store.commands import busy_slots
 from projections.views import Views
 
 S = 1_000_000

@@ -21,8 +21,8 @@ from pathlib import Path
 import scale_ledgers as built
 from scale import MISSED, line, livez_during, ms, p, serve, started
 
-from ledger.events import Blob, JobSubmitted
-from ledger.store import Write
+from ledger.domain.events import Blob, JobSubmitted
+from ledger.store.store import Write
 from projections.live import open_store
 
 

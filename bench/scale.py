@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from server import OPEN_LIMITS, Server  # noqa: E402 - the test suite's server fixture, reused
 
 from cli.serve import EVENT_LOOP, GIL_SWITCH_INTERVAL_S  # noqa: E402
-from ledger.schema import connect  # noqa: E402
+from ledger.store.schema import connect  # noqa: E402
 
 MISSED: list[str] = []
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import apsw
 from appends import USERS, event_stream
 
-from ledger.clock import now_us
-from ledger.events import (
+from ledger.domain.clock import now_us
+from ledger.domain.events import (
     AnyEvent,
     Blob,
     JobQueued,
@@ -35,9 +35,9 @@ from ledger.events import (
     event_tag,
     stream_of,
 )
-from ledger.schema import connect, migrate
-from ledger.store import GENESIS, ROW_COLUMNS, chain_hash
-from ledger.tokens import mint
+from ledger.domain.tokens import mint
+from ledger.store.schema import connect, migrate
+from ledger.store.store import GENESIS, ROW_COLUMNS, chain_hash
 from projections import snapshots
 from projections.live import open_store
 

@@ -13,15 +13,15 @@ import apsw
 import msgspec
 
 from cli.common import add_db_option, existing_db, position_or_time
-from ledger.backup import BLOBS_NAME, damaged_blobs, head_of
-from ledger.clock import iso
-from ledger.errors import NoSchema, StoreError
-from ledger.events import Recorded, TokenIssued, TokenRevoked, UserPolicySet, encode_event, event_tag
-from ledger.integrity import mark_problem, read_mark
-from ledger.pruning import live_digests
-from ledger.schema import open_existing, open_readonly, wal_missing
-from ledger.settings import load_settings
-from ledger.store import ROW_COLUMNS, record_of
+from ledger.domain.clock import iso
+from ledger.domain.errors import NoSchema, StoreError
+from ledger.domain.events import Recorded, TokenIssued, TokenRevoked, UserPolicySet, encode_event, event_tag
+from ledger.store.backup import BLOBS_NAME, damaged_blobs, head_of
+from ledger.store.integrity import mark_problem, read_mark
+from ledger.store.pruning import live_digests
+from ledger.store.schema import open_existing, open_readonly, wal_missing
+from ledger.store.settings import load_settings
+from ledger.store.store import ROW_COLUMNS, record_of
 from projections.audit import verify, views_until
 from projections.views import Views
 

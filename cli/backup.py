@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from cli.common import add_db_option, existing_db
-from ledger.backup import (
+from ledger.domain.clock import iso
+from ledger.domain.errors import StoreError
+from ledger.store.backup import (
     BLOBS_NAME,
     LEDGER_NAME,
     Head,
@@ -23,14 +25,12 @@ from ledger.backup import (
     damaged_blobs,
     head_of,
 )
-from ledger.clock import iso
-from ledger.errors import StoreError
-from ledger.pruning import live_digests
-from ledger.schema import connect
-from ledger.settings import load_settings
+from ledger.store.pruning import live_digests
+from ledger.store.schema import connect
+from ledger.store.settings import load_settings
 from projections.audit import verify
 
-SIDE_FILES = ("-wal", "-shm", "-journal", ".head")  # .head: the old ledger's last head (ledger.integrity)
+SIDE_FILES = ("-wal", "-shm", "-journal", ".head")  # .head: the old ledger's last head (ledger.store.integrity)
 
 
 def register(subparsers: Any) -> None:

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ledger import clock
-from ledger.errors import StoreError
-from ledger.settings import load_settings
+from ledger.domain import clock
+from ledger.domain.errors import StoreError
+from ledger.store.settings import load_settings
 
 
 def add_db_option(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
-from ledger.settings import SECRET_SETTINGS, Settings
+from ledger.store.settings import SECRET_SETTINGS, Settings
 
 
 def settings_toml(settings: Settings, sources: dict[str, str]) -> str:

@@ -13,7 +13,7 @@ from typing import TextIO
 from cli.remote import err, phase_line
 from cli.terminal import shown
 from gpuledger import AsyncClient, JobStatus, LedgerEvent
-from ledger.reasons import finish_words
+from ledger.store.reasons import finish_words
 
 
 async def pump(client: AsyncClient, job_id: str, stream: str, sink: TextIO, *, raw: bool = False) -> None:

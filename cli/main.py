@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ledger.errors import LedgerError
+from ledger.domain.errors import LedgerError
 
 EXIT_ERROR = 2  # the command itself failed (bad arguments, server error, not found...)
 VERSION = "0.1.0"  # the SDK's __version__ (tests/test_cli_commands.py checks they agree)

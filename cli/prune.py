@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from cli.common import add_db_option, existing_db
-from ledger import clock
-from ledger.backup import BLOBS_NAME
-from ledger.errors import LedgerError, StoreError
-from ledger.pruning import leftover, plan, remove_blobs
-from ledger.retention import DAY_US, prune_write
-from ledger.settings import load_settings
+from ledger.domain import clock
+from ledger.domain.errors import LedgerError, StoreError
+from ledger.store.backup import BLOBS_NAME
+from ledger.store.pruning import leftover, plan, remove_blobs
+from ledger.store.retention import DAY_US, prune_write
+from ledger.store.settings import load_settings
 from projections.live import open_store
 
 ACTOR = "cli"

@@ -17,7 +17,7 @@ from rich.console import Console
 from cli.terminal import escape_controls
 from gpuledger import AsyncClient, Client, JobStatus
 from gpuledger.models import to_builtins
-from ledger.reasons import finish_words
+from ledger.store.reasons import finish_words
 
 EXIT_FAILED_NO_CODE = 122  # failed before or without an exit code (rejected by the scanner, dispatch failed)
 EXIT_NODE_LOST = 123  # the node became unreachable for good while the job ran

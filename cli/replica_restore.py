@@ -18,12 +18,12 @@ from pathlib import Path
 from executors.errors import ExecutorError
 from executors.replica import litestream_binary, write_config
 from executors.replica_target import open_target, target_of
-from ledger.backup import BLOBS_NAME, blob_path
-from ledger.errors import LedgerError, StoreError
-from ledger.pruning import jobs_naming, live_digests
-from ledger.retention import lost_writes
-from ledger.schema import connect
-from ledger.settings import Settings
+from ledger.domain.errors import LedgerError, StoreError
+from ledger.store.backup import BLOBS_NAME, blob_path
+from ledger.store.pruning import jobs_naming, live_digests
+from ledger.store.retention import lost_writes
+from ledger.store.schema import connect
+from ledger.store.settings import Settings
 from projections.live import open_store
 
 
@@ -101,7 +101,7 @@ def restore_from_replica(
 
 
 def record_losses(staged: Path, missing: list[str]) -> None:
-    """The loss, as events in the restored ledger (``ledger.retention.lost_writes``), before anything
+    """The loss, as events in the restored ledger (``ledger.store.retention.lost_writes``), before anything
     checks or serves it."""
     conn = connect(staged, readonly=True)
     try:

@@ -12,8 +12,8 @@ import msgspec
 
 from executors.scan.llm import review_with_llm
 from executors.scan.scanner import ScanReport, scan_static
-from ledger.errors import SettingsError
-from ledger.settings import load_settings
+from ledger.domain.errors import SettingsError
+from ledger.store.settings import load_settings
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 

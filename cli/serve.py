@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from executors.visibility import secrets_in_view
-from ledger.settings import load_settings, setting_sources
+from ledger.store.settings import load_settings, setting_sources
 
 GIL_SWITCH_INTERVAL_S = 0.0005
 # The standard library's loop, not uvloop (which uvicorn would pick by itself): uvloop forks a command

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from ledger.settings import load_settings
+from ledger.store.settings import load_settings
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _COLOURS = {"debug": "\x1b[2m", "info": "\x1b[32m", "warning": "\x1b[33m", "error": "\x1b[31m", "critical": "\x1b[41m"}

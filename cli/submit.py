@@ -24,7 +24,7 @@ from cli.remote import (
 )
 from cli.terminal import shown
 from gpuledger import AsyncClient, JobStatus
-from ledger.clock import DURATION_HELP, duration_s
+from ledger.domain.clock import DURATION_HELP, duration_s
 
 DEFAULT_ID = "default"  # competition_id and project_id of a job submitted without a config file
 

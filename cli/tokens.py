@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cli.common import add_db_option, db_for_write, existing_db
-from ledger import commands
-from ledger.clock import iso
-from ledger.errors import LedgerError, NotFound
-from ledger.settings import load_settings
-from ledger.store import EventStore, Write
-from ledger.tokens import mint, secret_digest
+from ledger.domain.clock import iso
+from ledger.domain.errors import LedgerError, NotFound
+from ledger.domain.tokens import mint, secret_digest
+from ledger.store import commands
+from ledger.store.settings import load_settings
+from ledger.store.store import EventStore, Write
 from projections.live import open_store
 from projections.token_usage import last_used
 from projections.views import Views

@@ -12,10 +12,10 @@ import sys
 from typing import Any
 
 from cli.common import add_db_option, db_for_write, existing_db
-from ledger import commands
-from ledger.clock import now_us
-from ledger.errors import LedgerError
-from ledger.store import EventStore, Write
+from ledger.domain.clock import now_us
+from ledger.domain.errors import LedgerError
+from ledger.store import commands
+from ledger.store.store import EventStore, Write
 from projections.fairshare import factors_by_user, live_usage
 from projections.live import open_store
 from projections.views import Views

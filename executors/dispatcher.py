@@ -21,13 +21,13 @@ from typing import Protocol
 
 import structlog
 
-from ledger import commands
-from ledger.attempts import attempt_key
-from ledger.clock import now_us
-from ledger.errors import DomainError
-from ledger.jobs import JobState
-from ledger.shares import Weights
-from ledger.writer import Ledger
+from ledger.domain.attempts import attempt_key
+from ledger.domain.clock import now_us
+from ledger.domain.errors import DomainError
+from ledger.domain.jobs import JobState
+from ledger.domain.shares import Weights
+from ledger.store import commands
+from ledger.store.writer import Ledger
 from projections.placement import Fleet, gpu_kinds, next_start, node_times
 from projections.plan import capped
 from projections.views import Views
@@ -78,7 +78,7 @@ def place(
     """The next (job, node, slots): the first job in queue order that the placement the plan shows
     (``projections.placement``) starts now, on its node's first free slots. ``times``: when each usable
     node's slots free; without them a busy slot frees at an unknown time, taken as just after ``now``.
-    ``gpu_less``: the nodes without GPUs, where only CPU-only jobs go (``ledger.nodes.takes``)."""
+    ``gpu_less``: the nodes without GPUs, where only CPU-only jobs go (``ledger.domain.nodes.takes``)."""
     if times is None:
         times = {
             n: sorted([now] * len(free.get(n, [])) + [now + 1] * (size - len(free.get(n, []))))

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Literal
 
 from executors.protocol import ExitStatus
-from ledger.events import Blob, JobFinished
-from ledger.jobs import JobState
+from ledger.domain.events import Blob, JobFinished
+from ledger.domain.jobs import JobState
 
 
 def finished_event(

@@ -3,7 +3,7 @@ that names it (tests/test_executor_registry.py holds it so).
 
 The composition root asks ``start_executor`` for the one the settings choose. Adding an executor
 (Kubernetes, say: docs/design.md, "Executors") is its own package, its settings table in
-``ledger/settings.py`` and an entry here.
+``ledger/store/settings.py`` and an entry here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from executors.interface import Executor
 from executors.services import Services
-from ledger.settings import Settings
+from ledger.store.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

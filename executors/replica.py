@@ -24,7 +24,7 @@ import structlog
 
 from executors.errors import ExecutorError, ReplicaError
 from executors.replica_target import LEDGER_DIR, FileTarget, SftpTarget, Target, host_key, open_target, target_of
-from ledger.settings import Settings
+from ledger.store.settings import Settings
 
 log = structlog.get_logger()
 BACKOFF_MAX_S = 30.0

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from executors.errors import ReplicaError
-from ledger.settings import ReplicaSettings, Settings
+from ledger.store.settings import ReplicaSettings, Settings
 
 LEDGER_DIR = "ledger"
 BLOBS_DIR = "blobs"

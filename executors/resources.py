@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from executors import protocol as wp
-from ledger.jobs import JobState
-from ledger.settings import SandboxSettings
+from ledger.domain.jobs import JobState
+from ledger.store.settings import SandboxSettings
 
 MEMINFO = Path("/proc/meminfo")
 

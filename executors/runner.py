@@ -25,14 +25,14 @@ from executors.resources import job_resources
 from executors.retry import until_lost
 from executors.seccomp import seccomp_program
 from executors.transport import Transport
-from ledger import commands
-from ledger.blobs import BlobStore
-from ledger.errors import DomainError, LedgerUnavailable
-from ledger.events import Blob, JobFinished
-from ledger.jobs import JobState
-from ledger.settings import Settings
-from ledger.store import Write
-from ledger.writer import Ledger
+from ledger.domain.errors import DomainError, LedgerUnavailable
+from ledger.domain.events import Blob, JobFinished
+from ledger.domain.jobs import JobState
+from ledger.store import commands
+from ledger.store.blobs import BlobStore
+from ledger.store.settings import Settings
+from ledger.store.store import Write
+from ledger.store.writer import Ledger
 from projections.views import Views
 
 log = structlog.get_logger()

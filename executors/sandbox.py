@@ -14,7 +14,7 @@ from executors.errors import RemoteCommandFailed
 from executors.seccomp import seccomp_program
 from executors.transport import Transport
 from executors.visibility import holds
-from ledger.settings import SandboxSettings
+from ledger.store.settings import SandboxSettings
 
 DISABLED_WARNING = 'JOB_SANDBOX = "none": submitted code runs unconfined, with the rights of the node user'
 CGROUPS_DISABLED_WARNING = (

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.blobs import BlobStore
-from ledger.settings import Settings
-from ledger.writer import Ledger
+from ledger.store.blobs import BlobStore
+from ledger.store.settings import Settings
+from ledger.store.writer import Ledger
 from projections.views import Views
 
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from executors import wrapper
-from ledger.settings import Settings
+from ledger.store.settings import Settings
 
 
 def holds(bound: str, private: str) -> bool:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from ledger.schema import connect
-from ledger.shares import Weights
-from ledger.store import max_position
+from ledger.domain.shares import Weights
+from ledger.store.schema import connect
+from ledger.store.store import max_position
 from projections.audit import views_until
 from projections.plan import Plan, make_plan
 from projections.replay import gc_paused

@@ -9,9 +9,9 @@ from typing import Any
 import apsw
 import msgspec
 
-from ledger.events import Recorded, event_tag
-from ledger.integrity import link_problem
-from ledger.store import GENESIS, ROW_COLUMNS, record_of
+from ledger.domain.events import Recorded, event_tag
+from ledger.store.integrity import link_problem
+from ledger.store.store import GENESIS, ROW_COLUMNS, record_of
 from projections import snapshots, tables
 from projections.job_table import backfill_until
 from projections.replay import REPLAY_COLUMNS, replay

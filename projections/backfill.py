@@ -20,9 +20,9 @@ from pathlib import Path
 import apsw
 import structlog
 
-from ledger.events import JobEvent, decode_event
-from ledger.jobs import TERMINAL, JobState, evolve_job
-from ledger.schema import connect
+from ledger.domain.events import JobEvent, decode_event
+from ledger.domain.jobs import TERMINAL, JobState, evolve_job
+from ledger.store.schema import connect
 from projections.job_table import BACKFILL, backfill_until
 from projections.tables import job_row
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ledger.users import UserStats, success_rate
+from ledger.domain.users import UserStats, success_rate
 from projections.views import Views
 
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-from ledger.jobs import JobState
-from ledger.shares import (
+from ledger.domain.jobs import JobState
+from ledger.domain.shares import (
     UserShare,
     Weights,
     charged,
@@ -104,7 +104,7 @@ def rank(
 ) -> list[Ranked]:
     """Queued jobs by score, highest first; equal scores by submit position.
 
-    The score is ``ledger.shares.score``, written out here with the per-user part computed once per
+    The score is ``ledger.domain.shares.score``, written out here with the per-user part computed once per
     user: this loop runs over every queued job at every plan and dispatch pass."""
     factors = factors_by_user(queued, on_nodes, shares, now_us, half_life_s)
     allowed = {u: allowed_priority(shares, u) for u in factors}

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import apsw
 import msgspec
 
-from ledger.jobs import JobState
+from ledger.domain.jobs import JobState
 from projections import tables
 from projections.snapshots import position_at
 from projections.views import Views

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import apsw
 import msgspec
 
-from ledger.events import JobEvent, decode_event
-from ledger.jobs import TERMINAL, JobState, evolve_job
-from ledger.schema import connect
+from ledger.domain.events import JobEvent, decode_event
+from ledger.domain.jobs import TERMINAL, JobState, evolve_job
+from ledger.store.schema import connect
 
 FINISHED_CACHED = 10_000  # recently finished jobs kept in memory (settings: finished_jobs_cached)
 BACKFILL = "finished_rows"  # checkpoint row: rows of jobs finished by its position may still be missing

@@ -1,15 +1,15 @@
 """The ledger opened with the views folded in step: what the server, the CLI and the tools open.
 
-The store and the writer know the views only through ``ledger.state``; this is where they are joined.
+The store and the writer know the views only through ``ledger.store.state``; this is where they are joined.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ledger.disk import DiskReserve
-from ledger.store import EventStore
-from ledger.writer import Ledger
+from ledger.store.disk import DiskReserve
+from ledger.store.store import EventStore
+from ledger.store.writer import Ledger
 from projections.tables import VIEW_TABLES, ViewTables
 from projections.views import Views
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping
 
-from ledger.jobs import JobState
-from ledger.nodes import NodeState, fleet_has_gpus, takes
+from ledger.domain.jobs import JobState
+from ledger.domain.nodes import NodeState, fleet_has_gpus, takes
 
 
 def job_end(job: JobState, now: int) -> int:
@@ -58,7 +58,7 @@ class Fleet:
         self, times: Mapping[str, list[int]], gpu_less: frozenset[str] = frozenset(), fleet_gpus: bool = True
     ) -> None:
         """``times``: each usable node's slot free times, sorted (``node_times``); ``gpu_less`` and
-        ``fleet_gpus`` (``gpu_kinds``) decide which kind of job each node takes (``ledger.nodes.takes``)."""
+        ``fleet_gpus`` (``gpu_kinds``) decide which kind of job each node takes (``ledger.domain.nodes.takes``)."""
         usable = list(times.items())
         self.eligible = {  # by whether the job is CPU-only: the nodes that take it
             True: [(name, slots) for name, slots in usable if takes(0, name not in gpu_less, fleet_gpus)],

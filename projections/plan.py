@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from ledger.clock import now_us
-from ledger.jobs import JobState
-from ledger.shares import Weights
-from ledger.writer import Ledger
+from ledger.domain.clock import now_us
+from ledger.domain.jobs import JobState
+from ledger.domain.shares import Weights
+from ledger.store.writer import Ledger
 from projections.fairshare import Ranked, factors_by_user, gpus_in_use
 from projections.placement import Fleet, gpu_kinds, job_end, node_times
 from projections.views import Views

@@ -11,7 +11,7 @@ import gc
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from ledger.events import decode_event
+from ledger.domain.events import decode_event
 from projections.views import Views
 
 Row = tuple[int, str, int, bytes, int]  # position, stream, version, payload, recorded_at

@@ -15,13 +15,13 @@ from collections.abc import Iterator
 import apsw
 import msgspec
 
-from ledger.events import decode_event
-from ledger.jobs import JobState
-from ledger.nodes import NodeState
-from ledger.shares import DEFAULT_HALF_LIFE_S, HALF_LIFE_STREAM, UserShare
-from ledger.store import max_position
-from ledger.tokens import TokenState
-from ledger.users import UserStats
+from ledger.domain.events import decode_event
+from ledger.domain.jobs import JobState
+from ledger.domain.nodes import NodeState
+from ledger.domain.shares import DEFAULT_HALF_LIFE_S, HALF_LIFE_STREAM, UserShare
+from ledger.domain.tokens import TokenState
+from ledger.domain.users import UserStats
+from ledger.store.store import max_position
 from projections.job_table import Horizon, JobRows
 from projections.tallies import DAY_MINUTES, MINUTE_US, Minute
 from projections.views import Views

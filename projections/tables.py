@@ -11,12 +11,12 @@ from typing import Any
 import apsw
 import msgspec
 
-from ledger.events import HalfLifeSet
-from ledger.jobs import JobState
-from ledger.nodes import NodeState
-from ledger.shares import HALF_LIFE_STREAM, UserShare
-from ledger.tokens import TokenState
-from ledger.users import UserStats
+from ledger.domain.events import HalfLifeSet
+from ledger.domain.jobs import JobState
+from ledger.domain.nodes import NodeState
+from ledger.domain.shares import HALF_LIFE_STREAM, UserShare
+from ledger.domain.tokens import TokenState
+from ledger.domain.users import UserStats
 from projections import snapshots
 from projections.job_table import BACKFILL, FINISHED_CACHED, JobRows
 from projections.replay import REPLAY_COLUMNS, gc_paused, replay
@@ -245,7 +245,7 @@ def view_rows(views: Views) -> Iterator[tuple[str, str, bytes]]:
 
 
 class ViewTables:
-    """The views' persistence in the shape the store asks for (``ledger.state.StateTables``), with a
+    """The views' persistence in the shape the store asks for (``ledger.store.state.StateTables``), with a
     snapshot of their hot state every ``snapshot_every`` events, written with the rows it relies on."""
 
     def __init__(

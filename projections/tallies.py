@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from ledger.jobs import JobState
+from ledger.domain.jobs import JobState
 
 MINUTE_US = 60_000_000
 DAY_MINUTES = 1440
@@ -25,7 +25,7 @@ class Minute(msgspec.Struct, gc=False):
     waited: int = 0  # jobs that started, whose waits are summed below
     wait_us: int = 0
     gpu_us: int = 0  # GPUs x run time of the jobs that ran
-    failed: int = 0  # for the success rate (ledger.users.success_rate): cancelled jobs count in neither
+    failed: int = 0  # for the success rate (ledger.domain.users.success_rate): cancelled jobs count in neither
 
 
 def summed(tallies: Iterable[Minute | None]) -> Minute:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.jobs import JobState
-from ledger.users import success_rate
+from ledger.domain.jobs import JobState
+from ledger.domain.users import success_rate
 from projections.plan import Plan
 from projections.views import Views
 

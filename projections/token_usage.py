@@ -8,9 +8,9 @@ from pathlib import Path
 import apsw
 import structlog
 
-from ledger.clock import now_us
-from ledger.errors import StoreError
-from ledger.schema import connect
+from ledger.domain.clock import now_us
+from ledger.domain.errors import StoreError
+from ledger.store.schema import connect
 
 log = structlog.get_logger()
 

@@ -17,7 +17,7 @@ import copy
 import itertools
 from collections.abc import Container, Iterable
 
-from ledger.events import (
+from ledger.domain.events import (
     AnyEvent,
     HalfLifeSet,
     JobEvent,
@@ -27,12 +27,12 @@ from ledger.events import (
     TokenEvent,
     UserPolicySet,
 )
-from ledger.jobs import TERMINAL, JobState, evolve_job
-from ledger.nodes import NodeState, evolve_node
-from ledger.quotas import CHARGED, Charge, apply_charge, charges_of
-from ledger.shares import DEFAULT_HALF_LIFE_S, UserShare, Weights, evolve_policy, rebased
-from ledger.tokens import TokenState, evolve_token
-from ledger.users import COUNTED, UserStats, count_status, note_submit
+from ledger.domain.jobs import TERMINAL, JobState, evolve_job
+from ledger.domain.nodes import NodeState, evolve_node
+from ledger.domain.quotas import CHARGED, Charge, apply_charge, charges_of
+from ledger.domain.shares import DEFAULT_HALF_LIFE_S, UserShare, Weights, evolve_policy, rebased
+from ledger.domain.tokens import TokenState, evolve_token
+from ledger.domain.users import COUNTED, UserStats, count_status, note_submit
 from projections.fairshare import Ranked, attempt_end, charge_attempt, rank
 from projections.job_table import JobTable
 from projections.tallies import DAY_MINUTES as DAY_MINUTES  # re-exported: the tallies were defined here

@@ -23,10 +23,10 @@ from litestar.testing.transport import TestClientTransport
 from server import OPEN_LIMITS
 
 from api.app import create_app
-from ledger import commands
-from ledger.settings import from_flat
-from ledger.store import Write
-from ledger.tokens import mint
+from ledger.domain.tokens import mint
+from ledger.store import commands
+from ledger.store.settings import from_flat
+from ledger.store.store import Write
 
 BASE_URL = "http://testserver.local"
 

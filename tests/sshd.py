@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from ledger.settings import NodeSpec, Settings, from_flat
+from ledger.store.settings import NodeSpec, Settings, from_flat
 
 SSHD = "/usr/sbin/sshd"
 LOOPBACK = "127.0.0.1"

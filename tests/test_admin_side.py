@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from server import OPEN_LIMITS, Server, config_yaml, run_cli, running, submit, wait_status
 
-from ledger.settings import load_settings
+from ledger.store.settings import load_settings
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.events import AnyEvent, Blob, JobFinished, JobSubmitted, decode_event, encode_event
-from ledger.jobs import JobState
-from ledger.schema import connect
-from ledger.store import Write
+from ledger.domain.events import AnyEvent, Blob, JobFinished, JobSubmitted, decode_event, encode_event
+from ledger.domain.jobs import JobState
+from ledger.store.schema import connect
+from ledger.store.store import Write
 from projections import snapshots, tables
 from projections.live import open_store
 from projections.replay import replay

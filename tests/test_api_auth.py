@@ -19,9 +19,9 @@ from inprocess import InProcess
 from server import config_yaml, run_cli, submit, wait_status
 
 from api.app import create_app
-from ledger import commands
-from ledger.settings import Settings, StorageSettings
-from ledger.tokens import mint
+from ledger.domain.tokens import mint
+from ledger.store import commands
+from ledger.store.settings import Settings, StorageSettings
 
 ENDPOINTS = {
     "status": ("GET", "/api/status/{}"),

@@ -12,7 +12,7 @@ from litestar.routes import HTTPRoute
 
 from api.app import create_app
 from api.runtime import Runtime
-from ledger.settings import Settings, StorageSettings
+from ledger.store.settings import Settings, StorageSettings
 
 # The providers' one chain (``api.context``): a status read resolves every link, one after another.
 CHAIN = ["server", "settings", "cluster", "output", "plans", "events", "ledger", "views", "identity", "job"]

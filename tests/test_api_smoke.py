@@ -22,7 +22,7 @@ def test_sigusr1_writes_every_threads_stack_and_the_server_goes_on(server_factor
     server = server_factory()
     stacks = server.stacks()
     assert "most recent call first" in stacks
-    assert "ledger/writer.py" in stacks  # the writer thread, not only the one the signal interrupted
+    assert "ledger/store/writer.py" in stacks  # the writer thread, not only the one the signal interrupted
     assert "uvicorn" in stacks
     with server.client(server.admin_token) as client:
         assert client.get("/livez").status_code == 200

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 from server import OPEN_LIMITS, Server
 
-from ledger.schema import connect
+from ledger.store.schema import connect
 from projections.live import open_store
 
 
@@ -82,7 +82,7 @@ def test_building_the_app_leaves_pydantic_and_attrs_unimported(tmp_path: Path) -
     probe = (
         "import sys\n"
         "from api.app import create_app\n"
-        "from ledger.settings import load_settings\n"
+        "from ledger.store.settings import load_settings\n"
         "app = create_app(load_settings(None))\n"
         "names = {type(plugin).__name__ for plugin in app.plugins}\n"
         "assert 'MsgspecDIPlugin' in names, names\n"

@@ -12,8 +12,8 @@ from pathlib import Path
 import apsw
 from server import Server, config_yaml, run_cli, submit, wait_status
 
-from ledger.backup import referenced_blobs
-from ledger.schema import connect, migrate
+from ledger.store.backup import referenced_blobs
+from ledger.store.schema import connect, migrate
 
 
 def settle_into_main_file(ledger: Path) -> None:

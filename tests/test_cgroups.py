@@ -14,10 +14,10 @@ from executors import wrapper
 from executors.outcome import finished_event
 from executors.protocol import ExitStatus
 from executors.resources import job_resources
-from ledger.attempts import PLATFORM_REASONS
-from ledger.events import Blob
-from ledger.jobs import JobState
-from ledger.settings import SandboxSettings
+from ledger.domain.attempts import PLATFORM_REASONS
+from ledger.domain.events import Blob
+from ledger.domain.jobs import JobState
+from ledger.store.settings import SandboxSettings
 
 V2_FILES = ("cgroup.procs", "memory.max", "memory.swap.max", "memory.events", "pids.max", "cpu.weight", "cpu.max")
 V1_FILES = {

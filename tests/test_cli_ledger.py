@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from cli.main import main as cli_main
-from ledger import commands
-from ledger.events import Blob, JobFinished, JobScanned, JobSubmitted
-from ledger.store import Write
-from ledger.tokens import mint
+from ledger.domain.events import Blob, JobFinished, JobScanned, JobSubmitted
+from ledger.domain.tokens import mint
+from ledger.store import commands
+from ledger.store.store import Write
 from projections.live import open_store
 
 

@@ -6,9 +6,9 @@ import asyncio
 import threading
 from pathlib import Path
 
-from ledger.errors import ConcurrencyConflict
-from ledger.events import AnyEvent, NodeDown, NodeRegistered
-from ledger.store import read_stream
+from ledger.domain.errors import ConcurrencyConflict
+from ledger.domain.events import AnyEvent, NodeDown, NodeRegistered
+from ledger.store.store import read_stream
 from projections.live import open_ledger, open_store
 
 STREAM = "node-race"

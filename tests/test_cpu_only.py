@@ -7,10 +7,10 @@ from typing import Any
 from server import config_yaml, submit, wait_status
 
 from executors.dispatcher import place
-from ledger.events import Blob, JobFinished
-from ledger.jobs import JobState
-from ledger.nodes import takes
-from ledger.quotas import charges_of
+from ledger.domain.events import Blob, JobFinished
+from ledger.domain.jobs import JobState
+from ledger.domain.nodes import takes
+from ledger.domain.quotas import charges_of
 
 CVD = "import os\nprint('CVD=' + os.environ.get('CUDA_VISIBLE_DEVICES', '-'))\n"
 

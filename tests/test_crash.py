@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from ledger.events import JobScanned
-from ledger.schema import connect
-from ledger.store import read_after
+from ledger.domain.events import JobScanned
+from ledger.store.schema import connect
+from ledger.store.store import read_after
 from projections.audit import verify
 
 # The child appends forever: alone, or several writes in one transaction; one line per acknowledged event.
 CHILD = """
 import sys
-from ledger.events import Blob, JobScanned, JobSubmitted
-from ledger.store import Write
+from ledger.domain.events import Blob, JobScanned, JobSubmitted
+from ledger.store.store import Write
 from projections.live import open_store
 
 store, tag, i = open_store(sys.argv[1]), sys.argv[2], 0

@@ -9,7 +9,7 @@ import msgspec
 from api.auth import Identity
 from api.web import panels
 from api.web.deps import Moment
-from ledger.events import (
+from ledger.domain.events import (
     AnyEvent,
     Blob,
     JobDispatched,

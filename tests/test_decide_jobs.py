@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.errors import InvalidTransition
-from ledger.events import (
+from ledger.domain.errors import InvalidTransition
+from ledger.domain.events import (
     AnyEvent,
     Blob,
     Finding,
@@ -19,7 +19,7 @@ from ledger.events import (
     JobStarted,
     JobSubmitted,
 )
-from ledger.jobs import (
+from ledger.domain.jobs import (
     JobState,
     decide_cancel,
     decide_dispatch,

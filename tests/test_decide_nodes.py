@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.errors import InvalidTransition
-from ledger.events import (
+from ledger.domain.errors import InvalidTransition
+from ledger.domain.events import (
     AnyEvent,
     NodeDown,
     NodeDrained,
@@ -17,7 +17,7 @@ from ledger.events import (
     NodeUp,
     NodeUpdated,
 )
-from ledger.nodes import (
+from ledger.domain.nodes import (
     NodeState,
     decide_drain,
     decide_health,

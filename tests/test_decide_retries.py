@@ -9,7 +9,7 @@ from test_decide_jobs import DISPATCHED, QUEUED_JOB, STARTED, J, given
 
 from executors.outcome import finished_event
 from executors.protocol import ExitStatus
-from ledger.events import (
+from ledger.domain.events import (
     AnyEvent,
     Blob,
     JobCancelRequested,
@@ -21,8 +21,8 @@ from ledger.events import (
     JobSubmitted,
     RetryPolicy,
 )
-from ledger.jobs import decide_cancel, decide_dispatch, decide_start
-from ledger.retries import decide_attempt_end, is_retryable, policy_for
+from ledger.domain.jobs import decide_cancel, decide_dispatch, decide_start
+from ledger.domain.retries import decide_attempt_end, is_retryable, policy_for
 
 RETRYING = JobSubmitted(
     job_id=J,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.errors import InvalidTransition
-from ledger.events import AnyEvent, TokenIssued, TokenRevoked
-from ledger.tokens import TokenState, decide_issue, decide_revoke, evolve_token, mint, secret_digest
+from ledger.domain.errors import InvalidTransition
+from ledger.domain.events import AnyEvent, TokenIssued, TokenRevoked
+from ledger.domain.tokens import TokenState, decide_issue, decide_revoke, evolve_token, mint, secret_digest
 
 
 def issued(token_id: str, user_id: str = "alice", secret: str = "s3cret") -> TokenIssued:

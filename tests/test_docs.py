@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ledger.settings import FLAT, SETTING_NAMES, Settings
+from ledger.store.settings import FLAT, SETTING_NAMES, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"

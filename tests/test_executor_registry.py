@@ -12,8 +12,8 @@ import pytest
 from executors.interface import Executor
 from executors.registry import EXECUTORS, chosen_executor, start_executor
 from executors.services import Services
-from ledger.blobs import BlobStore
-from ledger.settings import NodeSpec, Settings, SlurmSettings, SshSettings, StorageSettings
+from ledger.store.blobs import BlobStore
+from ledger.store.settings import NodeSpec, Settings, SlurmSettings, SshSettings, StorageSettings
 from projections.live import open_ledger
 
 # Importing the SSH executor imports asyncssh, whose DSA support warns on import (not ours to mend).

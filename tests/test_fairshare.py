@@ -7,9 +7,8 @@ import math
 import pytest
 
 from executors.dispatcher import dispatch_order
-from ledger import commands
-from ledger.errors import DomainError, NotAllowed
-from ledger.events import (
+from ledger.domain.errors import DomainError, NotAllowed
+from ledger.domain.events import (
     AnyEvent,
     Blob,
     HalfLifeSet,
@@ -24,7 +23,7 @@ from ledger.events import (
     encode_event,
     stream_of,
 )
-from ledger.shares import (
+from ledger.domain.shares import (
     UserShare,
     Weights,
     age_factor,
@@ -34,6 +33,7 @@ from ledger.shares import (
     job_priority,
     run_usage,
 )
+from ledger.store import commands
 from projections import tables
 from projections.plan import make_plan, pending_reason
 from projections.replay import replay

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from server import config_yaml, run_cli, submit, wait_status
 
-from ledger.events import Blob, JobFinished, JobQueued, JobSubmitted
-from ledger.schema import connect
-from ledger.store import EventStore
+from ledger.domain.events import Blob, JobFinished, JobQueued, JobSubmitted
+from ledger.store.schema import connect
+from ledger.store.store import EventStore
 from projections import backfill, snapshots, tables
 from projections.asof import hot_views_as_of_sync
 from projections.audit import verify, views_until

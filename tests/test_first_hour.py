@@ -15,7 +15,7 @@ import pytest
 from server import OPEN_LIMITS, Server, config_yaml, run_cli, running, submit
 
 from api.logsetup import QuietRetries
-from ledger.settings import load_settings
+from ledger.store.settings import load_settings
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from ledger.events import Blob, JobDispatched, JobFinished, JobQueued, JobStarted, JobSubmitted, NodeRegistered
+from ledger.domain.events import Blob, JobDispatched, JobFinished, JobQueued, JobStarted, JobSubmitted, NodeRegistered
 from projections.asof import views_as_of
 from projections.audit import views_until
 from projections.live import open_store

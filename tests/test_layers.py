@@ -1,75 +1,83 @@
-"""The import rule of the product (scripts/layers.py): one direction between layers, no circles between files."""
+"""The import rules of the product ([tool.importlinter] in pyproject.toml, run by ``lint-imports``): layers
+point one way, ledger's store builds on its domain, the SDK stands apart, no circles."""
 
 from __future__ import annotations
 
-import importlib.util
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("ledger", "projections", "executors", "api", "cli", "gpuledger")
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
-def load_checker() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("layers", ROOT / "scripts" / "layers.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["layers"] = module
-    spec.loader.exec_module(module)
-    return module
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """lint-imports on the tree at ``root``, whose packages (not those installed) it reads."""
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
-layers = load_checker()
+def test_the_product_keeps_its_import_contracts() -> None:
+    """The real tree: every contract kept."""
+    done = lint_imports(ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 broken" in done.stdout
 
 
-def write_tree(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
-
-
-def test_the_product_imports_one_way_without_circles() -> None:
-    """The real tree: no upward import and no circle between files."""
-    assert layers.check(ROOT) == []
-
-
-def test_the_checker_sees_the_real_imports() -> None:
-    """Sanity: the graph of the real tree has the arrows we know of (the check is not vacuous)."""
-    edges = layers.graph(ROOT)
-    assert "ledger.events" in edges["ledger.store"]
-    assert "projections.views" in edges["projections.live"]
-    assert "ledger.writer" in edges["executors.runner"]
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A copy of the product's packages and its pyproject.toml, to plant violations in."""
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
 
 
 @pytest.mark.parametrize(
-    ("files", "expected"),
+    ("files", "broken"),
     [
-        ({"ledger/events.py": "from projections.views import Views\n", "projections/views.py": ""}, "upward"),
-        ({"ledger/events.py": "import ledger.store\n", "ledger/store.py": ""}, "upward"),
-        ({"executors/runner.py": "def f():\n    from api.app import x\n", "api/app.py": ""}, "upward"),
-        ({"projections/a.py": "from . import b\n", "projections/b.py": "from projections import a\n"}, "circle"),
-        ({"gpuledger/client.py": "from ledger import events\n", "ledger/events.py": ""}, "SDK imports no"),
-        ({"api/x.py": "import gpuledger.client\n", "gpuledger/client.py": ""}, "only the CLI"),
+        pytest.param({"projections/planted.py": "from api import app\n"}, "Layers point one way", id="upward"),
+        pytest.param(
+            {"executors/planted.py": "def f() -> None:\n    from api.app import create_app\n"},
+            "Layers point one way",
+            id="upward-in-a-function",
+        ),
+        pytest.param(
+            {"executors/planted.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import api.runtime\n"},
+            "Layers point one way",
+            id="upward-under-type-checking",
+        ),
+        pytest.param({"ledger/domain/planted.py": "import ledger.store.writer\n"}, "store over domain", id="domain-up"),
+        pytest.param({"ledger/planted.py": ""}, "every module in one of them", id="ledger-module-in-no-layer"),
+        pytest.param({"gpuledger/planted.py": "from ledger.domain import events\n"}, "SDK (gpuledger)", id="sdk"),
+        pytest.param({"api/planted.py": "import gpuledger.client\n"}, "Only the CLI", id="sdk-below-cli"),
+        pytest.param(
+            {
+                "projections/planted_a.py": "from projections import planted_b\n",
+                "projections/planted_b.py": "from projections import planted_a\n",
+            },
+            "No circles",
+            id="circle",
+        ),
     ],
 )
-def test_an_added_violation_is_reported(tmp_path: Path, files: dict[str, str], expected: str) -> None:
-    """Each kind of violation, planted in a small tree, is named by the check."""
-    problems = layers.check(write_tree(tmp_path, files))
-    assert any(expected in problem for problem in problems), problems
-
-
-def test_type_checking_imports_count(tmp_path: Path) -> None:
-    """An import hidden under TYPE_CHECKING still counts: the design has the arrow."""
-    tree = write_tree(
-        tmp_path,
-        {
-            "executors/a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from api.runtime import R\n",
-            "api/runtime.py": "",
-        },
-    )
-    assert layers.check(tree)
+def test_a_planted_violation_breaks_its_contract(tree: Path, files: dict[str, str], broken: str) -> None:
+    """Each kind of violation, planted in a copy of the tree, fails lint-imports naming the contract."""
+    assert lint_imports(tree).returncode == 0  # the copy alone passes: the plant is what breaks it
+    for name, text in files.items():
+        (tree / name).write_text(text)
+    done = lint_imports(tree)
+    assert done.returncode != 0
+    assert any(broken in line and "BROKEN" in line for line in done.stdout.splitlines()), done.stdout

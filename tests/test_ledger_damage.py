@@ -10,7 +10,7 @@ import apsw
 import pytest
 from server import Server, config_yaml, run_cli, submit
 
-from ledger.integrity import read_mark
+from ledger.store.integrity import read_mark
 
 FRAME = 24 + 4096  # a WAL frame: its header, then one page
 WAL_HEADER = 32

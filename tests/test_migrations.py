@@ -10,10 +10,10 @@ from pathlib import Path
 import apsw
 import pytest
 
-from ledger.errors import SchemaError
-from ledger.events import Blob, JobScanned, JobSubmitted, encode_event, event_tag, stream_of
-from ledger.schema import code_version, connect, migrations, open_existing
-from ledger.store import GENESIS, chain_hash
+from ledger.domain.errors import SchemaError
+from ledger.domain.events import Blob, JobScanned, JobSubmitted, encode_event, event_tag, stream_of
+from ledger.store.schema import code_version, connect, migrations, open_existing
+from ledger.store.store import GENESIS, chain_hash
 from projections.audit import verify
 from projections.live import open_store
 

@@ -8,8 +8,8 @@ from server import config_yaml, submit
 from test_ssh_jobs import ssh_settings
 
 from executors.dispatcher import place
-from ledger.events import Blob
-from ledger.jobs import JobState
+from ledger.domain.events import Blob
+from ledger.domain.jobs import JobState
 
 SLOTS_CODE = (
     "import os\nprint('SLOTS=' + os.environ['GPULEDGER_SLOTS'])\n"

@@ -5,10 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from executors.dispatcher import Dispatcher
-from ledger.clock import now_us
-from ledger.events import AnyEvent, Blob, JobDispatched, JobQueued, JobStarted, JobSubmitted, NodeRegistered, NodeUp
-from ledger.store import Write
-from ledger.writer import Ledger
+from ledger.domain.clock import now_us
+from ledger.domain.events import (
+    AnyEvent,
+    Blob,
+    JobDispatched,
+    JobQueued,
+    JobStarted,
+    JobSubmitted,
+    NodeRegistered,
+    NodeUp,
+)
+from ledger.store.store import Write
+from ledger.store.writer import Ledger
 from projections.live import open_ledger
 from projections.plan import make_plan
 from projections.views import Views

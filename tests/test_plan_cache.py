@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.events import NodeRegistered
+from ledger.domain.events import NodeRegistered
 from projections import plan as plans
 from projections.live import open_ledger
 from projections.plan import PlanCache

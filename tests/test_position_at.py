@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 from api.web.asof import PastViews
-from ledger.events import AnyEvent, Blob, JobSubmitted
-from ledger.schema import connect
-from ledger.store import Write
+from ledger.domain.events import AnyEvent, Blob, JobSubmitted
+from ledger.store.schema import connect
+from ledger.store.store import Write
 from projections import job_search
 from projections.asof import hot_views_as_of_sync
 from projections.live import open_store

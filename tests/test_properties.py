@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cli.main import main as cli_main
-from ledger.errors import InvalidTransition, NotFound
-from ledger.events import (
+from ledger.domain.errors import InvalidTransition, NotFound
+from ledger.domain.events import (
     AnyEvent,
     Blob,
     HalfLifeSet,
@@ -29,7 +29,7 @@ from ledger.events import (
     TokenIssued,
     UserPolicySet,
 )
-from ledger.jobs import (
+from ledger.domain.jobs import (
     JobState,
     decide_cancel,
     decide_dispatch,
@@ -39,11 +39,11 @@ from ledger.jobs import (
     decide_scan,
     decide_start,
 )
-from ledger.nodes import decide_drain, decide_health, decide_register, decide_undrain
-from ledger.retries import decide_attempt_end
-from ledger.shares import decide_policy
-from ledger.store import EventStore, Write, read_after
-from ledger.tokens import TokenState, decide_issue, decide_revoke, secret_digest
+from ledger.domain.nodes import decide_drain, decide_health, decide_register, decide_undrain
+from ledger.domain.retries import decide_attempt_end
+from ledger.domain.shares import decide_policy
+from ledger.domain.tokens import TokenState, decide_issue, decide_revoke, secret_digest
+from ledger.store.store import EventStore, Write, read_after
 from projections import tables
 from projections.audit import verify, views_until
 from projections.live import open_store

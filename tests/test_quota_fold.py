@@ -5,9 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from ledger.commands import SubmitLimits, submit_job
-from ledger.errors import QuotaExceeded
-from ledger.events import (
+from ledger.domain.errors import QuotaExceeded
+from ledger.domain.events import (
     AnyEvent,
     Blob,
     JobDispatched,
@@ -20,8 +19,9 @@ from ledger.events import (
     encode_event,
     stream_of,
 )
-from ledger.quotas import DAY_US, HOUR_US, QuotaLimits, exhausted, figures
-from ledger.shares import run_usage
+from ledger.domain.quotas import DAY_US, HOUR_US, QuotaLimits, exhausted, figures
+from ledger.domain.shares import run_usage
+from ledger.store.commands import SubmitLimits, submit_job
 from projections.replay import replay
 from projections.views import Views
 

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from test_properties import NODES, batches, new_store, snapshot, writes_of
 
-from ledger.errors import LedgerUnavailable
-from ledger.events import NodeRegistered
-from ledger.nodes import decide_register
-from ledger.store import Write
-from ledger.writer import Ledger
+from ledger.domain.errors import LedgerUnavailable
+from ledger.domain.events import NodeRegistered
+from ledger.domain.nodes import decide_register
+from ledger.store.store import Write
+from ledger.store.writer import Ledger
 from projections import tables
 from projections.audit import views_until
 from projections.live import open_ledger

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from server import OPEN_LIMITS, Server, config_yaml, run_cli, running, submit, wait_status
 
-from ledger.reasons import duration_words, finish_words, size_words
+from ledger.store.reasons import duration_words, finish_words, size_words
 
 PHRASES = [
     ("results_missing", {}, "no results file"),

@@ -19,9 +19,9 @@ import httpx
 import pytest
 from server import Server, config_yaml, run_cli, submit
 
-from ledger.errors import SettingsError
-from ledger.schema import connect
-from ledger.settings import load_settings
+from ledger.domain.errors import SettingsError
+from ledger.store.schema import connect
+from ledger.store.settings import load_settings
 
 REPLICA_LAG_S = 1.0  # the documented promise (docs/admin-guide.md, "Replication")
 BLOB_INTERVAL_S = 0.25  # [replica] blob_interval_s: how often new blobs follow the ledger to the target

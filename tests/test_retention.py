@@ -14,14 +14,14 @@ import pytest
 from browser import sign_in
 from server import Server, config_yaml, run_cli, submit
 
-import ledger.store
-from ledger.backup import blob_path
-from ledger.blobs import BlobStore
-from ledger.clock import now_us
-from ledger.events import Blob, JobFinished, JobQueued, JobSubmitted
-from ledger.jobs import JobState
-from ledger.retention import DAY_US, plan_prune
-from ledger.schema import connect
+import ledger.store.store
+from ledger.domain.clock import now_us
+from ledger.domain.events import Blob, JobFinished, JobQueued, JobSubmitted
+from ledger.domain.jobs import JobState
+from ledger.store.backup import blob_path
+from ledger.store.blobs import BlobStore
+from ledger.store.retention import DAY_US, plan_prune
+from ledger.store.schema import connect
 from projections.live import open_store
 
 SHARED = 'print("the same line for both")\n'
@@ -203,7 +203,7 @@ def old_job(root: Path, monkeypatch: pytest.MonkeyPatch) -> Blob:
     blobs = BlobStore(root / "jobs")
     code, output = blobs.put(b"print('old')\n"), blobs.put(b"old\n")
     ago = now_us() - 40 * DAY_US
-    monkeypatch.setattr(ledger.store, "now_us", lambda: ago)
+    monkeypatch.setattr(ledger.store.store, "now_us", lambda: ago)
     store = open_store(root / "gpuledger.db")
     submitted = JobSubmitted(
         job_id="old", user_id="admin", competition_id="c", project_id="p", expected_time_s=30, code=code

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from executors.scan.llm import llm_review_enabled, review_with_llm
 from executors.scan.scanner import ScanReport, scan_static
-from ledger.settings import ScannerSettings, from_flat
+from ledger.store.settings import ScannerSettings, from_flat
 
 API_KEY = "sk-test-0123456789"
 SAFE_CODE = "import numpy as np\nprint(np.arange(3).sum())\n"

@@ -9,7 +9,7 @@ import pytest
 
 from executors.scan.rules import RULES
 from executors.scan.scanner import ScanReport, format_findings, scan_static
-from ledger.events import Finding
+from ledger.domain.events import Finding
 
 CORPUS = Path(__file__).parent / "scanner_corpus"
 MALICIOUS = sorted((CORPUS / "malicious").glob("*.py"))

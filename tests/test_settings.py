@@ -6,8 +6,8 @@ import msgspec
 import pytest
 
 from cli.config_toml import settings_toml
-from ledger.errors import SettingsError
-from ledger.settings import FLAT, TABLES, Settings, load_settings, setting_sources
+from ledger.domain.errors import SettingsError
+from ledger.store.settings import FLAT, TABLES, Settings, load_settings, setting_sources
 
 
 def test_defaults_match_the_original_system(tmp_path, monkeypatch):

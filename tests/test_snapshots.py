@@ -10,9 +10,9 @@ import apsw
 from hypothesis import HealthCheck, given, settings
 from test_properties import NODES, batches, writes_of
 
-from ledger.events import NodeRegistered
-from ledger.nodes import decide_register
-from ledger.store import EventStore, Write
+from ledger.domain.events import NodeRegistered
+from ledger.domain.nodes import decide_register
+from ledger.store.store import EventStore, Write
 from projections import snapshots
 from projections.asof import hot_views_as_of_sync
 from projections.audit import verify, views_until

@@ -22,7 +22,7 @@ from executors.errors import (
     RemoteFileTooLarge,
 )
 from executors.ssh.connection import JumpConnection, NodeConnection
-from ledger.settings import NodeSpec, Settings
+from ledger.store.settings import NodeSpec, Settings
 
 if TYPE_CHECKING:
     from sshd import SshCluster

@@ -12,9 +12,9 @@ from pathlib import Path
 import apsw
 import pytest
 
-from ledger.errors import ConcurrencyConflict, IdempotencyConflict, InvalidTransition
-from ledger.events import Blob, JobQueued, JobScanned, JobSubmitted, NodeDrained, NodeRegistered, stream_of
-from ledger.store import GENESIS, Committed, EventStore, Write, chain_hash, read_after, read_stream
+from ledger.domain.errors import ConcurrencyConflict, IdempotencyConflict, InvalidTransition
+from ledger.domain.events import Blob, JobQueued, JobScanned, JobSubmitted, NodeDrained, NodeRegistered, stream_of
+from ledger.store.store import GENESIS, Committed, EventStore, Write, chain_hash, read_after, read_stream
 from projections import tables
 from projections.live import open_ledger, open_store
 
@@ -220,7 +220,7 @@ async def test_ledger_notices_another_process(db: Path) -> None:
     await ledger.start()
     try:
         code = (
-            "import sys; from ledger.events import *; from projections.live import open_store;"
+            "import sys; from ledger.domain.events import *; from projections.live import open_store;"
             "open_store(sys.argv[1]).append('job-p', 0, [JobSubmitted(job_id='p', user_id='bob',"
             " competition_id='c', project_id='p', expected_time_s=1, code=Blob(digest='0', size=1))])"
         )

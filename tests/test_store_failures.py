@@ -16,13 +16,13 @@ import apsw
 import pytest
 from disks import fill
 
-from ledger import disk
-from ledger.blobs import BlobStore
-from ledger.disk import DiskReserve
-from ledger.errors import LedgerUnavailable
-from ledger.events import Blob, JobSubmitted
-from ledger.schema import connect
-from ledger.store import EventStore, Write, max_position
+from ledger.domain.errors import LedgerUnavailable
+from ledger.domain.events import Blob, JobSubmitted
+from ledger.store import disk
+from ledger.store.blobs import BlobStore
+from ledger.store.disk import DiskReserve
+from ledger.store.schema import connect
+from ledger.store.store import EventStore, Write, max_position
 from projections import audit, tables
 from projections.live import open_ledger, open_store
 from projections.tables import VIEW_TABLES

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from server import OPEN_LIMITS, Server, config_yaml, running, submit, wait_status
 
-from ledger.users import success_rate
+from ledger.domain.users import success_rate
 
 
 def test_the_rate_leaves_cancelled_jobs_out():

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from executors.dispatcher import fleet_now
-from ledger import commands
-from ledger.errors import InvalidTransition
-from ledger.events import (
+from ledger.domain.errors import InvalidTransition
+from ledger.domain.events import (
     AnyEvent,
     Blob,
     JobQueued,
@@ -19,6 +18,7 @@ from ledger.events import (
     NodeRetired,
     stream_of,
 )
+from ledger.store import commands
 from projections.plan import make_plan
 from projections.views import Views
 

@@ -1,4 +1,4 @@
-"""One visibility rule: every reader that hides another user's job asks ``ledger.tokens.may_see``."""
+"""One visibility rule: every reader that hides another user's job asks ``ledger.domain.tokens.may_see``."""
 
 from __future__ import annotations
 
@@ -15,9 +15,18 @@ from api.auth import Identity
 from api.context import resolve_job
 from api.present import node_infos
 from api.web.deps import can_see
-from ledger.errors import NotFound
-from ledger.events import AnyEvent, Blob, JobDispatched, JobQueued, JobStarted, JobSubmitted, NodeRegistered, stream_of
-from ledger.tokens import may_see
+from ledger.domain.errors import NotFound
+from ledger.domain.events import (
+    AnyEvent,
+    Blob,
+    JobDispatched,
+    JobQueued,
+    JobStarted,
+    JobSubmitted,
+    NodeRegistered,
+    stream_of,
+)
+from ledger.domain.tokens import may_see
 from projections.plan import make_plan
 from projections.views import Views
 

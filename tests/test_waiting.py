@@ -5,7 +5,7 @@ from __future__ import annotations
 from api.auth import Identity
 from api.web.deps import Moment
 from api.web.panels import queue_panel
-from ledger.events import (
+from ledger.domain.events import (
     AnyEvent,
     Blob,
     JobDispatched,

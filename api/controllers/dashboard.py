@@ -16,8 +16,8 @@ from api.openapi import BEARER, Documented, problems
 from api.ports import Cluster, EventLog, Plans, Port, ServerState, read_views
 from api.present import job_status
 from api.schemas import ActivePage, Dashboard, UsersPage
-from ledger.clock import now_us, position_or_time
-from ledger.settings import Settings
+from ledger.domain.clock import now_us, position_or_time
+from ledger.store.settings import Settings
 from projections.asof import planned_as_of
 from projections.dashboard import user_rows
 from projections.plan import Plan

@@ -16,9 +16,9 @@ from api.errors import BadRequest
 from api.openapi import BEARER, Documented, problems
 from api.ports import EventLog, LedgerWriter, Plans, Port, read_views
 from api.schemas import Account, Accounts, QueueDocument
-from ledger import commands
-from ledger.clock import now_us
-from ledger.shares import USER_ID_PATTERN, valid_user_id
+from ledger.domain.clock import now_us
+from ledger.domain.shares import USER_ID_PATTERN, valid_user_id
+from ledger.store import commands
 from projections.views import Views
 
 CAP = Parameter(

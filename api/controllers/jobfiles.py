@@ -12,10 +12,10 @@ from litestar.params import FromPath
 from api.context import authenticated
 from api.openapi import BEARER, problems
 from api.ports import EventLog, JobOutput, Port
-from ledger.errors import NotFound
-from ledger.events import JobSubmitted
-from ledger.jobs import JobState
-from ledger.retention import pruned_message
+from ledger.domain.errors import NotFound
+from ledger.domain.events import JobSubmitted
+from ledger.domain.jobs import JobState
+from ledger.store.retention import pruned_message
 
 
 class JobFilesController(Controller):

@@ -29,11 +29,11 @@ from api.schemas import (
     SubmitTimedOut,
 )
 from api.submit import SubmitRequest, submit, wait_terminal
-from ledger import commands
-from ledger.clock import iso, now_us
-from ledger.events import event_tag
-from ledger.jobs import JobState, Status
-from ledger.settings import Settings
+from ledger.domain.clock import iso, now_us
+from ledger.domain.events import event_tag
+from ledger.domain.jobs import JobState, Status
+from ledger.store import commands
+from ledger.store.settings import Settings
 from projections.views import Views
 
 CANCEL_WAIT_S = 15.0

@@ -13,9 +13,9 @@ from api.ports import Cluster, LedgerWriter, Plans, Port, read_views
 from api.present import node_infos
 from api.schemas import NodeInfo, NodeList
 from executors.sandbox import DISABLED_WARNING
-from ledger import commands
-from ledger.clock import now_us
-from ledger.settings import Settings
+from ledger.domain.clock import now_us
+from ledger.store import commands
+from ledger.store.settings import Settings
 from projections.views import Views
 
 REASON = Parameter(default="", max_length=500, description="Why (kept in the ledger)")

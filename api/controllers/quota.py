@@ -14,8 +14,8 @@ from api.openapi import BEARER, problems
 from api.present import quota_status
 from api.schemas import QuotaStatus, WhoAmI
 from api.submit import quota_limits
-from ledger.clock import now_us
-from ledger.settings import Settings
+from ledger.domain.clock import now_us
+from ledger.store.settings import Settings
 from projections.views import Views
 
 

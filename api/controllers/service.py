@@ -14,7 +14,7 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from api.metrics import render_metrics
 from api.ports import Port, ServerState
 from executors.sandbox import DISABLED_WARNING
-from ledger.settings import Settings
+from ledger.store.settings import Settings
 
 VERSION = "0.1.0"
 ENDPOINTS = {

@@ -23,12 +23,12 @@ from api.downloads import open_range, stream_range
 from api.openapi import BEARER, EventStreamOperation, LogsOperation, problems
 from api.ports import EventLog, JobOutput, Port, read_views
 from api.sse import WAKE_S, session
-from ledger.clock import iso
-from ledger.events import TokenIssued, TokenRevoked, event_tag
-from ledger.jobs import JobState
-from ledger.retention import pruned_message
-from ledger.settings import Settings
-from ledger.tokens import may_see
+from ledger.domain.clock import iso
+from ledger.domain.events import TokenIssued, TokenRevoked, event_tag
+from ledger.domain.jobs import JobState
+from ledger.domain.tokens import may_see
+from ledger.store.retention import pruned_message
+from ledger.store.settings import Settings
 
 CHUNK = 64 * 1024
 TICK_S = 0.2  # live files grow without ledger events: how often a follower looks at them

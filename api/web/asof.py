@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 
-from ledger.schema import connect
+from ledger.store.schema import connect
 from projections.asof import hot_views_as_of_sync
 from projections.snapshots import position_at
 from projections.views import Views

@@ -36,9 +36,9 @@ from api.web.schemas import (
     UserIds,
     UtilisationPanel,
 )
-from ledger.clock import iso, parse_iso
-from ledger.jobs import JobState
-from ledger.settings import Settings
+from ledger.domain.clock import iso, parse_iso
+from ledger.domain.jobs import JobState
+from ledger.store.settings import Settings
 from projections import job_search
 from projections.job_search import JobFilter
 from projections.views import Views

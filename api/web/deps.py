@@ -17,9 +17,9 @@ from api.auth import Identity
 from api.errors import BadRequest
 from api.ports import EventLog, Plans, Port
 from api.web.asof import PastViews
-from ledger.clock import now_us, position_or_time
-from ledger.jobs import JobState
-from ledger.tokens import may_see
+from ledger.domain.clock import now_us, position_or_time
+from ledger.domain.jobs import JobState
+from ledger.domain.tokens import may_see
 from projections.plan import Plan, make_plan
 from projections.views import Views
 

@@ -27,8 +27,8 @@ from api.web.schemas import (
     UsageRow,
     UtilisationPanel,
 )
-from ledger.clock import iso
-from ledger.jobs import JobState
+from ledger.domain.clock import iso
+from ledger.domain.jobs import JobState
 from projections import timeline
 from projections.job_search import JobFilter, pick
 from projections.plan import pending_in_order, pending_reason

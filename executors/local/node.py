@@ -20,8 +20,8 @@ from executors.runner import NodeRunner
 from executors.sandbox import outside, sandbox_problem, sandbox_spec
 from executors.services import Services
 from executors.transport import LocalTransport, Transport
-from ledger import commands
-from ledger.events import NodeRegistered
+from ledger.domain.events import NodeRegistered
+from ledger.store import commands
 from projections.plan import ExternalStatus
 
 log = structlog.get_logger()

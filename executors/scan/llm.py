@@ -13,8 +13,8 @@ import msgspec
 import structlog
 
 from executors.scan.scanner import ScanReport, verdict_for
-from ledger.events import Finding
-from ledger.settings import ScannerSettings
+from ledger.domain.events import Finding
+from ledger.store.settings import ScannerSettings
 
 if TYPE_CHECKING:
     import httpx

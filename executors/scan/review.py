@@ -13,9 +13,9 @@ import structlog
 from executors.scan.llm import llm_review_enabled, review_with_llm
 from executors.scan.scanner import scan_static
 from executors.services import Services
-from ledger import commands
-from ledger.errors import DomainError
-from ledger.events import JobScanned
+from ledger.domain.errors import DomainError
+from ledger.domain.events import JobScanned
+from ledger.store import commands
 
 log = structlog.get_logger()
 

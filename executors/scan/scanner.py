@@ -23,7 +23,7 @@ from executors.scan.loading import (
     is_pickle_payload,
 )
 from executors.scan.unparsed import dangerous_names
-from ledger.events import Finding
+from ledger.domain.events import Finding
 
 Verdict = Literal["approved", "warned", "rejected"]
 

@@ -28,10 +28,10 @@ from executors.slurm.states import pending_words
 from executors.ssh.connection import NodeConnection
 from executors.ssh.transport import SshTransport
 from executors.transport import LocalTransport, Transport
-from ledger import commands
-from ledger.errors import DomainError
-from ledger.events import NodeRegistered
-from ledger.settings import NodeSpec, SlurmSettings
+from ledger.domain.errors import DomainError
+from ledger.domain.events import NodeRegistered
+from ledger.store import commands
+from ledger.store.settings import NodeSpec, SlurmSettings
 from projections.plan import ExternalStatus
 
 log = structlog.get_logger()

@@ -29,9 +29,9 @@ from executors.runner import NodeRunner
 from executors.slurm.client import SlurmClient, SlurmJob
 from executors.slurm.errors import SlurmRefused
 from executors.slurm.states import ACTIVE, outcome_of
-from ledger import commands
-from ledger.events import JobFinished
-from ledger.jobs import JobState
+from ledger.domain.events import JobFinished
+from ledger.domain.jobs import JobState
+from ledger.store import commands
 
 log = structlog.get_logger()
 JOB_NAME_PREFIX = "gpuledger-"

@@ -31,7 +31,7 @@ from executors.errors import (
     RemoteFileMissing,
     RemoteFileTooLarge,
 )
-from ledger.settings import NodeSpec, SshSettings
+from ledger.store.settings import NodeSpec, SshSettings
 
 log = structlog.get_logger("executors.ssh.connection")
 

@@ -22,10 +22,10 @@ from executors.sandbox import sandbox_problem, sandbox_spec
 from executors.services import Services
 from executors.ssh.connection import JumpConnection, NodeConnection
 from executors.ssh.transport import SshTransport
-from ledger import commands
-from ledger.errors import DomainError, LedgerUnavailable
-from ledger.events import NodeRegistered, NodeRestarted
-from ledger.settings import NodeSpec, Settings
+from ledger.domain.errors import DomainError, LedgerUnavailable
+from ledger.domain.events import NodeRegistered, NodeRestarted
+from ledger.store import commands
+from ledger.store.settings import NodeSpec, Settings
 from projections.plan import ExternalStatus
 
 log = structlog.get_logger()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import apsw
 
-from ledger.errors import StoreError
-from ledger.schema import connect
+from ledger.domain.errors import StoreError
+from ledger.store.schema import connect
 
 LEDGER_NAME = "gpuledger.db"
 BLOBS_NAME = "blobs"

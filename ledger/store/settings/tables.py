@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from ledger.settings.units import parse_bytes
+from ledger.store.settings.units import parse_bytes
 
 Positive = Annotated[float, Meta(gt=0)]
 

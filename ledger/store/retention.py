@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ledger.clock import iso
-from ledger.commands import job_of
-from ledger.errors import InvalidTransition
-from ledger.events import AnyEvent, Blob, JobPruned
-from ledger.jobs import JobState, decide_cancel
-from ledger.state import LedgerState
-from ledger.store import Write
+from ledger.domain.clock import iso
+from ledger.domain.errors import InvalidTransition
+from ledger.domain.events import AnyEvent, Blob, JobPruned
+from ledger.domain.jobs import JobState, decide_cancel
+from ledger.store.commands import job_of
+from ledger.store.state import LedgerState
+from ledger.store.store import Write
 
 DAY_US = 86_400 * 1_000_000
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from ledger.events import Blob
+from ledger.domain.events import Blob
 
 # Endings that are the platform's fault, not the job's: they never count against a user's quota.
 PLATFORM_REASONS: frozenset[str] = frozenset({"node_lost", "dispatch_failed", "sandbox_failed", "lost"})

@@ -13,9 +13,9 @@ import math
 
 import msgspec
 
-from ledger.attempts import PLATFORM_REASONS
-from ledger.events import JobEvent, JobFinished, JobRetried, JobSubmitted
-from ledger.jobs import JobState
+from ledger.domain.attempts import PLATFORM_REASONS
+from ledger.domain.events import JobEvent, JobFinished, JobRetried, JobSubmitted
+from ledger.domain.jobs import JobState
 
 DAY_US = 86_400_000_000
 HOUR_US = 3_600_000_000

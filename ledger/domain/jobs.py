@@ -9,9 +9,9 @@ from typing import Literal
 
 import msgspec
 
-from ledger.attempts import Attempt, attempt_key
-from ledger.errors import InvalidTransition
-from ledger.events import (
+from ledger.domain.attempts import Attempt, attempt_key
+from ledger.domain.errors import InvalidTransition
+from ledger.domain.events import (
     AnyEvent,
     Blob,
     Finding,

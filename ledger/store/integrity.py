@@ -17,9 +17,9 @@ from typing import Any
 
 import apsw
 
-from ledger.errors import StoreError
-from ledger.schema import code_version, connect
-from ledger.store import GENESIS, ROW_COLUMNS, chain_hash
+from ledger.domain.errors import StoreError
+from ledger.store.schema import code_version, connect
+from ledger.store.store import GENESIS, ROW_COLUMNS, chain_hash
 
 TAIL_CHECKED = 10_000  # events re-hashed at each start: milliseconds, whatever the ledger's length
 FIX = (

@@ -9,8 +9,8 @@ from typing import Protocol
 
 import msgspec
 
-from ledger.errors import InvalidTransition
-from ledger.events import AnyEvent, TokenIssued, TokenRevoked
+from ledger.domain.errors import InvalidTransition
+from ledger.domain.events import AnyEvent, TokenIssued, TokenRevoked
 
 
 class TokenState(msgspec.Struct, frozen=True, kw_only=True, gc=False):

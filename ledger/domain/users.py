@@ -9,7 +9,7 @@ import bisect
 
 import msgspec
 
-from ledger.quotas import QuotaDay
+from ledger.domain.quotas import QuotaDay
 
 COUNTED = ("total", "pending", "running", "completed", "failed", "cancelled")  # the counts of a tally
 RATE_WINDOW_US = 60_000_000  # any per-minute limit needs only the submits of the last minute (no cap on the limit)
@@ -26,7 +26,7 @@ class UserStats(msgspec.Struct, kw_only=True, gc=False):
     failed: int = 0
     cancelled: int = 0
     recent_submits: list[int] = []
-    quota: QuotaDay | None = None  # today's use, for the quotas (ledger.quotas)
+    quota: QuotaDay | None = None  # today's use, for the quotas (ledger.domain.quotas)
 
     @property
     def active(self) -> int:

@@ -1,10 +1,10 @@
 """The server's settings: one typed object of groups, one per reader (``docs/admin-guide.md``,
 "Settings by reader"), read from the flat names users write."""
 
-from ledger.settings.load import ENV_PREFIX, NOT_SETTINGS, SETTING_NAMES, load_settings, setting_sources
-from ledger.settings.model import FLAT, SECRET_SETTINGS, TABLES, Settings, flat_values, from_flat
-from ledger.settings.running import LxcSettings, RunnerSettings, SandboxSettings, SshSettings
-from ledger.settings.serving import (
+from ledger.store.settings.load import ENV_PREFIX, NOT_SETTINGS, SETTING_NAMES, load_settings, setting_sources
+from ledger.store.settings.model import FLAT, SECRET_SETTINGS, TABLES, Settings, flat_values, from_flat
+from ledger.store.settings.running import LxcSettings, RunnerSettings, SandboxSettings, SshSettings
+from ledger.store.settings.serving import (
     FairshareSettings,
     HttpSettings,
     QueueSettings,
@@ -12,8 +12,8 @@ from ledger.settings.serving import (
     ScannerSettings,
     StorageSettings,
 )
-from ledger.settings.tables import NodeSpec, ReplicaSettings, SlurmSettings
-from ledger.settings.units import parse_bytes, parse_duration
+from ledger.store.settings.tables import NodeSpec, ReplicaSettings, SlurmSettings
+from ledger.store.settings.units import parse_bytes, parse_duration
 
 __all__ = [
     "ENV_PREFIX",

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import structlog
 
-from ledger.disk import disk_full
-from ledger.errors import LedgerUnavailable
-from ledger.events import Blob
+from ledger.domain.errors import LedgerUnavailable
+from ledger.domain.events import Blob
+from ledger.store.disk import disk_full
 
 log = structlog.get_logger()
 STALE_TMP_S = 600.0  # a temporary file this old is no write in progress (a put takes well under a second)

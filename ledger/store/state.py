@@ -14,12 +14,12 @@ from typing import Protocol, Self, TypeVar
 
 import apsw
 
-from ledger.events import AnyEvent
-from ledger.jobs import JobState
-from ledger.nodes import NodeState
-from ledger.shares import UserShare
-from ledger.tokens import TokenState
-from ledger.users import UserStats
+from ledger.domain.events import AnyEvent
+from ledger.domain.jobs import JobState
+from ledger.domain.nodes import NodeState
+from ledger.domain.shares import UserShare
+from ledger.domain.tokens import TokenState
+from ledger.domain.users import UserStats
 
 
 class Jobs(Protocol):

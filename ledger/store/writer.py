@@ -24,12 +24,12 @@ from typing import Generic
 
 import structlog
 
-from ledger.disk import DiskReserve
-from ledger.errors import LedgerError
-from ledger.events import AnyEvent, Recorded
-from ledger.schema import connect
-from ledger.state import S, StateTables
-from ledger.store import Committed, EventStore, Write, max_position, read_after, read_stream
+from ledger.domain.errors import LedgerError
+from ledger.domain.events import AnyEvent, Recorded
+from ledger.store.disk import DiskReserve
+from ledger.store.schema import connect
+from ledger.store.state import S, StateTables
+from ledger.store.store import Committed, EventStore, Write, max_position, read_after, read_stream
 
 log = structlog.get_logger()
 MAX_BATCH = 1024

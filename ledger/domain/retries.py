@@ -6,8 +6,8 @@ so replaying the log decides every attempt the same way whatever the settings ar
 
 from __future__ import annotations
 
-from ledger.events import AnyEvent, JobFinished, JobRetried, RetryPolicy
-from ledger.jobs import JobState, decide_finish
+from ledger.domain.events import AnyEvent, JobFinished, JobRetried, RetryPolicy
+from ledger.domain.jobs import JobState, decide_finish
 
 MAX_RETRIES = 5  # per job: a job that fails six times in a row needs a person, not a seventh try
 RETRYABLE_REASONS = frozenset({"node_lost", "dispatch_failed", "sandbox_failed", "lost", "timeout", "signal"})

@@ -9,9 +9,9 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from ledger.retries import MAX_RETRIES, RETRYABLE_REASONS
-from ledger.settings.units import parse_duration
-from ledger.shares import Weights
+from ledger.domain.retries import MAX_RETRIES, RETRYABLE_REASONS
+from ledger.domain.shares import Weights
+from ledger.store.settings.units import parse_duration
 
 DEFAULT_ENDPOINT_LIMITS = {"submit": 5, "status": 60, "results": 60, "cancel": 10, "jobs": 30}
 Unlimited0 = Annotated[int, Meta(ge=0)]  # a count where 0 means unlimited
@@ -50,7 +50,7 @@ class StorageSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     ledger_reserve_bytes: Annotated[int, Meta(ge=0, description="reserve file beside the ledger (0: none)")] = (
         64 * 1024 * 1024
     )
-    # no job is dispatched below this much free on the ledger's disk; None: ``ledger.disk.auto_floor``
+    # no job is dispatched below this much free on the ledger's disk; None: ``ledger.store.disk.auto_floor``
     disk_free_floor_bytes: Annotated[int, Meta(ge=0, description="no dispatch below this free (0: none)")] | None = None
     retention_days: Annotated[int, Meta(ge=0, description="outputs pruned this many days after (0: kept)")] = 0
 
@@ -83,7 +83,7 @@ class QueueSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     )
 
     def __post_init__(self) -> None:
-        # The retryable reasons are a set kept in ``ledger.retries``; a Literal would copy it.
+        # The retryable reasons are a set kept in ``ledger.domain.retries``; a Literal would copy it.
         unknown = sorted(set(self.retry_on) - RETRYABLE_REASONS)
         if unknown:
             raise msgspec.ValidationError(

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ledger.errors import DomainError
-from ledger.events import AnyEvent, UserPolicySet
+from ledger.domain.errors import DomainError
+from ledger.domain.events import AnyEvent, UserPolicySet
 
 DEFAULT_HALF_LIFE_S = 7 * 86_400.0
 HALF_LIFE_STREAM = "fairshare-cluster"  # the one stream of fairshare.half_life_set

@@ -1,4 +1,4 @@
-"""What retention reads from the ledger file and does to the blob store (the I/O around ``ledger.retention``).
+"""What retention reads from the ledger file and does to the blob store (the I/O around ``ledger.store.retention``).
 
 A blob is removed only when no event of a job that stays names it: blobs are content-addressed, so two
 jobs that printed the same bytes share one file. Code blobs are never removed (every job's submission
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import apsw
 
-from ledger.backup import blob_path
-from ledger.events import JobPruned, decode_event
-from ledger.retention import plan_prune, prunable
-from ledger.state import Jobs
+from ledger.domain.events import JobPruned, decode_event
+from ledger.store.backup import blob_path
+from ledger.store.retention import plan_prune, prunable
+from ledger.store.state import Jobs
 
 _DIGEST = re.compile(rb'"digest":"([0-9a-f]{64})"')
 _JOB = "job-"

@@ -12,9 +12,9 @@ from typing import Any
 
 import msgspec
 
-from ledger.clock import iso
-from ledger.errors import InvalidTransition, LimitExceeded, NotAllowed, NotFound, QuotaExceeded
-from ledger.events import (
+from ledger.domain.clock import iso
+from ledger.domain.errors import InvalidTransition, LimitExceeded, NotAllowed, NotFound, QuotaExceeded
+from ledger.domain.events import (
     AnyEvent,
     HalfLifeSet,
     JobFinished,
@@ -26,7 +26,7 @@ from ledger.events import (
     TokenIssued,
     UserPolicySet,
 )
-from ledger.jobs import (
+from ledger.domain.jobs import (
     JobState,
     decide_cancel,
     decide_dispatch,
@@ -37,7 +37,7 @@ from ledger.jobs import (
     decide_start,
     evolve_job,
 )
-from ledger.nodes import (
+from ledger.domain.nodes import (
     NodeState,
     decide_drain,
     decide_health,
@@ -49,13 +49,13 @@ from ledger.nodes import (
     fleet_has_gpus,
     takes,
 )
-from ledger.quotas import QuotaDay, QuotaLimits, exhausted, retry_after_s
-from ledger.retries import decide_attempt_end
-from ledger.shares import UserShare, decide_policy
-from ledger.state import LedgerState
-from ledger.store import Write
-from ledger.tokens import decide_issue, decide_revoke
-from ledger.users import RATE_WINDOW_US
+from ledger.domain.quotas import QuotaDay, QuotaLimits, exhausted, retry_after_s
+from ledger.domain.retries import decide_attempt_end
+from ledger.domain.shares import UserShare, decide_policy
+from ledger.domain.tokens import decide_issue, decide_revoke
+from ledger.domain.users import RATE_WINDOW_US
+from ledger.store.state import LedgerState
+from ledger.store.store import Write
 
 
 class SubmitLimits:

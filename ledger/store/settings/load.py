@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from ledger.errors import SettingsError
-from ledger.settings.model import FLAT, GROUPED, SECRET_SETTINGS, TABLES, Settings, grouped_values
+from ledger.domain.errors import SettingsError
+from ledger.store.settings.model import FLAT, GROUPED, SECRET_SETTINGS, TABLES, Settings, grouped_values
 
 ENV_PREFIX = "GPULEDGER_"
 # GPULEDGER_* variables that are not server settings: the researcher client's (URL, TOKEN, USER) and

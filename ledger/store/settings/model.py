@@ -7,8 +7,8 @@ from typing import Any
 
 import msgspec
 
-from ledger.settings.running import LxcSettings, RunnerSettings, SandboxSettings, SshSettings
-from ledger.settings.serving import (
+from ledger.store.settings.running import LxcSettings, RunnerSettings, SandboxSettings, SshSettings
+from ledger.store.settings.serving import (
     FairshareSettings,
     HttpSettings,
     QueueSettings,
@@ -16,7 +16,7 @@ from ledger.settings.serving import (
     ScannerSettings,
     StorageSettings,
 )
-from ledger.settings.tables import ReplicaSettings, SlurmSettings
+from ledger.store.settings.tables import ReplicaSettings, SlurmSettings
 
 # The flat name (TOML key, GPULEDGER_ + its upper case, SPEC §8) of every grouped field: "group.field".
 # Users' files and environments keep the flat names; the code reads ``settings.<group>.<field>``.

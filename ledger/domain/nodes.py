@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 import msgspec
 
-from ledger.errors import InvalidTransition
-from ledger.events import (
+from ledger.domain.errors import InvalidTransition
+from ledger.domain.events import (
     AnyEvent,
     NodeDown,
     NodeDrained,

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from ledger.settings.tables import NodeSpec
+from ledger.store.settings.tables import NodeSpec
 
 OUTPUT_LIMIT_FACTOR = 2  # see RunnerSettings.running_output_cap
 NoLimit0 = Annotated[int, Meta(ge=0)]  # a size or count where 0 means no limit

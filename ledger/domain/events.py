@@ -4,7 +4,7 @@ Tags are stable wire names (``job.submitted``). New fields get defaults; field t
 An event kind is written in one place: its Struct, under the base of its stream (``JobEvent``,
 ``NodeEvent``, ``TokenEvent``, ``UserEvent``, ``FairShareEvent``). The decoder's union, the tag
 table and the stream of each event are derived from the classes below, and each fold matches on
-them (``ledger.jobs.evolve_job``, ...).
+them (``ledger.domain.jobs.evolve_job``, ...).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``EventStore.execute`` is the single write path. Each ``Write`` runs its decide step against the live
 views *inside* the write transaction, so checks that span streams (a user's active-job cap, rate
 limits, node slots) and the append are one serial step: two requests can never both pass a check.
-Several writes share one transaction and one fsync (group commit, driven by ``ledger.writer``).
+Several writes share one transaction and one fsync (group commit, driven by ``ledger.store.writer``).
 
 A transaction that fails in any phase leaves the store as the file is: the views and the head are
 loaded again from disk without writing (SQLite may already have rolled back by itself, on a full disk).
@@ -26,9 +26,8 @@ import apsw
 import msgspec
 import structlog
 
-from ledger.clock import now_us
-from ledger.disk import DiskReserve, disk_full
-from ledger.errors import (
+from ledger.domain.clock import now_us
+from ledger.domain.errors import (
     ConcurrencyConflict,
     DomainError,
     IdempotencyConflict,
@@ -37,7 +36,7 @@ from ledger.errors import (
     SchemaError,
     StoreError,
 )
-from ledger.events import (
+from ledger.domain.events import (
     EVENT_TAGS,
     AnyEvent,
     Recorded,
@@ -46,8 +45,9 @@ from ledger.events import (
     event_tag,
     stream_of,
 )
-from ledger.schema import connect, migrate
-from ledger.state import LedgerState, S, StateTables
+from ledger.store.disk import DiskReserve, disk_full
+from ledger.store.schema import connect, migrate
+from ledger.store.state import LedgerState, S, StateTables
 
 log = structlog.get_logger()
 GENESIS = bytes(32)
@@ -129,7 +129,7 @@ class EventStore(Generic[S]):
         """``projection_interval_s`` 0: projection rows are written in every transaction (one-shot
         commands). A server passes a second or so: rows and checkpoint then follow the log in their
         own rhythm (at most that late, or ``projection_max_dirty`` rows), keeping commits small.
-        ``reserve``: room given back to the ledger when the disk is full (``ledger.disk``)."""
+        ``reserve``: room given back to the ledger when the disk is full (``ledger.store.disk``)."""
         self.path = Path(path)
         self.tables = tables
         self.projection_interval_s = projection_interval_s

@@ -12,7 +12,7 @@ from pathlib import Path
 import apsw
 import apsw.bestpractice
 
-from ledger.errors import NoSchema, SchemaError, StoreError
+from ledger.domain.errors import NoSchema, SchemaError, StoreError
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
