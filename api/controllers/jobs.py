@@ -110,16 +110,12 @@ class JobController(Controller):
         idempotency_key: IdempotencyKey = None,
     ) -> SubmitAccepted | SubmitFinished | SubmitTimedOut:
         form = await _form(request, request.app.multipart_form_part_limit)
-        accepted = await submit(
-            SubmitRequest(
-                code=await _part(form, "code"),
-                config=await _part(form, "config_file"),
-                identity=sent_identity(request),
-                idempotency_key=idempotency_key,
-                client_address=address,
-            ),
-            intake,
+        code, config = await _part(form, "code"), await _part(form, "config_file")
+        identity = sent_identity(request)
+        sent = SubmitRequest(
+            code=code, config=config, identity=identity, idempotency_key=idempotency_key, client_address=address
         )
+        accepted = await submit(sent, intake)  # the request read whole first: the pipeline goes one way, down
         job = accepted.job
         if not wait:
             return SubmitAccepted(
