@@ -31,6 +31,7 @@ BACKOFF_MAX_S = 30.0
 STEADY_S = 60.0  # a Litestream that ran this long had a good run: its next restart starts from 1 s
 PARALLEL_PUTS = 16
 LAG_EVERY_S = 0.5
+LAG_TIMEOUT_S = 10.0  # a lag probe that hangs this long counts as a failed one
 LITESTREAM_VERSION = "0.5.17"
 
 
@@ -266,13 +267,17 @@ class Replicator:
 
     async def _lag(self) -> None:
         store = open_target(self.target)
+        measured: tuple[float, float] | None = None  # (lag, monotonic time) of the last good measurement
         try:
             while True:
                 try:
-                    self.lag_s = await self._measure(store)
-                except (OSError, ExecutorError) as e:
-                    self.last_error = f"lag: {e}"
+                    self.lag_s = await asyncio.wait_for(self._measure(store), LAG_TIMEOUT_S)
+                    measured = (self.lag_s, time.monotonic())
+                except (OSError, ExecutorError, TimeoutError) as e:
+                    self.last_error = f"lag: {e or 'the target did not answer in time'}"
                     await store.close()
+                    if measured is not None:  # a target that cannot be asked cannot be vouched for: it grows
+                        self.lag_s = measured[0] + time.monotonic() - measured[1]
                 await asyncio.sleep(LAG_EVERY_S)
         finally:
             await store.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -23,7 +24,7 @@ from executors.errors import ReplicaError
 from executors.replica_target import BLOBS_DIR, LEDGER_DIR, Target
 
 if TYPE_CHECKING:
-    from obstore.store import ClientConfig, S3Config
+    from obstore.store import ClientConfig, RetryConfig, S3Config
 
 T = TypeVar("T")
 
@@ -33,9 +34,16 @@ def s3_store(target: Target) -> S3Store:
     config: S3Config = {"region": target.region, "virtual_hosted_style_request": not target.path_style}
     if target.endpoint is not None:
         config["endpoint"] = target.endpoint
-    client: ClientConfig | None = {"allow_http": True} if (target.endpoint or "").startswith("http://") else None
+    # object_store retries for up to 3 minutes by default: an unreachable bucket would hold the lag probe
+    # and the copier that long, silently; a few quick retries, then an error that /readyz shows
+    client: ClientConfig = {"connect_timeout": "5s", "timeout": "120s"}
+    if (target.endpoint or "").startswith("http://"):
+        client["allow_http"] = True
+    retry: RetryConfig = {"max_retries": 3, "retry_timeout": timedelta(seconds=20)}
     try:
-        return S3Store(target.host, prefix=target.prefix or None, config=config, client_options=client)
+        return S3Store(
+            target.host, prefix=target.prefix or None, config=config, client_options=client, retry_config=retry
+        )
     except BaseError as e:
         raise ReplicaError(f"{target.name}: {e}") from e
 

@@ -4,6 +4,7 @@ and every blob back after the server's directory is gone, and the restored copy 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,12 +13,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from server import Server, config_yaml, free_port, run_cli, submit, wait_status
-from test_replica import check_replica_survives_loss, litestream_pids, replica_env, wait_replica
+from test_replica import check_replica_survives_loss, litestream_pids, replica_env, submitted_ids, wait_replica
 
 from ledger.domain.errors import SettingsError
 from ledger.store.settings import load_settings
@@ -26,8 +29,24 @@ BUCKET = "gpuledger-replica"
 MOTO_START_S = 60  # moto imports a lot; on two shared cores its first start takes a while
 
 
+@dataclass
+class MotoS3:
+    endpoint: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        """SIGTERM to its process group, SIGKILL if it lingers (bounded)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
 @pytest.fixture
-def s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def moto_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS3]:
     """A moto S3 server on 127.0.0.1 with one empty bucket, and test credentials in the environment
     (the server and the CLI inherit it); stopped, with its process group, at the end."""
     port = free_port()
@@ -51,15 +70,15 @@ def s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
         for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("AWS_REGION", "eu-west-1")
-        yield endpoint
+        yield MotoS3(endpoint, proc)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        MotoS3(endpoint, proc).stop()
         log.close()
+
+
+@pytest.fixture
+def s3_endpoint(moto_s3: MotoS3) -> str:
+    return moto_s3.endpoint
 
 
 def bucket_keys(endpoint: str, prefix: str) -> list[str]:
@@ -126,6 +145,55 @@ def test_s3_replica_restores_finished_jobs_with_their_outputs(server_factory, s3
                 assert (body["status"], body["stdout"], body["exit_code"]) == ("completed", output, 0), body
     finally:
         again.stop()
+
+
+def test_restore_from_s3_at_a_time(server_factory, s3_endpoint: str, tmp_path: Path) -> None:
+    """--at TIME against the bucket: the ledger as it was then (a later submit absent, an earlier one
+    present, with its code blob), and it verifies."""
+    replica = {"url": f"s3://{BUCKET}/at", "endpoint": s3_endpoint}
+    server = server_factory(replica=replica)
+    wait_replica(server, timeout=60)
+    with server.client(server.admin_token) as client:
+        early = submit(client, 'print("early")\n', config_yaml("admin")).json()["job_id"]
+        time.sleep(2)
+        between = datetime.now(UTC).isoformat()
+        time.sleep(2)
+        late = submit(client, 'print("late")\n', config_yaml("admin")).json()["job_id"]
+    deadline = time.monotonic() + 30
+    while (block := wait_replica(server))["lag_s"] != 0:
+        assert time.monotonic() < deadline, block
+        time.sleep(0.3)
+    server.stop()
+    (tmp_path / "then").mkdir()
+    done = run_cli(tmp_path / "then", "restore", "--from-replica", "--at", between, env=replica_env(replica))
+    assert done.returncode == 0, done.stderr
+    then = submitted_ids(tmp_path / "then" / "gpuledger.db")
+    assert early in then
+    assert late not in then
+    code = hashlib.sha256(b'print("early")\n').hexdigest()
+    assert (tmp_path / "then" / "jobs" / "blobs" / code[:2] / code).read_bytes() == b'print("early")\n'
+    assert run_cli(tmp_path / "then", "audit", "verify").returncode == 0
+
+
+def test_the_lag_of_an_unreachable_bucket_grows_and_readyz_says_why(server_factory, moto_s3: MotoS3) -> None:
+    """The bucket goes away after the replica caught up: the lag /readyz and /metrics report grows past
+    the goal from its last good value (never stays at 0), last_error says so, and /readyz stays 200."""
+    server = server_factory(replica={"url": f"s3://{BUCKET}/outage", "endpoint": moto_s3.endpoint})
+    deadline = time.monotonic() + 60
+    while (block := wait_replica(server, timeout=60))["lag_s"] != 0:
+        assert time.monotonic() < deadline, block
+        time.sleep(0.3)
+    moto_s3.stop()
+    deadline = time.monotonic() + 60
+    while (block := wait_replica(server))["lag_s"] <= block["lag_goal_s"] or block["last_error"] is None:
+        assert time.monotonic() < deadline, block
+        time.sleep(0.3)
+    assert not block["within_goal"], block
+    assert moto_s3.endpoint.split("//")[1] in block["last_error"] or "outage" in block["last_error"], block
+    assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+    lag = next(line for line in metrics.splitlines() if line.startswith("gpuledger_replica_lag_seconds "))
+    assert float(lag.split()[1]) > 1.0, lag
 
 
 @pytest.mark.parametrize(
