@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from executors.errors import ExecutorError
-from executors.replica import litestream_binary, write_config
-from executors.replica_target import open_target, target_of
+from executors.replica import litestream_binary, litestream_env, open_target, write_config
+from executors.replica_target import target_of
 from ledger.domain.errors import LedgerError, StoreError
 from ledger.store.backup import BLOBS_NAME, blob_path
 from ledger.store.pruning import jobs_naming, live_digests
@@ -25,6 +25,8 @@ from ledger.store.retention import lost_writes
 from ledger.store.schema import connect
 from ledger.store.settings import Settings
 from projections.live import open_store
+
+PARALLEL_GETS = 16  # blobs fetched at once from an sftp:// or s3:// target
 
 
 def parse_at(text: str) -> str:
@@ -47,7 +49,7 @@ def litestream_restore(settings: Settings, staging: Path, at: str | None) -> Pat
     if at is not None:
         command += ["-timestamp", at]
     command.append(str(Path(settings.storage.database_path).resolve()))
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False, env=litestream_env())
     if done.returncode != 0 or not out.is_file():
         said = " ".join((done.stderr or done.stdout).split())[-500:]
         raise StoreError(f"litestream restore from {target.name} failed (status {done.returncode}): {said}")
@@ -56,20 +58,21 @@ def litestream_restore(settings: Settings, staging: Path, at: str | None) -> Pat
 
 async def fetch_blobs(settings: Settings, digests: set[str], blobs: Path) -> list[str]:
     """Copy the named blobs from the target into ``blobs``; the digests the target lacks."""
-    target = target_of(settings)
-    if target.scheme == "s3":  # blobs on S3 are the admin's S3 tooling's (docs: "Replication")
-        return sorted(digests)
-    store = open_target(target)
-    missing = []
+    store = open_target(target_of(settings))
+    ordered = sorted(digests)
+
+    async def fetched(digest: str) -> bool:
+        dest = blob_path(blobs, digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return await store.get(digest, dest)
+
     try:
-        for digest in sorted(digests):
-            dest = blob_path(blobs, digest)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if not await store.get(digest, dest):
-                missing.append(digest)
+        found = [await fetched(d) for d in ordered[:1]]  # the first alone: it opens the connection
+        for start in range(1, len(ordered), PARALLEL_GETS):  # then a few at once: each is a round trip
+            found += await asyncio.gather(*(fetched(d) for d in ordered[start : start + PARALLEL_GETS]))
     finally:
         await store.close()
-    return missing
+    return [digest for digest, there in zip(ordered, found, strict=True) if not there]
 
 
 def restore_from_replica(

@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from executors.errors import ExecutorError, ReplicaError
-from executors.replica_target import LEDGER_DIR, FileTarget, SftpTarget, Target, host_key, open_target, target_of
+from executors.replica_target import LEDGER_DIR, BlobTarget, FileTarget, SftpTarget, Target, host_key, target_of
 from ledger.store.settings import Settings
 
 log = structlog.get_logger()
@@ -31,6 +31,7 @@ BACKOFF_MAX_S = 30.0
 STEADY_S = 60.0  # a Litestream that ran this long had a good run: its next restart starts from 1 s
 PARALLEL_PUTS = 16
 LAG_EVERY_S = 0.5
+LAG_TIMEOUT_S = 10.0  # a lag probe that hangs this long counts as a failed one
 LITESTREAM_VERSION = "0.5.17"
 
 
@@ -59,7 +60,15 @@ def replica_config(settings: Settings, target: Target) -> dict[str, Any]:
             "host-key": host_key(target),
         }
     else:  # s3: credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the server's environment
-        replica |= {"url": f"{settings.replica.url.rstrip('/')}/{LEDGER_DIR}"}
+        replica |= {
+            "type": "s3",
+            "bucket": target.host,
+            "path": f"{target.prefix}/{LEDGER_DIR}".lstrip("/"),
+            "region": target.region,
+            "force-path-style": target.path_style,
+        }
+        if target.endpoint is not None:
+            replica["endpoint"] = target.endpoint
     database = {
         "path": str(Path(settings.storage.database_path).resolve()),
         "monitor-interval": "100ms",
@@ -75,6 +84,30 @@ def write_config(settings: Settings, target: Target, path: Path) -> Path:
         json.dump(replica_config(settings, target), handle, indent=1)
     path.chmod(0o600)
     return path
+
+
+def open_target(target: Target) -> BlobTarget:
+    """The blob copier's view of the target (here, not in ``replica_target``: ``replica_s3`` builds on that)."""
+    if target.scheme == "file":
+        return FileTarget(target)
+    if target.scheme == "sftp":
+        return SftpTarget(target)
+    if target.scheme == "s3":
+        from executors.replica_s3 import S3Target  # obstore is loaded only where an s3 target is configured
+
+        return S3Target(target)
+    raise ReplicaError(f"{target.name}: no blob copier for {target.scheme}://")
+
+
+def litestream_env() -> dict[str, str]:
+    """The server's environment for Litestream, less ``AWS_CA_BUNDLE``: Litestream 0.5.17's AWS SDK refuses
+    to start an s3 replica with it set ("unable to add custom RootCAs HTTPClient"). Go reads the same
+    bundle from ``SSL_CERT_FILE``, so it is handed over under that name where that is not set."""
+    env = dict(os.environ)
+    bundle = env.pop("AWS_CA_BUNDLE", None)
+    if bundle and "SSL_CERT_FILE" not in env:
+        env["SSL_CERT_FILE"] = bundle
+    return env
 
 
 def dying_with_parent(command: list[str]) -> list[str]:
@@ -110,10 +143,11 @@ class Replicator:
 
     def start(self) -> None:
         write_config(self.settings, self.target, self.config)
-        self.tasks = [asyncio.create_task(self._supervise(), name="replica-litestream")]
-        if self.target.scheme != "s3":
-            self.tasks.append(asyncio.create_task(self._blobs(), name="replica-blobs"))
-            self.tasks.append(asyncio.create_task(self._lag(), name="replica-lag"))
+        self.tasks = [
+            asyncio.create_task(self._supervise(), name="replica-litestream"),
+            asyncio.create_task(self._blobs(), name="replica-blobs"),
+            asyncio.create_task(self._lag(), name="replica-lag"),
+        ]
         log.info("replica.started", target=self.target.name, config=str(self.config))
 
     def describe(self) -> dict[str, Any]:
@@ -163,7 +197,11 @@ class Replicator:
     async def _run_once(self) -> None:
         command = dying_with_parent([litestream_binary(), "replicate", "-config", str(self.config)])
         self.process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=litestream_env(),
         )
         log.info("replica.litestream", pid=self.process.pid)
         try:
@@ -206,9 +244,9 @@ class Replicator:
         finally:
             await store.close()
 
-    async def _send_new(self, store: FileTarget | SftpTarget, sent: set[str]) -> None:
+    async def _send_new(self, store: BlobTarget, sent: set[str]) -> None:
         fresh = await asyncio.to_thread(self._unsent, sent)
-        for start in range(0, len(fresh), PARALLEL_PUTS):  # a few at once: each is round trips over SFTP
+        for start in range(0, len(fresh), PARALLEL_PUTS):  # a few at once: each is round trips (SFTP, S3)
             chunk = fresh[start : start + PARALLEL_PUTS]
             await asyncio.gather(*(store.put(p.name, p) for p in chunk))
             sent.update(p.name for p in chunk)
@@ -229,18 +267,22 @@ class Replicator:
 
     async def _lag(self) -> None:
         store = open_target(self.target)
+        measured: tuple[float, float] | None = None  # (lag, monotonic time) of the last good measurement
         try:
             while True:
                 try:
-                    self.lag_s = await self._measure(store)
-                except (OSError, ExecutorError) as e:
-                    self.last_error = f"lag: {e}"
+                    self.lag_s = await asyncio.wait_for(self._measure(store), LAG_TIMEOUT_S)
+                    measured = (self.lag_s, time.monotonic())
+                except (OSError, ExecutorError, TimeoutError) as e:
+                    self.last_error = f"lag: {e or 'the target did not answer in time'}"
                     await store.close()
+                    if measured is not None:  # a target that cannot be asked cannot be vouched for: it grows
+                        self.lag_s = measured[0] + time.monotonic() - measured[1]
                 await asyncio.sleep(LAG_EVERY_S)
         finally:
             await store.close()
 
-    async def _measure(self, store: FileTarget | SftpTarget) -> float:
+    async def _measure(self, store: BlobTarget) -> float:
         """Seconds the target may be missing: 0 when Litestream wrote there after the ledger's last
         write, else the time since its last write there (an upper bound on the oldest unsent commit)."""
         newest = await store.newest_ledger_write()

@@ -1,8 +1,9 @@
-"""Where a replica lives: a directory or an SFTP server, seen as ``ledger/`` (Litestream's) and ``blobs/``.
+"""Where a replica lives: a directory, an SFTP server or an S3 bucket, seen as ``ledger/`` (Litestream's)
+and ``blobs/``.
 
 Blobs are content-addressed (``blobs/ab/abcdef...``), so a copy is idempotent: a name present at the
 target holds those bytes. Each copy is written under a temporary name and renamed, so a half-sent
-blob never carries a real name. S3 is left to Litestream for the ledger and to S3 tooling for blobs.
+blob never carries a real name (an S3 PUT is atomic by itself: ``executors.replica_s3``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from executors.errors import ReplicaError
@@ -34,12 +35,21 @@ class Target:
     user: str = ""
     key_file: str | None = None
     known_hosts: str | None = None
+    endpoint: str | None = None  # s3: an S3-compatible store (host is the bucket, path the prefix)
+    region: str = ""
+    path_style: bool = False
+    shipping: str = ""  # s3: Litestream's local level-0 LTX folder beside the ledger (what it ships next)
 
     @property
     def name(self) -> str:
         """The URL without credentials, for logs and /readyz."""
         where = f"{self.user}@{self.host}:{self.port}" if self.scheme == "sftp" else self.host
         return f"{self.scheme}://{where}{self.path}"
+
+    @property
+    def prefix(self) -> str:
+        """s3: the key prefix under the bucket (no leading or trailing slash; empty for the bucket's root)."""
+        return self.path.strip("/")
 
 
 def target_of(settings: Settings) -> Target:
@@ -64,6 +74,15 @@ def parse_target(replica: ReplicaSettings, settings: Settings) -> Target:
             key_file=replica.key_file or settings.ssh.key_file,
             known_hosts=replica.known_hosts or settings.ssh.known_hosts,
         )
+    if parts.scheme == "s3":
+        region = replica.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        endpoint = replica.endpoint.rstrip("/") if replica.endpoint else None
+        path_style = replica.path_style if replica.path_style is not None else endpoint is not None
+        ledger = Path(settings.storage.database_path).resolve()
+        return Target(
+            scheme="s3", path=path, host=parts.hostname or "", endpoint=endpoint, region=region,
+            path_style=path_style, shipping=str(ledger.parent / f".{ledger.name}-litestream" / "ltx" / "0"),
+        )  # fmt: skip
     return Target(scheme=parts.scheme, path=path, host=parts.hostname or "")
 
 
@@ -77,6 +96,16 @@ def host_key(target: Target) -> str:
         if len(fields) >= 3 and names & set(fields[0].split(",")):
             return f"{fields[1]} {fields[2]}"
     raise ReplicaError(f"{target.known_hosts} has no key for {target.host}:{target.port} (hashed names are not read)")
+
+
+class BlobTarget(Protocol):
+    """What the blob copier, the lag probe and the restore need of a target."""
+
+    async def close(self) -> None: ...
+    async def present(self) -> set[str]: ...
+    async def put(self, digest: str, source: Path) -> None: ...
+    async def get(self, digest: str, dest: Path) -> bool: ...
+    async def newest_ledger_write(self) -> float | None: ...
 
 
 class FileTarget:
@@ -205,11 +234,3 @@ def shipped(newest_by_level: dict[str, float]) -> float | None:
     if "0" in newest_by_level:
         return newest_by_level["0"]
     return max(newest_by_level.values(), default=None)
-
-
-def open_target(target: Target) -> FileTarget | SftpTarget:
-    if target.scheme == "file":
-        return FileTarget(target)
-    if target.scheme == "sftp":
-        return SftpTarget(target)
-    raise ReplicaError(f"{target.name}: blobs are not copied to {target.scheme}:// (use S3 tooling, see the guide)")

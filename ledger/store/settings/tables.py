@@ -58,7 +58,9 @@ class SlurmSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise msgspec.ValidationError("via = 'ssh' needs login_host - at `$.slurm.login_host`")
 
 
-REPLICA_URL = "^(file:///|sftp://|s3://)"
+# s3:// takes a bucket name (S3's rules: 3-63 of a-z 0-9 . -) and an optional prefix; no query: the
+# endpoint, region and addressing style are keys of their own
+REPLICA_URL = "^(file:///|sftp://|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^?#]*)?$)"
 
 
 class ReplicaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -72,3 +74,8 @@ class ReplicaSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     lag_s: Positive = 1.0  # REPLICA_LAG_S: the promise /readyz checks the measured lag against
     key_file: str | None = None  # sftp: the private key (default: SSH_KEY_FILE)
     known_hosts: str | None = None  # sftp: the target's host key (default: SSH_KNOWN_HOSTS)
+    # s3: an S3-compatible store's URL (MinIO, Ceph, a moto server), default AWS; credentials come from
+    # the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), as Litestream reads them
+    endpoint: Annotated[str, Meta(pattern="^https?://[^/?#]+/?$")] | None = None
+    region: str | None = None  # s3: the bucket's region (default: AWS_REGION, else us-east-1)
+    path_style: bool | None = None  # s3: bucket in the path, not the host name (default: on with an endpoint)
