@@ -16,6 +16,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.plugins import PluginProtocol
 from litestar.plugins.core import MsgspecDIPlugin
 
+from api.asofpool import close_asof_pool
 from api.context import DEPENDENCIES
 from api.controllers.dashboard import DashboardController
 from api.controllers.fairshare import FairShareController
@@ -111,6 +112,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
             await runtime.stop()
+            await asyncio.to_thread(close_asof_pool, app.state)  # the as-of children, if any started
             log.info("server.stopped")
 
     return LedgerApp(
