@@ -37,7 +37,8 @@ class Moment:
     live: bool
 
 
-def _position_at(path: str, time_us: int) -> int:
+def position_of(path: str, time_us: int) -> int:
+    """The web slider's position at an instant (the one position-at-instant, on its own connection)."""
     conn = connect(path, readonly=True)
     try:
         return position_at(conn, time_us)
@@ -62,7 +63,7 @@ async def provide_moment(
     except ValueError as e:
         raise BadRequest(f"Invalid as_of: {e}") from None
     if position is None and time_us is not None:  # one indexed lookup, in a thread: off the loop all the same
-        position = await asyncio.to_thread(_position_at, str(events.path), time_us)
+        position = await asyncio.to_thread(position_of, str(events.path), time_us)
     assert position is not None
     if position >= events.head:
         now = now_us()
