@@ -121,7 +121,7 @@ EXPECTED: dict[str, tuple[dict[str, Any], Built]] = {
 
 def test_asof_documents_from_the_child_equal_the_live_builders_bytes(small: Server) -> None:
     """Every as-of reader answers, byte for byte, what the live path's builder makes of the views replayed
-    to that position, and the replay ran in a child process of the server (a forkserver's), not in it."""
+    to that position; the replay ran in a child process of the server (a forkserver's), which stops with it."""
     assert small.proc is not None
     before = children(small.proc.pid)
     weights = from_flat({}).fairshare.weights()
@@ -139,6 +139,11 @@ def test_asof_documents_from_the_child_equal_the_live_builders_bytes(small: Serv
                 assert answer.content == msgspec.json.encode(build(views, now, plan)), (path, position)
     started = children(small.proc.pid) - before
     assert any(b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in started), started
+    small.stop()  # the children stop with the server
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in started), started
 
 
 def test_a_killed_child_is_a_503_and_the_next_request_is_served(small: Server) -> None:
@@ -193,7 +198,6 @@ def test_the_loop_answers_livez_while_a_long_replay_runs(tmp_path: Path) -> None
                 time.sleep(0.01)  # paced: the probe's own cost to the server stays small
             asker.join()
             spent = cpu_s(server.proc.pid) - before
-        print("MEASURE", answered, spent, replay_cpu)
         assert result[0].status_code == 200, result[0].text
         assert result[0].json()["position"] == 119_000
         assert answered >= 10, answered
