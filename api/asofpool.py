@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import multiprocessing
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -37,6 +38,7 @@ T = TypeVar("T")
 REPLAYS_KEPT = 2  # per child: the point the slider shows and the one before
 DOCUMENTS_KEPT = 32  # in the parent: a page load asks for about ten documents of one point
 TIMEOUT_S = 120.0  # far above any replay measured (0.3 s at 12 k pending): a stuck child is a 503, not a hang
+CHILD_NICENESS = 10
 Build = Callable[..., msgspec.Struct]
 
 
@@ -65,6 +67,11 @@ def _replayed(past: Past) -> tuple[Views, int, Plan]:
     return found
 
 
+def _yield_the_cpu() -> None:
+    """A child's replay is background work: where cores are short, the server's event loop goes first."""
+    os.nice(CHILD_NICENESS)
+
+
 def render(build: Build, past: Past, args: tuple[Any, ...]) -> bytes:
     """In a child: ``build(views, now, plan, *args)`` at ``past``, encoded as the live path encodes it."""
     views, now, plan = _replayed(past)
@@ -91,7 +98,9 @@ class AsOfPool:
         if self._executor is None:
             context = multiprocessing.get_context("forkserver")  # never fork the server's threads and sockets
             context.set_forkserver_preload([__name__, "api.pastdocs", "api.web.asof"])
-            self._executor = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+            self._executor = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_yield_the_cpu
+            )
         return self._executor
 
     async def document(self, build: Build, past: Past, *args: Any) -> bytes:
