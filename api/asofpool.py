@@ -24,11 +24,9 @@ import msgspec
 import structlog
 from litestar import Response
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
 
 from api.errors import ServiceUnavailable
 from ledger.domain.shares import Weights
-from ledger.store.settings import Settings
 from projections.asof import planned_as_of_sync
 from projections.plan import Plan
 from projections.views import Views
@@ -152,23 +150,14 @@ class AsOfPool:
             self._executor = None
 
 
-def asof_pool(state: State, settings: Settings) -> AsOfPool:
-    """The app's pool (one per app), made on first use."""
-    if "asof_pool" not in state:
-        state.asof_pool = AsOfPool(settings.reads.asof_workers)
+def asof_pool(state: State) -> AsOfPool:
+    """The app's pool (``create_app`` puts one in its state; its children start on first use). Handlers
+    take the app's ``state`` rather than a dependency: a provider would add a level that Litestar resolves
+    concurrently with the others (``tests/test_api_routes.py``)."""
     pool: AsOfPool = state.asof_pool
     return pool
 
 
-def provide_asof(state: State, settings: NamedDependency[Settings]) -> AsOfPool:
-    return asof_pool(state, settings)
-
-
 def close_asof_pool(state: State) -> None:
     """At shutdown: stops the children, if any started."""
-    pool: AsOfPool | None = state.get("asof_pool")
-    if pool is not None:
-        pool.close()
-
-
-DEPENDENCIES = {"asof": Provide(provide_asof, sync_to_thread=False)}
+    asof_pool(state).close()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from litestar import Controller, get
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import Parameter
 
 from api import pastdocs
-from api.asofpool import DEPENDENCIES as ASOF
-from api.asofpool import AsOfPool, Past, as_document
+from api.asofpool import Past, as_document, asof_pool
 from api.auth import Identity
 from api.context import admin_only
 from api.dashboard import dashboard_document
@@ -62,7 +62,6 @@ def past_point(events: EventLog, plans: Plans, as_of: str | None) -> Past | None
 class DashboardController(Controller):
     path = "/api"
     tags = ["dashboard"]
-    dependencies = ASOF
 
     @get(
         "/dashboard",
@@ -80,13 +79,13 @@ class DashboardController(Controller):
         plans: Port[Plans],
         events: Port[EventLog],
         identity: NamedDependency[Identity],
-        asof: NamedDependency[AsOfPool],
+        state: State,
         as_of: str | None = AS_OF,
     ) -> Dashboard:
         limits = (settings.reads.dashboard_active_jobs, settings.reads.dashboard_users)
         past = past_point(events, plans, as_of)
         if past is not None:
-            return as_document(await asof.document(pastdocs.dashboard, past, identity, limits), Dashboard)
+            return as_document(await asof_pool(state).document(pastdocs.dashboard, past, identity, limits), Dashboard)
         views, now, plan = views_now(events, plans)
         return dashboard_document(
             views,
@@ -110,14 +109,14 @@ class DashboardController(Controller):
         self,
         plans: Port[Plans],
         events: Port[EventLog],
-        asof: NamedDependency[AsOfPool],
+        state: State,
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> ActivePage:
         past = past_point(events, plans, as_of)
         if past is not None:
-            return as_document(await asof.document(pastdocs.active_page, past, offset, limit), ActivePage)
+            return as_document(await asof_pool(state).document(pastdocs.active_page, past, offset, limit), ActivePage)
         return pastdocs.active_page(*views_now(events, plans), offset, limit)
 
     @get(
@@ -132,12 +131,12 @@ class DashboardController(Controller):
         self,
         plans: Port[Plans],
         events: Port[EventLog],
-        asof: NamedDependency[AsOfPool],
+        state: State,
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> UsersPage:
         past = past_point(events, plans, as_of)
         if past is not None:
-            return as_document(await asof.document(pastdocs.users_page, past, offset, limit), UsersPage)
+            return as_document(await asof_pool(state).document(pastdocs.users_page, past, offset, limit), UsersPage)
         return pastdocs.users_page(*views_now(events, plans), offset, limit)

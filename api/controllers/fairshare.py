@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from api import pastdocs
 from api.accounts import account_view, accounts_document, competing_factors, queue_document
-from api.asofpool import DEPENDENCIES as ASOF
-from api.asofpool import AsOfPool, as_document
+from api.asofpool import as_document, asof_pool
 from api.auth import Identity
 from api.context import admin_only, authenticated, limited
 from api.controllers.dashboard import AS_OF, past_point, views_now
@@ -40,7 +40,6 @@ def _cap(name: str, text: str | None) -> dict[str, int | None]:
 class FairShareController(Controller):
     path = "/api"
     tags = ["fair share"]
-    dependencies = ASOF
 
     @get(
         "/queue",
@@ -55,14 +54,16 @@ class FairShareController(Controller):
         plans: Port[Plans],
         events: Port[EventLog],
         identity: NamedDependency[Identity],
-        asof: NamedDependency[AsOfPool],
+        state: State,
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> QueueDocument:
         past = past_point(events, plans, as_of)
         if past is not None:  # replayed in an as-of child, answered as its bytes
-            return as_document(await asof.document(pastdocs.queue, past, identity, offset, limit), QueueDocument)
+            return as_document(
+                await asof_pool(state).document(pastdocs.queue, past, identity, offset, limit), QueueDocument
+            )
         views, now, plan = views_now(events, plans)
         return queue_document(views, plan, now, identity, live=True, offset=offset, limit=limit)
 

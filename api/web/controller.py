@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Literal
 
 from litestar import Controller, Response, Router, get
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.static_files import create_static_files_router
 
-from api.asofpool import AsOfPool, Past, as_document
+from api.asofpool import Past, as_document, asof_pool
 from api.auth import Identity, check_user_filter
 from api.context import admin_only, authenticated, token_if_sent
 from api.errors import BadRequest
@@ -135,10 +136,10 @@ class DashboardData(Controller):
         moment: When,
         caller: NamedDependency[Identity | None],
         cluster: Port[Cluster],
-        asof: NamedDependency[AsOfPool],
+        state: State,
     ) -> NodesPanel:
         if isinstance(moment, Past):
-            return as_document(await asof.document(past.nodes, moment, caller), NodesPanel)
+            return as_document(await asof_pool(state).document(past.nodes, moment, caller), NodesPanel)
         return panels.nodes_panel(moment, caller, cluster.cluster_info())
 
     @get("/queue", summary="Pending jobs in order with reasons and estimates; the per-node plan")
@@ -149,11 +150,11 @@ class DashboardData(Controller):
         plans: Port[Plans],
         events: Port[EventLog],
         settings: NamedDependency[Settings],
-        asof: NamedDependency[AsOfPool],
+        state: State,
     ) -> QueuePanel:
         limit = settings.reads.dashboard_active_jobs
         if isinstance(moment, Past):
-            return as_document(await asof.document(past.queue, moment, caller, limit), QueuePanel)
+            return as_document(await asof_pool(state).document(past.queue, moment, caller, limit), QueuePanel)
         # The page fetches this panel on each ledger change: a job queued by that change waits for the
         # next plan (as a status read does), or it would show no place and no factors until the next change.
         views, plan = moment.views, moment.plan
@@ -173,7 +174,7 @@ class DashboardData(Controller):
         events: Port[EventLog],
         identity: NamedDependency[Identity],
         moment: When,
-        asof: NamedDependency[AsOfPool],
+        state: State,
         user: FromQuery[str | None] = None,
         status: FromQuery[Status | None] = None,
         competition: FromQuery[str | None] = None,
@@ -193,7 +194,7 @@ class DashboardData(Controller):
             before=before,
         )
         if isinstance(moment, Past):
-            return as_document(await asof.document(past.jobs, moment, flt, limit), JobsPanel)
+            return as_document(await asof_pool(state).document(past.jobs, moment, flt, limit), JobsPanel)
         reader, jobs = events.reader, moment.views.jobs
         candidates = [jobs.get(i) for i in job_search.page_ids(reader, flt, 2 * limit + 10)]
         total = job_search.counted(moment.views, flt)  # kept by the fold: no count of rows
@@ -207,24 +208,26 @@ class DashboardData(Controller):
         moment: When,
         caller: NamedDependency[Identity | None],
         settings: NamedDependency[Settings],
-        asof: NamedDependency[AsOfPool],
+        state: State,
         window: int = Window,
     ) -> LanesPanel:
         queued = settings.reads.dashboard_active_jobs
         if isinstance(moment, Past):
-            return as_document(await asof.document(past.lanes, moment, caller, window, queued), LanesPanel)
+            return as_document(await asof_pool(state).document(past.lanes, moment, caller, window, queued), LanesPanel)
         return panels.lanes_panel(moment, caller, window, queued)
 
     @get("/utilisation", summary="Share of busy slots over a window")
     async def utilisation(
         self,
         moment: When,
-        asof: NamedDependency[AsOfPool],
+        state: State,
         window: int = Window,
         buckets: int = Parameter(default=60, ge=2, le=500),
     ) -> UtilisationPanel:
         if isinstance(moment, Past):
-            return as_document(await asof.document(past.utilisation, moment, window, buckets), UtilisationPanel)
+            return as_document(
+                await asof_pool(state).document(past.utilisation, moment, window, buckets), UtilisationPanel
+            )
         return panels.utilisation_panel(moment, window, buckets)
 
     @get(
@@ -236,11 +239,11 @@ class DashboardData(Controller):
         self,
         moment: When,
         identity: NamedDependency[Identity],
-        asof: NamedDependency[AsOfPool],
+        state: State,
         window: int = Window,
     ) -> UsagePanel:
         if isinstance(moment, Past):
-            return as_document(await asof.document(past.usage, moment, identity, window), UsagePanel)
+            return as_document(await asof_pool(state).document(past.usage, moment, identity, window), UsagePanel)
         return panels.usage_panel(moment, identity, window)
 
     @get("/users", summary="Every user id (the jobs filter's choices)", guards=[admin_only], sync_to_thread=False)

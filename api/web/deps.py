@@ -13,7 +13,6 @@ from typing import TypeAlias
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromQuery, SkipValidation
 
-from api.asofpool import DEPENDENCIES as ASOF
 from api.asofpool import Past
 from api.auth import Identity
 from api.errors import BadRequest
@@ -81,4 +80,4 @@ def can_see(who: Identity | None, job: JobState) -> bool:
     return may_see(who, job.user_id)
 
 
-DEPENDENCIES = {"moment": Provide(provide_moment), **ASOF}
+DEPENDENCIES = {"moment": Provide(provide_moment)}
