@@ -117,9 +117,11 @@ class AsOfPool:
 
     async def _render(self, build: Build, past: Past, args: tuple[Any, ...]) -> bytes:
         pool = self._pool()
-        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(loop.run_in_executor(pool, render, build, past, args), TIMEOUT_S)
+            # submitted from a thread: a submit may start the forkserver (its imports) or a child, and
+            # waits for the fork's answer; the loop does not
+            future = await asyncio.to_thread(pool.submit, render, build, past, args)
+            return await asyncio.wait_for(asyncio.wrap_future(future), TIMEOUT_S)
         except BrokenProcessPool:
             log.warning("asof.child_died", position=past.position)
             self._drop(pool)
