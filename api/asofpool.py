@@ -130,6 +130,10 @@ class AsOfPool:
             log.warning("asof.timeout", position=past.position, timeout_s=TIMEOUT_S)
             self._drop(pool)
             raise ServiceUnavailable(f"The as-of replay took over {TIMEOUT_S:.0f} s; try again") from None
+        except OSError as e:  # (TimeoutError is one: caught above) mostly no process could start: a pids limit
+            log.warning("asof.no_child", error=str(e))
+            self._drop(pool)
+            raise ServiceUnavailable(f"The as-of replay could not run ({e.strerror or e}); try again") from None
 
     def _settle(self, key: tuple[Any, ...], task: asyncio.Future[bytes]) -> None:
         self._running.pop(key, None)
