@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -76,6 +77,10 @@ def render(build: Build, past: Past, args: tuple[Any, ...]) -> bytes:
     return msgspec.json.encode(build(views, now, plan, *args))
 
 
+def _broken(future: concurrent.futures.Future[bytes]) -> bool:
+    return not future.cancelled() and isinstance(future.exception(), BrokenProcessPool)
+
+
 def as_document(data: bytes, kind: type[T]) -> T:
     """Encoded bytes answered as they are. Handlers keep their Struct return type so that the OpenAPI
     document describes the document field by field; Litestar sends a returned ``Response`` unchanged."""
@@ -91,15 +96,12 @@ class AsOfPool:
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._done: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._running: dict[tuple[Any, ...], asyncio.Future[bytes]] = {}
+        self._lock = threading.Lock()  # submits run in threads: one pool made, one dropped
 
-    def _pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        if self._executor is None:
-            context = multiprocessing.get_context("forkserver")  # never fork the server's threads and sockets
-            context.set_forkserver_preload([__name__, "api.pastdocs", "api.web.asof"])
-            self._executor = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_yield_the_cpu
-            )
-        return self._executor
+    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        context = multiprocessing.get_context("forkserver")  # never fork the server's threads and sockets
+        context.set_forkserver_preload([__name__, "api.pastdocs", "api.web.asof"])
+        return concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context, initializer=_yield_the_cpu)
 
     async def document(self, build: Build, past: Past, *args: Any) -> bytes:
         """``build``'s document at ``past``, as JSON bytes; a dead or stuck child is a 503."""
@@ -115,24 +117,32 @@ class AsOfPool:
             running.add_done_callback(lambda task: self._settle(key, task))
         return await asyncio.shield(running)
 
-    async def _render(self, build: Build, past: Past, args: tuple[Any, ...]) -> bytes:
-        pool = self._pool()
+    def _submit(self, build: Build, past: Past, args: tuple[Any, ...]) -> concurrent.futures.Future[bytes]:
+        """In a thread: the first submit starts the resource tracker, the forkserver (its imports) and a
+        child, each a fork and a wait; the loop does none of it. A pool that cannot start is dropped."""
+        with self._lock:
+            pool = self._executor = self._executor or self._new_pool()
         try:
-            # submitted from a thread: a submit may start the forkserver (its imports) or a child, and
-            # waits for the fork's answer; the loop does not
-            future = await asyncio.to_thread(pool.submit, render, build, past, args)
+            future = pool.submit(render, build, past, args)
+        except BaseException:
+            self._drop(pool)
+            raise
+        future.add_done_callback(lambda done: self._forget(pool) if _broken(done) else None)  # it ends itself
+        return future
+
+    async def _render(self, build: Build, past: Past, args: tuple[Any, ...]) -> bytes:
+        try:
+            future = await asyncio.to_thread(self._submit, build, past, args)
             return await asyncio.wait_for(asyncio.wrap_future(future), TIMEOUT_S)
         except BrokenProcessPool:
             log.warning("asof.child_died", position=past.position)
-            self._drop(pool)
             raise ServiceUnavailable("The as-of replay's process died; try again") from None
         except TimeoutError:
             log.warning("asof.timeout", position=past.position, timeout_s=TIMEOUT_S)
-            self._drop(pool)
+            self._drop(self._executor)
             raise ServiceUnavailable(f"The as-of replay took over {TIMEOUT_S:.0f} s; try again") from None
         except OSError as e:  # (TimeoutError is one: caught above) mostly no process could start: a pids limit
             log.warning("asof.no_child", error=str(e))
-            self._drop(pool)
             raise ServiceUnavailable(f"The as-of replay could not run ({e.strerror or e}); try again") from None
 
     def _settle(self, key: tuple[Any, ...], task: asyncio.Future[bytes]) -> None:
@@ -142,18 +152,26 @@ class AsOfPool:
             while len(self._done) > DOCUMENTS_KEPT:
                 self._done.popitem(last=False)
 
-    def _drop(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
-        """A broken or stuck pool is replaced on the next request (its children are told to stop)."""
-        if self._executor is pool:
-            self._executor = None
+    def _forget(self, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+        """The next request makes a new pool."""
+        with self._lock:
+            if self._executor is pool:
+                self._executor = None
+
+    def _drop(self, pool: concurrent.futures.ProcessPoolExecutor | None) -> None:
+        """A stuck pool, or one that could not start, is forgotten and its children are stopped."""
+        if pool is None:
+            return
+        self._forget(pool)
         for process in list(getattr(pool, "_processes", {}).values()):
             process.kill()  # a stuck child never returns to read its stop message
         pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        with self._lock:
+            pool, self._executor = self._executor, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def asof_pool(state: State) -> AsOfPool:

@@ -3,6 +3,7 @@ same position, and the server's event loop keeps answering while a long replay r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -204,3 +205,35 @@ def test_the_loop_answers_livez_while_a_long_replay_runs(tmp_path: Path) -> None
         assert spent < replay_cpu / 2, (spent, replay_cpu)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def pids_cgroup() -> Iterator[Path]:
+    """A pids cgroup (v1) of its own, removed at the end (its processes moved back to the root first)."""
+    group = Path(f"/sys/fs/cgroup/pids/gpuledger-asof-{os.getpid()}")
+    group.mkdir()
+    try:
+        yield group
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):
+                (group.parent / "cgroup.procs").write_text(pid)
+        group.rmdir()
+
+
+def test_no_process_to_start_is_a_503(small: Server, pids_cgroup: Path) -> None:
+    """Where no as-of process can start (the server's pids limit is reached), an as-of request is a 503
+    naming why, and live reads keep answering."""
+    assert small.proc is not None
+    with small.client(small.admin_token, timeout=30) as admin:
+        assert admin.get("/api/dashboard").status_code == 200
+        (pids_cgroup / "cgroup.procs").write_text(str(small.proc.pid))
+        for task in Path(f"/proc/{small.proc.pid}/task").iterdir():  # v1 moves one task at a time
+            (pids_cgroup / "tasks").write_text(task.name)
+        (pids_cgroup / "pids.max").write_text((pids_cgroup / "pids.current").read_text().strip())
+        answer = admin.get("/api/dashboard", params={"as_of": "5"})
+        assert answer.status_code == 503, answer.text
+        assert "could not run" in answer.json()["detail"]
+        assert admin.get("/api/dashboard").status_code == 200
+        (pids_cgroup / "pids.max").write_text("max")
+        assert admin.get("/api/dashboard", params={"as_of": "5"}).status_code == 200
