@@ -16,6 +16,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.plugins import PluginProtocol
 from litestar.plugins.core import MsgspecDIPlugin
 
+from api.asofpool import AsOfPool, close_asof_pool
 from api.context import DEPENDENCIES
 from api.controllers.dashboard import DashboardController
 from api.controllers.fairshare import FairShareController
@@ -111,6 +112,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
             await runtime.stop()
+            await asyncio.to_thread(close_asof_pool, app.state)  # the as-of children, if any started
             log.info("server.stopped")
 
     return LedgerApp(
@@ -136,6 +138,7 @@ def create_app(
                 "limiter": EndpointLimiter(settings.http.endpoint_limits),
                 "downloads": Downloads(settings.http.download_concurrency, settings.http.download_bytes_per_minute),
                 "metrics": metrics_registry(runtime),
+                "asof_pool": AsOfPool(settings.reads.asof_workers),  # as-of documents, rendered in children
             }
         ),
         openapi_config=openapi_config(VERSION),

@@ -1,7 +1,9 @@
-"""The views as they stood at a past position or instant, folded in a worker thread on a connection of its own.
+"""The views as they stood at a past position or instant, folded on a connection of their own.
 
 A replay is CPU work proportional to the log up to that point: on the event loop it would stall every
-other request, and on the shared reader connection it would hold its snapshot for the whole fold.
+other request, and on the shared reader connection it would hold its snapshot for the whole fold. The
+server runs ``planned_as_of_sync`` in its as-of child processes (``api/asofpool.py``): in a thread, the
+fold's Python would still take the GIL from the loop.
 """
 
 from __future__ import annotations
@@ -59,10 +61,3 @@ def planned_as_of_sync(
     views = hot_views_as_of_sync(path, position=position, time_us=time_us)
     now = time_us if time_us is not None else views.recorded_at
     return views, now, make_plan(views, now, weights)
-
-
-async def planned_as_of(
-    path: str | Path, *, position: int | None, time_us: int | None, weights: Weights | None = None
-) -> tuple[Views, int, Plan]:
-    """``planned_as_of_sync`` in a worker thread."""
-    return await asyncio.to_thread(planned_as_of_sync, path, position=position, time_us=time_us, weights=weights)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from api.web.asof import PastViews
+from api.web.deps import position_of
 from ledger.domain.events import AnyEvent, Blob, JobSubmitted
 from ledger.store.schema import connect
 from ledger.store.store import Write
@@ -39,11 +39,11 @@ async def test_every_reader_finds_the_same_position_at_an_instant(tmp_path: Path
     rows = ledger_with_ties(db)
     assert len({at for _, at in rows}) == 4
     instants = sorted({at + step for _, at in rows for step in (-1, 0, 1)})
-    past, conn = PastViews(str(db)), connect(db, readonly=True)
+    conn = connect(db, readonly=True)
     try:
         for instant in instants:
             expected = max((p for p, at in rows if at <= instant), default=0)
-            assert await past.position_at(instant) == expected, instant
+            assert position_of(str(db), instant) == expected, instant
             assert hot_views_as_of_sync(db, position=None, time_us=instant).position == expected, instant
             since = job_search.JobFilter(since_us=instant)
             until = job_search.JobFilter(until_us=instant)

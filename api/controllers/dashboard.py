@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from litestar import Controller, get
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import Parameter
 
+from api import pastdocs
+from api.asofpool import Past, as_document, asof_pool
 from api.auth import Identity
 from api.context import admin_only
 from api.dashboard import dashboard_document
 from api.errors import BadRequest
 from api.openapi import BEARER, Documented, problems
 from api.ports import Cluster, EventLog, Plans, Port, ServerState, read_views
-from api.present import job_status
 from api.schemas import ActivePage, Dashboard, UsersPage
 from ledger.domain.clock import now_us, position_or_time
 from ledger.store.settings import Settings
-from projections.asof import planned_as_of
-from projections.dashboard import user_rows
 from projections.plan import Plan
 from projections.views import Views
 
@@ -45,13 +45,18 @@ def _as_of(text: str) -> tuple[int | None, int | None]:
         raise BadRequest(f"Invalid as_of: {e}") from None
 
 
-async def views_at(events: EventLog, plans: Plans, as_of: str | None) -> tuple[Views, int, Plan]:
-    """The live views and plan, or those as of a point (replayed in a worker thread)."""
+def views_now(events: EventLog, plans: Plans) -> tuple[Views, int, Plan]:
+    """The live views, the instant now, and the plan at it."""
+    views, now = read_views(events), now_us()
+    return views, now, plans.get(views, now)
+
+
+def past_point(events: EventLog, plans: Plans, as_of: str | None) -> Past | None:
+    """The point ``as_of`` names (replayed in an as-of child), or None for the live documents."""
     if as_of is None:
-        views, now = read_views(events), now_us()
-        return views, now, plans.get(views, now)
+        return None
     position, time_us = _as_of(as_of)
-    return await planned_as_of(events.path, position=position, time_us=time_us, weights=plans.weights)
+    return Past(str(events.path), position, time_us, plans.weights)
 
 
 class DashboardController(Controller):
@@ -74,18 +79,22 @@ class DashboardController(Controller):
         plans: Port[Plans],
         events: Port[EventLog],
         identity: NamedDependency[Identity],
+        state: State,
         as_of: str | None = AS_OF,
     ) -> Dashboard:
-        views, now, plan = await views_at(events, plans, as_of)
-        live = as_of is None
+        limits = (settings.reads.dashboard_active_jobs, settings.reads.dashboard_users)
+        past = past_point(events, plans, as_of)
+        if past is not None:
+            return as_document(await asof_pool(state).document(pastdocs.dashboard, past, identity, limits), Dashboard)
+        views, now, plan = views_now(events, plans)
         return dashboard_document(
             views,
             plan,
             identity,
             now=now,
-            limits=(settings.reads.dashboard_active_jobs, settings.reads.dashboard_users),
-            slurm=cluster.cluster_info() if live else None,
-            disk=server.disk_use() if live else None,  # DiskUse: cached, measured in a thread
+            limits=limits,
+            slurm=cluster.cluster_info(),
+            disk=server.disk_use(),  # DiskUse: cached, measured in a thread
         )
 
     @get(
@@ -100,13 +109,15 @@ class DashboardController(Controller):
         self,
         plans: Port[Plans],
         events: Port[EventLog],
+        state: State,
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> ActivePage:
-        views, _, plan = await views_at(events, plans, as_of)
-        total, jobs = views.active_page(offset, limit)
-        return ActivePage(total=total, offset=offset, limit=limit, jobs=[job_status(j, views, plan) for j in jobs])
+        past = past_point(events, plans, as_of)
+        if past is not None:
+            return as_document(await asof_pool(state).document(pastdocs.active_page, past, offset, limit), ActivePage)
+        return pastdocs.active_page(*views_now(events, plans), offset, limit)
 
     @get(
         "/dashboard/users",
@@ -120,10 +131,12 @@ class DashboardController(Controller):
         self,
         plans: Port[Plans],
         events: Port[EventLog],
+        state: State,
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> UsersPage:
-        views, _, _ = await views_at(events, plans, as_of)
-        total, users = views.ranked_users(offset, limit)
-        return UsersPage(total=total, offset=offset, limit=limit, users=user_rows(users))
+        past = past_point(events, plans, as_of)
+        if past is not None:
+            return as_document(await asof_pool(state).document(pastdocs.users_page, past, offset, limit), UsersPage)
+        return pastdocs.users_page(*views_now(events, plans), offset, limit)

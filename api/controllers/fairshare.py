@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, get, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import Parameter
 
+from api import pastdocs
 from api.accounts import account_view, accounts_document, competing_factors, queue_document
+from api.asofpool import as_document, asof_pool
 from api.auth import Identity
 from api.context import admin_only, authenticated, limited
-from api.controllers.dashboard import AS_OF, views_at
+from api.controllers.dashboard import AS_OF, past_point, views_now
 from api.errors import BadRequest
 from api.openapi import BEARER, Documented, problems
 from api.ports import EventLog, LedgerWriter, Plans, Port, read_views
@@ -51,12 +54,18 @@ class FairShareController(Controller):
         plans: Port[Plans],
         events: Port[EventLog],
         identity: NamedDependency[Identity],
+        state: State,
         as_of: str | None = AS_OF,
         offset: int = Parameter(default=0, ge=0, le=10**9),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> QueueDocument:
-        views, now, plan = await views_at(events, plans, as_of)
-        return queue_document(views, plan, now, identity, live=as_of is None, offset=offset, limit=limit)
+        past = past_point(events, plans, as_of)
+        if past is not None:  # replayed in an as-of child, answered as its bytes
+            return as_document(
+                await asof_pool(state).document(pastdocs.queue, past, identity, offset, limit), QueueDocument
+            )
+        views, now, plan = views_now(events, plans)
+        return queue_document(views, plan, now, identity, live=True, offset=offset, limit=limit)
 
     @get(
         "/admin/users",

@@ -1,63 +1,49 @@
-"""The views as they stood at a past ledger position, folded off the event loop and shared.
+"""The web panels as they stood at a past ledger position, built in an as-of child (``api.asofpool``).
 
-Each is the nearest snapshot plus the tail of the log up to the position (at most ``snapshot_every``
-events), with the jobs finished by the snapshot read from ``proj_jobs`` on demand, built in a worker
-thread on its own APSW connection (the server keeps answering meanwhile). Every panel of the page
-asks for the same position at once when the slider moves: one build serves them all, and the last
-few stay cached (a past position never changes).
+Each builder takes ``(views, now, plan, *args)`` and calls the panel function the live handler calls,
+on a moment that is not live; the child returns the panel's JSON bytes, the event loop only sends them.
+Every panel asks for the same position at once when the slider moves: a child keeps its last replays,
+and the pool keeps the last documents (a past position never changes).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import OrderedDict
-
-from ledger.store.schema import connect
-from projections.asof import hot_views_as_of_sync
-from projections.snapshots import position_at
+from api.auth import Identity
+from api.web import panels
+from api.web.deps import Moment
+from api.web.schemas import JobsPanel, LanesPanel, NodesPanel, QueuePanel, UsagePanel, UtilisationPanel
+from projections import job_search
+from projections.job_search import JobFilter
+from projections.plan import Plan
 from projections.views import Views
 
-CACHED = 4
+
+def _past(views: Views, now: int, plan: Plan) -> Moment:
+    return Moment(views=views, now=now, plan=plan, live=False)
 
 
-def _replay(path: str, position: int) -> Views:
-    return hot_views_as_of_sync(path, position=position, time_us=None)
+def nodes(views: Views, now: int, plan: Plan, who: Identity | None) -> NodesPanel:
+    """No Slurm figures: sinfo tells the present only."""
+    return panels.nodes_panel(_past(views, now, plan), who, None)
 
 
-def _position_at(path: str, time_us: int) -> int:
-    conn = connect(path, readonly=True)
-    try:
-        return position_at(conn, time_us)
-    finally:
-        conn.close()
+def queue(views: Views, now: int, plan: Plan, who: Identity | None, limit: int) -> QueuePanel:
+    return panels.queue_panel(_past(views, now, plan), who, limit)
 
 
-class PastViews:
-    """Past views by ledger position: at most one build per position in flight, a few kept."""
+def jobs(views: Views, now: int, plan: Plan, flt: JobFilter, limit: int) -> JobsPanel:
+    """Finished jobs from the table's indexes (as of the point), the rest from the replayed memory."""
+    candidates, total = job_search.as_of_page(views, flt, 2 * limit + 10)
+    return panels.jobs_panel(_past(views, now, plan), candidates, flt, limit, total)
 
-    def __init__(self, database_path: str) -> None:
-        self.path = database_path
-        self._done: OrderedDict[int, Views] = OrderedDict()
-        self._running: dict[int, asyncio.Task[Views]] = {}
 
-    async def position_at(self, time_us: int) -> int:
-        return await asyncio.to_thread(_position_at, self.path, time_us)
+def lanes(views: Views, now: int, plan: Plan, who: Identity | None, window_s: int, queued: int) -> LanesPanel:
+    return panels.lanes_panel(_past(views, now, plan), who, window_s, queued)
 
-    async def at(self, position: int) -> Views:
-        views = self._done.get(position)
-        if views is not None:
-            self._done.move_to_end(position)
-            return views
-        task = self._running.get(position)
-        if task is None:
-            task = asyncio.ensure_future(asyncio.to_thread(_replay, self.path, position))
-            self._running[position] = task
-            task.add_done_callback(lambda _: self._settle(position, task))
-        return await asyncio.shield(task)
 
-    def _settle(self, position: int, task: asyncio.Task[Views]) -> None:
-        self._running.pop(position, None)
-        if not task.cancelled() and task.exception() is None:
-            self._done[position] = task.result()
-            while len(self._done) > CACHED:
-                self._done.popitem(last=False)
+def utilisation(views: Views, now: int, plan: Plan, window_s: int, buckets: int) -> UtilisationPanel:
+    return panels.utilisation_panel(_past(views, now, plan), window_s, buckets)
+
+
+def usage(views: Views, now: int, plan: Plan, who: Identity, window_s: int) -> UsagePanel:
+    return panels.usage_panel(_past(views, now, plan), who, window_s)

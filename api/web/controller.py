@@ -13,18 +13,21 @@ from pathlib import Path
 from typing import Literal
 
 from litestar import Controller, Response, Router, get
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.static_files import create_static_files_router
 
+from api.asofpool import Past, as_document, asof_pool
 from api.auth import Identity, check_user_filter
 from api.context import admin_only, authenticated, token_if_sent
 from api.errors import BadRequest
 from api.openapi import HeadStreamOperation
 from api.ports import Cluster, EventLog, Plans, Port
+from api.web import asof as past
 from api.web import panels
-from api.web.deps import DEPENDENCIES, Moment
+from api.web.deps import DEPENDENCIES, When
 from api.web.schemas import (
     JobsPanel,
     LanesPanel,
@@ -37,7 +40,6 @@ from api.web.schemas import (
     UtilisationPanel,
 )
 from ledger.domain.clock import iso, parse_iso
-from ledger.domain.jobs import JobState
 from ledger.store.settings import Settings
 from projections import job_search
 from projections.job_search import JobFilter
@@ -128,24 +130,31 @@ class DashboardData(Controller):
     async def changes(self, events: Port[EventLog], caller: NamedDependency[Identity | None]) -> ServerSentEvent:
         return ServerSentEvent(ledger_positions(events))
 
-    @get("/nodes", summary="Nodes now (or as of): state, reason, current job, slots", sync_to_thread=False)
-    def nodes(
+    @get("/nodes", summary="Nodes now (or as of): state, reason, current job, slots")
+    async def nodes(
         self,
-        moment: NamedDependency[Moment],
+        moment: When,
         caller: NamedDependency[Identity | None],
         cluster: Port[Cluster],
+        state: State,
     ) -> NodesPanel:
+        if isinstance(moment, Past):
+            return as_document(await asof_pool(state).document(past.nodes, moment, caller), NodesPanel)
         return panels.nodes_panel(moment, caller, cluster.cluster_info())
 
     @get("/queue", summary="Pending jobs in order with reasons and estimates; the per-node plan")
     async def queue(
         self,
-        moment: NamedDependency[Moment],
+        moment: When,
         caller: NamedDependency[Identity | None],
         plans: Port[Plans],
         events: Port[EventLog],
         settings: NamedDependency[Settings],
+        state: State,
     ) -> QueuePanel:
+        limit = settings.reads.dashboard_active_jobs
+        if isinstance(moment, Past):
+            return as_document(await asof_pool(state).document(past.queue, moment, caller, limit), QueuePanel)
         # The page fetches this panel on each ledger change: a job queued by that change waits for the
         # next plan (as a status read does), or it would show no place and no factors until the next change.
         views, plan = moment.views, moment.plan
@@ -153,19 +162,19 @@ class DashboardData(Controller):
         if moment.live and missing is not None:
             plan = await plans.including(views.jobs[missing], views, events.head)
             moment = dataclasses.replace(moment, plan=plan)
-        return panels.queue_panel(moment, caller, settings.reads.dashboard_active_jobs)
+        return panels.queue_panel(moment, caller, limit)
 
     @get(
         "/jobs",
         summary="Jobs, newest first, filtered and paginated from indexes",
         guards=[authenticated],
-        sync_to_thread=False,
     )
-    def jobs(
+    async def jobs(
         self,
         events: Port[EventLog],
         identity: NamedDependency[Identity],
-        moment: NamedDependency[Moment],
+        moment: When,
+        state: State,
         user: FromQuery[str | None] = None,
         status: FromQuery[Status | None] = None,
         competition: FromQuery[str | None] = None,
@@ -184,43 +193,57 @@ class DashboardData(Controller):
             until_us=_instant("until", until),
             before=before,
         )
-        candidates: list[JobState | None]
-        total: int | None
-        if moment.live:
-            reader, jobs = events.reader, moment.views.jobs
-            candidates = [jobs.get(i) for i in job_search.page_ids(reader, flt, 2 * limit + 10)]
-            total = job_search.counted(moment.views, flt)  # kept by the fold: no count of rows
-            if total is None:
-                total = job_search.count(reader, flt)
-        else:  # past views: finished jobs from the table's indexes (as of the point), the rest in memory
-            candidates, total = job_search.as_of_page(moment.views, flt, 2 * limit + 10)
+        if isinstance(moment, Past):
+            return as_document(await asof_pool(state).document(past.jobs, moment, flt, limit), JobsPanel)
+        reader, jobs = events.reader, moment.views.jobs
+        candidates = [jobs.get(i) for i in job_search.page_ids(reader, flt, 2 * limit + 10)]
+        total = job_search.counted(moment.views, flt)  # kept by the fold: no count of rows
+        if total is None:
+            total = job_search.count(reader, flt)
         return panels.jobs_panel(moment, candidates, flt, limit, total)
 
-    @get("/lanes", summary="Per-node wait and run segments over a window", sync_to_thread=False)
-    def lanes(
+    @get("/lanes", summary="Per-node wait and run segments over a window")
+    async def lanes(
         self,
-        moment: NamedDependency[Moment],
+        moment: When,
         caller: NamedDependency[Identity | None],
         settings: NamedDependency[Settings],
+        state: State,
         window: int = Window,
     ) -> LanesPanel:
-        return panels.lanes_panel(moment, caller, window, settings.reads.dashboard_active_jobs)
+        queued = settings.reads.dashboard_active_jobs
+        if isinstance(moment, Past):
+            return as_document(await asof_pool(state).document(past.lanes, moment, caller, window, queued), LanesPanel)
+        return panels.lanes_panel(moment, caller, window, queued)
 
-    @get("/utilisation", summary="Share of busy slots over a window", sync_to_thread=False)
-    def utilisation(
-        self, moment: NamedDependency[Moment], window: int = Window, buckets: int = Parameter(default=60, ge=2, le=500)
+    @get("/utilisation", summary="Share of busy slots over a window")
+    async def utilisation(
+        self,
+        moment: When,
+        state: State,
+        window: int = Window,
+        buckets: int = Parameter(default=60, ge=2, le=500),
     ) -> UtilisationPanel:
+        if isinstance(moment, Past):
+            return as_document(
+                await asof_pool(state).document(past.utilisation, moment, window, buckets), UtilisationPanel
+            )
         return panels.utilisation_panel(moment, window, buckets)
 
     @get(
         "/usage",
         summary="Per-user jobs, GPU-hours and success rate over a window",
         guards=[authenticated],
-        sync_to_thread=False,
     )
-    def usage(
-        self, moment: NamedDependency[Moment], identity: NamedDependency[Identity], window: int = Window
+    async def usage(
+        self,
+        moment: When,
+        identity: NamedDependency[Identity],
+        state: State,
+        window: int = Window,
     ) -> UsagePanel:
+        if isinstance(moment, Past):
+            return as_document(await asof_pool(state).document(past.usage, moment, identity, window), UsagePanel)
         return panels.usage_panel(moment, identity, window)
 
     @get("/users", summary="Every user id (the jobs filter's choices)", guards=[admin_only], sync_to_thread=False)

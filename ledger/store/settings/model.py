@@ -46,6 +46,7 @@ FLAT: dict[str, str] = {
     "dashboard_users": "reads.dashboard_users",
     "snapshot_every": "reads.snapshot_every",
     "finished_jobs_cached": "reads.finished_jobs_cached",
+    "asof_workers": "reads.asof_workers",
     "sync_wait_timeout": "queue.sync_wait_timeout",
     "max_expected_time": "queue.max_expected_time",
     "max_code_bytes": "queue.max_code_bytes",

@@ -62,6 +62,8 @@ class ReadsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     dashboard_users: Annotated[int, Meta(ge=1, description="users inline in the dashboard")] = 100
     snapshot_every: Annotated[int, Meta(ge=1, description="events between snapshots of the views")] = 10_000
     finished_jobs_cached: Annotated[int, Meta(ge=1, description="recently finished jobs kept in memory")] = 10_000
+    # Each child holds its last two replays (about the memory of the live views each) and one core while busy.
+    asof_workers: Annotated[int, Meta(ge=1, le=16, description="processes that replay as-of documents")] = 2
 
 
 class QueueSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
