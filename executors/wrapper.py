@@ -833,21 +833,21 @@ def keep_migration_warm(own_procs: str, joined_procs: str) -> None:
         return
 
 
-def prepare_cgroup(workdir: str) -> None:
-    """In the launcher, before the daemon is spawned: make the job's cgroup directories and keep the
-    migration path warm (``JobCgroup.keep_warm``) until the job joins, so the daemon's set-up runs
-    while the kernel's grace period passes. Best effort: the daemon makes the cgroup again and says
-    what is wrong."""
+def prepare_cgroup(workdir: str) -> JobCgroup | None:
+    """In the launcher, before the daemon is spawned: make the job's cgroup directories, whose
+    migration path the launcher then keeps warm (``JobCgroup.keep_warm``) until the job joins, so the
+    daemon's set-up runs while the kernel's grace period passes. Best effort (None): the daemon makes
+    the cgroup again and says what is wrong."""
     spec = read_json(path(workdir, "job.json")) or {}
     resources = spec.get("resources") or {}
     if not resources.get("cgroups") or os.path.exists(path(workdir, "cancel")):
-        return
+        return None
     try:
         cgroup = named_cgroup(resources, workdir)
         cgroup.make_dirs()
     except (CgroupUnavailable, OSError):
-        return
-    cgroup.keep_warm()
+        return None
+    return cgroup
 
 
 def named_cgroup(resources: Json, workdir: str) -> JobCgroup:
@@ -880,11 +880,15 @@ def set_oom_score_adj(value: int) -> None:
 # --- the daemon ------------------------------------------------------------------------------------
 
 
-def spawn_daemon(workdir: str) -> None:
-    """Double fork + setsid: the daemon has no terminal and no parent to take it down with the session."""
+def spawn_daemon(workdir: str, cgroup: JobCgroup | None = None) -> None:
+    """Double fork + setsid: the daemon has no terminal and no parent to take it down with the session.
+    ``cgroup``: the job's, made ahead; its migration path is kept warm from here (after the fork: a
+    process that forks stays single-threaded)."""
     sys.stdout.flush()
     child = os.fork()
     if child > 0:
+        if cgroup is not None:
+            cgroup.keep_warm()
         os.waitpid(child, 0)
         return
     try:
@@ -1181,8 +1185,7 @@ def start_once(workdir: str) -> Json | None:
     started = read_json(path(workdir, "started.json"))
     if started is None:
         if claim(workdir):
-            prepare_cgroup(workdir)
-            spawn_daemon(workdir)
+            spawn_daemon(workdir, prepare_cgroup(workdir))
         started = wait_for_start(workdir)
     return started
 

@@ -194,7 +194,7 @@ def test_the_launcher_makes_the_cgroup_ahead_and_a_cancel_before_start_removes_i
     )
     made = [top / controller / parent / "job-job-x" for controller in wrapper.CGROUP_CONTROLLERS]
     try:
-        wrapper.prepare_cgroup(str(workdir))
+        assert wrapper.prepare_cgroup(str(workdir)) is not None
         assert all(d.is_dir() for d in made)
         (workdir / "cancel").write_text("")
         wrapper.run_daemon(str(workdir))
