@@ -44,6 +44,8 @@ class JobRunner(Protocol):
 
     def fenced_slots(self) -> set[int]: ...
 
+    def resume_fences(self) -> None: ...
+
     async def stop(self) -> None: ...
 
 
@@ -52,7 +54,7 @@ def fleet_now(
 ) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
     """Each usable node this dispatcher runs: when its slots free (``projections.placement.node_times``),
     and which are free now. A lost job's slots stay taken until it is confirmed dead on the node
-    (NodeRunner.fencing)."""
+    (the node's ``node.fence_required``, NodeRunner.fenced_slots)."""
     times: dict[str, list[int]] = {}
     free: dict[str, list[int]] = {}
     for node in list(views.nodes.values()):
@@ -123,7 +125,10 @@ class Dispatcher:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def reattach(self) -> None:
-        """After a restart: every job the ledger shows on a node goes back to that node's runner."""
+        """After a restart: every job the ledger shows on a node goes back to that node's runner, and
+        every lost job still held there (not yet fenced) is killed when its node answers."""
+        for each in self.runners.values():
+            each.resume_fences()
         for name, job_ids in self.ledger.views.node_jobs.items():
             runner = self.runners.get(name)
             for job_id in list(job_ids):

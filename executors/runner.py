@@ -79,14 +79,21 @@ class NodeRunner:
         self.node_memory = node_memory  # what the node gives its jobs in all (None: the wrapper's share)
         self.live_root = Path(settings.storage.jobs_dir) / "live"
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.reapers: set[asyncio.Task[None]] = set()  # cleaning up after jobs lost with their node
-        # Slots of jobs lost with their node, held until the job is confirmed dead there (fenced): a
-        # slot never takes a second job while the first may still run, however long the node was away.
-        self.fencing: dict[str, list[int]] = {}
+        # Killing jobs lost with their node, by attempt. Their slots are held by the ledger (the node's
+        # ``node.fence_required``) until ``node.fenced``, so the hold outlives a server restart.
+        self.reapers: dict[str, asyncio.Task[None]] = {}
 
     def fenced_slots(self) -> set[int]:
-        """Slots the ledger counts free whose last job may still run on the node (not fenced yet)."""
-        return {slot for slots in self.fencing.values() for slot in slots}
+        """Slots of lost jobs not yet confirmed dead on the node: they take no other job, however long
+        the node was away (the ledger's word, so a restart keeps them)."""
+        state = self.ledger.views.nodes.get(self.node)
+        return state.fenced_slots if state is not None else set()
+
+    def resume_fences(self) -> None:
+        """After a restart: go on killing the lost attempts the ledger still holds slots for."""
+        state = self.ledger.views.nodes.get(self.node)
+        for fence in state.fences if state is not None else ():
+            self._reap(fence.attempt_key)
 
     def workdir(self, attempt_key: str) -> str:
         """An attempt's control directory (the wrapper's files); the job itself sees only ``work/`` in it.
@@ -109,7 +116,7 @@ class NodeRunner:
 
     async def stop(self) -> None:
         """Stop watching (server shutdown): the jobs themselves keep running on the node."""
-        pending = [*self.tasks.values(), *self.reapers]
+        pending = [*self.tasks.values(), *self.reapers.values()]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -324,9 +331,8 @@ class NodeRunner:
         if job.is_terminal:
             return
         bound.warning("job.node_lost", started=job.started_at is not None)
-        self.fencing[job.attempt_key] = list(job.held_slots)  # before the write frees them in the ledger
         if job.started_at is None:
-            await self._write(commands.requeue_job(job_id, node=self.node, attempt=job.attempt, reason="node_lost"))
+            await self._write(commands.lose_job(job_id, node=self.node, attempt=job.attempt))
         else:
             live = self.live_root / job.attempt_key
             cap = self.settings.runner.max_output_bytes
@@ -334,23 +340,36 @@ class NodeRunner:
                 asyncio.to_thread(self._store_capped, live / "stdout", cap),
                 asyncio.to_thread(self._store_capped, live / "stderr", cap),
             )
-            await self._finish(
-                JobFinished(
-                    job_id=job_id,
-                    status="failed",
-                    reason="node_lost",
+            message = f"node {self.node} unreachable for more than {self.settings.runner.node_lost_after:g} s"
+            finished = JobFinished(
+                job_id=job_id,
+                status="failed",
+                reason="node_lost",
+                attempt=job.attempt,
+                stdout=stdout,
+                stderr=stderr,
+                message=message,
+            )
+            await self._write(
+                commands.lose_job(
+                    job_id,
+                    node=self.node,
                     attempt=job.attempt,
-                    stdout=stdout,
-                    stderr=stderr,
-                    message=f"node {self.node} unreachable for more than {self.settings.runner.node_lost_after:g} s",
+                    finished=finished,
+                    restart_container=self.restart_container,
                 )
             )
             await self._drop_live(job.attempt_key)
         # The job may still run on the node: when it answers again, kill what is left and clean up
         # (this attempt's workdir only: a retry of the job has its own).
-        reaper = asyncio.create_task(self._fence(job.attempt_key), name=f"reap-{job_id}")
-        self.reapers.add(reaper)
-        reaper.add_done_callback(self.reapers.discard)
+        self._reap(job.attempt_key)
+
+    def _reap(self, attempt_key: str) -> None:
+        if attempt_key in self.reapers:
+            return
+        reaper = asyncio.create_task(self._fence(attempt_key), name=f"reap-{attempt_key}")
+        self.reapers[attempt_key] = reaper
+        reaper.add_done_callback(lambda _: self.reapers.pop(attempt_key, None))
 
     async def _fence(self, attempt_key: str) -> None:
         """Kill a lost job on its node (the wrapper's cancel, confirmed by its exit status), then free
@@ -371,7 +390,7 @@ class NodeRunner:
             await asyncio.sleep(wait_s)
             wait_s = min(2 * wait_s, FENCE_RETRY_S[1])
         log.info("job.fenced", node=self.node, attempt=attempt_key)
-        self.fencing.pop(attempt_key, None)
+        await self._write(commands.fenced(self.node, attempt_key))
         await self._remove_workdir(workdir)
 
     async def _give_back(self, job_id: str, reason: str) -> None:

@@ -64,7 +64,11 @@ async def sweep_node(runner: NodeRunner, finished: Container[str]) -> tuple[int,
     jobs_root = f"{runner.remote_root.rstrip('/')}/jobs"
     transport = runner.transport
     _, out, _ = await transport.run(f"ls -1 {shlex.quote(jobs_root)} 2>/dev/null || true", timeout=30)
-    leftovers = [name for name in out.decode(errors="replace").split() if job_of_entry(name) in finished]
+    # A lost attempt still held (node.fence_required) is its fence's: only a confirmed kill frees it.
+    state = runner.ledger.views.nodes.get(runner.node)
+    fencing = {fence.attempt_key for fence in state.fences} if state is not None else set()
+    names = out.decode(errors="replace").split()
+    leftovers = [name for name in names if job_of_entry(name) in finished and name not in fencing]
     removed = kept = 0
     for name in leftovers:
         workdir = runner.workdir(name)

@@ -40,6 +40,7 @@ import stat as stat_mode
 import struct
 import subprocess
 import sys
+import threading  # subprocess imports it anyway: no start-up cost
 import time
 from datetime import datetime, timezone
 
@@ -675,13 +676,7 @@ class JobCgroup:
     def create(self, memory: int, pids: int, cpu_weight: int, cpu_quota: float) -> None:
         """Make the directories and set every limit; raises CgroupUnavailable naming the fix."""
         try:
-            if self.v2:
-                self.enable_controllers()
-            for d in self.unique_dirs():
-                os.makedirs(os.path.dirname(d), exist_ok=True)
-                if not os.path.isdir(d):  # one left by a wrapper that died is as good as a new one
-                    os.mkdir(d)
-                self.made.append(d)
+            self.make_dirs()
             for controller, name, value, required in self.settings(memory, pids, cpu_weight, cpu_quota):
                 self.write(controller, name, value, required)
         except CgroupUnavailable:
@@ -692,6 +687,19 @@ class JobCgroup:
             raise CgroupUnavailable(
                 f"cannot set up the job's cgroup ({e.strerror}: {e.filename}): {DELEGATION_HINT}"
             ) from None
+
+    def make_dirs(self) -> None:
+        """The job's directories (v2: with the controllers enabled above them); existing ones are kept:
+        the launcher makes them ahead (``prepare_cgroup``), and one left by a wrapper that died is as
+        good as a new one."""
+        if self.v2:
+            self.enable_controllers()
+        for d in self.unique_dirs():
+            os.makedirs(os.path.dirname(d), exist_ok=True)
+            if not os.path.isdir(d):
+                os.mkdir(d)
+            if d not in self.made:
+                self.made.append(d)
 
     def settings(
         self, memory: int, pids: int, cpu_weight: int, cpu_quota: float
@@ -747,10 +755,43 @@ class JobCgroup:
             except OSError:
                 pass  # not ours to change (a delegated subtree has them on already); create() says what is missing
 
+    def keep_warm(self) -> None:
+        """Keep the kernel's cgroup migration path warm until the job's first process has joined.
+
+        Moving a process into a cgroup takes a global lock (cgroup_threadgroup_rwsem) whose first taker
+        waits out an RCU grace period: ~10 ms here, most of the cgroup's start-up cost. A move within a
+        grace period of the last one is nearly free. So, while the job's process is being set up, a thread
+        moves this daemon into the cgroup it is already in (a no-op move) every few ms, and the job's own
+        move finds the path warm. Best effort: it stops at the first error, once the job has joined, or
+        after ``WARM_FOR_S``."""
+        own = self.own_procs_file()
+        if own is not None:
+            joined = os.path.join(self.dirs["memory"], "cgroup.procs")
+            threading.Thread(target=keep_migration_warm, args=(own, joined), daemon=True).start()
+
+    def own_procs_file(self) -> str | None:
+        """The cgroup.procs of the cgroup this process is in now (v2, or v1's memory hierarchy)."""
+        try:
+            with open("/proc/self/cgroup") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            number, controllers, where = [*line.split(":", 2), "", ""][:3]
+            if (self.v2 and number == "0") or (not self.v2 and "memory" in controllers.split(",")):
+                top = self.fs if self.v2 else os.path.join(self.fs, controllers)
+                return os.path.join(top, where.lstrip("/"), "cgroup.procs")
+        return None
+
     def oom_kills(self) -> int:
         """OOM kills the kernel counted in this cgroup (v2 memory.events; v1 memory.oom_control)."""
         name = "memory.events" if self.v2 else "memory.oom_control"
         return read_counter(os.path.join(self.dirs["memory"], name), "oom_kill") or 0
+
+    def discard(self) -> None:
+        """Remove the job's directories wherever they exist, whoever made them (nothing ran in them)."""
+        self.made = [d for d in self.unique_dirs() if os.path.isdir(d)]
+        self.remove()
 
     def remove(self) -> None:
         """rmdir, children first; the last processes of a killed job may take a moment to leave."""
@@ -767,6 +808,51 @@ class JobCgroup:
                         break
                     time.sleep(POLL_S)
         self.made = []
+
+
+WARM_EVERY_S = 0.002  # well inside a grace period (a few ms): the path never cools between moves
+WARM_FOR_S = 2.0  # a job that has not joined by then is slow for other reasons
+
+
+def keep_migration_warm(own_procs: str, joined_procs: str) -> None:
+    """No-op moves of this process into its own cgroup until ``joined_procs`` lists a process."""
+    pid = str(os.getpid()).encode("ascii")
+    deadline = time.monotonic() + WARM_FOR_S
+    try:
+        while time.monotonic() < deadline:
+            fd = os.open(own_procs, os.O_WRONLY)
+            try:
+                os.write(fd, pid)
+            finally:
+                os.close(fd)
+            with open(joined_procs) as f:
+                if f.read().strip():
+                    return
+            time.sleep(WARM_EVERY_S)
+    except OSError:  # not ours to write (a delegated subtree), or the cgroup is gone: no warming
+        return
+
+
+def prepare_cgroup(workdir: str) -> JobCgroup | None:
+    """In the launcher, before the daemon is spawned: make the job's cgroup directories, whose
+    migration path the launcher then keeps warm (``JobCgroup.keep_warm``) until the job joins, so the
+    daemon's set-up runs while the kernel's grace period passes. Best effort (None): the daemon makes
+    the cgroup again and says what is wrong."""
+    spec = read_json(path(workdir, "job.json")) or {}
+    resources = spec.get("resources") or {}
+    if not resources.get("cgroups") or os.path.exists(path(workdir, "cancel")):
+        return None
+    try:
+        cgroup = named_cgroup(resources, workdir)
+        cgroup.make_dirs()
+    except (CgroupUnavailable, OSError):
+        return None
+    return cgroup
+
+
+def named_cgroup(resources: Json, workdir: str) -> JobCgroup:
+    """The (not yet made) cgroup of the job in ``workdir``."""
+    return JobCgroup(resources.get("cgroup_parent") or "gpuledger", "job-" + os.path.basename(workdir))
 
 
 def job_cgroup(resources: Json, name: str, limit: int) -> JobCgroup | None:
@@ -794,11 +880,15 @@ def set_oom_score_adj(value: int) -> None:
 # --- the daemon ------------------------------------------------------------------------------------
 
 
-def spawn_daemon(workdir: str) -> None:
-    """Double fork + setsid: the daemon has no terminal and no parent to take it down with the session."""
+def spawn_daemon(workdir: str, cgroup: JobCgroup | None = None) -> None:
+    """Double fork + setsid: the daemon has no terminal and no parent to take it down with the session.
+    ``cgroup``: the job's, made ahead; its migration path is kept warm from here (after the fork: a
+    process that forks stays single-threaded)."""
     sys.stdout.flush()
     child = os.fork()
     if child > 0:
+        if cgroup is not None:
+            cgroup.keep_warm()
         os.waitpid(child, 0)
         return
     try:
@@ -836,6 +926,8 @@ def run_daemon(workdir: str) -> None:
         write_json_atomic(path(workdir, "status.json"), status_record(None, error=f"bad job.json: {e!r}"))
         return
     if os.path.exists(path(workdir, "cancel")):  # cancelled before it ever started
+        if (spec.get("resources") or {}).get("cgroups"):  # the launcher may have made it (prepare_cgroup)
+            named_cgroup(spec["resources"], workdir).discard()
         write_json_atomic(path(workdir, "status.json"), status_record(None, cancelled=True))
         return
     become_subreaper()
@@ -1093,7 +1185,7 @@ def start_once(workdir: str) -> Json | None:
     started = read_json(path(workdir, "started.json"))
     if started is None:
         if claim(workdir):
-            spawn_daemon(workdir)
+            spawn_daemon(workdir, prepare_cgroup(workdir))
         started = wait_for_start(workdir)
     return started
 

@@ -4,6 +4,11 @@ by tests/test_resources.py; cgroup v2 cannot run for real on these machines, so 
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -141,6 +146,64 @@ def test_remove_takes_away_what_create_made(tmp_path: Path) -> None:
     cgroup.made = [str(root / c / "gpuledger" / "job-c") for c in ("memory", "pids", "cpu")]
     cgroup.remove()
     assert [p.name for p in root.glob("*/gpuledger/*")] == []
+
+
+def test_the_migration_path_is_kept_warm_until_the_job_joins(tmp_path: Path) -> None:
+    """The warming thread moves this process into its own cgroup again and again while the job's cgroup
+    is empty, and stops once a process has joined it."""
+    own, joined = tmp_path / "own.procs", tmp_path / "joined.procs"
+    own.write_text("")
+    joined.write_text("")
+    warming = threading.Thread(target=wrapper.keep_migration_warm, args=(str(own), str(joined)), daemon=True)
+    warming.start()
+    deadline = time.monotonic() + 1.0
+    while own.read_text() != str(os.getpid()) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert own.read_text() == str(os.getpid())
+    time.sleep(0.02)
+    assert warming.is_alive()
+    joined.write_text("4242\n")
+    warming.join(1.0)
+    assert not warming.is_alive()
+
+
+def test_the_warming_move_is_a_no_op_into_this_process_cgroup(tmp_path: Path) -> None:
+    """v1: the memory hierarchy's cgroup this process is in; v2: the unified one (the 0:: line)."""
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    memory = next(line.split(":", 2) for line in lines if "memory" in line.split(":", 2)[1].split(","))
+    v1 = wrapper.JobCgroup("gpuledger", "job-w", fs=str(tmp_path / "v1"))
+    assert v1.own_procs_file() == str(tmp_path / "v1" / memory[1] / memory[2].lstrip("/") / "cgroup.procs")
+    (tmp_path / "v2").mkdir()
+    fake_v2(tmp_path / "v2", "job-w")
+    unified = next(line.split(":", 2)[2] for line in lines if line.startswith("0::"))
+    v2 = wrapper.JobCgroup("gpuledger", "job-w", fs=str(tmp_path / "v2"))
+    assert v2.own_procs_file() == str(tmp_path / "v2" / unified.lstrip("/") / "cgroup.procs")
+
+
+def test_the_launcher_makes_the_cgroup_ahead_and_a_cancel_before_start_removes_it(tmp_path: Path) -> None:
+    """Real v1: the launcher makes the job's cgroup before the daemon starts (so the kernel's grace
+    period passes during the daemon's set-up); a job cancelled before it started leaves none behind."""
+    top = Path(wrapper.CGROUP_FS)
+    if not (top / "memory" / "memory.limit_in_bytes").exists() or os.geteuid() != 0:
+        pytest.skip("needs root and a cgroup v1 memory hierarchy at /sys/fs/cgroup/memory")
+    parent = f"gpuledger-test-{uuid.uuid4().hex[:8]}"
+    workdir = tmp_path / "job-x"
+    workdir.mkdir()
+    (workdir / "job.json").write_text(
+        json.dumps({"command": "true", "resources": {"cgroups": True, "cgroup_parent": parent}})
+    )
+    made = [top / controller / parent / "job-job-x" for controller in wrapper.CGROUP_CONTROLLERS]
+    try:
+        assert wrapper.prepare_cgroup(str(workdir)) is not None
+        assert all(d.is_dir() for d in made)
+        (workdir / "cancel").write_text("")
+        wrapper.run_daemon(str(workdir))
+        assert json.loads((workdir / "status.json").read_text())["cancelled"] is True
+        assert not any(d.exists() for d in made)
+    finally:
+        for d in [*made, *(d.parent for d in made)]:
+            if d.exists():
+                d.rmdir()
 
 
 def test_parent_may_not_climb_out() -> None:

@@ -9,6 +9,8 @@ from ledger.domain.events import (
     AnyEvent,
     NodeDown,
     NodeDrained,
+    NodeFenced,
+    NodeFenceRequired,
     NodeRegistered,
     NodeRestarted,
     NodeRestarting,
@@ -20,6 +22,8 @@ from ledger.domain.events import (
 from ledger.domain.nodes import (
     NodeState,
     decide_drain,
+    decide_fence_required,
+    decide_fenced,
     decide_health,
     decide_register,
     decide_restarted,
@@ -162,3 +166,27 @@ def test_a_retired_node_back_in_the_settings_returns_unchanged_config_included()
     events = decide_register(given(REGISTERED, NodeRetired(name=N)), REGISTERED)
     assert [type(e) for e in events] == [NodeUpdated]
     assert given(REGISTERED, NodeRetired(name=N), *events).status == "up"
+
+
+LOST = NodeFenceRequired(name=N, job_id="j1", attempt_key="j1", slots=[0])
+
+
+def test_a_lost_attempt_holds_its_slots_until_fenced() -> None:
+    """node.fence_required holds the lost attempt's slots; node.fenced for it frees them."""
+    assert decide_fence_required(given(REGISTERED), job_id="j1", attempt_key="j1", slots=[0]) == [LOST]
+    assert given(REGISTERED, LOST).fenced_slots == {0}
+    assert decide_fenced(given(REGISTERED, LOST), attempt_key="j1") == [
+        NodeFenced(name=N, job_id="j1", attempt_key="j1")
+    ]
+    assert given(REGISTERED, LOST, NodeFenced(name=N, job_id="j1", attempt_key="j1")).fenced_slots == set()
+
+
+def test_fencing_twice_or_an_attempt_not_held_records_nothing() -> None:
+    """Holding an attempt already held, or fencing one not held, adds no event."""
+    assert decide_fence_required(given(REGISTERED, LOST), job_id="j1", attempt_key="j1", slots=[0]) == []
+    assert decide_fenced(given(REGISTERED), attempt_key="j1") == []
+
+
+def test_a_fence_outlives_health_changes() -> None:
+    """A node going down and up again still holds the lost attempt's slots: only node.fenced frees them."""
+    assert given(REGISTERED, LOST, DOWN, NodeUp(name=N)).fenced_slots == {0}

@@ -3,11 +3,12 @@ job disk limit and unreadable results hold there too."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
-from server import config_yaml, submit, wait_status
+from server import config_yaml, run_cli, submit, wait_status
 from test_ssh_failures import _only_node, _wait_for
 from wrapper_jobs import processes_named
 
@@ -37,6 +38,34 @@ def test_a_lost_job_is_fenced_before_its_slot_is_reused(healthy_ssh_cluster, ser
             time.sleep(0.02)
         assert processes_named(marker) == [], "the next job started while the lost one still ran"
         assert wait_status(client, following, {"completed"}, timeout=60)["node"] == "node-0"
+
+
+def test_the_fence_outlives_a_server_restart(healthy_ssh_cluster, server_factory):
+    """One slot, its node away past NODE_LOST_AFTER, the server restarted meanwhile, the node back: the
+    ledger records the lost job confirmed dead (node.fenced) before the next job is dispatched there."""
+    server = server_factory(**_only_node(healthy_ssh_cluster, "node-0", node_lost_after=3.0))
+    with server.client(server.admin_token) as client:
+        lost = submit(client, SLEEPER, config_yaml("admin", expected=600)).json()["job_id"]
+        wait_status(client, lost, {"running"}, timeout=60)
+        marker = f"{lost}/work/solution.py"
+        _wait_for(lambda: processes_named(marker), 20, "the first job runs on the node")
+        healthy_ssh_cluster.stop("node-0")
+        assert wait_status(client, lost, {"failed"}, timeout=60)["finish_reason"] == "node_lost"
+    server.stop()
+    server.start()  # the node is still away: only the ledger remembers the lost job may run there
+    with server.client(server.admin_token) as client:
+        following = submit(client, "print('next')\n", config_yaml("admin")).json()["job_id"]
+        time.sleep(3)
+        assert processes_named(marker), "the lost job kept running on the unreachable node"
+        healthy_ssh_cluster.start("node-0")
+        assert wait_status(client, following, {"completed"}, timeout=90)["node"] == "node-0"
+    assert processes_named(marker) == []
+    server.stop()
+    lines = run_cli(server.root, "events", "--json", "--db", str(server.root / "gpuledger.db")).stdout.splitlines()
+    order = [(e["stream"], e["event"]["type"]) for e in map(json.loads, lines)]
+    assert ("node-node-0", "node.fence_required") in order, order
+    fenced = order.index(("node-node-0", "node.fenced"))
+    assert fenced < order.index((f"job-{following}", "job.dispatched")), order
 
 
 def test_disk_limit_and_unreadable_results_on_an_ssh_node(healthy_ssh_cluster, server_factory):

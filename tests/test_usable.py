@@ -13,6 +13,8 @@ from ledger.domain.events import (
     JobSubmitted,
     NodeDown,
     NodeDrained,
+    NodeFenced,
+    NodeFenceRequired,
     NodeRegistered,
     NodeRestarting,
     NodeRetired,
@@ -72,3 +74,15 @@ def test_every_reader_of_a_node_agrees_on_usable(status: str) -> None:
     else:
         with pytest.raises(InvalidTransition, match="cannot take a job"):
             write.decide(views)
+
+
+def test_the_dispatch_write_refuses_a_slot_held_by_a_lost_job() -> None:
+    """A slot whose lost job is not yet confirmed dead (node.fence_required) takes no job, whatever the
+    runner remembers; node.fenced frees it."""
+    held = NodeFenceRequired(name=N, job_id="old", attempt_key="old", slots=[0])
+    views = views_after([held])
+    assert fleet_now(views, {N: Runner()}, T0)[1][N] == []
+    with pytest.raises(InvalidTransition, match="cannot take a job"):
+        commands.dispatch_job("j", node=N, slots=[0], workdir="/w").decide(views)
+    freed = views_after([held, NodeFenced(name=N, job_id="old", attempt_key="old")])
+    assert commands.dispatch_job("j", node=N, slots=[0], workdir="/w").decide(freed)

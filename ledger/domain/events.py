@@ -266,6 +266,24 @@ class NodeRetired(NodeEvent, frozen=True, tag="node.retired"):
     reason: str = "not in the settings"
 
 
+class NodeFenceRequired(NodeEvent, frozen=True, tag="node.fence_required"):
+    """A job lost with this node may still run there: its slots take no other job until ``node.fenced``.
+
+    Written in the same step as the lost job's ``job.finished`` (``node_lost``) or ``job.requeued``, so
+    the hold survives a server restart however long the node stays away."""
+
+    job_id: str
+    attempt_key: str  # the attempt's workdir name on the node (``JobState.attempt_key``)
+    slots: list[int]
+
+
+class NodeFenced(NodeEvent, frozen=True, tag="node.fenced"):
+    """The node confirmed the lost attempt dead (the wrapper's cancel exited 0, or no workdir was there)."""
+
+    job_id: str
+    attempt_key: str
+
+
 # --- tokens -----------------------------------------------------------------------------------
 
 

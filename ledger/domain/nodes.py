@@ -11,6 +11,8 @@ from ledger.domain.events import (
     AnyEvent,
     NodeDown,
     NodeDrained,
+    NodeFenced,
+    NodeFenceRequired,
     NodeRegistered,
     NodeRestarted,
     NodeRestarting,
@@ -19,6 +21,14 @@ from ledger.domain.events import (
     NodeUp,
     NodeUpdated,
 )
+
+
+class Fence(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A lost attempt that may still run on the node, and the slots it held there."""
+
+    job_id: str
+    attempt_key: str
+    slots: tuple[int, ...]
 
 
 class NodeState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -39,6 +49,12 @@ class NodeState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     restarting: bool = False
     last_restart_outcome: str | None = None
     retired: bool = False
+    fences: tuple[Fence, ...] = ()  # lost attempts not yet confirmed dead here (node.fence_required)
+
+    @property
+    def fenced_slots(self) -> set[int]:
+        """Slots that take no job while a lost attempt may still run on them."""
+        return {slot for fence in self.fences for slot in fence.slots}
 
     @property
     def has_gpus(self) -> bool:
@@ -115,6 +131,12 @@ def evolve_node(state: NodeState | None, event: AnyEvent) -> NodeState:
             return replace(state, version=version, restarting=True)
         case NodeRestarted():
             return replace(state, version=version, restarting=False, last_restart_outcome=event.outcome)
+        case NodeFenceRequired():
+            fence = Fence(job_id=event.job_id, attempt_key=event.attempt_key, slots=tuple(event.slots))
+            return replace(state, version=version, fences=(*state.fences, fence))
+        case NodeFenced():
+            kept = tuple(f for f in state.fences if f.attempt_key != event.attempt_key)
+            return replace(state, version=version, fences=kept)
     raise AssertionError(f"not a node event: {event!r}")
 
 
@@ -190,3 +212,18 @@ def decide_restarted(state: NodeState, restarted: NodeRestarted) -> list[AnyEven
     if not state.restarting:
         raise InvalidTransition(f"node {state.name} is not restarting")
     return [restarted]
+
+
+def decide_fence_required(state: NodeState, *, job_id: str, attempt_key: str, slots: list[int]) -> list[AnyEvent]:
+    """A lost attempt's slots are held until it is confirmed dead; holding it twice records nothing."""
+    if any(f.attempt_key == attempt_key for f in state.fences):
+        return []
+    return [NodeFenceRequired(name=state.name, job_id=job_id, attempt_key=attempt_key, slots=slots)]
+
+
+def decide_fenced(state: NodeState, *, attempt_key: str) -> list[AnyEvent]:
+    """The node confirmed the attempt dead: its slots are free again (nothing if it was not held)."""
+    for fence in state.fences:
+        if fence.attempt_key == attempt_key:
+            return [NodeFenced(name=state.name, job_id=fence.job_id, attempt_key=attempt_key)]
+    return []

@@ -40,6 +40,8 @@ from ledger.domain.jobs import (
 from ledger.domain.nodes import (
     NodeState,
     decide_drain,
+    decide_fence_required,
+    decide_fenced,
     decide_health,
     decide_register,
     decide_restarted,
@@ -188,8 +190,11 @@ def cancel_job(job_id: str, *, by: str, actor: str) -> Write:
 
 
 def busy_slots(views: LedgerState, node: str) -> set[int]:
-    """The GPU slots held on a node by jobs dispatched there and not yet ended."""
-    return {s for j in views.node_jobs.get(node, []) for s in views.jobs[j].held_slots}
+    """The GPU slots held on a node by jobs dispatched there and not yet ended, and by lost jobs not yet
+    confirmed dead there (``node.fence_required``)."""
+    state = views.nodes.get(node)
+    fenced = state.fenced_slots if state is not None else set()
+    return fenced | {s for j in views.node_jobs.get(node, []) for s in views.jobs[j].held_slots}
 
 
 def _check_gpu_cap(views: LedgerState, job: JobState) -> None:
@@ -249,15 +254,20 @@ def finish_job(finished: JobFinished, *, node: str, restart_container: str | Non
     """The terminal event; with LXC restarts, the node turns ``restarting`` in the same step, so no
     dispatch can slip in between a job's end and its node's restart."""
 
-    def decide(views: LedgerState) -> Sequence[AnyEvent]:
-        events = decide_attempt_end(job_of(views, finished.job_id), finished)
-        others = [j for j in views.node_jobs.get(node, []) if j != finished.job_id]
-        state = views.nodes.get(node)
-        if restart_container and state is not None and not others and not state.restarting:
-            events.extend(decide_restarting(state, container=restart_container))
-        return events
+    return Write(
+        decide=lambda views: _finish_events(views, finished, node, restart_container), actor=f"executor:{node}"
+    )
 
-    return Write(decide=decide, actor=f"executor:{node}")
+
+def _finish_events(
+    views: LedgerState, finished: JobFinished, node: str, restart_container: str | None
+) -> list[AnyEvent]:
+    events = decide_attempt_end(job_of(views, finished.job_id), finished)
+    others = [j for j in views.node_jobs.get(node, []) if j != finished.job_id]
+    state = views.nodes.get(node)
+    if restart_container and state is not None and not others and not state.restarting:
+        events.extend(decide_restarting(state, container=restart_container))
+    return events
 
 
 def restarted_node(name: str, restarted: NodeRestarted) -> Write:
@@ -268,6 +278,31 @@ def requeue_job(job_id: str, *, node: str, attempt: int, reason: str) -> Write:
     return Write(
         decide=lambda views: decide_requeue(job_of(views, job_id), attempt=attempt, reason=reason),
         actor=f"executor:{node}",
+    )
+
+
+def lose_job(
+    job_id: str, *, node: str, attempt: int, finished: JobFinished | None = None, restart_container: str | None = None
+) -> Write:
+    """A job lost with its node: it ends ``finished`` (a started job) or goes back to the queue (``None``),
+    and in the same step its slots are held until the node confirms it dead (``fenced``)."""
+
+    def decide(views: LedgerState) -> Sequence[AnyEvent]:
+        job = job_of(views, job_id)
+        held = decide_fence_required(
+            node_of(views, node), job_id=job_id, attempt_key=job.attempt_key, slots=list(job.held_slots)
+        )
+        if finished is None:
+            return [*decide_requeue(job, attempt=attempt, reason="node_lost"), *held]
+        return [*_finish_events(views, finished, node, restart_container), *held]
+
+    return Write(decide=decide, actor=f"executor:{node}")
+
+
+def fenced(node: str, attempt_key: str) -> Write:
+    """The node confirmed a lost attempt dead: its slots may take jobs again."""
+    return Write(
+        decide=lambda views: decide_fenced(node_of(views, node), attempt_key=attempt_key), actor=f"executor:{node}"
     )
 
 
