@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,3 +259,36 @@ def test_the_wrapper_binds_exactly_the_gpus_it_is_given(
     assert decode_exit_status(frames[-1].payload).exit_code in (0, 1)  # grep exits 1 when it finds nothing
     stdout = b"".join(f.payload for f in frames if f.kind is FrameKind.STDOUT).decode()
     assert stdout.split() == expected
+
+
+def job_uid_outside(argv_text: str, timeout: float = 10.0) -> int | None:
+    """The uid, as the host sees it (`ps -o uid`), of the process whose command line is ``argv_text``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listing = subprocess.run(["ps", "-eo", "uid=,args="], capture_output=True, text=True, check=True).stdout
+        for line in listing.splitlines():
+            uid, _, args = line.strip().partition(" ")
+            if args.strip() == argv_text:
+                return int(uid)
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root mode: the wrapper runs as root")
+def test_root_mode_job_is_in_its_own_user_namespace_as_the_slot_uid(tmp_path: Path) -> None:
+    """Run as root, the job is in a user namespace mapping only the slot uid to itself (so bwrap's
+    --disable-userns applies), `unshare -U` fails, and outside the job's process is the slot uid."""
+    slot_uid, nap = 61234, f"sleep 3.{uuid.uuid4().int % 10**6:06d}"
+    command = f"cat /proc/self/uid_map; unshare -U true; echo unshare=$?; {nap}"
+    workdir = tmp_path / "job"
+    spec = SandboxSpec(uid=slot_uid)
+    prepare_workdir(workdir, b"", job_spec_bytes(command, 30.0, 0.5, {}, spec))
+    wrapper = [PY, "-I", "-S", str(workdir / "wrapper.py")]
+    subprocess.run([*wrapper, "launch", str(workdir)], check=True, capture_output=True, timeout=30)
+    assert job_uid_outside(nap) == slot_uid
+    done = subprocess.run([*wrapper, "follow", str(workdir), "0", "0"], capture_output=True, timeout=60)
+    frames = FrameDecoder().feed(done.stdout)
+    stdout = b"".join(f.payload for f in frames if f.kind is FrameKind.STDOUT).decode()
+    assert decode_exit_status(frames[-1].payload).exit_code == 0, stdout
+    assert stdout.split()[:3] == [str(slot_uid), str(slot_uid), "1"]
+    assert "unshare=0" not in stdout
