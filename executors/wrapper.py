@@ -227,17 +227,27 @@ class JobProcesses:
             self.signal_members(sig)
 
     def signal_members(self, sig: int) -> None:
-        """TERM to every process in the namespace but its init (which would ignore it anyway)."""
+        """TERM to every process in the namespace but its init (which would ignore it anyway) and, in
+        root mode, the inner bwrap (drop_to_slot): its death would KILL the job before its grace ran out.
+        A job naming itself bwrap only skips the TERM; the KILL after the grace still ends it."""
         init = self.sandbox_pid
         namespace = None if init is None else pid_namespace(init)
         if namespace is None:
             return
         for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) != init and pid_namespace(name) == namespace:
+            if name.isdigit() and int(name) != init and pid_namespace(name) == namespace and not is_bwrap(name):
                 try:  # noqa: SIM105 - see signal_group
                     os.kill(int(name), sig)
                 except (ProcessLookupError, PermissionError):
                     pass
+
+
+def is_bwrap(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().strip() == b"bwrap"
+    except OSError:
+        return False
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, tick: Callable[[], None]) -> bool:
