@@ -15,10 +15,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nonroot import ServerUser, delegated_cgroup, owned_dir
 from server import Server, config_yaml, submit
 from test_sandbox import Harness, start_server
 from test_ssh_jobs import ssh_settings
@@ -103,33 +105,41 @@ def fake_key() -> Iterator[Path]:
         shutil.rmtree(FAKE_KEY_DIR)
 
 
-@pytest.fixture(scope="module", params=["local", "ssh"])
+@pytest.fixture(scope="module", params=[("local", "root"), ("ssh", "root"), ("local", "user")], ids="-".join)
 def surface(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake_key: Path
 ) -> Iterator[Harness]:
-    base = tmp_path_factory.mktemp(f"surface-{request.param}")
-    devices = fake_devices(base / "dev", 4)
+    """The attack table's server: run as root, or as an ordinary user (tests/nonroot.py) on files it
+    owns, its jobs' cgroups in a subtree delegated to it."""
+    runner, mode = request.param
+    user: ServerUser | None = request.getfixturevalue("server_user") if mode == "user" else None
+    with ExitStack() as stack:
+        base = stack.enter_context(owned_dir(user)) if user else tmp_path_factory.mktemp(f"surface-{runner}")
+        settings: dict[str, Any] = {"job_gpu_device_dir": str(fake_devices(base / "dev", 4))}
+        if user is not None:
+            parent = f"gpuledger-surface-{uuid.uuid4().hex[:8]}"
+            settings["job_cgroup_parent"] = stack.enter_context(delegated_cgroup(user, parent))
+        server, roots = surface_server(request, runner, base, settings, user)
+        stack.callback(server.stop)
+        yield Harness(runner, server, roots)
+
+
+def surface_server(
+    request: pytest.FixtureRequest, runner: str, base: Path, settings: dict[str, Any], user: ServerUser | None
+) -> tuple[Server, list[Path]]:
     root = base / "server"
-    if request.param == "local":
+    if runner == "local":
         os.environ["PATH"], saved = f"{fake_nvidia_smi(base / 'bin')}:{os.environ['PATH']}", os.environ["PATH"]
         try:
-            server = start_server(root, job_gpu_device_dir=str(devices))
+            return start_server(root, user, **settings), [root / "jobs" / "work" / "jobs"]
         finally:
             os.environ["PATH"] = saved
-        roots = [root / "jobs" / "work" / "jobs"]
-    else:
-        cluster = request.getfixturevalue("ssh_cluster")
-        settings = ssh_settings(
-            cluster, job_command=f"{PY} {{solution}}", job_readonly_paths=[sys.prefix, sys.base_prefix]
-        )
-        for name in ("code_scanner_enabled", "rate_limit_per_minute", "max_active_jobs_per_user", "endpoint_limits"):
-            settings.pop(name)
-        server = start_server(root, job_gpu_device_dir=str(devices), **settings)
-        roots = [Path(cluster.settings().runner.remote_root) / "jobs"]
-    try:
-        yield Harness(request.param, server, roots)
-    finally:
-        server.stop()
+    cluster = request.getfixturevalue("ssh_cluster")
+    ssh = ssh_settings(cluster, job_command=f"{PY} {{solution}}", job_readonly_paths=[sys.prefix, sys.base_prefix])
+    for name in ("code_scanner_enabled", "rate_limit_per_minute", "max_active_jobs_per_user", "endpoint_limits"):
+        ssh.pop(name)
+    server = start_server(root, user, **ssh, **settings)
+    return server, [Path(cluster.settings().runner.remote_root) / "jobs"]
 
 
 def probe(harness: Harness, key: Path) -> dict[str, Any]:
@@ -144,6 +154,15 @@ def probe(harness: Harness, key: Path) -> dict[str, Any]:
 def reports(surface: Harness, fake_key: Path) -> list[dict[str, Any]]:
     """Two jobs one after the other (same slot, same uid): alice's, then bob's."""
     return [probe(surface, fake_key), probe(surface, fake_key)]
+
+
+def test_the_server_runs_as_the_mode_says(surface: Harness, request: pytest.FixtureRequest) -> None:
+    """In user mode the server's process and its ledger belong to the ordinary user, never root."""
+    assert surface.server.proc is not None
+    uid = int(Path(f"/proc/{surface.server.proc.pid}/status").read_text().split("Uid:")[1].split()[0])
+    ledger = (surface.server.root / "gpuledger.db").stat().st_uid
+    expected = request.getfixturevalue("server_user").uid if "user" in request.node.callspec.id else 0
+    assert (uid, ledger) == (expected, expected)
 
 
 def test_the_filter_is_on(reports: list[dict[str, Any]]) -> None:
