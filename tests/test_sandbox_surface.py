@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nonroot import ServerUser, delegated_cgroup, owned_dir
+from nonroot import MODES, ServerUser, delegated_cgroup, owned_dir
 from server import Server, config_yaml, submit
 from test_sandbox import Harness, start_server
 from test_ssh_jobs import ssh_settings
@@ -200,16 +200,31 @@ def test_a_job_sees_only_its_own_gpu(surface: Harness, reports: list[dict[str, A
         assert report["devices"] == [f"nvidia{m}" for m in sorted(mapped)]
 
 
-def test_refuses_to_start_with_the_ssh_key_in_view(tmp_path: Path) -> None:
-    """SSH_KEY_FILE inside a JOB_READONLY_PATHS directory: serve exits 2 with one line naming the fix."""
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    (shared / "id_ed25519").write_text("key\n")
-    (tmp_path / "server").mkdir()
-    server = Server(tmp_path / "server", ssh_key_file=str(shared / "id_ed25519"), job_readonly_paths=[str(shared)])
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), **server.env}
-    argv = [sys.executable, "-m", "cli.main", "serve"]
-    done = subprocess.run(argv, cwd=server.root, env=env, capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("mode", MODES)
+def test_refuses_to_start_with_the_ssh_key_in_view(tmp_path: Path, mode: str, request: pytest.FixtureRequest) -> None:
+    """SSH_KEY_FILE inside a JOB_READONLY_PATHS directory: serve, as root or as an ordinary user,
+    exits 2 with one line naming the fix."""
+    user: ServerUser | None = request.getfixturevalue("server_user") if mode == "user" else None
+    with ExitStack() as stack:
+        base = stack.enter_context(owned_dir(user)) if user else tmp_path
+        shared = base / "shared"
+        shared.mkdir()
+        (shared / "id_ed25519").write_text("key\n")
+        (base / "server").mkdir()
+        if user is not None:
+            user.own(base)
+        server = Server(base / "server", ssh_key_file=str(shared / "id_ed25519"), job_readonly_paths=[str(shared)])
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), **server.env}
+        argv = [sys.executable, "-m", "cli.main", "serve"]
+        done = subprocess.run(
+            argv,
+            cwd=server.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=user and user.become(),
+        )
     assert done.returncode == 2, done.stderr
     assert "refusing to start: SSH_KEY_FILE" in done.stderr
     assert "JOB_READONLY_PATHS" in done.stderr
