@@ -105,7 +105,9 @@ def fake_key() -> Iterator[Path]:
         shutil.rmtree(FAKE_KEY_DIR)
 
 
-@pytest.fixture(scope="module", params=[("local", "root"), ("ssh", "root"), ("local", "user")], ids="-".join)
+@pytest.fixture(
+    scope="module", params=[("local", "root"), ("ssh", "root"), ("local", "user"), ("ssh", "user")], ids="-".join
+)
 def surface(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake_key: Path
 ) -> Iterator[Harness]:
@@ -138,6 +140,10 @@ def surface_server(
     ssh = ssh_settings(cluster, job_command=f"{PY} {{solution}}", job_readonly_paths=[sys.prefix, sys.base_prefix])
     for name in ("code_scanner_enabled", "rate_limit_per_minute", "max_active_jobs_per_user", "endpoint_limits"):
         ssh.pop(name)
+    if user is not None:  # the admin guide's layout: the key and known_hosts are the server user's, 0600
+        for name in ("ssh_key_file", "ssh_known_hosts"):
+            ssh[name] = str(shutil.copy2(ssh[name], base / Path(ssh[name]).name))
+            os.chown(ssh[name], user.uid, user.gid)
     server = start_server(root, user, **ssh, **settings)
     return server, [Path(cluster.settings().runner.remote_root) / "jobs"]
 
