@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -295,16 +296,24 @@ def test_the_jobs_cgroup_holds_its_limits_and_goes_with_it(local: CagedServer) -
     assert [d for d in dirs.values() if d.exists()] == []
 
 
-def test_out_of_memory_through_an_ssh_node(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_out_of_memory_through_an_ssh_node(tmp_path: Path, request: pytest.FixtureRequest, mode: str) -> None:
     """On an SSH node (loopback sshd) with ``memory = "256M"`` in its [[nodes]] table, the wrapper makes
-    the job's cgroup there: 64 children of 32 MiB end failed/out_of_memory and the server lives on."""
+    the job's cgroup there: 64 children of 32 MiB end failed/out_of_memory and the server, run as root
+    or as an ordinary user, lives on."""
     cluster = request.getfixturevalue("ssh_cluster")
+    user: ServerUser | None = request.getfixturevalue("server_user") if mode == "user" else None
     settings = ssh_settings(cluster)
     for name in ("code_scanner_enabled", "rate_limit_per_minute", "max_active_jobs_per_user", "endpoint_limits"):
         settings.pop(name)
     settings["nodes"] = [{**node, "memory": "256M"} for node in settings["nodes"]]
-    with memory_cage() as cage:
-        server = caged_server(tmp_path / "server", cage, **settings)
+    with memory_cage() as cage, ExitStack() as stack:
+        base = stack.enter_context(owned_dir(user)) if user else tmp_path
+        if user is not None:  # the server user's own key and known_hosts
+            for name in ("ssh_key_file", "ssh_known_hosts"):
+                settings[name] = str(shutil.copy2(settings[name], base / Path(settings[name]).name))
+                os.chown(settings[name], user.uid, user.gid)
+        server = caged_server(base / "server", cage, user, **settings)
         try:
             body = run_job(server, CHILDREN)
             assert_out_of_memory(body)
