@@ -19,8 +19,9 @@ The control directory is the interface; the job never sees it (only `work/` is b
 
 The sandbox is bubblewrap (`bwrap`): own PID, IPC, UTS and (by default) network namespaces, the system
 read-only (of /etc an allowlist), a private /tmp, only the job's workdir writable, a seccomp filter.
-Run as root, the job runs as the slot's unprivileged uid (dropped by setpriv inside the sandbox); run
-as an ordinary user, bwrap makes a user namespace, in which no further one may be made. The exit
+Run as root, the job runs as the slot's unprivileged uid (dropped by setpriv inside the sandbox, where
+a second bwrap makes a user namespace owned by that uid); run as an ordinary user, bwrap makes the user
+namespace itself. Either way no further user namespace may be made (bwrap's --disable-userns). The exit
 status is the one this daemon gets from waitpid on bwrap, never a file.
 
 Exit status: a job killed by signal N records signal=N and exit_code=null; any other end records its
@@ -227,17 +228,27 @@ class JobProcesses:
             self.signal_members(sig)
 
     def signal_members(self, sig: int) -> None:
-        """TERM to every process in the namespace but its init (which would ignore it anyway)."""
+        """TERM to every process in the namespace but its init (which would ignore it anyway) and, in
+        root mode, the inner bwrap (drop_to_slot): its death would KILL the job before its grace ran out.
+        A job naming itself bwrap only skips the TERM; the KILL after the grace still ends it."""
         init = self.sandbox_pid
         namespace = None if init is None else pid_namespace(init)
         if namespace is None:
             return
         for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) != init and pid_namespace(name) == namespace:
+            if name.isdigit() and int(name) != init and pid_namespace(name) == namespace and not is_bwrap(name):
                 try:  # noqa: SIM105 - see signal_group
                     os.kill(int(name), sig)
                 except (ProcessLookupError, PermissionError):
                     pass
+
+
+def is_bwrap(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().strip() == b"bwrap"
+    except OSError:
+        return False
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, tick: Callable[[], None]) -> bool:
@@ -441,15 +452,10 @@ def close_fds(fds: dict[str, int]) -> None:
 
 def sandbox_argv(sandbox: Json, workdir: str, command: str, fds: dict[str, int] | None = None) -> list[str]:
     """bwrap's command line: what the job sees is built up from an empty root (``fds``: seccomp_fds)."""
-    argv = [find_program("bwrap") or "bwrap", "--die-with-parent", "--new-session"]
-    argv += ["--seccomp", str(fds["seccomp"])] if fds and "seccomp" in fds else []
-    if os.geteuid() == 0:  # no user namespace: the job's uid is dropped inside, to a real unprivileged uid
-        # (the filter denies unshare, setns and clone's namespace flags: no nested namespace either)
-        argv += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
-        argv += ["--unshare-net"] if sandbox.get("network", "none") == "none" else []
-    else:  # its own user namespace, in which no further one may be made
-        argv += ["--unshare-all", "--unshare-user", "--disable-userns"]
-        argv += ["--share-net"] if sandbox.get("network", "none") == "host" else []
+    bwrap = find_program("bwrap") or "bwrap"
+    seccomp = ["--seccomp", str(fds["seccomp"])] if fds and "seccomp" in fds else []
+    argv = [bwrap, "--die-with-parent", "--new-session", *namespace_flags(sandbox)]
+    argv += [] if os.geteuid() == 0 else seccomp  # as root, the inner bwrap (drop_to_slot) loads it
     for d in SYSTEM_DIRS:
         if os.path.islink(d):
             argv += ["--symlink", os.readlink(d), d]
@@ -469,10 +475,29 @@ def sandbox_argv(sandbox: Json, workdir: str, command: str, fds: dict[str, int] 
         argv += ["--ro-bind", p, p]
     argv += ["--bind", workdir, workdir, "--chdir", workdir, "--"]
     if os.geteuid() == 0:
-        uid = str(int(sandbox["uid"]))
-        argv += ["setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all"]
-        argv += ["--bounding-set=-all", "--no-new-privs", "--"]
+        argv += drop_to_slot(int(sandbox["uid"]), bwrap, workdir, seccomp)
     return [*argv, "bash", "-c", command]
+
+
+def namespace_flags(sandbox: Json) -> list[str]:
+    """The outer bwrap's namespaces. Run as root it makes no user namespace (bwrap would map the
+    job's uid to root outside); drop_to_slot makes one, as the slot's uid."""
+    if os.geteuid() == 0:
+        argv = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+        return argv + (["--unshare-net"] if sandbox.get("network", "none") == "none" else [])
+    argv = ["--unshare-all", "--unshare-user", "--disable-userns"]  # its own user namespace, no further one
+    return argv + (["--share-net"] if sandbox.get("network", "none") == "host" else [])
+
+
+def drop_to_slot(uid: int, bwrap: str, workdir: str, seccomp: list[str]) -> list[str]:
+    """Root only, inside the built sandbox: become the slot's unprivileged uid (setpriv), then a second
+    bwrap makes a user namespace owned by it (the job's uid outside stays the slot's, uid_map
+    "uid uid 1") only to disable nested ones, binds the sandbox's root as it is and loads the filter.
+    The outer bwrap cannot do this as root (docs/design.md, "Nested user namespaces in root mode")."""
+    argv = ["setpriv", "--reuid", str(uid), "--regid", str(uid), "--clear-groups", "--inh-caps=-all"]
+    argv += ["--bounding-set=-all", "--no-new-privs", "--"]
+    argv += [bwrap, "--die-with-parent", "--unshare-user", "--disable-userns", *seccomp]
+    return [*argv, "--dev-bind", "/", "/", "--chdir", workdir, "--"]
 
 
 def mount_points(targets: Iterable[str]) -> list[str]:
@@ -571,6 +596,8 @@ def bwrap_problem(workdir: str, sandbox: Json, cgroup: JobCgroup | None) -> str 
     if os.geteuid() == 0 and find_program("setpriv") is None:
         return "setpriv is not installed: install util-linux (apt-get install -y util-linux)"
     os.makedirs(workdir, exist_ok=True)
+    if os.geteuid() == 0:  # as for a job: the slot's uid must be able to enter it (drop_to_slot's --chdir)
+        hand_over_workdir(workdir, int(sandbox["uid"]))
     fds = seccomp_fds(path(os.path.dirname(os.path.dirname(workdir)), SECCOMP_NAME), required=False)
     try:
         argv = sandbox_argv(sandbox, workdir, "true", fds)
@@ -591,7 +618,7 @@ def bwrap_problem(workdir: str, sandbox: Json, cgroup: JobCgroup | None) -> str 
     why = (done.stderr or done.stdout).decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
     return (
         f"bwrap cannot build a sandbox here ({why[0]}): allow user namespaces "
-        "(sysctl -w kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000) or run as root"
+        "(sysctl -w kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000; a root wrapper needs them too)"
     )
 
 

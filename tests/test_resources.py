@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from nonroot import MODES, ServerUser, delegated_cgroup, owned_dir
 from server import OPEN_LIMITS, Server, config_yaml, submit, wait_status
 from test_ssh_jobs import ssh_settings
 
@@ -72,8 +74,10 @@ class CagedServer(Server):
         (CGROUP_V1 / "memory" / self.cage / "cgroup.procs").write_text(str(self.proc.pid))
 
 
-def caged_server(root: Path, cage: str, **settings: Any) -> CagedServer:
+def caged_server(root: Path, cage: str, user: ServerUser | None = None, **settings: Any) -> CagedServer:
+    """Started as root, or as ``user`` (tests/nonroot.py), whose delegated subtree is then ``cage/jobs``."""
     root.mkdir()
+    settings.setdefault("job_cgroup_parent", f"{cage}/jobs")
     server = CagedServer(
         root,
         code_scanner_enabled=False,
@@ -81,11 +85,12 @@ def caged_server(root: Path, cage: str, **settings: Any) -> CagedServer:
         rate_limit_per_minute=1000,
         max_active_jobs_per_user=100,
         cancel_grace_s=1,
-        job_cgroup_parent=f"{cage}/jobs",
         job_max_processes=MAX_PROCESSES,
         **settings,
     )
     server.cage = cage
+    if user is not None:
+        user.adopt(server)
     server.start()
     return server
 
@@ -97,13 +102,17 @@ def host_memory() -> int:
     raise AssertionError("no MemTotal")
 
 
-@pytest.fixture(scope="module")
-def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CagedServer]:
-    """Two local slots; JOB_MEMORY_SHARE chosen so each slot's default is 256 MiB on this host."""
-    with memory_cage() as cage:
+@pytest.fixture(scope="module", params=MODES)
+def local(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CagedServer]:
+    """Two local slots; JOB_MEMORY_SHARE chosen so each slot's default is 256 MiB on this host. The
+    server runs as root, or as an ordinary user with ``cage/jobs`` delegated to it."""
+    user: ServerUser | None = request.getfixturevalue("server_user") if request.param == "user" else None
+    with memory_cage() as cage, ExitStack() as stack:
+        base = stack.enter_context(owned_dir(user)) if user else tmp_path_factory.mktemp("resources")
+        parent = stack.enter_context(delegated_cgroup(user, cage)) if user else f"{cage}/jobs"
         share = 2 * JOB_MEMORY / host_memory()
         server = caged_server(
-            tmp_path_factory.mktemp("resources") / "server", cage, local_slots=2, job_memory_share=share
+            base / "server", cage, user, local_slots=2, job_memory_share=share, job_cgroup_parent=parent
         )
         try:
             yield server
@@ -129,7 +138,8 @@ def assert_server_survived(server: Server) -> None:
     assert server.proc is not None
     assert server.proc.poll() is None, "the server was killed"
     adj = Path(f"/proc/{server.proc.pid}/oom_score_adj").read_text().strip()
-    assert adj == ("-900" if can_lower_oom_scores() else "0")
+    as_root = Path(f"/proc/{server.proc.pid}/status").read_text().split("Uid:")[1].split()[0] == "0"
+    assert adj == ("-900" if as_root and can_lower_oom_scores() else "0")  # only root may lower it
     assert httpx.get(f"{server.url}/livez", timeout=10).status_code == 200
 
 
@@ -286,16 +296,24 @@ def test_the_jobs_cgroup_holds_its_limits_and_goes_with_it(local: CagedServer) -
     assert [d for d in dirs.values() if d.exists()] == []
 
 
-def test_out_of_memory_through_an_ssh_node(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_out_of_memory_through_an_ssh_node(tmp_path: Path, request: pytest.FixtureRequest, mode: str) -> None:
     """On an SSH node (loopback sshd) with ``memory = "256M"`` in its [[nodes]] table, the wrapper makes
-    the job's cgroup there: 64 children of 32 MiB end failed/out_of_memory and the server lives on."""
+    the job's cgroup there: 64 children of 32 MiB end failed/out_of_memory and the server, run as root
+    or as an ordinary user, lives on."""
     cluster = request.getfixturevalue("ssh_cluster")
+    user: ServerUser | None = request.getfixturevalue("server_user") if mode == "user" else None
     settings = ssh_settings(cluster)
     for name in ("code_scanner_enabled", "rate_limit_per_minute", "max_active_jobs_per_user", "endpoint_limits"):
         settings.pop(name)
     settings["nodes"] = [{**node, "memory": "256M"} for node in settings["nodes"]]
-    with memory_cage() as cage:
-        server = caged_server(tmp_path / "server", cage, **settings)
+    with memory_cage() as cage, ExitStack() as stack:
+        base = stack.enter_context(owned_dir(user)) if user else tmp_path
+        if user is not None:  # the server user's own key and known_hosts
+            for name in ("ssh_key_file", "ssh_known_hosts"):
+                settings[name] = str(shutil.copy2(settings[name], base / Path(settings[name]).name))
+                os.chown(settings[name], user.uid, user.gid)
+        server = caged_server(base / "server", cage, user, **settings)
         try:
             body = run_job(server, CHILDREN)
             assert_out_of_memory(body)

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from nonroot import ServerUser
 from server import OPEN_LIMITS, REPO, Server, config_yaml, run_cli, submit, wait_status
 from sshd import SshCluster
 from test_ssh_jobs import ssh_settings
@@ -58,7 +59,8 @@ class Harness:
         return len([line for line in done.stdout.splitlines() if line.strip()])
 
 
-def start_server(root: Path, **settings: Any) -> Server:
+def start_server(root: Path, user: ServerUser | None = None, **settings: Any) -> Server:
+    """Started as root, or as ``user`` (tests/nonroot.py) on files it owns."""
     root.mkdir()
     (root / "gpuledger.toml").write_text("token_max_days = 30  # the server's config: jobs must not read it\n")
     server = Server(
@@ -72,6 +74,8 @@ def start_server(root: Path, **settings: Any) -> Server:
         **settings,
     )
     server.env["DATABASE_URL"] = SECRET  # a secret under an innocent name, in the server's environment
+    if user is not None:
+        user.adopt(server)
     server.start()
     return server
 

@@ -12,12 +12,15 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nonroot import MODES, ServerUser, delegated_cgroup, owned_dir
 from server import Server, config_yaml, submit
 from test_sandbox import Harness, start_server
 from test_ssh_jobs import ssh_settings
@@ -102,33 +105,47 @@ def fake_key() -> Iterator[Path]:
         shutil.rmtree(FAKE_KEY_DIR)
 
 
-@pytest.fixture(scope="module", params=["local", "ssh"])
+@pytest.fixture(
+    scope="module", params=[("local", "root"), ("ssh", "root"), ("local", "user"), ("ssh", "user")], ids="-".join
+)
 def surface(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake_key: Path
 ) -> Iterator[Harness]:
-    base = tmp_path_factory.mktemp(f"surface-{request.param}")
-    devices = fake_devices(base / "dev", 4)
+    """The attack table's server: run as root, or as an ordinary user (tests/nonroot.py) on files it
+    owns, its jobs' cgroups in a subtree delegated to it."""
+    runner, mode = request.param
+    user: ServerUser | None = request.getfixturevalue("server_user") if mode == "user" else None
+    with ExitStack() as stack:
+        base = stack.enter_context(owned_dir(user)) if user else tmp_path_factory.mktemp(f"surface-{runner}")
+        settings: dict[str, Any] = {"job_gpu_device_dir": str(fake_devices(base / "dev", 4))}
+        if user is not None:
+            parent = f"gpuledger-surface-{uuid.uuid4().hex[:8]}"
+            settings["job_cgroup_parent"] = stack.enter_context(delegated_cgroup(user, parent))
+        server, roots = surface_server(request, runner, base, settings, user)
+        stack.callback(server.stop)
+        yield Harness(runner, server, roots)
+
+
+def surface_server(
+    request: pytest.FixtureRequest, runner: str, base: Path, settings: dict[str, Any], user: ServerUser | None
+) -> tuple[Server, list[Path]]:
     root = base / "server"
-    if request.param == "local":
+    if runner == "local":
         os.environ["PATH"], saved = f"{fake_nvidia_smi(base / 'bin')}:{os.environ['PATH']}", os.environ["PATH"]
         try:
-            server = start_server(root, job_gpu_device_dir=str(devices))
+            return start_server(root, user, **settings), [root / "jobs" / "work" / "jobs"]
         finally:
             os.environ["PATH"] = saved
-        roots = [root / "jobs" / "work" / "jobs"]
-    else:
-        cluster = request.getfixturevalue("ssh_cluster")
-        settings = ssh_settings(
-            cluster, job_command=f"{PY} {{solution}}", job_readonly_paths=[sys.prefix, sys.base_prefix]
-        )
-        for name in ("code_scanner_enabled", "rate_limit_per_minute", "max_active_jobs_per_user", "endpoint_limits"):
-            settings.pop(name)
-        server = start_server(root, job_gpu_device_dir=str(devices), **settings)
-        roots = [Path(cluster.settings().runner.remote_root) / "jobs"]
-    try:
-        yield Harness(request.param, server, roots)
-    finally:
-        server.stop()
+    cluster = request.getfixturevalue("ssh_cluster")
+    ssh = ssh_settings(cluster, job_command=f"{PY} {{solution}}", job_readonly_paths=[sys.prefix, sys.base_prefix])
+    for name in ("code_scanner_enabled", "rate_limit_per_minute", "max_active_jobs_per_user", "endpoint_limits"):
+        ssh.pop(name)
+    if user is not None:  # the admin guide's layout: the key and known_hosts are the server user's, 0600
+        for name in ("ssh_key_file", "ssh_known_hosts"):
+            ssh[name] = str(shutil.copy2(ssh[name], base / Path(ssh[name]).name))
+            os.chown(ssh[name], user.uid, user.gid)
+    server = start_server(root, user, **ssh, **settings)
+    return server, [Path(cluster.settings().runner.remote_root) / "jobs"]
 
 
 def probe(harness: Harness, key: Path) -> dict[str, Any]:
@@ -143,6 +160,15 @@ def probe(harness: Harness, key: Path) -> dict[str, Any]:
 def reports(surface: Harness, fake_key: Path) -> list[dict[str, Any]]:
     """Two jobs one after the other (same slot, same uid): alice's, then bob's."""
     return [probe(surface, fake_key), probe(surface, fake_key)]
+
+
+def test_the_server_runs_as_the_mode_says(surface: Harness, request: pytest.FixtureRequest) -> None:
+    """In user mode the server's process and its ledger belong to the ordinary user, never root."""
+    assert surface.server.proc is not None
+    uid = int(Path(f"/proc/{surface.server.proc.pid}/status").read_text().split("Uid:")[1].split()[0])
+    ledger = (surface.server.root / "gpuledger.db").stat().st_uid
+    expected = request.getfixturevalue("server_user").uid if "user" in request.node.callspec.id else 0
+    assert (uid, ledger) == (expected, expected)
 
 
 def test_the_filter_is_on(reports: list[dict[str, Any]]) -> None:
@@ -180,16 +206,31 @@ def test_a_job_sees_only_its_own_gpu(surface: Harness, reports: list[dict[str, A
         assert report["devices"] == [f"nvidia{m}" for m in sorted(mapped)]
 
 
-def test_refuses_to_start_with_the_ssh_key_in_view(tmp_path: Path) -> None:
-    """SSH_KEY_FILE inside a JOB_READONLY_PATHS directory: serve exits 2 with one line naming the fix."""
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    (shared / "id_ed25519").write_text("key\n")
-    (tmp_path / "server").mkdir()
-    server = Server(tmp_path / "server", ssh_key_file=str(shared / "id_ed25519"), job_readonly_paths=[str(shared)])
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), **server.env}
-    argv = [sys.executable, "-m", "cli.main", "serve"]
-    done = subprocess.run(argv, cwd=server.root, env=env, capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("mode", MODES)
+def test_refuses_to_start_with_the_ssh_key_in_view(tmp_path: Path, mode: str, request: pytest.FixtureRequest) -> None:
+    """SSH_KEY_FILE inside a JOB_READONLY_PATHS directory: serve, as root or as an ordinary user,
+    exits 2 with one line naming the fix."""
+    user: ServerUser | None = request.getfixturevalue("server_user") if mode == "user" else None
+    with ExitStack() as stack:
+        base = stack.enter_context(owned_dir(user)) if user else tmp_path
+        shared = base / "shared"
+        shared.mkdir()
+        (shared / "id_ed25519").write_text("key\n")
+        (base / "server").mkdir()
+        if user is not None:
+            user.own(base)
+        server = Server(base / "server", ssh_key_file=str(shared / "id_ed25519"), job_readonly_paths=[str(shared)])
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), **server.env}
+        argv = [sys.executable, "-m", "cli.main", "serve"]
+        done = subprocess.run(
+            argv,
+            cwd=server.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            preexec_fn=user and user.become(),
+        )
     assert done.returncode == 2, done.stderr
     assert "refusing to start: SSH_KEY_FILE" in done.stderr
     assert "JOB_READONLY_PATHS" in done.stderr
@@ -258,3 +299,36 @@ def test_the_wrapper_binds_exactly_the_gpus_it_is_given(
     assert decode_exit_status(frames[-1].payload).exit_code in (0, 1)  # grep exits 1 when it finds nothing
     stdout = b"".join(f.payload for f in frames if f.kind is FrameKind.STDOUT).decode()
     assert stdout.split() == expected
+
+
+def job_uid_outside(argv_text: str, timeout: float = 10.0) -> int | None:
+    """The uid, as the host sees it (`ps -o uid`), of the process whose command line is ``argv_text``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listing = subprocess.run(["ps", "-eo", "uid=,args="], capture_output=True, text=True, check=True).stdout
+        for line in listing.splitlines():
+            uid, _, args = line.strip().partition(" ")
+            if args.strip() == argv_text:
+                return int(uid)
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root mode: the wrapper runs as root")
+def test_root_mode_job_is_in_its_own_user_namespace_as_the_slot_uid(tmp_path: Path) -> None:
+    """Run as root, the job is in a user namespace mapping only the slot uid to itself (so bwrap's
+    --disable-userns applies), `unshare -U` fails, and outside the job's process is the slot uid."""
+    slot_uid, nap = 61234, f"sleep 3.{uuid.uuid4().int % 10**6:06d}"
+    command = f"cat /proc/self/uid_map; unshare -U true; echo unshare=$?; {nap}"
+    workdir = tmp_path / "job"
+    spec = SandboxSpec(uid=slot_uid)
+    prepare_workdir(workdir, b"", job_spec_bytes(command, 30.0, 0.5, {}, spec))
+    wrapper = [PY, "-I", "-S", str(workdir / "wrapper.py")]
+    subprocess.run([*wrapper, "launch", str(workdir)], check=True, capture_output=True, timeout=30)
+    assert job_uid_outside(nap) == slot_uid
+    done = subprocess.run([*wrapper, "follow", str(workdir), "0", "0"], capture_output=True, timeout=60)
+    frames = FrameDecoder().feed(done.stdout)
+    stdout = b"".join(f.payload for f in frames if f.kind is FrameKind.STDOUT).decode()
+    assert decode_exit_status(frames[-1].payload).exit_code == 0, stdout
+    assert stdout.split()[:3] == [str(slot_uid), str(slot_uid), "1"]
+    assert "unshare=0" not in stdout
