@@ -49,10 +49,12 @@ def s3_store(target: Target) -> S3Store:
 
 
 async def _call(target: Target, work: Awaitable[T]) -> T:
-    """One S3 request; its failure as ReplicaError (the copier and the lag probe retry on it)."""
+    """One S3 request; its failure as ReplicaError (the copier and the lag probe retry on it). A missing
+    key passes through as it came: obstore raises Python's FileNotFoundError for a 404 (its own
+    NotFoundError is kept for the versions that raise that)."""
     try:
         return await work
-    except NotFoundError:
+    except (NotFoundError, FileNotFoundError):
         raise
     except BaseError as e:
         raise ReplicaError(f"{target.name}: {' '.join(str(e).split())[:300]}") from e
@@ -88,7 +90,7 @@ class S3Target:
     async def get(self, digest: str, dest: Path) -> bool:
         try:
             answer = await _call(self.target, obstore.get_async(self.store, f"{BLOBS_DIR}/{digest[:2]}/{digest}"))
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):  # not copied yet: the caller records the loss
             return False
         with dest.open("wb") as handle:  # streamed: an output blob may be larger than memory allows
             async for chunk in answer.stream():

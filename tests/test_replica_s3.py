@@ -211,3 +211,32 @@ def test_a_bad_s3_replica_table_is_refused_naming_the_key(table: dict[str, objec
     start-up with a settings error naming the [replica] key."""
     with pytest.raises(SettingsError, match=rf"at `\$\.replica\.{named}`"):
         load_settings(environ={"GPULEDGER_REPLICA": json.dumps(table)})
+
+
+def test_an_s3_target_gets_what_it_holds_and_says_false_for_what_it_lacks(s3_endpoint: str, tmp_path: Path) -> None:
+    """A blob not in the bucket (a submit acknowledged after the last copy pass) reads as absent, not as
+    an error: ``restore --from-replica`` then records its loss instead of failing the whole restore."""
+    import asyncio
+
+    from executors.replica_s3 import S3Target
+    from executors.replica_target import Target
+
+    target = Target(
+        scheme="s3", path="/site/gpuledger", host=BUCKET, endpoint=s3_endpoint, region="eu-west-1", path_style=True
+    )
+    body = b"print('hello')\n"
+    digest = hashlib.sha256(body).hexdigest()
+    (tmp_path / "source").write_bytes(body)
+
+    async def scenario() -> tuple[bool, bool, set[str]]:
+        s3 = S3Target(target)
+        await s3.put(digest, tmp_path / "source")
+        held = await s3.get(digest, tmp_path / "back")
+        lacked = await s3.get("0" * 64, tmp_path / "absent")
+        return held, lacked, await s3.present()
+
+    held, lacked, present = asyncio.run(scenario())
+    assert (held, lacked) == (True, False)
+    assert (tmp_path / "back").read_bytes() == body
+    assert not (tmp_path / "absent").exists()
+    assert present == {digest}
