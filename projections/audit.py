@@ -117,11 +117,24 @@ def compare_projections(conn: apsw.Connection, rebuilt: Views) -> list[Problem]:
     for stored, expected in zip(live, fresh, strict=False):
         if stored != expected:
             table, key = (stored[0], stored[1]) if stored[:2] <= expected[:2] else expected[:2]
-            return [Problem(None, f"{table} row {key!r} differs from a rebuild")]
+            fields = differing_fields(stored, expected) if stored[:2] == expected[:2] else ""
+            return [Problem(None, f"{table} row {key!r} differs from a rebuild{fields}")]
     leftover = next(live, None) or next(fresh, None)
     if leftover is not None:
         return [Problem(None, f"{leftover[0]} row {leftover[1]!r} is only on one side")]
     return []
+
+
+def differing_fields(stored: tuple[str, str, bytes], expected: tuple[str, str, bytes]) -> str:
+    """`` (fields: a, b)``: which top-level fields of one row's JSON differ, for the admin reading why."""
+    try:
+        old, new = msgspec.json.decode(stored[2]), msgspec.json.decode(expected[2])
+    except msgspec.DecodeError:
+        return " (stored row is not JSON)"
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return ""
+    names = sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
+    return f" (fields: {', '.join(names)})" if names else ""
 
 
 def views_until(conn: apsw.Connection, *, position: int | None = None, time_us: int | None = None) -> Views:

@@ -95,7 +95,7 @@ class Views:
         self.stream_versions[stream] = version
         match event:
             case JobEvent():
-                self._apply_job(event, position, recorded_at)
+                self._apply_job(event, position, recorded_at, version)
             case NodeEvent():
                 name = event.name
                 self.nodes[name] = evolve_node(self.nodes.get(name), event)
@@ -114,11 +114,13 @@ class Views:
             case _:
                 raise AssertionError(f"no view folds {type(event).__name__}")
 
-    def _apply_job(self, event: JobEvent, position: int, recorded_at: int) -> None:
+    def _apply_job(self, event: JobEvent, position: int, recorded_at: int, version: int) -> None:
         job_id = event.job_id
         before = self.jobs.resident(job_id)  # never a row: at start-up rows may be ahead of the fold
         if before is None and type(event) is JobPruned:  # the one event of a finished job: maybe in its row only
             before = self.jobs.get(job_id)
+            if before is not None and before.version >= version:
+                return  # the row already holds it: ``prune`` in another process wrote it with the event
         after = evolve_job(before, event, position=position, at=recorded_at)
         self.jobs.put(after)
         self.dirty_jobs.add(job_id)

@@ -20,7 +20,7 @@ from ledger.domain.events import Blob, JobFinished, JobQueued, JobSubmitted
 from ledger.domain.jobs import JobState
 from ledger.store.backup import blob_path
 from ledger.store.blobs import BlobStore
-from ledger.store.retention import DAY_US, plan_prune
+from ledger.store.retention import DAY_US, plan_prune, prune_write
 from ledger.store.schema import connect
 from projections.live import open_store
 
@@ -252,3 +252,27 @@ def test_web_job_page_says_the_output_was_pruned(server_factory, browser: Any) -
         assert "gone soon" not in page.inner_text("#log-text")
     finally:
         context.close()
+
+
+def test_a_prune_by_another_process_is_folded_once_by_a_running_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prune` writes the event and the pruned job's row together; a server whose memory no longer holds
+    that finished job folds the event onto the row and must not count it twice (its version)."""
+    from projections.audit import compare_projections, views_until
+
+    old_job(tmp_path, monkeypatch)
+    path = tmp_path / "gpuledger.db"
+    server = open_store(path, finished_cached=0)  # the finished job lives in its row only
+    assert server.views.jobs.resident("old") is None
+    cli = open_store(path)
+    events = plan_prune([cli.views.jobs["old"]], set(), reason="test", by="test")
+    assert not isinstance(cli.execute([prune_write(events, by="test")], write_projections=True)[0], Exception)
+    cli.close()
+    server.execute([], write_projections=True)  # catches up with the prune, then writes its dirty rows
+    server.close()
+    conn = connect(path, readonly=True)
+    try:
+        assert compare_projections(conn, views_until(conn)) == []
+    finally:
+        conn.close()
