@@ -60,7 +60,7 @@ _decode_job = msgspec.json.Decoder(JobState).decode
 def hot_state(views: Views) -> bytes:
     """The canonical bytes of ``views``' hot state (equal views give equal bytes)."""
     first_minute = views.recorded_at // MINUTE_US - DAY_MINUTES
-    jobs = [views.jobs[job_id] for job_id in views.active]  # the writer thread: nothing moves meanwhile
+    jobs = list(views.active.values())
     jobs.sort(key=lambda job: job.position)
     users = sorted(views.users.values(), key=lambda user: user.user_id)
     tokens = sorted(views.tokens.values(), key=lambda token: token.token_id)
