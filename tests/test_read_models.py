@@ -26,7 +26,8 @@ def finished(job_id: str) -> Write:
         job_id=job_id, user_id="alice", competition_id="c", project_id="p", expected_time_s=60,
         code=Blob(digest="0" * 64, size=1),
     )  # fmt: skip
-    events: list[AnyEvent] = [submitted, JobQueued(job_id=job_id), JobFinished(job_id=job_id, status="completed", reason="x")]
+    done = JobFinished(job_id=job_id, status="completed", reason="x")
+    events: list[AnyEvent] = [submitted, JobQueued(job_id=job_id), done]
     return Write(decide=lambda _views: events)
 
 
