@@ -47,10 +47,6 @@ class Views(WriterState, ReadModels):
         """After a bulk load: the rankings and job counts from the users' tallies."""
         self.rank_users(self.users)
 
-    def frozen_copy(self) -> ReadSnapshot:
-        """These views as readers may hold them from now on (``publish`` of both halves)."""
-        return publish(self, self)
-
     # --- queries that read both -------------------------------------------------------------------
 
     def ranked(self, now: int, weights: Weights) -> list[Ranked]:
@@ -81,9 +77,6 @@ class ReadSnapshot(Views):
 
     def apply_event(self, event: AnyEvent, position: int, stream: str, version: int, recorded_at: int) -> None:
         raise TypeError("a published snapshot is read-only: the writer folds into its own views")
-
-    def frozen_copy(self) -> ReadSnapshot:
-        return self
 
     def close(self) -> None:
         """The writer's views own the row connections: a snapshot has nothing of its own to close."""
