@@ -73,7 +73,7 @@ def test_a_failed_commit_leaves_the_read_models_as_they_were(tmp_path: Path) -> 
     the next commit that goes through moves both."""
     store = open_store(tmp_path / "ledger.db")
     store.execute([finished("a")])
-    published = store.published
+    published, read = store.published, store.read
     before = observed(published)
     fail_commits(store)
     with pytest.raises(LedgerUnavailable):
@@ -81,7 +81,7 @@ def test_a_failed_commit_leaves_the_read_models_as_they_were(tmp_path: Path) -> 
     store.conn.exec_trace = None
     assert store.published is published
     assert observed(store.published) == before
-    read = store.read
+    assert store.read is read  # untouched: the failed batch never reached them
     assert isinstance(read, ReadModels)
     assert not isinstance(read, Views)  # the read models alone, as the store keeps them
     assert (read.position, msgspec.to_builtins(read.job_counts), read.day_tally(read.recorded_at)) == before

@@ -383,13 +383,15 @@ class EventStore(Generic[S]):
 
     def _reload(self) -> None:
         """The views and head as the file holds them; until that succeeds no write folds into the old
-        ones (``_stale``: the next transaction tries again first)."""
+        ones (``_stale``: the next transaction tries again first). The read models held only committed
+        events: they stay as they are unless the file holds commits they have not seen."""
         self._stale = True
-        views, self.read = self._load(write=False)
+        views, read = self._load(write=False)
         retired, self._retired, self.views = self._retired, self.views, views
         self._stale = False
-        if views.position != self.published.position:  # others' commits, folded by the load: committed
-            self.published = self.tables.publish(views, self.read)
+        if read.position != self.read.position:  # others' commits, folded by the load: committed
+            self.read = read
+            self.published = self.tables.publish(views, read)
         if retired is not None:  # two failures ago: no reader still holds it (its rows close per thread)
             retired.close()
 
