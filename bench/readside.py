@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python bench/readside.py [--pending 12000] [--commits 300]
 
-Each figure is a ratio against a baseline measured in the same run. Publication (``Views.frozen_copy``,
+Each figure is a ratio against a baseline measured in the same run. Publication (``ViewTables.publish``,
 what the store does after each commit so that readers see committed state only) against the commit it
 follows: one submit per commit, the smallest batch the writer runs, on a store opened as a server opens
 it. ``/livez`` p99 while another process keeps as-of dashboard requests in flight (each at a new
@@ -53,7 +53,7 @@ def publication_rows(pending: int, scratch: Path, commits: int) -> None:
             store.execute([_submit(n)])
             commit_s.append(time.perf_counter() - began)
             began = time.perf_counter()
-            store.views.frozen_copy()
+            store.tables.publish(store.views, store.read)
             publish_s.append(time.perf_counter() - began)
         active = len(store.published.active)
     finally:

@@ -108,14 +108,14 @@ def is_known(views: Views, user_id: str) -> bool:
 def run_set(args: argparse.Namespace) -> int:
     store = open_store(db_for_write(args))
     try:
-        if not is_known(store.views, args.user):  # a typo ("alcie") would silently get a policy of its own
+        if not is_known(store.published, args.user):  # a typo ("alcie") would silently get a policy of its own
             print(
                 f"gpuledger: warning: user {args.user!r} has no token and no jobs (a typo?); "
                 "the policy is set anyway and applies once they submit",
                 file=sys.stderr,
             )
         _execute(store, commands.set_user_policy(args.user, by=ACTOR, reason=args.reason, **_changes(args)))
-        _print([account_row(store.views, args.user, now_us())], as_json=False)
+        _print([account_row(store.published, args.user, now_us())], as_json=False)
     finally:
         store.close()
     return 0
@@ -139,7 +139,7 @@ def _print(rows: list[dict[str, Any]], *, as_json: bool) -> None:
 def run_show(args: argparse.Namespace) -> int:
     store = open_store(existing_db(args))
     try:
-        views = store.views
+        views = store.published
         if not is_known(views, args.user) and args.user not in views.shares:
             print(
                 f"gpuledger: no user {args.user!r}: no token, no jobs, no policy (gpuledger users lists them)",
@@ -155,7 +155,7 @@ def run_show(args: argparse.Namespace) -> int:
 def run_users(args: argparse.Namespace) -> int:
     store = open_store(existing_db(args))
     try:
-        views, now = store.views, now_us()
+        views, now = store.published, now_us()
         users = sorted(set(views.users) | set(views.shares))
         rows = [account_row(views, u, now) for u in users]
         if args.json:

@@ -1,4 +1,5 @@
-"""Replaying the log into views: the live fold (``Views.apply_event``) over every row, nothing else.
+"""Replaying the log into views: the live folds (``Views.apply_event``: the writer's ``fold``, then the
+read models' ``fold_job``) over every row, nothing else.
 
 There is one fold per read model, used live, at start-up and on replay, so a rebuild, an as-of view
 and the writer's views cannot disagree. (A faster replay once folded each job's events apart and

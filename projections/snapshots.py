@@ -3,9 +3,10 @@
 A finished job never changes again, so a snapshot holds only what still moves: the active jobs, users'
 tallies, nodes, tokens and the last day's per-minute tallies. Everything else an as-of document needs
 (the newest jobs, those finished by then) is read from ``proj_jobs``, where a job finished by the snapshot is
-in its final state: snapshots are written with the projection rows and checkpoint, in one transaction,
-so the tables are never behind a snapshot. Each row carries the chain hash at its position, and
-``audit verify`` checks both the hash and the state against the fold at that position.
+in its final state: a snapshot is written right after the commit that wrote the projection rows and
+checkpoint up to its position (``ViewTables.write_snapshot``), so the tables are never behind a
+snapshot. Each row carries the chain hash at its position, and ``audit verify`` checks both the hash
+and the state against the fold at that position.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ _decode_job = msgspec.json.Decoder(JobState).decode
 def hot_state(views: Views) -> bytes:
     """The canonical bytes of ``views``' hot state (equal views give equal bytes)."""
     first_minute = views.recorded_at // MINUTE_US - DAY_MINUTES
-    jobs = [views.jobs[job_id] for job_id in views.active]  # the writer thread: nothing moves meanwhile
+    jobs = list(views.active.values())
     jobs.sort(key=lambda job: job.position)
     users = sorted(views.users.values(), key=lambda user: user.user_id)
     tokens = sorted(views.tokens.values(), key=lambda token: token.token_id)

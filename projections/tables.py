@@ -17,10 +17,13 @@ from ledger.domain.nodes import NodeState
 from ledger.domain.shares import HALF_LIFE_STREAM, UserShare
 from ledger.domain.tokens import TokenState
 from ledger.domain.users import UserStats
+from ledger.store.state import LedgerState, ReadSide
 from projections import snapshots
 from projections.job_table import BACKFILL, FINISHED_CACHED, JobRows
+from projections.read_models import ReadModels
 from projections.replay import REPLAY_COLUMNS, gc_paused, replay
-from projections.views import Views
+from projections.views import ReadSnapshot, Views, publish, split
+from projections.writer_state import WriterState
 
 CHECKPOINT = "views"
 _encode = msgspec.json.Encoder().encode
@@ -36,7 +39,7 @@ def job_row(job: JobState) -> tuple[object, ...]:
     return (job.job_id, job.user_id, job.status, job.position, job.completed_at, _encode(job))
 
 
-def write_dirty(conn: apsw.Connection, views: Views) -> None:
+def write_dirty(conn: apsw.Connection, views: WriterState) -> None:
     """Write every view row changed since the last write, and the checkpoint (caller holds the txn)."""
     if views.dirty_jobs:
         conn.executemany(
@@ -97,7 +100,7 @@ def load(
     return views
 
 
-def rows_of(conn: apsw.Connection, views: Views) -> JobRows:
+def rows_of(conn: apsw.Connection, views: WriterState) -> JobRows:
     """The live views' reads of ``proj_jobs`` on the file ``conn`` is open on."""
     return JobRows(conn.filename, head=lambda: views.position)
 
@@ -257,18 +260,34 @@ class ViewTables:
         self.finished_cached = finished_cached
         self.backfill = backfill
 
-    def empty(self) -> Views:
-        return Views()
+    def empty(self) -> tuple[WriterState, ReadModels]:
+        return WriterState(), ReadModels()
 
-    def load(self, conn: apsw.Connection, *, readonly: bool = False) -> Views:
-        return load(conn, cached=self.finished_cached, backfill=self.backfill, readonly=readonly)
+    def load(self, conn: apsw.Connection, *, readonly: bool = False) -> tuple[WriterState, ReadModels]:
+        """The loaded views as the store keeps them: the writer's state and the read models apart."""
+        state, read = split(load(conn, cached=self.finished_cached, backfill=self.backfill, readonly=readonly))
+        state.jobs.rows = rows_of(conn, state)  # the rows' head is the writer's position now
+        return state, read
 
-    def write_dirty(self, conn: apsw.Connection, state: Views) -> None:
+    def write_dirty(self, conn: apsw.Connection, state: LedgerState) -> None:
+        assert isinstance(state, WriterState)  # the store holds what ``load`` gave it
         if state.jobs.rows is None:  # views begun empty (a checkpoint past the log): rows from now on
             state.jobs.rows, state.jobs.cached = rows_of(conn, state), self.finished_cached
         write_dirty(conn, state)
-        if state.position - snapshots.latest_position(conn) >= self.snapshot_every:
-            snapshots.write(conn, state)
+
+    def publish(self, state: LedgerState, read: ReadSide) -> ReadSnapshot:
+        assert isinstance(state, WriterState)
+        assert isinstance(read, ReadModels)
+        return publish(state, read)
+
+    def write_snapshot(self, conn: apsw.Connection, published: Views) -> None:
+        """A snapshot of what was just published, every ``snapshot_every`` events, when the rows it
+        relies on are written up to it (its own transaction: it follows the commit it describes)."""
+        if published.position - snapshots.latest_position(conn) < self.snapshot_every:
+            return
+        with conn:
+            if checkpoint(conn) == published.position:  # never ahead of the rows (they may trail the log)
+                snapshots.write(conn, published)
 
 
 VIEW_TABLES = ViewTables()

@@ -114,14 +114,14 @@ def test_user_ranking_survives_a_table_load_and_a_snapshot(tmp_path: Path) -> No
     for row in history_rows(history):
         event = decode_event(row[3])
         store.execute([Write(decide=lambda _views, event=event: [event])])
-    live = [u.user_id for u in store.views.ranked_users(0, 10)[1]]
+    live = [u.user_id for u in store.published.ranked_users(0, 10)[1]]
     store.close()
     assert live == plain_ranking(history)
     conn = connect(tmp_path / "ledger.db")
     loaded = tables.load(conn)
     conn.close()
     assert [u.user_id for u in loaded.ranked_users(0, 10)[1]] == live
-    assert msgspec.to_builtins(loaded.job_counts) == msgspec.to_builtins(store.views.job_counts)
+    assert msgspec.to_builtins(loaded.job_counts) == msgspec.to_builtins(store.published.job_counts)
     restored = snapshots.restore(snapshots.hot_state(loaded))
     assert {u.user_id for u in restored.ranked_users(0, 2)[1]} == {"u0", "u1"}  # their jobs 1 and 3 are active
     assert restored.ranked_users(0, 10)[0] == 4

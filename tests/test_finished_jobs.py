@@ -50,7 +50,7 @@ def build(db: Path) -> None:
     assert len(store.views.jobs.finished) <= 3  # two cached, one more until its row's flush committed
     assert "j0" not in store.views.jobs.finished
     assert store.views.jobs.get("j0") is not None
-    assert lists(store.views) == lists(views_until(store.conn))
+    assert lists(store.published) == lists(views_until(store.conn))
     store.close()
 
 
@@ -60,7 +60,7 @@ def test_evicted_jobs_read_like_a_replay(tmp_path: Path) -> None:
     build(db)
     reopened = open_store(db, finished_cached=2)
     replayed = views_until(reopened.conn)
-    assert lists(reopened.views) == lists(replayed)
+    assert lists(reopened.published) == lists(replayed)
     assert not verify(reopened.conn)
     reopened.close()
 
@@ -70,11 +70,11 @@ def test_a_start_from_a_snapshot_holds_only_the_hot_jobs(tmp_path: Path) -> None
     db = tmp_path / "ledger.db"
     build(db)
     store = open_store(db)
-    snapshots.write(store.conn, store.views)
+    snapshots.write(store.conn, store.published)
     store.close()
     reopened = open_store(db)
     assert sorted(reopened.views.jobs) == ["j10", "j11"]  # the queued ones: nothing finished was loaded
-    assert lists(reopened.views) == lists(views_until(reopened.conn))
+    assert lists(reopened.published) == lists(views_until(reopened.conn))
     assert list(tables.table_rows(reopened.conn)) == list(tables.view_rows(views_until(reopened.conn)))
     reopened.close()
 
@@ -94,7 +94,7 @@ def test_a_start_without_tables_is_ready_first_and_fills_the_rows_after(tmp_path
     db = tmp_path / "ledger.db"
     build(db)
     store = open_store(db)
-    snapshots.write(store.conn, store.views)
+    snapshots.write(store.conn, store.published)
     store.append("job-j10", 2, [JobFinished(job_id="j10", status="completed", reason="x")])
     store.close()
     drop_tables(db)
@@ -105,7 +105,7 @@ def test_a_start_without_tables_is_ready_first_and_fills_the_rows_after(tmp_path
     assert "still being rebuilt" in str(verify(reopened.conn)[0])
     backfill.run(db, threading.Event())
     assert not verify(reopened.conn)
-    assert lists(reopened.views) == lists(replayed)
+    assert lists(reopened.published) == lists(replayed)
     reopened.close()
 
 
@@ -117,7 +117,7 @@ def test_past_views_read_finished_jobs_as_of_the_point(tmp_path: Path) -> None:
         job_id = f"j{index}"
         store.append(f"job-{job_id}", 0, [submitted(job_id, "alice"), JobQueued(job_id=job_id)])
         store.append(f"job-{job_id}", 2, [JobFinished(job_id=job_id, status="completed", reason="x")])
-    snapshots.write(store.conn, store.views)
+    snapshots.write(store.conn, store.published)
     store.append("job-late", 0, [submitted("late", "alice"), JobQueued(job_id="late")])
     point = store.head
     store.append("job-late", 2, [JobFinished(job_id="late", status="cancelled", reason="x")])

@@ -36,12 +36,12 @@ def test_a_nodes_current_job_survives_a_restart(tmp_path: Path) -> None:
     store.append("job-b", 2, [JobDispatched(job_id="b", node="n", slot=0)])
     store.append("job-a", 2, [JobDispatched(job_id="a", node="n", slot=1)])
     store.append("job-b", 3, [JobStarted(job_id="b", node="n")])
-    live = indexes(store.views)
+    live = indexes(store.published)
     assert store.views.node_jobs["n"] == ["b", "a"]  # b went first: b is the node's current job
     store.close()
 
     reopened = open_store(db)
-    assert indexes(reopened.views) == live
+    assert indexes(reopened.published) == live
     assert indexes(views_until(reopened.conn)) == live
     reopened.close()
 
@@ -55,13 +55,13 @@ def test_finished_jobs_leave_every_index_alike(tmp_path: Path) -> None:
         "job-a", 3, [JobStarted(job_id="a", node="n"), JobFinished(job_id="a", status="completed", reason="x")]
     )
     store.append("job-b", 0, [submitted("b"), JobQueued(job_id="b")])
-    views = store.views
+    views = store.published
     assert (views.node_jobs["n"], list(views.active), list(views.queued)) == ([], ["b"], ["b"])
     assert [job.job_id for job in views.finished_since(0)] == ["a"]
     assert indexes(views_until(store.conn)) == indexes(views)
     store.close()
     reopened = open_store(tmp_path / "ledger.db")
-    assert indexes(reopened.views) == indexes(views)
+    assert indexes(reopened.published) == indexes(views)
     reopened.close()
 
 

@@ -192,7 +192,7 @@ def test_views_survive_reopen(db: Path) -> None:
     assert (reopened.views.position, reopened.views.recorded_at) == (live.position, live.recorded_at)
     assert (reopened.head, reopened.head_hash) == (store.head, store.head_hash)
     assert reopened.views.stream_versions == live.stream_versions
-    assert list(reopened.views.queued) == ["a"]
+    assert list(reopened.published.queued) == ["a"]
     # An event with no projection write behind it (as if appended by an older build) is caught up on open.
     with reopened.conn:
         reopened.conn.execute("UPDATE projection_checkpoints SET position = 3")

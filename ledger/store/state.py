@@ -1,16 +1,18 @@
-"""What the ledger needs of the read models it keeps in step with the log: the state decide steps read.
+"""What the ledger needs of the state it keeps in step with the log: two folds, and what readers get.
 
 The store folds every appended event into a ``LedgerState`` and hands it to each write's decide step
-inside the write transaction; that state is the writer's alone. After each commit the store publishes
-a ``frozen_copy`` of it for readers, so a read never sees an event whose commit failed.
-``projections.views.Views`` is the implementation; the composition root
-passes it in (with the tables that persist it), so this package never imports the projections.
+inside the write transaction; that state is the writer's alone and holds only what decisions read.
+The read models (``ReadSide``) are folded after each ``COMMIT`` from the committed events only; then
+the store publishes both for readers (``StateTables.publish``), so a read never sees an event whose
+commit failed. ``projections.writer_state``, ``projections.read_models`` and ``projections.views`` are
+the implementation; the composition root passes it in (with the tables that persist it), so this
+package never imports the projections.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol, Self, TypeVar
+from typing import Protocol, TypeVar
 
 import apsw
 
@@ -59,19 +61,31 @@ class LedgerState(Protocol):
 
     def dirty_count(self) -> int: ...
 
-    def frozen_copy(self) -> Self: ...  # for readers: nothing changes it after (the writer copies first)
-
     def close(self) -> None: ...  # the state's own resources (connections), when the store closes
 
 
-S = TypeVar("S", bound=LedgerState)
+class ReadSide(Protocol):
+    """The read models no decide step needs, folded from committed events only (never inside a write)."""
+
+    position: int
+    recorded_at: int
+
+    def apply_event(self, event: AnyEvent, position: int, stream: str, version: int, recorded_at: int) -> None: ...
+
+
+S = TypeVar("S", bound=LedgerState)  # what readers get: both folds at one committed position
 
 
 class StateTables(Protocol[S]):
-    """How the state is kept on disk: loaded at open, its changed rows written in the caller's transaction."""
+    """How the state is kept on disk: loaded at open, its changed rows written in the caller's transaction,
+    and how the two folds are published for readers and snapshotted after a commit."""
 
-    def empty(self) -> S: ...
+    def empty(self) -> tuple[LedgerState, ReadSide]: ...
 
-    def load(self, conn: apsw.Connection, *, readonly: bool = False) -> S: ...  # readonly: never writes
+    def load(self, conn: apsw.Connection, *, readonly: bool = False) -> tuple[LedgerState, ReadSide]: ...
 
-    def write_dirty(self, conn: apsw.Connection, state: S) -> None: ...
+    def write_dirty(self, conn: apsw.Connection, state: LedgerState) -> None: ...
+
+    def publish(self, state: LedgerState, read: ReadSide) -> S: ...  # nothing changes it after
+
+    def write_snapshot(self, conn: apsw.Connection, published: S) -> None: ...  # after a commit, when due

@@ -8,8 +8,10 @@ Several writes share one transaction and one fsync (group commit, driven by ``le
 A transaction that fails in any phase leaves the store as the file is: the views and the head are
 loaded again from disk without writing (SQLite may already have rolled back by itself, on a full disk).
 
-``views`` is the writer's state (decide steps fold into it as they go); readers take ``published``,
-an immutable copy made after each commit and only then, so no read sees an uncommitted event.
+``views`` is the writer's state (decide steps fold into it as they go) and holds only what decisions
+read. ``read`` holds the read models: after each ``COMMIT`` the store folds the transaction's committed
+records into them, then publishes both for readers as ``published``, an immutable snapshot; a batch
+that fails reaches neither, so no read sees an uncommitted event.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from ledger.domain.events import (
 )
 from ledger.store.disk import DiskReserve, disk_full
 from ledger.store.schema import connect, migrate
-from ledger.store.state import LedgerState, S, StateTables
+from ledger.store.state import LedgerState, ReadSide, S, StateTables
 
 log = structlog.get_logger()
 GENESIS = bytes(32)
@@ -139,19 +141,21 @@ class EventStore(Generic[S]):
         self.reserve = reserve
         self.writable = True  # the last write that reached the disk went through
         self.last_error: str | None = None
-        self._retired: S | None = None
+        self._retired: LedgerState | None = None
         self._stale = False
         self.conn = self._with_room(self._open)
         self.head = 0
         self.head_hash = GENESIS
         self._pending: list[tuple[object, ...]] = []  # event rows of this transaction not yet inserted
+        self._unread: list[Recorded] = []  # records of this transaction: the read models fold them once committed
         # Where the writer's time goes, in seconds since open (``/metrics``, ``bench/scale.py``):
         # decide (decide steps, checks, rows, chain hash, fold), insert, projections, commit (fsync).
         self.spent = dict.fromkeys(WRITE_PHASES, 0.0)
         self.appended = 0
         self._rows_in_transaction = 0
-        self.views = self._load_views()
-        self.published = self.views.frozen_copy()  # what readers see: the views as of the last commit
+        self.views, self.read = self._load_views()
+        self.published: S = self.tables.publish(self.views, self.read)  # what readers see: the last commit
+        self._write_snapshot()
 
     # --- opening and catching up --------------------------------------------------------------
 
@@ -175,7 +179,7 @@ class EventStore(Generic[S]):
                 raise
             return step()
 
-    def _load_views(self) -> S:
+    def _load_views(self) -> tuple[LedgerState, ReadSide]:
         """At open: fold the log's tail and write the rows it changed; on a disk with no room for
         those rows, the same state without writing (the next write that goes through writes them)."""
         try:
@@ -186,22 +190,22 @@ class EventStore(Generic[S]):
             self._failed(e)
             return self._load(write=False)
 
-    def _load(self, *, write: bool) -> S:
+    def _load(self, *, write: bool) -> tuple[LedgerState, ReadSide]:
         # Writing, the write lock first: tables, checkpoint and log are then one state, and the catch-up
         # write cannot fail on a snapshot another process moved past (a deferred read-then-write would).
         # Reading, one snapshot that is rolled back: nothing on disk changes.
         before, (self.head, self.head_hash) = (self.head, self.head_hash), (0, GENESIS)
         try:
             self.conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            views = self.tables.load(self.conn, readonly=not write)
+            views, read = self.tables.load(self.conn, readonly=not write)
             last = self.conn.execute(
                 "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
             ).fetchone()
             if last and views.position > last[0]:
-                views = self.tables.empty()  # checkpoint ahead of the log: only a rebuild can be trusted
+                views, read = self.tables.empty()  # checkpoint ahead of the log: only a rebuild can be trusted
             if last:  # recorded_at never goes backwards along the log, even across a restart
-                views.recorded_at = last[1]
-            self._fold_after(views, views.position)
+                views.recorded_at = read.recorded_at = last[1]
+            self._fold_after(views, read, views.position)
             if write:
                 self.tables.write_dirty(self.conn, views)
                 self.conn.execute("COMMIT")
@@ -213,14 +217,20 @@ class EventStore(Generic[S]):
         finally:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
-        return views
+        return views, read
 
-    def _fold_after(self, views: S, position: int) -> None:
+    def _fold_after(self, views: LedgerState, read: ReadSide | None, position: int) -> None:
+        """Fold the rows after ``position`` into the writer's state, and into ``read`` (at a load: they
+        are committed) or, inside a write, into the read models once that write commits."""
         for row in self.conn.execute(
             f"SELECT {ROW_COLUMNS} FROM events WHERE position > ? ORDER BY position", (position,)
         ):
             record = record_of(row)
             views.apply_event(record.event, record.position, record.stream, record.version, record.recorded_at)
+            if read is None:
+                self._unread.append(record)
+            else:
+                read.apply_event(record.event, record.position, record.stream, record.version, record.recorded_at)
             self.head, self.head_hash = row[0], row[9]
         if self.head == 0:
             last = self.conn.execute("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1").fetchone()
@@ -231,7 +241,7 @@ class EventStore(Generic[S]):
         """Fold what other processes appended since our last write (we hold the write lock)."""
         last = max_position(self.conn)
         if last > self.head:
-            self._fold_after(self.views, self.head)
+            self._fold_after(self.views, None, self.head)
 
     def refresh(self) -> bool:
         """Catch up with other processes' appends outside a write; True when something was new."""
@@ -289,8 +299,10 @@ class EventStore(Generic[S]):
             if error is not e:
                 raise error from e
             raise
-        if self.views.position != self.published.position:  # only now: a failed commit publishes nothing
-            self.published = self.views.frozen_copy()
+        if self._unread:  # only now: a failed commit reaches neither the read models nor the readers
+            self._publish()
+        if projecting:
+            self._write_snapshot()
         if self._rows_in_transaction or projecting:  # something reached the disk: it has room again
             self._succeeded()
         self.appended += self._rows_in_transaction
@@ -299,6 +311,24 @@ class EventStore(Generic[S]):
         spent["projections"] += projected - inserted
         spent["commit"] += committed - projected
         return results
+
+    def _publish(self) -> None:
+        """Fold the committed records into the read models and publish both for readers."""
+        read, records, self._unread = self.read, self._unread, []
+        for record in records:
+            read.apply_event(record.event, record.position, record.stream, record.version, record.recorded_at)
+        self.published = self.tables.publish(self.views, read)
+
+    def _write_snapshot(self) -> None:
+        """After a commit that wrote the projection rows: a snapshot of what was published, when one is
+        due. Its own short transaction; one that fails is tried again after the next such commit."""
+        try:
+            self.tables.write_snapshot(self.conn, self.published)
+        except apsw.Error as e:
+            log.warning("ledger.snapshot_failed", error=f"{type(e).__name__}: {e}", position=self.published.position)
+            if self.conn.in_transaction:
+                with contextlib.suppress(apsw.Error):
+                    self.conn.execute("ROLLBACK")
 
     def _succeeded(self) -> None:
         if not self.writable:
@@ -343,6 +373,7 @@ class EventStore(Generic[S]):
         dirty rows stay dirty for the next write that goes through).
         """
         self._pending.clear()
+        self._unread.clear()
         if isinstance(error, StoreError):
             self._failed(error)
         if self.conn.in_transaction:
@@ -352,11 +383,15 @@ class EventStore(Generic[S]):
 
     def _reload(self) -> None:
         """The views and head as the file holds them; until that succeeds no write folds into the old
-        ones (``_stale``: the next transaction tries again first)."""
+        ones (``_stale``: the next transaction tries again first). The read models held only committed
+        events: they stay as they are unless the file holds commits they have not seen."""
         self._stale = True
-        views = self._load(write=False)
+        views, read = self._load(write=False)
         retired, self._retired, self.views = self._retired, self.views, views
         self._stale = False
+        if read.position != self.read.position:  # others' commits, folded by the load: committed
+            self.read = read
+            self.published = self.tables.publish(views, read)
         if retired is not None:  # two failures ago: no reader still holds it (its rows close per thread)
             retired.close()
 
@@ -424,6 +459,7 @@ class EventStore(Generic[S]):
             apply(event, head, stream, version, recorded_at)
             head_hash, key = digest, None
         self.head, self.head_hash = head, head_hash
+        self._unread += records
         first = records[0].position
         if write.idempotency_key is not None:
             self.conn.execute(
