@@ -5,7 +5,7 @@ These never reuse event classes: the ledger's facts and the API's answers change
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -306,3 +306,16 @@ class UsersPage(msgspec.Struct, kw_only=True):
     offset: int
     limit: int
     users: list[UserRow]
+
+
+class NotifyTargets(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A user's default notify targets (``PUT /api/me/notify``): URLs; an empty list clears them."""
+
+    targets: list[Annotated[str, msgspec.Meta(max_length=2048)]] = msgspec.field(default_factory=list)
+
+
+class NotifyDefault(msgspec.Struct, kw_only=True):
+    """The targets told when a job of the user ends, for jobs whose config names none."""
+
+    user_id: str
+    targets: list[str]

@@ -23,12 +23,16 @@ from ledger.domain.events import (
     JobEvent,
     JobPruned,
     NodeEvent,
+    NotifyDelivered,
+    NotifyFailed,
     Recorded,
     TokenEvent,
+    UserNotifySet,
     UserPolicySet,
 )
 from ledger.domain.jobs import TERMINAL, JobState, evolve_job
 from ledger.domain.nodes import NodeState, evolve_node
+from ledger.domain.notify import evolve_default
 from ledger.domain.quotas import CHARGED, Charge, apply_charge, charges_of
 from ledger.domain.shares import DEFAULT_HALF_LIFE_S, UserShare, Weights, evolve_policy, rebased
 from ledger.domain.tokens import TokenState, evolve_token
@@ -39,6 +43,7 @@ from projections.tallies import DAY_MINUTES as DAY_MINUTES  # re-exported: the t
 from projections.tallies import MINUTE_US as MINUTE_US
 from projections.tallies import Minute, day_tally, hours_of, tally_finish
 
+AFTER_END = frozenset({JobPruned, NotifyDelivered, NotifyFailed})  # job events that come after its job.finished
 ON_NODE = frozenset({"dispatched", "running", "cancelling"})  # phases in which a job holds a node slot
 
 
@@ -111,13 +116,16 @@ class Views:
                 self.dirty_shares.add(event.user_id)
             case HalfLifeSet():
                 self.set_half_life(event.half_life_s, recorded_at)
+            case UserNotifySet():
+                self.shares[event.user_id] = evolve_default(self.shares.get(event.user_id), event)
+                self.dirty_shares.add(event.user_id)
             case _:
                 raise AssertionError(f"no view folds {type(event).__name__}")
 
     def _apply_job(self, event: JobEvent, position: int, recorded_at: int) -> None:
         job_id = event.job_id
         before = self.jobs.resident(job_id)  # never a row: at start-up rows may be ahead of the fold
-        if before is None and type(event) is JobPruned:  # the one event of a finished job: maybe in its row only
+        if before is None and type(event) in AFTER_END:  # events of a finished job: maybe in its row only
             before = self.jobs.get(job_id)
         after = evolve_job(before, event, position=position, at=recorded_at)
         self.jobs.put(after)

@@ -27,6 +27,9 @@ from ledger.domain.events import (
     JobScanned,
     JobStarted,
     JobSubmitted,
+    NotifyDelivered,
+    NotifyFailed,
+    NotifyRequested,
     RetryPolicy,
 )
 
@@ -84,6 +87,8 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     history: list[Attempt] = []  # the attempts before the current one, oldest first
     pruned_at: int | None = None  # when retention removed the job's output blobs (job.pruned)
     pruned_reason: str | None = None
+    notify: list[str] = []  # targets told when the job ends (notify.requested)
+    notified: list[int] = []  # indices in ``notify`` with a recorded outcome (notify.delivered / notify.failed)
 
     @property
     def is_terminal(self) -> bool:
@@ -199,6 +204,10 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             return _retried(state, event, at)
         case JobPruned():
             return _replace(state, version=version, pruned_at=at, pruned_reason=event.reason)
+        case NotifyRequested():
+            return _replace(state, version=version, notify=event.targets)
+        case NotifyDelivered() | NotifyFailed():
+            return _replace(state, version=version, notified=[*state.notified, event.target])
         case JobSubmitted():
             raise AssertionError(f"job {state.job_id} submitted twice")
     raise AssertionError(f"no job fold for {type(event).__name__}")
