@@ -311,7 +311,10 @@ class UsersPage(msgspec.Struct, kw_only=True):
 class NotifyTargets(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A user's default notify targets (``PUT /api/me/notify``): URLs; an empty list clears them."""
 
-    targets: list[Annotated[str, msgspec.Meta(max_length=2048)]] = msgspec.field(default_factory=list)
+    targets: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")]],
+        msgspec.Meta(max_length=8, description="webhook or apprise URLs, each allowed by NOTIFY_ALLOWED"),
+    ] = msgspec.field(default_factory=list)
 
 
 class NotifyDefault(msgspec.Struct, kw_only=True):
