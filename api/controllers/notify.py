@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from litestar import Controller, Response, get, put, route
-from litestar.enums import HttpMethod
 from litestar.di import NamedDependency
+from litestar.enums import HttpMethod
 from litestar.params import JSONBody
 
 from api.auth import Identity
