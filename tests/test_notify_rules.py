@@ -3,6 +3,9 @@ outcome per target (given past job events, when an outcome is decided, then it i
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import msgspec
 import pytest
 
 from ledger.domain.errors import DomainError, InvalidTransition
@@ -17,6 +20,9 @@ from ledger.domain.events import (
 )
 from ledger.domain.jobs import JobState, evolve_job
 from ledger.domain.notify import check_targets, decide_outcome, is_allowed, owed
+from ledger.store.notifications import record_outcome
+from projections.audit import views_until
+from projections.live import open_store
 
 J = "j1"
 TARGETS = ["https://hooks.example.org/t0k3n", "ntfy://ntfy.example.org/topic"]
@@ -81,3 +87,19 @@ def test_an_ended_job_owes_each_target_until_its_one_outcome() -> None:
         decide_outcome(after, NotifyFailed(job_id=J, target=2, attempts=1, error="?"))
     done = fold(*ENDED, delivered, NotifyFailed(job_id=J, target=0, attempts=5, error="503"))
     assert (owed(done), done.status, done.notified) == ([], "failed", [1, 0])
+
+
+def test_an_outcome_for_a_job_that_left_memory_folds_from_its_row(tmp_path: Path) -> None:
+    """A finished job evicted from the cache (its row only) still takes its notify outcome, as a replay does."""
+    store = open_store(tmp_path / "ledger.db", finished_cached=1)
+    for index in range(4):
+        job_id = f"j{index}"
+        events = [msgspec.structs.replace(SUBMITTED, job_id=job_id), NotifyRequested(job_id=job_id, targets=TARGETS)]
+        store.append(f"job-{job_id}", 0, [*events, JobFinished(job_id=job_id, status="completed", reason="x")])
+    store.execute([], write_projections=True)
+    assert store.views.jobs.resident("j0") is None  # in its row only
+    (committed,) = store.execute([record_outcome(NotifyDelivered(job_id="j0", target=1, attempts=1))])
+    assert not isinstance(committed, Exception), committed
+    assert store.views.jobs["j0"].notified == [1]
+    assert store.views.jobs["j0"] == views_until(store.conn).jobs["j0"]
+    store.close()
