@@ -125,16 +125,19 @@ def test_one_delivery_per_job_across_a_kill_between_its_end_and_the_delivery(ser
 
 
 def test_a_failing_receiver_ends_in_notify_failed_after_the_bounded_tries(shared, receiver):
-    """A receiver answering 500 gets NOTIFY_ATTEMPTS (3) POSTs, then the job records one notify.failed."""
-    receiver.answer["/broken"] = 500
+    """A receiver answering 500 gets NOTIFY_ATTEMPTS (3) POSTs, one answering 404 a single one (a refusal
+    for good); each of the job's two targets then has one notify.failed."""
+    receiver.answer.update({"/broken": 500, "/gone": 404})
+    targets = (receiver.url("/broken"), receiver.url("/gone"))
     with shared.client(shared.admin_token) as client:
-        job_id = submit(client, "print('x')", _notify_config(receiver.url("/broken"))).json()["job_id"]
-        failed = _wait_event(client, job_id, "notify.failed")
+        job_id = submit(client, "print('x')", _notify_config(*targets)).json()["job_id"]
+        _wait(lambda: len(_events(client, job_id, "notify.failed")) == 2)
+        failed = sorted((e["event"] for e in _events(client, job_id, "notify.failed")), key=lambda e: e["target"])
         assert _events(client, job_id, "notify.delivered") == []
-    body = failed["event"]
-    assert (body["attempts"], body["target"]) == (3, 0)
-    assert "500" in body["error"]
-    assert len(receiver.at("/broken")) == 3
+    assert [(f["target"], f["attempts"]) for f in failed] == [(0, 3), (1, 1)]
+    assert "500" in failed[0]["error"]
+    assert "404" in failed[1]["error"]
+    assert (len(receiver.at("/broken")), len(receiver.at("/gone"))) == (3, 1)
 
 
 def test_targets_outside_notify_allowed_or_malformed_are_refused_at_submit(shared):
