@@ -69,8 +69,10 @@ class Sender:
         for job_id in await asyncio.to_thread(self._owed_at_start):
             self._owe(job_id)
         while True:
-            await self.ledger.wait_beyond(seen)
+            head = await self.ledger.wait_beyond(seen)
             for record in self.ledger.events_after(seen, limit=READ_BATCH):
+                if record.position > head:  # in the file, not yet in the published views: next round
+                    break
                 seen = record.position
                 if type(record.event) is JobFinished:
                     self._owe(record.event.job_id)
