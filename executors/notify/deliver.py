@@ -55,7 +55,7 @@ async def _post(client: httpx.AsyncClient, target: str, body: dict[str, Any]) ->
 
     try:
         answer = await client.post(target, json=body)
-    except httpx.HTTPError as e:
+    except (httpx.HTTPError, httpx.InvalidURL) as e:
         raise NotifyError(f"{type(e).__name__}: could not reach the target") from e
     if answer.is_success:
         return
@@ -70,7 +70,10 @@ async def _apprise(target: str, body: dict[str, Any]) -> None:
 
     def send() -> bool:
         service = apprise_service(target)
-        return service is not None and bool(service.notify(title=title, body=text))
+        try:
+            return service is not None and bool(service.notify(title=title, body=text))
+        except Exception as e:  # a plug-in's own failure is one failed try, never a lost sender task
+            raise NotifyError(f"apprise: {type(e).__name__}") from e
 
     if not await asyncio.to_thread(send):  # apprise blocks (requests, smtplib): off the event loop
         raise NotifyError("apprise could not send it (the service refused or was not reachable)")

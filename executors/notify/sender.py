@@ -101,6 +101,8 @@ class Sender:
                      job_id=job.job_id, target=shown_target(job.notify[target]), attempts=outcome.attempts)  # fmt: skip
         except LedgerError as e:  # the outcome is owed still: the next start sends again
             log.warning("notify.unrecorded", job_id=job.job_id, target=shown_target(job.notify[target]), error=str(e))
+        except Exception as e:  # a bug must not end the task unseen: logged, and owed until the next start
+            log.error("notify.crashed", job_id=job.job_id, target=shown_target(job.notify[target]), error=repr(e))
         finally:
             self.sending.pop((job.job_id, target), None)
 
