@@ -23,6 +23,7 @@ from api.controllers.fairshare import FairShareController
 from api.controllers.jobfiles import JobFilesController
 from api.controllers.jobs import JobController
 from api.controllers.nodes import NodeController
+from api.controllers.notify import NotifyController
 from api.controllers.quota import QuotaController
 from api.controllers.service import VERSION, ServiceController
 from api.controllers.streams import StreamController
@@ -124,6 +125,7 @@ def create_app(
             QuotaController,
             DashboardController,
             FairShareController,
+            NotifyController,
             StreamController,
             dashboard_router,
             openapi_document,

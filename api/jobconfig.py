@@ -37,6 +37,7 @@ KNOWN_FIELDS = (
     "retry_on_exit_codes",
     "priority",
     "memory",
+    "notify",
 )
 MAX_RETRY_EXIT_CODES = 16
 REQUIRED_FIELDS = ("competition_id", "project_id", "expected_time")  # user_id: the token's user by default
@@ -54,6 +55,7 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
     retry_on_exit_codes: list[int] = []
     priority: int | None = None  # a level asked for (None: the user's own)
     memory: int | None = None  # bytes asked for (None: the job's slots' part of its node's memory)
+    notify: list[str] | None = None  # targets told when the job ends (None: the user's default; []: none)
     warnings: list[str] = []
 
     def sanitized(self) -> dict[str, Any]:
@@ -220,6 +222,17 @@ def _memory_field(data: dict[str, Any], largest_memory: int | None) -> int | Non
     return memory
 
 
+def _notify_field(data: dict[str, Any]) -> list[str] | None:
+    """A URL or a list of URLs (the targets themselves are checked against the server's settings later)."""
+    value = data.get("notify")
+    if value is None:
+        return None
+    targets = [value] if isinstance(value, str) else value
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise BadRequest("Invalid field notify: must be a URL or a list of URLs")
+    return targets
+
+
 def _mib(size: int) -> str:
     return f"{size / (1 << 20):.0f} MiB"
 
@@ -289,5 +302,6 @@ def parse_config(
         retry_on_exit_codes=_exit_codes_field(data),
         priority=_priority_field(data),
         memory=_memory_field(data, largest_memory),
+        notify=_notify_field(data),
         warnings=warnings,
     )

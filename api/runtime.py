@@ -28,6 +28,7 @@ from api.ports import Cluster, EventLog, Intake, LedgerWriter, ServerState
 from api.pruner import Retention, prune_hourly
 from executors.dispatcher import Dispatcher
 from executors.interface import Executor
+from executors.notify.sender import Sender
 from executors.registry import start_executor
 from executors.runner import NodeRunner
 from executors.sandbox import CGROUPS_DISABLED_WARNING, DISABLED_WARNING
@@ -154,6 +155,9 @@ class Runtime:
         if self.ledger.views.half_life_s != self.settings.fairshare.half_life_s:  # the fold decays by recorded facts
             await self.ledger.write(commands.set_half_life(self.settings.fairshare.half_life_s))
         self.background.append(asyncio.create_task(self.token_usage.run(), name="token-usage"))
+        notifier = Sender(self.ledger, self.settings.storage.database_path, self.settings.notify)
+        self.background.append(asyncio.create_task(notifier.run(), name="notify"))  # docs: "Notifications"
+        self.on_stop.append(notifier.close)
         if self.settings.sandbox.mode == "none":  # said at every start, and shown by /readyz and /api/nodes
             log.warning("sandbox.disabled", warning=DISABLED_WARNING)
         self.executor = await start_executor(self.services)  # the one the settings choose: executors/registry.py

@@ -5,7 +5,7 @@ These never reuse event classes: the ledger's facts and the API's answers change
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -306,3 +306,19 @@ class UsersPage(msgspec.Struct, kw_only=True):
     offset: int
     limit: int
     users: list[UserRow]
+
+
+class NotifyTargets(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A user's default notify targets (``PUT /api/me/notify``): URLs; an empty list clears them."""
+
+    targets: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")]],
+        msgspec.Meta(max_length=8, description="webhook or apprise URLs, each allowed by NOTIFY_ALLOWED"),
+    ] = msgspec.field(default_factory=list)
+
+
+class NotifyDefault(msgspec.Struct, kw_only=True):
+    """The targets told when a job of the user ends, for jobs whose config names none."""
+
+    user_id: str
+    targets: list[str]

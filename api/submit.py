@@ -17,10 +17,12 @@ from api.auth import Identity, identify
 from api.errors import BadRequest, NotAuthenticated, PayloadTooLarge, PermissionDenied
 from api.jobconfig import JobConfig, parse_config
 from api.ports import Intake, LedgerWriter, read_views
+from executors.notify.targets import check_all
 from executors.scan.llm import llm_review_enabled
 from executors.scan.scanner import format_findings, scan_static
 from ledger.domain.clock import now_us
-from ledger.domain.events import JobScanned, JobSubmitted, RetryPolicy
+from ledger.domain.errors import DomainError
+from ledger.domain.events import JobScanned, JobSubmitted, NotifyRequested, RetryPolicy
 from ledger.domain.jobs import JobState
 from ledger.domain.quotas import QuotaLimits
 from ledger.domain.retries import policy_for
@@ -98,6 +100,21 @@ def _retry_policy(config: JobConfig, settings: Settings) -> RetryPolicy | None:
     return policy_for(retries, settings.queue.retry_on, config.retry_on_exit_codes)
 
 
+async def _notify_request(config: JobConfig, user_id: str, job_id: str, intake: Intake) -> NotifyRequested | None:
+    """The config's own targets, checked now (a 400 naming a bad one), or else the user's default
+    (checked when it was set; one no longer allowed ends ``notify.failed``, it never refuses the job)."""
+    targets = config.notify
+    if targets is None:
+        account = read_views(intake.ledger).shares.get(user_id)
+        targets = account.notify if account is not None else []
+    elif targets:
+        try:  # apprise parses a service's URL, after its first import (about 0.1 s): off the event loop
+            await asyncio.to_thread(check_all, targets, intake.settings.notify.allowed)
+        except DomainError as e:
+            raise BadRequest(str(e)) from e
+    return NotifyRequested(job_id=job_id, targets=targets) if targets else None
+
+
 def quota_limits(settings: Settings) -> QuotaLimits:
     return QuotaLimits(submissions=settings.queue.quota_submissions, gpu_hours=settings.queue.quota_gpu_hours)
 
@@ -126,13 +143,15 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
     except UnicodeDecodeError as e:
         raise BadRequest(f"Code must be UTF-8 text (invalid byte at position {e.start})") from e
     job_id = str(ULID())
+    notify = await _notify_request(config, identity.user_id, job_id, intake)
     # The scan (a few ms of CPU) and the blob write (an fsync) run in worker threads, side by side,
     # so the event loop keeps serving other requests meanwhile.
     static, blob = await asyncio.gather(
         asyncio.to_thread(_static_scan, code_text, job_id, settings), asyncio.to_thread(intake.blobs.put, code)
     )
     sanitized = {**config.sanitized(), "user_id": identity.user_id}  # the shape older jobs have
-    fingerprint = hashlib.sha256(msgspec.json.encode([identity.user_id, blob.digest, sanitized])).digest()
+    notified = [config.notify] if config.notify is not None else []  # older submissions' fingerprints stay
+    fingerprint = hashlib.sha256(msgspec.json.encode([identity.user_id, blob.digest, sanitized, *notified])).digest()
     key = f"{identity.user_id}:{request.idempotency_key}" if request.idempotency_key else None
     submitted = JobSubmitted(
         job_id=job_id,
@@ -169,6 +188,7 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
             now=now_us(),
             actor=identity.token_id,
             fingerprint=fingerprint,
+            notify=notify,
         )
     )
     accepted_id = stream_key_of(committed)

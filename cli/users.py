@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from cli.common import add_db_option, db_for_write, existing_db
+from cli.notify import register_set_notify
 from ledger.domain.clock import now_us
 from ledger.domain.errors import LedgerError
 from ledger.store import commands
@@ -58,6 +59,7 @@ def register(subparsers: Any) -> None:
     show.set_defaults(func=run_show)
     for parser in (share, priority, caps):
         parser.add_argument("--reason", default="", help="why (kept in the ledger)")
+    register_set_notify(sub)  # the caller's own, through the server (cli/notify.py)
     users = subparsers.add_parser("users", help="every user's fair-share account")
     users.add_argument("--json", action="store_true", help="one JSON document")
     users.set_defaults(func=run_users)

@@ -12,7 +12,9 @@
     ├── RemoteFileError          an SFTP transfer failed: no permission, disk full, ...
     │   ├── RemoteFileMissing    no such file or directory
     │   └── RemoteFileTooLarge   the file is bigger than the caller's cap
-    └── JobFileUnreadable        a path the job owns (its results file) is there but cannot be read
+    ├── JobFileUnreadable        a path the job owns (its results file) is there but cannot be read
+    └── NotifyError              one try of an end-of-job notification failed (tried again, bounded)
+        └── NotifyRefused        the target answered that it never will take it (a 4xx): not tried again
 
 ``NodeUnreachable`` is transient: reconnecting may help, and a job on that node keeps running.
 ``HostKeyRejected`` and ``AuthenticationFailed`` are configuration problems: retrying cannot help.
@@ -98,3 +100,13 @@ class JobFileUnreadable(ExecutorError):
     def __init__(self, path: str, reason: str) -> None:
         self.path, self.reason = path, reason
         super().__init__(f"{path}: {reason}")
+
+
+class NotifyError(ExecutorError):
+    """One try of a notification failed: the target was unreachable, timed out or answered an error."""
+
+    tries = 0  # once the tries are over: how many there were
+
+
+class NotifyRefused(NotifyError):
+    """The target refused the notification for good (a 4xx other than 408 and 429): no more tries."""

@@ -132,6 +132,17 @@ class AsyncClient:
         nodes: list[NodeInfo] = wire.decode_field(list[NodeInfo], await self.request("GET", "/api/nodes"), "nodes")
         return nodes
 
+    async def notify_targets(self) -> list[str]:
+        """Your default notify targets: told when a job of yours whose config names none ends."""
+        targets: list[str] = wire.decode_field(list[str], await self.request("GET", "/api/me/notify"), "targets")
+        return targets
+
+    async def set_notify(self, targets: list[str]) -> list[str]:
+        """Set your default notify targets (``[]`` clears them); a target the server refuses is a 400 naming it."""
+        answer = await self.request("PUT", "/api/me/notify", json={"targets": targets})
+        stored: list[str] = wire.decode_field(list[str], answer, "targets")
+        return stored
+
     async def job_events(self, job_id: str) -> list[LedgerEvent]:
         answer = await self.request("GET", f"/api/jobs/{job_id}/events", waiting=True)
         events: list[LedgerEvent] = wire.decode_field(list[LedgerEvent], answer, "events")

@@ -139,6 +139,18 @@ class ReadModels:
         """The active jobs' count and ``limit`` of them from ``offset``, oldest first."""
         return len(self.active), list(itertools.islice(self.active.values(), offset, offset + limit))
 
+    def order_queue(self) -> None:
+        """After a bulk load (per job, in submit order): the queue in the order its jobs were queued, as
+        the live fold keeps it (``queued_since`` relies on that). Rows written before ``queued_position``
+        existed sort by their queue time."""
+        active = self.active
+
+        def queued_order(job_id: str) -> tuple[int, int]:
+            job = active[job_id]
+            return job.queued_position or 0, job.queued_at or 0
+
+        self.queued = dict.fromkeys(sorted(self.queued, key=queued_order))
+
     def queued_since(self, known: Container[str], since_us: int) -> list[str]:
         """What was queued since a plan of the ``known`` jobs made at ``since_us``: the queued ids from
         the newest back to the first that is known and was queued before (everything before it was

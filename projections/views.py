@@ -44,8 +44,9 @@ class Views(WriterState, ReadModels):
         self.index(before, after)
 
     def index_users(self) -> None:
-        """After a bulk load: the rankings and job counts from the users' tallies."""
+        """After a bulk load: the rankings and job counts from the users' tallies, the queue in its order."""
         self.rank_users(self.users)
+        self.order_queue()
 
     # --- queries that read both -------------------------------------------------------------------
 

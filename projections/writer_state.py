@@ -18,12 +18,16 @@ from ledger.domain.events import (
     JobEvent,
     JobPruned,
     NodeEvent,
+    NotifyDelivered,
+    NotifyFailed,
     Recorded,
     TokenEvent,
+    UserNotifySet,
     UserPolicySet,
 )
 from ledger.domain.jobs import JobState, evolve_job
 from ledger.domain.nodes import NodeState, evolve_node
+from ledger.domain.notify import evolve_default
 from ledger.domain.quotas import CHARGED, Charge, apply_charge, charges_of
 from ledger.domain.shares import DEFAULT_HALF_LIFE_S, UserShare, evolve_policy, rebased
 from ledger.domain.tokens import TokenState, evolve_token
@@ -31,6 +35,7 @@ from ledger.domain.users import UserStats, count_status, note_submit
 from projections.fairshare import attempt_end, charge_attempt
 from projections.job_table import JobTable
 
+AFTER_END = frozenset({JobPruned, NotifyDelivered, NotifyFailed})  # job events that come after its job.finished
 ON_NODE = frozenset({"dispatched", "running", "cancelling"})  # phases in which a job holds a node slot
 JobChange = tuple[JobState | None, JobState]  # one job before and after an event (None: it is new)
 
@@ -97,6 +102,9 @@ class WriterState:
                 self.dirty_shares.add(event.user_id)
             case HalfLifeSet():
                 self.set_half_life(event.half_life_s, recorded_at)
+            case UserNotifySet():
+                self.shares[event.user_id] = evolve_default(self.shares.get(event.user_id), event)
+                self.dirty_shares.add(event.user_id)
             case _:
                 raise AssertionError(f"no view folds {type(event).__name__}")
         return None
@@ -104,10 +112,10 @@ class WriterState:
     def _apply_job(self, event: JobEvent, position: int, recorded_at: int, version: int) -> JobChange | None:
         job_id = event.job_id
         before = self.jobs.resident(job_id)  # never a row: at start-up rows may be ahead of the fold
-        if before is None and type(event) is JobPruned:  # the one event of a finished job: maybe in its row only
+        if before is None and type(event) in AFTER_END:  # events of a finished job: maybe in its row only
             before = self.jobs.get(job_id)
             if before is not None and before.version >= version:
-                return None  # the row already holds it: ``prune`` in another process wrote it with the event
+                return None  # the row already holds it: the process that appended it (``prune``) wrote both
         after = evolve_job(before, event, position=position, at=recorded_at)
         self.jobs.put(after)
         self.dirty_jobs.add(job_id)

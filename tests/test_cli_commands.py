@@ -70,13 +70,13 @@ def test_unknown_command_lists_choices(tmp_path: Path) -> None:
 
 
 def test_serve_imports_no_sdk_nor_optional_executors() -> None:
-    """What ``serve`` imports before it binds leaves out the SDK, httpx, asyncssh and Slurm (used only
-    when the settings ask for them)."""
+    """What ``serve`` imports before it binds leaves out the SDK, httpx, asyncssh, Slurm and apprise (used
+    only when the settings or a notification ask for them)."""
     probe = (
         "import sys; from cli.main import build_parser; build_parser('serve'); "
         "import uvicorn, api.app, api.logsetup; "
         "print(' '.join(m for m in ('gpuledger', 'httpx', 'asyncssh', 'executors.slurm.cluster', "
-        "'executors.ssh.nodes') if m in sys.modules))"
+        "'executors.ssh.nodes', 'apprise') if m in sys.modules))"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO, timeout=60

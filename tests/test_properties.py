@@ -199,7 +199,7 @@ def snapshot(views: Views) -> tuple[object, ...]:
         [j.job_id for j in views.queue()],
         list(views.active.items()),  # the read models' own states of the unfinished jobs
         list(views.queued),
-        list(views.unqueued),
+        sorted(views.unqueued),  # a set: its readers sort it (the queue's order above is compared as kept)
         views.tokens_by_secret,
         {n: sorted(j) for n, j in views.node_jobs.items()},
         {u: [j.job_id for j in views.newest_jobs(user_id=u, status=None, limit=10**6)] for u in sorted(views.users)},

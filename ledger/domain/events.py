@@ -207,6 +207,28 @@ class JobPruned(JobEvent, frozen=True, tag="job.pruned"):
     by: str
 
 
+class NotifyRequested(JobEvent, frozen=True, tag="notify.requested"):
+    """The job asked to be told when it ends: its targets (its config's ``notify``, or its user's default),
+    written in the submit's step. Its own tag, so a start finds the few jobs that asked by the type index."""
+
+    targets: list[str]
+
+
+class NotifyDelivered(JobEvent, frozen=True, tag="notify.delivered"):
+    """A target (by its index in ``notify.requested``) took the end-of-job notification."""
+
+    target: int
+    attempts: int
+
+
+class NotifyFailed(JobEvent, frozen=True, tag="notify.failed"):
+    """A target refused or could not be reached within NOTIFY_ATTEMPTS / NOTIFY_TIMEOUT: no more tries."""
+
+    target: int
+    attempts: int
+    error: str
+
+
 # --- nodes ------------------------------------------------------------------------------------
 
 
@@ -313,6 +335,13 @@ class UserPolicySet(UserEvent, frozen=True, tag="user.policy_set"):
     max_active_jobs: int | None = None  # None: the global MAX_ACTIVE_JOBS_PER_USER
     max_gpus: int | None = None  # None: no cap on the GPUs the user's running jobs hold
     reason: str = ""
+
+
+class UserNotifySet(UserEvent, frozen=True, tag="user.notify_set"):
+    """A user's default notify targets from here on (empty: none), for jobs whose config names none."""
+
+    targets: list[str]
+    by: str
 
 
 class HalfLifeSet(FairShareEvent, frozen=True, tag="fairshare.half_life_set"):

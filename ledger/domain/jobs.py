@@ -27,6 +27,9 @@ from ledger.domain.events import (
     JobScanned,
     JobStarted,
     JobSubmitted,
+    NotifyDelivered,
+    NotifyFailed,
+    NotifyRequested,
     RetryPolicy,
 )
 
@@ -64,6 +67,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     attempt: int = 0
     workdir: str | None = None
     queued_at: int | None = None
+    queued_position: int | None = None  # ledger position of the event that last queued it: the queue's order
     dispatched_at: int | None = None
     dispatch_position: int | None = None  # ledger position of the dispatch: orders a node's jobs
     started_at: int | None = None
@@ -84,6 +88,8 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     history: list[Attempt] = []  # the attempts before the current one, oldest first
     pruned_at: int | None = None  # when retention removed the job's output blobs (job.pruned)
     pruned_reason: str | None = None
+    notify: list[str] = []  # targets told when the job ends (notify.requested)
+    notified: list[int] = []  # indices in ``notify`` with a recorded outcome (notify.delivered / notify.failed)
 
     @property
     def is_terminal(self) -> bool:
@@ -164,7 +170,9 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
     version = state.version + 1
     match event:
         case JobQueued():
-            return _replace(state, version=version, phase="queued", priority=event.priority, queued_at=at)
+            return _replace(
+                state, version=version, phase="queued", priority=event.priority, queued_at=at, queued_position=position
+            )
         case JobDispatched():
             return _replace(
                 state,
@@ -194,11 +202,15 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             return _replace(state, version=version, cancel_requested=True, phase=phase, cancelled_by=event.by)
         case JobRequeued():
             past = Attempt(attempt=event.attempt, node=state.node, outcome="requeued", reason=event.reason, ended_at=at)
-            return _back_in_queue(state, past, at)
+            return _back_in_queue(state, past, at, position)
         case JobRetried():
-            return _retried(state, event, at)
+            return _retried(state, event, at, position)
         case JobPruned():
             return _replace(state, version=version, pruned_at=at, pruned_reason=event.reason)
+        case NotifyRequested():
+            return _replace(state, version=version, notify=event.targets)
+        case NotifyDelivered() | NotifyFailed():
+            return _replace(state, version=version, notified=[*state.notified, event.target])
         case JobSubmitted():
             raise AssertionError(f"job {state.job_id} submitted twice")
     raise AssertionError(f"no job fold for {type(event).__name__}")
@@ -207,7 +219,7 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
 _replace = msgspec.structs.replace
 
 
-def _back_in_queue(state: JobState, past: Attempt, at: int) -> JobState:
+def _back_in_queue(state: JobState, past: Attempt, at: int, position: int) -> JobState:
     """The attempt is over and kept in the history; the job waits in the queue for the next one."""
     return _replace(
         state,
@@ -224,11 +236,12 @@ def _back_in_queue(state: JobState, past: Attempt, at: int) -> JobState:
         started_at=None,
         pgid=None,
         queued_at=at,
+        queued_position=position,
         history=[*state.history, past],
     )
 
 
-def _retried(state: JobState, event: JobRetried, at: int) -> JobState:
+def _retried(state: JobState, event: JobRetried, at: int, position: int) -> JobState:
     past = Attempt(
         attempt=event.attempt,
         node=state.node,
@@ -242,7 +255,7 @@ def _retried(state: JobState, event: JobRetried, at: int) -> JobState:
         stdout=event.stdout,
         stderr=event.stderr,
     )
-    return _replace(_back_in_queue(state, past, at), retries_used=state.retries_used + 1)
+    return _replace(_back_in_queue(state, past, at, position), retries_used=state.retries_used + 1)
 
 
 def _scanned(state: JobState, event: JobScanned) -> JobState:

@@ -37,6 +37,7 @@ class UserShare(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaul
     reason: str | None = None
     usage_gpu_s: float = 0.0  # decayed GPU-seconds of ended attempts, as of ``usage_at``
     usage_at: int = 0  # microseconds
+    notify: list[str] = []  # the user's default notify targets (user.notify_set): jobs naming none get these
 
 
 def evolve_policy(account: UserShare | None, event: UserPolicySet) -> UserShare:

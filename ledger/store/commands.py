@@ -23,6 +23,7 @@ from ledger.domain.events import (
     JobSubmitted,
     NodeRegistered,
     NodeRestarted,
+    NotifyRequested,
     TokenIssued,
     UserPolicySet,
 )
@@ -152,6 +153,7 @@ def submit_job(
     now: int,
     actor: str,
     fingerprint: bytes,
+    notify: NotifyRequested | None = None,
 ) -> Write:
     """Accept a job: limits checked and events appended in one step; queued unless a review is pending."""
 
@@ -160,6 +162,8 @@ def submit_job(
         if limits is not None:
             _check_limits(views, submitted.user_id, limits, now, submitted.gpus)
         events: list[AnyEvent] = [submitted]
+        if notify is not None:  # before any event that may end the job: its end is then always owed one
+            events.append(notify)
         if static_scan is not None:
             events.append(static_scan)
         if review_pending:

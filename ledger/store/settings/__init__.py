@@ -3,6 +3,7 @@
 
 from ledger.store.settings.load import ENV_PREFIX, NOT_SETTINGS, SETTING_NAMES, load_settings, setting_sources
 from ledger.store.settings.model import FLAT, SECRET_SETTINGS, TABLES, Settings, flat_values, from_flat
+from ledger.store.settings.notifying import NotifySettings
 from ledger.store.settings.running import LxcSettings, RunnerSettings, SandboxSettings, SshSettings
 from ledger.store.settings.serving import (
     FairshareSettings,
@@ -26,6 +27,7 @@ __all__ = [
     "HttpSettings",
     "LxcSettings",
     "NodeSpec",
+    "NotifySettings",
     "QueueSettings",
     "ReadsSettings",
     "ReplicaSettings",

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from ledger.store.settings.notifying import NotifySettings
 from ledger.store.settings.running import LxcSettings, RunnerSettings, SandboxSettings, SshSettings
 from ledger.store.settings.serving import (
     FairshareSettings,
@@ -114,6 +115,12 @@ FLAT: dict[str, str] = {
     "job_tmpfs_share": "sandbox.tmpfs_share",
     "job_cpu_weight": "sandbox.cpu_weight",
     "job_cpu_quota": "sandbox.cpu_quota",
+    "notify_allowed": "notify.allowed",
+    "notify_attempts": "notify.attempts",
+    "notify_backoff_s": "notify.backoff_s",
+    "notify_timeout_s": "notify.timeout_s",
+    "notify_request_timeout_s": "notify.request_timeout_s",
+    "notify_link_base": "notify.link_base",
 }
 TABLES = ("slurm", "replica")  # TOML tables that are groups of their own, under the same name
 GROUPED = {where: flat for flat, where in FLAT.items()}
@@ -137,6 +144,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     lxc: LxcSettings = _group(LxcSettings)
     runner: RunnerSettings = _group(RunnerSettings)
     sandbox: SandboxSettings = _group(SandboxSettings)
+    notify: NotifySettings = _group(NotifySettings)  # end-of-job notifications (docs: "Notifications")
     # Slurm executor (a [slurm] table replaces the local runner and SSH nodes)
     slurm: SlurmSettings | None = None
     # continuous replication (docs/admin-guide.md, "Replication"): Litestream and the blobs to one target
