@@ -22,7 +22,7 @@ from cli.remote import (
 )
 from cli.terminal import escape_controls, shown
 from gpuledger import ApiError, AsyncClient
-from gpuledger.models import to_builtins
+from gpuledger.models import GpuUse, to_builtins
 
 ACTIVE = ("pending", "running")
 EXIT_ERROR = 2  # as cli.main's: some job could not be cancelled
@@ -85,9 +85,20 @@ def run_status(args: argparse.Namespace) -> int:
     ):
         if fields.get(key) is not None:
             table.add_row(key, escape_controls(str(fields[key])))
+    if status.gpu is not None:
+        table.add_row("gpu", gpu_line(status.gpu))
     out.print(table)
     out.print(phase_line(status))
     return 0
+
+
+def gpu_line(gpu: GpuUse) -> str:
+    """The attempt's GPU use in one line: utilisation, memory, GPU-hours used of held."""
+    return (
+        f"{gpu.gpus} GPU(s), utilisation mean {gpu.mean_util:g}% peak {gpu.peak_util:g}%, "
+        f"memory peak {gpu.peak_mem_mib} of {gpu.card_mem_mib} MiB, "
+        f"GPU-hours used {gpu.gpu_hours_used:.4f} of {gpu.gpu_hours_held:.4f} held"
+    )
 
 
 def run_results(args: argparse.Namespace) -> int:

@@ -19,6 +19,19 @@ class AttemptInfo(msgspec.Struct, kw_only=True):
     exit_code: int | None = None
 
 
+class GpuUse(msgspec.Struct, kw_only=True):
+    """An ended attempt's GPU use: utilisation %, memory MiB, GPU-hours held vs used."""
+
+    gpus: int = 0
+    samples: int = 0
+    mean_util: float = 0.0
+    peak_util: float = 0.0
+    peak_mem_mib: int = 0
+    card_mem_mib: int = 0
+    gpu_hours_held: float = 0.0
+    gpu_hours_used: float = 0.0
+
+
 class JobStatus(msgspec.Struct, kw_only=True):
     job_id: str
     status: str
@@ -52,6 +65,8 @@ class JobStatus(msgspec.Struct, kw_only=True):
     age: float | None = None
     priority: int | None = None
     message: str | None = None  # the server's word on how the job ended (never the job's output)
+    gpu: GpuUse | None = None  # the last ended attempt's GPU use (None: no GPU or no telemetry)
+    gpu_idle: str | None = None  # the running attempt was found idle: warn, cancel or requeue
 
     @property
     def is_terminal(self) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from ledger.store.settings.gpu import GpuSettings
 from ledger.store.settings.running import LxcSettings, RunnerSettings, SandboxSettings, SshSettings
 from ledger.store.settings.serving import (
     FairshareSettings,
@@ -114,6 +115,11 @@ FLAT: dict[str, str] = {
     "job_tmpfs_share": "sandbox.tmpfs_share",
     "job_cpu_weight": "sandbox.cpu_weight",
     "job_cpu_quota": "sandbox.cpu_quota",
+    "gpu_sample_s": "gpu.sample_s",
+    "gpu_idle_policy": "gpu.idle_policy",
+    "gpu_idle_minutes": "gpu.idle_minutes",
+    "gpu_idle_util": "gpu.idle_util",
+    "gpu_series_points": "gpu.series_points",
 }
 TABLES = ("slurm", "replica")  # TOML tables that are groups of their own, under the same name
 GROUPED = {where: flat for flat, where in FLAT.items()}
@@ -137,6 +143,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     lxc: LxcSettings = _group(LxcSettings)
     runner: RunnerSettings = _group(RunnerSettings)
     sandbox: SandboxSettings = _group(SandboxSettings)
+    gpu: GpuSettings = _group(GpuSettings)
     # Slurm executor (a [slurm] table replaces the local runner and SSH nodes)
     slurm: SlurmSettings | None = None
     # continuous replication (docs/admin-guide.md, "Replication"): Litestream and the blobs to one target

@@ -1,0 +1,100 @@
+"""GPU telemetry on the local runner through the real server over HTTP, with a FAKE NVML module
+(tests/fakes/nvml/pynvml.py) standing in for the driver: samples, summary, the idle-GPU policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fakes.gpus import NVML_PATH, write_nvml_state
+from server import OPEN_LIMITS, REPO, Server, config_yaml, submit, wait_status
+
+pytestmark = pytest.mark.timeout(60)
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def gpu_server(root: Path, policy: str) -> Server:
+    """Two fake GPUs, sampled every 0.1 s; a job is idle after 0.02 min (1.2 s) below 5 %."""
+    root.mkdir(parents=True)
+    state = root / "nvml.json"
+    write_nvml_state(state, [0, 0])
+    server = Server(
+        root,
+        code_scanner_enabled=False,
+        local_gpus=2,
+        local_slots=2,
+        endpoint_limits=OPEN_LIMITS,
+        max_active_jobs_per_user=100,
+        gpu_sample_s=0.1,
+        gpu_idle_policy=policy,
+        gpu_idle_minutes=0.02,
+        gpu_idle_util=5,
+    )
+    server.env["PYTHONPATH"] = f"{NVML_PATH}:{REPO}"  # the FAKE pynvml first
+    server.env["FAKE_NVML_STATE"] = str(state)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def cancelling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = gpu_server(tmp_path_factory.mktemp("gpu") / "cancel", "cancel")
+    yield server
+    server.stop()
+
+
+def events_of(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    return list(client.get(f"/api/jobs/{job_id}/events").json()["events"])
+
+
+def test_a_busy_jobs_samples_and_summary_are_served(cancelling: Server) -> None:
+    """A job on GPUs at 60 %: /api/jobs/{id}/gpu serves its samples, and its end carries the summary
+    (mean and peak utilisation, peak vs card memory, GPU-hours used = 60 % of held); not flagged idle."""
+    write_nvml_state(cancelling.root / "nvml.json", [60, 60], used_mib=4096)
+    with cancelling.client(cancelling.token("busy")) as client:
+        job_id = submit(client, "import time\ntime.sleep(1.5)\n", config_yaml("busy")).json()["job_id"]
+        status = wait_status(client, job_id, TERMINAL)
+        assert (status["status"], status["gpu_idle"]) == ("completed", None)
+        gpu = status["gpu"]
+        assert (gpu["gpus"], gpu["mean_util"], gpu["peak_util"]) == (1, 60.0, 60.0)
+        assert (gpu["peak_mem_mib"], gpu["card_mem_mib"]) == (4096, 81559)
+        assert gpu["gpu_hours_used"] == pytest.approx(0.6 * gpu["gpu_hours_held"], rel=0.01)
+        series = client.get(f"/api/jobs/{job_id}/gpu").json()
+        assert series["total_points"] >= 5 and series["summary"] == gpu
+        assert {(p["util"], p["mem_used_mib"], p["power_w"]) for p in series["points"]} == {(60.0, 4096, 250.0)}
+        tags = [e["type"] for e in events_of(client, job_id)]
+        assert tags[-2:] == ["job.gpu_summary", "job.finished"] and "job.gpu_idle" not in tags
+        assert client.get(f"/api/jobs/{job_id}/gpu", params={"limit": 0}).status_code == 400
+
+
+def test_an_idle_job_is_cancelled_with_the_samples_that_justify_it(cancelling: Server) -> None:
+    """GPUs at 0 % for the idle window: a job.gpu_idle event with its samples (all below 5 %), then the
+    job ends cancelled with reason gpu_idle and the idle message."""
+    write_nvml_state(cancelling.root / "nvml.json", [0, 0])
+    with cancelling.client(cancelling.token("idler")) as client:
+        job_id = submit(client, "import time\ntime.sleep(30)\n", config_yaml("idler", expected=60)).json()["job_id"]
+        status = wait_status(client, job_id, TERMINAL, timeout=20)
+        assert (status["status"], status["finish_reason"]) == ("cancelled", "gpu_idle")
+        assert "GPU idle: below 5% utilisation for 0.02 min" in status["message"]
+        idle = next(e["event"] for e in events_of(client, job_id) if e["type"] == "job.gpu_idle")
+        assert idle["action"] == "cancel" and len(idle["samples"]) >= 2
+        assert all(s["util"] < 5 for s in idle["samples"])
+        assert idle["samples"][-1]["t"] - idle["samples"][0]["t"] >= 1.0
+
+
+def test_warn_only_flags_an_idle_job_and_lets_it_finish(tmp_path: Path) -> None:
+    """GPU_IDLE_POLICY = warn: the idle job gets job.gpu_idle and the message, and runs to its end."""
+    server = gpu_server(tmp_path / "warn", "warn")
+    try:
+        with server.client(server.token("warned")) as client:
+            job_id = submit(client, "import time\ntime.sleep(2.5)\n", config_yaml("warned")).json()["job_id"]
+            status = wait_status(client, job_id, TERMINAL, timeout=20)
+            assert (status["status"], status["finish_reason"]) == ("completed", "results_missing")
+            assert status["message"].startswith("GPU idle: below 5% utilisation")
+            idle = [e["event"] for e in events_of(client, job_id) if e["type"] == "job.gpu_idle"]
+            assert [e["action"] for e in idle] == ["warn"]
+    finally:
+        server.stop()
