@@ -63,10 +63,12 @@ def test_a_busy_jobs_samples_and_summary_are_served(cancelling: Server) -> None:
         assert (gpu["peak_mem_mib"], gpu["card_mem_mib"]) == (4096, 81559)
         assert gpu["gpu_hours_used"] == pytest.approx(0.6 * gpu["gpu_hours_held"], rel=0.01)
         series = client.get(f"/api/jobs/{job_id}/gpu").json()
-        assert series["total_points"] >= 5 and series["summary"] == gpu
+        assert series["total_points"] >= 5
+        assert series["summary"] == gpu
         assert {(p["util"], p["mem_used_mib"], p["power_w"]) for p in series["points"]} == {(60.0, 4096, 250.0)}
         tags = [e["type"] for e in events_of(client, job_id)]
-        assert tags[-2:] == ["job.gpu_summary", "job.finished"] and "job.gpu_idle" not in tags
+        assert tags[-2:] == ["job.gpu_summary", "job.finished"]
+        assert "job.gpu_idle" not in tags
         assert client.get(f"/api/jobs/{job_id}/gpu", params={"limit": 0}).status_code == 400
 
 
@@ -80,7 +82,8 @@ def test_an_idle_job_is_cancelled_with_the_samples_that_justify_it(cancelling: S
         assert (status["status"], status["finish_reason"]) == ("cancelled", "gpu_idle")
         assert "GPU idle: below 5% utilisation for 0.02 min" in status["message"]
         idle = next(e["event"] for e in events_of(client, job_id) if e["type"] == "job.gpu_idle")
-        assert idle["action"] == "cancel" and len(idle["samples"]) >= 2
+        assert idle["action"] == "cancel"
+        assert len(idle["samples"]) >= 2
         assert all(s["util"] < 5 for s in idle["samples"])
         assert idle["samples"][-1]["t"] - idle["samples"][0]["t"] >= 1.0
 

@@ -35,4 +35,3 @@ def test_the_wrapper_samples_only_the_jobs_gpus_into_gpu_json(tmp_path: Path) ->
     assert {(s["index"], s["util"], s["mem_used"], s["mem_total"]) for s in samples} == {(1, 37.0, 12288, 81559)}
     assert all("power" not in s for s in samples)
     assert [s["t"] for s in samples] == sorted(s["t"] for s in samples)
-

@@ -16,9 +16,10 @@ from types import SimpleNamespace
 from typing import Any
 
 MIB = 1 << 20
+# The names below are the real binding's (camelCase, NVMLError), so the server code cannot tell.
 
 
-class NVMLError(Exception):  # noqa: N818 - the real binding's name
+class NVMLError(Exception):
     pass
 
 
@@ -30,26 +31,26 @@ def _gpus() -> list[dict[str, Any]]:
         raise NVMLError(f"fake NVML: no state ({e!r})") from None
 
 
-def nvmlInit() -> None:  # noqa: N802 - the real binding's names
+def nvmlInit() -> None:
     _gpus()
 
 
-def nvmlDeviceGetHandleByIndex(index: int) -> int:  # noqa: N802
+def nvmlDeviceGetHandleByIndex(index: int) -> int:
     if not 0 <= index < len(_gpus()):
         raise NVMLError(f"fake NVML: no GPU {index}")
     return index
 
 
-def nvmlDeviceGetUtilizationRates(handle: int) -> SimpleNamespace:  # noqa: N802
+def nvmlDeviceGetUtilizationRates(handle: int) -> SimpleNamespace:
     return SimpleNamespace(gpu=_gpus()[handle]["util"], memory=0)
 
 
-def nvmlDeviceGetMemoryInfo(handle: int) -> SimpleNamespace:  # noqa: N802
+def nvmlDeviceGetMemoryInfo(handle: int) -> SimpleNamespace:
     gpu = _gpus()[handle]
     return SimpleNamespace(used=gpu["used_mib"] * MIB, total=gpu["total_mib"] * MIB, free=0)
 
 
-def nvmlDeviceGetPowerUsage(handle: int) -> int:  # noqa: N802
+def nvmlDeviceGetPowerUsage(handle: int) -> int:
     power = _gpus()[handle].get("power_w")
     if power is None:
         raise NVMLError("fake NVML: not supported")
