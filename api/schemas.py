@@ -11,6 +11,7 @@ import msgspec
 
 from api.diskuse import DiskUse
 from projections.dashboard import HealthMetrics, StatusCounts, UserRow
+from projections.gpu_usage import GpuUsage
 
 
 class SubmitAccepted(msgspec.Struct, kw_only=True):
@@ -307,6 +308,7 @@ class Dashboard(msgspec.Struct, kw_only=True):
     slurm: dict[str, Any] | None  # live only: the cluster as sinfo shows it
     disk: DiskUse | None  # live only: the latest measurement
     fairshare: Accounts  # the accounts of the users inline
+    gpu_usage: GpuUsage | None = None  # the last 24 h: GPU-hours held vs used by user, the 10 largest jobs
 
 
 class ActivePage(msgspec.Struct, kw_only=True):

@@ -497,7 +497,8 @@ class GpuSampler:
 
     def __init__(self, workdir: str, spec: Json, environ: Mapping[str, str]) -> None:
         self.every = float(spec.get("gpu_sample_s") or 0)
-        self.indices = job_gpu_indices(spec.get("sandbox") or {}, environ) if self.every > 0 else []
+        wanted = self.every > 0 and find_program("nvidia-smi") is not None  # no driver here: no telemetry
+        self.indices = job_gpu_indices(spec.get("sandbox") or {}, environ) if wanted else []
         self.file = path(workdir, GPU_NAME)
         self.kept: list[Json] = []
         self.next_at = time.monotonic()
@@ -506,8 +507,10 @@ class GpuSampler:
         if not self.indices or time.monotonic() < self.next_at:
             return
         self.next_at = time.monotonic() + self.every
-        self.kept = (self.kept + query_gpus(self.indices))[-GPU_KEEP * len(self.indices) :]
-        write_json_atomic(self.file, {"samples": self.kept})
+        fresh = query_gpus(self.indices)
+        if fresh:
+            self.kept = (self.kept + fresh)[-GPU_KEEP * len(self.indices) :]
+            write_json_atomic(self.file, {"samples": self.kept})
 
 
 def seccomp_fds(seccomp_path: str, required: bool = True) -> dict[str, int]:

@@ -94,6 +94,36 @@ class QuotaStatus(msgspec.Struct, kw_only=True):
     quotas: list[QuotaInfo] = []
 
 
+class GpuUserUsage(msgspec.Struct, kw_only=True):
+    user_id: str
+    jobs: int = 0
+    gpu_jobs: int = 0
+    gpu_hours_held: float = 0.0
+    gpu_hours_used: float = 0.0  # of the jobs with telemetry, weighted by utilisation
+    gpu_hours_unmeasured: float = 0.0  # held by jobs without telemetry
+
+
+class GpuJobUsage(msgspec.Struct, kw_only=True):
+    job_id: str
+    user_id: str = ""
+    status: str = ""
+    gpus: int = 0
+    gpu_hours_held: float = 0.0
+    gpu_hours_used: float | None = None  # None: no telemetry
+    mean_util: float | None = None
+    peak_mem_mib: int | None = None
+    card_mem_mib: int | None = None
+
+
+class GpuUsage(msgspec.Struct, kw_only=True):
+    """GPU-hours held vs used of the jobs that ended since ``since``: by user, and the largest jobs."""
+
+    since: str | None = None
+    users: list[GpuUserUsage] = []
+    jobs: list[GpuJobUsage] = []
+    jobs_total: int = 0
+
+
 class JobResults(msgspec.Struct, kw_only=True):
     job_id: str
     status: str

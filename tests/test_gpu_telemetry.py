@@ -10,21 +10,21 @@ from typing import Any
 import httpx
 import pytest
 from fakes.gpus import NVML_PATH, write_nvml_state
-from server import OPEN_LIMITS, REPO, Server, config_yaml, submit, wait_status
+from server import OPEN_LIMITS, REPO, Server, config_yaml, run_cli, submit, wait_status
 
 pytestmark = pytest.mark.timeout(60)
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
-def gpu_server(root: Path, policy: str) -> Server:
-    """Two fake GPUs, sampled every 0.1 s; a job is idle after 0.02 min (1.2 s) below 5 %."""
+def gpu_server(root: Path, policy: str, gpus: int = 2) -> Server:
+    """Two fake GPUs (or ``gpus``), sampled every 0.1 s; a job is idle after 0.02 min (1.2 s) below 5 %."""
     root.mkdir(parents=True)
     state = root / "nvml.json"
     write_nvml_state(state, [0, 0])
     server = Server(
         root,
         code_scanner_enabled=False,
-        local_gpus=2,
+        local_gpus=gpus,
         local_slots=2,
         endpoint_limits=OPEN_LIMITS,
         max_active_jobs_per_user=100,
@@ -99,5 +99,56 @@ def test_warn_only_flags_an_idle_job_and_lets_it_finish(tmp_path: Path) -> None:
             assert status["message"].startswith("GPU idle: below 5% utilisation")
             idle = [e["event"] for e in events_of(client, job_id) if e["type"] == "job.gpu_idle"]
             assert [e["action"] for e in idle] == ["warn"]
+    finally:
+        server.stop()
+
+
+def test_usage_shows_held_vs_used_gpu_hours(cancelling: Server, tmp_path: Path) -> None:
+    """A busy GPU job: /api/usage/gpu and `gpuledger usage` show it held and used (60 %), a user sees
+    only their own rows, `gpuledger status` prints the GPU line, the admin dashboard carries the same
+    figures, and a bad `since` is a 400 naming it."""
+    write_nvml_state(cancelling.root / "nvml.json", [60, 60])
+    token = cancelling.token("user")
+    with cancelling.client(token) as client:
+        job_id = submit(client, "import time\ntime.sleep(1)\n", config_yaml("user")).json()["job_id"]
+        wait_status(client, job_id, TERMINAL)
+        usage = client.get("/api/usage/gpu", params={"since": "1h"}).json()
+        row = next(j for j in usage["jobs"] if j["job_id"] == job_id)
+        assert row["gpu_hours_used"] == pytest.approx(0.6 * row["gpu_hours_held"], rel=0.01)
+        assert row["gpu_hours_held"] > 0
+        assert [(u["user_id"], u["gpu_jobs"]) for u in usage["users"]] == [("user", 1)]
+        bad = client.get("/api/usage/gpu", params={"since": "last tuesday"})
+        assert bad.status_code == 400
+        assert "since" in bad.json()["detail"]
+    with cancelling.client(cancelling.admin_token) as admin:
+        dashboard = admin.get("/api/dashboard").json()["gpu_usage"]
+        assert "user" in {u["user_id"] for u in dashboard["users"]}
+    env = {
+        "GPULEDGER_URL": cancelling.url,
+        "GPULEDGER_TOKEN": token,
+        "XDG_CONFIG_HOME": str(tmp_path),
+        "COLUMNS": "200",
+    }
+    table = run_cli(tmp_path, "usage", "--since", "1h", env=env)
+    assert table.returncode == 0, table.stderr
+    assert job_id in table.stdout
+    status = run_cli(tmp_path, "status", job_id, env=env)
+    assert "utilisation mean 60% peak 60%" in status.stdout
+
+
+def test_a_node_without_gpus_reports_and_charges_no_gpu(tmp_path: Path) -> None:
+    """LOCAL_GPUS = 0 (NVML there all the same): a `gpus: 0` job is not sampled, has no GPU summary, and
+    its usage is zero GPU-hours held and used."""
+    server = gpu_server(tmp_path / "cpu", "cancel", gpus=0)
+    try:
+        with server.client(server.token("cpu")) as client:
+            code = "import time\ntime.sleep(1.5)\n"
+            job_id = submit(client, code, config_yaml("cpu", gpus=0)).json()["job_id"]
+            assert wait_status(client, job_id, TERMINAL)["gpu"] is None
+            series = client.get(f"/api/jobs/{job_id}/gpu").json()
+            assert (series["gpus"], series["points"], series["summary"]) == (0, [], None)
+            usage = client.get("/api/usage/gpu").json()
+            assert [(j["gpus"], j["gpu_hours_held"], j["gpu_hours_used"]) for j in usage["jobs"]] == [(0, 0, 0)]
+            assert [(u["gpu_jobs"], u["gpu_hours_held"], u["gpu_hours_used"]) for u in usage["users"]] == [(0, 0, 0)]
     finally:
         server.stop()

@@ -8,14 +8,20 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, Parameter
 
+from api.auth import Identity, check_user_filter
 from api.context import authenticated
+from api.errors import BadRequest
 from api.openapi import BEARER, problems
+from api.ports import EventLog, Port, read_views
 from api.present import gpu_use
 from api.schemas import GpuPoint, JobGpu
-from ledger.domain.clock import iso
+from ledger.domain.clock import DURATION_HELP, duration_s, iso, now_us, parse_iso
 from ledger.domain.jobs import JobState
 from ledger.store.gpu_series import GpuSeries, SeriesPoint
 from ledger.store.settings import Settings
+from projections.gpu_usage import GpuUsage, gpu_usage
+
+USAGE_USERS = 1000  # user rows of one usage answer at most (largest first)
 
 
 def gpu_point(point: SeriesPoint) -> GpuPoint:
@@ -60,3 +66,43 @@ class GpuController(Controller):
             points=[gpu_point(p) for p in points[-limit:]],
             total_points=len(points),
         )
+
+
+def since_us(text: str, now: int) -> int:
+    """``since``: a duration back from now (``7d``, ``12h``) or an ISO-8601 instant; 400 otherwise."""
+    try:
+        return now - duration_s(text) * 1_000_000
+    except ValueError:
+        pass
+    try:
+        return parse_iso(text)
+    except ValueError:
+        raise BadRequest(f"Invalid since {text!r}: a duration ({DURATION_HELP}) or an ISO-8601 time") from None
+
+
+class UsageController(Controller):
+    path = "/api/usage"
+    tags = ["usage"]
+    guards = [authenticated]
+
+    @get(
+        "/gpu",
+        summary="GPU-hours held vs used, peak vs card memory: per user and per job (yours; admins: anyone's)",
+        operation_id="gpuUsage",
+        security=BEARER,
+        responses=problems(400, 401, 403),
+    )
+    async def gpu(
+        self,
+        events: Port[EventLog],
+        identity: NamedDependency[Identity],
+        user_id: str | None = Parameter(default=None, max_length=128, description="Admins: one user's usage"),
+        since: str = Parameter(default="7d", max_length=64, description="A duration back (7d, 12h) or an ISO time"),
+        limit: int = Parameter(default=50, ge=1, le=1000, description="At most this many job rows (largest first)"),
+    ) -> GpuUsage:
+        only_user = check_user_filter(identity, user_id)
+        now = now_us()
+        start = since_us(since, now)
+        views = read_views(events)
+        finished = await asyncio.to_thread(views.finished_since, start)
+        return gpu_usage(finished, since=start, user_id=only_user, users=USAGE_USERS, limit=limit)
