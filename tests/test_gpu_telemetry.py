@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from browser import sign_in
 from fakes.gpus import NVML_PATH, write_nvml_state
 from server import OPEN_LIMITS, REPO, Server, config_yaml, run_cli, submit, wait_status
 
@@ -152,3 +153,24 @@ def test_a_node_without_gpus_reports_and_charges_no_gpu(tmp_path: Path) -> None:
             assert [(u["gpu_jobs"], u["gpu_hours_held"], u["gpu_hours_used"]) for u in usage["users"]] == [(0, 0, 0)]
     finally:
         server.stop()
+
+
+def test_the_job_page_draws_the_gpu_chart(cancelling: Server, browser: Any) -> None:
+    """The web job page shows the GPU summary in words and an inline SVG chart, a line per GPU for
+    utilisation and one for memory."""
+    write_nvml_state(cancelling.root / "nvml.json", [60, 60], used_mib=4096)
+    assert cancelling.admin_token is not None
+    with cancelling.client(cancelling.admin_token) as admin:
+        job_id = submit(admin, "import time\ntime.sleep(1)\n", config_yaml("admin")).json()["job_id"]
+        wait_status(admin, job_id, TERMINAL)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        sign_in(page, cancelling.url, cancelling.admin_token)
+        page.goto(f"{cancelling.url}/dashboard#/job/{job_id}")
+        page.locator("#job-gpu", has_text="Mean utilisation 60% (peak 60%)").wait_for()
+        assert page.locator("#job-gpu svg.gpu-chart polyline").count() == 2
+        assert "4096 of 81559 MiB" in page.inner_text("#job-gpu")
+    finally:
+        context.close()
