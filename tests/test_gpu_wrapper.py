@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import pytest
 from fakes.gpus import fake_nvidia_smi
 from wrapper_jobs import PY, prepare_workdir
 
+from executors.gpu_watch import wrapper_source
 from executors.protocol import GPU_NAME, FrameDecoder, SandboxSpec, decode_exit_status, job_spec_bytes
+from executors.transport import LocalTransport
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("require_sandbox")]
 # index -> minor, deliberately not the identity: the job holds index 1, which is /dev/nvidia3
@@ -21,7 +24,8 @@ QUERY = ["0, 91, 30000, 81559, 310.5", "1, 37, 12288, 81559, [N/A]"]
 
 def test_the_wrapper_samples_only_the_jobs_gpus_into_gpu_json(tmp_path: Path) -> None:
     """With gpu_sample_s set, the wrapper writes nvidia-smi samples of the job's own GPU (index 1 of 2,
-    mapped through its minor and back), with power left out where nvidia-smi says [N/A]."""
+    mapped through its minor and back), with power left out where nvidia-smi says [N/A]; the server
+    reads them back through the transport (the SSH and Slurm runners' source)."""
     spec = SandboxSpec(readonly_paths=[sys.prefix, sys.base_prefix], gpu_indices=[1])
     workdir = tmp_path / "job"
     prepare_workdir(workdir, b"", job_spec_bytes("sleep 0.6", 30.0, 0.5, {}, spec, gpu_sample_s=0.1))
@@ -35,3 +39,5 @@ def test_the_wrapper_samples_only_the_jobs_gpus_into_gpu_json(tmp_path: Path) ->
     assert {(s["index"], s["util"], s["mem_used"], s["mem_total"]) for s in samples} == {(1, 37.0, 12288, 81559)}
     assert all("power" not in s for s in samples)
     assert [s["t"] for s in samples] == sorted(s["t"] for s in samples)
+    read = asyncio.run(wrapper_source(LocalTransport("node-test", python=PY), str(workdir))())
+    assert [(s.index, s.util, s.mem_used, s.power) for s in read] == [(1, 37.0, 12288, None)] * len(samples)
