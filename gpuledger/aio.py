@@ -25,6 +25,7 @@ from gpuledger.config import load_config
 from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
 from gpuledger.models import (
     GpuUsage,
+    JobGpu,
     JobResults,
     JobStatus,
     LedgerEvent,
@@ -115,6 +116,12 @@ class AsyncClient:
     async def status(self, job_id: str, *, waiting: bool = False) -> JobStatus:
         status: JobStatus = wire.decode(JobStatus, await self.request("GET", f"/api/status/{job_id}", waiting=waiting))
         return status
+
+    async def job_gpu(self, job_id: str, *, limit: int = 500) -> JobGpu:
+        """The job's GPU samples (the newest ``limit``) and its summary."""
+        answer = await self.request("GET", f"/api/jobs/{job_id}/gpu", params={"limit": limit})
+        gpu: JobGpu = wire.decode(JobGpu, answer)
+        return gpu
 
     async def results(self, job_id: str, *, waiting: bool = False) -> JobResults:
         answer = await self.request("GET", f"/api/results/{job_id}", waiting=waiting)

@@ -24,6 +24,7 @@ from gpuledger.config import load_config
 from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
 from gpuledger.models import (
     GpuUsage,
+    JobGpu,
     JobResults,
     JobStatus,
     LedgerEvent,
@@ -114,6 +115,12 @@ class Client:
     def status(self, job_id: str, *, waiting: bool = False) -> JobStatus:
         status: JobStatus = wire.decode(JobStatus, self.request("GET", f"/api/status/{job_id}", waiting=waiting))
         return status
+
+    def job_gpu(self, job_id: str, *, limit: int = 500) -> JobGpu:
+        """The job's GPU samples (the newest ``limit``) and its summary."""
+        answer = self.request("GET", f"/api/jobs/{job_id}/gpu", params={"limit": limit})
+        gpu: JobGpu = wire.decode(JobGpu, answer)
+        return gpu
 
     def results(self, job_id: str, *, waiting: bool = False) -> JobResults:
         answer = self.request("GET", f"/api/results/{job_id}", waiting=waiting)

@@ -94,6 +94,28 @@ class QuotaStatus(msgspec.Struct, kw_only=True):
     quotas: list[QuotaInfo] = []
 
 
+class GpuPoint(msgspec.Struct, kw_only=True):
+    at: str
+    index: int
+    util: float
+    mem_used_mib: int
+    mem_total_mib: int
+    attempt: int = 1
+    power_w: float | None = None
+
+
+class JobGpu(msgspec.Struct, kw_only=True):
+    """A job's GPU samples (the newest, oldest first) and its summary."""
+
+    job_id: str
+    gpus: int = 0
+    status: str = ""
+    gpu_idle: str | None = None
+    summary: GpuUse | None = None
+    points: list[GpuPoint] = []
+    total_points: int = 0
+
+
 class GpuUserUsage(msgspec.Struct, kw_only=True):
     user_id: str
     jobs: int = 0

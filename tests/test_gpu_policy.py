@@ -18,7 +18,7 @@ def sample(t: float, util: float, index: int = 0, used: int = 100) -> GpuSample:
 
 
 def test_used_gpu_time_weights_each_held_gpu_by_its_mean_utilisation() -> None:
-    """Two GPUs held 100 s, one at a mean of 75 %, one at 0 %: 200 GPU-s held, 75 used; peaks kept."""
+    """Used GPU time weights each held GPU by its mean utilisation; no samples, no summary."""
     samples = [sample(0, 50, 0, 300), sample(1, 100, 0, 900), sample(0, 0, 1), sample(1, 0, 1)]
     summary = summarise(samples, gpus=2, held_s=100)
     assert summary is not None
@@ -28,7 +28,7 @@ def test_used_gpu_time_weights_each_held_gpu_by_its_mean_utilisation() -> None:
 
 
 def test_idle_needs_the_whole_window_below_the_threshold() -> None:
-    """Idle only when watched for the whole window and every sample in it is below the threshold."""
+    """Idle only when watched the whole window and every sample in it is below the threshold."""
     quiet = [sample(t, 1) for t in range(0, 61, 5)]
     assert idle_evidence(quiet[:6], window_s=60, below=5) is None  # 25 s watched: too soon to say
     evidence = idle_evidence(quiet, window_s=60, below=5)
@@ -39,8 +39,7 @@ def test_idle_needs_the_whole_window_below_the_threshold() -> None:
 
 
 def test_a_requeue_verdict_sends_the_killed_attempt_back_to_the_queue_charged() -> None:
-    """Flagged requeue, its kill (a cancelled ending) becomes job.requeued: the job is queued again,
-    its run kept in its history and charged, and the flag is gone for the next attempt."""
+    """A requeue verdict sends the killed attempt back to the queue, charged, flagged once."""
     flagged = decide_gpu_idle(
         given(*RUNNING_JOB), attempt=1, action="requeue", minutes=1, below=5, samples=[sample(0, 0)]
     )
@@ -55,7 +54,7 @@ def test_a_requeue_verdict_sends_the_killed_attempt_back_to_the_queue_charged() 
 
 
 def test_a_cancel_verdict_ends_the_job_with_reason_gpu_idle() -> None:
-    """Flagged cancel: the kill ends the job cancelled, reason gpu_idle, with the idle message."""
+    """A cancel verdict ends the job cancelled, reason gpu_idle, with the idle message."""
     flagged = decide_gpu_idle(given(*RUNNING_JOB), attempt=1, action="cancel", minutes=2, below=5, samples=[])
     ending = idle_ending(given(*RUNNING_JOB, *flagged), CANCELLED)
     assert isinstance(ending, JobFinished)

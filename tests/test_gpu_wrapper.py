@@ -23,9 +23,7 @@ QUERY = ["0, 91, 30000, 81559, 310.5", "1, 37, 12288, 81559, [N/A]"]
 
 
 def test_the_wrapper_samples_only_the_jobs_gpus_into_gpu_json(tmp_path: Path) -> None:
-    """With gpu_sample_s set, the wrapper writes nvidia-smi samples of the job's own GPU (index 1 of 2,
-    mapped through its minor and back), with power left out where nvidia-smi says [N/A]; the server
-    reads them back through the transport (the SSH and Slurm runners' source)."""
+    """The wrapper samples only the job's GPU with nvidia-smi into gpu.json; the server reads them back."""
     spec = SandboxSpec(readonly_paths=[sys.prefix, sys.base_prefix], gpu_indices=[1])
     workdir = tmp_path / "job"
     prepare_workdir(workdir, b"", job_spec_bytes("sleep 0.6", 30.0, 0.5, {}, spec, gpu_sample_s=0.1))
