@@ -6,11 +6,14 @@ import pytest
 from test_decide_jobs import CANCELLED, RUNNING_JOB, J, given
 
 from ledger.domain.errors import InvalidTransition
-from ledger.domain.events import JobFinished, JobRequeued
+from ledger.domain.events import JobDispatched, JobFinished, JobRequeued, JobStarted
 from ledger.domain.gpu import GpuSample, idle_evidence, summarise
 from ledger.domain.gpu_policy import decide_gpu_idle, idle_ending
 from ledger.domain.jobs import evolve_job
 from ledger.domain.quotas import charges_of
+
+DISPATCHED_2 = JobDispatched(job_id=J, node="gpu-node-0", attempt=2, workdir="/w/j1.2")
+STARTED_2 = JobStarted(job_id=J, node="gpu-node-0", attempt=2, pid=11, pgid=11)
 
 
 def sample(t: float, util: float, index: int = 0, used: int = 100) -> GpuSample:
@@ -39,7 +42,7 @@ def test_idle_needs_the_whole_window_below_the_threshold() -> None:
 
 
 def test_a_requeue_verdict_sends_the_killed_attempt_back_to_the_queue_charged() -> None:
-    """A requeue verdict sends the killed attempt back to the queue, charged, flagged once."""
+    """A requeue verdict sends the killed attempt back to the queue, charged, once; idle again it is cancelled."""
     flagged = decide_gpu_idle(
         given(*RUNNING_JOB), attempt=1, action="requeue", minutes=1, below=5, samples=[sample(0, 0)]
     )
@@ -51,6 +54,9 @@ def test_a_requeue_verdict_sends_the_killed_attempt_back_to_the_queue_charged() 
     after = evolve_job(running, ending[0], position=99, at=running.started_at + 10**6)  # type: ignore[operator]
     assert (after.phase, after.gpu_idle, after.history[-1].started_at) == ("queued", None, running.started_at)
     assert charges_of(running, after, ending[0], after.queued_at or 0)[0].gpu_us == 10**6
+    again = given(*RUNNING_JOB, *flagged, ending[0], DISPATCHED_2, STARTED_2)
+    second = decide_gpu_idle(again, attempt=2, action="requeue", minutes=1, below=5, samples=[])
+    assert [e.action for e in second] == ["cancel"]  # type: ignore[attr-defined]  # requeued once only
 
 
 def test_a_cancel_verdict_ends_the_job_with_reason_gpu_idle() -> None:

@@ -136,6 +136,23 @@ def test_usage_shows_held_vs_used_gpu_hours(cancelling: Server, tmp_path: Path) 
     assert "utilisation mean 60% peak 60%" in status.stdout
 
 
+def test_requeue_sends_an_idle_job_back_once_then_cancels_it(tmp_path: Path) -> None:
+    """GPU_IDLE_POLICY = requeue: an idle job is requeued (gpu_idle), runs again, and idle again is cancelled."""
+    server = gpu_server(tmp_path / "requeue", "requeue")
+    try:
+        with server.client(server.token("twice")) as client:
+            code = "import time\ntime.sleep(30)\n"
+            job_id = submit(client, code, config_yaml("twice", expected=60)).json()["job_id"]
+            status = wait_status(client, job_id, TERMINAL, timeout=30)
+            assert (status["status"], status["finish_reason"], status["attempt"]) == ("cancelled", "gpu_idle", 2)
+            assert [(a["outcome"], a["reason"]) for a in status["attempts"]] == [("requeued", "gpu_idle")]
+            assert status["attempts"][0]["started_at"] is not None  # the stopped run is kept (and charged)
+            idle = [e["event"]["action"] for e in events_of(client, job_id) if e["type"] == "job.gpu_idle"]
+            assert idle == ["requeue", "cancel"]
+    finally:
+        server.stop()
+
+
 def test_a_node_without_gpus_reports_and_charges_no_gpu(tmp_path: Path) -> None:
     """On a node without GPUs a `gpus: 0` job has no samples, no summary, and zero GPU-hours."""
     server = gpu_server(tmp_path / "cpu", "cancel", gpus=0)

@@ -22,7 +22,10 @@ def decide_gpu_idle(
     below: float,
     samples: Sequence[GpuSample],
 ) -> list[AnyEvent]:
-    """Flag the running attempt once; a flag for another attempt, or an ended job, is refused."""
+    """Flag the running attempt once; a flag for another attempt, or an ended job, is refused. A job
+    requeued for idleness before is not requeued again (it would come back idle for ever): cancelled."""
+    if action == "requeue" and any(past.reason == IDLE_REASON for past in job.history):
+        action = "cancel"
     if job.is_terminal or job.attempt != attempt or job.started_at is None:
         raise InvalidTransition(f"job {job.job_id} attempt {attempt} is not running")
     if job.gpu_idle is not None:
