@@ -20,6 +20,7 @@ from api.asofpool import AsOfPool, close_asof_pool
 from api.context import DEPENDENCIES
 from api.controllers.dashboard import DashboardController
 from api.controllers.fairshare import FairShareController
+from api.controllers.gpu import GpuController, UsageController
 from api.controllers.jobfiles import JobFilesController
 from api.controllers.jobs import JobController
 from api.controllers.nodes import NodeController
@@ -121,6 +122,8 @@ def create_app(
             ServiceController,
             JobController,
             JobFilesController,
+            GpuController,
+            UsageController,
             NodeController,
             QuotaController,
             DashboardController,

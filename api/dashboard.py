@@ -15,8 +15,11 @@ from api.present import job_status, node_infos
 from api.schemas import Dashboard, NodeInfo, NodeJob, QueueInformation
 from ledger.domain.clock import iso
 from projections.dashboard import health_metrics, job_statistics, user_statistics
+from projections.gpu_usage import gpu_usage
 from projections.plan import Plan
 from projections.views import Views
+
+DAY_US = 86_400_000_000
 
 
 def queue_information(nodes: list[NodeInfo]) -> list[QueueInformation]:
@@ -76,4 +79,7 @@ def dashboard_document(
         disk=disk,
         # per user: share, caps, usage, factor; for the users inline (all of them: GET /api/admin/users)
         fairshare=accounts_document(views, now, users=users, factors=plan.factors),
+        gpu_usage=gpu_usage(
+            views.finished_since(now - DAY_US), since=now - DAY_US, user_id=None, users=users_limit, limit=10
+        ),
     )

@@ -8,6 +8,7 @@ from api.auth import Identity
 from api.schemas import (
     AttemptInfo,
     CurrentJob,
+    GpuUse,
     JobResults,
     JobStatus,
     NodeInfo,
@@ -17,6 +18,7 @@ from api.schemas import (
 )
 from ledger.domain.clock import iso, now_us
 from ledger.domain.events import Blob
+from ledger.domain.gpu import GpuSummary
 from ledger.domain.jobs import JobState
 from ledger.domain.quotas import QuotaLimits, figures
 from ledger.domain.tokens import may_see
@@ -69,6 +71,8 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
         has_results=job.results is not None,
         attempt=job.attempt,
         max_attempts=job.max_attempts,
+        gpu=gpu_use(job.gpu),
+        gpu_idle=job.gpu_idle,
         attempts=[
             AttemptInfo(
                 attempt=past.attempt,
@@ -246,4 +250,20 @@ def pruned_results(job: JobState) -> JobResults:
         reason_text=reason_text(job),
         pruned_at=iso(job.pruned_at),
         pruned=pruned_message(job),
+    )
+
+
+def gpu_use(summary: GpuSummary | None) -> GpuUse | None:
+    """The wire form of an attempt's GPU summary (GPU-seconds as GPU-hours)."""
+    if summary is None:
+        return None
+    return GpuUse(
+        gpus=summary.gpus,
+        samples=summary.samples,
+        mean_util=summary.mean_util,
+        peak_util=summary.peak_util,
+        peak_mem_mib=summary.peak_mem_mib,
+        card_mem_mib=summary.card_mem_mib,
+        gpu_hours_held=round(summary.held_gpu_s / 3600, 6),
+        gpu_hours_used=round(summary.used_gpu_s / 3600, 6),
     )

@@ -11,6 +11,7 @@ import msgspec
 
 from api.diskuse import DiskUse
 from projections.dashboard import HealthMetrics, StatusCounts, UserRow
+from projections.gpu_usage import GpuUsage
 
 
 class SubmitAccepted(msgspec.Struct, kw_only=True):
@@ -70,6 +71,19 @@ class ScanFinding(msgspec.Struct, kw_only=True):
     severity: Literal["critical", "warning", "info"]
 
 
+class GpuUse(msgspec.Struct, kw_only=True):
+    """An ended attempt's GPU use (job.gpu_summary): utilisation, memory, GPU-hours held vs used."""
+
+    gpus: int
+    samples: int
+    mean_util: float  # percent, over every sample of every GPU
+    peak_util: float
+    peak_mem_mib: int
+    card_mem_mib: int
+    gpu_hours_held: float
+    gpu_hours_used: float  # held time weighted by each GPU's mean utilisation
+
+
 class JobStatus(msgspec.Struct, kw_only=True):
     job_id: str
     user_id: str
@@ -106,6 +120,8 @@ class JobStatus(msgspec.Struct, kw_only=True):
     # The server's own word on how the job ended (time limit, disk or output limit, cancel): never the
     # job's output, which a job could make look like it (docs/design.md, "Notices about a job").
     message: str | None = None
+    gpu: GpuUse | None = None  # the last ended attempt's GPU use; None: no GPU, or no telemetry
+    gpu_idle: str | None = None  # the running attempt was found idle: what the policy does (warn/cancel/requeue)
 
 
 class QuotaInfo(msgspec.Struct, kw_only=True):
@@ -292,6 +308,7 @@ class Dashboard(msgspec.Struct, kw_only=True):
     slurm: dict[str, Any] | None  # live only: the cluster as sinfo shows it
     disk: DiskUse | None  # live only: the latest measurement
     fairshare: Accounts  # the accounts of the users inline
+    gpu_usage: GpuUsage | None = None  # the last 24 h: GPU-hours held vs used by user, the 10 largest jobs
 
 
 class ActivePage(msgspec.Struct, kw_only=True):
@@ -322,3 +339,27 @@ class NotifyDefault(msgspec.Struct, kw_only=True):
 
     user_id: str
     targets: list[str]
+
+
+class GpuPoint(msgspec.Struct, kw_only=True):
+    """One GPU of a job at one moment: utilisation %, memory MiB, power W (None where not reported)."""
+
+    at: str
+    attempt: int
+    index: int
+    util: float
+    mem_used_mib: int
+    mem_total_mib: int
+    power_w: float | None = None
+
+
+class JobGpu(msgspec.Struct, kw_only=True):
+    """A job's GPU samples (the newest ``limit``, oldest first) and its summary."""
+
+    job_id: str
+    gpus: int  # GPUs the current attempt holds (0: none, so no telemetry)
+    status: str
+    gpu_idle: str | None
+    summary: GpuUse | None
+    points: list[GpuPoint]
+    total_points: int  # stored for the job (GPU_SERIES_POINTS at most; older ones are thinned)

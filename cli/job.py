@@ -22,7 +22,7 @@ from cli.remote import (
 )
 from cli.terminal import escape_controls, shown
 from gpuledger import ApiError, AsyncClient
-from gpuledger.models import to_builtins
+from gpuledger.models import GpuUse, JobGpu, to_builtins
 
 ACTIVE = ("pending", "running")
 EXIT_ERROR = 2  # as cli.main's: some job could not be cancelled
@@ -60,6 +60,8 @@ def register(subparsers: Any) -> None:
 def run_status(args: argparse.Namespace) -> int:
     with client_from(args) as client:
         status = client.status(args.job)
+        # While it runs: the newest sample of each of its GPUs (the summary comes with its end).
+        live = client.job_gpu(status.job_id, limit=64) if status.status == "running" and not args.json else None
     if args.json:
         print_json(status)
         return 0
@@ -85,9 +87,28 @@ def run_status(args: argparse.Namespace) -> int:
     ):
         if fields.get(key) is not None:
             table.add_row(key, escape_controls(str(fields[key])))
+    if status.gpu is not None:
+        table.add_row("gpu", gpu_line(status.gpu))
+    if live is not None and live.points:
+        table.add_row("gpu now", live_line(live))
     out.print(table)
     out.print(phase_line(status))
     return 0
+
+
+def live_line(live: JobGpu) -> str:
+    """The newest sample of each GPU: utilisation and memory."""
+    newest = {p.index: p for p in live.points}
+    return ", ".join(f"GPU {i} {p.util:g}% {p.mem_used_mib}/{p.mem_total_mib} MiB" for i, p in sorted(newest.items()))
+
+
+def gpu_line(gpu: GpuUse) -> str:
+    """The attempt's GPU use in one line: utilisation, memory, GPU-hours used of held."""
+    return (
+        f"{gpu.gpus} GPU(s), utilisation mean {gpu.mean_util:g}% peak {gpu.peak_util:g}%, "
+        f"memory peak {gpu.peak_mem_mib} of {gpu.card_mem_mib} MiB, "
+        f"GPU-hours used {gpu.gpu_hours_used:.4f} of {gpu.gpu_hours_held:.4f} held"
+    )
 
 
 def run_results(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ COMMANDS = (
     ("jobs", "cli.listing", "your pending and running jobs (--all: finished ones too)"),
     ("nodes", "cli.listing", "the GPU nodes: state, current job, queue"),
     ("quota", "cli.quota", "your daily quotas: used, left, when they reset"),
+    ("usage", "cli.usage", "GPU-hours held vs used, peak vs card memory (--user, --since)"),
     ("dashboard", "cli.dashboard", "live view: nodes, queue with reasons and ETAs, your jobs"),
     ("serve", "cli.serve", "run the server (default 0.0.0.0:8001)"),
     ("config", "cli.serve", "settings"),

@@ -33,6 +33,7 @@ STDERR_NAME = "stderr"
 STARTED_NAME = "started.json"
 STATUS_NAME = "status.json"
 CANCEL_NAME = "cancel"
+GPU_NAME = "gpu.json"  # the wrapper's last nvidia-smi samples of the job's GPUs (JobSpec.gpu_sample_s)
 WORK_NAME = "work"  # the job's own directory inside the control directory
 
 # `launch` exit codes: 0 prints started.json; this one prints status.json of a job that never ran
@@ -99,6 +100,7 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     resources: Resources = Resources()
     max_disk_bytes: int = 0  # workdir + output on disk; past it the wrapper stops the job (0: no limit)
     max_output_bytes: int = 0  # per output file while the job runs; past it the job is stopped (0: none)
+    gpu_sample_s: float = 0.0  # the wrapper samples the job's GPUs with nvidia-smi this often (0: it does not)
 
 
 class Started(msgspec.Struct, frozen=True, kw_only=True):
@@ -190,6 +192,7 @@ def job_spec_bytes(
     *,
     max_disk_bytes: int = 0,
     max_output_bytes: int = 0,
+    gpu_sample_s: float = 0.0,
 ) -> bytes:
     """The contents of job.json; rejects what the wrapper could not honour rather than let it guess."""
     if not (math.isfinite(time_limit_s) and time_limit_s > 0):
@@ -208,6 +211,7 @@ def job_spec_bytes(
         resources=resources or Resources(),
         max_disk_bytes=max_disk_bytes,
         max_output_bytes=max_output_bytes,
+        gpu_sample_s=gpu_sample_s,
     )
     return msgspec.json.encode(spec)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -20,6 +21,7 @@ import structlog
 from executors import protocol as wp
 from executors.errors import ExecutorError, JobFileUnreadable, NodeLost, RemoteCommandFailed
 from executors.follow import LiveFiles, follow_job
+from executors.gpu_watch import GpuWatch, Source, cancel_file_command, job_summary, wrapper_source
 from executors.outcome import finished_event, save_results_file
 from executors.resources import job_resources
 from executors.retry import until_lost
@@ -27,9 +29,11 @@ from executors.seccomp import seccomp_program
 from executors.transport import Transport
 from ledger.domain.errors import DomainError, LedgerUnavailable
 from ledger.domain.events import Blob, JobFinished
+from ledger.domain.gpu import GpuSample
 from ledger.domain.jobs import JobState
 from ledger.store import commands
 from ledger.store.blobs import BlobStore
+from ledger.store.gpu_series import GpuSeries
 from ledger.store.settings import Settings
 from ledger.store.store import Write
 from ledger.store.writer import Ledger
@@ -68,6 +72,7 @@ class NodeRunner:
         after_job: Callable[[], Awaitable[None]] | None = None,
         restart_container: str | None = None,
         node_memory: int | None = None,
+        gpu_sampler: Callable[[list[int]], list[GpuSample]] | None = None,
     ) -> None:
         self.node, self.transport, self.ledger, self.blobs = node, transport, ledger, blobs
         self.settings = settings
@@ -78,6 +83,9 @@ class NodeRunner:
         self.restart_container = restart_container
         self.node_memory = node_memory  # what the node gives its jobs in all (None: the wrapper's share)
         self.live_root = Path(settings.storage.jobs_dir) / "live"
+        # Samples a job's slots in this process (the local runner's NVML); None: the wrapper samples.
+        self.gpu_sampler = gpu_sampler
+        self.gpu_series = GpuSeries(settings.storage.jobs_dir, settings.gpu.series_points)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # Killing jobs lost with their node, by attempt. Their slots are held by the ledger (the node's
         # ``node.fence_required``) until ``node.fenced``, so the hold outlives a server restart.
@@ -126,6 +134,7 @@ class NodeRunner:
         bound = log.bind(job_id=job_id, user_id=job.user_id, node=self.node, attempt=job.attempt)
         uploaded = asyncio.Event()  # the cancel watcher waits for it: the wrapper must be there to ask
         watcher = asyncio.create_task(self._watch_cancel(job_id, self.workdir(job.attempt_key), uploaded))
+        gpus = self._watch_gpus(job) if job.charged_gpus > 0 else None
         try:
             await self._attempt(job, bound, uploaded, fresh=fresh)
         except NodeLost:
@@ -148,6 +157,8 @@ class NodeRunner:
             )
         finally:
             watcher.cancel()
+            if gpus is not None:
+                gpus.cancel()
         if self.after_job is not None:
             await self.after_job()
 
@@ -228,6 +239,7 @@ class NodeRunner:
             self.resources(job),
             max_disk_bytes=self.settings.runner.max_disk,
             max_output_bytes=self.settings.runner.running_output_cap,
+            gpu_sample_s=self.settings.gpu.sample_s if self.gpu_sampler is None and job.charged_gpus else 0.0,
         )
         files = {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SECCOMP_NAME: seccomp_program(), wp.JOB_SPEC_NAME: spec}
         await self.transport.put_files(workdir, files)
@@ -324,7 +336,30 @@ class NodeRunner:
         )
 
     async def _finish(self, finished: JobFinished) -> None:
-        await self._write(commands.finish_job(finished, node=self.node, restart_container=self.restart_container))
+        job = self.ledger.views.jobs[finished.job_id]
+        gpu = await asyncio.to_thread(job_summary, self.gpu_series, job, int(time.time() * 1e6))
+        await self._write(
+            commands.finish_job(finished, node=self.node, restart_container=self.restart_container, gpu=gpu)
+        )
+
+    def _watch_gpus(self, job: JobState) -> asyncio.Task[None]:
+        """Sample the attempt's GPUs while it runs (ended with the attempt's task)."""
+        workdir = self.workdir(job.attempt_key)
+        source: Source = wrapper_source(self.transport, workdir)
+        if self.gpu_sampler is not None:
+            sampler, slots = self.gpu_sampler, job.held_slots
+            source = lambda: asyncio.to_thread(sampler, slots)  # noqa: E731 - a one-line source
+        watch = GpuWatch(
+            job=job,
+            node=self.node,
+            source=source,
+            ledger=self.ledger,
+            series=self.gpu_series,
+            settings=self.settings.gpu,
+            write=self._write,
+            stop_job=lambda: self._retry(lambda: self.transport.run(cancel_file_command(workdir), timeout=30)),
+        )
+        return asyncio.create_task(watch.run(), name=f"gpu-{job.attempt_key}")
 
     async def _node_lost(self, job_id: str, bound: structlog.typing.FilteringBoundLogger) -> None:
         job = self.ledger.views.jobs[job_id]

@@ -435,6 +435,84 @@ def gpu_devices(sandbox: Json, environ: Mapping[str, str] | None = None) -> list
     ]
 
 
+# --- GPU telemetry ---------------------------------------------------------------------------------
+
+GPU_NAME = "gpu.json"
+GPU_KEEP = 60  # samples per GPU kept in gpu.json: the server reads it every GPU_SAMPLE_S, so it misses none
+GPU_QUERY = "--query-gpu=index,utilization.gpu,memory.used,memory.total,power.draw"
+
+
+def csv_number(text: str) -> float | None:
+    """A number of nvidia-smi's CSV; None for "[N/A]", "[Not Supported]" and the like."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def gpu_sample(fields: list[str], now: float) -> Json | None:
+    """One CSV line of GPU_QUERY as a sample (index, %, MiB, MiB, W); None when unreadable."""
+    numbers = [csv_number(f) for f in fields[:5]]
+    if len(numbers) < 4 or None in numbers[:4]:
+        return None
+    sample = {"t": round(now, 3), "index": int(fields[0]), "util": numbers[1], "mem_used": int(numbers[2] or 0)}
+    sample["mem_total"] = int(numbers[3] or 0)
+    if len(numbers) > 4 and numbers[4] is not None:
+        sample["power"] = numbers[4]
+    return sample
+
+
+def query_gpus(indices: list[int]) -> list[Json]:
+    """One nvidia-smi sample of the GPUs with these indices; [] without nvidia-smi or an answer."""
+    program = find_program("nvidia-smi")
+    if program is None or not indices:
+        return []
+    argv = [program, GPU_QUERY, "--format=csv,noheader,nounits"]
+    try:
+        out = subprocess.run(argv, capture_output=True, timeout=10, check=True).stdout.decode("ascii", "replace")
+    except (OSError, subprocess.SubprocessError):
+        return []
+    now = time.time()
+    samples = []
+    for line in out.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        sample = gpu_sample(fields, now) if fields[0].isdigit() and int(fields[0]) in indices else None
+        if sample is not None:
+            samples.append(sample)
+    return samples
+
+
+def job_gpu_indices(sandbox: Json, environ: Mapping[str, str]) -> list[int]:
+    """nvidia-smi's indices of the job's own GPUs: its minors (however they were given) mapped back."""
+    minors = job_gpu_minors(sandbox, environ)
+    if not minors:
+        return []
+    by_minor = {m: i for i, m in nvidia_minors().items()}
+    return sorted(by_minor.get(m, m) for m in minors)  # no driver to ask: the minor is the index
+
+
+class GpuSampler:
+    """Samples the job's GPUs every ``gpu_sample_s`` of its spec into gpu.json (its last samples only,
+    ``{"samples": [...]}``), which the server fetches (executors/gpu_watch.py)."""
+
+    def __init__(self, workdir: str, spec: Json, environ: Mapping[str, str]) -> None:
+        self.every = float(spec.get("gpu_sample_s") or 0)
+        wanted = self.every > 0 and find_program("nvidia-smi") is not None  # no driver here: no telemetry
+        self.indices = job_gpu_indices(spec.get("sandbox") or {}, environ) if wanted else []
+        self.file = path(workdir, GPU_NAME)
+        self.kept: list[Json] = []
+        self.next_at = time.monotonic()
+
+    def tick(self) -> None:
+        if not self.indices or time.monotonic() < self.next_at:
+            return
+        self.next_at = time.monotonic() + self.every
+        fresh = query_gpus(self.indices)
+        if fresh:
+            self.kept = (self.kept + fresh)[-GPU_KEEP * len(self.indices) :]
+            write_json_atomic(self.file, {"samples": self.kept})
+
+
 def seccomp_fds(seccomp_path: str, required: bool = True) -> dict[str, int]:
     """The filter, opened by the wrapper for bwrap to read; {} only for the probe on a bare root."""
     try:
@@ -1101,7 +1179,9 @@ def watch(workdir: str, reaper: Reaper, limit_s: float | None) -> str:
     deadline = None if limit_s is None else time.monotonic() + limit_s
     cancel_path = path(workdir, "cancel")
     usage = DiskWatch(workdir, usage_limits(workdir))
+    gpus = GpuSampler(workdir, read_json(path(workdir, "job.json")) or {}, os.environ)
     while True:
+        gpus.tick()
         reaper()
         if reaper.wait_status is not None:
             return "exited"

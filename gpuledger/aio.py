@@ -23,7 +23,18 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from gpuledger import wire
 from gpuledger.config import load_config
 from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
-from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted, WhoAmI
+from gpuledger.models import (
+    GpuUsage,
+    JobGpu,
+    JobResults,
+    JobStatus,
+    LedgerEvent,
+    LogChunk,
+    NodeInfo,
+    QuotaStatus,
+    Submitted,
+    WhoAmI,
+)
 
 
 class AsyncClient:
@@ -106,6 +117,12 @@ class AsyncClient:
         status: JobStatus = wire.decode(JobStatus, await self.request("GET", f"/api/status/{job_id}", waiting=waiting))
         return status
 
+    async def job_gpu(self, job_id: str, *, limit: int = 500) -> JobGpu:
+        """The job's GPU samples (the newest ``limit``) and its summary."""
+        answer = await self.request("GET", f"/api/jobs/{job_id}/gpu", params={"limit": limit})
+        gpu: JobGpu = wire.decode(JobGpu, answer)
+        return gpu
+
     async def results(self, job_id: str, *, waiting: bool = False) -> JobResults:
         answer = await self.request("GET", f"/api/results/{job_id}", waiting=waiting)
         results: JobResults = wire.decode(JobResults, answer)
@@ -121,6 +138,12 @@ class AsyncClient:
         answer = await self.request("GET", "/api/jobs", params=params)
         jobs: list[JobStatus] = wire.decode_field(list[JobStatus], answer, "jobs")
         return jobs
+
+    async def gpu_usage(self, *, user_id: str | None = None, since: str = "7d", limit: int = 50) -> GpuUsage:
+        """GPU-hours held vs used since ``since`` (a duration back, or an ISO time): yours, or (admins) anyone's."""
+        params = {k: v for k, v in {"user_id": user_id, "since": since, "limit": limit}.items() if v is not None}
+        usage: GpuUsage = wire.decode(GpuUsage, await self.request("GET", "/api/usage/gpu", params=params))
+        return usage
 
     async def quota(self, user_id: str | None = None) -> QuotaStatus:
         """Your daily quotas (admins: ``user_id``'s): used, left and when they reset."""

@@ -22,7 +22,18 @@ from httpx_sse import ServerSentEvent, connect_sse
 from gpuledger import wire
 from gpuledger.config import load_config
 from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
-from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted, WhoAmI
+from gpuledger.models import (
+    GpuUsage,
+    JobGpu,
+    JobResults,
+    JobStatus,
+    LedgerEvent,
+    LogChunk,
+    NodeInfo,
+    QuotaStatus,
+    Submitted,
+    WhoAmI,
+)
 
 
 class Client:
@@ -105,6 +116,12 @@ class Client:
         status: JobStatus = wire.decode(JobStatus, self.request("GET", f"/api/status/{job_id}", waiting=waiting))
         return status
 
+    def job_gpu(self, job_id: str, *, limit: int = 500) -> JobGpu:
+        """The job's GPU samples (the newest ``limit``) and its summary."""
+        answer = self.request("GET", f"/api/jobs/{job_id}/gpu", params={"limit": limit})
+        gpu: JobGpu = wire.decode(JobGpu, answer)
+        return gpu
+
     def results(self, job_id: str, *, waiting: bool = False) -> JobResults:
         answer = self.request("GET", f"/api/results/{job_id}", waiting=waiting)
         results: JobResults = wire.decode(JobResults, answer)
@@ -120,6 +137,12 @@ class Client:
         answer = self.request("GET", "/api/jobs", params=params)
         jobs: list[JobStatus] = wire.decode_field(list[JobStatus], answer, "jobs")
         return jobs
+
+    def gpu_usage(self, *, user_id: str | None = None, since: str = "7d", limit: int = 50) -> GpuUsage:
+        """GPU-hours held vs used since ``since`` (a duration back, or an ISO time): yours, or (admins) anyone's."""
+        params = {k: v for k, v in {"user_id": user_id, "since": since, "limit": limit}.items() if v is not None}
+        usage: GpuUsage = wire.decode(GpuUsage, self.request("GET", "/api/usage/gpu", params=params))
+        return usage
 
     def quota(self, user_id: str | None = None) -> QuotaStatus:
         """Your daily quotas (admins: ``user_id``'s): used, left and when they reset."""

@@ -19,6 +19,19 @@ class AttemptInfo(msgspec.Struct, kw_only=True):
     exit_code: int | None = None
 
 
+class GpuUse(msgspec.Struct, kw_only=True):
+    """An ended attempt's GPU use: utilisation %, memory MiB, GPU-hours held vs used."""
+
+    gpus: int = 0
+    samples: int = 0
+    mean_util: float = 0.0
+    peak_util: float = 0.0
+    peak_mem_mib: int = 0
+    card_mem_mib: int = 0
+    gpu_hours_held: float = 0.0
+    gpu_hours_used: float = 0.0
+
+
 class JobStatus(msgspec.Struct, kw_only=True):
     job_id: str
     status: str
@@ -52,6 +65,8 @@ class JobStatus(msgspec.Struct, kw_only=True):
     age: float | None = None
     priority: int | None = None
     message: str | None = None  # the server's word on how the job ended (never the job's output)
+    gpu: GpuUse | None = None  # the last ended attempt's GPU use (None: no GPU or no telemetry)
+    gpu_idle: str | None = None  # the running attempt was found idle: warn, cancel or requeue
 
     @property
     def is_terminal(self) -> bool:
@@ -77,6 +92,58 @@ class QuotaStatus(msgspec.Struct, kw_only=True):
     user_id: str
     window: str = "day (UTC)"
     quotas: list[QuotaInfo] = []
+
+
+class GpuPoint(msgspec.Struct, kw_only=True):
+    at: str
+    index: int
+    util: float
+    mem_used_mib: int
+    mem_total_mib: int
+    attempt: int = 1
+    power_w: float | None = None
+
+
+class JobGpu(msgspec.Struct, kw_only=True):
+    """A job's GPU samples (the newest, oldest first) and its summary."""
+
+    job_id: str
+    gpus: int = 0
+    status: str = ""
+    gpu_idle: str | None = None
+    summary: GpuUse | None = None
+    points: list[GpuPoint] = []
+    total_points: int = 0
+
+
+class GpuUserUsage(msgspec.Struct, kw_only=True):
+    user_id: str
+    jobs: int = 0
+    gpu_jobs: int = 0
+    gpu_hours_held: float = 0.0
+    gpu_hours_used: float = 0.0  # of the jobs with telemetry, weighted by utilisation
+    gpu_hours_unmeasured: float = 0.0  # held by jobs without telemetry
+
+
+class GpuJobUsage(msgspec.Struct, kw_only=True):
+    job_id: str
+    user_id: str = ""
+    status: str = ""
+    gpus: int = 0
+    gpu_hours_held: float = 0.0
+    gpu_hours_used: float | None = None  # None: no telemetry
+    mean_util: float | None = None
+    peak_mem_mib: int | None = None
+    card_mem_mib: int | None = None
+
+
+class GpuUsage(msgspec.Struct, kw_only=True):
+    """GPU-hours held vs used of the jobs that ended since ``since``: by user, and the largest jobs."""
+
+    since: str | None = None
+    users: list[GpuUserUsage] = []
+    jobs: list[GpuJobUsage] = []
+    jobs_total: int = 0
 
 
 class JobResults(msgspec.Struct, kw_only=True):

@@ -9,11 +9,12 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import structlog
 
+from executors.nvml import NvmlProbe
 from executors.protocol import SandboxSpec
 from executors.resources import local_memory_cap
 from executors.runner import NodeRunner
@@ -21,6 +22,7 @@ from executors.sandbox import outside, sandbox_problem, sandbox_spec
 from executors.services import Services
 from executors.transport import LocalTransport, Transport
 from ledger.domain.events import NodeRegistered
+from ledger.domain.gpu import GpuSample
 from ledger.store import commands
 from projections.plan import ExternalStatus
 
@@ -120,7 +122,18 @@ def local_runner(services: Services, gpus: list[str]) -> NodeRunner:
         env_for_slots=env_for_slots,
         sandbox_for_slots=sandbox_for_slots,
         node_memory=local_memory_cap(settings.sandbox),
+        gpu_sampler=nvml_sampler(len(gpus) if settings.runner.local_gpus is None else settings.runner.local_gpus),
     )
+
+
+def nvml_sampler(gpu_count: int) -> Callable[[list[int]], list[GpuSample]]:
+    """A job's slots sampled through NVML in this process; slot n is GPU n (mod the GPUs), as pinned above."""
+    probe = NvmlProbe()
+
+    def sample(slots: list[int]) -> list[GpuSample]:
+        return probe.sample(sorted({slot % gpu_count for slot in slots}) if gpu_count else [])
+
+    return sample
 
 
 async def start_local(services: Services) -> LocalNode:

@@ -13,6 +13,8 @@ from typing import Any, ClassVar, Literal, Union
 
 import msgspec
 
+from ledger.domain.gpu import GpuSample, GpuSummary
+
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=False):
     """Base of every ledger event; a concrete event is a leaf class with a ``tag``."""
@@ -227,6 +229,24 @@ class NotifyFailed(JobEvent, frozen=True, tag="notify.failed"):
     target: int
     attempts: int
     error: str
+
+
+class JobGpuIdle(JobEvent, frozen=True, tag="job.gpu_idle"):
+    """The running attempt's GPUs stayed below ``below`` percent for ``minutes``: the samples that show
+    it, and what the policy (GPU_IDLE_POLICY) does about it: ``warn``, ``cancel`` or ``requeue``."""
+
+    attempt: int
+    action: Literal["warn", "cancel", "requeue"]
+    minutes: float
+    below: float
+    samples: list[GpuSample] = []
+
+
+class JobGpuSummary(JobEvent, frozen=True, tag="job.gpu_summary"):
+    """The attempt's GPU use, recorded just before its end (none where no telemetry was had)."""
+
+    attempt: int
+    summary: GpuSummary
 
 
 # --- nodes ------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from ledger.domain.events import (
     JobDispatched,
     JobEvent,
     JobFinished,
+    JobGpuIdle,
+    JobGpuSummary,
     JobHandedOff,
     JobPruned,
     JobQueued,
@@ -32,6 +34,7 @@ from ledger.domain.events import (
     NotifyRequested,
     RetryPolicy,
 )
+from ledger.domain.gpu import GpuSummary, idle_message
 
 Status = Literal["pending", "running", "completed", "failed", "cancelled"]
 Phase = Literal["submitted", "scanning", "queued", "dispatched", "running", "cancelling", "finished"]
@@ -90,6 +93,8 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     pruned_reason: str | None = None
     notify: list[str] = []  # targets told when the job ends (notify.requested)
     notified: list[int] = []  # indices in ``notify`` with a recorded outcome (notify.delivered / notify.failed)
+    gpu: GpuSummary | None = None  # the last ended attempt's GPU use (job.gpu_summary); None: no telemetry
+    gpu_idle: str | None = None  # the current attempt was found idle: the policy's action (job.gpu_idle)
 
     @property
     def is_terminal(self) -> bool:
@@ -201,7 +206,15 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             phase = "cancelling" if state.phase in ("running", "dispatched") else state.phase
             return _replace(state, version=version, cancel_requested=True, phase=phase, cancelled_by=event.by)
         case JobRequeued():
-            past = Attempt(attempt=event.attempt, node=state.node, outcome="requeued", reason=event.reason, ended_at=at)
+            # started_at is set only for an attempt the idle-GPU policy took back (its run is charged).
+            past = Attempt(
+                attempt=event.attempt,
+                node=state.node,
+                outcome="requeued",
+                reason=event.reason,
+                ended_at=at,
+                started_at=state.started_at,
+            )
             return _back_in_queue(state, past, at, position)
         case JobRetried():
             return _retried(state, event, at, position)
@@ -211,6 +224,11 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             return _replace(state, version=version, notify=event.targets)
         case NotifyDelivered() | NotifyFailed():
             return _replace(state, version=version, notified=[*state.notified, event.target])
+        case JobGpuIdle():
+            message = idle_message(event.action, event.minutes, event.below)
+            return _replace(state, version=version, gpu_idle=event.action, message=message)
+        case JobGpuSummary():
+            return _replace(state, version=version, gpu=event.summary)
         case JobSubmitted():
             raise AssertionError(f"job {state.job_id} submitted twice")
     raise AssertionError(f"no job fold for {type(event).__name__}")
@@ -235,6 +253,7 @@ def _back_in_queue(state: JobState, past: Attempt, at: int, position: int) -> Jo
         dispatch_position=None,
         started_at=None,
         pgid=None,
+        gpu_idle=None,
         queued_at=at,
         queued_position=position,
         history=[*state.history, past],
@@ -285,7 +304,8 @@ def _finished(state: JobState, event: JobFinished, at: int) -> JobState:
         stderr=event.stderr,
         results=event.results,
         results_file=event.results_file,
-        message=event.message,
+        # An idle-GPU warning stays the job's word when its end has none of its own.
+        message=event.message if event.message is not None or state.gpu_idle is None else state.message,
     )
 
 

@@ -14,7 +14,7 @@ import math
 import msgspec
 
 from ledger.domain.attempts import PLATFORM_REASONS
-from ledger.domain.events import JobEvent, JobFinished, JobRetried, JobSubmitted
+from ledger.domain.events import JobEvent, JobFinished, JobRequeued, JobRetried, JobSubmitted
 from ledger.domain.jobs import JobState
 
 DAY_US = 86_400_000_000
@@ -38,7 +38,7 @@ class Charge(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     refund_day: int | None = None
 
 
-CHARGED: frozenset[type] = frozenset({JobSubmitted, JobRetried, JobFinished})  # the only events that cost
+CHARGED: frozenset[type] = frozenset({JobSubmitted, JobRetried, JobFinished, JobRequeued})  # the only events that cost
 
 
 def charges_of(before: JobState | None, after: JobState, event: JobEvent, at: int) -> list[Charge]:
@@ -46,7 +46,7 @@ def charges_of(before: JobState | None, after: JobState, event: JobEvent, at: in
     match event:
         case JobSubmitted():
             return [Charge(at=at, submissions=1)]
-        case JobRetried() | JobFinished():
+        case JobRetried() | JobFinished() | JobRequeued():  # requeued: only a run the idle policy took back
             assert before is not None
             charges = []
             if before.started_at is not None and event.reason not in PLATFORM_REASONS:

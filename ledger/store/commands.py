@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -27,6 +27,8 @@ from ledger.domain.events import (
     TokenIssued,
     UserPolicySet,
 )
+from ledger.domain.gpu import GpuSample, GpuSummary
+from ledger.domain.gpu_policy import decide_gpu_idle, gpu_summary_events, idle_ending
 from ledger.domain.jobs import (
     JobState,
     decide_cancel,
@@ -254,24 +256,49 @@ def start_job(
     )
 
 
-def finish_job(finished: JobFinished, *, node: str, restart_container: str | None = None) -> Write:
-    """The terminal event; with LXC restarts, the node turns ``restarting`` in the same step, so no
-    dispatch can slip in between a job's end and its node's restart."""
+def finish_job(
+    finished: JobFinished, *, node: str, restart_container: str | None = None, gpu: GpuSummary | None = None
+) -> Write:
+    """The terminal event, after the attempt's GPU summary (``gpu``) where it had telemetry; with LXC
+    restarts, the node turns ``restarting`` in the same step, so no dispatch can slip in between a
+    job's end and its node's restart."""
 
     return Write(
-        decide=lambda views: _finish_events(views, finished, node, restart_container), actor=f"executor:{node}"
+        decide=lambda views: _finish_events(views, finished, node, restart_container, gpu), actor=f"executor:{node}"
     )
 
 
 def _finish_events(
-    views: LedgerState, finished: JobFinished, node: str, restart_container: str | None
+    views: LedgerState, finished: JobFinished, node: str, restart_container: str | None, gpu: GpuSummary | None = None
 ) -> list[AnyEvent]:
-    events = decide_attempt_end(job_of(views, finished.job_id), finished)
+    job = job_of(views, finished.job_id)
+    events = gpu_summary_events(job, gpu, finished.attempt or job.attempt)
+    ending = idle_ending(job, finished)
+    events.extend(ending if isinstance(ending, list) else decide_attempt_end(job, ending))
     others = [j for j in views.node_jobs.get(node, []) if j != finished.job_id]
     state = views.nodes.get(node)
     if restart_container and state is not None and not others and not state.restarting:
         events.extend(decide_restarting(state, container=restart_container))
     return events
+
+
+def flag_gpu_idle(
+    job_id: str,
+    *,
+    node: str,
+    attempt: int,
+    action: Literal["warn", "cancel", "requeue"],
+    minutes: float,
+    below: float,
+    samples: Sequence[GpuSample],
+) -> Write:
+    """The idle-GPU policy's verdict on a running attempt, with the samples that justify it."""
+    return Write(
+        decide=lambda views: decide_gpu_idle(
+            job_of(views, job_id), attempt=attempt, action=action, minutes=minutes, below=below, samples=samples
+        ),
+        actor=f"executor:{node}",
+    )
 
 
 def restarted_node(name: str, restarted: NodeRestarted) -> Write:

@@ -2,23 +2,42 @@
 // config, its results file, its ledger events.
 import { fetchFile, follow, get, post } from "./api.js";
 import { badge, el, replace, seconds, table, when } from "./dom.js";
+import { renderGpu } from "./gpuchart.js";
 
 let current = null;
 
 const STREAMS = { stdout: "log-text", stderr: "err-text" };
+const GPU_REFRESH_MS = 5000; // samples are no ledger events: the chart is polled while the job runs
 
 export function openJob(jobId) {
   closeJob();
-  const page = { jobId, stops: [], status: null, submission: null };
+  const page = { jobId, stops: [], status: null, submission: null, gpuDone: false };
   current = page;
   document.getElementById("job-title").textContent = jobId;
   for (const id of Object.values(STREAMS)) document.getElementById(id).textContent = "";
   replace(document.querySelector("#job-submission .body"));
+  replace(document.querySelector("#job-gpu .body"));
   showStream("stdout");
   refreshJob();
   for (const [stream, id] of Object.entries(STREAMS)) {
     const path = `/api/jobs/${encodeURIComponent(jobId)}/logs?follow=true&stream=${stream}`;
     page.stops.push(follow(path, (event) => followed(stream, id, event)));
+  }
+  const timer = setInterval(() => refreshGpu(page), GPU_REFRESH_MS);
+  page.stops.push(() => clearInterval(timer));
+}
+
+// The job's GPU samples and summary (GET /api/jobs/{id}/gpu), drawn by gpuchart.js.
+async function refreshGpu(page) {
+  if (page.gpuDone || page !== current) return;
+  const box = document.querySelector("#job-gpu .body");
+  try {
+    const doc = await get(`/api/jobs/${encodeURIComponent(page.jobId)}/gpu?limit=600`);
+    if (page !== current) return;
+    renderGpu(box, doc);
+    page.gpuDone = ["completed", "failed", "cancelled"].includes(doc.status);
+  } catch (error) {
+    replace(box, el("p", { class: "error" }, error.message));
   }
 }
 
@@ -69,6 +88,7 @@ export async function refreshJob() {
     renderStatus(box, status);
     renderEvents(events);
     if (!page.submission) page.submission = renderSubmission(page.jobId);
+    refreshGpu(page);
   } catch (error) {
     replace(box, el("p", { class: "error" }, error.message));
     replace(document.querySelector("#job-events .body"));

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from ledger.store.settings.gpu import GpuSettings
 from ledger.store.settings.notifying import NotifySettings
 from ledger.store.settings.running import LxcSettings, RunnerSettings, SandboxSettings, SshSettings
 from ledger.store.settings.serving import (
@@ -121,6 +122,11 @@ FLAT: dict[str, str] = {
     "notify_timeout_s": "notify.timeout_s",
     "notify_request_timeout_s": "notify.request_timeout_s",
     "notify_link_base": "notify.link_base",
+    "gpu_sample_s": "gpu.sample_s",
+    "gpu_idle_policy": "gpu.idle_policy",
+    "gpu_idle_minutes": "gpu.idle_minutes",
+    "gpu_idle_util": "gpu.idle_util",
+    "gpu_series_points": "gpu.series_points",
 }
 TABLES = ("slurm", "replica")  # TOML tables that are groups of their own, under the same name
 GROUPED = {where: flat for flat, where in FLAT.items()}
@@ -145,6 +151,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     runner: RunnerSettings = _group(RunnerSettings)
     sandbox: SandboxSettings = _group(SandboxSettings)
     notify: NotifySettings = _group(NotifySettings)  # end-of-job notifications (docs: "Notifications")
+    gpu: GpuSettings = _group(GpuSettings)
     # Slurm executor (a [slurm] table replaces the local runner and SSH nodes)
     slurm: SlurmSettings | None = None
     # continuous replication (docs/admin-guide.md, "Replication"): Litestream and the blobs to one target
