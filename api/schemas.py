@@ -106,6 +106,8 @@ class JobStatus(msgspec.Struct, kw_only=True):
     # The server's own word on how the job ended (time limit, disk or output limit, cancel): never the
     # job's output, which a job could make look like it (docs/design.md, "Notices about a job").
     message: str | None = None
+    array_id: str | None = None  # a task of this array (docs/user-guide.md, "Job arrays and sweeps")
+    array_index: int | None = None
 
 
 class QuotaInfo(msgspec.Struct, kw_only=True):

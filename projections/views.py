@@ -17,11 +17,14 @@ import copy
 import itertools
 from collections.abc import Container, Iterable
 
+from ledger.domain.arrays import ArrayProgress, track_task
 from ledger.domain.events import (
     AnyEvent,
+    ArrayEvent,
     HalfLifeSet,
     JobEvent,
     JobPruned,
+    JobSubmitted,
     NodeEvent,
     Recorded,
     TokenEvent,
@@ -63,6 +66,9 @@ class Views:
         self.active: dict[str, None] = {}  # every job not yet terminal, in submit order
         # pending jobs outside the queue (scanning, to be queued, dispatched but not started): a few
         self.unqueued: dict[str, None] = {}
+        # arrays with tasks not yet ended: derived from their tasks alone (``index_job``), so every way
+        # of loading the views (tables, snapshot, replay) rebuilds it from the active jobs
+        self.arrays: dict[str, ArrayProgress] = {}
         self.stream_versions: dict[str, int] = {}  # streams in memory; a finished job's is its row's version
         self.minutes: dict[int, Minute] = {}  # finished-job tallies by minute of completed_at
         self.hours: dict[int, Minute] = {}  # the same by hour: a day's sum reads 24 of these, not 1,440 minutes
@@ -111,6 +117,8 @@ class Views:
                 self.dirty_shares.add(event.user_id)
             case HalfLifeSet():
                 self.set_half_life(event.half_life_s, recorded_at)
+            case ArrayEvent():
+                pass  # the array's state is its tasks' (``index_job``); its event names the whole
             case _:
                 raise AssertionError(f"no view folds {type(event).__name__}")
 
@@ -127,8 +135,9 @@ class Views:
         if run is not None:
             charge_attempt(self.shares, after.user_id, run, recorded_at, self.half_life_s)
             self.dirty_shares.add(after.user_id)
-        if before is None:
-            self._count_user(after.user_id, None, after.status, recorded_at)
+        if before is None:  # an array is one submission for the rate limit: its first task counts
+            first = type(event) is not JobSubmitted or not event.array_task
+            self._count_user(after.user_id, None, after.status, recorded_at if first else None)
         elif before.status != after.status:
             self._count_user(after.user_id, before.status, after.status, None)
         if type(event) in CHARGED:  # most events cost nothing: the fold's hot path skips the call
@@ -164,10 +173,12 @@ class Views:
             self.queued[job_id] = None
         elif before is not None and before.phase == "queued":
             self.queued.pop(job_id, None)
-        if after.status == "pending" and after.phase != "queued":
+        if after.status == "pending" and after.phase != "queued" and after.array_id is None:
             self.unqueued[job_id] = None
-        else:
+        else:  # held tasks are the arrays' (``self.arrays``), not the few jobs between submit and queue
             self.unqueued.pop(job_id, None)
+        if after.array_id is not None:
+            self._track_task(before, after)
         was_on = before.node if before is not None and before.phase in ON_NODE else None
         now_on = after.node if after.phase in ON_NODE else None
         if was_on != now_on:  # new lists, not changed ones: a published snapshot may share the old
@@ -177,6 +188,15 @@ class Views:
                 jobs, on_node = self.jobs, [*self.node_jobs.get(now_on, ())]
                 bisect.insort(on_node, job_id, key=lambda j: dispatch_order(jobs[j]))
                 self.node_jobs[now_on] = on_node
+
+    def _track_task(self, before: JobState | None, after: JobState) -> None:
+        array_id = after.array_id
+        assert array_id is not None
+        progress = track_task(self.arrays.get(array_id), before, after)
+        if progress is None:
+            self.arrays.pop(array_id, None)
+        else:
+            self.arrays[array_id] = progress
 
     def sum_hours(self) -> None:
         """After setting ``minutes`` wholesale (a snapshot): the hourly tallies from them."""

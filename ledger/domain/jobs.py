@@ -5,7 +5,7 @@ Everything here is pure: no clock, no I/O. Times come from the events' envelopes
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -84,6 +84,10 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     history: list[Attempt] = []  # the attempts before the current one, oldest first
     pruned_at: int | None = None  # when retention removed the job's output blobs (job.pruned)
     pruned_reason: str | None = None
+    array_id: str | None = None  # a task of this array (ledger.domain.arrays)
+    array_index: int | None = None
+    array_width: int = 0
+    params: dict[str, Any] | None = None  # a sweep task's parameters
 
     @property
     def is_terminal(self) -> bool:
@@ -160,6 +164,10 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             retry=event.retry,
             asked_priority=event.asked_priority,
             memory=event.memory,
+            array_id=event.array_id,
+            array_index=event.array_index,
+            array_width=event.array_width,
+            params=event.params,
         )
     version = state.version + 1
     match event:
