@@ -13,7 +13,7 @@ from typing import Any
 import apsw
 import httpx
 import pytest
-from server import OPEN_LIMITS, Server, config_yaml, running, submit
+from server import OPEN_LIMITS, Server, cli_user, config_yaml, run_cli, running, submit
 
 SLEEP = "import time\ntime.sleep({})\n"
 
@@ -144,3 +144,29 @@ def test_an_array_is_one_submission_under_the_default_limits(tmp_path: Path) -> 
             assert time.monotonic() < deadline, "the array's tasks did not run one after another"
             time.sleep(0.1)
         assert client.post(f"/api/arrays/{array_id}/cancel").status_code == 200
+
+
+def test_the_cli_submits_shows_groups_and_cancels_an_array(server: Server, tmp_path: Path) -> None:
+    """``submit --array``, ``status ARRAY``, ``jobs`` (one line an array unless --expand), ``cancel ARRAY
+    --tasks`` and ``cancel --all``, each as a researcher types it."""
+    user = cli_user(server, tmp_path)
+    (tmp_path / "sleep.py").write_text(SLEEP.format(60))
+
+    def gpuledger(*args: str) -> str:
+        done = run_cli(tmp_path, *args, env=user)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    array_id = gpuledger("submit", "sleep.py", "-c", "config.yaml", "--array", "0-3%2", "-d").strip()
+    assert f"array {array_id}\n0/4 ended: " in gpuledger("status", array_id)
+    lines = [line for line in gpuledger("jobs").splitlines()[1:] if line.strip()]
+    assert len(lines) == 1
+    assert "array:" in lines[0]
+    assert len([line for line in gpuledger("jobs", "--expand").splitlines()[1:] if line.strip()]) == 4
+    cancelled = gpuledger("cancel", array_id, "--tasks", "2-3").splitlines()
+    assert len(cancelled) == 2
+    assert len(gpuledger("cancel", "--all").splitlines()) == 2
+    with server.client(user["GPULEDGER_TOKEN"]) as client:
+        body = wait_array(client, array_id, timeout=20)
+    assert body["counts"]["cancelled"] == 4
+    assert "4/4 ended: 0 pending, 0 running, 0 completed, 0 failed, 4 cancelled" in gpuledger("status", array_id)
