@@ -24,7 +24,9 @@ from ledger.domain.events import JobCancelRequested
 from ledger.store import commands
 from projections.views import Views
 
-TasksSpec = Parameter(default=None, max_length=1000, description="Only the tasks with these indices (e.g. 5-9)")
+TasksSpec = Parameter(
+    default=None, max_length=1000, pattern=r"^[0-9,:-]+$", description="Only the tasks with these indices (e.g. 5-9)"
+)
 
 
 async def _bulk_cancel(ledger: LedgerWriter, job_ids: list[str], identity: Identity) -> BulkCancelAnswer:
