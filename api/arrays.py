@@ -34,10 +34,11 @@ from ledger.domain.arrays import (
 )
 from ledger.domain.clock import now_us
 from ledger.domain.errors import NotFound
-from ledger.domain.events import ArraySubmitted, JobSubmitted
+from ledger.domain.events import ArraySubmitted, Blob, JobSubmitted
 from ledger.domain.jobs import JobState
 from ledger.domain.tokens import may_see
-from ledger.store import commands
+from ledger.store import arrays, commands
+from ledger.store.settings import Settings
 from projections.views import Views
 
 SWEEP_SPEC = "sweep"  # the spec recorded for a sweep submitted without ``array``
@@ -81,8 +82,8 @@ def _tasks(
     ]
 
 
-async def submit_array(request: SubmitRequest, intake: Intake, asked: str | None) -> ArrayAccepted:
-    """The submit pipeline of ``api.submit`` for an array: one scan, one code blob, one write."""
+async def _read(request: SubmitRequest, intake: Intake) -> tuple[bytes, str, JobConfig, Identity]:
+    """The code (and its text), the config and the caller, checked as a single submit checks them."""
     settings = intake.settings
     code, raw_config = _check_sizes(request, settings)
     config = await asyncio.to_thread(
@@ -94,26 +95,34 @@ async def submit_array(request: SubmitRequest, intake: Intake, asked: str | None
         largest_memory=intake.cluster.largest_node_memory(),
     )
     identity = _identity(request, config, intake)
-    text, spec, sets = _spec(config, asked, settings.queue.array_max_tasks)
     try:
-        code_text = code.decode("utf-8")
+        return code, code.decode("utf-8"), config, identity
     except UnicodeDecodeError as e:
         raise BadRequest(f"Code must be UTF-8 text (invalid byte at position {e.start})") from e
-    array_id = array_id_from(str(ULID()))
-    scanned, blob = await asyncio.gather(
-        asyncio.to_thread(_static_scan, code_text, array_id, settings), asyncio.to_thread(intake.blobs.put, code)
+
+
+def _limits(identity: Identity, settings: Settings) -> commands.SubmitLimits | None:
+    if identity.is_admin and settings.queue.admin_rate_limit_exempt:
+        return None
+    return commands.SubmitLimits(
+        max_active=settings.queue.max_active_jobs_per_user,
+        per_minute=settings.queue.rate_limit_per_minute,
+        quotas=quota_limits(settings),
     )
-    sanitized = {**config.sanitized(), "user_id": identity.user_id}
-    fingerprint = hashlib.sha256(msgspec.json.encode([identity.user_id, blob.digest, sanitized, text, sets])).digest()
-    key = f"{identity.user_id}:{request.idempotency_key}" if request.idempotency_key else None
-    template = JobSubmitted(
-        job_id=array_id,
+
+
+def _template(
+    request: SubmitRequest, config: JobConfig, identity: Identity, blob: Blob, settings: Settings
+) -> JobSubmitted:
+    """What every task's ``job.submitted`` shares (its id and place in the array are set per task)."""
+    return JobSubmitted(
+        job_id="",
         user_id=identity.user_id,
         competition_id=config.competition_id,
         project_id=config.project_id,
         expected_time_s=config.expected_time,
         code=blob,
-        config=sanitized,
+        config={**config.sanitized(), "user_id": identity.user_id},
         token_id=identity.token_id,
         client_address=request.client_address,
         gpus=config.gpus,
@@ -121,27 +130,34 @@ async def submit_array(request: SubmitRequest, intake: Intake, asked: str | None
         asked_priority=config.priority,
         memory=config.memory,
     )
+
+
+async def submit_array(request: SubmitRequest, intake: Intake, asked: str | None) -> ArrayAccepted:
+    """The submit pipeline of ``api.submit`` for an array: one scan, one code blob, one write."""
+    settings = intake.settings
+    code, code_text, config, identity = await _read(request, intake)
+    text, spec, sets = _spec(config, asked, settings.queue.array_max_tasks)
+    array_id = array_id_from(str(ULID()))
+    scanned, blob = await asyncio.gather(
+        asyncio.to_thread(_static_scan, code_text, array_id, settings), asyncio.to_thread(intake.blobs.put, code)
+    )
+    template = _template(request, config, identity, blob, settings)
     tasks = _tasks(template, array_id, spec, sets)
     array = ArraySubmitted(
         array_id=array_id, user_id=identity.user_id, spec=text, tasks=len(tasks), width=0, max_running=spec.max_running
     )
-    exempt = identity.is_admin and settings.queue.admin_rate_limit_exempt
-    limits = None if exempt else commands.SubmitLimits(
-        max_active=settings.queue.max_active_jobs_per_user,
-        per_minute=settings.queue.rate_limit_per_minute,
-        quotas=quota_limits(settings),
-    )  # fmt: skip
+    fingerprint = msgspec.json.encode([identity.user_id, blob.digest, template.config, text, sets])
     committed = await intake.ledger.write(
-        commands.submit_array(
+        arrays.submit_array(
             array,
             tasks,
             static_scan=scanned,
             review_pending=_review_pending(settings),
-            limits=limits,
+            limits=_limits(identity, settings),
             now=now_us(),
             actor=identity.token_id,
-            idempotency_key=key,
-            fingerprint=fingerprint,
+            idempotency_key=f"{identity.user_id}:{request.idempotency_key}" if request.idempotency_key else None,
+            fingerprint=hashlib.sha256(fingerprint).digest(),
         )
     )
     first = committed.records[0].event

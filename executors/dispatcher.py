@@ -26,6 +26,7 @@ from ledger.domain.clock import now_us
 from ledger.domain.errors import DomainError
 from ledger.domain.jobs import JobState
 from ledger.domain.shares import Weights
+from ledger.store import arrays as store_arrays
 from ledger.store import commands
 from ledger.store.writer import Ledger
 from projections.placement import Fleet, gpu_kinds, next_start, node_times, to_release
@@ -161,7 +162,7 @@ class Dispatcher:
         """Let the arrays' next held tasks into the queue, where they are ranked like any job."""
         for array_id in to_release(self.ledger.views.arrays.values()):
             try:
-                await self.ledger.write(commands.release_tasks(array_id))
+                await self.ledger.write(store_arrays.release_tasks(array_id))
             except DomainError as e:  # the array changed meanwhile: the next pass sees it
                 log.info("array.release_refused", array_id=array_id, error=str(e))
 

@@ -21,7 +21,7 @@ from api.ports import Intake, LedgerWriter, Port, read_views
 from api.submit import SubmitRequest
 from ledger.domain.arrays import counts_of
 from ledger.domain.events import JobCancelRequested
-from ledger.store import commands
+from ledger.store import arrays
 from projections.views import Views
 
 TasksSpec = Parameter(
@@ -30,7 +30,7 @@ TasksSpec = Parameter(
 
 
 async def _bulk_cancel(ledger: LedgerWriter, job_ids: list[str], identity: Identity) -> BulkCancelAnswer:
-    committed = await ledger.write(commands.cancel_jobs(job_ids, by=identity.user_id, actor=identity.token_id))
+    committed = await ledger.write(arrays.cancel_jobs(job_ids, by=identity.user_id, actor=identity.token_id))
     cancelled = [r.event.stream_key for r in committed.records if isinstance(r.event, JobCancelRequested)]
     return BulkCancelAnswer(
         message=f"Cancel recorded for {len(cancelled)} job(s)", cancelled=len(cancelled), job_ids=cancelled
