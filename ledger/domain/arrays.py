@@ -97,6 +97,8 @@ def expand_sweep(sweep: object, *, max_tasks: int) -> list[dict[str, Any]]:
             _check_name(name)
             if not isinstance(sweep[name], list) or not sweep[name]:
                 raise InvalidSpec(f"Invalid field sweep: {name} must be a non-empty list of values")
+            for value in sweep[name]:
+                _check_value(name, value)
         size = 1
         for name in names:
             size *= len(sweep[name])
@@ -107,8 +109,9 @@ def expand_sweep(sweep: object, *, max_tasks: int) -> list[dict[str, Any]]:
         for i, params in enumerate(sweep):
             if not isinstance(params, Mapping):
                 raise InvalidSpec(f"Invalid field sweep: item {i} must be a mapping of parameters")
-            for name in params:
+            for name, value in params.items():
                 _check_name(str(name))
+                _check_value(str(name), value)
         return [{str(k): v for k, v in params.items()} for params in sweep]
     raise InvalidSpec("Invalid field sweep: a mapping of parameter lists or a list of parameter mappings")
 
@@ -116,6 +119,12 @@ def expand_sweep(sweep: object, *, max_tasks: int) -> list[dict[str, Any]]:
 def _check_name(name: str) -> None:
     if not PARAM_NAME.match(name):
         raise InvalidSpec(f"Invalid field sweep: parameter name {name!r} must be a word (letters, digits, _)")
+
+
+def _check_value(name: str, value: object) -> None:
+    """A string parameter goes into the environment as it is: no NUL byte (execve refuses it)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise InvalidSpec(f"Invalid field sweep: a value of {name} holds a NUL character")
 
 
 def _check_size(size: int, max_tasks: int) -> None:
