@@ -100,6 +100,7 @@ def jobs_table(jobs: list[JobStatus], title: str = "jobs") -> Table:
         header_style="bold" if terminal else "",
     )
     ids = short_ids([job.job_id for job in jobs])
+    ids.update({job.job_id: job.job_id for job in jobs if job.phase == "array"})  # whole: status ARRAY takes it
     rows = [_row(job, ids[job.job_id]) for job in jobs]
     names = ["ID", "STATUS", "ELAPSED", "USER", "NODE", "COMPETITION"]
     if len({job.user_id for job in jobs}) <= 1:  # one's own jobs: no user column
