@@ -22,9 +22,8 @@ from ledger.domain.shares import MAX_PRIORITY, MIN_PRIORITY, PRIORITY_LEVELS
 from ledger.store.settings import parse_bytes
 
 COMPETITION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-MAX_DEPTH = (
-    4  # the mapping, a field's value, and two levels inside it (a sweep: lists of values, or a list of mappings)
-)
+# The mapping, a field's value, and two levels inside it (a sweep: lists of values, or a list of mappings).
+MAX_DEPTH = 4
 MAX_FIELDS = 32
 MAX_DIGITS = 30
 INT_TAG = "tag:yaml.org,2002:int"

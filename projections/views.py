@@ -17,7 +17,7 @@ import copy
 import itertools
 from collections.abc import Container, Iterable
 
-from ledger.domain.arrays import ArrayProgress, track_task
+from ledger.domain.arrays import ArrayProgress, is_held, track_task
 from ledger.domain.events import (
     AnyEvent,
     ArrayEvent,
@@ -173,7 +173,7 @@ class Views:
             self.queued[job_id] = None
         elif before is not None and before.phase == "queued":
             self.queued.pop(job_id, None)
-        if after.status == "pending" and after.phase != "queued" and after.array_id is None:
+        if after.status == "pending" and after.phase != "queued" and not is_held(after):
             self.unqueued[job_id] = None
         else:  # held tasks are the arrays' (``self.arrays``), not the few jobs between submit and queue
             self.unqueued.pop(job_id, None)
