@@ -18,6 +18,7 @@ from litestar.plugins.core import MsgspecDIPlugin
 
 from api.asofpool import AsOfPool, close_asof_pool
 from api.context import DEPENDENCIES
+from api.controllers.arrays import ArrayController
 from api.controllers.dashboard import DashboardController
 from api.controllers.fairshare import FairShareController
 from api.controllers.gpu import GpuController, UsageController
@@ -121,6 +122,7 @@ def create_app(
         route_handlers=[
             ServiceController,
             JobController,
+            ArrayController,
             JobFilesController,
             GpuController,
             UsageController,

@@ -22,7 +22,8 @@ from ledger.domain.shares import MAX_PRIORITY, MIN_PRIORITY, PRIORITY_LEVELS
 from ledger.store.settings import parse_bytes
 
 COMPETITION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-MAX_DEPTH = 3  # the mapping, a field's value, and one level inside an (ignored) unknown field
+# The mapping, a field's value, and two levels inside it (a sweep: lists of values, or a list of mappings).
+MAX_DEPTH = 4
 MAX_FIELDS = 32
 MAX_DIGITS = 30
 INT_TAG = "tag:yaml.org,2002:int"
@@ -38,6 +39,8 @@ KNOWN_FIELDS = (
     "priority",
     "memory",
     "notify",
+    "array",
+    "sweep",
 )
 MAX_RETRY_EXIT_CODES = 16
 REQUIRED_FIELDS = ("competition_id", "project_id", "expected_time")  # user_id: the token's user by default
@@ -56,6 +59,8 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
     priority: int | None = None  # a level asked for (None: the user's own)
     memory: int | None = None  # bytes asked for (None: the job's slots' part of its node's memory)
     notify: list[str] | None = None  # targets told when the job ends (None: the user's default; []: none)
+    array: str | None = None  # a job array's spec (``0-99%8``): read by ``api.arrays``
+    sweep: Any = None  # a sweep's parameter lists or sets, as written: read by ``api.arrays``
     warnings: list[str] = []
 
     def sanitized(self) -> dict[str, Any]:
@@ -233,6 +238,15 @@ def _notify_field(data: dict[str, Any]) -> list[str] | None:
     return targets
 
 
+def _array_field(data: dict[str, Any]) -> str | None:
+    value = data.get("array")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadRequest("Invalid field array: a spec like 0-99%8, 1,3,5 or 0-20:5")
+    return str(value)
+
+
 def _mib(size: int) -> str:
     return f"{size / (1 << 20):.0f} MiB"
 
@@ -303,5 +317,7 @@ def parse_config(
         priority=_priority_field(data),
         memory=_memory_field(data, largest_memory),
         notify=_notify_field(data),
+        array=_array_field(data),
+        sweep=data.get("sweep"),
         warnings=warnings,
     )

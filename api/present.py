@@ -91,6 +91,8 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
         age=round(queued.age, 6) if queued is not None else None,
         priority=queued.priority if queued is not None else None,
         message=job.message if job.is_terminal else None,
+        array_id=job.array_id,
+        array_index=job.array_index,
     )
 
 

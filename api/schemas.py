@@ -122,6 +122,8 @@ class JobStatus(msgspec.Struct, kw_only=True):
     message: str | None = None
     gpu: GpuUse | None = None  # the last ended attempt's GPU use; None: no GPU, or no telemetry
     gpu_idle: str | None = None  # the running attempt was found idle: what the policy does (warn/cancel/requeue)
+    array_id: str | None = None  # a task of this array (docs/user-guide.md, "Job arrays and sweeps")
+    array_index: int | None = None
 
 
 class QuotaInfo(msgspec.Struct, kw_only=True):

@@ -137,6 +137,8 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
         cpu_slots=intake.cluster.has_cpu_slots(),
         largest_memory=intake.cluster.largest_node_memory(),
     )
+    if config.array is not None or config.sweep is not None:
+        raise BadRequest("Invalid config: array and sweep are submitted to POST /api/arrays (gpuledger submit does)")
     identity = _identity(request, config, intake)
     try:
         code_text = code.decode("utf-8")

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
+from cli import arrays
 from cli.remote import (
     add_client_options,
     async_client_from,
@@ -31,7 +32,7 @@ MAX_LISTED = 1000  # the most jobs one list answer holds
 
 def register(subparsers: Any) -> None:
     status = subparsers.add_parser("status", help="a job's status, phase, queue position and start estimate")
-    status.add_argument("job", help="the job's id or a unique prefix of it")
+    status.add_argument("job", help="the job's id or a unique prefix of it, or an array's id")
     add_client_options(status)
     status.set_defaults(func=run_status)
 
@@ -53,11 +54,14 @@ def register(subparsers: Any) -> None:
     cancel.add_argument("--all", action="store_true", help="every pending and running job of yours")
     cancel.add_argument("--status", choices=ACTIVE, help="only jobs in this status (implies --all)")
     cancel.add_argument("--user", help="admins: this user's jobs instead of yours (implies --all)")
+    cancel.add_argument("--tasks", metavar="SPEC", help="with an array's id: only these task indices (e.g. 5-9)")
     add_client_options(cancel)
     cancel.set_defaults(func=run_cancel)
 
 
 def run_status(args: argparse.Namespace) -> int:
+    if arrays.names_array(args.job):
+        return arrays.show_status(args)
     with client_from(args) as client:
         status = client.status(args.job)
         # While it runs: the newest sample of each of its GPUs (the summary comes with its end).
@@ -139,6 +143,10 @@ def run_cancel(args: argparse.Namespace) -> int:
     chosen = args.all or args.status or args.user
     if bool(args.jobs) == bool(chosen):
         raise ValueError("cancel takes job ids, or --all / --status / --user (not both)")
+    if args.tasks is not None and not (len(args.jobs) == 1 and arrays.names_array(args.jobs[0])):
+        raise ValueError("cancel --tasks takes one array id")
+    if (len(args.jobs) == 1 and arrays.names_array(args.jobs[0])) or (args.all and not args.status and not args.user):
+        return arrays.cancel(args)  # the array's tasks, or all of yours: one write on the server
     if len(args.jobs) == 1:  # one job: its answer, or its error as any other command's
         with client_from(args) as client:
             answer = client.request("POST", f"/api/cancel/{args.jobs[0]}").json()

@@ -11,6 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from cli.arrays import grouped
 from cli.remote import EXIT_DETACHED, add_client_options, async_client_from, client_from, out, print_json, reason_words
 from gpuledger import AsyncClient, JobStatus, NodeInfo, RateLimited
 
@@ -29,6 +30,7 @@ def register(subparsers: Any) -> None:
     jobs.add_argument("--user", help="admins: only this user's jobs")
     jobs.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     jobs.add_argument("--watch", "-w", action="store_true", help="keep the table up to date (Ctrl+C ends)")
+    jobs.add_argument("--expand", action="store_true", help="an array's tasks one a line (default: one line an array)")
     add_client_options(jobs)
     jobs.set_defaults(func=run_jobs)
 
@@ -38,7 +40,8 @@ def register(subparsers: Any) -> None:
 
 
 def _picked(jobs: list[JobStatus], args: argparse.Namespace) -> list[JobStatus]:
-    return jobs if args.all or args.status else [j for j in jobs if j.status in ACTIVE]
+    picked = jobs if args.all or args.status else [j for j in jobs if j.status in ACTIVE]
+    return picked if getattr(args, "expand", True) or getattr(args, "json", False) else grouped(picked)
 
 
 def short_ids(ids: list[str]) -> dict[str, str]:
@@ -74,6 +77,8 @@ def elapsed(job: JobStatus) -> str:
 
 
 def _why(job: JobStatus) -> str:
+    if job.phase == "array":  # an array's tasks on one line (cli.arrays.grouped): their counts
+        return job.reason or ""
     if job.status == "pending" and job.queue_position is not None:
         where = f"#{job.queue_position} {job.reason or ''}".strip()
         return where + (f", ETA {job.estimated_start_at[11:16]}Z" if job.estimated_start_at else "")
@@ -95,6 +100,7 @@ def jobs_table(jobs: list[JobStatus], title: str = "jobs") -> Table:
         header_style="bold" if terminal else "",
     )
     ids = short_ids([job.job_id for job in jobs])
+    ids.update({job.job_id: job.job_id for job in jobs if job.phase == "array"})  # whole: status ARRAY takes it
     rows = [_row(job, ids[job.job_id]) for job in jobs]
     names = ["ID", "STATUS", "ELAPSED", "USER", "NODE", "COMPETITION"]
     if len({job.user_id for job in jobs}) <= 1:  # one's own jobs: no user column

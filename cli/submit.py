@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from cli import arrays
 from cli.follow import follow_job
 from cli.remote import (
     EXIT_DETACHED,
@@ -45,6 +46,9 @@ def register(subparsers: Any) -> None:
     mode.add_argument("--follow", action="store_true", help="live output and phase changes (the default)")
     submit.add_argument("--raw", action="store_true", help="the job's output as written, escape sequences included")
     submit.add_argument("--idempotency-key", metavar="KEY", help="retrying with the same key never submits twice")
+    submit.add_argument(
+        "--array", metavar="SPEC", help="a job array: 0-99%%8, 1,3,5 or 0-20:5 (%%K: at most K at once)"
+    )
     add_client_options(submit)
     submit.set_defaults(func=run_submit)
 
@@ -162,6 +166,9 @@ def _detachable(coroutine: Any, job: dict[str, str]) -> int:
 
 def run_submit(args: argparse.Namespace) -> int:
     _check_files(args)
+    config = job_config(args)
+    if args.array is not None or arrays.is_array_config(config):
+        return arrays.submit_array(args, config)  # one submission; its progress: gpuledger status ARRAY
     job: dict[str, str] = {}
     return _detachable(_submit(args, job), job)
 

@@ -26,9 +26,10 @@ from ledger.domain.clock import now_us
 from ledger.domain.errors import DomainError
 from ledger.domain.jobs import JobState
 from ledger.domain.shares import Weights
+from ledger.store import arrays as store_arrays
 from ledger.store import commands
 from ledger.store.writer import Ledger
-from projections.placement import Fleet, gpu_kinds, next_start, node_times
+from projections.placement import Fleet, gpu_kinds, next_start, node_times, to_release
 from projections.plan import capped
 from projections.views import Views
 
@@ -157,11 +158,20 @@ class Dispatcher:
             self.held = held
         return held is not None
 
+    async def release_tasks(self) -> None:
+        """Let the arrays' next held tasks into the queue, where they are ranked like any job."""
+        for array_id in to_release(self.ledger.views.arrays.values()):
+            try:
+                await self.ledger.write(store_arrays.release_tasks(array_id))
+            except DomainError as e:  # the array changed meanwhile: the next pass sees it
+                log.info("array.release_refused", array_id=array_id, error=str(e))
+
     async def dispatch_ready(self) -> int:
         dispatched = 0
         while True:
             if self._holding():
                 return dispatched
+            await self.release_tasks()
             views, now = self.ledger.views, now_us()
             times, free = fleet_now(views, self.runners, now)  # first: cheap, and no slot means no sort of the queue
             if not any(free.values()) or not views.queued:

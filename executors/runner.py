@@ -9,6 +9,7 @@ unstarted one go back to the queue. Re-attaching after a server restart is the s
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
 import shutil
 import time
@@ -27,6 +28,7 @@ from executors.resources import job_resources
 from executors.retry import until_lost
 from executors.seccomp import seccomp_program
 from executors.transport import Transport
+from ledger.domain.arrays import array_env
 from ledger.domain.errors import DomainError, LedgerUnavailable
 from ledger.domain.events import Blob, JobFinished
 from ledger.domain.gpu import GpuSample
@@ -42,6 +44,7 @@ from projections.views import Views
 log = structlog.get_logger()
 T = TypeVar("T")
 RESULTS_NAME = "results.jsonl"
+PARAMS_NAME = "params.json"  # a sweep task's parameters, beside its solution
 WRITE_RETRY_S = 2.0  # a job's outcome refused by a full disk is written again this often until it lands
 FENCE_RETRY_S = (2.0, 15.0)  # first and longest wait between tries to kill a lost job on its node
 
@@ -228,6 +231,7 @@ class NodeRunner:
             "GPULEDGER_JOB_ID": job.job_id,
             "GPULEDGER_RESULTS": results,
             "GPULEDGER_SLOTS": ",".join(str(slot) for slot in slots),
+            **array_env(job),  # an array's task: its array, index and (a sweep's) parameters
         }
         limit = job.expected_time_s * self.settings.runner.max_job_timeout_multiplier
         spec = wp.job_spec_bytes(
@@ -243,7 +247,8 @@ class NodeRunner:
         )
         files = {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SECCOMP_NAME: seccomp_program(), wp.JOB_SPEC_NAME: spec}
         await self.transport.put_files(workdir, files)
-        await self.transport.put_files(job_dir, {wp.SOLUTION_NAME: code})
+        params = {PARAMS_NAME: json.dumps(job.params).encode()} if job.params is not None else {}
+        await self.transport.put_files(job_dir, {wp.SOLUTION_NAME: code, **params})
 
     def resources(self, job: JobState) -> wp.Resources:
         node = self.ledger.views.nodes.get(self.node)

@@ -25,16 +25,31 @@ from gpuledger.errors import (
     RateLimited,
     ServerError,
 )
-from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted, WhoAmI
+from gpuledger.models import (
+    ArrayStatus,
+    ArraySubmitted,
+    BulkCancel,
+    JobResults,
+    JobStatus,
+    LedgerEvent,
+    LogChunk,
+    NodeInfo,
+    QuotaStatus,
+    Submitted,
+    WhoAmI,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ApiError",
+    "ArrayStatus",
+    "ArraySubmitted",
     "AsyncClient",
     "AsyncJob",
     "AuthError",
     "BadRequest",
+    "BulkCancel",
     "Client",
     "Conflict",
     "ConnectionFailed",

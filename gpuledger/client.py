@@ -23,6 +23,9 @@ from gpuledger import wire
 from gpuledger.config import load_config
 from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
 from gpuledger.models import (
+    ArrayStatus,
+    ArraySubmitted,
+    BulkCancel,
     GpuUsage,
     JobGpu,
     JobResults,
@@ -108,6 +111,35 @@ class Client:
         )
         submitted = wire.decode(Submitted, answer)
         return Job(self, submitted.job_id, submitted=submitted)
+
+    def submit_array(
+        self, code: wire.Source, config: wire.Source, *, array: str | None = None, idempotency_key: str | None = None
+    ) -> ArraySubmitted:
+        """Queue a job array (``array="0-99%8"``) or the config's ``sweep:``, as one submission."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        params = {"array": array} if array is not None else {}
+        answer = self.request(
+            "POST", "/api/arrays", params=params, files=wire.submit_files(code, config), headers=headers
+        )
+        submitted: ArraySubmitted = wire.decode(ArraySubmitted, answer)
+        return submitted
+
+    def array_status(self, array_id: str) -> ArrayStatus:
+        """The array's tasks: counts per status, and each task."""
+        status: ArrayStatus = wire.decode(ArrayStatus, self.request("GET", f"/api/arrays/{array_id}"))
+        return status
+
+    def cancel_array(self, array_id: str, *, tasks: str | None = None) -> BulkCancel:
+        """Cancel the array's tasks (``tasks="5-9"``: only those indices), in one write."""
+        params = {"tasks": tasks} if tasks is not None else {}
+        answer = self.request("POST", f"/api/arrays/{array_id}/cancel", params=params)
+        cancelled: BulkCancel = wire.decode(BulkCancel, answer)
+        return cancelled
+
+    def cancel_all(self) -> BulkCancel:
+        """Cancel every job of yours not yet ended, in one write."""
+        cancelled: BulkCancel = wire.decode(BulkCancel, self.request("POST", "/api/cancel-all"))
+        return cancelled
 
     def job(self, job_id: str) -> Job:
         return Job(self, job_id)

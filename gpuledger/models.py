@@ -67,6 +67,8 @@ class JobStatus(msgspec.Struct, kw_only=True):
     message: str | None = None  # the server's word on how the job ended (never the job's output)
     gpu: GpuUse | None = None  # the last ended attempt's GPU use (None: no GPU or no telemetry)
     gpu_idle: str | None = None  # the running attempt was found idle: warn, cancel or requeue
+    array_id: str | None = None  # a task of this array
+    array_index: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -172,6 +174,40 @@ class Submitted(msgspec.Struct, kw_only=True):
     message: str = ""
     created_at: str | None = None
     warnings: list[str] = []
+
+
+class ArraySubmitted(msgspec.Struct, kw_only=True):
+    array_id: str
+    tasks: int
+    width: int  # at most this many tasks queued or running at once
+    message: str = ""
+    warnings: list[str] = []
+
+
+class ArrayTask(msgspec.Struct, kw_only=True):
+    job_id: str
+    index: int
+    status: str
+    phase: str = ""
+    reason: str | None = None
+    exit_code: int | None = None
+    params: dict[str, Any] | None = None
+
+
+class ArrayStatus(msgspec.Struct, kw_only=True):
+    array_id: str
+    tasks: int
+    counts: dict[str, int]  # tasks by status
+    done: bool
+    user_id: str = ""
+    width: int = 0
+    task_list: list[ArrayTask] = []
+
+
+class BulkCancel(msgspec.Struct, kw_only=True):
+    cancelled: int  # jobs whose cancel this request recorded
+    job_ids: list[str] = []
+    message: str = ""
 
 
 class CurrentJob(msgspec.Struct, kw_only=True):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Mapping
 
+from ledger.domain.arrays import ArrayProgress
 from ledger.domain.jobs import JobState
 from ledger.domain.nodes import NodeState, fleet_has_gpus, takes
 
@@ -101,6 +102,12 @@ def next_start(queue: Iterable[JobState], fleet: Fleet, now: int) -> tuple[JobSt
         if placed is not None and placed[1] <= now:
             return job, placed[0]
     return None
+
+
+def to_release(arrays: Iterable[ArrayProgress]) -> list[str]:
+    """The arrays with held tasks and room to release some: what the placement step queues before it
+    places. It costs the arrays in progress, never their tasks (each keeps its count and next task)."""
+    return [p.array_id for p in arrays if p.head < len(p.held) and p.released < p.width]
 
 
 def _load(times: list[int], at: int) -> float:

@@ -214,6 +214,8 @@ def pending_reason(job: JobState, plan: Plan, views: Views) -> str | None:
     match job.phase:
         case "scanning":
             return "scanning"
+        case "submitted" if job.array_id is not None:
+            return f"held: array {job.array_id} runs at most {job.array_width} task(s) at once"
         case "submitted":
             return "waiting to be queued"
         case "dispatched" | "cancelling":

@@ -12,6 +12,7 @@ import copy
 import itertools
 from collections.abc import Container
 
+from ledger.domain.arrays import is_held
 from ledger.domain.events import AnyEvent, JobEvent, JobSubmitted
 from ledger.domain.jobs import TERMINAL, JobState, evolve_job
 from ledger.domain.users import COUNTED, UserStats, count_status
@@ -75,9 +76,9 @@ class ReadModels:
             self.queued[job_id] = None
         elif before is not None and before.phase == "queued":
             self.queued.pop(job_id, None)
-        if after.status == "pending" and after.phase != "queued":
+        if after.status == "pending" and after.phase != "queued" and not is_held(after):
             self.unqueued[job_id] = None
-        else:
+        else:  # held tasks are the arrays' (the writer's ``arrays``), not the few jobs between submit and queue
             self.unqueued.pop(job_id, None)
 
     def _count(self, before: str | None, after: JobState) -> None:

@@ -12,11 +12,14 @@ import bisect
 import copy
 from collections.abc import Iterable
 
+from ledger.domain.arrays import ArrayProgress, track_task
 from ledger.domain.events import (
     AnyEvent,
+    ArrayEvent,
     HalfLifeSet,
     JobEvent,
     JobPruned,
+    JobSubmitted,
     NodeEvent,
     NotifyDelivered,
     NotifyFailed,
@@ -57,6 +60,9 @@ class WriterState:
         self.tokens: dict[str, TokenState] = {}
         self.tokens_by_secret: dict[str, str] = {}
         self.node_jobs: dict[str, list[str]] = {}  # jobs dispatched to a node and not yet ended
+        # arrays with tasks not yet ended: derived from their tasks alone (``index_node``), so every way
+        # of loading the state (tables, snapshot, replay) rebuilds it from the active jobs
+        self.arrays: dict[str, ArrayProgress] = {}
         self.stream_versions: dict[str, int] = {}  # streams in memory; a finished job's is its row's version
         self.dirty_jobs: set[str] = set()
         self.dirty_users: set[str] = set()
@@ -102,6 +108,8 @@ class WriterState:
                 self.dirty_shares.add(event.user_id)
             case HalfLifeSet():
                 self.set_half_life(event.half_life_s, recorded_at)
+            case ArrayEvent():
+                pass  # the array's state is its tasks' (``index_node``); its event names the whole
             case UserNotifySet():
                 self.shares[event.user_id] = evolve_default(self.shares.get(event.user_id), event)
                 self.dirty_shares.add(event.user_id)
@@ -124,8 +132,9 @@ class WriterState:
         if run is not None:
             charge_attempt(self.shares, after.user_id, run, recorded_at, self.half_life_s)
             self.dirty_shares.add(after.user_id)
-        if before is None:
-            self._count_user(after.user_id, None, after.status, recorded_at)
+        if before is None:  # an array is one submission for the rate limit: its first task counts
+            first = type(event) is not JobSubmitted or not event.array_task
+            self._count_user(after.user_id, None, after.status, recorded_at if first else None)
         elif before.status != after.status:
             self._count_user(after.user_id, before.status, after.status, None)
         if type(event) in CHARGED:  # most events cost nothing: the fold's hot path skips the call
@@ -141,8 +150,11 @@ class WriterState:
         self.half_life_s = half_life_s
 
     def index_node(self, before: JobState | None, after: JobState) -> None:
-        """Keep each node's list of jobs in step with one job's change (the fold, and loads per job)."""
+        """Keep each node's list of jobs, and each array's progress, in step with one job's change (the
+        fold, and loads per job)."""
         job_id = after.job_id
+        if after.array_id is not None:
+            self._track_task(before, after)
         was_on = before.node if before is not None and before.phase in ON_NODE else None
         now_on = after.node if after.phase in ON_NODE else None
         if was_on != now_on:  # new lists, not changed ones: a published snapshot may share the old
@@ -152,6 +164,15 @@ class WriterState:
                 jobs, on_node = self.jobs, [*self.node_jobs.get(now_on, ())]
                 bisect.insort(on_node, job_id, key=lambda j: dispatch_order(jobs[j]))
                 self.node_jobs[now_on] = on_node
+
+    def _track_task(self, before: JobState | None, after: JobState) -> None:
+        array_id = after.array_id
+        assert array_id is not None
+        progress = track_task(self.arrays.get(array_id), before, after)
+        if progress is None:
+            self.arrays.pop(array_id, None)
+        else:
+            self.arrays[array_id] = progress
 
     def _count_user(self, user_id: str, before: str | None, after: str, submitted_at: int | None) -> None:
         """Counts change in place, on a copy once per publication (``_own_user``)."""

@@ -13,7 +13,8 @@ LedgerError
     ├── InvalidTransition    e.g. cancelling a finished job
     ├── LimitExceeded        rate or active-job limit (carries retry_after)
     │   └── QuotaExceeded    a daily quota is used up (carries which, used, left, resets_at)
-    └── NotAllowed           the user's policy does not allow what was asked (a priority, GPUs)
+    ├── NotAllowed           the user's policy does not allow what was asked (a priority, GPUs)
+    └── InvalidSpec          an array or sweep spec that cannot be read (names the bad part)
 """
 
 from __future__ import annotations
@@ -81,3 +82,7 @@ class QuotaExceeded(LimitExceeded):
 
 class NotAllowed(DomainError):
     pass
+
+
+class InvalidSpec(DomainError):
+    """An ``--array`` or ``sweep:`` spec that cannot be read; the message names the bad part."""

@@ -122,6 +122,13 @@ class JobSubmitted(JobEvent, frozen=True, tag="job.submitted"):
     retry: RetryPolicy | None = None  # None: no retries
     asked_priority: int | None = None  # a priority level the job asked for (None: its user's level)
     memory: int | None = None  # bytes of memory the job asked for (None: its slots' part of the node's)
+    # A task of an array (ledger.domain.arrays): the array, the task's index there and its place in
+    # the array's order (0: the first, which alone counts for the rate limit), the array's width.
+    array_id: str | None = None
+    array_index: int | None = None
+    array_task: int | None = None
+    array_width: int = 0
+    params: dict[str, Any] | None = None  # a sweep task's parameters
 
 
 class JobScanned(JobEvent, frozen=True, tag="job.scanned"):
@@ -247,6 +254,27 @@ class JobGpuSummary(JobEvent, frozen=True, tag="job.gpu_summary"):
 
     attempt: int
     summary: GpuSummary
+
+
+class ArrayEvent(Event, frozen=True):
+    """A fact about one job array as a whole; its stream is ``array-<array_id>``."""
+
+    STREAM_PREFIX: ClassVar[str] = "array-"
+    array_id: str
+
+    @property
+    def stream_key(self) -> str:
+        return self.array_id
+
+
+class ArraySubmitted(ArrayEvent, frozen=True, tag="array.submitted"):
+    """An array and its tasks were accepted in one write (the tasks' ``job.submitted`` follow it)."""
+
+    user_id: str
+    spec: str  # as asked (``0-99%8``), or ``sweep`` for a sweep without one
+    tasks: int
+    width: int  # at most this many tasks are released and not yet ended at once
+    max_running: int | None = None  # the ``%K`` asked for
 
 
 # --- nodes ------------------------------------------------------------------------------------

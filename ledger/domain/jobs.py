@@ -5,7 +5,7 @@ Everything here is pure: no clock, no I/O. Times come from the events' envelopes
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -95,6 +95,10 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     notified: list[int] = []  # indices in ``notify`` with a recorded outcome (notify.delivered / notify.failed)
     gpu: GpuSummary | None = None  # the last ended attempt's GPU use (job.gpu_summary); None: no telemetry
     gpu_idle: str | None = None  # the current attempt was found idle: the policy's action (job.gpu_idle)
+    array_id: str | None = None  # a task of this array (ledger.domain.arrays)
+    array_index: int | None = None
+    array_width: int = 0
+    params: dict[str, Any] | None = None  # a sweep task's parameters
 
     @property
     def is_terminal(self) -> bool:
@@ -171,6 +175,10 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             retry=event.retry,
             asked_priority=event.asked_priority,
             memory=event.memory,
+            array_id=event.array_id,
+            array_index=event.array_index,
+            array_width=event.array_width,
+            params=event.params,
         )
     version = state.version + 1
     match event:

@@ -101,14 +101,22 @@ def _check_limits(views: LedgerState, user_id: str, limits: SubmitLimits, now: i
             f"Rate limit exceeded. Maximum {limits.per_minute} requests per 60s. Retry after {retry_after}s.",
             retry_after=retry_after,
         )
-    if max_active and stats.active >= max_active:
+    active = active_submissions(views, user_id, stats.active)
+    if max_active and active >= max_active:
         raise LimitExceeded(
-            f"Queue limit exceeded. You already have {stats.active} job(s) in progress. "
+            f"Queue limit exceeded. You already have {active} job(s) in progress. "
             f"Maximum {max_active} jobs per user allowed.",
             retry_after=30,
         )
     quotas = limits.quotas if gpus else msgspec.structs.replace(limits.quotas, gpu_hours=0.0)  # CPU-only: no GPU time
     _check_quota(stats.quota, quotas, now)
+
+
+def active_submissions(views: LedgerState, user_id: str, active_jobs: int) -> int:
+    """The user's submissions in progress: an array with tasks not yet ended counts once, however
+    many tasks it has (costs the arrays in progress, not their tasks)."""
+    mine = [p for p in views.arrays.values() if p.user_id == user_id]
+    return active_jobs - sum(p.active for p in mine) + len(mine)
 
 
 def _check_quota(today: QuotaDay | None, quotas: QuotaLimits, now: int) -> None:
@@ -183,7 +191,7 @@ def record_review(job_id: str, verdict: JobScanned) -> Write:
     def decide(views: LedgerState) -> Sequence[AnyEvent]:
         job = job_of(views, job_id)
         events = decide_scan(job, verdict)
-        if verdict.verdict != "rejected":
+        if verdict.verdict != "rejected" and job.array_id is None:  # a task waits to be released
             reviewed = evolve_job(job, verdict, position=job.position, at=views.recorded_at)
             events.extend(decide_queue(reviewed, reason="reviewed"))
         return events

@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 
 import apsw
 
+from ledger.domain.arrays import ArrayProgress
 from ledger.domain.events import AnyEvent
 from ledger.domain.jobs import JobState
 from ledger.domain.nodes import NodeState
@@ -52,6 +53,7 @@ class LedgerState(Protocol):
     tokens_by_secret: dict[str, str]
     node_jobs: dict[str, list[str]]  # per node, its jobs not yet ended, in dispatch order
     shares: dict[str, UserShare]  # per user: fair-share policy (caps) and decayed usage
+    arrays: dict[str, ArrayProgress]  # per array with tasks not yet ended: its progress
 
     def apply_event(self, event: AnyEvent, position: int, stream: str, version: int, recorded_at: int) -> None: ...
 

@@ -1,6 +1,7 @@
 // The dashboard page: sign-in, routing, the time slider, and live refresh from the event stream.
 import { follow, get, HttpError, post, token } from "./api.js";
 import { el, replace, seconds, when } from "./dom.js";
+import { arrayOpen, cancelArray, closeArray, openArray, refreshArray } from "./arraypage.js";
 import { cancelJob, closeJob, downloadResults, jobOpen, openJob, refreshJob, showStream } from "./jobpage.js";
 import { renderJobs, renderLanes, renderNodes, renderQueue, renderUsage, renderUtilisation } from "./panels.js";
 
@@ -96,6 +97,7 @@ function listen() {
       loadAll();
     }
     if (jobOpen(record.stream)) refreshJob();
+    if (arrayOpen(record.stream)) refreshArray();
     return false;
   }, { lastId: admin ? String(state.head) : null });
 }
@@ -125,8 +127,12 @@ async function start() {
 
 function route() {
   const match = location.hash.match(/^#\/job\/(.+)$/);
-  $("overview").hidden = Boolean(match);
+  const array = location.hash.match(/^#\/array\/(.+)$/);
+  $("overview").hidden = Boolean(match || array);
   $("jobpage").hidden = !match;
+  $("arraypage").hidden = !array;
+  closeArray();
+  if (array && state.who) { closeJob(); openArray(decodeURIComponent(array[1])); return; }
   if (match && state.who) { openJob(decodeURIComponent(match[1])); return; }
   closeJob();
   loadAll();
@@ -162,6 +168,7 @@ function bind() {
   $("next-page").addEventListener("click", () => { state.cursors.push(state.before); state.before = $("next-page").dataset.before || null; loadAll(); });
   $("first-page").addEventListener("click", () => { state.before = null; state.cursors = []; loadAll(); });
   $("job-cancel").addEventListener("click", cancelJob);
+  $("array-cancel").addEventListener("click", cancelArray);
   $("job-download").addEventListener("click", downloadResults);
   for (const stream of ["stdout", "stderr"]) $(`tab-${stream}`).addEventListener("click", () => showStream(stream));
   window.addEventListener("hashchange", route);

@@ -65,8 +65,31 @@ export function renderQueue(box, doc) {
     : el("p", { class: "muted" }, "The queue is empty."), more, plan);
 }
 
+// An array's tasks on this page as one row, at its first task's place, linking to the array's page.
+function arrayRows(jobs) {
+  const arrays = new Map();
+  const rows = [];
+  for (const j of jobs) {
+    if (!j.array_id) { rows.push(j); continue; }
+    if (!arrays.has(j.array_id)) { arrays.set(j.array_id, []); rows.push({ array: j.array_id, tasks: arrays.get(j.array_id) }); }
+    arrays.get(j.array_id).push(j);
+  }
+  return rows;
+}
+
+function arrayRow(row) {
+  const first = row.tasks[0];
+  const count = (status) => row.tasks.filter((t) => t.status === status).length;
+  const status = count("running") ? "running" : count("pending") ? "pending" : first.status;
+  const counts = ["pending", "running", "completed", "failed", "cancelled"].filter(count).map((s) => `${count(s)} ${s}`).join(" · ");
+  return el("tr", { "data-array": row.array },
+    el("td", {}, el("a", { href: `#/array/${encodeURIComponent(row.array)}`, class: "job array" }, `array ${row.array}`)),
+    el("td", {}, first.user_id), el("td", {}, first.competition_id), el("td", { class: "job-status" }, badge(status)),
+    el("td", {}, `${row.tasks.length} task(s) here: ${counts}`), el("td", {}, ""), el("td", {}, when(first.created_at)), el("td", {}, ""));
+}
+
 export function renderJobs(box, doc) {
-  const rows = doc.jobs.map((j) => el("tr", { "data-job": j.job_id },
+  const rows = arrayRows(doc.jobs).map((j) => j.array ? arrayRow(j) : el("tr", { "data-job": j.job_id },
     el("td", {}, jobLink(j)), el("td", {}, j.user_id), el("td", {}, j.competition_id),
     el("td", { class: "job-status" }, badge(j.status)), el("td", {}, j.reason ?? j.finish_reason_text ?? j.finish_reason ?? ""),
     el("td", {}, j.node ?? ""), el("td", {}, when(j.created_at)), el("td", {}, j.exit_code ?? "")));

@@ -57,6 +57,7 @@ FLAT: dict[str, str] = {
     "max_active_jobs_per_user": "queue.max_active_jobs_per_user",
     "admin_rate_limit_exempt": "queue.admin_rate_limit_exempt",
     "quota_submissions": "queue.quota_submissions",
+    "array_max_tasks": "queue.array_max_tasks",
     "quota_gpu_hours": "queue.quota_gpu_hours",
     "retries": "queue.retries",
     "retry_on": "queue.retry_on",

@@ -78,6 +78,8 @@ class QueueSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_active_jobs_per_user: Annotated[int, Meta(ge=0, description="pending or running jobs per user")] = 1
     admin_rate_limit_exempt: Annotated[bool, Meta(description="admins skip the per-user limits")] = True
     quota_submissions: Annotated[int, Meta(ge=0, description="submissions per user per UTC day")] = 0
+    # Slurm's MaxArraySize default is 1001; each task is a job row and a few events written at once.
+    array_max_tasks: Annotated[int, Meta(ge=1, le=100_000, description="tasks in one array or sweep")] = 1000
     quota_gpu_hours: Annotated[float, Meta(ge=0, description="GPU-hours per user per UTC day")] = 0.0
     retries: Annotated[int, Meta(ge=0, le=MAX_RETRIES, description="retries of a job whose config has none")] = 0
     retry_on: Annotated[list[str], Meta(description="finish reasons that are retried")] = msgspec.field(
