@@ -142,7 +142,9 @@ def create_app(
             }
         ),
         openapi_config=openapi_config(VERSION),
-        request_max_body_size=settings.queue.max_code_bytes + settings.queue.max_config_bytes + 1024 * 1024,
+        request_max_body_size=max(settings.queue.max_code_bytes, settings.queue.project_max_bytes)
+        + settings.queue.max_config_bytes
+        + 1024 * 1024,
         multipart_form_part_limit=16,
         logging_config=None,  # structlog is configured once, by the serve command
     )

@@ -25,6 +25,7 @@ from executors.resources import job_resources
 from executors.retry import until_lost
 from executors.seccomp import seccomp_program
 from executors.transport import Transport
+from executors.workspace import lay_out
 from ledger.domain.errors import DomainError, LedgerUnavailable
 from ledger.domain.events import Blob, JobFinished
 from ledger.domain.jobs import JobState
@@ -199,15 +200,17 @@ class NodeRunner:
         return wp.decode_wrapper_state(out.strip().splitlines()[-1])
 
     async def _upload(self, job: JobState, workdir: str) -> None:
-        code = self.blobs.get(job.code) or b""
         job_dir = f"{workdir}/{wp.WORK_NAME}"
         results = f"{job_dir}/{RESULTS_NAME}"
+        entry = f"{job_dir}/{job.entrypoint or wp.SOLUTION_NAME}"
         command = wp.render_job_command(
             self.settings.runner.command,
-            solution=f"{job_dir}/{wp.SOLUTION_NAME}",
+            solution=entry,
             competition_id=job.competition_id,
             results=results,
             workdir=job_dir,
+            entrypoint=entry,
+            args=job.args,
         )
         slots = job.held_slots
         # The job's whole environment: nothing of the server's, whatever its names (see the wrapper).
@@ -231,7 +234,7 @@ class NodeRunner:
         )
         files = {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SECCOMP_NAME: seccomp_program(), wp.JOB_SPEC_NAME: spec}
         await self.transport.put_files(workdir, files)
-        await self.transport.put_files(job_dir, {wp.SOLUTION_NAME: code})
+        await lay_out(self.transport, self.blobs, self.ledger.views, job, job_dir)
 
     def resources(self, job: JobState) -> wp.Resources:
         node = self.ledger.views.nodes.get(self.node)

@@ -24,6 +24,7 @@ from gpuledger import wire
 from gpuledger.config import load_config
 from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
 from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted, WhoAmI
+from gpuledger.project import PackedProject
 
 
 class AsyncClient:
@@ -90,8 +91,13 @@ class AsyncClient:
             budget -= delay
             await sleep(delay)
 
-    async def submit(self, code: wire.Source, config: wire.Source, *, idempotency_key: str | None = None) -> AsyncJob:
-        """Queue a job and return at once (``wait=false`` underneath); ``code``/``config`` are text or a Path."""
+    async def submit(
+        self, code: wire.Source | PackedProject, config: wire.Source, *, idempotency_key: str | None = None
+    ) -> AsyncJob:
+        """Queue a job and return at once (``wait=false`` underneath); ``code``/``config`` are text or a Path.
+
+        ``code`` may be a project directory (or one packed with ``gpuledger.project.pack_project``): the config
+        then names its ``entrypoint``."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         answer = await self.request(
             "POST", "/api/submit", params={"wait": "false"}, files=wire.submit_files(code, config), headers=headers

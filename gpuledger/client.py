@@ -23,6 +23,7 @@ from gpuledger import wire
 from gpuledger.config import load_config
 from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
 from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted, WhoAmI
+from gpuledger.project import PackedProject
 
 
 class Client:
@@ -89,8 +90,13 @@ class Client:
             budget -= delay
             sleep(delay)
 
-    def submit(self, code: wire.Source, config: wire.Source, *, idempotency_key: str | None = None) -> Job:
-        """Queue a job and return at once (``wait=false`` underneath); ``code``/``config`` are text or a Path."""
+    def submit(
+        self, code: wire.Source | PackedProject, config: wire.Source, *, idempotency_key: str | None = None
+    ) -> Job:
+        """Queue a job and return at once (``wait=false`` underneath); ``code``/``config`` are text or a Path.
+
+        ``code`` may be a project directory (or one packed with ``gpuledger.project.pack_project``): the config
+        then names its ``entrypoint``."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         answer = self.request(
             "POST", "/api/submit", params={"wait": "false"}, files=wire.submit_files(code, config), headers=headers

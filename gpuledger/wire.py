@@ -13,6 +13,7 @@ import msgspec
 
 from gpuledger.errors import BY_STATUS, ApiError, ConnectionFailed, NotGpuledger, RateLimited, ServerError
 from gpuledger.models import LedgerEvent, LogChunk
+from gpuledger.project import PackedProject, pack_project
 
 RECONNECT_FOR_S = 300.0  # how long a follower keeps trying to reach a server that went away
 IDLE_READ_S = 30.0  # a silent stream is reopened after this long (the server sends nothing while idle)
@@ -27,9 +28,15 @@ def content(value: Source) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
-def submit_files(code: Source, config: Source) -> dict[str, tuple[str, bytes]]:
-    code_name = code.name if isinstance(code, Path) else "solution.py"
+def submit_files(code: Source | PackedProject, config: Source) -> dict[str, tuple[str, bytes]]:
+    """The multipart parts: ``code`` (one file, as the old server takes it) or ``project`` (a packed
+    directory, a part the old server never read), and ``config_file``."""
     config_name = config.name if isinstance(config, Path) else "config.yaml"
+    if isinstance(code, Path) and code.is_dir():
+        code = pack_project(code)
+    if isinstance(code, PackedProject):
+        return {"project": ("project.tar", code.data), "config_file": (config_name, content(config))}
+    code_name = code.name if isinstance(code, Path) else "solution.py"
     return {"code": (code_name, content(code)), "config_file": (config_name, content(config))}
 
 

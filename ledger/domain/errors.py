@@ -13,7 +13,8 @@ LedgerError
     ├── InvalidTransition    e.g. cancelling a finished job
     ├── LimitExceeded        rate or active-job limit (carries retry_after)
     │   └── QuotaExceeded    a daily quota is used up (carries which, used, left, resets_at)
-    └── NotAllowed           the user's policy does not allow what was asked (a priority, GPUs)
+    ├── NotAllowed           the user's policy does not allow what was asked (a priority, GPUs)
+    └── ArchiveRefused       a project archive holds what may not be unpacked (names the member)
 """
 
 from __future__ import annotations
@@ -81,3 +82,8 @@ class QuotaExceeded(LimitExceeded):
 
 class NotAllowed(DomainError):
     pass
+
+
+class ArchiveRefused(DomainError):
+    """A project archive that is not a plain tree of files: ``..``, an absolute path, a link leading out,
+    a device. Its message names the member."""

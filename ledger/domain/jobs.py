@@ -13,8 +13,11 @@ from ledger.domain.attempts import Attempt, attempt_key
 from ledger.domain.errors import InvalidTransition
 from ledger.domain.events import (
     AnyEvent,
+    Artifact,
     Blob,
     Finding,
+    JobArtifactsPruned,
+    JobArtifactsStored,
     JobCancelRequested,
     JobDispatched,
     JobEvent,
@@ -27,6 +30,7 @@ from ledger.domain.events import (
     JobScanned,
     JobStarted,
     JobSubmitted,
+    ProjectFile,
     RetryPolicy,
 )
 
@@ -84,6 +88,15 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     history: list[Attempt] = []  # the attempts before the current one, oldest first
     pruned_at: int | None = None  # when retention removed the job's output blobs (job.pruned)
     pruned_reason: str | None = None
+    project: Blob | None = None  # a project directory's archive (None: the single file ``code``)
+    project_files: list[ProjectFile] = []
+    entrypoint: str | None = None
+    args: list[str] = []
+    artifact_globs: list[str] = []
+    resume_from: str | None = None
+    artifacts: list[Artifact] = []  # job.artifacts_stored
+    artifacts_skipped: list[str] = []
+    artifacts_pruned_at: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -160,6 +173,12 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             retry=event.retry,
             asked_priority=event.asked_priority,
             memory=event.memory,
+            project=event.project,
+            project_files=event.project_files,
+            entrypoint=event.entrypoint,
+            args=event.args,
+            artifact_globs=event.artifact_globs,
+            resume_from=event.resume_from,
         )
     version = state.version + 1
     match event:
@@ -199,6 +218,10 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             return _retried(state, event, at)
         case JobPruned():
             return _replace(state, version=version, pruned_at=at, pruned_reason=event.reason)
+        case JobArtifactsStored():
+            return _replace(state, version=version, artifacts=event.files, artifacts_skipped=event.skipped)
+        case JobArtifactsPruned():
+            return _replace(state, version=version, artifacts_pruned_at=at)
         case JobSubmitted():
             raise AssertionError(f"job {state.job_id} submitted twice")
     raise AssertionError(f"no job fold for {type(event).__name__}")

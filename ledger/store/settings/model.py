@@ -51,6 +51,7 @@ FLAT: dict[str, str] = {
     "max_expected_time": "queue.max_expected_time",
     "max_code_bytes": "queue.max_code_bytes",
     "max_config_bytes": "queue.max_config_bytes",
+    "project_max_bytes": "queue.project_max_bytes",
     "rate_limit_per_minute": "queue.rate_limit_per_minute",
     "max_active_jobs_per_user": "queue.max_active_jobs_per_user",
     "admin_rate_limit_exempt": "queue.admin_rate_limit_exempt",

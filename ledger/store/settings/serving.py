@@ -73,6 +73,7 @@ class QueueSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_expected_time: Annotated[int, Meta(gt=0, description="largest expected_time accepted")] = 7 * 24 * 3600
     max_code_bytes: Annotated[int, Meta(gt=0, description="largest solution")] = 5 * 1024 * 1024
     max_config_bytes: Annotated[int, Meta(gt=0, description="largest config")] = 64 * 1024
+    project_max_bytes: Annotated[int, Meta(gt=0, description="largest project archive")] = 64 * 1024 * 1024
     # Limits: 0 means unlimited; no upper cap (the views keep only the last minute's submit times).
     rate_limit_per_minute: Annotated[int, Meta(ge=0, description="submissions per user per minute")] = 5
     max_active_jobs_per_user: Annotated[int, Meta(ge=0, description="pending or running jobs per user")] = 1
