@@ -18,6 +18,7 @@ from litestar.plugins.core import MsgspecDIPlugin
 
 from api.asofpool import AsOfPool, close_asof_pool
 from api.context import DEPENDENCIES
+from api.controllers.artifacts import ArtifactController
 from api.controllers.dashboard import DashboardController
 from api.controllers.fairshare import FairShareController
 from api.controllers.jobfiles import JobFilesController
@@ -120,6 +121,7 @@ def create_app(
             ServiceController,
             JobController,
             JobFilesController,
+            ArtifactController,
             NodeController,
             QuotaController,
             DashboardController,

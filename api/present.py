@@ -87,6 +87,9 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
         age=round(queued.age, 6) if queued is not None else None,
         priority=queued.priority if queued is not None else None,
         message=job.message if job.is_terminal else None,
+        entrypoint=job.entrypoint,
+        resume_from=job.resume_from,
+        artifacts=len(job.artifacts),
     )
 
 

@@ -17,6 +17,7 @@ from typing import Literal, TypeVar
 
 import structlog
 
+from executors import artifacts
 from executors import protocol as wp
 from executors.errors import ExecutorError, JobFileUnreadable, NodeLost, RemoteCommandFailed
 from executors.follow import LiveFiles, follow_job
@@ -27,7 +28,7 @@ from executors.seccomp import seccomp_program
 from executors.transport import Transport
 from executors.workspace import lay_out
 from ledger.domain.errors import DomainError, LedgerUnavailable
-from ledger.domain.events import Blob, JobFinished
+from ledger.domain.events import Blob, JobArtifactsStored, JobFinished
 from ledger.domain.jobs import JobState
 from ledger.store import commands
 from ledger.store.blobs import BlobStore
@@ -258,7 +259,17 @@ class NodeRunner:
 
     async def _collect(self, job: JobState, workdir: str, status: wp.ExitStatus) -> None:
         try:
-            await self._finish(await self._ending(job, workdir, status))
+            finished = await self._ending(job, workdir, status)
+            kept = await self._retry(
+                lambda: artifacts.collect(
+                    self.transport,
+                    self.blobs,
+                    job,
+                    f"{workdir}/{wp.WORK_NAME}",
+                    self.settings.runner.artifact_max_bytes,
+                )
+            )
+            await self._finish(finished, kept)
         except Exception:
             # The finish write failed (a full disk, say): the job's files go all the same, they may be
             # what filled it. The live copy stays (the sweep takes it once the job is finished).
@@ -326,8 +337,10 @@ class NodeRunner:
             JobFinished(job_id=job.job_id, status=status, reason=reason, attempt=job.attempt, message=message)
         )
 
-    async def _finish(self, finished: JobFinished) -> None:
-        await self._write(commands.finish_job(finished, node=self.node, restart_container=self.restart_container))
+    async def _finish(self, finished: JobFinished, kept: JobArtifactsStored | None = None) -> None:
+        await self._write(
+            commands.finish_job(finished, node=self.node, restart_container=self.restart_container, artifacts=kept)
+        )
 
     async def _node_lost(self, job_id: str, bound: structlog.typing.FilteringBoundLogger) -> None:
         job = self.ledger.views.jobs[job_id]

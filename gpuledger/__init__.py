@@ -16,21 +16,36 @@ from gpuledger.errors import (
     BadRequest,
     Conflict,
     ConnectionFailed,
+    DigestMismatch,
     Forbidden,
     GpuledgerError,
     JobFailed,
     NotFound,
     NotGpuledger,
     PayloadTooLarge,
+    ProjectTooLarge,
     RateLimited,
     ServerError,
 )
-from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted, WhoAmI
+from gpuledger.models import (
+    ArtifactInfo,
+    ArtifactList,
+    JobResults,
+    JobStatus,
+    LedgerEvent,
+    LogChunk,
+    NodeInfo,
+    QuotaStatus,
+    Submitted,
+    WhoAmI,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ApiError",
+    "ArtifactInfo",
+    "ArtifactList",
     "AsyncClient",
     "AsyncJob",
     "AuthError",
@@ -38,6 +53,7 @@ __all__ = [
     "Client",
     "Conflict",
     "ConnectionFailed",
+    "DigestMismatch",
     "Forbidden",
     "GpuledgerError",
     "Job",
@@ -50,6 +66,7 @@ __all__ = [
     "NotFound",
     "NotGpuledger",
     "PayloadTooLarge",
+    "ProjectTooLarge",
     "QuotaStatus",
     "RateLimited",
     "ServerError",

@@ -15,7 +15,9 @@ from asyncio import sleep
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import ServerSentEvent, aconnect_sse
@@ -23,7 +25,17 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from gpuledger import wire
 from gpuledger.config import load_config
 from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
-from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted, WhoAmI
+from gpuledger.models import (
+    ArtifactList,
+    JobResults,
+    JobStatus,
+    LedgerEvent,
+    LogChunk,
+    NodeInfo,
+    QuotaStatus,
+    Submitted,
+    WhoAmI,
+)
 from gpuledger.project import PackedProject
 
 
@@ -127,6 +139,19 @@ class AsyncClient:
         answer = await self.request("GET", "/api/jobs", params=params)
         jobs: list[JobStatus] = wire.decode_field(list[JobStatus], answer, "jobs")
         return jobs
+
+    async def artifacts(self, job_id: str) -> ArtifactList:
+        """The files the job left under ``outputs/`` (and its ``artifacts:`` globs), kept after it ended."""
+        listing: ArtifactList = wire.decode(ArtifactList, await self.request("GET", f"/api/jobs/{job_id}/artifacts"))
+        return listing
+
+    async def download(self, job_id: str, paths: list[str] | None = None, *, to: Path = Path()) -> list[Path]:
+        """Fetch the job's artifacts (all, or those at ``paths``) below ``to``, each checked against its digest."""
+        saved = []
+        for artifact in wire.chosen_artifacts(await self.artifacts(job_id), paths):
+            answer = await self.request("GET", f"/api/jobs/{job_id}/artifacts/{quote(artifact.path)}")
+            saved.append(wire.save_artifact(artifact, answer.content, to))
+        return saved
 
     async def quota(self, user_id: str | None = None) -> QuotaStatus:
         """Your daily quotas (admins: ``user_id``'s): used, left and when they reset."""

@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 from time import sleep
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import ServerSentEvent, connect_sse
@@ -22,7 +24,17 @@ from httpx_sse import ServerSentEvent, connect_sse
 from gpuledger import wire
 from gpuledger.config import load_config
 from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
-from gpuledger.models import JobResults, JobStatus, LedgerEvent, LogChunk, NodeInfo, QuotaStatus, Submitted, WhoAmI
+from gpuledger.models import (
+    ArtifactList,
+    JobResults,
+    JobStatus,
+    LedgerEvent,
+    LogChunk,
+    NodeInfo,
+    QuotaStatus,
+    Submitted,
+    WhoAmI,
+)
 from gpuledger.project import PackedProject
 
 
@@ -126,6 +138,19 @@ class Client:
         answer = self.request("GET", "/api/jobs", params=params)
         jobs: list[JobStatus] = wire.decode_field(list[JobStatus], answer, "jobs")
         return jobs
+
+    def artifacts(self, job_id: str) -> ArtifactList:
+        """The files the job left under ``outputs/`` (and its ``artifacts:`` globs), kept after it ended."""
+        listing: ArtifactList = wire.decode(ArtifactList, self.request("GET", f"/api/jobs/{job_id}/artifacts"))
+        return listing
+
+    def download(self, job_id: str, paths: list[str] | None = None, *, to: Path = Path()) -> list[Path]:
+        """Fetch the job's artifacts (all, or those at ``paths``) below ``to``, each checked against its digest."""
+        saved = []
+        for artifact in wire.chosen_artifacts(self.artifacts(job_id), paths):
+            answer = self.request("GET", f"/api/jobs/{job_id}/artifacts/{quote(artifact.path)}")
+            saved.append(wire.save_artifact(artifact, answer.content, to))
+        return saved
 
     def quota(self, user_id: str | None = None) -> QuotaStatus:
         """Your daily quotas (admins: ``user_id``'s): used, left and when they reset."""

@@ -52,10 +52,29 @@ class JobStatus(msgspec.Struct, kw_only=True):
     age: float | None = None
     priority: int | None = None
     message: str | None = None  # the server's word on how the job ended (never the job's output)
+    entrypoint: str | None = None  # a project's file that runs (None: a single-file job)
+    resume_from: str | None = None  # the job whose artifacts this one started from
+    artifacts: int = 0  # files kept after the job (``artifacts()`` lists them)
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+
+class ArtifactInfo(msgspec.Struct, kw_only=True):
+    path: str  # relative to the job's workdir, e.g. outputs/model.pt
+    size: int
+    digest: str  # SHA-256, hex: ``download`` checks it
+
+
+class ArtifactList(msgspec.Struct, kw_only=True):
+    job_id: str
+    artifacts: list[ArtifactInfo] = []
+    bytes: int = 0
+    skipped: list[str] = []
+    pruned: bool = False  # retention removed them: the list says what there was
+    message: str | None = None
+    resume_from: str | None = None
 
 
 class WhoAmI(msgspec.Struct, kw_only=True):

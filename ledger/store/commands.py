@@ -17,6 +17,7 @@ from ledger.domain.errors import InvalidTransition, LimitExceeded, NotAllowed, N
 from ledger.domain.events import (
     AnyEvent,
     HalfLifeSet,
+    JobArtifactsStored,
     JobFinished,
     JobQueued,
     JobScanned,
@@ -250,13 +251,22 @@ def start_job(
     )
 
 
-def finish_job(finished: JobFinished, *, node: str, restart_container: str | None = None) -> Write:
+def finish_job(
+    finished: JobFinished,
+    *,
+    node: str,
+    restart_container: str | None = None,
+    artifacts: JobArtifactsStored | None = None,
+) -> Write:
     """The terminal event; with LXC restarts, the node turns ``restarting`` in the same step, so no
-    dispatch can slip in between a job's end and its node's restart."""
+    dispatch can slip in between a job's end and its node's restart. The attempt's artifacts, if any,
+    are recorded in the same step, just before it ends."""
 
-    return Write(
-        decide=lambda views: _finish_events(views, finished, node, restart_container), actor=f"executor:{node}"
-    )
+    def decide(views: LedgerState) -> list[AnyEvent]:
+        events = _finish_events(views, finished, node, restart_container)
+        return [artifacts, *events] if artifacts is not None else events
+
+    return Write(decide=decide, actor=f"executor:{node}")
 
 
 def _finish_events(

@@ -101,6 +101,7 @@ FLAT: dict[str, str] = {
     "max_job_timeout_multiplier": "runner.max_job_timeout_multiplier",
     "job_max_disk": "runner.max_disk",
     "job_env": "runner.env",
+    "artifact_max_bytes": "runner.artifact_max_bytes",
     "job_sandbox": "sandbox.mode",
     "job_network": "sandbox.network",
     "job_readonly_paths": "sandbox.readonly_paths",
