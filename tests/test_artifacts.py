@@ -5,6 +5,7 @@ owner (and admins) see them, and `resume_from` starts the next job from them."""
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,39 @@ def test_resume_from_another_users_job_is_a_404(server: Server, written: dict[st
     with server.client(server.token("bob")) as bob:
         answer = submit(bob, "print(1)", config_yaml("bob", resume_from=written["job_id"]))
     assert answer.status_code == 404, answer.text
+
+
+def test_artifact_retention_prunes_them_and_says_so(tmp_path: Path) -> None:
+    """Past ARTIFACT_RETENTION the server removes a job's artifact blobs; the list and the file say
+    "pruned", and resuming from that job is a 400."""
+    server = Server(tmp_path, code_scanner_quick_mode=True, endpoint_limits=OPEN_LIMITS)
+    server.start()
+    try:
+        token = server.token("carol")
+        with server.client(token) as client:
+            code = "import os\nos.mkdir('outputs')\nopen('outputs/a', 'w').write('x')\n"
+            job_id = submit(client, code, config_yaml("carol")).json()["job_id"]
+            wait_status(client, job_id, {"completed"})
+            digest = client.get(f"/api/jobs/{job_id}/artifacts").json()["artifacts"][0]["digest"]
+        blob = tmp_path / "jobs" / "blobs" / digest[:2] / digest
+        assert blob.exists()
+        server.stop()
+        server.env["GPULEDGER_ARTIFACT_RETENTION"] = "1"  # the server prunes a few seconds after it starts
+        server.start()
+        with server.client(token) as client:
+            deadline = time.monotonic() + 20
+            while not (listing := client.get(f"/api/jobs/{job_id}/artifacts").json())["pruned"]:
+                assert time.monotonic() < deadline, listing
+                time.sleep(0.1)
+            assert "ARTIFACT_RETENTION" in listing["message"]
+            fetched = client.get(f"/api/jobs/{job_id}/artifacts/outputs/a")
+            assert fetched.status_code == 404
+            assert "pruned" in fetched.json()["detail"]
+            resumed = submit(client, "print(1)", config_yaml("carol", resume_from=job_id))
+            assert resumed.status_code == 400
+            assert "removed by retention" in resumed.json()["detail"]
+        assert not blob.exists()
+        verdict = run_cli(server.root, "audit", "verify", env=server.env)  # a pruned artifact is no damage
+        assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    finally:
+        server.stop()

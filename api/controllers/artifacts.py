@@ -17,23 +17,19 @@ from api.context import authenticated
 from api.openapi import BEARER, problems
 from api.ports import JobOutput, Port
 from api.schemas import ArtifactInfo, ArtifactList
-from ledger.domain.clock import iso
 from ledger.domain.errors import NotFound
 from ledger.domain.jobs import JobState
+from ledger.store.retention import artifacts_pruned_message
 
 
 def artifact_list(job: JobState) -> ArtifactList:
-    pruned = job.artifacts_pruned_at is not None
-    message = (
-        f"artifacts pruned on {(iso(job.artifacts_pruned_at) or '')[:10]} (ARTIFACT_RETENTION)" if pruned else None
-    )
     return ArtifactList(
         job_id=job.job_id,
         artifacts=[ArtifactInfo(path=a.path, size=a.size, digest=a.digest) for a in job.artifacts],
         bytes=sum(a.size for a in job.artifacts),
         skipped=job.artifacts_skipped,
-        pruned=pruned,
-        message=message,
+        pruned=job.artifacts_pruned_at is not None,
+        message=artifacts_pruned_message(job),
         resume_from=job.resume_from,
     )
 
@@ -67,8 +63,8 @@ class ArtifactController(Controller):
         wanted = path.lstrip("/")
         found = output.artifact_file(job, wanted)
         if found is None:
-            pruned = " (pruned by ARTIFACT_RETENTION)" if job.artifacts_pruned_at is not None else ""
-            raise NotFound(f"Job {job_id} has no artifact {wanted}{pruned}")
+            pruned = artifacts_pruned_message(job)
+            raise NotFound(f"Job {job_id} has no artifact {wanted}" + (f": {pruned}" if pruned else ""))
         artifact, stored = found
         return File(
             path=stored,

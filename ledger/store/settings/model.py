@@ -42,6 +42,7 @@ FLAT: dict[str, str] = {
     "ledger_reserve_bytes": "storage.ledger_reserve_bytes",
     "disk_free_floor_bytes": "storage.disk_free_floor_bytes",
     "retention_days": "storage.retention_days",
+    "artifact_retention": "storage.artifact_retention",
     "dashboard_active_jobs": "reads.dashboard_active_jobs",
     "dashboard_users": "reads.dashboard_users",
     "snapshot_every": "reads.snapshot_every",

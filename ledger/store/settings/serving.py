@@ -53,6 +53,21 @@ class StorageSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # no job is dispatched below this much free on the ledger's disk; None: ``ledger.store.disk.auto_floor``
     disk_free_floor_bytes: Annotated[int, Meta(ge=0, description="no dispatch below this free (0: none)")] | None = None
     retention_days: Annotated[int, Meta(ge=0, description="outputs pruned this many days after (0: kept)")] = 0
+    # seconds, or text with a unit ("30d"); 0: artifacts are kept (checked in __post_init__, as no Meta reads units)
+    artifact_retention: Annotated[float | str, Meta(description="artifacts pruned this long after (0: kept)")] = 0.0
+
+    def __post_init__(self) -> None:
+        try:
+            retention = parse_duration(self.artifact_retention)
+        except ValueError as e:
+            raise msgspec.ValidationError(f"{e} - at `$.storage.artifact_retention`") from None
+        if retention < 0:
+            raise msgspec.ValidationError("must not be negative - at `$.storage.artifact_retention`")
+
+    @property
+    def artifact_retention_s(self) -> float:
+        """ARTIFACT_RETENTION in seconds (0: artifacts are kept)."""
+        return parse_duration(self.artifact_retention)
 
 
 class ReadsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
