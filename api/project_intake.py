@@ -81,3 +81,13 @@ def project_blob_fields(blob: Blob | None, intake: ProjectIntake | None, config:
     if intake is not None:
         fields |= {"project": blob, "project_files": intake.project.manifest, "entrypoint": intake.entrypoint}
     return fields
+
+
+def warnings_for(config: JobConfig, settings: Settings, *, project: bool) -> list[str]:
+    """Fields that would otherwise be silently without effect."""
+    found = []
+    if config.args and "{args}" not in settings.runner.command:
+        found.append("args are not passed on: the server's JOB_COMMAND has no {args}")
+    if config.entrypoint is not None and not project:
+        found.append("entrypoint ignored: a single file runs as it is (submit a directory to name one)")
+    return found

@@ -181,9 +181,8 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
         )
     )
     accepted_id = stream_key_of(committed)
-    return Accepted(
-        job=read_views(intake.ledger).jobs[accepted_id], warnings=config.warnings, replayed=committed.replayed
-    )
+    warnings = config.warnings + project_intake.warnings_for(config, settings, project=project is not None)
+    return Accepted(job=read_views(intake.ledger).jobs[accepted_id], warnings=warnings, replayed=committed.replayed)
 
 
 async def _scan_and_store(code: bytes, job_id: str, intake: Intake) -> tuple[JobScanned | None, Blob]:

@@ -135,3 +135,13 @@ def test_artifact_retention_prunes_them_and_says_so(tmp_path: Path) -> None:
         assert verdict.returncode == 0, verdict.stdout + verdict.stderr
     finally:
         server.stop()
+
+
+def test_fields_without_effect_are_warned_about(server: Server) -> None:
+    """`args` under a JOB_COMMAND without {args}, and `entrypoint` for a single file, come back as warnings."""
+    with server.client(server.token("dave")) as client:
+        answer = submit(client, "print(1)", config_yaml("dave", args='["x"]', entrypoint="main.py"))
+    assert answer.status_code == 200, answer.text
+    warnings = " ".join(answer.json()["warnings"])
+    assert "JOB_COMMAND has no {args}" in warnings
+    assert "entrypoint ignored" in warnings

@@ -25,6 +25,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "max_active_jobs_per_user": 0,
         "rate_limit_per_minute": 0,
         "project_max_bytes": PROJECT_LIMIT,
+        "job_command": "python3 {entrypoint} {args}",
     }
     with running(tmp_path_factory.mktemp("projects"), **settings) as started:
         yield started
@@ -44,15 +45,16 @@ def test_a_project_whose_entrypoint_imports_a_local_module_runs(server: Server, 
     project = write_project(
         tmp_path / "proj",
         {
-            "train.py": "from utils import f\nfrom pkg.deep import g\nprint(f(), g())\n",
+            "train.py": "import sys\nfrom utils import f\nfrom pkg.deep import g\nprint(f(), g(), sys.argv[1:])\n",
             "utils.py": "def f():\n    return 'from utils'\n",
             "pkg/__init__.py": "",
             "pkg/deep.py": "def g():\n    return 'from pkg'\n",
         },
     )
+    (tmp_path / "config.yaml").write_bytes(config_yaml(env["NAME"], expected=60, args='["--lr", "a b"]'))
     done = run_cli(tmp_path, "submit", str(project), "-c", "config.yaml", "--entry", "train.py", "--wait", env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "from utils from pkg\n"
+    assert done.stdout == "from utils from pkg ['--lr', 'a b']\n"
     assert "packed" in done.stderr
     assert "4 files" in done.stderr
 
@@ -189,13 +191,18 @@ def test_a_single_file_submission_is_unchanged(server: Server) -> None:
 
 @pytest.mark.ssh
 def test_a_project_runs_on_an_ssh_node(healthy_ssh_cluster: Any, server_factory: Any) -> None:
-    """Over SFTP the project lands in the node's workdir, subdirectories and all."""
+    """Over SFTP the project lands in the node's workdir, subdirectories and all, and what it leaves in
+    outputs/ comes back (a link there is not followed)."""
     from test_ssh_jobs import ssh_settings
 
     server = server_factory(**ssh_settings(healthy_ssh_cluster))
     files = {
         "run/main.py": "from tools.fmt import say\nsay()\n",
-        "run/tools/fmt.py": "def say():\n    print('ssh ok')\n",
+        "run/tools/fmt.py": (
+            "import os\ndef say():\n    os.makedirs('outputs')\n"
+            "    open('outputs/w.bin', 'wb').write(bytes(range(256)))\n"
+            "    os.symlink('/etc/hostname', 'outputs/host')\n    print('ssh ok')\n"
+        ),
     }
     with server.client(server.admin_token) as client:
         answer = client.post(
@@ -205,8 +212,12 @@ def test_a_project_runs_on_an_ssh_node(healthy_ssh_cluster: Any, server_factory:
                 "config_file": ("c", config_yaml("admin", entrypoint="run/main.py")),
             },
         )
-    assert answer.status_code == 200, answer.text
-    assert (answer.json()["status"], answer.json()["stdout"]) == ("completed", "ssh ok\n"), answer.json()
+        assert answer.status_code == 200, answer.text
+        assert (answer.json()["status"], answer.json()["stdout"]) == ("completed", "ssh ok\n"), answer.json()
+        job_id = answer.json()["job_id"]
+        listing = client.get(f"/api/jobs/{job_id}/artifacts").json()
+        assert [a["path"] for a in listing["artifacts"]] == ["outputs/w.bin"]
+        assert client.get(f"/api/jobs/{job_id}/artifacts/outputs/w.bin").content == bytes(range(256))
 
 
 def test_job_command_gains_entrypoint_and_args() -> None:
