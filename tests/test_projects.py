@@ -228,3 +228,43 @@ def test_job_command_gains_entrypoint_and_args() -> None:
     rendered = render_job_command("python3 {entrypoint} {args}", **common, args=["--lr", "0.1", "a b;rm -rf /"])
     assert rendered == "python3 /w/src/train.py --lr 0.1 'a b;rm -rf /'"
     assert render_job_command("python3 {solution} {args}", **common) == "python3 /w/src/train.py "
+
+
+def test_a_project_runs_under_slurm_and_its_outputs_come_back(slurm_cluster: Any, tmp_path: Path) -> None:
+    """Under Slurm (the same wrapper) the project is in the workdir and its outputs/ are kept."""
+    from test_slurm import slurm_server
+
+    server = slurm_server(tmp_path / "srv", slurm_cluster)
+    server.start()
+    files = {"main.py": "import os, helper\nos.mkdir('outputs')\nopen('outputs/r.txt', 'w').write(helper.X)\n"}
+    try:
+        with server.client(server.admin_token) as client:
+            answer = client.post(
+                "/api/submit?wait=false",
+                files={
+                    "project": ("p.tar", pack({**files, "helper.py": "X = 'slurm ok'\n"})),
+                    "config_file": ("c", config_yaml("admin", entrypoint="main.py")),
+                },
+            )
+            assert answer.status_code == 200, answer.text
+            job_id = answer.json()["job_id"]
+            assert wait_status(client, job_id, {"completed", "failed"}, timeout=60)["status"] == "completed"
+            assert client.get(f"/api/jobs/{job_id}/artifacts/outputs/r.txt").content == b"slurm ok"
+    finally:
+        server.stop()
+
+
+def test_packing_is_deterministic_and_capped_before_sending(tmp_path: Path) -> None:
+    """The same tree packs to the same bytes whatever the files' times; past the cap nothing is read and
+    the error names the largest files."""
+    import os
+
+    from gpuledger.errors import ProjectTooLarge
+    from gpuledger.project import pack_project
+
+    project = write_project(tmp_path / "p", {"a.py": "print(1)\n", "data/big.bin": b"\1" * 5000, "b.txt": "x" * 300})
+    first = pack_project(project)
+    os.utime(project / "a.py", (1, 1))
+    assert pack_project(project).data == first.data
+    with pytest.raises(ProjectTooLarge, match=r"largest files: data/big.bin \(5000 bytes\), b.txt \(300 bytes\)"):
+        pack_project(project, max_bytes=4096)
