@@ -145,3 +145,22 @@ def test_fields_without_effect_are_warned_about(server: Server) -> None:
     warnings = " ".join(answer.json()["warnings"])
     assert "JOB_COMMAND has no {args}" in warnings
     assert "entrypoint ignored" in warnings
+
+
+def test_the_web_job_page_lists_artifacts_each_a_download(server: Server, written: dict[str, Any], browser: Any):
+    """The job page shows the artifacts with their sizes; clicking one downloads its bytes."""
+    from tests.browser import sign_in
+
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        sign_in(page, server.url, server.token("alice"))
+        page.goto(f"{server.url}/dashboard#/job/{written['job_id']}")
+        page.locator("#job-artifacts a.artifact", has_text="outputs/ckpt/model.pt").wait_for()
+        with page.expect_download() as download:
+            page.click("#job-artifacts a.artifact >> text=outputs/log.txt")
+        assert Path(download.value.path()).read_text() == "epoch 1\n"
+        assert download.value.suggested_filename == "log.txt"
+    finally:
+        context.close()
