@@ -12,7 +12,7 @@ from api.errors import BadRequest, PayloadTooLarge
 from api.jobconfig import JobConfig
 from executors.scan.project import scan_project
 from executors.scan.scanner import format_findings
-from ledger.domain.events import Blob, JobScanned
+from ledger.domain.events import JobScanned
 from ledger.store.projects import Project, read_project
 from ledger.store.settings import Settings
 from projections.views import Views
@@ -73,14 +73,6 @@ def resume_source(views: Views, identity: Identity, config: JobConfig) -> str | 
     if job.artifacts_pruned_at is not None:
         raise BadRequest(f"Invalid field resume_from: job {job.job_id}'s artifacts were removed by retention")
     return job.job_id
-
-
-def project_blob_fields(blob: Blob | None, intake: ProjectIntake | None, config: JobConfig) -> dict[str, object]:
-    """The ``job.submitted`` fields of a project (none for a single file but ``artifacts`` and ``args``)."""
-    fields: dict[str, object] = {"args": config.args, "artifact_globs": config.artifacts}
-    if intake is not None:
-        fields |= {"project": blob, "project_files": intake.project.manifest, "entrypoint": intake.entrypoint}
-    return fields
 
 
 def warnings_for(config: JobConfig, settings: Settings, *, project: bool) -> list[str]:

@@ -139,7 +139,9 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
     else:
         static, blob = await _scan_and_store(code, job_id, intake)
     sanitized = {**config.sanitized(), "user_id": identity.user_id}  # the shape older jobs have
-    fingerprint = hashlib.sha256(msgspec.json.encode([identity.user_id, blob.digest, sanitized])).digest()
+    # A project's archive counts too (a single file keeps the shape older idempotency keys were made with).
+    sent = [identity.user_id, blob.digest, sanitized, *([project_blob.digest] if project_blob else [])]
+    fingerprint = hashlib.sha256(msgspec.json.encode(sent)).digest()
     key = f"{identity.user_id}:{request.idempotency_key}" if request.idempotency_key else None
     submitted = JobSubmitted(
         job_id=job_id,
@@ -157,7 +159,11 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
         asked_priority=config.priority,
         memory=config.memory,
         resume_from=resume_from,
-        **project_intake.project_blob_fields(project_blob, project, config),  # type: ignore[arg-type]
+        project=project_blob,
+        project_files=project.project.manifest if project else [],
+        entrypoint=project.entrypoint if project else None,
+        args=config.args,
+        artifact_globs=config.artifacts,
     )
     exempt = identity.is_admin and settings.queue.admin_rate_limit_exempt
     limits = (

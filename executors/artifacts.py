@@ -12,6 +12,7 @@ import asyncio
 import shlex
 
 import pathspec
+import structlog
 
 from executors.errors import JobFileUnreadable
 from executors.transport import Transport
@@ -19,6 +20,7 @@ from ledger.domain.events import Artifact, JobArtifactsStored
 from ledger.domain.jobs import JobState
 from ledger.store.blobs import BlobStore
 
+log = structlog.get_logger()
 OUTPUTS = "outputs"
 MAX_FILES = 1000  # artifacts kept per job; more are named as skipped
 LISTING_BYTES = 4 * 1024 * 1024
@@ -79,6 +81,7 @@ async def collect(
             continue
         kept.append(artifact)
         total += artifact.size
+    log.info("job.artifacts_stored", job_id=job.job_id, files=len(kept), bytes=total, skipped=len(skipped))
     return JobArtifactsStored(job_id=job.job_id, files=kept, bytes=total, skipped=skipped[:MAX_SKIPPED_SHOWN])
 
 

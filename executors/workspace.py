@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import posixpath
 
+import structlog
+
 from executors import protocol as wp
 from executors.transport import Transport
 from ledger.domain.jobs import JobState
 from ledger.store.blobs import BlobStore
 from ledger.store.projects import Project, directories, read_project
 from projections.views import Views
+
+log = structlog.get_logger()
 
 
 async def lay_out(transport: Transport, blobs: BlobStore, views: Views, job: JobState, job_dir: str) -> None:
@@ -24,7 +28,9 @@ async def lay_out(transport: Transport, blobs: BlobStore, views: Views, job: Job
     else:
         await transport.put_files(job_dir, {wp.SOLUTION_NAME: blobs.get(job.code) or b""})
     source = views.jobs.get(job.resume_from) if job.resume_from else None
-    if source is not None and source.artifacts and source.artifacts_pruned_at is None:
+    if source is not None and source.artifacts_pruned_at is not None:  # pruned since the submit said yes
+        log.warning("job.resume_pruned", job_id=job.job_id, resume_from=source.job_id)
+    elif source is not None and source.artifacts:
         await _put_tree(transport, job_dir, resumed_files(blobs, source))
 
 
