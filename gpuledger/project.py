@@ -19,6 +19,7 @@ from gpuledger.errors import ProjectTooLarge
 IGNORE_FILES = (".gitignore", ".gpuledgerignore")
 ALWAYS_IGNORED = [".git/", "__pycache__/", "*.pyc"]  # never part of what runs, often the bulk of a tree
 PROJECT_MAX_BYTES = 64 * 1024 * 1024  # the server's default PROJECT_MAX_BYTES; it checks its own again
+MAX_BYTES_VARIABLE = "GPULEDGER_PROJECT_MAX_BYTES"  # where the admin raised the server's, raise this one too
 LARGEST_SHOWN = 5
 
 
@@ -79,8 +80,16 @@ def too_large_message(files: list[tuple[str, int]], total: int, limit: int) -> s
     )
 
 
-def pack_project(root: Path, max_bytes: int = PROJECT_MAX_BYTES) -> PackedProject:
-    """Pack ``root``; past ``max_bytes`` raise ``ProjectTooLarge`` naming the largest files, before reading them."""
+def client_max_bytes() -> int:
+    """The client's own cap: ``GPULEDGER_PROJECT_MAX_BYTES``, else the server's default limit."""
+    text = os.environ.get(MAX_BYTES_VARIABLE, "")
+    return int(text) if text.strip().isdigit() else PROJECT_MAX_BYTES
+
+
+def pack_project(root: Path, max_bytes: int | None = None) -> PackedProject:
+    """Pack ``root``; past ``max_bytes`` (default ``client_max_bytes()``) raise ``ProjectTooLarge`` naming
+    the largest files, before reading them."""
+    max_bytes = client_max_bytes() if max_bytes is None else max_bytes
     paths = project_paths(root)
     sizes = [(p, 0 if (root / p).is_symlink() else (root / p).stat().st_size) for p in paths]
     total = sum(size for _, size in sizes)
