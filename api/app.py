@@ -19,6 +19,7 @@ from litestar.plugins.core import MsgspecDIPlugin
 from api.asofpool import AsOfPool, close_asof_pool
 from api.context import DEPENDENCIES
 from api.controllers.arrays import ArrayController
+from api.controllers.artifacts import ArtifactController
 from api.controllers.dashboard import DashboardController
 from api.controllers.fairshare import FairShareController
 from api.controllers.gpu import GpuController, UsageController
@@ -126,6 +127,7 @@ def create_app(
             JobFilesController,
             GpuController,
             UsageController,
+            ArtifactController,
             NodeController,
             QuotaController,
             DashboardController,
@@ -149,7 +151,9 @@ def create_app(
             }
         ),
         openapi_config=openapi_config(VERSION),
-        request_max_body_size=settings.queue.max_code_bytes + settings.queue.max_config_bytes + 1024 * 1024,
+        request_max_body_size=max(settings.queue.max_code_bytes, settings.queue.project_max_bytes)
+        + settings.queue.max_config_bytes
+        + 1024 * 1024,
         multipart_form_part_limit=16,
         logging_config=None,  # structlog is configured once, by the serve command
     )

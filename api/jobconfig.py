@@ -41,6 +41,10 @@ KNOWN_FIELDS = (
     "notify",
     "array",
     "sweep",
+    "entrypoint",
+    "args",
+    "artifacts",
+    "resume_from",
 )
 MAX_RETRY_EXIT_CODES = 16
 REQUIRED_FIELDS = ("competition_id", "project_id", "expected_time")  # user_id: the token's user by default
@@ -61,6 +65,10 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
     notify: list[str] | None = None  # targets told when the job ends (None: the user's default; []: none)
     array: str | None = None  # a job array's spec (``0-99%8``): read by ``api.arrays``
     sweep: Any = None  # a sweep's parameter lists or sets, as written: read by ``api.arrays``
+    entrypoint: str | None = None  # a project's file that runs
+    args: list[str] = []
+    artifacts: list[str] = []  # globs kept after the job besides outputs/
+    resume_from: str | None = None
     warnings: list[str] = []
 
     def sanitized(self) -> dict[str, Any]:
@@ -75,6 +83,15 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
             **({"retry_on_exit_codes": self.retry_on_exit_codes} if self.retry_on_exit_codes else {}),
             **({"priority": self.priority} if self.priority is not None else {}),
             **({"memory": self.memory} if self.memory is not None else {}),
+            **{k: v for k, v in self.project_fields().items() if v},
+        }
+
+    def project_fields(self) -> dict[str, Any]:
+        return {
+            "entrypoint": self.entrypoint,
+            "args": self.args,
+            "artifacts": self.artifacts,
+            "resume_from": self.resume_from,
         }
 
 
@@ -264,6 +281,38 @@ def _expected_time_field(data: dict[str, Any], max_expected_time: int) -> int:
     return seconds
 
 
+MAX_LIST = 64  # entries of args and artifacts
+PATH_TEXT = re.compile(r"^[^\x00-\x1f]{1,1024}$")
+
+
+def _list_field(data: dict[str, Any], name: str) -> list[str]:
+    value = data.get(name)
+    if value is None:
+        return []
+    if isinstance(value, str) and name == "artifacts":
+        value = [value]
+    if not isinstance(value, list) or len(value) > MAX_LIST:
+        raise BadRequest(f"Invalid field {name}: must be a list of at most {MAX_LIST} strings")
+    if any(isinstance(v, bool) or not isinstance(v, str | int | float) for v in value):
+        raise BadRequest(f"Invalid field {name}: each entry must be a string")
+    texts = [str(v) for v in value]
+    if any(not PATH_TEXT.match(t) for t in texts):
+        raise BadRequest(f"Invalid field {name}: entries of 1 to 1024 printable characters")
+    return texts
+
+
+def _entrypoint_field(data: dict[str, Any]) -> str | None:
+    value = data.get("entrypoint")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not PATH_TEXT.match(value):
+        raise BadRequest("Invalid field entrypoint: a path inside the project, like train.py")
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if value.startswith("/") or ".." in parts or not parts:
+        raise BadRequest(f"Invalid field entrypoint: {value!r} must be a relative path inside the project")
+    return "/".join(parts)
+
+
 def _unknown_fields(data: dict[str, Any]) -> list[str]:
     """Warnings for fields nobody reads; a 400 for one that looks like a typo of a known field, which
     would otherwise be silently ignored (``gpu: 2`` running on one GPU)."""
@@ -319,5 +368,9 @@ def parse_config(
         notify=_notify_field(data),
         array=_array_field(data),
         sweep=data.get("sweep"),
+        entrypoint=_entrypoint_field(data),
+        args=_list_field(data, "args"),
+        artifacts=_list_field(data, "artifacts"),
+        resume_from=_text_field(data, "resume_from") if data.get("resume_from") is not None else None,
         warnings=warnings,
     )

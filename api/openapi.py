@@ -75,6 +75,9 @@ SUBMIT_BODY = RequestBody(
                 required=["code", "config_file"],
                 properties={
                     "code": _binary("The solution (UTF-8 Python source)"),
+                    "project": _binary(
+                        "Instead of code: a project directory as an uncompressed tar; the config names its entrypoint"
+                    ),
                     "config_file": _binary(
                         "YAML or JSON mapping: competition_id, project_id, user_id, expected_time (seconds), "
                         "and for old clients a token"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from api.present import job_results
 from api.schemas import JobResults
+from ledger.domain.events import Artifact
 from ledger.domain.jobs import JobState
 from ledger.store.blobs import BlobStore
 
@@ -27,6 +28,13 @@ class JobFiles:
 
     def results_file(self, job: JobState) -> bytes | None:
         return self.blobs.get(job.results)
+
+    def artifact_file(self, job: JobState, path: str) -> tuple[Artifact, Path] | None:
+        """The stored file of the job's artifact at ``path`` (None: no such artifact, or pruned)."""
+        if job.artifacts_pruned_at is not None:
+            return None
+        found = next((a for a in job.artifacts if a.path == path), None)
+        return None if found is None else (found, self.blobs.path(found.digest))
 
     def results(self, job: JobState) -> JobResults:
         """Console output inline (up to INLINE_OUTPUT_BYTES), exit code and results file."""

@@ -17,7 +17,7 @@ from litestar.params import SkipValidation
 
 from api.diskuse import DiskUse
 from api.schemas import JobResults
-from ledger.domain.events import Blob, Recorded
+from ledger.domain.events import Artifact, Blob, Recorded
 from ledger.domain.jobs import JobState
 from ledger.domain.shares import Weights
 from ledger.store.settings import Settings
@@ -95,6 +95,8 @@ class JobOutput(Protocol):
     def code(self, job: JobState) -> bytes: ...
 
     def results_file(self, job: JobState) -> bytes | None: ...
+
+    def artifact_file(self, job: JobState, path: str) -> tuple[Artifact, Path] | None: ...
 
     def results(self, job: JobState) -> JobResults: ...
 

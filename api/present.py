@@ -93,6 +93,9 @@ def job_status(job: JobState, views: Views, plan: Plan) -> JobStatus:
         message=job.message if job.is_terminal else None,
         array_id=job.array_id,
         array_index=job.array_index,
+        entrypoint=job.entrypoint,
+        resume_from=job.resume_from,
+        artifacts=len(job.artifacts),
     )
 
 

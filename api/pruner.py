@@ -1,4 +1,5 @@
-"""The server's own retention: with RETENTION_DAYS > 0, ``gpuledger prune`` once an hour, in the server.
+"""The server's own retention: with RETENTION_DAYS > 0, ``gpuledger prune`` once an hour, in the server;
+with ARTIFACT_RETENTION > 0 the same round removes the artifacts of jobs that ended longer ago than that.
 
 The same plan, events and unlinks as the CLI (``ledger.store.pruning``): the reads and the file removals in
 a worker thread, the events through the server's writer. A failed round is logged and tried next hour.
@@ -15,9 +16,9 @@ import structlog
 
 from ledger.domain.clock import now_us
 from ledger.domain.errors import LedgerError
-from ledger.domain.events import JobPruned
-from ledger.store.pruning import leftover, plan, remove_blobs
-from ledger.store.retention import DAY_US, prune_write
+from ledger.domain.events import JobArtifactsPruned, JobPruned
+from ledger.store.pruning import artifact_plan, leftover, plan, remove_blobs
+from ledger.store.retention import DAY_US, artifact_prune_write, prune_write
 from ledger.store.schema import connect
 from ledger.store.writer import Ledger
 from projections.views import Views
@@ -37,6 +38,7 @@ class Retention:
     database_path: str
     blobs_root: Path
     days: int
+    artifact_retention_s: float = 0.0  # ARTIFACT_RETENTION (0: artifacts kept)
 
 
 async def prune_hourly(retention: Retention) -> None:
@@ -50,7 +52,27 @@ async def prune_hourly(retention: Retention) -> None:
 
 
 async def prune_once(retention: Retention) -> int:
-    """One round: the events committed first, then the files no job names any more; how many jobs."""
+    """One round (outputs, then artifacts): the events committed first, then the files no job names any
+    more; how many jobs lost either."""
+    pruned = await _prune_outputs(retention) if retention.days > 0 else 0
+    if retention.artifact_retention_s > 0:
+        pruned += await prune_artifacts(retention)
+    return pruned
+
+
+async def prune_artifacts(retention: Retention) -> int:
+    cutoff_us = now_us() - int(retention.artifact_retention_s * 1_000_000)
+    reason = f"ended more than {retention.artifact_retention_s:g} s ago, per ARTIFACT_RETENTION"
+    events = await asyncio.to_thread(_plan_artifacts, retention, cutoff_us, reason)
+    for start in range(0, len(events), BATCH):
+        await retention.ledger.write(artifact_prune_write(events[start : start + BATCH], by=ACTOR))
+    if events:
+        removed, freed = await asyncio.to_thread(_remove, retention, events)
+        log.info("retention.artifacts_pruned", jobs=len(events), blobs=removed, bytes_freed=freed, reason=reason)
+    return len(events)
+
+
+async def _prune_outputs(retention: Retention) -> int:
     days = retention.days
     cutoff_us, reason = now_us() - days * DAY_US, f"older than {days} days, per RETENTION_DAYS"
     events = await asyncio.to_thread(_plan, retention, cutoff_us, reason)
@@ -70,7 +92,15 @@ def _plan(retention: Retention, cutoff_us: int, reason: str) -> list[JobPruned]:
         conn.close()
 
 
-def _remove(retention: Retention, events: list[JobPruned]) -> tuple[int, int]:
+def _plan_artifacts(retention: Retention, cutoff_us: int, reason: str) -> list[JobArtifactsPruned]:
+    conn = connect(retention.database_path, readonly=True)
+    try:
+        return artifact_plan(conn, retention.ledger.views.jobs, cutoff_us, reason=reason, by=ACTOR)
+    finally:
+        conn.close()
+
+
+def _remove(retention: Retention, events: list[JobPruned] | list[JobArtifactsPruned]) -> tuple[int, int]:
     conn = connect(retention.database_path, readonly=True)
     try:
         doomed = leftover(conn, events)

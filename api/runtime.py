@@ -146,9 +146,14 @@ class Runtime:
         self.background.append(asyncio.create_task(self.plans.run(self.ledger), name="queue-plan"))
         self.background.append(asyncio.create_task(self._keep_head_mark(), name="head-mark"))
         self.disk_usage.start()
-        if self.settings.storage.retention_days > 0:  # docs/admin-guide.md, "Retention"
+        storage = self.settings.storage
+        if storage.retention_days > 0 or storage.artifact_retention_s > 0:  # docs/admin-guide.md, "Retention"
             retention = Retention(
-                self.ledger, self.settings.storage.database_path, self.blobs.root, self.settings.storage.retention_days
+                self.ledger,
+                storage.database_path,
+                self.blobs.root,
+                storage.retention_days,
+                storage.artifact_retention_s,
             )
             self.background.append(asyncio.create_task(prune_hourly(retention), name="retention"))
         await bootstrap_admin(self.ledger, self.settings)

@@ -124,6 +124,27 @@ class JobStatus(msgspec.Struct, kw_only=True):
     gpu_idle: str | None = None  # the running attempt was found idle: what the policy does (warn/cancel/requeue)
     array_id: str | None = None  # a task of this array (docs/user-guide.md, "Job arrays and sweeps")
     array_index: int | None = None
+    entrypoint: str | None = None  # a project's file that runs (None: a single-file job)
+    resume_from: str | None = None  # the job whose artifacts were unpacked into this one's workdir
+    artifacts: int = 0  # files kept after the job (GET /api/jobs/{job_id}/artifacts)
+
+
+class ArtifactInfo(msgspec.Struct, kw_only=True):
+    path: str  # relative to the job's workdir, e.g. outputs/model.pt
+    size: int
+    digest: str  # SHA-256 of the bytes, hex
+
+
+class ArtifactList(msgspec.Struct, kw_only=True):
+    """What a job left under outputs/ (and its artifacts: globs), kept after it ended."""
+
+    job_id: str
+    artifacts: list[ArtifactInfo] = []
+    bytes: int = 0
+    skipped: list[str] = []  # left behind, each with why (past ARTIFACT_MAX_BYTES, a link, ...)
+    pruned: bool = False  # retention removed them (ARTIFACT_RETENTION); the list says what there was
+    message: str | None = None
+    resume_from: str | None = None  # the job whose artifacts this one started from
 
 
 class QuotaInfo(msgspec.Struct, kw_only=True):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import msgspec
 from ulid import ULID
 
+from api import project_intake
 from api.auth import Identity, identify
 from api.errors import BadRequest, NotAuthenticated, PayloadTooLarge, PermissionDenied
 from api.jobconfig import JobConfig, parse_config
@@ -22,7 +23,7 @@ from executors.scan.llm import llm_review_enabled
 from executors.scan.scanner import format_findings, scan_static
 from ledger.domain.clock import now_us
 from ledger.domain.errors import DomainError
-from ledger.domain.events import JobScanned, JobSubmitted, NotifyRequested, RetryPolicy
+from ledger.domain.events import Blob, JobScanned, JobSubmitted, NotifyRequested, RetryPolicy
 from ledger.domain.jobs import JobState
 from ledger.domain.quotas import QuotaLimits
 from ledger.domain.retries import policy_for
@@ -38,6 +39,7 @@ class SubmitRequest:
     identity: Identity | None  # from the Authorization header, checked before the body was read
     idempotency_key: str | None
     client_address: str
+    project: bytes | None = None  # a packed project directory (then ``code`` is not sent)
 
 
 @dataclass(frozen=True)
@@ -48,19 +50,21 @@ class Accepted:
 
 
 def _check_sizes(request: SubmitRequest, settings: Settings) -> tuple[bytes, bytes]:
-    if request.code is None:
+    """The code (empty for a project, whose size is checked as it is read) and the config."""
+    if request.project is not None and request.code is not None:
+        raise BadRequest("Send either a code file or a project, not both")
+    if request.code is None and request.project is None:
         raise BadRequest("Missing required file: code")
     if request.config is None:
         raise BadRequest("Missing required file: config_file")
-    if len(request.code) > settings.queue.max_code_bytes:
-        raise PayloadTooLarge(
-            f"Code file too large: {len(request.code)} bytes (maximum {settings.queue.max_code_bytes})"
-        )
+    code = request.code if request.code is not None else b""
+    if len(code) > settings.queue.max_code_bytes:
+        raise PayloadTooLarge(f"Code file too large: {len(code)} bytes (maximum {settings.queue.max_code_bytes})")
     if len(request.config) > settings.queue.max_config_bytes:
         raise PayloadTooLarge(
             f"Config file too large: {len(request.config)} bytes (maximum {settings.queue.max_config_bytes})"
         )
-    return request.code, request.config
+    return code, request.config
 
 
 def _identity(request: SubmitRequest, config: JobConfig, intake: Intake) -> Identity:
@@ -140,20 +144,25 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
     if config.array is not None or config.sweep is not None:
         raise BadRequest("Invalid config: array and sweep are submitted to POST /api/arrays (gpuledger submit does)")
     identity = _identity(request, config, intake)
-    try:
-        code_text = code.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadRequest(f"Code must be UTF-8 text (invalid byte at position {e.start})") from e
+    resume_from = project_intake.resume_source(read_views(intake.ledger), identity, config)
     job_id = str(ULID())
     notify = await _notify_request(config, identity.user_id, job_id, intake)
-    # The scan (a few ms of CPU) and the blob write (an fsync) run in worker threads, side by side,
-    # so the event loop keeps serving other requests meanwhile.
-    static, blob = await asyncio.gather(
-        asyncio.to_thread(_static_scan, code_text, job_id, settings), asyncio.to_thread(intake.blobs.put, code)
-    )
+    project = project_blob = None
+    if request.project is not None:
+        project = await asyncio.to_thread(project_intake.check_project, request.project, config, settings)
+        code = project.entry_code
+        static, blob, project_blob = await asyncio.gather(
+            asyncio.to_thread(project_intake.scan, project, job_id, settings),
+            asyncio.to_thread(intake.blobs.put, code),
+            asyncio.to_thread(intake.blobs.put, request.project),
+        )
+    else:
+        static, blob = await _scan_and_store(code, job_id, intake)
     sanitized = {**config.sanitized(), "user_id": identity.user_id}  # the shape older jobs have
+    # A project's archive counts too (a single file keeps the shape older idempotency keys were made with).
     notified = [config.notify] if config.notify is not None else []  # older submissions' fingerprints stay
-    fingerprint = hashlib.sha256(msgspec.json.encode([identity.user_id, blob.digest, sanitized, *notified])).digest()
+    sent = [identity.user_id, blob.digest, sanitized, *notified, *([project_blob.digest] if project_blob else [])]
+    fingerprint = hashlib.sha256(msgspec.json.encode(sent)).digest()
     key = f"{identity.user_id}:{request.idempotency_key}" if request.idempotency_key else None
     submitted = JobSubmitted(
         job_id=job_id,
@@ -170,6 +179,12 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
         retry=_retry_policy(config, settings),
         asked_priority=config.priority,
         memory=config.memory,
+        resume_from=resume_from,
+        project=project_blob,
+        project_files=project.project.manifest if project else [],
+        entrypoint=project.entrypoint if project else None,
+        args=config.args,
+        artifact_globs=config.artifacts,
     )
     exempt = identity.is_admin and settings.queue.admin_rate_limit_exempt
     limits = (
@@ -194,8 +209,19 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
         )
     )
     accepted_id = stream_key_of(committed)
-    return Accepted(
-        job=read_views(intake.ledger).jobs[accepted_id], warnings=config.warnings, replayed=committed.replayed
+    warnings = config.warnings + project_intake.warnings_for(config, settings, project=project is not None)
+    return Accepted(job=read_views(intake.ledger).jobs[accepted_id], warnings=warnings, replayed=committed.replayed)
+
+
+async def _scan_and_store(code: bytes, job_id: str, intake: Intake) -> tuple[JobScanned | None, Blob]:
+    """The single file's scan (a few ms of CPU) and blob write (an fsync) in worker threads, side by side,
+    so the event loop keeps serving other requests meanwhile."""
+    try:
+        code_text = code.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest(f"Code must be UTF-8 text (invalid byte at position {e.start})") from e
+    return await asyncio.gather(
+        asyncio.to_thread(_static_scan, code_text, job_id, intake.settings), asyncio.to_thread(intake.blobs.put, code)
     )
 
 

@@ -88,8 +88,11 @@ def run_status(args: argparse.Namespace) -> int:
         "finish_reason",
         "message",
         "expected_time",
+        "entrypoint",
+        "resume_from",
+        "artifacts",
     ):
-        if fields.get(key) is not None:
+        if fields.get(key) is not None and (key != "artifacts" or fields[key]):  # no "artifacts 0" line
             table.add_row(key, escape_controls(str(fields[key])))
     if status.gpu is not None:
         table.add_row("gpu", gpu_line(status.gpu))

@@ -27,6 +27,7 @@ COMMANDS = (
     ("status", "cli.job", "a job's status, phase, queue position and start estimate"),
     ("results", "cli.job", "a job's results file, exit code and console output"),
     ("cancel", "cli.job", "cancel jobs: by id, or --all of yours (--status, --user)"),
+    ("download", "cli.artifacts", "fetch a job's artifacts (outputs/ and artifacts: globs)"),
     ("logs", "cli.logs", "a job's stdout and stderr (labelled); -f follows them live"),
     ("jobs", "cli.listing", "your pending and running jobs (--all: finished ones too)"),
     ("nodes", "cli.listing", "the GPU nodes: state, current job, queue"),

@@ -25,6 +25,7 @@ from cli.remote import (
 )
 from cli.terminal import shown
 from gpuledger import AsyncClient, JobStatus
+from gpuledger.project import PackedProject, pack_project
 from ledger.domain.clock import DURATION_HELP, duration_s
 
 DEFAULT_ID = "default"  # competition_id and project_id of a job submitted without a config file
@@ -32,7 +33,7 @@ DEFAULT_ID = "default"  # competition_id and project_id of a job submitted witho
 
 def register(subparsers: Any) -> None:
     submit = subparsers.add_parser("submit", help="submit a solution and follow it (exit code = the job's)")
-    submit.add_argument("solution", type=Path, help="the Python file to run")
+    submit.add_argument("solution", type=Path, help="the Python file to run, or a project directory (see --entry)")
     submit.add_argument("-c", "--config", type=Path, help="the job's YAML or JSON config (optional with --time)")
     flags = submit.add_argument_group("resources (override the config's fields)")
     flags.add_argument("--gpus", type=int, metavar="N", help="GPUs for the job (config: gpus)")
@@ -40,6 +41,8 @@ def register(subparsers: Any) -> None:
     flags.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 16G (config: memory)")
     flags.add_argument("--competition", metavar="ID", help=f"competition_id (default without -c: {DEFAULT_ID})")
     flags.add_argument("--project", metavar="ID", help=f"project_id (default without -c: {DEFAULT_ID})")
+    flags.add_argument("--entry", metavar="FILE", help="a project directory's file that runs (config: entrypoint)")
+    flags.add_argument("--resume", metavar="JOB", help="start from that job's artifacts (config: resume_from)")
     mode = submit.add_mutually_exclusive_group()
     mode.add_argument("--detach", "-d", action="store_true", help="print the job id and return at once")
     mode.add_argument("--wait", action="store_true", help="wait quietly, then print the output")
@@ -81,9 +84,20 @@ def seconds(text: str) -> float:
 
 
 def _check_files(args: argparse.Namespace) -> None:
+    if args.solution.is_dir():
+        return
     for path in (args.solution, args.config):
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
+
+
+def solution_of(args: argparse.Namespace) -> Path | PackedProject:
+    """The file as it is, or the directory packed (its size said before it is sent)."""
+    if not args.solution.is_dir():
+        return Path(args.solution)
+    packed = pack_project(args.solution)
+    err.print(f"gpuledger: packed {args.solution} ({len(packed.files)} files, {packed.size} bytes)")
+    return packed
 
 
 def job_config(args: argparse.Namespace) -> bytes | Path:
@@ -97,6 +111,8 @@ def job_config(args: argparse.Namespace) -> bytes | Path:
             ("expected_time", args.time),
             ("gpus", args.gpus),
             ("memory", args.memory),
+            ("entrypoint", getattr(args, "entry", None)),
+            ("resume_from", getattr(args, "resume", None)),
         )
         if value is not None
     }
@@ -115,7 +131,7 @@ def job_config(args: argparse.Namespace) -> bytes | Path:
 
 async def _submit(args: argparse.Namespace, known: dict[str, str]) -> int:
     async with async_client_from(args) as client:
-        job = await client.submit(args.solution, job_config(args), idempotency_key=args.idempotency_key)
+        job = await client.submit(solution_of(args), job_config(args), idempotency_key=args.idempotency_key)
         known["job_id"] = job.job_id
         for warning in job.submitted.warnings if job.submitted else []:
             err.print(f"gpuledger: warning: {warning}")

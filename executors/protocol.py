@@ -45,7 +45,7 @@ WRAPPER_USAGE = 2
 
 WRAPPER_SOURCE: bytes = resources.files(__package__ or "executors").joinpath(WRAPPER_NAME).read_bytes()
 
-PLACEHOLDERS = frozenset({"solution", "competition_id", "results", "workdir"})
+PLACEHOLDERS = frozenset({"solution", "competition_id", "results", "workdir", "entrypoint", "args"})
 
 
 class ProtocolError(ValueError):
@@ -263,9 +263,18 @@ def probe_command(python: str, root: StrPath, uid: int, cgroup_parent: str | Non
 
 
 def render_job_command(
-    template: str, *, solution: StrPath, competition_id: str, results: StrPath, workdir: StrPath
+    template: str,
+    *,
+    solution: StrPath,
+    competition_id: str,
+    results: StrPath,
+    workdir: StrPath,
+    entrypoint: StrPath | None = None,
+    args: list[str] | None = None,
 ) -> str:
-    """Fill `{solution}`, `{competition_id}`, `{results}`, `{workdir}`, each as one shell-quoted word.
+    """Fill `{solution}`, `{competition_id}`, `{results}`, `{workdir}`, `{entrypoint}` (the file that runs:
+    a project's entrypoint, else the solution), each as one shell-quoted word, and `{args}` as one quoted
+    word per argument (nothing when there are none).
 
     A placeholder must stand where a bare word can: not inside quotes or backticks, not after `$` or
     a backslash, where the shell would re-read the quoted value and user input could escape.
@@ -275,10 +284,12 @@ def render_job_command(
         "competition_id": competition_id,
         "results": os.fspath(results),
         "workdir": os.fspath(workdir),
+        "entrypoint": os.fspath(solution if entrypoint is None else entrypoint),
     }
-    for name, value in values.items():
+    for name, value in [*values.items(), *(("args", arg) for arg in args or [])]:
         if "\0" in value:
             raise ValueError(f"{name} contains a NUL byte, which no command argument can hold")
+    values["args"] = shlex.join(args or [])
     try:
         pieces = list(string.Formatter().parse(template))
     except ValueError as e:
@@ -300,7 +311,7 @@ def render_job_command(
                 f"placeholder {{{field}}} in {template!r} must stand as a bare word, "
                 "outside quotes, backticks, `$` and backslashes"
             )
-        out.append(shlex.quote(values[field]))
+        out.append(values[field] if field == "args" else shlex.quote(values[field]))
     return "".join(out)
 
 

@@ -19,6 +19,7 @@ from typing import Literal, TypeVar
 
 import structlog
 
+from executors import artifacts
 from executors import protocol as wp
 from executors.errors import ExecutorError, JobFileUnreadable, NodeLost, RemoteCommandFailed
 from executors.follow import LiveFiles, follow_job
@@ -28,9 +29,10 @@ from executors.resources import job_resources
 from executors.retry import until_lost
 from executors.seccomp import seccomp_program
 from executors.transport import Transport
+from executors.workspace import lay_out
 from ledger.domain.arrays import array_env
 from ledger.domain.errors import DomainError, LedgerUnavailable
-from ledger.domain.events import Blob, JobFinished
+from ledger.domain.events import Blob, JobArtifactsStored, JobFinished
 from ledger.domain.gpu import GpuSample
 from ledger.domain.jobs import JobState
 from ledger.store import commands
@@ -213,15 +215,17 @@ class NodeRunner:
         return wp.decode_wrapper_state(out.strip().splitlines()[-1])
 
     async def _upload(self, job: JobState, workdir: str) -> None:
-        code = self.blobs.get(job.code) or b""
         job_dir = f"{workdir}/{wp.WORK_NAME}"
         results = f"{job_dir}/{RESULTS_NAME}"
+        entry = f"{job_dir}/{job.entrypoint or wp.SOLUTION_NAME}"
         command = wp.render_job_command(
             self.settings.runner.command,
-            solution=f"{job_dir}/{wp.SOLUTION_NAME}",
+            solution=entry,
             competition_id=job.competition_id,
             results=results,
             workdir=job_dir,
+            entrypoint=entry,
+            args=job.args,
         )
         slots = job.held_slots
         # The job's whole environment: nothing of the server's, whatever its names (see the wrapper).
@@ -247,8 +251,9 @@ class NodeRunner:
         )
         files = {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SECCOMP_NAME: seccomp_program(), wp.JOB_SPEC_NAME: spec}
         await self.transport.put_files(workdir, files)
-        params = {PARAMS_NAME: json.dumps(job.params).encode()} if job.params is not None else {}
-        await self.transport.put_files(job_dir, {wp.SOLUTION_NAME: code, **params})
+        await lay_out(self.transport, self.blobs, self.ledger.views, job, job_dir)
+        if job.params is not None:  # a sweep's task: its parameters beside its code
+            await self.transport.put_files(job_dir, {PARAMS_NAME: json.dumps(job.params).encode()})
 
     def resources(self, job: JobState) -> wp.Resources:
         node = self.ledger.views.nodes.get(self.node)
@@ -272,7 +277,17 @@ class NodeRunner:
 
     async def _collect(self, job: JobState, workdir: str, status: wp.ExitStatus) -> None:
         try:
-            await self._finish(await self._ending(job, workdir, status))
+            finished = await self._ending(job, workdir, status)
+            kept = await self._retry(
+                lambda: artifacts.collect(
+                    self.transport,
+                    self.blobs,
+                    job,
+                    f"{workdir}/{wp.WORK_NAME}",
+                    self.settings.runner.artifact_max_bytes,
+                )
+            )
+            await self._finish(finished, kept)
         except Exception:
             # The finish write failed (a full disk, say): the job's files go all the same, they may be
             # what filled it. The live copy stays (the sweep takes it once the job is finished).
@@ -340,11 +355,13 @@ class NodeRunner:
             JobFinished(job_id=job.job_id, status=status, reason=reason, attempt=job.attempt, message=message)
         )
 
-    async def _finish(self, finished: JobFinished) -> None:
+    async def _finish(self, finished: JobFinished, kept: JobArtifactsStored | None = None) -> None:
         job = self.ledger.views.jobs[finished.job_id]
         gpu = await asyncio.to_thread(job_summary, self.gpu_series, job, int(time.time() * 1e6))
         await self._write(
-            commands.finish_job(finished, node=self.node, restart_container=self.restart_container, gpu=gpu)
+            commands.finish_job(
+                finished, node=self.node, restart_container=self.restart_container, gpu=gpu, artifacts=kept
+            )
         )
 
     def _watch_gpus(self, job: JobState) -> asyncio.Task[None]:

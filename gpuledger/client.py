@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
+from pathlib import Path
 from time import sleep
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import ServerSentEvent, connect_sse
@@ -25,6 +27,7 @@ from gpuledger.errors import ConnectionFailed, JobFailed, RateLimited
 from gpuledger.models import (
     ArrayStatus,
     ArraySubmitted,
+    ArtifactList,
     BulkCancel,
     GpuUsage,
     JobGpu,
@@ -37,6 +40,7 @@ from gpuledger.models import (
     Submitted,
     WhoAmI,
 )
+from gpuledger.project import PackedProject
 
 
 class Client:
@@ -103,8 +107,13 @@ class Client:
             budget -= delay
             sleep(delay)
 
-    def submit(self, code: wire.Source, config: wire.Source, *, idempotency_key: str | None = None) -> Job:
-        """Queue a job and return at once (``wait=false`` underneath); ``code``/``config`` are text or a Path."""
+    def submit(
+        self, code: wire.Source | PackedProject, config: wire.Source, *, idempotency_key: str | None = None
+    ) -> Job:
+        """Queue a job and return at once (``wait=false`` underneath); ``code``/``config`` are text or a Path.
+
+        ``code`` may be a project directory (or one packed with ``gpuledger.project.pack_project``): the config
+        then names its ``entrypoint``."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         answer = self.request(
             "POST", "/api/submit", params={"wait": "false"}, files=wire.submit_files(code, config), headers=headers
@@ -175,6 +184,19 @@ class Client:
         params = {k: v for k, v in {"user_id": user_id, "since": since, "limit": limit}.items() if v is not None}
         usage: GpuUsage = wire.decode(GpuUsage, self.request("GET", "/api/usage/gpu", params=params))
         return usage
+
+    def artifacts(self, job_id: str) -> ArtifactList:
+        """The files the job left under ``outputs/`` (and its ``artifacts:`` globs), kept after it ended."""
+        listing: ArtifactList = wire.decode(ArtifactList, self.request("GET", f"/api/jobs/{job_id}/artifacts"))
+        return listing
+
+    def download(self, job_id: str, paths: list[str] | None = None, *, to: Path = Path()) -> list[Path]:
+        """Fetch the job's artifacts (all, or those at ``paths``) below ``to``, each checked against its digest."""
+        saved = []
+        for artifact in wire.chosen_artifacts(self.artifacts(job_id), paths):
+            answer = self.request("GET", f"/api/jobs/{job_id}/artifacts/{quote(artifact.path)}")
+            saved.append(wire.save_artifact(artifact, answer.content, to))
+        return saved
 
     def quota(self, user_id: str | None = None) -> QuotaStatus:
         """Your daily quotas (admins: ``user_id``'s): used, left and when they reset."""

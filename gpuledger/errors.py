@@ -12,7 +12,9 @@ GpuledgerError
 │   ├── PayloadTooLarge  413  code or config over its size limit
 │   ├── RateLimited      429  a limit; ``retry_after`` seconds from the Retry-After header
 │   └── ServerError      5xx
-└── JobFailed (job)      ``wait(check=True)`` on a job that did not complete
+├── JobFailed (job)      ``wait(check=True)`` on a job that did not complete
+├── ProjectTooLarge      a project directory packs past the size limit (names its largest files)
+└── DigestMismatch       a downloaded artifact's bytes do not match the digest the server recorded
 """
 
 from __future__ import annotations
@@ -83,6 +85,14 @@ class JobFailed(GpuledgerError):
         reason = f" ({job.finish_reason})" if getattr(job, "finish_reason", None) else ""
         super().__init__(f"Job {job.job_id} {job.status}{reason}, exit code {job.exit_code}")
         self.job = job
+
+
+class ProjectTooLarge(GpuledgerError):
+    """Raised before anything is sent: the packed project is bigger than the limit."""
+
+
+class DigestMismatch(GpuledgerError):
+    pass
 
 
 BY_STATUS: dict[int, type[ApiError]] = {

@@ -69,10 +69,29 @@ class JobStatus(msgspec.Struct, kw_only=True):
     gpu_idle: str | None = None  # the running attempt was found idle: warn, cancel or requeue
     array_id: str | None = None  # a task of this array
     array_index: int | None = None
+    entrypoint: str | None = None  # a project's file that runs (None: a single-file job)
+    resume_from: str | None = None  # the job whose artifacts this one started from
+    artifacts: int = 0  # files kept after the job (``artifacts()`` lists them)
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL
+
+
+class ArtifactInfo(msgspec.Struct, kw_only=True):
+    path: str  # relative to the job's workdir, e.g. outputs/model.pt
+    size: int
+    digest: str  # SHA-256, hex: ``download`` checks it
+
+
+class ArtifactList(msgspec.Struct, kw_only=True):
+    job_id: str
+    artifacts: list[ArtifactInfo] = []
+    bytes: int = 0
+    skipped: list[str] = []
+    pruned: bool = False  # retention removed them: the list says what there was
+    message: str | None = None
+    resume_from: str | None = None
 
 
 class WhoAmI(msgspec.Struct, kw_only=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from dataclasses import dataclass, field
@@ -11,8 +12,18 @@ from typing import Any
 import httpx
 import msgspec
 
-from gpuledger.errors import BY_STATUS, ApiError, ConnectionFailed, NotGpuledger, RateLimited, ServerError
-from gpuledger.models import LedgerEvent, LogChunk
+from gpuledger.errors import (
+    BY_STATUS,
+    ApiError,
+    ConnectionFailed,
+    DigestMismatch,
+    NotFound,
+    NotGpuledger,
+    RateLimited,
+    ServerError,
+)
+from gpuledger.models import ArtifactInfo, ArtifactList, LedgerEvent, LogChunk
+from gpuledger.project import PackedProject, pack_project
 
 RECONNECT_FOR_S = 300.0  # how long a follower keeps trying to reach a server that went away
 IDLE_READ_S = 30.0  # a silent stream is reopened after this long (the server sends nothing while idle)
@@ -27,10 +38,43 @@ def content(value: Source) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
 
-def submit_files(code: Source, config: Source) -> dict[str, tuple[str, bytes]]:
-    code_name = code.name if isinstance(code, Path) else "solution.py"
+def submit_files(code: Source | PackedProject, config: Source) -> dict[str, tuple[str, bytes]]:
+    """The multipart parts: ``code`` (one file, as the old server takes it) or ``project`` (a packed
+    directory, a part the old server never read), and ``config_file``."""
     config_name = config.name if isinstance(config, Path) else "config.yaml"
+    if isinstance(code, Path) and code.is_dir():
+        code = pack_project(code)
+    if isinstance(code, PackedProject):
+        return {"project": ("project.tar", code.data), "config_file": (config_name, content(config))}
+    code_name = code.name if isinstance(code, Path) else "solution.py"
     return {"code": (code_name, content(code)), "config_file": (config_name, content(config))}
+
+
+def chosen_artifacts(listing: ArtifactList, paths: list[str] | None) -> list[ArtifactInfo]:
+    """The listed artifacts named by ``paths`` (all without), or NotFound naming what is not there."""
+    if listing.pruned:
+        raise NotFound(listing.message or f"job {listing.job_id}'s artifacts were pruned")
+    if not paths:
+        return list(listing.artifacts)
+    by_path = {a.path: a for a in listing.artifacts}
+    missing = [p for p in paths if p not in by_path]
+    if missing:
+        raise NotFound(f"job {listing.job_id} has no artifact {', '.join(missing)}")
+    return [by_path[p] for p in paths]
+
+
+def save_artifact(artifact: ArtifactInfo, data: bytes, root: Path) -> Path:
+    """Write one downloaded artifact below ``root`` at its own relative path, after checking its digest."""
+    if hashlib.sha256(data).hexdigest() != artifact.digest or len(data) != artifact.size:
+        raise DigestMismatch(f"{artifact.path}: the downloaded bytes do not match its digest {artifact.digest}")
+    target = (root / artifact.path).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise DigestMismatch(f"{artifact.path}: a path outside the download directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.part")
+    partial.write_bytes(data)
+    partial.replace(target)
+    return target
 
 
 SERVICE = "GPU Job Queue Server"  # what a gpuledger server's ``GET /`` names itself

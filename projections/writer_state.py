@@ -17,6 +17,7 @@ from ledger.domain.events import (
     AnyEvent,
     ArrayEvent,
     HalfLifeSet,
+    JobArtifactsPruned,
     JobEvent,
     JobPruned,
     JobSubmitted,
@@ -38,7 +39,9 @@ from ledger.domain.users import UserStats, count_status, note_submit
 from projections.fairshare import attempt_end, charge_attempt
 from projections.job_table import JobTable
 
-AFTER_END = frozenset({JobPruned, NotifyDelivered, NotifyFailed})  # job events that come after its job.finished
+AFTER_END = frozenset(
+    {JobPruned, JobArtifactsPruned, NotifyDelivered, NotifyFailed}
+)  # job events that come after its job.finished
 ON_NODE = frozenset({"dispatched", "running", "cancelling"})  # phases in which a job holds a node slot
 JobChange = tuple[JobState | None, JobState]  # one job before and after an event (None: it is new)
 

@@ -113,7 +113,12 @@ class JobController(Controller):
         code, config = await _part(form, "code"), await _part(form, "config_file")
         identity = sent_identity(request)
         sent = SubmitRequest(
-            code=code, config=config, identity=identity, idempotency_key=idempotency_key, client_address=address
+            code=code,
+            config=config,
+            identity=identity,
+            idempotency_key=idempotency_key,
+            client_address=address,
+            project=await _part(form, "project"),
         )
         accepted = await submit(sent, intake)  # the request read whole first: the pipeline goes one way, down
         job = accepted.job

@@ -66,7 +66,7 @@ def verdict_for(findings: Iterable[Finding]) -> Verdict:
 
 def format_findings(findings: Iterable[Finding]) -> str:
     """``line 3: os.system executes a shell command [proc.os_system]; …`` for error messages."""
-    return "; ".join(f"line {f.line}: {f.message} [{f.rule}]" for f in findings)
+    return "; ".join(f"{f.path + ' ' if f.path else ''}line {f.line}: {f.message} [{f.rule}]" for f in findings)
 
 
 def _finding(rule_id: str, line: int, detail: str | None = None) -> Finding:

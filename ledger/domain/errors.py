@@ -14,7 +14,8 @@ LedgerError
     ├── LimitExceeded        rate or active-job limit (carries retry_after)
     │   └── QuotaExceeded    a daily quota is used up (carries which, used, left, resets_at)
     ├── NotAllowed           the user's policy does not allow what was asked (a priority, GPUs)
-    └── InvalidSpec          an array or sweep spec that cannot be read (names the bad part)
+    ├── InvalidSpec          an array or sweep spec that cannot be read (names the bad part)
+    └── ArchiveRefused       a project archive holds what may not be unpacked (names the member)
 """
 
 from __future__ import annotations
@@ -86,3 +87,8 @@ class NotAllowed(DomainError):
 
 class InvalidSpec(DomainError):
     """An ``--array`` or ``sweep:`` spec that cannot be read; the message names the bad part."""
+
+
+class ArchiveRefused(DomainError):
+    """A project archive that is not a plain tree of files: ``..``, an absolute path, a link leading out,
+    a device. Its message names the member."""

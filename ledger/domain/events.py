@@ -95,9 +95,25 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     line: int
     message: str
     severity: Literal["critical", "warning", "info"]
+    path: str | None = None  # the project file it was found in (None: the single submitted file)
 
 
 # --- jobs -------------------------------------------------------------------------------------
+
+
+class ProjectFile(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One file of a submitted project directory (the archive's manifest)."""
+
+    path: str  # relative POSIX path inside the project
+    size: int
+
+
+class Artifact(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One file a job left in its workdir (``outputs/`` or an ``artifacts:`` glob), kept as a blob."""
+
+    path: str  # relative POSIX path inside the job's workdir
+    size: int
+    digest: str
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -129,6 +145,13 @@ class JobSubmitted(JobEvent, frozen=True, tag="job.submitted"):
     array_task: int | None = None
     array_width: int = 0
     params: dict[str, Any] | None = None  # a sweep task's parameters
+    # A project directory (None: the single file ``code``): the archive, its manifest, what runs in it.
+    project: Blob | None = None
+    project_files: list[ProjectFile] = []
+    entrypoint: str | None = None  # the project file that runs (``code`` holds a copy, for the scanner and UI)
+    args: list[str] = []  # the job command's ``{args}``
+    artifact_globs: list[str] = []  # kept after the job besides ``outputs/``
+    resume_from: str | None = None  # the job whose artifacts are unpacked into this one's workdir first
 
 
 class JobScanned(JobEvent, frozen=True, tag="job.scanned"):
@@ -184,6 +207,23 @@ class JobFinished(JobEvent, frozen=True, tag="job.finished"):
     results: Blob | None = None
     results_file: str | None = None
     message: str | None = None
+
+
+class JobArtifactsStored(JobEvent, frozen=True, tag="job.artifacts_stored"):
+    """The files the job left (``outputs/`` and its ``artifacts:`` globs), stored just before it ended."""
+
+    files: list[Artifact] = []
+    bytes: int = 0
+    skipped: list[str] = []  # left behind: past ARTIFACT_MAX_BYTES, not a regular file, unreadable
+
+
+class JobArtifactsPruned(JobEvent, frozen=True, tag="job.artifacts_pruned"):
+    """Retention (ARTIFACT_RETENTION) removed the job's artifact blobs; the manifest stays in the ledger."""
+
+    digests: list[str]
+    bytes_freed: int
+    reason: str
+    by: str
 
 
 class JobRequeued(JobEvent, frozen=True, tag="job.requeued"):

@@ -13,8 +13,11 @@ from ledger.domain.attempts import Attempt, attempt_key
 from ledger.domain.errors import InvalidTransition
 from ledger.domain.events import (
     AnyEvent,
+    Artifact,
     Blob,
     Finding,
+    JobArtifactsPruned,
+    JobArtifactsStored,
     JobCancelRequested,
     JobDispatched,
     JobEvent,
@@ -32,6 +35,7 @@ from ledger.domain.events import (
     NotifyDelivered,
     NotifyFailed,
     NotifyRequested,
+    ProjectFile,
     RetryPolicy,
 )
 from ledger.domain.gpu import GpuSummary, idle_message
@@ -99,6 +103,15 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     array_index: int | None = None
     array_width: int = 0
     params: dict[str, Any] | None = None  # a sweep task's parameters
+    project: Blob | None = None  # a project directory's archive (None: the single file ``code``)
+    project_files: list[ProjectFile] = []
+    entrypoint: str | None = None
+    args: list[str] = []
+    artifact_globs: list[str] = []
+    resume_from: str | None = None
+    artifacts: list[Artifact] = []  # job.artifacts_stored
+    artifacts_skipped: list[str] = []
+    artifacts_pruned_at: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -179,6 +192,12 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             array_index=event.array_index,
             array_width=event.array_width,
             params=event.params,
+            project=event.project,
+            project_files=event.project_files,
+            entrypoint=event.entrypoint,
+            args=event.args,
+            artifact_globs=event.artifact_globs,
+            resume_from=event.resume_from,
         )
     version = state.version + 1
     match event:
@@ -237,6 +256,10 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             return _replace(state, version=version, gpu_idle=event.action, message=message)
         case JobGpuSummary():
             return _replace(state, version=version, gpu=event.summary)
+        case JobArtifactsStored():
+            return _replace(state, version=version, artifacts=event.files, artifacts_skipped=event.skipped)
+        case JobArtifactsPruned():
+            return _replace(state, version=version, artifacts_pruned_at=at)
         case JobSubmitted():
             raise AssertionError(f"job {state.job_id} submitted twice")
     raise AssertionError(f"no job fold for {type(event).__name__}")

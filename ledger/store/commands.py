@@ -17,6 +17,7 @@ from ledger.domain.errors import InvalidTransition, LimitExceeded, NotAllowed, N
 from ledger.domain.events import (
     AnyEvent,
     HalfLifeSet,
+    JobArtifactsStored,
     JobFinished,
     JobQueued,
     JobScanned,
@@ -265,15 +266,22 @@ def start_job(
 
 
 def finish_job(
-    finished: JobFinished, *, node: str, restart_container: str | None = None, gpu: GpuSummary | None = None
+    finished: JobFinished,
+    *,
+    node: str,
+    restart_container: str | None = None,
+    gpu: GpuSummary | None = None,
+    artifacts: JobArtifactsStored | None = None,
 ) -> Write:
-    """The terminal event, after the attempt's GPU summary (``gpu``) where it had telemetry; with LXC
-    restarts, the node turns ``restarting`` in the same step, so no dispatch can slip in between a
-    job's end and its node's restart."""
+    """The terminal event, after the attempt's GPU summary (``gpu``) where it had telemetry and its
+    artifacts, if any, in the same step; with LXC restarts, the node turns ``restarting`` in the same
+    step, so no dispatch can slip in between a job's end and its node's restart."""
 
-    return Write(
-        decide=lambda views: _finish_events(views, finished, node, restart_container, gpu), actor=f"executor:{node}"
-    )
+    def decide(views: LedgerState) -> list[AnyEvent]:
+        events = list(_finish_events(views, finished, node, restart_container, gpu))
+        return [artifacts, *events] if artifacts is not None and events else events
+
+    return Write(decide=decide, actor=f"executor:{node}")
 
 
 def _finish_events(

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import apsw
 
-from ledger.domain.events import JobPruned, decode_event
+from ledger.domain.events import JobArtifactsPruned, JobPruned, decode_event
 from ledger.store.backup import blob_path
-from ledger.store.retention import plan_prune, prunable
+from ledger.store.retention import artifacts_prunable, plan_artifact_prune, plan_prune, prunable
 from ledger.store.state import Jobs
 
 _DIGEST = re.compile(rb'"digest":"([0-9a-f]{64})"')
@@ -38,16 +38,27 @@ def pruned_events(conn: apsw.Connection) -> list[JobPruned]:
     return found
 
 
-def kept_digests(conn: apsw.Connection, leaving: set[str]) -> set[str]:
-    """Digests still named once the ``leaving`` jobs (and those pruned before) lose their outputs:
-    every event of any other stream, and every job's code (its job.submitted)."""
+def artifacts_gone(conn: apsw.Connection) -> set[str]:
+    """Jobs whose artifacts ARTIFACT_RETENTION removed (job.artifacts_pruned)."""
+    sql = "SELECT substr(stream, 5) FROM events WHERE type = 'job.artifacts_pruned'"
+    return {row[0] for row in conn.execute(sql)}
+
+
+def kept_digests(conn: apsw.Connection, leaving: set[str], leaving_artifacts: frozenset[str] = frozenset()) -> set[str]:
+    """Digests still named once the ``leaving`` jobs (and those pruned before) lose their outputs, and the
+    ``leaving_artifacts`` jobs (and those pruned before) their artifacts: every event of any other
+    stream, and every job's code (its job.submitted)."""
     pruned = pruned_events(conn)
     gone = leaving | {event.job_id for event in pruned}
     lost = {digest for event in pruned for digest in event.digests}  # named by a job.pruned: not required
+    no_artifacts = leaving_artifacts | artifacts_gone(conn)
     sql = """SELECT stream, type, payload FROM events WHERE instr(payload, CAST('"digest":"' AS BLOB)) > 0"""
     kept: set[str] = set()
     for stream, type_, payload in conn.execute(sql):
         digests = {m.decode("ascii") for m in _DIGEST.findall(bytes(payload))}
+        if type_ == "job.artifacts_stored":  # kept apart from outputs, until ARTIFACT_RETENTION takes them
+            kept |= set() if stream[len(_JOB) :] in no_artifacts else digests
+            continue
         if not (stream.startswith(_JOB) and stream[len(_JOB) :] in gone):
             kept |= digests  # a job that stays, or no job's
         elif type_ == "job.submitted":
@@ -92,7 +103,18 @@ def plan(conn: apsw.Connection, jobs: Jobs, cutoff_us: int, *, reason: str, by: 
     return plan_prune(ended, kept_digests(conn, {job.job_id for job in ended}), reason=reason, by=by)
 
 
-def leftover(conn: apsw.Connection, events: Iterable[JobPruned]) -> set[str]:
+def artifact_plan(
+    conn: apsw.Connection, jobs: Jobs, cutoff_us: int, *, reason: str, by: str
+) -> list[JobArtifactsPruned]:
+    """The job.artifacts_pruned events for every job with artifacts that ended before the cutoff."""
+    sql = """SELECT DISTINCT substr(stream, 5) FROM events WHERE type = 'job.artifacts_stored' AND recorded_at < ?"""
+    ended = [job for (job_id,) in conn.execute(sql, (cutoff_us,)) if (job := jobs.get(job_id))]
+    ended = [job for job in ended if artifacts_prunable(job, cutoff_us)]
+    keep = kept_digests(conn, set(), frozenset(job.job_id for job in ended))
+    return plan_artifact_prune(ended, keep, reason=reason, by=by)
+
+
+def leftover(conn: apsw.Connection, events: Iterable[JobPruned | JobArtifactsPruned]) -> set[str]:
     """The digests the committed events removed that no job names again since the plan (a job that
     just ended with the very same bytes keeps its file)."""
     return {digest for event in events for digest in event.digests} - live_digests(conn)

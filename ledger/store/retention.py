@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from ledger.domain.clock import iso
 from ledger.domain.errors import InvalidTransition
-from ledger.domain.events import AnyEvent, Blob, JobPruned
+from ledger.domain.events import AnyEvent, Blob, JobArtifactsPruned, JobPruned
 from ledger.domain.jobs import JobState, decide_cancel
 from ledger.store.commands import job_of
 from ledger.store.state import LedgerState
@@ -70,6 +70,50 @@ def prune_write(events: Sequence[JobPruned], *, by: str) -> Write:
         return [out for event in events for out in decide_prune(job_of(views, event.job_id), event)]
 
     return Write(decide=decide, actor=by)
+
+
+def artifacts_prunable(job: JobState, cutoff_us: int) -> bool:
+    """An ended job with artifacts, ended before the cutoff, whose artifacts are not pruned yet."""
+    return bool(job.artifacts) and job.artifacts_pruned_at is None and prunable_time(job, cutoff_us)
+
+
+def prunable_time(job: JobState, cutoff_us: int) -> bool:
+    return job.is_terminal and (job.completed_at or cutoff_us) < cutoff_us
+
+
+def plan_artifact_prune(jobs: Sequence[JobState], keep: set[str], *, reason: str, by: str) -> list[JobArtifactsPruned]:
+    """One ``job.artifacts_pruned`` per job: its artifact blobs not in ``keep``, bytes counted once."""
+    counted: set[str] = set()
+    events = []
+    for job in jobs:
+        sizes = {a.digest: a.size for a in job.artifacts if a.digest not in keep}
+        freed = sum(size for digest, size in sizes.items() if digest not in counted)
+        counted.update(sizes)
+        events.append(
+            JobArtifactsPruned(job_id=job.job_id, digests=sorted(sizes), bytes_freed=freed, reason=reason, by=by)
+        )
+    return events
+
+
+def artifact_prune_write(events: Sequence[JobArtifactsPruned], *, by: str) -> Write:
+    """Append the planned events in one transaction; a job's artifacts are pruned once, after it ended."""
+
+    def decide(views: LedgerState) -> Sequence[AnyEvent]:
+        out: list[AnyEvent] = []
+        for event in events:
+            job = job_of(views, event.job_id)
+            if not job.is_terminal or job.artifacts_pruned_at is not None:
+                raise InvalidTransition(f"job {job.job_id}: its artifacts cannot be pruned now")
+            out.append(event)
+        return out
+
+    return Write(decide=decide, actor=by)
+
+
+def artifacts_pruned_message(job: JobState) -> str | None:
+    if job.artifacts_pruned_at is None:
+        return None
+    return f"artifacts pruned on {(iso(job.artifacts_pruned_at) or '')[:10]} (ARTIFACT_RETENTION)"
 
 
 LOST_REASON = "lost with the server: not on the replica yet when it went"

@@ -11,8 +11,9 @@ const GPU_REFRESH_MS = 5000; // samples are no ledger events: the chart is polle
 
 export function openJob(jobId) {
   closeJob();
-  const page = { jobId, stops: [], status: null, submission: null, gpuDone: false };
+  const page = { jobId, stops: [], status: null, submission: null, gpuDone: false, artifacts: null };
   current = page;
+  document.getElementById("job-artifacts").hidden = true;
   document.getElementById("job-title").textContent = jobId;
   for (const id of Object.values(STREAMS)) document.getElementById(id).textContent = "";
   replace(document.querySelector("#job-submission .body"));
@@ -97,6 +98,39 @@ export async function refreshJob() {
   document.getElementById("job-cancel").hidden = !page.status || terminal;
   // Only a job that wrote a results file has one to download (its console is in the tabs above).
   document.getElementById("job-download").hidden = !(terminal && page.status.has_results);
+  if (terminal && !page.artifacts) page.artifacts = renderArtifacts(page.jobId);
+}
+
+// What the job left under outputs/, each a download (the list answers only the job's owner and admins).
+async function renderArtifacts(jobId) {
+  const section = document.getElementById("job-artifacts");
+  const box = section.querySelector(".body");
+  try {
+    const doc = await get(`/api/jobs/${encodeURIComponent(jobId)}/artifacts`);
+    if (!current || current.jobId !== jobId) return true;
+    section.hidden = doc.artifacts.length === 0 && !doc.pruned && doc.skipped.length === 0;
+    const rows = doc.artifacts.map((a) => el("tr", {},
+      el("td", {}, el("a", { href: "#", class: "artifact", onclick: (e) => { e.preventDefault(); downloadArtifact(jobId, a.path); } }, a.path)),
+      el("td", {}, a.size), el("td", {}, el("code", {}, a.digest.slice(0, 16)))));
+    replace(box, doc.message ? el("p", { class: "pruned" }, doc.message) : null, table(["path", "bytes", "sha256"], rows),
+      doc.skipped.map((s) => el("p", { class: "skipped" }, `not kept: ${s}`)));
+  } catch (error) {
+    replace(box, el("p", { class: "error" }, error.message));
+  }
+  return true;
+}
+
+async function downloadArtifact(jobId, path) {
+  try {
+    const encoded = path.split("/").map(encodeURIComponent).join("/");
+    const file = await fetchFile(`/api/jobs/${encodeURIComponent(jobId)}/artifacts/${encoded}`);
+    const link = el("a", { href: URL.createObjectURL(file.blob), download: file.name || path.split("/").pop() });
+    document.body.append(link);
+    link.click();
+    link.remove();
+  } catch (error) {
+    replace(document.querySelector("#job-artifacts .body"), el("p", { class: "error" }, error.message));
+  }
 }
 
 function renderStatus(box, s) {
@@ -107,7 +141,8 @@ function renderStatus(box, s) {
     field("node", s.node), field("queue position", s.queue_position), field("estimated start", when(s.estimated_start_at)),
     field("submitted", when(s.created_at)), field("started", when(s.started_at)), field("ended", when(s.completed_at)),
     field("duration", seconds(s.duration_s)), field("exit code", s.exit_code),
-    field("expected time", seconds(s.expected_time))));
+    field("expected time", seconds(s.expected_time)), field("entrypoint", s.entrypoint),
+    field("resumed from", s.resume_from ? el("a", { href: `#/job/${s.resume_from}` }, s.resume_from) : null)));
 }
 
 // The code and config as submitted (the API answers only the job's owner and admins).

@@ -73,6 +73,9 @@ class RunnerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_job_timeout_multiplier: Annotated[float, Meta(gt=0, description="killed after expected_time x this")] = 2.0
     max_disk: Annotated[int, Meta(ge=0, description="bytes of workdir and output per job (0: no limit)")] = 10 * 1024**3
     env: Annotated[dict[str, str], Meta(description="variables added to every job's environment")] = {}
+    artifact_max_bytes: Annotated[NoLimit0, Meta(description="bytes of artifacts kept per job (0: none kept)")] = (
+        256 * 1024 * 1024
+    )
 
     @property
     def running_output_cap(self) -> int:

@@ -53,6 +53,21 @@ class StorageSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     # no job is dispatched below this much free on the ledger's disk; None: ``ledger.store.disk.auto_floor``
     disk_free_floor_bytes: Annotated[int, Meta(ge=0, description="no dispatch below this free (0: none)")] | None = None
     retention_days: Annotated[int, Meta(ge=0, description="outputs pruned this many days after (0: kept)")] = 0
+    # seconds, or text with a unit ("30d"); 0: artifacts are kept (checked in __post_init__, as no Meta reads units)
+    artifact_retention: Annotated[float | str, Meta(description="artifacts pruned this long after (0: kept)")] = 0.0
+
+    def __post_init__(self) -> None:
+        try:
+            retention = parse_duration(self.artifact_retention)
+        except ValueError as e:
+            raise msgspec.ValidationError(f"{e} - at `$.storage.artifact_retention`") from None
+        if retention < 0:
+            raise msgspec.ValidationError("must not be negative - at `$.storage.artifact_retention`")
+
+    @property
+    def artifact_retention_s(self) -> float:
+        """ARTIFACT_RETENTION in seconds (0: artifacts are kept)."""
+        return parse_duration(self.artifact_retention)
 
 
 class ReadsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -73,6 +88,7 @@ class QueueSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_expected_time: Annotated[int, Meta(gt=0, description="largest expected_time accepted")] = 7 * 24 * 3600
     max_code_bytes: Annotated[int, Meta(gt=0, description="largest solution")] = 5 * 1024 * 1024
     max_config_bytes: Annotated[int, Meta(gt=0, description="largest config")] = 64 * 1024
+    project_max_bytes: Annotated[int, Meta(gt=0, description="largest project archive")] = 64 * 1024 * 1024
     # Limits: 0 means unlimited; no upper cap (the views keep only the last minute's submit times).
     rate_limit_per_minute: Annotated[int, Meta(ge=0, description="submissions per user per minute")] = 5
     max_active_jobs_per_user: Annotated[int, Meta(ge=0, description="pending or running jobs per user")] = 1
