@@ -111,6 +111,7 @@ FLAT: dict[str, str] = {
     "job_max_open_files": "sandbox.max_open_files",
     "job_max_memory_bytes": "sandbox.max_memory_bytes",
     "job_gpu_device_dir": "sandbox.gpu_device_dir",
+    "nvidia_smi": "sandbox.nvidia_smi",
     "job_cgroups": "sandbox.cgroups",
     "job_cgroup_parent": "sandbox.cgroup_parent",
     "job_memory_share": "sandbox.memory_share",
