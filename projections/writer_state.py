@@ -23,6 +23,8 @@ from ledger.domain.events import (
     NodeEvent,
     NotifyDelivered,
     NotifyFailed,
+    NotifyIdleDelivered,
+    NotifyIdleFailed,
     Recorded,
     TokenEvent,
     UserNotifySet,
@@ -38,7 +40,8 @@ from ledger.domain.users import UserStats, count_status, note_submit
 from projections.fairshare import attempt_end, charge_attempt
 from projections.job_table import JobTable
 
-AFTER_END = frozenset({JobPruned, NotifyDelivered, NotifyFailed})  # job events that come after its job.finished
+# job events that come after its job.finished (an idle verdict's notification may too)
+AFTER_END = frozenset({JobPruned, NotifyDelivered, NotifyFailed, NotifyIdleDelivered, NotifyIdleFailed})
 ON_NODE = frozenset({"dispatched", "running", "cancelling"})  # phases in which a job holds a node slot
 JobChange = tuple[JobState | None, JobState]  # one job before and after an event (None: it is new)
 
