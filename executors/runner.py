@@ -344,7 +344,13 @@ class NodeRunner:
         job = self.ledger.views.jobs[finished.job_id]
         gpu = await asyncio.to_thread(job_summary, self.gpu_series, job, int(time.time() * 1e6))
         await self._write(
-            commands.finish_job(finished, node=self.node, restart_container=self.restart_container, gpu=gpu)
+            commands.finish_job(
+                finished,
+                node=self.node,
+                restart_container=self.restart_container,
+                gpu=gpu,
+                idle_charge_factor=self.settings.gpu.idle_charge_factor,
+            )
         )
 
     def _watch_gpus(self, job: JobState) -> asyncio.Task[None]:

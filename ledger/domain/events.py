@@ -271,6 +271,9 @@ class JobGpuSummary(JobEvent, frozen=True, tag="job.gpu_summary"):
 
     attempt: int
     summary: GpuSummary
+    # GPU_IDLE_CHARGE_FACTOR when it was written: fair share charges the attempt's idle GPU time at this
+    # rate, and a replay charges what was charged then whatever the setting is now.
+    idle_charge_factor: float = 1.0
 
 
 class ArrayEvent(Event, frozen=True):

@@ -265,22 +265,33 @@ def start_job(
 
 
 def finish_job(
-    finished: JobFinished, *, node: str, restart_container: str | None = None, gpu: GpuSummary | None = None
+    finished: JobFinished,
+    *,
+    node: str,
+    restart_container: str | None = None,
+    gpu: GpuSummary | None = None,
+    idle_charge_factor: float = 1.0,
 ) -> Write:
     """The terminal event, after the attempt's GPU summary (``gpu``) where it had telemetry; with LXC
     restarts, the node turns ``restarting`` in the same step, so no dispatch can slip in between a
     job's end and its node's restart."""
 
-    return Write(
-        decide=lambda views: _finish_events(views, finished, node, restart_container, gpu), actor=f"executor:{node}"
-    )
+    def decide(views: LedgerState) -> list[AnyEvent]:
+        return _finish_events(views, finished, node, restart_container, gpu, idle_charge_factor)
+
+    return Write(decide=decide, actor=f"executor:{node}")
 
 
 def _finish_events(
-    views: LedgerState, finished: JobFinished, node: str, restart_container: str | None, gpu: GpuSummary | None = None
+    views: LedgerState,
+    finished: JobFinished,
+    node: str,
+    restart_container: str | None,
+    gpu: GpuSummary | None = None,
+    idle_charge_factor: float = 1.0,
 ) -> list[AnyEvent]:
     job = job_of(views, finished.job_id)
-    events = gpu_summary_events(job, gpu, finished.attempt or job.attempt)
+    events = gpu_summary_events(job, gpu, finished.attempt or job.attempt, idle_charge_factor)
     ending = idle_ending(job, finished)
     events.extend(ending if isinstance(ending, list) else decide_attempt_end(job, ending))
     others = [j for j in views.node_jobs.get(node, []) if j != finished.job_id]

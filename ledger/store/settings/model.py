@@ -129,6 +129,7 @@ FLAT: dict[str, str] = {
     "gpu_idle_minutes": "gpu.idle_minutes",
     "gpu_idle_util": "gpu.idle_util",
     "gpu_series_points": "gpu.series_points",
+    "gpu_idle_charge_factor": "gpu.idle_charge_factor",
 }
 TABLES = ("slurm", "replica")  # TOML tables that are groups of their own, under the same name
 GROUPED = {where: flat for flat, where in FLAT.items()}
