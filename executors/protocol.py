@@ -74,6 +74,7 @@ class SandboxSpec(msgspec.Struct, frozen=True, kw_only=True):
     gpu_indices: list[int] | None = None  # nvidia-smi indices, mapped to minors by the wrapper on the node
     gpus_from_slurm: bool = False  # also bind the GPUs Slurm allocated (the batch job's environment)
     gpu_device_dir: str = "/dev"  # where the node's nvidia device nodes are (JOB_GPU_DEVICE_DIR)
+    nvidia_smi: str = ""  # the node's nvidia-smi (NVIDIA_SMI); "": the one on the wrapper's PATH
     limits: Limits = Limits()
 
 

@@ -360,7 +360,12 @@ class NodeRunner:
         gpu = await asyncio.to_thread(job_summary, self.gpu_series, job, int(time.time() * 1e6))
         await self._write(
             commands.finish_job(
-                finished, node=self.node, restart_container=self.restart_container, gpu=gpu, artifacts=kept
+                finished,
+                node=self.node,
+                restart_container=self.restart_container,
+                gpu=gpu,
+                idle_charge_factor=self.settings.gpu.idle_charge_factor,
+                artifacts=kept,
             )
         )
 

@@ -44,6 +44,7 @@ def sandbox_spec(
         gpu_indices=gpu_indices,
         gpus_from_slurm=gpus_from_slurm,
         gpu_device_dir=sandbox.gpu_device_dir,
+        nvidia_smi=sandbox.nvidia_smi,
         limits=wp.Limits(
             max_processes=sandbox.max_processes,
             max_open_files=sandbox.max_open_files,

@@ -386,9 +386,16 @@ def etc_paths() -> list[str]:
     return [p for p in (*ETC_ALLOWED, *extra) if os.path.exists(p)]
 
 
-def nvidia_minors() -> dict[int, int]:
+def nvidia_smi(sandbox: Json) -> str | None:
+    """The node's nvidia-smi: the admin's NVIDIA_SMI path when set (outside PATH), else the one on PATH."""
+    given = sandbox.get("nvidia_smi")
+    if given:
+        return str(given) if os.path.isfile(given) and os.access(given, os.X_OK) else None
+    return find_program("nvidia-smi")
+
+
+def nvidia_minors(program: str | None) -> dict[int, int]:
     """nvidia-smi's index -> the device minor (/dev/nvidia<minor>); they differ on some machines."""
-    program = find_program("nvidia-smi")
     if program is None:
         return {}
     query = [program, "--query-gpu=index,minor_number", "--format=csv,noheader"]
@@ -415,7 +422,7 @@ def job_gpu_minors(sandbox: Json, environ: Mapping[str, str]) -> list[int]:
     minors = {int(g) for g in sandbox.get("gpus") or ()}
     indices = sandbox.get("gpu_indices") or []
     if indices:
-        mapping = nvidia_minors()
+        mapping = nvidia_minors(nvidia_smi(sandbox))
         minors.update(mapping.get(int(i), int(i)) for i in indices)  # no driver to ask: index is minor
     if sandbox.get("gpus_from_slurm"):
         minors.update(slurm_gpu_ids(environ))
@@ -462,9 +469,8 @@ def gpu_sample(fields: list[str], now: float) -> Json | None:
     return sample
 
 
-def query_gpus(indices: list[int]) -> list[Json]:
+def query_gpus(program: str | None, indices: list[int]) -> list[Json]:
     """One nvidia-smi sample of the GPUs with these indices; [] without nvidia-smi or an answer."""
-    program = find_program("nvidia-smi")
     if program is None or not indices:
         return []
     argv = [program, GPU_QUERY, "--format=csv,noheader,nounits"]
@@ -487,7 +493,7 @@ def job_gpu_indices(sandbox: Json, environ: Mapping[str, str]) -> list[int]:
     minors = job_gpu_minors(sandbox, environ)
     if not minors:
         return []
-    by_minor = {m: i for i, m in nvidia_minors().items()}
+    by_minor = {m: i for i, m in nvidia_minors(nvidia_smi(sandbox)).items()}
     return sorted(by_minor.get(m, m) for m in minors)  # no driver to ask: the minor is the index
 
 
@@ -497,8 +503,10 @@ class GpuSampler:
 
     def __init__(self, workdir: str, spec: Json, environ: Mapping[str, str]) -> None:
         self.every = float(spec.get("gpu_sample_s") or 0)
-        wanted = self.every > 0 and find_program("nvidia-smi") is not None  # no driver here: no telemetry
-        self.indices = job_gpu_indices(spec.get("sandbox") or {}, environ) if wanted else []
+        sandbox = spec.get("sandbox") or {}
+        self.program = nvidia_smi(sandbox) if self.every > 0 else None
+        # no driver here: no telemetry
+        self.indices = job_gpu_indices(sandbox, environ) if self.program is not None else []
         self.file = path(workdir, GPU_NAME)
         self.kept: list[Json] = []
         self.next_at = time.monotonic()
@@ -507,7 +515,7 @@ class GpuSampler:
         if not self.indices or time.monotonic() < self.next_at:
             return
         self.next_at = time.monotonic() + self.every
-        fresh = query_gpus(self.indices)
+        fresh = query_gpus(self.program, self.indices)
         if fresh:
             self.kept = (self.kept + fresh)[-GPU_KEEP * len(self.indices) :]
             write_json_atomic(self.file, {"samples": self.kept})

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+from ledger.domain.events import JobGpuSummary
 from ledger.domain.jobs import JobState
 from ledger.domain.shares import (
     UserShare,
@@ -48,8 +49,22 @@ def charge_attempt(
 ) -> None:
     """Add an ended attempt's decayed GPU-seconds to its user's account (created on first use)."""
     started_at, gpus = run
+    charge_usage(shares, user_id, run_usage(gpus, started_at, at_us, half_life_s), at_us, half_life_s)
+
+
+def charge_usage(shares: dict[str, UserShare], user_id: str, usage: float, at_us: int, half_life_s: float) -> None:
     account = shares.get(user_id) or UserShare(user_id=user_id)
-    shares[user_id] = charged(account, run_usage(gpus, started_at, at_us, half_life_s), at_us, half_life_s)
+    shares[user_id] = charged(account, usage, at_us, half_life_s)
+
+
+def idle_surcharge(job: JobState, event: JobGpuSummary, at_us: int, half_life_s: float) -> float:
+    """Decayed GPU-seconds added for the attempt's held-but-idle GPU time (GPU_IDLE_CHARGE_FACTOR, as the
+    summary recorded it): the attempt's charge times its idle share (1 - used / held) times (factor - 1)."""
+    summary, factor = event.summary, event.idle_charge_factor
+    if factor <= 1.0 or job.started_at is None or summary.held_gpu_s <= 0:
+        return 0.0
+    idle = max(0.0, 1.0 - summary.used_gpu_s / summary.held_gpu_s)
+    return (factor - 1.0) * idle * run_usage(job.charged_gpus, job.started_at, at_us, half_life_s)
 
 
 def live_usage(account: UserShare | None, running: Iterable[JobState], now_us: int, half_life_s: float) -> float:

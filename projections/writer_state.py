@@ -19,11 +19,14 @@ from ledger.domain.events import (
     HalfLifeSet,
     JobArtifactsPruned,
     JobEvent,
+    JobGpuSummary,
     JobPruned,
     JobSubmitted,
     NodeEvent,
     NotifyDelivered,
     NotifyFailed,
+    NotifyIdleDelivered,
+    NotifyIdleFailed,
     Recorded,
     TokenEvent,
     UserNotifySet,
@@ -36,12 +39,14 @@ from ledger.domain.quotas import CHARGED, Charge, apply_charge, charges_of
 from ledger.domain.shares import DEFAULT_HALF_LIFE_S, UserShare, evolve_policy, rebased
 from ledger.domain.tokens import TokenState, evolve_token
 from ledger.domain.users import UserStats, count_status, note_submit
-from projections.fairshare import attempt_end, charge_attempt
+from projections.fairshare import attempt_end, charge_attempt, charge_usage, idle_surcharge
 from projections.job_table import JobTable
 
+# job events that come after its job.finished (the job may be in its row only; an idle verdict's
+# notification may come after it too)
 AFTER_END = frozenset(
-    {JobPruned, JobArtifactsPruned, NotifyDelivered, NotifyFailed}
-)  # job events that come after its job.finished
+    {JobPruned, JobArtifactsPruned, NotifyDelivered, NotifyFailed, NotifyIdleDelivered, NotifyIdleFailed}
+)
 ON_NODE = frozenset({"dispatched", "running", "cancelling"})  # phases in which a job holds a node slot
 JobChange = tuple[JobState | None, JobState]  # one job before and after an event (None: it is new)
 
@@ -135,6 +140,11 @@ class WriterState:
         if run is not None:
             charge_attempt(self.shares, after.user_id, run, recorded_at, self.half_life_s)
             self.dirty_shares.add(after.user_id)
+        if type(event) is JobGpuSummary and before is not None:  # the summary comes just before the end
+            surcharge = idle_surcharge(before, event, recorded_at, self.half_life_s)
+            if surcharge > 0:
+                charge_usage(self.shares, after.user_id, surcharge, recorded_at, self.half_life_s)
+                self.dirty_shares.add(after.user_id)
         if before is None:  # an array is one submission for the rate limit: its first task counts
             first = type(event) is not JobSubmitted or not event.array_task
             self._count_user(after.user_id, None, after.status, recorded_at if first else None)

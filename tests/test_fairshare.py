@@ -14,6 +14,7 @@ from ledger.domain.events import (
     HalfLifeSet,
     JobDispatched,
     JobFinished,
+    JobGpuSummary,
     JobQueued,
     JobStarted,
     JobSubmitted,
@@ -23,6 +24,7 @@ from ledger.domain.events import (
     encode_event,
     stream_of,
 )
+from ledger.domain.gpu import GpuSummary
 from ledger.domain.shares import (
     UserShare,
     Weights,
@@ -130,6 +132,31 @@ def test_a_half_life_change_rebases_usage_and_the_replay_agrees() -> None:
     after = ledger.views.shares["alice"]
     assert after.usage_gpu_s == pytest.approx(before / 2)
     assert ledger.views.half_life_s == 7200.0
+    assert list(tables.view_rows(replay(ledger.rows))) == list(tables.view_rows(ledger.views))
+
+
+def test_idle_gpu_time_is_charged_at_the_rate_its_summary_recorded() -> None:
+    """Given two 100 s 2-GPU runs used at 25 %, one summarised with GPU_IDLE_CHARGE_FACTOR 3 and one at
+    1, then the first costs 200 + 2 x 75 % x 200 = 500 GPU-s, the second 200; a replay agrees."""
+    ledger = Ledger()
+    ledger.node()
+    summary = GpuSummary(
+        gpus=2,
+        samples=4,
+        mean_util=25.0,
+        peak_util=25.0,
+        peak_mem_mib=1,
+        card_mem_mib=2,
+        held_gpu_s=200.0,
+        used_gpu_s=50.0,
+    )
+    for job_id, user, factor in (("a", "alice", 3.0), ("b", "bob", 1.0)):
+        ledger.job(job_id, user, T0, gpus=2)
+        ledger.run(job_id, T0, None, slots=[0, 1])
+        ledger.add(JobGpuSummary(job_id=job_id, attempt=1, summary=summary, idle_charge_factor=factor), T0 + 100 * S)
+        ledger.add(JobFinished(job_id=job_id, status="completed", reason="exit_zero", attempt=1), T0 + 100 * S)
+    assert ledger.views.shares["alice"].usage_gpu_s == pytest.approx(500.0, rel=1e-4)
+    assert ledger.views.shares["bob"].usage_gpu_s == pytest.approx(200.0, rel=1e-4)
     assert list(tables.view_rows(replay(ledger.rows))) == list(tables.view_rows(ledger.views))
 
 

@@ -6,10 +6,20 @@ import pytest
 from test_decide_jobs import CANCELLED, RUNNING_JOB, J, given
 
 from ledger.domain.errors import InvalidTransition
-from ledger.domain.events import JobDispatched, JobFinished, JobRequeued, JobStarted
+from ledger.domain.events import (
+    JobDispatched,
+    JobFinished,
+    JobGpuIdle,
+    JobRequeued,
+    JobStarted,
+    NotifyIdleDelivered,
+    NotifyIdleFailed,
+    NotifyRequested,
+)
 from ledger.domain.gpu import GpuSample, idle_evidence, summarise
 from ledger.domain.gpu_policy import decide_gpu_idle, idle_ending
 from ledger.domain.jobs import evolve_job
+from ledger.domain.notify import decide_idle_outcome, owed_idle
 from ledger.domain.quotas import charges_of
 
 DISPATCHED_2 = JobDispatched(job_id=J, node="gpu-node-0", attempt=2, workdir="/w/j1.2")
@@ -66,3 +76,25 @@ def test_a_cancel_verdict_ends_the_job_with_reason_gpu_idle() -> None:
     assert isinstance(ending, JobFinished)
     assert (ending.status, ending.reason) == ("cancelled", "gpu_idle")
     assert ending.message == "GPU idle: below 5% utilisation for 2 min; cancelled (gpu_idle)"
+
+
+def test_each_idle_verdict_is_told_once_per_target_and_a_new_attempts_verdict_again() -> None:
+    """notify.gpu_idle_*: one outcome per (attempt, target); the next attempt's verdict is owed afresh."""
+    asked = NotifyRequested(job_id=J, targets=["https://a.example.org/x", "https://b.example.org/y"])
+    idle = JobGpuIdle(job_id=J, attempt=1, action="requeue", minutes=1, below=5)
+    flagged = given(*RUNNING_JOB, asked, idle)
+    assert owed_idle(given(*RUNNING_JOB, asked), 1) == []  # never found idle: nothing to tell
+    told = NotifyIdleDelivered(job_id=J, attempt=1, target=0, attempts=1)
+    assert decide_idle_outcome(flagged, told) == [told]
+    after = evolve_job(flagged, told, position=99, at=99)
+    assert owed_idle(after, 1) == [1]
+    with pytest.raises(InvalidTransition, match="already"):
+        decide_idle_outcome(after, NotifyIdleFailed(job_id=J, attempt=1, target=0, attempts=3, error="x"))
+    with pytest.raises(InvalidTransition, match="no notify target 2"):
+        decide_idle_outcome(after, NotifyIdleDelivered(job_id=J, attempt=1, target=2, attempts=1))
+    again = given(
+        *RUNNING_JOB, asked, idle, told, JobRequeued(job_id=J, attempt=1, reason="gpu_idle"), DISPATCHED_2, STARTED_2
+    )
+    assert owed_idle(again, 2) == []  # the new attempt is not idle (yet)
+    second = JobGpuIdle(job_id=J, attempt=2, action="cancel", minutes=1, below=5)
+    assert owed_idle(evolve_job(again, second, position=99, at=99), 2) == [0, 1]

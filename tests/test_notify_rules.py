@@ -16,11 +16,12 @@ from ledger.domain.events import (
     JobSubmitted,
     NotifyDelivered,
     NotifyFailed,
+    NotifyIdleDelivered,
     NotifyRequested,
 )
 from ledger.domain.jobs import JobState, evolve_job
 from ledger.domain.notify import check_targets, decide_outcome, is_allowed, owed
-from ledger.store.notifications import record_outcome
+from ledger.store.notifications import record_idle_outcome, record_outcome
 from projections.audit import views_until
 from projections.live import open_store
 
@@ -90,7 +91,8 @@ def test_an_ended_job_owes_each_target_until_its_one_outcome() -> None:
 
 
 def test_an_outcome_for_a_job_that_left_memory_folds_from_its_row(tmp_path: Path) -> None:
-    """A finished job evicted from the cache (its row only) still takes its notify outcome, as a replay does."""
+    """A finished job evicted from the cache (its row only) still takes its notify outcome (of its end or an
+    idle verdict), as a replay does."""
     store = open_store(tmp_path / "ledger.db", finished_cached=1)
     for index in range(4):
         job_id = f"j{index}"
@@ -101,5 +103,12 @@ def test_an_outcome_for_a_job_that_left_memory_folds_from_its_row(tmp_path: Path
     (committed,) = store.execute([record_outcome(NotifyDelivered(job_id="j0", target=1, attempts=1))])
     assert not isinstance(committed, Exception), committed
     assert store.views.jobs["j0"].notified == [1]
+    assert store.views.jobs.resident("j1") is None  # an idle verdict's outcome may come after the end too
+    (committed,) = store.execute(
+        [record_idle_outcome(NotifyIdleDelivered(job_id="j1", attempt=1, target=0, attempts=1))]
+    )
+    assert not isinstance(committed, Exception), committed
+    assert store.views.jobs["j1"].idle_notified == [(1, 0)]
+    assert store.views.jobs["j1"] == views_until(store.conn).jobs["j1"]
     assert store.views.jobs["j0"] == views_until(store.conn).jobs["j0"]
     store.close()

@@ -42,8 +42,26 @@ def payload(job: JobState, target: int, link_base: str) -> dict[str, Any]:
     }
 
 
+def idle_payload(job: JobState, attempt: int, action: str, target: int, link_base: str) -> dict[str, Any]:
+    """The webhook body of an idle-GPU verdict (docs/admin-guide.md, "Idle-GPU notifications")."""
+    return {
+        "event": "job.gpu_idle",
+        "delivery_id": f"{job.job_id}.gpu_idle.{attempt}.{target}",
+        "job_id": job.job_id,
+        "user_id": job.user_id,
+        "attempt": attempt,
+        "action": action,
+        "status": job.status,
+        "message": job.message,
+        "link": f"{link_base.rstrip('/')}/api/jobs/{job.job_id}/gpu",
+    }
+
+
 def summary(body: dict[str, Any]) -> tuple[str, str]:
     """Title and text for an apprise service (e-mail, chat): the same facts as the webhook's body."""
+    if body["event"] == "job.gpu_idle":
+        title = f"gpuledger job {body['job_id']}: GPU idle ({body['action']})"
+        return title, f"Job {body['job_id']} of {body['user_id']}: {body['message']}.\n{body['link']}"
     title = f"gpuledger job {body['job_id']} {body['status']}"
     code = "" if body["exit_code"] is None else f", exit code {body['exit_code']}"
     text = f"Job {body['job_id']} of {body['user_id']}: {body['status']} ({body['reason']}{code}).\n{body['link']}"

@@ -18,12 +18,20 @@ from typing import Protocol
 import structlog
 
 from executors.errors import NotifyError
-from executors.notify.deliver import deliver, payload
+from executors.notify.deliver import deliver, idle_payload, payload
 from ledger.domain.errors import LedgerError
-from ledger.domain.events import JobFinished, NotifyDelivered, NotifyFailed, Recorded
+from ledger.domain.events import (
+    JobFinished,
+    JobGpuIdle,
+    NotifyDelivered,
+    NotifyFailed,
+    NotifyIdleDelivered,
+    NotifyIdleFailed,
+    Recorded,
+)
 from ledger.domain.jobs import JobState
-from ledger.domain.notify import is_allowed, owed, shown_target
-from ledger.store.notifications import record_outcome
+from ledger.domain.notify import is_allowed, owed, owed_idle, shown_target
+from ledger.store.notifications import record_idle_outcome, record_outcome
 from ledger.store.schema import connect
 from ledger.store.settings import NotifySettings
 from ledger.store.store import Committed, Write
@@ -38,6 +46,12 @@ SELECT substr(r.stream, 5) FROM events AS r
 WHERE r.type = 'notify.requested'
   AND json_array_length(CAST(r.payload AS TEXT), '$.targets') > (
     SELECT count(*) FROM events AS o WHERE o.stream = r.stream AND o.type IN ('notify.delivered', 'notify.failed'))
+"""
+# Jobs that asked to be told and were found idle: whether the current verdict is still owed is the job's state.
+IDLE_SQL = """
+SELECT DISTINCT substr(i.stream, 5) FROM events AS i
+WHERE i.type = 'job.gpu_idle'
+  AND EXISTS (SELECT 1 FROM events AS r WHERE r.stream = i.stream AND r.type = 'notify.requested')
 """
 
 
@@ -63,11 +77,15 @@ class Sender:
         self.database_path = database_path
         self.settings = settings
         self.sending: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self.idle_sending: dict[tuple[str, int, int], asyncio.Task[None]] = {}  # (job, attempt, target)
 
     async def run(self) -> None:
         seen = self.ledger.head  # before the look back: an end committed meanwhile is seen by the loop
-        for job_id in await asyncio.to_thread(self._owed_at_start):
+        ends, idle = await asyncio.to_thread(self._owed_at_start)
+        for job_id in ends:
             self._owe(job_id)
+        for job_id in idle:
+            self._owe_current_idle(job_id)
         while True:
             head = await self.ledger.wait_beyond(seen)
             for record in self.ledger.events_after(seen, limit=READ_BATCH):
@@ -76,11 +94,13 @@ class Sender:
                 seen = record.position
                 if type(record.event) is JobFinished:
                     self._owe(record.event.job_id)
+                elif isinstance(record.event, JobGpuIdle):
+                    self._owe_idle(record.event.job_id, record.event.attempt, record.event.action)
 
-    def _owed_at_start(self) -> list[str]:
+    def _owed_at_start(self) -> tuple[list[str], list[str]]:
         conn = connect(self.database_path, readonly=True)
         try:
-            return [row[0] for row in conn.execute(OWED_SQL)]
+            return [row[0] for row in conn.execute(OWED_SQL)], [row[0] for row in conn.execute(IDLE_SQL)]
         finally:
             conn.close()
 
@@ -92,6 +112,48 @@ class Sender:
             if (job_id, target) not in self.sending:
                 task = asyncio.create_task(self._send(job, target), name=f"notify-{job_id}-{target}")
                 self.sending[(job_id, target)] = task
+
+    def _owe_current_idle(self, job_id: str) -> None:
+        job = self.ledger.views.jobs.get(job_id)
+        if job is not None and job.gpu_idle is not None:
+            self._owe_idle(job_id, job.attempt, job.gpu_idle)
+
+    def _owe_idle(self, job_id: str, attempt: int, action: str) -> None:
+        job = self.ledger.views.jobs.get(job_id)
+        if job is None:
+            return
+        for target in owed_idle(job, attempt):
+            if (job_id, attempt, target) not in self.idle_sending:
+                task = asyncio.create_task(self._send_idle(job, attempt, action, target), name=f"notify-idle-{job_id}")
+                self.idle_sending[(job_id, attempt, target)] = task
+
+    async def _send_idle(self, job: JobState, attempt: int, action: str, target: int) -> None:
+        """As ``_send``, for an idle-GPU verdict: one outcome per target and verdict, owed until recorded."""
+        shown = shown_target(job.notify[target])
+        try:
+            outcome = await self._try_idle(job, attempt, action, target)
+            await self.ledger.write(record_idle_outcome(outcome))
+            log.info("notify.gpu_idle_sent", job_id=job.job_id, target=shown, outcome=type(outcome).__name__)
+        except LedgerError as e:
+            log.warning("notify.unrecorded", job_id=job.job_id, target=shown, error=str(e))
+        except Exception as e:  # a bug must not end the task unseen
+            log.error("notify.crashed", job_id=job.job_id, target=shown, error=repr(e))
+        finally:
+            self.idle_sending.pop((job.job_id, attempt, target), None)
+
+    async def _try_idle(
+        self, job: JobState, attempt: int, action: str, target: int
+    ) -> NotifyIdleDelivered | NotifyIdleFailed:
+        url, job_id = job.notify[target], job.job_id
+        if not is_allowed(url, self.settings.allowed):
+            error = "not in NOTIFY_ALLOWED any more"
+            return NotifyIdleFailed(job_id=job_id, attempt=attempt, target=target, attempts=0, error=error)
+        try:
+            body = idle_payload(job, attempt, action, target, self.settings.link_base)
+            tries = await deliver(url, body, self.settings)
+        except NotifyError as e:
+            return NotifyIdleFailed(job_id=job_id, attempt=attempt, target=target, attempts=e.tries, error=str(e))
+        return NotifyIdleDelivered(job_id=job_id, attempt=attempt, target=target, attempts=tries)
 
     async def _send(self, job: JobState, target: int) -> None:
         try:
@@ -117,6 +179,7 @@ class Sender:
         return NotifyDelivered(job_id=job.job_id, target=target, attempts=tries)
 
     async def close(self) -> None:
-        for task in list(self.sending.values()):
+        tasks = [*self.sending.values(), *self.idle_sending.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.sending.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -289,11 +289,31 @@ class JobGpuIdle(JobEvent, frozen=True, tag="job.gpu_idle"):
     samples: list[GpuSample] = []
 
 
+class NotifyIdleDelivered(JobEvent, frozen=True, tag="notify.gpu_idle_delivered"):
+    """A target (by its index in ``notify.requested``) took the notification of an attempt's job.gpu_idle."""
+
+    attempt: int
+    target: int
+    attempts: int
+
+
+class NotifyIdleFailed(JobEvent, frozen=True, tag="notify.gpu_idle_failed"):
+    """A target refused the notification of an attempt's job.gpu_idle, or could not be reached in time."""
+
+    attempt: int
+    target: int
+    attempts: int
+    error: str
+
+
 class JobGpuSummary(JobEvent, frozen=True, tag="job.gpu_summary"):
     """The attempt's GPU use, recorded just before its end (none where no telemetry was had)."""
 
     attempt: int
     summary: GpuSummary
+    # GPU_IDLE_CHARGE_FACTOR when it was written: fair share charges the attempt's idle GPU time at this
+    # rate, and a replay charges what was charged then whatever the setting is now.
+    idle_charge_factor: float = 1.0
 
 
 class ArrayEvent(Event, frozen=True):

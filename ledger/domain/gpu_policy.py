@@ -37,11 +37,13 @@ def decide_gpu_idle(
     ]
 
 
-def gpu_summary_events(job: JobState, summary: GpuSummary | None, attempt: int) -> list[AnyEvent]:
+def gpu_summary_events(
+    job: JobState, summary: GpuSummary | None, attempt: int, idle_charge_factor: float = 1.0
+) -> list[AnyEvent]:
     """The summary recorded with the attempt's end: none without telemetry, or for an ended job."""
     if summary is None or job.is_terminal or job.attempt != attempt:
         return []
-    return [JobGpuSummary(job_id=job.job_id, attempt=attempt, summary=summary)]
+    return [JobGpuSummary(job_id=job.job_id, attempt=attempt, summary=summary, idle_charge_factor=idle_charge_factor)]
 
 
 def idle_ending(job: JobState, finished: JobFinished) -> JobFinished | list[AnyEvent]:

@@ -34,6 +34,8 @@ from ledger.domain.events import (
     JobSubmitted,
     NotifyDelivered,
     NotifyFailed,
+    NotifyIdleDelivered,
+    NotifyIdleFailed,
     NotifyRequested,
     ProjectFile,
     RetryPolicy,
@@ -97,6 +99,8 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     pruned_reason: str | None = None
     notify: list[str] = []  # targets told when the job ends (notify.requested)
     notified: list[int] = []  # indices in ``notify`` with a recorded outcome (notify.delivered / notify.failed)
+    # (attempt, index in ``notify``) told of that attempt's job.gpu_idle (notify.gpu_idle_delivered / _failed)
+    idle_notified: list[tuple[int, int]] = []
     gpu: GpuSummary | None = None  # the last ended attempt's GPU use (job.gpu_summary); None: no telemetry
     gpu_idle: str | None = None  # the current attempt was found idle: the policy's action (job.gpu_idle)
     array_id: str | None = None  # a task of this array (ledger.domain.arrays)
@@ -251,6 +255,9 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             return _replace(state, version=version, notify=event.targets)
         case NotifyDelivered() | NotifyFailed():
             return _replace(state, version=version, notified=[*state.notified, event.target])
+        case NotifyIdleDelivered() | NotifyIdleFailed():
+            told = [*state.idle_notified, (event.attempt, event.target)]
+            return _replace(state, version=version, idle_notified=told)
         case JobGpuIdle():
             message = idle_message(event.action, event.minutes, event.below)
             return _replace(state, version=version, gpu_idle=event.action, message=message)

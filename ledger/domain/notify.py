@@ -13,7 +13,14 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ledger.domain.errors import DomainError, InvalidTransition
-from ledger.domain.events import AnyEvent, NotifyDelivered, NotifyFailed, UserNotifySet
+from ledger.domain.events import (
+    AnyEvent,
+    NotifyDelivered,
+    NotifyFailed,
+    NotifyIdleDelivered,
+    NotifyIdleFailed,
+    UserNotifySet,
+)
 from ledger.domain.jobs import JobState
 from ledger.domain.shares import UserShare
 
@@ -95,6 +102,23 @@ def decide_outcome(job: JobState, outcome: NotifyDelivered | NotifyFailed) -> li
         raise InvalidTransition(f"job {job.job_id} has no notify target {outcome.target}")
     if outcome.target in job.notified:
         raise InvalidTransition(f"job {job.job_id} notify target {outcome.target} already has an outcome")
+    return [outcome]
+
+
+def owed_idle(job: JobState, attempt: int) -> list[int]:
+    """The targets not yet told of the attempt's job.gpu_idle (none when that attempt was not found idle:
+    after a requeue only the current attempt's verdict is known, so only it can be owed at a restart)."""
+    if job.gpu_idle is None and attempt == job.attempt:
+        return []
+    return [i for i in range(len(job.notify)) if (attempt, i) not in job.idle_notified]
+
+
+def decide_idle_outcome(job: JobState, outcome: NotifyIdleDelivered | NotifyIdleFailed) -> list[AnyEvent]:
+    """One outcome per target and idle verdict: a second (a race, a resend after a restart) is refused."""
+    if not 0 <= outcome.target < len(job.notify):
+        raise InvalidTransition(f"job {job.job_id} has no notify target {outcome.target}")
+    if (outcome.attempt, outcome.target) in job.idle_notified:
+        raise InvalidTransition(f"job {job.job_id} notify target {outcome.target} was told of that idle GPU already")
     return [outcome]
 
 

@@ -271,6 +271,7 @@ def finish_job(
     node: str,
     restart_container: str | None = None,
     gpu: GpuSummary | None = None,
+    idle_charge_factor: float = 1.0,
     artifacts: JobArtifactsStored | None = None,
 ) -> Write:
     """The terminal event, after the attempt's GPU summary (``gpu``) where it had telemetry and its
@@ -278,17 +279,22 @@ def finish_job(
     step, so no dispatch can slip in between a job's end and its node's restart."""
 
     def decide(views: LedgerState) -> list[AnyEvent]:
-        events = list(_finish_events(views, finished, node, restart_container, gpu))
+        events = list(_finish_events(views, finished, node, restart_container, gpu, idle_charge_factor))
         return [artifacts, *events] if artifacts is not None and events else events
 
     return Write(decide=decide, actor=f"executor:{node}")
 
 
 def _finish_events(
-    views: LedgerState, finished: JobFinished, node: str, restart_container: str | None, gpu: GpuSummary | None = None
+    views: LedgerState,
+    finished: JobFinished,
+    node: str,
+    restart_container: str | None,
+    gpu: GpuSummary | None = None,
+    idle_charge_factor: float = 1.0,
 ) -> list[AnyEvent]:
     job = job_of(views, finished.job_id)
-    events = gpu_summary_events(job, gpu, finished.attempt or job.attempt)
+    events = gpu_summary_events(job, gpu, finished.attempt or job.attempt, idle_charge_factor)
     ending = idle_ending(job, finished)
     events.extend(ending if isinstance(ending, list) else decide_attempt_end(job, ending))
     others = [j for j in views.node_jobs.get(node, []) if j != finished.job_id]

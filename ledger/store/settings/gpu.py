@@ -18,6 +18,10 @@ class GpuSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     # A float, so tests (and impatient sites) can say a fraction of a minute.
     idle_minutes: Annotated[float, Meta(gt=0, description="minutes below GPU_IDLE_UTIL before a job is idle")] = 30.0
     idle_util: Annotated[float, Meta(ge=0, le=100, description="utilisation percent below which a GPU is idle")] = 5.0
+    # above 1: held-but-idle GPU time weighs more in fair share (recorded with each summary, so replayable)
+    idle_charge_factor: Annotated[
+        float, Meta(ge=1, le=100, description="rate at which held-but-idle GPU time counts against fair share")
+    ] = 1.0
     series_points: Annotated[
         int, Meta(ge=10, le=100000, description="GPU samples kept per job (older ones thinned)")
     ] = 2000

@@ -114,6 +114,7 @@ FLAT: dict[str, str] = {
     "job_max_open_files": "sandbox.max_open_files",
     "job_max_memory_bytes": "sandbox.max_memory_bytes",
     "job_gpu_device_dir": "sandbox.gpu_device_dir",
+    "nvidia_smi": "sandbox.nvidia_smi",
     "job_cgroups": "sandbox.cgroups",
     "job_cgroup_parent": "sandbox.cgroup_parent",
     "job_memory_share": "sandbox.memory_share",
@@ -131,6 +132,7 @@ FLAT: dict[str, str] = {
     "gpu_idle_minutes": "gpu.idle_minutes",
     "gpu_idle_util": "gpu.idle_util",
     "gpu_series_points": "gpu.series_points",
+    "gpu_idle_charge_factor": "gpu.idle_charge_factor",
 }
 TABLES = ("slurm", "replica")  # TOML tables that are groups of their own, under the same name
 GROUPED = {where: flat for flat, where in FLAT.items()}

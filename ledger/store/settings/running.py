@@ -102,6 +102,10 @@ class SandboxSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     max_memory_bytes: Annotated[NoLimit0, Meta(description="RLIMIT_AS of a job (0: not set)")] = 0
     # where nodes keep /dev/nvidia<minor> (tests point it at fake nodes)
     gpu_device_dir: Annotated[str, Meta(description="where nodes keep /dev/nvidia<minor>")] = "/dev"
+    # for nodes whose nvidia-smi is outside the wrapper's PATH (tests point it at a fake)
+    nvidia_smi: Annotated[
+        str, Meta(pattern="^(/.*)?$", description="absolute path of nvidia-smi on the nodes; empty: PATH")
+    ] = ""
     cgroups: Annotated[bool, Meta(description="every job in its own cgroup")] = True
     cgroup_parent: Annotated[
         str, Meta(pattern=CGROUP_PARENT, description="a path like gpuledger or a/b (no . or ..)")
