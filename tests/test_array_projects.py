@@ -27,6 +27,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         rate_limit_per_minute=0,
         project_max_bytes=PROJECT_LIMIT,
         local_slots=3,
+        job_command="python3 {entrypoint} {args}",
     ) as started:
         yield started
 
@@ -88,3 +89,31 @@ def test_a_bad_project_array_is_refused_as_a_single_submit_is(
         assert answer.status_code == status, answer.text
         assert said in answer.json()["detail"]
         assert client.get("/api/jobs", params={"user_id": "mallory"}).json()["jobs"] == []
+
+
+def test_every_task_of_a_project_array_resumes_from_the_same_job(server: Server) -> None:
+    """`resume_from` on an array is checked once and every task finds the earlier job's outputs/."""
+    from server import wait_status
+    from test_api_arrays import wait_array
+
+    first = pack({"main.py": "import os\nos.makedirs('outputs')\nopen('outputs/ckpt.txt', 'w').write('step 7')\n"})
+    then = pack({"main.py": "import sys\nfrom show import show\nshow(sys.argv[1:])\n", "show.py": SHOW})
+    with server.client(server.token("rita")) as client:
+        written = client.post(
+            "/api/submit?wait=false", files=project_parts(first, config_yaml("rita", entrypoint="main.py"))
+        )
+        assert written.status_code == 200, written.text
+        wait_status(client, written.json()["job_id"], {"completed"})
+        config = config_yaml("rita", entrypoint="main.py", resume_from=written.json()["job_id"], args='["--x"]')
+        answer = client.post("/api/arrays", params={"array": "0-1"}, files=project_parts(then, config))
+        assert answer.status_code == 200, answer.text
+        tasks = wait_array(client, answer.json()["array_id"], timeout=60)["task_list"]
+        outputs = [client.get(f"/api/results/{t['job_id']}").json()["stdout"] for t in tasks]
+    assert outputs == ["step 7 ['--x']\n"] * 2
+
+
+SHOW = "def show(args):\n    print(open('outputs/ckpt.txt').read(), args)\n"
+
+
+def project_parts(archive: bytes, config: bytes) -> dict[str, tuple[str, bytes]]:
+    return {"project": ("p.tar", archive), "config_file": ("c.yaml", config)}
