@@ -11,10 +11,11 @@ from typing import Any
 import msgspec
 from ulid import ULID
 
+from api import project_intake
 from api.auth import Identity
 from api.errors import BadRequest
 from api.jobconfig import JobConfig, parse_config
-from api.ports import Intake
+from api.ports import Intake, read_views
 from api.submit import (  # the single-job pipeline's steps, shared as they are
     SubmitRequest,
     _check_sizes,
@@ -34,7 +35,7 @@ from ledger.domain.arrays import (
 )
 from ledger.domain.clock import now_us
 from ledger.domain.errors import NotFound
-from ledger.domain.events import ArraySubmitted, Blob, JobSubmitted
+from ledger.domain.events import ArraySubmitted, Blob, JobScanned, JobSubmitted
 from ledger.domain.jobs import JobState
 from ledger.domain.tokens import may_see
 from ledger.store import arrays, commands
@@ -82,8 +83,8 @@ def _tasks(
     ]
 
 
-async def _read(request: SubmitRequest, intake: Intake) -> tuple[bytes, str, JobConfig, Identity]:
-    """The code (and its text), the config and the caller, checked as a single submit checks them."""
+async def _read(request: SubmitRequest, intake: Intake) -> tuple[bytes, JobConfig, Identity]:
+    """The code (empty for a project), the config and the caller, checked as a single submit checks them."""
     settings = intake.settings
     code, raw_config = _check_sizes(request, settings)
     config = await asyncio.to_thread(
@@ -94,11 +95,39 @@ async def _read(request: SubmitRequest, intake: Intake) -> tuple[bytes, str, Job
         cpu_slots=intake.cluster.has_cpu_slots(),
         largest_memory=intake.cluster.largest_node_memory(),
     )
-    identity = _identity(request, config, intake)
-    try:
-        return code, code.decode("utf-8"), config, identity
-    except UnicodeDecodeError as e:
-        raise BadRequest(f"Code must be UTF-8 text (invalid byte at position {e.start})") from e
+    return code, config, _identity(request, config, intake)
+
+
+@dataclass(frozen=True)
+class _Code:
+    """What every task runs, checked and stored once: its code blob and, for a project, the archive's."""
+
+    scanned: JobScanned | None
+    blob: Blob
+    project: project_intake.ProjectIntake | None = None
+    project_blob: Blob | None = None
+
+
+async def _checked_code(request: SubmitRequest, code: bytes, config: JobConfig, array_id: str, intake: Intake) -> _Code:
+    """One scan and one store for the whole array: the single file, or the project (checked as
+    /api/submit checks it: 413 past its cap, 400 naming a hostile member, every .py scanned)."""
+    settings = intake.settings
+    if request.project is None:
+        try:
+            text = code.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadRequest(f"Code must be UTF-8 text (invalid byte at position {e.start})") from e
+        scanned, blob = await asyncio.gather(
+            asyncio.to_thread(_static_scan, text, array_id, settings), asyncio.to_thread(intake.blobs.put, code)
+        )
+        return _Code(scanned=scanned, blob=blob)
+    project = await asyncio.to_thread(project_intake.check_project, request.project, config, settings)
+    scanned, blob, project_blob = await asyncio.gather(
+        asyncio.to_thread(project_intake.scan, project, array_id, settings),
+        asyncio.to_thread(intake.blobs.put, project.entry_code),
+        asyncio.to_thread(intake.blobs.put, request.project),
+    )
+    return _Code(scanned=scanned, blob=blob, project=project, project_blob=project_blob)
 
 
 def _limits(identity: Identity, settings: Settings) -> commands.SubmitLimits | None:
@@ -112,8 +141,9 @@ def _limits(identity: Identity, settings: Settings) -> commands.SubmitLimits | N
 
 
 def _template(
-    request: SubmitRequest, config: JobConfig, identity: Identity, blob: Blob, settings: Settings
-) -> JobSubmitted:
+    request: SubmitRequest, config: JobConfig, identity: Identity, code: _Code, resume_from: str | None,
+    settings: Settings,
+) -> JobSubmitted:  # fmt: skip
     """What every task's ``job.submitted`` shares (its id and place in the array are set per task)."""
     return JobSubmitted(
         job_id="",
@@ -121,7 +151,7 @@ def _template(
         competition_id=config.competition_id,
         project_id=config.project_id,
         expected_time_s=config.expected_time,
-        code=blob,
+        code=code.blob,
         config={**config.sanitized(), "user_id": identity.user_id},
         token_id=identity.token_id,
         client_address=request.client_address,
@@ -129,29 +159,36 @@ def _template(
         retry=_retry_policy(config, settings),
         asked_priority=config.priority,
         memory=config.memory,
+        resume_from=resume_from,
+        project=code.project_blob,
+        project_files=code.project.project.manifest if code.project else [],
+        entrypoint=code.project.entrypoint if code.project else None,
+        args=config.args,
+        artifact_globs=config.artifacts,
     )
 
 
 async def submit_array(request: SubmitRequest, intake: Intake, asked: str | None) -> ArrayAccepted:
-    """The submit pipeline of ``api.submit`` for an array: one scan, one code blob, one write."""
+    """The submit pipeline of ``api.submit`` for an array: one scan, one code blob (and project), one write."""
     settings = intake.settings
-    code, code_text, config, identity = await _read(request, intake)
+    code, config, identity = await _read(request, intake)
     text, spec, sets = _spec(config, asked, settings.queue.array_max_tasks)
+    resume_from = project_intake.resume_source(read_views(intake.ledger), identity, config)
     array_id = array_id_from(str(ULID()))
-    scanned, blob = await asyncio.gather(
-        asyncio.to_thread(_static_scan, code_text, array_id, settings), asyncio.to_thread(intake.blobs.put, code)
-    )
-    template = _template(request, config, identity, blob, settings)
+    checked = await _checked_code(request, code, config, array_id, intake)
+    template = _template(request, config, identity, checked, resume_from, settings)
     tasks = _tasks(template, array_id, spec, sets)
     array = ArraySubmitted(
         array_id=array_id, user_id=identity.user_id, spec=text, tasks=len(tasks), width=0, max_running=spec.max_running
     )
-    fingerprint = msgspec.json.encode([identity.user_id, blob.digest, template.config, text, sets])
+    # A project's archive counts too; a single file keeps the fingerprint older arrays were made with.
+    extra = [checked.project_blob.digest] if checked.project_blob else []
+    fingerprint = msgspec.json.encode([identity.user_id, checked.blob.digest, template.config, text, sets, *extra])
     committed = await intake.ledger.write(
         arrays.submit_array(
             array,
             tasks,
-            static_scan=scanned,
+            static_scan=checked.scanned,
             review_pending=_review_pending(settings),
             limits=_limits(identity, settings),
             now=now_us(),
@@ -164,7 +201,7 @@ async def submit_array(request: SubmitRequest, intake: Intake, asked: str | None
     assert isinstance(first, ArraySubmitted)
     return ArrayAccepted(
         array_id=first.array_id, tasks=first.tasks, width=first.width, replayed=committed.replayed,
-        warnings=config.warnings,
+        warnings=config.warnings + project_intake.warnings_for(config, settings, project=checked.project is not None),
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from cli.remote import client_from, err, out, print_json
 from gpuledger import Conflict, JobStatus
+from gpuledger.project import PackedProject
 from ledger.domain.arrays import is_array_id
 
 COUNTED = ("pending", "running", "completed", "failed", "cancelled")
@@ -33,9 +34,10 @@ def is_array_config(config: bytes | Path) -> bool:
     return isinstance(loaded, dict) and ("array" in loaded or "sweep" in loaded)
 
 
-def submit_array(args: argparse.Namespace, config: bytes | Path) -> int:
+def submit_array(args: argparse.Namespace, config: bytes | Path, solution: Path | PackedProject) -> int:
+    """``solution``: the file, or the directory packed once, which every task runs."""
     with client_from(args) as client:
-        accepted = client.submit_array(args.solution, config, array=args.array, idempotency_key=args.idempotency_key)
+        accepted = client.submit_array(solution, config, array=args.array, idempotency_key=args.idempotency_key)
     for warning in accepted.warnings:
         err.print(f"gpuledger: warning: {warning}")
     if args.json:

@@ -184,7 +184,8 @@ def run_submit(args: argparse.Namespace) -> int:
     _check_files(args)
     config = job_config(args)
     if args.array is not None or arrays.is_array_config(config):
-        return arrays.submit_array(args, config)  # one submission; its progress: gpuledger status ARRAY
+        # One submission (a directory packed once for all its tasks); its progress: gpuledger status ARRAY
+        return arrays.submit_array(args, config, solution_of(args))
     job: dict[str, str] = {}
     return _detachable(_submit(args, job), job)
 

@@ -122,9 +122,16 @@ class Client:
         return Job(self, submitted.job_id, submitted=submitted)
 
     def submit_array(
-        self, code: wire.Source, config: wire.Source, *, array: str | None = None, idempotency_key: str | None = None
+        self,
+        code: wire.Source | PackedProject,
+        config: wire.Source,
+        *,
+        array: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ArraySubmitted:
-        """Queue a job array (``array="0-99%8"``) or the config's ``sweep:``, as one submission."""
+        """Queue a job array (``array="0-99%8"``) or the config's ``sweep:``, as one submission.
+
+        ``code`` is a file, a project directory or a ``PackedProject``, as for ``submit``: every task runs it."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         params = {"array": array} if array is not None else {}
         answer = self.request(

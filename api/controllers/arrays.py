@@ -62,7 +62,7 @@ class ArrayController(Controller):
         code, config = await _part(form, "code"), await _part(form, "config_file")
         sent = SubmitRequest(
             code=code, config=config, identity=sent_identity(request), idempotency_key=idempotency_key,
-            client_address=address,
+            client_address=address, project=await _part(form, "project"),
         )  # fmt: skip
         accepted = await submit_array(sent, intake, array)
         return ArrayAccepted(
