@@ -129,6 +129,7 @@ def _template(
         retry=_retry_policy(config, settings),
         asked_priority=config.priority,
         memory=config.memory,
+        after=config.after,
     )
 
 
@@ -144,7 +145,13 @@ async def submit_array(request: SubmitRequest, intake: Intake, asked: str | None
     template = _template(request, config, identity, blob, settings)
     tasks = _tasks(template, array_id, spec, sets)
     array = ArraySubmitted(
-        array_id=array_id, user_id=identity.user_id, spec=text, tasks=len(tasks), width=0, max_running=spec.max_running
+        array_id=array_id,
+        user_id=identity.user_id,
+        spec=text,
+        tasks=len(tasks),
+        width=0,
+        max_running=spec.max_running,
+        after=config.after,
     )
     fingerprint = msgspec.json.encode([identity.user_id, blob.digest, template.config, text, sets])
     committed = await intake.ledger.write(
@@ -158,6 +165,7 @@ async def submit_array(request: SubmitRequest, intake: Intake, asked: str | None
             actor=identity.token_id,
             idempotency_key=f"{identity.user_id}:{request.idempotency_key}" if request.idempotency_key else None,
             fingerprint=hashlib.sha256(fingerprint).digest(),
+            admin=identity.is_admin,
         )
     )
     first = committed.records[0].event

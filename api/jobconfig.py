@@ -17,6 +17,9 @@ import yaml
 
 from api.errors import BadRequest
 from ledger.domain.clock import DURATION_HELP, duration_s
+from ledger.domain.dependencies import parse_after
+from ledger.domain.errors import DomainError
+from ledger.domain.events import After
 from ledger.domain.retries import MAX_RETRIES
 from ledger.domain.shares import MAX_PRIORITY, MIN_PRIORITY, PRIORITY_LEVELS
 from ledger.store.settings import parse_bytes
@@ -41,6 +44,7 @@ KNOWN_FIELDS = (
     "notify",
     "array",
     "sweep",
+    "after",
 )
 MAX_RETRY_EXIT_CODES = 16
 REQUIRED_FIELDS = ("competition_id", "project_id", "expected_time")  # user_id: the token's user by default
@@ -61,6 +65,7 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
     notify: list[str] | None = None  # targets told when the job ends (None: the user's default; []: none)
     array: str | None = None  # a job array's spec (``0-99%8``): read by ``api.arrays``
     sweep: Any = None  # a sweep's parameter lists or sets, as written: read by ``api.arrays``
+    after: After | None = None  # dependencies (ledger.domain.dependencies)
     warnings: list[str] = []
 
     def sanitized(self) -> dict[str, Any]:
@@ -75,6 +80,7 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
             **({"retry_on_exit_codes": self.retry_on_exit_codes} if self.retry_on_exit_codes else {}),
             **({"priority": self.priority} if self.priority is not None else {}),
             **({"memory": self.memory} if self.memory is not None else {}),
+            **({"after": msgspec.to_builtins(self.after)} if self.after is not None else {}),
         }
 
 
@@ -247,6 +253,13 @@ def _array_field(data: dict[str, Any]) -> str | None:
     return str(value)
 
 
+def _after_field(data: dict[str, Any]) -> After | None:
+    try:
+        return parse_after(data.get("after"))
+    except DomainError as e:
+        raise BadRequest(str(e)) from None
+
+
 def _mib(size: int) -> str:
     return f"{size / (1 << 20):.0f} MiB"
 
@@ -319,5 +332,6 @@ def parse_config(
         notify=_notify_field(data),
         array=_array_field(data),
         sweep=data.get("sweep"),
+        after=_after_field(data),
         warnings=warnings,
     )

@@ -170,6 +170,7 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
         retry=_retry_policy(config, settings),
         asked_priority=config.priority,
         memory=config.memory,
+        after=config.after,
     )
     exempt = identity.is_admin and settings.queue.admin_rate_limit_exempt
     limits = (
@@ -191,6 +192,7 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
             actor=identity.token_id,
             fingerprint=fingerprint,
             notify=notify,
+            admin=identity.is_admin,
         )
     )
     accepted_id = stream_key_of(committed)

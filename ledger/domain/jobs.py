@@ -12,10 +12,12 @@ import msgspec
 from ledger.domain.attempts import Attempt, attempt_key
 from ledger.domain.errors import InvalidTransition
 from ledger.domain.events import (
+    After,
     AnyEvent,
     Blob,
     Finding,
     JobCancelRequested,
+    JobDependenciesMet,
     JobDispatched,
     JobEvent,
     JobFinished,
@@ -99,6 +101,8 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     array_index: int | None = None
     array_width: int = 0
     params: dict[str, Any] | None = None  # a sweep task's parameters
+    after: After | None = None  # its dependencies (ledger.domain.dependencies)
+    dependencies_met: bool = False  # job.dependencies_met: it no longer waits
 
     @property
     def is_terminal(self) -> bool:
@@ -179,6 +183,7 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             array_index=event.array_index,
             array_width=event.array_width,
             params=event.params,
+            after=event.after,
         )
     version = state.version + 1
     match event:
@@ -201,6 +206,8 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
                 scheduler_id=None,
                 gpus_held=event.gpus_held,
             )
+        case JobDependenciesMet():
+            return _replace(state, version=version, dependencies_met=True)
         case JobHandedOff():
             return _replace(state, version=version, scheduler_id=event.scheduler_id)
         case JobStarted():
