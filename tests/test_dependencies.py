@@ -15,6 +15,8 @@ import httpx
 import pytest
 from server import OPEN_LIMITS, Server, cli_user, config_yaml, run_cli, running, submit, wait_status
 
+from gpuledger import Client
+
 ENDED = {"completed", "failed", "cancelled"}
 OK, FAIL = "import time\ntime.sleep({})\nprint('ok')\n", "import time\ntime.sleep({})\nraise SystemExit(3)\n"
 
@@ -96,10 +98,11 @@ def test_a_failed_parent_cancels_its_child_and_grandchild(server: Server) -> Non
 
 
 def test_after_any_and_after_not_ok(server: Server) -> None:
-    """after-any runs after a failure; after-not-ok runs after a failure and is cancelled after a success."""
-    with server.client(server.token("gus")) as client:
+    """after-any (the SDK's) runs after a failure; after-not-ok after a failure, cancelled after a success."""
+    token = server.token("gus")
+    with server.client(token) as client, Client(server.url, token) as sdk:
         failing, passing = job(client, "gus", FAIL.format(0.5)), job(client, "gus", OK.format(0.5))
-        any_child = job(client, "gus", OK.format(0), **after(any=[failing]))
+        any_child = sdk.submit(OK.format(0), config_yaml("gus").decode(), after_any=[failing]).job_id  # the SDK's
         not_ok_child = job(client, "gus", OK.format(0), **after(not_ok=[failing]))
         not_ok_on_success = job(client, "gus", OK.format(0), **after(not_ok=[passing]))
         bodies = [wait_status(client, i, ENDED) for i in (any_child, not_ok_child, not_ok_on_success)]
