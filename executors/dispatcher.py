@@ -161,18 +161,18 @@ class Dispatcher:
         return held is not None
 
     async def decide_waiting(self) -> None:
-        """Decide the waiting jobs a dependency of which ended since (``dependencies_due``): queued,
-        cancelled, or left waiting until another ends. Costs those jobs, never the queue."""
+        """Decide, in one write, the waiting jobs a dependency of which ended since (``dependencies_due``):
+        queued, cancelled, or left waiting until another ends. Costs those jobs, never the queue."""
         due = self.ledger.views.dependencies_due
         self._decided = {j: mark for j, mark in self._decided.items() if due.get(j) == mark}
-        for job_id, mark in list(due.items()):
-            if job_id in self._decided:
-                continue
-            try:
-                await self.ledger.write(store_dependencies.decide_waiting(job_id))
-            except DomainError as e:  # the job changed meanwhile (cancelled): the next pass sees it
-                log.info("dependencies.decide_refused", job_id=job_id, error=str(e))
-            self._decided[job_id] = mark
+        fresh = {j: mark for j, mark in list(due.items()) if j not in self._decided}
+        if not fresh:
+            return
+        try:
+            await self.ledger.write(store_dependencies.decide_waiting(list(fresh)))
+        except DomainError as e:  # not expected (a decision refuses nothing): logged, decided again on change
+            log.warning("dependencies.decide_refused", jobs=len(fresh), error=str(e))
+        self._decided.update(fresh)
 
     async def release_tasks(self) -> None:
         """Let the arrays' next held tasks into the queue, where they are ranked like any job."""

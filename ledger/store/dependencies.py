@@ -40,11 +40,15 @@ def find(views: LedgerState, dep: str) -> Found | None:
     return job.user_id, job.status if job.is_terminal else None
 
 
-def ended_of(views: LedgerState, after: After) -> dict[str, str | None]:
-    """Each dependency's final status (None while it runs, or when it is not found)."""
+def ended_of(views: LedgerState, after: After, seen: dict[str, Found | None] | None = None) -> dict[str, str | None]:
+    """Each dependency's final status (None while it runs, or when it is not found); ``seen``: the
+    lookups of one decision, shared by its jobs (an ended array is read once, not once per waiter)."""
+    seen = {} if seen is None else seen
     ended: dict[str, str | None] = {}
     for dep in dependency_ids(after):
-        found = find(views, dep)
+        if dep not in seen:
+            seen[dep] = find(views, dep)
+        found = seen[dep]
         ended[dep] = found[1] if found is not None else None
     return ended
 
@@ -68,14 +72,17 @@ def check_at_submit(views: LedgerState, after: After, user_id: str, *, admin: bo
     return verdict
 
 
-def decide_waiting(job_id: str) -> Write:
-    """Queue a waiting job whose dependencies are met, or cancel it if one can never be (nothing if
-    it waits on)."""
+def decide_waiting(job_ids: list[str]) -> Write:
+    """Queue the waiting jobs whose dependencies are met, and cancel those with one that never can be,
+    in one write (a job that waits on is left as it is)."""
 
     def decide(views: LedgerState) -> Sequence[AnyEvent]:
-        job = views.jobs.get(job_id)
-        if job is None or job.after is None:
-            return []
-        return decide_dependencies(job, ended_of(views, job.after))
+        events: list[AnyEvent] = []
+        seen: dict[str, Found | None] = {}
+        for job_id in job_ids:
+            job = views.jobs.get(job_id)
+            if job is not None and job.after is not None:
+                events.extend(decide_dependencies(job, ended_of(views, job.after, seen)))
+        return events
 
     return Write(decide=decide, actor="scheduler")
