@@ -165,6 +165,7 @@ def _template(
         entrypoint=code.project.entrypoint if code.project else None,
         args=config.args,
         artifact_globs=config.artifacts,
+        after=config.after,
     )
 
 
@@ -179,7 +180,13 @@ async def submit_array(request: SubmitRequest, intake: Intake, asked: str | None
     template = _template(request, config, identity, checked, resume_from, settings)
     tasks = _tasks(template, array_id, spec, sets)
     array = ArraySubmitted(
-        array_id=array_id, user_id=identity.user_id, spec=text, tasks=len(tasks), width=0, max_running=spec.max_running
+        array_id=array_id,
+        user_id=identity.user_id,
+        spec=text,
+        tasks=len(tasks),
+        width=0,
+        max_running=spec.max_running,
+        after=config.after,
     )
     # A project's archive counts too; a single file keeps the fingerprint older arrays were made with.
     extra = [checked.project_blob.digest] if checked.project_blob else []
@@ -195,6 +202,7 @@ async def submit_array(request: SubmitRequest, intake: Intake, asked: str | None
             actor=identity.token_id,
             idempotency_key=f"{identity.user_id}:{request.idempotency_key}" if request.idempotency_key else None,
             fingerprint=hashlib.sha256(fingerprint).digest(),
+            admin=identity.is_admin,
         )
     )
     first = committed.records[0].event

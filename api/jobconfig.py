@@ -17,6 +17,9 @@ import yaml
 
 from api.errors import BadRequest
 from ledger.domain.clock import DURATION_HELP, duration_s
+from ledger.domain.dependencies import parse_after
+from ledger.domain.errors import DomainError
+from ledger.domain.events import After
 from ledger.domain.retries import MAX_RETRIES
 from ledger.domain.shares import MAX_PRIORITY, MIN_PRIORITY, PRIORITY_LEVELS
 from ledger.store.settings import parse_bytes
@@ -45,6 +48,7 @@ KNOWN_FIELDS = (
     "args",
     "artifacts",
     "resume_from",
+    "after",
 )
 MAX_RETRY_EXIT_CODES = 16
 REQUIRED_FIELDS = ("competition_id", "project_id", "expected_time")  # user_id: the token's user by default
@@ -69,6 +73,7 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
     args: list[str] = []
     artifacts: list[str] = []  # globs kept after the job besides outputs/
     resume_from: str | None = None
+    after: After | None = None  # dependencies (ledger.domain.dependencies)
     warnings: list[str] = []
 
     def sanitized(self) -> dict[str, Any]:
@@ -84,6 +89,7 @@ class JobConfig(msgspec.Struct, frozen=True, kw_only=True):
             **({"priority": self.priority} if self.priority is not None else {}),
             **({"memory": self.memory} if self.memory is not None else {}),
             **{k: v for k, v in self.project_fields().items() if v},
+            **({"after": msgspec.to_builtins(self.after)} if self.after is not None else {}),
         }
 
     def project_fields(self) -> dict[str, Any]:
@@ -264,6 +270,13 @@ def _array_field(data: dict[str, Any]) -> str | None:
     return str(value)
 
 
+def _after_field(data: dict[str, Any]) -> After | None:
+    try:
+        return parse_after(data.get("after"))
+    except DomainError as e:
+        raise BadRequest(str(e)) from None
+
+
 def _mib(size: int) -> str:
     return f"{size / (1 << 20):.0f} MiB"
 
@@ -372,5 +385,6 @@ def parse_config(
         args=_list_field(data, "args"),
         artifacts=_list_field(data, "artifacts"),
         resume_from=_text_field(data, "resume_from") if data.get("resume_from") is not None else None,
+        after=_after_field(data),
         warnings=warnings,
     )

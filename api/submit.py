@@ -185,6 +185,7 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
         entrypoint=project.entrypoint if project else None,
         args=config.args,
         artifact_globs=config.artifacts,
+        after=config.after,
     )
     exempt = identity.is_admin and settings.queue.admin_rate_limit_exempt
     limits = (
@@ -206,6 +207,7 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
             actor=identity.token_id,
             fingerprint=fingerprint,
             notify=notify,
+            admin=identity.is_admin,
         )
     )
     accepted_id = stream_key_of(committed)

@@ -26,6 +26,7 @@ from cli.remote import (
 from cli.terminal import shown
 from gpuledger import AsyncClient, JobStatus
 from gpuledger.project import PackedProject, pack_project
+from gpuledger.wire import after_of, content, with_after
 from ledger.domain.clock import DURATION_HELP, duration_s
 
 DEFAULT_ID = "default"  # competition_id and project_id of a job submitted without a config file
@@ -52,6 +53,12 @@ def register(subparsers: Any) -> None:
     submit.add_argument(
         "--array", metavar="SPEC", help="a job array: 0-99%%8, 1,3,5 or 0-20:5 (%%K: at most K at once)"
     )
+    after = submit.add_argument_group("dependencies (config: after), Slurm's afterok / afterany / afternotok")
+    after.add_argument("--after-ok", type=ids, metavar="JOB[,JOB]", help="start once these completed")
+    after.add_argument("--after-any", type=ids, metavar="JOB[,JOB]", help="start once these ended, however")
+    after.add_argument(
+        "--after-not-ok", type=ids, metavar="JOB[,JOB]", help="start once these failed or were cancelled"
+    )
     add_client_options(submit)
     submit.set_defaults(func=run_submit)
 
@@ -73,6 +80,14 @@ def duration(text: str) -> int:
         return duration_s(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def ids(text: str) -> list[str]:
+    """``ID[,ID]``: job or array ids."""
+    found = [part.strip() for part in text.split(",") if part.strip()]
+    if not found:
+        raise argparse.ArgumentTypeError("give one or more job or array ids, separated by commas")
+    return found
 
 
 def seconds(text: str) -> float:
@@ -116,7 +131,8 @@ def job_config(args: argparse.Namespace) -> bytes | Path:
         )
         if value is not None
     }
-    if args.config is not None and not overrides:
+    after = after_of(args.after_ok, args.after_any, args.after_not_ok)
+    if args.config is not None and not overrides and not after:
         return Path(args.config)
     if args.config is None and args.time is None:
         raise ValueError("submit needs -c CONFIG, or --time DURATION (with --gpus, --memory ... as needed)")
@@ -126,7 +142,7 @@ def job_config(args: argparse.Namespace) -> bytes | Path:
         if not isinstance(loaded, dict):
             raise ValueError(f"{args.config}: the config must be a mapping of fields")
         fields = loaded
-    return json.dumps({**fields, **overrides}, default=str).encode()
+    return content(with_after(json.dumps({**fields, **overrides}, default=str), after))
 
 
 async def _submit(args: argparse.Namespace, known: dict[str, str]) -> int:

@@ -28,6 +28,7 @@ from ledger.domain.jobs import JobState
 from ledger.domain.shares import Weights
 from ledger.store import arrays as store_arrays
 from ledger.store import commands
+from ledger.store import dependencies as store_dependencies
 from ledger.store.writer import Ledger
 from projections.placement import Fleet, gpu_kinds, next_start, node_times, to_release
 from projections.plan import capped
@@ -115,6 +116,7 @@ class Dispatcher:
         self.weights = weights or Weights()
         self.hold = hold
         self.held: str | None = None
+        self._decided: dict[str, int] = {}  # waiting jobs decided, at their due mark: not decided again
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -158,8 +160,23 @@ class Dispatcher:
             self.held = held
         return held is not None
 
+    async def decide_waiting(self) -> None:
+        """Decide, in one write, the waiting jobs a dependency of which ended since (``dependencies_due``):
+        queued, cancelled, or left waiting until another ends. Costs those jobs, never the queue."""
+        due = self.ledger.views.dependencies_due
+        self._decided = {j: mark for j, mark in self._decided.items() if due.get(j) == mark}
+        fresh = {j: mark for j, mark in list(due.items()) if j not in self._decided}
+        if not fresh:
+            return
+        try:
+            await self.ledger.write(store_dependencies.decide_waiting(list(fresh)))
+        except DomainError as e:  # not expected (a decision refuses nothing): logged, decided again on change
+            log.warning("dependencies.decide_refused", jobs=len(fresh), error=str(e))
+        self._decided.update(fresh)
+
     async def release_tasks(self) -> None:
         """Let the arrays' next held tasks into the queue, where they are ranked like any job."""
+        await self.decide_waiting()
         for array_id in to_release(self.ledger.views.arrays.values()):
             try:
                 await self.ledger.write(store_arrays.release_tasks(array_id))

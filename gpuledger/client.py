@@ -108,12 +108,21 @@ class Client:
             sleep(delay)
 
     def submit(
-        self, code: wire.Source | PackedProject, config: wire.Source, *, idempotency_key: str | None = None
+        self,
+        code: wire.Source | PackedProject,
+        config: wire.Source,
+        *,
+        idempotency_key: str | None = None,
+        after_ok: list[str] | None = None,
+        after_any: list[str] | None = None,
+        after_not_ok: list[str] | None = None,
     ) -> Job:
         """Queue a job and return at once (``wait=false`` underneath); ``code``/``config`` are text or a Path.
 
         ``code`` may be a project directory (or one packed with ``gpuledger.project.pack_project``): the config
-        then names its ``entrypoint``."""
+        then names its ``entrypoint``. ``after_ok`` / ``after_any`` / ``after_not_ok``: job or array ids it
+        waits for (the config's ``after:``)."""
+        config = wire.with_after(config, wire.after_of(after_ok, after_any, after_not_ok))
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         answer = self.request(
             "POST", "/api/submit", params={"wait": "false"}, files=wire.submit_files(code, config), headers=headers
@@ -128,10 +137,15 @@ class Client:
         *,
         array: str | None = None,
         idempotency_key: str | None = None,
+        after_ok: list[str] | None = None,
+        after_any: list[str] | None = None,
+        after_not_ok: list[str] | None = None,
     ) -> ArraySubmitted:
-        """Queue a job array (``array="0-99%8"``) or the config's ``sweep:``, as one submission.
+        """Queue a job array (``array="0-99%8"``) or the config's ``sweep:``, as one submission (waiting,
+        with ``after_*``, as ``submit`` does).
 
         ``code`` is a file, a project directory or a ``PackedProject``, as for ``submit``: every task runs it."""
+        config = wire.with_after(config, wire.after_of(after_ok, after_any, after_not_ok))
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         params = {"array": array} if array is not None else {}
         answer = self.request(

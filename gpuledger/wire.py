@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import yaml
 
 from gpuledger.errors import (
     BY_STATUS,
@@ -36,6 +38,22 @@ def content(value: Source) -> bytes:
     if isinstance(value, Path):
         return value.read_bytes()
     return value.encode() if isinstance(value, str) else value
+
+
+def with_after(config: Source, after: dict[str, list[str]]) -> Source:
+    """The config with these dependencies in its ``after:`` (each kind given replaces the config's),
+    as JSON, which the server reads as YAML; the config as it is when none is given."""
+    if not after:
+        return config
+    fields = yaml.safe_load(content(config))
+    if not isinstance(fields, dict):
+        raise ValueError("the config must be a mapping of fields")
+    return json.dumps({**fields, "after": {**(fields.get("after") or {}), **after}}, default=str)
+
+
+def after_of(ok: list[str] | None, any: list[str] | None, not_ok: list[str] | None) -> dict[str, list[str]]:
+    """The kinds given (Slurm's afterok, afterany, afternotok), by their ``after:`` names."""
+    return {kind: ids for kind, ids in (("ok", ok), ("any", any), ("not_ok", not_ok)) if ids}
 
 
 def submit_files(code: Source | PackedProject, config: Source) -> dict[str, tuple[str, bytes]]:

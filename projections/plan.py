@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 import structlog
 
 from ledger.domain.clock import now_us
+from ledger.domain.dependencies import is_waiting, waiting_words
 from ledger.domain.jobs import JobState
 from ledger.domain.shares import Weights
+from ledger.store.dependencies import ended_of
 from ledger.store.writer import Ledger
 from projections.fairshare import Ranked, factors_by_user, gpus_in_use
 from projections.placement import Fleet, gpu_kinds, job_end, node_times
@@ -211,6 +213,8 @@ def pending_reason(job: JobState, plan: Plan, views: Views) -> str | None:
     """Why a pending job is not running yet, in the words a researcher understands."""
     if job.status != "pending":
         return None
+    if is_waiting(job):
+        return waiting_words(job, ended_of(views, job.after)) if job.after is not None else None
     match job.phase:
         case "scanning":
             return "scanning"

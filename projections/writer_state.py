@@ -13,7 +13,9 @@ import copy
 from collections.abc import Iterable
 
 from ledger.domain.arrays import ArrayProgress, track_task
+from ledger.domain.dependencies import dependency_ids, is_waiting
 from ledger.domain.events import (
+    After,
     AnyEvent,
     ArrayEvent,
     HalfLifeSet,
@@ -42,6 +44,7 @@ from ledger.domain.users import UserStats, count_status, note_submit
 from projections.fairshare import attempt_end, charge_attempt, charge_usage, idle_surcharge
 from projections.job_table import JobTable
 
+_NO_AFTER = After()
 # job events that come after its job.finished (the job may be in its row only; an idle verdict's
 # notification may come after it too)
 AFTER_END = frozenset(
@@ -71,6 +74,11 @@ class WriterState:
         # arrays with tasks not yet ended: derived from their tasks alone (``index_node``), so every way
         # of loading the state (tables, snapshot, replay) rebuilds it from the active jobs
         self.arrays: dict[str, ArrayProgress] = {}
+        # dependencies (docs/design.md, "Dependencies"): each job or array id to the jobs waiting on it,
+        # and the waiting jobs to decide again (a dependency ended: the ledger position it did), both
+        # derived from the waiting jobs alone, as ``arrays`` is
+        self.dependents: dict[str, tuple[str, ...]] = {}
+        self.dependencies_due: dict[str, int] = {}
         self.stream_versions: dict[str, int] = {}  # streams in memory; a finished job's is its row's version
         self.dirty_jobs: set[str] = set()
         self.dirty_users: set[str] = set()
@@ -168,6 +176,8 @@ class WriterState:
         job_id = after.job_id
         if after.array_id is not None:
             self._track_task(before, after)
+        if after.after is not None or (before is None or before.is_terminal) != after.is_terminal:
+            self._track_waiting(before, after)
         was_on = before.node if before is not None and before.phase in ON_NODE else None
         now_on = after.node if after.phase in ON_NODE else None
         if was_on != now_on:  # new lists, not changed ones: a published snapshot may share the old
@@ -183,9 +193,33 @@ class WriterState:
         assert array_id is not None
         progress = track_task(self.arrays.get(array_id), before, after)
         if progress is None:
-            self.arrays.pop(array_id, None)
+            if self.arrays.pop(array_id, None) is not None:
+                self._dependency_ended(array_id)
         else:
             self.arrays[array_id] = progress
+
+    def _track_waiting(self, before: JobState | None, after: JobState) -> None:
+        """A job that starts or stops waiting on its dependencies, or that ends (its waiters are due)."""
+        job_id, was, now = after.job_id, before is not None and is_waiting(before), is_waiting(after)
+        if now and not was:  # due at once: a dependency may have ended before (a load from the tables)
+            for dep in dependency_ids(after.after or _NO_AFTER):
+                self.dependents[dep] = (*self.dependents.get(dep, ()), job_id)
+            self.dependencies_due[job_id] = self.position
+        elif was and not now:
+            self.dependencies_due.pop(job_id, None)
+            for dep in dependency_ids(after.after or _NO_AFTER):
+                left = tuple(j for j in self.dependents.get(dep, ()) if j != job_id)
+                if left:
+                    self.dependents[dep] = left
+                else:
+                    self.dependents.pop(dep, None)
+        if after.is_terminal and (before is None or not before.is_terminal):
+            self._dependency_ended(job_id)
+
+    def _dependency_ended(self, dep: str) -> None:
+        """A job or an array ended: the jobs waiting on it are decided again by the release step."""
+        for waiter in self.dependents.get(dep, ()):
+            self.dependencies_due[waiter] = self.position
 
     def _count_user(self, user_id: str, before: str | None, after: str, submitted_at: int | None) -> None:
         """Counts change in place, on a copy once per publication (``_own_user``)."""

@@ -128,10 +128,12 @@ def test_unknown_config_keys_are_ignored_and_reported(server: Server, alice: str
 def test_critical_scanner_finding_rejects_the_submission(server: Server, alice: str) -> None:
     """Code that runs a shell command is refused at once with the scanner's 400."""
     with server.client(alice) as client:
+        before = len(client.get("/api/jobs", params={"limit": 1000}).json()["jobs"])
         answer = submit(client, 'import os\nos.system("id")\n', config_yaml("alice"))
         assert answer.status_code == 400
         assert answer.json()["detail"].startswith("Code security check failed: ")
-        assert client.get("/api/jobs").json()["jobs"][0]["job_id"] != answer.json().get("job_id")
+        assert "job_id" not in answer.json()
+        assert len(client.get("/api/jobs", params={"limit": 1000}).json()["jobs"]) == before  # nothing was kept
 
 
 def test_no_token_at_all_is_a_401(server: Server) -> None:

@@ -179,8 +179,9 @@ class ArrayProgress(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 def is_held(job: JobState) -> bool:
-    """A task submitted (and scanned) but not yet let into the queue."""
-    return job.array_id is not None and job.status == "pending" and job.phase == "submitted"
+    """A task submitted (and scanned) but not yet let into the queue (nor waiting on dependencies)."""
+    waiting = job.after is not None and not job.dependencies_met
+    return job.array_id is not None and job.status == "pending" and job.phase == "submitted" and not waiting
 
 
 def track_task(progress: ArrayProgress | None, before: JobState | None, after: JobState) -> ArrayProgress | None:

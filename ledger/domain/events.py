@@ -124,6 +124,14 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     exit_codes: list[int] = []  # exit codes of the job itself that are retried (reason exit_nonzero)
 
 
+class After(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
+    """What a job waits for (Slurm's afterok / afterany / afternotok): ids of jobs or arrays."""
+
+    ok: list[str] = []  # each ended completed (an array: every task completed)
+    any: list[str] = []  # each ended, however
+    not_ok: list[str] = []  # each ended failed or cancelled (an array: some task did)
+
+
 class JobSubmitted(JobEvent, frozen=True, tag="job.submitted"):
     user_id: str
     competition_id: str
@@ -152,6 +160,7 @@ class JobSubmitted(JobEvent, frozen=True, tag="job.submitted"):
     args: list[str] = []  # the job command's ``{args}``
     artifact_globs: list[str] = []  # kept after the job besides ``outputs/``
     resume_from: str | None = None  # the job whose artifacts are unpacked into this one's workdir first
+    after: After | None = None  # dependencies: held until they are met (ledger.domain.dependencies)
 
 
 class JobScanned(JobEvent, frozen=True, tag="job.scanned"):
@@ -164,6 +173,10 @@ class JobScanned(JobEvent, frozen=True, tag="job.scanned"):
 class JobQueued(JobEvent, frozen=True, tag="job.queued"):
     priority: int = 0
     reason: str = "submitted"
+
+
+class JobDependenciesMet(JobEvent, frozen=True, tag="job.dependencies_met"):
+    """Every dependency of a waiting job was met: it may be queued (an array's task: released)."""
 
 
 class JobDispatched(JobEvent, frozen=True, tag="job.dispatched"):
@@ -335,6 +348,7 @@ class ArraySubmitted(ArrayEvent, frozen=True, tag="array.submitted"):
     tasks: int
     width: int  # at most this many tasks are released and not yet ended at once
     max_running: int | None = None  # the ``%K`` asked for
+    after: After | None = None  # the dependencies every task waits for
 
 
 # --- nodes ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import msgspec
 from ledger.domain.attempts import Attempt, attempt_key
 from ledger.domain.errors import InvalidTransition
 from ledger.domain.events import (
+    After,
     AnyEvent,
     Artifact,
     Blob,
@@ -19,6 +20,7 @@ from ledger.domain.events import (
     JobArtifactsPruned,
     JobArtifactsStored,
     JobCancelRequested,
+    JobDependenciesMet,
     JobDispatched,
     JobEvent,
     JobFinished,
@@ -116,6 +118,8 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     artifacts: list[Artifact] = []  # job.artifacts_stored
     artifacts_skipped: list[str] = []
     artifacts_pruned_at: int | None = None
+    after: After | None = None  # its dependencies (ledger.domain.dependencies)
+    dependencies_met: bool = False  # job.dependencies_met: it no longer waits
 
     @property
     def is_terminal(self) -> bool:
@@ -202,6 +206,7 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             args=event.args,
             artifact_globs=event.artifact_globs,
             resume_from=event.resume_from,
+            after=event.after,
         )
     version = state.version + 1
     match event:
@@ -224,6 +229,8 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
                 scheduler_id=None,
                 gpus_held=event.gpus_held,
             )
+        case JobDependenciesMet():
+            return _replace(state, version=version, dependencies_met=True)
         case JobHandedOff():
             return _replace(state, version=version, scheduler_id=event.scheduler_id)
         case JobStarted():

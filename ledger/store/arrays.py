@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import msgspec
 
 from ledger.domain.errors import InvalidTransition
-from ledger.domain.events import AnyEvent, ArraySubmitted, JobQueued, JobScanned, JobSubmitted
+from ledger.domain.events import AnyEvent, ArraySubmitted, JobDependenciesMet, JobQueued, JobScanned, JobSubmitted
 from ledger.domain.jobs import decide_cancel, decide_queue
 from ledger.store.commands import (  # the single submission's checks, shared as they are
     SubmitLimits,
@@ -16,6 +16,7 @@ from ledger.store.commands import (  # the single submission's checks, shared as
     _check_policy,
     job_of,
 )
+from ledger.store.dependencies import check_at_submit
 from ledger.store.state import LedgerState
 from ledger.store.store import Write
 
@@ -48,9 +49,11 @@ def submit_array(
     actor: str,
     idempotency_key: str | None,
     fingerprint: bytes,
+    admin: bool = False,
 ) -> Write:
     """Accept an array and all its tasks in one step, checked as one submission; the first ``width``
-    tasks are queued at once, the rest wait held until the placement step releases them."""
+    tasks are queued at once, the rest wait held until the placement step releases them (all wait
+    while the array's dependencies are not met)."""
 
     def decide(views: LedgerState) -> Sequence[AnyEvent]:
         first = tasks[0]
@@ -58,14 +61,18 @@ def submit_array(
         if limits is not None:
             _check_limits(views, first.user_id, limits, now, first.gpus)
         width = array_width(array.max_running, len(tasks), _max_active(views, first.user_id, limits))
+        after = array.after
+        waits = after is not None and check_at_submit(views, after, first.user_id, admin=admin) == "wait"
         events: list[AnyEvent] = [msgspec.structs.replace(array, width=width)]
         for task in tasks:
             events.append(msgspec.structs.replace(task, array_width=width))
+            if after is not None and not waits:
+                events.append(JobDependenciesMet(job_id=task.job_id))
             if static_scan is not None:
                 events.append(msgspec.structs.replace(static_scan, job_id=task.job_id))
             if review_pending:
                 events.append(JobScanned(job_id=task.job_id, verdict="pending", scanner="llm"))
-        if not review_pending:
+        if not review_pending and not waits:
             events.extend(JobQueued(job_id=task.job_id, reason="submitted") for task in tasks[:width])
         return events
 

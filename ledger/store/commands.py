@@ -13,11 +13,13 @@ from typing import Any, Literal
 import msgspec
 
 from ledger.domain.clock import iso
+from ledger.domain.dependencies import is_waiting
 from ledger.domain.errors import InvalidTransition, LimitExceeded, NotAllowed, NotFound, QuotaExceeded
 from ledger.domain.events import (
     AnyEvent,
     HalfLifeSet,
     JobArtifactsStored,
+    JobDependenciesMet,
     JobFinished,
     JobQueued,
     JobScanned,
@@ -60,6 +62,7 @@ from ledger.domain.retries import decide_attempt_end
 from ledger.domain.shares import UserShare, decide_policy
 from ledger.domain.tokens import decide_issue, decide_revoke
 from ledger.domain.users import RATE_WINDOW_US
+from ledger.store.dependencies import check_at_submit
 from ledger.store.state import LedgerState
 from ledger.store.store import Write
 
@@ -165,21 +168,27 @@ def submit_job(
     actor: str,
     fingerprint: bytes,
     notify: NotifyRequested | None = None,
+    admin: bool = False,
 ) -> Write:
-    """Accept a job: limits checked and events appended in one step; queued unless a review is pending."""
+    """Accept a job: limits checked and events appended in one step; queued unless a review is pending
+    or it waits on dependencies (``admin``: may name any user's)."""
 
     def decide(views: LedgerState) -> Sequence[AnyEvent]:
         _check_policy(submitted, views.shares.get(submitted.user_id))
         if limits is not None:
             _check_limits(views, submitted.user_id, limits, now, submitted.gpus)
+        after = submitted.after
+        waits = after is not None and check_at_submit(views, after, submitted.user_id, admin=admin) == "wait"
         events: list[AnyEvent] = [submitted]
+        if after is not None and not waits:
+            events.append(JobDependenciesMet(job_id=submitted.job_id))
         if notify is not None:  # before any event that may end the job: its end is then always owed one
             events.append(notify)
         if static_scan is not None:
             events.append(static_scan)
         if review_pending:
             events.append(JobScanned(job_id=submitted.job_id, verdict="pending", scanner="llm"))
-        else:
+        elif not waits:
             events.append(JobQueued(job_id=submitted.job_id, reason="submitted"))
         return events
 
@@ -192,7 +201,7 @@ def record_review(job_id: str, verdict: JobScanned) -> Write:
     def decide(views: LedgerState) -> Sequence[AnyEvent]:
         job = job_of(views, job_id)
         events = decide_scan(job, verdict)
-        if verdict.verdict != "rejected" and job.array_id is None:  # a task waits to be released
+        if verdict.verdict != "rejected" and job.array_id is None and not is_waiting(job):
             reviewed = evolve_job(job, verdict, position=job.position, at=views.recorded_at)
             events.extend(decide_queue(reviewed, reason="reviewed"))
         return events

@@ -54,6 +54,7 @@ class LedgerState(Protocol):
     node_jobs: dict[str, list[str]]  # per node, its jobs not yet ended, in dispatch order
     shares: dict[str, UserShare]  # per user: fair-share policy (caps) and decayed usage
     arrays: dict[str, ArrayProgress]  # per array with tasks not yet ended: its progress
+    dependencies_due: dict[str, int]  # waiting jobs to decide again: the position a dependency ended
 
     def apply_event(self, event: AnyEvent, position: int, stream: str, version: int, recorded_at: int) -> None: ...
 
