@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from ledger.store.settings.environments import EnvSettings
 from ledger.store.settings.gpu import GpuSettings
 from ledger.store.settings.notifying import NotifySettings
 from ledger.store.settings.running import LxcSettings, RunnerSettings, SandboxSettings, SshSettings
@@ -131,6 +132,10 @@ FLAT: dict[str, str] = {
     "gpu_idle_minutes": "gpu.idle_minutes",
     "gpu_idle_util": "gpu.idle_util",
     "gpu_series_points": "gpu.series_points",
+    "env_index_url": "env.index_url",
+    "env_find_links": "env.find_links",
+    "env_cache_max_bytes": "env.cache_max_bytes",
+    "env_setup_timeout_s": "env.setup_timeout_s",
 }
 TABLES = ("slurm", "replica")  # TOML tables that are groups of their own, under the same name
 GROUPED = {where: flat for flat, where in FLAT.items()}
@@ -156,6 +161,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sandbox: SandboxSettings = _group(SandboxSettings)
     notify: NotifySettings = _group(NotifySettings)  # end-of-job notifications (docs: "Notifications")
     gpu: GpuSettings = _group(GpuSettings)
+    env: EnvSettings = _group(EnvSettings)  # declared environments (docs: "Declared environments")
     # Slurm executor (a [slurm] table replaces the local runner and SSH nodes)
     slurm: SlurmSettings | None = None
     # continuous replication (docs/admin-guide.md, "Replication"): Litestream and the blobs to one target

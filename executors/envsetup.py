@@ -1,0 +1,140 @@
+"""Builds a job's declared environment on its node, once per cache key (uploaded beside the wrapper).
+
+A single stdlib-only file, like the wrapper, that must keep running on Python 3.8. Run as
+``python envsetup.py CACHE JOB_DIR LOG [--index-url U] [--find-links L] [--timeout S]``; it prints one
+JSON line: ``{"declared": false}`` or ``{"declared": true, "ok": ..., "digest", "hit", "seconds", "venv"}``.
+uv's output is appended to LOG (the attempt's stderr file, which the wrapper appends the job's to, so it
+is part of the job's log). The build holds ``CACHE/<digest>.lock`` and marks a finished environment
+with ``.ready`` last: a crashed build is never taken for a cache hit, and two jobs never build one key
+at once. The directory's ``.last_used`` time drives least-recently-used eviction (``evict``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from typing import BinaryIO
+
+READY = ".ready"
+LAST_USED = ".last_used"
+IN_USE = ".in_use"  # attempts using the environment, one empty file each (removed with the workdir)
+
+
+def declaration(job_dir: str) -> tuple[str, list[str]] | None:
+    """("requirements" | "lock", the files that define it), or None: the job keeps today's environment."""
+    if os.path.isfile(os.path.join(job_dir, "requirements.txt")):
+        return "requirements", ["requirements.txt"]
+    if all(os.path.isfile(os.path.join(job_dir, f)) for f in ("pyproject.toml", "uv.lock")):
+        return "lock", ["pyproject.toml", "uv.lock"]
+    return None
+
+
+def cache_key(job_dir: str, kind: str, files: list[str]) -> str:
+    """The same requirements on the same Python and platform are the same environment."""
+    digest = hashlib.sha256(kind.encode() + b"\0")
+    for name in files:
+        with open(os.path.join(job_dir, name), "rb") as handle:
+            digest.update(name.encode() + b"\0" + handle.read() + b"\0")
+    digest.update(f"{platform.python_version()}|{sys.platform}|{platform.machine()}".encode())
+    return digest.hexdigest()
+
+
+def find_uv() -> str:
+    """uv beside the node's Python (the server's venv has it), else on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "uv")
+    if os.access(beside, os.X_OK):
+        return beside
+    return shutil.which("uv") or "uv"
+
+
+def index_args(args: argparse.Namespace) -> list[str]:
+    """ENV_INDEX_URL and ENV_FIND_LINKS; a wheelhouse without an index is an offline set-up."""
+    out = ["--index-url", args.index_url] if args.index_url else []
+    if args.find_links:
+        out += ["--find-links", args.find_links]
+        out += [] if args.index_url else ["--no-index"]
+    return out
+
+
+def build_commands(args: argparse.Namespace, kind: str, venv: str) -> list[list[str]]:
+    uv = find_uv()
+    make = [uv, "venv", "--quiet", "--python", sys.executable, venv]
+    if kind == "requirements":
+        requirements = os.path.join(args.job_dir, "requirements.txt")
+        return [make, [uv, "pip", "install", "--python", venv + "/bin/python", *index_args(args), "-r", requirements]]
+    sync = [uv, "sync", "--frozen", "--no-install-project", "--project", args.job_dir, *index_args(args)]
+    return [make, sync]
+
+
+def build(args: argparse.Namespace, kind: str, venv: str, log: BinaryIO) -> bool:
+    """Build into ``venv`` (emptied first: a crashed build's leftovers); True once every step succeeded."""
+    shutil.rmtree(venv, ignore_errors=True)
+    env = dict(os.environ, UV_PROJECT_ENVIRONMENT=venv, UV_PYTHON_DOWNLOADS="never", UV_NO_CONFIG="1")
+    deadline = time.monotonic() + args.timeout
+    for command in build_commands(args, kind, venv):
+        log.write(f"$ {' '.join(command)}\n".encode())
+        log.flush()
+        try:
+            code = subprocess.call(command, stdout=log, stderr=log, env=env, timeout=deadline - time.monotonic())
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log.write(f"set-up: {e}\n".encode())
+            return False
+        if code != 0:
+            return False
+    open(os.path.join(venv, READY), "wb").close()
+    return True
+
+
+def prepare(args: argparse.Namespace) -> dict[str, object]:
+    found = declaration(args.job_dir)
+    if found is None:
+        return {"declared": False}
+    kind, files = found
+    digest = cache_key(args.job_dir, kind, files)
+    venv = os.path.join(args.cache, digest)
+    begun = time.monotonic()
+    os.makedirs(args.cache, exist_ok=True)
+    with open(venv + ".lock", "ab") as lock, open(args.log, "ab") as log:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        hit = os.path.exists(os.path.join(venv, READY))
+        ok = hit or build(args, kind, venv, log)
+        if ok:
+            mark_used(venv, args.attempt)
+    seconds = round(time.monotonic() - begun, 3)
+    return {"declared": True, "ok": ok, "digest": digest, "hit": hit, "seconds": seconds, "venv": venv}
+
+
+def mark_used(venv: str, attempt: str) -> None:
+    """Taken now, by this attempt: the newest for eviction, and never evicted while the attempt runs."""
+    with open(os.path.join(venv, LAST_USED), "wb"):
+        pass
+    os.utime(os.path.join(venv, LAST_USED))
+    os.makedirs(os.path.join(venv, IN_USE), exist_ok=True)
+    open(os.path.join(venv, IN_USE, attempt), "wb").close()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="envsetup")
+    parser.add_argument("cache")
+    parser.add_argument("job_dir")
+    parser.add_argument("log")
+    parser.add_argument("--attempt", default="job")
+    parser.add_argument("--index-url", default="")
+    parser.add_argument("--find-links", default="")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    args = parser.parse_args(argv)
+    os.umask(0o022)  # the job runs as its slot's uid: it reads the environment, never writes it
+    print(json.dumps(prepare(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,114 @@
+"""Declared environments against a real server on the local runner, offline: a requirements.txt naming a
+wheel the test builds into a wheelhouse (ENV_FIND_LINKS, no index) is built once with uv and cached."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from server import OPEN_LIMITS, Server, cli_user, config_yaml, run_cli, running, wait_status
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("require_sandbox")]
+
+
+def build_wheel(wheelhouse: Path, name: str, version: str, source: str) -> Path:
+    """A pure-Python wheel written by hand: the module, METADATA, WHEEL and a RECORD of their hashes."""
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": source.encode(),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = ""
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record += f"{path},sha256={digest},{len(data)}\n"
+    files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    wheel = wheelhouse / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server whose set-ups install only from a local wheelhouse holding ``tinydep``."""
+    wheelhouse = tmp_path_factory.mktemp("wheelhouse")
+    build_wheel(wheelhouse, "tinydep", "1.0", "VALUE = 'tiny 1.0'\n")
+    settings: dict[str, Any] = {
+        "code_scanner_quick_mode": True,
+        "endpoint_limits": OPEN_LIMITS,
+        "max_active_jobs_per_user": 0,
+        "rate_limit_per_minute": 0,
+        "env_find_links": str(wheelhouse),
+        "job_command": "python3 {entrypoint} {args}",
+    }
+    with running(tmp_path_factory.mktemp("envs"), **settings) as started:
+        yield started
+
+
+def submit_project(server: Server, tmp_path: Path, files: dict[str, str]) -> str:
+    """Submit the directory ``files`` make (entrypoint main.py) and return the job's id."""
+    tmp_path.mkdir(exist_ok=True)
+    env = cli_user(server, tmp_path)
+    project = tmp_path / "proj"
+    for name, text in files.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    (tmp_path / "config.yaml").write_bytes(config_yaml(env["NAME"], expected=60, entrypoint="main.py"))
+    done = run_cli(tmp_path, "submit", str(project), "-c", "config.yaml", "-d", env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def env_ready(server: Server, job_id: str) -> dict[str, Any]:
+    with server.client(server.admin_token) as client:
+        events = client.get(f"/api/jobs/{job_id}/events").json()["events"]
+    found = [e["event"] for e in events if e["type"] == "job.env_ready"]
+    assert len(found) == 1, [e["type"] for e in events]
+    return found[0]
+
+
+def ended(server: Server, job_id: str, statuses: set[str]) -> dict[str, Any]:
+    with server.client(server.admin_token) as client:
+        wait_status(client, job_id, statuses, timeout=90)
+        return client.get(f"/api/results/{job_id}").json()
+
+
+def test_a_declared_requirement_is_built_once_then_taken_from_the_cache(server: Server, tmp_path: Path) -> None:
+    """The job imports the wheelhouse's package: the first set-up is a miss, the same project's next a hit."""
+    files = {"main.py": "import sys, tinydep\nprint(tinydep.VALUE, sys.prefix)\n", "requirements.txt": "tinydep==1.0\n"}
+    first = submit_project(server, tmp_path / "a", files)
+    out = ended(server, first, {"completed"})
+    assert "tiny 1.0" in out["stdout"]
+    miss = env_ready(server, first)
+    assert miss["hit"] is False
+    second = submit_project(server, tmp_path / "b", files)
+    assert "tiny 1.0" in ended(server, second, {"completed"})["stdout"]
+    hit = env_ready(server, second)
+    assert (hit["hit"], hit["digest"]) == (True, miss["digest"])
+    assert hit["seconds"] < miss["seconds"]
+
+
+def test_an_unmet_requirement_fails_the_job_with_uvs_error_in_its_log(server: Server, tmp_path: Path) -> None:
+    """A requirement the wheelhouse cannot meet ends the job failed, env_setup_failed, uv's words in stderr."""
+    job_id = submit_project(server, tmp_path, {"main.py": "print('never')\n", "requirements.txt": "nosuchpkg==9\n"})
+    out = ended(server, job_id, {"failed"})
+    assert out["reason"] == "env_setup_failed", out
+    assert "nosuchpkg" in out["stderr"]
+    assert "never" not in out["stdout"]
+
+
+def test_a_project_without_a_declaration_keeps_todays_environment(server: Server, tmp_path: Path) -> None:
+    """No requirements.txt: no set-up, no job.env_ready, the job runs on the node's own Python."""
+    job_id = submit_project(server, tmp_path, {"main.py": "import litestar\nprint('plain')\n"})
+    assert "plain" in ended(server, job_id, {"completed"})["stdout"]
+    with server.client(server.admin_token) as client:
+        types = [e["type"] for e in client.get(f"/api/jobs/{job_id}/events").json()["events"]]
+    assert "job.env_ready" not in types
