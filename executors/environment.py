@@ -52,7 +52,8 @@ async def prepare(
     argv = [transport.python, "-I", posixpath.join(workdir, SETUP_NAME), cache_dir(remote_root)]
     argv += [posixpath.join(workdir, wp.WORK_NAME), posixpath.join(workdir, "stderr"), "--attempt", attempt_key]
     argv += ["--index-url", settings.index_url, "--find-links", settings.find_links]
-    argv += ["--timeout", str(settings.setup_timeout_s)]
+    argv += ["--timeout", str(settings.setup_timeout_s), "--max-bytes", str(settings.cache_max_bytes)]
+    argv += ["--jobs-dir", posixpath.dirname(workdir.rstrip("/"))]
     code, out, err = await transport.run(shlex.join(argv), timeout=settings.setup_timeout_s + 60)
     if code != 0:
         raise RemoteCommandFailed("environment set-up", code, err)

@@ -6,12 +6,14 @@ JSON line: ``{"declared": false}`` or ``{"declared": true, "ok": ..., "digest", 
 uv's output is appended to LOG (the attempt's stderr file, which the wrapper appends the job's to, so it
 is part of the job's log). The build holds ``CACHE/<digest>.lock`` and marks a finished environment
 with ``.ready`` last: a crashed build is never taken for a cache hit, and two jobs never build one key
-at once. The directory's ``.last_used`` time drives least-recently-used eviction (``evict``).
+at once. The directory's ``.last_used`` time drives least-recently-used eviction (``evict``); each
+attempt that takes it leaves its name in ``.in_use/``, and counts as a user while its workdir exists.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -25,7 +27,7 @@ from typing import BinaryIO
 
 READY = ".ready"
 LAST_USED = ".last_used"
-IN_USE = ".in_use"  # attempts using the environment, one empty file each (removed with the workdir)
+IN_USE = ".in_use"  # attempts that took the environment, one empty file each (done once its workdir is gone)
 
 
 def declaration(job_dir: str) -> tuple[str, list[str]] | None:
@@ -109,6 +111,8 @@ def prepare(args: argparse.Namespace) -> dict[str, object]:
         if ok:
             mark_used(venv, args.attempt)
     seconds = round(time.monotonic() - begun, 3)
+    if ok and args.max_bytes > 0:
+        evict(args.cache, args.jobs_dir, args.max_bytes, keep=digest)
     return {"declared": True, "ok": ok, "digest": digest, "hit": hit, "seconds": seconds, "venv": venv}
 
 
@@ -121,6 +125,55 @@ def mark_used(venv: str, attempt: str) -> None:
     open(os.path.join(venv, IN_USE, attempt), "wb").close()
 
 
+def tree_bytes(top: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(top):
+        for name in files:
+            with contextlib.suppress(OSError):  # removed meanwhile
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def in_use(venv: str, jobs_dir: str) -> bool:
+    """An attempt that took it still has its workdir (removed at the end of every path a job takes)."""
+    users = os.path.join(venv, IN_USE)
+    names = os.listdir(users) if os.path.isdir(users) else []
+    return any(os.path.isdir(os.path.join(jobs_dir, name)) for name in names)
+
+
+def cached(cache: str) -> list[tuple[float, str]]:
+    """(last used, directory) of every ready environment, least recently used first."""
+    found: list[tuple[float, str]] = []
+    for name in os.listdir(cache):
+        used = os.path.join(cache, name, LAST_USED)
+        if os.path.exists(used):
+            found.append((os.path.getmtime(used), os.path.join(cache, name)))
+    return sorted(found)
+
+
+def evict(cache: str, jobs_dir: str, max_bytes: int, keep: str) -> None:
+    """Remove least-recently-used environments past ``max_bytes``: never ``keep``, never one in use, and
+    only under its lock (so a job taking it at this moment either gets it whole or builds it again)."""
+    found = cached(cache)
+    sizes = {venv: tree_bytes(venv) for _, venv in found}
+    total = sum(sizes.values())
+    for _, venv in found:
+        if total <= max_bytes:
+            return
+        if os.path.basename(venv) == keep:
+            continue
+        with open(venv + ".lock", "ab") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # being built or taken right now: in use
+            if in_use(venv, jobs_dir):
+                continue
+            os.remove(os.path.join(venv, READY))  # first: never a hit on a half-removed environment
+            shutil.rmtree(venv, ignore_errors=True)
+            total -= sizes[venv]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="envsetup")
     parser.add_argument("cache")
@@ -130,6 +183,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--index-url", default="")
     parser.add_argument("--find-links", default="")
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--max-bytes", type=int, default=0)  # ENV_CACHE_MAX_BYTES (0: no eviction)
+    parser.add_argument("--jobs-dir", default="")  # the attempts' workdirs: one there is still in use
     args = parser.parse_args(argv)
     os.umask(0o022)  # the job runs as its slot's uid: it reads the environment, never writes it
     print(json.dumps(prepare(args)))

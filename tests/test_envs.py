@@ -3,8 +3,10 @@ wheel the test builds into a wheelhouse (ENV_FIND_LINKS, no index) is built once
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import Any
 
 import pytest
 from server import OPEN_LIMITS, Server, cli_user, config_yaml, run_cli, running, wait_status
+
+from executors.environment import SETUP_SOURCE
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("require_sandbox")]
 
@@ -38,7 +42,8 @@ def build_wheel(wheelhouse: Path, name: str, version: str, source: str) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server whose set-ups install only from a local wheelhouse holding ``tinydep``."""
+    """One server whose set-ups install only from a local wheelhouse holding ``tinydep``, keeping one
+    environment at most (ENV_CACHE_MAX_BYTES = 1: eviction after every set-up)."""
     wheelhouse = tmp_path_factory.mktemp("wheelhouse")
     build_wheel(wheelhouse, "tinydep", "1.0", "VALUE = 'tiny 1.0'\n")
     settings: dict[str, Any] = {
@@ -47,6 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "max_active_jobs_per_user": 0,
         "rate_limit_per_minute": 0,
         "env_find_links": str(wheelhouse),
+        "env_cache_max_bytes": 1,  # every environment but the one just taken is past the limit
         "job_command": "python3 {entrypoint} {args}",
     }
     with running(tmp_path_factory.mktemp("envs"), **settings) as started:
@@ -105,10 +111,22 @@ def test_an_unmet_requirement_fails_the_job_with_uvs_error_in_its_log(server: Se
     assert "never" not in out["stdout"]
 
 
-def test_a_project_without_a_declaration_keeps_todays_environment(server: Server, tmp_path: Path) -> None:
-    """No requirements.txt: no set-up, no job.env_ready, the job runs on the node's own Python."""
-    job_id = submit_project(server, tmp_path, {"main.py": "import litestar\nprint('plain')\n"})
-    assert "plain" in ended(server, job_id, {"completed"})["stdout"]
-    with server.client(server.admin_token) as client:
-        types = [e["type"] for e in client.get(f"/api/jobs/{job_id}/events").json()["events"]]
-    assert "job.env_ready" not in types
+def test_the_least_recently_used_environment_is_evicted_past_the_cache_limit(server: Server, tmp_path: Path) -> None:
+    """Past ENV_CACHE_MAX_BYTES another project's set-up evicts the idle environment: it is built again."""
+    first = {"main.py": "import tinydep\n", "requirements.txt": "tinydep\n"}
+    other = {"main.py": "import tinydep\n", "requirements.txt": "tinydep>=1\n"}
+    built = []
+    for n, files in enumerate((first, other, first)):
+        job_id = submit_project(server, tmp_path / str(n), files)
+        ended(server, job_id, {"completed"})
+        built.append(env_ready(server, job_id))
+    assert built[0]["digest"] == built[2]["digest"] != built[1]["digest"]
+    assert [b["hit"] for b in built] == [False, False, False]
+
+
+def test_the_setup_script_is_python38_stdlib_only() -> None:
+    """envsetup.py, uploaded to nodes beside the wrapper, parses as Python 3.8 and imports only the stdlib."""
+    tree = ast.parse(SETUP_SOURCE, feature_version=(3, 8))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= sys.stdlib_module_names
