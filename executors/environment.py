@@ -49,7 +49,7 @@ async def prepare(
 ) -> EnvReady:
     """Build or find the environment; raises EnvSetupFailed (uv's output is in the attempt's stderr)."""
     await transport.put_files(workdir, {SETUP_NAME: SETUP_SOURCE})
-    argv = [transport.python, "-I", posixpath.join(workdir, SETUP_NAME), cache_dir(remote_root)]
+    argv = [transport.python, "-I", "-S", posixpath.join(workdir, SETUP_NAME), cache_dir(remote_root)]
     argv += [posixpath.join(workdir, wp.WORK_NAME), posixpath.join(workdir, "stderr"), "--attempt", attempt_key]
     argv += ["--index-url", settings.index_url, "--find-links", settings.find_links]
     argv += ["--timeout", str(settings.setup_timeout_s), "--max-bytes", str(settings.cache_max_bytes)]
