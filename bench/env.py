@@ -98,7 +98,9 @@ def cold_ratio(root: Path, house: Path, requirements: str, builds: int) -> None:
     for n in range(builds):
         cache, venv = root / f"cache{n}", str(root / f"venv{n}")
         samples["envsetup"].append(timed([*ours, str(cache), str(job), str(root / "log"), "--find-links", str(house)]))
-        samples["uv"].append(timed([UV, "venv", "--quiet", "--python", sys.executable, venv], [*bare, venv + "/bin/python"]))
+        samples["uv"].append(
+            timed([UV, "venv", "--quiet", "--python", sys.executable, venv], [*bare, venv + "/bin/python"])
+        )
     report("cold set-up", samples["envsetup"], samples["uv"])
 
 

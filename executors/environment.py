@@ -32,6 +32,7 @@ class EnvReady(msgspec.Struct, frozen=True, kw_only=True):
     hit: bool
     seconds: float
     venv: str
+    base: str = ""  # the installation of the interpreter the venv's python links to
 
 
 def declares(job: JobState) -> bool:
@@ -53,7 +54,7 @@ async def prepare(
     argv += [posixpath.join(workdir, wp.WORK_NAME), posixpath.join(workdir, "stderr"), "--attempt", attempt_key]
     argv += ["--index-url", settings.index_url, "--find-links", settings.find_links]
     argv += ["--timeout", str(settings.setup_timeout_s), "--max-bytes", str(settings.cache_max_bytes)]
-    argv += ["--jobs-dir", posixpath.dirname(workdir.rstrip("/"))]
+    argv += ["--jobs-dir", posixpath.dirname(workdir.rstrip("/")), "--uv", settings.uv]
     code, out, err = await transport.run(shlex.join(argv), timeout=settings.setup_timeout_s + 60)
     if code != 0:
         raise RemoteCommandFailed("environment set-up", code, err)
@@ -69,5 +70,7 @@ def job_env(ready: EnvReady) -> dict[str, str]:
 
 
 def with_venv(sandbox: wp.SandboxSpec, ready: EnvReady) -> wp.SandboxSpec:
-    """The sandbox with the venv bound in read-only (the job never writes to the shared cache)."""
-    return msgspec.structs.replace(sandbox, readonly_paths=[*sandbox.readonly_paths, ready.venv])
+    """The sandbox with the venv and its interpreter's installation bound in read-only (the job never
+    writes to the shared cache; the wrapper skips a path its system directories already cover)."""
+    extra = [ready.venv, *([ready.base] if ready.base else [])]
+    return msgspec.structs.replace(sandbox, readonly_paths=[*sandbox.readonly_paths, *extra])

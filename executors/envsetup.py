@@ -50,8 +50,10 @@ def cache_key(job_dir: str, kind: str, files: list[str]) -> str:
     return digest.hexdigest()
 
 
-def find_uv() -> str:
-    """uv beside the node's Python (the server's venv has it), else on PATH."""
+def find_uv(configured: str) -> str:
+    """ENV_UV, else uv beside the node's Python (the server's venv has it), else on PATH."""
+    if configured:
+        return configured
     beside = os.path.join(os.path.dirname(sys.executable), "uv")
     if os.access(beside, os.X_OK):
         return beside
@@ -68,7 +70,7 @@ def index_args(args: argparse.Namespace) -> list[str]:
 
 
 def build_commands(args: argparse.Namespace, kind: str, venv: str) -> list[list[str]]:
-    uv = find_uv()
+    uv = find_uv(args.uv)
     make = [uv, "venv", "--quiet", "--python", sys.executable, venv]
     if kind == "requirements":
         requirements = os.path.join(args.job_dir, "requirements.txt")
@@ -127,7 +129,9 @@ def prepare(args: argparse.Namespace) -> dict[str, object]:
     seconds = round(time.monotonic() - begun, 3)
     if ok and args.max_bytes > 0:
         evict(args.cache, args.jobs_dir, args.max_bytes, keep=digest)
-    return {"declared": True, "ok": ok, "digest": digest, "hit": hit, "seconds": seconds, "venv": venv}
+    # The venv's python links to this interpreter: the job's sandbox must see its installation too.
+    base = os.path.realpath(sys.base_prefix)
+    return {"declared": True, "ok": ok, "digest": digest, "hit": hit, "seconds": seconds, "venv": venv, "base": base}
 
 
 def mark_used(venv: str, attempt: str) -> None:
@@ -197,6 +201,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--index-url", default="")
     parser.add_argument("--find-links", default="")
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--uv", default="")  # ENV_UV
     parser.add_argument("--max-bytes", type=int, default=0)  # ENV_CACHE_MAX_BYTES (0: no eviction)
     parser.add_argument("--jobs-dir", default="")  # the attempts' workdirs: one there is still in use
     args = parser.parse_args(argv)

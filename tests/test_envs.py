@@ -130,3 +130,27 @@ def test_the_setup_script_is_python38_stdlib_only() -> None:
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert imported <= sys.stdlib_module_names
+
+
+@pytest.mark.ssh
+def test_a_declared_environment_is_built_on_an_ssh_node(
+    healthy_ssh_cluster: Any, server_factory: Any, tmp_path: Path
+) -> None:
+    """Over SFTP the requirements reach the node, the set-up builds the venv in the node's cache (ENV_UV)."""
+    from test_projects import pack
+    from test_ssh_jobs import ssh_settings
+
+    wheelhouse = tmp_path / "wheels"
+    wheelhouse.mkdir()
+    build_wheel(wheelhouse, "tinydep", "1.0", "VALUE = 'tiny over ssh'\n")
+    uv = str(Path(sys.executable).parent / "uv")
+    server = server_factory(**ssh_settings(healthy_ssh_cluster), env_find_links=str(wheelhouse), env_uv=uv)
+    files = {"main.py": "import tinydep\nprint(tinydep.VALUE)\n", "requirements.txt": "tinydep==1.0\n# ssh\n"}
+    config = config_yaml("admin", entrypoint="main.py")
+    with server.client(server.admin_token) as client:
+        answer = client.post(
+            "/api/submit?wait=true", files={"project": ("p.tar", pack(files)), "config_file": ("c", config)}
+        )
+        assert answer.status_code == 200, answer.text
+        assert (answer.json()["status"], answer.json()["stdout"]) == ("completed", "tiny over ssh\n"), answer.text
+    assert env_ready(server, answer.json()["job_id"])["digest"]

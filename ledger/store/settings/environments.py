@@ -19,4 +19,6 @@ class EnvSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     cache_max_bytes: Annotated[
         NoLimit0, Meta(description="bytes of cached environments per node before LRU eviction (0: no limit)")
     ] = 20 * 1024**3
+    # "": beside the node's Python (the server's venv has it), else on the node's PATH
+    uv: Annotated[str, Meta(description="the uv executable on the nodes ('' : found beside python or on PATH)")] = ""
     setup_timeout_s: Annotated[float, Meta(gt=0, description="seconds an environment's set-up may take")] = 1800.0

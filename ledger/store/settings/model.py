@@ -136,6 +136,7 @@ FLAT: dict[str, str] = {
     "env_find_links": "env.find_links",
     "env_cache_max_bytes": "env.cache_max_bytes",
     "env_setup_timeout_s": "env.setup_timeout_s",
+    "env_uv": "env.uv",
 }
 TABLES = ("slurm", "replica")  # TOML tables that are groups of their own, under the same name
 GROUPED = {where: flat for flat, where in FLAT.items()}
