@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import base64
 import hashlib
+import os
+import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -42,10 +44,11 @@ def build_wheel(wheelhouse: Path, name: str, version: str, source: str) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server whose set-ups install only from a local wheelhouse holding ``tinydep``, keeping one
+    """One server whose set-ups install only from a local wheelhouse (``tinydep``, ``lockdep``), keeping one
     environment at most (ENV_CACHE_MAX_BYTES = 1: eviction after every set-up)."""
     wheelhouse = tmp_path_factory.mktemp("wheelhouse")
     build_wheel(wheelhouse, "tinydep", "1.0", "VALUE = 'tiny 1.0'\n")
+    build_wheel(wheelhouse, "lockdep", "2.0", "VALUE = 'locked 2.0'\n")
     settings: dict[str, Any] = {
         "code_scanner_quick_mode": True,
         "endpoint_limits": OPEN_LIMITS,
@@ -56,6 +59,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "job_command": "python3 {entrypoint} {args}",
     }
     with running(tmp_path_factory.mktemp("envs"), **settings) as started:
+        started.wheelhouse = wheelhouse  # type: ignore[attr-defined] - the lock test locks against it
         yield started
 
 
@@ -154,3 +158,26 @@ def test_a_declared_environment_is_built_on_an_ssh_node(
         assert answer.status_code == 200, answer.text
         assert (answer.json()["status"], answer.json()["stdout"]) == ("completed", "tiny over ssh\n"), answer.text
     assert env_ready(server, answer.json()["job_id"])["digest"]
+
+
+def absolute_registry(lock: str, project: Path, wheelhouse: Path) -> str:
+    """uv records a local wheelhouse relative to the project; the job's workdir is elsewhere: name it whole."""
+    relative = os.path.relpath(wheelhouse, project)
+    assert f'registry = "{relative}"' in lock, lock
+    return lock.replace(f'registry = "{relative}"', f'registry = "{wheelhouse}"')
+
+
+def test_a_pyproject_with_a_uv_lock_is_synced_frozen(server: Server, tmp_path: Path) -> None:
+    """pyproject.toml + uv.lock (no requirements.txt): `uv sync --frozen` installs the locked package."""
+    wheelhouse = server.wheelhouse  # type: ignore[attr-defined]
+    project = tmp_path / "locked"
+    project.mkdir()
+    pyproject = '[project]\nname = "p"\nversion = "0.1"\nrequires-python = ">=3.8"\ndependencies = ["lockdep"]\n'
+    (project / "pyproject.toml").write_text(pyproject)
+    uv = str(Path(sys.executable).parent / "uv")
+    subprocess.run([uv, "lock", "--quiet", "--find-links", str(wheelhouse), "--no-index"], cwd=project, check=True)
+    lock = (project / "uv.lock").read_text()
+    files = {"main.py": "import lockdep\nprint(lockdep.VALUE)\n", "pyproject.toml": pyproject}
+    job_id = submit_project(server, tmp_path, {**files, "uv.lock": absolute_registry(lock, project, wheelhouse)})
+    assert "locked 2.0" in ended(server, job_id, {"completed"})["stdout"]
+    assert env_ready(server, job_id)["hit"] is False
