@@ -56,8 +56,8 @@ async def prepare(
     argv += ["--timeout", str(settings.setup_timeout_s), "--max-bytes", str(settings.cache_max_bytes)]
     argv += ["--jobs-dir", posixpath.dirname(workdir.rstrip("/")), "--uv", settings.uv]
     code, out, err = await transport.run(shlex.join(argv), timeout=settings.setup_timeout_s + 60)
-    if code != 0:
-        raise RemoteCommandFailed("environment set-up", code, err)
+    if code != 0:  # the script itself failed (no room for the cache, say): retrying the job cannot help
+        raise EnvSetupFailed(f"the environment set-up failed: {RemoteCommandFailed('envsetup.py', code, err)}")
     report = msgspec.json.decode(out.strip().splitlines()[-1])
     if not report.get("ok"):
         raise EnvSetupFailed("the declared environment could not be built (uv's output is in the job's log)")

@@ -181,3 +181,30 @@ def test_a_pyproject_with_a_uv_lock_is_synced_frozen(server: Server, tmp_path: P
     job_id = submit_project(server, tmp_path, {**files, "uv.lock": absolute_registry(lock, project, wheelhouse)})
     assert "locked 2.0" in ended(server, job_id, {"completed"})["stdout"]
     assert env_ready(server, job_id)["hit"] is False
+
+
+def test_a_declared_environment_on_slurm_builds_or_fails_the_job(slurm_cluster: Any, tmp_path: Path) -> None:
+    """Under Slurm the set-up runs before sbatch (shared filesystem): a good requirement completes with
+    job.env_ready, an unmet one ends failed, env_setup_failed, never handed to Slurm again and again."""
+    from test_slurm import slurm_server
+
+    wheelhouse = tmp_path / "wheels"
+    wheelhouse.mkdir()
+    build_wheel(wheelhouse, "tinydep", "1.0", "VALUE = 'tiny under slurm'\n")
+    server = slurm_server(tmp_path / "server", slurm_cluster, env_find_links=str(wheelhouse))
+    server.start()
+    try:
+        outcomes = []
+        for requirement in ("tinydep==1.0\n", "nosuchpkg==9\n"):
+            files = {"main.py": "import tinydep\nprint(tinydep.VALUE)\n", "requirements.txt": requirement}
+            job_id = submit_project(server, tmp_path / requirement[:4], files)
+            outcomes.append(ended(server, job_id, {"completed", "failed"}))
+        ready = env_ready(server, outcomes[0]["job_id"])
+    finally:
+        server.stop()
+    good_out, bad_out = outcomes
+    assert ready["hit"] is False
+    assert "tiny under slurm" in good_out["stdout"], good_out
+    assert good_out["status"] == "completed"
+    assert (bad_out["status"], bad_out["reason"]) == ("failed", "env_setup_failed"), bad_out
+    assert "nosuchpkg" in bad_out["stderr"]
