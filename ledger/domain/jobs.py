@@ -113,7 +113,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     artifacts: list[Artifact] = []  # job.artifacts_stored
     artifacts_skipped: list[str] = []
     artifacts_pruned_at: int | None = None
-    env: JobEnvReady | None = None  # the last attempt's declared environment, once ready
+    env_ready: JobEnvReady | None = None  # the last attempt's declared environment, once ready
 
     @property
     def is_terminal(self) -> bool:
@@ -263,7 +263,7 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
         case JobArtifactsPruned():
             return _replace(state, version=version, artifacts_pruned_at=at)
         case JobEnvReady():
-            return _replace(state, version=version, env=event)
+            return _replace(state, version=version, env_ready=event)
         case JobSubmitted():
             raise AssertionError(f"job {state.job_id} submitted twice")
     raise AssertionError(f"no job fold for {type(event).__name__}")
