@@ -13,6 +13,7 @@
     │   ├── RemoteFileMissing    no such file or directory
     │   └── RemoteFileTooLarge   the file is bigger than the caller's cap
     ├── JobFileUnreadable        a path the job owns (its results file) is there but cannot be read
+    ├── EnvSetupFailed           the job's declared environment could not be built (the job fails)
     └── NotifyError              one try of an end-of-job notification failed (tried again, bounded)
         └── NotifyRefused        the target answered that it never will take it (a 4xx): not tried again
 
@@ -100,6 +101,10 @@ class JobFileUnreadable(ExecutorError):
     def __init__(self, path: str, reason: str) -> None:
         self.path, self.reason = path, reason
         super().__init__(f"{path}: {reason}")
+
+
+class EnvSetupFailed(ExecutorError):
+    """uv could not build the job's declared environment: the job ends ``failed``, ``env_setup_failed``."""
 
 
 class NotifyError(ExecutorError):

@@ -19,9 +19,9 @@ from typing import Literal, TypeVar
 
 import structlog
 
-from executors import artifacts
+from executors import artifacts, environment
 from executors import protocol as wp
-from executors.errors import ExecutorError, JobFileUnreadable, NodeLost, RemoteCommandFailed
+from executors.errors import EnvSetupFailed, ExecutorError, JobFileUnreadable, NodeLost, RemoteCommandFailed
 from executors.follow import LiveFiles, follow_job
 from executors.gpu_watch import GpuWatch, Source, cancel_file_command, job_summary, wrapper_source
 from executors.outcome import finished_event, save_results_file
@@ -32,7 +32,7 @@ from executors.transport import Transport
 from executors.workspace import lay_out
 from ledger.domain.arrays import array_env
 from ledger.domain.errors import DomainError, LedgerUnavailable
-from ledger.domain.events import Blob, JobArtifactsStored, JobFinished
+from ledger.domain.events import Blob, JobArtifactsStored, JobEnvReady, JobFinished
 from ledger.domain.gpu import GpuSample
 from ledger.domain.jobs import JobState
 from ledger.store import commands
@@ -186,7 +186,13 @@ class NodeRunner:
             if self.ledger.views.jobs[job.job_id].cancel_requested:
                 await self._end(job, "cancelled", "cancelled", "cancelled before it started")
                 return
-            await self._retry(lambda: self._upload(job, workdir))
+            try:
+                ready = await self._retry(lambda: self._upload(job, workdir))
+            except EnvSetupFailed as e:
+                await self._setup_failed(job, workdir, str(e))
+                return
+            if ready is not None:
+                await self._env_ready(job, ready)
         # From here a cancel reaches the wrapper: before the launch it claims the job so it never runs.
         uploaded.set()
         live = LiveFiles(self.live_root / job.attempt_key, cap=self.settings.runner.running_output_cap)
@@ -214,7 +220,8 @@ class NodeRunner:
             raise RemoteCommandFailed("status", code, out)
         return wp.decode_wrapper_state(out.strip().splitlines()[-1])
 
-    async def _upload(self, job: JobState, workdir: str) -> None:
+    async def _upload(self, job: JobState, workdir: str) -> environment.EnvReady | None:
+        """The job's files, its declared environment made ready (None: none declared), then its spec."""
         job_dir = f"{workdir}/{wp.WORK_NAME}"
         results = f"{job_dir}/{RESULTS_NAME}"
         entry = f"{job_dir}/{job.entrypoint or wp.SOLUTION_NAME}"
@@ -237,23 +244,57 @@ class NodeRunner:
             "GPULEDGER_SLOTS": ",".join(str(slot) for slot in slots),
             **array_env(job),  # an array's task: its array, index and (a sweep's) parameters
         }
+        sandbox = self.sandbox_for_slots(slots)
+        await lay_out(self.transport, self.blobs, self.ledger.views, job, job_dir)
+        ready = None
+        if environment.declares(job):
+            ready = await environment.prepare(
+                self.transport, self.settings.env, self.remote_root, workdir, job.attempt_key
+            )
+            env.update(environment.job_env(ready))
+            sandbox = environment.with_venv(sandbox, ready)
         limit = job.expected_time_s * self.settings.runner.max_job_timeout_multiplier
         spec = wp.job_spec_bytes(
             command,
             limit,
             self.settings.runner.cancel_grace_s,
             env,
-            self.sandbox_for_slots(slots),
+            sandbox,
             self.resources(job),
             max_disk_bytes=self.settings.runner.max_disk,
             max_output_bytes=self.settings.runner.running_output_cap,
             gpu_sample_s=self.settings.gpu.sample_s if self.gpu_sampler is None and job.charged_gpus else 0.0,
         )
         files = {wp.WRAPPER_NAME: wp.WRAPPER_SOURCE, wp.SECCOMP_NAME: seccomp_program(), wp.JOB_SPEC_NAME: spec}
-        await self.transport.put_files(workdir, files)
-        await lay_out(self.transport, self.blobs, self.ledger.views, job, job_dir)
         if job.params is not None:  # a sweep's task: its parameters beside its code
             await self.transport.put_files(job_dir, {PARAMS_NAME: json.dumps(job.params).encode()})
+        # The wrapper last: until it is there, a restart finds nothing launched and uploads again.
+        await self.transport.put_files(workdir, files)
+        return ready
+
+    async def _env_ready(self, job: JobState, ready: environment.EnvReady) -> None:
+        event = JobEnvReady(
+            job_id=job.job_id, digest=ready.digest, hit=ready.hit, seconds=ready.seconds, attempt=job.attempt
+        )
+        await self._write(commands.env_ready(event, node=self.node))
+
+    async def _setup_failed(self, job: JobState, workdir: str, message: str) -> None:
+        """The set-up's output (the attempt's stderr so far) is the failed job's log."""
+        fetched = await self._retry(
+            lambda: self.transport.fetch(f"{workdir}/stderr", self.settings.runner.max_output_bytes)
+        )
+        data, cut = fetched if fetched is not None else (b"", False)
+        stderr = await asyncio.to_thread(self.blobs.put, data, truncated=cut)
+        finished = JobFinished(
+            job_id=job.job_id,
+            status="failed",
+            reason="env_setup_failed",
+            attempt=job.attempt,
+            stderr=stderr,
+            message=message,
+        )
+        await self._finish(finished)
+        await self._remove_workdir(workdir)
 
     def resources(self, job: JobState) -> wp.Resources:
         node = self.ledger.views.nodes.get(self.node)

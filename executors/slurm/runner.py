@@ -22,6 +22,7 @@ from typing import Protocol
 import structlog
 
 from executors import protocol as wp
+from executors.errors import EnvSetupFailed
 from executors.follow import LiveFiles
 from executors.resources import job_resources
 from executors.retry import until_done
@@ -154,6 +155,9 @@ class SlurmRunner(NodeRunner):
             except SlurmRefused as e:
                 await self._finish(_failed(job, "dispatch_failed", f"sbatch refused the job: {e}"))
                 return
+            except EnvSetupFailed as e:  # on the login host's side of the shared filesystem
+                await self._setup_failed(job, workdir, str(e))
+                return
             if slurm_id is None:
                 return
         uploaded.set()
@@ -181,7 +185,9 @@ class SlurmRunner(NodeRunner):
                     return FORGOTTEN  # it ran, and Slurm has forgotten it: follow its files, never resubmit
             if self.ledger.views.jobs[job.job_id].cancel_requested:
                 return None
-            await self._upload(job, workdir)
+            ready = await self._upload(job, workdir)
+            if ready is not None:
+                await self._env_ready(job, ready)
             await self.transport.put_files(workdir, {SCRIPT_NAME: batch_script(python, workdir, job)})
             look_first = True  # a failed sbatch may still have submitted: look before trying again
             return await self.cluster.client.sbatch(script, self.sbatch_options(job, workdir))

@@ -230,6 +230,15 @@ class JobArtifactsStored(JobEvent, frozen=True, tag="job.artifacts_stored"):
     skipped: list[str] = []  # left behind: past ARTIFACT_MAX_BYTES, not a regular file, unreadable
 
 
+class JobEnvReady(JobEvent, frozen=True, tag="job.env_ready"):
+    """The attempt's declared environment is ready on its node: taken from the cache or built for it."""
+
+    digest: str  # the cache key: sha256 of the requirements (or lock), the Python version and the platform
+    hit: bool
+    seconds: float
+    attempt: int = 0
+
+
 class JobArtifactsPruned(JobEvent, frozen=True, tag="job.artifacts_pruned"):
     """Retention (ARTIFACT_RETENTION) removed the job's artifact blobs; the manifest stays in the ledger."""
 

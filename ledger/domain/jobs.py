@@ -22,6 +22,7 @@ from ledger.domain.events import (
     JobCancelRequested,
     JobDependenciesMet,
     JobDispatched,
+    JobEnvReady,
     JobEvent,
     JobFinished,
     JobGpuIdle,
@@ -120,6 +121,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     artifacts_pruned_at: int | None = None
     after: After | None = None  # its dependencies (ledger.domain.dependencies)
     dependencies_met: bool = False  # job.dependencies_met: it no longer waits
+    env_ready: JobEnvReady | None = None  # the last attempt's declared environment, once ready
 
     @property
     def is_terminal(self) -> bool:
@@ -274,6 +276,8 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
             return _replace(state, version=version, artifacts=event.files, artifacts_skipped=event.skipped)
         case JobArtifactsPruned():
             return _replace(state, version=version, artifacts_pruned_at=at)
+        case JobEnvReady():
+            return _replace(state, version=version, env_ready=event)
         case JobSubmitted():
             raise AssertionError(f"job {state.job_id} submitted twice")
     raise AssertionError(f"no job fold for {type(event).__name__}")

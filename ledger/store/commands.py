@@ -20,6 +20,7 @@ from ledger.domain.events import (
     HalfLifeSet,
     JobArtifactsStored,
     JobDependenciesMet,
+    JobEnvReady,
     JobFinished,
     JobQueued,
     JobScanned,
@@ -272,6 +273,16 @@ def start_job(
         ),
         actor=f"executor:{node}",
     )
+
+
+def env_ready(ready: JobEnvReady, *, node: str) -> Write:
+    """The attempt's declared environment is ready; nothing once the attempt is over (a late report)."""
+
+    def decide(views: LedgerState) -> list[AnyEvent]:
+        job = job_of(views, ready.job_id)
+        return [] if job.is_terminal or job.attempt != ready.attempt else [ready]
+
+    return Write(decide=decide, actor=f"executor:{node}")
 
 
 def finish_job(

@@ -1,6 +1,7 @@
 """The server's settings: one typed object of groups, one per reader (``docs/admin-guide.md``,
 "Settings by reader"), read from the flat names users write."""
 
+from ledger.store.settings.environments import EnvSettings
 from ledger.store.settings.gpu import GpuSettings
 from ledger.store.settings.load import ENV_PREFIX, NOT_SETTINGS, SETTING_NAMES, load_settings, setting_sources
 from ledger.store.settings.model import FLAT, SECRET_SETTINGS, TABLES, Settings, flat_values, from_flat
@@ -24,6 +25,7 @@ __all__ = [
     "SECRET_SETTINGS",
     "SETTING_NAMES",
     "TABLES",
+    "EnvSettings",
     "FairshareSettings",
     "GpuSettings",
     "HttpSettings",

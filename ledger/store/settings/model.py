@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from ledger.store.settings.environments import EnvSettings
 from ledger.store.settings.gpu import GpuSettings
 from ledger.store.settings.notifying import NotifySettings
 from ledger.store.settings.running import LxcSettings, RunnerSettings, SandboxSettings, SshSettings
@@ -133,6 +134,11 @@ FLAT: dict[str, str] = {
     "gpu_idle_util": "gpu.idle_util",
     "gpu_series_points": "gpu.series_points",
     "gpu_idle_charge_factor": "gpu.idle_charge_factor",
+    "env_index_url": "env.index_url",
+    "env_find_links": "env.find_links",
+    "env_cache_max_bytes": "env.cache_max_bytes",
+    "env_setup_timeout_s": "env.setup_timeout_s",
+    "env_uv": "env.uv",
 }
 TABLES = ("slurm", "replica")  # TOML tables that are groups of their own, under the same name
 GROUPED = {where: flat for flat, where in FLAT.items()}
@@ -158,6 +164,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sandbox: SandboxSettings = _group(SandboxSettings)
     notify: NotifySettings = _group(NotifySettings)  # end-of-job notifications (docs: "Notifications")
     gpu: GpuSettings = _group(GpuSettings)
+    env: EnvSettings = _group(EnvSettings)  # declared environments (docs: "Declared environments")
     # Slurm executor (a [slurm] table replaces the local runner and SSH nodes)
     slurm: SlurmSettings | None = None
     # continuous replication (docs/admin-guide.md, "Replication"): Litestream and the blobs to one target

@@ -1,0 +1,135 @@
+"""Declared environments: what a cached environment adds to a job, and what a cold build costs over uv.
+
+1. Warm cache: the same one-line job as a project with a ``requirements.txt`` whose environment is
+   already in the node's cache, against the identical project without the file, interleaved through
+   one real server on the local runner (submit to completed, by the ``/api/submit?wait=true`` answer).
+   Goal: ratio of the medians at most 1.2.
+2. Cold build: ``envsetup.py`` on an empty environment cache, against a bare ``uv venv`` + ``uv pip
+   install -r`` of the same requirements into a fresh directory, interleaved (uv's own package cache is
+   shared and warm for both, as it is on a node after its first job). Goal: ratio at most 1.2.
+
+Both install from a wheelhouse of hand-written wheels (offline). Prints one line per figure.
+
+    python bench/env.py [--jobs 10] [--builds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+from server import OPEN_LIMITS, Server  # noqa: E402 - the test suite's server fixture, reused
+from test_envs import build_wheel  # noqa: E402 - the same hand-written wheel as the tests
+
+from gpuledger.project import pack_project  # noqa: E402
+
+TARGET = 1.2
+PACKAGES = 5  # wheels in the requirements: a small but not trivial environment
+UV = str(Path(sys.executable).parent / "uv")
+
+
+def wheelhouse(root: Path) -> tuple[Path, str]:
+    house = root / "wheels"
+    house.mkdir()
+    for n in range(PACKAGES):
+        build_wheel(house, f"benchdep{n}", "1.0", f"VALUE = {n}\n")
+    return house, "".join(f"benchdep{n}==1.0\n" for n in range(PACKAGES))
+
+
+def project(root: Path, requirements: str | None) -> bytes:
+    root.mkdir(parents=True)
+    (root / "main.py").write_text("print('ok')\n")
+    if requirements is not None:
+        (root / "requirements.txt").write_text(requirements)
+    return pack_project(root).data
+
+
+def job_seconds(server: Server, token: str, archive: bytes) -> float:
+    config = b"competition_id: bench\nproject_id: bench\nuser_id: bench\nexpected_time: 60\nentrypoint: main.py\n"
+    begun = time.perf_counter()
+    with server.client(token) as client:
+        answer = client.post(
+            "/api/submit?wait=true",
+            files={"project": ("project.tar", archive), "config_file": ("config.yaml", config)},
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "completed", answer.text
+    return time.perf_counter() - begun
+
+
+def warm_ratio(root: Path, house: Path, requirements: str, jobs: int) -> None:
+    server = Server(root / "server", **{
+        "code_scanner_quick_mode": True, "endpoint_limits": OPEN_LIMITS, "rate_limit_per_minute": 0,
+        "max_active_jobs_per_user": 0, "env_find_links": str(house), "job_command": "python3 {entrypoint}",
+    })  # fmt: skip
+    server.root.mkdir()
+    server.start()
+    try:
+        token = server.token("bench")
+        with_env, bare = project(root / "with", requirements), project(root / "bare", None)
+        job_seconds(server, token, with_env)  # the cold build, so every sample below is a cache hit
+        samples: dict[str, list[float]] = {"declared": [], "none": []}
+        for _ in range(jobs):
+            samples["declared"].append(job_seconds(server, token, with_env))
+            samples["none"].append(job_seconds(server, token, bare))
+    finally:
+        server.stop()
+    report("warm-cache job", samples["declared"], samples["none"])
+
+
+def cold_ratio(root: Path, house: Path, requirements: str, builds: int) -> None:
+    job = root / "job"
+    job.mkdir()
+    (job / "requirements.txt").write_text(requirements)
+    setup = REPO / "executors" / "envsetup.py"
+    index = ["--find-links", str(house), "--no-index"]
+    samples: dict[str, list[float]] = {"envsetup": [], "uv": []}
+    ours = [sys.executable, "-I", "-S", str(setup)]
+    bare = [UV, "pip", "install", "--quiet", *index, "-r", str(job / "requirements.txt"), "--python"]
+    for n in range(builds):
+        cache, venv = root / f"cache{n}", str(root / f"venv{n}")
+        samples["envsetup"].append(timed([*ours, str(cache), str(job), str(root / "log"), "--find-links", str(house)]))
+        samples["uv"].append(
+            timed([UV, "venv", "--quiet", "--python", sys.executable, venv], [*bare, venv + "/bin/python"])
+        )
+    report("cold set-up", samples["envsetup"], samples["uv"])
+
+
+def timed(*commands: list[str]) -> float:
+    begun = time.perf_counter()
+    for command in commands:
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - begun
+
+
+def report(what: str, ours: list[float], baseline: list[float]) -> None:
+    a, b = statistics.median(ours), statistics.median(baseline)
+    verdict = "met" if a / b <= TARGET else "NOT met"
+    print(f"{what}: median {a * 1000:.1f} ms vs {b * 1000:.1f} ms, ratio {a / b:.2f} (goal <= {TARGET}: {verdict})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=10)
+    parser.add_argument("--builds", type=int, default=10)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-env-"))
+    try:
+        house, requirements = wheelhouse(root)
+        cold_ratio(root, house, requirements, args.builds)
+        warm_ratio(root, house, requirements, args.jobs)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Builds a job's declared environment on its node, once per cache key (uploaded beside the wrapper).
+
+A single stdlib-only file, like the wrapper, that must keep running on Python 3.8. Run as
+``python envsetup.py CACHE JOB_DIR LOG [--index-url U] [--find-links L] [--timeout S]``; it prints one
+JSON line: ``{"declared": false}`` or ``{"declared": true, "ok": ..., "digest", "hit", "seconds", "venv"}``.
+uv's output is appended to LOG (the attempt's stderr file, which the wrapper appends the job's to, so it
+is part of the job's log). The build holds ``CACHE/<digest>.lock`` and marks a finished environment
+with ``.ready`` last: a crashed build is never taken for a cache hit, and two jobs never build one key
+at once. The directory's ``.last_used`` time drives least-recently-used eviction (``evict``); each
+attempt that takes it leaves its name in ``.in_use/``, and counts as a user while its workdir exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import BinaryIO
+
+READY = ".ready"
+# The set-up runs outside the job's sandbox (it may reach the index): it installs wheels only (no build
+# backend, so no submitted code runs at install time), and a requirements file may name packages only:
+# no options (``-r /etc/passwd``, ``--index-url``), paths, URLs or direct references.
+NO_BUILD = ["--no-build"]
+PLAIN = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]*\])?\s*([<>=!~]=?\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*(;[^@/\\]*)?$"
+)
+LAST_USED = ".last_used"
+IN_USE = ".in_use"  # attempts that took the environment, one empty file each (done once its workdir is gone)
+
+
+def declaration(job_dir: str) -> tuple[str, list[str]] | None:
+    """("requirements" | "lock", the files that define it), or None: the job keeps today's environment."""
+    if os.path.isfile(os.path.join(job_dir, "requirements.txt")):
+        return "requirements", ["requirements.txt"]
+    if all(os.path.isfile(os.path.join(job_dir, f)) for f in ("pyproject.toml", "uv.lock")):
+        return "lock", ["pyproject.toml", "uv.lock"]
+    return None
+
+
+def refused_line(path: str) -> str | None:
+    """Why the requirements file may not be installed outside the sandbox (the first line that is not a
+    plain ``name[extras] specifiers ; marker``), or None."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, raw in enumerate(handle, 1):
+            line = raw.split(" #", 1)[0].strip()
+            if line and not line.startswith("#") and not PLAIN.match(line):
+                return f"requirements.txt line {number}: only package names and versions are allowed ({line[:80]!r})"
+    return None
+
+
+def cache_key(job_dir: str, kind: str, files: list[str]) -> str:
+    """The same requirements on the same Python and platform are the same environment."""
+    digest = hashlib.sha256(kind.encode() + b"\0")
+    for name in files:
+        with open(os.path.join(job_dir, name), "rb") as handle:
+            digest.update(name.encode() + b"\0" + handle.read() + b"\0")
+    digest.update(f"{platform.python_version()}|{sys.platform}|{platform.machine()}".encode())
+    return digest.hexdigest()
+
+
+def find_uv(configured: str) -> str:
+    """ENV_UV, else uv beside the node's Python (the server's venv has it), else on PATH."""
+    if configured:
+        return configured
+    beside = os.path.join(os.path.dirname(sys.executable), "uv")
+    if os.access(beside, os.X_OK):
+        return beside
+    return shutil.which("uv") or "uv"
+
+
+def index_args(args: argparse.Namespace) -> list[str]:
+    """ENV_INDEX_URL and ENV_FIND_LINKS; a wheelhouse without an index is an offline set-up."""
+    out = ["--index-url", args.index_url] if args.index_url else []
+    if args.find_links:
+        out += ["--find-links", args.find_links]
+        out += [] if args.index_url else ["--no-index"]
+    return out
+
+
+def build_commands(args: argparse.Namespace, kind: str, venv: str) -> list[list[str]]:
+    uv = find_uv(args.uv)
+    make = [uv, "venv", "--quiet", "--python", sys.executable, venv]
+    if kind == "requirements":
+        requirements = os.path.join(args.job_dir, "requirements.txt")
+        install = [uv, "pip", "install", "--python", venv + "/bin/python", *NO_BUILD, *index_args(args)]
+        return [make, [*install, "-r", requirements]]
+    sync = [uv, "sync", "--frozen", "--no-install-project", *NO_BUILD, "--project", args.job_dir, *index_args(args)]
+    return [make, sync]
+
+
+def build(args: argparse.Namespace, kind: str, venv: str, log: BinaryIO) -> bool:
+    """Build into ``venv`` (emptied first: a crashed build's leftovers); True once every step succeeded."""
+    shutil.rmtree(venv, ignore_errors=True)
+    refused = refused_line(os.path.join(args.job_dir, "requirements.txt")) if kind == "requirements" else None
+    if refused is not None:
+        log.write(f"set-up: refused: {refused}\n".encode())
+        return False
+    env = dict(os.environ, UV_PROJECT_ENVIRONMENT=venv, UV_PYTHON_DOWNLOADS="never", UV_NO_CONFIG="1")
+    deadline = time.monotonic() + args.timeout
+    for command in build_commands(args, kind, venv):
+        log.write(f"$ {' '.join(command)}\n".encode())
+        log.flush()
+        code = run_step(command, log, env, deadline - time.monotonic())
+        if code != 0:
+            log.write(f"set-up: {command[1]} {command[2]} failed ({code})\n".encode())
+            return False
+    open(os.path.join(venv, READY), "wb").close()
+    return True
+
+
+def run_step(command: list[str], log: BinaryIO, env: dict[str, str], timeout_s: float) -> int:
+    """The step's exit status (-9: killed at the deadline). A timer kills it: Popen.wait(timeout) polls
+    (up to 50 ms a step), which is most of a warm build's cost."""
+    try:
+        proc = subprocess.Popen(command, stdout=log, stderr=log, env=env)
+    except OSError as e:
+        log.write(f"set-up: {e}\n".encode())
+        return 127
+    timer = threading.Timer(max(timeout_s, 0.0), proc.kill)
+    timer.start()
+    try:
+        return proc.wait()
+    finally:
+        timer.cancel()
+
+
+def prepare(args: argparse.Namespace) -> dict[str, object]:
+    found = declaration(args.job_dir)
+    if found is None:
+        return {"declared": False}
+    kind, files = found
+    digest = cache_key(args.job_dir, kind, files)
+    venv = os.path.join(args.cache, digest)
+    begun = time.monotonic()
+    os.makedirs(args.cache, exist_ok=True)
+    with open(venv + ".lock", "ab") as lock, open(args.log, "ab") as log:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        hit = os.path.exists(os.path.join(venv, READY))
+        ok = hit or build(args, kind, venv, log)
+        if ok:
+            mark_used(venv, args.attempt)
+    seconds = round(time.monotonic() - begun, 3)
+    if ok and args.max_bytes > 0:
+        evict(args.cache, args.jobs_dir, args.max_bytes, keep=digest)
+    # The venv's python links to this interpreter: the job's sandbox must see its installation too.
+    base = os.path.realpath(sys.base_prefix)
+    return {"declared": True, "ok": ok, "digest": digest, "hit": hit, "seconds": seconds, "venv": venv, "base": base}
+
+
+def mark_used(venv: str, attempt: str) -> None:
+    """Taken now, by this attempt: the newest for eviction, and never evicted while the attempt runs."""
+    with open(os.path.join(venv, LAST_USED), "wb"):
+        pass
+    os.utime(os.path.join(venv, LAST_USED))
+    os.makedirs(os.path.join(venv, IN_USE), exist_ok=True)
+    open(os.path.join(venv, IN_USE, attempt), "wb").close()
+
+
+def tree_bytes(top: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(top):
+        for name in files:
+            with contextlib.suppress(OSError):  # removed meanwhile
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def in_use(venv: str, jobs_dir: str) -> bool:
+    """An attempt that took it still has its workdir (removed at the end of every path a job takes)."""
+    users = os.path.join(venv, IN_USE)
+    names = os.listdir(users) if os.path.isdir(users) else []
+    return any(os.path.isdir(os.path.join(jobs_dir, name)) for name in names)
+
+
+def cached(cache: str) -> list[tuple[float, str]]:
+    """(last used, directory) of every ready environment, least recently used first."""
+    found: list[tuple[float, str]] = []
+    for name in os.listdir(cache):
+        used = os.path.join(cache, name, LAST_USED)
+        if os.path.exists(used):
+            found.append((os.path.getmtime(used), os.path.join(cache, name)))
+    return sorted(found)
+
+
+def evict(cache: str, jobs_dir: str, max_bytes: int, keep: str) -> None:
+    """Remove least-recently-used environments past ``max_bytes``: never ``keep``, never one in use, and
+    only under its lock (so a job taking it at this moment either gets it whole or builds it again)."""
+    found = cached(cache)
+    sizes = {venv: tree_bytes(venv) for _, venv in found}
+    total = sum(sizes.values())
+    for _, venv in found:
+        if total <= max_bytes:
+            return
+        if os.path.basename(venv) == keep:
+            continue
+        with open(venv + ".lock", "ab") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # being built or taken right now: in use
+            if in_use(venv, jobs_dir):
+                continue
+            os.remove(os.path.join(venv, READY))  # first: never a hit on a half-removed environment
+            shutil.rmtree(venv, ignore_errors=True)
+            total -= sizes[venv]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="envsetup")
+    parser.add_argument("cache")
+    parser.add_argument("job_dir")
+    parser.add_argument("log")
+    parser.add_argument("--attempt", default="job")
+    parser.add_argument("--index-url", default="")
+    parser.add_argument("--find-links", default="")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--uv", default="")  # ENV_UV
+    parser.add_argument("--max-bytes", type=int, default=0)  # ENV_CACHE_MAX_BYTES (0: no eviction)
+    parser.add_argument("--jobs-dir", default="")  # the attempts' workdirs: one there is still in use
+    args = parser.parse_args(argv)
+    os.umask(0o022)  # the job runs as its slot's uid: it reads the environment, never writes it
+    print(json.dumps(prepare(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,227 @@
+"""Declared environments against a real server on the local runner, offline: a requirements.txt naming a
+wheel the test builds into a wheelhouse (ENV_FIND_LINKS, no index) is built once with uv and cached."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from server import OPEN_LIMITS, Server, cli_user, config_yaml, run_cli, running, wait_status
+
+from executors.environment import SETUP_SOURCE
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("require_sandbox")]
+
+
+def build_wheel(wheelhouse: Path, name: str, version: str, source: str) -> Path:
+    """A pure-Python wheel written by hand: the module, METADATA, WHEEL and a RECORD of their hashes."""
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": source.encode(),
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = ""
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record += f"{path},sha256={digest},{len(data)}\n"
+    files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    wheel = wheelhouse / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server whose set-ups install only from a local wheelhouse (``tinydep``, ``lockdep``), keeping one
+    environment at most (ENV_CACHE_MAX_BYTES = 1: eviction after every set-up)."""
+    wheelhouse = tmp_path_factory.mktemp("wheelhouse")
+    build_wheel(wheelhouse, "tinydep", "1.0", "VALUE = 'tiny 1.0'\n")
+    build_wheel(wheelhouse, "lockdep", "2.0", "VALUE = 'locked 2.0'\n")
+    settings: dict[str, Any] = {
+        "code_scanner_quick_mode": True,
+        "endpoint_limits": OPEN_LIMITS,
+        "max_active_jobs_per_user": 0,
+        "rate_limit_per_minute": 0,
+        "env_find_links": str(wheelhouse),
+        "env_cache_max_bytes": 1,  # every environment but the one just taken is past the limit
+        "job_command": "python3 {entrypoint} {args}",
+    }
+    with running(tmp_path_factory.mktemp("envs"), **settings) as started:
+        started.wheelhouse = wheelhouse  # type: ignore[attr-defined] - the lock test locks against it
+        yield started
+
+
+def submit_project(server: Server, tmp_path: Path, files: dict[str, str]) -> str:
+    """Submit the directory ``files`` make (entrypoint main.py) and return the job's id."""
+    tmp_path.mkdir(exist_ok=True)
+    env = cli_user(server, tmp_path)
+    project = tmp_path / "proj"
+    for name, text in files.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    (tmp_path / "config.yaml").write_bytes(config_yaml(env["NAME"], expected=60, entrypoint="main.py"))
+    done = run_cli(tmp_path, "submit", str(project), "-c", "config.yaml", "-d", env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def env_ready(server: Server, job_id: str) -> dict[str, Any]:
+    with server.client(server.admin_token) as client:
+        events = client.get(f"/api/jobs/{job_id}/events").json()["events"]
+    found = [e["event"] for e in events if e["type"] == "job.env_ready"]
+    assert len(found) == 1, [e["type"] for e in events]
+    return found[0]
+
+
+def ended(server: Server, job_id: str, statuses: set[str]) -> dict[str, Any]:
+    with server.client(server.admin_token) as client:
+        wait_status(client, job_id, statuses, timeout=90)
+        return client.get(f"/api/results/{job_id}").json()
+
+
+def test_a_declared_requirement_is_built_once_then_taken_from_the_cache(server: Server, tmp_path: Path) -> None:
+    """The job imports the wheelhouse's package: the first set-up is a miss, the same project's next a hit."""
+    files = {"main.py": "import sys, tinydep\nprint(tinydep.VALUE, sys.prefix)\n", "requirements.txt": "tinydep==1.0\n"}
+    first = submit_project(server, tmp_path / "a", files)
+    out = ended(server, first, {"completed"})
+    assert "tiny 1.0" in out["stdout"]
+    miss = env_ready(server, first)
+    assert miss["hit"] is False
+    second = submit_project(server, tmp_path / "b", files)
+    assert "tiny 1.0" in ended(server, second, {"completed"})["stdout"]
+    hit = env_ready(server, second)
+    assert (hit["hit"], hit["digest"]) == (True, miss["digest"])
+    assert hit["seconds"] < miss["seconds"]
+
+
+def test_an_unmet_requirement_fails_the_job_with_uvs_error_in_its_log(server: Server, tmp_path: Path) -> None:
+    """A requirement the wheelhouse cannot meet ends the job failed, env_setup_failed, uv's words in stderr."""
+    job_id = submit_project(server, tmp_path, {"main.py": "print('never')\n", "requirements.txt": "nosuchpkg==9\n"})
+    out = ended(server, job_id, {"failed"})
+    assert out["reason"] == "env_setup_failed", out
+    assert "nosuchpkg" in out["stderr"]
+    assert "never" not in out["stdout"]
+
+
+def test_the_least_recently_used_environment_is_evicted_past_the_cache_limit(server: Server, tmp_path: Path) -> None:
+    """Past ENV_CACHE_MAX_BYTES another project's set-up evicts the idle environment: it is built again."""
+    first = {"main.py": "import tinydep\n", "requirements.txt": "tinydep\n"}
+    other = {"main.py": "import tinydep\n", "requirements.txt": "tinydep>=1\n"}
+    built = []
+    for n, files in enumerate((first, other, first)):
+        job_id = submit_project(server, tmp_path / str(n), files)
+        ended(server, job_id, {"completed"})
+        built.append(env_ready(server, job_id))
+    assert built[0]["digest"] == built[2]["digest"] != built[1]["digest"]
+    assert [b["hit"] for b in built] == [False, False, False]
+
+
+def test_the_setup_script_is_python38_stdlib_only() -> None:
+    """envsetup.py, uploaded to nodes beside the wrapper, parses as Python 3.8 and imports only the stdlib."""
+    tree = ast.parse(SETUP_SOURCE, feature_version=(3, 8))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= sys.stdlib_module_names
+
+
+@pytest.mark.ssh
+def test_a_declared_environment_is_built_on_an_ssh_node(
+    healthy_ssh_cluster: Any, server_factory: Any, tmp_path: Path
+) -> None:
+    """Over SFTP the requirements reach the node, the set-up builds the venv in the node's cache (ENV_UV)."""
+    from test_projects import pack
+    from test_ssh_jobs import ssh_settings
+
+    wheelhouse = tmp_path / "wheels"
+    wheelhouse.mkdir()
+    build_wheel(wheelhouse, "tinydep", "1.0", "VALUE = 'tiny over ssh'\n")
+    uv = str(Path(sys.executable).parent / "uv")
+    server = server_factory(**ssh_settings(healthy_ssh_cluster), env_find_links=str(wheelhouse), env_uv=uv)
+    files = {"main.py": "import tinydep\nprint(tinydep.VALUE)\n", "requirements.txt": "tinydep==1.0\n# ssh\n"}
+    config = config_yaml("admin", entrypoint="main.py")
+    with server.client(server.admin_token) as client:
+        answer = client.post(
+            "/api/submit?wait=true", files={"project": ("p.tar", pack(files)), "config_file": ("c", config)}
+        )
+        assert answer.status_code == 200, answer.text
+        assert (answer.json()["status"], answer.json()["stdout"]) == ("completed", "tiny over ssh\n"), answer.text
+    assert env_ready(server, answer.json()["job_id"])["digest"]
+
+
+def absolute_registry(lock: str, project: Path, wheelhouse: Path) -> str:
+    """uv records a local wheelhouse relative to the project; the job's workdir is elsewhere: name it whole."""
+    relative = os.path.relpath(wheelhouse, project)
+    assert f'registry = "{relative}"' in lock, lock
+    return lock.replace(f'registry = "{relative}"', f'registry = "{wheelhouse}"')
+
+
+def test_a_pyproject_with_a_uv_lock_is_synced_frozen(server: Server, tmp_path: Path) -> None:
+    """pyproject.toml + uv.lock (no requirements.txt): `uv sync --frozen` installs the locked package."""
+    wheelhouse = server.wheelhouse  # type: ignore[attr-defined]
+    project = tmp_path / "locked"
+    project.mkdir()
+    pyproject = '[project]\nname = "p"\nversion = "0.1"\nrequires-python = ">=3.8"\ndependencies = ["lockdep"]\n'
+    (project / "pyproject.toml").write_text(pyproject)
+    uv = str(Path(sys.executable).parent / "uv")
+    subprocess.run([uv, "lock", "--quiet", "--find-links", str(wheelhouse), "--no-index"], cwd=project, check=True)
+    lock = (project / "uv.lock").read_text()
+    files = {"main.py": "import lockdep\nprint(lockdep.VALUE)\n", "pyproject.toml": pyproject}
+    job_id = submit_project(server, tmp_path, {**files, "uv.lock": absolute_registry(lock, project, wheelhouse)})
+    assert "locked 2.0" in ended(server, job_id, {"completed"})["stdout"]
+    assert env_ready(server, job_id)["hit"] is False
+
+
+def test_a_declared_environment_on_slurm_builds_or_fails_the_job(slurm_cluster: Any, tmp_path: Path) -> None:
+    """Under Slurm the set-up runs before sbatch (shared filesystem): a good requirement completes with
+    job.env_ready, an unmet one ends failed, env_setup_failed, never handed to Slurm again and again."""
+    from test_slurm import slurm_server
+
+    wheelhouse = tmp_path / "wheels"
+    wheelhouse.mkdir()
+    build_wheel(wheelhouse, "tinydep", "1.0", "VALUE = 'tiny under slurm'\n")
+    server = slurm_server(tmp_path / "server", slurm_cluster, env_find_links=str(wheelhouse))
+    server.start()
+    try:
+        outcomes = []
+        for requirement in ("tinydep==1.0\n", "nosuchpkg==9\n"):
+            files = {"main.py": "import tinydep\nprint(tinydep.VALUE)\n", "requirements.txt": requirement}
+            job_id = submit_project(server, tmp_path / requirement[:4], files)
+            outcomes.append(ended(server, job_id, {"completed", "failed"}))
+        ready = env_ready(server, outcomes[0]["job_id"])
+    finally:
+        server.stop()
+    good_out, bad_out = outcomes
+    assert ready["hit"] is False
+    assert "tiny under slurm" in good_out["stdout"], good_out
+    assert good_out["status"] == "completed"
+    assert (bad_out["status"], bad_out["reason"]) == ("failed", "env_setup_failed"), bad_out
+    assert "nosuchpkg" in bad_out["stderr"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["-r /etc/passwd", "--index-url http://example.invalid/simple", "pkg @ file:///etc", "git+https://host/x", "./src"],
+)
+def test_a_requirements_line_that_is_not_a_package_is_refused_before_uv_runs(tmp_path: Path, line: str) -> None:
+    """The set-up runs outside the sandbox: options, paths, URLs and direct references never reach uv."""
+    from executors import envsetup
+
+    (tmp_path / "requirements.txt").write_text(f"numpy==1.26  # fine\n{line}\n")
+    refused = envsetup.refused_line(str(tmp_path / "requirements.txt"))
+    assert refused is not None
+    assert refused.startswith("requirements.txt line 2:")
+    (tmp_path / "requirements.txt").write_text('torch>=2.1,<3 ; python_version > "3.8"\nrich[jupyter]~=13.0\n')
+    assert envsetup.refused_line(str(tmp_path / "requirements.txt")) is None
+    assert "--no-build" in envsetup.NO_BUILD
