@@ -2,8 +2,9 @@
 ready on its node before the wrapper launches it: ``envsetup.py`` builds it with uv into the node's
 cache, or finds it there, and the job then runs with that venv first on PATH, mounted read-only.
 
-The set-up runs as the node's job user (the wrapper's user), outside the sandbox, with
-ENV_SETUP_TIMEOUT_S: it may reach ENV_INDEX_URL / ENV_FIND_LINKS while the job keeps JOB_NETWORK.
+The set-up runs as the node's job user (the wrapper's user), each uv step in its own bwrap sandbox
+(envsetup.sandboxed), with ENV_SETUP_TIMEOUT_S: it may reach ENV_INDEX_URL / ENV_FIND_LINKS while the
+job keeps JOB_NETWORK.
 """
 
 from __future__ import annotations

@@ -28,15 +28,26 @@ import time
 from typing import BinaryIO
 
 READY = ".ready"
-# The set-up runs outside the job's sandbox (it may reach the index): it installs wheels only (no build
-# backend, so no submitted code runs at install time), and a requirements file may name packages only:
-# no options (``-r /etc/passwd``, ``--index-url``), paths, URLs or direct references.
+# Each uv step runs in its own bwrap sandbox (``sandboxed``) that may reach the index. Defence in depth
+# behind it: uv installs wheels only (no build backend, so no submitted code runs at install time), and a
+# requirements file may name packages only: no options (``-r /etc/passwd``, ``--index-url``), paths, URLs
+# or direct references.
 NO_BUILD = ["--no-build"]
 PLAIN = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]*\])?\s*([<>=!~]=?\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*(;[^@/\\]*)?$"
 )
 LAST_USED = ".last_used"
 IN_USE = ".in_use"  # attempts that took the environment, one empty file each (done once its workdir is gone)
+UV_CACHE = ".uv-cache"  # uv's package cache, per node, beside the environments: warm builds stay fast
+# As the wrapper binds them (executors/wrapper.py SYSTEM_DIRS); of /etc only what DNS and TLS read.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_ALLOWED = (
+    "/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/nsswitch.conf", "/etc/gai.conf", "/etc/services",
+    "/etc/protocols", "/etc/ssl/certs", "/etc/ssl/openssl.cnf", "/etc/ca-certificates", "/etc/pki/tls/certs",
+    "/etc/ld.so.cache", "/etc/alternatives",
+)  # fmt: skip
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+PASSED = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "LANG")
 
 
 def declaration(job_dir: str) -> tuple[str, list[str]] | None:
@@ -88,9 +99,56 @@ def index_args(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def find_program(name: str) -> str | None:
+    """As the wrapper finds bwrap: on our own PATH (what the node user would run), or None."""
+    for directory in os.environ.get("PATH", DEFAULT_PATH).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def covered(target: str, dirs: tuple[str, ...] | list[str]) -> bool:
+    return any(target == d or target.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
+def sandboxed(command: list[str], args: argparse.Namespace, venv: str) -> list[str]:
+    """``command`` inside bwrap: the network, and of the host only the system, the node's Python, uv, the
+    project and wheelhouse read-only, and this environment and uv's cache read-write, at their own paths
+    (the venv is later bound into the job's sandbox where it was built). Never other cache entries,
+    other jobs or the server's files; HOME is a private tmpfs /tmp."""
+    argv = [find_program("bwrap") or "bwrap", "--die-with-parent", "--new-session", "--unshare-all"]
+    argv += ["--share-net", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    for d in SYSTEM_DIRS:
+        if os.path.islink(d):
+            argv += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            argv += ["--ro-bind", d, d]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 - the sandbox's own
+    readonly = [p for p in ETC_ALLOWED if os.path.exists(p)]
+    readonly += [os.path.realpath(sys.base_prefix), os.path.realpath(sys.executable), args.job_dir]
+    readonly += [command[0]] if os.path.isabs(command[0]) else []  # uv
+    readonly += [args.find_links] if os.path.isabs(args.find_links) and os.path.exists(args.find_links) else []
+    for p in readonly:
+        if not covered(p, SYSTEM_DIRS) and not covered(p, readonly[: readonly.index(p)]):
+            argv += ["--ro-bind", p, p]
+    for p in (venv, os.path.join(args.cache, UV_CACHE)):
+        argv += ["--bind", p, p]
+    return [*argv, "--chdir", "/tmp", "--", *command]  # noqa: S108
+
+
+def step_env(args: argparse.Namespace, venv: str) -> dict[str, str]:
+    """Built from nothing but proxies and the locale: HOME in the sandbox's tmpfs, uv's cache per node.
+    uv copies (its cache and the venv are two bind mounts, across which no hard link can be made)."""
+    env = {k: os.environ[k] for k in PASSED if k in os.environ}
+    env.update(PATH=DEFAULT_PATH, HOME="/tmp", TMPDIR="/tmp", UV_CACHE_DIR=os.path.join(args.cache, UV_CACHE))  # noqa: S108
+    env.update(UV_PROJECT_ENVIRONMENT=venv, UV_PYTHON_DOWNLOADS="never", UV_NO_CONFIG="1", UV_LINK_MODE="copy")
+    return env
+
+
 def build_commands(args: argparse.Namespace, kind: str, venv: str) -> list[list[str]]:
-    uv = find_uv(args.uv)
-    make = [uv, "venv", "--quiet", "--python", sys.executable, venv]
+    uv = os.path.realpath(find_uv(args.uv))
+    make = [uv, "venv", "--quiet", "--python", os.path.realpath(sys.executable), venv]
     if kind == "requirements":
         requirements = os.path.join(args.job_dir, "requirements.txt")
         install = [uv, "pip", "install", "--python", venv + "/bin/python", *NO_BUILD, *index_args(args)]
@@ -102,16 +160,18 @@ def build_commands(args: argparse.Namespace, kind: str, venv: str) -> list[list[
 def build(args: argparse.Namespace, kind: str, venv: str, log: BinaryIO) -> bool:
     """Build into ``venv`` (emptied first: a crashed build's leftovers); True once every step succeeded."""
     shutil.rmtree(venv, ignore_errors=True)
+    os.makedirs(venv)  # bound read-write into each step's sandbox
+    os.makedirs(os.path.join(args.cache, UV_CACHE), exist_ok=True)
     refused = refused_line(os.path.join(args.job_dir, "requirements.txt")) if kind == "requirements" else None
     if refused is not None:
         log.write(f"set-up: refused: {refused}\n".encode())
         return False
-    env = dict(os.environ, UV_PROJECT_ENVIRONMENT=venv, UV_PYTHON_DOWNLOADS="never", UV_NO_CONFIG="1")
+    env = step_env(args, venv)
     deadline = time.monotonic() + args.timeout
     for command in build_commands(args, kind, venv):
         log.write(f"$ {' '.join(command)}\n".encode())
         log.flush()
-        code = run_step(command, log, env, deadline - time.monotonic())
+        code = run_step(sandboxed(command, args, venv), log, env, deadline - time.monotonic())
         if code != 0:
             log.write(f"set-up: {command[1]} {command[2]} failed ({code})\n".encode())
             return False
@@ -216,7 +276,7 @@ def evict(cache: str, jobs_dir: str, max_bytes: int, keep: str) -> None:
             total -= sizes[venv]
 
 
-def main(argv: list[str]) -> int:
+def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="envsetup")
     parser.add_argument("cache")
     parser.add_argument("job_dir")
@@ -228,7 +288,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--uv", default="")  # ENV_UV
     parser.add_argument("--max-bytes", type=int, default=0)  # ENV_CACHE_MAX_BYTES (0: no eviction)
     parser.add_argument("--jobs-dir", default="")  # the attempts' workdirs: one there is still in use
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
     os.umask(0o022)  # the job runs as its slot's uid: it reads the environment, never writes it
     print(json.dumps(prepare(args)))
     return 0

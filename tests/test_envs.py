@@ -215,7 +215,7 @@ def test_a_declared_environment_on_slurm_builds_or_fails_the_job(slurm_cluster: 
     ["-r /etc/passwd", "--index-url http://example.invalid/simple", "pkg @ file:///etc", "git+https://host/x", "./src"],
 )
 def test_a_requirements_line_that_is_not_a_package_is_refused_before_uv_runs(tmp_path: Path, line: str) -> None:
-    """The set-up runs outside the sandbox: options, paths, URLs and direct references never reach uv."""
+    """Defence in depth behind the set-up's sandbox: options, paths, URLs and direct references never reach uv."""
     from executors import envsetup
 
     (tmp_path / "requirements.txt").write_text(f"numpy==1.26  # fine\n{line}\n")
@@ -225,3 +225,23 @@ def test_a_requirements_line_that_is_not_a_package_is_refused_before_uv_runs(tmp
     (tmp_path / "requirements.txt").write_text('torch>=2.1,<3 ; python_version > "3.8"\nrich[jupyter]~=13.0\n')
     assert envsetup.refused_line(str(tmp_path / "requirements.txt")) is None
     assert "--no-build" in envsetup.NO_BUILD
+
+
+def test_each_setup_step_sees_only_its_project_wheelhouse_and_environment(server: Server, tmp_path: Path) -> None:
+    """envsetup's bwrap: the server's root and another cache entry are hidden, the project is read-only."""
+    from executors import envsetup
+
+    cache, job_dir, venv = tmp_path / "envs", tmp_path / "job" / "work", tmp_path / "envs" / "mine"
+    for d in (cache / "other", job_dir, venv, cache / envsetup.UV_CACHE):
+        d.mkdir(parents=True)
+    args = envsetup.parse([str(cache), str(job_dir), str(tmp_path / "log"), "--find-links", str(server.wheelhouse)])  # type: ignore[attr-defined]
+
+    def runs(*command: str) -> int:
+        argv = envsetup.sandboxed(list(command), args, str(venv))
+        return subprocess.run(argv, env=envsetup.step_env(args, str(venv)), capture_output=True).returncode
+
+    assert runs("ls", str(server.root)) != 0
+    assert runs("ls", str(cache / "other")) != 0
+    assert runs("ls", str(server.wheelhouse), str(job_dir)) == 0  # type: ignore[attr-defined]
+    assert runs("touch", str(job_dir / "x")) != 0
+    assert runs("touch", str(venv / "x"), str(cache / envsetup.UV_CACHE / "x")) == 0
