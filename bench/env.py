@@ -97,6 +97,8 @@ def cold_ratio(root: Path, house: Path, requirements: str, builds: int) -> None:
     bare = [UV, "pip", "install", "--quiet", *index, "-r", str(job / "requirements.txt"), "--python"]
     for n in range(builds):
         cache, venv = root / f"cache{n}", str(root / f"venv{n}")
+        if n:  # uv's package cache (per node, CACHE/.uv-cache) is warm after the node's first build
+            shutil.copytree(root / f"cache{n - 1}" / ".uv-cache", cache / ".uv-cache")
         samples["envsetup"].append(timed([*ours, str(cache), str(job), str(root / "log"), "--find-links", str(house)]))
         samples["uv"].append(
             timed([UV, "venv", "--quiet", "--python", sys.executable, venv], [*bare, venv + "/bin/python"])
