@@ -139,7 +139,8 @@ def sandboxed(command: list[str], args: argparse.Namespace, venv: str) -> list[s
 
 def step_env(args: argparse.Namespace, venv: str) -> dict[str, str]:
     """Built from nothing but proxies and the locale: HOME in the sandbox's tmpfs, uv's cache per node.
-    uv copies (its cache and the venv are two bind mounts, across which no hard link can be made)."""
+    uv copies: its cache and the venv are two mounts (no hard link across them), and a hard link would
+    share one file between environments."""
     env = {k: os.environ[k] for k in PASSED if k in os.environ}
     env.update(PATH=DEFAULT_PATH, HOME="/tmp", TMPDIR="/tmp", UV_CACHE_DIR=os.path.join(args.cache, UV_CACHE))  # noqa: S108
     env.update(UV_PROJECT_ENVIRONMENT=venv, UV_PYTHON_DOWNLOADS="never", UV_NO_CONFIG="1", UV_LINK_MODE="copy")
