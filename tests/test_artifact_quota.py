@@ -10,14 +10,17 @@ from typing import Any
 
 import pytest
 from server import OPEN_LIMITS, Server, config_yaml, submit, wait_status
-from test_properties import new_store, next_step
+from test_properties import NODES, new_store, next_step
 
 from ledger.domain.artifact_quota import fit_quota, quota_left
-from ledger.domain.events import Artifact, JobArtifactsStored, JobFinished
+from ledger.domain.events import AnyEvent, Artifact, JobArtifactsStored, JobFinished, NodeRegistered
+from ledger.domain.nodes import decide_register
 from ledger.store import commands
 from ledger.store.retention import artifact_prune_write, plan_artifact_prune
 from ledger.store.store import EventStore, Write
+from projections import snapshots
 from projections.live import open_store
+from projections.tables import ViewTables
 
 
 def manifest(job_id: str, *sizes: int) -> JobArtifactsStored:
@@ -46,6 +49,15 @@ def finish(store: EventStore, job_id: str, stored: JobArtifactsStored, quota: in
     store.execute([commands.finish_job(ended, node=job.node or "", artifacts=stored, artifact_quota=quota)])
 
 
+def prune(store: EventStore, job_id: str) -> None:
+    pruned = plan_artifact_prune([store.views.jobs[job_id]], set(), reason="r", by="t")
+    store.execute([artifact_prune_write(pruned, by="t")])
+
+
+def register(name: str) -> list[AnyEvent]:
+    return decide_register(None, NodeRegistered(name=name, host="h"))
+
+
 def test_fold_adds_stored_bytes_and_takes_pruned_bytes_off(tmp_path: Path) -> None:
     """UserStats.artifact_bytes grows on job.artifacts_stored and shrinks by the manifest on pruning."""
     store = new_store(str(tmp_path))
@@ -54,12 +66,33 @@ def test_fold_adds_stored_bytes_and_takes_pruned_bytes_off(tmp_path: Path) -> No
         finish(store, "j0", manifest("j0", 300, 200), 0)
         finish(store, "j2", manifest("j2", 100), 0)
         assert store.views.users["u0"].artifact_bytes == 600
-        pruned = plan_artifact_prune([store.views.jobs["j0"]], set(), reason="r", by="t")
-        store.execute([artifact_prune_write(pruned, by="t")])
+        prune(store, "j0")
         assert store.views.users["u0"].artifact_bytes == 100
     finally:
         store.close()
     reopened = open_store(tmp_path / "ledger.db")  # the row the writer stored, read back
+    assert reopened.views.users["u0"].artifact_bytes == 100
+    reopened.close()
+
+
+def test_reopen_from_a_snapshot_before_the_pruning_takes_the_bytes_off(tmp_path: Path) -> None:
+    """A snapshot older than the pruning and job rows newer than it: the reopened fold still frees the bytes."""
+    store = EventStore(tmp_path / "ledger.db", ViewTables(snapshot_every=10**6))
+    try:
+        store.execute(
+            [Write(decide=lambda v, n=n: decide_register(None, NodeRegistered(name=n, host="h"))) for n in NODES]
+        )
+        run_to_start(store, "j0", "j2")
+        finish(store, "j0", manifest("j0", 300, 200), 0)
+        finish(store, "j2", manifest("j2", 100), 0)
+        with store.conn:
+            snapshots.write(store.conn, store.published)
+        store.execute(
+            [artifact_prune_write(plan_artifact_prune([store.views.jobs["j0"]], set(), reason="r", by="t"), by="t")]
+        )
+    finally:
+        store.close()
+    reopened = open_store(tmp_path / "ledger.db")
     assert reopened.views.users["u0"].artifact_bytes == 100
     reopened.close()
 
