@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server import OPEN_LIMITS, Server, config_yaml, submit, wait_status
+from server import OPEN_LIMITS, Server, config_yaml, run_cli, submit, wait_status
 from test_properties import NODES, new_store, next_step
 
 from ledger.domain.artifact_quota import fit_quota, quota_left
@@ -128,7 +128,8 @@ def artifacts_of(client: Any, code: str) -> dict[str, Any]:
 @pytest.mark.usefixtures("require_sandbox")
 def test_quota_keeps_the_first_skips_the_second_and_pruning_frees_room(tmp_path: Path) -> None:
     """With a 1000-byte quota the first job's 600 bytes are kept, the second's are skipped with the
-    reason; once retention prunes the first, a third job's 600 bytes fit again."""
+    reason (`GET /api/quota` and `gpuledger quota` show 600 of 1000); once retention prunes the first,
+    a third job's 600 bytes fit again."""
     server = Server(tmp_path, code_scanner_quick_mode=True, endpoint_limits=OPEN_LIMITS, artifact_quota_bytes=1000)
     server.start()
     try:
@@ -141,6 +142,8 @@ def test_quota_keeps_the_first_skips_the_second_and_pruning_frees_room(tmp_path:
             assert second["skipped"] == ["outputs/b: over your artifact quota (1000 bytes)"]
             quota = client.get("/api/quota").json()
             assert (quota["artifact_bytes"], quota["artifact_quota_bytes"]) == (600, 1000)
+        shown = run_cli(server.root, "quota", env={"GPULEDGER_URL": server.url, "GPULEDGER_TOKEN": token})
+        assert "artifacts stored: 600 bytes of 1000" in shown.stdout, shown.stdout + shown.stderr
         server.stop()
         server.env["GPULEDGER_ARTIFACT_RETENTION"] = "1"  # the server prunes a few seconds after it starts
         server.start()
