@@ -4,10 +4,12 @@ again."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 from server import OPEN_LIMITS, Server, config_yaml, run_cli, submit, wait_status
 from test_properties import NODES, new_store, next_step
@@ -94,6 +96,23 @@ def test_reopen_from_a_snapshot_before_the_pruning_takes_the_bytes_off(tmp_path:
         store.close()
     reopened = open_store(tmp_path / "ledger.db")
     assert reopened.views.users["u0"].artifact_bytes == 100
+    reopened.close()
+
+
+def test_a_ledger_from_before_the_quota_counts_the_artifacts_it_holds(tmp_path: Path) -> None:
+    """Users' rows written before the field existed: the upgrade rebuilds them, artifacts counted."""
+    store = new_store(str(tmp_path))
+    run_to_start(store, "j0")
+    finish(store, "j0", manifest("j0", 300, 200), 0)
+    store.close()
+    conn = apsw.Connection(str(tmp_path / "ledger.db"))
+    (data,) = conn.execute("SELECT data FROM proj_users WHERE user_id = 'u0'").fetchone()
+    old = {k: v for k, v in json.loads(bytes(data)).items() if k != "artifact_bytes"}
+    conn.execute("UPDATE proj_users SET data = ? WHERE user_id = 'u0'", (json.dumps(old).encode(),))
+    conn.pragma("user_version", 10)
+    conn.close()
+    reopened = open_store(tmp_path / "ledger.db")
+    assert reopened.views.users["u0"].artifact_bytes == 500
     reopened.close()
 
 
