@@ -118,7 +118,7 @@ def duration_of(job: JobState, now: int) -> float | None:
     return round(max(0, end - job.started_at) / 1e6, 1)
 
 
-def quota_status(views: Views, user_id: str, limits: QuotaLimits, now: int) -> QuotaStatus:
+def quota_status(views: Views, user_id: str, limits: QuotaLimits, now: int, artifact_quota: int = 0) -> QuotaStatus:
     stats = views.users.get(user_id)
     shown = figures(stats.quota if stats is not None else None, limits, now)
     return QuotaStatus(
@@ -128,6 +128,8 @@ def quota_status(views: Views, user_id: str, limits: QuotaLimits, now: int) -> Q
             QuotaInfo(quota=f.quota, limit=f.limit, used=f.used, left=f.left, resets_at=iso(f.resets_at_us))
             for f in shown
         ],
+        artifact_bytes=stats.artifact_bytes if stats is not None else 0,
+        artifact_quota_bytes=artifact_quota,
     )
 
 

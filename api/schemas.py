@@ -161,6 +161,8 @@ class QuotaStatus(msgspec.Struct, kw_only=True):
     user_id: str
     window: str
     quotas: list[QuotaInfo]
+    artifact_bytes: int = 0  # stored, unpruned artifacts of the user's jobs (not per day)
+    artifact_quota_bytes: int = 0  # ARTIFACT_QUOTA_BYTES (0: no quota)
 
 
 class JobResults(msgspec.Struct, kw_only=True):

@@ -1,4 +1,4 @@
-"""``gpuledger quota``: today's submissions and GPU-hours, used and left, and when they reset."""
+"""``gpuledger quota``: today's submissions and GPU-hours, used and left, and when they reset; stored artifact bytes."""
 
 from __future__ import annotations
 
@@ -34,5 +34,9 @@ def run_quota(args: argparse.Namespace) -> int:
         limit = _amount(quota.limit or None)
         table.add_row(quota.quota, f"{quota.used:g}", limit, _amount(quota.left), (quota.resets_at or "")[:19] + "Z")
     out.print(table)
+    artifact_limit = _amount(status.artifact_quota_bytes or None)
+    out.print(
+        f"artifacts stored: {status.artifact_bytes} bytes of {artifact_limit} (ARTIFACT_QUOTA_BYTES, not per day)"
+    )
     out.print("Jobs that fail for the platform's reasons (node lost, dispatch or sandbox failure) are not counted.")
     return 0

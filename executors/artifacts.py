@@ -1,5 +1,6 @@
 """A job's artifacts: the regular files it left under ``outputs/`` in its workdir (and those matching its
-``artifacts:`` globs), each stored as a blob once the job has ended, up to ``ARTIFACT_MAX_BYTES``.
+``artifacts:`` globs), each stored as a blob once the job has ended, up to ``ARTIFACT_MAX_BYTES`` and the
+owner's ``ARTIFACT_QUOTA_BYTES``.
 
 Files are listed by ``find -type f`` on the node: it neither follows nor lists symbolic links, nor walks
 into a linked directory, and each file is then read with the transport's ``fetch``, which refuses a link
@@ -11,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import shlex
 
+import msgspec
 import pathspec
 import structlog
 
 from executors.errors import JobFileUnreadable
 from executors.transport import Transport
+from ledger.domain.artifact_quota import over_quota
 from ledger.domain.events import Artifact, JobArtifactsStored
 from ledger.domain.jobs import JobState
 from ledger.store.blobs import BlobStore
@@ -55,10 +58,18 @@ def wanted(files: list[tuple[str, int]], globs: list[str]) -> list[tuple[str, in
     return [(path, size) for path, size in files if path.startswith(f"{OUTPUTS}/") or spec.match_file(path)]
 
 
+class Quota(msgspec.Struct, frozen=True, kw_only=True):
+    """The owner's artifact quota (ARTIFACT_QUOTA_BYTES) and what is left of it."""
+
+    bytes: int
+    left: int
+
+
 async def collect(
-    transport: Transport, blobs: BlobStore, job: JobState, work_dir: str, max_bytes: int
+    transport: Transport, blobs: BlobStore, job: JobState, work_dir: str, max_bytes: int, quota: Quota | None = None
 ) -> JobArtifactsStored | None:
-    """Store the job's artifacts; None when it left none (and so wrote nothing to say)."""
+    """Store the job's artifacts, up to ``max_bytes`` and what is left of the owner's ``quota``; None
+    when it left none (and so wrote nothing to say)."""
     if max_bytes == 0:
         return None
     whole = bool(job.artifact_globs)
@@ -68,14 +79,15 @@ async def collect(
     listed = wanted(parse_listing(out, prefix="" if whole else f"{OUTPUTS}/"), job.artifact_globs)
     if not listed:
         return None
+    limit = max_bytes if quota is None else min(max_bytes, quota.left)
     kept: list[Artifact] = []
     skipped: list[str] = []
     total = 0
     for path, size in listed:
-        if len(kept) >= MAX_FILES or total + size > max_bytes:
-            skipped.append(f"{path}: past ARTIFACT_MAX_BYTES ({max_bytes} bytes, {MAX_FILES} files)")
+        if len(kept) >= MAX_FILES or total + size > limit:
+            skipped.append(_past_limit(path, max_bytes, quota, len(kept) < MAX_FILES and total + size <= max_bytes))
             continue
-        artifact = await _store(transport, blobs, f"{work_dir}/{path}", path, max_bytes - total)
+        artifact = await _store(transport, blobs, f"{work_dir}/{path}", path, limit - total)
         if isinstance(artifact, str):
             skipped.append(artifact)
             continue
@@ -83,6 +95,13 @@ async def collect(
         total += artifact.size
     log.info("job.artifacts_stored", job_id=job.job_id, files=len(kept), bytes=total, skipped=len(skipped))
     return JobArtifactsStored(job_id=job.job_id, files=kept, bytes=total, skipped=skipped[:MAX_SKIPPED_SHOWN])
+
+
+def _past_limit(path: str, max_bytes: int, quota: Quota | None, within_job: bool) -> str:
+    """Why a file was left behind: the owner's quota where the job's own limits had room, else those."""
+    if quota is not None and within_job:
+        return over_quota(path, quota.bytes)
+    return f"{path}: past ARTIFACT_MAX_BYTES ({max_bytes} bytes, {MAX_FILES} files)"
 
 
 async def _store(transport: Transport, blobs: BlobStore, full: str, path: str, room: int) -> Artifact | str:

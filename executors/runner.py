@@ -31,6 +31,7 @@ from executors.seccomp import seccomp_program
 from executors.transport import Transport
 from executors.workspace import lay_out
 from ledger.domain.arrays import array_env
+from ledger.domain.artifact_quota import quota_left
 from ledger.domain.errors import DomainError, LedgerUnavailable
 from ledger.domain.events import Blob, JobArtifactsStored, JobEnvReady, JobFinished
 from ledger.domain.gpu import GpuSample
@@ -326,6 +327,7 @@ class NodeRunner:
                     job,
                     f"{workdir}/{wp.WORK_NAME}",
                     self.settings.runner.artifact_max_bytes,
+                    self._quota(job),
                 )
             )
             await self._finish(finished, kept)
@@ -336,6 +338,13 @@ class NodeRunner:
             raise
         await self._remove_workdir(workdir)
         await self._drop_live(job.attempt_key)
+
+    def _quota(self, job: JobState) -> artifacts.Quota | None:
+        """The owner's artifact quota and what the published views say is left of it (None: no quota);
+        the finish step checks again against the writer's state."""
+        quota = self.settings.runner.artifact_quota_bytes
+        left = quota_left(self.ledger.views.users.get(job.user_id), quota)
+        return None if left is None else artifacts.Quota(bytes=quota, left=left)
 
     async def _ending(self, job: JobState, workdir: str, status: wp.ExitStatus) -> JobFinished:
         """The attempt's job.finished: output and results stored, the outcome read from the status."""
@@ -407,6 +416,7 @@ class NodeRunner:
                 gpu=gpu,
                 idle_charge_factor=self.settings.gpu.idle_charge_factor,
                 artifacts=kept,
+                artifact_quota=self.settings.runner.artifact_quota_bytes,
             )
         )
 

@@ -113,6 +113,8 @@ class QuotaStatus(msgspec.Struct, kw_only=True):
     user_id: str
     window: str = "day (UTC)"
     quotas: list[QuotaInfo] = []
+    artifact_bytes: int = 0
+    artifact_quota_bytes: int = 0  # 0: no quota
 
 
 class GpuPoint(msgspec.Struct, kw_only=True):

@@ -13,6 +13,7 @@ import copy
 from collections.abc import Iterable
 
 from ledger.domain.arrays import ArrayProgress, track_task
+from ledger.domain.artifact_quota import stored_bytes
 from ledger.domain.dependencies import dependency_ids, is_waiting
 from ledger.domain.events import (
     After,
@@ -20,6 +21,7 @@ from ledger.domain.events import (
     ArrayEvent,
     HalfLifeSet,
     JobArtifactsPruned,
+    JobArtifactsStored,
     JobEvent,
     JobGpuSummary,
     JobPruned,
@@ -139,7 +141,11 @@ class WriterState:
         if before is None and type(event) in AFTER_END:  # events of a finished job: maybe in its row only
             before = self.jobs.get(job_id)
             if before is not None and before.version >= version:
-                return None  # the row already holds it: the process that appended it (``prune``) wrote both
+                # the row already holds it: the process that appended it (``prune``) wrote both; the
+                # user's stats come from memory (a snapshot, the fold), never ahead, so they still change
+                if type(event) is JobArtifactsPruned:
+                    self.add_artifact_bytes(before.user_id, -stored_bytes(before.artifacts))
+                return None
         after = evolve_job(before, event, position=position, at=recorded_at)
         self.jobs.put(after)
         self.dirty_jobs.add(job_id)
@@ -161,6 +167,10 @@ class WriterState:
         if type(event) in CHARGED:  # most events cost nothing: the fold's hot path skips the call
             for charge in charges_of(before, after, event, recorded_at):
                 self.charge_user(after.user_id, charge)
+        if type(event) is JobArtifactsStored:
+            self.add_artifact_bytes(after.user_id, event.bytes)
+        elif type(event) is JobArtifactsPruned and before is not None:
+            self.add_artifact_bytes(after.user_id, -stored_bytes(before.artifacts))
         return before, after
 
     def set_half_life(self, half_life_s: float, at_us: int) -> None:
@@ -234,6 +244,12 @@ class WriterState:
         stats = self._own_user(user_id)
         day = copy.copy(stats.quota)  # apply_charge changes a day in place: a snapshot may share this one
         stats.quota = apply_charge(day, charge)
+        self.dirty_users.add(user_id)
+
+    def add_artifact_bytes(self, user_id: str, delta: int) -> None:
+        """The user's stored, unpruned artifact bytes (ARTIFACT_QUOTA_BYTES) change by ``delta``."""
+        stats = self._own_user(user_id)
+        stats.artifact_bytes += delta
         self.dirty_users.add(user_id)
 
     def _own_user(self, user_id: str) -> UserStats:

@@ -19,8 +19,11 @@ from cli.main import main as cli_main
 from ledger.domain.errors import InvalidTransition, NotFound
 from ledger.domain.events import (
     AnyEvent,
+    Artifact,
     Blob,
     HalfLifeSet,
+    JobArtifactsPruned,
+    JobArtifactsStored,
     JobFinished,
     JobScanned,
     JobSubmitted,
@@ -43,6 +46,8 @@ from ledger.domain.nodes import decide_drain, decide_health, decide_register, de
 from ledger.domain.retries import decide_attempt_end
 from ledger.domain.shares import decide_policy
 from ledger.domain.tokens import TokenState, decide_issue, decide_revoke, secret_digest
+from ledger.store import commands
+from ledger.store.retention import artifact_prune_write, plan_artifact_prune
 from ledger.store.store import EventStore, Write, read_after
 from projections import tables
 from projections.audit import verify, views_until
@@ -78,6 +83,14 @@ command = st.one_of(
     st.tuples(st.just("half_life"), st.sampled_from([60.0, 3600.0, 604800.0])),
 )
 batches = st.lists(st.lists(command, min_size=1, max_size=4), min_size=1, max_size=12)
+# the artifact quota's fold too; apart, as pruning comes after a job's end and as-of reads of finished
+# jobs (tests/test_snapshots.py, which draws ``batches``) take their rows as they are now
+with_artifacts = st.one_of(
+    command,
+    st.tuples(st.just("end_with_artifacts"), jobs, st.integers(0, 800)),  # against a 1000-byte quota
+    st.tuples(st.just("prune_artifacts"), jobs),
+)
+artifact_batches = st.lists(st.lists(with_artifacts, min_size=1, max_size=4), min_size=1, max_size=12)
 
 
 def job_of(views: Views, job_id: str) -> JobState:
@@ -127,6 +140,25 @@ def next_step(views: Views, job_id: str) -> list[AnyEvent]:
     )
 
 
+def end_with_artifacts(views: Views, job_id: str, size: int) -> Sequence[AnyEvent]:
+    """The runner's finish step with one artifact of ``size`` bytes, under a 1000-byte quota."""
+    job = job_of(views, job_id)
+    ended = JobFinished(job_id=job_id, status="completed", reason="exit_zero", exit_code=0, attempt=job.attempt)
+    kept = JobArtifactsStored(job_id=job_id, files=[Artifact(path="outputs/a", size=size, digest="1" * 64)], bytes=size)
+    return commands.finish_job(ended, node=job.node or "", artifacts=kept, artifact_quota=1000).decide(views)
+
+
+def prune_artifacts(views: Views, job_id: str) -> Sequence[AnyEvent]:
+    """Retention's step for one job's artifacts (refused before it ended or once pruned)."""
+    planned = plan_artifact_prune([job_of(views, job_id)], set(), reason="r", by="prop")
+    return artifact_prune_write(planned, by="prop").decide(views)
+
+
+def settled(job: JobState) -> tuple[str, int]:
+    """A terminal job's status and version, less the one version its artifacts' pruning adds after the end."""
+    return job.status, job.version - (job.artifacts_pruned_at is not None)
+
+
 def to_write(cmd: tuple) -> Write:  # type: ignore[type-arg]
     """The Write for one generated command; its decide step may refuse it."""
     kind, target, *args = cmd
@@ -172,6 +204,8 @@ def to_write(cmd: tuple) -> Write:  # type: ignore[type-arg]
         "revoke": lambda v: decide_revoke(token_of(v, target), by="admin"),
         "policy": lambda v: decide_policy(UserPolicySet(user_id=target, share=args[0], by="admin")),
         "half_life": lambda v: [HalfLifeSet(half_life_s=target)],
+        "end_with_artifacts": lambda v: end_with_artifacts(v, target, args[0]),
+        "prune_artifacts": lambda v: prune_artifacts(v, target),
     }
     expected = {f"job-{target}": 0} if kind == "submit" else {}
     return Write(decide=deciders[kind], actor="prop", expected=expected)
@@ -216,19 +250,20 @@ def snapshot(views: Views) -> tuple[object, ...]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(batches)
+@given(artifact_batches)
 def test_random_commands_keep_ledger_sound(plan: list[list[tuple]]) -> None:  # type: ignore[type-arg]
     """Any mix of valid and refused commands: chain and projections verify, terminal jobs stay put, reopen
     and replay agree."""
     with tempfile.TemporaryDirectory() as directory:
         store = new_store(directory)
         for batch in plan:
-            before = {j: (s.status, s.version) for j, s in store.views.jobs.items() if s.is_terminal}
+            before = {j: settled(s) for j, s in store.views.jobs.items() if s.is_terminal}
             store.execute(writes_of(batch))
-            assert {j: (store.views.jobs[j].status, store.views.jobs[j].version) for j in before} == before
+            assert {j: settled(store.views.jobs[j]) for j in before} == before
         ended: set[str] = set()
         for record in read_after(store.conn, 0):
-            assert record.stream not in ended, f"event after job.finished at {record.position}"
+            late = type(record.event) is JobArtifactsPruned  # retention's, after the end by design
+            assert late or record.stream not in ended, f"event after job.finished at {record.position}"
             if isinstance(record.event, JobFinished):
                 ended.add(record.stream)
         assert verify(store.conn) == []

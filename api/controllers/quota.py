@@ -1,5 +1,5 @@
 """The caller's account: who the token says they are (whoami), and their daily submissions and
-GPU-hours, used and left, and when they reset (quota)."""
+GPU-hours, used and left, and when they reset, with their stored artifact bytes and quota (quota)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class QuotaController(Controller):
         who = user_id or identity.user_id
         if who != identity.user_id and not identity.is_admin:
             raise PermissionDenied("Only admins may see another user's quota")
-        return quota_status(views, who, quota_limits(settings), now_us())
+        return quota_status(views, who, quota_limits(settings), now_us(), settings.runner.artifact_quota_bytes)
 
     @get(
         "/whoami",

@@ -27,6 +27,7 @@ class UserStats(msgspec.Struct, kw_only=True, gc=False):
     cancelled: int = 0
     recent_submits: list[int] = []
     quota: QuotaDay | None = None  # today's use, for the quotas (ledger.domain.quotas)
+    artifact_bytes: int = 0  # stored, unpruned artifacts (ledger.domain.artifact_quota)
 
     @property
     def active(self) -> int:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from ledger.domain.artifact_quota import fit_quota, quota_left
 from ledger.domain.clock import iso
 from ledger.domain.dependencies import is_waiting
 from ledger.domain.errors import InvalidTransition, LimitExceeded, NotAllowed, NotFound, QuotaExceeded
@@ -293,14 +294,19 @@ def finish_job(
     gpu: GpuSummary | None = None,
     idle_charge_factor: float = 1.0,
     artifacts: JobArtifactsStored | None = None,
+    artifact_quota: int = 0,
 ) -> Write:
     """The terminal event, after the attempt's GPU summary (``gpu``) where it had telemetry and its
     artifacts, if any, in the same step; with LXC restarts, the node turns ``restarting`` in the same
-    step, so no dispatch can slip in between a job's end and its node's restart."""
+    step, so no dispatch can slip in between a job's end and its node's restart. The artifacts are
+    trimmed to what the owner's quota (``artifact_quota``, 0: none) leaves at commit time."""
 
     def decide(views: LedgerState) -> list[AnyEvent]:
         events = list(_finish_events(views, finished, node, restart_container, gpu, idle_charge_factor))
-        return [artifacts, *events] if artifacts is not None and events else events
+        if artifacts is None or not events:
+            return events
+        owner = views.users.get(job_of(views, finished.job_id).user_id)
+        return [fit_quota(artifacts, quota_left(owner, artifact_quota), artifact_quota), *events]
 
     return Write(decide=decide, actor=f"executor:{node}")
 

@@ -107,6 +107,7 @@ FLAT: dict[str, str] = {
     "job_max_disk": "runner.max_disk",
     "job_env": "runner.env",
     "artifact_max_bytes": "runner.artifact_max_bytes",
+    "artifact_quota_bytes": "runner.artifact_quota_bytes",
     "job_sandbox": "sandbox.mode",
     "job_network": "sandbox.network",
     "job_readonly_paths": "sandbox.readonly_paths",

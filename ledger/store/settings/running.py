@@ -76,6 +76,9 @@ class RunnerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     artifact_max_bytes: Annotated[NoLimit0, Meta(description="bytes of artifacts kept per job (0: none kept)")] = (
         256 * 1024 * 1024
     )
+    artifact_quota_bytes: Annotated[
+        NoLimit0, Meta(description="bytes of stored, unpruned artifacts per user (0: no quota)")
+    ] = 10 * 1024**3
 
     @property
     def running_output_cap(self) -> int:
