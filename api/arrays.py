@@ -14,16 +14,15 @@ from ulid import ULID
 from api import project_intake
 from api.auth import Identity
 from api.errors import BadRequest
-from api.jobconfig import JobConfig, parse_config
+from api.jobconfig import JobConfig
 from api.ports import Intake, read_views
 from api.submit import (  # the single-job pipeline's steps, shared as they are
     SubmitRequest,
-    _check_sizes,
-    _identity,
     _retry_policy,
     _review_pending,
     _static_scan,
     quota_limits,
+    read_submission,
 )
 from ledger.domain.arrays import (
     ArraySpec,
@@ -81,21 +80,6 @@ def _tasks(
         )
         for ordinal, index in enumerate(spec.indices)
     ]
-
-
-async def _read(request: SubmitRequest, intake: Intake) -> tuple[bytes, JobConfig, Identity]:
-    """The code (empty for a project), the config and the caller, checked as a single submit checks them."""
-    settings = intake.settings
-    code, raw_config = _check_sizes(request, settings)
-    config = await asyncio.to_thread(
-        parse_config,
-        raw_config,
-        max_expected_time=settings.queue.max_expected_time,
-        largest_node=intake.cluster.largest_node_gpus(),
-        cpu_slots=intake.cluster.has_cpu_slots(),
-        largest_memory=intake.cluster.largest_node_memory(),
-    )
-    return code, config, _identity(request, config, intake)
 
 
 @dataclass(frozen=True)
@@ -172,7 +156,7 @@ def _template(
 async def submit_array(request: SubmitRequest, intake: Intake, asked: str | None) -> ArrayAccepted:
     """The submit pipeline of ``api.submit`` for an array: one scan, one code blob (and project), one write."""
     settings = intake.settings
-    code, config, identity = await _read(request, intake)
+    code, config, identity = await read_submission(request, intake)
     text, spec, sets = _spec(config, asked, settings.queue.array_max_tasks)
     resume_from = project_intake.resume_source(read_views(intake.ledger), identity, config)
     array_id = array_id_from(str(ULID()))

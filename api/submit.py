@@ -129,7 +129,9 @@ def _review_pending(settings: Settings) -> bool:
     return llm_review_enabled(settings.scanner)
 
 
-async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
+async def read_submission(request: SubmitRequest, intake: Intake) -> tuple[bytes, JobConfig, Identity]:
+    """The code (empty for a project), the config and the caller, checked as every submit checks them
+    (a single job here, an array in ``api.arrays``)."""
     settings = intake.settings
     code, raw_config = _check_sizes(request, settings)
     # Bounded, but still up to tens of milliseconds for a hostile config: off the event loop.
@@ -141,9 +143,14 @@ async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
         cpu_slots=intake.cluster.has_cpu_slots(),
         largest_memory=intake.cluster.largest_node_memory(),
     )
+    return code, config, _identity(request, config, intake)
+
+
+async def submit(request: SubmitRequest, intake: Intake) -> Accepted:
+    settings = intake.settings
+    code, config, identity = await read_submission(request, intake)
     if config.array is not None or config.sweep is not None:
         raise BadRequest("Invalid config: array and sweep are submitted to POST /api/arrays (gpuledger submit does)")
-    identity = _identity(request, config, intake)
     resume_from = project_intake.resume_source(read_views(intake.ledger), identity, config)
     job_id = str(ULID())
     notify = await _notify_request(config, identity.user_id, job_id, intake)
