@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,10 +28,21 @@ DAEMONS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/
 START_TIMEOUT_S = 30.0
 
 
+SLURM_PORTS = range(20_000, 30_000)  # below Linux's ephemeral range (32768 and up)
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port outside the ephemeral range: the daemons bind it later (and again after a restart),
+    and a port the kernel hands out for connections, to the other test workers' clients and servers too,
+    could be taken in between ("Address already in use")."""
+    for port in random.sample(SLURM_PORTS, 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port for the Slurm daemons in 20000-29999")
 
 
 def _slurm_conf(root: Path, ctld_port: int, slurmd_port: int) -> str:
