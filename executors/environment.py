@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+import time
 from importlib import resources
 
 import msgspec
@@ -56,12 +57,18 @@ async def prepare(
     argv += ["--index-url", settings.index_url, "--find-links", settings.find_links]
     argv += ["--timeout", str(settings.setup_timeout_s), "--max-bytes", str(settings.cache_max_bytes)]
     argv += ["--jobs-dir", posixpath.dirname(workdir.rstrip("/")), "--uv", settings.uv]
+    begun = time.monotonic()
     code, out, err = await transport.run(shlex.join(argv), timeout=settings.setup_timeout_s + 60)
     if code != 0:  # the script itself failed (no room for the cache, say): retrying the job cannot help
-        raise EnvSetupFailed(f"the environment set-up failed: {RemoteCommandFailed('envsetup.py', code, err)}")
+        failure = RemoteCommandFailed("envsetup.py", code, err)
+        raise EnvSetupFailed(f"the environment set-up failed: {failure}", seconds=time.monotonic() - begun)
     report = msgspec.json.decode(out.strip().splitlines()[-1])
     if not report.get("ok"):
-        raise EnvSetupFailed("the declared environment could not be built (uv's output is in the job's log)")
+        raise EnvSetupFailed(
+            "the declared environment could not be built (uv's output is in the job's log)",
+            seconds=float(report.get("seconds") or time.monotonic() - begun),
+            digest=str(report.get("digest") or ""),
+        )
     return msgspec.convert(report, EnvReady, strict=False)
 
 

@@ -104,7 +104,12 @@ class JobFileUnreadable(ExecutorError):
 
 
 class EnvSetupFailed(ExecutorError):
-    """uv could not build the job's declared environment: the job ends ``failed``, ``env_setup_failed``."""
+    """uv could not build the job's declared environment: the job ends ``failed``, ``env_setup_failed``,
+    charged for the ``seconds`` the set-up took (``digest``: its cache key, where it got that far)."""
+
+    def __init__(self, message: str, *, seconds: float, digest: str = "") -> None:
+        self.seconds, self.digest = seconds, digest
+        super().__init__(message)
 
 
 class NotifyError(ExecutorError):

@@ -33,7 +33,7 @@ from executors.workspace import lay_out
 from ledger.domain.arrays import array_env
 from ledger.domain.artifact_quota import quota_left
 from ledger.domain.errors import DomainError, LedgerUnavailable
-from ledger.domain.events import Blob, JobArtifactsStored, JobEnvReady, JobFinished
+from ledger.domain.events import Blob, JobArtifactsStored, JobEnvFailed, JobEnvReady, JobFinished
 from ledger.domain.gpu import GpuSample
 from ledger.domain.jobs import JobState
 from ledger.store import commands
@@ -190,7 +190,7 @@ class NodeRunner:
             try:
                 ready = await self._retry(lambda: self._upload(job, workdir))
             except EnvSetupFailed as e:
-                await self._setup_failed(job, workdir, str(e))
+                await self._setup_failed(job, workdir, e)
                 return
             if ready is not None:
                 await self._env_ready(job, ready)
@@ -279,8 +279,8 @@ class NodeRunner:
         )
         await self._write(commands.env_ready(event, node=self.node))
 
-    async def _setup_failed(self, job: JobState, workdir: str, message: str) -> None:
-        """The set-up's output (the attempt's stderr so far) is the failed job's log."""
+    async def _setup_failed(self, job: JobState, workdir: str, failure: EnvSetupFailed) -> None:
+        """The set-up's output (the attempt's stderr so far) is the failed job's log; its time is charged."""
         fetched = await self._retry(
             lambda: self.transport.fetch(f"{workdir}/stderr", self.settings.runner.max_output_bytes)
         )
@@ -292,9 +292,10 @@ class NodeRunner:
             reason="env_setup_failed",
             attempt=job.attempt,
             stderr=stderr,
-            message=message,
+            message=str(failure),
         )
-        await self._finish(finished)
+        spent = JobEnvFailed(job_id=job.job_id, seconds=failure.seconds, digest=failure.digest, attempt=job.attempt)
+        await self._finish(finished, env_failed=spent)
         await self._remove_workdir(workdir)
 
     def resources(self, job: JobState) -> wp.Resources:
@@ -405,7 +406,9 @@ class NodeRunner:
             JobFinished(job_id=job.job_id, status=status, reason=reason, attempt=job.attempt, message=message)
         )
 
-    async def _finish(self, finished: JobFinished, kept: JobArtifactsStored | None = None) -> None:
+    async def _finish(
+        self, finished: JobFinished, kept: JobArtifactsStored | None = None, *, env_failed: JobEnvFailed | None = None
+    ) -> None:
         job = self.ledger.views.jobs[finished.job_id]
         gpu = await asyncio.to_thread(job_summary, self.gpu_series, job, int(time.time() * 1e6))
         await self._write(
@@ -417,6 +420,7 @@ class NodeRunner:
                 idle_charge_factor=self.settings.gpu.idle_charge_factor,
                 artifacts=kept,
                 artifact_quota=self.settings.runner.artifact_quota_bytes,
+                env_failed=env_failed,
             )
         )
 

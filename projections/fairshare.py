@@ -34,13 +34,14 @@ class Ranked(NamedTuple):
 
 
 def attempt_end(before: JobState | None, after: JobState) -> tuple[int, int] | None:
-    """(started_at, GPUs) of an attempt that had started and ends with this event, else None.
+    """(charged_from, GPUs) of an attempt that had begun (its set-up or its run) and ends with this event,
+    else None.
 
     An attempt ends when the job ends, or when it starts again (a retry) or forgets its start."""
-    if before is None or before.started_at is None:
+    if before is None or before.charged_from is None:
         return None
-    if (after.is_terminal and not before.is_terminal) or after.started_at != before.started_at:
-        return before.started_at, before.charged_gpus
+    if (after.is_terminal and not before.is_terminal) or after.charged_from != before.charged_from:
+        return before.charged_from, before.charged_gpus
     return None
 
 
@@ -71,8 +72,8 @@ def live_usage(account: UserShare | None, running: Iterable[JobState], now_us: i
     """A user's decayed usage now: ended attempts, plus what their running jobs have used so far."""
     total = usage_now(account, now_us, half_life_s) if account is not None else 0.0
     for job in running:
-        if job.started_at is not None:
-            total += run_usage(job.charged_gpus, job.started_at, now_us, half_life_s)
+        if job.charged_from is not None:
+            total += run_usage(job.charged_gpus, job.charged_from, now_us, half_life_s)
     return total
 
 

@@ -24,7 +24,7 @@ class Minute(msgspec.Struct, gc=False):
     completed: int = 0
     waited: int = 0  # jobs that started, whose waits are summed below
     wait_us: int = 0
-    gpu_us: int = 0  # GPUs x run time of the jobs that ran
+    gpu_us: int = 0  # GPUs x charged time (environment set-up and run) of the jobs that ended
     failed: int = 0  # for the success rate (ledger.domain.users.success_rate): cancelled jobs count in neither
 
 
@@ -50,14 +50,14 @@ def tally_finish(minutes: dict[int, Minute], hours: dict[int, Minute], job: JobS
         if len(minutes) > KEPT_MINUTES:
             _drop_minutes_before(minutes, hours, max(minutes) - DAY_MINUTES)
     first_started = job.first_started_at
-    gpu_us = 0
-    if first_started:  # the wait ends when the job first ran; every attempt's GPU time counts
-        gpu_us = sum(past.gpu_us(job.charged_gpus) for past in job.history)
-        if job.started_at:
-            gpu_us += job.charged_gpus * (completed_at - job.started_at)
+    # Every attempt's charged GPU time counts (a set-up too, even one that failed before any run).
+    gpu_us = sum(past.gpu_us(job.charged_gpus) for past in job.history)
+    if job.charged_from:
+        gpu_us += job.charged_gpus * (completed_at - job.charged_from)
     this = Minute(finished=1, completed=int(job.status == "completed"), failed=int(job.status == "failed"))
-    if first_started:
-        this.waited, this.wait_us, this.gpu_us = 1, job.waited_us(completed_at), gpu_us
+    this.gpu_us = gpu_us
+    if first_started:  # the wait ends when the job first ran
+        this.waited, this.wait_us = 1, job.waited_us(completed_at)
     minutes[minute] = summed((minutes[minute], this))
     hours[minute // 60] = summed((hours.get(minute // 60), this))
 

@@ -77,10 +77,10 @@ def submit_project(server: Server, tmp_path: Path, files: dict[str, str]) -> str
     return done.stdout.strip()
 
 
-def env_ready(server: Server, job_id: str) -> dict[str, Any]:
+def env_ready(server: Server, job_id: str, kind: str = "job.env_ready") -> dict[str, Any]:
     with server.client(server.admin_token) as client:
         events = client.get(f"/api/jobs/{job_id}/events").json()["events"]
-    found = [e["event"] for e in events if e["type"] == "job.env_ready"]
+    found = [e["event"] for e in events if e["type"] == kind]
     assert len(found) == 1, [e["type"] for e in events]
     return found[0]
 
@@ -113,6 +113,7 @@ def test_an_unmet_requirement_fails_the_job_with_uvs_error_in_its_log(server: Se
     assert out["reason"] == "env_setup_failed", out
     assert "nosuchpkg" in out["stderr"]
     assert "never" not in out["stdout"]
+    assert env_ready(server, job_id, "job.env_failed")["seconds"] > 0  # charged like a run
 
 
 def test_the_least_recently_used_environment_is_evicted_past_the_cache_limit(server: Server, tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ from ledger.domain.events import (
     AnyEvent,
     Blob,
     JobDispatched,
+    JobEnvFailed,
+    JobEnvReady,
     JobFinished,
     JobQueued,
     JobRetried,
@@ -163,3 +165,35 @@ def test_a_retried_attempt_ends_its_usage_in_the_fair_share_fold() -> None:
     expected = run_usage(1, DAY + H, DAY + 3 * H, views.half_life_s)  # two hours, decayed within the run
     assert (after_retry.usage_at, after_retry.usage_gpu_s) == (DAY + 3 * H, expected)
     assert 7100 < expected < 7200
+
+
+def test_an_environment_set_up_is_charged_with_the_run_it_prepared() -> None:
+    """A 1 h set-up (job.env_ready) before a 1 h run of 2 GPUs costs 4 GPU-hours and fair share from the set-up."""
+    ready = JobEnvReady(job_id="a", digest="d", hit=False, seconds=3600.0, attempt=1)
+    end = JobFinished(job_id="a", status="completed", reason="exit_zero", attempt=1)
+    views = fold([*submitted("a", DAY, gpus=2), (DAY, JobDispatched(job_id="a", node="n", attempt=1)),
+                  (DAY + H, ready), (DAY + H, JobStarted(job_id="a", node="n", attempt=1)),
+                  (DAY + 2 * H, end)])  # fmt: skip
+    assert used(views, DAY + 3 * H) == (1, 4.0)
+    account = views.shares["alice"]
+    assert account.usage_gpu_s == run_usage(2, DAY, DAY + 2 * H, views.half_life_s)
+    assert views.jobs["a"].charged_from == DAY
+
+
+def test_a_failed_set_up_is_charged_like_a_run_and_never_refunded() -> None:
+    """job.env_failed with the attempt's end: its 30 minutes of one GPU count, the submission is not given back."""
+    spent = JobEnvFailed(job_id="a", seconds=1800.0, attempt=1)
+    end = JobFinished(job_id="a", status="failed", reason="env_setup_failed", attempt=1)
+    views = fold([*submitted("a", DAY), (DAY, JobDispatched(job_id="a", node="n", attempt=1)),
+                  (DAY + H, spent), (DAY + H, end)])  # fmt: skip
+    assert used(views, DAY + 2 * H) == (1, 0.5)
+    assert views.shares["alice"].usage_gpu_s == run_usage(1, DAY + H // 2, DAY + H, views.half_life_s)
+
+
+def test_a_set_up_cannot_be_charged_from_before_its_dispatch() -> None:
+    """A set-up that reports more seconds than passed since the dispatch is charged from the dispatch."""
+    spent = JobEnvFailed(job_id="a", seconds=7200.0, attempt=1)
+    end = JobFinished(job_id="a", status="failed", reason="env_setup_failed", attempt=1)
+    views = fold([*submitted("a", DAY), (DAY + H, JobDispatched(job_id="a", node="n", attempt=1)),
+                  (DAY + 2 * H, spent), (DAY + 2 * H, end)])  # fmt: skip
+    assert used(views, DAY + 3 * H) == (1, 1.0)

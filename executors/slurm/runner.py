@@ -156,7 +156,7 @@ class SlurmRunner(NodeRunner):
                 await self._finish(_failed(job, "dispatch_failed", f"sbatch refused the job: {e}"))
                 return
             except EnvSetupFailed as e:  # on the login host's side of the shared filesystem
-                await self._setup_failed(job, workdir, str(e))
+                await self._setup_failed(job, workdir, e)
                 return
             if slurm_id is None:
                 return

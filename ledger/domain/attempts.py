@@ -21,6 +21,7 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults
     reason: str
     ended_at: int
     started_at: int | None = None
+    setup_from: int | None = None  # when its declared environment's set-up began (charged from there)
     exit_code: int | None = None
     signal: int | None = None
     message: str | None = None
@@ -28,8 +29,9 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults
     stderr: Blob | None = None
 
     def gpu_us(self, gpus: int) -> int:
-        """GPUs x run time of the attempt (0 if it never started)."""
-        return gpus * (self.ended_at - self.started_at) if self.started_at is not None else 0
+        """GPUs x charged time of the attempt: from its set-up or its start (0 if it had neither)."""
+        begun = self.setup_from if self.setup_from is not None else self.started_at
+        return gpus * (self.ended_at - begun) if begun is not None else 0
 
 
 def attempt_key(job_id: str, attempt: int) -> str:

@@ -239,6 +239,15 @@ class JobEnvReady(JobEvent, frozen=True, tag="job.env_ready"):
     attempt: int = 0
 
 
+class JobEnvFailed(JobEvent, frozen=True, tag="job.env_failed"):
+    """The attempt's declared environment could not be made ready; written with the attempt's end, so the
+    set-up's ``seconds`` are charged like a run (fair share, GPU-hour quota)."""
+
+    seconds: float
+    digest: str = ""  # the cache key, where the set-up got as far as computing it
+    attempt: int = 0
+
+
 class JobArtifactsPruned(JobEvent, frozen=True, tag="job.artifacts_pruned"):
     """Retention (ARTIFACT_RETENTION) removed the job's artifact blobs; the manifest stays in the ledger."""
 

@@ -22,6 +22,7 @@ from ledger.domain.events import (
     JobCancelRequested,
     JobDependenciesMet,
     JobDispatched,
+    JobEnvFailed,
     JobEnvReady,
     JobEvent,
     JobFinished,
@@ -122,6 +123,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     after: After | None = None  # its dependencies (ledger.domain.dependencies)
     dependencies_met: bool = False  # job.dependencies_met: it no longer waits
     env_ready: JobEnvReady | None = None  # the last attempt's declared environment, once ready
+    setup_from: int | None = None  # when the current attempt's environment set-up began (job.env_ready/_failed)
 
     @property
     def is_terminal(self) -> bool:
@@ -143,6 +145,12 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_default
     def charged_gpus(self) -> int:
         """The GPUs charged for the current attempt's run time (fair share, quotas, usage): those it held."""
         return self.gpus if self.gpus_held is None else self.gpus_held
+
+    @property
+    def charged_from(self) -> int | None:
+        """When the current attempt's charged time began: its environment's set-up, else its start (None:
+        neither yet). Set-up is charged like the run it prepares (fair share, GPU-hour quota, tallies)."""
+        return self.setup_from if self.setup_from is not None else self.started_at
 
     @property
     def is_active(self) -> bool:
@@ -254,6 +262,8 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
                 reason=event.reason,
                 ended_at=at,
                 started_at=state.started_at,
+                # A set-up is charged only with a run the idle policy took back, as the run itself is.
+                setup_from=state.setup_from if state.started_at is not None else None,
             )
             return _back_in_queue(state, past, at, position)
         case JobRetried():
@@ -277,13 +287,20 @@ def evolve_job(state: JobState | None, event: JobEvent, *, position: int, at: in
         case JobArtifactsPruned():
             return _replace(state, version=version, artifacts_pruned_at=at)
         case JobEnvReady():
-            return _replace(state, version=version, env_ready=event)
+            return _replace(state, version=version, env_ready=event, setup_from=_setup_from(state, event, at))
+        case JobEnvFailed():
+            return _replace(state, version=version, setup_from=_setup_from(state, event, at))
         case JobSubmitted():
             raise AssertionError(f"job {state.job_id} submitted twice")
     raise AssertionError(f"no job fold for {type(event).__name__}")
 
 
 _replace = msgspec.structs.replace
+
+
+def _setup_from(state: JobState, event: JobEnvReady | JobEnvFailed, at: int) -> int:
+    """The set-up began ``seconds`` before its report was written, and not before the job's dispatch."""
+    return max(state.dispatched_at or 0, at - round(event.seconds * 1_000_000))
 
 
 def _back_in_queue(state: JobState, past: Attempt, at: int, position: int) -> JobState:
@@ -301,6 +318,7 @@ def _back_in_queue(state: JobState, past: Attempt, at: int, position: int) -> Jo
         dispatched_at=None,
         dispatch_position=None,
         started_at=None,
+        setup_from=None,
         pgid=None,
         gpu_idle=None,
         queued_at=at,
@@ -317,6 +335,7 @@ def _retried(state: JobState, event: JobRetried, at: int, position: int) -> JobS
         reason=event.reason,
         ended_at=at,
         started_at=state.started_at,
+        setup_from=state.setup_from,
         exit_code=event.exit_code,
         signal=event.signal,
         message=event.message,

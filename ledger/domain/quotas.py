@@ -49,8 +49,9 @@ def charges_of(before: JobState | None, after: JobState, event: JobEvent, at: in
         case JobRetried() | JobFinished() | JobRequeued():  # requeued: only a run the idle policy took back
             assert before is not None
             charges = []
-            if before.started_at is not None and event.reason not in PLATFORM_REASONS:
-                charges.append(Charge(at=at, gpu_us=before.charged_gpus * (at - before.started_at)))
+            begun = before.charged_from  # the set-up of a declared environment is charged like the run
+            if begun is not None and event.reason not in PLATFORM_REASONS:
+                charges.append(Charge(at=at, gpu_us=before.charged_gpus * (at - begun)))
             if isinstance(event, JobFinished) and event.reason in PLATFORM_REASONS:
                 charges.append(Charge(at=at, submissions=-1, refund_day=after.created_at // DAY_US))
             return charges

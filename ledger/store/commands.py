@@ -21,6 +21,7 @@ from ledger.domain.events import (
     HalfLifeSet,
     JobArtifactsStored,
     JobDependenciesMet,
+    JobEnvFailed,
     JobEnvReady,
     JobFinished,
     JobQueued,
@@ -295,14 +296,18 @@ def finish_job(
     idle_charge_factor: float = 1.0,
     artifacts: JobArtifactsStored | None = None,
     artifact_quota: int = 0,
+    env_failed: JobEnvFailed | None = None,
 ) -> Write:
     """The terminal event, after the attempt's GPU summary (``gpu``) where it had telemetry and its
     artifacts, if any, in the same step; with LXC restarts, the node turns ``restarting`` in the same
     step, so no dispatch can slip in between a job's end and its node's restart. The artifacts are
-    trimmed to what the owner's quota (``artifact_quota``, 0: none) leaves at commit time."""
+    trimmed to what the owner's quota (``artifact_quota``, 0: none) leaves at commit time. A failed
+    environment set-up (``env_failed``) comes first, so the attempt's end charges its seconds."""
 
     def decide(views: LedgerState) -> list[AnyEvent]:
         events = list(_finish_events(views, finished, node, restart_container, gpu, idle_charge_factor))
+        if env_failed is not None and events:
+            events.insert(0, env_failed)
         if artifacts is None or not events:
             return events
         owner = views.users.get(job_of(views, finished.job_id).user_id)
