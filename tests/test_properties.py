@@ -24,6 +24,8 @@ from ledger.domain.events import (
     HalfLifeSet,
     JobArtifactsPruned,
     JobArtifactsStored,
+    JobEnvFailed,
+    JobEnvReady,
     JobFinished,
     JobScanned,
     JobSubmitted,
@@ -81,6 +83,8 @@ command = st.one_of(
     st.tuples(st.just("revoke"), st.sampled_from(TOKENS)),
     st.tuples(st.just("policy"), st.sampled_from(USERS), st.sampled_from([0.5, 1.0, 2.0])),
     st.tuples(st.just("half_life"), st.sampled_from([60.0, 3600.0, 604800.0])),
+    st.tuples(st.just("env_ready"), jobs, st.sampled_from([0.0, 2.5])),  # set-up seconds, charged with the run
+    st.tuples(st.just("env_failed"), jobs, st.sampled_from([0.5, 30.0])),
 )
 batches = st.lists(st.lists(command, min_size=1, max_size=4), min_size=1, max_size=12)
 # the artifact quota's fold too; apart, as pruning comes after a job's end and as-of reads of finished
@@ -148,6 +152,20 @@ def end_with_artifacts(views: Views, job_id: str, size: int) -> Sequence[AnyEven
     return commands.finish_job(ended, node=job.node or "", artifacts=kept, artifact_quota=1000).decide(views)
 
 
+def env_ready(views: Views, job_id: str, seconds: float) -> Sequence[AnyEvent]:
+    """The runner's report of a ready environment (refused unless the attempt is between dispatch and start)."""
+    ready = JobEnvReady(job_id=job_id, digest="d", hit=False, seconds=seconds, attempt=job_of(views, job_id).attempt)
+    return commands.env_ready(ready, node="n0").decide(views)
+
+
+def env_failed(views: Views, job_id: str, seconds: float) -> Sequence[AnyEvent]:
+    """The runner's end of an attempt whose set-up failed: job.env_failed with the attempt's end."""
+    job = job_of(views, job_id)
+    ended = JobFinished(job_id=job_id, status="failed", reason="env_setup_failed", attempt=job.attempt)
+    spent = JobEnvFailed(job_id=job_id, seconds=seconds, attempt=job.attempt)
+    return commands.finish_job(ended, node=job.node or "", env_failed=spent).decide(views)
+
+
 def prune_artifacts(views: Views, job_id: str) -> Sequence[AnyEvent]:
     """Retention's step for one job's artifacts (refused before it ended or once pruned)."""
     planned = plan_artifact_prune([job_of(views, job_id)], set(), reason="r", by="prop")
@@ -206,6 +224,8 @@ def to_write(cmd: tuple) -> Write:  # type: ignore[type-arg]
         "half_life": lambda v: [HalfLifeSet(half_life_s=target)],
         "end_with_artifacts": lambda v: end_with_artifacts(v, target, args[0]),
         "prune_artifacts": lambda v: prune_artifacts(v, target),
+        "env_ready": lambda v: env_ready(v, target, args[0]),
+        "env_failed": lambda v: env_failed(v, target, args[0]),
     }
     expected = {f"job-{target}": 0} if kind == "submit" else {}
     return Write(decide=deciders[kind], actor="prop", expected=expected)

@@ -278,13 +278,19 @@ def start_job(
 
 
 def env_ready(ready: JobEnvReady, *, node: str) -> Write:
-    """The attempt's declared environment is ready; nothing once the attempt is over (a late report)."""
+    """The attempt's declared environment is ready; nothing once the attempt is over or has started (a
+    late report): the set-up comes between the dispatch and the start."""
 
     def decide(views: LedgerState) -> list[AnyEvent]:
         job = job_of(views, ready.job_id)
-        return [] if job.is_terminal or job.attempt != ready.attempt else [ready]
+        return [ready] if _setting_up(job, ready.attempt) else []
 
     return Write(decide=decide, actor=f"executor:{node}")
+
+
+def _setting_up(job: JobState, attempt: int) -> bool:
+    """The attempt is between its dispatch and its start: where a declared environment is set up."""
+    return job.phase in ("dispatched", "cancelling") and job.started_at is None and job.attempt == attempt
 
 
 def finish_job(
@@ -306,7 +312,7 @@ def finish_job(
 
     def decide(views: LedgerState) -> list[AnyEvent]:
         events = list(_finish_events(views, finished, node, restart_container, gpu, idle_charge_factor))
-        if env_failed is not None and events:
+        if env_failed is not None and events and _setting_up(job_of(views, finished.job_id), env_failed.attempt):
             events.insert(0, env_failed)
         if artifacts is None or not events:
             return events
