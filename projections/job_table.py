@@ -10,7 +10,8 @@ thread's own (the writer thread, the event loop and worker threads each have one
 APSW connection is never used from two threads at once).
 
 A table may also stand for a past point (``Horizon``): rows then count only for jobs that had
-finished by the point, and the jobs in memory are the ones active then or touched since.
+finished by the point, each as it stood then, and the jobs in memory are the ones active then or
+touched since.
 """
 
 from __future__ import annotations
