@@ -10,7 +10,8 @@ thread's own (the writer thread, the event loop and worker threads each have one
 APSW connection is never used from two threads at once).
 
 A table may also stand for a past point (``Horizon``): rows then count only for jobs that had
-finished by the point, and the jobs in memory are the ones active then or touched since.
+finished by the point, each as it stood then, and the jobs in memory are the ones active then or
+touched since.
 """
 
 from __future__ import annotations
@@ -116,12 +117,30 @@ class JobRows:
         # Unary plus: the head is past nearly every row, a filter, never the index to search by.
         return (" AND +position <= ?", (self.head(),)) if self.head is not None else ("", ())
 
+    def _columns(self) -> tuple[str, tuple[object, ...]]:
+        # As of a past point, the job's stream version there too (a seek of the stream's unique index).
+        if self.horizon is None:
+            return "data, NULL", ()
+        then = "SELECT max(version) FROM events WHERE stream = 'job-' || proj_jobs.job_id AND events.position <= ?"
+        return f"data, ({then})", (self.horizon.position,)
+
+    def _state(self, data: bytes, version: int | None) -> JobState:
+        """The job a row holds, or, when the row is ahead of the horizon (an event after the job's end,
+        ``AFTER_END``, came later: its pruning, a notification's outcome), the job folded from its own
+        events up to the horizon, as a replay to there has it."""
+        job = _job(data)
+        if self.horizon is None or version is None or job.version == version:
+            return job
+        return fold_stream(self.conn(), job.job_id, self.horizon.position) or job
+
     def one(self, job_id: str) -> JobState | None:
         conn = self.conn()
         extra, values = self._clause()
-        row = conn.execute(f"SELECT data FROM proj_jobs WHERE job_id = ?{extra}", (job_id, *values)).fetchone()
+        columns, first = self._columns()
+        sql = f"SELECT {columns} FROM proj_jobs WHERE job_id = ?{extra}"
+        row = conn.execute(sql, (*first, job_id, *values)).fetchone()
         if row is not None:
-            return _job(row[0])
+            return self._state(row[0], row[1])
         if self.complete:
             return None
         if backfill_until(conn) is None:
@@ -136,12 +155,13 @@ class JobRows:
     def scan(self, where: str, values: Sequence[object], order: str, skip: Callable[[str], bool]) -> Iterator[JobState]:
         """Matching rows in ``order``, lazily (the caller stops when it has enough), less the ids ``skip`` names."""
         extra, more = self._clause()
+        columns, first = self._columns()
         cursor = self.conn().cursor()
         try:
-            sql = f"SELECT job_id, data FROM proj_jobs WHERE {where}{extra} ORDER BY {order}"
-            for job_id, data in cursor.execute(sql, (*values, *more)):
+            sql = f"SELECT job_id, {columns} FROM proj_jobs WHERE {where}{extra} ORDER BY {order}"
+            for job_id, data, version in cursor.execute(sql, (*first, *values, *more)):
                 if not skip(job_id):
-                    yield _job(data)
+                    yield self._state(data, version)
         finally:
             cursor.close()  # an abandoned statement would hold its read snapshot open
 

@@ -3,10 +3,11 @@
 A finished job never changes again, so a snapshot holds only what still moves: the active jobs, users'
 tallies, nodes, tokens and the last day's per-minute tallies. Everything else an as-of document needs
 (the newest jobs, those finished by then) is read from ``proj_jobs``, where a job finished by the snapshot is
-in its final state: a snapshot is written right after the commit that wrote the projection rows and
-checkpoint up to its position (``ViewTables.write_snapshot``), so the tables are never behind a
-snapshot. Each row carries the chain hash at its position, and ``audit verify`` checks both the hash
-and the state against the fold at that position.
+in its final state (or past the point by events after its end, which ``JobRows`` folds back): a
+snapshot is written right after the commit that wrote the projection rows and checkpoint up to its
+position (``ViewTables.write_snapshot``), so the tables are never behind a snapshot. Each row carries
+the chain hash at its position, and ``audit verify`` checks both the hash and the state against the
+fold at that position.
 """
 
 from __future__ import annotations

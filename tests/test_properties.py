@@ -87,8 +87,7 @@ command = st.one_of(
     st.tuples(st.just("env_failed"), jobs, st.sampled_from([0.5, 30.0])),
 )
 batches = st.lists(st.lists(command, min_size=1, max_size=4), min_size=1, max_size=12)
-# the artifact quota's fold too; apart, as pruning comes after a job's end and as-of reads of finished
-# jobs (tests/test_snapshots.py, which draws ``batches``) take their rows as they are now
+# the artifact quota's fold too (tests/test_snapshots.py draws these, and other events after a job's end)
 with_artifacts = st.one_of(
     command,
     st.tuples(st.just("end_with_artifacts"), jobs, st.integers(0, 800)),  # against a 1000-byte quota
