@@ -95,10 +95,14 @@ def cold_ratio(root: Path, house: Path, requirements: str, builds: int) -> None:
     samples: dict[str, list[float]] = {"envsetup": [], "uv": []}
     ours = [sys.executable, "-I", "-S", str(setup)]
     bare = [UV, "pip", "install", "--quiet", *index, "-r", str(job / "requirements.txt"), "--python"]
+    cache = root / "cache"
     for n in range(builds):
-        cache, venv = root / f"cache{n}", str(root / f"venv{n}")
-        if n:  # uv's package cache (per node, CACHE/.uv-cache) is warm after the node's first build
-            shutil.copytree(root / f"cache{n - 1}" / ".uv-cache", cache / ".uv-cache")
+        venv = str(root / f"venv{n}")
+        # Only uv's package cache (per node, CACHE/.build/.uv-cache) stays, warm as after the node's first
+        # build, at its own path (its entries link to each other by absolute paths).
+        for entry in cache.iterdir() if cache.exists() else []:
+            if entry.name != ".build":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         samples["envsetup"].append(timed([*ours, str(cache), str(job), str(root / "log"), "--find-links", str(house)]))
         samples["uv"].append(
             timed([UV, "venv", "--quiet", "--python", sys.executable, venv], [*bare, venv + "/bin/python"])

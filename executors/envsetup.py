@@ -4,10 +4,11 @@ A single stdlib-only file, like the wrapper, that must keep running on Python 3.
 ``python envsetup.py CACHE JOB_DIR LOG [--index-url U] [--find-links L] [--timeout S]``; it prints one
 JSON line: ``{"declared": false}`` or ``{"declared": true, "ok": ..., "digest", "hit", "seconds", "venv"}``.
 uv's output is appended to LOG (the attempt's stderr file, which the wrapper appends the job's to, so it
-is part of the job's log). The build holds ``CACHE/<digest>.lock`` and marks a finished environment
-with ``.ready`` last: a crashed build is never taken for a cache hit, and two jobs never build one key
-at once. The directory's ``.last_used`` time drives least-recently-used eviction (``evict``); each
-attempt that takes it leaves its name in ``.in_use/``, and counts as a user while its workdir exists.
+is part of the job's log). The build holds ``CACHE/<digest>.lock``, builds in ``CACHE/.build/<digest>``
+beside uv's cache (``stage``) and renames it to ``CACHE/<digest>`` once its ``.ready`` marker is written:
+a crashed build is never taken for a cache hit, and two jobs never build one key at once. The directory's
+``.last_used`` time drives least-recently-used eviction (``evict``); each attempt that takes it leaves its
+name in ``.in_use/``, and counts as a user while its workdir exists.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ PLAIN = re.compile(
 LAST_USED = ".last_used"
 IN_USE = ".in_use"  # attempts that took the environment, one empty file each (done once its workdir is gone)
 UV_CACHE = ".uv-cache"  # uv's package cache, per node, beside the environments: warm builds stay fast
+# uv's cache and the environments being built share one directory, bound as CACHE itself into each step's
+# sandbox: one mount, so uv hard-links files out of its cache (link(2) fails across two bind mounts).
+BUILDS = ".build"
 # As the wrapper binds them (executors/wrapper.py SYSTEM_DIRS); of /etc only what DNS and TLS read.
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_ALLOWED = (
@@ -112,11 +116,12 @@ def covered(target: str, dirs: tuple[str, ...] | list[str]) -> bool:
     return any(target == d or target.startswith(d.rstrip("/") + "/") for d in dirs)
 
 
-def sandboxed(command: list[str], args: argparse.Namespace, venv: str) -> list[str]:
+def sandboxed(command: list[str], args: argparse.Namespace) -> list[str]:
     """``command`` inside bwrap: the network, and of the host only the system, the node's Python, uv, the
-    project and wheelhouse read-only, and this environment and uv's cache read-write, at their own paths
-    (the venv is later bound into the job's sandbox where it was built). Never other cache entries,
-    other jobs or the server's files; HOME is a private tmpfs /tmp."""
+    project and wheelhouse read-only, and ``CACHE/.build`` read-write, bound at ``CACHE``: the sandbox sees
+    uv's cache and the environment being built at the paths the job later sees it at (``CACHE/<digest>``,
+    bound into the job's sandbox where it was built), never a ready cache entry, other jobs or the
+    server's files; HOME is a private tmpfs /tmp."""
     argv = [find_program("bwrap") or "bwrap", "--die-with-parent", "--new-session", "--unshare-all"]
     argv += ["--share-net", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
     for d in SYSTEM_DIRS:
@@ -132,18 +137,17 @@ def sandboxed(command: list[str], args: argparse.Namespace, venv: str) -> list[s
     for p in readonly:
         if not covered(p, SYSTEM_DIRS) and not covered(p, readonly[: readonly.index(p)]):
             argv += ["--ro-bind", p, p]
-    for p in (venv, os.path.join(args.cache, UV_CACHE)):
-        argv += ["--bind", p, p]
+    argv += ["--bind", os.path.join(args.cache, BUILDS), args.cache]
     return [*argv, "--chdir", "/tmp", "--", *command]  # noqa: S108
 
 
 def step_env(args: argparse.Namespace, venv: str) -> dict[str, str]:
     """Built from nothing but proxies and the locale: HOME in the sandbox's tmpfs, uv's cache per node.
-    uv copies: its cache and the venv are two mounts (no hard link across them), and a hard link would
-    share one file between environments."""
+    uv hard-links the installed files out of its cache (the job mounts the environment read-only, so no
+    job can change the file every environment built from that wheel shares)."""
     env = {k: os.environ[k] for k in PASSED if k in os.environ}
     env.update(PATH=DEFAULT_PATH, HOME="/tmp", TMPDIR="/tmp", UV_CACHE_DIR=os.path.join(args.cache, UV_CACHE))  # noqa: S108
-    env.update(UV_PROJECT_ENVIRONMENT=venv, UV_PYTHON_DOWNLOADS="never", UV_NO_CONFIG="1", UV_LINK_MODE="copy")
+    env.update(UV_PROJECT_ENVIRONMENT=venv, UV_PYTHON_DOWNLOADS="never", UV_NO_CONFIG="1", UV_LINK_MODE="hardlink")
     return env
 
 
@@ -159,25 +163,40 @@ def build_commands(args: argparse.Namespace, kind: str, venv: str) -> list[list[
 
 
 def build(args: argparse.Namespace, kind: str, venv: str, log: BinaryIO) -> bool:
-    """Build into ``venv`` (emptied first: a crashed build's leftovers); True once every step succeeded."""
-    shutil.rmtree(venv, ignore_errors=True)
-    os.makedirs(venv)  # bound read-write into each step's sandbox
-    os.makedirs(os.path.join(args.cache, UV_CACHE), exist_ok=True)
+    """Build ``venv`` in its staging directory (emptied first: a crashed build's leftovers), then move it
+    into place; True once every step succeeded."""
     refused = refused_line(os.path.join(args.job_dir, "requirements.txt")) if kind == "requirements" else None
     if refused is not None:
         log.write(f"set-up: refused: {refused}\n".encode())
         return False
+    staging = stage(args.cache, os.path.basename(venv))
     env = step_env(args, venv)
     deadline = time.monotonic() + args.timeout
     for command in build_commands(args, kind, venv):
         log.write(f"$ {' '.join(command)}\n".encode())
         log.flush()
-        code = run_step(sandboxed(command, args, venv), log, env, deadline - time.monotonic())
+        code = run_step(sandboxed(command, args), log, env, deadline - time.monotonic())
         if code != 0:
             log.write(f"set-up: {command[1]} {command[2]} failed ({code})\n".encode())
             return False
-    open(os.path.join(venv, READY), "wb").close()
+    open(os.path.join(staging, READY), "wb").close()
+    shutil.rmtree(venv, ignore_errors=True)  # a leftover of an older set-up's crashed build
+    os.rename(staging, venv)  # whole, .ready included, or not at all
     return True
+
+
+def stage(cache: str, digest: str) -> str:
+    """An empty ``CACHE/.build/<digest>`` (the steps see it as ``CACHE/<digest>``), beside uv's cache."""
+    builds = os.path.join(cache, BUILDS)
+    os.makedirs(builds, exist_ok=True)
+    if not os.path.exists(os.path.join(builds, UV_CACHE)):
+        with contextlib.suppress(OSError):  # keep the cache of the layout before BUILDS (same path in the steps)
+            os.rename(os.path.join(cache, UV_CACHE), os.path.join(builds, UV_CACHE))
+    os.makedirs(os.path.join(builds, UV_CACHE), exist_ok=True)
+    staging = os.path.join(builds, digest)
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    return staging
 
 
 def run_step(command: list[str], log: BinaryIO, env: dict[str, str], timeout_s: float) -> int:
@@ -228,13 +247,16 @@ def mark_used(venv: str, attempt: str) -> None:
     open(os.path.join(venv, IN_USE, attempt), "wb").close()
 
 
-def tree_bytes(top: str) -> int:
-    total = 0
+def tree_files(top: str) -> dict[tuple[int, int], int]:
+    """Size of each file under ``top`` by (device, inode): the files of an environment are hard links into
+    uv's cache, and one wheel's files are shared by every environment that installed it."""
+    found: dict[tuple[int, int], int] = {}
     for root, _dirs, files in os.walk(top):
         for name in files:
             with contextlib.suppress(OSError):  # removed meanwhile
-                total += os.lstat(os.path.join(root, name)).st_size
-    return total
+                stat = os.lstat(os.path.join(root, name))
+                found[(stat.st_dev, stat.st_ino)] = stat.st_size
+    return found
 
 
 def in_use(venv: str, jobs_dir: str) -> bool:
@@ -256,25 +278,37 @@ def cached(cache: str) -> list[tuple[float, str]]:
 
 def evict(cache: str, jobs_dir: str, max_bytes: int, keep: str) -> None:
     """Remove least-recently-used environments past ``max_bytes``: never ``keep``, never one in use, and
-    only under its lock (so a job taking it at this moment either gets it whole or builds it again)."""
+    only under its lock (so a job taking it at this moment either gets it whole or builds it again).
+    A file shared by several environments counts once, and removing one of them frees it only with the last
+    (uv's own cache is not counted: it holds each wheel once, however many environments link to it)."""
     found = cached(cache)
-    sizes = {venv: tree_bytes(venv) for _, venv in found}
-    total = sum(sizes.values())
+    files = {venv: tree_files(venv) for _, venv in found}
+    holders: dict[tuple[int, int], int] = {}
+    for inodes in files.values():
+        for inode in inodes:
+            holders[inode] = holders.get(inode, 0) + 1
+    total = sum({inode: size for inodes in files.values() for inode, size in inodes.items()}.values())
     for _, venv in found:
         if total <= max_bytes:
             return
-        if os.path.basename(venv) == keep:
-            continue
-        with open(venv + ".lock", "ab") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # being built or taken right now: in use
-            if in_use(venv, jobs_dir):
-                continue
-            os.remove(os.path.join(venv, READY))  # first: never a hit on a half-removed environment
-            shutil.rmtree(venv, ignore_errors=True)
-            total -= sizes[venv]
+        if os.path.basename(venv) != keep and removed(venv, jobs_dir):
+            for inode, size in files[venv].items():
+                holders[inode] -= 1
+                total -= size if holders[inode] == 0 else 0
+
+
+def removed(venv: str, jobs_dir: str) -> bool:
+    """Remove an idle environment under its lock; False if it is being built, taken or used right now."""
+    with open(venv + ".lock", "ab") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        if in_use(venv, jobs_dir):
+            return False
+        os.remove(os.path.join(venv, READY))  # first: never a hit on a half-removed environment
+        shutil.rmtree(venv, ignore_errors=True)
+        return True
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
