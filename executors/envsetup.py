@@ -14,19 +14,17 @@ name in ``.in_use/``, and counts as a user while its workdir exists.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import hashlib
 import json
 import os
-import platform
 import re
-import shutil
-import subprocess
 import sys
-import threading
 import time
-from typing import BinaryIO
+from io import BufferedWriter
+
+# contextlib, shutil, subprocess and threading are imported where a build or an eviction uses them: a
+# cache hit is mostly this script's start-up (a third of it imports), and it needs none of them.
 
 READY = ".ready"
 # Each uv step runs in its own bwrap sandbox (``sandboxed``) that may reach the index. Defence in depth
@@ -80,12 +78,15 @@ def cache_key(job_dir: str, kind: str, files: list[str]) -> str:
     for name in files:
         with open(os.path.join(job_dir, name), "rb") as handle:
             digest.update(name.encode() + b"\0" + handle.read() + b"\0")
-    digest.update(f"{platform.python_version()}|{sys.platform}|{platform.machine()}".encode())
+    # platform.python_version() and platform.machine(), without importing platform
+    digest.update(f"{sys.version.split()[0]}|{sys.platform}|{os.uname().machine}".encode())
     return digest.hexdigest()
 
 
 def find_uv(configured: str) -> str:
     """ENV_UV, else uv beside the node's Python (the server's venv has it), else on PATH."""
+    import shutil
+
     if configured:
         return configured
     beside = os.path.join(os.path.dirname(sys.executable), "uv")
@@ -162,9 +163,11 @@ def build_commands(args: argparse.Namespace, kind: str, venv: str) -> list[list[
     return [make, sync]
 
 
-def build(args: argparse.Namespace, kind: str, venv: str, log: BinaryIO) -> bool:
+def build(args: argparse.Namespace, kind: str, venv: str, log: BufferedWriter) -> bool:
     """Build ``venv`` in its staging directory (emptied first: a crashed build's leftovers), then move it
     into place; True once every step succeeded."""
+    import shutil
+
     refused = refused_line(os.path.join(args.job_dir, "requirements.txt")) if kind == "requirements" else None
     if refused is not None:
         log.write(f"set-up: refused: {refused}\n".encode())
@@ -187,6 +190,9 @@ def build(args: argparse.Namespace, kind: str, venv: str, log: BinaryIO) -> bool
 
 def stage(cache: str, digest: str) -> str:
     """An empty ``CACHE/.build/<digest>`` (the steps see it as ``CACHE/<digest>``), beside uv's cache."""
+    import contextlib
+    import shutil
+
     builds = os.path.join(cache, BUILDS)
     os.makedirs(builds, exist_ok=True)
     if not os.path.exists(os.path.join(builds, UV_CACHE)):
@@ -199,9 +205,12 @@ def stage(cache: str, digest: str) -> str:
     return staging
 
 
-def run_step(command: list[str], log: BinaryIO, env: dict[str, str], timeout_s: float) -> int:
+def run_step(command: list[str], log: BufferedWriter, env: dict[str, str], timeout_s: float) -> int:
     """The step's exit status (-9: killed at the deadline). A timer kills it: Popen.wait(timeout) polls
     (up to 50 ms a step), which is most of a warm build's cost."""
+    import subprocess
+    import threading
+
     try:
         proc = subprocess.Popen(command, stdout=log, stderr=log, env=env)
     except OSError as e:
@@ -253,9 +262,11 @@ def tree_files(top: str) -> dict[tuple[int, int], int]:
     found: dict[tuple[int, int], int] = {}
     for root, _dirs, files in os.walk(top):
         for name in files:
-            with contextlib.suppress(OSError):  # removed meanwhile
+            try:
                 stat = os.lstat(os.path.join(root, name))
-                found[(stat.st_dev, stat.st_ino)] = stat.st_size
+            except OSError:  # removed meanwhile
+                continue
+            found[(stat.st_dev, stat.st_ino)] = stat.st_size
     return found
 
 
@@ -299,6 +310,8 @@ def evict(cache: str, jobs_dir: str, max_bytes: int, keep: str) -> None:
 
 def removed(venv: str, jobs_dir: str) -> bool:
     """Remove an idle environment under its lock; False if it is being built, taken or used right now."""
+    import shutil
+
     with open(venv + ".lock", "ab") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
