@@ -13,18 +13,17 @@ name in ``.in_use/``, and counts as a user while its workdir exists.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
-import json
 import os
-import re
 import sys
 import time
 from io import BufferedWriter
 
-# contextlib, shutil, subprocess and threading are imported where a build or an eviction uses them: a
-# cache hit is mostly this script's start-up (a third of it imports), and it needs none of them.
+# contextlib, re, shutil, subprocess and threading are imported where a build or an eviction uses them: a
+# cache hit is mostly this script's start-up, and it needs none of them. For the same reason the command
+# line and the JSON line are done by hand (``parse``, ``json_line``): argparse and json import re (with
+# enum), gettext and shutil, which took 17 ms of a 41 ms cache hit.
 
 READY = ".ready"
 # Each uv step runs in its own bwrap sandbox (``sandboxed``) that may reach the index. Defence in depth
@@ -32,9 +31,7 @@ READY = ".ready"
 # requirements file may name packages only: no options (``-r /etc/passwd``, ``--index-url``), paths, URLs
 # or direct references.
 NO_BUILD = ["--no-build"]
-PLAIN = re.compile(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]*\])?\s*([<>=!~]=?\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*(;[^@/\\]*)?$"
-)
+PLAIN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._, -]*\])?\s*([<>=!~]=?\s*[A-Za-z0-9.*+!_-]+\s*,?\s*)*(;[^@/\\]*)?$"
 LAST_USED = ".last_used"
 IN_USE = ".in_use"  # attempts that took the environment, one empty file each (done once its workdir is gone)
 UV_CACHE = ".uv-cache"  # uv's package cache, per node, beside the environments: warm builds stay fast
@@ -64,10 +61,12 @@ def declaration(job_dir: str) -> tuple[str, list[str]] | None:
 def refused_line(path: str) -> str | None:
     """Why the requirements file may not be installed outside the sandbox (the first line that is not a
     plain ``name[extras] specifiers ; marker``), or None."""
+    import re
+
     with open(path, encoding="utf-8", errors="replace") as handle:
         for number, raw in enumerate(handle, 1):
             line = raw.split(" #", 1)[0].strip()
-            if line and not line.startswith("#") and not PLAIN.match(line):
+            if line and not line.startswith("#") and not re.match(PLAIN, line):
                 return f"requirements.txt line {number}: only package names and versions are allowed ({line[:80]!r})"
     return None
 
@@ -95,7 +94,7 @@ def find_uv(configured: str) -> str:
     return shutil.which("uv") or "uv"
 
 
-def index_args(args: argparse.Namespace) -> list[str]:
+def index_args(args: Args) -> list[str]:
     """ENV_INDEX_URL and ENV_FIND_LINKS; a wheelhouse without an index is an offline set-up."""
     out = ["--index-url", args.index_url] if args.index_url else []
     if args.find_links:
@@ -117,7 +116,7 @@ def covered(target: str, dirs: tuple[str, ...] | list[str]) -> bool:
     return any(target == d or target.startswith(d.rstrip("/") + "/") for d in dirs)
 
 
-def sandboxed(command: list[str], args: argparse.Namespace) -> list[str]:
+def sandboxed(command: list[str], args: Args) -> list[str]:
     """``command`` inside bwrap: the network, and of the host only the system, the node's Python, uv, the
     project and wheelhouse read-only, and ``CACHE/.build`` read-write, bound at ``CACHE``: the sandbox sees
     uv's cache and the environment being built at the paths the job later sees it at (``CACHE/<digest>``,
@@ -142,7 +141,7 @@ def sandboxed(command: list[str], args: argparse.Namespace) -> list[str]:
     return [*argv, "--chdir", "/tmp", "--", *command]  # noqa: S108
 
 
-def step_env(args: argparse.Namespace, venv: str) -> dict[str, str]:
+def step_env(args: Args, venv: str) -> dict[str, str]:
     """Built from nothing but proxies and the locale: HOME in the sandbox's tmpfs, uv's cache per node.
     uv hard-links the installed files out of its cache (the job mounts the environment read-only, so no
     job can change the file every environment built from that wheel shares)."""
@@ -152,7 +151,7 @@ def step_env(args: argparse.Namespace, venv: str) -> dict[str, str]:
     return env
 
 
-def build_commands(args: argparse.Namespace, kind: str, venv: str) -> list[list[str]]:
+def build_commands(args: Args, kind: str, venv: str) -> list[list[str]]:
     uv = os.path.realpath(find_uv(args.uv))
     make = [uv, "venv", "--quiet", "--python", os.path.realpath(sys.executable), venv]
     if kind == "requirements":
@@ -163,7 +162,7 @@ def build_commands(args: argparse.Namespace, kind: str, venv: str) -> list[list[
     return [make, sync]
 
 
-def build(args: argparse.Namespace, kind: str, venv: str, log: BufferedWriter) -> bool:
+def build(args: Args, kind: str, venv: str, log: BufferedWriter) -> bool:
     """Build ``venv`` in its staging directory (emptied first: a crashed build's leftovers), then move it
     into place; True once every step succeeded."""
     import shutil
@@ -224,7 +223,7 @@ def run_step(command: list[str], log: BufferedWriter, env: dict[str, str], timeo
         timer.cancel()
 
 
-def prepare(args: argparse.Namespace) -> dict[str, object]:
+def prepare(args: Args) -> dict[str, object]:
     found = declaration(args.job_dir)
     if found is None:
         return {"declared": False}
@@ -324,25 +323,76 @@ def removed(venv: str, jobs_dir: str) -> bool:
         return True
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="envsetup")
-    parser.add_argument("cache")
-    parser.add_argument("job_dir")
-    parser.add_argument("log")
-    parser.add_argument("--attempt", default="job")
-    parser.add_argument("--index-url", default="")
-    parser.add_argument("--find-links", default="")
-    parser.add_argument("--timeout", type=float, default=1800.0)
-    parser.add_argument("--uv", default="")  # ENV_UV
-    parser.add_argument("--max-bytes", type=int, default=0)  # ENV_CACHE_MAX_BYTES (0: no eviction)
-    parser.add_argument("--jobs-dir", default="")  # the attempts' workdirs: one there is still in use
-    return parser.parse_args(argv)
+class Args:
+    """The command line: ``CACHE JOB_DIR LOG`` and the options below, each ``--name value``."""
+
+    attempt = "job"
+    index_url = ""
+    find_links = ""
+    timeout = 1800.0
+    uv = ""  # ENV_UV
+    max_bytes = 0  # ENV_CACHE_MAX_BYTES (0: no eviction)
+    jobs_dir = ""  # the attempts' workdirs: one there is still in use
+
+    def __init__(self, cache: str, job_dir: str, log: str) -> None:
+        self.cache, self.job_dir, self.log = cache, job_dir, log
+
+
+def parse(argv: list[str]) -> Args:
+    """The line ``environment.prepare`` writes; anything else exits 2 naming the problem, as argparse would."""
+    if len(argv) < 3 or len(argv) % 2 == 0:
+        raise SystemExit("usage: envsetup CACHE JOB_DIR LOG [--name value ...]")
+    args = Args(argv[0], argv[1], argv[2])
+    for at in range(3, len(argv), 2):
+        flag, value = argv[at], argv[at + 1]
+        name = flag[2:].replace("-", "_")
+        default = getattr(Args, name, None) if flag.startswith("--") else None
+        if not isinstance(default, (str, int, float)):
+            raise SystemExit(f"envsetup: unknown option {flag!r}")
+        try:
+            setattr(args, name, type(default)(value))
+        except ValueError:
+            raise SystemExit(f"envsetup: {flag} {value!r} is not a number") from None
+    return args
+
+
+def json_line(report: dict[str, object]) -> str:
+    """``json.dumps(report)`` of this flat report (strings, booleans, numbers), ASCII-only like json's."""
+    items = []
+    for key, value in report.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        else:
+            text = json_string(str(value))
+        items.append(f"{json_string(key)}: {text}")
+    return "{" + ", ".join(items) + "}"
+
+
+SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def json_string(text: str) -> str:
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in SHORT_ESCAPES:
+            out.append(SHORT_ESCAPES[char])
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif code > 0xFFFF:  # a surrogate pair, as JSON spells a character beyond the BMP
+            high, low = divmod(code - 0x10000, 0x400)
+            out.append(f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    return '"' + "".join(out) + '"'
 
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
     os.umask(0o022)  # the job runs as its slot's uid: it reads the environment, never writes it
-    print(json.dumps(prepare(args)))
+    print(json_line(prepare(args)))
     return 0
 
 

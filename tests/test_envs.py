@@ -161,6 +161,20 @@ def test_two_builds_at_once_hard_link_one_wheel_out_of_uvs_cache_at_their_final_
     assert os.listdir(cache / envsetup.BUILDS) == [envsetup.UV_CACHE]  # no staging directory left behind
 
 
+def test_the_setup_scripts_command_line_and_json_line_match_argparse_and_json() -> None:
+    """envsetup parses environment.prepare's line and prints json.dumps's line (by hand, for a fast start-up)."""
+    from executors import envsetup
+
+    args = envsetup.parse(["c", "j", "l", "--timeout", "5", "--max-bytes", "7", "--index-url", "", "--uv", "/u"])
+    assert (args.cache, args.job_dir, args.log, args.timeout, args.max_bytes, args.uv) == ("c", "j", "l", 5.0, 7, "/u")
+    assert (args.attempt, args.index_url, args.jobs_dir) == ("job", "", "")
+    for wrong in (["--nope", "1"], ["--timeout", "x"], ["--uv"]):
+        with pytest.raises(SystemExit):
+            envsetup.parse(["c", "j", "l", *wrong])
+    report = {"ok": True, "hit": False, "seconds": 0.25, "venv": '/x/"q\\ \n\x00\x7f é 𝄞 \udcff', "base": ""}
+    assert envsetup.json_line(report) == json.dumps(report)
+
+
 def fake_environment(cache: Path, name: str, used: float, files: dict[str, Path | int]) -> None:
     """A ready cache entry last used at ``used``: each file a new one of that many bytes, or a hard link."""
     (cache / name).mkdir(parents=True)
