@@ -20,7 +20,7 @@ import sys
 import time
 from io import BufferedWriter
 
-# contextlib, re, shutil, subprocess and threading are imported where a build or an eviction uses them: a
+# contextlib, re, shutil, subprocess and threading are imported where a build or an eviction needs them: a
 # cache hit is mostly this script's start-up, and it needs none of them. For the same reason the command
 # line and the JSON line are done by hand (``parse``, ``json_line``): argparse and json import re (with
 # enum), gettext and shutil, which took 17 ms of a 41 ms cache hit.
@@ -84,13 +84,13 @@ def cache_key(job_dir: str, kind: str, files: list[str]) -> str:
 
 def find_uv(configured: str) -> str:
     """ENV_UV, else uv beside the node's Python (the server's venv has it), else on PATH."""
-    import shutil
-
     if configured:
         return configured
     beside = os.path.join(os.path.dirname(sys.executable), "uv")
     if os.access(beside, os.X_OK):
         return beside
+    import shutil
+
     return shutil.which("uv") or "uv"
 
 
@@ -165,8 +165,6 @@ def build_commands(args: Args, kind: str, venv: str) -> list[list[str]]:
 def build(args: Args, kind: str, venv: str, log: BufferedWriter) -> bool:
     """Build ``venv`` in its staging directory (emptied first: a crashed build's leftovers), then move it
     into place; True once every step succeeded."""
-    import shutil
-
     refused = refused_line(os.path.join(args.job_dir, "requirements.txt")) if kind == "requirements" else None
     if refused is not None:
         log.write(f"set-up: refused: {refused}\n".encode())
@@ -182,26 +180,34 @@ def build(args: Args, kind: str, venv: str, log: BufferedWriter) -> bool:
             log.write(f"set-up: {command[1]} {command[2]} failed ({code})\n".encode())
             return False
     open(os.path.join(staging, READY), "wb").close()
-    shutil.rmtree(venv, ignore_errors=True)  # a leftover of an older set-up's crashed build
+    remove(venv)  # a leftover of an older set-up's crashed build
     os.rename(staging, venv)  # whole, .ready included, or not at all
     return True
 
 
 def stage(cache: str, digest: str) -> str:
     """An empty ``CACHE/.build/<digest>`` (the steps see it as ``CACHE/<digest>``), beside uv's cache."""
-    import contextlib
-    import shutil
-
     builds = os.path.join(cache, BUILDS)
     os.makedirs(builds, exist_ok=True)
-    if not os.path.exists(os.path.join(builds, UV_CACHE)):
-        with contextlib.suppress(OSError):  # keep the cache of the layout before BUILDS (same path in the steps)
-            os.rename(os.path.join(cache, UV_CACHE), os.path.join(builds, UV_CACHE))
+    earlier = os.path.join(cache, UV_CACHE)  # the layout before BUILDS: the same path in the steps, kept
+    if os.path.isdir(earlier) and not os.path.exists(os.path.join(builds, UV_CACHE)):
+        import contextlib
+
+        with contextlib.suppress(OSError):  # another build moved it first
+            os.rename(earlier, os.path.join(builds, UV_CACHE))
     os.makedirs(os.path.join(builds, UV_CACHE), exist_ok=True)
     staging = os.path.join(builds, digest)
-    shutil.rmtree(staging, ignore_errors=True)
+    remove(staging)
     os.makedirs(staging)
     return staging
+
+
+def remove(path: str) -> None:
+    """The directory and everything in it, if there (shutil only then: a crash's leftovers are rare)."""
+    if os.path.lexists(path):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def run_step(command: list[str], log: BufferedWriter, env: dict[str, str], timeout_s: float) -> int:
@@ -309,8 +315,6 @@ def evict(cache: str, jobs_dir: str, max_bytes: int, keep: str) -> None:
 
 def removed(venv: str, jobs_dir: str) -> bool:
     """Remove an idle environment under its lock; False if it is being built, taken or used right now."""
-    import shutil
-
     with open(venv + ".lock", "ab") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -319,7 +323,7 @@ def removed(venv: str, jobs_dir: str) -> bool:
         if in_use(venv, jobs_dir):
             return False
         os.remove(os.path.join(venv, READY))  # first: never a hit on a half-removed environment
-        shutil.rmtree(venv, ignore_errors=True)
+        remove(venv)
         return True
 
 

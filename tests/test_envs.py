@@ -175,6 +175,18 @@ def test_the_setup_scripts_command_line_and_json_line_match_argparse_and_json() 
     assert envsetup.json_line(report) == json.dumps(report)
 
 
+def test_a_build_keeps_uvs_cache_of_the_layout_before_build_dirs(tmp_path: Path) -> None:
+    """A node's ``envs/.uv-cache`` (from before environments were staged in ``envs/.build``) moves there whole."""
+    from executors import envsetup
+
+    (tmp_path / envsetup.UV_CACHE).mkdir()
+    (tmp_path / envsetup.UV_CACHE / "entry").write_text("kept")
+    staging = envsetup.stage(str(tmp_path), "key")
+    assert (tmp_path / envsetup.BUILDS / envsetup.UV_CACHE / "entry").read_text() == "kept"
+    assert staging == str(tmp_path / envsetup.BUILDS / "key")
+    assert os.listdir(staging) == []
+
+
 def fake_environment(cache: Path, name: str, used: float, files: dict[str, Path | int]) -> None:
     """A ready cache entry last used at ``used``: each file a new one of that many bytes, or a hard link."""
     (cache / name).mkdir(parents=True)
