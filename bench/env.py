@@ -5,23 +5,29 @@
    one real server on the local runner (submit to completed, by the ``/api/submit?wait=true`` answer).
    Goal: ratio of the medians at most 1.2.
 2. Cold build: ``envsetup.py`` on an empty environment cache, against a bare ``uv venv`` + ``uv pip
-   install -r`` of the same requirements into a fresh directory, interleaved (uv's own package cache is
-   shared and warm for both, as it is on a node after its first job). Goal: ratio at most 1.2.
+   install -r`` of the same requirements into a fresh directory, interleaved (each has its own uv package
+   cache, warm after the first build as a node's is after its first job). Goal: ratio at most 1.2.
+3. The same cold build of a large environment (5 wheels of 400 modules, 100 MB), where what uv does
+   with the files it takes from its cache (hard links or copies) shows. Goal: ratio at most 1.2.
 
-Both install from a wheelhouse of hand-written wheels (offline). Prints one line per figure.
+All install from wheelhouses of hand-written wheels (offline). Prints one line per figure.
 
-    python bench/env.py [--jobs 10] [--builds 10]
+    python bench/env.py [--jobs 10] [--builds 10] [--large-builds 6]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,6 +40,7 @@ from gpuledger.project import pack_project  # noqa: E402
 
 TARGET = 1.2
 PACKAGES = 5  # wheels in the requirements: a small but not trivial environment
+LARGE_MODULES, LARGE_MODULE_BYTES = 400, 50_000  # per wheel of the large environment: 20 MB
 UV = str(Path(sys.executable).parent / "uv")
 
 
@@ -43,6 +50,28 @@ def wheelhouse(root: Path) -> tuple[Path, str]:
     for n in range(PACKAGES):
         build_wheel(house, f"benchdep{n}", "1.0", f"VALUE = {n}\n")
     return house, "".join(f"benchdep{n}==1.0\n" for n in range(PACKAGES))
+
+
+def large_wheelhouse(root: Path) -> tuple[Path, str]:
+    """PACKAGES wheels of LARGE_MODULES modules each, written by hand like build_wheel's."""
+    house = root / "large-wheels"
+    house.mkdir()
+    for n in range(PACKAGES):
+        name = f"largedep{n}"
+        info = f"{name}-1.0.dist-info"
+        files = {f"{name}/m{i}.py": f"# {i}\n".encode().ljust(LARGE_MODULE_BYTES, b"#") for i in range(LARGE_MODULES)}
+        files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode()
+        files[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        record = "".join(f"{path},sha256={sha256(data)},{len(data)}\n" for path, data in files.items())
+        files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+        with zipfile.ZipFile(house / f"{name}-1.0-py3-none-any.whl", "w", zipfile.ZIP_DEFLATED) as archive:
+            for path, data in files.items():
+                archive.writestr(path, data)
+    return house, "".join(f"largedep{n}==1.0\n" for n in range(PACKAGES))
+
+
+def sha256(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
 def project(root: Path, requirements: str | None) -> bytes:
@@ -86,7 +115,8 @@ def warm_ratio(root: Path, house: Path, requirements: str, jobs: int) -> None:
     report("warm-cache job", samples["declared"], samples["none"])
 
 
-def cold_ratio(root: Path, house: Path, requirements: str, builds: int) -> None:
+def cold_ratio(root: Path, house: Path, requirements: str, builds: int, what: str) -> None:
+    root.mkdir()
     job = root / "job"
     job.mkdir()
     (job / "requirements.txt").write_text(requirements)
@@ -95,21 +125,26 @@ def cold_ratio(root: Path, house: Path, requirements: str, builds: int) -> None:
     samples: dict[str, list[float]] = {"envsetup": [], "uv": []}
     ours = [sys.executable, "-I", "-S", str(setup)]
     bare = [UV, "pip", "install", "--quiet", *index, "-r", str(job / "requirements.txt"), "--python"]
+    bare_env = {**os.environ, "UV_CACHE_DIR": str(root / "uv-cache")}  # not the machine's ~/.cache/uv
+    cache = root / "cache"
     for n in range(builds):
-        cache, venv = root / f"cache{n}", str(root / f"venv{n}")
-        if n:  # uv's package cache (per node, CACHE/.uv-cache) is warm after the node's first build
-            shutil.copytree(root / f"cache{n - 1}" / ".uv-cache", cache / ".uv-cache")
+        venv = str(root / f"venv{n}")
+        # Only uv's package cache (per node, CACHE/.build/.uv-cache) stays, warm as after the node's first
+        # build, at its own path (its entries link to each other by absolute paths).
+        for entry in cache.iterdir() if cache.exists() else []:
+            if entry.name != ".build":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         samples["envsetup"].append(timed([*ours, str(cache), str(job), str(root / "log"), "--find-links", str(house)]))
-        samples["uv"].append(
-            timed([UV, "venv", "--quiet", "--python", sys.executable, venv], [*bare, venv + "/bin/python"])
-        )
-    report("cold set-up", samples["envsetup"], samples["uv"])
+        make = [UV, "venv", "--quiet", "--python", sys.executable, venv]
+        samples["uv"].append(timed(make, [*bare, venv + "/bin/python"], env=bare_env))
+        shutil.rmtree(venv)
+    report(what, samples["envsetup"], samples["uv"])
 
 
-def timed(*commands: list[str]) -> float:
+def timed(*commands: list[str], env: dict[str, str] | None = None) -> float:
     begun = time.perf_counter()
     for command in commands:
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - begun
 
 
@@ -123,11 +158,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=10)
     parser.add_argument("--builds", type=int, default=10)
+    parser.add_argument("--large-builds", type=int, default=6)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-env-"))
     try:
         house, requirements = wheelhouse(root)
-        cold_ratio(root, house, requirements, args.builds)
+        cold_ratio(root / "cold", house, requirements, args.builds, "cold set-up")
+        large_house, large = large_wheelhouse(root)
+        cold_ratio(root / "large", large_house, large, args.large_builds, "cold set-up, 100 MB")
         warm_ratio(root, house, requirements, args.jobs)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -92,11 +93,14 @@ def ended(server: Server, job_id: str, statuses: set[str]) -> dict[str, Any]:
 
 
 def test_a_declared_requirement_is_built_once_then_taken_from_the_cache(server: Server, tmp_path: Path) -> None:
-    """The job imports the wheelhouse's package: the first set-up is a miss, the same project's next a hit."""
-    files = {"main.py": "import sys, tinydep\nprint(tinydep.VALUE, sys.prefix)\n", "requirements.txt": "tinydep==1.0\n"}
+    """The job imports the wheelhouse's package: the first set-up is a miss, the same project's next a hit;
+    the job cannot write to the environment (its files are hard links into uv's cache)."""
+    main = "import sys, tinydep\ntry:\n    open(tinydep.__file__, 'a')\nexcept OSError:\n    print('read-only')\n"
+    files = {"main.py": main + "print(tinydep.VALUE, sys.prefix)\n", "requirements.txt": "tinydep==1.0\n"}
     first = submit_project(server, tmp_path / "a", files)
     out = ended(server, first, {"completed"})
     assert "tiny 1.0" in out["stdout"]
+    assert "read-only" in out["stdout"]
     miss = env_ready(server, first)
     assert miss["hit"] is False
     second = submit_project(server, tmp_path / "b", files)
@@ -127,6 +131,91 @@ def test_the_least_recently_used_environment_is_evicted_past_the_cache_limit(ser
         built.append(env_ready(server, job_id))
     assert built[0]["digest"] == built[2]["digest"] != built[1]["digest"]
     assert [b["hit"] for b in built] == [False, False, False]
+
+
+def test_two_builds_at_once_hard_link_one_wheel_out_of_uvs_cache_at_their_final_paths(tmp_path: Path) -> None:
+    """Two set-ups at once (two keys, one wheel) both succeed; their files are hard links to uv's cache's,
+    and each venv names the path the job sees it at, not the staging directory it was built in."""
+    from executors import envsetup
+
+    wheelhouse, cache = tmp_path / "wheels", tmp_path / "envs"
+    wheelhouse.mkdir()
+    build_wheel(wheelhouse, "tinydep", "1.0", "VALUE = 'linked'\n")
+    setups = []
+    for n, requirement in enumerate(("tinydep==1.0\n", "tinydep>=1\n")):
+        job = tmp_path / f"job{n}"
+        job.mkdir()
+        (job / "requirements.txt").write_text(requirement)
+        argv = [sys.executable, "-I", "-S", envsetup.__file__, str(cache), str(job), str(tmp_path / "log")]
+        setups.append(subprocess.Popen([*argv, "--find-links", str(wheelhouse)], stdout=subprocess.PIPE, text=True))
+    reports = [json.loads(setup.communicate(timeout=60)[0]) for setup in setups]
+    assert [r["ok"] for r in reports] == [True, True], (tmp_path / "log").read_text()
+    in_uv_cache = {path.stat().st_ino for path in (cache / envsetup.BUILDS / envsetup.UV_CACHE).rglob("*.py")}
+    for report in reports:  # (two builds at once may each unpack the wheel: then each links its own copy)
+        module = next(Path(report["venv"]).glob("lib/python*/site-packages/tinydep/__init__.py")).stat()
+        assert module.st_ino in in_uv_cache
+    for report in reports:
+        venv = report["venv"]
+        ran = subprocess.run([f"{venv}/bin/python", "-c", "import sys, tinydep; print(sys.prefix, tinydep.VALUE)"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        assert ran.stdout == f"{venv} linked\n"
+        assert f"'{venv}'" in Path(venv, "bin", "activate").read_text()
+    assert os.listdir(cache / envsetup.BUILDS) == [envsetup.UV_CACHE]  # no staging directory left behind
+
+
+def test_the_setup_scripts_command_line_and_json_line_match_argparse_and_json() -> None:
+    """envsetup parses environment.prepare's line and prints json.dumps's line (by hand, for a fast start-up)."""
+    from executors import envsetup
+
+    args = envsetup.parse(["c", "j", "l", "--timeout", "5", "--max-bytes", "7", "--index-url", "", "--uv", "/u"])
+    assert (args.cache, args.job_dir, args.log, args.timeout, args.max_bytes, args.uv) == ("c", "j", "l", 5.0, 7, "/u")
+    assert (args.attempt, args.index_url, args.jobs_dir) == ("job", "", "")
+    for wrong in (["--nope", "1"], ["--timeout", "x"], ["--uv"]):
+        with pytest.raises(SystemExit):
+            envsetup.parse(["c", "j", "l", *wrong])
+    report = {"ok": True, "hit": False, "seconds": 0.25, "venv": '/x/"q\\ \n\x00\x7f é 𝄞 \udcff', "base": ""}
+    assert envsetup.json_line(report) == json.dumps(report)
+
+
+def test_a_build_keeps_uvs_cache_of_the_layout_before_build_dirs(tmp_path: Path) -> None:
+    """A node's ``envs/.uv-cache`` (from before environments were staged in ``envs/.build``) moves there whole."""
+    from executors import envsetup
+
+    (tmp_path / envsetup.UV_CACHE).mkdir()
+    (tmp_path / envsetup.UV_CACHE / "entry").write_text("kept")
+    staging = envsetup.stage(str(tmp_path), "key")
+    assert (tmp_path / envsetup.BUILDS / envsetup.UV_CACHE / "entry").read_text() == "kept"
+    assert staging == str(tmp_path / envsetup.BUILDS / "key")
+    assert os.listdir(staging) == []
+
+
+def fake_environment(cache: Path, name: str, used: float, files: dict[str, Path | int]) -> None:
+    """A ready cache entry last used at ``used``: each file a new one of that many bytes, or a hard link."""
+    (cache / name).mkdir(parents=True)
+    for file, content in files.items():
+        if isinstance(content, Path):
+            os.link(content, cache / name / file)
+        else:
+            (cache / name / file).write_bytes(b"x" * content)
+    (cache / name / ".ready").touch()
+    (cache / name / ".last_used").touch()
+    os.utime(cache / name / ".last_used", (used, used))
+
+
+def test_eviction_counts_a_file_shared_by_environments_once(tmp_path: Path) -> None:
+    """Hard-linked files count once against ENV_CACHE_MAX_BYTES, and removing an environment frees a shared
+    file only when its last holder goes."""
+    from executors import envsetup
+
+    cache, jobs = tmp_path / "envs", tmp_path / "jobs"
+    fake_environment(cache, "a", 1, {"f": 1000})
+    fake_environment(cache, "b", 2, {"f": cache / "a" / "f"})
+    envsetup.evict(str(cache), str(jobs), 1500, keep="b")
+    assert sorted(os.listdir(cache)) == ["a", "b"]  # 1000 bytes on disk, not 2000
+
+    fake_environment(cache, "c", 3, {"g": 1000})
+    envsetup.evict(str(cache), str(jobs), 1500, keep="c")  # a frees nothing while b holds f: b goes too
+    assert sorted(p for p in os.listdir(cache) if not p.endswith(".lock")) == ["c"]
 
 
 def test_the_setup_script_is_python38_stdlib_only() -> None:
@@ -229,20 +318,24 @@ def test_a_requirements_line_that_is_not_a_package_is_refused_before_uv_runs(tmp
 
 
 def test_each_setup_step_sees_only_its_project_wheelhouse_and_environment(server: Server, tmp_path: Path) -> None:
-    """envsetup's bwrap: the server's root and another cache entry are hidden, the project is read-only."""
+    """envsetup's bwrap: the server's root and a ready cache entry are hidden, the project is read-only, and
+    the environment being built (at its final path) can hard-link files out of uv's cache."""
     from executors import envsetup
 
-    cache, job_dir, venv = tmp_path / "envs", tmp_path / "job" / "work", tmp_path / "envs" / "mine"
-    for d in (cache / "other", job_dir, venv, cache / envsetup.UV_CACHE):
+    cache, job_dir = tmp_path / "envs", tmp_path / "job" / "work"
+    for d in (cache / "other", job_dir, cache / envsetup.BUILDS / "mine", cache / envsetup.BUILDS / envsetup.UV_CACHE):
         d.mkdir(parents=True)
+    venv, uv_cache = cache / "mine", cache / envsetup.UV_CACHE  # as the steps see them
     args = envsetup.parse([str(cache), str(job_dir), str(tmp_path / "log"), "--find-links", str(server.wheelhouse)])  # type: ignore[attr-defined]
 
     def runs(*command: str) -> int:
-        argv = envsetup.sandboxed(list(command), args, str(venv))
+        argv = envsetup.sandboxed(list(command), args)
         return subprocess.run(argv, env=envsetup.step_env(args, str(venv)), capture_output=True).returncode
 
     assert runs("ls", str(server.root)) != 0
     assert runs("ls", str(cache / "other")) != 0
     assert runs("ls", str(server.wheelhouse), str(job_dir)) == 0  # type: ignore[attr-defined]
     assert runs("touch", str(job_dir / "x")) != 0
-    assert runs("touch", str(venv / "x"), str(cache / envsetup.UV_CACHE / "x")) == 0
+    assert runs("touch", str(venv / "x"), str(uv_cache / "x")) == 0
+    assert runs("ln", str(uv_cache / "x"), str(venv / "y")) == 0
+    assert (cache / envsetup.BUILDS / "mine" / "y").stat().st_nlink == 2
