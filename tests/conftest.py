@@ -13,6 +13,7 @@ pytest_plugins = ["sshd", "server", "browser", "sandbox", "slurm", "disks", "non
 HOST_WIDE = {"slurm_cluster": "slurm", "server_user": "nonroot"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks (its hook tags each node id with its group)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         names = getattr(item, "fixturenames", ())
