@@ -154,6 +154,8 @@ class Probe(msgspec.Struct, frozen=True, kw_only=True):
     ok: bool
     reason: str | None = None
     as_root: bool = False
+    own_ids: str | None = None  # a non-root wrapper's jobs run as these subordinate ids...
+    own_ids_off: str | None = None  # ...or, without them, as the node user: why
 
 
 _started_decoder = msgspec.json.Decoder(Started)

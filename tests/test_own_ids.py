@@ -1,0 +1,204 @@
+"""A non-root server whose user has subordinate ids (/etc/subuid, /etc/subgid, Debian's uidmap): each
+slot's jobs run as a uid of that range, so the server user's private files and other slots' files are
+out of reach, and what a job leaves is still removed; without a range, jobs run as today and the log
+says why."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from nonroot import ServerUser, delegated_cgroup, owned_dir
+from server import Server, config_yaml, submit, wait_status
+from test_sandbox import ML_JOB, TERMINAL, start_server
+from wrapper_jobs import processes_named
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("require_sandbox")]
+SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
+FIRST, COUNT = 500000, 65536  # the server user's range; the slot uid JOB_UID_BASE + n is FIRST + it - 1
+SLOTS = 2
+
+JOB = """
+import json, os, subprocess
+def read(path):
+    try:
+        return "read %d bytes" % len(open(path, "rb").read())
+    except OSError as e:
+        return type(e).__name__
+os.makedirs("closed/inner")
+open("closed/inner/data", "w").write("the job's own")
+os.chmod("closed/inner", 0)
+os.chmod("closed", 0)
+report = {{
+    "secret": read({secret!r}),
+    "seccomp": [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")][0],
+    "unshare": subprocess.run(["unshare", "-Ur", "true"], capture_output=True).returncode,
+}}
+print(json.dumps(report), flush=True)
+os.execvp("bash", ["bash", "-c", "exec -a {marker} sleep 300"])
+"""
+
+
+@contextmanager
+def subordinate_ids(user: ServerUser) -> Iterator[range]:
+    """A line for ``user`` in /etc/subuid and /etc/subgid, as an admin adds it; taken out afterwards."""
+    line = f"{user.name}:{FIRST}:{COUNT}\n"
+    for path in SUBID_FILES:
+        with path.open("a") as f:
+            f.write(line)
+    try:
+        yield range(FIRST, FIRST + COUNT)
+    finally:
+        for path in SUBID_FILES:
+            path.write_text("".join(kept for kept in path.read_text().splitlines(True) if kept != line))
+
+
+@contextmanager
+def user_server(user: ServerUser, name: str) -> Iterator[tuple[Server, Path]]:
+    """A non-root server (local runner, 2 slots, a delegated cgroup) binding a directory that holds a
+    mode-0600 file of the server user: a stand-in for its SSH key. (server, that file)"""
+    with ExitStack() as stack:
+        base = stack.enter_context(owned_dir(user))
+        private = base / "shared"
+        private.mkdir()
+        secret = private / "id_ed25519"
+        secret.write_text("the server user's key\n")
+        secret.chmod(0o600)
+        user.own(base)
+        parent = stack.enter_context(delegated_cgroup(user, f"gpuledger-ownids-{name}-{uuid.uuid4().hex[:8]}"))
+        server = start_server(
+            base / "server", user, local_slots=SLOTS, job_readonly_paths=[str(private)], job_cgroup_parent=parent
+        )
+        stack.callback(server.stop)
+        yield server, secret
+
+
+def host_uid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0])
+
+
+def workdirs(server: Server, job_id: str) -> list[Path]:
+    return list((server.root / "jobs" / "work" / "jobs").glob(f"{job_id}*"))
+
+
+def start_sleepers(client: httpx.Client, secret: Path, count: int) -> list[tuple[str, str, int]]:
+    """``count`` jobs at once, each asleep after its report: (job id, marker, host pid of its sleep)."""
+    jobs = []
+    for _ in range(count):
+        marker = f"gpuledger-ownids-{uuid.uuid4().hex}"
+        code = JOB.format(secret=str(secret), marker=marker)
+        jobs.append((submit(client, code, config_yaml("admin", expected=60)).json()["job_id"], marker))
+    found: list[tuple[str, str, int]] = []
+    deadline = time.monotonic() + 60
+    for job_id, marker in jobs:
+        while not (pids := processes_named(marker)):
+            assert time.monotonic() < deadline, f"job {job_id} never reached its sleep"
+            time.sleep(0.05)
+        found.append((job_id, marker, pids[0]))
+    return found
+
+
+def end_all(client: httpx.Client, jobs: list[tuple[str, str, int]]) -> list[dict[str, Any]]:
+    """Cancel the sleeping jobs; the report each printed before its sleep."""
+    for job_id, _, _ in jobs:
+        assert client.post(f"/api/cancel/{job_id}").status_code == 200
+    for job_id, _, _ in jobs:
+        wait_status(client, job_id, TERMINAL)
+    stdouts = [client.get(f"/api/jobs/{job_id}/logs?stream=stdout").text for job_id, _, _ in jobs]
+    return [json.loads(stdout.splitlines()[0]) for stdout in stdouts]
+
+
+def test_without_a_range_jobs_run_as_the_server_user_and_the_log_says_why(server_user: ServerUser) -> None:
+    """No line for the server user in /etc/subuid: the job runs as that user (and reads its 0600
+    file), and the server's log says once that jobs get no ids of their own, and why."""
+    assert not any(server_user.name in p.read_text() for p in SUBID_FILES), "a range is there already"
+    with user_server(server_user, "none") as (server, secret), server.client(server.admin_token) as client:
+        jobs = start_sleepers(client, secret, 1)
+        uid = host_uid(jobs[0][2])
+        reports = end_all(client, jobs)
+        log = (server.root / "server.log").read_text()
+    assert uid == server_user.uid
+    assert reports[0]["secret"].startswith("read ")
+    lines = [json.loads(line) for line in log.splitlines() if "sandbox.own_ids" in line]
+    assert [(e["event"], e["reason"]) for e in lines] == [
+        ("sandbox.own_ids_off", f"the node user has no subordinate ids: add '{server_user.name}:100000:65536' "
+         "to /etc/subuid and /etc/subgid")
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def own_ids_server(server_user: ServerUser) -> Iterator[tuple[Server, Path, range]]:
+    with subordinate_ids(server_user) as ids, user_server(server_user, "range") as (server, secret):
+        yield server, secret, ids
+
+
+@pytest.fixture(scope="module")
+def sleepers(own_ids_server: tuple[Server, Path, range]) -> dict[str, Any]:
+    """Two jobs at once (one per slot), seen from the host while they sleep, then cancelled."""
+    server, secret, _ = own_ids_server
+    with server.client(server.admin_token) as client:
+        jobs = start_sleepers(client, secret, SLOTS)
+        seen = {
+            "uids": [host_uid(pid) for _, _, pid in jobs],
+            "cgroups": [Path(f"/proc/{pid}/cgroup").read_text() for _, _, pid in jobs],
+            "workdir_owners": [workdirs(server, job_id)[0].joinpath("work").stat().st_uid for job_id, _, _ in jobs],
+        }
+        reports = end_all(client, jobs)
+    return {**seen, "jobs": [job_id for job_id, _, _ in jobs], "reports": reports}
+
+
+def test_a_job_runs_as_a_subordinate_uid_and_cannot_read_the_server_users_private_file(
+    own_ids_server: tuple[Server, Path, range], sleepers: dict[str, Any]
+) -> None:
+    """Seen from the host, each job runs as a uid of the range, in its own cgroup below the delegated
+    parent; inside, the mode-0600 file of the server user is denied, the filter is on and a nested
+    user namespace fails."""
+    server, _, ids = own_ids_server
+    assert all(uid in ids for uid in sleepers["uids"]), sleepers["uids"]
+    said = [json.loads(line) for line in (server.root / "server.log").read_text().splitlines() if "own_ids" in line]
+    assert [(e["event"], e["ids"]) for e in said] == [("sandbox.own_ids", f"uids {FIRST}-{FIRST + COUNT - 1}, "
+                                                      f"gids {FIRST}-{FIRST + COUNT - 1}")]  # fmt: skip
+    for cgroup in sleepers["cgroups"]:
+        assert "/gpuledger-ownids-range-" in cgroup, cgroup
+        assert "/jobs/job-" in cgroup, cgroup
+    for report in sleepers["reports"]:
+        assert (report["secret"], report["seccomp"]) == ("PermissionError", "2"), report
+        assert report["unshare"] != 0
+
+
+def test_two_slots_get_different_uids(sleepers: dict[str, Any]) -> None:
+    """Two jobs running at once, one per slot, run as two different subordinate uids."""
+    assert len(set(sleepers["uids"])) == SLOTS, sleepers["uids"]
+
+
+def test_the_workdir_is_the_jobs_and_is_removed_after_it(
+    own_ids_server: tuple[Server, Path, range], sleepers: dict[str, Any]
+) -> None:
+    """While it runs a job's workdir belongs to its subordinate uid; after its end the server removes it
+    with all it wrote, the mode-000 directory too."""
+    server, _, ids = own_ids_server
+    assert sleepers["workdir_owners"] == sleepers["uids"]
+    assert all(uid in ids for uid in sleepers["workdir_owners"])
+    deadline = time.monotonic() + 20
+    while any(workdirs(server, job_id) for job_id in sleepers["jobs"]):
+        assert time.monotonic() < deadline, [workdirs(server, j) for j in sleepers["jobs"]]
+        time.sleep(0.05)
+
+
+def test_an_ordinary_ml_job_still_works(own_ids_server: tuple[Server, Path, range]) -> None:
+    """The server's Python, multiprocessing, a results file the server reads back, /tmp and JOB_ENV all
+    work for a job running as its slot's uid (JOB_UID_BASE + n inside, a subordinate uid outside)."""
+    server, _, _ = own_ids_server
+    code = ML_JOB.replace('print("trained")', 'print("trained", os.getuid())')
+    with server.client(server.admin_token) as client:
+        body = submit(client, code, config_yaml("admin"), wait=True).json()
+        assert (body["status"], body["stdout"]) in {("completed", f"trained {61000 + n}\n") for n in range(SLOTS)}, body
+        results = json.loads(client.get(f"/api/results/{body['job_id']}").json()["results"])
+    assert results == {"squares": [x * x for x in range(8)], "cuda": "0", "yaml": {"a": 1}, "msgspec": [1]}
