@@ -6,6 +6,9 @@ says why."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from nonroot import ServerUser, delegated_cgroup, owned_dir
-from server import Server, config_yaml, submit, wait_status
+from server import REPO, Server, config_yaml, submit, wait_status
 from test_sandbox import ML_JOB, TERMINAL, start_server
 from wrapper_jobs import processes_named
 
@@ -202,3 +205,26 @@ def test_an_ordinary_ml_job_still_works(own_ids_server: tuple[Server, Path, rang
         assert (body["status"], body["stdout"]) in {("completed", f"trained {61000 + n}\n") for n in range(SLOTS)}, body
         results = json.loads(client.get(f"/api/results/{body['job_id']}").json()["results"])
     assert results == {"squares": [x * x for x in range(8)], "cuda": "0", "yaml": {"a": 1}, "msgspec": [1]}
+
+
+def test_without_newuidmap_the_probe_says_why(
+    own_ids_server: tuple[Server, Path, range], server_user: ServerUser
+) -> None:
+    """With a range but no newuidmap on the wrapper's PATH, the probe still builds the sandbox (as the
+    node user) and names the missing package."""
+    with owned_dir(server_user) as base:
+        (base / "bin").mkdir()
+        for tool in ("bwrap", "setpriv"):
+            (base / "bin" / tool).symlink_to(shutil.which(tool) or tool)
+        server_user.own(base)
+        wrapper = [sys.executable, "-I", "-S", str(REPO / "executors" / "wrapper.py"), "probe", str(base), "61000"]
+        done = subprocess.run(
+            wrapper, env={"PATH": str(base / "bin")}, capture_output=True, text=True, timeout=60,
+            preexec_fn=server_user.become(),
+        )  # fmt: skip
+    verdict = json.loads(done.stdout.splitlines()[-1])
+    assert (verdict["ok"], verdict["own_ids"]) == (True, None), done.stderr
+    assert (
+        verdict["own_ids_off"]
+        == "newuidmap and newgidmap are not installed: install uidmap (apt-get install -y uidmap)"
+    )
