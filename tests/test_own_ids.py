@@ -26,6 +26,7 @@ from nonroot import ACL_MASK, ACL_USER, ACL_XATTR, ServerUser, delegated_cgroup,
 from server import REPO, Server, config_yaml, submit, wait_status
 from sshd import SshCluster
 from test_sandbox import ML_JOB, TERMINAL, start_server
+from test_sandbox_surface import MINORS, fake_devices, fake_nvidia_smi
 from test_ssh_jobs import ssh_settings
 from wrapper_jobs import PY, processes_named
 
@@ -49,6 +50,8 @@ report = {{
     "secret": read({secret!r}),
     "seccomp": [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")][0],
     "unshare": subprocess.run(["unshare", "-Ur", "true"], capture_output=True).returncode,
+    "devices": sorted(n for n in os.listdir("/dev") if n.startswith("nvidia") and n[6:].isdigit()),
+    "slots": os.environ.get("GPULEDGER_SLOTS", ""),
 }}
 print(json.dumps(report), flush=True)
 os.execvp("bash", ["bash", "-c", "exec -a {marker} sleep 300"])
@@ -71,8 +74,8 @@ def subordinate_ids(user: ServerUser, first: int = FIRST) -> Iterator[range]:
 
 @contextmanager
 def user_server(user: ServerUser, name: str) -> Iterator[tuple[Server, Path]]:
-    """A non-root server (local runner, 2 slots, a delegated cgroup) binding a directory that holds a
-    mode-0600 file of the server user: a stand-in for its SSH key. (server, that file)"""
+    """A non-root server (local runner, 2 slots, a delegated cgroup, 4 fake GPUs) binding a directory
+    that holds a mode-0600 file of the server user: a stand-in for its SSH key. (server, that file)"""
     with ExitStack() as stack:
         base = stack.enter_context(owned_dir(user))
         private = base / "shared"
@@ -81,10 +84,15 @@ def user_server(user: ServerUser, name: str) -> Iterator[tuple[Server, Path]]:
         secret.write_text("the server user's key\n")
         secret.chmod(0o600)
         user.own(base)
+        devices, tools = fake_devices(base / "dev", 4), fake_nvidia_smi(base / "bin")  # nvidia-smi lists 4 GPUs
+        user.own(base)
         parent = stack.enter_context(delegated_cgroup(user, f"gpuledger-ownids-{name}-{uuid.uuid4().hex[:8]}"))
-        server = start_server(
-            base / "server", user, local_slots=SLOTS, job_readonly_paths=[str(private)], job_cgroup_parent=parent
-        )
+        settings = {"job_readonly_paths": [str(private)], "job_cgroup_parent": parent}
+        os.environ["PATH"], saved = f"{tools}:{os.environ['PATH']}", os.environ["PATH"]
+        try:
+            server = start_server(base / "server", user, local_slots=SLOTS, job_gpu_device_dir=str(devices), **settings)
+        finally:
+            os.environ["PATH"] = saved
         stack.callback(server.stop)
         yield server, secret
 
@@ -170,8 +178,8 @@ def test_a_job_runs_as_a_subordinate_uid_and_cannot_read_the_server_users_privat
     own_ids_server: tuple[Server, Path, range], sleepers: dict[str, Any]
 ) -> None:
     """Seen from the host, each job runs as a uid of the range, in its own cgroup below the delegated
-    parent; inside, the mode-0600 file of the server user is denied, the filter is on and a nested
-    user namespace fails."""
+    parent; inside, the mode-0600 file of the server user is denied, the filter is on, a nested user
+    namespace fails and the job sees exactly its own GPU device."""
     server, _, ids = own_ids_server
     assert all(uid in ids for uid in sleepers["uids"]), sleepers["uids"]
     said = [json.loads(line) for line in (server.root / "server.log").read_text().splitlines() if "own_ids" in line]
@@ -183,6 +191,7 @@ def test_a_job_runs_as_a_subordinate_uid_and_cannot_read_the_server_users_privat
     for report in sleepers["reports"]:
         assert (report["secret"], report["seccomp"]) == ("PermissionError", "2"), report
         assert report["unshare"] != 0
+        assert report["devices"] == [f"nvidia{MINORS[int(report['slots'])]}"], report
 
 
 def test_two_slots_get_different_uids(sleepers: dict[str, Any]) -> None:
