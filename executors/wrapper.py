@@ -23,8 +23,8 @@ Run as root, the job runs as the slot's unprivileged uid (dropped by setpriv ins
 a second bwrap makes a user namespace owned by that uid); run as an ordinary user, bwrap makes the user
 namespace itself, unless the user has subordinate ids (/etc/subuid, /etc/subgid, newuidmap): then the
 daemon is root of a user namespace of its own first and goes the root way there, so the slot's uid is a
-subordinate one ("own ids"). Either way no further user namespace may be made (bwrap's --disable-userns). The exit
-status is the one this daemon gets from waitpid on bwrap, never a file.
+subordinate one ("own ids"). Either way no further user namespace may be made (bwrap's --disable-userns).
+The exit status is the one this daemon gets from waitpid on bwrap, never a file.
 
 Exit status: a job killed by signal N records signal=N and exit_code=null; any other end records its
 exit code and signal=null. In the sandbox a death by signal N reaches us as exit 128+N (bwrap reports
