@@ -116,7 +116,7 @@ def start_sleepers(client: httpx.Client, secret: Path, count: int) -> list[tuple
     deadline = time.monotonic() + 60
     for job_id, marker in jobs:
         while not (pids := processes_named(marker)):
-            assert time.monotonic() < deadline, f"job {job_id} never reached its sleep"
+            assert time.monotonic() < deadline, f"never reached its sleep: {client.get(f'/api/status/{job_id}').json()}"
             if client.get(f"/api/status/{job_id}").json()["status"] in TERMINAL:
                 stderr = client.get(f"/api/jobs/{job_id}/logs?stream=stderr").text
                 raise AssertionError(f"job {job_id} ended before its sleep: {stderr}")
@@ -246,6 +246,28 @@ def test_without_newuidmap_the_probe_says_why(
         verdict["own_ids_off"]
         == "newuidmap and newgidmap are not installed: install uidmap (apt-get install -y uidmap)"
     )
+
+
+def test_the_start_up_sweep_removes_a_leftover_of_subordinate_ids(
+    own_ids_server: tuple[Server, Path, range], sleepers: dict[str, Any], server_user: ServerUser
+) -> None:
+    """A finished job's workdir left by a crash, its files owned by a subordinate uid behind mode-000
+    directories: the next start's sweep removes it (from the same kind of user namespace)."""
+    server, _, ids = own_ids_server
+    leftover = server.root / "jobs" / "work" / "jobs" / f"{sleepers['jobs'][0]}.9"
+    (leftover / "work" / "closed" / "inner").mkdir(parents=True)
+    (leftover / "work" / "closed" / "inner" / "data").write_text("the job's own\n")
+    server_user.own(leftover)
+    for path in [leftover / "work", *(leftover / "work").rglob("*")]:
+        os.lchown(path, ids[61000], server_user.gid)
+    for directory in (leftover / "work" / "closed" / "inner", leftover / "work" / "closed"):
+        directory.chmod(0)
+    server.stop()
+    server.start()
+    deadline = time.monotonic() + 20
+    while leftover.exists():
+        assert time.monotonic() < deadline, "the leftover is still there"
+        time.sleep(0.05)
 
 
 # --- through a loopback SSH node whose GPU_USER is an ordinary user with a range --------------------
