@@ -30,6 +30,8 @@ from test_sandbox_surface import MINORS, fake_devices, fake_nvidia_smi
 from test_ssh_jobs import ssh_settings
 from wrapper_jobs import PY, processes_named
 
+from executors import wrapper
+
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("require_sandbox")]
 SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 FIRST, COUNT = 500000, 65536  # the server user's range; the slot uid JOB_UID_BASE + n is FIRST + it - 1
@@ -268,6 +270,24 @@ def test_the_start_up_sweep_removes_a_leftover_of_subordinate_ids(
     while leftover.exists():
         assert time.monotonic() < deadline, "the leftover is still there"
         time.sleep(0.05)
+
+
+def test_a_range_is_read_by_name_or_uid_first_line_first(tmp_path: Path) -> None:
+    """/etc/subuid lines name the user or its uid; the first well-formed one for it counts, others and
+    broken ones are skipped."""
+    listing = tmp_path / "subuid"
+    listing.write_text("other:100000:65536\nnode:bad:1\nnode:200000:0\n1001:300000:1000\nnode:400000:65536\n")
+    assert wrapper.subid_range(str(listing), ("1001", "node")) == (300000, 1000)
+    assert wrapper.subid_range(str(listing), ("1002", "node")) == (400000, 65536)
+    assert wrapper.subid_range(str(listing), ("1003", "nobody")) is None
+    assert wrapper.subid_range(str(tmp_path / "missing"), ("1001",)) is None
+
+
+def test_slot_uids_inside_stay_in_a_small_range() -> None:
+    """JOB_UID_BASE + n is the uid inside when the range holds it; a smaller range wraps, one uid per slot."""
+    assert [wrapper.OwnIds([(500000, 65536)] * 2, []).inside(61000 + n) for n in range(2)] == [61000, 61001]
+    small = wrapper.OwnIds([(500000, 1000), (700000, 4000)], [])  # the smaller of the two counts
+    assert [small.inside(61000 + n) for n in range(4)] == [1000, 1, 2, 3]
 
 
 # --- through a loopback SSH node whose GPU_USER is an ordinary user with a range --------------------
