@@ -1379,8 +1379,8 @@ def own_ids() -> tuple[OwnIds | None, str | None]:
     if None in tools:
         return None, f"newuidmap and newgidmap are not installed: {UIDMAP_HINT}"
     found = [t for t in tools if t is not None]
-    if not all(os.stat(t).st_mode & stat_mode.S_ISUID for t in found):
-        return None, f"newuidmap or newgidmap is not setuid root: reinstall uidmap ({UIDMAP_HINT})"
+    if not all(os.stat(t).st_mode & stat_mode.S_ISUID and os.stat(t).st_uid == 0 for t in found):
+        return None, "newuidmap or newgidmap is not setuid root: apt-get install --reinstall -y uidmap"
     owner = (str(os.getuid()), *user_name())
     ranges = [subid_range(f, owner) for f in SUBID_FILES]
     missing = [SUBID_FILES[i] for i, r in enumerate(ranges) if r is None]
@@ -1413,9 +1413,11 @@ def in_own_ids(ids: OwnIds, body: Callable[[], Any]) -> Any:
         own_ids_child(body, ready_w, go_r, result_w)
     close_all(ready_w, go_r, result_w)
     try:
-        why = map_ids(ids, child, ready_r)
-        os.write(go_w, b"0" if why else b"1")
-        os.close(go_w)
+        try:
+            why = map_ids(ids, child, ready_r)
+            os.write(go_w, b"0" if why else b"1")
+        finally:
+            os.close(go_w)  # without a b"1" before it, the child ends and ``body`` never runs
         data = read_to_end(result_r)
     finally:
         close_all(ready_r, result_r)
@@ -1430,7 +1432,6 @@ def in_own_ids(ids: OwnIds, body: Callable[[], Any]) -> Any:
 
 def own_ids_child(body: Callable[[], Any], ready_w: int, go_r: int, result_w: int) -> None:
     """The forked child: unshare, wait for the maps, run ``body``, send its result; never returns."""
-    outcome: Json = {"error": "the maps were not written"}
     try:
         import ctypes
 
@@ -1438,8 +1439,7 @@ def own_ids_child(body: Callable[[], Any], ready_w: int, go_r: int, result_w: in
             raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
         os.write(ready_w, b"1")
         if os.read(go_r, 1) == b"1":
-            outcome = {"result": body()}
-            os.write(result_w, json.dumps(outcome).encode("utf-8"))
+            os.write(result_w, json.dumps({"result": body()}).encode("utf-8"))
     except BaseException:
         import traceback
 
@@ -1453,7 +1453,10 @@ def map_ids(ids: OwnIds, pid: int, ready_r: int) -> str | None:
     if os.read(ready_r, 1) != b"1":
         return "this node cannot make a user namespace (unshare failed)"
     for argv in ids.map_commands(pid):
-        done = subprocess.run(argv, capture_output=True, env={"PATH": DEFAULT_PATH}, stdin=subprocess.DEVNULL)
+        try:
+            done = subprocess.run(argv, capture_output=True, env={"PATH": DEFAULT_PATH}, stdin=subprocess.DEVNULL)
+        except OSError as e:
+            return f"{argv[0]}: {e}"
         if done.returncode != 0:
             said = (done.stderr or done.stdout).decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
             return f"{os.path.basename(argv[0])} failed: {said[0]}"

@@ -28,9 +28,10 @@ from sshd import SshCluster
 from test_sandbox import ML_JOB, TERMINAL, start_server
 from test_sandbox_surface import MINORS, fake_devices, fake_nvidia_smi
 from test_ssh_jobs import ssh_settings
-from wrapper_jobs import PY, processes_named
+from wrapper_jobs import PY, prepare_workdir, processes_named
 
 from executors import wrapper
+from executors.protocol import FrameDecoder, FrameKind, SandboxSpec, decode_exit_status, job_spec_bytes
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("require_sandbox")]
 SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
@@ -270,6 +271,37 @@ def test_the_start_up_sweep_removes_a_leftover_of_subordinate_ids(
     while leftover.exists():
         assert time.monotonic() < deadline, "the leftover is still there"
         time.sleep(0.05)
+
+
+def test_when_newuidmap_fails_the_job_runs_as_before_and_the_probe_says_why(
+    own_ids_server: tuple[Server, Path, range], server_user: ServerUser
+) -> None:
+    """A setuid newuidmap that refuses: the probe names its refusal, and a job still runs (as the node
+    user, bwrap's own user namespace), its daemon having fallen back before the job started."""
+    with owned_dir(server_user) as base:
+        (base / "bin").mkdir()
+        for tool in ("bwrap", "setpriv"):
+            (base / "bin" / tool).symlink_to(shutil.which(tool) or tool)
+        workdir = base / "job"
+        prepare_workdir(workdir, b"", job_spec_bytes("id -u", 30.0, 0.5, {}, SandboxSpec()))
+        server_user.own(base)
+        for tool in ("newuidmap", "newgidmap"):  # root's and setuid, as the real ones (the shell ignores it)
+            (base / "bin" / tool).write_text("#!/bin/sh\necho 'refused by the test' >&2\nexit 1\n")
+            (base / "bin" / tool).chmod(0o4755)
+        env = {"PATH": f"{base / 'bin'}:/usr/bin:/bin"}
+
+        def wrapper_as_user(*args: str) -> subprocess.CompletedProcess[bytes]:
+            argv = [sys.executable, "-I", "-S", str(workdir / "wrapper.py"), *args]
+            return subprocess.run(argv, env=env, capture_output=True, timeout=60, preexec_fn=server_user.become())
+
+        probe = wrapper_as_user("probe", str(base), "61000")
+        assert wrapper_as_user("launch", str(workdir)).returncode == 0
+        done = wrapper_as_user("follow", str(workdir), "0", "0")
+    verdict = json.loads(probe.stdout.splitlines()[-1])
+    assert (verdict["ok"], verdict["own_ids_off"]) == (True, "newuidmap failed: refused by the test"), verdict
+    frames = FrameDecoder().feed(done.stdout)
+    stdout = b"".join(f.payload for f in frames if f.kind is FrameKind.STDOUT).decode()
+    assert (decode_exit_status(frames[-1].payload).exit_code, stdout) == (0, f"{server_user.uid}\n")
 
 
 def test_a_range_is_read_by_name_or_uid_first_line_first(tmp_path: Path) -> None:
