@@ -7,12 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
-import stat
-import struct
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,16 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from nonroot import ACL_MASK, ACL_USER, ACL_XATTR, ServerUser, delegated_cgroup, owned_dir, search_acl
-from server import REPO, Server, config_yaml, submit, wait_status
-from sshd import SshCluster
+from nonroot import ServerUser, delegated_cgroup, owned_dir
+from server import Server, config_yaml, submit, wait_status
 from test_sandbox import ML_JOB, TERMINAL, start_server
 from test_sandbox_surface import MINORS, fake_devices, fake_nvidia_smi
-from test_ssh_jobs import ssh_settings
-from wrapper_jobs import PY, prepare_workdir, processes_named
-
-from executors import wrapper
-from executors.protocol import FrameDecoder, FrameKind, SandboxSpec, decode_exit_status, job_spec_bytes
+from wrapper_jobs import processes_named
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("require_sandbox")]
 SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
@@ -228,29 +217,6 @@ def test_an_ordinary_ml_job_still_works(own_ids_server: tuple[Server, Path, rang
     assert results == {"squares": [x * x for x in range(8)], "cuda": "0", "yaml": {"a": 1}, "msgspec": [1]}
 
 
-def test_without_newuidmap_the_probe_says_why(
-    own_ids_server: tuple[Server, Path, range], server_user: ServerUser
-) -> None:
-    """With a range but no newuidmap on the wrapper's PATH, the probe still builds the sandbox (as the
-    node user) and names the missing package."""
-    with owned_dir(server_user) as base:
-        (base / "bin").mkdir()
-        for tool in ("bwrap", "setpriv"):
-            (base / "bin" / tool).symlink_to(shutil.which(tool) or tool)
-        server_user.own(base)
-        wrapper = [sys.executable, "-I", "-S", str(REPO / "executors" / "wrapper.py"), "probe", str(base), "61000"]
-        done = subprocess.run(
-            wrapper, env={"PATH": str(base / "bin")}, capture_output=True, text=True, timeout=60,
-            preexec_fn=server_user.become(),
-        )  # fmt: skip
-    verdict = json.loads(done.stdout.splitlines()[-1])
-    assert (verdict["ok"], verdict["own_ids"]) == (True, None), done.stderr
-    assert (
-        verdict["own_ids_off"]
-        == "newuidmap and newgidmap are not installed: install uidmap (apt-get install -y uidmap)"
-    )
-
-
 def test_the_start_up_sweep_removes_a_leftover_of_subordinate_ids(
     own_ids_server: tuple[Server, Path, range], sleepers: dict[str, Any], server_user: ServerUser
 ) -> None:
@@ -270,152 +236,4 @@ def test_the_start_up_sweep_removes_a_leftover_of_subordinate_ids(
     deadline = time.monotonic() + 20
     while leftover.exists():
         assert time.monotonic() < deadline, "the leftover is still there"
-        time.sleep(0.05)
-
-
-def test_when_newuidmap_fails_the_job_runs_as_before_and_the_probe_says_why(
-    own_ids_server: tuple[Server, Path, range], server_user: ServerUser
-) -> None:
-    """A setuid newuidmap that refuses: the probe names its refusal, and a job still runs (as the node
-    user, bwrap's own user namespace), its daemon having fallen back before the job started."""
-    with owned_dir(server_user) as base:
-        (base / "bin").mkdir()
-        for tool in ("bwrap", "setpriv"):
-            (base / "bin" / tool).symlink_to(shutil.which(tool) or tool)
-        workdir = base / "job"
-        prepare_workdir(workdir, b"", job_spec_bytes("id -u", 30.0, 0.5, {}, SandboxSpec()))
-        server_user.own(base)
-        for tool in ("newuidmap", "newgidmap"):  # root's and setuid, as the real ones (the shell ignores it)
-            (base / "bin" / tool).write_text("#!/bin/sh\necho 'refused by the test' >&2\nexit 1\n")
-            (base / "bin" / tool).chmod(0o4755)
-        env = {"PATH": f"{base / 'bin'}:/usr/bin:/bin"}
-
-        def wrapper_as_user(*args: str) -> subprocess.CompletedProcess[bytes]:
-            argv = [sys.executable, "-I", "-S", str(workdir / "wrapper.py"), *args]
-            return subprocess.run(argv, env=env, capture_output=True, timeout=60, preexec_fn=server_user.become())
-
-        probe = wrapper_as_user("probe", str(base), "61000")
-        assert wrapper_as_user("launch", str(workdir)).returncode == 0
-        done = wrapper_as_user("follow", str(workdir), "0", "0")
-    verdict = json.loads(probe.stdout.splitlines()[-1])
-    assert (verdict["ok"], verdict["own_ids_off"]) == (True, "newuidmap failed: refused by the test"), verdict
-    frames = FrameDecoder().feed(done.stdout)
-    stdout = b"".join(f.payload for f in frames if f.kind is FrameKind.STDOUT).decode()
-    assert (decode_exit_status(frames[-1].payload).exit_code, stdout) == (0, f"{server_user.uid}\n")
-
-
-def test_a_range_is_read_by_name_or_uid_first_line_first(tmp_path: Path) -> None:
-    """/etc/subuid lines name the user or its uid; the first well-formed one for it counts, others and
-    broken ones are skipped."""
-    listing = tmp_path / "subuid"
-    listing.write_text("other:100000:65536\nnode:bad:1\nnode:200000:0\n1001:300000:1000\nnode:400000:65536\n")
-    assert wrapper.subid_range(str(listing), ("1001", "node")) == (300000, 1000)
-    assert wrapper.subid_range(str(listing), ("1002", "node")) == (400000, 65536)
-    assert wrapper.subid_range(str(listing), ("1003", "nobody")) is None
-    assert wrapper.subid_range(str(tmp_path / "missing"), ("1001",)) is None
-
-
-def test_slot_uids_inside_stay_in_a_small_range() -> None:
-    """JOB_UID_BASE + n is the uid inside when the range holds it; a smaller range wraps, one uid per slot."""
-    assert [wrapper.OwnIds([(500000, 65536)] * 2, []).inside(61000 + n) for n in range(2)] == [61000, 61001]
-    small = wrapper.OwnIds([(500000, 1000), (700000, 4000)], [])  # the smaller of the two counts
-    assert [small.inside(61000 + n) for n in range(4)] == [1000, 1, 2, 3]
-
-
-# --- through a loopback SSH node whose GPU_USER is an ordinary user with a range --------------------
-
-NODE_USER = "gpuledger-node"
-NODE_FIRST = 600000  # not overlapping the server user's range
-
-
-def with_search(acl: bytes | None, mode: int, uid: int) -> bytes:
-    """``acl`` (the kernel's xattr form; None: the bare ``mode``) plus search for ``uid``."""
-    if acl is None:
-        return search_acl(mode, uid)
-    entries = [struct.unpack_from("<HHI", acl, offset) for offset in range(4, len(acl), 8)]
-    entries = [(tag, perm | 1 if tag == ACL_MASK else perm, i) for tag, perm, i in entries] + [(ACL_USER, 1, uid)]
-    return acl[:4] + b"".join(struct.pack("<HHI", *e) for e in sorted(entries, key=lambda e: (e[0], e[2])))
-
-
-@contextmanager
-def searchable_by(user: ServerUser, *targets: Path) -> Iterator[None]:
-    """Search (never read) for ``user`` on each closed directory above ``targets`` (the interpreter,
-    the cluster's authorized_keys, which sshd reads as the user logging in), by an ACL entry of its own
-    added to any there already (the server user's); the old ACLs come back afterwards."""
-    closed = {d for t in targets for d in t.parents if not d.stat().st_mode & stat.S_IXOTH}
-    saved = []
-    try:
-        for directory in sorted(closed):
-            old = os.getxattr(directory, ACL_XATTR) if ACL_XATTR in os.listxattr(directory) else None
-            saved.append((directory, old, stat.S_IMODE(directory.stat().st_mode)))
-            os.setxattr(directory, ACL_XATTR, with_search(old, saved[-1][2], user.uid))
-        yield
-    finally:
-        for directory, old, mode in reversed(saved):
-            if old is None:
-                os.removexattr(directory, ACL_XATTR)
-                directory.chmod(mode)
-            else:
-                os.setxattr(directory, ACL_XATTR, old)
-
-
-@contextmanager
-def node_account(cluster: SshCluster) -> Iterator[ServerUser]:
-    """An ordinary account with a login shell and no locked password (sshd without PAM refuses a
-    locked one even for a key), which can reach the test interpreter and the authorized keys."""
-    subprocess.run(["useradd", "--system", "--create-home", "--shell", "/bin/bash", NODE_USER], check=True)
-    try:
-        subprocess.run(["usermod", "-p", "*", NODE_USER], check=True)
-        entry = pwd.getpwnam(NODE_USER)
-        user = ServerUser(NODE_USER, entry.pw_uid, entry.pw_gid)
-        python = Path(os.path.realpath(sys.executable))
-        with searchable_by(user, python, cluster.root / "authorized_keys"):
-            yield user
-    finally:
-        subprocess.run(["userdel", "--remove", NODE_USER], check=False, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def ssh_own_ids(
-    server_user: ServerUser, ssh_cluster: SshCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Server, Path, range, Path]]:
-    """A root server whose SSH nodes log in as an ordinary user with a range (and a delegated cgroup),
-    binding a directory with a mode-0600 file of that user. (server, that file, range, jobs root)"""
-    with ExitStack() as stack:
-        user = stack.enter_context(node_account(ssh_cluster))
-        ids = stack.enter_context(subordinate_ids(user, NODE_FIRST))
-        base = stack.enter_context(owned_dir(user))
-        (base / "shared").mkdir()
-        secret = base / "shared" / "id_ed25519"
-        secret.write_text("the node user's key\n")
-        secret.chmod(0o600)
-        (base / "remote").mkdir()
-        user.own(base)
-        parent = stack.enter_context(delegated_cgroup(user, f"gpuledger-ownids-ssh-{uuid.uuid4().hex[:8]}"))
-        readonly = [sys.prefix, sys.base_prefix, str(secret.parent)]
-        settings = ssh_settings(ssh_cluster, job_command=f"{PY} {{solution}}", job_readonly_paths=readonly)
-        for name in ("code_scanner_enabled", "rate_limit_per_minute", "max_active_jobs_per_user", "endpoint_limits"):
-            settings.pop(name)
-        settings.update(gpu_user=user.name, remote_root=str(base / "remote"), job_cgroup_parent=parent)
-        settings["nodes"] = [dict(node, user=user.name) for node in settings["nodes"]]
-        server = start_server(tmp_path_factory.mktemp("ownids-ssh") / "server", **settings)
-        stack.callback(server.stop)
-        yield server, secret, ids, base / "remote" / "jobs"
-
-
-def test_on_an_ssh_node_the_job_runs_as_a_subordinate_uid_and_is_cleaned_up(
-    ssh_own_ids: tuple[Server, Path, range, Path],
-) -> None:
-    """On an SSH node whose GPU_USER has a range: the job runs as a uid of it, cannot read that user's
-    mode-0600 file, its workdir is its uid's, and the wrapper's clean removes it (mode-000 dir too)."""
-    server, secret, ids, jobs_root = ssh_own_ids
-    with server.client(server.admin_token) as client:
-        [(job_id, _, pid)] = start_sleepers(client, secret, 1)
-        uid, owners = host_uid(pid), [p.joinpath("work").stat().st_uid for p in jobs_root.glob(f"{job_id}*")]
-        [report] = end_all(client, [(job_id, "", pid)])
-    assert uid in ids, uid
-    assert (owners, report["secret"]) == ([uid], "PermissionError"), report
-    deadline = time.monotonic() + 20
-    while list(jobs_root.glob(f"{job_id}*")):
-        assert time.monotonic() < deadline, list(jobs_root.glob(f"{job_id}*"))
         time.sleep(0.05)
