@@ -17,14 +17,13 @@ from typing import Any
 import httpx
 import pytest
 from nonroot import ServerUser, delegated_cgroup, owned_dir
+from own_accounts import SUBID_FILES, account, first_id, subordinate_ids
 from server import Server, config_yaml, submit, wait_status
 from test_sandbox import ML_JOB, TERMINAL, start_server
 from test_sandbox_surface import MINORS, fake_devices, fake_nvidia_smi
 from wrapper_jobs import processes_named
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("require_sandbox")]
-SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
-FIRST, COUNT = 500000, 65536  # the server user's range; the slot uid JOB_UID_BASE + n is FIRST + it - 1
 SLOTS = 2
 
 JOB = """
@@ -51,20 +50,6 @@ os.execvp("bash", ["bash", "-c", "exec -a {marker} sleep 300"])
 
 
 @contextmanager
-def subordinate_ids(user: ServerUser, first: int = FIRST) -> Iterator[range]:
-    """A line for ``user`` in /etc/subuid and /etc/subgid, as an admin adds it; taken out afterwards."""
-    line = f"{user.name}:{first}:{COUNT}\n"
-    for path in SUBID_FILES:
-        with path.open("a") as f:
-            f.write(line)
-    try:
-        yield range(first, first + COUNT)
-    finally:
-        for path in SUBID_FILES:
-            path.write_text("".join(kept for kept in path.read_text().splitlines(True) if kept != line))
-
-
-@contextmanager
 def user_server(user: ServerUser, name: str) -> Iterator[tuple[Server, Path]]:
     """A non-root server (local runner, 2 slots, a delegated cgroup, 4 fake GPUs) binding a directory
     that holds a mode-0600 file of the server user: a stand-in for its SSH key. (server, that file)"""
@@ -75,7 +60,6 @@ def user_server(user: ServerUser, name: str) -> Iterator[tuple[Server, Path]]:
         secret = private / "id_ed25519"
         secret.write_text("the server user's key\n")
         secret.chmod(0o600)
-        user.own(base)
         devices, tools = fake_devices(base / "dev", 4), fake_nvidia_smi(base / "bin")  # nvidia-smi lists 4 GPUs
         user.own(base)
         parent = stack.enter_context(delegated_cgroup(user, f"gpuledger-ownids-{name}-{uuid.uuid4().hex[:8]}"))
@@ -127,27 +111,35 @@ def end_all(client: httpx.Client, jobs: list[tuple[str, str, int]]) -> list[dict
     return [json.loads(stdout.splitlines()[0]) for stdout in stdouts]
 
 
-def test_without_a_range_jobs_run_as_the_server_user_and_the_log_says_why(server_user: ServerUser) -> None:
+@pytest.fixture(scope="module")
+def ids_user(server_user: ServerUser) -> Iterator[ServerUser]:
+    """This worker's account for the server (tests/own_accounts.py); ``server_user`` only groups these
+    tests with the other non-root ones."""
+    with account("ids") as user:
+        yield user
+
+
+def test_without_a_range_jobs_run_as_the_server_user_and_the_log_says_why(ids_user: ServerUser) -> None:
     """No line for the server user in /etc/subuid: the job runs as that user (and reads its 0600
     file), and the server's log says once that jobs get no ids of their own, and why."""
-    assert not any(server_user.name in p.read_text() for p in SUBID_FILES), "a range is there already"
-    with user_server(server_user, "none") as (server, secret), server.client(server.admin_token) as client:
+    assert not any(ids_user.name in p.read_text() for p in SUBID_FILES), "a range is there already"
+    with user_server(ids_user, "none") as (server, secret), server.client(server.admin_token) as client:
         jobs = start_sleepers(client, secret, 1)
         uid = host_uid(jobs[0][2])
         reports = end_all(client, jobs)
         log = (server.root / "server.log").read_text()
-    assert uid == server_user.uid
+    assert uid == ids_user.uid
     assert reports[0]["secret"].startswith("read ")
     lines = [json.loads(line) for line in log.splitlines() if "sandbox.own_ids" in line]
     assert [(e["event"], e["reason"]) for e in lines] == [
-        ("sandbox.own_ids_off", f"the node user has no subordinate ids: add '{server_user.name}:100000:65536' "
+        ("sandbox.own_ids_off", f"the node user has no subordinate ids: add '{ids_user.name}:100000:65536' "
          "to /etc/subuid and /etc/subgid")
     ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def own_ids_server(server_user: ServerUser) -> Iterator[tuple[Server, Path, range]]:
-    with subordinate_ids(server_user) as ids, user_server(server_user, "range") as (server, secret):
+def own_ids_server(ids_user: ServerUser) -> Iterator[tuple[Server, Path, range]]:
+    with subordinate_ids(ids_user, first_id(0)) as ids, user_server(ids_user, "range") as (server, secret):
         yield server, secret, ids
 
 
@@ -175,8 +167,8 @@ def test_a_job_runs_as_a_subordinate_uid_and_cannot_read_the_server_users_privat
     server, _, ids = own_ids_server
     assert all(uid in ids for uid in sleepers["uids"]), sleepers["uids"]
     said = [json.loads(line) for line in (server.root / "server.log").read_text().splitlines() if "own_ids" in line]
-    assert [(e["event"], e["ids"]) for e in said] == [("sandbox.own_ids", f"uids {FIRST}-{FIRST + COUNT - 1}, "
-                                                      f"gids {FIRST}-{FIRST + COUNT - 1}")]  # fmt: skip
+    span = f"{ids[0]}-{ids[-1]}"
+    assert [(e["event"], e["ids"]) for e in said] == [("sandbox.own_ids", f"uids {span}, gids {span}")]
     for cgroup in sleepers["cgroups"]:
         assert "/gpuledger-ownids-range-" in cgroup, cgroup
         assert "/jobs/job-" in cgroup, cgroup
@@ -218,7 +210,7 @@ def test_an_ordinary_ml_job_still_works(own_ids_server: tuple[Server, Path, rang
 
 
 def test_the_start_up_sweep_removes_a_leftover_of_subordinate_ids(
-    own_ids_server: tuple[Server, Path, range], sleepers: dict[str, Any], server_user: ServerUser
+    own_ids_server: tuple[Server, Path, range], sleepers: dict[str, Any], ids_user: ServerUser
 ) -> None:
     """A finished job's workdir left by a crash, its files owned by a subordinate uid behind mode-000
     directories: the next start's sweep removes it (from the same kind of user namespace)."""
@@ -226,9 +218,9 @@ def test_the_start_up_sweep_removes_a_leftover_of_subordinate_ids(
     leftover = server.root / "jobs" / "work" / "jobs" / f"{sleepers['jobs'][0]}.9"
     (leftover / "work" / "closed" / "inner").mkdir(parents=True)
     (leftover / "work" / "closed" / "inner" / "data").write_text("the job's own\n")
-    server_user.own(leftover)
+    ids_user.own(leftover)
     for path in [leftover / "work", *(leftover / "work").rglob("*")]:
-        os.lchown(path, ids[61000], server_user.gid)
+        os.lchown(path, ids[61000], ids_user.gid)
     for directory in (leftover / "work" / "closed" / "inner", leftover / "work" / "closed"):
         directory.chmod(0)
     server.stop()

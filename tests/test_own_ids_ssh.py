@@ -4,78 +4,24 @@ left."""
 
 from __future__ import annotations
 
-import os
-import pwd
-import stat
-import struct
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from nonroot import ACL_MASK, ACL_USER, ACL_XATTR, ServerUser, delegated_cgroup, owned_dir, search_acl
+from nonroot import ServerUser, delegated_cgroup, owned_dir
+from own_accounts import account, first_id, subordinate_ids
 from server import Server
 from sshd import SshCluster
-from test_own_ids import end_all, host_uid, start_sleepers, subordinate_ids
+from test_own_ids import end_all, host_uid, start_sleepers
 from test_sandbox import start_server
 from test_ssh_jobs import ssh_settings
 from wrapper_jobs import PY
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("require_sandbox")]
-
-NODE_USER = "gpuledger-node"
-NODE_FIRST = 600000  # not overlapping the server user's range
-
-
-def with_search(acl: bytes | None, mode: int, uid: int) -> bytes:
-    """``acl`` (the kernel's xattr form; None: the bare ``mode``) plus search for ``uid``."""
-    if acl is None:
-        return search_acl(mode, uid)
-    entries = [struct.unpack_from("<HHI", acl, offset) for offset in range(4, len(acl), 8)]
-    entries = [(tag, perm | 1 if tag == ACL_MASK else perm, i) for tag, perm, i in entries] + [(ACL_USER, 1, uid)]
-    return acl[:4] + b"".join(struct.pack("<HHI", *e) for e in sorted(entries, key=lambda e: (e[0], e[2])))
-
-
-@contextmanager
-def searchable_by(user: ServerUser, *targets: Path) -> Iterator[None]:
-    """Search (never read) for ``user`` on each closed directory above ``targets`` (the interpreter,
-    the cluster's authorized_keys, which sshd reads as the user logging in), by an ACL entry of its own
-    added to any there already (the server user's); the old ACLs come back afterwards."""
-    closed = {d for t in targets for d in t.parents if not d.stat().st_mode & stat.S_IXOTH}
-    saved = []
-    try:
-        for directory in sorted(closed):
-            old = os.getxattr(directory, ACL_XATTR) if ACL_XATTR in os.listxattr(directory) else None
-            saved.append((directory, old, stat.S_IMODE(directory.stat().st_mode)))
-            os.setxattr(directory, ACL_XATTR, with_search(old, saved[-1][2], user.uid))
-        yield
-    finally:
-        for directory, old, mode in reversed(saved):
-            if old is None:
-                os.removexattr(directory, ACL_XATTR)
-                directory.chmod(mode)
-            else:
-                os.setxattr(directory, ACL_XATTR, old)
-
-
-@contextmanager
-def node_account(cluster: SshCluster) -> Iterator[ServerUser]:
-    """An ordinary account with a login shell and no locked password (sshd without PAM refuses a
-    locked one even for a key), which can reach the test interpreter and the authorized keys."""
-    subprocess.run(["useradd", "--system", "--create-home", "--shell", "/bin/bash", NODE_USER], check=True)
-    try:
-        subprocess.run(["usermod", "-p", "*", NODE_USER], check=True)
-        entry = pwd.getpwnam(NODE_USER)
-        user = ServerUser(NODE_USER, entry.pw_uid, entry.pw_gid)
-        python = Path(os.path.realpath(sys.executable))
-        with searchable_by(user, python, cluster.root / "authorized_keys"):
-            yield user
-    finally:
-        subprocess.run(["userdel", "--remove", NODE_USER], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +29,12 @@ def ssh_own_ids(
     server_user: ServerUser, ssh_cluster: SshCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Path, range, Path]]:
     """A root server whose SSH nodes log in as an ordinary user with a range (and a delegated cgroup),
-    binding a directory with a mode-0600 file of that user. (server, that file, range, jobs root)"""
+    binding a directory with a mode-0600 file of that user. (server, that file, range, jobs root)
+    ``server_user`` only groups these tests with the other non-root ones."""
     with ExitStack() as stack:
-        user = stack.enter_context(node_account(ssh_cluster))
-        ids = stack.enter_context(subordinate_ids(user, NODE_FIRST))
+        # sshd reads the cluster's authorized_keys as the user logging in
+        user = stack.enter_context(account("node", login=True, reach=(ssh_cluster.root / "authorized_keys",)))
+        ids = stack.enter_context(subordinate_ids(user, first_id(2)))
         base = stack.enter_context(owned_dir(user))
         (base / "shared").mkdir()
         secret = base / "shared" / "id_ed25519"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from nonroot import ServerUser, owned_dir
+from own_accounts import account, first_id, subordinate_ids
 from server import REPO
-from test_own_ids import subordinate_ids
 from wrapper_jobs import prepare_workdir
 
 from executors import wrapper
@@ -24,9 +24,10 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("require_sandbox
 
 @pytest.fixture(scope="module")
 def ranged_user(server_user: ServerUser) -> Iterator[ServerUser]:
-    """The server user, with a subordinate range for this module."""
-    with subordinate_ids(server_user):
-        yield server_user
+    """This worker's account with a range (tests/own_accounts.py); ``server_user`` only groups these
+    tests with the other non-root ones."""
+    with account("idsw") as user, subordinate_ids(user, first_id(1)):
+        yield user
 
 
 def test_without_newuidmap_the_probe_says_why(ranged_user: ServerUser) -> None:
