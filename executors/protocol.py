@@ -69,7 +69,7 @@ class SandboxSpec(msgspec.Struct, frozen=True, kw_only=True):
     mode: Literal["bwrap", "none"] = "bwrap"
     network: Literal["none", "host"] = "none"
     readonly_paths: list[str] = []
-    uid: int = 61000  # used only when the wrapper runs as root: the slot's unprivileged uid
+    uid: int = 61000  # the slot's unprivileged uid, when the wrapper runs as root or with subordinate ids
     gpus: list[int] | None = None  # device minors: /dev/nvidia<minor> bound in; None or []: no GPU
     gpu_indices: list[int] | None = None  # nvidia-smi indices, mapped to minors by the wrapper on the node
     gpus_from_slurm: bool = False  # also bind the GPUs Slurm allocated (the batch job's environment)
@@ -154,6 +154,8 @@ class Probe(msgspec.Struct, frozen=True, kw_only=True):
     ok: bool
     reason: str | None = None
     as_root: bool = False
+    own_ids: str | None = None  # a non-root wrapper's jobs run as these subordinate ids...
+    own_ids_off: str | None = None  # ...or, without them, as the node user: why
 
 
 _started_decoder = msgspec.json.Decoder(Started)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import structlog
+
 from executors import protocol as wp
 from executors.errors import RemoteCommandFailed
 from executors.seccomp import seccomp_program
@@ -16,6 +18,7 @@ from executors.transport import Transport
 from executors.visibility import holds
 from ledger.store.settings import SandboxSettings
 
+log = structlog.get_logger()
 DISABLED_WARNING = 'JOB_SANDBOX = "none": submitted code runs unconfined, with the rights of the node user'
 CGROUPS_DISABLED_WARNING = (
     "JOB_CGROUPS = false: jobs have no memory, process or CPU limit of their own; one job can exhaust the node"
@@ -69,4 +72,16 @@ async def sandbox_problem(transport: Transport, root: str, sandbox: SandboxSetti
     if code != 0:
         raise RemoteCommandFailed("sandbox probe", code, err or out)
     probe = wp.decode_probe(out.strip().splitlines()[-1])
+    log_own_ids(transport.node, probe)
     return None if probe.ok else probe.reason or "the sandbox probe failed"
+
+
+def log_own_ids(node: str, probe: wp.Probe) -> None:
+    """Once per probe of a non-root node: whether its jobs get subordinate ids, and if not, why."""
+    if probe.as_root:
+        return
+    if probe.own_ids is not None:
+        log.info("sandbox.own_ids", node=node, ids=probe.own_ids)
+        return
+    effect = "jobs run as the node user: they can read what it can read among the bound paths"
+    log.warning("sandbox.own_ids_off", node=node, reason=probe.own_ids_off, effect=effect)

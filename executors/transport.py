@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import shlex
 import stat
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,8 @@ from executors.errors import CommandTimedOut, JobFileUnreadable, RemoteCommandFa
 from executors.local_process import run_local, stream_local
 
 # The same code as `wrapper.py clean` on a node (the wrapper is stdlib-only and untyped: a module object).
-_remove_tree: Callable[[str], bool] = importlib.import_module("executors.wrapper").remove_tree
+_wrapper = importlib.import_module("executors.wrapper")
+_remove_tree: Callable[[str], bool] = _wrapper.remove_tree
 
 
 class Transport(Protocol):
@@ -76,12 +78,26 @@ class LocalTransport:
         return await asyncio.to_thread(read_job_file, path, max_bytes)
 
     async def remove_tree(self, path: str) -> None:
-        """The wrapper's own ``clean`` (deep, mode-000, huge trees), in a thread: OSError if it stays."""
-        if not await asyncio.to_thread(_remove_tree, path):
-            raise OSError(f"{path} is still there after clean-up")
+        """The wrapper's own ``clean`` (deep, mode-000, huge trees), in a thread: OSError if it stays.
+        What a non-root server cannot remove itself (a job's files, owned by subordinate ids) the
+        wrapper's ``clean`` removes from a user namespace, which this threaded process cannot enter."""
+        try:
+            if await asyncio.to_thread(_remove_tree, path):
+                return
+        except OSError:
+            if os.geteuid() == 0:
+                raise
+        code, _, err = await self.run(_clean_command(self.python, path), timeout=3600)
+        if code != 0:
+            raise OSError(f"{path} is still there after clean-up: {err.decode(errors='replace').strip()}")
 
     async def probe(self) -> None:
         return None
+
+
+def _clean_command(python: str, path: str) -> str:
+    """The wrapper's ``clean`` from the server's own copy (the job directory's may be gone already)."""
+    return shlex.join([python, "-I", "-S", str(_wrapper.__file__), "clean", path])
 
 
 def read_job_file(path: str, max_bytes: int) -> tuple[bytes, bool] | None:

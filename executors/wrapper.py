@@ -21,8 +21,10 @@ The sandbox is bubblewrap (`bwrap`): own PID, IPC, UTS and (by default) network 
 read-only (of /etc an allowlist), a private /tmp, only the job's workdir writable, a seccomp filter.
 Run as root, the job runs as the slot's unprivileged uid (dropped by setpriv inside the sandbox, where
 a second bwrap makes a user namespace owned by that uid); run as an ordinary user, bwrap makes the user
-namespace itself. Either way no further user namespace may be made (bwrap's --disable-userns). The exit
-status is the one this daemon gets from waitpid on bwrap, never a file.
+namespace itself, unless the user has subordinate ids (/etc/subuid, /etc/subgid, newuidmap): then the
+daemon is root of a user namespace of its own first and goes the root way there, so the slot's uid is a
+subordinate one ("own ids"). Either way no further user namespace may be made (bwrap's --disable-userns).
+The exit status is the one this daemon gets from waitpid on bwrap, never a file.
 
 Exit status: a job killed by signal N records signal=N and exit_code=null; any other end records its
 exit code and signal=null. In the sandbox a death by signal N reaches us as exit 128+N (bwrap reports
@@ -599,10 +601,10 @@ def mount_points(targets: Iterable[str]) -> list[str]:
     return argv
 
 
-def confine(limits: Json, cgroup: JobCgroup | None = None) -> Callable[[], None]:
+def confine(limits: Json, cgroup: JobCgroup | None = None, umask: int | None = None) -> Callable[[], None]:
     """Runs in the child between fork and exec: the job's cgroup, its OOM score and resource limits,
     all inherited by the whole sandbox. With a cgroup, its pids.max replaces RLIMIT_NPROC (per uid,
-    which counts every slot of a non-root node user together)."""
+    which counts every slot of a non-root node user together). ``umask``: the job's, when given."""
     import resource  # only here: the daemon alone needs it
 
     chosen = []
@@ -626,17 +628,28 @@ def confine(limits: Json, cgroup: JobCgroup | None = None) -> Callable[[], None]
         set_oom_score_adj(JOB_OOM_SCORE_ADJ)
         for which, value in chosen:
             resource.setrlimit(which, (value, value))
+        if umask is not None:
+            os.umask(umask)
 
     return preexec
 
 
-def hand_over_workdir(workdir: str, uid: int) -> None:
-    """Root only: the job's workdir (and what the runner put in it) belongs to the slot's uid."""
-    os.chown(workdir, uid, uid)
-    os.chmod(workdir, 0o700)
+def hand_over_workdir(workdir: str, uid: int, gid: int | None = None) -> None:
+    """Root only: the job's workdir (and what the runner put in it) belongs to the slot's uid. With
+    ``gid`` (own ids: the node user's group) the non-root server still reads what the job leaves
+    there: the group's, setgid so the job's files keep it, shut to others (the other slots)."""
+    group, mode = (uid, 0o700) if gid is None else (gid, 0o2750)
+    os.chown(workdir, uid, group)
+    os.chmod(workdir, mode)
     for root, dirs, files in os.walk(workdir):
         for name in dirs + files:
-            os.lchown(os.path.join(root, name), uid, uid)
+            os.lchown(os.path.join(root, name), uid, group)
+
+
+def job_umask(sandbox: Json) -> int | None:
+    """Own ids: what the job writes stays readable by its workdir's group, the node user, who collects
+    results and artifacts (under a root wrapper root reads them; otherwise the job is the node user)."""
+    return None if sandbox.get("workdir_gid") is None else 0o027
 
 
 def read_child_pid(fd: int, timeout_s: float) -> int | None:
@@ -683,7 +696,7 @@ def bwrap_problem(workdir: str, sandbox: Json, cgroup: JobCgroup | None) -> str 
         return "setpriv is not installed: install util-linux (apt-get install -y util-linux)"
     os.makedirs(workdir, exist_ok=True)
     if os.geteuid() == 0:  # as for a job: the slot's uid must be able to enter it (drop_to_slot's --chdir)
-        hand_over_workdir(workdir, int(sandbox["uid"]))
+        hand_over_workdir(workdir, int(sandbox["uid"]), sandbox.get("workdir_gid"))
     fds = seccomp_fds(path(os.path.dirname(os.path.dirname(workdir)), SECCOMP_NAME), required=False)
     try:
         argv = sandbox_argv(sandbox, workdir, "true", fds)
@@ -1043,6 +1056,22 @@ def run_daemon(workdir: str) -> None:
             named_cgroup(spec["resources"], workdir).discard()
         write_json_atomic(path(workdir, "status.json"), status_record(None, cancelled=True))
         return
+    ids = own_ids()[0] if sandbox.get("mode") == "bwrap" and os.geteuid() != 0 else None
+    if ids is not None:
+        try:  # the job's daemon is root of the job's own user namespace: the root wrapper's way
+            in_own_ids(
+                ids, lambda: confine_and_launch(workdir, command, (limit_s, grace_s), spec, ids.sandbox(sandbox))
+            )
+            return
+        except NoOwnIds:
+            pass  # as on a node without subordinate ids; the server's probe says why
+    confine_and_launch(workdir, command, (limit_s, grace_s), spec, sandbox)
+
+
+def confine_and_launch(
+    workdir: str, command: str, limits_s: tuple[float | None, float], spec: Json, sandbox: Json
+) -> None:
+    """The job's cgroup, then the job (``launch``); the cgroup is removed after it."""
     become_subreaper()
     set_oom_score_adj(DAEMON_OOM_SCORE_ADJ)
     resources = spec.get("resources") or {}
@@ -1054,7 +1083,7 @@ def run_daemon(workdir: str) -> None:
         write_json_atomic(path(workdir, "status.json"), status_record(None, exit_code=127, error=str(e)))
         return
     try:
-        launch(workdir, command, (limit_s, grace_s), spec, sandbox, (cgroup, memory))
+        launch(workdir, command, limits_s, spec, sandbox, (cgroup, memory))
     finally:
         if cgroup is not None:
             cgroup.remove()
@@ -1113,7 +1142,7 @@ def start_job(
     argv, fds = ["bash", "-c", command], {}
     if sandbox.get("mode") == "bwrap":
         if os.geteuid() == 0:
-            hand_over_workdir(job_dir, int(sandbox["uid"]))
+            hand_over_workdir(job_dir, int(sandbox["uid"]), sandbox.get("workdir_gid"))
         fds = seccomp_fds(path(workdir, SECCOMP_NAME))
         status_fd, write_fd = os.pipe()
         argv = sandbox_argv(sandbox, job_dir, command, fds)
@@ -1129,7 +1158,7 @@ def start_job(
                 stderr=err,
                 start_new_session=True,
                 pass_fds=(() if write_fd is None else (write_fd,)) + tuple(fds.values()),
-                preexec_fn=confine(sandbox.get("limits") or {}, cgroup),
+                preexec_fn=confine(sandbox.get("limits") or {}, cgroup, job_umask(sandbox)),
             )
     except OSError:
         if status_fd is not None:
@@ -1285,6 +1314,167 @@ def open_listing(directory: str) -> os._ScandirIterator[str]:
     except PermissionError:
         os.chmod(directory, 0o700)  # a mode-000 directory of the job's own (as root it never gets here)
         return os.scandir(directory)
+
+
+# --- own ids: a non-root wrapper's jobs get subordinate uids ---------------------------------------
+
+SUBID_FILES = ("/etc/subuid", "/etc/subgid")
+CLONE_NEWUSER = 0x10000000
+UIDMAP_HINT = "install uidmap (apt-get install -y uidmap)"
+
+
+class NoOwnIds(Exception):
+    """The job's user namespace could not be made or mapped here: the wrapper does as without a range."""
+
+
+def subid_range(file_path: str, owner: tuple[str, ...]) -> tuple[int, int] | None:
+    """(first id, count) of the first line of /etc/subuid or /etc/subgid for ``owner`` (uid or name)."""
+    try:
+        with open(file_path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.strip().split(":")
+        numbers = [int(f) for f in fields[1:] if f.isdigit()]
+        if len(fields) == 3 and fields[0] in owner and len(numbers) == 2 and numbers[1] > 0:
+            return numbers[0], numbers[1]
+    return None
+
+
+class OwnIds:
+    """A user namespace for this user's jobs: 0 in it is this user (so the wrapper keeps its files and
+    its delegated cgroup), 1..count its subordinate ids, where the slots' uids live. Its root takes the
+    root wrapper's way (drop_to_slot), and the slot's uid outside is ``start + uid inside - 1``."""
+
+    def __init__(self, ranges: list[tuple[int, int]], tools: list[str]) -> None:
+        self.ranges, self.tools = ranges, tools  # (uids, gids) as (first, count); (newuidmap, newgidmap)
+        self.count = min(count for _, count in ranges)
+
+    def inside(self, uid: int) -> int:
+        """The slot's uid in the namespace: JOB_UID_BASE + n itself when the range is big enough."""
+        return 1 + (uid - 1) % self.count
+
+    def sandbox(self, sandbox: Json) -> Json:
+        """The job's sandbox as the namespace's root builds it: the slot's uid there, and the workdir's
+        group the node user's (0 inside), so the server still reads what the job leaves."""
+        return dict(sandbox, uid=self.inside(int(sandbox["uid"])), workdir_gid=0)
+
+    def describe(self) -> str:
+        (uid, uids), (gid, gids) = self.ranges
+        return f"uids {uid}-{uid + uids - 1}, gids {gid}-{gid + gids - 1}"
+
+    def map_commands(self, pid: int) -> list[list[str]]:
+        """newuidmap and newgidmap for ``pid``: 0 is our own id, 1.. the subordinate range."""
+        own = (os.getuid(), os.getgid())
+        return [
+            [tool, str(pid), "0", str(own[i]), "1", "1", str(first), str(count)]
+            for i, (tool, (first, count)) in enumerate((self.tools[j], self.ranges[j]) for j in (0, 1))
+        ]
+
+
+def own_ids() -> tuple[OwnIds | None, str | None]:
+    """(OwnIds, None) when this non-root user's jobs can have subordinate ids here; (None, why not)."""
+    tools = [find_program(name) for name in ("newuidmap", "newgidmap")]
+    if None in tools:
+        return None, f"newuidmap and newgidmap are not installed: {UIDMAP_HINT}"
+    found = [t for t in tools if t is not None]
+    if not all(os.stat(t).st_mode & stat_mode.S_ISUID and os.stat(t).st_uid == 0 for t in found):
+        return None, "newuidmap or newgidmap is not setuid root: apt-get install --reinstall -y uidmap"
+    owner = (str(os.getuid()), *user_name())
+    ranges = [subid_range(f, owner) for f in SUBID_FILES]
+    missing = [SUBID_FILES[i] for i, r in enumerate(ranges) if r is None]
+    if missing:
+        line = f"{owner[-1]}:100000:65536"
+        return None, f"the node user has no subordinate ids: add {line!r} to {' and '.join(missing)}"
+    return OwnIds([r for r in ranges if r is not None], found), None
+
+
+def user_name() -> tuple[str, ...]:
+    """This process's user name, as /etc/subuid may give it; () when it has no account."""
+    import pwd  # only here: the daemon and clean need it, every other start does not
+
+    try:
+        return (pwd.getpwuid(os.getuid()).pw_name,)
+    except KeyError:
+        return ()
+
+
+def in_own_ids(ids: OwnIds, body: Callable[[], Any]) -> Any:
+    """``body``'s result, run in a child that is root of a user namespace mapped by ``ids`` (its
+    capabilities reach the ids mapped there only). NoOwnIds (``body`` never ran) when the namespace
+    could not be made or mapped; OSError with the child's traceback when ``body`` raised."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    result_r, result_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        close_all(ready_r, go_w, result_r)
+        own_ids_child(body, ready_w, go_r, result_w)
+    close_all(ready_w, go_r, result_w)
+    try:
+        try:
+            why = map_ids(ids, child, ready_r)
+            os.write(go_w, b"0" if why else b"1")
+        finally:
+            os.close(go_w)  # without a b"1" before it, the child ends and ``body`` never runs
+        data = read_to_end(result_r)
+    finally:
+        close_all(ready_r, result_r)
+        os.waitpid(child, 0)
+    if why is not None:
+        raise NoOwnIds(why)
+    outcome = json.loads(data.decode("utf-8")) if data else {"error": "the child ended without a result"}
+    if "error" in outcome:
+        raise OSError(f"in the job's user namespace: {outcome['error']}")
+    return outcome["result"]
+
+
+def own_ids_child(body: Callable[[], Any], ready_w: int, go_r: int, result_w: int) -> None:
+    """The forked child: unshare, wait for the maps, run ``body``, send its result; never returns."""
+    try:
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWUSER) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
+        os.write(ready_w, b"1")
+        if os.read(go_r, 1) == b"1":
+            os.write(result_w, json.dumps({"result": body()}).encode("utf-8"))
+    except BaseException:
+        import traceback
+
+        os.write(result_w, json.dumps({"error": traceback.format_exc()}).encode("utf-8"))
+    finally:
+        os._exit(0)
+
+
+def map_ids(ids: OwnIds, pid: int, ready_r: int) -> str | None:
+    """Write the child's uid and gid maps once it has unshared; None, or why that failed."""
+    if os.read(ready_r, 1) != b"1":
+        return "this node cannot make a user namespace (unshare failed)"
+    for argv in ids.map_commands(pid):
+        try:
+            done = subprocess.run(argv, capture_output=True, env={"PATH": DEFAULT_PATH}, stdin=subprocess.DEVNULL)
+        except OSError as e:
+            return f"{argv[0]}: {e}"
+        if done.returncode != 0:
+            said = (done.stderr or done.stdout).decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+            return f"{os.path.basename(argv[0])} failed: {said[0]}"
+    return None
+
+
+def close_all(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def read_to_end(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 # --- subcommands -----------------------------------------------------------------------------------
@@ -1559,7 +1749,15 @@ def remove_tree(top: str) -> bool:
 
 
 def cmd_clean(target: str) -> int:
-    """Remove a job's directory (control files and workdir); exit 0 once it is gone."""
+    """Remove a job's directory (control files and workdir); exit 0 once it is gone. A non-root
+    wrapper with subordinate ids removes it as root of such a user namespace: the job's files are
+    owned by ids mapped there."""
+    ids = own_ids()[0] if os.geteuid() != 0 else None
+    if ids is not None:
+        try:
+            return 0 if in_own_ids(ids, lambda: remove_tree(target)) else 1
+        except NoOwnIds:
+            pass
     return 0 if remove_tree(target) else 1
 
 
@@ -1567,8 +1765,19 @@ def cmd_probe(root: str, uid: int, cgroup_parent: str | None = None) -> int:
     """Can this node sandbox a job? Builds one around `true`, as a job's would be (in a cgroup below
     ``cgroup_parent`` when given). Prints the verdict."""
     sandbox = {"mode": "bwrap", "network": "none", "uid": uid}
-    problem = sandbox_problem(path(path(root, "probe"), WORK_DIR), sandbox, cgroup_parent)
-    emit({"ok": problem is None, "reason": problem, "as_root": os.geteuid() == 0})
+    workdir = path(path(root, "probe"), WORK_DIR)
+    verdict: Json = {"as_root": os.geteuid() == 0, "own_ids": None, "own_ids_off": None}
+    ids, why = (None, None) if verdict["as_root"] else own_ids()
+    if ids is not None:
+        try:  # as a job's daemon would build it
+            problem = in_own_ids(ids, lambda: sandbox_problem(workdir, ids.sandbox(sandbox), cgroup_parent))
+            verdict.update(ok=problem is None, reason=problem, own_ids=ids.describe())
+            emit(verdict)
+            return 0
+        except NoOwnIds as e:
+            why = str(e)
+    problem = sandbox_problem(workdir, sandbox, cgroup_parent)
+    emit(dict(verdict, ok=problem is None, reason=problem, own_ids_off=why))
     return 0
 
 
