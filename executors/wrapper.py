@@ -33,17 +33,104 @@ it so), and is recorded as signal N.
 
 from __future__ import annotations  # annotations stay text: the 3.8 interpreter never evaluates them
 
-import json
 import os
-import select
-import signal
-import stat as stat_mode
-import struct
-import subprocess
 import sys
-import threading  # subprocess imports it anyway: no start-up cost
 import time
-from datetime import datetime, timezone
+
+# --- the job's cgroup: its migration path warmed from the wrapper's first moment -------------------
+# Here, above the slower imports (json, subprocess, datetime: ~12 ms), so that much more of the kernel's
+# grace period passes before the job's first process moves into its cgroup.
+
+CGROUP_FS = "/sys/fs/cgroup"
+WARM_EVERY_S = 0.005  # half a grace period here: the path never cools between moves
+WARM_FOR_S = 2.0  # a job that has not joined by then is slow for other reasons
+
+
+class MigrationWarmer:
+    """Keeps the kernel's cgroup migration path warm until the job's first process has joined its cgroup.
+
+    Moving a process into a cgroup takes a global lock (cgroup_threadgroup_rwsem) whose first taker
+    waits out an RCU grace period: ~10 ms here, most of the cgroup's start-up cost. A move within a
+    grace period of the last one is nearly free. So a thread moves this process into the cgroup it is
+    already in (a no-op move) every few ms, and the job's own move finds the path warm. Best effort: it
+    stops at the first error, once a process is in ``joined`` (the job's cgroup.procs, set when known),
+    when ``stopped`` is set, or after ``WARM_FOR_S``."""
+
+    def __init__(self, own_procs: str) -> None:
+        self.own_procs = own_procs
+        self.joined: str | None = None
+        self.stopped = False
+
+    def start(self) -> MigrationWarmer:
+        import _thread  # not threading: its imports would cost the time this thread is here to win
+
+        _thread.start_new_thread(self.run, ())
+        return self
+
+    def run(self) -> None:
+        pid = str(os.getpid()).encode("ascii")
+        deadline = time.monotonic() + WARM_FOR_S
+        try:
+            while not self.stopped and time.monotonic() < deadline:
+                fd = os.open(self.own_procs, os.O_WRONLY)
+                try:
+                    os.write(fd, pid)
+                finally:
+                    os.close(fd)
+                if self.joined is not None and self.job_joined(self.joined):
+                    return
+                time.sleep(WARM_EVERY_S)
+        except OSError:  # not ours to write (a delegated subtree), or the cgroup is gone: no warming
+            return
+
+    @staticmethod
+    def job_joined(procs: str) -> bool:
+        with open(procs) as f:
+            return bool(f.read().strip())
+
+
+def own_procs_file(fs: str) -> str | None:
+    """The cgroup.procs of the cgroup this process is in now (v2, or v1's memory hierarchy)."""
+    v2 = os.path.exists(os.path.join(fs, "cgroup.controllers"))
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        number, controllers, where = [*line.split(":", 2), "", ""][:3]
+        if (v2 and number == "0") or (not v2 and "memory" in controllers.split(",")):
+            top = fs if v2 else os.path.join(fs, controllers)
+            return os.path.join(top, where.lstrip("/"), "cgroup.procs")
+    return None
+
+
+def early_warmer(argv: list[str], fs: str = CGROUP_FS) -> MigrationWarmer | None:
+    """A started warmer for `run` or `launch` of a job nobody has launched yet whose job.json asks for
+    a cgroup; None otherwise. job.json is searched as bytes (json is not imported yet): the runner's
+    encoder writes the key as "cgroups":true, and inside a JSON string those quotes would be escaped."""
+    if len(argv) < 3 or argv[1] not in ("run", "launch") or os.path.exists(os.path.join(argv[2], "launched")):
+        return None
+    try:
+        with open(os.path.join(argv[2], "job.json"), "rb") as f:
+            spec = f.read()
+    except OSError:
+        return None
+    if b'"cgroups":true' not in spec and b'"cgroups": true' not in spec:
+        return None
+    own = own_procs_file(fs)
+    return None if own is None else MigrationWarmer(own).start()
+
+
+EARLY_WARMER = early_warmer(sys.argv) if __name__ == "__main__" else None
+
+import json  # noqa: E402 - below the warmer's start, on purpose (see above)
+import select  # noqa: E402
+import signal  # noqa: E402
+import stat as stat_mode  # noqa: E402
+import struct  # noqa: E402
+import subprocess  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
 
 # Read by mypy only: importing typing at run time would cost start-up time on the job's critical path.
 TYPE_CHECKING = False
@@ -710,7 +797,6 @@ def bwrap_problem(workdir: str, sandbox: Json, cgroup: JobCgroup | None) -> str 
 
 # --- resource limits: the job's own cgroup ---------------------------------------------------------
 
-CGROUP_FS = "/sys/fs/cgroup"
 CGROUP_CONTROLLERS = ("memory", "pids", "cpu")
 DAEMON_OOM_SCORE_ADJ = -500  # the kernel's OOM killer takes any job before a wrapper daemon...
 JOB_OOM_SCORE_ADJ = 1000  # ...and a job's processes before anything else on the node
@@ -868,33 +954,18 @@ class JobCgroup:
             except OSError:
                 pass  # not ours to change (a delegated subtree has them on already); create() says what is missing
 
-    def keep_warm(self) -> None:
-        """Keep the kernel's cgroup migration path warm until the job's first process has joined.
-
-        Moving a process into a cgroup takes a global lock (cgroup_threadgroup_rwsem) whose first taker
-        waits out an RCU grace period: ~10 ms here, most of the cgroup's start-up cost. A move within a
-        grace period of the last one is nearly free. So, while the job's process is being set up, a thread
-        moves this daemon into the cgroup it is already in (a no-op move) every few ms, and the job's own
-        move finds the path warm. Best effort: it stops at the first error, once the job has joined, or
-        after ``WARM_FOR_S``."""
-        own = self.own_procs_file()
-        if own is not None:
-            joined = os.path.join(self.dirs["memory"], "cgroup.procs")
-            threading.Thread(target=keep_migration_warm, args=(own, joined), daemon=True).start()
+    def keep_warm(self, warmer: MigrationWarmer | None = None) -> None:
+        """Keep the migration path warm (``MigrationWarmer``) until the job has joined this cgroup:
+        ``warmer`` is the one the wrapper started at its first moment; without it, one starts now."""
+        if warmer is None:
+            own = self.own_procs_file()
+            if own is None:
+                return
+            warmer = MigrationWarmer(own).start()
+        warmer.joined = os.path.join(self.dirs["memory"], "cgroup.procs")
 
     def own_procs_file(self) -> str | None:
-        """The cgroup.procs of the cgroup this process is in now (v2, or v1's memory hierarchy)."""
-        try:
-            with open("/proc/self/cgroup") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            return None
-        for line in lines:
-            number, controllers, where = [*line.split(":", 2), "", ""][:3]
-            if (self.v2 and number == "0") or (not self.v2 and "memory" in controllers.split(",")):
-                top = self.fs if self.v2 else os.path.join(self.fs, controllers)
-                return os.path.join(top, where.lstrip("/"), "cgroup.procs")
-        return None
+        return own_procs_file(self.fs)
 
     def oom_kills(self) -> int:
         """OOM kills the kernel counted in this cgroup (v2 memory.events; v1 memory.oom_control)."""
@@ -921,29 +992,6 @@ class JobCgroup:
                         break
                     time.sleep(POLL_S)
         self.made = []
-
-
-WARM_EVERY_S = 0.002  # well inside a grace period (a few ms): the path never cools between moves
-WARM_FOR_S = 2.0  # a job that has not joined by then is slow for other reasons
-
-
-def keep_migration_warm(own_procs: str, joined_procs: str) -> None:
-    """No-op moves of this process into its own cgroup until ``joined_procs`` lists a process."""
-    pid = str(os.getpid()).encode("ascii")
-    deadline = time.monotonic() + WARM_FOR_S
-    try:
-        while time.monotonic() < deadline:
-            fd = os.open(own_procs, os.O_WRONLY)
-            try:
-                os.write(fd, pid)
-            finally:
-                os.close(fd)
-            with open(joined_procs) as f:
-                if f.read().strip():
-                    return
-            time.sleep(WARM_EVERY_S)
-    except OSError:  # not ours to write (a delegated subtree), or the cgroup is gone: no warming
-        return
 
 
 def prepare_cgroup(workdir: str) -> JobCgroup | None:
@@ -993,15 +1041,15 @@ def set_oom_score_adj(value: int) -> None:
 # --- the daemon ------------------------------------------------------------------------------------
 
 
-def spawn_daemon(workdir: str, cgroup: JobCgroup | None = None) -> None:
+def spawn_daemon(workdir: str, cgroup: JobCgroup | None = None, warmer: MigrationWarmer | None = None) -> None:
     """Double fork + setsid: the daemon has no terminal and no parent to take it down with the session.
-    ``cgroup``: the job's, made ahead; its migration path is kept warm from here (after the fork: a
-    process that forks stays single-threaded)."""
+    ``cgroup``: the job's, made ahead; its migration path is kept warm by ``warmer`` (running since the
+    wrapper's start) or from here (after the fork: then the launcher forks single-threaded)."""
     sys.stdout.flush()
-    child = os.fork()
+    child = fork_beside(warmer)
     if child > 0:
         if cgroup is not None:
-            cgroup.keep_warm()
+            cgroup.keep_warm(warmer)
         os.waitpid(child, 0)
         return
     try:
@@ -1019,6 +1067,18 @@ def spawn_daemon(workdir: str, cgroup: JobCgroup | None = None) -> None:
         append_text(path(workdir, "wrapper.log"), traceback.format_exc())
         os._exit(1)
     os._exit(0)
+
+
+def fork_beside(warmer: MigrationWarmer | None) -> int:
+    """os.fork while the warmer's thread may run. That thread only makes system calls and sleeps, so it
+    holds nothing the child needs; Python 3.12+ would warn about the fork on the launcher's stderr."""
+    if warmer is None:
+        return os.fork()
+    import warnings  # only here: every import is start-up time on the job's critical path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
 
 
 def load_spec(workdir: str) -> tuple[str, float | None, float, Json, Json]:
@@ -1300,8 +1360,10 @@ def start_once(workdir: str) -> Json | None:
     started = read_json(path(workdir, "started.json"))
     if started is None:
         if claim(workdir):
-            spawn_daemon(workdir, prepare_cgroup(workdir))
+            spawn_daemon(workdir, prepare_cgroup(workdir), EARLY_WARMER)
         started = wait_for_start(workdir)
+    if EARLY_WARMER is not None:  # the job has joined its cgroup by now, or never will
+        EARLY_WARMER.stopped = True
     return started
 
 
