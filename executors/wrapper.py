@@ -197,6 +197,8 @@ def write_json_atomic(file_path: str, obj: Json) -> None:
             os.close(dir_fd)
     except OSError:
         pass  # some filesystems refuse fsync on a directory; the rename is still atomic
+    for wakeup in LAUNCHER_WAKEUP:
+        wakeup.notify()
 
 
 def append_text(file_path: str, text: str) -> None:
@@ -390,6 +392,29 @@ class Reaper:
                 return
             if pid == self.main_pid:
                 self.wait_status = wait_status
+
+
+class ExitWait:
+    """Sleeps between the daemon's checks, but wakes as soon as the job's main process exits: its pidfd
+    (Linux 5.3+, Python 3.9+) turns readable then, so a job's end is noticed at once, not up to a tick
+    later. Where there is none, a plain sleep."""
+
+    def __init__(self, pid: int) -> None:
+        try:
+            self.fd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # Python 3.8, or a kernel before 5.3
+            self.fd = None
+
+    def __call__(self, seconds: float) -> None:
+        if self.fd is None:
+            time.sleep(seconds)
+        else:
+            select.select([self.fd], [], [], seconds)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def exit_fields(wait_status: int | None, sandboxed: bool = False) -> tuple[int | None, int | None]:
@@ -1041,10 +1066,13 @@ def set_oom_score_adj(value: int) -> None:
 # --- the daemon ------------------------------------------------------------------------------------
 
 
-def spawn_daemon(workdir: str, cgroup: JobCgroup | None = None, warmer: MigrationWarmer | None = None) -> None:
+def spawn_daemon(
+    workdir: str, cgroup: JobCgroup | None = None, warmer: MigrationWarmer | None = None, wakeup: Wakeup | None = None
+) -> None:
     """Double fork + setsid: the daemon has no terminal and no parent to take it down with the session.
     ``cgroup``: the job's, made ahead; its migration path is kept warm by ``warmer`` (running since the
-    wrapper's start) or from here (after the fork: then the launcher forks single-threaded)."""
+    wrapper's start) or from here (after the fork: then the launcher forks single-threaded). The daemon
+    wakes the launcher through ``wakeup`` after each record it writes."""
     sys.stdout.flush()
     child = fork_beside(warmer)
     if child > 0:
@@ -1056,6 +1084,9 @@ def spawn_daemon(workdir: str, cgroup: JobCgroup | None = None, warmer: Migratio
         os.setsid()
         if os.fork() > 0:
             os._exit(0)
+        if wakeup is not None:
+            os.close(wakeup.read_fd)
+            LAUNCHER_WAKEUP.append(wakeup)
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):  # an inherited pipe would keep the SSH channel (or our caller) open
             os.dup2(devnull, fd)
@@ -1248,19 +1279,23 @@ def watch(workdir: str, reaper: Reaper, limit_s: float | None) -> str:
     cancel_path = path(workdir, "cancel")
     usage = DiskWatch(workdir, usage_limits(workdir))
     gpus = GpuSampler(workdir, read_json(path(workdir, "job.json")) or {}, os.environ)
-    while True:
-        gpus.tick()
-        reaper()
-        if reaper.wait_status is not None:
-            return "exited"
-        if os.path.exists(cancel_path):
-            return "cancelled"
-        if deadline is not None and time.monotonic() >= deadline:
-            return "timed_out"
-        over = usage.check()
-        if over is not None:
-            return over
-        time.sleep(POLL_S)
+    pause = ExitWait(reaper.main_pid)
+    try:
+        while True:
+            gpus.tick()
+            reaper()
+            if reaper.wait_status is not None:
+                return "exited"
+            if os.path.exists(cancel_path):
+                return "cancelled"
+            if deadline is not None and time.monotonic() >= deadline:
+                return "timed_out"
+            over = usage.check()
+            if over is not None:
+                return over
+            pause(POLL_S)
+    finally:
+        pause.close()
 
 
 # --- disk and output limits ------------------------------------------------------------------------
@@ -1355,13 +1390,47 @@ def emit(obj: Json) -> None:
     sys.stdout.flush()
 
 
-def start_once(workdir: str) -> Json | None:
+class Wakeup:
+    """A pipe from the daemon to the launcher that spawned it: the daemon writes a byte after each record
+    it writes (started.json, status.json), so the launcher's waits for them end then, not at their next
+    poll. A launcher without one (a later `follow`), or whose daemon is gone (end of file), polls."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)  # a full pipe already holds a wake: never block the daemon
+
+    def close_writer(self) -> None:
+        """In the launcher once the daemon is spawned (or none will be): then end of file means it is gone."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def notify(self) -> None:
+        try:  # noqa: SIM105 - see signal_group
+            os.write(self.write_fd, b".")
+        except OSError:  # full (a wake is pending), or the launcher has gone
+            pass
+
+    def wait(self, seconds: float) -> None:
+        if self.read_fd < 0:
+            time.sleep(seconds)
+        elif select.select([self.read_fd], [], [], seconds)[0] and not os.read(self.read_fd, 4096):
+            os.close(self.read_fd)  # every daemon's end is closed: poll from now on
+            self.read_fd = -1
+
+
+LAUNCHER_WAKEUP: list[Wakeup] = []  # in the daemon only: the pipe to its launcher (write_json_atomic)
+
+
+def start_once(workdir: str, wakeup: Wakeup | None = None) -> Json | None:
     """started.json, starting the job first if nobody has; None if it never started."""
     started = read_json(path(workdir, "started.json"))
     if started is None:
         if claim(workdir):
-            spawn_daemon(workdir, prepare_cgroup(workdir), EARLY_WARMER)
-        started = wait_for_start(workdir)
+            spawn_daemon(workdir, prepare_cgroup(workdir), EARLY_WARMER, wakeup)
+        if wakeup is not None:
+            wakeup.close_writer()
+        started = wait_for_start(workdir, wakeup)
     if EARLY_WARMER is not None:  # the job has joined its cgroup by now, or never will
         EARLY_WARMER.stopped = True
     return started
@@ -1369,7 +1438,7 @@ def start_once(workdir: str) -> Json | None:
 
 def cmd_launch(workdir: str) -> int:
     """Prints started.json (exit 0); a job that never started prints status.json (exit 3)."""
-    started = start_once(workdir)
+    started = start_once(workdir, Wakeup())
     if started is not None:
         emit(started)
         return 0
@@ -1381,13 +1450,14 @@ def cmd_launch(workdir: str) -> int:
     return 1
 
 
-def wait_for_start(workdir: str) -> Json | None:
+def wait_for_start(workdir: str, wakeup: Wakeup | None = None) -> Json | None:
     deadline = time.monotonic() + LAUNCH_WAIT_S
+    pause = time.sleep if wakeup is None else wakeup.wait
     while time.monotonic() < deadline:
         started = read_json(path(workdir, "started.json"))
         if started is not None or os.path.exists(path(workdir, "status.json")):
             return started
-        time.sleep(0.01)
+        pause(0.01)
     return None
 
 
@@ -1518,18 +1588,20 @@ def lost_reason(workdir: str) -> str | None:
 def cmd_run(workdir: str, out_offset: int, err_offset: int) -> int:
     """``launch`` then ``follow`` in one process (one round trip, one interpreter start): a STARTED
     frame with started.json first (none if the job never started), then what ``follow`` sends."""
-    started = start_once(workdir)
+    wakeup = Wakeup()
+    started = start_once(workdir, wakeup)
     if started is not None:
         out = sys.stdout.buffer
         payload = json.dumps(started, separators=(",", ":")).encode("utf-8")
         out.write(struct.pack(">BI", STARTED_FRAME, len(payload)) + payload)
         out.flush()
-    return cmd_follow(workdir, out_offset, err_offset)
+    return cmd_follow(workdir, out_offset, err_offset, wakeup)
 
 
-def cmd_follow(workdir: str, out_offset: int, err_offset: int) -> int:
+def cmd_follow(workdir: str, out_offset: int, err_offset: int, wakeup: Wakeup | None = None) -> int:
     follower = Follower(workdir, (out_offset, err_offset), sys.stdout.buffer)
     last_sent = time.monotonic()
+    pause = time.sleep if wakeup is None else wakeup.wait
     while True:
         # Read status first: once it exists the job's group is gone, so the drain after it is complete.
         status = read_bytes(path(workdir, "status.json"))
@@ -1551,7 +1623,7 @@ def cmd_follow(workdir: str, out_offset: int, err_offset: int) -> int:
             follower.frame(HEARTBEAT_FRAME, b"")
             follower.out.flush()
             last_sent = time.monotonic()
-        time.sleep(POLL_S)
+        pause(POLL_S)
 
 
 # --- clean-up --------------------------------------------------------------------------------------
