@@ -1425,11 +1425,11 @@ LAUNCHER_WAKEUP: list[Wakeup] = []  # in the daemon only: the pipe to its launch
 def start_once(workdir: str, wakeup: Wakeup | None = None) -> Json | None:
     """started.json, starting the job first if nobody has; None if it never started."""
     started = read_json(path(workdir, "started.json"))
+    if started is None and claim(workdir):
+        spawn_daemon(workdir, prepare_cgroup(workdir), EARLY_WARMER, wakeup)
+    if wakeup is not None:  # only a daemon of ours holds the other end now (if any does)
+        wakeup.close_writer()
     if started is None:
-        if claim(workdir):
-            spawn_daemon(workdir, prepare_cgroup(workdir), EARLY_WARMER, wakeup)
-        if wakeup is not None:
-            wakeup.close_writer()
         started = wait_for_start(workdir, wakeup)
     if EARLY_WARMER is not None:  # the job has joined its cgroup by now, or never will
         EARLY_WARMER.stopped = True
