@@ -340,7 +340,12 @@ def is_bwrap(pid: str) -> bool:
         return False
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, tick: Callable[[], None]) -> bool:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    tick: Callable[[], None],
+    pause: Callable[[float], None] = time.sleep,
+) -> bool:
     deadline = time.monotonic() + timeout_s
     while True:
         tick()
@@ -348,7 +353,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, tick: Callable[[
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(POLL_S)
+        pause(POLL_S)
 
 
 def kill_job(processes: JobProcesses, grace_s: float, tick: Callable[[], None] = lambda: None) -> bool:
@@ -356,11 +361,18 @@ def kill_job(processes: JobProcesses, grace_s: float, tick: Callable[[], None] =
     tick()
     if not processes.alive():
         return True
-    processes.signal(signal.SIGTERM)
-    if wait_until(lambda: not processes.alive(), grace_s, tick):
-        return True
-    processes.signal(signal.SIGKILL)
-    return wait_until(lambda: not processes.alive(), CONFIRM_GONE_S, tick)
+    # bwrap exits once its init reports the job's exit; the init, still tearing its namespace down, is
+    # then waited for on its pidfd, not by the next poll.
+    pause = ExitWait(processes.sandbox_pid) if processes.sandbox_pid else None
+    try:
+        processes.signal(signal.SIGTERM)
+        if wait_until(lambda: not processes.alive(), grace_s, tick, pause or time.sleep):
+            return True
+        processes.signal(signal.SIGKILL)
+        return wait_until(lambda: not processes.alive(), CONFIRM_GONE_S, tick, pause or time.sleep)
+    finally:
+        if pause is not None:
+            pause.close()
 
 
 def become_subreaper() -> None:
@@ -395,9 +407,11 @@ class Reaper:
 
 
 class ExitWait:
-    """Sleeps between the daemon's checks, but wakes as soon as the job's main process exits: its pidfd
-    (Linux 5.3+, Python 3.9+) turns readable then, so a job's end is noticed at once, not up to a tick
-    later. Where there is none, a plain sleep."""
+    """Sleeps between the daemon's checks, but wakes as soon as a process (the job's main one, or its
+    sandbox's init) exits: its pidfd (Linux 5.3+, Python 3.9+) turns readable then, so the exit is
+    noticed at once, not up to a tick later. It wakes once: later calls, and calls where there is no
+    pidfd, are plain sleeps (a pidfd stays readable, and a caller still waiting for something else
+    must not spin)."""
 
     def __init__(self, pid: int) -> None:
         try:
@@ -408,8 +422,8 @@ class ExitWait:
     def __call__(self, seconds: float) -> None:
         if self.fd is None:
             time.sleep(seconds)
-        else:
-            select.select([self.fd], [], [], seconds)
+        elif select.select([self.fd], [], [], seconds)[0]:
+            self.close()
 
     def close(self) -> None:
         if self.fd is not None:
