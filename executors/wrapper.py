@@ -114,7 +114,7 @@ def early_warmer(argv: list[str], fs: str = CGROUP_FS) -> MigrationWarmer | None
     try:
         with open(os.path.join(argv[2], "job.json"), "rb") as f:
             spec = f.read()
-    except OSError:
+    except (OSError, ValueError):  # no job.json (yet), or a path main() will refuse
         return None
     if b'"cgroups":true' not in spec and b'"cgroups": true' not in spec:
         return None
