@@ -1117,7 +1117,7 @@ def spawn_daemon(
 def fork_beside(warmer: MigrationWarmer | None) -> int:
     """os.fork while the warmer's thread may run. That thread only makes system calls and sleeps, so it
     holds nothing the child needs; Python 3.12+ would warn about the fork on the launcher's stderr."""
-    if warmer is None:
+    if warmer is None or sys.version_info < (3, 12):
         return os.fork()
     import warnings  # only here: every import is start-up time on the job's critical path
 
