@@ -35,17 +35,104 @@ it so), and is recorded as signal N.
 
 from __future__ import annotations  # annotations stay text: the 3.8 interpreter never evaluates them
 
-import json
 import os
-import select
-import signal
-import stat as stat_mode
-import struct
-import subprocess
 import sys
-import threading  # subprocess imports it anyway: no start-up cost
 import time
-from datetime import datetime, timezone
+
+# --- the job's cgroup: its migration path warmed from the wrapper's first moment -------------------
+# Here, above the slower imports (json, subprocess, datetime: ~12 ms), so that much more of the kernel's
+# grace period passes before the job's first process moves into its cgroup.
+
+CGROUP_FS = "/sys/fs/cgroup"
+WARM_EVERY_S = 0.005  # half a grace period here: the path never cools between moves
+WARM_FOR_S = 2.0  # a job that has not joined by then is slow for other reasons
+
+
+class MigrationWarmer:
+    """Keeps the kernel's cgroup migration path warm until the job's first process has joined its cgroup.
+
+    Moving a process into a cgroup takes a global lock (cgroup_threadgroup_rwsem) whose first taker
+    waits out an RCU grace period: ~10 ms here, most of the cgroup's start-up cost. A move within a
+    grace period of the last one is nearly free. So a thread moves this process into the cgroup it is
+    already in (a no-op move) every few ms, and the job's own move finds the path warm. Best effort: it
+    stops at the first error, once a process is in ``joined`` (the job's cgroup.procs, set when known),
+    when ``stopped`` is set, or after ``WARM_FOR_S``."""
+
+    def __init__(self, own_procs: str) -> None:
+        self.own_procs = own_procs
+        self.joined: str | None = None
+        self.stopped = False
+
+    def start(self) -> MigrationWarmer:
+        import _thread  # not threading: its imports would cost the time this thread is here to win
+
+        _thread.start_new_thread(self.run, ())
+        return self
+
+    def run(self) -> None:
+        pid = str(os.getpid()).encode("ascii")
+        deadline = time.monotonic() + WARM_FOR_S
+        try:
+            while not self.stopped and time.monotonic() < deadline:
+                fd = os.open(self.own_procs, os.O_WRONLY)
+                try:
+                    os.write(fd, pid)
+                finally:
+                    os.close(fd)
+                if self.joined is not None and self.job_joined(self.joined):
+                    return
+                time.sleep(WARM_EVERY_S)
+        except OSError:  # not ours to write (a delegated subtree), or the cgroup is gone: no warming
+            return
+
+    @staticmethod
+    def job_joined(procs: str) -> bool:
+        with open(procs) as f:
+            return bool(f.read().strip())
+
+
+def own_procs_file(fs: str) -> str | None:
+    """The cgroup.procs of the cgroup this process is in now (v2, or v1's memory hierarchy)."""
+    v2 = os.path.exists(os.path.join(fs, "cgroup.controllers"))
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        number, controllers, where = [*line.split(":", 2), "", ""][:3]
+        if (v2 and number == "0") or (not v2 and "memory" in controllers.split(",")):
+            top = fs if v2 else os.path.join(fs, controllers)
+            return os.path.join(top, where.lstrip("/"), "cgroup.procs")
+    return None
+
+
+def early_warmer(argv: list[str], fs: str = CGROUP_FS) -> MigrationWarmer | None:
+    """A started warmer for `run` or `launch` of a job nobody has launched yet whose job.json asks for
+    a cgroup; None otherwise. job.json is searched as bytes (json is not imported yet): the runner's
+    encoder writes the key as "cgroups":true, and inside a JSON string those quotes would be escaped."""
+    if len(argv) < 3 or argv[1] not in ("run", "launch") or os.path.exists(os.path.join(argv[2], "launched")):
+        return None
+    try:
+        with open(os.path.join(argv[2], "job.json"), "rb") as f:
+            spec = f.read()
+    except (OSError, ValueError):  # no job.json (yet), or a path main() will refuse
+        return None
+    if b'"cgroups":true' not in spec and b'"cgroups": true' not in spec:
+        return None
+    own = own_procs_file(fs)
+    return None if own is None else MigrationWarmer(own).start()
+
+
+EARLY_WARMER = early_warmer(sys.argv) if __name__ == "__main__" else None
+
+import json  # noqa: E402 - below the warmer's start, on purpose (see above)
+import select  # noqa: E402
+import signal  # noqa: E402
+import stat as stat_mode  # noqa: E402
+import struct  # noqa: E402
+import subprocess  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
 
 # Read by mypy only: importing typing at run time would cost start-up time on the job's critical path.
 TYPE_CHECKING = False
@@ -112,6 +199,8 @@ def write_json_atomic(file_path: str, obj: Json) -> None:
             os.close(dir_fd)
     except OSError:
         pass  # some filesystems refuse fsync on a directory; the rename is still atomic
+    for wakeup in LAUNCHER_WAKEUP:
+        wakeup.notify()
 
 
 def append_text(file_path: str, text: str) -> None:
@@ -253,7 +342,12 @@ def is_bwrap(pid: str) -> bool:
         return False
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, tick: Callable[[], None]) -> bool:
+def wait_until(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    tick: Callable[[], None],
+    pause: Callable[[float], None] = time.sleep,
+) -> bool:
     deadline = time.monotonic() + timeout_s
     while True:
         tick()
@@ -261,7 +355,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, tick: Callable[[
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(POLL_S)
+        pause(POLL_S)
 
 
 def kill_job(processes: JobProcesses, grace_s: float, tick: Callable[[], None] = lambda: None) -> bool:
@@ -269,11 +363,18 @@ def kill_job(processes: JobProcesses, grace_s: float, tick: Callable[[], None] =
     tick()
     if not processes.alive():
         return True
-    processes.signal(signal.SIGTERM)
-    if wait_until(lambda: not processes.alive(), grace_s, tick):
-        return True
-    processes.signal(signal.SIGKILL)
-    return wait_until(lambda: not processes.alive(), CONFIRM_GONE_S, tick)
+    # bwrap exits once its init reports the job's exit; the init, still tearing its namespace down, is
+    # then waited for on its pidfd, not by the next poll.
+    pause = ExitWait(processes.sandbox_pid) if processes.sandbox_pid else None
+    try:
+        processes.signal(signal.SIGTERM)
+        if wait_until(lambda: not processes.alive(), grace_s, tick, pause or time.sleep):
+            return True
+        processes.signal(signal.SIGKILL)
+        return wait_until(lambda: not processes.alive(), CONFIRM_GONE_S, tick, pause or time.sleep)
+    finally:
+        if pause is not None:
+            pause.close()
 
 
 def become_subreaper() -> None:
@@ -305,6 +406,31 @@ class Reaper:
                 return
             if pid == self.main_pid:
                 self.wait_status = wait_status
+
+
+class ExitWait:
+    """Sleeps between the daemon's checks, but wakes as soon as a process (the job's main one, or its
+    sandbox's init) exits: its pidfd (Linux 5.3+, Python 3.9+) turns readable then, so the exit is
+    noticed at once, not up to a tick later. It wakes once: later calls, and calls where there is no
+    pidfd, are plain sleeps (a pidfd stays readable, and a caller still waiting for something else
+    must not spin)."""
+
+    def __init__(self, pid: int) -> None:
+        try:
+            self.fd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):  # Python 3.8, or a kernel before 5.3
+            self.fd = None
+
+    def __call__(self, seconds: float) -> None:
+        if self.fd is None:
+            time.sleep(seconds)
+        elif select.select([self.fd], [], [], seconds)[0]:
+            self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def exit_fields(wait_status: int | None, sandboxed: bool = False) -> tuple[int | None, int | None]:
@@ -723,7 +849,6 @@ def bwrap_problem(workdir: str, sandbox: Json, cgroup: JobCgroup | None) -> str 
 
 # --- resource limits: the job's own cgroup ---------------------------------------------------------
 
-CGROUP_FS = "/sys/fs/cgroup"
 CGROUP_CONTROLLERS = ("memory", "pids", "cpu")
 DAEMON_OOM_SCORE_ADJ = -500  # the kernel's OOM killer takes any job before a wrapper daemon...
 JOB_OOM_SCORE_ADJ = 1000  # ...and a job's processes before anything else on the node
@@ -881,33 +1006,18 @@ class JobCgroup:
             except OSError:
                 pass  # not ours to change (a delegated subtree has them on already); create() says what is missing
 
-    def keep_warm(self) -> None:
-        """Keep the kernel's cgroup migration path warm until the job's first process has joined.
-
-        Moving a process into a cgroup takes a global lock (cgroup_threadgroup_rwsem) whose first taker
-        waits out an RCU grace period: ~10 ms here, most of the cgroup's start-up cost. A move within a
-        grace period of the last one is nearly free. So, while the job's process is being set up, a thread
-        moves this daemon into the cgroup it is already in (a no-op move) every few ms, and the job's own
-        move finds the path warm. Best effort: it stops at the first error, once the job has joined, or
-        after ``WARM_FOR_S``."""
-        own = self.own_procs_file()
-        if own is not None:
-            joined = os.path.join(self.dirs["memory"], "cgroup.procs")
-            threading.Thread(target=keep_migration_warm, args=(own, joined), daemon=True).start()
+    def keep_warm(self, warmer: MigrationWarmer | None = None) -> None:
+        """Keep the migration path warm (``MigrationWarmer``) until the job has joined this cgroup:
+        ``warmer`` is the one the wrapper started at its first moment; without it, one starts now."""
+        if warmer is None:
+            own = self.own_procs_file()
+            if own is None:
+                return
+            warmer = MigrationWarmer(own).start()
+        warmer.joined = os.path.join(self.dirs["memory"], "cgroup.procs")
 
     def own_procs_file(self) -> str | None:
-        """The cgroup.procs of the cgroup this process is in now (v2, or v1's memory hierarchy)."""
-        try:
-            with open("/proc/self/cgroup") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            return None
-        for line in lines:
-            number, controllers, where = [*line.split(":", 2), "", ""][:3]
-            if (self.v2 and number == "0") or (not self.v2 and "memory" in controllers.split(",")):
-                top = self.fs if self.v2 else os.path.join(self.fs, controllers)
-                return os.path.join(top, where.lstrip("/"), "cgroup.procs")
-        return None
+        return own_procs_file(self.fs)
 
     def oom_kills(self) -> int:
         """OOM kills the kernel counted in this cgroup (v2 memory.events; v1 memory.oom_control)."""
@@ -934,29 +1044,6 @@ class JobCgroup:
                         break
                     time.sleep(POLL_S)
         self.made = []
-
-
-WARM_EVERY_S = 0.002  # well inside a grace period (a few ms): the path never cools between moves
-WARM_FOR_S = 2.0  # a job that has not joined by then is slow for other reasons
-
-
-def keep_migration_warm(own_procs: str, joined_procs: str) -> None:
-    """No-op moves of this process into its own cgroup until ``joined_procs`` lists a process."""
-    pid = str(os.getpid()).encode("ascii")
-    deadline = time.monotonic() + WARM_FOR_S
-    try:
-        while time.monotonic() < deadline:
-            fd = os.open(own_procs, os.O_WRONLY)
-            try:
-                os.write(fd, pid)
-            finally:
-                os.close(fd)
-            with open(joined_procs) as f:
-                if f.read().strip():
-                    return
-            time.sleep(WARM_EVERY_S)
-    except OSError:  # not ours to write (a delegated subtree), or the cgroup is gone: no warming
-        return
 
 
 def prepare_cgroup(workdir: str) -> JobCgroup | None:
@@ -1006,21 +1093,27 @@ def set_oom_score_adj(value: int) -> None:
 # --- the daemon ------------------------------------------------------------------------------------
 
 
-def spawn_daemon(workdir: str, cgroup: JobCgroup | None = None) -> None:
+def spawn_daemon(
+    workdir: str, cgroup: JobCgroup | None = None, warmer: MigrationWarmer | None = None, wakeup: Wakeup | None = None
+) -> None:
     """Double fork + setsid: the daemon has no terminal and no parent to take it down with the session.
-    ``cgroup``: the job's, made ahead; its migration path is kept warm from here (after the fork: a
-    process that forks stays single-threaded)."""
+    ``cgroup``: the job's, made ahead; its migration path is kept warm by ``warmer`` (running since the
+    wrapper's start) or from here (after the fork: then the launcher forks single-threaded). The daemon
+    wakes the launcher through ``wakeup`` after each record it writes."""
     sys.stdout.flush()
-    child = os.fork()
+    child = fork_beside(warmer)
     if child > 0:
         if cgroup is not None:
-            cgroup.keep_warm()
+            cgroup.keep_warm(warmer)
         os.waitpid(child, 0)
         return
     try:
         os.setsid()
         if os.fork() > 0:
             os._exit(0)
+        if wakeup is not None:
+            os.close(wakeup.read_fd)
+            LAUNCHER_WAKEUP.append(wakeup)
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):  # an inherited pipe would keep the SSH channel (or our caller) open
             os.dup2(devnull, fd)
@@ -1032,6 +1125,18 @@ def spawn_daemon(workdir: str, cgroup: JobCgroup | None = None) -> None:
         append_text(path(workdir, "wrapper.log"), traceback.format_exc())
         os._exit(1)
     os._exit(0)
+
+
+def fork_beside(warmer: MigrationWarmer | None) -> int:
+    """os.fork while the warmer's thread may run. That thread only makes system calls and sleeps, so it
+    holds nothing the child needs; Python 3.12+ would warn about the fork on the launcher's stderr."""
+    if warmer is None or sys.version_info < (3, 12):
+        return os.fork()
+    import warnings  # only here: every import is start-up time on the job's critical path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
 
 
 def load_spec(workdir: str) -> tuple[str, float | None, float, Json, Json]:
@@ -1217,19 +1322,23 @@ def watch(workdir: str, reaper: Reaper, limit_s: float | None) -> str:
     cancel_path = path(workdir, "cancel")
     usage = DiskWatch(workdir, usage_limits(workdir))
     gpus = GpuSampler(workdir, read_json(path(workdir, "job.json")) or {}, os.environ)
-    while True:
-        gpus.tick()
-        reaper()
-        if reaper.wait_status is not None:
-            return "exited"
-        if os.path.exists(cancel_path):
-            return "cancelled"
-        if deadline is not None and time.monotonic() >= deadline:
-            return "timed_out"
-        over = usage.check()
-        if over is not None:
-            return over
-        time.sleep(POLL_S)
+    pause = ExitWait(reaper.main_pid)
+    try:
+        while True:
+            gpus.tick()
+            reaper()
+            if reaper.wait_status is not None:
+                return "exited"
+            if os.path.exists(cancel_path):
+                return "cancelled"
+            if deadline is not None and time.monotonic() >= deadline:
+                return "timed_out"
+            over = usage.check()
+            if over is not None:
+                return over
+            pause(POLL_S)
+    finally:
+        pause.close()
 
 
 # --- disk and output limits ------------------------------------------------------------------------
@@ -1485,19 +1594,55 @@ def emit(obj: Json) -> None:
     sys.stdout.flush()
 
 
-def start_once(workdir: str) -> Json | None:
+class Wakeup:
+    """A pipe from the daemon to the launcher that spawned it: the daemon writes a byte after each record
+    it writes (started.json, status.json), so the launcher's waits for them end then, not at their next
+    poll. A launcher without one (a later `follow`), or whose daemon is gone (end of file), polls."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)  # a full pipe already holds a wake: never block the daemon
+
+    def close_writer(self) -> None:
+        """In the launcher once the daemon is spawned (or none will be): then end of file means it is gone."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def notify(self) -> None:
+        try:  # noqa: SIM105 - see signal_group
+            os.write(self.write_fd, b".")
+        except OSError:  # full (a wake is pending), or the launcher has gone
+            pass
+
+    def wait(self, seconds: float) -> None:
+        if self.read_fd < 0:
+            time.sleep(seconds)
+        elif select.select([self.read_fd], [], [], seconds)[0] and not os.read(self.read_fd, 4096):
+            os.close(self.read_fd)  # every daemon's end is closed: poll from now on
+            self.read_fd = -1
+
+
+LAUNCHER_WAKEUP: list[Wakeup] = []  # in the daemon only: the pipe to its launcher (write_json_atomic)
+
+
+def start_once(workdir: str, wakeup: Wakeup | None = None) -> Json | None:
     """started.json, starting the job first if nobody has; None if it never started."""
     started = read_json(path(workdir, "started.json"))
+    if started is None and claim(workdir):
+        spawn_daemon(workdir, prepare_cgroup(workdir), EARLY_WARMER, wakeup)
+    if wakeup is not None:  # only a daemon of ours holds the other end now (if any does)
+        wakeup.close_writer()
     if started is None:
-        if claim(workdir):
-            spawn_daemon(workdir, prepare_cgroup(workdir))
-        started = wait_for_start(workdir)
+        started = wait_for_start(workdir, wakeup)
+    if EARLY_WARMER is not None:  # the job has joined its cgroup by now, or never will
+        EARLY_WARMER.stopped = True
     return started
 
 
 def cmd_launch(workdir: str) -> int:
     """Prints started.json (exit 0); a job that never started prints status.json (exit 3)."""
-    started = start_once(workdir)
+    started = start_once(workdir, Wakeup())
     if started is not None:
         emit(started)
         return 0
@@ -1509,13 +1654,14 @@ def cmd_launch(workdir: str) -> int:
     return 1
 
 
-def wait_for_start(workdir: str) -> Json | None:
+def wait_for_start(workdir: str, wakeup: Wakeup | None = None) -> Json | None:
     deadline = time.monotonic() + LAUNCH_WAIT_S
+    pause = time.sleep if wakeup is None else wakeup.wait
     while time.monotonic() < deadline:
         started = read_json(path(workdir, "started.json"))
         if started is not None or os.path.exists(path(workdir, "status.json")):
             return started
-        time.sleep(0.01)
+        pause(0.01)
     return None
 
 
@@ -1646,18 +1792,20 @@ def lost_reason(workdir: str) -> str | None:
 def cmd_run(workdir: str, out_offset: int, err_offset: int) -> int:
     """``launch`` then ``follow`` in one process (one round trip, one interpreter start): a STARTED
     frame with started.json first (none if the job never started), then what ``follow`` sends."""
-    started = start_once(workdir)
+    wakeup = Wakeup()
+    started = start_once(workdir, wakeup)
     if started is not None:
         out = sys.stdout.buffer
         payload = json.dumps(started, separators=(",", ":")).encode("utf-8")
         out.write(struct.pack(">BI", STARTED_FRAME, len(payload)) + payload)
         out.flush()
-    return cmd_follow(workdir, out_offset, err_offset)
+    return cmd_follow(workdir, out_offset, err_offset, wakeup)
 
 
-def cmd_follow(workdir: str, out_offset: int, err_offset: int) -> int:
+def cmd_follow(workdir: str, out_offset: int, err_offset: int, wakeup: Wakeup | None = None) -> int:
     follower = Follower(workdir, (out_offset, err_offset), sys.stdout.buffer)
     last_sent = time.monotonic()
+    pause = time.sleep if wakeup is None else wakeup.wait
     while True:
         # Read status first: once it exists the job's group is gone, so the drain after it is complete.
         status = read_bytes(path(workdir, "status.json"))
@@ -1679,7 +1827,7 @@ def cmd_follow(workdir: str, out_offset: int, err_offset: int) -> int:
             follower.frame(HEARTBEAT_FRAME, b"")
             follower.out.flush()
             last_sent = time.monotonic()
-        time.sleep(POLL_S)
+        pause(POLL_S)
 
 
 # --- clean-up --------------------------------------------------------------------------------------

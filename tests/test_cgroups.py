@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -148,23 +147,58 @@ def test_remove_takes_away_what_create_made(tmp_path: Path) -> None:
     assert [p.name for p in root.glob("*/gpuledger/*")] == []
 
 
+def wait_for_text(file: Path, text: str) -> bool:
+    """True once ``file`` holds ``text`` (within a second)."""
+    deadline = time.monotonic() + 1.0
+    while file.read_text() != text and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return file.read_text() == text
+
+
 def test_the_migration_path_is_kept_warm_until_the_job_joins(tmp_path: Path) -> None:
-    """The warming thread moves this process into its own cgroup again and again while the job's cgroup
-    is empty, and stops once a process has joined it."""
+    """The warmer moves this process into its own cgroup again and again while the job's cgroup is
+    empty (or not yet known), and stops once a process has joined it."""
     own, joined = tmp_path / "own.procs", tmp_path / "joined.procs"
     own.write_text("")
     joined.write_text("")
-    warming = threading.Thread(target=wrapper.keep_migration_warm, args=(str(own), str(joined)), daemon=True)
-    warming.start()
-    deadline = time.monotonic() + 1.0
-    while own.read_text() != str(os.getpid()) and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert own.read_text() == str(os.getpid())
-    time.sleep(0.02)
-    assert warming.is_alive()
+    warmer = wrapper.MigrationWarmer(str(own)).start()
+    assert wait_for_text(own, str(os.getpid()))
+    own.write_text("")
+    assert wait_for_text(own, str(os.getpid()))  # again, with no job's cgroup known yet
+    warmer.joined = str(joined)
     joined.write_text("4242\n")
-    warming.join(1.0)
-    assert not warming.is_alive()
+    time.sleep(0.05)
+    own.write_text("")
+    time.sleep(0.05)
+    assert own.read_text() == ""
+
+
+def test_the_wrapper_warms_from_its_first_moment_only_for_a_new_job_in_a_cgroup(tmp_path: Path) -> None:
+    """`run` or `launch` of a job not yet launched whose job.json asks for a cgroup starts the warmer
+    before the wrapper's slow imports; any other command, a job launched already, or one without a
+    cgroup starts none. The launcher stops it once the job has started."""
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    fake_v2(fs, "job-e")
+    unified = next(line for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
+    own = fs / unified.split(":", 2)[2].lstrip("/") / "cgroup.procs"
+    own.parent.mkdir(parents=True, exist_ok=True)
+    own.write_text("")
+    workdir = tmp_path / "job-e"
+    workdir.mkdir()
+    (workdir / "job.json").write_bytes(
+        msgspec.json.encode({"command": "echo '\"cgroups\":true'", "resources": {"cgroups": False}})
+    )
+    assert wrapper.early_warmer(["wrapper.py", "run", str(workdir), "0", "0"], str(fs)) is None
+    (workdir / "job.json").write_bytes(msgspec.json.encode({"command": "true", "resources": {"cgroups": True}}))
+    for argv in (["wrapper.py", "status", str(workdir)], ["wrapper.py", "run"]):
+        assert wrapper.early_warmer(argv, str(fs)) is None
+    warmer = wrapper.early_warmer(["wrapper.py", "launch", str(workdir)], str(fs))
+    assert warmer is not None
+    assert wait_for_text(own, str(os.getpid()))
+    warmer.stopped = True
+    (workdir / "launched").write_text("")
+    assert wrapper.early_warmer(["wrapper.py", "run", str(workdir), "0", "0"], str(fs)) is None
 
 
 def test_the_warming_move_is_a_no_op_into_this_process_cgroup(tmp_path: Path) -> None:
