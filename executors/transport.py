@@ -21,7 +21,7 @@ from executors.local_process import run_local, stream_local
 
 # The same code as `wrapper.py clean` on a node (the wrapper is stdlib-only and untyped: a module object).
 _wrapper = importlib.import_module("executors.wrapper")
-_remove_tree: Callable[[str], bool] = _wrapper.remove_tree
+_remove_tree: Callable[[str], bool] = _wrapper.remove_job_tree  # and the job's cgroup, if a dead daemon left it
 
 
 class Transport(Protocol):

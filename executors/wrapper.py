@@ -126,7 +126,8 @@ def early_warmer(argv: list[str], fs: str = CGROUP_FS) -> MigrationWarmer | None
 
 EARLY_WARMER = early_warmer(sys.argv) if __name__ == "__main__" else None
 
-import json  # noqa: E402 - below the warmer's start, on purpose (see above)
+import contextlib  # noqa: E402 - below the warmer's start, on purpose (see above); subprocess imports it anyway
+import json  # noqa: E402
 import select  # noqa: E402
 import signal  # noqa: E402
 import stat as stat_mode  # noqa: E402
@@ -1897,16 +1898,39 @@ def remove_tree(top: str) -> bool:
 
 
 def cmd_clean(target: str) -> int:
-    """Remove a job's directory (control files and workdir); exit 0 once it is gone. A non-root
-    wrapper with subordinate ids removes it as root of such a user namespace: the job's files are
-    owned by ids mapped there."""
+    """Remove a job's directory (control files and workdir) and whatever is left of its cgroup; exit 0
+    once the directory is gone. A non-root wrapper with subordinate ids removes it as root of such a
+    user namespace: the job's files are owned by ids mapped there."""
+    spec = read_json(path(target, "job.json")) or {}  # read first: it names the job's cgroup
     ids = own_ids()[0] if os.geteuid() != 0 else None
+    gone = None
     if ids is not None:
-        try:
-            return 0 if in_own_ids(ids, lambda: remove_tree(target)) else 1
-        except NoOwnIds:
-            pass
-    return 0 if remove_tree(target) else 1
+        with contextlib.suppress(NoOwnIds):  # no namespace after all: removed as this user, as far as it can
+            gone = in_own_ids(ids, lambda: remove_tree(target))
+    if gone is None:
+        gone = remove_tree(target)
+    discard_cgroup(spec, target)
+    return 0 if gone else 1
+
+
+def remove_job_tree(target: str) -> bool:
+    """``remove_tree`` of a job's directory, and whatever is left of its cgroup (the local runner's
+    clean-up, in the server's own process)."""
+    spec = read_json(path(target, "job.json")) or {}
+    gone = remove_tree(target)
+    discard_cgroup(spec, target)
+    return gone
+
+
+def discard_cgroup(spec: Json, workdir: str) -> None:
+    """A daemon that died (killed, or its node rebooted mid-job) never removed the job's cgroup: an
+    empty one goes with the job's directory, so leftovers never pile up under the cgroup parent."""
+    resources = spec.get("resources") or {}
+    if not isinstance(resources, dict) or not resources.get("cgroups"):
+        return
+    # Not removable now (a delegated parent gone, a process still inside): a later clean tries again.
+    with contextlib.suppress(CgroupUnavailable, OSError):
+        named_cgroup(resources, workdir).discard()
 
 
 def cmd_probe(root: str, uid: int, cgroup_parent: str | None = None) -> int:

@@ -4,6 +4,7 @@ by tests/test_resources.py; cgroup v2 cannot run for real on these machines, so 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -18,6 +19,7 @@ from executors import wrapper
 from executors.outcome import finished_event
 from executors.protocol import ExitStatus
 from executors.resources import job_resources
+from executors.transport import LocalTransport
 from ledger.domain.attempts import PLATFORM_REASONS
 from ledger.domain.events import Blob
 from ledger.domain.jobs import JobState
@@ -233,6 +235,36 @@ def test_the_launcher_makes_the_cgroup_ahead_and_a_cancel_before_start_removes_i
         (workdir / "cancel").write_text("")
         wrapper.run_daemon(str(workdir))
         assert json.loads((workdir / "status.json").read_text())["cancelled"] is True
+        assert not any(d.exists() for d in made)
+    finally:
+        for d in [*made, *(d.parent for d in made)]:
+            if d.exists():
+                d.rmdir()
+
+
+@pytest.mark.parametrize("clean", ["wrapper.py clean", "local runner"])
+def test_clean_removes_the_cgroup_a_dead_daemon_left(tmp_path: Path, clean: str) -> None:
+    """Real v1: a job whose daemon died mid-run left its (now empty) cgroup; removing its directory
+    (``wrapper.py clean`` on a node, the local runner's in-process removal, both also the start-up
+    sweep's) removes the cgroup with it, so leftovers never pile up under the parent."""
+    top = Path(wrapper.CGROUP_FS)
+    if not (top / "memory" / "memory.limit_in_bytes").exists() or os.geteuid() != 0:
+        pytest.skip("needs root and a cgroup v1 memory hierarchy at /sys/fs/cgroup/memory")
+    parent = f"gpuledger-test-{uuid.uuid4().hex[:8]}"
+    workdir = tmp_path / "job-y"
+    workdir.mkdir()
+    (workdir / "job.json").write_text(
+        json.dumps({"command": "true", "resources": {"cgroups": True, "cgroup_parent": parent}})
+    )
+    made = [top / controller / parent / "job-job-y" for controller in wrapper.CGROUP_CONTROLLERS]
+    try:
+        wrapper.named_cgroup({"cgroup_parent": parent}, str(workdir)).make_dirs()
+        assert all(d.is_dir() for d in made)
+        if clean == "local runner":
+            asyncio.run(LocalTransport("n").remove_tree(str(workdir)))
+        else:
+            assert wrapper.cmd_clean(str(workdir)) == 0
+        assert not workdir.exists()
         assert not any(d.exists() for d in made)
     finally:
         for d in [*made, *(d.parent for d in made)]:
