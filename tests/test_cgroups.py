@@ -9,6 +9,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -216,9 +217,10 @@ def test_the_warming_move_is_a_no_op_into_this_process_cgroup(tmp_path: Path) ->
     assert v2.own_procs_file() == str(tmp_path / "v2" / unified.lstrip("/") / "cgroup.procs")
 
 
-def test_the_launcher_makes_the_cgroup_ahead_and_a_cancel_before_start_removes_it(tmp_path: Path) -> None:
-    """Real v1: the launcher makes the job's cgroup before the daemon starts (so the kernel's grace
-    period passes during the daemon's set-up); a job cancelled before it started leaves none behind."""
+@pytest.fixture
+def real_v1_job(tmp_path: Path) -> Iterator[tuple[Path, str, list[Path]]]:
+    """A job directory whose job.json asks for a cgroup below a fresh parent on the real v1 hierarchy:
+    (workdir, parent, the job's cgroup directories); whatever is left of them is removed afterwards."""
     top = Path(wrapper.CGROUP_FS)
     if not (top / "memory" / "memory.limit_in_bytes").exists() or os.geteuid() != 0:
         pytest.skip("needs root and a cgroup v1 memory hierarchy at /sys/fs/cgroup/memory")
@@ -230,46 +232,41 @@ def test_the_launcher_makes_the_cgroup_ahead_and_a_cancel_before_start_removes_i
     )
     made = [top / controller / parent / "job-job-x" for controller in wrapper.CGROUP_CONTROLLERS]
     try:
-        assert wrapper.prepare_cgroup(str(workdir)) is not None
-        assert all(d.is_dir() for d in made)
-        (workdir / "cancel").write_text("")
-        wrapper.run_daemon(str(workdir))
-        assert json.loads((workdir / "status.json").read_text())["cancelled"] is True
-        assert not any(d.exists() for d in made)
+        yield workdir, parent, made
     finally:
         for d in [*made, *(d.parent for d in made)]:
             if d.exists():
                 d.rmdir()
+
+
+def test_the_launcher_makes_the_cgroup_ahead_and_a_cancel_before_start_removes_it(
+    real_v1_job: tuple[Path, str, list[Path]],
+) -> None:
+    """Real v1: the launcher makes the job's cgroup before the daemon starts (so the kernel's grace
+    period passes during the daemon's set-up); a job cancelled before it started leaves none behind."""
+    workdir, _, made = real_v1_job
+    assert wrapper.prepare_cgroup(str(workdir)) is not None
+    assert all(d.is_dir() for d in made)
+    (workdir / "cancel").write_text("")
+    wrapper.run_daemon(str(workdir))
+    assert json.loads((workdir / "status.json").read_text())["cancelled"] is True
+    assert not any(d.exists() for d in made)
 
 
 @pytest.mark.parametrize("clean", ["wrapper.py clean", "local runner"])
-def test_clean_removes_the_cgroup_a_dead_daemon_left(tmp_path: Path, clean: str) -> None:
+def test_clean_removes_the_cgroup_a_dead_daemon_left(real_v1_job: tuple[Path, str, list[Path]], clean: str) -> None:
     """Real v1: a job whose daemon died mid-run left its (now empty) cgroup; removing its directory
     (``wrapper.py clean`` on a node, the local runner's in-process removal, both also the start-up
     sweep's) removes the cgroup with it, so leftovers never pile up under the parent."""
-    top = Path(wrapper.CGROUP_FS)
-    if not (top / "memory" / "memory.limit_in_bytes").exists() or os.geteuid() != 0:
-        pytest.skip("needs root and a cgroup v1 memory hierarchy at /sys/fs/cgroup/memory")
-    parent = f"gpuledger-test-{uuid.uuid4().hex[:8]}"
-    workdir = tmp_path / "job-y"
-    workdir.mkdir()
-    (workdir / "job.json").write_text(
-        json.dumps({"command": "true", "resources": {"cgroups": True, "cgroup_parent": parent}})
-    )
-    made = [top / controller / parent / "job-job-y" for controller in wrapper.CGROUP_CONTROLLERS]
-    try:
-        wrapper.named_cgroup({"cgroup_parent": parent}, str(workdir)).make_dirs()
-        assert all(d.is_dir() for d in made)
-        if clean == "local runner":
-            asyncio.run(LocalTransport("n").remove_tree(str(workdir)))
-        else:
-            assert wrapper.cmd_clean(str(workdir)) == 0
-        assert not workdir.exists()
-        assert not any(d.exists() for d in made)
-    finally:
-        for d in [*made, *(d.parent for d in made)]:
-            if d.exists():
-                d.rmdir()
+    workdir, parent, made = real_v1_job
+    wrapper.named_cgroup({"cgroup_parent": parent}, str(workdir)).make_dirs()
+    assert all(d.is_dir() for d in made)
+    if clean == "local runner":
+        asyncio.run(LocalTransport("n").remove_tree(str(workdir)))
+    else:
+        assert wrapper.cmd_clean(str(workdir)) == 0
+    assert not workdir.exists()
+    assert not any(d.exists() for d in made)
 
 
 def test_parent_may_not_climb_out() -> None:
