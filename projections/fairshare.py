@@ -40,6 +40,8 @@ def attempt_end(before: JobState | None, after: JobState) -> tuple[int, int] | N
     An attempt ends when the job ends, or when it starts again (a retry) or forgets its start."""
     if before is None or before.charged_from is None:
         return None
+    if before.started_at is None and after.phase == "queued" and after.retries_used == before.retries_used:
+        return None  # requeued during its set-up (its node lost): the platform's, uncharged as in the quota
     if (after.is_terminal and not before.is_terminal) or after.charged_from != before.charged_from:
         return before.charged_from, before.charged_gpus
     return None

@@ -14,6 +14,7 @@ from ledger.domain.events import (
     JobEnvReady,
     JobFinished,
     JobQueued,
+    JobRequeued,
     JobRetried,
     JobStarted,
     JobSubmitted,
@@ -197,3 +198,13 @@ def test_a_set_up_cannot_be_charged_from_before_its_dispatch() -> None:
     views = fold([*submitted("a", DAY), (DAY + H, JobDispatched(job_id="a", node="n", attempt=1)),
                   (DAY + 2 * H, spent), (DAY + 2 * H, end)])  # fmt: skip
     assert used(views, DAY + 3 * H) == (1, 1.0)
+
+
+def test_a_set_up_cut_short_by_a_lost_node_costs_nothing() -> None:
+    """Requeued during its set-up (node lost): neither the quota nor fair share is charged for it."""
+    ready = JobEnvReady(job_id="a", digest="d", hit=False, seconds=1800.0, attempt=1)
+    views = fold([*submitted("a", DAY), (DAY, JobDispatched(job_id="a", node="n", attempt=1)),
+                  (DAY + H, ready), (DAY + H, JobRequeued(job_id="a", attempt=1, reason="node_lost"))])  # fmt: skip
+    assert used(views, DAY + 2 * H) == (1, 0.0)
+    assert "alice" not in views.shares or views.shares["alice"].usage_gpu_s == 0.0
+    assert views.jobs["a"].charged_from is None
