@@ -4,6 +4,7 @@ left."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
@@ -27,9 +28,9 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("require_sandbox
 @pytest.fixture(scope="module")
 def ssh_own_ids(
     server_user: ServerUser, ssh_cluster: SshCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Server, Path, range, Path]]:
+) -> Iterator[tuple[Server, Path, range, Path, ServerUser]]:
     """A root server whose SSH nodes log in as an ordinary user with a range (and a delegated cgroup),
-    binding a directory with a mode-0600 file of that user. (server, that file, range, jobs root)
+    binding a directory with a mode-0600 file of that user. (server, that file, range, jobs root, user)
     ``server_user`` only groups these tests with the other non-root ones."""
     with ExitStack() as stack:
         # sshd reads the cluster's authorized_keys as the user logging in
@@ -51,15 +52,15 @@ def ssh_own_ids(
         settings["nodes"] = [dict(node, user=user.name) for node in settings["nodes"]]
         server = start_server(tmp_path_factory.mktemp("ownids-ssh") / "server", **settings)
         stack.callback(server.stop)
-        yield server, secret, ids, base / "remote" / "jobs"
+        yield server, secret, ids, base / "remote" / "jobs", user
 
 
 def test_on_an_ssh_node_the_job_runs_as_a_subordinate_uid_and_is_cleaned_up(
-    ssh_own_ids: tuple[Server, Path, range, Path],
+    ssh_own_ids: tuple[Server, Path, range, Path, ServerUser],
 ) -> None:
     """On an SSH node whose GPU_USER has a range: the job runs as a uid of it, cannot read that user's
     mode-0600 file, its workdir is its uid's, and the wrapper's clean removes it (mode-000 dir too)."""
-    server, secret, ids, jobs_root = ssh_own_ids
+    server, secret, ids, jobs_root, _ = ssh_own_ids
     with server.client(server.admin_token) as client:
         [(job_id, _, pid)] = start_sleepers(client, secret, 1)
         uid, owners = host_uid(pid), [p.joinpath("work").stat().st_uid for p in jobs_root.glob(f"{job_id}*")]
@@ -69,4 +70,30 @@ def test_on_an_ssh_node_the_job_runs_as_a_subordinate_uid_and_is_cleaned_up(
     deadline = time.monotonic() + 20
     while list(jobs_root.glob(f"{job_id}*")):
         assert time.monotonic() < deadline, list(jobs_root.glob(f"{job_id}*"))
+        time.sleep(0.05)
+
+
+def test_the_sweep_removes_a_leftover_of_subordinate_ids_whose_wrapper_is_gone(
+    ssh_own_ids: tuple[Server, Path, range, Path, ServerUser],
+) -> None:
+    """A finished job's leftover on the node with no wrapper.py left (an earlier clean got that far), its
+    files a subordinate uid's behind mode-000 directories, which ``rm -rf`` as the node user cannot
+    remove: the next start's sweep puts the wrapper back and its clean removes them."""
+    server, secret, ids, jobs_root, user = ssh_own_ids
+    with server.client(server.admin_token) as client:
+        [(job_id, marker, pid)] = start_sleepers(client, secret, 1)
+        end_all(client, [(job_id, marker, pid)])
+    leftover = jobs_root / f"{job_id}.9"
+    (leftover / "work" / "closed" / "inner").mkdir(parents=True)
+    (leftover / "work" / "closed" / "inner" / "data").write_text("the job's own\n")
+    user.own(leftover)
+    for path in [leftover / "work", *(leftover / "work").rglob("*")]:
+        os.lchown(path, ids[5], user.gid)
+    for directory in (leftover / "work" / "closed" / "inner", leftover / "work" / "closed"):
+        directory.chmod(0)
+    server.stop()
+    server.start()
+    deadline = time.monotonic() + 30
+    while leftover.exists():
+        assert time.monotonic() < deadline, "the leftover is still there"
         time.sleep(0.05)

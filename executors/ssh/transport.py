@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from executors.errors import JobFileUnreadable, RemoteCommandFailed, RemoteFileError, RemoteFileMissing
-from executors.protocol import clean_command
+from executors.protocol import WRAPPER_NAME, WRAPPER_SOURCE, clean_command
 from executors.ssh.connection import NodeConnection
 
 
@@ -36,8 +36,13 @@ class SshTransport:
             raise JobFileUnreadable(path, e.reason) from e
 
     async def remove_tree(self, path: str) -> None:
-        """The wrapper's ``clean``, as the node user; RemoteCommandFailed if the tree stays."""
+        """The wrapper's ``clean``, as the node user; RemoteCommandFailed if the tree stays. Where the
+        job directory's wrapper is gone (an earlier clean got that far) and ``rm -rf`` cannot finish
+        (files of the job's subordinate ids), the wrapper is put back for one more ``clean``."""
         result = await self.conn.run(clean_command(self.python, path), timeout=3600, check=False)
+        if result.exit_status != 0:
+            await self.put_files(path, {WRAPPER_NAME: WRAPPER_SOURCE})
+            result = await self.conn.run(clean_command(self.python, path), timeout=3600, check=False)
         if result.exit_status != 0:
             raise RemoteCommandFailed(f"clean {path}", result.exit_status or 1, result.stderr)
 
