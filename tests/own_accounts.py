@@ -15,9 +15,11 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from nonroot import ACL_GROUP_OBJ, ACL_MASK, ACL_USER, ACL_XATTR, ServerUser, search_acl
 
@@ -117,3 +119,23 @@ def drop_search(directory: Path, uid: int) -> None:
         os.removexattr(directory, ACL_XATTR)
     mode = stat.S_IMODE(directory.stat().st_mode)
     directory.chmod((mode & ~0o070) | group << 3)
+
+
+def sweep_removes_leftover(server: Any, leftover: Path, user: ServerUser, uid: int, timeout: float) -> None:
+    """Plant a finished job's leftover at ``leftover``: its control directory the node user's, its
+    ``work`` files owned by the subordinate ``uid`` behind mode-000 directories (what ``rm -rf`` as the
+    node user cannot remove); restart ``server`` and wait until its start-up sweep has removed it."""
+    inner = leftover / "work" / "closed" / "inner"
+    inner.mkdir(parents=True)
+    (inner / "data").write_text("the job's own\n")
+    user.own(leftover)
+    for path in [leftover / "work", *(leftover / "work").rglob("*")]:
+        os.lchown(path, uid, user.gid)
+    for directory in (inner, inner.parent):
+        directory.chmod(0)
+    server.stop()
+    server.start()
+    deadline = time.monotonic() + timeout
+    while leftover.exists():
+        assert time.monotonic() < deadline, "the leftover is still there"
+        time.sleep(0.05)

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from nonroot import ServerUser, delegated_cgroup, owned_dir
-from own_accounts import SUBID_FILES, account, first_id, subordinate_ids
+from own_accounts import SUBID_FILES, account, first_id, subordinate_ids, sweep_removes_leftover
 from server import Server, config_yaml, submit, wait_status
 from test_sandbox import ML_JOB, TERMINAL, start_server
 from test_sandbox_surface import MINORS, fake_devices, fake_nvidia_smi
@@ -216,16 +216,4 @@ def test_the_start_up_sweep_removes_a_leftover_of_subordinate_ids(
     directories: the next start's sweep removes it (from the same kind of user namespace)."""
     server, _, ids = own_ids_server
     leftover = server.root / "jobs" / "work" / "jobs" / f"{sleepers['jobs'][0]}.9"
-    (leftover / "work" / "closed" / "inner").mkdir(parents=True)
-    (leftover / "work" / "closed" / "inner" / "data").write_text("the job's own\n")
-    ids_user.own(leftover)
-    for path in [leftover / "work", *(leftover / "work").rglob("*")]:
-        os.lchown(path, ids[61000], ids_user.gid)
-    for directory in (leftover / "work" / "closed" / "inner", leftover / "work" / "closed"):
-        directory.chmod(0)
-    server.stop()
-    server.start()
-    deadline = time.monotonic() + 20
-    while leftover.exists():
-        assert time.monotonic() < deadline, "the leftover is still there"
-        time.sleep(0.05)
+    sweep_removes_leftover(server, leftover, ids_user, ids[61000], timeout=20)

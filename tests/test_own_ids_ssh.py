@@ -4,7 +4,6 @@ left."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import uuid
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from nonroot import ServerUser, delegated_cgroup, owned_dir
-from own_accounts import account, first_id, subordinate_ids
+from own_accounts import account, first_id, subordinate_ids, sweep_removes_leftover
 from server import Server
 from sshd import SshCluster
 from test_own_ids import end_all, host_uid, start_sleepers
@@ -83,17 +82,4 @@ def test_the_sweep_removes_a_leftover_of_subordinate_ids_whose_wrapper_is_gone(
     with server.client(server.admin_token) as client:
         [(job_id, marker, pid)] = start_sleepers(client, secret, 1)
         end_all(client, [(job_id, marker, pid)])
-    leftover = jobs_root / f"{job_id}.9"
-    (leftover / "work" / "closed" / "inner").mkdir(parents=True)
-    (leftover / "work" / "closed" / "inner" / "data").write_text("the job's own\n")
-    user.own(leftover)
-    for path in [leftover / "work", *(leftover / "work").rglob("*")]:
-        os.lchown(path, ids[5], user.gid)
-    for directory in (leftover / "work" / "closed" / "inner", leftover / "work" / "closed"):
-        directory.chmod(0)
-    server.stop()
-    server.start()
-    deadline = time.monotonic() + 30
-    while leftover.exists():
-        assert time.monotonic() < deadline, "the leftover is still there"
-        time.sleep(0.05)
+    sweep_removes_leftover(server, jobs_root / f"{job_id}.9", user, ids[5], timeout=30)
